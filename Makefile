@@ -1,0 +1,33 @@
+# Everything sets itself up from nothing: `make test` and `make demo` create .venv,
+# install the CPU build of torch (override with TORCH_SPEC=...), then the package.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	$(PY) examples/seed_readme.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/transform.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,131 @@
+"""Watch the spectra of a small CNN evolve while it learns to read digits.
+
+Trains a small CNN on scikit-learn's bundled 8x8 digits (1,797 images, no download) for a
+few epochs on the CPU with ``SpectrumCallback``, then prints where the TensorBoard logs
+and the spectrum records are and how to look at them.
+
+    python examples/demo_digits.py [--epochs 8] [--root out/demo_digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+from nsp_lightning import SpectrumCallback, read_records
+
+PROBES = 4
+
+
+class DigitsCNN(pl.LightningModule):
+    """conv → ReLU → max-pool, twice, then a linear classifier; each step a top-level layer."""
+
+    def __init__(self, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.lr = lr
+        self.conv1 = nn.Conv2d(1, 8, kernel_size=3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, kernel_size=3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(16 * 2 * 2, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        return self.fc(self.flatten(x))
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        self.log(f"{stage}_loss", loss, prog_bar=True)
+        self.log(f"{stage}_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def digits_loaders(batch_size: int = 32) -> tuple[DataLoader, DataLoader]:
+    """Train/validation loaders: 1,437 and 360 images, scaled to [0, 1], shape (1, 8, 8)."""
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    train, val = order[:1437], order[1437:]
+    return (
+        DataLoader(TensorDataset(x[train], y[train]), batch_size=batch_size, shuffle=True),
+        DataLoader(TensorDataset(x[val], y[val]), batch_size=batch_size),
+    )
+
+
+def fit(root: str | os.PathLike, epochs: int, callbacks: list[pl.Callback], seed: int = 0) -> pl.Trainer:
+    """Train the digits CNN; the benchmark calls this with and without the callback."""
+    pl.seed_everything(seed, verbose=False)
+    train, val = digits_loaders()
+    trainer = pl.Trainer(
+        default_root_dir=root,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(root, name="digits"),
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(DigitsCNN(), train, val)
+    return trainer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    parser.add_argument("--root", default="out/demo_digits", help="log directory (default out/demo_digits)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)  # few DataLoader workers: fine here
+
+    _, val = digits_loaders()
+    probe = next(iter(val))[0][:PROBES]  # PROBES validation digits, shape (PROBES, 1, 8, 8)
+    callback = SpectrumCallback(probe)
+    start = time.perf_counter()
+    trainer = fit(args.root, args.epochs, [callback])
+    seconds = time.perf_counter() - start
+
+    records = read_records(callback.dirpath)
+    root = Path(args.root).resolve()
+    print(f"\nTrained {args.epochs} epochs in {seconds:.1f} s; took {len(records)} spectrum records.")
+    print(f"Last validation accuracy: {float(trainer.callback_metrics['val_acc']):.3f}")
+    print("\nlog10 spectral energy per layer, probe 0 (first and last record):")
+    for record in (records[0], records[-1]):
+        values = ", ".join(f"{n}={v:.2f}" for n, v in zip(record.layernames, record.log10_energy[0]))
+        print(f"  record {record.epoch:2d}: {values}")
+    print(f"\nTensorBoard logs: {Path(trainer.log_dir).resolve()}")
+    print(f"Spectrum records: {Path(callback.dirpath).resolve()}  (read with nsp_lightning.read_records)")
+    print("View them with:")
+    print(f"  tensorboard --logdir {root} --samples_per_plugin images=0")
+
+
+if __name__ == "__main__":
+    main()

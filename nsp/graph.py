@@ -1,0 +1,262 @@
+"""``NNGraph``: the neuron-level DAG of a network, with its Fourier transforms.
+
+The graph keeps a compact structure (per-layer relations, :mod:`nsp.structure`). The
+networkx view of nodes and edges is materialised lazily, on first use, because it costs
+one Python object per edge; the transforms never need it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+import torch
+from networkx.classes.digraph import _CachedPropertyResetterAdjAndSucc, _CachedPropertyResetterPred
+
+from nsp.capture import Activations
+from nsp.structure import NetworkStructure, build_structure
+from nsp.transforms.base import GraphTransform
+from nsp.transforms.causal import CausalTransform
+
+__all__ = ["NNGraph"]
+
+TRANSFORM_TYPES = ("standard", "laplacian")
+
+
+class _Lazy:
+    """A networkx storage attribute that materialises the graph on first access."""
+
+    def __init__(self, name: str, resetter: Any = None) -> None:
+        self.name, self.resetter = name, resetter
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        if obj.__dict__.get("_pending"):
+            obj._materialize()
+        return obj.__dict__[self.name]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        if self.resetter is not None:
+            self.resetter.__set__(obj, value)
+        else:
+            obj.__dict__[self.name] = value
+
+
+class NNGraph(nx.DiGraph):
+    """Directed graph of the neurons of a network (a ``networkx.DiGraph``).
+
+    Nodes are ``(layer_index, *index_in_layer)`` tuples, ordered layer by layer and
+    row-major inside a layer; this order is topological. Edges go from layer ``L-1``
+    to layer ``L`` where an output of child ``L`` depends on an input position
+    (GUIDE §2).
+
+    Parameters
+    ----------
+    activations : Activations, optional
+        A pattern recorded from the network. With ``INCL=True`` the graph depends only
+        on the network's architecture and the input's shape, not on the values.
+        ``None`` gives an empty graph (networkx uses this for ``copy()``).
+    INCL : bool, default True
+        ``True``: every weight counts even if it is 0, every pooling-window member
+        counts, elementwise modules are the identity. ``False``: the nonzero entries of
+        each child's Jacobian at the input it received (zero weights drop edges, a
+        max-pool keeps its argmax, a ReLU at a negative input keeps none).
+    **attr
+        Graph attributes, as for ``networkx.DiGraph``.
+
+    Attributes
+    ----------
+    structure : NetworkStructure
+        Layer names, shapes and per-layer relations.
+    inv_F : scipy.sparse.csr_matrix
+        The seed's zeta matrix (``inv_F[x, y] = 1`` iff ``y ≤ x``), built on first access.
+        It is N×N: only for small graphs. The transform never uses it.
+
+    Raises
+    ------
+    UnsupportedModuleError
+        If a child cannot be analysed; the message names the module path and type.
+
+    Examples
+    --------
+    >>> import torch, nsp
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    >>> g = nsp.NNGraph(nsp.Activations(net, torch.ones(1, 2)))
+    >>> g.number_of_nodes(), g.number_of_edges()
+    (3, 2)
+    >>> sorted(g.edges())
+    [((0, 0), (1, 0)), ((0, 1), (1, 0))]
+    """
+
+    _node = _Lazy("_node")
+    _adj = _Lazy("_adj", _CachedPropertyResetterAdjAndSucc())
+    _succ = _adj
+    _pred = _Lazy("_pred", _CachedPropertyResetterPred())
+
+    def __init__(self, activations: Activations | None = None, INCL: bool = True, **attr: Any) -> None:
+        super().__init__(**attr)
+        self.INCL = bool(INCL)
+        self.structure: NetworkStructure | None = None
+        self._transformers: dict[str, GraphTransform] = {}
+        self._inv_F: sp.csr_matrix | None = None
+        if activations is None:
+            return
+        if not isinstance(activations, Activations):
+            raise TypeError(
+                f"nsp.NNGraph: expected `activations` to be an nsp.Activations, got {type(activations).__name__}"
+            )
+        self.structure = build_structure(activations, self.INCL)
+        self.__dict__["_pending"] = True
+
+    # -- lazy networkx view ----------------------------------------------------------------
+    def _materialize(self) -> None:
+        self.__dict__["_pending"] = False
+        s = self.structure
+        nodes = [(layer, *idx) for layer, shape in enumerate(s.shapes) for idx in np.ndindex(*shape)]
+        self.add_nodes_from(nodes)
+        src, dst = s.edge_arrays()
+        self.add_edges_from(zip(map(nodes.__getitem__, src.tolist()), map(nodes.__getitem__, dst.tolist())))
+
+    def number_of_nodes(self) -> int:
+        if self.__dict__.get("_pending"):
+            return self.structure.n
+        return super().number_of_nodes()
+
+    def __len__(self) -> int:
+        return self.number_of_nodes()
+
+    def number_of_edges(self, u: Any = None, v: Any = None) -> int:
+        if u is None and v is None and self.__dict__.get("_pending"):
+            return self.structure.number_of_edges()
+        return super().number_of_edges(u, v)
+
+    def _require_structure(self, what: str) -> NetworkStructure:
+        if self.structure is None:
+            raise ValueError(
+                f"nsp.NNGraph.{what}: this graph has no network structure (it was not built from Activations, "
+                "e.g. it came from copy() or subgraph())"
+            )
+        return self.structure
+
+    # -- seed API ---------------------------------------------------------------------
+    def node_id(self, node: tuple) -> int:
+        """Index of ``node`` in the total (topological) order of all nodes.
+
+        Raises
+        ------
+        KeyError
+            If ``node`` is not a node of the graph.
+        """
+        s = self._require_structure("node_id")
+        try:
+            layer, *index = node
+            if not 0 <= layer < len(s.shapes) or len(index) != len(s.shapes[layer]):
+                raise ValueError
+            return int(s.offsets[layer]) + int(np.ravel_multi_index(tuple(index), s.shapes[layer] or (1,)))
+        except (TypeError, ValueError) as err:
+            raise KeyError(f"nsp.NNGraph.node_id: {node!r} is not a node of this graph") from err
+
+    def adjacency(self) -> sp.csr_matrix:
+        """The N×N sparse adjacency matrix, ``A[u, v] = 1`` for an edge u → v (node order)."""
+        s = self._require_structure("adjacency")
+        src, dst = s.edge_arrays()
+        return sp.csr_matrix((np.ones(src.size, dtype=np.float64), (src, dst)), shape=(s.n, s.n))
+
+    def get_transformer(self, type: str = "standard") -> GraphTransform:
+        """The transform operator of this graph, built once and cached.
+
+        Parameters
+        ----------
+        type : {'standard', 'laplacian'}
+            ``'standard'``: the exact causal (Möbius) transform, :class:`CausalTransform`.
+            ``'laplacian'``: the graph-Laplacian transform, :class:`LaplacianTransform`.
+
+        Returns
+        -------
+        GraphTransform
+            An operator with ``forward``/``inverse`` on ``(N,)`` or ``(P, N)`` arrays.
+        """
+        s = self._require_structure("get_transformer")
+        if type not in TRANSFORM_TYPES:
+            raise ValueError(f"nsp.NNGraph: unknown transform type={type!r}; expected one of {TRANSFORM_TYPES}")
+        if type not in self._transformers:
+            if type == "standard":
+                self._transformers[type] = CausalTransform(s)
+            else:
+                from nsp.transforms.laplacian import LaplacianTransform
+
+                self._transformers[type] = LaplacianTransform(self.adjacency())
+        return self._transformers[type]
+
+    @property
+    def lu_piv(self) -> GraphTransform | None:
+        """The Laplacian transformer once built (the seed kept an LU factorisation here)."""
+        return self._transformers.get("laplacian")
+
+    @property
+    def inv_F(self) -> sp.csr_matrix:
+        if self._inv_F is None:
+            self._inv_F = _zeta_matrix(self._require_structure("inv_F"))
+        return self._inv_F
+
+    def transform(self, activations: Activations, type: str = "standard") -> Activations:
+        """The spectrum of a recorded pattern, as a new ``Activations``.
+
+        Parameters
+        ----------
+        activations : Activations
+            A pattern of the same network and input shape as the graph.
+        type : {'standard', 'laplacian'}
+            The transform (see ``get_transformer``). For ``'laplacian'`` the coefficients
+            are in ascending-eigenvalue order, cut into the layer shapes only for seed
+            compatibility; use ``get_transformer('laplacian').eigenvalues`` with them.
+
+        Returns
+        -------
+        Activations
+            Same names and shapes, float64 spectral coefficients.
+
+        Raises
+        ------
+        ValueError
+            If the pattern's layers do not match the graph, or a value is not finite.
+        """
+        s = self._require_structure("transform")
+        if not isinstance(activations, Activations):
+            raise TypeError(
+                f"nsp.NNGraph.transform: expected an nsp.Activations, got {type(activations).__name__}"
+            )
+        if [tuple(a.shape) for a in activations.layeractivations] != s.shapes:
+            raise ValueError(
+                "nsp.NNGraph.transform: the pattern's layer shapes "
+                f"{[tuple(a.shape) for a in activations.layeractivations]} do not match the graph's {s.shapes}"
+            )
+        for name, layer in zip(activations.layernames, activations.layeractivations):
+            bad = int((~torch.isfinite(layer)).sum())
+            if bad:
+                raise ValueError(
+                    f"nsp.NNGraph.transform: layer '{name}' has {bad} non-finite activation(s) (nan/inf); "
+                    "its spectrum is undefined"
+                )
+        op = self.get_transformer(type)
+        return activations.to_activations(op.forward(activations.to_numpy()))
+
+
+def _zeta_matrix(s: NetworkStructure) -> sp.csr_matrix:
+    """Reachability (with the diagonal) as a sparse lower-triangular matrix; small graphs only."""
+    limit = 20_000
+    if s.n > limit:
+        raise MemoryError(
+            f"nsp.NNGraph.inv_F: the {s.n:,}-node closure would be dense (up to {s.n**2 / 2**30:.1f} G entries); "
+            f"it is built only up to {limit:,} nodes. Use graph.get_transformer() instead"
+        )
+    src, dst = s.edge_arrays()
+    adj = sp.csr_matrix((np.ones(src.size, dtype=np.int8), (dst, src)), shape=(s.n, s.n))
+    closure = sp.identity(s.n, dtype=np.int8, format="csr")
+    for layer in range(1, len(s.shapes)):
+        closure = (closure + adj @ closure).astype(bool).astype(np.int8)
+    return sp.tril(closure, format="csr").astype(np.float64)

@@ -1,0 +1,344 @@
+"""0/1 relations between the index spaces of two layers, as unions of Kronecker products.
+
+With INCL=True the dependence of a neuron on an earlier layer is a product set,
+(channel set) × (row set) × (column set) (GUIDE §3, fact 2). A :class:`Term` stores such
+a relation as small per-axis 0/1 factors whose Kronecker product is the full relation,
+so composing relations layer by layer never forms the large matrix.
+
+A term's factor ``i`` maps an *out* axis of size ``p_i`` to an *in* axis of size ``q_i``.
+The out sizes are a mixed-radix (row-major) factorisation of the output's flat index,
+and the in sizes one of the input's; sizes of 1 are allowed on either side. A
+:class:`Relation` is a union of terms (a residual block gives main path ∪ skip path).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["StructureError", "Term", "Relation"]
+
+# Coarsening merges factors by Kronecker product; beyond this many entries the relation
+# is not usefully a product and we refuse rather than allocate a near-dense matrix.
+MAX_FACTOR_ENTRIES = 1 << 24
+
+
+class StructureError(NotImplementedError):
+    """A network or relation that the structured (product-set) machinery cannot express."""
+
+
+def _boundaries(dims: Sequence[int]) -> set[int]:
+    out, acc = {1}, 1
+    for d in reversed(dims):
+        acc *= d
+        out.add(acc)
+    return out
+
+
+def _dims_from_boundaries(bounds: Sequence[int]) -> tuple[int, ...]:
+    b = sorted(bounds)
+    return tuple(b[i + 1] // b[i] for i in reversed(range(len(b) - 1)))
+
+
+def refinement(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
+    """The coarsest mixed radix refining both ``a`` and ``b`` (no 1s), or None."""
+    bounds = sorted(_boundaries(a) | _boundaries(b))
+    if any(bounds[i + 1] % bounds[i] for i in range(len(bounds) - 1)):
+        return None
+    return _dims_from_boundaries(bounds)
+
+
+def coarsening(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+    """The finest mixed radix that both ``a`` and ``b`` refine (no 1s)."""
+    return _dims_from_boundaries(_boundaries(a) & _boundaries(b))
+
+
+def _ones(p: int, q: int) -> np.ndarray:
+    return np.ones((p, q), dtype=bool)
+
+
+def _split_in(f: np.ndarray, q1: int, q2: int) -> list[np.ndarray] | None:
+    """Write ``f`` (p × q1·q2) as a Kronecker product of two factors, if it is one."""
+    p, q = f.shape
+    if p == q and np.array_equal(f, np.eye(p, dtype=bool)):
+        return [np.eye(q1, dtype=bool), np.eye(q2, dtype=bool)]
+    g = f.reshape(p, q1, q2)
+    if (g == g[:, :, :1]).all():
+        return [g[:, :, 0].copy(), _ones(1, q2)]
+    if (g == g[:, :1, :]).all():
+        return [_ones(1, q1), g[:, 0, :].copy()]
+    return None
+
+
+def _split_out(f: np.ndarray, p1: int, p2: int) -> list[np.ndarray] | None:
+    parts = _split_in(f.T, p1, p2)
+    return None if parts is None else [part.T for part in parts]
+
+
+@dataclass(frozen=True)
+class Term:
+    """A Kronecker product of 0/1 factors (see the module docstring)."""
+
+    factors: tuple[np.ndarray, ...]
+
+    @property
+    def out_dims(self) -> tuple[int, ...]:
+        return tuple(f.shape[0] for f in self.factors)
+
+    @property
+    def in_dims(self) -> tuple[int, ...]:
+        return tuple(f.shape[1] for f in self.factors)
+
+    @property
+    def n_out(self) -> int:
+        return math.prod(self.out_dims)
+
+    @property
+    def n_in(self) -> int:
+        return math.prod(self.in_dims)
+
+    def nnz(self) -> int:
+        return math.prod(int(f.sum()) for f in self.factors)
+
+    def is_empty(self) -> bool:
+        return any(not f.any() for f in self.factors)
+
+    @staticmethod
+    def identity(dims: Sequence[int]) -> "Term":
+        return Term(tuple(np.eye(d, dtype=bool) for d in dims))
+
+    # -- re-factorisation -------------------------------------------------------------
+    def _side(self, side: str) -> tuple[int, ...]:
+        return self.in_dims if side == "in" else self.out_dims
+
+    def split(self, side: str, target: Sequence[int]) -> "Term | None":
+        """Refine ``side`` to the sizes ``target`` (no 1s) by splitting factors."""
+        splitter = _split_in if side == "in" else _split_out
+        out: list[np.ndarray] = []
+        queue = list(target)
+        for f in self.factors:
+            d = f.shape[1] if side == "in" else f.shape[0]
+            if d == 1:
+                out.append(f)
+                continue
+            parts: list[int] = []
+            while math.prod(parts) < d:
+                parts.append(queue.pop(0))
+            if math.prod(parts) != d:
+                return None
+            current = f
+            for size in parts[:-1]:
+                rest = (current.shape[1] if side == "in" else current.shape[0]) // size
+                pieces = splitter(current, size, rest)
+                if pieces is None:
+                    return None
+                out.append(pieces[0])
+                current = pieces[1]
+            out.append(current)
+        return Term(tuple(out))
+
+    def merge(self, side: str, target: Sequence[int]) -> "Term":
+        """Coarsen ``side`` to the sizes ``target`` by Kronecker-merging neighbours."""
+        groups: list[list[np.ndarray]] = []
+        queue = list(target)
+        acc = None
+        for f in self.factors:
+            d = f.shape[1] if side == "in" else f.shape[0]
+            if acc is None or (acc == queue[0] and d != 1):
+                if acc is not None:
+                    queue.pop(0)
+                groups.append([])
+                acc = 1
+            groups[-1].append(f)
+            acc *= d
+        return Term(tuple(_kron_all(g) for g in groups))
+
+    def squeeze(self, side: str) -> "Term":
+        """Merge factors of size 1 on ``side`` into a neighbour, so every factor has size > 1 there."""
+        groups: list[list[np.ndarray]] = []
+        pending: list[np.ndarray] = []
+        for f in self.factors:
+            d = f.shape[1] if side == "in" else f.shape[0]
+            if d == 1:
+                (groups[-1] if groups else pending).append(f)
+            else:
+                groups.append(pending + [f])
+                pending = []
+        if not groups:
+            return Term((_kron_all(pending),))
+        return Term(tuple(_kron_all(g) for g in groups))
+
+    def to_side(self, side: str, dims: Sequence[int]) -> "Term":
+        """Re-factorise so that ``side`` has the non-1 sizes ``dims`` exactly."""
+        current = tuple(d for d in self._side(side) if d != 1)
+        if current == tuple(dims):
+            return self
+        fine = refinement(current, dims)
+        if fine == tuple(dims):
+            split = self.split(side, dims)
+            if split is not None:
+                return split
+        return self.merge(side, coarsening(current, dims)).split(side, dims) or _raise_product(self, dims)
+
+    # -- algebra ---------------------------------------------------------------------
+    def compose(self, inner: "Term") -> "Term":
+        """The boolean product ``self ∘ inner`` (``inner`` is applied first)."""
+        a = tuple(d for d in self.in_dims if d != 1)
+        b = tuple(d for d in inner.out_dims if d != 1)
+        mid = refinement(a, b)
+        outer_t = self.split("in", mid) if mid is not None else None
+        inner_t = inner.split("out", mid) if mid is not None else None
+        if outer_t is None or inner_t is None:
+            mid = coarsening(a, b)
+            outer_t, inner_t = self.merge("in", mid), inner.merge("out", mid)
+        outer_t, inner_t = outer_t.squeeze("in"), inner_t.squeeze("out")
+        if len(outer_t.factors) != len(inner_t.factors):
+            # N_mid == 1: everything collapsed to one factor on one side only.
+            outer_t, inner_t = Term((_kron_all(outer_t.factors),)), Term((_kron_all(inner_t.factors),))
+        return Term(tuple(_bool_matmul(f, g) for f, g in zip(outer_t.factors, inner_t.factors)))
+
+    def dense(self) -> np.ndarray:
+        """The full ``n_out × n_in`` 0/1 matrix (small relations and tests only)."""
+        return _kron_all(self.factors)
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat (out, in) index arrays of every pair in the relation, out-major."""
+        out_idx = np.zeros(1, dtype=np.int64)
+        in_idx = np.zeros(1, dtype=np.int64)
+        for f in self.factors:
+            o, i = np.nonzero(f)
+            out_idx = (out_idx[:, None] * f.shape[0] + o[None, :]).reshape(-1)
+            in_idx = (in_idx[:, None] * f.shape[1] + i[None, :]).reshape(-1)
+        return out_idx, in_idx
+
+
+def _raise_product(term: Term, dims: Sequence[int]) -> Term:
+    raise StructureError(
+        f"nsp: a relation with factors {[f.shape for f in term.factors]} cannot be re-expressed "
+        f"over axes {tuple(dims)} as a product"
+    )
+
+
+def _kron_all(factors: Sequence[np.ndarray]) -> np.ndarray:
+    size = math.prod(f.size for f in factors)
+    if size > MAX_FACTOR_ENTRIES:
+        raise StructureError(
+            f"nsp: merging factors {[f.shape for f in factors]} would need a {size:,}-entry matrix; "
+            "the relation is not a product along these axes"
+        )
+    out = np.ones((1, 1), dtype=bool)
+    for f in factors:
+        out = np.kron(out, f).astype(bool)
+    return out
+
+
+def _bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return (f.astype(np.float32) @ g.astype(np.float32)) > 0
+
+
+def _common_form(a: Term, b: Term) -> tuple[Term, Term]:
+    """Re-factorise two terms over the same spaces so their factors pair up one to one."""
+    for side in ("out", "in"):
+        da = tuple(d for d in a._side(side) if d != 1)
+        db = tuple(d for d in b._side(side) if d != 1)
+        fine = refinement(da, db)
+        sa = a.split(side, fine) if fine is not None else None
+        sb = b.split(side, fine) if fine is not None else None
+        if sa is None or sb is None:
+            coarse = coarsening(da, db)
+            sa, sb = a.merge(side, coarse), b.merge(side, coarse)
+        a, b = sa, sb
+    if [f.shape for f in a.factors] == [f.shape for f in b.factors]:
+        return a, b
+    a, b = a.squeeze("out").squeeze("in"), b.squeeze("out").squeeze("in")
+    if [f.shape for f in a.factors] == [f.shape for f in b.factors]:
+        return a, b
+    return Term((a.dense(),)), Term((b.dense(),))
+
+
+def intersect(a: Term, b: Term) -> Term:
+    a, b = _common_form(a, b)
+    return Term(tuple(f & g for f, g in zip(a.factors, b.factors)))
+
+
+def contains(big: Term, small: Term) -> bool:
+    """Whether ``small`` ⊆ ``big`` as sets of pairs."""
+    if small.is_empty():
+        return True
+    big, small = _common_form(big, small)
+    return all(not (g & ~f).any() for f, g in zip(big.factors, small.factors))
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A union of :class:`Term` s between the same two index spaces."""
+
+    terms: tuple[Term, ...]
+    n_out: int
+    n_in: int
+
+    @staticmethod
+    def of(term: Term) -> "Relation":
+        return Relation((term,), term.n_out, term.n_in)
+
+    @staticmethod
+    def identity(dims: Sequence[int]) -> "Relation":
+        return Relation.of(Term.identity(dims))
+
+    def union(self, other: "Relation") -> "Relation":
+        if (self.n_out, self.n_in) != (other.n_out, other.n_in):
+            raise StructureError(
+                f"nsp: cannot add relations of shapes {(self.n_out, self.n_in)} and {(other.n_out, other.n_in)}"
+            )
+        return Relation(_prune(self.terms + other.terms), self.n_out, self.n_in)
+
+    def compose(self, inner: "Relation") -> "Relation":
+        """``self ∘ inner``: pairs (x, z) with x related to some y related to z."""
+        terms = tuple(t.compose(u) for t in self.terms for u in inner.terms)
+        return Relation(_prune(terms), self.n_out, inner.n_in)
+
+    def inclusion_exclusion(self) -> list[tuple[int, Term]]:
+        """Signed terms whose sum is the indicator of the union."""
+        out: list[tuple[int, Term]] = []
+        for k in range(1, len(self.terms) + 1):
+            for subset in itertools.combinations(self.terms, k):
+                term = subset[0]
+                for other in subset[1:]:
+                    term = intersect(term, other)
+                if not term.is_empty():
+                    out.append(((-1) ** (k + 1), term))
+        return out
+
+    def nnz(self) -> int:
+        return sum(sign * term.nnz() for sign, term in self.inclusion_exclusion())
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat (out, in) index arrays of the union, sorted out-major without duplicates."""
+        pairs = [t.edges() for t in self.terms]
+        out = np.concatenate([p[0] for p in pairs])
+        inn = np.concatenate([p[1] for p in pairs])
+        keys = np.unique(out * self.n_in + inn)
+        return keys // self.n_in, keys % self.n_in
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros((self.n_out, self.n_in), dtype=bool)
+        for t in self.terms:
+            out |= t.dense()
+        return out
+
+    def __iter__(self) -> Iterator[Term]:
+        return iter(self.terms)
+
+
+def _prune(terms: Sequence[Term]) -> tuple[Term, ...]:
+    kept: list[Term] = []
+    for t in terms:
+        if t.is_empty() or any(contains(k, t) for k in kept):
+            continue
+        kept = [k for k in kept if not contains(t, k)]
+        kept.append(t)
+    return tuple(kept)

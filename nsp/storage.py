@@ -1,0 +1,337 @@
+"""Records on disk: a directory with a small JSON manifest and one ``.npz`` file per record.
+
+Everything is written in safe formats only: arrays as ``.npz`` (read back with
+``allow_pickle=False``) and metadata as JSON. Nothing a user's file contains is ever
+unpickled.
+
+Every file is written atomically: to a temporary file in the same directory, flushed to
+disk, then moved over the target with ``os.replace``. A run that dies in the middle of a
+write leaves at most a stray temporary file (``.*.tmp``) behind; every record the
+manifest lists stays readable. A record file is always written before the manifest that
+lists it, so the manifest never names a file that is not complete.
+
+Layout of a record directory::
+
+    manifest.json        {"format": "nsp-records", "version": 1, "header": {...},
+                          "records": [{"name": ..., "file": ..., <summary>}, ...]}
+    <name>.npz           the record's arrays, plus its metadata as JSON under "__meta__"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "MANIFEST",
+    "RecordStore",
+    "save_npz",
+    "load_npz",
+    "save_json",
+    "load_json",
+]
+
+FORMAT = "nsp-records"
+VERSION = 1
+MANIFEST = "manifest.json"
+_META_KEY = "__meta__"
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Any]:
+    """Yield a binary file that replaces ``path`` only once it is completely on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
+    """Write arrays and JSON metadata to one ``.npz`` file, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target file; its directory is created if needed.
+    arrays : mapping of str to numpy.ndarray
+        Numeric or boolean arrays. Object arrays are refused: they would need pickle.
+    meta : mapping
+        JSON-serialisable metadata, stored as a JSON string under ``"__meta__"``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    ValueError
+        If a key is empty or ``"__meta__"``, or an array has an object or string dtype.
+    TypeError
+        If ``meta`` is not JSON-serialisable (non-finite floats included).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.npz"
+    >>> _ = save_npz(p, {"x": np.arange(3)}, {"epoch": 1})
+    >>> arrays, meta = load_npz(p)
+    >>> arrays["x"].tolist(), meta
+    ([0, 1, 2], {'epoch': 1})
+    """
+    path = Path(path)
+    checked: dict[str, np.ndarray] = {}
+    for key, value in arrays.items():
+        if not key or key == _META_KEY:
+            raise ValueError(f"nsp.storage.save_npz({path}): invalid array name {key!r}")
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufc":
+            raise ValueError(
+                f"nsp.storage.save_npz({path}): array {key!r} has dtype {array.dtype}; "
+                "only numeric and boolean arrays are stored (no pickling)"
+            )
+        checked[key] = array
+    checked[_META_KEY] = np.asarray(_to_json(meta, path))
+    with _atomic(path) as handle:
+        np.savez(handle, **checked)
+    return path
+
+
+def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by :func:`save_npz`, without unpickling anything.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file.
+
+    Returns
+    -------
+    arrays : dict of str to numpy.ndarray
+    meta : dict
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not a readable ``.npz`` written by :func:`save_npz`.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"nsp.storage.load_npz: {path} is not a readable record file ({err})") from err
+    if _META_KEY not in arrays:
+        raise ValueError(f"nsp.storage.load_npz: {path} has no {_META_KEY!r} entry; it was not written by save_npz")
+    meta = json.loads(str(arrays.pop(_META_KEY)))
+    return arrays, meta
+
+
+def save_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> Path:
+    """Write a JSON object to ``path``, atomically.
+
+    Raises
+    ------
+    TypeError
+        If ``obj`` is not JSON-serialisable (non-finite floats included).
+    """
+    path = Path(path)
+    text = _to_json(obj, path)
+    with _atomic(path) as handle:
+        handle.write(text.encode("utf-8"))
+    return path
+
+
+def load_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON object written by :func:`save_json`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file does not hold a JSON object.
+    """
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"nsp.storage.load_json: {path} is not valid JSON ({err})") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"nsp.storage.load_json: {path} holds a {type(obj).__name__}, expected a JSON object")
+    return obj
+
+
+def _to_json(obj: Any, path: Path) -> str:
+    try:
+        # Strict JSON, so that any JSON reader can open a manifest; non-finite numbers belong in arrays.
+        return json.dumps(obj, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"nsp.storage: metadata for {path} is not JSON-serialisable ({err})") from err
+
+
+class RecordStore:
+    """A directory of records: ``manifest.json`` plus one ``<name>.npz`` per record.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Where the records live. Created on the first write.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = RecordStore(tempfile.mkdtemp())
+    >>> store.start({"layers": ["input"]})
+    >>> _ = store.write("epoch-0000", {"x": np.zeros(2)}, {"epoch": 0})
+    >>> store.names()
+    ['epoch-0000']
+    >>> store.read("epoch-0000")[1]
+    {'epoch': 0}
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def __repr__(self) -> str:
+        return f"RecordStore({str(self.directory)!r})"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST
+
+    def exists(self) -> bool:
+        """Whether the directory holds a manifest."""
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest, checked for format and version.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the directory holds no manifest.
+        ValueError
+            If the manifest is not an nsp record manifest of a supported version.
+        """
+        if not self.exists():
+            raise FileNotFoundError(f"nsp.storage: no {MANIFEST} in {self.directory}; is this a record directory?")
+        manifest = load_json(self.manifest_path)
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"nsp.storage: {self.manifest_path} is not an {FORMAT!r} manifest")
+        if manifest.get("version") != VERSION:
+            raise ValueError(
+                f"nsp.storage: {self.manifest_path} has version {manifest.get('version')!r}; "
+                f"this nsp reads version {VERSION}"
+            )
+        return manifest
+
+    @property
+    def header(self) -> dict[str, Any]:
+        """Run-level metadata given to :meth:`start`."""
+        return self.manifest()["header"]
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The manifest's entries, one per record, in the order written."""
+        return self.manifest()["records"]
+
+    def names(self) -> list[str]:
+        """The names of the records, in the order written."""
+        return [entry["name"] for entry in self.entries()]
+
+    def start(self, header: Mapping[str, Any]) -> None:
+        """Begin a new series: write a manifest with ``header`` and no records.
+
+        Record files of an earlier series stay on disk but are no longer listed.
+        """
+        self._save({"format": FORMAT, "version": VERSION, "header": dict(header), "records": []})
+
+    def write(
+        self,
+        name: str,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        summary: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write one record, then list it in the manifest (replacing a record of the same name).
+
+        Parameters
+        ----------
+        name : str
+            The record's name; the file is ``<name>.npz``. Letters, digits, ``-`` and ``_``.
+        arrays, meta
+            As for :func:`save_npz`.
+        summary : mapping, optional
+            JSON-serialisable fields copied into the manifest entry, so that a reader can
+            select records without opening them.
+
+        Returns
+        -------
+        pathlib.Path
+            The record file.
+
+        Raises
+        ------
+        ValueError
+            If ``name`` has other characters, or the directory has no manifest (call
+            :meth:`start` first).
+        """
+        if not name or not all(c.isalnum() or c in "-_" for c in name):
+            raise ValueError(f"nsp.storage.RecordStore.write: invalid record name {name!r}")
+        manifest = self.manifest()
+        path = save_npz(self.directory / f"{name}.npz", arrays, meta)
+        records = [entry for entry in manifest["records"] if entry["name"] != name]
+        records.append({**dict(summary or {}), "name": name, "file": path.name})
+        self._save({**manifest, "records": records})
+        return path
+
+    def read(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Read a record listed in the manifest.
+
+        Raises
+        ------
+        KeyError
+            If the manifest lists no record called ``name``.
+        """
+        for entry in self.entries():
+            if entry["name"] == name:
+                return load_npz(self.directory / entry["file"])
+        raise KeyError(f"nsp.storage: {self.directory} lists no record {name!r}; it has {self.names()}")
+
+    def _save(self, manifest: Mapping[str, Any]) -> None:
+        save_json(self.manifest_path, manifest)

@@ -1,0 +1,354 @@
+"""The causal (Möbius) Fourier transform, computed exactly.
+
+The signal on a DAG is ``s(x) = Σ_{y ≤ x} ŝ(y)`` over the reachability order; the
+spectrum ``ŝ`` is its Möbius inversion ``ŝ(x) = s(x) − Σ_{y < x} ŝ(y)`` (GUIDE §3).
+
+Float64 forward substitution loses every digit on deep networks (GUIDE §3, fact 3), so
+this module computes in exact integer arithmetic and rounds once:
+
+1. Float activations are binary rationals. Scaled by a common power of two (per probe)
+   they become integers, held as *limbs*: ``value = Σ_j limb_j · 2^(j·b)`` in int64.
+2. Layer by layer, ``ŝ_L = s_L − Σ_{K<L} A_{L,K} ŝ_K``, where ``A_{L,K}`` is the ancestor
+   relation of layer L in layer K. Additions run on limbs with carries left pending; the
+   limb width ``b`` is chosen so that no int64 can overflow before the one carry pass per
+   layer. Nothing is ever reduced modulo anything, so nothing needs division.
+3. Each coefficient is rounded once, correctly, to float64.
+
+The number of limbs per layer comes from a majorant computed once per graph:
+``|ŝ(x)| ≤ max|s| · G(x)`` with ``G(x) = 1 + Σ_{y<x} G(y)``.
+
+Two kernels evaluate ``Σ_K A_{L,K} X_K``:
+
+- with ``INCL=True`` the relations are unions of Kronecker products of small per-axis
+  0/1 factors (:mod:`nsp.relations`), applied with axis sums and prefix sums in about
+  O(N·L) work, never forming an N×N matrix;
+- with ``INCL=False`` (data-dependent graphs, not products) each layer's ancestor sets
+  are kept as packed bitsets and applied by exact float64 matrix products in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from nsp.relations import StructureError, Term
+from nsp.structure import NetworkStructure
+from nsp.transforms.base import GraphTransform
+
+__all__ = ["CausalTransform", "BITSET_MEMORY_LIMIT"]
+
+#: Largest total size, in bytes, of the ancestor bitsets that INCL=False graphs may use.
+BITSET_MEMORY_LIMIT = 4 << 30
+_CHUNK_BYTES = 64 << 20
+
+
+class CausalTransform(GraphTransform):
+    """The exact causal Fourier transform of an ``NNGraph``, as an operator.
+
+    Built once per graph; apply it to any number of signals, singly or batched.
+
+    Parameters
+    ----------
+    structure : NetworkStructure
+        The layers and edges, as built by ``NNGraph`` (``graph.structure``).
+
+    Raises
+    ------
+    MemoryError
+        For an ``INCL=False`` graph whose ancestor bitsets would exceed
+        ``BITSET_MEMORY_LIMIT``; the message gives the estimate.
+    StructureError
+        If spectra could exceed the float64 range (a network far deeper than any
+        measured), so the limb count cannot be bounded.
+
+    Examples
+    --------
+    >>> import torch, nsp
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 1))
+    >>> graph = nsp.NNGraph(nsp.Activations(net, torch.ones(1, 2)))
+    >>> op = graph.get_transformer()
+    >>> op.forward([1.0, 2.0, 10.0])      # ŝ = s − Σ ancestors' ŝ
+    array([1., 2., 7.])
+    >>> op.inverse([1.0, 2.0, 7.0])
+    array([ 1.,  2., 10.])
+    """
+
+    def __init__(self, structure: NetworkStructure) -> None:
+        self.structure = structure
+        self.n = structure.n
+        self._kernel: _ProductKernel | _BitsetKernel = (
+            _ProductKernel(structure) if structure.incl else _BitsetKernel(structure)
+        )
+        self.limb_bits = self._kernel.limb_bits
+        self.growth_bits = self._majorant_bits()
+
+    def _majorant_bits(self) -> np.ndarray:
+        """log2 of max G over each layer (see module docstring)."""
+        sizes = self.structure.sizes
+        g: list[np.ndarray] = []
+        out = np.zeros(len(sizes))
+        for layer, size in enumerate(sizes):
+            acc = np.ones((1, 1, int(size)))
+            if layer:
+                self._kernel.accumulate(layer, g, acc, +1)
+            peak = float(acc.max()) if acc.size else 1.0
+            if not math.isfinite(peak):
+                raise StructureError(
+                    f"nsp: spectra of layer '{self.structure.names[layer]}' may exceed 1e308 in magnitude; "
+                    "the network is too deep for an exact float64 result"
+                )
+            g.append(acc)
+            # Float summation error is far below one bit; 1 bit of slack covers it.
+            out[layer] = math.log2(peak) + 1
+        return out
+
+    def _limbs_per_layer(self, value_bits: int) -> list[int]:
+        counts, current = [], 1
+        for bits in self.growth_bits:
+            current = max(current, math.ceil((value_bits + bits + 2) / self.limb_bits))
+            counts.append(current)
+        return counts
+
+    def _forward(self, signals: np.ndarray) -> np.ndarray:
+        return self._run(signals, inverse=False)
+
+    def _inverse(self, spectra: np.ndarray) -> np.ndarray:
+        return self._run(spectra, inverse=True)
+
+    def _run(self, values: np.ndarray, inverse: bool) -> np.ndarray:
+        b = self.limb_bits
+        emin, value_bits = _integer_scale(values)
+        counts = self._limbs_per_layer(value_bits)
+        offsets = self.structure.offsets
+        inputs = [
+            _to_limbs(values[:, offsets[i]: offsets[i + 1]], emin, b, counts[i]) for i in range(len(counts))
+        ]
+        done: list[np.ndarray] = []
+        for layer, given in enumerate(inputs):
+            # The inverse reads its inputs again for later layers, so it must not add into them.
+            acc = given.copy() if inverse else given
+            if layer:
+                self._kernel.accumulate(layer, inputs if inverse else done, acc, +1 if inverse else -1)
+            _normalize(acc, b)
+            done.append(acc)
+        return np.concatenate([_from_limbs(x, b, emin) for x in done], axis=1)
+
+
+# -- exact integers as int64 limbs ---------------------------------------------------------
+def _integer_scale(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-row exponent ``emin`` with ``values · 2^-emin`` integral, and their max bit length."""
+    mant, expo = np.frexp(values)
+    m = np.abs(np.ldexp(mant, 53)).astype(np.int64)
+    nz = m != 0
+    low = np.where(nz, m & -m, 1)
+    lsb = expo - 53 + (np.frexp(low.astype(np.float64))[1] - 1)
+    emin = np.where(nz, lsb, np.iinfo(np.int64).max).min(axis=1)
+    emin = np.where(nz.any(axis=1), emin, 0)
+    top = np.where(nz, expo - emin[:, None], 0)
+    return emin.astype(np.int64), int(top.max()) if top.size else 0
+
+
+def _to_limbs(values: np.ndarray, emin: np.ndarray, b: int, k: int) -> np.ndarray:
+    """Exact limbs ``(k, P, N)`` of ``values · 2^-emin``."""
+    mant, expo = np.frexp(values)
+    m = np.abs(np.ldexp(mant, 53)).astype(np.uint64)
+    shift = expo.astype(np.int64) - 53 - emin[:, None]
+    mask = np.uint64((1 << b) - 1)
+    out = np.empty((k,) + values.shape, dtype=np.int64)
+    for j in range(k):
+        r = j * b - shift
+        right = m >> np.clip(r, 0, 63).astype(np.uint64)
+        left = m << np.clip(-r, 0, 63).astype(np.uint64)
+        part = np.where(r >= 0, right, left)
+        part[(r >= 64) | (r <= -64)] = 0
+        out[j] = (part & mask).astype(np.int64)
+    np.negative(out, out=out, where=(values < 0)[None])
+    return out
+
+
+def _normalize(x: np.ndarray, b: int) -> None:
+    """Propagate carries so limbs 0..k-2 lie in [0, 2^b) and the top limb carries the sign."""
+    mask = (1 << b) - 1
+    for j in range(x.shape[0] - 1):
+        carry = x[j] >> b
+        x[j] &= mask
+        x[j + 1] += carry
+
+
+def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
+    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``."""
+    negative = x[-1] < 0
+    if negative.any():
+        x = np.where(negative[None], -x, x)
+        _normalize(x, b)
+    k = x.shape[0]
+    nz = x != 0
+    has = nz.any(axis=0)
+    top = k - 1 - np.argmax(nz[::-1], axis=0)
+    g0 = np.take_along_axis(x, top[None], 0)[0]
+    b0 = np.frexp(g0.astype(np.float64))[1].astype(np.int64)
+    t, bits = g0.copy(), b0.copy()
+    sticky = np.zeros(g0.shape, dtype=bool)
+    window = math.ceil(63 / b) + 1
+    for i in range(1, window + 1):
+        idx = top - i
+        gi = np.where(idx >= 0, np.take_along_axis(x, np.maximum(idx, 0)[None], 0)[0], 0)
+        s = np.clip(63 - bits, 0, b)
+        t = (t << s) | (gi >> (b - s))
+        sticky |= (gi & ((np.int64(1) << (b - s)) - 1)) != 0
+        bits += s
+    below = top - window - 1
+    any_low = np.logical_or.accumulate(nz, axis=0)
+    sticky |= np.where(below >= 0, np.take_along_axis(any_low, np.maximum(below, 0)[None], 0)[0], False)
+    t |= sticky.astype(np.int64)
+    exponent = top * b + b0 - bits + emin[:, None]
+    out = np.ldexp(t.astype(np.float64), exponent.astype(np.int32) if exponent.size else exponent)
+    out[~has] = 0.0
+    return np.where(negative, -out, out)
+
+
+# -- INCL=True: Kronecker-product relations -----------------------------------------------
+def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, str, Any]]]:
+    """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims."""
+    ops: list[tuple[int, str, Any]] = []
+    for axis, f in enumerate(term.factors):
+        p, q = f.shape
+        if p == q and np.array_equal(f, np.eye(p, dtype=bool)):
+            continue
+        if f.all():
+            ops.append((axis, "ones", None))
+            continue
+        lo = np.argmax(f, axis=1)
+        count = f.sum(axis=1)
+        hi = lo + count
+        cum = np.concatenate([np.zeros((p, 1), np.int64), np.cumsum(f, axis=1)], axis=1)
+        rows = np.arange(p)
+        contiguous = (cum[rows, hi] - cum[rows, lo]) == count
+        if contiguous.all():
+            lo = np.where(count > 0, lo, 0)
+            ops.append((axis, "intervals", (lo, np.where(count > 0, hi, 0))))
+        else:
+            ops.append((axis, "dense", f.astype(np.int64)))
+    order = {"ones": 0, "intervals": 1, "dense": 2}
+    ops.sort(key=lambda op: order[op[1]])
+    return term.in_dims, term.out_dims, ops
+
+
+def _apply(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
+    for axis, kind, data in ops:
+        ax = axis + 1
+        if kind == "ones":
+            x = x.sum(axis=ax, keepdims=True)
+        elif kind == "intervals":
+            lo, hi = data
+            shape = list(x.shape)
+            shape[ax] += 1
+            cum = np.zeros(shape, dtype=x.dtype)
+            np.cumsum(x, axis=ax, out=cum[(slice(None),) * ax + (slice(1, None),)])
+            x = np.take(cum, hi, axis=ax) - np.take(cum, lo, axis=ax)
+        else:
+            x = np.moveaxis(np.tensordot(x, data.astype(x.dtype), axes=([ax], [1])), -1, ax)
+    return x
+
+
+class _ProductKernel:
+    """``Σ_{K<L} A_{L,K} X_K`` for product-shaped ancestor relations."""
+
+    def __init__(self, structure: NetworkStructure) -> None:
+        self.plans: list[list[tuple[int, int, Any]]] = [[]]
+        ancestors: dict[int, Any] = {}
+        widest = 1
+        for layer, edge in enumerate(structure.edges, start=1):
+            ancestors = {k: edge.compose(rel) for k, rel in ancestors.items()}
+            ancestors[layer - 1] = edge
+            plan = [
+                (k, sign, _compile(term)) for k, rel in ancestors.items() for sign, term in rel.inclusion_exclusion()
+            ]
+            self.plans.append(plan)
+            widest = max(widest, int(structure.sizes[layer]) + sum(int(structure.sizes[k]) for k, _, _ in plan))
+        # Every partial sum is a signed sum of at most `widest` limbs below 2^b.
+        self.limb_bits = min(32, 62 - math.ceil(math.log2(widest + 1)))
+        if self.limb_bits < 8:
+            raise StructureError(f"nsp: the network is too large for int64 limb arithmetic ({widest:,} terms)")
+
+    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int) -> None:
+        k_acc, p = acc.shape[0], acc.shape[1]
+        for k, term_sign, (in_dims, out_dims, ops) in self.plans[layer]:
+            x = xs[k]
+            limbs = min(x.shape[0], k_acc)
+            y = _apply(x[:limbs].reshape((limbs * p,) + in_dims), ops)
+            view = acc[:limbs].reshape((limbs * p,) + out_dims)
+            if sign * term_sign > 0:
+                view += y
+            else:
+                view -= y
+
+
+# -- INCL=False: ancestor bitsets -----------------------------------------------------------
+class _BitsetKernel:
+    """``Σ_{K<L} A_{L,K} X_K`` from packed ancestor bitsets (general DAGs between layers)."""
+
+    def __init__(self, structure: NetworkStructure) -> None:
+        offsets, sizes = structure.offsets, structure.sizes
+        need = int(sum(int(sizes[l]) * ((int(offsets[l]) + 7) // 8) for l in range(len(sizes))))
+        if need > BITSET_MEMORY_LIMIT:
+            raise MemoryError(
+                f"nsp: the exact INCL=False transform of this {structure.n:,}-node graph needs about "
+                f"{need / 2**30:.1f} GiB of ancestor bitsets (limit {BITSET_MEMORY_LIMIT / 2**30:.0f} GiB); "
+                "use INCL=True, fewer or smaller probe layers, or a smaller input"
+            )
+        self.offsets = offsets
+        self.bitsets: list[np.ndarray] = [np.zeros((int(sizes[0]), 0), dtype=np.uint8)]
+        for layer, edge in enumerate(structure.edges, start=1):
+            prev = self.bitsets[-1]
+            width = (int(offsets[layer]) + 7) // 8
+            base = np.zeros((prev.shape[0], width), dtype=np.uint8)
+            base[:, : prev.shape[1]] = prev
+            own = np.arange(int(offsets[layer - 1]), int(offsets[layer]))
+            base[np.arange(own.size), own >> 3] |= (np.uint8(128) >> (own & 7).astype(np.uint8))
+            self.bitsets.append(_or_rows(edge.tocsr(), base))
+        self.limb_bits = min(32, 52 - math.ceil(math.log2(structure.n + 1)))
+
+    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int) -> None:
+        k_acc, p = acc.shape[0], acc.shape[1]
+        n_before = int(self.offsets[layer])
+        rhs = np.zeros((n_before, k_acc * p), dtype=np.float64)
+        for k in range(layer):
+            x = xs[k][:k_acc]
+            block = np.zeros((k_acc, p, x.shape[2]))
+            block[: x.shape[0]] = x
+            rhs[self.offsets[k]: self.offsets[k + 1]] = block.transpose(2, 0, 1).reshape(x.shape[2], -1)
+        bits = self.bitsets[layer]
+        rows = max(1, _CHUNK_BYTES // max(1, 8 * n_before))
+        flat = acc.reshape(k_acc * p, -1)
+        exact = np.issubdtype(acc.dtype, np.integer)
+        for start in range(0, bits.shape[0], rows):
+            dense = np.unpackbits(bits[start: start + rows], axis=1, count=n_before).astype(np.float64)
+            part = (dense @ rhs).T
+            flat[:, start: start + rows] += sign * (part.astype(np.int64) if exact else part)
+
+
+def _or_rows(edge: Any, base: np.ndarray) -> np.ndarray:
+    """Row x of the result is the OR of ``base`` rows at x's parents (CSR columns)."""
+    out = np.zeros((edge.shape[0], base.shape[1]), dtype=np.uint8)
+    indptr, indices = edge.indptr, edge.indices
+    counts = np.diff(indptr)
+    nonempty = np.flatnonzero(counts)
+    if base.shape[1] == 0 or nonempty.size == 0:
+        return out
+    per_row = max(1, _CHUNK_BYTES // base.shape[1])
+    start = 0
+    while start < nonempty.size:
+        stop = start
+        budget = 0
+        while stop < nonempty.size and (budget == 0 or budget + counts[nonempty[stop]] <= per_row):
+            budget += counts[nonempty[stop]]
+            stop += 1
+        rows = nonempty[start:stop]
+        gathered = base[indices[indptr[rows[0]]: indptr[rows[-1] + 1]]]
+        starts = indptr[rows] - indptr[rows[0]]
+        out[rows] = np.bitwise_or.reduceat(gathered, starts, axis=0)
+        start = stop
+    return out

@@ -1,0 +1,619 @@
+r"""
+Spectrum Callback
+=================
+
+Watch the spectra of a network's activation patterns evolve during training, in
+TensorBoard, and keep records of them for offline reports.
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from typing_extensions import override
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks.callback import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+import nsp
+import nsp.render
+from nsp.storage import RecordStore
+
+from nsp_lightning.records import SpectrumRecord, make_record, write_record
+
+__all__ = ["SpectrumCallback"]
+
+_TRANSFORMS = ("standard", "laplacian")
+_LOG_STEPS = ("epoch", "global_step")
+_PREFIX = "nsp"
+_IMAGE_WIDTH = 128
+_MAX_UPSCALE = 16
+
+
+class SpectrumCallback(Callback):
+    r"""Record the spectra of probe inputs' activation patterns during training.
+
+    At fit start the callback builds the network's :class:`nsp.NNGraph` and its transformer
+    once, then takes a *baseline* record before any training step. At the end of every
+    chosen training epoch it runs the probes through the model and computes the exact
+    spectrum of each probe's activation pattern on that graph. Each record is logged (see
+    below) and written to disk (see :mod:`nsp_lightning.records`).
+
+    Records are numbered by the training epochs completed: record 0 is the baseline,
+    record ``k`` is taken at the end of Lightning's epoch ``k - 1``.
+
+    Probing runs on global rank 0 only, in eval mode, under ``torch.no_grad()`` and with
+    autocast disabled, on the model's device; afterwards every module's train/eval flag is
+    restored. Gradients, the model's parameters and its outputs are left untouched, and
+    mixed precision never reaches the spectrum, which nsp computes exactly.
+
+    Args:
+        probe: the probe inputs, one of
+
+            - a tensor of shape ``(P, *input_shape)``: P inputs, each of which the model's
+              ``forward`` accepts as a batch of one (one input is ``x[None]``);
+            - a batch as a DataLoader yields it: a tuple or list whose first item is such
+              a tensor, e.g. ``(x, y)``;
+            - a :class:`~torch.utils.data.DataLoader`: its first batch, taken at
+              construction (use one without shuffling so a resumed run sees the same
+              probe);
+            - a :class:`~lightning.pytorch.LightningDataModule`: the first batch of its
+              ``val_dataloader()`` (``train_dataloader()`` if it has none), taken at fit
+              start, after the Trainer has set it up.
+
+            Floating-point probes are cast to the dtype of the model's parameters.
+        layers: names of the layers to log and record (``Activations.layernames``, e.g.
+            ``["input", "conv1"]``); all layers by default. The graph always spans every
+            layer, since a layer's spectrum depends on all of its ancestors.
+        transform: ``"standard"`` (the causal Fourier transform) or ``"laplacian"``.
+        INCL: ``True`` builds the structural graph, which is the same for every input and
+            every epoch. ``False`` builds each probe's data-dependent graph (zero weights,
+            max-pool argmax and dead ReLU units drop edges); it is rebuilt, with its
+            transformer, only when the graph's fingerprint changes, and the rebuild is
+            logged.
+        every_n_epochs: record every ``n`` training epochs. Default: every epoch.
+        epochs: record exactly after these numbers of completed epochs (ints ``>= 0``);
+            exclusive with ``every_n_epochs``.
+        dirpath: the record directory. Default: ``<trainer.log_dir>/spectra``, e.g.
+            ``lightning_logs/version_0/spectra``; on resume from a checkpoint, the
+            checkpoint's record directory, so that the series continues there.
+        log_step: the step logged records are placed at: ``"epoch"`` (the record number)
+            or ``"global_step"``.
+
+    Logged metrics (``P`` probes, ``p < P``; ``<layer>`` a recorded layer name):
+
+        - ``nsp/log10_energy/probe_<p>/<layer>``: log10 of the layer's spectral energy
+          Σ ŝ², to every logger in ``trainer.loggers``. In TensorBoard a custom-scalars
+          chart per probe ("CUSTOM SCALARS" tab) draws all layers together.
+          ``-inf`` marks an exactly zero spectrum.
+        - ``nsp/record_seconds``: wall time of the record.
+        - ``nsp/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0
+          (``INCL=False`` only).
+        - Images, to TensorBoard loggers only: ``nsp/activations/<layer>/probe_<p>`` and
+          ``nsp/spectrum/<layer>/probe_<p>``, heatmaps from :mod:`nsp.render` (spectra on
+          a signed-log scale, since they span hundreds of decades).
+
+    TensorBoard keeps only 10 images per tag unless told otherwise; to see every epoch::
+
+        tensorboard --logdir lightning_logs --samples_per_plugin images=0
+
+    Without a TensorBoard logger the callback warns once and still logs scalars to the
+    other loggers and writes records; without any logger it still writes records. Under
+    ``fast_dev_run`` it only checks the probe and the layer names and records nothing.
+
+    Raises:
+        TypeError: if ``probe`` is none of the accepted types, or another argument has the
+            wrong type.
+        ValueError: if the probe is empty, or ``layers``, ``transform``, ``every_n_epochs``,
+            ``epochs`` or ``log_step`` is invalid. At fit start: if the model cannot run a
+            probe input, a layer name is unknown, or the record directory holds a series
+            recorded with another configuration.
+
+    Example::
+
+        >>> import torch
+        >>> from lightning.pytorch import Trainer
+        >>> from nsp_lightning import SpectrumCallback
+        >>> probe = torch.rand(2, 1, 8, 8)
+        >>> trainer = Trainer(callbacks=[SpectrumCallback(probe)])
+
+    Read the records back with :func:`nsp_lightning.read_records`.
+    """
+
+    def __init__(
+        self,
+        probe: Any,
+        *,
+        layers: Sequence[str] | None = None,
+        transform: Literal["standard", "laplacian"] = "standard",
+        INCL: bool = True,
+        every_n_epochs: int | None = None,
+        epochs: Iterable[int] | None = None,
+        dirpath: str | os.PathLike | None = None,
+        log_step: Literal["epoch", "global_step"] = "epoch",
+    ) -> None:
+        self._datamodule: pl.LightningDataModule | None = None
+        self._probe: torch.Tensor | None = None
+        if isinstance(probe, pl.LightningDataModule):
+            self._datamodule = probe
+        else:
+            self._probe = _probe_tensor(probe)
+        self.layers = _check_layers(layers)
+        if transform not in _TRANSFORMS:
+            raise ValueError(f"SpectrumCallback(transform={transform!r}): expected one of {_TRANSFORMS}")
+        self.transform = transform
+        if not isinstance(INCL, bool):
+            raise TypeError(f"SpectrumCallback(INCL={INCL!r}): expected a bool")
+        self.INCL = INCL
+        self.every_n_epochs, self.epochs = _check_schedule(every_n_epochs, epochs)
+        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
+            raise TypeError(f"SpectrumCallback(dirpath={dirpath!r}): expected a path or None")
+        self._dirpath_arg = None if dirpath is None else os.fspath(dirpath)
+        if log_step not in _LOG_STEPS:
+            raise ValueError(f"SpectrumCallback(log_step={log_step!r}): expected one of {_LOG_STEPS}")
+        self.log_step = log_step
+
+        self.dirpath: str | None = self._dirpath_arg
+        self._checkpoint_dirpath: str | None = None
+        self._recorded: set[int] = set()
+        self._probes: list[torch.Tensor] = []
+        self._analyses: list[_SpectrumAnalysis] = []
+        self._store: RecordStore | None = None
+        self._warned_no_tensorboard = False
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(
+            layers=self.layers,
+            transform=self.transform,
+            INCL=self.INCL,
+            every_n_epochs=self.every_n_epochs,
+            epochs=None if self.epochs is None else sorted(self.epochs),
+        )
+
+    @property
+    def recorded_epochs(self) -> list[int]:
+        """The record numbers taken so far in this series, ascending."""
+        return sorted(self._recorded)
+
+    def _is_scheduled(self, epoch: int) -> bool:
+        if epoch == 0:
+            return True
+        if self.epochs is not None:
+            return epoch in self.epochs
+        return epoch % self.every_n_epochs == 0
+
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage != "fit":
+            return
+        if self._datamodule is not None:
+            self._probe = _datamodule_probe(self._datamodule)
+        if trainer.fast_dev_run:
+            return
+        # trainer.log_dir broadcasts: every rank must call it.
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        if self._dirpath_arg is None:
+            self.dirpath = os.path.join(log_dir, "spectra")
+        if trainer.is_global_zero and not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
+            self._warned_no_tensorboard = True
+            rank_zero_warn(
+                "SpectrumCallback: the Trainer has no TensorBoardLogger, so no heatmaps are logged;"
+                f" scalars go to the other loggers ({len(trainer.loggers)}) and records to {self.dirpath}"
+            )
+
+    @override
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        assert self._probe is not None
+        device = _module_device(pl_module)
+        probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
+        self._probes = [probe[i : i + 1] for i in range(probe.shape[0])]
+        self._analyses = [_SpectrumAnalysis(self.layers, self.transform, self.INCL)]
+        # Checked on every rank so that a bad argument stops all processes alike.
+        with _probing(pl_module):
+            for analysis in self._analyses:
+                analysis.check(pl_module, self._probes[0], tuple(self._probe.shape))
+        if trainer.fast_dev_run:
+            rank_zero_info("SpectrumCallback: fast_dev_run checks the probe and layers only; nothing is recorded")
+            return
+        resuming = trainer.ckpt_path is not None
+        if not trainer.is_global_zero:
+            return
+        if resuming and self._dirpath_arg is None and self._checkpoint_dirpath:
+            if os.path.isdir(self._checkpoint_dirpath):
+                self.dirpath = self._checkpoint_dirpath
+        assert self.dirpath is not None
+        self._store = RecordStore(self.dirpath)
+        with _probing(pl_module):
+            for analysis in self._analyses:
+                analysis.build(pl_module, self._probes)
+        self._start_series(self._header(pl_module), resuming)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_custom_scalars(self._layout())
+        if 0 not in self._recorded and not resuming:
+            self._record(trainer, pl_module, 0)
+
+    @override
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch + 1
+        if not self._is_scheduled(epoch) or epoch in self._recorded:
+            return
+        if trainer.is_global_zero:
+            self._record(trainer, pl_module, epoch)
+        else:
+            self._recorded.add(epoch)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"recorded": sorted(self._recorded), "dirpath": self.dirpath}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._recorded = set(state_dict.get("recorded", self._recorded))
+        self._checkpoint_dirpath = state_dict.get("dirpath", self._checkpoint_dirpath)
+
+    def _header(self, pl_module: "pl.LightningModule") -> dict[str, Any]:
+        analysis = self._analyses[0]
+        assert self._probe is not None
+        return {
+            "layernames": analysis.layernames,
+            "shapes": analysis.shapes,
+            "probes": len(self._probes),
+            "probe_shape": list(self._probe.shape),
+            "transform": self.transform,
+            "INCL": self.INCL,
+            "model": type(pl_module).__qualname__,
+        }
+
+    def _start_series(self, header: dict[str, Any], resuming: bool) -> None:
+        assert self._store is not None
+        if not self._store.exists():
+            self._store.start(header)
+            return
+        if resuming:
+            if self._store.header != header:
+                raise ValueError(
+                    f"SpectrumCallback: the records in {self.dirpath} were written with another configuration"
+                    f" ({self._store.header}); this run has {header}. Pass another `dirpath`."
+                )
+            rank_zero_info(f"SpectrumCallback: continuing the record series in {self.dirpath}")
+            return
+        rank_zero_warn(f"SpectrumCallback: {self.dirpath} already holds records; starting a new series there")
+        self._store.start(header)
+
+    def _layout(self) -> dict[str, Any]:
+        charts = {
+            f"log10 spectral energy, probe {p}": ["Multiline", [rf"^{_PREFIX}/log10_energy/probe_{p}/"]]
+            for p in range(len(self._probes))
+        }
+        return {f"{_PREFIX} spectra": charts}
+
+    def _record(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> None:
+        start = time.perf_counter()
+        with _probing(pl_module):
+            result = self._analyses[0](pl_module, self._probes)
+        if result.rebuilt:
+            rank_zero_info(
+                f"SpectrumCallback: the graph fingerprint changed at record {epoch}"
+                f" (global step {trainer.global_step}); rebuilt the NNGraph and its transformer"
+            )
+        step = epoch if self.log_step == "epoch" else trainer.global_step
+        record = make_record(
+            epoch,
+            trainer.global_step,
+            result.activations,
+            result.spectra,
+            result.layers,
+            result.fingerprints,
+            result.rebuilt,
+            seconds=0.0,
+        )
+        self._log_images(trainer, record, step)
+        scalars = {
+            f"{_PREFIX}/log10_energy/probe_{p}/{name}": float(record.log10_energy[p, l])
+            for p in range(record.num_probes)
+            for l, name in enumerate(record.layernames)
+        }
+        if not self.INCL:
+            scalars[f"{_PREFIX}/graph_rebuilt"] = float(record.rebuilt)
+        seconds = time.perf_counter() - start
+        scalars[f"{_PREFIX}/record_seconds"] = seconds
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+        assert self._store is not None
+        write_record(self._store, _with_seconds(record, seconds))
+        self._recorded.add(epoch)
+
+    def _log_images(self, trainer: "pl.Trainer", record: SpectrumRecord, step: int) -> None:
+        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if not writers:
+            return
+        for p in range(record.num_probes):
+            for l, name in enumerate(record.layernames):
+                images = {
+                    f"{_PREFIX}/activations/{name}/probe_{p}": _heatmap(record.activations[p][l], "layerscale", "viridis"),
+                    f"{_PREFIX}/spectrum/{name}/probe_{p}": _heatmap(record.spectra[p][l], "layersymlog", "RdBu_r"),
+                }
+                for writer in writers:
+                    for tag, image in images.items():
+                        writer.add_image(tag, image, global_step=step, dataformats="HWC")
+
+
+def _heatmap(values: np.ndarray, scale: str, cmap: str) -> np.ndarray:
+    image = nsp.render.render_layer(values, scale=scale, cmap=cmap)
+    # TensorBoard shows images at their pixel size: enlarge small layers to about 128 px wide.
+    upscale = min(_MAX_UPSCALE, _IMAGE_WIDTH // image.shape[1])
+    return image if upscale < 2 else nsp.render.render_layer(values, scale=scale, cmap=cmap, upscale=upscale)
+
+
+def _with_seconds(record: SpectrumRecord, seconds: float) -> SpectrumRecord:
+    return SpectrumRecord(**{**record.__dict__, "seconds": float(seconds)})
+
+
+@dataclass(frozen=True)
+class _SpectrumResult:
+    activations: list[Any]
+    spectra: list[Any]
+    layers: list[int]
+    fingerprints: list[str]
+    rebuilt: bool
+
+
+class _SpectrumAnalysis:
+    """One per-probe analysis: each probe's activations and their spectrum on its NNGraph.
+
+    Graphs are cached by fingerprint: with INCL=True every probe shares the one structural
+    graph; with INCL=False probes whose fingerprints agree share a graph, and a graph is
+    rebuilt only when a probe's fingerprint changes.
+    """
+
+    def __init__(self, layers: list[str] | None, transform: str, INCL: bool) -> None:
+        self._names = layers
+        self.transform = transform
+        self.INCL = INCL
+        self.layernames: list[str] = []
+        self.shapes: list[list[int]] = []
+        self._layers: list[int] = []
+        self._graphs: dict[str, Any] = {}
+
+    def check(self, model: nn.Module, probe: torch.Tensor, probe_shape: tuple[int, ...]) -> None:
+        """Run one probe input and resolve the layer names; raise clearly if either fails."""
+        try:
+            acts = nsp.Activations(model, probe)
+        except Exception as err:
+            raise ValueError(
+                f"SpectrumCallback(probe): the model cannot run a probe input of shape {list(probe.shape)}"
+                f" (probe of shape {list(probe_shape)}: the first dimension indexes the inputs): {err}"
+            ) from err
+        available = list(acts.layernames)
+        if self._names is None:
+            self._layers = list(range(len(available)))
+        else:
+            unknown = [name for name in self._names if name not in available]
+            if unknown:
+                raise ValueError(f"SpectrumCallback(layers={self._names!r}): unknown layers {unknown}; the model has {available}")
+            self._layers = [available.index(name) for name in self._names]
+        self.layernames = [available[i] for i in self._layers]
+        self.shapes = [list(acts.layeractivations[i].shape) for i in self._layers]
+
+    def build(self, model: nn.Module, probes: list[torch.Tensor]) -> None:
+        """Build the graph(s) and transformer(s) for the current model."""
+        self._graphs = {}
+        self._update(model, probes)
+
+    def __call__(self, model: nn.Module, probes: list[torch.Tensor]) -> _SpectrumResult:
+        activations, fingerprints, rebuilt = self._update(model, probes)
+        spectra = [
+            self._graphs[fp].transform(acts, type=self.transform) for acts, fp in zip(activations, fingerprints)
+        ]
+        return _SpectrumResult(activations, spectra, self._layers, fingerprints, rebuilt)
+
+    def _update(self, model: nn.Module, probes: list[torch.Tensor]) -> tuple[list[Any], list[str], bool]:
+        activations = [nsp.Activations(model, x) for x in probes]
+        weights = None if self.INCL else _weights_digest(model)
+        fingerprints = [_fingerprint(model, x, acts, weights) for x, acts in zip(probes, activations)]
+        had_graphs = bool(self._graphs)
+        graphs = {}
+        for acts, fp in zip(activations, fingerprints):
+            if fp not in graphs:
+                graphs[fp] = self._graphs.get(fp) or self._build(acts)
+        rebuilt = had_graphs and not set(graphs) <= set(self._graphs)
+        self._graphs = graphs
+        return activations, fingerprints, rebuilt
+
+    def _build(self, acts: Any) -> Any:
+        graph = nsp.NNGraph(acts, INCL=self.INCL)
+        graph.get_transformer(type=self.transform)
+        return graph
+
+
+def _fingerprint(model: nn.Module, x: torch.Tensor, acts: Any, weights: str | None) -> str:
+    """A digest that changes whenever the graph built from ``acts`` may change.
+
+    The structure (layer names, shapes, modules) for INCL=True. For INCL=False also the
+    zero pattern of every effective weight (``weights``, from :func:`_weights_digest`) and the
+    probe's activity: the zero patterns of every leaf module's input and output (dead ReLU
+    units, functional ReLUs included) and the argmax of every max-pool. It is sound
+    but may over-approximate: a change it reports need not change the graph.
+    """
+    digest = hashlib.sha256()
+    for name, shape, description in zip(acts.layernames, acts.shapes, acts.layerdescriptions):
+        digest.update(f"{name}|{list(shape)}|{description!r};".encode())
+    if weights is None:
+        return digest.hexdigest()[:16]
+    digest.update(weights.encode())
+
+    def record(module: nn.Module, args: tuple, output: Any) -> None:
+        inputs = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        for tensor in (inputs, output):
+            if isinstance(tensor, torch.Tensor):
+                digest.update(np.packbits((tensor != 0).cpu().numpy()).tobytes())
+        argmax = None if inputs is None else _pool_argmax(module, inputs)
+        if argmax is not None:
+            digest.update(argmax.cpu().numpy().tobytes())
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return digest.hexdigest()[:16]
+
+
+_MAX_POOLS = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
+_ADAPTIVE_MAX_POOLS = {
+    nn.AdaptiveMaxPool1d: F.adaptive_max_pool1d,
+    nn.AdaptiveMaxPool2d: F.adaptive_max_pool2d,
+    nn.AdaptiveMaxPool3d: F.adaptive_max_pool3d,
+}
+
+
+def _pool_argmax(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """Which member of each window a max-pool picked, or None for other modules."""
+    for cls, pool in _MAX_POOLS.items():
+        if isinstance(module, cls):
+            m: Any = module
+            return pool(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)[1]
+    for cls, pool in _ADAPTIVE_MAX_POOLS.items():
+        if isinstance(module, cls):
+            return pool(x, module.output_size, return_indices=True)[1]
+    return None
+
+
+def _weights_digest(model: nn.Module) -> str:
+    """Digest of the zero pattern of every module's effective ``weight``.
+
+    ``module.weight`` is read rather than the parameters, so that pruning masks
+    (``torch.nn.utils.prune`` keeps ``weight_orig`` and recomputes ``weight``) count.
+    """
+    digest = hashlib.sha256()
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            digest.update(name.encode())
+            digest.update(np.packbits((weight.detach() != 0).cpu().numpy()).tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _probing(model: nn.Module) -> Iterator[None]:
+    """Eval mode, no grad, no autocast; every module's train flag restored afterwards."""
+    modes = {name: module.training for name, module in model.named_modules()}
+    device_type = _module_device(model).type
+    try:
+        model.eval()
+        with torch.no_grad(), torch.autocast(device_type=device_type, enabled=False):
+            yield
+    finally:
+        for name, module in model.named_modules():
+            if name in modes:
+                module.training = modes[name]
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _probe_dtype(model: nn.Module, probe: torch.Tensor) -> torch.dtype:
+    if not probe.is_floating_point():
+        return probe.dtype
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return probe.dtype
+
+
+def _probe_tensor(probe: Any) -> torch.Tensor:
+    source = probe
+    if isinstance(probe, DataLoader):
+        try:
+            probe = next(iter(probe))
+        except StopIteration:
+            raise ValueError("SpectrumCallback(probe=<DataLoader>): the DataLoader yields no batch") from None
+    if isinstance(probe, (tuple, list)):
+        if not probe:
+            raise ValueError(f"SpectrumCallback(probe): the batch is an empty {type(probe).__name__}")
+        probe = probe[0]
+    if not isinstance(probe, torch.Tensor):
+        raise TypeError(
+            "SpectrumCallback(probe): expected a tensor of shape (P, *input_shape), a batch whose first item is one,"
+            f" a DataLoader or a LightningDataModule, got {type(source).__name__}"
+            + (f" holding {type(probe).__name__}" if probe is not source else "")
+        )
+    if probe.dim() < 2:
+        raise ValueError(
+            f"SpectrumCallback(probe): expected a tensor of shape (P, *input_shape), got shape {list(probe.shape)};"
+            " the first dimension indexes the probe inputs (one input is x[None])"
+        )
+    if probe.numel() == 0:
+        raise ValueError(f"SpectrumCallback(probe): the probe is empty (shape {list(probe.shape)})")
+    return probe.detach()
+
+
+def _datamodule_probe(datamodule: "pl.LightningDataModule") -> torch.Tensor:
+    method = "val_dataloader" if is_overridden("val_dataloader", datamodule) else "train_dataloader"
+    try:
+        loader = getattr(datamodule, method)()
+        batch = next(iter(loader))
+    except Exception as err:
+        raise ValueError(
+            f"SpectrumCallback(probe=<{type(datamodule).__name__}>): could not take a batch from its {method}()"
+            f" ({type(err).__name__}: {err}); pass the DataModule given to trainer.fit, or a tensor"
+        ) from err
+    return _probe_tensor(batch)
+
+
+def _check_layers(layers: Sequence[str] | None) -> list[str] | None:
+    if layers is None:
+        return None
+    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+        raise TypeError(f"SpectrumCallback(layers={layers!r}): expected a sequence of layer names or None")
+    layers = list(layers)
+    if not layers:
+        raise ValueError("SpectrumCallback(layers=[]): expected at least one layer name, or None for all layers")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"SpectrumCallback(layers={layers!r}): layer names repeat")
+    return layers
+
+
+def _check_schedule(every_n_epochs: int | None, epochs: Iterable[int] | None) -> tuple[int | None, frozenset[int] | None]:
+    if every_n_epochs is not None and epochs is not None:
+        raise ValueError(
+            f"SpectrumCallback(every_n_epochs={every_n_epochs!r}, epochs={epochs!r}): pass one of them, not both"
+        )
+    if epochs is not None:
+        if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
+            raise TypeError(f"SpectrumCallback(epochs={epochs!r}): expected an iterable of ints >= 0")
+        values = list(epochs)
+        if not values or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 0 for e in values):
+            raise ValueError(f"SpectrumCallback(epochs={epochs!r}): expected a non-empty collection of ints >= 0")
+        return None, frozenset(int(e) for e in values)
+    if every_n_epochs is None:
+        return 1, None
+    if not isinstance(every_n_epochs, Integral) or isinstance(every_n_epochs, bool) or every_n_epochs < 1:
+        raise ValueError(f"SpectrumCallback(every_n_epochs={every_n_epochs!r}): expected an int >= 1")
+    return int(every_n_epochs), None

@@ -1,0 +1,249 @@
+"""Spectrum records: what :class:`~nsp_lightning.SpectrumCallback` writes at each recorded epoch.
+
+A record directory (by default ``<trainer.log_dir>/spectra``) holds ``manifest.json`` and one
+``epoch-NNNNNN.npz`` per record, in the format of :mod:`nsp.storage`: safe (no pickle) and
+written atomically. Read it back with :func:`read_records`::
+
+    from nsp_lightning import read_records
+    for rec in read_records("lightning_logs/version_0/spectra"):
+        print(rec.epoch, rec.global_step, rec.log10_energy[0])
+
+Inside a record file, for probe ``p`` and recorded layer ``l`` (an index into ``layernames``):
+
+========================  =====================================================
+``activations.{p}.{l}``   the layer's activations, without the batch dimension,
+                          in the model's dtype
+``spectrum.{p}.{l}``      the layer's spectrum, float64, same shape
+``energy``                Σ ŝ² per probe and layer, float64, shape ``(P, L)``
+                          (``inf`` where it overflows float64)
+``log10_energy``          log10 of it, computed without overflow; ``-inf`` for
+                          an all-zero spectrum
+``__meta__``              JSON: epoch, global_step, fingerprints, rebuilt, seconds
+========================  =====================================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import nsp.energy
+from nsp.storage import RecordStore
+
+__all__ = ["SpectrumRecord", "make_record", "record_name", "write_record", "read_header", "read_records"]
+
+
+@dataclass(frozen=True)
+class SpectrumRecord:
+    """Activations and spectra of every probe at one point of training.
+
+    Attributes
+    ----------
+    epoch : int
+        Training epochs completed when the record was taken: 0 is the baseline before any
+        training step, 1 the end of the first epoch (Lightning's ``current_epoch == 0``).
+    global_step : int
+        The Trainer's ``global_step`` at that time.
+    layernames : tuple of str
+        The recorded layers, in the model's execution order.
+    activations : tuple of tuple of numpy.ndarray
+        ``activations[p][l]``: probe ``p``, layer ``l``, without the batch dimension.
+    spectra : tuple of tuple of numpy.ndarray
+        ``spectra[p][l]``: float64, same shape as the activations.
+    energy : numpy.ndarray
+        Spectral energy Σ ŝ², float64, shape ``(P, L)``.
+    log10_energy : numpy.ndarray
+        ``log10(energy)`` computed without overflow, shape ``(P, L)``.
+    fingerprints : tuple of str
+        Per probe, the fingerprint of the graph the spectrum was computed on.
+    rebuilt : bool
+        Whether a graph was rebuilt for this record because its fingerprint changed
+        (INCL=False only).
+    seconds : float
+        Wall time taken to probe, transform and log this record.
+    """
+
+    epoch: int
+    global_step: int
+    layernames: tuple[str, ...]
+    activations: tuple[tuple[np.ndarray, ...], ...]
+    spectra: tuple[tuple[np.ndarray, ...], ...]
+    energy: np.ndarray
+    log10_energy: np.ndarray
+    fingerprints: tuple[str, ...]
+    rebuilt: bool
+    seconds: float
+
+    @property
+    def num_probes(self) -> int:
+        return len(self.activations)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def make_record(
+    epoch: int,
+    global_step: int,
+    activations: Sequence[Any],
+    spectra: Sequence[Any],
+    layers: Sequence[int],
+    fingerprints: Sequence[str],
+    rebuilt: bool,
+    seconds: float,
+) -> SpectrumRecord:
+    """Turn nsp results for P probes into a :class:`SpectrumRecord`.
+
+    Parameters
+    ----------
+    epoch, global_step : int
+        As in :class:`SpectrumRecord`.
+    activations, spectra : sequence of nsp.Activations
+        One pattern and its spectrum (``NNGraph.transform``) per probe.
+    layers : sequence of int
+        Indices of the layers to keep, into ``activations[p].layernames``.
+    fingerprints : sequence of str
+        One graph fingerprint per probe.
+    rebuilt : bool
+        Whether a graph was rebuilt for this record.
+    seconds : float
+        Time the record took.
+
+    Returns
+    -------
+    SpectrumRecord
+
+    Raises
+    ------
+    ValueError
+        If the numbers of patterns, spectra and fingerprints differ, or there are none.
+    """
+    if not activations or not len(activations) == len(spectra) == len(fingerprints):
+        raise ValueError(
+            "nsp_lightning.make_record: expected one spectrum and one fingerprint per activation pattern, got "
+            f"{len(activations)} patterns, {len(spectra)} spectra, {len(fingerprints)} fingerprints"
+        )
+    acts = tuple(tuple(_numpy(a.layeractivations[i]) for i in layers) for a in activations)
+    specs = tuple(
+        tuple(np.asarray(_numpy(s.layeractivations[i]), dtype=np.float64) for i in layers) for s in spectra
+    )
+    return SpectrumRecord(
+        epoch=int(epoch),
+        global_step=int(global_step),
+        layernames=tuple(activations[0].layernames[i] for i in layers),
+        activations=acts,
+        spectra=specs,
+        energy=np.stack([nsp.energy.spectral_energy(list(s)) for s in specs]),
+        log10_energy=np.stack([nsp.energy.log10_energy(list(s)) for s in specs]),
+        fingerprints=tuple(fingerprints),
+        rebuilt=bool(rebuilt),
+        seconds=float(seconds),
+    )
+
+
+def record_name(epoch: int) -> str:
+    """The name of the record of ``epoch`` (its file is ``<name>.npz``).
+
+    Examples
+    --------
+    >>> record_name(12)
+    'epoch-000012'
+    """
+    return f"epoch-{epoch:06d}"
+
+
+def write_record(store: RecordStore, record: SpectrumRecord) -> Path:
+    """Write ``record`` into ``store`` atomically and list it in the manifest.
+
+    A record of the same epoch is replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        The record file.
+    """
+    arrays: dict[str, np.ndarray] = {"energy": record.energy, "log10_energy": record.log10_energy}
+    for p in range(record.num_probes):
+        for l in range(len(record.layernames)):
+            arrays[f"activations.{p}.{l}"] = record.activations[p][l]
+            arrays[f"spectrum.{p}.{l}"] = record.spectra[p][l]
+    meta = {
+        "epoch": record.epoch,
+        "global_step": record.global_step,
+        "layernames": list(record.layernames),
+        "probes": record.num_probes,
+        "fingerprints": list(record.fingerprints),
+        "rebuilt": record.rebuilt,
+        "seconds": record.seconds,
+    }
+    summary = {"epoch": record.epoch, "global_step": record.global_step, "rebuilt": record.rebuilt}
+    return store.write(record_name(record.epoch), arrays, meta, summary=summary)
+
+
+def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str) -> SpectrumRecord:
+    try:
+        probes, layers = meta["probes"], len(meta["layernames"])
+        return SpectrumRecord(
+            epoch=meta["epoch"],
+            global_step=meta["global_step"],
+            layernames=tuple(meta["layernames"]),
+            activations=tuple(tuple(arrays[f"activations.{p}.{l}"] for l in range(layers)) for p in range(probes)),
+            spectra=tuple(tuple(arrays[f"spectrum.{p}.{l}"] for l in range(layers)) for p in range(probes)),
+            energy=arrays["energy"],
+            log10_energy=arrays["log10_energy"],
+            fingerprints=tuple(meta["fingerprints"]),
+            rebuilt=meta["rebuilt"],
+            seconds=meta["seconds"],
+        )
+    except KeyError as err:
+        raise ValueError(f"nsp_lightning.read_records: {where} lacks {err}; it is not a spectrum record") from err
+
+
+def read_header(dirpath: str | os.PathLike) -> dict[str, Any]:
+    """The run-level metadata of a record directory.
+
+    Returns
+    -------
+    dict
+        ``layernames``, ``shapes`` (per recorded layer, without the batch dimension),
+        ``probes``, ``probe_shape``, ``transform``, ``INCL`` and ``model`` (class name).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dirpath`` holds no manifest.
+    """
+    return RecordStore(dirpath).header
+
+
+def read_records(dirpath: str | os.PathLike) -> list[SpectrumRecord]:
+    """Every record listed in a record directory's manifest, by increasing epoch.
+
+    Parameters
+    ----------
+    dirpath : str or os.PathLike
+        The record directory (``SpectrumCallback.dirpath``).
+
+    Returns
+    -------
+    list of SpectrumRecord
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dirpath`` holds no manifest.
+    ValueError
+        If the manifest or a record file it lists is not readable.
+    """
+    store = RecordStore(dirpath)
+    records = [_from_rows(*store.read(name), where=f"{store.directory / name}.npz") for name in store.names()]
+    return sorted(records, key=lambda r: r.epoch)
