@@ -124,7 +124,8 @@ def main() -> None:
     print(f"\nTensorBoard logs: {Path(trainer.log_dir).resolve()}")
     print(f"Spectrum records: {Path(callback.dirpath).resolve()}  (read with nsp_lightning.read_records)")
     print("View them with:")
-    print(f"  tensorboard --logdir {root} --samples_per_plugin images=0")
+    # TensorBoard keeps 10 images per tag by default; images=0 shows none at all (TensorBoard 2.21).
+    print(f"  tensorboard --logdir {root} --samples_per_plugin images=100000")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,132 @@ dimension, detached and on the CPU.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["Activations"]
+__all__ = ["Activations", "Op", "Program", "Ref"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a recorded tensor: the output of op ``index`` (-1: the child's input)."""
+
+    index: int
+
+
+@dataclass
+class Op:
+    """One operation that ran inside a child on data derived from the child's input.
+
+    ``kind`` is ``'module'`` for a module nsp knows as a whole (its internals are not
+    recorded), ``'function'`` for a torch function or tensor method, or ``'opaque'`` for
+    an operation with several tensor outputs. Tensor arguments that came from the
+    child's input are replaced by :class:`Ref`; other arguments are kept as they were.
+    """
+
+    kind: str
+    target: Any
+    args: tuple
+    kwargs: dict
+    shape: tuple[int, ...]
+    path: str
+
+    @property
+    def name(self) -> str:
+        if self.kind == "module":
+            return type(self.target).__name__
+        return getattr(self.target, "__name__", repr(self.target))
+
+
+@dataclass
+class Program:
+    """The dataflow from a child's input to its output, as executed during the probe's pass."""
+
+    input_shape: tuple[int, ...]
+    ops: list[Op] = field(default_factory=list)
+    output: Ref | None = None
+
+
+class _Recorder(TorchFunctionMode):
+    """Records, for each top-level child, the operations on data derived from its input.
+
+    Modules for which ``is_leaf`` is true are recorded whole, through forward hooks;
+    everything else is seen op by op through the torch-function mode. This is the
+    executed dataflow (control flow already resolved), recorded during the probe's own
+    forward pass, so no extra pass or symbolic trace is needed.
+    """
+
+    def __init__(self, is_leaf: Callable[[nn.Module], bool]) -> None:
+        super().__init__()
+        self.is_leaf = is_leaf
+        self.program: Program | None = None
+        self.ids: dict[int, Ref] = {}
+        self.alive: list[torch.Tensor] = []
+        self.inside: nn.Module | None = None
+        self.paths: list[str] = []
+
+    def begin(self, x: torch.Tensor) -> None:
+        self.program = Program(tuple(x.shape))
+        self.ids = {id(x): Ref(-1)}
+        self.alive = [x]
+
+    def end(self, output: torch.Tensor) -> Program:
+        program = self.program
+        program.output = self.ids.get(id(output))
+        self.program, self.ids, self.alive = None, {}, []
+        return program
+
+    def _record(self, kind: str, target: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        ref = lambda v: self.ids.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        op_args, op_kwargs = tree_map(ref, args), tree_map(ref, kwargs)
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shape, ".".join(self.paths)))
+        new = Ref(len(self.program.ops) - 1)
+        if isinstance(out, torch.Tensor):
+            self.ids[id(out)] = new
+            self.alive.append(out)
+        else:
+            self.program.ops[-1].kind = "opaque"
+            for t in flat_out:
+                self.ids[id(t)] = new
+                self.alive.append(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.program is None or self.inside is not None:
+            return out
+        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor) and id(a) in self.ids]
+        if inputs and any(isinstance(t, torch.Tensor) for t in tree_flatten(out)[0]):
+            self._record("function", func, args, kwargs, out)
+        return out
+
+    def pre_hook(self, path: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if self.program is None or self.inside is not None:
+                return
+            self.paths.append(path)
+            if self.is_leaf(module):
+                self.inside = module
+
+        return hook
+
+    def post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if self.program is None:
+            return
+        if self.inside is module:
+            self.inside = None
+            self._record("module", module, args[:1], {}, output)
+            self.paths.pop()
+        elif self.inside is None and self.paths:
+            self.paths.pop()
 
 
 class Activations:
@@ -69,42 +188,66 @@ class Activations:
             )
         self.layernames: list[str] = ["input"]
         self.layerdescriptions: list[Any] = [f"Input{list(input.shape)}"]
-        self.layeractivations: list[torch.Tensor] = [input.detach()[0].cpu()]
+        self.layeractivations: list[torch.Tensor] = [input.detach()[0].to("cpu", copy=True)]
         # What each child received; NNGraph needs it for data-dependent (INCL=False) edges.
         self._layerinputs: list[torch.Tensor | None] = [None]
 
-        seen: set[str] = set()
+        # How each child maps its input to its output, recorded during this same pass.
+        self._programs: list[Program | None] = [None]
 
-        def make_hook(name: str):
-            def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        from nsp.structure import is_leaf_module
+
+        recorder = _Recorder(is_leaf_module)
+        seen: set[str] = set()
+        inputs: dict[str, torch.Tensor] = {}
+
+        def begin(name: str):
+            def hook(module: nn.Module, args: tuple) -> None:
                 if name in seen:
                     raise ValueError(
                         f"nsp.Activations: child '{name}' ({type(module).__name__}) ran more than once in one "
                         "forward pass; a layer must be produced by exactly one call"
                     )
                 seen.add(name)
-                if not isinstance(output, torch.Tensor):
-                    raise TypeError(
-                        f"nsp.Activations: child '{name}' ({type(module).__name__}) returned "
-                        f"{type(output).__name__}; a layer must be a single tensor"
-                    )
                 if not args or not isinstance(args[0], torch.Tensor):
                     raise TypeError(
                         f"nsp.Activations: child '{name}' ({type(module).__name__}) was not called with a tensor "
                         "as its first argument"
                     )
+                # Cloned now: an in-place op inside the child may overwrite its input.
+                inputs[name] = args[0].detach()[0].to("cpu", copy=True)
+                recorder.begin(args[0])
+
+            return hook
+
+        def end(name: str):
+            def hook(module: nn.Module, args: tuple, output: Any) -> None:
+                program = recorder.end(output)
+                if not isinstance(output, torch.Tensor):
+                    raise TypeError(
+                        f"nsp.Activations: child '{name}' ({type(module).__name__}) returned "
+                        f"{type(output).__name__}; a layer must be a single tensor"
+                    )
                 self.layernames.append(name)
                 self.layerdescriptions.append(module)
-                self.layeractivations.append(output.detach()[0].cpu())
-                self._layerinputs.append(args[0].detach()[0].cpu())
+                # Cloned: a later in-place op (e.g. ReLU(inplace=True)) would overwrite it.
+                self.layeractivations.append(output.detach()[0].to("cpu", copy=True))
+                self._layerinputs.append(inputs.pop(name))
+                self._programs.append(program)
 
             return hook
 
         handles = []
         try:
             for name, child in network.named_children():
-                handles.append(child.register_forward_hook(make_hook(name)))
-            with torch.no_grad():
+                # Registration order is call order: begin runs before the child's own
+                # recorder hooks, end runs after them.
+                handles.append(child.register_forward_pre_hook(begin(name)))
+                for sub_name, sub in child.named_modules(prefix=name):
+                    handles.append(sub.register_forward_pre_hook(recorder.pre_hook(sub_name)))
+                    handles.append(sub.register_forward_hook(recorder.post_hook))
+                handles.append(child.register_forward_hook(end(name)))
+            with torch.no_grad(), recorder:
                 network(input)
         finally:
             for handle in handles:
@@ -127,7 +270,9 @@ class Activations:
 
         Float32, float16 and bfloat16 values convert to float64 exactly.
         """
-        return np.concatenate([a.detach().to(torch.float64).reshape(-1).numpy() for a in self.layeractivations])
+        return np.concatenate(
+            [(a.float() if a.dtype == torch.bfloat16 else a).numpy().astype(np.float64).reshape(-1) for a in self.layeractivations]
+        )
 
     def to_vector(self) -> list[float]:
         """All values as one list, layer by layer, row-major (the seed's format)."""

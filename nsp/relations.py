@@ -195,11 +195,23 @@ class Term:
         if outer_t is None or inner_t is None:
             mid = coarsening(a, b)
             outer_t, inner_t = self.merge("in", mid), inner.merge("out", mid)
-        outer_t, inner_t = outer_t.squeeze("in"), inner_t.squeeze("out")
-        if len(outer_t.factors) != len(inner_t.factors):
-            # N_mid == 1: everything collapsed to one factor on one side only.
-            outer_t, inner_t = Term((_kron_all(outer_t.factors),)), Term((_kron_all(inner_t.factors),))
-        return Term(tuple(_bool_matmul(f, g) for f, g in zip(outer_t.factors, inner_t.factors)))
+        # Walk both factor lists; factors of size 1 on the shared side pass through. The
+        # result keeps the outer term's out-axis order and the inner term's in-axis order.
+        out: list[np.ndarray] = []
+        i = j = 0
+        fo, fi = outer_t.factors, inner_t.factors
+        while i < len(fo) or j < len(fi):
+            if i < len(fo) and fo[i].shape[1] == 1:
+                out.append(fo[i])
+                i += 1
+            elif j < len(fi) and fi[j].shape[0] == 1:
+                out.append(fi[j])
+                j += 1
+            else:
+                out.append(_bool_matmul(fo[i], fi[j]))
+                i += 1
+                j += 1
+        return Term(tuple(out))
 
     def dense(self) -> np.ndarray:
         """The full ``n_out × n_in`` 0/1 matrix (small relations and tests only)."""
@@ -237,7 +249,20 @@ def _kron_all(factors: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
+    # Channel factors are mostly all-ones or the identity; those need no product.
+    if g.all():
+        return np.broadcast_to(f.any(axis=1)[:, None], (f.shape[0], g.shape[1])).copy()
+    if f.all():
+        return np.broadcast_to(g.any(axis=0)[None, :], (f.shape[0], g.shape[1])).copy()
+    if f.shape[0] == f.shape[1] and _is_identity(f):
+        return g
+    if g.shape[0] == g.shape[1] and _is_identity(g):
+        return f
     return (f.astype(np.float32) @ g.astype(np.float32)) > 0
+
+
+def _is_identity(f: np.ndarray) -> bool:
+    return bool(f.diagonal().all()) and int(f.sum()) == f.shape[0]
 
 
 def _common_form(a: Term, b: Term) -> tuple[Term, Term]:

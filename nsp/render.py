@@ -57,6 +57,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "SCALES",
@@ -81,7 +82,7 @@ SCALES: tuple[str, ...] = (
 _LN10 = math.log(10.0)
 _EMPTY_TILE = 4  # cells per side of the tile that stands for an empty layer
 _MIN_STRIP_HEIGHT = 8  # pixels; a 1-pixel strip is invisible next to 2-D maps
-_AUTO_WIDTH = 128  # pixels; automatic upscaling aims small layers at this width
+_AUTO_WIDTH = 256  # pixels; automatic upscaling aims small layers at this width
 _MAX_AUTO_UPSCALE = 32
 _COLOURBAR_WIDTH = 64
 _FONT_PT, _FONT_DPI = 8.0, 100.0
@@ -90,6 +91,7 @@ _GAP = 4  # pixels between labels, images and layers
 _WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
 _GREY, _MAGENTA = (160, 160, 160), (255, 0, 255)
 _GREY_FLOAT = tuple(c / 255 for c in _GREY)
+_LINE_STYLES = ("-", "--", ":", "-.")
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,11 +105,9 @@ def _check_scale(scale: str, where: str, argname: str = "scale") -> str:
     return scale
 
 
-def _colormap(cmap: str | Colormap, where: str, argname: str = "cmap") -> Colormap:
-    if isinstance(cmap, Colormap):
+def _check_cmap(cmap: str | Colormap, where: str, argname: str = "cmap") -> str | Colormap:
+    if isinstance(cmap, Colormap) or (isinstance(cmap, str) and cmap in matplotlib.colormaps):
         return cmap
-    if isinstance(cmap, str) and cmap in matplotlib.colormaps:
-        return matplotlib.colormaps[cmap]
     names = sorted((n for n in matplotlib.colormaps if not n.endswith("_r")), key=str.lower)
     raise ValueError(
         f"{where}: unknown {argname}={cmap!r}; expected a matplotlib Colormap or one of the names "
@@ -192,7 +192,7 @@ def signed_log10(values: Any, threshold: float) -> np.ndarray:
     -------
     numpy.ndarray
         float64, same shape; NaN stays NaN and ``+-inf`` stays ``+-inf``. Computed
-        without overflow even when ``|x| / t`` exceeds the float64 range.
+        without forming ``|x| / t``, so it does not overflow where that ratio would.
 
     Raises
     ------
@@ -214,12 +214,14 @@ def signed_log10(values: Any, threshold: float) -> np.ndarray:
 
 
 def _signed_log10(x: np.ndarray, t: float) -> np.ndarray:
-    a = np.abs(x)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        near = np.log1p(a / t) / _LN10
-        # log10(a/t + 1) split so that a/t never has to exist as a float.
-        far = np.log10(a) - math.log10(t) + np.log1p(t / a) / _LN10
-    return np.copysign(np.where(a > t, far, near), x)
+    # log10(1 + |x|/t) = log10(t + |x|) - log10(t): |x|/t, which can exceed float64, is never
+    # formed. Near 0 this loses digits only relative to log10(t), below one colour step.
+    with np.errstate(invalid="ignore"):
+        y = np.asarray(np.abs(x))
+        y += t
+        np.log10(y, out=y)
+        y -= math.log10(t)
+        return np.copysign(y, x, out=y)
 
 
 @dataclass(frozen=True)
@@ -261,8 +263,8 @@ def _stats(v: np.ndarray, need_tiny: bool) -> _Stats:
     tiny = math.nan
     if need_tiny and finite.size:
         a = np.abs(finite)
-        a = a[a > 0]
-        tiny = float(a.min()) if a.size else math.nan
+        tiny = float(np.min(a, where=a > 0, initial=np.inf))
+        tiny = tiny if math.isfinite(tiny) else math.nan
     return _Stats(v.size, lo, hi, tiny, *counts)
 
 
@@ -336,8 +338,9 @@ def _norms(stats: Sequence[_Stats], scale: str, threshold: float | None) -> list
 
 
 # Rows appended to a colormap's lookup table, and the flag codes that follow them.
-_BG, _INK, _BLACK_ROW, _WHITE_ROW, _MAGENTA_ROW, _GREY_ROW = range(6)
-_NAN, _POSINF, _NEGINF, _CONSTANT, _EMPTY = range(6, 11)
+# _VOID fills unused grid cells; it has the background colour but pages make it transparent.
+_BG, _INK, _BLACK_ROW, _WHITE_ROW, _MAGENTA_ROW, _GREY_ROW, _VOID = range(7)
+_NAN, _POSINF, _NEGINF, _CONSTANT, _EMPTY = range(7, 12)
 
 
 @dataclass(frozen=True)
@@ -373,9 +376,9 @@ def _cmap_lut(cmap: Colormap) -> np.ndarray:
 
 
 def _background(luts: Sequence[np.ndarray]) -> tuple[int, int, int]:
-    """White, black or grey: whichever stays farthest from every colour of the colormaps."""
+    """White, black, grey or azure: whichever stays farthest from every colour of the colormaps."""
     colours = np.concatenate(luts).astype(np.float64)
-    candidates = (_WHITE, _BLACK, (128, 128, 128))
+    candidates = (_WHITE, _BLACK, (128, 128, 128), (0, 160, 255))
     gaps = [np.min(np.sum((colours - np.array(c)) ** 2, axis=1)) for c in candidates]
     return candidates[int(np.argmax(gaps))]
 
@@ -384,7 +387,7 @@ def _build_palette(cmap: Colormap, background: tuple[int, int, int] | None) -> _
     lut = _cmap_lut(cmap)
     bg = background if background is not None else _background([lut])
     ink = _BLACK if sum(bg) > 3 * 127 else _WHITE
-    extra = np.array([bg, ink, _BLACK, _WHITE, _MAGENTA, _GREY], dtype=np.uint8)
+    extra = np.array([bg, ink, _BLACK, _WHITE, _MAGENTA, _GREY, bg], dtype=np.uint8)
     return _Palette(np.concatenate([lut, extra]), len(lut))
 
 
@@ -448,21 +451,26 @@ def _columns(count: int, height: int, width: int) -> int:
     return max(1, min(count, math.ceil(math.sqrt(count * height / width))))
 
 
-def _mosaic(tiles: np.ndarray, upscale: tuple[int, int], separator: int, fill: int) -> np.ndarray:
-    """Lay out ``(C, h, w)`` index tiles as a grid, each cell ``uy x ux`` pixels."""
+def _mosaic(tiles: np.ndarray, upscale: tuple[int, int], separator: int, fill: int, void: int) -> np.ndarray:
+    """Lay out ``(C, h, w)`` index tiles as a grid, each value ``uy x ux`` pixels.
+
+    Separators get ``fill``; the unused cells after the last tile get ``void``.
+    """
     count, h, w = tiles.shape
+    cols = _columns(count, h, w)
+    rows = -(-count // cols)
     uy, ux = upscale
     if uy > 1 or ux > 1:
         tiles = np.broadcast_to(tiles[:, :, None, :, None], (count, h, uy, w, ux)).reshape(count, h * uy, w * ux)
         h, w = h * uy, w * ux
-    cols = _columns(count, h, w)
-    rows = -(-count // cols)
-    if rows * cols > count:
-        tiles = np.concatenate([tiles, np.full((rows * cols - count, h, w), fill, dtype=tiles.dtype)])
     grid = np.full((rows, h + separator, cols, w + separator), fill, dtype=np.uint16)
-    grid[:, :h, :, :w] = tiles.reshape(rows, cols, h, w).transpose(0, 2, 1, 3)
-    return grid.reshape(rows * (h + separator), cols * (w + separator))[: rows * (h + separator) - separator,
-                                                                        : cols * (w + separator) - separator]
+    full = (count // cols) * cols
+    grid[: count // cols, :h, :, :w] = tiles[:full].reshape(-1, cols, h, w).transpose(0, 2, 1, 3)
+    if full < count:
+        grid[-1, :h, : count - full, :w] = tiles[full:].transpose(1, 0, 2)
+        grid[-1, :, count - full:, :] = void
+    height, width = rows * (h + separator) - separator, cols * (w + separator) - separator
+    return grid.reshape(rows * (h + separator), cols * (w + separator))[:height, :width]
 
 
 def _resolve_flags(image: np.ndarray, pal: _Palette, stripe: int) -> None:
@@ -487,15 +495,11 @@ def _layer_indices(
     if v.size == 0:
         tiles = np.full((1, _EMPTY_TILE, _EMPTY_TILE), pal.row(_EMPTY), dtype=np.uint16)
     else:
-        tiles = _tiles(_indices(v, norm, stats, pal))
-    image = _mosaic(tiles, upscale, separator, pal.row(_BG))
+        tiles = _indices(v.reshape(-1), norm, stats, pal).reshape(_natural(v))
+    image = _mosaic(tiles, upscale, separator, pal.row(_BG), pal.row(_VOID))
     if v.size == 0 or norm.degenerate or stats.nonfinite:
         _resolve_flags(image, pal, stripe=max(2, min(upscale) // 2))
     return image
-
-
-def _rgb(image: np.ndarray, pal: _Palette) -> np.ndarray:
-    return pal.lut[image]
 
 
 # ---------------------------------------------------------------------------------------
@@ -620,7 +624,7 @@ def _cell(v: np.ndarray, upscale: int) -> tuple[int, int]:
 def _column_images(
     arrays: Sequence[np.ndarray],
     scale: str,
-    cmap: Colormap,
+    cmap: str | Colormap,
     threshold: float | None,
     upscale: int | None,
     separator: int,
@@ -636,7 +640,7 @@ def _column_images(
     else:
         ups = [upscale] * len(arrays)
     images = [
-        _rgb(_layer_indices(v, n, s, pal, _cell(v, u), separator), pal)
+        pal.rgb(_layer_indices(v, n, s, pal, _cell(v, u), separator))
         for v, n, s, u in zip(arrays, norms, stats, ups)
     ]
     return images, norms, stats, pal
@@ -725,7 +729,7 @@ def render_layer(
     """
     where = "nsp.render.render_layer"
     _check_scale(scale, where)
-    colormap = _colormap(cmap, where)
+    colormap = _check_cmap(cmap, where)
     threshold = _check_threshold(threshold, where)
     upscale = _positive_int(upscale, "upscale", where, 1)
     separator = _positive_int(separator, "separator", where, 0)
@@ -741,7 +745,7 @@ def render_layer(
     stats = _stats(v, scale.endswith("symlog"))
     norm = _make_norm(stats, scale, vrange, threshold)
     pal = _palette(colormap)
-    return _rgb(_layer_indices(v, norm, stats, pal, (upscale, upscale), separator), pal)
+    return pal.rgb(_layer_indices(v, norm, stats, pal, (upscale, upscale), separator))
 
 
 def render_pattern(
@@ -767,7 +771,7 @@ def render_pattern(
         As in `render_layer`; ``global`` scales share one range over all layers.
     upscale : int, optional
         Pixels per value. By default each layer gets the largest factor (up to 32)
-        that keeps it within the widest layer's width, or 128 pixels, whichever is
+        that keeps it within the widest layer's width, or 256 pixels, whichever is
         more, so small layers are legible next to large ones.
     labels : bool, default True
         Draw a title (index, name, type, shape) and a colour bar with the range above
@@ -793,7 +797,7 @@ def render_pattern(
     """
     where = "nsp.render.render_pattern"
     _check_scale(scale, where)
-    colormap = _colormap(cmap, where)
+    colormap = _check_cmap(cmap, where)
     threshold = _check_threshold(threshold, where)
     if upscale is not None:
         upscale = _positive_int(upscale, "upscale", where, 1)
@@ -863,7 +867,7 @@ def render_side_by_side(
     where = "nsp.render.render_side_by_side"
     _check_scale(activation_scale, where, "activation_scale")
     _check_scale(spectrum_scale, where, "spectrum_scale")
-    cmaps = (_colormap(activation_cmap, where, "activation_cmap"), _colormap(spectrum_cmap, where, "spectrum_cmap"))
+    cmaps = (_check_cmap(activation_cmap, where, "activation_cmap"), _check_cmap(spectrum_cmap, where, "spectrum_cmap"))
     threshold = _check_threshold(threshold, where)
     if upscale is not None:
         upscale = _positive_int(upscale, "upscale", where, 1)
@@ -877,7 +881,7 @@ def render_side_by_side(
             raise ValueError(
                 f"{where}: layer {i} ({names[i]}) has shape {a.shape} in activations but {s.shape} in spectrum"
             )
-    background = _background([_cmap_lut(c) for c in cmaps])
+    background = _background([_palette(c).lut[: _palette(c).n] for c in cmaps])
     sides = [
         _column_images(arrays, scale, cmap, threshold, upscale, separator, background)
         for arrays, scale, cmap in ((acts, activation_scale, cmaps[0]), (spec, spectrum_scale, cmaps[1]))
@@ -964,9 +968,12 @@ def energy_bars(log10_energies: Any, names: Sequence[str], *, ax: Axes | None = 
     ax.barh(y[finite], e[finite], color="tab:blue")
     ax.axvline(0.0, color="black", linewidth=0.8)
     for yi, value in zip(y, e):
-        text = f"{value:.1f}" if np.isfinite(value) else {-np.inf: "0", np.inf: "inf"}.get(value, "nan")
-        ax.annotate(text, (value if np.isfinite(value) else 0.0, yi), xytext=(3 if not value < 0 else -3, 0),
-                    textcoords="offset points", va="center", ha="left" if not value < 0 else "right", fontsize=8)
+        if np.isfinite(value):
+            text, x, right = f"{value:.1f}", value, value < 0
+        else:
+            text, x, right = {-np.inf: "energy 0", np.inf: "inf"}.get(value, "nan"), 0.0, False
+        ax.annotate(text, (x, yi), xytext=(-3 if right else 3, 0), textcoords="offset points", va="center",
+                    ha="right" if right else "left", fontsize=8)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlabel("log10 spectral energy (sum of squared coefficients)")
@@ -1027,7 +1034,9 @@ def energy_over_epochs(
         fig, ax = _new_axes(ax, (7.0, 4.0))
         shown = np.where(np.isfinite(e), e, np.nan)
         for j, name in enumerate(names):
-            ax.plot(epochs, shown[:, j], marker="o", markersize=3, label=name)
+            # The colour cycle has 10 colours; later layers differ by line style too.
+            ax.plot(epochs, shown[:, j], marker="o", markersize=3, label=name, linestyle=_LINE_STYLES[j // 10 % 4])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("log10 spectral energy")
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
@@ -1039,6 +1048,8 @@ def energy_over_epochs(
     ax.set_yticks(np.arange(len(names)), names)
     ax.set_xlabel("epoch")
     ax.figure.colorbar(image, ax=ax, label="log10 spectral energy")
+    if not np.isfinite(e).all():
+        ax.set_title("grey: zero or non-finite energy", fontsize=8)
     return fig, ax
 
 

@@ -8,8 +8,9 @@ y" (GUIDE §2):
 - ``INCL=False`` gives the nonzero pattern of the child's Jacobian at the input it actually
   received, as a scipy CSR boolean matrix.
 
-Composite children (``nn.Sequential``, residual blocks, any module whose forward torch.fx
-can trace) are composed from their parts. Anything else raises :class:`UnsupportedModuleError`
+Composite children (``nn.Sequential``, residual blocks, any module built from supported
+parts) are composed along the dataflow recorded during the probe's forward pass
+(:class:`nsp.capture.Program`). Anything else raises :class:`UnsupportedModuleError`
 naming the module, its path and what is supported; a wrong graph is never produced.
 """
 
@@ -23,13 +24,14 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.fx
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map
 
+from nsp.capture import Op, Program, Ref
 from nsp.relations import Relation, StructureError, Term
 
-__all__ = ["UnsupportedModuleError", "NetworkStructure", "build_structure", "ELEMENTWISE_MODULES"]
+__all__ = ["UnsupportedModuleError", "NetworkStructure", "build_structure", "is_leaf_module", "ELEMENTWISE_MODULES"]
 
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
@@ -46,25 +48,9 @@ _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 SUPPORTED = (
     "Conv1d/Conv2d, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, "
     "BatchNorm1d/2d (eval mode), Linear, Flatten, Identity, Dropout (eval mode), elementwise "
-    "activation modules, and nn.Sequential or torch.fx-traceable blocks composed of these with "
+    "activation modules, and nn.Sequential or custom blocks composed of these with "
     "elementwise functions, view/reshape/flatten and residual additions"
 )
-
-_ELEMENTWISE_FUNCTIONS: set[Any] = {
-    torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.abs, torch.neg, torch.sin, torch.cos,
-    F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.softplus,
-    F.softsign, F.hardtanh, F.hardsigmoid, F.hardswish, F.logsigmoid, F.tanhshrink, F.softshrink,
-    F.hardshrink, F.threshold, F.sigmoid, F.tanh, F.dropout, operator.neg,
-}
-_ELEMENTWISE_METHODS = {
-    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "abs", "neg", "clamp", "clamp_",
-    "clip", "float", "double", "to", "contiguous", "clone", "detach",
-}
-_RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape}
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "view_as", "reshape_as"}
-_ADD = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
-_SCALE = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
-
 
 class UnsupportedModuleError(StructureError):
     """A module or operation whose input-to-output dependence nsp cannot derive."""
@@ -147,12 +133,6 @@ def _leaf_term(m: nn.Module, path: str, in_shape: tuple[int, ...], out_shape: tu
     raise _unsupported(path, type(m).__name__)
 
 
-def _is_leaf(m: nn.Module) -> bool:
-    return isinstance(
-        m, ELEMENTWISE_MODULES + _PASSTHROUGH + _BATCHNORM + _CONV + _POOL + _ADAPTIVE + (nn.Linear, nn.Flatten, nn.Unflatten)
-    )
-
-
 def _check_mode(m: nn.Module, path: str, incl: bool) -> None:
     if isinstance(m, _BATCHNORM) and (m.training or m.running_mean is None):
         raise _unsupported(
@@ -219,18 +199,57 @@ def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor) -> s
     return sp.csr_matrix((np.ones(out_idx.size, dtype=bool), (out_idx, in_idx)), shape=(n_out, n_in))
 
 
-# -- composition through Sequential and fx-traced blocks ---------------------------------
+# -- composition along the recorded dataflow of a child ----------------------------------------
+_ELEMENTWISE_NAMES = {
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "celu_",
+    "gelu", "silu", "mish", "softplus", "softsign", "hardtanh", "hardtanh_", "hardsigmoid", "hardswish",
+    "logsigmoid", "tanhshrink", "softshrink", "hardshrink", "threshold", "threshold_", "sigmoid", "sigmoid_",
+    "tanh", "tanh_", "exp", "exp_", "abs", "abs_", "neg", "neg_", "__neg__", "__pos__", "clamp", "clamp_",
+    "clip", "clip_", "contiguous", "clone", "float", "double", "half", "bfloat16", "to", "detach", "dropout",
+    "alpha_dropout",
+}
+_RESHAPE_NAMES = {"view", "reshape", "flatten", "view_as", "reshape_as", "squeeze", "unsqueeze", "unflatten"}
+_ADD_NAMES = {"add", "add_", "__add__", "__iadd__", "__radd__", "sub", "sub_", "__sub__", "__isub__", "__rsub__"}
+_SCALE_NAMES = {"mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_", "__truediv__", "__itruediv__",
+                "__rtruediv__"}
+
+
+def is_leaf_module(m: nn.Module) -> bool:
+    """Whether nsp derives ``m``'s relation from its type (rather than from its parts)."""
+    return isinstance(
+        m, ELEMENTWISE_MODULES + _PASSTHROUGH + _BATCHNORM + _CONV + _POOL + _ADAPTIVE + (nn.Linear, nn.Flatten, nn.Unflatten)
+    )
+
+
 @dataclass
-class _Walker:
-    """Derives a child's relation by walking its parts on the input it actually received."""
+class _Pending:
+    """An unsupported operation; an error only if the child's output depends on it."""
+
+    error: UnsupportedModuleError
+
+
+def _refs(op: Op) -> list[Ref]:
+    found: list[Ref] = []
+    for a in tree_flatten((op.args, op.kwargs))[0]:
+        if isinstance(a, Ref) and a not in found:
+            found.append(a)
+    return found
+
+
+def _substitute(tree: Any, values: dict[int, Any]) -> Any:
+    return tree_map(lambda a: values[a.index] if isinstance(a, Ref) else a, tree)
+
+
+@dataclass
+class _Interpreter:
+    """Composes the relations of a child's recorded operations (see ``nsp.capture.Program``)."""
 
     incl: bool
 
     def identity(self, shape: tuple[int, ...]) -> Any:
-        n = math.prod(shape)
         if self.incl:
             return Relation.identity(shape or (1,))
-        return sp.identity(n, dtype=bool, format="csr")
+        return sp.identity(math.prod(shape), dtype=bool, format="csr")
 
     def compose(self, outer: Any, inner: Any) -> Any:
         if self.incl:
@@ -240,102 +259,84 @@ class _Walker:
     def union(self, a: Any, b: Any) -> Any:
         return a.union(b) if self.incl else (a + b).astype(bool).tocsr()
 
-    def mask(self, rel: Any, keep: np.ndarray) -> Any:
-        return rel if self.incl else sp.diags(keep.astype(np.int8)).tocsr().astype(bool) @ rel
+    def run(self, program: Program, name: str, child: nn.Module, x: torch.Tensor | None) -> Any:
+        """The relation from the child's input (rows: output) given its recorded program.
 
-    def module(self, m: nn.Module, path: str, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        """(relation from ``x`` to the output, output) for module ``m`` at input ``x``."""
-        _check_mode(m, path, self.incl)
-        if _is_leaf(m):
-            with torch.no_grad():
-                y = m(x)
+        ``x`` is the input the child actually received (batch of one); it is needed only
+        for ``INCL=False``, where the program is replayed to get Jacobian nonzeros.
+        """
+        shapes = {-1: program.input_shape}
+        rels: dict[int, Any] = {-1: self.identity(program.input_shape[1:])}
+        values: dict[int, Any] = {-1: x}
+        for i, op in enumerate(program.ops):
+            shapes[i] = op.shape
+            path = op.path or name
+            refs = _refs(op)
+            blocked = next((rels[r.index] for r in refs if isinstance(rels[r.index], _Pending)), None)
+            if blocked is not None:
+                rels[i] = blocked
+                continue
+            try:
+                rels[i] = self._op(op, i, path, refs, shapes, rels, values)
+            except UnsupportedModuleError as err:
+                rels[i] = _Pending(err)
+        if program.output is None:
+            raise _unsupported(name, type(child).__name__, "its output was not computed from its input by operations nsp can see")
+        result = rels[program.output.index]
+        if isinstance(result, _Pending):
+            raise result.error
+        return result
+
+    def _op(self, op: Op, i: int, path: str, refs: list[Ref], shapes: dict, rels: dict, values: dict) -> Any:
+        if op.kind == "opaque":
+            raise _unsupported(path, op.name, "it returns several tensors")
+        if op.kind == "module":
+            m = op.target
+            _check_mode(m, path, self.incl)
+            (src,) = refs
+            in_shape = shapes[src.index]
             if self.incl:
-                return Relation.of(_leaf_term(m, path, tuple(x.shape[1:]), tuple(y.shape[1:]))), y
-            return _leaf_sparse(m, path, x, y), y
-        if isinstance(m, nn.Sequential):
-            rel = self.identity(tuple(x.shape[1:]))
-            for name, sub in m.named_children():
-                sub_rel, x = self.module(sub, f"{path}.{name}", x)
-                rel = self.compose(sub_rel, rel)
-            return rel, x
-        return self.traced(m, path, x)
-
-    def traced(self, m: nn.Module, path: str, x: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        try:
-            gm = torch.fx.symbolic_trace(m)
-        except Exception as err:  # fx raises many types; the message is what the user needs
-            raise _unsupported(path, type(m).__name__, f"its forward is not traceable by torch.fx ({err})") from err
-        values: dict[torch.fx.Node, Any] = {}
-        rels: dict[torch.fx.Node, Any] = {}
-        placeholders = 0
-        for node in gm.graph.nodes:
-            where = f"{path}: {node.format_node()}"
-            if node.op == "placeholder":
-                if placeholders:
-                    raise _unsupported(path, type(m).__name__, "its forward takes more than one input")
-                placeholders += 1
-                values[node], rels[node] = x, self.identity(tuple(x.shape[1:]))
-                continue
-            if node.op == "output":
-                out = node.args[0]
-                if not isinstance(out, torch.fx.Node) or out not in rels:
-                    raise _unsupported(path, type(m).__name__, "its output is not a single tensor")
-                return rels[out], values[out]
-            args = torch.fx.node.map_arg(node.args, lambda n: values[n])
-            kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: values[n])
-            tensor_args = [a for a in node.all_input_nodes if a in rels]
-            if node.op == "get_attr":
-                raise _unsupported(path, type(m).__name__, f"it uses a parameter or buffer directly ({where})")
-            if node.op == "call_module":
-                sub = gm.get_submodule(node.target)
-                if len(tensor_args) != 1 or args[0] is not values[tensor_args[0]]:
-                    raise _unsupported(f"{path}.{node.target}", type(sub).__name__, "it must be called on one tensor")
-                rel, y = self.module(sub, f"{path}.{node.target}", args[0])
-                values[node], rels[node] = y, self.compose(rel, rels[tensor_args[0]])
-                continue
-            fn = node.target
+                rel = Relation.of(_leaf_term(m, path, in_shape[1:], op.shape[1:]))
+            else:
+                xin = values[src.index]
+                with torch.no_grad():
+                    values[i] = m(xin.clone())
+                rel = _leaf_sparse(m, path, xin, values[i])
+            return self.compose(rel, rels[src.index])
+        name = op.name
+        if not self.incl:
             with torch.no_grad():
-                y = fn(*args, **kwargs) if node.op == "call_function" else getattr(args[0], fn)(*args[1:], **kwargs)
-            values[node] = y
-            if not isinstance(y, torch.Tensor):
-                if tensor_args:
-                    raise _unsupported(path, type(m).__name__, f"unsupported operation {where}")
-                continue
-            rels[node] = self._function(node, fn, args, kwargs, tensor_args, values, rels, where, path, m)
-        raise _unsupported(path, type(m).__name__, "its traced graph has no output")
-
-    def _function(self, node, fn, args, kwargs, tensor_args, values, rels, where, path, m) -> Any:
-        y = values[node]
-        is_method = node.op == "call_method"
-        if len(tensor_args) == 2 and fn in (_ADD if not is_method else {"add", "add_", "sub", "sub_"}) or (
-            is_method and fn in {"add", "add_", "sub", "sub_"} and len(tensor_args) == 2
-        ):
-            a, b = tensor_args
-            if values[a].shape != y.shape or values[b].shape != y.shape:
-                raise _unsupported(path, type(m).__name__, f"broadcasting in {where}")
-            return self.union(rels[a], rels[b])
-        if len(tensor_args) != 1:
-            raise _unsupported(path, type(m).__name__, f"unsupported operation {where}")
-        (src,) = tensor_args
-        x = values[src]
-        if (fn in _RESHAPE_FUNCTIONS and not is_method) or (is_method and fn in _RESHAPE_METHODS):
-            if y.numel() != x.numel() or y.shape[0] != x.shape[0]:
-                raise _unsupported(path, type(m).__name__, f"{where} changes the batch dimension")
-            return rels[src]
-        scalar_op = (fn in _ADD or fn in _SCALE) if not is_method else fn in {"add", "sub", "mul", "div", "add_", "mul_"}
-        elementwise = (fn in _ELEMENTWISE_FUNCTIONS) if not is_method else fn in _ELEMENTWISE_METHODS
-        if not (scalar_op or elementwise) or y.shape != x.shape:
-            raise _unsupported(path, type(m).__name__, f"unsupported operation {where}")
+                values[i] = op.target(*_substitute(op.args, values), **_substitute(op.kwargs, values))
+        if len(refs) == 2 and name in _ADD_NAMES:
+            a, b = refs
+            if shapes[a.index] != op.shape or shapes[b.index] != op.shape:
+                raise _unsupported(path, name, f"adding shapes {shapes[a.index]} and {shapes[b.index]} broadcasts")
+            return self.union(rels[a.index], rels[b.index])
+        if len(refs) != 1:
+            raise _unsupported(path, name, "an operation on several tensors derived from the input")
+        (src,) = refs
+        src_shape = shapes[src.index]
+        if name in _RESHAPE_NAMES:
+            if math.prod(op.shape) != math.prod(src_shape) or op.shape[:1] != src_shape[:1]:
+                raise _unsupported(path, name, f"reshaping {src_shape} to {op.shape} moves the batch dimension")
+            return rels[src.index]
+        training = op.kwargs.get("training", False) or any(a is True for a in op.args[2:])
+        if name == "dropout" and training:
+            raise _unsupported(path, name, "functional dropout in training mode; call network.eval() first")
+        if not (name in _ELEMENTWISE_NAMES or name in _ADD_NAMES or name in _SCALE_NAMES) or op.shape != src_shape:
+            raise _unsupported(path, name, "it is not an elementwise operation, a reshape or a residual addition")
         if self.incl:
-            return rels[src]
-        position = next(i for i, a in enumerate(node.args) if a is src)
+            return rels[src.index]
+        position = [j for j, a in enumerate(op.args) if a == src]
 
         def call(t: torch.Tensor) -> torch.Tensor:
-            new_args = list(args)
-            new_args[position] = t
-            return fn(*new_args, **kwargs) if not is_method else getattr(new_args[0], fn)(*new_args[1:], **kwargs)
+            args = list(_substitute(op.args, values))
+            for j in position:
+                args[j] = t
+            return op.target(*args, **_substitute(op.kwargs, values))
 
-        return self.mask(rels[src], _elementwise_mask(call, x))
+        keep = _elementwise_mask(call, values[src.index])
+        return sp.csr_matrix(rels[src.index].multiply(keep[:, None]), dtype=bool)
 
 
 # -- the whole network -------------------------------------------------------------------
@@ -403,27 +404,22 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
     UnsupportedModuleError
         If a child (or a part of it) cannot be analysed; the message names its path.
     """
-    walker = _Walker(incl)
+    interpreter = _Interpreter(incl)
     shapes = [tuple(a.shape) for a in activations.layeractivations]
     edges = []
     for layer in range(1, len(shapes)):
         name = activations.layernames[layer]
         child = activations.layerdescriptions[layer]
-        x = activations._layerinputs[layer].unsqueeze(0)
+        program = activations._programs[layer]
         prev_n = math.prod(shapes[layer - 1])
-        if x.numel() != prev_n:
+        if math.prod(program.input_shape) != prev_n:
             raise UnsupportedModuleError(
-                f"nsp.NNGraph: child '{name}' ({type(child).__name__}) received {x.numel()} values, but the "
-                f"previous layer '{activations.layernames[layer - 1]}' has {prev_n}; with top-level layers, each "
-                "child's input must be an elementwise image of the previous child's output"
+                f"nsp.NNGraph: child '{name}' ({type(child).__name__}) received {math.prod(program.input_shape)} "
+                f"values, but the previous layer '{activations.layernames[layer - 1]}' has {prev_n}; with top-level "
+                "layers, each child's input must be an elementwise image of the previous child's output"
             )
-        rel, y = walker.module(child, name, _to_module(child, x))
-        if tuple(y.shape[1:]) != shapes[layer]:
-            raise UnsupportedModuleError(
-                f"nsp.NNGraph: re-running child '{name}' ({type(child).__name__}) gave shape {tuple(y.shape[1:])}, "
-                f"but the recorded output has shape {shapes[layer]}"
-            )
-        edges.append(rel)
+        x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
+        edges.append(interpreter.run(program, name, child, x))
     return NetworkStructure(list(activations.layernames), shapes, incl, edges)
 
 

@@ -10,10 +10,10 @@ TensorBoard, and keep records of them for offline reports.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import time
-from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Iterable, Iterator, Literal, Sequence
 
@@ -100,7 +100,8 @@ class SpectrumCallback(Callback):
         - ``nsp/log10_energy/probe_<p>/<layer>``: log10 of the layer's spectral energy
           Σ ŝ², to every logger in ``trainer.loggers``. In TensorBoard a custom-scalars
           chart per probe ("CUSTOM SCALARS" tab) draws all layers together.
-          ``-inf`` marks an exactly zero spectrum.
+          ``-inf`` marks an exactly zero spectrum (TensorBoard draws it as a non-finite
+          point).
         - ``nsp/record_seconds``: wall time of the record.
         - ``nsp/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0
           (``INCL=False`` only).
@@ -108,9 +109,13 @@ class SpectrumCallback(Callback):
           ``nsp/spectrum/<layer>/probe_<p>``, heatmaps from :mod:`nsp.render` (spectra on
           a signed-log scale, since they span hundreds of decades).
 
-    TensorBoard keeps only 10 images per tag unless told otherwise; to see every epoch::
+    TensorBoard keeps only 10 images per tag (a random sample of the epochs) unless told
+    otherwise. To see every epoch, give it a limit above the number of records::
 
-        tensorboard --logdir lightning_logs --samples_per_plugin images=0
+        tensorboard --logdir lightning_logs --samples_per_plugin images=100000
+
+    The test suite checks that value against a running TensorBoard server. Do not use
+    ``images=0``: TensorBoard 2.21 then shows no image at all.
 
     Without a TensorBoard logger the callback warns once and still logs scalars to the
     other loggers and writes records; without any logger it still writes records. Under
@@ -174,17 +179,14 @@ class SpectrumCallback(Callback):
         self._probes: list[torch.Tensor] = []
         self._analyses: list[_SpectrumAnalysis] = []
         self._store: RecordStore | None = None
-        self._warned_no_tensorboard = False
+        self._upscales: dict[tuple[str, int], int] = {}
 
     @property
     @override
     def state_key(self) -> str:
+        # The schedule is left out so that a resumed run may record at other epochs.
         return self._generate_state_key(
-            layers=self.layers,
-            transform=self.transform,
-            INCL=self.INCL,
-            every_n_epochs=self.every_n_epochs,
-            epochs=None if self.epochs is None else sorted(self.epochs),
+            layers=self.layers, transform=self.transform, INCL=self.INCL, dirpath=self._dirpath_arg
         )
 
     @property
@@ -211,11 +213,11 @@ class SpectrumCallback(Callback):
         log_dir = trainer.log_dir or trainer.default_root_dir
         if self._dirpath_arg is None:
             self.dirpath = os.path.join(log_dir, "spectra")
-        if trainer.is_global_zero and not any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
-            self._warned_no_tensorboard = True
+        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            scalars = "scalars go to the other loggers and " if trainer.loggers else ""
             rank_zero_warn(
                 "SpectrumCallback: the Trainer has no TensorBoardLogger, so no heatmaps are logged;"
-                f" scalars go to the other loggers ({len(trainer.loggers)}) and records to {self.dirpath}"
+                f" {scalars}records are written to {self.dirpath}"
             )
 
     @override
@@ -225,6 +227,7 @@ class SpectrumCallback(Callback):
         probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
         self._probes = [probe[i : i + 1] for i in range(probe.shape[0])]
         self._analyses = [_SpectrumAnalysis(self.layers, self.transform, self.INCL)]
+        self._upscales = {}
         # Checked on every rank so that a bad argument stops all processes alike.
         with _probing(pl_module):
             for analysis in self._analyses:
@@ -233,7 +236,12 @@ class SpectrumCallback(Callback):
             rank_zero_info("SpectrumCallback: fast_dev_run checks the probe and layers only; nothing is recorded")
             return
         resuming = trainer.ckpt_path is not None
+        if not resuming:
+            self._recorded = set()
         if not trainer.is_global_zero:
+            # Other ranks only track the schedule, so that every rank saves the same state.
+            if not resuming:
+                self._recorded.add(0)
             return
         if resuming and self._dirpath_arg is None and self._checkpoint_dirpath:
             if os.path.isdir(self._checkpoint_dirpath):
@@ -247,7 +255,7 @@ class SpectrumCallback(Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_custom_scalars(self._layout())
-        if 0 not in self._recorded and not resuming:
+        if not resuming:
             self._record(trainer, pl_module, 0)
 
     @override
@@ -340,7 +348,7 @@ class SpectrumCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
         assert self._store is not None
-        write_record(self._store, _with_seconds(record, seconds))
+        write_record(self._store, dataclasses.replace(record, seconds=seconds))
         self._recorded.add(epoch)
 
     def _log_images(self, trainer: "pl.Trainer", record: SpectrumRecord, step: int) -> None:
@@ -349,27 +357,29 @@ class SpectrumCallback(Callback):
             return
         for p in range(record.num_probes):
             for l, name in enumerate(record.layernames):
-                images = {
-                    f"{_PREFIX}/activations/{name}/probe_{p}": _heatmap(record.activations[p][l], "layerscale", "viridis"),
-                    f"{_PREFIX}/spectrum/{name}/probe_{p}": _heatmap(record.spectra[p][l], "layersymlog", "RdBu_r"),
-                }
-                for writer in writers:
-                    for tag, image in images.items():
-                        writer.add_image(tag, image, global_step=step, dataformats="HWC")
+                for kind, values, scale, cmap in (
+                    ("activations", record.activations[p][l], "layerscale", "viridis"),
+                    ("spectrum", record.spectra[p][l], "layersymlog", "RdBu_r"),
+                ):
+                    # Layer shapes never change during a fit: find each layer's upscale once.
+                    image, self._upscales[kind, l] = _heatmap(values, scale, cmap, self._upscales.get((kind, l)))
+                    for writer in writers:
+                        writer.add_image(f"{_PREFIX}/{kind}/{name}/probe_{p}", image, global_step=step, dataformats="HWC")
 
 
-def _heatmap(values: np.ndarray, scale: str, cmap: str) -> np.ndarray:
-    image = nsp.render.render_layer(values, scale=scale, cmap=cmap)
-    # TensorBoard shows images at their pixel size: enlarge small layers to about 128 px wide.
-    upscale = min(_MAX_UPSCALE, _IMAGE_WIDTH // image.shape[1])
-    return image if upscale < 2 else nsp.render.render_layer(values, scale=scale, cmap=cmap, upscale=upscale)
+def _heatmap(values: np.ndarray, scale: str, cmap: str, upscale: int | None = None) -> tuple[np.ndarray, int]:
+    """An RGB heatmap from nsp.render, and the upscale used.
+
+    TensorBoard shows images at their pixel size, so small layers are enlarged to about
+    128 px wide; pass the returned upscale back to render a layer of the same shape once.
+    """
+    if upscale is None:
+        width = nsp.render.render_layer(values, scale=scale, cmap=cmap).shape[1]
+        upscale = max(1, min(_MAX_UPSCALE, _IMAGE_WIDTH // width))
+    return nsp.render.render_layer(values, scale=scale, cmap=cmap, upscale=upscale), upscale
 
 
-def _with_seconds(record: SpectrumRecord, seconds: float) -> SpectrumRecord:
-    return SpectrumRecord(**{**record.__dict__, "seconds": float(seconds)})
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _SpectrumResult:
     activations: list[Any]
     spectra: list[Any]
@@ -398,12 +408,13 @@ class _SpectrumAnalysis:
     def check(self, model: nn.Module, probe: torch.Tensor, probe_shape: tuple[int, ...]) -> None:
         """Run one probe input and resolve the layer names; raise clearly if either fails."""
         try:
-            acts = nsp.Activations(model, probe)
+            model(probe)
         except Exception as err:
             raise ValueError(
                 f"SpectrumCallback(probe): the model cannot run a probe input of shape {list(probe.shape)}"
                 f" (probe of shape {list(probe_shape)}: the first dimension indexes the inputs): {err}"
             ) from err
+        acts = nsp.Activations(model, probe)
         available = list(acts.layernames)
         if self._names is None:
             self._layers = list(range(len(available)))

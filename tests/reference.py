@@ -115,8 +115,8 @@ def capture(network: nn.Module, x: torch.Tensor) -> Capture:
     Raises
     ------
     ValueError
-        If ``x`` is not a batch of one, a child runs twice, or a child's input does not
-        have as many elements as the previous layer.
+        If ``x`` or a child's output is not a batch of one, a child runs twice, or a
+        child's input does not have as many elements as the previous layer.
     TypeError
         If a child's input or output is not a tensor.
     """
@@ -140,6 +140,9 @@ def capture(network: nn.Module, x: torch.Tensor) -> Capture:
         def hook(module, args, output):
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"reference.capture: child {name!r} returned {type(output).__name__}")
+            if output.dim() == 0 or output.shape[0] != 1:
+                raise ValueError(f"reference.capture: child {name!r} returned shape {tuple(output.shape)}, "
+                                 "not a batch of one")
             outputs[name] = output.detach().clone()
             order.append(name)
         return hook
@@ -372,6 +375,29 @@ def node_tuple(shapes: Sequence[Sequence[int]], node_id: int) -> tuple[int, ...]
     return (layer, *(int(i) for i in index))
 
 
+def edge_node_pairs(shapes: Sequence[Sequence[int]], edges: Sequence[np.ndarray]) -> set:
+    """All edges as ``((L-1, *index), (L, *index))`` node-tuple pairs, as ``nsp.NNGraph`` names them.
+
+    Parameters
+    ----------
+    shapes : sequence of shapes
+        Layer shapes (without the batch dimension).
+    edges : list of np.ndarray
+        Per-child edge matrices.
+
+    Returns
+    -------
+    set of tuple
+    """
+    pairs = set()
+    for k, e in enumerate(edges):
+        to, frm = np.nonzero(e)
+        src = zip(*(i.tolist() for i in np.unravel_index(frm, tuple(shapes[k]))))
+        dst = zip(*(i.tolist() for i in np.unravel_index(to, tuple(shapes[k + 1]))))
+        pairs.update(((k, *a), (k + 1, *b)) for a, b in zip(src, dst))
+    return pairs
+
+
 def ancestor_matrices(edges: Sequence[np.ndarray]):
     """Yield, for each layer ``L >= 1``, the dense ancestor matrix over earlier layers.
 
@@ -498,16 +524,28 @@ def float64_spectrum(layers: Sequence, edges: Sequence[np.ndarray]) -> list[np.n
 
 
 def relative_errors(spectrum: Sequence, reference: Sequence[np.ndarray]) -> list[float]:
-    """Per-layer ``||a_L - r_L||_2 / ||r_L||_2``.
+    """Per-layer ``||a_L - r_L||_2 / ||r_L||_2``, comparing the layers flattened row-major.
 
     A layer whose reference is all zero gives 0 if ``a_L`` is exactly zero and ``inf``
-    otherwise.
+    otherwise. Both vectors are scaled by their largest entry first, so spectra near the
+    ends of the float64 range neither underflow nor overflow in the norms.
     """
+    values = _layer_values(spectrum)
+    if len(values) != len(reference):
+        raise ValueError(f"reference.relative_errors: {len(values)} layers against {len(reference)} in the reference")
     errors = []
-    for a, r in zip(_layer_values(spectrum), reference):
-        diff = np.linalg.norm((a - r).ravel())
-        norm = np.linalg.norm(np.asarray(r).ravel())
-        errors.append(0.0 if diff == 0 else (float(diff / norm) if norm > 0 else float("inf")))
+    for layer, (a, r) in enumerate(zip(values, reference)):
+        ref = np.asarray(r, dtype=np.float64).ravel()
+        if a.size != ref.size:
+            raise ValueError(f"reference.relative_errors: layer {layer} has {a.size} values, the reference {ref.size}")
+        diff = a.ravel() - ref
+        if not np.any(diff):
+            errors.append(0.0)
+        elif not np.any(ref):
+            errors.append(float("inf"))
+        else:
+            scale = max(np.abs(diff).max(), np.abs(ref).max())
+            errors.append(float(np.linalg.norm(diff / scale) / np.linalg.norm(ref / scale)))
     return errors
 
 

@@ -7,20 +7,27 @@ the original package (``tests/data/*.npz``), LeNet-5, a deep Tanh chain on which
 fails, and pruned networks with dead ReLUs for ``INCL=False``. Everything except the
 networks marked ``slow`` has at most about 3,000 nodes.
 
-Use :data:`ZOO` (name -> :class:`Entry`) and :func:`build`, or :func:`random_network` /
-:func:`random_networks` for seeded random CNN and MLP chains.
+Use :data:`ZOO` (name -> :class:`Entry`), :func:`build`, :func:`params` (pytest parameters,
+slow ones marked) and :func:`cached` (network, input and reference, computed once per
+session), or :func:`random_network` / :func:`random_networks` for seeded random CNN and MLP
+chains.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import reference
 
 DATA = Path(__file__).parent / "data"
 
@@ -51,6 +58,27 @@ def build(name: str) -> tuple[str, nn.Module, torch.Tensor]:
     return name, net.eval(), x
 
 
+def params(names: list[str] | None = None) -> list:
+    """One ``pytest.param`` per zoo name (all by default), marked slow where the zoo says so."""
+    names = list(ZOO) if names is None else names
+    return [pytest.param(n, id=n, marks=[pytest.mark.slow] if ZOO[n].slow else []) for n in names]
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_network(name: str) -> tuple[str, nn.Module, torch.Tensor]:
+    return build(name)
+
+
+@functools.lru_cache(maxsize=None)
+def cached(name: str, incl: bool) -> tuple[nn.Module, torch.Tensor, reference.Reference]:
+    """``(network, input, reference.reference(network, input, incl))``, built once per session.
+
+    Both ``incl`` values share one network object.
+    """
+    _, net, x = _cached_network(name)
+    return net, x, reference.reference(net, x, incl)
+
+
 def _seeded(seed: int, make: Callable[[], nn.Module], shape: tuple[int, ...],
             scale: float = 1.0) -> tuple[nn.Module, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
@@ -62,9 +90,13 @@ def _seeded(seed: int, make: Callable[[], nn.Module], shape: tuple[int, ...],
 
 def _sequential(seed: int, shape: tuple[int, ...], *modules: nn.Module | Callable[[], nn.Module],
                 scale: float = 1.0) -> Factory:
-    """A factory for ``nn.Sequential(*modules)``; callables are instantiated after seeding."""
+    """A factory for ``nn.Sequential(*modules)``.
+
+    Callables are instantiated after seeding; module instances are copied, so no two
+    built networks share a module.
+    """
     def factory():
-        return _seeded(seed, lambda: nn.Sequential(*[m() if not isinstance(m, nn.Module) else m
+        return _seeded(seed, lambda: nn.Sequential(*[copy.deepcopy(m) if isinstance(m, nn.Module) else m()
                                                      for m in modules]), shape, scale)
     return factory
 
@@ -522,8 +554,9 @@ def random_network(seed: int, max_nodes: int = 1500) -> tuple[str, nn.Module, to
     """A random small CNN (1-D or 2-D) or MLP chain, fully determined by ``seed``.
 
     Children are drawn from convolutions, pools (plain and adaptive), batch norms,
-    activation modules and, at the end, Flatten + Linear. Some weights are zeroed so that
-    ``INCL=False`` differs from ``INCL=True``. Candidates that fail to run or would push
+    activation modules and, at the end, Flatten + Linear; some neighbours are merged into
+    ``nn.Sequential`` children. Some weights are zeroed so that ``INCL=False`` differs from
+    ``INCL=True``. Candidates that fail to run, produce non-finite values or would push
     the network over ``max_nodes`` are dropped.
 
     Returns
@@ -572,7 +605,7 @@ def random_network(seed: int, max_nodes: int = 1500) -> tuple[str, nn.Module, to
         return _RANDOM_ACTIVATIONS[int(rng.integers(0, len(_RANDOM_ACTIVATIONS)))]()
 
     spatial = len(shape) - 1
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(1, 7))):
         if spatial == 0:
             child: nn.Module = (nn.Linear(current.shape[1], int(rng.integers(1, 7))) if rng.integers(0, 3)
                                 else _RANDOM_ACTIVATIONS[int(rng.integers(0, len(_RANDOM_ACTIVATIONS)))]())
@@ -584,7 +617,8 @@ def random_network(seed: int, max_nodes: int = 1500) -> tuple[str, nn.Module, to
                 out = child.eval()(current)
         except (RuntimeError, ValueError):
             continue
-        if out.numel() == 0 or nodes + out.numel() > max_nodes:
+        # A max-pool window that lies entirely in the padding yields -inf.
+        if out.numel() == 0 or nodes + out.numel() > max_nodes or not torch.isfinite(out).all():
             continue
         children.append(child)
         current, nodes = out, nodes + out.numel()
@@ -592,7 +626,16 @@ def random_network(seed: int, max_nodes: int = 1500) -> tuple[str, nn.Module, to
         children += [nn.Flatten(), nn.Linear(current[0].numel(), int(rng.integers(1, 6)))]
     if not children:
         children.append(nn.Identity())
-    net = nn.Sequential(*children).eval()
+    # Merge some neighbours into nn.Sequential children (composite children).
+    merged: list[nn.Module] = []
+    for child in children:
+        if merged and rng.random() < 0.25:
+            previous = merged.pop()
+            parts = list(previous) if isinstance(previous, nn.Sequential) else [previous]
+            merged.append(nn.Sequential(*parts, child))
+        else:
+            merged.append(child)
+    net = nn.Sequential(*merged).eval()
     _prune(net, seed, fraction=float(rng.choice([0.0, 0.3])))
     return f"random_{seed}", net, x
 

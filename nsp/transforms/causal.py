@@ -119,11 +119,12 @@ class CausalTransform(GraphTransform):
 
     def _run(self, values: np.ndarray, inverse: bool) -> np.ndarray:
         b = self.limb_bits
-        emin, value_bits = _integer_scale(values)
+        m, e, negative = _decompose(values)
+        emin, value_bits = _integer_scale(m, e)
         counts = self._limbs_per_layer(value_bits)
-        offsets = self.structure.offsets
+        cut = [slice(int(self.structure.offsets[i]), int(self.structure.offsets[i + 1])) for i in range(len(counts))]
         inputs = [
-            _to_limbs(values[:, offsets[i]: offsets[i + 1]], emin, b, counts[i]) for i in range(len(counts))
+            _to_limbs(m[:, c], e[:, c], negative[:, c], emin, b, k) for c, k in zip(cut, counts)
         ]
         done: list[np.ndarray] = []
         for layer, given in enumerate(inputs):
@@ -137,34 +138,45 @@ class CausalTransform(GraphTransform):
 
 
 # -- exact integers as int64 limbs ---------------------------------------------------------
-def _integer_scale(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per-row exponent ``emin`` with ``values · 2^-emin`` integral, and their max bit length."""
-    mant, expo = np.frexp(values)
-    m = np.abs(np.ldexp(mant, 53)).astype(np.int64)
+_MANTISSA = (1 << 52) - 1
+
+
+def _decompose(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer mantissa ``m`` (< 2^53), exponent ``e`` and sign with ``|v| = m · 2^e`` (float64 bits)."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+    field = (bits >> 52) & 0x7FF
+    normal = field != 0
+    m = (bits & _MANTISSA) | (normal.astype(np.int64) << 52)
+    e = field - 1075 + ~normal
+    return m, e, bits < 0
+
+
+def _low_bit(m: np.ndarray) -> np.ndarray:
+    """Exponent of the lowest set bit of each positive ``m`` (undefined for 0)."""
+    return (((m & -m).astype(np.float64).view(np.int64)) >> 52) - 1023
+
+
+def _integer_scale(m: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-row exponent ``emin`` with ``m · 2^(e - emin)`` integral, and the max bit length."""
     nz = m != 0
-    low = np.where(nz, m & -m, 1)
-    lsb = expo - 53 + (np.frexp(low.astype(np.float64))[1] - 1)
-    emin = np.where(nz, lsb, np.iinfo(np.int64).max).min(axis=1)
-    emin = np.where(nz.any(axis=1), emin, 0)
-    top = np.where(nz, expo - emin[:, None], 0)
-    return emin.astype(np.int64), int(top.max()) if top.size else 0
+    big = np.iinfo(np.int64).max
+    emin = np.where(nz, e + _low_bit(m), big).min(axis=1, initial=big)
+    emin = np.where(emin == big, 0, emin)
+    top = np.where(nz, e + 53 - emin[:, None], 0)
+    return emin.astype(np.int64), int(top.max(initial=0))
 
 
-def _to_limbs(values: np.ndarray, emin: np.ndarray, b: int, k: int) -> np.ndarray:
-    """Exact limbs ``(k, P, N)`` of ``values · 2^-emin``."""
-    mant, expo = np.frexp(values)
-    m = np.abs(np.ldexp(mant, 53)).astype(np.uint64)
-    shift = expo.astype(np.int64) - 53 - emin[:, None]
-    mask = np.uint64((1 << b) - 1)
-    out = np.empty((k,) + values.shape, dtype=np.int64)
+def _to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarray, b: int, k: int) -> np.ndarray:
+    """Exact limbs ``(k, P, N)`` of ``±m · 2^(e - emin)``."""
+    shift = e - emin[:, None]
+    mask = np.int64((1 << b) - 1)
+    out = np.empty((k,) + m.shape, dtype=np.int64)
     for j in range(k):
         r = j * b - shift
-        right = m >> np.clip(r, 0, 63).astype(np.uint64)
-        left = m << np.clip(-r, 0, 63).astype(np.uint64)
-        part = np.where(r >= 0, right, left)
-        part[(r >= 64) | (r <= -64)] = 0
-        out[j] = (part & mask).astype(np.int64)
-    np.negative(out, out=out, where=(values < 0)[None])
+        # (m >> r) for r >= 0 and (m << -r) for r < 0, in one expression; numpy shifts of
+        # 64 or more give 0.
+        out[j] = ((m >> np.maximum(r, 0)) << np.maximum(-r, 0)) & mask
+    np.negative(out, out=out, where=negative[None])
     return out
 
 
@@ -178,34 +190,55 @@ def _normalize(x: np.ndarray, b: int) -> None:
 
 
 def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
-    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``."""
+    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``.
+
+    The top 63 bits of each magnitude go into one int64, with a sticky bit for anything
+    below, so the hardware int64→float64 conversion rounds exactly once.
+    """
+    shape = x.shape[1:]
+    if x.shape[0] == 1 or (x.shape[0] == 2 and b == 32):
+        # The value fits in an int64 (the limb count leaves two bits of headroom), and
+        # the hardware conversion rounds it correctly.
+        v = x[0] if x.shape[0] == 1 else (x[1] << 32) | x[0]
+        return np.ldexp(v.astype(np.float64), emin.astype(np.int32)[:, None])
     negative = x[-1] < 0
     if negative.any():
         x = np.where(negative[None], -x, x)
         _normalize(x, b)
     k = x.shape[0]
-    nz = x != 0
-    has = nz.any(axis=0)
-    top = k - 1 - np.argmax(nz[::-1], axis=0)
-    g0 = np.take_along_axis(x, top[None], 0)[0]
-    b0 = np.frexp(g0.astype(np.float64))[1].astype(np.int64)
-    t, bits = g0.copy(), b0.copy()
-    sticky = np.zeros(g0.shape, dtype=bool)
-    window = math.ceil(63 / b) + 1
-    for i in range(1, window + 1):
-        idx = top - i
-        gi = np.where(idx >= 0, np.take_along_axis(x, np.maximum(idx, 0)[None], 0)[0], 0)
-        s = np.clip(63 - bits, 0, b)
-        t = (t << s) | (gi >> (b - s))
-        sticky |= (gi & ((np.int64(1) << (b - s)) - 1)) != 0
-        bits += s
-    below = top - window - 1
-    any_low = np.logical_or.accumulate(nz, axis=0)
-    sticky |= np.where(below >= 0, np.take_along_axis(any_low, np.maximum(below, 0)[None], 0)[0], False)
-    t |= sticky.astype(np.int64)
-    exponent = top * b + b0 - bits + emin[:, None]
-    out = np.ldexp(t.astype(np.float64), exponent.astype(np.int32) if exponent.size else exponent)
-    out[~has] = 0.0
+    flat = x.reshape(k, -1)
+    count = flat.shape[1]
+    nonzero = flat != 0
+    top = np.full(count, -1, dtype=np.int64)
+    for j in range(k):
+        top[nonzero[j]] = j
+    window = math.ceil(62 / b) + 1
+    column = np.arange(count)
+    linear = flat.reshape(-1)
+
+    def limb(offset: int) -> np.ndarray:
+        idx = top - offset
+        return np.where(idx >= 0, linear[np.maximum(idx, 0) * count + column], 0)
+
+    t = limb(0)
+    b0 = ((t.astype(np.float64).view(np.int64) >> 52) - 1022) * (t > 0)
+    bits = b0.copy()
+    sticky = np.zeros(count, dtype=bool)
+    for i in range(1, window):
+        g = limb(i)
+        take = np.clip(63 - bits, 0, b)
+        t = (t << take) | (g >> (b - take))
+        sticky |= (g & ((np.int64(1) << (b - take)) - 1)) != 0
+        bits += take
+    if k > window:
+        below = np.logical_or.accumulate(nonzero, axis=0).reshape(-1)
+        idx = top - window
+        sticky |= np.where(idx >= 0, below[np.maximum(idx, 0) * count + column], False)
+    t |= sticky
+    exponent = top * b + b0 - bits + np.repeat(emin, count // max(1, emin.size))
+    out = np.ldexp(t.astype(np.float64), exponent.astype(np.int32))
+    out[top < 0] = 0.0
+    out = out.reshape(shape)
     return np.where(negative, -out, out)
 
 

@@ -166,3 +166,14 @@ def test_record_file_without_manifest_entry_is_ignored(tmp_path, monkeypatch):
     assert store.names() == ["r0"]
     store.write("r2", {}, {"i": 2})
     assert store.names() == ["r0", "r2"]
+
+
+def test_files_get_the_permissions_of_a_plain_open(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_json(tmp_path / "m.json", {})
+        save_npz(tmp_path / "r.npz", {}, {})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "r.npz").stat().st_mode & 0o777 == 0o644
