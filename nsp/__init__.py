@@ -2,22 +2,46 @@
 
 Record the activation pattern of a probe input (:class:`Activations`), build the
 neuron-level DAG (:class:`NNGraph`), and transform the pattern into its spectrum with
-the exact causal (Möbius) Fourier transform or the graph-Laplacian one.
+the exact causal (Möbius) Fourier transform or the graph-Laplacian one. Heatmaps come
+from :mod:`nsp.render` and :class:`Visualizer` (loaded on first use: they need matplotlib).
 """
+
+from typing import Any
 
 from nsp import energy
 from nsp.capture import Activations
 from nsp.graph import NNGraph
+from nsp.outputloader import OutputLoader
 from nsp.relations import StructureError
 from nsp.structure import UnsupportedModuleError
+from nsp.transformer import Transformer
 from nsp.transforms.causal import CausalTransform
+from nsp.transforms.laplacian import LaplacianTransform
 
 __all__ = [
     "Activations",
     "NNGraph",
+    "Transformer",
+    "Visualizer",
+    "OutputLoader",
     "CausalTransform",
+    "LaplacianTransform",
     "StructureError",
     "UnsupportedModuleError",
     "energy",
+    "render",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # matplotlib is imported only by the rendering modules, and only when they are used.
+    if name == "Visualizer":
+        from nsp.visualizer import Visualizer
+
+        return Visualizer
+    if name == "render":
+        import importlib
+
+        return importlib.import_module("nsp.render")
+    raise AttributeError(f"module 'nsp' has no attribute {name!r}")

@@ -20,6 +20,7 @@ from nsp.capture import Activations
 from nsp.structure import NetworkStructure, build_structure
 from nsp.transforms.base import GraphTransform
 from nsp.transforms.causal import CausalTransform
+from nsp.transforms.laplacian import LaplacianTransform
 
 __all__ = ["NNGraph"]
 
@@ -112,6 +113,14 @@ class NNGraph(nx.DiGraph):
         self.structure = build_structure(activations, self.INCL)
         self.__dict__["_pending"] = True
 
+    @classmethod
+    def from_structure(cls, structure: NetworkStructure) -> "NNGraph":
+        """A graph from an existing structure (e.g. one read back by ``OutputLoader``)."""
+        graph = cls(INCL=structure.incl)
+        graph.structure = structure
+        graph.__dict__["_pending"] = True
+        return graph
+
     # -- lazy networkx view ----------------------------------------------------------------
     def _materialize(self) -> None:
         self.__dict__["_pending"] = False
@@ -187,8 +196,6 @@ class NNGraph(nx.DiGraph):
             if type == "standard":
                 self._transformers[type] = CausalTransform(s)
             else:
-                from nsp.transforms.laplacian import LaplacianTransform
-
                 self._transformers[type] = LaplacianTransform(self.adjacency())
         return self._transformers[type]
 

@@ -125,7 +125,10 @@ def _as_float64(values: Any, argname: str, where: str) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         if values.is_complex():
             raise TypeError(f"{where}: {argname} is a complex tensor; pass real values (e.g. .abs() or .real)")
-        return values.detach().cpu().to(torch.float64).numpy()
+        tensor = values.detach().cpu()
+        # numpy converts without torch's thread pool, which is far slower under load;
+        # bfloat16 has no numpy dtype and goes through float32 (exactly).
+        return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy().astype(np.float64)
     if np.iscomplexobj(values):
         raise TypeError(f"{where}: {argname} is complex; pass real values (e.g. np.abs or .real)")
     try:
@@ -546,7 +549,8 @@ def _text(text: str, pal: _Palette) -> np.ndarray:
 
 
 def _blank(height: int, width: int, pal: _Palette) -> np.ndarray:
-    return np.broadcast_to(pal.lut[pal.row(_BG)], (height, width, 3)).copy()
+    # np.tile copies whole rows; filling a broadcast 3-byte pattern is many times slower.
+    return np.tile(np.tile(pal.lut[pal.row(_BG)], width), (height, 1)).reshape(height, width, 3)
 
 
 def _hstack(parts: Sequence[np.ndarray], pal: _Palette, gap: int = _GAP) -> np.ndarray:

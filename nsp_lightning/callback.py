@@ -177,7 +177,7 @@ class SpectrumCallback(Callback):
         self._checkpoint_dirpath: str | None = None
         self._recorded: set[int] = set()
         self._probes: list[torch.Tensor] = []
-        self._analyses: list[_SpectrumAnalysis] = []
+        self._spectrum = _SpectrumAnalysis(self.layers, self.transform, self.INCL)
         self._store: RecordStore | None = None
         self._upscales: dict[tuple[str, int], int] = {}
 
@@ -226,12 +226,10 @@ class SpectrumCallback(Callback):
         device = _module_device(pl_module)
         probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
         self._probes = [probe[i : i + 1] for i in range(probe.shape[0])]
-        self._analyses = [_SpectrumAnalysis(self.layers, self.transform, self.INCL)]
         self._upscales = {}
         # Checked on every rank so that a bad argument stops all processes alike.
         with _probing(pl_module):
-            for analysis in self._analyses:
-                analysis.check(pl_module, self._probes[0], tuple(self._probe.shape))
+            self._spectrum.check(pl_module, self._probes[0], tuple(self._probe.shape))
         if trainer.fast_dev_run:
             rank_zero_info("SpectrumCallback: fast_dev_run checks the probe and layers only; nothing is recorded")
             return
@@ -249,8 +247,7 @@ class SpectrumCallback(Callback):
         assert self.dirpath is not None
         self._store = RecordStore(self.dirpath)
         with _probing(pl_module):
-            for analysis in self._analyses:
-                analysis.build(pl_module, self._probes)
+            self._spectrum.build(pl_module, self._probes)
         self._start_series(self._header(pl_module), resuming)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -260,7 +257,7 @@ class SpectrumCallback(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.fast_dev_run or trainer.sanity_checking:
+        if trainer.fast_dev_run:
             return
         epoch = trainer.current_epoch + 1
         if not self._is_scheduled(epoch) or epoch in self._recorded:
@@ -280,11 +277,10 @@ class SpectrumCallback(Callback):
         self._checkpoint_dirpath = state_dict.get("dirpath", self._checkpoint_dirpath)
 
     def _header(self, pl_module: "pl.LightningModule") -> dict[str, Any]:
-        analysis = self._analyses[0]
         assert self._probe is not None
         return {
-            "layernames": analysis.layernames,
-            "shapes": analysis.shapes,
+            "layernames": self._spectrum.layernames,
+            "shapes": self._spectrum.shapes,
             "probes": len(self._probes),
             "probe_shape": list(self._probe.shape),
             "transform": self.transform,
@@ -318,7 +314,7 @@ class SpectrumCallback(Callback):
     def _record(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> None:
         start = time.perf_counter()
         with _probing(pl_module):
-            result = self._analyses[0](pl_module, self._probes)
+            result = self._spectrum(pl_module, self._probes)
         if result.rebuilt:
             rank_zero_info(
                 f"SpectrumCallback: the graph fingerprint changed at record {epoch}"
@@ -363,8 +359,9 @@ class SpectrumCallback(Callback):
                 ):
                     # Layer shapes never change during a fit: find each layer's upscale once.
                     image, self._upscales[kind, l] = _heatmap(values, scale, cmap, self._upscales.get((kind, l)))
+                    tag = f"{_PREFIX}/{kind}/{name}/probe_{p}"
                     for writer in writers:
-                        writer.add_image(f"{_PREFIX}/{kind}/{name}/probe_{p}", image, global_step=step, dataformats="HWC")
+                        writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
 
 def _heatmap(values: np.ndarray, scale: str, cmap: str, upscale: int | None = None) -> tuple[np.ndarray, int]:
@@ -389,7 +386,12 @@ class _SpectrumResult:
 
 
 class _SpectrumAnalysis:
-    """One per-probe analysis: each probe's activations and their spectrum on its NNGraph.
+    """The callback's per-probe analysis: each probe's activations and their spectrum.
+
+    It runs in three steps, each under :func:`_probing`: ``check`` (every rank, fit start),
+    ``build`` (rank 0, fit start) and a call per record (rank 0). Further per-probe
+    analyses that the callback may schedule (neural-response maps, attributions, linear
+    regions) take the same shape.
 
     Graphs are cached by fingerprint: with INCL=True every probe shares the one structural
     graph; with INCL=False probes whose fingerprints agree share a graph, and a graph is
@@ -421,7 +423,9 @@ class _SpectrumAnalysis:
         else:
             unknown = [name for name in self._names if name not in available]
             if unknown:
-                raise ValueError(f"SpectrumCallback(layers={self._names!r}): unknown layers {unknown}; the model has {available}")
+                raise ValueError(
+                    f"SpectrumCallback(layers={self._names!r}): unknown layers {unknown}; the model has {available}"
+                )
             self._layers = [available.index(name) for name in self._names]
         self.layernames = [available[i] for i in self._layers]
         self.shapes = [list(acts.layeractivations[i].shape) for i in self._layers]
@@ -446,7 +450,7 @@ class _SpectrumAnalysis:
         graphs = {}
         for acts, fp in zip(activations, fingerprints):
             if fp not in graphs:
-                graphs[fp] = self._graphs.get(fp) or self._build(acts)
+                graphs[fp] = self._graphs[fp] if fp in self._graphs else self._build(acts)
         rebuilt = had_graphs and not set(graphs) <= set(self._graphs)
         self._graphs = graphs
         return activations, fingerprints, rebuilt
@@ -611,7 +615,9 @@ def _check_layers(layers: Sequence[str] | None) -> list[str] | None:
     return layers
 
 
-def _check_schedule(every_n_epochs: int | None, epochs: Iterable[int] | None) -> tuple[int | None, frozenset[int] | None]:
+def _check_schedule(
+    every_n_epochs: int | None, epochs: Iterable[int] | None
+) -> tuple[int | None, frozenset[int] | None]:
     if every_n_epochs is not None and epochs is not None:
         raise ValueError(
             f"SpectrumCallback(every_n_epochs={every_n_epochs!r}, epochs={epochs!r}): pass one of them, not both"

@@ -499,6 +499,61 @@ def deep_tanh_chain() -> tuple[nn.Module, torch.Tensor]:
 _register("deep_tanh_chain", deep_tanh_chain, slow=True)
 
 
+# --------------------------------------------------------------------------- order, dtype, range
+
+class ReorderedNet(nn.Module):
+    """Children registered in another order than they run, plus one that never runs.
+
+    Layers follow execution order (conv, pool, fc); ``unused`` is not a layer.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 4)
+        self.unused = nn.Linear(3, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.conv = nn.Conv2d(2, 3, 2)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+_register("reordered_children", lambda: _seeded(1100, ReorderedNet, (2, 5, 5)))
+
+
+def _float64(seed: int, shape: tuple[int, ...], make: Callable[[], nn.Module]) -> Factory:
+    def factory():
+        net, x = _seeded(seed, make, shape)
+        return _randomize_batchnorm(net, seed).double(), x.double()
+    return factory
+
+
+_register("float64_cnn", _float64(1101, (2, 6, 6), lambda: nn.Sequential(
+    nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(), nn.MaxPool2d(2), nn.Conv2d(3, 2, 2),
+    nn.Flatten(), nn.Linear(8, 3))))
+_register("float64_mlp", _float64(1102, (5,), lambda: nn.Sequential(
+    nn.Linear(5, 4), nn.Sigmoid(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))))
+
+
+def _extreme_values(values: list[float], weight_scale: float, seed: int) -> Factory:
+    def factory():
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(len(values), 3), nn.Tanh(), nn.Linear(3, 2))
+        with torch.no_grad():
+            net[0].weight.mul_(weight_scale)
+            net[0].bias.zero_()
+        return net.eval(), torch.tensor([values], dtype=torch.float32)
+    return factory
+
+
+# Float32 subnormals (down to 2**-149) set the common power-of-two scale of the exact
+# integers; the first Linear's outputs are subnormal too.
+_register("subnormal_values", _extreme_values([1e-45, 3e-39, -2.5e-41, 1e-38], 1e-3, 1103))
+# Sixty decades in one layer: the spectrum cancels catastrophically in float64.
+_register("wide_range_values", _extreme_values([1e30, -3e-30, 1.0, 7e20, -1e-10], 1.0, 1104))
+
+
 # --------------------------------------------------------------------------- pruned / dead units
 
 def _prune(net: nn.Module, seed: int, fraction: float = 0.5) -> nn.Module:

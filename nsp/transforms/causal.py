@@ -325,7 +325,7 @@ class _BitsetKernel:
 
     def __init__(self, structure: NetworkStructure) -> None:
         offsets, sizes = structure.offsets, structure.sizes
-        need = int(sum(int(sizes[l]) * ((int(offsets[l]) + 7) // 8) for l in range(len(sizes))))
+        need = int(sum(int(sizes[l]) * ((int(offsets[l]) + 63) // 64 * 8) for l in range(len(sizes))))
         if need > BITSET_MEMORY_LIMIT:
             raise MemoryError(
                 f"nsp: the exact INCL=False transform of this {structure.n:,}-node graph needs about "
@@ -336,12 +336,13 @@ class _BitsetKernel:
         self.bitsets: list[np.ndarray] = [np.zeros((int(sizes[0]), 0), dtype=np.uint8)]
         for layer, edge in enumerate(structure.edges, start=1):
             prev = self.bitsets[-1]
-            width = (int(offsets[layer]) + 7) // 8
+            # Rows padded to whole 64-bit words: the OR runs on words, 8× fewer operations.
+            width = (int(offsets[layer]) + 63) // 64 * 8
             base = np.zeros((prev.shape[0], width), dtype=np.uint8)
             base[:, : prev.shape[1]] = prev
             own = np.arange(int(offsets[layer - 1]), int(offsets[layer]))
             base[np.arange(own.size), own >> 3] |= (np.uint8(128) >> (own & 7).astype(np.uint8))
-            self.bitsets.append(_or_rows(edge.tocsr(), base))
+            self.bitsets.append(_or_rows(edge.tocsr(), base.view(np.uint64)).view(np.uint8))
         self.limb_bits = min(32, 52 - math.ceil(math.log2(structure.n + 1)))
 
     def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int) -> None:
@@ -365,13 +366,13 @@ class _BitsetKernel:
 
 def _or_rows(edge: Any, base: np.ndarray) -> np.ndarray:
     """Row x of the result is the OR of ``base`` rows at x's parents (CSR columns)."""
-    out = np.zeros((edge.shape[0], base.shape[1]), dtype=np.uint8)
+    out = np.zeros((edge.shape[0], base.shape[1]), dtype=base.dtype)
     indptr, indices = edge.indptr, edge.indices
     counts = np.diff(indptr)
     nonempty = np.flatnonzero(counts)
     if base.shape[1] == 0 or nonempty.size == 0:
         return out
-    per_row = max(1, _CHUNK_BYTES // base.shape[1])
+    per_row = max(1, _CHUNK_BYTES // (base.shape[1] * base.itemsize))
     start = 0
     while start < nonempty.size:
         stop = start

@@ -45,7 +45,8 @@ SCRIPT = textwrap.dedent(
 def test_ddp_two_cpu_processes_record_on_rank_zero_only(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(SCRIPT.format(helpers=str(Path(__file__).parent)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_"))}
+    launcher_vars = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(launcher_vars)}
     env["OMP_NUM_THREADS"] = "1"
     # A new session, so that on a timeout the launcher and the rank it spawned die together.
     proc = subprocess.Popen(
