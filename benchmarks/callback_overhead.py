@@ -1,8 +1,8 @@
 """What SpectrumCallback adds to the fit time of the digits demo (target: at most 5 %).
 
 Runs the training of ``examples/demo_digits.py`` with and without the callback at its
-default settings, alternating, after one untimed warm-up run, and reports the median fit
-times, their ratio and the mean time of one record.
+default settings, alternating, after one untimed warm-up run, and reports the fit times,
+the overhead (from the fastest and from the median fits) and the time of one record.
 
     python benchmarks/callback_overhead.py [--epochs 8] [--repeats 3]
 """
@@ -55,13 +55,17 @@ def main() -> None:
         seconds, per_record = timed_fit(args.epochs, with_callback=True)
         watched.append(seconds)
         records.extend(per_record)
-    base, with_cb = statistics.median(plain), statistics.median(watched)
-    print(f"digits demo, {args.epochs} epochs, {args.repeats} fits each (median):")
-    print(f"  without SpectrumCallback: {base:7.2f} s   {plain}")
-    print(f"  with SpectrumCallback:    {with_cb:7.2f} s   {watched}")
-    print(f"  overhead: {100 * (with_cb / base - 1):+.1f} % of fit time (ratio {with_cb / base:.3f})")
-    print(f"  one record ({len(records) // args.repeats} per fit): mean {statistics.mean(records) * 1000:.0f} ms")
-
+    print(f"digits demo, {args.epochs} epochs, {args.repeats} fits of each kind, alternating:")
+    print(f"  without SpectrumCallback: {', '.join(f'{t:.2f}' for t in plain)} s")
+    print(f"  with SpectrumCallback:    {', '.join(f'{t:.2f}' for t in watched)} s")
+    # On a shared machine the minimum is the least disturbed run; the median shows the spread.
+    for name, pick in (("min", min), ("median", statistics.median)):
+        base, with_cb = pick(plain), pick(watched)
+        print(f"  {name:6s}: {base:.2f} s -> {with_cb:.2f} s, overhead {100 * (with_cb / base - 1):+.1f} % of fit time")
+    print(
+        f"  one record ({len(records) // args.repeats} per fit): "
+        f"min {min(records) * 1000:.0f} ms, median {statistics.median(records) * 1000:.0f} ms"
+    )
 
 if __name__ == "__main__":
     main()

@@ -112,7 +112,8 @@ def main() -> None:
     start = time.perf_counter()
     seed_style_page(layer)
     seed = time.perf_counter() - start
-    print(f"{'seed Visualizer style: 64 subplots, once':44s} {seed * 1e3:9.1f} {1 / seed:9.1f} {baseline / seed:13.2f}x")
+    name = "seed Visualizer style: 64 subplots, once"
+    print(f"{name:44s} {seed * 1e3:9.1f} {1 / seed:9.1f} {baseline / seed:13.2f}x")
 
     activations, spectrum = resnet18_pattern()
     print(f"\nResNet-18 at 32x32, {sum(a.numel() for a in activations.layeractivations):,} values in "
@@ -131,7 +132,8 @@ def main() -> None:
         start = time.perf_counter()
         Visualizer.visualize_pattern(spectrum, Path(folder) / "spectrum.pdf", scale="layersymlog")
         pdf = time.perf_counter() - start
-    print(f"{'Visualizer.visualize_pattern (PDF), once':44s} {pdf * 1e3:9.1f} {f'{len(spectrum.layernames)} pages':>14s}")
+    pages = f"{len(spectrum.layernames)} pages"
+    print(f"{'Visualizer.visualize_pattern (PDF), once':44s} {pdf * 1e3:9.1f} {pages:>14s}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class Ref:
 class Op:
     """One operation that ran inside a child on data derived from the child's input.
 
+    ``path`` and ``owner`` are the qualified name and type of the innermost module it ran in.
     ``kind`` is ``'module'`` for a module nsp knows as a whole (its internals are not
     recorded), ``'function'`` for a torch function or tensor method, or ``'opaque'`` for
     an operation with several tensor outputs. Tensor arguments that came from the
@@ -43,6 +44,7 @@ class Op:
     kwargs: dict
     shape: tuple[int, ...]
     path: str
+    owner: str
 
     @property
     def name(self) -> str:
@@ -76,7 +78,7 @@ class _Recorder(TorchFunctionMode):
         self.ids: dict[int, Ref] = {}
         self.alive: list[torch.Tensor] = []
         self.inside: nn.Module | None = None
-        self.paths: list[str] = []
+        self.paths: list[tuple[str, str]] = []
 
     def begin(self, x: torch.Tensor) -> None:
         self.program = Program(tuple(x.shape))
@@ -94,7 +96,7 @@ class _Recorder(TorchFunctionMode):
         flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         op_args, op_kwargs = tree_map(ref, args), tree_map(ref, kwargs)
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shape, ".".join(self.paths)))
+        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shape, *(self.paths[-1] if self.paths else ("", ""))))
         new = Ref(len(self.program.ops) - 1)
         if isinstance(out, torch.Tensor):
             self.ids[id(out)] = new
@@ -119,7 +121,7 @@ class _Recorder(TorchFunctionMode):
         def hook(module: nn.Module, args: tuple) -> None:
             if self.program is None or self.inside is not None:
                 return
-            self.paths.append(path)
+            self.paths.append((path, type(module).__name__))
             if self.is_leaf(module):
                 self.inside = module
 

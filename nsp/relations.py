@@ -344,6 +344,8 @@ class Relation:
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
         """Flat (out, in) index arrays of the union, sorted out-major without duplicates."""
         pairs = [t.edges() for t in self.terms]
+        if not pairs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         out = np.concatenate([p[0] for p in pairs])
         inn = np.concatenate([p[1] for p in pairs])
         keys = np.unique(out * self.n_in + inn)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -82,7 +83,8 @@ SCALES: tuple[str, ...] = (
 _LN10 = math.log(10.0)
 _EMPTY_TILE = 4  # cells per side of the tile that stands for an empty layer
 _MIN_STRIP_HEIGHT = 8  # pixels; a 1-pixel strip is invisible next to 2-D maps
-_AUTO_WIDTH = 256  # pixels; automatic upscaling aims small layers at this width
+_AUTO_WIDTH = 256  # pixels; automatic upscaling aims small layers at least at this width
+_MAX_AUTO_WIDTH = 1024
 _MAX_AUTO_UPSCALE = 32
 _COLOURBAR_WIDTH = 64
 _FONT_PT, _FONT_DPI = 8.0, 100.0
@@ -141,7 +143,8 @@ def _as_float64(values: Any, argname: str, where: str) -> np.ndarray:
 
 
 def _check_threshold(threshold: float | None, where: str) -> float | None:
-    if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
+    is_number = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
+    if threshold is not None and not (is_number and math.isfinite(threshold) and threshold > 0):
         raise ValueError(f"{where}: expected threshold to be a finite number > 0 or None, got {threshold!r}")
     return None if threshold is None else float(threshold)
 
@@ -161,11 +164,11 @@ def _unpack_pattern(layers: Any, names: Sequence[str] | None, argname: str, wher
     if len(names) != len(arrays):
         raise ValueError(f"{where}: got {len(names)} names for {len(arrays)} layers in {argname}")
     descriptions = getattr(layers, "layerdescriptions", None)
-    kinds = [describe(d) for d in descriptions] if descriptions is not None else [""] * len(arrays)
+    kinds = [_describe(d) for d in descriptions] if descriptions is not None else [""] * len(arrays)
     return arrays, names, kinds
 
 
-def describe(description: Any) -> str:
+def _describe(description: Any) -> str:
     """A short type name for an entry of ``Activations.layerdescriptions``.
 
     ``'Input[1, 1, 4, 4]'`` becomes ``'Input'`` and a module its class name.
@@ -340,10 +343,12 @@ def _norms(stats: Sequence[_Stats], scale: str, threshold: float | None) -> list
 # ---------------------------------------------------------------------------------------
 
 
-# Rows appended to a colormap's lookup table, and the flag codes that follow them.
-# _VOID fills unused grid cells; it has the background colour but pages make it transparent.
-_BG, _INK, _BLACK_ROW, _WHITE_ROW, _MAGENTA_ROW, _GREY_ROW, _VOID = range(7)
-_NAN, _POSINF, _NEGINF, _CONSTANT, _EMPTY = range(7, 12)
+# Rows appended to a colormap's lookup table, and the flag codes that follow them. _BG is
+# the canvas (shared by both colormaps of a side-by-side image), _SEP the separators (the
+# best contrast to this colormap alone), _VOID the unused grid cells: canvas-coloured, but
+# pages make them transparent.
+_BG, _INK, _BLACK_ROW, _WHITE_ROW, _MAGENTA_ROW, _GREY_ROW, _VOID, _SEP = range(8)
+_NAN, _POSINF, _NEGINF, _CONSTANT, _EMPTY = range(8, 13)
 
 
 @dataclass(frozen=True)
@@ -388,9 +393,10 @@ def _background(luts: Sequence[np.ndarray]) -> tuple[int, int, int]:
 
 def _build_palette(cmap: Colormap, background: tuple[int, int, int] | None) -> _Palette:
     lut = _cmap_lut(cmap)
-    bg = background if background is not None else _background([lut])
+    separator = _background([lut])
+    bg = background if background is not None else separator
     ink = _BLACK if sum(bg) > 3 * 127 else _WHITE
-    extra = np.array([bg, ink, _BLACK, _WHITE, _MAGENTA, _GREY, bg], dtype=np.uint8)
+    extra = np.array([bg, ink, _BLACK, _WHITE, _MAGENTA, _GREY, bg, separator], dtype=np.uint8)
     return _Palette(np.concatenate([lut, extra]), len(lut))
 
 
@@ -499,7 +505,7 @@ def _layer_indices(
         tiles = np.full((1, _EMPTY_TILE, _EMPTY_TILE), pal.row(_EMPTY), dtype=np.uint16)
     else:
         tiles = _indices(v.reshape(-1), norm, stats, pal).reshape(_natural(v))
-    image = _mosaic(tiles, upscale, separator, pal.row(_BG), pal.row(_VOID))
+    image = _mosaic(tiles, upscale, separator, pal.row(_SEP), pal.row(_VOID))
     if v.size == 0 or norm.degenerate or stats.nonfinite:
         _resolve_flags(image, pal, stripe=max(2, min(upscale) // 2))
     return image
@@ -508,6 +514,9 @@ def _layer_indices(
 # ---------------------------------------------------------------------------------------
 # Text, colour bars and composition (labels for whole patterns)
 # ---------------------------------------------------------------------------------------
+
+
+_FONT_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -527,13 +536,14 @@ def _line_metrics() -> tuple[int, int]:
 def _text_alpha(text: str) -> np.ndarray:
     """Coverage of ``text`` in a box one line high, baseline-aligned; read-only."""
     ascent, height = _line_metrics()
-    font = _font()
-    font.clear()
-    font.set_size(_FONT_PT, _FONT_DPI)
-    font.set_text(text, 0.0)
-    font.draw_glyphs_to_bitmap(antialiased=True)
-    glyphs = np.asarray(font.get_image())
-    descent = round(font.get_descent() / 64)
+    with _FONT_LOCK:  # one shared FT2Font holds the text being laid out
+        font = _font()
+        font.clear()
+        font.set_size(_FONT_PT, _FONT_DPI)
+        font.set_text(text, 0.0)
+        font.draw_glyphs_to_bitmap(antialiased=True)
+        glyphs = np.asarray(font.get_image()).copy()
+        descent = round(font.get_descent() / 64)
     box = np.zeros((height, glyphs.shape[1]), dtype=np.uint8)
     top = ascent - (glyphs.shape[0] - descent)
     src = glyphs[max(0, -top): height - top]
@@ -553,19 +563,21 @@ def _blank(height: int, width: int, pal: _Palette) -> np.ndarray:
     return np.tile(np.tile(pal.lut[pal.row(_BG)], width), (height, 1)).reshape(height, width, 3)
 
 
-def _hstack(parts: Sequence[np.ndarray], pal: _Palette, gap: int = _GAP) -> np.ndarray:
+def _hstack(parts: Sequence[np.ndarray], pal: _Palette, gap: int = _GAP, centre: bool = True) -> np.ndarray:
+    """Parts side by side, vertically centred (or top-aligned), on the background."""
     height = max(p.shape[0] for p in parts)
     out = _blank(height, sum(p.shape[1] for p in parts) + gap * (len(parts) - 1), pal)
     x = 0
     for p in parts:
-        y = (height - p.shape[0]) // 2
+        y = (height - p.shape[0]) // 2 if centre else 0
         out[y: y + p.shape[0], x: x + p.shape[1]] = p
         x += p.shape[1] + gap
     return out
 
 
-def _vstack(parts: Sequence[np.ndarray], pal: _Palette, gap: int = _GAP, widths: int = 0) -> np.ndarray:
-    width = max([widths] + [p.shape[1] for p in parts])
+def _vstack(parts: Sequence[np.ndarray], pal: _Palette, gap: int = _GAP, min_width: int = 0) -> np.ndarray:
+    """Parts one below the other, left-aligned, on the background."""
+    width = max([min_width] + [p.shape[1] for p in parts])
     out = _blank(sum(p.shape[0] for p in parts) + gap * (len(parts) - 1), width, pal)
     y = 0
     for p in parts:
@@ -585,7 +597,8 @@ def _flag_text(stats: _Stats) -> str:
 
 
 def _colourbar_line(norm: _Norm, stats: _Stats, pal: _Palette) -> np.ndarray:
-    ascent, height = _line_metrics()
+    """The range line above a layer: ``lo [colour bar] hi``, or what is wrong with it."""
+    _, height = _line_metrics()
     if stats.size == 0:
         parts = [_text("empty layer", pal)]
     elif not stats.has_finite:
@@ -604,14 +617,14 @@ def _colourbar_line(norm: _Norm, stats: _Stats, pal: _Palette) -> np.ndarray:
     return _hstack(parts, pal)
 
 
-def _auto_upscale(natural_widths: Sequence[int], shapes: Sequence[tuple[int, int, int]], separator: int) -> list[int]:
-    target = max([_AUTO_WIDTH, *natural_widths])
-    ups = []
-    for count, h, w in shapes:
-        cols = _columns(count, h, w)
-        cells = cols * w
-        ups.append(max(1, min(_MAX_AUTO_UPSCALE, (target - (cols - 1) * separator) // cells)))
-    return ups
+def _auto_upscale(shapes: Sequence[tuple[int, int, int]], separator: int) -> list[int]:
+    """Per layer, the largest factor (at most 32) that keeps its grid within a target width:
+    the widest 2-D grid's natural width, but at least 256 and at most 1024 pixels. Long
+    strips do not set the target, so one wide Linear layer cannot blow up every other layer."""
+    grids = [(_columns(c, h, w), w, c == 1 and h == 1) for c, h, w in shapes]
+    widest = max([cols * (w + separator) - separator for cols, w, strip in grids if not strip], default=0)
+    target = min(max(_AUTO_WIDTH, widest), _MAX_AUTO_WIDTH)
+    return [max(1, min(_MAX_AUTO_UPSCALE, (target - (cols - 1) * separator) // (cols * w))) for cols, w, _ in grids]
 
 
 def _natural(v: np.ndarray) -> tuple[int, int, int]:
@@ -621,7 +634,10 @@ def _natural(v: np.ndarray) -> tuple[int, int, int]:
 
 
 def _cell(v: np.ndarray, upscale: int) -> tuple[int, int]:
-    is_strip = v.size > 0 and _natural(v)[1] == 1
+    """Pixels per value, (height, width): square, except that single-row strips are
+    stretched to be visible."""
+    count, h, _ = _natural(v)
+    is_strip = v.size > 0 and count == 1 and h == 1
     return (max(upscale, _MIN_STRIP_HEIGHT) if is_strip else upscale, upscale)
 
 
@@ -637,10 +653,8 @@ def _column_images(
     pal = _palette(cmap, background)
     stats = [_stats(v, scale.endswith("symlog")) for v in arrays]
     norms = _norms(stats, scale, threshold)
-    shapes = [_natural(v) for v in arrays]
     if upscale is None:
-        widths = [_columns(c, h, w) * (w + separator) - separator for c, h, w in shapes]
-        ups = _auto_upscale(widths, shapes, separator)
+        ups = _auto_upscale([_natural(v) for v in arrays], separator)
     else:
         ups = [upscale] * len(arrays)
     images = [
@@ -775,8 +789,8 @@ def render_pattern(
         As in `render_layer`; ``global`` scales share one range over all layers.
     upscale : int, optional
         Pixels per value. By default each layer gets the largest factor (up to 32)
-        that keeps it within the widest layer's width, or 256 pixels, whichever is
-        more, so small layers are legible next to large ones.
+        that keeps it within the widest channel grid's width (clamped to 256..1024
+        pixels), so small layers are legible next to large ones.
     labels : bool, default True
         Draw a title (index, name, type, shape) and a colour bar with the range above
         each layer, and count the flagged values there. Without labels the layers are
@@ -901,12 +915,10 @@ def render_side_by_side(
     if labels:
         headers = [f"activations ({activation_scale})", f"spectrum ({spectrum_scale})"]
         columns = [[_text(h, pal), *col] for h, col in zip(headers, columns)]
-    rows = []
-    for left, right in zip(*columns):
-        height = max(left.shape[0], right.shape[0])
-        row = [_vstack([left], pal, widths=widths[0]), _vstack([right], pal, widths=widths[1])]
-        rows.append(_hstack([np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), mode="edge")
-                             if p.shape[0] < height else p for p in row], pal, gap=4 * _GAP))
+    rows = [
+        _hstack([_vstack([left], pal, min_width=widths[0]), right], pal, gap=4 * _GAP, centre=False)
+        for left, right in zip(*columns)
+    ]
     return _vstack(rows, pal, gap=3 * _GAP if labels else _GAP)
 
 

@@ -5,10 +5,12 @@ Everything is written in safe formats only: arrays as ``.npz`` (read back with
 unpickled.
 
 Every file is written atomically: to a temporary file in the same directory, flushed to
-disk, then moved over the target with ``os.replace``. A run that dies in the middle of a
-write leaves at most a stray temporary file (``.*.tmp``) behind; every record the
-manifest lists stays readable. A record file is always written before the manifest that
-lists it, so the manifest never names a file that is not complete.
+disk (``fsync``), then moved over the target with ``os.replace``. Under its final name a
+file is therefore always complete, even after a power loss (which may undo the last
+rename, but never truncates a file). A run that dies in the middle of a write leaves at
+most a stray temporary file (``.*.tmp``) behind, and every record the manifest lists
+stays readable. A record file is always written before the manifest that lists it, so
+the manifest never names a file that is not complete.
 
 Layout of a record directory::
 
@@ -64,21 +66,6 @@ def _atomic(path: Path) -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:

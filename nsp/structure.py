@@ -303,11 +303,12 @@ class _Interpreter:
                     values[i] = m(xin.clone())
                 rel = _leaf_sparse(m, path, xin, values[i])
             return self.compose(rel, rels[src.index])
-        name = op.name
+        name = f"{op.name} in {op.owner}" if op.owner else op.name
+        op_name = op.name
         if not self.incl:
             with torch.no_grad():
                 values[i] = op.target(*_substitute(op.args, values), **_substitute(op.kwargs, values))
-        if len(refs) == 2 and name in _ADD_NAMES:
+        if len(refs) == 2 and op_name in _ADD_NAMES:
             a, b = refs
             if shapes[a.index] != op.shape or shapes[b.index] != op.shape:
                 raise _unsupported(path, name, f"adding shapes {shapes[a.index]} and {shapes[b.index]} broadcasts")
@@ -316,14 +317,14 @@ class _Interpreter:
             raise _unsupported(path, name, "an operation on several tensors derived from the input")
         (src,) = refs
         src_shape = shapes[src.index]
-        if name in _RESHAPE_NAMES:
+        if op_name in _RESHAPE_NAMES:
             if math.prod(op.shape) != math.prod(src_shape) or op.shape[:1] != src_shape[:1]:
                 raise _unsupported(path, name, f"reshaping {src_shape} to {op.shape} moves the batch dimension")
             return rels[src.index]
         training = op.kwargs.get("training", False) or any(a is True for a in op.args[2:])
-        if name == "dropout" and training:
+        if op_name == "dropout" and training:
             raise _unsupported(path, name, "functional dropout in training mode; call network.eval() first")
-        if not (name in _ELEMENTWISE_NAMES or name in _ADD_NAMES or name in _SCALE_NAMES) or op.shape != src_shape:
+        if not (op_name in _ELEMENTWISE_NAMES or op_name in _ADD_NAMES or op_name in _SCALE_NAMES) or op.shape != src_shape:
             raise _unsupported(path, name, "it is not an elementwise operation, a reshape or a residual addition")
         if self.incl:
             return rels[src.index]

@@ -25,7 +25,8 @@ from nsp import render
 
 __all__ = ["Visualizer"]
 
-_PAGE_PIXELS = 512  # long side of a page's image, so each value is a crisp block
+_PAGE_PIXELS = 512  # long side of a PDF page's image, so each value is a crisp block
+_PNG_PIXELS = 1300  # about twice the axes of a 100-dpi PNG page, for a clean downsampling
 _MAX_UPSCALE = 64
 _TITLE_CHARS = 90
 
@@ -39,17 +40,17 @@ def _description(description: Any) -> str:
     return text if len(text) <= _TITLE_CHARS else text[: _TITLE_CHARS - 3] + "..."
 
 
-def _page_upscale(v: np.ndarray) -> int:
+def _page_upscale(v: np.ndarray, pixels: int = _PAGE_PIXELS) -> int:
     count, h, w = render._natural(v)
     cols = render._columns(count, h, w)
     rows = -(-count // cols)
     longest = max(rows * h, cols * w, 1)
-    return max(1, min(_MAX_UPSCALE, math.ceil(_PAGE_PIXELS / longest)))
+    return max(1, min(_MAX_UPSCALE, math.ceil(pixels / longest)))
 
 
-def _symlog_ticks(norm: render._Norm) -> list[float]:
-    """Data values for colour-bar ticks on a signed-log scale: decades where it spans
-    several, ordinary round numbers where it does not."""
+def _symlog_ticks(norm: render._Norm) -> np.ndarray:
+    """Colour-bar tick positions (display units) on a signed-log scale: decades where the
+    scale spans several, round data values where it does not, at least 1/8 bar apart."""
     lo, hi = norm.data_value(norm.lo), norm.data_value(norm.hi)
     if max(abs(norm.lo), abs(norm.hi)) < 2:
         ticks = list(MaxNLocator(7).tick_values(lo, hi))
@@ -60,7 +61,12 @@ def _symlog_ticks(norm: render._Norm) -> list[float]:
         decades = decades[:: max(1, math.ceil(len(decades) / 3))]
         ticks = [0.0] + [sign * 10.0**k for k in decades for sign in (1.0, -1.0)]
     slack = 1e-9 * max(abs(lo), abs(hi))
-    return sorted(x for x in ticks if lo - slack <= x <= hi + slack)
+    positions = render._signed_log10(np.array([x for x in ticks if lo - slack <= x <= hi + slack]), norm.threshold)
+    kept: list[float] = []
+    for y in sorted(positions, key=abs):  # from 0 outwards, so 0 and small decades win
+        if all(abs(y - k) >= (norm.hi - norm.lo) / 8 for k in kept):
+            kept.append(float(y))
+    return np.sort(kept)
 
 
 def _layout_note(shape: tuple[int, ...]) -> str:
@@ -82,9 +88,10 @@ def _page(
     stats: render._Stats,
     cmap: Any,
     scale: str,
+    for_png: bool,
 ) -> Figure:
     pal = render._palette(cmap)
-    upscale = _page_upscale(v)
+    upscale = _page_upscale(v, _PNG_PIXELS if for_png else _PAGE_PIXELS)
     indices = render._layer_indices(v, norm, stats, pal, render._cell(v, upscale), separator=1)
     # Unused grid cells become transparent, so they read as page, not as data.
     alpha = np.where(indices == pal.row(render._VOID), 0, 255).astype(np.uint8)
@@ -96,17 +103,19 @@ def _page(
     fig = Figure(figsize=(fig_width, fig_height), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.imshow(image, interpolation="none")
+    # A PDF embeds the image as is (viewers keep the blocks sharp at any zoom); a PNG is
+    # resampled to the axes' pixels, where area-averaging keeps 1-pixel separators visible.
+    ax.imshow(image, interpolation="antialiased" if for_png else "none")
     ax.set_axis_off()
     lines = [f"Layer {index}: {name} \N{EM DASH} {_description(description)}"]
     facts = [f"shape {tuple(v.shape)}", _layout_note(v.shape) if v.size else "empty layer", scale]
     flags = render._flag_text(stats)
     if flags:
         facts.append(flags + " (hatched)")
-    if v.size and norm.degenerate:
-        facts.append(
-            "no finite values" if not stats.has_finite else f"every value {render._fmt(norm.data_value(norm.lo))} (hatched)"
-        )
+    if v.size and not stats.has_finite:
+        facts.append("no finite values")
+    elif v.size and norm.degenerate:
+        facts.append(f"every value {render._fmt(norm.data_value(norm.lo))} (hatched)")
     lines.append(", ".join(facts))
     fig.suptitle("\n".join(lines), fontsize=9)
     lo, hi = norm.lo, norm.hi
@@ -117,14 +126,18 @@ def _page(
     mappable = ScalarMappable(norm=Normalize(lo, hi), cmap=cmap)
     bar = fig.colorbar(mappable, ax=ax, orientation="horizontal", shrink=0.8, aspect=35, pad=0.02)
     if norm.threshold is not None:
-        bar.set_ticks(render._signed_log10(np.array(_symlog_ticks(norm)), norm.threshold))
+        bar.set_ticks(_symlog_ticks(norm))
         bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda y, _pos: render._fmt(norm.data_value(y))))
         bar.set_label(f"signed log10 scale: sign(x)·log10(1 + |x|/t), t = {render._fmt(norm.threshold)}", fontsize=8)
     bar.ax.tick_params(labelsize=8)
     return fig
 
 
-def _pages(activations: Any, scale: str, cmap_style: Any, where: str) -> Iterator[tuple[int, str, Figure]]:
+def _pages(
+    activations: Any, scale: str, cmap_style: Any, where: str, for_png: bool = False
+) -> Iterator[tuple[int, str, Figure]]:
+    """Check the arguments now, then yield ``(index, name, page)`` one layer at a time, so
+    that only one figure is alive at once."""
     render._check_scale(scale, where)
     render._check_cmap(cmap_style, where, "cmap_style")
     if not all(hasattr(activations, attr) for attr in ("layernames", "layeractivations")):
@@ -138,8 +151,10 @@ def _pages(activations: Any, scale: str, cmap_style: Any, where: str) -> Iterato
         raise ValueError(f"{where}: activations has {len(descriptions)} layerdescriptions for {len(arrays)} layers")
     stats = [render._stats(v, scale.endswith("symlog")) for v in arrays]
     norms = render._norms(stats, scale, None)
-    for i, (name, description, v, norm, st) in enumerate(zip(names, descriptions, arrays, norms, stats)):
-        yield i, name, _page(i, name, description, v, norm, st, cmap_style, scale)
+    return (
+        (i, name, _page(i, name, d, v, norm, st, cmap_style, scale, for_png))
+        for i, (name, d, v, norm, st) in enumerate(zip(names, descriptions, arrays, norms, stats))
+    )
 
 
 def _safe_filename(name: str) -> str:
@@ -232,7 +247,7 @@ class Visualizer:
             As in `visualize_pattern`.
         """
         where = "nsp.Visualizer.visualize_pattern_png"
-        pages = _pages(activations, scale, cmap_style, where)
+        pages = _pages(activations, scale, cmap_style, where, for_png=True)
         folder = Path(png_dirpath)
         folder.mkdir(parents=True, exist_ok=True)
         written = []

@@ -41,8 +41,11 @@ __all__ = ["SpectrumCallback"]
 _TRANSFORMS = ("standard", "laplacian")
 _LOG_STEPS = ("epoch", "global_step")
 _PREFIX = "nsp"
-_IMAGE_WIDTH = 128
-_MAX_UPSCALE = 16
+# Spectra span hundreds of decades: only a signed-log scale shows them.
+_HEATMAPS = {
+    "activations": {"scale": "layerscale", "cmap": "viridis"},
+    "spectrum": {"scale": "layersymlog", "cmap": "RdBu_r"},
+}
 
 
 class SpectrumCallback(Callback):
@@ -55,7 +58,9 @@ class SpectrumCallback(Callback):
     below) and written to disk (see :mod:`nsp_lightning.records`).
 
     Records are numbered by the training epochs completed: record 0 is the baseline,
-    record ``k`` is taken at the end of Lightning's epoch ``k - 1``.
+    record ``k`` is taken at the end of Lightning's epoch ``k - 1``. On resume from a
+    checkpoint (``trainer.fit(..., ckpt_path=...)``) the baseline is not taken again and
+    the series continues where the checkpoint left it, without duplicates.
 
     Probing runs on global rank 0 only, in eval mode, under ``torch.no_grad()`` and with
     autocast disabled, on the model's device; afterwards every module's train/eval flag is
@@ -76,7 +81,8 @@ class SpectrumCallback(Callback):
               ``val_dataloader()`` (``train_dataloader()`` if it has none), taken at fit
               start, after the Trainer has set it up.
 
-            Floating-point probes are cast to the dtype of the model's parameters.
+            The probe moves to the model's device once per fit; floating-point probes are
+            cast to the dtype of the model's parameters.
         layers: names of the layers to log and record (``Activations.layernames``, e.g.
             ``["input", "conv1"]``); all layers by default. The graph always spans every
             layer, since a layer's spectrum depends on all of its ancestors.
@@ -86,9 +92,10 @@ class SpectrumCallback(Callback):
             max-pool argmax and dead ReLU units drop edges); it is rebuilt, with its
             transformer, only when the graph's fingerprint changes, and the rebuild is
             logged.
-        every_n_epochs: record every ``n`` training epochs. Default: every epoch.
-        epochs: record exactly after these numbers of completed epochs (ints ``>= 0``);
-            exclusive with ``every_n_epochs``.
+        every_n_epochs: record every ``n`` training epochs. Default: every epoch. The
+            baseline (record 0) is always taken.
+        epochs: record after exactly these numbers of completed epochs (ints ``>= 0``),
+            and the baseline; exclusive with ``every_n_epochs``.
         dirpath: the record directory. Default: ``<trainer.log_dir>/spectra``, e.g.
             ``lightning_logs/version_0/spectra``; on resume from a checkpoint, the
             checkpoint's record directory, so that the series continues there.
@@ -106,8 +113,9 @@ class SpectrumCallback(Callback):
         - ``nsp/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0
           (``INCL=False`` only).
         - Images, to TensorBoard loggers only: ``nsp/activations/<layer>/probe_<p>`` and
-          ``nsp/spectrum/<layer>/probe_<p>``, heatmaps from :mod:`nsp.render` (spectra on
-          a signed-log scale, since they span hundreds of decades).
+          ``nsp/spectrum/<layer>/probe_<p>``: heatmaps from :mod:`nsp.render`, one pixel
+          per value (TensorBoard enlarges them with crisp pixels), channels as tiles;
+          spectra on a signed-log scale, since they span hundreds of decades.
 
     TensorBoard keeps only 10 images per tag (a random sample of the epochs) unless told
     otherwise. To see every epoch, give it a limit above the number of records::
@@ -179,7 +187,6 @@ class SpectrumCallback(Callback):
         self._probes: list[torch.Tensor] = []
         self._spectrum = _SpectrumAnalysis(self.layers, self.transform, self.INCL)
         self._store: RecordStore | None = None
-        self._upscales: dict[tuple[str, int], int] = {}
 
     @property
     @override
@@ -226,7 +233,6 @@ class SpectrumCallback(Callback):
         device = _module_device(pl_module)
         probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
         self._probes = [probe[i : i + 1] for i in range(probe.shape[0])]
-        self._upscales = {}
         # Checked on every rank so that a bad argument stops all processes alike.
         with _probing(pl_module):
             self._spectrum.check(pl_module, self._probes[0], tuple(self._probe.shape))
@@ -353,27 +359,12 @@ class SpectrumCallback(Callback):
             return
         for p in range(record.num_probes):
             for l, name in enumerate(record.layernames):
-                for kind, values, scale, cmap in (
-                    ("activations", record.activations[p][l], "layerscale", "viridis"),
-                    ("spectrum", record.spectra[p][l], "layersymlog", "RdBu_r"),
-                ):
-                    # Layer shapes never change during a fit: find each layer's upscale once.
-                    image, self._upscales[kind, l] = _heatmap(values, scale, cmap, self._upscales.get((kind, l)))
+                for kind, values in (("activations", record.activations[p][l]), ("spectrum", record.spectra[p][l])):
+                    # One pixel per value: TensorBoard scales images to its cards with crisp pixels.
+                    image = nsp.render.render_layer(values, **_HEATMAPS[kind])
                     tag = f"{_PREFIX}/{kind}/{name}/probe_{p}"
                     for writer in writers:
                         writer.add_image(tag, image, global_step=step, dataformats="HWC")
-
-
-def _heatmap(values: np.ndarray, scale: str, cmap: str, upscale: int | None = None) -> tuple[np.ndarray, int]:
-    """An RGB heatmap from nsp.render, and the upscale used.
-
-    TensorBoard shows images at their pixel size, so small layers are enlarged to about
-    128 px wide; pass the returned upscale back to render a layer of the same shape once.
-    """
-    if upscale is None:
-        width = nsp.render.render_layer(values, scale=scale, cmap=cmap).shape[1]
-        upscale = max(1, min(_MAX_UPSCALE, _IMAGE_WIDTH // width))
-    return nsp.render.render_layer(values, scale=scale, cmap=cmap, upscale=upscale), upscale
 
 
 @dataclasses.dataclass(frozen=True)

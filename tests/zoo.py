@@ -1,11 +1,13 @@
 """A zoo of small test networks, each with one deterministic input.
 
-Every factory returns ``(name, network, x)`` with the network in eval mode and ``x`` a
-batch of one. The networks cover every child type the core supports, alone and composed
-(``nn.Sequential`` children, residual blocks, a two-branch block), plus the two networks of
-the original package (``tests/data/*.npz``), LeNet-5, a deep Tanh chain on which float64
-fails, and pruned networks with dead ReLUs for ``INCL=False``. Everything except the
-networks marked ``slow`` has at most about 3,000 nodes.
+:func:`build` returns ``(name, network, x)`` with the network in eval mode and ``x`` a
+batch of one; the registered factories return ``(network, x)``. The networks cover every
+child type the core supports, alone and composed (``nn.Sequential`` children, residual
+blocks, a two-branch block), plus the two networks of the original package
+(``tests/data/*.npz``), LeNet-5, a deep Tanh chain on which float64 fails, pruned
+networks with dead ReLUs for ``INCL=False``, float64 networks, and float32 subnormal and
+wide-range values. Everything except the networks marked ``slow`` has at most about 3,000
+nodes.
 
 Use :data:`ZOO` (name -> :class:`Entry`), :func:`build`, :func:`params` (pytest parameters,
 slow ones marked) and :func:`cached` (network, input and reference, computed once per
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import strategies as st
 from torch import nn
 
 import reference
@@ -273,10 +276,12 @@ _register("input_activation", _sequential(751, (2, 4, 4), nn.Tanh(), lambda: nn.
 # --------------------------------------------------------------------------- residual blocks
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias, as in torchvision's ResNet."""
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution without bias, as in torchvision's ResNet."""
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
@@ -697,5 +702,4 @@ def random_network(seed: int, max_nodes: int = 1500) -> tuple[str, nn.Module, to
 
 def random_networks():
     """A hypothesis strategy of :func:`random_network` results (seed-driven)."""
-    from hypothesis import strategies as st
     return st.integers(min_value=0, max_value=2**32 - 1).map(random_network)

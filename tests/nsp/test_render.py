@@ -201,6 +201,12 @@ def test_auto_upscale_makes_small_layers_legible():
     assert img.shape[:2] == (128 + 4 + 32, 256)
 
 
+def test_auto_upscale_ignores_long_strips():
+    img = render.render_pattern([np.zeros((1, 8, 8)), np.zeros(4096)], labels=False)
+    # The 8x8 map aims at 256 pixels (32 per value), not at the 4096-pixel strip.
+    assert img.shape[:2] == (256 + 4 + 8, 4096)
+
+
 # -------------------------------------------------------------------------------- flags
 
 
@@ -295,6 +301,14 @@ def test_render_side_by_side_places_activations_left_and_spectrum_right():
     assert cell(img, 0, 1) == mpl_colour(VIRIDIS, Normalize(0, 3)(1.0))
     assert cell(img, 0, 18) == mpl_colour(RDBU, 0.0) and cell(img, 0, 19) == mpl_colour(RDBU, 0.5)
     assert cell(img, 1, 19) == mpl_colour(RDBU, 1.0)
+
+
+def test_side_by_side_separators_suit_each_colormap():
+    two = np.stack([np.zeros((2, 2)), np.ones((2, 2))])  # two channels: a separator column at x=2
+    img = render.render_side_by_side([two], [two], upscale=1, labels=False)
+    assert cell(img, 0, 2) == WHITE  # viridis: white lines
+    assert cell(img, 0, 5 + 16 + 2) == BLACK  # RdBu_r, light in the middle: black lines
+    assert cell(img, 0, 5 + 8) == BLACK  # the canvas between the sides suits both maps
 
 
 # ------------------------------------------------------------------------------- errors

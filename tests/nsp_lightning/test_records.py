@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import nsp
-from nsp.storage import RecordStore, save_npz
+from nsp.storage import RecordStore
 from nsp_lightning import read_header, read_records
 from nsp_lightning.records import make_record, record_name, write_record
 
@@ -77,9 +77,8 @@ def test_reading_a_directory_that_is_not_a_record_directory_fails_clearly(tmp_pa
         read_records(tmp_path)
     store = RecordStore(tmp_path)
     store.start({})
-    save_npz(tmp_path / "epoch-000000.npz", {"x": np.zeros(1)}, {"epoch": 0})
     store.write("epoch-000000", {"x": np.zeros(1)}, {"epoch": 0})
-    with pytest.raises(ValueError, match="epoch-000000.npz lacks 'global_step'; it is not a spectrum record"):
+    with pytest.raises(ValueError, match="epoch-000000.npz lacks 'probes'; it is not a spectrum record"):
         read_records(tmp_path)
 
 

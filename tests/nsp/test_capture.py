@@ -1,0 +1,88 @@
+"""Recording activation patterns: layers, order, copies and errors."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nsp
+
+
+class _TwoStage(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(2).eval()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.bn(x))
+
+
+def test_layers_names_shapes_and_order():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3))
+    acts = nsp.Activations(net, torch.randn(1, 1, 4, 4))
+    assert acts.layernames == ["input", "0", "1", "2"]
+    assert acts.layerdescriptions[0] == "Input[1, 1, 4, 4]"
+    assert acts.layerdescriptions[1] is net[0]
+    assert acts.shapes == [(1, 4, 4), (2, 2, 2), (8,), (3,)]
+
+
+def test_in_place_ops_do_not_overwrite_recorded_layers():
+    net = _TwoStage().eval()
+    x = torch.randn(1, 2, 3, 3)
+    acts = nsp.Activations(net, x)
+    expected_bn = net.bn(x)[0]
+    torch.testing.assert_close(acts.layeractivations[1], expected_bn)
+    torch.testing.assert_close(acts.layeractivations[2], F.relu(expected_bn))
+    assert (acts.layeractivations[1] < 0).any()
+
+
+def test_vector_round_trip():
+    net = nn.Sequential(nn.Linear(3, 2), nn.Tanh())
+    acts = nsp.Activations(net, torch.randn(1, 3))
+    vector = acts.to_vector()
+    assert isinstance(vector, list) and len(vector) == 7
+    again = acts.to_activations(np.array(vector) * 2)
+    torch.testing.assert_close(again.layeractivations[1], acts.layeractivations[1].double() * 2)
+    assert again.layernames == acts.layernames
+    with pytest.raises(ValueError, match="has 6 values, but the pattern has 7 nodes"):
+        acts.to_activations(vector[:-1])
+
+
+def test_batch_of_more_than_one_input_is_refused():
+    with pytest.raises(ValueError, match=r"single input with a batch dimension of size 1, got shape \[2, 3\]"):
+        nsp.Activations(nn.Linear(3, 2), torch.randn(2, 3))
+
+
+def test_bad_argument_types():
+    with pytest.raises(TypeError, match="`network` to be a torch.nn.Module"):
+        nsp.Activations(lambda x: x, torch.randn(1, 3))
+    with pytest.raises(TypeError, match="`input` to be a torch.Tensor"):
+        nsp.Activations(nn.Linear(3, 2), [[1.0, 2.0, 3.0]])
+
+
+def test_child_called_twice_is_refused():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    with pytest.raises(ValueError, match="child 'fc' .* ran more than once"):
+        nsp.Activations(Twice(), torch.randn(1, 3))
+
+
+def test_child_with_tuple_output_is_refused():
+    net = nn.Sequential(nn.MaxPool2d(2, return_indices=True))
+    with pytest.raises(TypeError, match="child '0' \\(MaxPool2d\\) returned tuple"):
+        nsp.Activations(net, torch.randn(1, 1, 4, 4))
+
+
+def test_hooks_are_removed_even_after_an_error():
+    net = nn.Sequential(nn.MaxPool2d(2, return_indices=True))
+    with pytest.raises(TypeError):
+        nsp.Activations(net, torch.randn(1, 1, 4, 4))
+    assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks

@@ -1,0 +1,95 @@
+"""Product relations against dense boolean matrices (the obviously right reference)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nsp.relations import Relation, StructureError, Term, coarsening, refinement
+
+
+def _random_factor(rng, p, q, kind):
+    if kind == "ones":
+        return np.ones((p, q), bool)
+    if kind == "eye" and p == q:
+        return np.eye(p, dtype=bool)
+    return rng.random((p, q)) < 0.5
+
+
+@st.composite
+def terms(draw, out_dims=None, in_dims=None):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n = draw(st.integers(1, 3))
+    out_dims = out_dims or tuple(draw(st.integers(1, 4)) for _ in range(n))
+    in_dims = in_dims or tuple(draw(st.integers(1, 4)) for _ in range(len(out_dims)))
+    kinds = [draw(st.sampled_from(["ones", "eye", "random"])) for _ in out_dims]
+    return Term(tuple(_random_factor(rng, p, q, k) for p, q, k in zip(out_dims, in_dims, kinds)))
+
+
+def _bool_product(a, b):
+    return (a.astype(int) @ b.astype(int)) > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_compose_matches_dense_boolean_product(data):
+    inner = data.draw(terms())
+    # The outer term's in-space is the inner's out-space, factored differently.
+    n_mid = inner.n_out
+    split = data.draw(st.sampled_from([d for d in range(1, n_mid + 1) if n_mid % d == 0]))
+    outer_in = (split, n_mid // split)
+    outer = data.draw(terms(out_dims=(data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))), in_dims=outer_in))
+    try:
+        composed = outer.compose(inner)
+    except StructureError:
+        return  # refusing is allowed; a wrong answer is not
+    np.testing.assert_array_equal(composed.dense(), _bool_product(outer.dense(), inner.dense()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_union_counts_and_edges_match_dense(data):
+    a = data.draw(terms())
+    b = data.draw(terms(out_dims=a.out_dims, in_dims=a.in_dims))
+    c = data.draw(terms(out_dims=a.out_dims, in_dims=a.in_dims))
+    rel = Relation.of(a).union(Relation.of(b)).union(Relation.of(c))
+    dense = a.dense() | b.dense() | c.dense()
+    assert rel.nnz() == int(dense.sum())
+    np.testing.assert_array_equal(rel.dense(), dense)
+    out_idx, in_idx = rel.edges()
+    rebuilt = np.zeros_like(dense)
+    rebuilt[out_idx, in_idx] = True
+    np.testing.assert_array_equal(rebuilt, dense)
+
+
+def test_union_prunes_contained_terms():
+    big = Term((np.ones((2, 3), bool), np.eye(4, dtype=bool)))
+    small = Term((np.eye(2, 3, dtype=bool), np.eye(4, dtype=bool)))
+    assert Relation.of(big).union(Relation.of(small)).terms == (big,)
+
+
+def test_mixed_radix_helpers():
+    assert refinement((8, 2, 2), (32,)) == (8, 2, 2)
+    assert refinement((6, 4), (4, 6)) is None
+    assert coarsening((6, 4), (4, 6)) == (24,)
+
+
+def test_flatten_then_linear_keeps_per_axis_factors():
+    conv_like = Term((np.ones((3, 2), bool), np.eye(4, dtype=bool), np.eye(5, dtype=bool)))
+    linear = Term((np.ones((7, 60), bool),))
+    composed = linear.compose(Term.identity((60,)).compose(conv_like))
+    assert max(f.size for f in composed.factors) <= 7 * 4 * 5
+    np.testing.assert_array_equal(composed.dense(), np.ones((7, 40), bool))
+
+
+def test_refuses_instead_of_materialising_huge_factors(monkeypatch):
+    import nsp.relations as relations
+
+    monkeypatch.setattr(relations, "MAX_FACTOR_ENTRIES", 100)
+    a = Term((np.eye(6, dtype=bool)[:, ::-1].copy(), np.eye(4, dtype=bool)))
+    b = Term((np.eye(4, dtype=bool)[::-1].copy(), np.eye(6, dtype=bool)))
+    with pytest.raises(StructureError, match="entry matrix"):
+        a.compose(b)
+    assert math.prod(a.in_dims) == math.prod(b.out_dims)

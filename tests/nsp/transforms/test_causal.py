@@ -1,0 +1,108 @@
+"""The exact causal transform: integer limbs, rounding, and the operator interface."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import nsp
+import reference
+import zoo
+from nsp.transforms import causal
+from nsp.transforms.causal import _decompose, _from_limbs, _integer_scale, _normalize, _to_limbs
+
+floats = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True, width=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(floats, min_size=1, max_size=12), st.sampled_from([8, 16, 31, 32]))
+def test_limbs_hold_floats_exactly_and_round_back(values, b):
+    x = np.array([values])
+    m, e, neg = _decompose(x)
+    emin, bits = _integer_scale(m, e)
+    k = -(-(bits + 2) // b) + 1
+    limbs = _to_limbs(m, e, neg, emin, b, k)
+    for j, v in enumerate(values):
+        exact = sum(int(limbs[i, 0, j]) << (i * b) for i in range(k))
+        assert Fraction(exact) * Fraction(2) ** int(emin[0]) == Fraction(v)
+    _normalize(limbs, b)
+    np.testing.assert_array_equal(_from_limbs(limbs, b, emin), x)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-(2**300), 2**300), st.integers(-200, 200), st.sampled_from([16, 24, 32]))
+def test_from_limbs_rounds_correctly(value, exponent, b):
+    k = 300 // b + 3
+    limbs = np.array([[[(abs(value) >> (i * b)) & ((1 << b) - 1)]] for i in range(k)], dtype=np.int64)
+    if value < 0:
+        limbs = -limbs
+    _normalize(limbs, b)
+    got = _from_limbs(limbs, b, np.array([exponent]))[0, 0]
+    assert got == float(Fraction(value) * Fraction(2) ** exponent)
+
+
+def _operator(name, incl=True):
+    net, x, _ = zoo.cached(name, incl)
+    acts = nsp.Activations(net, x)
+    return nsp.NNGraph(acts, INCL=incl).get_transformer(), acts
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_batch_equals_stack_of_singles(incl):
+    op, _ = _operator("mnist_tutorial_net", incl)
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((3, op.n)) * np.logspace(-30, 30, op.n)
+    out = op.forward(batch)
+    for p in range(3):
+        np.testing.assert_array_equal(out[p], op.forward(batch[p]))
+
+
+@pytest.mark.parametrize("name", ["readme_net", "basicblock_downsample", "pruned_cnn"])
+@pytest.mark.parametrize("incl", [True, False])
+def test_inverse_is_exact_zeta(name, incl):
+    _, _, ref = zoo.cached(name, incl)
+    op, _ = _operator(name, incl)
+    rng = np.random.default_rng(1)
+    spectrum = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
+    # s = ŝ + Σ over strict ancestors (the reference's own closure), in exact integers.
+    scale = max(Fraction(v).denominator for v in spectrum)
+    ints = np.array([int(Fraction(v) * scale) for v in spectrum], dtype=object)
+    exact = [float(Fraction(int(v), scale)) for v in ints[: ref.edges[0].shape[1]]]
+    for anc in reference.ancestor_matrices(ref.edges):
+        start = anc.shape[1]
+        for x in range(anc.shape[0]):
+            total = ints[start + x] + sum(ints[: start][anc[x]], 0)
+            exact.append(float(Fraction(int(total), scale)))
+    np.testing.assert_array_equal(op.inverse(spectrum), np.array(exact))
+
+
+def test_forward_is_correctly_rounded_on_a_tiny_net():
+    net = nn.Sequential(nn.Linear(2, 1))
+    acts = nsp.Activations(net, torch.tensor([[0.1, 1e-30]]))
+    s = acts.to_numpy()
+    spectrum = nsp.NNGraph(acts).transform(acts).to_numpy()
+    exact = Fraction(s[2]) - Fraction(s[0]) - Fraction(s[1])
+    assert spectrum[2] == float(exact)
+    np.testing.assert_array_equal(spectrum[:2], s[:2])
+
+
+def test_bitset_memory_limit_gives_estimate(monkeypatch):
+    monkeypatch.setattr(causal, "BITSET_MEMORY_LIMIT", 16)
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    acts = nsp.Activations(net, torch.randn(1, 8))
+    with pytest.raises(MemoryError, match=r"GiB of ancestor bitsets"):
+        nsp.NNGraph(acts, INCL=False).get_transformer()
+
+
+def test_operator_rejects_bad_signals():
+    op, _ = _operator("readme_net")
+    with pytest.raises(ValueError, match=r"expected `signal` of shape"):
+        op.forward(np.zeros(op.n + 1))
+    bad = np.zeros(op.n)
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        op.forward(bad)
