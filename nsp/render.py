@@ -22,8 +22,9 @@ Colour scales
 The signed log is ``f(x) = sign(x) * log10(1 + |x| / t)`` (see `signed_log10`). It is
 nearly linear for ``|x| << t`` and ``log10|x| - log10 t`` for ``|x| >> t``, so one
 colour step stands for a fixed number of decades. Unless given, ``t`` is the smallest
-nonzero ``|x|`` of the layer (or pattern): every nonzero value then lies at least
-``log10 2`` from the centre, and the colormap spans exactly the decades the data hold.
+nonzero ``|x|`` of the layer (or pattern): the colormap then spans exactly the decades
+the data hold, and the smallest nonzero value sits ``log10 2`` from 0 on that axis
+(with 256 colours, a colour apart from 0 while the layer spans at most about 38 decades).
 Spectra span hundreds of decades (GUIDE §3, fact 5), which no linear scale can show.
 
 Only finite values set a range. Values outside it take the colormap's end colours.

@@ -258,8 +258,19 @@ class RecordStore:
         return self.manifest()["header"]
 
     def entries(self) -> list[dict[str, Any]]:
-        """The manifest's entries, one per record, in the order written."""
-        return self.manifest()["records"]
+        """The manifest's entries, one per record, in the order written.
+
+        Raises
+        ------
+        ValueError
+            If an entry lacks its name or names a file outside the directory.
+        """
+        entries = self.manifest()["records"]
+        for entry in entries:
+            file = entry.get("file") if isinstance(entry, dict) else None
+            if not isinstance(file, str) or "name" not in entry or Path(file).name != file or file in ("", ".", ".."):
+                raise ValueError(f"nsp.storage: {self.manifest_path} has an invalid record entry {entry!r}")
+        return entries
 
     def names(self) -> list[str]:
         """The names of the records, in the order written."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 import nsp.energy
-from nsp.storage import RecordStore
+from nsp.storage import RecordStore, load_npz
 
 __all__ = ["SpectrumRecord", "make_record", "record_name", "write_record", "read_header", "read_records"]
 
@@ -245,5 +245,5 @@ def read_records(dirpath: str | os.PathLike) -> list[SpectrumRecord]:
         If the manifest or a record file it lists is not readable.
     """
     store = RecordStore(dirpath)
-    records = [_from_rows(*store.read(name), where=f"{store.directory / name}.npz") for name in store.names()]
-    return sorted(records, key=lambda r: r.epoch)
+    paths = [store.directory / entry["file"] for entry in store.entries()]
+    return sorted((_from_rows(*load_npz(path), where=str(path)) for path in paths), key=lambda r: r.epoch)

@@ -170,6 +170,16 @@ def _to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarr
     """Exact limbs ``(k, P, N)`` of ``±m · 2^(e - emin)``."""
     shift = e - emin[:, None]
     mask = np.int64((1 << b) - 1)
+    if int(shift.max(initial=0)) + 53 <= min(62, 2 * b - 1):
+        # Every value is an int64 already and two limbs hold it (the rest are zero). Limb 1
+        # may be negative: the representation need not be normalised, only bounded.
+        v = (m >> np.maximum(-shift, 0)) << np.maximum(shift, 0)
+        np.negative(v, out=v, where=negative)
+        out = np.zeros((k,) + m.shape, dtype=np.int64)
+        out[0] = v & mask
+        if k > 1:
+            out[1] = v >> b
+        return out
     out = np.empty((k,) + m.shape, dtype=np.int64)
     for j in range(k):
         r = j * b - shift
@@ -190,31 +200,53 @@ def _normalize(x: np.ndarray, b: int) -> None:
 
 
 def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
-    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``.
+    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``."""
+    k, shape = x.shape[0], x.shape[1:]
+    flat = x.reshape(k, -1)
+    scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
+    # Values that fit in an int64 are converted by the hardware, which rounds correctly.
+    # With limbs normalised, a value fits when the limbs above the second are all zero
+    # (non-negative) or the sign extension of -1 (negative), and the second is in range.
+    head = 1 << (62 - b)
+    if k == 1:
+        low, fits = flat[0], np.ones(flat.shape[1], dtype=bool)
+    else:
+        # For b = 32 this wraps modulo 2^64, which is exactly right for the negative case.
+        low = flat[0] + (flat[1] << b)
+        if k == 2:
+            fits = np.abs(flat[1]) < head
+        else:
+            zero_above = ~flat[2:].any(axis=0)
+            minus_one_above = (flat[2:-1] == (1 << b) - 1).all(axis=0) & (flat[-1] == -1)
+            fits = (zero_above & (flat[1] < head)) | (minus_one_above & (flat[1] >= (1 << b) - head))
+            if b < 32:
+                low = np.where(minus_one_above, low - (np.int64(1) << (2 * b)), low)
+    out = np.empty(flat.shape[1], dtype=np.float64)
+    out[fits] = np.ldexp(low[fits].astype(np.float64), scale[fits].astype(np.int32))
+    rest = ~fits
+    if rest.any():
+        out[rest] = _round_window(flat[:, rest], b, scale[rest])
+    return out.reshape(shape)
+
+
+def _round_window(x: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
+    """The general case of ``_from_limbs`` on ``(k, M)`` limbs.
 
     The top 63 bits of each magnitude go into one int64, with a sticky bit for anything
     below, so the hardware int64→float64 conversion rounds exactly once.
     """
-    shape = x.shape[1:]
-    if x.shape[0] == 1 or (x.shape[0] == 2 and b == 32):
-        # The value fits in an int64 (the limb count leaves two bits of headroom), and
-        # the hardware conversion rounds it correctly.
-        v = x[0] if x.shape[0] == 1 else (x[1] << 32) | x[0]
-        return np.ldexp(v.astype(np.float64), emin.astype(np.int32)[:, None])
     negative = x[-1] < 0
     if negative.any():
         x = np.where(negative[None], -x, x)
         _normalize(x, b)
-    k = x.shape[0]
-    flat = x.reshape(k, -1)
-    count = flat.shape[1]
-    nonzero = flat != 0
+    k, count = x.shape
+    nonzero = x != 0
     top = np.full(count, -1, dtype=np.int64)
     for j in range(k):
         top[nonzero[j]] = j
     window = math.ceil(62 / b) + 1
     column = np.arange(count)
-    linear = flat.reshape(-1)
+    linear = x.reshape(-1)
 
     def limb(offset: int) -> np.ndarray:
         idx = top - offset
@@ -235,10 +267,9 @@ def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
         idx = top - window
         sticky |= np.where(idx >= 0, below[np.maximum(idx, 0) * count + column], False)
     t |= sticky
-    exponent = top * b + b0 - bits + np.repeat(emin, count // max(1, emin.size))
+    exponent = top * b + b0 - bits + scale
     out = np.ldexp(t.astype(np.float64), exponent.astype(np.int32))
     out[top < 0] = 0.0
-    out = out.reshape(shape)
     return np.where(negative, -out, out)
 
 

@@ -127,6 +127,10 @@ def test_record_store_errors_name_the_problem(tmp_path):
     save_json(tmp_path / "manifest.json", {"format": "nsp-records", "version": 99, "header": {}, "records": []})
     with pytest.raises(ValueError, match="has version 99"):
         store.names()
+    manifest = {"format": "nsp-records", "version": 1, "header": {}, "records": [{"name": "x", "file": "../x.npz"}]}
+    save_json(tmp_path / "manifest.json", manifest)
+    with pytest.raises(ValueError, match="invalid record entry"):
+        store.names()
     save_json(tmp_path / "manifest.json", {"format": "other"})
     with pytest.raises(ValueError, match="is not an 'nsp-records' manifest"):
         store.names()

@@ -146,6 +146,18 @@ def test_scalars_go_to_other_loggers_too(tmp_path):
     assert cb.dirpath == os.path.join(csv_logger.log_dir, "spectra")
 
 
+class _Validated(TinyNet):
+    def validation_step(self, batch, batch_idx) -> None:
+        self.log("val_loss", torch.nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+
+def test_sanity_check_and_validation_add_no_records(tmp_path):
+    cb = SpectrumCallback(probe(1), dirpath=tmp_path)
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, num_sanity_val_steps=2), callbacks=[cb])
+    trainer.fit(_Validated(), loader(), loader())
+    assert [(r.epoch, r.global_step) for r in read_records(tmp_path)] == [(0, 0), (1, 2), (2, 4)]
+
+
 def test_log_step_global_step(tmp_path):
     cb = SpectrumCallback(probe(1), layers=["fc"], log_step="global_step")
     trainer = fit([cb], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=2)

@@ -1,0 +1,83 @@
+"""``nsp-report``: turn a run's spectrum records into an offline HTML (and PDF) report.
+
+    nsp-report lightning_logs/version_0 -o report.html --pdf
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+Write a self-contained HTML report of the spectrum records that SpectrumCallback wrote:
+run and model summary, per-layer spectral energy across epochs, energy shares, and
+activation and spectrum heatmaps at up to 8 selected epochs with an epoch slider. The
+page embeds its images and opens from disk without a network.
+"""
+
+_EPILOG = """\
+examples:
+  nsp-report lightning_logs/version_0
+  nsp-report lightning_logs/version_0/spectra -o out/report.html --pdf
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nsp-report",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="the record directory (SpectrumCallback.dirpath, by default <log_dir>/spectra) "
+        "or a directory that contains exactly one, e.g. lightning_logs/version_0",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="the HTML file to write, or a directory to write report.html in (default: RUN_DIR/report.html)",
+    )
+    parser.add_argument("--pdf", action="store_true", help="also write a PDF with the same content (OUT with .pdf)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nsp-report`` with ``argv`` (default: the command line).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after the program name.
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 1 if the report could not be written (the
+        reason is printed to stderr). ``--help`` and usage errors exit through
+        argparse (status 0 and 2).
+    """
+    args = _parser().parse_args(argv)
+    # Imported here so that --help answers without loading torch and matplotlib.
+    from nsp_lightning.report import report
+
+    try:
+        html = report(args.run_dir, args.output, pdf=args.pdf, progress=not args.quiet)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"nsp-report: error: {err}", file=sys.stderr)
+        return 1
+    print(html)
+    if args.pdf:
+        print(html.with_suffix(".pdf"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

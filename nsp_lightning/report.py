@@ -1,0 +1,758 @@
+"""Offline report: a run's spectrum records as one self-contained HTML page (and a PDF).
+
+:func:`report` reads what :class:`~nsp_lightning.SpectrumCallback` wrote (with
+:func:`~nsp_lightning.read_header` and :func:`~nsp_lightning.read_records`) and writes one
+HTML file that needs nothing else: images are inline PNG data URIs, styles and the small
+epoch-slider script are inline, and nothing is fetched from the network. The command
+``nsp-report`` (:mod:`nsp_lightning.cli`) calls it.
+
+The report has these sections:
+
+- **Run**: the model, transform, INCL, probes and recorded epochs.
+- **Model**: the recorded layers with their shapes and neuron counts (and, where the
+  record header holds them, module descriptions and edge counts).
+- **Spectral energy**: per probe, log10 Σ ŝ² of every layer across epochs, as lines and as a
+  layer × epoch heatmap (:func:`nsp.render.energy_over_epochs`).
+- **Energy share**: per probe, each layer's share of the total spectral energy
+  (:func:`nsp.energy.energy_share`) at the selected epochs.
+- **Activations and spectra**: per probe, heatmaps of every layer's activations beside its
+  spectrum (:func:`nsp.render.render_side_by_side`) at the selected epochs, with an epoch
+  slider. At most eight epochs are selected: the first, the last and evenly spaced ones
+  between, so that a run of hundreds of epochs still gives a small page.
+- **Graph rebuilds** (INCL=False only): the records at which a probe's data-dependent graph
+  changed.
+- **Conditioning**, only where the records carry a per-layer conditioning indicator.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import math
+import os
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+from PIL import Image  # pillow: a dependency of matplotlib
+
+import nsp
+import nsp.energy
+import nsp.render
+from nsp.storage import MANIFEST
+from nsp_lightning.records import SpectrumRecord, read_header, read_records
+
+__all__ = ["report"]
+
+HEATMAP_EPOCHS = 8
+"""The most epochs whose heatmaps a report shows (the first, the last and some between)."""
+
+_DEFAULT_NAME = "report.html"
+_TRANSFORMS = {
+    "standard": "standard: the causal (Möbius) Fourier transform",
+    "laplacian": "laplacian: the graph-Laplacian Fourier transform",
+}
+# Above this many epochs the energy heatmap labels every k-th column only.
+_MAX_TICKS = 20
+_PDF_PAGE = (8.27, 11.69)  # A4, inches
+_PDF_LINES = 72
+_PDF_COLUMNS = 100
+
+
+# ---------------------------------------------------------------------------------------
+# Content: what a report shows, independent of HTML or PDF
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cell:
+    text: str
+    share: float | None = None  # draws a bar of this fraction behind the text
+    title: str | None = None  # tooltip
+
+
+@dataclass(frozen=True)
+class _Facts:
+    items: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class _Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class _Table:
+    caption: str
+    headers: list[str]
+    rows: list[list[_Cell]]
+
+
+@dataclass(frozen=True)
+class _Image:
+    png: bytes
+    width: int
+    height: int
+    alt: str
+
+
+@dataclass(frozen=True)
+class _Chart:
+    figure: Figure
+    image: _Image
+
+
+@dataclass(frozen=True)
+class _Frame:
+    label: str
+    image: _Image
+
+
+@dataclass(frozen=True)
+class _Film:
+    caption: str
+    frames: list[_Frame]
+
+
+@dataclass
+class _Section:
+    id: str
+    title: str
+    blocks: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Document:
+    title: str
+    subtitle: str
+    sections: list[_Section]
+    footer: str
+
+
+class _Progress:
+    """A progress bar on a text stream: redrawn in place on a terminal, every 10 % otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.done, self.stream = max(total, 1), 0, stream
+        self._tty = stream is not None and stream.isatty()
+        self._printed = -1
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        if self.stream is None:
+            return
+        tenth = 10 * self.done // self.total
+        if not self._tty and tenth == self._printed:
+            return
+        self._printed = tenth
+        filled = 30 * self.done // self.total
+        line = f"nsp-report [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {what}"
+        if self._tty:
+            self.stream.write(f"\r{line[:110]:<110}")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None and self._tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _png(rgb: np.ndarray, alt: str) -> _Image:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return _Image(buffer.getvalue(), rgb.shape[1], rgb.shape[0], alt)
+
+
+def _chart(figure: Figure, alt: str) -> _Chart:
+    return _Chart(figure, _png(nsp.render.figure_to_rgb(figure), alt))
+
+
+def _sample(count: int, most: int) -> list[int]:
+    """Up to ``most`` indices out of ``range(count)``: the first, the last and evenly spaced ones."""
+    return sorted({int(round(x)) for x in np.linspace(0, count - 1, min(count, most))})
+
+
+def _epochs_text(epochs: Sequence[int]) -> str:
+    """Runs of consecutive epochs as ranges: ``0–3, 5, 10–12``."""
+    runs: list[list[int]] = []
+    for epoch in epochs:
+        if runs and epoch == runs[-1][1] + 1:
+            runs[-1][1] = epoch
+        else:
+            runs.append([epoch, epoch])
+    parts = [str(a) if a == b else f"{a}–{b}" for a, b in runs]
+    if len(parts) > 12:
+        parts = [*parts[:6], "…", *parts[-5:]]
+    return ", ".join(parts)
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _share_text(share: float) -> str:
+    if share == 0:
+        return "0"
+    if share >= 1e-3:
+        return f"{100 * share:.1f} %"
+    return f"{share:.0e}"
+
+
+def _log10_text(value: float) -> str:
+    return {-math.inf: "energy 0", math.inf: "overflow"}.get(value, f"{value:.2f}")
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(s) for s in shape) or "scalar"
+
+
+def _run_facts(directory: Path, header: dict[str, Any], records: list[SpectrumRecord]) -> _Facts:
+    epochs = [r.epoch for r in records]
+    steps = [r.global_step for r in records]
+    shapes = header.get("shapes", [])
+    seconds = [r.seconds for r in records]
+    probe_shape = header.get("probe_shape", [])
+    incl = header.get("INCL")
+    if incl is False:
+        graph = f"False: each probe's data-dependent graph (Jacobian nonzeros), rebuilt when it changes"
+    else:
+        graph = "True: the structural graph, the same for every probe and epoch"
+    items = [
+        ("records", str(directory)),
+        ("model", str(header.get("model", "?"))),
+        ("transform", _TRANSFORMS.get(header.get("transform", ""), str(header.get("transform", "?")))),
+        ("INCL", graph),
+        ("probes", f"{records[0].num_probes} input(s) of shape {_shape_text(probe_shape[1:])}"),
+        (
+            "epochs",
+            f"{len(records)} record(s) at epochs {_epochs_text(epochs)} (global steps {min(steps)}–{max(steps)});"
+            " epoch 0 is the baseline before training",
+        ),
+        ("recorded layers", f"{len(records[0].layernames)}, {_count(sum(int(np.prod(s)) for s in shapes))} neurons"),
+    ]
+    edges = header.get("edges")
+    if edges is not None:
+        items.append(("graph edges", _count(sum(edges) if isinstance(edges, list) else int(edges))))
+    items.append(("time per record", f"{np.mean(seconds):.3g} s on average, {max(seconds):.3g} s at most"))
+    return _Facts(items)
+
+
+def _model_table(header: dict[str, Any], layernames: Sequence[str]) -> _Table:
+    shapes = header.get("shapes", [[] for _ in layernames])
+    modules = header.get("modules")
+    edges = header.get("edges")
+    per_layer_edges = edges if isinstance(edges, list) and len(edges) == len(layernames) else None
+    headers = ["#", "layer"] + (["module"] if modules else []) + ["shape", "neurons"]
+    headers += ["edges in"] if per_layer_edges else []
+    rows = []
+    for i, (name, shape) in enumerate(zip(layernames, shapes)):
+        row = [_Cell(str(i)), _Cell(name)] + ([_Cell(str(modules[i]))] if modules else [])
+        row += [_Cell(_shape_text(shape)), _Cell(_count(int(np.prod(shape))))]
+        row += [_Cell(_count(int(per_layer_edges[i])))] if per_layer_edges else []
+        rows.append(row)
+    total = [_Cell(""), _Cell("total")] + ([_Cell("")] if modules else [])
+    total += [_Cell(""), _Cell(_count(sum(int(np.prod(s)) for s in shapes)))]
+    total += [_Cell(_count(sum(int(e) for e in per_layer_edges)))] if per_layer_edges else []
+    return _Table("Recorded layers, in execution order", headers, rows + [total])
+
+
+def _energy_charts(records: list[SpectrumRecord], p: int, progress: _Progress) -> list[_Chart]:
+    epochs = [r.epoch for r in records]
+    names = list(records[0].layernames)
+    energy = np.stack([r.log10_energy[p] for r in records])
+    lines, _ = nsp.render.energy_over_epochs(energy, epochs, names, kind="lines")
+    lines.axes[0].set_title(f"probe {p}: log10 spectral energy per layer")
+    charts = [_chart(lines, f"probe {p}: log10 spectral energy of every layer against the epoch")]
+    progress.step(f"energy lines, probe {p}")
+    width = min(11.0, 3.0 + 0.3 * len(epochs))
+    figure = Figure(figsize=(width, 1.2 + 0.3 * max(len(names), 2)), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    _, ax = nsp.render.energy_over_epochs(energy, epochs, names, kind="heatmap", ax=figure.add_subplot())
+    if len(epochs) > _MAX_TICKS:
+        ticks = list(range(0, len(epochs), math.ceil(len(epochs) / _MAX_TICKS)))
+        ax.set_xticks(ticks, [str(epochs[i]) for i in ticks])
+    ax.set_title(f"probe {p}: log10 spectral energy, layer × epoch", fontsize=10)
+    charts.append(_chart(figure, f"probe {p}: heatmap of log10 spectral energy, layers by epochs"))
+    progress.step(f"energy heatmap, probe {p}")
+    return charts
+
+
+def _share_table(records: list[SpectrumRecord], chosen: list[int], p: int) -> _Table:
+    names = records[0].layernames
+    shares = [nsp.energy.energy_share(list(records[i].spectra[p])) for i in chosen]
+    rows = []
+    for l, name in enumerate(names):
+        row = [_Cell(name)]
+        for i, share in zip(chosen, shares):
+            log10 = float(records[i].log10_energy[p, l])
+            row.append(_Cell(_share_text(float(share[l])), float(share[l]), f"log10 energy {_log10_text(log10)}"))
+        rows.append(row)
+    headers = ["layer"] + [f"epoch {records[i].epoch}" for i in chosen]
+    return _Table(f"probe {p}: share of the total spectral energy", headers, rows)
+
+
+def _film(records: list[SpectrumRecord], chosen: list[int], p: int, progress: _Progress) -> _Film:
+    frames = []
+    names = list(records[0].layernames)
+    for i in chosen:
+        record = records[i]
+        rgb = nsp.render.render_side_by_side(list(record.activations[p]), list(record.spectra[p]), names)
+        label = f"epoch {record.epoch} (global step {record.global_step})"
+        frames.append(_Frame(label, _png(rgb, f"probe {p}, {label}: activations and spectrum of every layer")))
+        progress.step(f"heatmaps, probe {p}, epoch {record.epoch}")
+    return _Film(f"probe {p}", frames)
+
+
+def _rebuild_section(records: list[SpectrumRecord]) -> _Section:
+    section = _Section("rebuilds", "Graph rebuilds")
+    rebuilt = [i for i, r in enumerate(records) if r.rebuilt]
+    probes = records[0].num_probes
+    distinct = [len({r.fingerprints[p] for r in records}) for p in range(probes)]
+    section.blocks.append(
+        _Text(
+            "With INCL=False each probe's graph depends on the weights' zero pattern and on the probe's activity "
+            "(dead ReLU units, max-pool winners). The callback rebuilds a graph and its transformer when its "
+            f"fingerprint changes. It did so at {len(rebuilt)} of {len(records)} records; distinct graphs per probe: "
+            f"{', '.join(str(d) for d in distinct)}."
+        )
+    )
+    rows = []
+    for i in [0, *rebuilt]:
+        record = records[i]
+        before = records[i - 1].fingerprints if i else None
+        changed = [p for p in range(probes) if before is None or record.fingerprints[p] != before[p]]
+        what = "initial graphs" if before is None else ", ".join(str(p) for p in changed) or "—"
+        rows.append([
+            _Cell(str(record.epoch)),
+            _Cell(str(record.global_step)),
+            _Cell(what),
+            _Cell(" ".join(record.fingerprints)),
+        ])
+    headers = ["epoch", "global step", "probes with a new graph", "fingerprints (one per probe)"]
+    section.blocks.append(_Table("Records whose graphs were built anew", headers, rows))
+    return section
+
+
+def _conditioning(records: list[SpectrumRecord]) -> list[np.ndarray] | None:
+    # Records gain a per-layer conditioning indicator in a later record format; show it where present.
+    values = [getattr(r, "conditioning", None) for r in records]
+    if any(v is None for v in values):
+        return None
+    return [np.asarray(v, dtype=np.float64) for v in values]
+
+
+def _conditioning_section(records: list[SpectrumRecord], values: list[np.ndarray], chosen: list[int]) -> _Section:
+    section = _Section("conditioning", "Conditioning per layer")
+    section.blocks.append(
+        _Text(
+            "Spectra are exact for the recorded activations, but they are extremely sensitive to the activations "
+            "themselves. The indicator below, recorded per layer, tells which layers' spectra rounding in the "
+            "forward pass may dominate."
+        )
+    )
+    names = records[0].layernames
+    for p in range(records[0].num_probes):
+        rows = [
+            [_Cell(name)] + [_Cell(f"{values[i][p, l]:.3g}") for i in chosen] for l, name in enumerate(names)
+        ]
+        headers = ["layer"] + [f"epoch {records[i].epoch}" for i in chosen]
+        section.blocks.append(_Table(f"probe {p}: conditioning indicator", headers, rows))
+    return section
+
+
+def _document(directory: Path, header: dict[str, Any], records: list[SpectrumRecord], progress: _Progress) -> _Document:
+    probes = records[0].num_probes
+    chosen = _sample(len(records), HEATMAP_EPOCHS)
+    chosen_text = ", ".join(str(records[i].epoch) for i in chosen)
+
+    run = _Section("run", "Run", [_run_facts(directory, header, records)])
+    model = _Section("model", "Model", [_model_table(header, records[0].layernames)])
+
+    energy = _Section("energy", "Spectral energy per layer")
+    energy.blocks.append(
+        _Text(
+            "Spectral energy is Σ ŝ² over a layer's spectral coefficients, shown as log10 because it spans hundreds "
+            "of decades. Grey heatmap cells and gaps in the lines mark a zero (or non-finite) energy."
+        )
+    )
+    for p in range(probes):
+        energy.blocks.extend(_energy_charts(records, p, progress))
+
+    share = _Section("share", "Share of energy per layer")
+    share.blocks.append(
+        _Text(
+            f"Each layer's share of the probe's total spectral energy, at epochs {chosen_text}. "
+            "Hover over a cell for its log10 energy."
+        )
+    )
+    share.blocks.extend(_share_table(records, chosen, p) for p in range(probes))
+
+    heatmaps = _Section("heatmaps", "Activations and spectra")
+    heatmaps.blocks.append(
+        _Text(
+            f"Per probe, every layer's activations (left, linear colour scale per layer) beside its spectrum "
+            f"(right, signed log10 per layer, since spectra span hundreds of decades), at epochs {chosen_text}"
+            + (f" (selected from {len(records)} records)" if len(chosen) < len(records) else "")
+            + ". Use the slider to step through the epochs."
+        )
+    )
+    heatmaps.blocks.extend(_film(records, chosen, p, progress) for p in range(probes))
+
+    sections = [run, model, energy, share, heatmaps]
+    if header.get("INCL") is False:
+        sections.append(_rebuild_section(records))
+    conditioning = _conditioning(records)
+    if conditioning is not None:
+        sections.append(_conditioning_section(records, conditioning, chosen))
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return _Document(
+        title=f"Spectral report: {header.get('model', 'model')}",
+        subtitle=str(directory),
+        sections=sections,
+        footer=f"Written by nsp-lightning {nsp.__version__} (nsp_lightning.report) on {now}.",
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------
+
+_CSS = """
+:root { color-scheme: light; --ink: #1b1f24; --muted: #5b6470; --rule: #d8dde3; --bar: #c9dcf2; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
+       background: #f6f7f9; }
+header.top { background: #1b1f24; color: #fff; padding: 1.2rem 2rem; }
+header.top h1 { margin: 0; font-size: 1.5rem; }
+header.top p { margin: .2rem 0 0; color: #aeb6c0; font-family: ui-monospace, monospace; font-size: .85rem;
+               word-break: break-all; }
+nav { padding: .5rem 2rem; background: #fff; border-bottom: 1px solid var(--rule); position: sticky; top: 0;
+      z-index: 1; }
+nav a { margin-right: 1.2rem; color: #0b5cad; text-decoration: none; }
+main { max-width: 1240px; margin: 0 auto; padding: 0 2rem 2rem; }
+section { background: #fff; border: 1px solid var(--rule); border-radius: 6px; margin: 1.2rem 0;
+          padding: .4rem 1.4rem 1.2rem; }
+h2 { font-size: 1.2rem; margin: .8rem 0 .6rem; }
+p.note { color: var(--muted); max-width: 60rem; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.2rem; margin: 0; }
+dl.facts dt { font-weight: 600; }
+dl.facts dd { margin: 0; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
+caption { text-align: left; font-weight: 600; padding-bottom: .3rem; }
+th, td { border-bottom: 1px solid var(--rule); padding: .2rem .7rem; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child, td.text { text-align: left; }
+td.mono { font-family: ui-monospace, monospace; font-size: .8rem; text-align: left; }
+td.share { background: linear-gradient(to right, var(--bar) var(--s), transparent var(--s)); min-width: 5.5rem; }
+tr:last-child td { border-bottom: none; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
+img { max-width: 100%; height: auto; display: block; }
+.film { margin: 1rem 0 1.6rem; }
+.film h3 { font-size: 1rem; margin: .4rem 0; }
+.film .controls { display: flex; gap: 1rem; align-items: center; margin-bottom: .5rem; flex-wrap: wrap; }
+.film input[type=range] { width: 22rem; max-width: 60vw; }
+.film output { font-weight: 600; min-width: 16rem; }
+.frame { margin: 0 0 1rem; }
+.frame figcaption { color: var(--muted); font-size: .85rem; margin-bottom: .2rem; }
+.frame img { background: #000; image-rendering: pixelated; }
+[hidden] { display: none !important; }
+footer { color: var(--muted); font-size: .8rem; text-align: center; padding: 1rem; }
+"""
+
+# Progressive: without script every frame shows (a filmstrip); with it, a slider picks one.
+_JS = """
+document.querySelectorAll('.film').forEach(function (film) {
+  var frames = Array.prototype.slice.call(film.querySelectorAll('.frame'));
+  var controls = film.querySelector('.controls');
+  var slider = controls.querySelector('input[type=range]');
+  var all = controls.querySelector('input[type=checkbox]');
+  var output = controls.querySelector('output');
+  function show() {
+    var i = Number(slider.value);
+    frames.forEach(function (frame, j) { frame.hidden = !all.checked && j !== i; });
+    output.textContent = frames[i].getAttribute('data-label');
+    slider.disabled = all.checked;
+  }
+  slider.addEventListener('input', show);
+  all.addEventListener('change', show);
+  controls.hidden = false;
+  show();
+});
+"""
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _html_image(image: _Image) -> str:
+    data = base64.b64encode(image.png).decode("ascii")
+    return (
+        f'<img src="data:image/png;base64,{data}" width="{image.width}" height="{image.height}" '
+        f'alt="{_esc(image.alt)}">'
+    )
+
+
+def _html_table(table: _Table) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in table.headers)
+    body = []
+    for row in table.rows:
+        cells = []
+        for j, cell in enumerate(row):
+            attrs = ""
+            if cell.share is not None:
+                attrs = f' class="share" style="--s:{100 * cell.share:.2f}%"'
+            elif len(cell.text) > 40:
+                attrs = ' class="mono"'
+            elif j > 0 and not cell.text[:1].isdigit():
+                attrs = ' class="text"'
+            if cell.title:
+                attrs += f' title="{_esc(cell.title)}"'
+            cells.append(f"<td{attrs}>{_esc(cell.text)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><caption>{_esc(table.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _html_film(film: _Film, index: int) -> str:
+    last = len(film.frames) - 1
+    frames = "".join(
+        f'<figure class="frame" data-label="{_esc(f.label)}"><figcaption>{_esc(f.label)}</figcaption>'
+        f"{_html_image(f.image)}</figure>"
+        for f in film.frames
+    )
+    return (
+        f'<div class="film" id="film-{index}"><h3>{_esc(film.caption)}</h3>'
+        f'<div class="controls" hidden><input type="range" min="0" max="{last}" step="1" value="{last}" '
+        f'aria-label="{_esc(film.caption)}: epoch"><output></output>'
+        f'<label><input type="checkbox"> all {len(film.frames)} epochs</label></div>{frames}</div>'
+    )
+
+
+def _html(document: _Document) -> str:
+    parts = []
+    films = 0
+    for section in document.sections:
+        body = []
+        charts: list[str] = []
+        for block in section.blocks:
+            if isinstance(block, _Chart):
+                charts.append(_html_image(block.image))
+                continue
+            if charts:
+                body.append(f'<div class="charts">{"".join(charts)}</div>')
+                charts = []
+            if isinstance(block, _Facts):
+                items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in block.items)
+                body.append(f'<dl class="facts">{items}</dl>')
+            elif isinstance(block, _Text):
+                body.append(f'<p class="note">{_esc(block.text)}</p>')
+            elif isinstance(block, _Table):
+                body.append(_html_table(block))
+            elif isinstance(block, _Film):
+                body.append(_html_film(block, films))
+                films += 1
+        if charts:
+            body.append(f'<div class="charts">{"".join(charts)}</div>')
+        parts.append(f'<section id="{section.id}"><h2>{_esc(section.title)}</h2>{"".join(body)}</section>')
+    nav = "".join(f'<a href="#{s.id}">{_esc(s.title)}</a>' for s in document.sections)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(document.title)}</title><style>{_CSS}</style></head>\n"
+        f'<body><header class="top"><h1>{_esc(document.title)}</h1><p>{_esc(document.subtitle)}</p></header>'
+        f"<nav>{nav}</nav><main>\n{chr(10).join(parts)}\n</main>"
+        f"<footer>{_esc(document.footer)}</footer><script>{_JS}</script></body></html>\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# PDF
+# ---------------------------------------------------------------------------------------
+
+
+def _text_table(table: _Table) -> list[str]:
+    cells = [table.headers] + [[c.text for c in row] for row in table.rows]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(table.headers))]
+    lines = [table.caption]
+    for k, row in enumerate(cells):
+        lines.append("  ".join(t.ljust(w) if j == 0 else t.rjust(w) for j, (t, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines + [""]
+
+
+class _PdfWriter:
+    """Text flows onto A4 pages in a monospace font; every chart and heatmap gets a page of its own."""
+
+    def __init__(self, pdf: PdfPages, progress: _Progress) -> None:
+        self.pdf, self.progress = pdf, progress
+        self.lines: list[str] = []
+
+    def text(self, lines: list[str]) -> None:
+        for line in lines:
+            if len(self.lines) >= _PDF_LINES:
+                self.flush()
+            self.lines.append(line)
+
+    def flush(self) -> None:
+        if not self.lines:
+            return
+        figure = Figure(figsize=_PDF_PAGE)
+        figure.text(0.06, 0.96, "\n".join(self.lines), family="monospace", fontsize=7.5, va="top", linespacing=1.3)
+        self.pdf.savefig(figure)
+        self.lines = []
+
+    def chart(self, chart: _Chart, what: str) -> None:
+        self.flush()
+        self.pdf.savefig(chart.figure)
+        self.progress.step(what)
+
+    def image(self, image: _Image, caption: str) -> None:
+        self.flush()
+        rgb = np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"))
+        height, width = rgb.shape[:2]
+        # One image pixel per point, plus a caption line; viewers fit the page to the window.
+        figure = Figure(figsize=(width / 72 + 0.6, height / 72 + 0.8), dpi=72)
+        ax = figure.add_axes((0.3 / (width / 72 + 0.6), 0.3 / (height / 72 + 0.8), width / 72 / (width / 72 + 0.6),
+                              height / 72 / (height / 72 + 0.8)))
+        ax.imshow(rgb, interpolation="none")
+        ax.set_axis_off()
+        figure.text(0.5, 1 - 0.25 / (height / 72 + 0.8), caption, ha="center", va="top", fontsize=10)
+        self.pdf.savefig(figure)
+        self.progress.step(caption)
+
+
+def _pdf(document: _Document, path: Path, progress: _Progress) -> None:
+    with PdfPages(path) as pdf:
+        writer = _PdfWriter(pdf, progress)
+        writer.text([document.title, document.subtitle, ""])
+        for section in document.sections:
+            writer.text([section.title.upper(), ""])
+            for block in section.blocks:
+                if isinstance(block, _Facts):
+                    width = max(len(k) for k, _ in block.items)
+                    for key, value in block.items:
+                        wrapped = textwrap.wrap(value, _PDF_COLUMNS - width - 2) or [""]
+                        writer.text([f"{key.ljust(width)}  {wrapped[0]}"] + [" " * (width + 2) + w for w in wrapped[1:]])
+                    writer.text([""])
+                elif isinstance(block, _Text):
+                    writer.text(textwrap.wrap(block.text, _PDF_COLUMNS) + [""])
+                elif isinstance(block, _Table):
+                    writer.text(_text_table(block))
+                elif isinstance(block, _Chart):
+                    writer.chart(block, f"PDF: {block.image.alt}")
+                elif isinstance(block, _Film):
+                    for frame in block.frames:
+                        writer.image(frame.image, f"{block.caption}, {frame.label}")
+        writer.text(["", document.footer])
+        writer.flush()
+        info = pdf.infodict()
+        info["Title"] = document.title
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+
+
+def _record_directory(run_dir: Path) -> Path:
+    """The record directory ``run_dir`` is, or the only one inside it."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"nsp_lightning.report: {run_dir} is not a directory")
+    if (run_dir / MANIFEST).is_file():
+        return run_dir
+    found = sorted(p.parent for p in run_dir.rglob(MANIFEST))
+    if not found:
+        raise FileNotFoundError(
+            f"nsp_lightning.report: no spectrum records in {run_dir}: it holds no {MANIFEST}, nor does any "
+            "directory inside it. Pass the directory SpectrumCallback wrote (SpectrumCallback.dirpath, by default "
+            "<log_dir>/spectra) or a directory that contains it."
+        )
+    if len(found) > 1:
+        listed = ", ".join(str(p) for p in found[:10]) + (", …" if len(found) > 10 else "")
+        raise ValueError(
+            f"nsp_lightning.report: {run_dir} holds {len(found)} record directories ({listed}); pass one of them"
+        )
+    return found[0]
+
+
+def report(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    pdf: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write a self-contained HTML report of a run's spectrum records.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        The record directory :class:`~nsp_lightning.SpectrumCallback` wrote
+        (``SpectrumCallback.dirpath``, by default ``<trainer.log_dir>/spectra``), or a
+        directory that contains exactly one, such as ``lightning_logs/version_0``.
+    out : str or os.PathLike, optional
+        The HTML file to write; an existing directory gets ``report.html`` inside it.
+        Default: ``<run_dir>/report.html``. Missing parent directories are created.
+    pdf : bool, default False
+        Also write a PDF with the same content next to it (``out`` with the suffix
+        ``.pdf``): text pages, one page per chart (vector graphics) and per heatmap.
+    progress : bool, default False
+        Draw a progress bar on stderr.
+
+    Returns
+    -------
+    pathlib.Path
+        The HTML file written.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``run_dir`` is not a directory, or holds no records.
+    ValueError
+        If ``run_dir`` holds several record directories, or its records are unreadable.
+
+    Notes
+    -----
+    The page embeds everything (PNG data URIs, inline CSS and a few lines of inline
+    script for the epoch sliders) and loads nothing from the network, so it opens from
+    disk, offline, or as an e-mail attachment. Energies cover every record; heatmaps
+    and energy shares are shown at no more than ``HEATMAP_EPOCHS`` (8) epochs: the
+    first, the last and evenly spaced ones between.
+
+    Examples
+    --------
+    >>> from nsp_lightning.report import report
+    >>> report("lightning_logs/version_0/spectra", "report.html", pdf=True)  # doctest: +SKIP
+    PosixPath('report.html')
+    """
+    run_dir = Path(run_dir)
+    directory = _record_directory(run_dir)
+    header = read_header(directory)
+    records = read_records(directory)
+    if not records:
+        raise FileNotFoundError(f"nsp_lightning.report: no spectrum records in {directory}: its manifest lists none yet")
+    target = run_dir / _DEFAULT_NAME if out is None else Path(out)
+    if target.is_dir():
+        target = target / _DEFAULT_NAME
+    probes = records[0].num_probes
+    steps = probes * (2 + len(_sample(len(records), HEATMAP_EPOCHS)))
+    bar = _Progress(steps * (2 if pdf else 1), sys.stderr if progress else None)
+    try:
+        document = _document(directory.resolve(), header, records, bar)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(_html(document), encoding="utf-8")
+        if pdf:
+            _pdf(document, target.with_suffix(".pdf"), bar)
+    finally:
+        bar.close()
+    return target
