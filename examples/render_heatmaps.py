@@ -1,6 +1,6 @@
 """Regenerate docs/heatmap_{readme,mnist,resnet18}.png with nsp.render.render_side_by_side.
 
-Run from the repository root:  .venv/bin/python /tmp/rend/docs_images.py docs
+Run from the repository root:  .venv/bin/python examples/render_heatmaps.py docs
 Networks: benchmarks/networks.py. README and MNIST nets carry the weights stored in
 tests/data (the original package's), the MNIST net sees an sklearn digit resized to 28x28,
 and a randomly initialised (seed 0) CIFAR-style ResNet-18 sees the same digit at 32x32.
