@@ -111,6 +111,12 @@ class _Chart:
 
 
 @dataclass(frozen=True)
+class _Charts:
+    caption: str
+    charts: list[_Chart]
+
+
+@dataclass(frozen=True)
 class _Frame:
     label: str
     image: _Image
@@ -201,11 +207,10 @@ def _count(n: int) -> str:
 
 
 def _share_text(share: float) -> str:
-    if share == 0:
+    percent = 100 * share
+    if percent == 0:
         return "0"
-    if share >= 1e-3:
-        return f"{100 * share:.1f} %"
-    return f"{share:.0e}"
+    return f"{percent:.1f} %" if percent >= 0.1 else f"{percent:.1e} %"
 
 
 def _log10_text(value: float) -> str:
@@ -266,25 +271,30 @@ def _model_table(header: dict[str, Any], layernames: Sequence[str]) -> _Table:
     return _Table("Recorded layers, in execution order", headers, rows + [total])
 
 
-def _energy_charts(records: list[SpectrumRecord], p: int, progress: _Progress) -> list[_Chart]:
+def _figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _energy_charts(records: list[SpectrumRecord], p: int, progress: _Progress) -> _Charts:
     epochs = [r.epoch for r in records]
     names = list(records[0].layernames)
     energy = np.stack([r.log10_energy[p] for r in records])
-    lines, _ = nsp.render.energy_over_epochs(energy, epochs, names, kind="lines")
-    lines.axes[0].set_title(f"probe {p}: log10 spectral energy per layer")
+    lines = _figure(6.2, 3.6)
+    _, ax = nsp.render.energy_over_epochs(energy, epochs, names, kind="lines", ax=lines.add_subplot())
+    ax.set_title("log10 spectral energy per layer", fontsize=10)
     charts = [_chart(lines, f"probe {p}: log10 spectral energy of every layer against the epoch")]
     progress.step(f"energy lines, probe {p}")
-    width = min(11.0, 3.0 + 0.3 * len(epochs))
-    figure = Figure(figsize=(width, 1.2 + 0.3 * max(len(names), 2)), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    _, ax = nsp.render.energy_over_epochs(energy, epochs, names, kind="heatmap", ax=figure.add_subplot())
+    heatmap = _figure(min(11.0, 3.0 + 0.3 * len(epochs)), 1.2 + 0.3 * max(len(names), 2))
+    _, ax = nsp.render.energy_over_epochs(energy, epochs, names, kind="heatmap", ax=heatmap.add_subplot())
     if len(epochs) > _MAX_TICKS:
         ticks = list(range(0, len(epochs), math.ceil(len(epochs) / _MAX_TICKS)))
         ax.set_xticks(ticks, [str(epochs[i]) for i in ticks])
-    ax.set_title(f"probe {p}: log10 spectral energy, layer × epoch", fontsize=10)
-    charts.append(_chart(figure, f"probe {p}: heatmap of log10 spectral energy, layers by epochs"))
+    ax.set_title("log10 spectral energy, layer × epoch", fontsize=10)
+    charts.append(_chart(heatmap, f"probe {p}: heatmap of log10 spectral energy, layers by epochs"))
     progress.step(f"energy heatmap, probe {p}")
-    return charts
+    return _Charts(f"probe {p}", charts)
 
 
 def _share_table(records: list[SpectrumRecord], chosen: list[int], p: int) -> _Table:
@@ -386,7 +396,7 @@ def _document(directory: Path, header: dict[str, Any], records: list[SpectrumRec
         )
     )
     for p in range(probes):
-        energy.blocks.extend(_energy_charts(records, p, progress))
+        energy.blocks.append(_energy_charts(records, p, progress))
 
     share = _Section("share", "Share of energy per layer")
     share.blocks.append(
@@ -448,22 +458,22 @@ dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.
 dl.facts dt { font-weight: 600; }
 dl.facts dd { margin: 0; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
-caption { text-align: left; font-weight: 600; padding-bottom: .3rem; }
+caption { text-align: left; font-weight: 600; padding-bottom: .3rem; white-space: nowrap; }
 th, td { border-bottom: 1px solid var(--rule); padding: .2rem .7rem; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child, td.text { text-align: left; }
 td.mono { font-family: ui-monospace, monospace; font-size: .8rem; text-align: left; }
 td.share { background: linear-gradient(to right, var(--bar) var(--s), transparent var(--s)); min-width: 5.5rem; }
 tr:last-child td { border-bottom: none; }
-.charts { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
+.row { display: flex; flex-wrap: wrap; gap: .5rem 2.5rem; align-items: flex-start; }
+h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 img { max-width: 100%; height: auto; display: block; }
-.film { margin: 1rem 0 1.6rem; }
-.film h3 { font-size: 1rem; margin: .4rem 0; }
+.film { margin: .4rem 0 1rem; flex: 1 1 26rem; min-width: 0; }
 .film .controls { display: flex; gap: 1rem; align-items: center; margin-bottom: .5rem; flex-wrap: wrap; }
-.film input[type=range] { width: 22rem; max-width: 60vw; }
-.film output { font-weight: 600; min-width: 16rem; }
+.film input[type=range] { width: 14rem; }
+.film output { font-weight: 600; }
 .frame { margin: 0 0 1rem; }
 .frame figcaption { color: var(--muted); font-size: .85rem; margin-bottom: .2rem; }
-.frame img { background: #000; image-rendering: pixelated; }
+.frame img { background: #000; }
 [hidden] { display: none !important; }
 footer { color: var(--muted); font-size: .8rem; text-align: center; padding: 1rem; }
 """
@@ -537,31 +547,38 @@ def _html_film(film: _Film, index: int) -> str:
     )
 
 
+def _html_block(block: Any, index: int) -> str:
+    if isinstance(block, _Facts):
+        items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in block.items)
+        return f'<dl class="facts">{items}</dl>'
+    if isinstance(block, _Text):
+        return f'<p class="note">{_esc(block.text)}</p>'
+    if isinstance(block, _Table):
+        return _html_table(block)
+    if isinstance(block, _Charts):
+        images = "".join(_html_image(chart.image) for chart in block.charts)
+        return f'<div class="charts"><h3>{_esc(block.caption)}</h3><div class="row">{images}</div></div>'
+    return _html_film(block, index)
+
+
 def _html(document: _Document) -> str:
     parts = []
-    films = 0
+    index = 0  # gives every film a unique id
     for section in document.sections:
-        body = []
-        charts: list[str] = []
+        body: list[str] = []
+        previous = None
         for block in section.blocks:
-            if isinstance(block, _Chart):
-                charts.append(_html_image(block.image))
-                continue
-            if charts:
-                body.append(f'<div class="charts">{"".join(charts)}</div>')
-                charts = []
-            if isinstance(block, _Facts):
-                items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in block.items)
-                body.append(f'<dl class="facts">{items}</dl>')
-            elif isinstance(block, _Text):
-                body.append(f'<p class="note">{_esc(block.text)}</p>')
-            elif isinstance(block, _Table):
-                body.append(_html_table(block))
-            elif isinstance(block, _Film):
-                body.append(_html_film(block, films))
-                films += 1
-        if charts:
-            body.append(f'<div class="charts">{"".join(charts)}</div>')
+            # Consecutive tables, or films, sit side by side while the page is wide enough.
+            grouped = isinstance(block, (_Table, _Film)) and type(block) is type(previous)
+            html_block = _html_block(block, index)
+            index += isinstance(block, _Film)
+            if grouped:
+                body[-1] = body[-1][: -len("</div>")] + html_block + "</div>"
+            elif isinstance(block, (_Table, _Film)):
+                body.append(f'<div class="row">{html_block}</div>')
+            else:
+                body.append(html_block)
+            previous = block
         parts.append(f'<section id="{section.id}"><h2>{_esc(section.title)}</h2>{"".join(body)}</section>')
     nav = "".join(f'<a href="#{s.id}">{_esc(s.title)}</a>' for s in document.sections)
     return (
@@ -619,14 +636,15 @@ class _PdfWriter:
     def image(self, image: _Image, caption: str) -> None:
         self.flush()
         rgb = np.asarray(Image.open(io.BytesIO(image.png)).convert("RGB"))
-        height, width = rgb.shape[:2]
-        # One image pixel per point, plus a caption line; viewers fit the page to the window.
-        figure = Figure(figsize=(width / 72 + 0.6, height / 72 + 0.8), dpi=72)
-        ax = figure.add_axes((0.3 / (width / 72 + 0.6), 0.3 / (height / 72 + 0.8), width / 72 / (width / 72 + 0.6),
-                              height / 72 / (height / 72 + 0.8)))
+        # One image pixel per point, a margin and a caption line; viewers fit the page to the window.
+        width, height = rgb.shape[1] / 72, rgb.shape[0] / 72
+        margin, top = 0.3, 0.5
+        page_w, page_h = width + 2 * margin, height + margin + top
+        figure = Figure(figsize=(page_w, page_h), dpi=72)
+        ax = figure.add_axes((margin / page_w, margin / page_h, width / page_w, height / page_h))
         ax.imshow(rgb, interpolation="none")
         ax.set_axis_off()
-        figure.text(0.5, 1 - 0.25 / (height / 72 + 0.8), caption, ha="center", va="top", fontsize=10)
+        figure.text(0.5, 1 - 0.2 / page_h, caption, ha="center", va="top", fontsize=10)
         self.pdf.savefig(figure)
         self.progress.step(caption)
 
@@ -648,8 +666,9 @@ def _pdf(document: _Document, path: Path, progress: _Progress) -> None:
                     writer.text(textwrap.wrap(block.text, _PDF_COLUMNS) + [""])
                 elif isinstance(block, _Table):
                     writer.text(_text_table(block))
-                elif isinstance(block, _Chart):
-                    writer.chart(block, f"PDF: {block.image.alt}")
+                elif isinstance(block, _Charts):
+                    for chart in block.charts:
+                        writer.chart(chart, f"PDF: {chart.image.alt}")
                 elif isinstance(block, _Film):
                     for frame in block.frames:
                         writer.image(frame.image, f"{block.caption}, {frame.label}")
@@ -666,6 +685,8 @@ def _pdf(document: _Document, path: Path, progress: _Progress) -> None:
 
 def _record_directory(run_dir: Path) -> Path:
     """The record directory ``run_dir`` is, or the only one inside it."""
+    if not run_dir.exists():
+        raise FileNotFoundError(f"nsp_lightning.report: {run_dir} does not exist")
     if not run_dir.is_dir():
         raise FileNotFoundError(f"nsp_lightning.report: {run_dir} is not a directory")
     if (run_dir / MANIFEST).is_file():

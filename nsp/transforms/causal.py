@@ -82,27 +82,7 @@ class CausalTransform(GraphTransform):
             _ProductKernel(structure) if structure.incl else _BitsetKernel(structure)
         )
         self.limb_bits = self._kernel.limb_bits
-        self.growth_bits = self._majorant_bits()
-
-    def _majorant_bits(self) -> np.ndarray:
-        """log2 of max G over each layer (see module docstring)."""
-        sizes = self.structure.sizes
-        g: list[np.ndarray] = []
-        out = np.zeros(len(sizes))
-        for layer, size in enumerate(sizes):
-            acc = np.ones((1, 1, int(size)))
-            if layer:
-                self._kernel.accumulate(layer, g, acc, +1)
-            peak = float(acc.max()) if acc.size else 1.0
-            if not math.isfinite(peak):
-                raise StructureError(
-                    f"nsp: spectra of layer '{self.structure.names[layer]}' may exceed 1e308 in magnitude; "
-                    "the network is too deep for an exact float64 result"
-                )
-            g.append(acc)
-            # Float summation error is far below one bit; 1 bit of slack covers it.
-            out[layer] = math.log2(peak) + 1
-        return out
+        self.growth_bits = self._kernel.growth_bits()
 
     def _limbs_per_layer(self, value_bits: int) -> list[int]:
         counts, current = [], 1
@@ -119,13 +99,17 @@ class CausalTransform(GraphTransform):
 
     def _run(self, values: np.ndarray, inverse: bool) -> np.ndarray:
         b = self.limb_bits
-        m, e, negative = _decompose(values)
-        emin, value_bits = _integer_scale(m, e)
-        counts = self._limbs_per_layer(value_bits)
-        cut = [slice(int(self.structure.offsets[i]), int(self.structure.offsets[i + 1])) for i in range(len(counts))]
-        inputs = [
-            _to_limbs(m[:, c], e[:, c], negative[:, c], emin, b, k) for c, k in zip(cut, counts)
-        ]
+        cut = [slice(int(self.structure.offsets[i]), int(self.structure.offsets[i + 1])) for i in range(self.structure.offsets.size - 1)]
+        fast = _small_integers(values, b)
+        if fast is not None:
+            emin, value_bits, ints = fast
+            counts = self._limbs_per_layer(value_bits)
+            inputs = [_split_int64(ints[:, c], b, k) for c, k in zip(cut, counts)]
+        else:
+            m, e, negative = _decompose(values)
+            emin, value_bits = _integer_scale(m, e)
+            counts = self._limbs_per_layer(value_bits)
+            inputs = [_to_limbs(m[:, c], e[:, c], negative[:, c], emin, b, k) for c, k in zip(cut, counts)]
         done: list[np.ndarray] = []
         for layer, given in enumerate(inputs):
             # The inverse reads its inputs again for later layers, so it must not add into them.
@@ -134,11 +118,58 @@ class CausalTransform(GraphTransform):
                 self._kernel.accumulate(layer, inputs if inverse else done, acc, +1 if inverse else -1)
             _normalize(acc, b)
             done.append(acc)
-        return np.concatenate([_from_limbs(x, b, emin) for x in done], axis=1)
+        # One rounding pass per limb count: numpy's per-call overhead, not arithmetic,
+        # dominates on layers of this size, and padding every layer to the widest would
+        # multiply the work of the large early layers. Counts never decrease along the
+        # layers, so each group is one contiguous run of nodes.
+        out = np.empty(values.shape)
+        first = 0
+        while first < len(counts):
+            last = first
+            while last + 1 < len(counts) and counts[last + 1] == counts[first]:
+                last += 1
+            limbs = np.concatenate(done[first: last + 1], axis=2) if last > first else done[first]
+            out[:, cut[first].start: cut[last].stop] = _from_limbs(limbs, b, emin)
+            first = last + 1
+        return out
 
 
 # -- exact integers as int64 limbs ---------------------------------------------------------
 _MANTISSA = (1 << 52) - 1
+
+
+def _small_integers(values: np.ndarray, b: int) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """The common case, cheaply: values with at most 24 significant bits (float32 data)
+    whose scaled integers fit in ``min(62, 2b - 1)`` bits, as ``(emin, bits, int64 array)``.
+
+    Returns None when the values do not qualify; the general path then applies.
+    """
+    magnitude = np.abs(values)
+    peak = magnitude.max(axis=1, initial=0.0)
+    low = np.where(magnitude > 0, magnitude, np.inf).min(axis=1, initial=np.inf)
+    low = np.where(peak == 0, 1.0, low)
+    # A float32 value x = f · 2^(e-24) with integer f < 2^24, where x = m · 2^e, 0.5 <= m < 1.
+    emin = np.frexp(low)[1].astype(np.int64) - 24
+    bits = int((np.frexp(np.maximum(peak, low))[1] - emin).max(initial=0)) + 1
+    if bits > min(62, 2 * b - 1) or np.any(emin < -1000):
+        return None
+    scaled = values * np.exp2(-emin.astype(np.float64))[:, None]
+    ints = scaled.astype(np.int64)
+    if not np.array_equal(ints, scaled):
+        return None
+    return emin, bits, ints
+
+
+def _split_int64(v: np.ndarray, b: int, k: int) -> np.ndarray:
+    """``k`` limbs of int64 values below ``2^(2b-1)``: two hold them, the rest are zero."""
+    out = np.zeros((k,) + v.shape, dtype=np.int64)
+    if k == 1:
+        # A single limb is the top limb: it carries the sign.
+        out[0] = v
+        return out
+    np.bitwise_and(v, (1 << b) - 1, out=out[0])
+    np.right_shift(v, b, out=out[1])
+    return out
 
 
 def _decompose(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,11 +206,7 @@ def _to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarr
         # may be negative: the representation need not be normalised, only bounded.
         v = (m >> np.maximum(-shift, 0)) << np.maximum(shift, 0)
         np.negative(v, out=v, where=negative)
-        out = np.zeros((k,) + m.shape, dtype=np.int64)
-        out[0] = v & mask
-        if k > 1:
-            out[1] = v >> b
-        return out
+        return _split_int64(v, b, k)
     out = np.empty((k,) + m.shape, dtype=np.int64)
     for j in range(k):
         r = j * b - shift
@@ -221,6 +248,9 @@ def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
             fits = (zero_above & (flat[1] < head)) | (minus_one_above & (flat[1] >= (1 << b) - head))
             if b < 32:
                 low = np.where(minus_one_above, low - (np.int64(1) << (2 * b)), low)
+    if fits.all() and -1000 < int(emin.min()) and int(emin.max()) < 900:
+        # Scaling by a power of two is exact away from the float64 range's ends.
+        return (low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None])
     out = np.empty(flat.shape[1], dtype=np.float64)
     out[fits] = np.ldexp(low[fits].astype(np.float64), scale[fits].astype(np.int32))
     rest = ~fits
@@ -274,7 +304,7 @@ def _round_window(x: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
 
 
 # -- INCL=True: Kronecker-product relations -----------------------------------------------
-def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, str, Any]]]:
+def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, str, Any]], float]:
     """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims."""
     ops: list[tuple[int, str, Any]] = []
     for axis, f in enumerate(term.factors):
@@ -297,7 +327,8 @@ def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[i
             ops.append((axis, "dense", f.astype(np.int64)))
     order = {"ones": 0, "intervals": 1, "dense": 2}
     ops.sort(key=lambda op: order[op[1]])
-    return term.in_dims, term.out_dims, ops
+    row_bits = sum(math.log2(max(1, int(f.sum(axis=1).max()))) for f in term.factors)
+    return term.in_dims, term.out_dims, ops, row_bits
 
 
 def _apply(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
@@ -334,12 +365,29 @@ class _ProductKernel:
             widest = max(widest, int(structure.sizes[layer]) + sum(int(structure.sizes[k]) for k, _, _ in plan))
         # Every partial sum is a signed sum of at most `widest` limbs below 2^b.
         self.limb_bits = min(32, 62 - math.ceil(math.log2(widest + 1)))
+        self.sizes = structure.sizes
         if self.limb_bits < 8:
             raise StructureError(f"nsp: the network is too large for int64 limb arithmetic ({widest:,} terms)")
 
+    def growth_bits(self) -> np.ndarray:
+        """Per layer, 1 + log2 of an upper bound on max G (see the module docstring).
+
+        ``G(x) ≤ 1 + Σ_K |anc_K(x)| · max G_K``, and ``|anc_K(x)|`` is at most the sum over
+        the union's terms of the product of each factor's largest row count. Computed in
+        log2, so no depth overflows it.
+        """
+        out = np.zeros(len(self.sizes))
+        for layer, plan in enumerate(self.plans):
+            total = -np.inf
+            for k, sign, (_, _, _, row_bits) in plan:
+                if sign > 0:
+                    total = np.logaddexp2(total, row_bits + out[k])
+            out[layer] = np.logaddexp2(0.0, total)
+        return out + 1
+
     def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int) -> None:
         k_acc, p = acc.shape[0], acc.shape[1]
-        for k, term_sign, (in_dims, out_dims, ops) in self.plans[layer]:
+        for k, term_sign, (in_dims, out_dims, ops, _) in self.plans[layer]:
             x = xs[k]
             limbs = min(x.shape[0], k_acc)
             y = _apply(x[:limbs].reshape((limbs * p,) + in_dims), ops)
@@ -375,6 +423,26 @@ class _BitsetKernel:
             base[np.arange(own.size), own >> 3] |= (np.uint8(128) >> (own & 7).astype(np.uint8))
             self.bitsets.append(_or_rows(edge.tocsr(), base.view(np.uint64)).view(np.uint8))
         self.limb_bits = min(32, 52 - math.ceil(math.log2(structure.n + 1)))
+        self.structure = structure
+
+    def growth_bits(self) -> np.ndarray:
+        """Per layer, 1 + log2 of max G, by running the recursion on floats."""
+        g: list[np.ndarray] = []
+        out = np.zeros(len(self.structure.sizes))
+        for layer, size in enumerate(self.structure.sizes):
+            acc = np.ones((1, 1, int(size)))
+            if layer:
+                self.accumulate(layer, g, acc, +1)
+            peak = float(acc.max()) if acc.size else 1.0
+            if not math.isfinite(peak):
+                raise StructureError(
+                    f"nsp: spectra of layer '{self.structure.names[layer]}' may exceed 1e308 in magnitude; "
+                    "the network is too deep for an exact float64 result"
+                )
+            g.append(acc)
+            # Float summation error is far below one bit; the extra bit covers it.
+            out[layer] = math.log2(peak) + 1
+        return out
 
     def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int) -> None:
         k_acc, p = acc.shape[0], acc.shape[1]

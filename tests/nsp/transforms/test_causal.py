@@ -106,3 +106,24 @@ def test_operator_rejects_bad_signals():
     bad[0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         op.forward(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=8),
+    st.integers(1, 4),
+)
+def test_small_integer_path_keeps_signs_for_every_limb_count(values, k):
+    from nsp.transforms.causal import _small_integers, _split_int64
+
+    x = np.array([values], dtype=np.float64)
+    fast = _small_integers(x, 32)
+    if fast is None:
+        return
+    emin, bits, ints = fast
+    limbs = _split_int64(ints, 32, k)
+    if k == 1 and bits > 31:
+        return
+    for j, v in enumerate(values):
+        exact = sum(int(limbs[i, 0, j]) << (32 * i) for i in range(k))
+        assert Fraction(exact) * Fraction(2) ** int(emin[0]) == Fraction(v)
