@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=100, help="training epochs to record (default 100)")
     parser.add_argument("--records", type=Path, help="record directory to reuse or fill (default: a temporary one)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed reports of each kind; the best counts (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed reports of each kind, best counts (default 2)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -10,6 +10,7 @@ from typing import Any
 
 from nsp import energy
 from nsp.capture import Activations
+from nsp.conditioning import rounding_sensitivity
 from nsp.graph import NNGraph
 from nsp.outputloader import OutputLoader
 from nsp.relations import StructureError
@@ -30,6 +31,7 @@ __all__ = [
     "UnsupportedModuleError",
     "energy",
     "render",
+    "rounding_sensitivity",
 ]
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ one Python object per edge; the transforms never need it.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import networkx as nx
 import numpy as np
@@ -210,13 +210,17 @@ class NNGraph(nx.DiGraph):
             self._inv_F = _zeta_matrix(self._require_structure("inv_F"))
         return self._inv_F
 
-    def transform(self, activations: Activations, type: str = "standard") -> Activations:
+    def transform(
+        self, activations: Activations | Sequence[Activations], type: str = "standard"
+    ) -> Activations | list[Activations]:
         """The spectrum of a recorded pattern, as a new ``Activations``.
 
         Parameters
         ----------
-        activations : Activations
-            A pattern of the same network and input shape as the graph.
+        activations : Activations or sequence of Activations
+            A pattern of the same network and input shape as the graph, or several
+            (e.g. from ``Activations.from_batch``), transformed together in one
+            vectorised pass.
         type : {'standard', 'laplacian'}
             The transform (see ``get_transformer``). For ``'laplacian'`` the coefficients
             are in ascending-eigenvalue order, cut into the layer shapes only for seed
@@ -224,19 +228,27 @@ class NNGraph(nx.DiGraph):
 
         Returns
         -------
-        Activations
-            Same names and shapes, float64 spectral coefficients.
+        Activations or list of Activations
+            Same names and shapes, float64 spectral coefficients; a list for a list.
 
         Raises
         ------
         ValueError
-            If the pattern's layers do not match the graph, or a value is not finite.
+            If a pattern's layers do not match the graph, or a value is not finite.
         """
+        single = isinstance(activations, Activations)
+        patterns = [activations] if single else list(activations)
+        if not patterns:
+            raise ValueError("nsp.NNGraph.transform: got an empty sequence of patterns")
+        signals = np.stack([self._signal(a) for a in patterns])
+        spectra = self.get_transformer(type).forward(signals)
+        out = [a.to_activations(row) for a, row in zip(patterns, spectra)]
+        return out[0] if single else out
+
+    def _signal(self, activations: Activations) -> np.ndarray:
         s = self._require_structure("transform")
         if not isinstance(activations, Activations):
-            raise TypeError(
-                f"nsp.NNGraph.transform: expected an nsp.Activations, got {type(activations).__name__}"
-            )
+            raise TypeError(f"nsp.NNGraph.transform: expected an nsp.Activations, got {type(activations).__name__}")
         if [tuple(a.shape) for a in activations.layeractivations] != s.shapes:
             raise ValueError(
                 "nsp.NNGraph.transform: the pattern's layer shapes "
@@ -249,8 +261,7 @@ class NNGraph(nx.DiGraph):
                     f"nsp.NNGraph.transform: layer '{name}' has {bad} non-finite activation(s) (nan/inf); "
                     "its spectrum is undefined"
                 )
-        op = self.get_transformer(type)
-        return activations.to_activations(op.forward(activations.to_numpy()))
+        return activations.to_numpy()
 
 
 def _zeta_matrix(s: NetworkStructure) -> sp.csr_matrix:

@@ -413,9 +413,9 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
         child = activations.layerdescriptions[layer]
         program = activations._programs[layer]
         prev_n = math.prod(shapes[layer - 1])
-        if math.prod(program.input_shape) != prev_n:
+        if math.prod(program.input_shape[1:]) != prev_n:
             raise UnsupportedModuleError(
-                f"nsp.NNGraph: child '{name}' ({type(child).__name__}) received {math.prod(program.input_shape)} "
+                f"nsp.NNGraph: child '{name}' ({type(child).__name__}) received {math.prod(program.input_shape[1:])} "
                 f"values, but the previous layer '{activations.layernames[layer - 1]}' has {prev_n}; with top-level "
                 "layers, each child's input must be an elementwise image of the previous child's output"
             )

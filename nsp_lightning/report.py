@@ -56,6 +56,8 @@ HEATMAP_EPOCHS = 8
 """The most epochs whose heatmaps a report shows (the first, the last and some between)."""
 
 _DEFAULT_NAME = "report.html"
+# What read_header promises; "modules" (descriptions) and "edges" (an int, or one per layer) are optional.
+_HEADER_KEYS = ("layernames", "shapes", "probes", "probe_shape", "transform", "INCL", "model")
 _TRANSFORMS = {
     "standard": "standard: the causal (Möbius) Fourier transform",
     "laplacian": "laplacian: the graph-Laplacian Fourier transform",
@@ -75,8 +77,14 @@ _PDF_COLUMNS = 100
 @dataclass(frozen=True)
 class _Cell:
     text: str
+    number: bool = False  # right-aligned
+    mono: bool = False  # identifiers in a monospace font
     share: float | None = None  # draws a bar of this fraction behind the text
     title: str | None = None  # tooltip
+
+
+def _num(text: str) -> _Cell:
+    return _Cell(text, number=True)
 
 
 @dataclass(frozen=True)
@@ -111,9 +119,11 @@ class _Chart:
 
 
 @dataclass(frozen=True)
-class _Charts:
-    caption: str
-    charts: list[_Chart]
+class _Row:
+    """Blocks side by side while the page is wide enough, under an optional heading."""
+
+    blocks: list[Any]
+    heading: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,20 +234,18 @@ def _shape_text(shape: Sequence[int]) -> str:
 def _run_facts(directory: Path, header: dict[str, Any], records: list[SpectrumRecord]) -> _Facts:
     epochs = [r.epoch for r in records]
     steps = [r.global_step for r in records]
-    shapes = header.get("shapes", [])
+    shapes = header["shapes"]
     seconds = [r.seconds for r in records]
-    probe_shape = header.get("probe_shape", [])
-    incl = header.get("INCL")
-    if incl is False:
-        graph = f"False: each probe's data-dependent graph (Jacobian nonzeros), rebuilt when it changes"
+    if header["INCL"] is False:
+        graph = "False: each probe's data-dependent graph (Jacobian nonzeros), rebuilt when it changes"
     else:
         graph = "True: the structural graph, the same for every probe and epoch"
     items = [
         ("records", str(directory)),
-        ("model", str(header.get("model", "?"))),
-        ("transform", _TRANSFORMS.get(header.get("transform", ""), str(header.get("transform", "?")))),
+        ("model", str(header["model"])),
+        ("transform", _TRANSFORMS.get(header["transform"], str(header["transform"]))),
         ("INCL", graph),
-        ("probes", f"{records[0].num_probes} input(s) of shape {_shape_text(probe_shape[1:])}"),
+        ("probes", f"{records[0].num_probes} input(s) of shape {_shape_text(header['probe_shape'][1:])}"),
         (
             "epochs",
             f"{len(records)} record(s) at epochs {_epochs_text(epochs)} (global steps {min(steps)}–{max(steps)});"
@@ -253,7 +261,7 @@ def _run_facts(directory: Path, header: dict[str, Any], records: list[SpectrumRe
 
 
 def _model_table(header: dict[str, Any], layernames: Sequence[str]) -> _Table:
-    shapes = header.get("shapes", [[] for _ in layernames])
+    shapes = header["shapes"]
     modules = header.get("modules")
     edges = header.get("edges")
     per_layer_edges = edges if isinstance(edges, list) and len(edges) == len(layernames) else None
@@ -261,13 +269,13 @@ def _model_table(header: dict[str, Any], layernames: Sequence[str]) -> _Table:
     headers += ["edges in"] if per_layer_edges else []
     rows = []
     for i, (name, shape) in enumerate(zip(layernames, shapes)):
-        row = [_Cell(str(i)), _Cell(name)] + ([_Cell(str(modules[i]))] if modules else [])
-        row += [_Cell(_shape_text(shape)), _Cell(_count(int(np.prod(shape))))]
-        row += [_Cell(_count(int(per_layer_edges[i])))] if per_layer_edges else []
+        row = [_num(str(i)), _Cell(name)] + ([_Cell(str(modules[i]), mono=True)] if modules else [])
+        row += [_num(_shape_text(shape)), _num(_count(int(np.prod(shape))))]
+        row += [_num(_count(int(per_layer_edges[i])))] if per_layer_edges else []
         rows.append(row)
     total = [_Cell(""), _Cell("total")] + ([_Cell("")] if modules else [])
-    total += [_Cell(""), _Cell(_count(sum(int(np.prod(s)) for s in shapes)))]
-    total += [_Cell(_count(sum(int(e) for e in per_layer_edges)))] if per_layer_edges else []
+    total += [_Cell(""), _num(_count(sum(int(np.prod(s)) for s in shapes)))]
+    total += [_num(_count(sum(int(e) for e in per_layer_edges)))] if per_layer_edges else []
     return _Table("Recorded layers, in execution order", headers, rows + [total])
 
 
@@ -277,16 +285,16 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _energy_charts(records: list[SpectrumRecord], p: int, progress: _Progress) -> _Charts:
+def _energy_charts(records: list[SpectrumRecord], p: int, progress: _Progress) -> _Row:
     epochs = [r.epoch for r in records]
     names = list(records[0].layernames)
     energy = np.stack([r.log10_energy[p] for r in records])
-    lines = _figure(6.2, 3.6)
+    lines = _figure(5.6, 3.2)
     _, ax = nsp.render.energy_over_epochs(energy, epochs, names, kind="lines", ax=lines.add_subplot())
     ax.set_title("log10 spectral energy per layer", fontsize=10)
     charts = [_chart(lines, f"probe {p}: log10 spectral energy of every layer against the epoch")]
     progress.step(f"energy lines, probe {p}")
-    heatmap = _figure(min(11.0, 3.0 + 0.3 * len(epochs)), 1.2 + 0.3 * max(len(names), 2))
+    heatmap = _figure(min(11.0, 2.6 + 0.25 * len(epochs)), 1.2 + 0.3 * max(len(names), 2))
     _, ax = nsp.render.energy_over_epochs(energy, epochs, names, kind="heatmap", ax=heatmap.add_subplot())
     if len(epochs) > _MAX_TICKS:
         ticks = list(range(0, len(epochs), math.ceil(len(epochs) / _MAX_TICKS)))
@@ -294,7 +302,7 @@ def _energy_charts(records: list[SpectrumRecord], p: int, progress: _Progress) -
     ax.set_title("log10 spectral energy, layer × epoch", fontsize=10)
     charts.append(_chart(heatmap, f"probe {p}: heatmap of log10 spectral energy, layers by epochs"))
     progress.step(f"energy heatmap, probe {p}")
-    return _Charts(f"probe {p}", charts)
+    return _Row(charts, heading=f"probe {p}")
 
 
 def _share_table(records: list[SpectrumRecord], chosen: list[int], p: int) -> _Table:
@@ -305,7 +313,8 @@ def _share_table(records: list[SpectrumRecord], chosen: list[int], p: int) -> _T
         row = [_Cell(name)]
         for i, share in zip(chosen, shares):
             log10 = float(records[i].log10_energy[p, l])
-            row.append(_Cell(_share_text(float(share[l])), float(share[l]), f"log10 energy {_log10_text(log10)}"))
+            text = _share_text(float(share[l]))
+            row.append(_Cell(text, number=True, share=float(share[l]), title=f"log10 energy {_log10_text(log10)}"))
         rows.append(row)
     headers = ["layer"] + [f"epoch {records[i].epoch}" for i in chosen]
     return _Table(f"probe {p}: share of the total spectral energy", headers, rows)
@@ -343,10 +352,10 @@ def _rebuild_section(records: list[SpectrumRecord]) -> _Section:
         changed = [p for p in range(probes) if before is None or record.fingerprints[p] != before[p]]
         what = "initial graphs" if before is None else ", ".join(str(p) for p in changed) or "—"
         rows.append([
-            _Cell(str(record.epoch)),
-            _Cell(str(record.global_step)),
+            _num(str(record.epoch)),
+            _num(str(record.global_step)),
             _Cell(what),
-            _Cell(" ".join(record.fingerprints)),
+            _Cell(" ".join(record.fingerprints), mono=True),
         ])
     headers = ["epoch", "global step", "probes with a new graph", "fingerprints (one per probe)"]
     section.blocks.append(_Table("Records whose graphs were built anew", headers, rows))
@@ -371,12 +380,16 @@ def _conditioning_section(records: list[SpectrumRecord], values: list[np.ndarray
         )
     )
     names = records[0].layernames
-    for p in range(records[0].num_probes):
-        rows = [
-            [_Cell(name)] + [_Cell(f"{values[i][p, l]:.3g}") for i in chosen] for l, name in enumerate(names)
-        ]
-        headers = ["layer"] + [f"epoch {records[i].epoch}" for i in chosen]
-        section.blocks.append(_Table(f"probe {p}: conditioning indicator", headers, rows))
+    headers = ["layer"] + [f"epoch {records[i].epoch}" for i in chosen]
+    tables = [
+        _Table(
+            f"probe {p}: conditioning indicator",
+            headers,
+            [[_Cell(name)] + [_num(f"{values[i][p, l]:.3g}") for i in chosen] for l, name in enumerate(names)],
+        )
+        for p in range(records[0].num_probes)
+    ]
+    section.blocks.append(_Row(tables))
     return section
 
 
@@ -385,8 +398,8 @@ def _document(directory: Path, header: dict[str, Any], records: list[SpectrumRec
     chosen = _sample(len(records), HEATMAP_EPOCHS)
     chosen_text = ", ".join(str(records[i].epoch) for i in chosen)
 
-    run = _Section("run", "Run", [_run_facts(directory, header, records)])
-    model = _Section("model", "Model", [_model_table(header, records[0].layernames)])
+    summary = _Row([_run_facts(directory, header, records), _model_table(header, records[0].layernames)])
+    run = _Section("run", "Run and model", [summary])
 
     energy = _Section("energy", "Spectral energy per layer")
     energy.blocks.append(
@@ -405,7 +418,7 @@ def _document(directory: Path, header: dict[str, Any], records: list[SpectrumRec
             "Hover over a cell for its log10 energy."
         )
     )
-    share.blocks.extend(_share_table(records, chosen, p) for p in range(probes))
+    share.blocks.append(_Row([_share_table(records, chosen, p) for p in range(probes)]))
 
     heatmaps = _Section("heatmaps", "Activations and spectra")
     heatmaps.blocks.append(
@@ -416,17 +429,17 @@ def _document(directory: Path, header: dict[str, Any], records: list[SpectrumRec
             + ". Use the slider to step through the epochs."
         )
     )
-    heatmaps.blocks.extend(_film(records, chosen, p, progress) for p in range(probes))
+    heatmaps.blocks.append(_Row([_film(records, chosen, p, progress) for p in range(probes)]))
 
-    sections = [run, model, energy, share, heatmaps]
-    if header.get("INCL") is False:
+    sections = [run, energy, share, heatmaps]
+    if header["INCL"] is False:
         sections.append(_rebuild_section(records))
     conditioning = _conditioning(records)
     if conditioning is not None:
         sections.append(_conditioning_section(records, conditioning, chosen))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return _Document(
-        title=f"Spectral report: {header.get('model', 'model')}",
+        title=f"Spectral report: {header['model']}",
         subtitle=str(directory),
         sections=sections,
         footer=f"Written by nsp-lightning {nsp.__version__} (nsp_lightning.report) on {now}.",
@@ -454,14 +467,16 @@ section { background: #fff; border: 1px solid var(--rule); border-radius: 6px; m
           padding: .4rem 1.4rem 1.2rem; }
 h2 { font-size: 1.2rem; margin: .8rem 0 .6rem; }
 p.note { color: var(--muted); max-width: 60rem; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.2rem; margin: 0; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.2rem; margin: .6rem 0;
+           flex: 1 1 30rem; }
 dl.facts dt { font-weight: 600; }
 dl.facts dd { margin: 0; }
 table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
 caption { text-align: left; font-weight: 600; padding-bottom: .3rem; white-space: nowrap; }
-th, td { border-bottom: 1px solid var(--rule); padding: .2rem .7rem; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child, td.text { text-align: left; }
-td.mono { font-family: ui-monospace, monospace; font-size: .8rem; text-align: left; }
+th, td { border-bottom: 1px solid var(--rule); padding: .2rem .7rem; text-align: left; white-space: nowrap; }
+th { text-align: center; }
+td.num { text-align: right; }
+td.mono { font-family: ui-monospace, monospace; font-size: .8rem; }
 td.share { background: linear-gradient(to right, var(--bar) var(--s), transparent var(--s)); min-width: 5.5rem; }
 tr:last-child td { border-bottom: none; }
 .row { display: flex; flex-wrap: wrap; gap: .5rem 2.5rem; align-items: flex-start; }
@@ -517,19 +532,18 @@ def _html_table(table: _Table) -> str:
     body = []
     for row in table.rows:
         cells = []
-        for j, cell in enumerate(row):
-            attrs = ""
+        for cell in row:
+            flags = (("num", cell.number), ("mono", cell.mono), ("share", cell.share is not None))
+            classes = [name for name, on in flags if on]
+            attrs = f' class="{" ".join(classes)}"' if classes else ""
             if cell.share is not None:
-                attrs = f' class="share" style="--s:{100 * cell.share:.2f}%"'
-            elif len(cell.text) > 40:
-                attrs = ' class="mono"'
-            elif j > 0 and not cell.text[:1].isdigit():
-                attrs = ' class="text"'
+                attrs += f' style="--s:{100 * cell.share:.2f}%"'
             if cell.title:
                 attrs += f' title="{_esc(cell.title)}"'
             cells.append(f"<td{attrs}>{_esc(cell.text)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><caption>{_esc(table.caption)}</caption><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    caption = f"<caption>{_esc(table.caption)}</caption>"
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def _html_film(film: _Film, index: int) -> str:
@@ -547,7 +561,7 @@ def _html_film(film: _Film, index: int) -> str:
     )
 
 
-def _html_block(block: Any, index: int) -> str:
+def _html_block(block: Any, films: list[int]) -> str:
     if isinstance(block, _Facts):
         items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in block.items)
         return f'<dl class="facts">{items}</dl>'
@@ -555,31 +569,22 @@ def _html_block(block: Any, index: int) -> str:
         return f'<p class="note">{_esc(block.text)}</p>'
     if isinstance(block, _Table):
         return _html_table(block)
-    if isinstance(block, _Charts):
-        images = "".join(_html_image(chart.image) for chart in block.charts)
-        return f'<div class="charts"><h3>{_esc(block.caption)}</h3><div class="row">{images}</div></div>'
-    return _html_film(block, index)
+    if isinstance(block, _Chart):
+        return _html_image(block.image)
+    if isinstance(block, _Row):
+        heading = "" if block.heading is None else f"<h3>{_esc(block.heading)}</h3>"
+        return f'{heading}<div class="row">{"".join(_html_block(b, films) for b in block.blocks)}</div>'
+    films.append(len(films))  # gives every film a unique id
+    return _html_film(block, films[-1])
 
 
 def _html(document: _Document) -> str:
-    parts = []
-    index = 0  # gives every film a unique id
-    for section in document.sections:
-        body: list[str] = []
-        previous = None
-        for block in section.blocks:
-            # Consecutive tables, or films, sit side by side while the page is wide enough.
-            grouped = isinstance(block, (_Table, _Film)) and type(block) is type(previous)
-            html_block = _html_block(block, index)
-            index += isinstance(block, _Film)
-            if grouped:
-                body[-1] = body[-1][: -len("</div>")] + html_block + "</div>"
-            elif isinstance(block, (_Table, _Film)):
-                body.append(f'<div class="row">{html_block}</div>')
-            else:
-                body.append(html_block)
-            previous = block
-        parts.append(f'<section id="{section.id}"><h2>{_esc(section.title)}</h2>{"".join(body)}</section>')
+    films: list[int] = []
+    parts = [
+        f'<section id="{section.id}"><h2>{_esc(section.title)}</h2>'
+        f'{"".join(_html_block(block, films) for block in section.blocks)}</section>'
+        for section in document.sections
+    ]
     nav = "".join(f'<a href="#{s.id}">{_esc(s.title)}</a>' for s in document.sections)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -646,7 +651,30 @@ class _PdfWriter:
         ax.set_axis_off()
         figure.text(0.5, 1 - 0.2 / page_h, caption, ha="center", va="top", fontsize=10)
         self.pdf.savefig(figure)
-        self.progress.step(caption)
+        self.progress.step(f"PDF page: {caption}")
+
+
+def _pdf_block(writer: _PdfWriter, block: Any) -> None:
+    if isinstance(block, _Facts):
+        width = max(len(k) for k, _ in block.items)
+        for key, value in block.items:
+            wrapped = textwrap.wrap(value, _PDF_COLUMNS - width - 2) or [""]
+            writer.text([f"{key.ljust(width)}  {wrapped[0]}"] + [" " * (width + 2) + w for w in wrapped[1:]])
+        writer.text([""])
+    elif isinstance(block, _Text):
+        writer.text(textwrap.wrap(block.text, _PDF_COLUMNS) + [""])
+    elif isinstance(block, _Table):
+        writer.text(_text_table(block))
+    elif isinstance(block, _Chart):
+        writer.chart(block, f"PDF page: {block.image.alt}")
+    elif isinstance(block, _Row):
+        if block.heading is not None:
+            writer.text([block.heading, ""])
+        for child in block.blocks:
+            _pdf_block(writer, child)
+    else:
+        for frame in block.frames:
+            writer.image(frame.image, f"{block.caption}, {frame.label}")
 
 
 def _pdf(document: _Document, path: Path, progress: _Progress) -> None:
@@ -656,26 +684,10 @@ def _pdf(document: _Document, path: Path, progress: _Progress) -> None:
         for section in document.sections:
             writer.text([section.title.upper(), ""])
             for block in section.blocks:
-                if isinstance(block, _Facts):
-                    width = max(len(k) for k, _ in block.items)
-                    for key, value in block.items:
-                        wrapped = textwrap.wrap(value, _PDF_COLUMNS - width - 2) or [""]
-                        writer.text([f"{key.ljust(width)}  {wrapped[0]}"] + [" " * (width + 2) + w for w in wrapped[1:]])
-                    writer.text([""])
-                elif isinstance(block, _Text):
-                    writer.text(textwrap.wrap(block.text, _PDF_COLUMNS) + [""])
-                elif isinstance(block, _Table):
-                    writer.text(_text_table(block))
-                elif isinstance(block, _Charts):
-                    for chart in block.charts:
-                        writer.chart(chart, f"PDF: {chart.image.alt}")
-                elif isinstance(block, _Film):
-                    for frame in block.frames:
-                        writer.image(frame.image, f"{block.caption}, {frame.label}")
+                _pdf_block(writer, block)
         writer.text(["", document.footer])
         writer.flush()
-        info = pdf.infodict()
-        info["Title"] = document.title
+        pdf.infodict()["Title"] = document.title
 
 
 # ---------------------------------------------------------------------------------------
@@ -759,9 +771,16 @@ def report(
     run_dir = Path(run_dir)
     directory = _record_directory(run_dir)
     header = read_header(directory)
+    missing = [key for key in _HEADER_KEYS if key not in header]
+    if missing:
+        raise ValueError(
+            f"nsp_lightning.report: the manifest in {directory} lacks {missing}; it was not written by SpectrumCallback"
+        )
     records = read_records(directory)
     if not records:
-        raise FileNotFoundError(f"nsp_lightning.report: no spectrum records in {directory}: its manifest lists none yet")
+        raise FileNotFoundError(
+            f"nsp_lightning.report: no spectrum records in {directory}: its manifest lists none yet"
+        )
     target = run_dir / _DEFAULT_NAME if out is None else Path(out)
     if target.is_dir():
         target = target / _DEFAULT_NAME

@@ -86,3 +86,18 @@ def test_hooks_are_removed_even_after_an_error():
     with pytest.raises(TypeError):
         nsp.Activations(net, torch.randn(1, 1, 4, 4))
     assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks
+
+
+def test_from_batch_equals_single_recordings():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3))
+    x = torch.randn(3, 1, 4, 4)
+    patterns = nsp.Activations.from_batch(net, x)
+    assert len(patterns) == 3
+    for p, pattern in enumerate(patterns):
+        single = nsp.Activations(net, x[p: p + 1])
+        assert pattern.layernames == single.layernames
+        assert pattern.layerdescriptions[0] == single.layerdescriptions[0]
+        for a, b in zip(pattern.layeractivations, single.layeractivations):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"\(P, \*input_shape\) with P >= 1"):
+        nsp.Activations.from_batch(net, torch.randn(0, 1, 4, 4))

@@ -22,10 +22,10 @@ import nsp_lightning.report as report_module
 from nsp.storage import RecordStore
 from nsp_lightning import SpectrumCallback, read_records
 from nsp_lightning.cli import main
-from nsp_lightning.records import SpectrumRecord, record_name, write_record
+from nsp_lightning.records import SpectrumRecord, write_record
 from nsp_lightning.report import HEATMAP_EPOCHS, report
 
-SECTIONS = ["run", "model", "energy", "share", "heatmaps"]
+SECTIONS = ["run", "energy", "share", "heatmaps"]
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" width="(\d+)" height="(\d+)" alt="([^"]*)">')
 
 
@@ -79,7 +79,9 @@ def synthetic_run(
         for p in changed:
             fingerprints[p] = f"graph-{p}-{epoch}"
         acts = tuple(tuple(rng.standard_normal(s).astype(np.float32) for s in shapes) for _ in range(probes))
-        specs = tuple(tuple(rng.standard_normal(s) * 10.0 ** rng.integers(-30, 30, s) for s in shapes) for _ in range(probes))
+        specs = tuple(
+            tuple(rng.standard_normal(s) * 10.0 ** rng.integers(-30, 30, s) for s in shapes) for _ in range(probes)
+        )
         write_record(
             store,
             SpectrumRecord(
@@ -311,7 +313,8 @@ def test_clear_errors_for_directories_without_records(tmp_path):
         report(empty)
     started = tmp_path / "started"
     RecordStore(started).start({"layernames": ["input"]})
-    with pytest.raises(FileNotFoundError, match=re.escape(f"no spectrum records in {started}: its manifest lists none")):
+    message = f"no spectrum records in {started}: its manifest lists none"
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
         report(started)
     for name in ("a", "b"):
         synthetic_run(tmp_path / "two" / name, 1)

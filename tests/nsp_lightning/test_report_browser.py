@@ -40,9 +40,14 @@ HOOK = """<script>
     mark('error: ' + (event.message || (event.target && event.target.tagName)));
   }, true);
   var consoleError = console.error;
-  console.error = function () { mark('console.error: ' + Array.prototype.join.call(arguments, ' ')); consoleError.apply(console, arguments); };
+  console.error = function () {
+    mark('console.error: ' + Array.prototype.join.call(arguments, ' '));
+    consoleError.apply(console, arguments);
+  };
   window.addEventListener('load', function () {
-    var broken = Array.prototype.filter.call(document.images, function (im) { return !im.complete || im.naturalWidth === 0; });
+    var broken = Array.prototype.filter.call(document.images, function (im) {
+      return !im.complete || im.naturalWidth === 0;
+    });
     document.body.setAttribute('data-test-images', String(document.images.length));
     document.body.setAttribute('data-test-broken-images', String(broken.length));
   });
@@ -74,7 +79,8 @@ def page(tmp_path_factory) -> Path:
 def test_report_renders_in_chromium_without_errors(page, tmp_path):
     text = page.read_text(encoding="utf-8")
     instrumented = tmp_path / "instrumented.html"
-    instrumented.write_text(text.replace('<meta charset="utf-8">', '<meta charset="utf-8">' + HOOK, 1), encoding="utf-8")
+    head = '<meta charset="utf-8">'
+    instrumented.write_text(text.replace(head, head + HOOK, 1), encoding="utf-8")
     result = chromium(instrumented, tmp_path / "profile", "--dump-dom", "--virtual-time-budget=5000")
     assert result.returncode == 0, result.stderr[-2000:]
     assert console_messages(result.stderr) == []
