@@ -14,7 +14,7 @@ from nsp.conditioning import rounding_sensitivity
 from nsp.graph import NNGraph
 from nsp.outputloader import OutputLoader
 from nsp.relations import StructureError
-from nsp.structure import UnsupportedModuleError
+from nsp.structure import UnsupportedModuleError, fingerprint
 from nsp.transformer import Transformer
 from nsp.transforms.causal import CausalTransform
 from nsp.transforms.laplacian import LaplacianTransform
@@ -30,6 +30,7 @@ __all__ = [
     "StructureError",
     "UnsupportedModuleError",
     "energy",
+    "fingerprint",
     "render",
     "rounding_sensitivity",
 ]

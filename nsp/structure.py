@@ -16,8 +16,8 @@ naming the module, its path and what is supported; a wrong graph is never produc
 
 from __future__ import annotations
 
+import hashlib
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,7 +31,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 from nsp.capture import Op, Program, Ref
 from nsp.relations import Relation, StructureError, Term
 
-__all__ = ["UnsupportedModuleError", "NetworkStructure", "build_structure", "is_leaf_module", "ELEMENTWISE_MODULES"]
+__all__ = [
+    "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
+]
 
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
@@ -159,20 +161,42 @@ def _elementwise_mask(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return (grad != 0).reshape(-1).cpu().numpy()
 
 
-def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor) -> sp.csr_matrix:
+def _leaf_evidence(m: nn.Module, x: torch.Tensor) -> np.ndarray | None:
+    """What a leaf's Jacobian nonzeros depend on at input ``x``, beyond its structure.
+
+    Elementwise modules: where the derivative is nonzero; BatchNorm, Linear and
+    convolutions: where the weight is nonzero; max-pools: the argmax of each window.
+    None for modules whose Jacobian pattern is their structure (average pools, reshapes).
+    """
+    if isinstance(m, ELEMENTWISE_MODULES):
+        return _elementwise_mask(m, x)
+    if isinstance(m, _BATCHNORM):
+        return (m.weight.detach().cpu().numpy() != 0) if m.affine else None
+    if isinstance(m, (nn.Linear,) + _CONV):
+        return m.weight.detach().cpu().numpy() != 0
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+        fn = F.max_pool1d_with_indices if isinstance(m, nn.MaxPool1d) else F.max_pool2d_with_indices
+        return fn(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True)[1].reshape(-1).cpu().numpy()
+    if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
+        fn = F.adaptive_max_pool1d_with_indices if isinstance(m, nn.AdaptiveMaxPool1d) else F.adaptive_max_pool2d_with_indices
+        return fn(x, m.output_size, True)[1].reshape(-1).cpu().numpy()
+    return None
+
+
+def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, evidence: np.ndarray | None) -> sp.csr_matrix:
     """The nonzero pattern of the leaf's Jacobian at input ``x`` (batch of one)."""
     in_shape, out_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
     term = _leaf_term(m, path, in_shape, out_shape)
     out_idx, in_idx = term.edges()
     keep: np.ndarray | None = None
-    if isinstance(m, ELEMENTWISE_MODULES):
-        keep = _elementwise_mask(m, x)[out_idx]
-    elif isinstance(m, _BATCHNORM) and m.affine:
-        c = np.unravel_index(out_idx, out_shape)[0]
-        keep = (m.weight.detach().cpu().numpy() != 0)[c]
+    if evidence is None:
+        pass
+    elif isinstance(m, ELEMENTWISE_MODULES):
+        keep = evidence[out_idx]
+    elif isinstance(m, _BATCHNORM):
+        keep = evidence[np.unravel_index(out_idx, out_shape)[0]]
     elif isinstance(m, nn.Linear):
-        w = m.weight.detach().cpu().numpy() != 0
-        keep = w[out_idx % out_shape[-1], in_idx % in_shape[-1]]
+        keep = evidence[out_idx % out_shape[-1], in_idx % in_shape[-1]]
     elif isinstance(m, _CONV):
         o = np.unravel_index(out_idx, out_shape)
         i = np.unravel_index(in_idx, in_shape)
@@ -180,19 +204,10 @@ def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor) -> s
         taps = tuple(
             (i[a + 1] - o[a + 1] * s + p) // d for a, (s, p, d) in enumerate(zip(m.stride, pads, m.dilation))
         )
-        per_group = in_shape[0] // m.groups
-        w = m.weight.detach().cpu().numpy() != 0
-        keep = w[(o[0], i[0] % per_group) + taps]
-    elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
-        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-            fn = F.max_pool1d_with_indices if isinstance(m, nn.MaxPool1d) else F.max_pool2d_with_indices
-            _, idx = fn(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True)
-        else:
-            fn = F.adaptive_max_pool1d_with_indices if isinstance(m, nn.AdaptiveMaxPool1d) else F.adaptive_max_pool2d_with_indices
-            _, idx = fn(x, m.output_size, True)
-        argmax = idx.reshape(-1).cpu().numpy()
+        keep = evidence[(o[0], i[0] % (in_shape[0] // m.groups)) + taps]
+    else:
         spatial_in = int(np.prod(in_shape[1:]))
-        keep = (in_idx % spatial_in) == argmax[out_idx]
+        keep = (in_idx % spatial_in) == evidence[out_idx]
     if keep is not None:
         out_idx, in_idx = out_idx[keep], in_idx[keep]
     n_out, n_in = math.prod(out_shape), math.prod(in_shape)
@@ -242,9 +257,14 @@ def _substitute(tree: Any, values: dict[int, Any]) -> Any:
 
 @dataclass
 class _Interpreter:
-    """Composes the relations of a child's recorded operations (see ``nsp.capture.Program``)."""
+    """Composes the relations of a child's recorded operations (see ``nsp.capture.Program``).
+
+    With ``digest`` set it only replays the program and feeds everything the INCL=False
+    relations would depend on into the hash (see ``fingerprint``).
+    """
 
     incl: bool
+    digest: Any = None
 
     def identity(self, shape: tuple[int, ...]) -> Any:
         if self.incl:
@@ -301,7 +321,11 @@ class _Interpreter:
                 xin = values[src.index]
                 with torch.no_grad():
                     values[i] = m(xin.clone())
-                rel = _leaf_sparse(m, path, xin, values[i])
+                evidence = _leaf_evidence(m, xin)
+                if self.digest is not None:
+                    self._feed(type(m).__name__, evidence)
+                    return None
+                rel = _leaf_sparse(m, path, xin, values[i], evidence)
             return self.compose(rel, rels[src.index])
         name = f"{op.name} in {op.owner}" if op.owner else op.name
         op_name = op.name
@@ -312,7 +336,7 @@ class _Interpreter:
             a, b = refs
             if shapes[a.index] != op.shape or shapes[b.index] != op.shape:
                 raise _unsupported(path, name, f"adding shapes {shapes[a.index]} and {shapes[b.index]} broadcasts")
-            return self.union(rels[a.index], rels[b.index])
+            return None if self.digest is not None else self.union(rels[a.index], rels[b.index])
         if len(refs) != 1:
             raise _unsupported(path, name, "an operation on several tensors derived from the input")
         (src,) = refs
@@ -337,7 +361,16 @@ class _Interpreter:
             return op.target(*args, **_substitute(op.kwargs, values))
 
         keep = _elementwise_mask(call, values[src.index])
+        if self.digest is not None:
+            self._feed(op_name, keep)
+            return None
         return sp.csr_matrix(rels[src.index].multiply(keep[:, None]), dtype=bool)
+
+    def _feed(self, label: str, evidence: np.ndarray | None) -> None:
+        self.digest.update(label.encode())
+        if evidence is not None:
+            self.digest.update(str(evidence.shape).encode())
+            self.digest.update(np.ascontiguousarray(evidence).tobytes())
 
 
 # -- the whole network -------------------------------------------------------------------
@@ -428,3 +461,34 @@ def _to_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` on the device and in the floating dtype of ``m``'s parameters."""
     p = next(m.parameters(), None)
     return x if p is None else x.to(device=p.device, dtype=p.dtype)
+
+
+def fingerprint(activations: Any) -> str:
+    """A digest of everything the ``INCL=False`` graph of a pattern depends on.
+
+    It covers the layer names and shapes, the nonzero masks of the weights in use (read
+    from the modules at call time, so pruning masks applied through
+    ``torch.nn.utils.prune`` count), the argmax of every max-pool window and where each
+    elementwise function has a nonzero derivative. Two patterns with the same
+    fingerprint have the same ``INCL=False`` graph, so a graph and its transformer need
+    rebuilding only when it changes. It costs one replay of the children, far less
+    than building the graph.
+
+    Parameters
+    ----------
+    activations : Activations
+        A recorded pattern.
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr([(n, tuple(a.shape)) for n, a in zip(activations.layernames, activations.layeractivations)]).encode())
+    interpreter = _Interpreter(incl=False, digest=digest)
+    for layer in range(1, len(activations.layernames)):
+        child = activations.layerdescriptions[layer]
+        x = _to_module(child, activations._layerinputs[layer].unsqueeze(0))
+        interpreter.run(activations._programs[layer], activations.layernames[layer], child, x)
+    return digest.hexdigest()

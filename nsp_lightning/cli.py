@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         html = report(args.run_dir, args.output, pdf=args.pdf, progress=not args.quiet)
-    except (FileNotFoundError, ValueError, OSError) as err:
+    except (OSError, ValueError) as err:
         print(f"nsp-report: error: {err}", file=sys.stderr)
         return 1
     print(html)

@@ -8,20 +8,21 @@ epoch-slider script are inline, and nothing is fetched from the network. The com
 
 The report has these sections:
 
-- **Run**: the model, transform, INCL, probes and recorded epochs.
-- **Model**: the recorded layers with their shapes and neuron counts (and, where the
-  record header holds them, module descriptions and edge counts).
-- **Spectral energy**: per probe, log10 Σ ŝ² of every layer across epochs, as lines and as a
-  layer × epoch heatmap (:func:`nsp.render.energy_over_epochs`).
-- **Energy share**: per probe, each layer's share of the total spectral energy
-  (:func:`nsp.energy.energy_share`) at the selected epochs.
+- **Run and model**: the model, transform, INCL, probes and recorded epochs, and the
+  recorded layers with their shapes and neuron counts (and module descriptions and edge
+  counts, where the record header holds them).
+- **Spectral energy per layer**: per probe, log10 Σ ŝ² of every layer across all recorded
+  epochs, as lines and as a layer × epoch heatmap (:func:`nsp.render.energy_over_epochs`).
+- **Share of energy per layer**: per probe, each layer's share of the total spectral
+  energy (:func:`nsp.energy.energy_share`) at the selected epochs.
 - **Activations and spectra**: per probe, heatmaps of every layer's activations beside its
   spectrum (:func:`nsp.render.render_side_by_side`) at the selected epochs, with an epoch
-  slider. At most eight epochs are selected: the first, the last and evenly spaced ones
-  between, so that a run of hundreds of epochs still gives a small page.
+  slider. At most `HEATMAP_EPOCHS` epochs are selected: the first, the last and evenly
+  spaced ones between, so that a run of hundreds of epochs still gives a small page.
 - **Graph rebuilds** (INCL=False only): the records at which a probe's data-dependent graph
   changed.
-- **Conditioning**, only where the records carry a per-layer conditioning indicator.
+- **Conditioning per layer**, only where the records carry a ``conditioning`` array
+  (probes × layers).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import nsp.render
 from nsp.storage import MANIFEST
 from nsp_lightning.records import SpectrumRecord, read_header, read_records
 
-__all__ = ["report"]
+__all__ = ["HEATMAP_EPOCHS", "report"]
 
 HEATMAP_EPOCHS = 8
 """The most epochs whose heatmaps a report shows (the first, the last and some between)."""
@@ -752,15 +753,17 @@ def report(
     FileNotFoundError
         If ``run_dir`` is not a directory, or holds no records.
     ValueError
-        If ``run_dir`` holds several record directories, or its records are unreadable.
+        If ``run_dir`` holds several record directories, or its manifest or records were
+        not written by ``SpectrumCallback``.
 
     Notes
     -----
     The page embeds everything (PNG data URIs, inline CSS and a few lines of inline
     script for the epoch sliders) and loads nothing from the network, so it opens from
-    disk, offline, or as an e-mail attachment. Energies cover every record; heatmaps
-    and energy shares are shown at no more than ``HEATMAP_EPOCHS`` (8) epochs: the
-    first, the last and evenly spaced ones between.
+    disk, offline, or as an e-mail attachment. Without script, the heatmaps of all
+    selected epochs show one below the other. Energies cover every record; heatmaps and
+    energy shares are shown at no more than ``HEATMAP_EPOCHS`` (8) epochs: the first, the
+    last and evenly spaced ones between.
 
     Examples
     --------
@@ -770,16 +773,16 @@ def report(
     """
     run_dir = Path(run_dir)
     directory = _record_directory(run_dir)
+    records = read_records(directory)
+    if not records:
+        raise FileNotFoundError(
+            f"nsp_lightning.report: no spectrum records in {directory}: its manifest lists none yet"
+        )
     header = read_header(directory)
     missing = [key for key in _HEADER_KEYS if key not in header]
     if missing:
         raise ValueError(
             f"nsp_lightning.report: the manifest in {directory} lacks {missing}; it was not written by SpectrumCallback"
-        )
-    records = read_records(directory)
-    if not records:
-        raise FileNotFoundError(
-            f"nsp_lightning.report: no spectrum records in {directory}: its manifest lists none yet"
         )
     target = run_dir / _DEFAULT_NAME if out is None else Path(out)
     if target.is_dir():

@@ -1,6 +1,7 @@
 import base64
 import dataclasses
 import html
+import importlib
 import io
 import re
 import shutil
@@ -18,8 +19,7 @@ import lightning.pytorch as pl
 
 import nsp.energy
 import nsp.render
-import nsp_lightning.report as report_module
-from nsp.storage import RecordStore
+from nsp.storage import RecordStore, load_json, save_json
 from nsp_lightning import SpectrumCallback, read_records
 from nsp_lightning.cli import main
 from nsp_lightning.records import SpectrumRecord, write_record
@@ -275,7 +275,8 @@ def test_conditioning_section_shows_only_where_records_carry_it(tmp_path, monkey
             for r in read_records(directory)
         ]
 
-    monkeypatch.setattr(report_module, "read_records", read_conditioned)
+    # The module, not the function that nsp_lightning exports under the same name.
+    monkeypatch.setattr(importlib.import_module("nsp_lightning.report"), "read_records", read_conditioned)
     page = report(records, tmp_path / "conditioned.html").read_text(encoding="utf-8")
     assert section_ids(page) == SECTIONS + ["conditioning"]
     assert table(page, "probe 1: conditioning indicator") == [
@@ -363,3 +364,12 @@ def test_installed_command_exits_non_zero_for_a_directory_without_records(tmp_pa
     result = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert f"nsp-report: error: nsp_lightning.report: no spectrum records in {tmp_path}" in result.stderr
+
+
+def test_a_manifest_without_the_callback_header_is_refused(tmp_path):
+    synthetic_run(tmp_path, 1)
+    manifest = load_json(tmp_path / "manifest.json")
+    del manifest["header"]["model"], manifest["header"]["INCL"]
+    save_json(tmp_path / "manifest.json", manifest)
+    with pytest.raises(ValueError, match=re.escape(f"the manifest in {tmp_path} lacks ['INCL', 'model']")):
+        report(tmp_path)
