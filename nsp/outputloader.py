@@ -7,6 +7,7 @@ written atomically. Files written by the original package are not read.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -89,34 +90,35 @@ def _graph_arrays(graph: NNGraph) -> tuple[dict[str, np.ndarray], dict[str, Any]
     s = graph.structure
     arrays: dict[str, np.ndarray] = {}
     layout = []
-    for layer, rel in enumerate(s.edges):
+    for b, (layer, k, rel) in enumerate(s.blocks()):
         if s.incl:
             terms = []
             for t, term in enumerate(rel.terms):
                 for f, factor in enumerate(term.factors):
-                    arrays[f"e{layer}.t{t}.f{f}"] = factor
+                    arrays[f"b{b}.t{t}.f{f}"] = factor
                 terms.append(len(term.factors))
-            layout.append(terms)
+            layout.append([layer, k, terms])
         else:
             csr = rel.tocsr()
-            arrays[f"e{layer}.indptr"], arrays[f"e{layer}.indices"] = csr.indptr, csr.indices
-            layout.append(list(csr.shape))
+            arrays[f"b{b}.indptr"], arrays[f"b{b}.indices"] = csr.indptr, csr.indices
+            layout.append([layer, k, list(csr.shape)])
     meta = {"kind": _KIND, "type": "NNGraph", "incl": s.incl, "names": s.names,
             "shapes": [list(x) for x in s.shapes], "layout": layout}
     return arrays, meta
 
 
 def _graph_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> NNGraph:
-    edges: list[Any] = []
     shapes = [tuple(x) for x in meta["shapes"]]
-    for layer, layout in enumerate(meta["layout"]):
+    parents: list[dict[int, Any]] = [{} for _ in shapes]
+    for b, (layer, k, layout) in enumerate(meta["layout"]):
         if meta["incl"]:
             terms = tuple(
-                Term(tuple(arrays[f"e{layer}.t{t}.f{f}"].astype(bool) for f in range(count)))
+                Term(tuple(arrays[f"b{b}.t{t}.f{f}"].astype(bool) for f in range(count)))
                 for t, count in enumerate(layout)
             )
-            edges.append(Relation(terms, terms[0].n_out, terms[0].n_in))
+            rel = Relation(terms, math.prod(shapes[layer]), math.prod(shapes[k]))
         else:
-            indptr, indices = arrays[f"e{layer}.indptr"], arrays[f"e{layer}.indices"]
-            edges.append(sp.csr_matrix((np.ones(indices.size, bool), indices, indptr), shape=tuple(layout)))
-    return NNGraph.from_structure(NetworkStructure(list(meta["names"]), shapes, bool(meta["incl"]), edges))
+            indptr, indices = arrays[f"b{b}.indptr"], arrays[f"b{b}.indices"]
+            rel = sp.csr_matrix((np.ones(indices.size, bool), indices, indptr), shape=tuple(layout))
+        parents[layer][k] = rel
+    return NNGraph.from_structure(NetworkStructure(list(meta["names"]), shapes, bool(meta["incl"]), parents))

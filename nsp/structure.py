@@ -376,47 +376,54 @@ class _Interpreter:
 # -- the whole network -------------------------------------------------------------------
 @dataclass
 class NetworkStructure:
-    """The layers of a recorded pattern and the edges between consecutive layers.
+    """The layers of a recorded pattern and the edges into each layer.
 
     Attributes
     ----------
     names, shapes : list
-        Layer names and shapes (without batch dimension).
+        Layer names and shapes (without batch dimension), in a topological order.
     incl : bool
         ``True`` for structural edges (product relations), ``False`` for Jacobian nonzeros.
-    edges : list
-        ``edges[L-1]`` relates layer ``L`` (rows) to layer ``L-1`` (columns): a
-        :class:`~nsp.relations.Relation` if ``incl`` else a scipy CSR boolean matrix.
+    parents : list of dict
+        ``parents[L][K]`` relates layer ``L`` (rows) to an earlier layer ``K`` (columns)
+        that feeds it directly: a :class:`~nsp.relations.Relation` if ``incl``, else a
+        scipy CSR boolean matrix. With top-level children, ``K = L - 1`` only.
     """
 
     names: list[str]
     shapes: list[tuple[int, ...]]
     incl: bool
-    edges: list[Any]
+    parents: list[dict[int, Any]]
     sizes: np.ndarray = field(init=False)
     offsets: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.sizes = np.array([math.prod(s) for s in self.shapes], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        if len(self.parents) != len(self.shapes) or any(k >= l for l, p in enumerate(self.parents) for k in p):
+            raise ValueError("nsp.NetworkStructure: every layer needs a parent map over earlier layers only")
 
     @property
     def n(self) -> int:
         return int(self.offsets[-1])
 
+    def blocks(self) -> list[tuple[int, int, Any]]:
+        """Every ``(L, K, relation)``, layer by layer."""
+        return [(layer, k, rel) for layer, parents in enumerate(self.parents) for k, rel in sorted(parents.items())]
+
     def number_of_edges(self) -> int:
-        return int(sum(e.nnz() if self.incl else e.nnz for e in self.edges))
+        return int(sum(rel.nnz() if self.incl else rel.nnz for _, _, rel in self.blocks()))
 
     def edge_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Global (source, target) node indices of every edge, layer by layer."""
         src, dst = [], []
-        for layer, rel in enumerate(self.edges, start=1):
+        for layer, k, rel in self.blocks():
             if self.incl:
                 out_idx, in_idx = rel.edges()
             else:
                 coo = rel.tocoo()
                 out_idx, in_idx = coo.row.astype(np.int64), coo.col.astype(np.int64)
-            src.append(in_idx + self.offsets[layer - 1])
+            src.append(in_idx + self.offsets[k])
             dst.append(out_idx + self.offsets[layer])
         if not src:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -440,7 +447,7 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
     """
     interpreter = _Interpreter(incl)
     shapes = [tuple(a.shape) for a in activations.layeractivations]
-    edges = []
+    parents: list[dict[int, Any]] = [{}]
     for layer in range(1, len(shapes)):
         name = activations.layernames[layer]
         child = activations.layerdescriptions[layer]
@@ -453,8 +460,8 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
                 "layers, each child's input must be an elementwise image of the previous child's output"
             )
         x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
-        edges.append(interpreter.run(program, name, child, x))
-    return NetworkStructure(list(activations.layernames), shapes, incl, edges)
+        parents.append({layer - 1: interpreter.run(program, name, child, x)})
+    return NetworkStructure(list(activations.layernames), shapes, incl, parents)
 
 
 def _to_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:

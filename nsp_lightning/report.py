@@ -21,8 +21,8 @@ The report has these sections:
   spaced ones between, so that a run of hundreds of epochs still gives a small page.
 - **Graph rebuilds** (INCL=False only): the records at which a probe's data-dependent graph
   changed.
-- **Conditioning per layer**, only where the records carry a ``conditioning`` array
-  (probes × layers).
+- **Conditioning**, only where the records carry it: each layer's rounding sensitivity
+  (:func:`nsp.rounding_sensitivity`, an array of probes × layers per record).
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ _TRANSFORMS = {
     "standard": "standard: the causal (Möbius) Fourier transform",
     "laplacian": "laplacian: the graph-Laplacian Fourier transform",
 }
+# Rounding sensitivity from which a layer's spectrum has less than one reliable digit.
+_SENSITIVE = 0.1
 # Above this many epochs the energy heatmap labels every k-th column only.
 _MAX_TICKS = 20
 _PDF_PAGE = (8.27, 11.69)  # A4, inches
@@ -80,6 +82,7 @@ class _Cell:
     text: str
     number: bool = False  # right-aligned
     mono: bool = False  # identifiers in a monospace font
+    warn: bool = False  # shaded as a warning
     share: float | None = None  # draws a bar of this fraction behind the text
     title: str | None = None  # tooltip
 
@@ -363,33 +366,37 @@ def _rebuild_section(records: list[SpectrumRecord]) -> _Section:
     return section
 
 
-def _conditioning(records: list[SpectrumRecord]) -> list[np.ndarray] | None:
-    # Records gain a per-layer conditioning indicator in a later record format; show it where present.
-    values = [getattr(r, "conditioning", None) for r in records]
+def _sensitivity(records: list[SpectrumRecord]) -> list[np.ndarray] | None:
+    # Shown only where every record carries it: records written without it have no such field.
+    values = [getattr(r, "rounding_sensitivity", None) for r in records]
     if any(v is None for v in values):
         return None
     return [np.asarray(v, dtype=np.float64) for v in values]
 
 
-def _conditioning_section(records: list[SpectrumRecord], values: list[np.ndarray], chosen: list[int]) -> _Section:
-    section = _Section("conditioning", "Conditioning per layer")
+def _sensitivity_section(records: list[SpectrumRecord], values: list[np.ndarray], chosen: list[int]) -> _Section:
+    section = _Section("conditioning", "Conditioning: rounding sensitivity per layer")
     section.blocks.append(
         _Text(
-            "Spectra are exact for the recorded activations, but they are extremely sensitive to the activations "
-            "themselves. The indicator below, recorded per layer, tells which layers' spectra rounding in the "
-            "forward pass may dominate."
+            "Spectra are exact for the recorded activations, but deep layers amplify the activations' own rounding "
+            "enormously. κ is the relative change of a layer's spectrum when every activation moves by half a unit "
+            "in its last place (nsp.rounding_sensitivity): the spectrum is determined to about −log10 κ digits. "
+            f"Shaded cells (κ ≥ {_SENSITIVE:g}) have less than one reliable digit: rounding in the forward pass "
+            "dominates them, so compare them with care."
         )
     )
     names = records[0].layernames
     headers = ["layer"] + [f"epoch {records[i].epoch}" for i in chosen]
-    tables = [
-        _Table(
-            f"probe {p}: conditioning indicator",
-            headers,
-            [[_Cell(name)] + [_num(f"{values[i][p, l]:.3g}") for i in chosen] for l, name in enumerate(names)],
-        )
-        for p in range(records[0].num_probes)
-    ]
+    tables = []
+    for p in range(records[0].num_probes):
+        rows = []
+        for l, name in enumerate(names):
+            row = [_Cell(name)]
+            for i in chosen:
+                kappa = float(values[i][p, l])
+                row.append(_Cell(f"{kappa:.1e}", number=True, warn=not kappa < _SENSITIVE))
+            rows.append(row)
+        tables.append(_Table(f"probe {p}: rounding sensitivity κ", headers, rows))
     section.blocks.append(_Row(tables))
     return section
 
@@ -435,9 +442,9 @@ def _document(directory: Path, header: dict[str, Any], records: list[SpectrumRec
     sections = [run, energy, share, heatmaps]
     if header["INCL"] is False:
         sections.append(_rebuild_section(records))
-    conditioning = _conditioning(records)
-    if conditioning is not None:
-        sections.append(_conditioning_section(records, conditioning, chosen))
+    sensitivity = _sensitivity(records)
+    if sensitivity is not None:
+        sections.append(_sensitivity_section(records, sensitivity, chosen))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return _Document(
         title=f"Spectral report: {header['model']}",
@@ -478,6 +485,7 @@ th, td { border-bottom: 1px solid var(--rule); padding: .2rem .7rem; text-align:
 th { text-align: center; }
 td.num { text-align: right; }
 td.mono { font-family: ui-monospace, monospace; font-size: .8rem; }
+td.warn { background: #f8d7d3; }
 td.share { background: linear-gradient(to right, var(--bar) var(--s), transparent var(--s)); min-width: 5.5rem; }
 tr:last-child td { border-bottom: none; }
 .row { display: flex; flex-wrap: wrap; gap: .5rem 2.5rem; align-items: flex-start; }
@@ -534,7 +542,7 @@ def _html_table(table: _Table) -> str:
     for row in table.rows:
         cells = []
         for cell in row:
-            flags = (("num", cell.number), ("mono", cell.mono), ("share", cell.share is not None))
+            flags = (("num", cell.number), ("mono", cell.mono), ("warn", cell.warn), ("share", cell.share is not None))
             classes = [name for name, on in flags if on]
             attrs = f' class="{" ".join(classes)}"' if classes else ""
             if cell.share is not None:

@@ -353,13 +353,19 @@ class _ProductKernel:
 
     def __init__(self, structure: NetworkStructure) -> None:
         self.plans: list[list[tuple[int, int, Any]]] = [[]]
-        ancestors: dict[int, Any] = {}
+        # ancestors[L][K]: which nodes of layer K lie below each node of layer L.
+        ancestors: list[dict[int, Any]] = [{}]
         widest = 1
-        for layer, edge in enumerate(structure.edges, start=1):
-            ancestors = {k: edge.compose(rel) for k, rel in ancestors.items()}
-            ancestors[layer - 1] = edge
+        for layer in range(1, len(structure.sizes)):
+            own: dict[int, Any] = {}
+            for parent, edge in structure.parents[layer].items():
+                reach = {k: edge.compose(rel) for k, rel in ancestors[parent].items()}
+                reach[parent] = edge
+                for k, rel in reach.items():
+                    own[k] = own[k].union(rel) if k in own else rel
+            ancestors.append(own)
             plan = [
-                (k, sign, _compile(term)) for k, rel in ancestors.items() for sign, term in rel.inclusion_exclusion()
+                (k, sign, _compile(term)) for k, rel in sorted(own.items()) for sign, term in rel.inclusion_exclusion()
             ]
             self.plans.append(plan)
             widest = max(widest, int(structure.sizes[layer]) + sum(int(structure.sizes[k]) for k, _, _ in plan))
@@ -413,15 +419,18 @@ class _BitsetKernel:
             )
         self.offsets = offsets
         self.bitsets: list[np.ndarray] = [np.zeros((int(sizes[0]), 0), dtype=np.uint8)]
-        for layer, edge in enumerate(structure.edges, start=1):
-            prev = self.bitsets[-1]
+        for layer in range(1, len(sizes)):
             # Rows padded to whole 64-bit words: the OR runs on words, 8× fewer operations.
             width = (int(offsets[layer]) + 63) // 64 * 8
-            base = np.zeros((prev.shape[0], width), dtype=np.uint8)
-            base[:, : prev.shape[1]] = prev
-            own = np.arange(int(offsets[layer - 1]), int(offsets[layer]))
-            base[np.arange(own.size), own >> 3] |= (np.uint8(128) >> (own & 7).astype(np.uint8))
-            self.bitsets.append(_or_rows(edge.tocsr(), base.view(np.uint64)).view(np.uint8))
+            bits = np.zeros((int(sizes[layer]), width), dtype=np.uint8)
+            for parent, edge in structure.parents[layer].items():
+                prev = self.bitsets[parent]
+                base = np.zeros((prev.shape[0], width), dtype=np.uint8)
+                base[:, : prev.shape[1]] = prev
+                own = np.arange(int(offsets[parent]), int(offsets[parent + 1]))
+                base[np.arange(own.size), own >> 3] |= np.uint8(128) >> (own & 7).astype(np.uint8)
+                bits |= _or_rows(edge.tocsr(), base.view(np.uint64)).view(np.uint8)
+            self.bitsets.append(bits)
         self.limb_bits = min(32, 52 - math.ceil(math.log2(structure.n + 1)))
         self.structure = structure
 

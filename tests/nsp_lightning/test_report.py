@@ -266,24 +266,30 @@ def test_conditioning_section_shows_only_where_records_carry_it(tmp_path, monkey
     assert "conditioning" not in section_ids(page)
 
     @dataclasses.dataclass(frozen=True)
-    class ConditionedRecord(SpectrumRecord):
-        conditioning: np.ndarray | None = None
+    class SensitiveRecord(SpectrumRecord):
+        rounding_sensitivity: np.ndarray | None = None
 
-    def read_conditioned(directory):
-        return [
-            ConditionedRecord(**vars(r), conditioning=np.arange(6.0).reshape(2, 3) + 10 * r.epoch)
-            for r in read_records(directory)
-        ]
+    def read_with_sensitivity(directory):
+        kappa = np.array([[1e-7, 0.05, 0.1], [2e-7, 3.0, np.inf]])
+        return [SensitiveRecord(**vars(r), rounding_sensitivity=kappa * (r.epoch + 1)) for r in read_records(directory)]
 
     # The module, not the function that nsp_lightning exports under the same name.
-    monkeypatch.setattr(importlib.import_module("nsp_lightning.report"), "read_records", read_conditioned)
+    monkeypatch.setattr(importlib.import_module("nsp_lightning.report"), "read_records", read_with_sensitivity)
     page = report(records, tmp_path / "conditioned.html").read_text(encoding="utf-8")
     assert section_ids(page) == SECTIONS + ["conditioning"]
-    assert table(page, "probe 1: conditioning indicator") == [
+    assert table(page, "probe 1: rounding sensitivity κ") == [
         ["layer", "epoch 0", "epoch 1", "epoch 2"],
-        ["input", "3", "13", "23"],
-        ["conv", "4", "14", "24"],
-        ["fc", "5", "15", "25"],
+        ["input", "2.0e-07", "4.0e-07", "6.0e-07"],
+        ["conv", "3.0e+00", "6.0e+00", "9.0e+00"],
+        ["fc", "inf", "inf", "inf"],
+    ]
+    # Cells from kappa = 0.1 up are shaded: probe 0's conv from epoch 1 (0.05 * 2), its fc always.
+    probe0 = re.search(r"<caption>probe 0: rounding sensitivity κ</caption>(.*?)</table>", page).group(1)
+    warned = [re.findall(r"<td([^>]*)>", row)[1:] for row in re.findall(r"<tr>(.*?)</tr>", probe0)[1:]]
+    assert [["warn" in cell for cell in row] for row in warned] == [
+        [False, False, False],
+        [False, True, True],
+        [True, True, True],
     ]
 
 
