@@ -51,7 +51,7 @@ SUPPORTED = (
     "Conv1d/Conv2d, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, "
     "BatchNorm1d/2d (eval mode), Linear, Flatten, Identity, Dropout (eval mode), elementwise "
     "activation modules, and nn.Sequential or custom blocks composed of these with "
-    "elementwise functions, view/reshape/flatten and residual additions"
+    "elementwise functions, view/reshape/flatten, concatenation and residual additions"
 )
 
 class UnsupportedModuleError(StructureError):
@@ -225,6 +225,7 @@ _ELEMENTWISE_NAMES = {
 }
 _RESHAPE_NAMES = {"view", "reshape", "flatten", "view_as", "reshape_as", "squeeze", "unsqueeze", "unflatten"}
 _ADD_NAMES = {"add", "add_", "__add__", "__iadd__", "__radd__", "sub", "sub_", "__sub__", "__isub__", "__rsub__"}
+_CONCAT_NAMES = {"cat", "concat", "concatenate"}
 _SCALE_NAMES = {"mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_", "__truediv__", "__itruediv__",
                 "__rtruediv__"}
 
@@ -257,7 +258,11 @@ def _substitute(tree: Any, values: dict[int, Any]) -> Any:
 
 @dataclass
 class _Interpreter:
-    """Composes the relations of a child's recorded operations (see ``nsp.capture.Program``).
+    """Composes the relations along a recorded program (see ``nsp.capture.Program``).
+
+    Every recorded value carries a map ``{layer: relation}``: how it depends on each
+    layer that reaches it without passing through another layer. A ``'layer'`` op
+    records its incoming map as that layer's parents and restarts the map.
 
     With ``digest`` set it only replays the program and feeds everything the INCL=False
     relations would depend on into the hash (see ``fingerprint``).
@@ -271,45 +276,66 @@ class _Interpreter:
             return Relation.identity(shape or (1,))
         return sp.identity(math.prod(shape), dtype=bool, format="csr")
 
-    def compose(self, outer: Any, inner: Any) -> Any:
+    def compose(self, outer: Any, deps: dict[int, Any]) -> dict[int, Any]:
         if self.incl:
-            return outer.compose(inner)
-        return (outer.astype(np.int32) @ inner.astype(np.int32)).astype(bool).tocsr()
+            return {k: outer.compose(r) for k, r in deps.items()}
+        return {k: (outer.astype(np.int32) @ r.astype(np.int32)).astype(bool).tocsr() for k, r in deps.items()}
 
-    def union(self, a: Any, b: Any) -> Any:
-        return a.union(b) if self.incl else (a + b).astype(bool).tocsr()
+    def union(self, a: dict[int, Any], b: dict[int, Any]) -> dict[int, Any]:
+        out = dict(a)
+        for k, r in b.items():
+            if k not in out:
+                out[k] = r
+            else:
+                out[k] = out[k].union(r) if self.incl else (out[k] + r).astype(bool).tocsr()
+        return out
 
-    def run(self, program: Program, name: str, child: nn.Module, x: torch.Tensor | None) -> Any:
-        """The relation from the child's input (rows: output) given its recorded program.
+    def run(
+        self, program: Program, name: str, owner: str, x: torch.Tensor | None, source: int
+    ) -> tuple[dict[int, Any], dict[int, dict[int, Any]]]:
+        """Interpret ``program`` whose input is layer ``source``.
 
-        ``x`` is the input the child actually received (batch of one); it is needed only
-        for ``INCL=False``, where the program is replayed to get Jacobian nonzeros.
+        ``x`` is the program's actual input (batch of one); it is needed only for
+        ``INCL=False``, where the program is replayed to get Jacobian nonzeros.
+
+        Returns
+        -------
+        (dict, dict)
+            The dependence map of the program's output, and the incoming map of every
+            layer the program marks.
         """
         shapes = {-1: program.input_shape}
-        rels: dict[int, Any] = {-1: self.identity(program.input_shape[1:])}
+        maps: dict[int, Any] = {-1: {} if self.digest is not None else {source: self.identity(program.input_shape[1:])}}
         values: dict[int, Any] = {-1: x}
+        layers: dict[int, dict[int, Any]] = {}
         for i, op in enumerate(program.ops):
             shapes[i] = op.shape
             path = op.path or name
             refs = _refs(op)
-            blocked = next((rels[r.index] for r in refs if isinstance(rels[r.index], _Pending)), None)
-            if blocked is not None:
-                rels[i] = blocked
-                continue
-            try:
-                rels[i] = self._op(op, i, path, refs, shapes, rels, values)
-            except UnsupportedModuleError as err:
-                rels[i] = _Pending(err)
+            blocked = next((maps[r.index] for r in refs if isinstance(maps[r.index], _Pending)), None)
+            if blocked is None:
+                try:
+                    maps[i] = self._op(op, i, path, refs, shapes, maps, values, layers)
+                    continue
+                except UnsupportedModuleError as err:
+                    blocked = _Pending(err)
+            if op.kind == "layer":
+                raise blocked.error
+            maps[i] = blocked
         if program.output is None:
-            raise _unsupported(name, type(child).__name__, "its output was not computed from its input by operations nsp can see")
-        result = rels[program.output.index]
+            raise _unsupported(name, owner, "its output was not computed from its input by operations nsp can see")
+        result = maps[program.output.index]
         if isinstance(result, _Pending):
             raise result.error
-        return result
+        return result, layers
 
-    def _op(self, op: Op, i: int, path: str, refs: list[Ref], shapes: dict, rels: dict, values: dict) -> Any:
+    def _op(self, op: Op, i: int, path: str, refs: list[Ref], shapes: dict, maps: dict, values: dict, layers: dict) -> Any:
         if op.kind == "opaque":
             raise _unsupported(path, op.name, "it returns several tensors")
+        if op.kind == "layer":
+            layers[op.target] = maps[refs[0].index] if refs else {}
+            values[i] = values[refs[0].index] if refs else None
+            return {} if self.digest is not None else {op.target: self.identity(op.shape[1:])}
         if op.kind == "module":
             m = op.target
             _check_mode(m, path, self.incl)
@@ -324,19 +350,21 @@ class _Interpreter:
                 evidence = _leaf_evidence(m, xin)
                 if self.digest is not None:
                     self._feed(type(m).__name__, evidence)
-                    return None
+                    return {}
                 rel = _leaf_sparse(m, path, xin, values[i], evidence)
-            return self.compose(rel, rels[src.index])
+            return self.compose(rel, maps[src.index])
         name = f"{op.name} in {op.owner}" if op.owner else op.name
         op_name = op.name
         if not self.incl:
             with torch.no_grad():
                 values[i] = op.target(*_substitute(op.args, values), **_substitute(op.kwargs, values))
+        if op_name in _CONCAT_NAMES:
+            return self._concat(op, path, name, shapes, maps)
         if len(refs) == 2 and op_name in _ADD_NAMES:
             a, b = refs
             if shapes[a.index] != op.shape or shapes[b.index] != op.shape:
                 raise _unsupported(path, name, f"adding shapes {shapes[a.index]} and {shapes[b.index]} broadcasts")
-            return None if self.digest is not None else self.union(rels[a.index], rels[b.index])
+            return self.union(maps[a.index], maps[b.index])
         if len(refs) != 1:
             raise _unsupported(path, name, "an operation on several tensors derived from the input")
         (src,) = refs
@@ -344,14 +372,14 @@ class _Interpreter:
         if op_name in _RESHAPE_NAMES:
             if math.prod(op.shape) != math.prod(src_shape) or op.shape[:1] != src_shape[:1]:
                 raise _unsupported(path, name, f"reshaping {src_shape} to {op.shape} moves the batch dimension")
-            return rels[src.index]
+            return maps[src.index]
         training = op.kwargs.get("training", False) or any(a is True for a in op.args[2:])
         if op_name == "dropout" and training:
             raise _unsupported(path, name, "functional dropout in training mode; call network.eval() first")
         if not (op_name in _ELEMENTWISE_NAMES or op_name in _ADD_NAMES or op_name in _SCALE_NAMES) or op.shape != src_shape:
-            raise _unsupported(path, name, "it is not an elementwise operation, a reshape or a residual addition")
+            raise _unsupported(path, name, "it is not an elementwise operation, a reshape, a concatenation or a residual addition")
         if self.incl:
-            return rels[src.index]
+            return maps[src.index]
         position = [j for j, a in enumerate(op.args) if a == src]
 
         def call(t: torch.Tensor) -> torch.Tensor:
@@ -363,14 +391,38 @@ class _Interpreter:
         keep = _elementwise_mask(call, values[src.index])
         if self.digest is not None:
             self._feed(op_name, keep)
-            return None
-        return sp.csr_matrix(rels[src.index].multiply(keep[:, None]), dtype=bool)
+            return {}
+        return {k: sp.csr_matrix(r.multiply(keep[:, None]), dtype=bool) for k, r in maps[src.index].items()}
+
+    def _concat(self, op: Op, path: str, name: str, shapes: dict, maps: dict) -> dict[int, Any]:
+        parts = op.args[0] if op.args else op.kwargs.get("tensors")
+        dim = op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", 0)
+        dim = dim + len(op.shape) if dim < 0 else dim
+        if dim == 0:
+            raise _unsupported(path, name, "concatenation along the batch dimension")
+        out: dict[int, Any] = {}
+        offset = 0
+        for part in parts:
+            width = (shapes[part.index] if isinstance(part, Ref) else tuple(part.shape))[dim]
+            if isinstance(part, Ref) and self.digest is None:
+                factors = [np.eye(d, dtype=bool) for d in op.shape[1:]]
+                factors[dim - 1] = np.eye(op.shape[dim], width, -offset, dtype=bool)
+                place = Term(tuple(factors))
+                rel = Relation.of(place) if self.incl else _term_csr(place)
+                out = self.union(out, self.compose(rel, maps[part.index]))
+            offset += width
+        return out
 
     def _feed(self, label: str, evidence: np.ndarray | None) -> None:
         self.digest.update(label.encode())
         if evidence is not None:
             self.digest.update(str(evidence.shape).encode())
             self.digest.update(np.ascontiguousarray(evidence).tobytes())
+
+
+def _term_csr(term: Term) -> sp.csr_matrix:
+    out_idx, in_idx = term.edges()
+    return sp.csr_matrix((np.ones(out_idx.size, dtype=bool), (out_idx, in_idx)), shape=(term.n_out, term.n_in))
 
 
 # -- the whole network -------------------------------------------------------------------
@@ -460,7 +512,7 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
                 "layers, each child's input must be an elementwise image of the previous child's output"
             )
         x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
-        parents.append({layer - 1: interpreter.run(program, name, child, x)})
+        parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1)[0])
     return NetworkStructure(list(activations.layernames), shapes, incl, parents)
 
 
@@ -497,5 +549,5 @@ def fingerprint(activations: Any) -> str:
     for layer in range(1, len(activations.layernames)):
         child = activations.layerdescriptions[layer]
         x = _to_module(child, activations._layerinputs[layer].unsqueeze(0))
-        interpreter.run(activations._programs[layer], activations.layernames[layer], child, x)
+        interpreter.run(activations._programs[layer], activations.layernames[layer], type(child).__name__, x, layer - 1)
     return digest.hexdigest()

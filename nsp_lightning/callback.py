@@ -46,6 +46,7 @@ _HEATMAPS = {
     "activations": {"scale": "layerscale", "cmap": "viridis"},
     "spectrum": {"scale": "layersymlog", "cmap": "RdBu_r"},
 }
+_BAND_ASPECT, _BAND_MIN_ROWS, _BAND_MAX_ROWS = 8, 8, 32
 
 
 class SpectrumCallback(Callback):
@@ -114,8 +115,9 @@ class SpectrumCallback(Callback):
           (``INCL=False`` only).
         - Images, to TensorBoard loggers only: ``nsp/activations/<layer>/probe_<p>`` and
           ``nsp/spectrum/<layer>/probe_<p>``: heatmaps from :mod:`nsp.render`, one pixel
-          per value (TensorBoard enlarges them with crisp pixels), channels as tiles;
-          spectra on a signed-log scale, since they span hundreds of decades.
+          per value (TensorBoard enlarges them with crisp pixels), channels as tiles, a
+          1-D layer as a band of value columns at most 8 times as wide as high; spectra
+          on a signed-log scale, since they span hundreds of decades.
 
     TensorBoard keeps only 10 images per tag (a random sample of the epochs) unless told
     otherwise. To see every epoch, give it a limit above the number of records::
@@ -360,11 +362,24 @@ class SpectrumCallback(Callback):
         for p in range(record.num_probes):
             for l, name in enumerate(record.layernames):
                 for kind, values in (("activations", record.activations[p][l]), ("spectrum", record.spectra[p][l])):
-                    # One pixel per value: TensorBoard scales images to its cards with crisp pixels.
-                    image = nsp.render.render_layer(values, **_HEATMAPS[kind])
+                    image = _heatmap(values, kind)
                     tag = f"{_PREFIX}/{kind}/{name}/probe_{p}"
                     for writer in writers:
                         writer.add_image(tag, image, global_step=step, dataformats="HWC")
+
+
+def _heatmap(values: np.ndarray, kind: str) -> np.ndarray:
+    """The TensorBoard image of one layer: one pixel per value, 1-D layers as a band.
+
+    TensorBoard fits an image to its card and keeps the aspect ratio, so a ``1 x N``
+    strip would show as a hairline: each of its values becomes a column of
+    ``N / 8`` pixels (8 to 32), which makes the band at most 8 times as wide as high.
+    """
+    image = nsp.render.render_layer(values, **_HEATMAPS[kind])
+    if values.ndim <= 1:
+        rows = min(max(_BAND_MIN_ROWS, -(-image.shape[1] // _BAND_ASPECT)), _BAND_MAX_ROWS)
+        image = np.repeat(image, rows, axis=0)
+    return image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,9 +443,15 @@ class _SpectrumAnalysis:
 
     def __call__(self, model: nn.Module, probes: list[torch.Tensor]) -> _SpectrumResult:
         activations, fingerprints, rebuilt = self._update(model, probes)
-        spectra = [
-            self._graphs[fp].transform(acts, type=self.transform) for acts, fp in zip(activations, fingerprints)
-        ]
+        # One vectorised transform per graph rather than one per probe.
+        members: dict[str, list[int]] = {}
+        for p, fp in enumerate(fingerprints):
+            members.setdefault(fp, []).append(p)
+        spectra: list[Any] = [None] * len(probes)
+        for fp, group in members.items():
+            batch = self._graphs[fp].transform([activations[p] for p in group], type=self.transform)
+            for p, spectrum in zip(group, batch):
+                spectra[p] = spectrum
         return _SpectrumResult(activations, spectra, self._layers, fingerprints, rebuilt)
 
     def _update(self, model: nn.Module, probes: list[torch.Tensor]) -> tuple[list[Any], list[str], bool]:

@@ -8,12 +8,14 @@ written atomically. Read it back with :func:`read_records`::
     for rec in read_records("lightning_logs/version_0/spectra"):
         print(rec.epoch, rec.global_step, rec.log10_energy[0])
 
-Inside a record file, for probe ``p`` and recorded layer ``l`` (an index into ``layernames``):
+Inside a record file, for recorded layer ``l`` (an index into ``layernames``) and ``P``
+probes, each array holding every probe (one array per layer keeps the file small and
+quick to write):
 
 ========================  =====================================================
-``activations.{p}.{l}``   the layer's activations, without the batch dimension,
+``activations.{l}``       the layer's activations, shape ``(P, *layer_shape)``,
                           in the model's dtype
-``spectrum.{p}.{l}``      the layer's spectrum, float64, same shape
+``spectrum.{l}``          the layer's spectra, float64, same shape
 ``energy``                Σ ŝ² per probe and layer, float64, shape ``(P, L)``
                           (``inf`` where it overflows float64)
 ``log10_energy``          log10 of it, computed without overflow; ``-inf`` for
@@ -25,7 +27,7 @@ Inside a record file, for probe ``p`` and recorded layer ``l`` (an index into ``
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -172,10 +174,9 @@ def write_record(store: RecordStore, record: SpectrumRecord) -> Path:
         The record file.
     """
     arrays: dict[str, np.ndarray] = {"energy": record.energy, "log10_energy": record.log10_energy}
-    for p in range(record.num_probes):
-        for l in range(len(record.layernames)):
-            arrays[f"activations.{p}.{l}"] = record.activations[p][l]
-            arrays[f"spectrum.{p}.{l}"] = record.spectra[p][l]
+    for l in range(len(record.layernames)):
+        arrays[f"activations.{l}"] = np.stack([probe[l] for probe in record.activations])
+        arrays[f"spectrum.{l}"] = np.stack([probe[l] for probe in record.spectra])
     meta = {
         "epoch": record.epoch,
         "global_step": record.global_step,
@@ -192,12 +193,13 @@ def write_record(store: RecordStore, record: SpectrumRecord) -> Path:
 def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str) -> SpectrumRecord:
     try:
         probes, layers = meta["probes"], len(meta["layernames"])
-        return SpectrumRecord(
+        stacked = {kind: [arrays[f"{kind}.{l}"] for l in range(layers)] for kind in ("activations", "spectrum")}
+        record = SpectrumRecord(
             epoch=meta["epoch"],
             global_step=meta["global_step"],
             layernames=tuple(meta["layernames"]),
-            activations=tuple(tuple(arrays[f"activations.{p}.{l}"] for l in range(layers)) for p in range(probes)),
-            spectra=tuple(tuple(arrays[f"spectrum.{p}.{l}"] for l in range(layers)) for p in range(probes)),
+            activations=(),
+            spectra=(),
             energy=arrays["energy"],
             log10_energy=arrays["log10_energy"],
             fingerprints=tuple(meta["fingerprints"]),
@@ -206,6 +208,14 @@ def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where:
         )
     except KeyError as err:
         raise ValueError(f"nsp_lightning.read_records: {where} lacks {err}; it is not a spectrum record") from err
+    short = [f"{kind}.{l}" for kind, rows in stacked.items() for l, a in enumerate(rows) if a.shape[:1] != (probes,)]
+    if short:
+        raise ValueError(f"nsp_lightning.read_records: in {where}, {short} do not hold one row per probe ({probes})")
+    return replace(
+        record,
+        activations=tuple(tuple(a[p] for a in stacked["activations"]) for p in range(probes)),
+        spectra=tuple(tuple(a[p] for a in stacked["spectrum"]) for p in range(probes)),
+    )
 
 
 def read_header(dirpath: str | os.PathLike) -> dict[str, Any]:

@@ -67,19 +67,40 @@ def test_unsupported_child_names_its_path_and_type():
         nsp.NNGraph(acts)
 
 
+class _Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        return torch.cat([F.relu(self.a(x)), x], dim=1)
+
+
+class _Gate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.a(x))
+
+
 def test_unsupported_operation_in_a_block_names_the_op():
-    class Concat(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Conv2d(1, 1, 1)
-
-        def forward(self, x):
-            return torch.cat([self.a(x), x], dim=1)
-
-    net = nn.Sequential(Concat())
-    acts = nsp.Activations(net, torch.randn(1, 1, 3, 3))
-    with pytest.raises(nsp.UnsupportedModuleError, match=r"'0' \(cat in Concat\)"):
+    acts = nsp.Activations(nn.Sequential(_Gate()), torch.randn(1, 1, 3, 3))
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"'0' \(mul in _Gate\): an operation on several tensors"):
         nsp.NNGraph(acts)
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_channel_concatenation_matches_reference(incl):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), _Concat(), nn.Conv2d(3, 2, 3)).eval()
+    x = torch.randn(1, 1, 5, 5)
+    acts = nsp.Activations(net, x)
+    graph = nsp.NNGraph(acts, INCL=incl)
+    ref = reference.reference(net, x, incl)
+    assert set(graph.edges()) == reference.edge_node_pairs(ref.capture.shapes, ref.edges)
+    assert max(reference.relative_errors(graph.transform(acts).layeractivations, ref.spectrum)) <= 1e-9
 
 
 def test_unused_unsupported_op_is_harmless():
