@@ -7,9 +7,10 @@ dimension, detached and on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +33,8 @@ class Op:
     """One operation that ran inside a child on data derived from the child's input.
 
     ``path`` and ``owner`` are the qualified name and type of the innermost module it ran in.
-    ``kind`` is ``'module'`` for a module nsp knows as a whole (its internals are not
+    ``kind`` is ``'layer'`` where a chosen module's output becomes layer ``target``,
+    ``'module'`` for a module nsp knows as a whole (its internals are not
     recorded), ``'function'`` for a torch function or tensor method, or ``'opaque'`` for
     an operation with several tensor outputs. Tensor arguments that came from the
     child's input are replaced by :class:`Ref`; other arguments are kept as they were.
@@ -90,6 +92,23 @@ class _Recorder(TorchFunctionMode):
         program.output = self.ids.get(id(output))
         self.program, self.ids, self.alive = None, {}, []
         return program
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Do not record the ops run inside (nsp's own copies in hooks)."""
+        saved, self.inside = self.inside, self
+        try:
+            yield
+        finally:
+            self.inside = saved
+
+    def mark(self, index: int, output: torch.Tensor) -> None:
+        """Record that ``output`` is layer ``index``: a ``'layer'`` op that later ops read."""
+        ref = self.ids.get(id(output))
+        path, owner = self.paths[-1] if self.paths else ("", "")
+        self.program.ops.append(Op("layer", index, (ref,) if ref else (), {}, tuple(output.shape), path, owner))
+        self.ids[id(output)] = Ref(len(self.program.ops) - 1)
+        self.alive.append(output)
 
     def _record(self, kind: str, target: Any, args: tuple, kwargs: dict, out: Any) -> None:
         ref = lambda v: self.ids.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
@@ -157,6 +176,10 @@ class _Recorded:
     programs: list[Program] = field(default_factory=list)
 
 
+def _capture(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
+    return _record(network, input) if layers is None else _record_dataflow(network, input, _choose(network, layers))
+
+
 def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
     """Run ``network(input)`` once, recording every top-level child that runs."""
     from nsp.structure import is_leaf_module
@@ -220,16 +243,102 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
     return recorded
 
 
+def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
+    """``{id(module): qualified name}`` of the modules whose outputs are layers."""
+    modules = dict(network.named_modules())
+    del modules[""]
+    if layers == "leaves":
+        names = [n for n, m in modules.items() if next(m.children(), None) is None]
+    elif callable(layers):
+        names = [n for n, m in modules.items() if layers(n, m)]
+    elif isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers):
+        unknown = [n for n in layers if n not in modules]
+        if unknown:
+            shown = ", ".join(list(modules)[:12]) + (", ..." if len(modules) > 12 else "")
+            raise ValueError(f"nsp.Activations: unknown layer name(s) {unknown}; the network's modules are: {shown}")
+        names = list(layers)
+    else:
+        raise TypeError(
+            "nsp.Activations: expected `layers` to be None, 'leaves', a list of module names or a predicate "
+            f"(name, module) -> bool, got {layers!r}"
+        )
+    if not names:
+        raise ValueError(f"nsp.Activations: `layers`={layers!r} chose no module of the network")
+    return {id(modules[n]): n for n in names}
+
+
+def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, str]) -> _Recorded:
+    """Run ``network(input)`` once, recording the whole dataflow and the chosen modules' outputs."""
+    from nsp.structure import is_leaf_module
+
+    recorded = _Recorded(input.detach().to("cpu", copy=True))
+    recorder = _Recorder(is_leaf_module)
+
+    calls: dict[str, int] = {}
+
+    def mark(module: nn.Module, args: tuple, output: Any) -> None:
+        name = chosen[id(module)]
+        # A module called again (torchvision blocks reuse one ReLU) gives a new layer each time.
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] > 1:
+            name = f"{name}:{calls[name] - 1}"
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"nsp.Activations: layer '{name}' ({type(module).__name__}) returned {type(output).__name__}; "
+                "a layer must be a single tensor"
+            )
+        recorded.names.append(name)
+        recorded.modules.append(module)
+        with recorder.paused():
+            recorded.outputs.append(output.detach().to("cpu", copy=True))
+        recorder.mark(len(recorded.names), output)
+
+    handles = []
+    try:
+        for name, module in network.named_modules():
+            # The network itself is named by its class, so errors in its forward say where.
+            handles.append(module.register_forward_pre_hook(recorder.pre_hook(name or type(network).__name__)))
+            handles.append(module.register_forward_hook(recorder.post_hook))
+            if id(module) in chosen:
+                handles.append(module.register_forward_hook(mark))
+        recorder.begin(input)
+        with torch.no_grad(), recorder:
+            output = network(input)
+        recorded.programs.append(recorder.end(output))
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [n for n in chosen.values() if n not in calls]
+    if missing:
+        raise ValueError(f"nsp.Activations: the chosen layer(s) {missing} did not run in the forward pass")
+    return recorded
+
+
 class Activations:
     """The activation pattern generated by one input of a network.
 
     Parameters
     ----------
     network : torch.nn.Module
-        The network under observation. Its top-level children (``named_children()``)
-        that run during ``network(input)`` become the layers, in execution order.
+        The network under observation.
     input : torch.Tensor
         A single input *with* a batch dimension of size 1, e.g. shape ``(1, C, H, W)``.
+    layers : None, 'leaves', list of str or callable, optional
+        Which module outputs are layers (after the input), in execution order:
+
+        - ``None`` (the seed's default): the top-level children. A child's input is
+          taken to be an elementwise image of the previous layer (GUIDE §2).
+        - ``'leaves'``: every module without children.
+        - a list of qualified module names at any depth, e.g. ``['layer1.0.conv1', 'fc']``.
+        - a predicate ``(name, module) -> bool`` over ``network.named_modules()``.
+
+        A chosen module that runs several times gives a layer per call, named
+        ``name``, ``name:1``, ``name:2``, ... With a choice, edges come from the dataflow
+        recorded during this forward pass:
+        everything between two chosen layers (functional ops, unchosen modules,
+        residual additions, concatenations) is composed, and a layer may feed any later
+        one (skips and merges make a DAG). For ``INCL=False`` elementwise functions
+        between layers count like modules, so a dead functional ReLU drops edges.
 
     Attributes
     ----------
@@ -246,7 +355,8 @@ class Activations:
         If ``network`` is not a module or ``input`` is not a tensor, or a child returns
         something other than one tensor.
     ValueError
-        If ``input`` is not a batch of exactly one input, or a child runs more than once.
+        If ``input`` is not a batch of exactly one input, a top-level child runs more than
+        once (default layers), a layer name is unknown, or a chosen layer does not run.
 
     Examples
     --------
@@ -258,7 +368,7 @@ class Activations:
     [(2,), (3,), (3,)]
     """
 
-    def __init__(self, network: nn.Module, input: torch.Tensor) -> None:
+    def __init__(self, network: nn.Module, input: torch.Tensor, layers: Any = None) -> None:
         _check_arguments(network, input)
         if input.dim() < 2 or input.shape[0] != 1:
             raise ValueError(
@@ -266,10 +376,10 @@ class Activations:
                 f"got shape {list(input.shape)}; pass e.g. x[:1] or x.unsqueeze(0), "
                 "or use Activations.from_batch for several probes"
             )
-        self._set(_record(network, input), 0)
+        self._set(_capture(network, input, layers), 0)
 
     @classmethod
-    def from_batch(cls, network: nn.Module, inputs: torch.Tensor) -> list["Activations"]:
+    def from_batch(cls, network: nn.Module, inputs: torch.Tensor, layers: Any = None) -> list["Activations"]:
         """Record the patterns of ``P`` probe inputs in one forward pass.
 
         Parameters
@@ -278,6 +388,8 @@ class Activations:
         inputs : torch.Tensor
             A batch ``(P, *input_shape)``. The network must treat batch items
             independently (eval mode: no batch statistics).
+        layers : optional
+            As for ``Activations``.
 
         Returns
         -------
@@ -297,7 +409,7 @@ class Activations:
                 f"nsp.Activations.from_batch: expected `inputs` of shape (P, *input_shape) with P >= 1, "
                 f"got {list(inputs.shape)}"
             )
-        recorded = _record(network, inputs)
+        recorded = _capture(network, inputs, layers)
         patterns = []
         for p in range(inputs.shape[0]):
             pattern = cls.__new__(cls)
@@ -311,8 +423,10 @@ class Activations:
         self.layeractivations = [recorded.input[p].clone()] + [out[p].clone() for out in recorded.outputs]
         # What each child received; NNGraph needs it for data-dependent (INCL=False) edges.
         self._layerinputs = [None] + [x[p].clone() for x in recorded.inputs]
-        # How each child maps its input to its output, recorded during the same pass.
-        self._programs = [None] + recorded.programs
+        # How each child maps its input to its output, recorded during the same pass; or,
+        # with layers chosen at any depth, the dataflow of the whole network.
+        self._programs = [None] + recorded.programs if recorded.inputs else None
+        self._dataflow = None if recorded.inputs else recorded.programs[0]
 
     def __len__(self) -> int:
         return len(self.layeractivations)

@@ -78,6 +78,7 @@ class OutputLoader:
             acts.layeractivations = [torch.from_numpy(arrays[f"layer{i}"]) for i in range(len(acts.layernames))]
             acts._layerinputs = [None] * len(acts.layernames)
             acts._programs = [None] * len(acts.layernames)
+            acts._dataflow = None
             return acts
         return _graph_from_arrays(arrays, meta)
 

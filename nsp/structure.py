@@ -48,7 +48,7 @@ _ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, n
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 SUPPORTED = (
-    "Conv1d/Conv2d, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, "
+    "Conv1d/Conv2d, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample (nearest), "
     "BatchNorm1d/2d (eval mode), Linear, Flatten, Identity, Dropout (eval mode), elementwise "
     "activation modules, and nn.Sequential or custom blocks composed of these with "
     "elementwise functions, view/reshape/flatten, concatenation and residual additions"
@@ -127,6 +127,17 @@ def _leaf_term(m: nn.Module, path: str, in_shape: tuple[int, ...], out_shape: tu
         factors = [np.eye(in_shape[0], dtype=bool)]
         for n_o, n_i, kk, ss, pp, dd in zip(out_shape[1:], in_shape[1:], k, s, p, d):
             factors.append(_window_factor(n_o, n_i, kk, ss, pp, dd))
+        return Term(tuple(factors))
+    if isinstance(m, nn.Upsample):
+        if m.mode != "nearest":
+            raise _unsupported(path, type(m).__name__, f"mode='{m.mode}' (only 'nearest')")
+        factors = [np.eye(in_shape[0], dtype=bool)]
+        scales = _tuple(m.scale_factor, len(in_shape) - 1) if m.scale_factor is not None else None
+        for axis, (n_o, n_i) in enumerate(zip(out_shape[1:], in_shape[1:])):
+            # torch's 'nearest' reads floor(o / scale), or floor(o * n_in / n_out) for a size.
+            o = np.arange(n_o)
+            source = np.floor(o / float(scales[axis])).astype(np.int64) if scales else (o * n_i) // n_o
+            factors.append(np.minimum(source, n_i - 1)[:, None] == np.arange(n_i)[None, :])
         return Term(tuple(factors))
     if isinstance(m, _ADAPTIVE):
         factors = [np.eye(in_shape[0], dtype=bool)]
@@ -233,7 +244,9 @@ _SCALE_NAMES = {"mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_",
 def is_leaf_module(m: nn.Module) -> bool:
     """Whether nsp derives ``m``'s relation from its type (rather than from its parts)."""
     return isinstance(
-        m, ELEMENTWISE_MODULES + _PASSTHROUGH + _BATCHNORM + _CONV + _POOL + _ADAPTIVE + (nn.Linear, nn.Flatten, nn.Unflatten)
+        m,
+        ELEMENTWISE_MODULES + _PASSTHROUGH + _BATCHNORM + _CONV + _POOL + _ADAPTIVE
+        + (nn.Linear, nn.Flatten, nn.Unflatten, nn.Upsample),
     )
 
 
@@ -334,7 +347,7 @@ class _Interpreter:
             raise _unsupported(path, op.name, "it returns several tensors")
         if op.kind == "layer":
             layers[op.target] = maps[refs[0].index] if refs else {}
-            values[i] = values[refs[0].index] if refs else None
+            values[i] = values.get(refs[0].index) if refs else None
             return {} if self.digest is not None else {op.target: self.identity(op.shape[1:])}
         if op.kind == "module":
             m = op.target
@@ -499,6 +512,11 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
     """
     interpreter = _Interpreter(incl)
     shapes = [tuple(a.shape) for a in activations.layeractivations]
+    if activations._dataflow is not None:
+        x = None if incl else _to_modules(activations.layerdescriptions[1:], activations.layeractivations[0].unsqueeze(0))
+        _, layers = interpreter.run(activations._dataflow, "network", "network", x, 0)
+        parents = [{}] + [layers[layer] for layer in range(1, len(shapes))]
+        return NetworkStructure(list(activations.layernames), shapes, incl, parents)
     parents: list[dict[int, Any]] = [{}]
     for layer in range(1, len(shapes)):
         name = activations.layernames[layer]
@@ -514,6 +532,14 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
         x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
         parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1)[0])
     return NetworkStructure(list(activations.layernames), shapes, incl, parents)
+
+
+def _to_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device and in the floating dtype of the first parameter among ``modules``."""
+    for m in modules:
+        if next(m.parameters(), None) is not None:
+            return _to_module(m, x)
+    return x
 
 
 def _to_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -546,6 +572,10 @@ def fingerprint(activations: Any) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr([(n, tuple(a.shape)) for n, a in zip(activations.layernames, activations.layeractivations)]).encode())
     interpreter = _Interpreter(incl=False, digest=digest)
+    if activations._dataflow is not None:
+        x = _to_modules(activations.layerdescriptions[1:], activations.layeractivations[0].unsqueeze(0))
+        interpreter.run(activations._dataflow, "network", "network", x, 0)
+        return digest.hexdigest()
     for layer in range(1, len(activations.layernames)):
         child = activations.layerdescriptions[layer]
         x = _to_module(child, activations._layerinputs[layer].unsqueeze(0))

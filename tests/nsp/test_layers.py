@@ -1,0 +1,225 @@
+"""Layers chosen at any depth: edges from the recorded dataflow, against an independent reference.
+
+The reference never looks at nsp's recording. It measures the *direct* dependence of
+chosen layer L on chosen layer K with forward hooks: K's output is replaced, every
+other chosen layer is frozen at its recorded value, and L is observed.
+
+- INCL=False: autograd through that hooked pass (K's output a leaf requiring grad).
+- INCL=True: a positive float64 copy (weights |w|+0.5, zero biases, BatchNorm stats
+  0/1, elementwise modules → Identity), probed one position of K at a time.
+
+The exact spectrum then comes from a dense DAG closure and integer Möbius inversion.
+"""
+
+import copy
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nsp
+import zoo
+from nsp.structure import ELEMENTWISE_MODULES
+
+
+def _layer_modules(net, names):
+    modules = dict(net.named_modules())
+    return [modules[n.split(":")[0]] for n in names]
+
+
+def _hooked_outputs(net, x, chosen, replace=None, freeze=None):
+    """Run net(x); record each chosen call's output; optionally replace/freeze outputs."""
+    outputs, handles, calls = [], [], {}
+
+    def hook(name):
+        def fn(module, args, output):
+            calls[name] = calls.get(name, 0) + 1
+            key = name if calls[name] == 1 else f"{name}:{calls[name] - 1}"
+            index = len(outputs)
+            if replace is not None and index == replace[0]:
+                output = replace[1]
+            outputs.append(output)
+            # Later layers see the frozen value, so only direct paths carry a change.
+            if freeze is not None and index in freeze:
+                return freeze[index].expand_as(output).clone()
+            return output
+
+        return fn
+
+    modules = dict(net.named_modules())
+    for name in dict.fromkeys(n.split(":")[0] for n in chosen):
+        handles.append(modules[name].register_forward_hook(hook(name)))
+    try:
+        net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return outputs
+
+
+def _positive_copy(net):
+    net = copy.deepcopy(net).double().eval()
+    for name, module in list(net.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, ELEMENTWISE_MODULES):
+                setattr(module, child_name, nn.Identity())
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(p.abs() + 0.5)
+        for m in net.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+    return net
+
+
+def reference_blocks(net, x, names, incl):
+    """{(L, K): bool (N_L, N_K)} direct dependence of layer L on layer K (0 = input)."""
+    blocks = {}
+    n = len(names)
+    if incl:
+        net = _positive_copy(net)
+        x = torch.zeros_like(x, dtype=torch.float64)
+    base = [x] + [o.detach() for o in _hooked_outputs(net, x, names)]
+    for k in range(n + 1):
+        size_k = base[k][0].numel()
+        freeze = {j - 1: base[j] for j in range(1, n + 1) if j != k}
+        if incl:
+            # One batch item per position of layer K, each bumped by one.
+            bump = torch.eye(size_k, dtype=base[k].dtype).reshape((size_k,) + base[k].shape[1:])
+            moved = base[k] + bump
+            batch = x.expand((size_k,) + x.shape[1:])
+            if k == 0:
+                outs = _hooked_outputs(net, moved, names, freeze=freeze)
+            else:
+                outs = _hooked_outputs(net, batch, names, replace=(k - 1, moved), freeze=freeze)
+            for l in range(k + 1, n + 1):
+                changed = ((outs[l - 1] - base[l]).abs().reshape(size_k, -1) > 0).T.numpy()
+                if changed.any():
+                    blocks[(l, k)] = changed
+            continue
+        leaf = base[k].clone().requires_grad_(True)
+        if k == 0:
+            outs = _hooked_outputs(net, leaf.clone(), names, freeze=freeze)
+        else:
+            outs = _hooked_outputs(net, x, names, replace=(k - 1, leaf.clone()), freeze=freeze)
+        for l in range(k + 1, n + 1):
+            out = outs[l - 1].reshape(-1)
+            if not out.requires_grad:
+                continue
+            jac = np.zeros((out.numel(), size_k), bool)
+            for row in range(out.numel()):
+                (g,) = torch.autograd.grad(out[row], leaf, retain_graph=True, allow_unused=True)
+                if g is not None:
+                    jac[row] = g.reshape(-1).numpy() != 0
+            if jac.any():
+                blocks[(l, k)] = jac
+    return blocks
+
+
+def exact_dag_spectrum(values, blocks, sizes):
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    n = int(offsets[-1])
+    adj = np.zeros((n, n), bool)  # adj[x, y]: edge y -> x
+    for (l, k), b in blocks.items():
+        adj[offsets[l]:offsets[l + 1], offsets[k]:offsets[k + 1]] = b
+    reach = adj.copy()
+    for _ in range(len(sizes)):
+        reach |= (reach.astype(np.float32) @ adj.astype(np.float32)) > 0
+    fractions = [Fraction(float(v)) for v in values]
+    scale = max(f.denominator for f in fractions)
+    ints = np.array([int(f * scale) for f in fractions], dtype=object)
+    spec = np.empty(n, dtype=object)
+    for i in range(n):
+        spec[i] = ints[i] - sum(spec[:i][reach[i, :i]], 0)
+    return np.array([float(Fraction(int(v), scale)) for v in spec])
+
+
+class _UNet(nn.Module):
+    """A one-level U-Net: the skip is concatenated with the upsampled bottleneck."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(1, 2, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.mid = nn.Conv2d(2, 2, 3, padding=1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.out = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        d = F.relu(self.down(x))
+        u = self.up(F.relu(self.mid(self.pool(d))))
+        return self.out(torch.cat([d, u], dim=1))
+
+
+def _cases():
+    torch.manual_seed(0)
+    tiny = zoo.cached("tiny_resnet", True)
+    unet = _UNet().eval()
+    return {
+        "tiny_resnet-leaves": (tiny[0], tiny[1], "leaves"),
+        "tiny_resnet-blocks": (tiny[0], tiny[1], ["conv1", "layer1.0", "layer2.0.conv1", "layer2.0", "fc"]),
+        "unet-concat": (unet, torch.randn(1, 1, 4, 4), lambda name, m: isinstance(m, nn.Conv2d)),
+    }
+
+
+@pytest.mark.parametrize("incl", [True, False])
+@pytest.mark.parametrize("case", list(_cases()))
+def test_layers_at_depth_match_reference(case, incl):
+    net, x, layers = _cases()[case]
+    acts = nsp.Activations(net, x, layers=layers)
+    graph = nsp.NNGraph(acts, INCL=incl)
+    names = acts.layernames[1:]
+    blocks = reference_blocks(net, x, names, incl)
+    got = {(l, k) for l, parents in enumerate(graph.structure.parents) for k in parents}
+    assert got == set(blocks)
+    for (l, k), expected in blocks.items():
+        rel = graph.structure.parents[l][k]
+        dense = rel.dense() if incl else rel.toarray()
+        np.testing.assert_array_equal(dense, expected, err_msg=f"block {(l, k)}")
+    sizes = [a.numel() for a in acts.layeractivations]
+    exact = exact_dag_spectrum(acts.to_numpy(), blocks, sizes)
+    spectrum = graph.transform(acts).to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    for l in range(len(sizes)):
+        a, r = spectrum[offsets[l]:offsets[l + 1]], exact[offsets[l]:offsets[l + 1]]
+        assert np.linalg.norm(a - r) <= 1e-9 * np.linalg.norm(r) or np.array_equal(a, r)
+
+
+def test_unknown_layer_name_lists_the_modules():
+    net, x, _ = zoo.cached("tiny_resnet", True)
+    with pytest.raises(ValueError, match=r"unknown layer name\(s\) \['layer9'\]; the network's modules are: conv1, bn1"):
+        nsp.Activations(net, x, layers=["conv1", "layer9"])
+    with pytest.raises(ValueError, match="chose no module"):
+        nsp.Activations(net, x, layers=lambda name, m: False)
+    with pytest.raises(TypeError, match="expected `layers`"):
+        nsp.Activations(net, x, layers=3)
+
+
+def test_layer_behind_an_unsupported_op_names_it():
+    class Gate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 1)
+            self.b = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x):
+            return self.b(x * torch.sigmoid(self.a(x)))
+
+    acts = nsp.Activations(Gate(), torch.randn(1, 1, 3, 3), layers="leaves")
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"mul in Gate"):
+        nsp.NNGraph(acts)
+
+
+def test_default_layers_are_unchanged_by_the_new_argument():
+    net, x, _ = zoo.cached("tiny_resnet", True)
+    a = nsp.Activations(net, x)
+    b = nsp.Activations(net, x, layers=None)
+    assert a.layernames == b.layernames
+    np.testing.assert_array_equal(nsp.NNGraph(a).transform(a).to_numpy(), nsp.NNGraph(b).transform(b).to_numpy())
