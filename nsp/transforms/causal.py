@@ -111,11 +111,12 @@ class CausalTransform(GraphTransform):
             counts = self._limbs_per_layer(value_bits)
             inputs = [_to_limbs(m[:, c], e[:, c], negative[:, c], emin, b, k) for c, k in zip(cut, counts)]
         done: list[np.ndarray] = []
+        memo: dict = {}
         for layer, given in enumerate(inputs):
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:
-                self._kernel.accumulate(layer, inputs if inverse else done, acc, +1 if inverse else -1)
+                self._kernel.accumulate(layer, inputs if inverse else done, acc, +1 if inverse else -1, memo)
             _normalize(acc, b)
             done.append(acc)
         # One rounding pass per limb count: numpy's per-call overhead, not arithmetic,
@@ -304,8 +305,12 @@ def _round_window(x: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
 
 
 # -- INCL=True: Kronecker-product relations -----------------------------------------------
-def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[int, str, Any]], float]:
-    """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims."""
+def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
+    """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims.
+
+    Returns the in- and out-dims, ``(axes to sum, remaining per-axis ops)`` and log2 of
+    the largest row count (for the majorant).
+    """
     ops: list[tuple[int, str, Any]] = []
     for axis, f in enumerate(term.factors):
         p, q = f.shape
@@ -325,18 +330,16 @@ def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], list[tuple[i
             ops.append((axis, "intervals", (lo, np.where(count > 0, hi, 0))))
         else:
             ops.append((axis, "dense", f.astype(np.int64)))
-    order = {"ones": 0, "intervals": 1, "dense": 2}
-    ops.sort(key=lambda op: order[op[1]])
+    ones = tuple(axis + 1 for axis, kind, _ in ops if kind == "ones")
+    rest = sorted((op for op in ops if op[1] != "ones"), key=lambda op: op[1] != "intervals")
     row_bits = sum(math.log2(max(1, int(f.sum(axis=1).max()))) for f in term.factors)
-    return term.in_dims, term.out_dims, ops, row_bits
+    return term.in_dims, term.out_dims, (ones, rest), row_bits
 
 
 def _apply(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
     for axis, kind, data in ops:
         ax = axis + 1
-        if kind == "ones":
-            x = x.sum(axis=ax, keepdims=True)
-        elif kind == "intervals":
+        if kind == "intervals":
             lo, hi = data
             shape = list(x.shape)
             shape[ax] += 1
@@ -391,12 +394,26 @@ class _ProductKernel:
             out[layer] = np.logaddexp2(0.0, total)
         return out + 1
 
-    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int) -> None:
+    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int, memo: dict | None = None) -> None:
+        """Add ``sign · Σ_K A_{L,K} xs[K]`` into ``acc``.
+
+        ``memo`` (one dict per pass over the layers) keeps axis sums of each earlier
+        layer: every later layer that sums the same axes (a full convolution sums all
+        channels) reuses them.
+        """
         k_acc, p = acc.shape[0], acc.shape[1]
-        for k, term_sign, (in_dims, out_dims, ops, _) in self.plans[layer]:
+        memo = {} if memo is None else memo
+        for k, term_sign, (in_dims, out_dims, (ones, rest), _) in self.plans[layer]:
             x = xs[k]
             limbs = min(x.shape[0], k_acc)
-            y = _apply(x[:limbs].reshape((limbs * p,) + in_dims), ops)
+            key = (k, limbs, in_dims, ones)
+            y = memo.get(key)
+            if y is None:
+                y = x[:limbs].reshape((limbs * p,) + in_dims)
+                if ones:
+                    y = y.sum(axis=ones, keepdims=True)
+                memo[key] = y
+            y = _apply(y, rest)
             view = acc[:limbs].reshape((limbs * p,) + out_dims)
             if sign * term_sign > 0:
                 view += y
@@ -453,7 +470,7 @@ class _BitsetKernel:
             out[layer] = math.log2(peak) + 1
         return out
 
-    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int) -> None:
+    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int, memo: dict | None = None) -> None:
         k_acc, p = acc.shape[0], acc.shape[1]
         n_before = int(self.offsets[layer])
         rhs = np.zeros((n_before, k_acc * p), dtype=np.float64)

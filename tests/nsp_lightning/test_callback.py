@@ -70,6 +70,22 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
     expected = nsp.render.render_layer(records[-1].spectra[1][1], scale="layersymlog", cmap="RdBu_r")
     np.testing.assert_array_equal(image, expected)
+    # A 1-D layer is a band 8 rows high (a 1-pixel strip would be a hairline in TensorBoard's cards).
+    event = acc.Images("nsp/activations/fc/probe_0")[-1]
+    image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+    strip = nsp.render.render_layer(records[-1].activations[0][5], scale="layerscale", cmap="viridis")
+    assert strip.shape == (1, 3, 3) and image.shape == (8, 3, 3)
+    np.testing.assert_array_equal(image, np.repeat(strip, 8, axis=0))
+
+
+@pytest.mark.parametrize(("size", "rows"), [(1, 8), (64, 8), (65, 9), (200, 25), (256, 32), (5000, 32)])
+def test_a_1d_layer_is_a_band_at_most_8_times_as_wide_as_high_and_at_most_32_rows(size, rows):
+    values = np.linspace(-1.0, 1.0, size)
+    image = callback_module._heatmap(values, "spectrum")
+    assert image.shape == (rows, size, 3)
+    assert (image == image[:1]).all()
+    np.testing.assert_array_equal(image[0], nsp.render.render_layer(values, scale="layersymlog", cmap="RdBu_r")[0])
+    assert callback_module._heatmap(values.reshape(1, size), "spectrum").shape == (1, size, 3)
 
 
 def test_records_hold_the_exact_spectra_of_the_model_before_and_after_training(tmp_path):

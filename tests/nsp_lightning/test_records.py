@@ -84,3 +84,21 @@ def test_reading_a_directory_that_is_not_a_record_directory_fails_clearly(tmp_pa
 
 def test_record_name_sorts_by_epoch():
     assert record_name(3) == "epoch-000003" < record_name(12)
+
+
+def test_a_record_file_holds_one_array_per_layer_with_a_row_per_probe(tmp_path):
+    acts, spectra = patterns()
+    store = RecordStore(tmp_path)
+    store.start({})
+    write_record(store, make_record(3, 30, acts, spectra, [1, 2], ["a", "b"], False, 0.0))
+    arrays, meta = store.read(record_name(3))
+    assert sorted(arrays) == ["activations.0", "activations.1", "energy", "log10_energy", "spectrum.0", "spectrum.1"]
+    np.testing.assert_array_equal(arrays["activations.0"], [[3.0, -1.0], [-3.5, 2.0]])
+    np.testing.assert_array_equal(arrays["spectrum.1"][0], [0.0, 1.0])
+    assert arrays["activations.0"].dtype == np.float32 and arrays["spectrum.1"].dtype == np.float64
+    assert meta["probes"] == 2 and meta["layernames"] == ["0", "1"]
+
+    arrays["spectrum.1"] = arrays["spectrum.1"][:1]
+    store.write(record_name(3), arrays, meta)
+    with pytest.raises(ValueError, match=r"\['spectrum.1'\] do not hold one row per probe \(2\)"):
+        read_records(tmp_path)
