@@ -346,12 +346,22 @@ class _Interpreter:
         if op.kind == "opaque":
             raise _unsupported(path, op.name, "it returns several tensors")
         if op.kind == "layer":
-            layers[op.target] = maps[refs[0].index] if refs else {}
-            values[i] = values.get(refs[0].index) if refs else None
+            if not refs:
+                raise _unsupported(
+                    path, op.owner, "its output was not computed from the recorded input by operations nsp can see "
+                    "(e.g. a round trip through numpy, or a custom extension)"
+                )
+            layers[op.target] = maps[refs[0].index]
+            values[i] = values.get(refs[0].index)
             return {} if self.digest is not None else {op.target: self.identity(op.shape[1:])}
         if op.kind == "module":
             m = op.target
             _check_mode(m, path, self.incl)
+            if not refs:
+                raise _unsupported(
+                    path, type(m).__name__, "its input was not computed from the recorded input by operations nsp "
+                    "can see (e.g. a round trip through numpy, or a custom extension)"
+                )
             (src,) = refs
             in_shape = shapes[src.index]
             if self.incl:

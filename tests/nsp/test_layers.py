@@ -223,3 +223,40 @@ def test_default_layers_are_unchanged_by_the_new_argument():
     b = nsp.Activations(net, x, layers=None)
     assert a.layernames == b.layernames
     np.testing.assert_array_equal(nsp.NNGraph(a).transform(a).to_numpy(), nsp.NNGraph(b).transform(b).to_numpy())
+
+
+class _Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Linear(3, 2)
+
+    def forward(self, x):
+        hidden = torch.from_numpy(self.a(x).detach().numpy().copy())  # leaves torch's sight
+        return self.b(hidden)
+
+
+def test_dataflow_nsp_cannot_see_is_refused():
+    acts = nsp.Activations(_Untraceable(), torch.randn(1, 3), layers="leaves")
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"'b' \(Linear\): its input was not computed from the recorded input"):
+        nsp.NNGraph(acts)
+    default = nsp.Activations(nn.Sequential(_Untraceable()), torch.randn(1, 3))
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"'0\.b' \(Linear\): its input was not computed"):
+        nsp.NNGraph(default)
+
+
+def test_vgg_style_classifier_at_depth():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+        nn.Sequential(nn.Flatten(), nn.Linear(8, 4), nn.ReLU(), nn.Dropout(), nn.Linear(4, 3)),
+    ).eval()
+    x = torch.randn(1, 1, 4, 4)
+    for incl in (True, False):
+        acts = nsp.Activations(net, x, layers="leaves")
+        graph = nsp.NNGraph(acts, INCL=incl)
+        blocks = reference_blocks(net, x, acts.layernames[1:], incl)
+        assert {(l, k) for l, p in enumerate(graph.structure.parents) for k in p} == set(blocks)
+        sizes = [a.numel() for a in acts.layeractivations]
+        exact = exact_dag_spectrum(acts.to_numpy(), blocks, sizes)
+        np.testing.assert_allclose(graph.transform(acts).to_numpy(), exact, rtol=1e-12, atol=0)
