@@ -250,19 +250,20 @@ def _kron_all(factors: Sequence[np.ndarray]) -> np.ndarray:
 
 def _bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     # Channel factors are mostly all-ones or the identity; those need no product.
-    if g.all():
+    nf, ng = np.count_nonzero(f), np.count_nonzero(g)
+    if ng == g.size:
         return np.broadcast_to(f.any(axis=1)[:, None], (f.shape[0], g.shape[1])).copy()
-    if f.all():
+    if nf == f.size:
         return np.broadcast_to(g.any(axis=0)[None, :], (f.shape[0], g.shape[1])).copy()
-    if f.shape[0] == f.shape[1] and _is_identity(f):
+    if _is_identity(f, nf):
         return g
-    if g.shape[0] == g.shape[1] and _is_identity(g):
+    if _is_identity(g, ng):
         return f
     return (f.astype(np.float32) @ g.astype(np.float32)) > 0
 
 
-def _is_identity(f: np.ndarray) -> bool:
-    return bool(f.diagonal().all()) and int(f.sum()) == f.shape[0]
+def _is_identity(f: np.ndarray, nonzero: int) -> bool:
+    return f.shape[0] == f.shape[1] == nonzero and bool(f.diagonal().all())
 
 
 def _common_form(a: Term, b: Term) -> tuple[Term, Term]:

@@ -96,6 +96,8 @@ def _conv_padding(m: nn.Module, in_sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _channel_groups(c_out: int, c_in: int, groups: int) -> np.ndarray:
+    if groups == 1:
+        return np.ones((c_out, c_in), dtype=bool)
     return (np.arange(c_out)[:, None] // (c_out // groups)) == (np.arange(c_in)[None, :] // (c_in // groups))
 
 
