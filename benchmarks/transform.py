@@ -98,7 +98,11 @@ def measure(name: str, net: nn.Module, x: torch.Tensor, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats per measurement (median)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's); nsp's transform itself runs on one core")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
           f"torch {torch.__version__}, python {platform.python_version()}")
     header = ("network", "neurons", "edges", "forward ms", "capture ms", "build ms", "transform ms",
