@@ -106,7 +106,7 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}; "
+        f"{cpu}, {os.cpu_count()} logical CPUs, torch intra-op threads {torch.get_num_threads()}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, lightning {lightning.__version__}, "
         f"tensorboard {tensorboard.__version__}"
     )
@@ -137,10 +137,10 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {machine()}")
     print(f"load average before: {load()}")
     for kind in (False, True):  # warm-up: imports, allocator, the first TensorBoard writer
         timed_fit(1, with_callback=kind)
+    print(f"machine: {machine()}")  # after a fit: the demo sets torch's thread count
     fits: dict[bool, list[Fit]] = {False: [], True: []}
     for repeat in range(args.repeats):
         for with_callback in (False, True) if repeat % 2 == 0 else (True, False):

@@ -70,11 +70,17 @@ def _pattern(net: torch.nn.Module, shape: tuple[int, ...]) -> tuple[nsp.Activati
     return acts, nsp.NNGraph(acts), acts.to_numpy()
 
 
-def _kpm(bands: LaplacianBands, signal: np.ndarray, edges: np.ndarray, tol: float) -> tuple[np.ndarray, int, float, float]:
+def _kpm(
+    bands: LaplacianBands, signal: np.ndarray, edges: np.ndarray, tol: float
+) -> tuple[np.ndarray, int, float, float]:
     """Energies, order, seconds and peak MB of ``band_energies`` (order search included)."""
     seconds = _seconds(lambda: bands.band_energies(signal, edges, tol=tol))
     energies, peak = _peak_mb(lambda: bands.band_energies(signal, edges, tol=tol))
     return energies, bands.order(edges, tol=tol), seconds, peak
+
+
+def _relative(error: float, exact: float) -> str:
+    return f"{error / exact:.1e}" if exact > 0 else "-"
 
 
 def mnist() -> None:
@@ -98,7 +104,8 @@ def mnist() -> None:
     _, m_dense = _peak_mb(lambda: dense.eigenvalues)
     t_dense = time.perf_counter() - start
     lam = dense.eigenvalues
-    print(f"dense eigh: {t_dense:.1f} s, peak {m_dense:.0f} MB (estimate {dense_eigh_bytes(op.shape[0]) / 2**20:.0f} MB); "
+    estimate_mb = dense_eigh_bytes(op.shape[0]) / 2**20
+    print(f"dense eigh: {t_dense:.1f} s, peak {m_dense:.0f} MB (estimate {estimate_mb:.0f} MB); "
           f"largest eigenvalue {lam[-1]:.2f} (bound / largest = {op.spectrum_bound / lam[-1]:.3f})")
     coefficients = dense.forward(s)
 
@@ -118,19 +125,21 @@ def mnist() -> None:
             near = np.array([
                 float(np.sum(coefficients[near_edge[:, b] | near_edge[:, b + 1]] ** 2)) for b in range(edges.size - 1)
             ])
-            relative = error / np.maximum(exact, 1e-300)
+            main = exact >= 0.01 * total
             holds = bool(np.all(error <= tol * total + near + 1e-12 * total))
             print(f"\n### {title}, tol = {tol:g}: order {order} ({(order + 1) // 2} products), {seconds:.2f} s, "
                   f"peak {peak:.1f} MB; dense eigh / this = {t_dense / seconds:.0f}x")
-            print(f"max |error| / ||s||^2 = {error.max() / total:.2e}; max relative error per band = {relative.max():.2e}; "
-                  f"sum of estimates / ||s||^2 - 1 = {estimate.sum() / total - 1:.1e}; guarantee holds: {holds}")
+            print(f"max |error| / ||s||^2 = {error.max() / total:.2e}; max relative error of the bands holding >= 1% "
+                  f"of ||s||^2 = {np.max(error[main] / exact[main]):.2e}; sum of estimates / ||s||^2 - 1 = "
+                  f"{estimate.sum() / total - 1:.1e}; guarantee holds: {holds}")
             if tol == 1e-3:
                 print("| band | exact E / ||s||^2 | estimate / ||s||^2 | |error| / ||s||^2 | relative error | "
                       "energy within gaps / ||s||^2 |")
                 print("|---|---|---|---|---|---|")
                 for b in range(edges.size - 1):
-                    print(f"| [{edges[b]:.1f}, {edges[b + 1]:.1f}) | {exact[b] / total:.3e} | {estimate[b] / total:.3e} | "
-                          f"{error[b] / total:.1e} | {relative[b]:.1e} | {near[b] / total:.1e} |")
+                    print(f"| [{edges[b]:.1f}, {edges[b + 1]:.1f}) | {exact[b] / total:.3e} | "
+                          f"{estimate[b] / total:.3e} | {error[b] / total:.1e} | {_relative(error[b], exact[b])} | "
+                          f"{near[b] / total:.1e} |")
 
 
 def large(name: str, net: torch.nn.Module, shape: tuple[int, ...]) -> None:
@@ -155,7 +164,8 @@ def large(name: str, net: torch.nn.Module, shape: tuple[int, ...]) -> None:
 def main() -> None:
     print("command: python benchmarks/laplacian.py")
     print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, torch {torch.__version__}")
+          f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
+          f"torch {torch.__version__}")
     mnist()
     torch.manual_seed(0)
     large("LeNet-5 32x32", LeNet5(), (1, 1, 32, 32))

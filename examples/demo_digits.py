@@ -101,7 +101,14 @@ def digits_loaders(batch_size: int = 16) -> tuple[DataLoader, DataLoader]:
 
 
 def fit(root: str | os.PathLike, epochs: int, callbacks: list[pl.Callback], seed: int = 0) -> pl.Trainer:
-    """Train the digits CNN; the benchmark calls this with and without the callback."""
+    """Train the digits CNN; the benchmark calls this with and without the callback.
+
+    Torch runs on one thread: a CNN this small gains little from more, and a thread pool
+    waits for its slowest thread at every operation, which is very slow while other
+    processes keep the cores busy (on a 2-core machine shared with other work, 100
+    training steps took 0.3-0.4 s on one thread and 2.4-14 s on two).
+    """
+    torch.set_num_threads(1)
     pl.seed_everything(seed, verbose=False)
     train, val = digits_loaders()
     trainer = pl.Trainer(

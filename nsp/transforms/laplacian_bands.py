@@ -254,7 +254,10 @@ class LaplacianOperator(LinearOperator):
 
 # -- Chebyshev expansion of band indicators ------------------------------------------------
 def _jackson(order: int) -> np.ndarray:
-    """Jackson damping factors ``g_0..g_K`` (Weisse et al., Rev. Mod. Phys. 78, 275, 2006, eq. 71)."""
+    """Jackson damping factors ``g_0..g_K``.
+
+    A. Weisse et al., "The kernel polynomial method", Rev. Mod. Phys. 78, 275 (2006).
+    """
     k = np.arange(order + 1)
     a = math.pi / (order + 1)
     return ((order + 1 - k) * np.cos(a * k) + np.sin(a * k) / math.tan(a)) / (order + 1)
@@ -406,7 +409,8 @@ class LaplacianBands:
         e = np.asarray(edges, dtype=np.float64)
         if e.ndim != 1 or e.size < 2:
             raise ValueError(
-                f"LaplacianBands.{where}: expected `edges` to be a 1-D array of at least 2 band edges, got shape {e.shape}"
+                f"LaplacianBands.{where}: expected `edges` to be a 1-D array of at least 2 band edges, "
+                f"got shape {e.shape}"
             )
         if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
             raise ValueError(f"LaplacianBands.{where}: `edges` must be finite and strictly increasing, got {e}")

@@ -123,7 +123,8 @@ def test_structured_operator_forms_no_edge_list_or_dense_relation(monkeypatch: p
         monkeypatch.setattr(cls, "dense", forbidden)
     monkeypatch.setattr(NetworkStructure, "edge_arrays", forbidden)
     expected = reference_laplacian(ref) @ s
-    np.testing.assert_allclose(LaplacianOperator(graph.structure).matvec(s), expected, rtol=0, atol=1e-12 * np.abs(expected).max())
+    actual = LaplacianOperator(graph.structure).matvec(s)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-12 * np.abs(expected).max())
 
 
 def test_spectrum_bound_of_a_star_is_exact() -> None:
