@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Any
+
 import numpy as np
 import scipy.linalg
 import scipy.sparse
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_NODES",
     "LaplacianSizeError",
     "LaplacianTransform",
+    "band_edges",
     "dense_eigh_bytes",
     "eigenvalue_clusters",
     "laplacian_matrix",
@@ -373,16 +376,7 @@ class LaplacianTransform(GraphTransform):
         >>> np.round(t.band_energies([1.0, 1.0, 1.0], [0.0, 0.5, 4.0]), 12)
         array([3., 0.])
         """
-        e = np.asarray(edges, dtype=np.float64)
-        if e.ndim != 1 or e.size < 2:
-            raise ValueError(
-                f"LaplacianTransform.band_energies: expected `edges` to be a 1-D array of at least 2 band edges, "
-                f"got shape {e.shape}"
-            )
-        if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
-            raise ValueError(
-                f"LaplacianTransform.band_energies: `edges` must be finite and strictly increasing, got {e}"
-            )
+        e = band_edges(edges, "LaplacianTransform.band_energies")
         energies = self.cluster_energies(signal)
         centres = self.cluster_eigenvalues
         # Snap a cluster onto an edge it equals up to rounding: its eigenvalue was meant.
@@ -468,3 +462,19 @@ def _check_size(n: int, max_nodes: int) -> None:
         "scipy.sparse.linalg.eigsh(laplacian_matrix(adjacency), k=...)"
         + ("; or pass a larger max_nodes on a machine with enough memory." if too_many else ".")
     )
+
+
+def band_edges(edges: Any, where: str) -> np.ndarray:
+    """``edges`` as a float64 array of at least two finite, strictly increasing band edges.
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` and the argument, if ``edges`` is not such an array.
+    """
+    e = np.asarray(edges, dtype=np.float64)
+    if e.ndim != 1 or e.size < 2:
+        raise ValueError(f"{where}: expected `edges` to be a 1-D array of at least 2 band edges, got shape {e.shape}")
+    if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
+        raise ValueError(f"{where}: `edges` must be finite and strictly increasing, got {e}")
+    return e

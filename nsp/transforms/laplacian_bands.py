@@ -63,7 +63,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from nsp.relations import Term
 from nsp.structure import NetworkStructure
-from nsp.transforms.laplacian import laplacian_matrix
+from nsp.transforms.laplacian import band_edges, laplacian_matrix
 
 __all__ = ["DEFAULT_TOL", "MAX_ORDER", "LaplacianBands", "LaplacianOperator"]
 
@@ -406,15 +406,7 @@ class LaplacianBands:
         return (array[None] if array.ndim == 1 else array), array.ndim == 1
 
     def _edges(self, edges: Any, where: str) -> np.ndarray:
-        e = np.asarray(edges, dtype=np.float64)
-        if e.ndim != 1 or e.size < 2:
-            raise ValueError(
-                f"LaplacianBands.{where}: expected `edges` to be a 1-D array of at least 2 band edges, "
-                f"got shape {e.shape}"
-            )
-        if not np.all(np.isfinite(e)) or np.any(np.diff(e) <= 0):
-            raise ValueError(f"LaplacianBands.{where}: `edges` must be finite and strictly increasing, got {e}")
-        return e
+        return band_edges(edges, f"LaplacianBands.{where}")
 
     def _gaps(self, gap: Any, edges: np.ndarray, where: str) -> np.ndarray:
         if gap is None:
