@@ -18,6 +18,7 @@ from nsp.structure import UnsupportedModuleError, fingerprint
 from nsp.transformer import Transformer
 from nsp.transforms.causal import CausalTransform
 from nsp.transforms.laplacian import LaplacianTransform
+from nsp.transforms.laplacian_bands import LaplacianBands, LaplacianOperator
 
 __all__ = [
     "Activations",
@@ -27,6 +28,8 @@ __all__ = [
     "OutputLoader",
     "CausalTransform",
     "LaplacianTransform",
+    "LaplacianBands",
+    "LaplacianOperator",
     "StructureError",
     "UnsupportedModuleError",
     "energy",

@@ -21,6 +21,7 @@ from nsp.structure import NetworkStructure, build_structure
 from nsp.transforms.base import GraphTransform
 from nsp.transforms.causal import CausalTransform
 from nsp.transforms.laplacian import LaplacianTransform
+from nsp.transforms.laplacian_bands import LaplacianBands, LaplacianOperator
 
 __all__ = ["NNGraph"]
 
@@ -103,6 +104,7 @@ class NNGraph(nx.DiGraph):
         self.INCL = bool(INCL)
         self.structure: NetworkStructure | None = None
         self._transformers: dict[str, GraphTransform] = {}
+        self._bands: LaplacianBands | None = None
         self._inv_F: sp.csr_matrix | None = None
         if activations is None:
             return
@@ -198,6 +200,30 @@ class NNGraph(nx.DiGraph):
             else:
                 self._transformers[type] = LaplacianTransform(self.adjacency())
         return self._transformers[type]
+
+    def laplacian_bands(self) -> LaplacianBands:
+        """Energies per band of Laplacian eigenvalues, for graphs of any size.
+
+        Chebyshev (kernel polynomial) filters applied through a structured Laplacian
+        operator: no eigendecomposition, no N×N matrix and, with INCL=True, no edge list.
+        Use it where ``get_transformer('laplacian')`` refuses a large graph.
+
+        Returns
+        -------
+        LaplacianBands
+            Built once and cached; see ``LaplacianBands.band_energies``.
+
+        Examples
+        --------
+        >>> import torch, nsp
+        >>> g = nsp.NNGraph(nsp.Activations(torch.nn.Sequential(torch.nn.Linear(2, 1)), torch.ones(1, 2)))
+        >>> np.round(g.laplacian_bands().band_energies([1.0, 1.0, 1.0], [0.0, 0.5, 3.0]), 3)
+        array([3., 0.])
+        """
+        s = self._require_structure("laplacian_bands")
+        if self._bands is None:
+            self._bands = LaplacianBands(LaplacianOperator(s))
+        return self._bands
 
     @property
     def lu_piv(self) -> GraphTransform | None:

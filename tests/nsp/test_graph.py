@@ -187,3 +187,18 @@ def test_batched_probes_match_single_probes(incl):
         exact = reference.exact_spectrum(pattern.layeractivations, expected.edges)
         errors = reference.relative_errors(own.transform(pattern).layeractivations, exact)
         assert max(errors) <= 1e-9
+
+
+def test_laplacian_bands_agree_with_the_dense_transform():
+    graph, _ = _graph("readme_net")
+    net, x, _ = zoo.cached("readme_net", True)
+    signal = nsp.Activations(net, x).to_numpy()
+    dense = graph.get_transformer("laplacian")
+    # Edges between eigenvalue clusters, where the Chebyshev estimate is sharp.
+    values = np.unique(np.round(dense.eigenvalues, 6))
+    edges = np.concatenate([[-1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1]])[::4]
+    bands = graph.laplacian_bands()
+    assert graph.laplacian_bands() is bands
+    np.testing.assert_allclose(
+        bands.band_energies(signal, edges, tol=1e-6), dense.band_energies(signal, edges), atol=1e-4 * signal @ signal
+    )
