@@ -394,7 +394,10 @@ class Activations:
         Returns
         -------
         list of Activations
-            One pattern per probe, as ``Activations(network, inputs[p:p+1])`` would give.
+            One pattern per probe, with the same layers as
+            ``Activations(network, inputs[p:p+1])``. Values may differ from a single-probe
+            pass in the last bits (batched kernels round differently), and spectra
+            magnify such differences: compare like with like.
 
         Examples
         --------
