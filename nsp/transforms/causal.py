@@ -22,8 +22,9 @@ Two kernels evaluate ``Σ_K A_{L,K} X_K``:
 - with ``INCL=True`` the relations are unions of Kronecker products of small per-axis
   0/1 factors (:mod:`nsp.relations`), applied with axis sums and prefix sums in about
   O(N·L) work, never forming an N×N matrix;
-- with ``INCL=False`` (data-dependent graphs, not products) each layer's ancestor sets
-  are kept as packed bitsets and applied by exact float64 matrix products in chunks.
+- with ``INCL=False`` (data-dependent graphs, not products) the ancestor sets are kept
+  explicitly, sparse inside receptive fields or as packed bitsets where they are dense
+  (:mod:`nsp.transforms.ancestor_sets`), and applied by exact float64 matrix products.
 """
 
 from __future__ import annotations
@@ -35,13 +36,10 @@ import numpy as np
 
 from nsp.relations import StructureError, Term
 from nsp.structure import NetworkStructure
+from nsp.transforms.ancestor_sets import AncestorSets
 from nsp.transforms.base import GraphTransform
 
-__all__ = ["CausalTransform", "BITSET_MEMORY_LIMIT"]
-
-#: Largest total size, in bytes, of the ancestor bitsets that INCL=False graphs may use.
-BITSET_MEMORY_LIMIT = 4 << 30
-_CHUNK_BYTES = 64 << 20
+__all__ = ["CausalTransform"]
 
 
 class CausalTransform(GraphTransform):
@@ -57,8 +55,8 @@ class CausalTransform(GraphTransform):
     Raises
     ------
     MemoryError
-        For an ``INCL=False`` graph whose ancestor bitsets would exceed
-        ``BITSET_MEMORY_LIMIT``; the message gives the estimate.
+        For an ``INCL=False`` graph whose ancestor sets would exceed
+        ``nsp.transforms.ancestor_sets.ANCESTOR_MEMORY_LIMIT``; the message says where.
     StructureError
         If spectra could exceed the float64 range (a network far deeper than any
         measured), so the limb count cannot be bounded.
@@ -78,8 +76,8 @@ class CausalTransform(GraphTransform):
     def __init__(self, structure: NetworkStructure) -> None:
         self.structure = structure
         self.n = structure.n
-        self._kernel: _ProductKernel | _BitsetKernel = (
-            _ProductKernel(structure) if structure.incl else _BitsetKernel(structure)
+        self._kernel: _ProductKernel | AncestorSets = (
+            _ProductKernel(structure) if structure.incl else AncestorSets(structure)
         )
         self.limb_bits = self._kernel.limb_bits
         self.growth_bits = self._kernel.growth_bits()
@@ -420,95 +418,3 @@ class _ProductKernel:
                 view += y
             else:
                 view -= y
-
-
-# -- INCL=False: ancestor bitsets -----------------------------------------------------------
-class _BitsetKernel:
-    """``Σ_{K<L} A_{L,K} X_K`` from packed ancestor bitsets (general DAGs between layers)."""
-
-    def __init__(self, structure: NetworkStructure) -> None:
-        offsets, sizes = structure.offsets, structure.sizes
-        need = int(sum(int(sizes[l]) * ((int(offsets[l]) + 63) // 64 * 8) for l in range(len(sizes))))
-        if need > BITSET_MEMORY_LIMIT:
-            raise MemoryError(
-                f"nsp: the exact INCL=False transform of this {structure.n:,}-node graph needs about "
-                f"{need / 2**30:.1f} GiB of ancestor bitsets (limit {BITSET_MEMORY_LIMIT / 2**30:.0f} GiB); "
-                "use INCL=True, fewer or smaller probe layers, or a smaller input"
-            )
-        self.offsets = offsets
-        self.bitsets: list[np.ndarray] = [np.zeros((int(sizes[0]), 0), dtype=np.uint8)]
-        for layer in range(1, len(sizes)):
-            # Rows padded to whole 64-bit words: the OR runs on words, 8× fewer operations.
-            width = (int(offsets[layer]) + 63) // 64 * 8
-            bits = np.zeros((int(sizes[layer]), width), dtype=np.uint8)
-            for parent, edge in structure.parents[layer].items():
-                prev = self.bitsets[parent]
-                base = np.zeros((prev.shape[0], width), dtype=np.uint8)
-                base[:, : prev.shape[1]] = prev
-                own = np.arange(int(offsets[parent]), int(offsets[parent + 1]))
-                base[np.arange(own.size), own >> 3] |= np.uint8(128) >> (own & 7).astype(np.uint8)
-                bits |= _or_rows(edge.tocsr(), base.view(np.uint64)).view(np.uint8)
-            self.bitsets.append(bits)
-        self.limb_bits = min(32, 52 - math.ceil(math.log2(structure.n + 1)))
-        self.structure = structure
-
-    def growth_bits(self) -> np.ndarray:
-        """Per layer, 1 + log2 of max G, by running the recursion on floats."""
-        g: list[np.ndarray] = []
-        out = np.zeros(len(self.structure.sizes))
-        for layer, size in enumerate(self.structure.sizes):
-            acc = np.ones((1, 1, int(size)))
-            if layer:
-                self.accumulate(layer, g, acc, +1)
-            peak = float(acc.max()) if acc.size else 1.0
-            if not math.isfinite(peak):
-                raise StructureError(
-                    f"nsp: spectra of layer '{self.structure.names[layer]}' may exceed 1e308 in magnitude; "
-                    "the network is too deep for an exact float64 result"
-                )
-            g.append(acc)
-            # Float summation error is far below one bit; the extra bit covers it.
-            out[layer] = math.log2(peak) + 1
-        return out
-
-    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int, memo: dict | None = None) -> None:
-        k_acc, p = acc.shape[0], acc.shape[1]
-        n_before = int(self.offsets[layer])
-        rhs = np.zeros((n_before, k_acc * p), dtype=np.float64)
-        for k in range(layer):
-            x = xs[k][:k_acc]
-            block = np.zeros((k_acc, p, x.shape[2]))
-            block[: x.shape[0]] = x
-            rhs[self.offsets[k]: self.offsets[k + 1]] = block.transpose(2, 0, 1).reshape(x.shape[2], -1)
-        bits = self.bitsets[layer]
-        rows = max(1, _CHUNK_BYTES // max(1, 8 * n_before))
-        flat = acc.reshape(k_acc * p, -1)
-        exact = np.issubdtype(acc.dtype, np.integer)
-        for start in range(0, bits.shape[0], rows):
-            dense = np.unpackbits(bits[start: start + rows], axis=1, count=n_before).astype(np.float64)
-            part = (dense @ rhs).T
-            flat[:, start: start + rows] += sign * (part.astype(np.int64) if exact else part)
-
-
-def _or_rows(edge: Any, base: np.ndarray) -> np.ndarray:
-    """Row x of the result is the OR of ``base`` rows at x's parents (CSR columns)."""
-    out = np.zeros((edge.shape[0], base.shape[1]), dtype=base.dtype)
-    indptr, indices = edge.indptr, edge.indices
-    counts = np.diff(indptr)
-    nonempty = np.flatnonzero(counts)
-    if base.shape[1] == 0 or nonempty.size == 0:
-        return out
-    per_row = max(1, _CHUNK_BYTES // (base.shape[1] * base.itemsize))
-    start = 0
-    while start < nonempty.size:
-        stop = start
-        budget = 0
-        while stop < nonempty.size and (budget == 0 or budget + counts[nonempty[stop]] <= per_row):
-            budget += counts[nonempty[stop]]
-            stop += 1
-        rows = nonempty[start:stop]
-        gathered = base[indices[indptr[rows[0]]: indptr[rows[-1] + 1]]]
-        starts = indptr[rows] - indptr[rows[0]]
-        out[rows] = np.bitwise_or.reduceat(gathered, starts, axis=0)
-        start = stop
-    return out

@@ -114,18 +114,22 @@ def test_matches_original_package(name, zoo_name):
     acts = nsp.Activations(net, x)
     assert acts.layernames == list(data["layer_names"])
     assert [str(list(a.shape)) for a in acts.layeractivations] == list(data["layer_shapes"])
-    np.testing.assert_array_equal(np.asarray(acts.to_vector(), dtype=np.float64), data["activations"])
+    # The float32 forward pass rounds differently on different CPUs (the kernels torch
+    # picks depend on the instruction set), so the values agree to float32 rounding and
+    # the spectra are compared on the stored values.
+    np.testing.assert_allclose(np.asarray(acts.to_vector(), dtype=np.float64), data["activations"], rtol=1e-5, atol=1e-6)
 
     graph = nsp.NNGraph(acts)
     shapes = [tuple(a.shape) for a in acts.layeractivations]
     assert graph.number_of_edges() == len(data["edges"])
     assert set(graph.edges()) == _id_pairs_to_nodes(shapes, data["edges"])
 
-    spectrum = np.asarray(graph.transform(acts).to_vector(), dtype=np.float64)
+    spectrum = graph.get_transformer().forward(data["activations"])
     offs = R.offsets(shapes)
     layers = [spectrum[offs[i]:offs[i + 1]] for i in range(len(shapes))]
     stored = [data["spectrum_standard"][offs[i]:offs[i + 1]] for i in range(len(shapes))]
     # The stored spectrum is float64 forward substitution, right to ~1e-16 on these
     # shallow networks (tests/nsp/test_reference.py checks it against the exact one).
     assert max(R.relative_errors(layers, stored)) <= 1e-12
-    assert max(R.relative_errors(layers, zoo.cached(zoo_name, True)[2].spectrum)) <= TOLERANCE
+    own = graph.transform(acts).layeractivations
+    assert max(R.relative_errors(own, zoo.cached(zoo_name, True)[2].spectrum)) <= TOLERANCE

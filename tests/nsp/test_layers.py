@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import chunks
 import nsp
 import zoo
 from nsp.structure import ELEMENTWISE_MODULES
@@ -190,6 +191,19 @@ def test_layers_at_depth_match_reference(case, incl):
     for l in range(len(sizes)):
         a, r = spectrum[offsets[l]:offsets[l + 1]], exact[offsets[l]:offsets[l + 1]]
         assert np.linalg.norm(a - r) <= 1e-9 * np.linalg.norm(r) or np.array_equal(a, r)
+
+
+@pytest.mark.parametrize("mode", ["sparse", "dense", "alternate"])
+@pytest.mark.parametrize("case", list(_cases()))
+def test_dag_ancestor_sets_in_every_representation(monkeypatch, case, mode):
+    # Skips and merges give layers several parents: their ancestor sets are unions.
+    chunks.force(monkeypatch, mode, 5)
+    net, x, layers = _cases()[case]
+    acts = nsp.Activations(net, x, layers=layers)
+    blocks = reference_blocks(net, x, acts.layernames[1:], False)
+    exact = exact_dag_spectrum(acts.to_numpy(), blocks, [a.numel() for a in acts.layeractivations])
+    spectrum = nsp.NNGraph(acts, INCL=False).transform(acts).to_numpy()
+    np.testing.assert_allclose(spectrum, exact, rtol=1e-12, atol=0)
 
 
 def test_unknown_layer_name_lists_the_modules():

@@ -38,13 +38,15 @@ def test_reproduces_original_package(name):
     assert cap.names == list(data["layer_names"])
     assert [str(list(s)) for s in cap.shapes] == list(data["layer_shapes"])
     vector = np.concatenate([t.double().numpy().ravel() for t in cap.layers])
-    np.testing.assert_array_equal(vector, data["activations"])
+    # float32 forward passes round differently on different CPUs: compare the spectrum of
+    # the stored values.
+    np.testing.assert_allclose(vector, data["activations"], rtol=1e-5, atol=1e-6)
 
     edges = R.edge_matrices(cap, incl=True)
     original = data["edges"].astype(np.int64)
     np.testing.assert_array_equal(R.edge_array(edges), original[np.lexsort((original[:, 1], original[:, 0]))])
 
-    spectrum = R.exact_spectrum(cap.layers, edges)
+    spectrum = R.exact_spectrum(_split(data["activations"], cap.shapes), edges)
     errors = R.relative_errors(_split(data["spectrum_standard"], cap.shapes), spectrum)
     assert max(errors) <= 1e-15, errors
 

@@ -12,7 +12,7 @@ from torch import nn
 import nsp
 import reference
 import zoo
-from nsp.transforms import causal
+from nsp.transforms import ancestor_sets
 from nsp.transforms.causal import _decompose, _from_limbs, _integer_scale, _normalize, _to_limbs
 
 floats = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True, width=64)
@@ -90,11 +90,11 @@ def test_forward_is_correctly_rounded_on_a_tiny_net():
     np.testing.assert_array_equal(spectrum[:2], s[:2])
 
 
-def test_bitset_memory_limit_gives_estimate(monkeypatch):
-    monkeypatch.setattr(causal, "BITSET_MEMORY_LIMIT", 16)
+def test_ancestor_memory_limit_names_the_layer(monkeypatch):
+    monkeypatch.setattr(ancestor_sets, "ANCESTOR_MEMORY_LIMIT", 16)
     net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
     acts = nsp.Activations(net, torch.randn(1, 8))
-    with pytest.raises(MemoryError, match=r"GiB of ancestor bitsets"):
+    with pytest.raises(MemoryError, match=r"MiB of ancestor sets \(ANCESTOR_MEMORY_LIMIT\): .* by layer '0', 1 of 3"):
         nsp.NNGraph(acts, INCL=False).get_transformer()
 
 

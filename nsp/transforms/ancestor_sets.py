@@ -1,0 +1,310 @@
+"""Exact ancestor sets of data-dependent (``INCL=False``) graphs, stored by receptive field.
+
+``INCL=False`` graphs (argmax parents, zero weights, dead ReLU units) are not
+product-shaped (GUIDE §3, fact 4), so the causal transform needs the ancestor set of every
+node explicitly. Packed bitsets over all earlier nodes cost ``N_L · N_{<L} / 8`` bytes per
+layer, which caps them near 2e5 neurons. But a node's ancestors inside an earlier layer K
+lie in its receptive field, which in a convolutional network is a small part of layer K,
+and dead units, argmax maps and pruned weights only make the sets smaller.
+
+So the ancestor relation is kept block by block, ``(L, K)`` for every layer K below L,
+and each block in row chunks, each chunk either
+
+- *sparse*: CSR column indices, 4 bytes per ancestor (local receptive fields), or
+- *dense*: packed bitsets over layer K, ``N_K / 8`` bytes per row (fully connected layers,
+  or receptive fields that cover the layer),
+
+whichever is smaller. The memory is then about the number of comparable pairs of the
+poset, the least any explicit method can hold, up to a factor of 4 bytes per pair.
+
+Blocks are built layer by layer: ``anc_K(x) = ⋃_{p ∈ parents(x)} ({p} if p ∈ K else anc_K(p))``,
+a Boolean sparse product (scipy's SpGEMM) for sparse sources and a bitwise OR of gathered
+rows for dense ones. Applying a block to exact limbs is a float64 sparse or dense matrix
+product, exact because every partial sum stays below 2^53.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+import numpy as np
+import scipy.sparse as sp
+
+from nsp.relations import StructureError
+from nsp.structure import NetworkStructure
+
+__all__ = ["AncestorSets", "ANCESTOR_MEMORY_LIMIT"]
+
+#: Largest total size, in bytes, of the ancestor sets that an INCL=False graph may use.
+ANCESTOR_MEMORY_LIMIT = 8 << 30
+# A chunk covers about this many candidate (row, ancestor) pairs: it bounds the temporary
+# memory of building and applying a chunk (tens of MB) while keeping Python overhead small.
+_CHUNK_ENTRIES = 1 << 22
+
+
+@dataclass
+class _Chunk:
+    """Rows ``start:stop`` of a block: CSR ``indptr``/``indices``, or ``bits`` (rows, words) uint64."""
+
+    start: int
+    stop: int
+    indptr: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    bits: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        if self.bits is not None:
+            return self.bits.nbytes
+        return self.indptr.nbytes + self.indices.nbytes
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def _prefer_sparse(nnz: int, rows: int, n_cols: int) -> bool:
+    """Whether CSR column indices take no more memory than packed bitsets for these rows."""
+    return 4 * nnz + 4 * (rows + 1) <= rows * ((n_cols + 63) // 64) * 8
+
+
+def _csr_to_bits(indptr: np.ndarray, indices: np.ndarray, rows: int, n_cols: int) -> np.ndarray:
+    """Packed bitsets (rows, words) uint64 of a CSR pattern (columns unique within a row)."""
+    width = (n_cols + 63) // 64 * 8
+    row = np.repeat(np.arange(rows, dtype=np.int64), np.diff(indptr))
+    cols = indices.astype(np.int64)
+    # Bits of one byte come from distinct columns, so their sum is their OR.
+    values = np.bincount(row * width + (cols >> 3), weights=128 >> (cols & 7), minlength=rows * width)
+    return values.astype(np.uint8).reshape(rows, width).view(np.uint64)
+
+
+def _bits_to_csr(bits: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    dense = np.unpackbits(bits.view(np.uint8), axis=1, count=n_cols)
+    rows, cols = np.nonzero(dense)
+    indptr = np.zeros(bits.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=bits.shape[0]), out=indptr[1:])
+    return indptr.astype(np.int32 if indptr[-1] < 2**31 else np.int64), cols.astype(np.int32)
+
+
+def _or_rows(edge: sp.csr_matrix, base: np.ndarray) -> np.ndarray:
+    """Row x of the result is the OR of ``base`` rows at x's parents (CSR columns of ``edge``)."""
+    out = np.zeros((edge.shape[0], base.shape[1]), dtype=base.dtype)
+    indptr, indices = edge.indptr, edge.indices
+    counts = np.diff(indptr)
+    nonempty = np.flatnonzero(counts)
+    if base.shape[1] == 0 or nonempty.size == 0:
+        return out
+    per_row = max(1, _CHUNK_ENTRIES // (base.shape[1] * 8))
+    start = 0
+    while start < nonempty.size:
+        stop = start
+        budget = 0
+        while stop < nonempty.size and (budget == 0 or budget + counts[nonempty[stop]] <= per_row):
+            budget += counts[nonempty[stop]]
+            stop += 1
+        rows = nonempty[start:stop]
+        gathered = base[indices[indptr[rows[0]]: indptr[rows[-1] + 1]]]
+        out[rows] = np.bitwise_or.reduceat(gathered, indptr[rows] - indptr[rows[0]], axis=0)
+        start = stop
+    return out
+
+
+class _Block:
+    """The ancestors in one earlier layer of every node of a layer, as row chunks."""
+
+    def __init__(self, n_rows: int, n_cols: int) -> None:
+        self.n_rows, self.n_cols = n_rows, n_cols
+        self.chunks: list[_Chunk] = []
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.chunks)
+
+    @property
+    def has_dense(self) -> bool:
+        return any(c.bits is not None for c in self.chunks)
+
+    def add(self, start: int, stop: int, indptr: np.ndarray, indices: np.ndarray) -> None:
+        """Append rows ``start:stop`` from CSR arrays, in whichever form is smaller."""
+        rows = stop - start
+        if _prefer_sparse(indices.size, rows, self.n_cols):
+            self.chunks.append(_Chunk(start, stop, indptr=indptr, indices=indices))
+        else:
+            self.chunks.append(_Chunk(start, stop, bits=_csr_to_bits(indptr, indices, rows, self.n_cols)))
+
+    def add_bits(self, start: int, stop: int, bits: np.ndarray) -> None:
+        if _prefer_sparse(int(np.bitwise_count(bits).sum()), stop - start, self.n_cols):
+            self.add(start, stop, *_bits_to_csr(bits, self.n_cols))
+        else:
+            self.chunks.append(_Chunk(start, stop, bits=bits))
+
+    def row_counts(self) -> np.ndarray:
+        out = np.zeros(self.n_rows, dtype=np.int64)
+        for c in self.chunks:
+            out[c.start: c.stop] = np.diff(c.indptr) if c.bits is None else np.bitwise_count(c.bits).sum(axis=1)
+        return out
+
+    def to_csr(self) -> sp.csr_matrix:
+        """The whole block as a boolean CSR matrix (every chunk sparse)."""
+        indptr = [np.zeros(1, dtype=np.int64)]
+        offset = 0
+        for c in self.chunks:
+            indptr.append(c.indptr[1:].astype(np.int64) + offset)
+            offset += int(c.indptr[-1])
+        indices = np.concatenate([c.indices for c in self.chunks]) if self.chunks else np.zeros(0, np.int32)
+        return sp.csr_matrix(
+            (np.ones(indices.size, dtype=bool), indices, np.concatenate(indptr)), shape=(self.n_rows, self.n_cols)
+        )
+
+    def to_bits(self) -> np.ndarray:
+        """The whole block as packed bitsets ``(n_rows, words)`` uint64."""
+        out = np.zeros((self.n_rows, (self.n_cols + 63) // 64), dtype=np.uint64)
+        for c in self.chunks:
+            rows = c.stop - c.start
+            out[c.start: c.stop] = c.bits if c.bits is not None else _csr_to_bits(c.indptr, c.indices, rows, self.n_cols)
+        return out
+
+    def matmul(self, rhs: np.ndarray, ones: np.ndarray) -> np.ndarray:
+        """``A @ rhs`` for the 0/1 matrix ``A`` of the block; ``ones`` is a long float64 array of 1s."""
+        out = np.empty((self.n_rows, rhs.shape[1]), dtype=rhs.dtype)
+        for c in self.chunks:
+            rows = c.stop - c.start
+            if c.bits is None:
+                # The data array is a view of shared ones: nothing per ancestor is allocated.
+                a = sp.csr_matrix((ones[: c.indices.size], c.indices, c.indptr), shape=(rows, self.n_cols))
+                out[c.start: c.stop] = a @ rhs
+            else:
+                step = max(1, _CHUNK_ENTRIES // max(1, self.n_cols))
+                for a in range(0, rows, step):
+                    dense = np.unpackbits(c.bits[a: a + step].view(np.uint8), axis=1, count=self.n_cols)
+                    out[c.start + a: c.start + a + dense.shape[0]] = dense.astype(rhs.dtype) @ rhs
+        return out
+
+
+class AncestorSets:
+    """``Σ_{K<L} A_{L,K} X_K`` for data-dependent graphs, from exact ancestor sets.
+
+    Parameters
+    ----------
+    structure : NetworkStructure
+        An ``INCL=False`` structure: ``parents[L][J]`` is a boolean CSR matrix.
+
+    Raises
+    ------
+    MemoryError
+        If the ancestor sets would exceed ``ANCESTOR_MEMORY_LIMIT``; the message names the
+        layer where the limit was reached and the memory used by then.
+    """
+
+    def __init__(self, structure: NetworkStructure) -> None:
+        self.structure = structure
+        sizes = [int(s) for s in structure.sizes]
+        self.blocks: list[dict[int, _Block]] = [{}]
+        self.nbytes = 0
+        largest = 1
+        for layer in range(1, len(sizes)):
+            parents = {j: e.tocsr() for j, e in structure.parents[layer].items()}
+            targets = sorted(set(parents).union(*(self.blocks[j] for j in parents)))
+            own: dict[int, _Block] = {}
+            for k in targets:
+                sources = [(e, None if j == k else self.blocks[j][k]) for j, e in parents.items() if j == k or k in self.blocks[j]]
+                own[k] = self._block(layer, sizes[layer], sizes[k], sources)
+            self.blocks.append(own)
+            largest = max(largest, sum(sizes[k] for k in own))
+        # Every float64 partial sum adds at most `largest` limbs below 2^b: exact below 2^53.
+        self.limb_bits = min(32, 52 - math.ceil(math.log2(largest + 1)))
+        self._ones = np.ones(
+            max((c.indices.size for b in self.blocks for blk in b.values() for c in blk.chunks if c.bits is None), default=0)
+        )
+
+    def _block(self, layer: int, n_rows: int, n_cols: int, sources: list[tuple[sp.csr_matrix, _Block | None]]) -> _Block:
+        block = _Block(n_rows, n_cols)
+        if n_rows == 0:
+            return block
+        dense = any(src is not None and src.has_dense for _, src in sources)
+        prepared = [(e, None if src is None else (src.to_bits() if dense else src.to_csr())) for e, src in sources]
+        bound = np.zeros(n_rows, dtype=np.int64)
+        for e, src in sources:
+            counts = np.ones(e.shape[1], dtype=np.int64) if src is None else src.row_counts()
+            bound += e.astype(np.int64) @ counts
+        bound = np.minimum(bound, n_cols)
+        if dense:
+            bound[:] = n_cols
+        # Row chunks of about _CHUNK_ENTRIES candidate pairs each.
+        ends = np.searchsorted(np.cumsum(bound), np.arange(1, bound.sum() // _CHUNK_ENTRIES + 2) * _CHUNK_ENTRIES)
+        stops = np.unique(np.concatenate([np.clip(ends, 1, n_rows), [n_rows]]))
+        start = 0
+        for stop in stops.tolist():
+            if dense:
+                bits = np.zeros((stop - start, (n_cols + 63) // 64), dtype=np.uint64)
+                for e, src in prepared:
+                    part = e[start:stop]
+                    bits |= _csr_to_bits(part.indptr, part.indices, stop - start, n_cols) if src is None else _or_rows(part, src)
+                block.add_bits(start, stop, bits)
+            else:
+                union = None
+                for e, src in prepared:
+                    part = e[start:stop] if src is None else e[start:stop] @ src
+                    union = part if union is None else union + part
+                # SpGEMM and scipy's sums never leave duplicates, so no sort is needed.
+                union = union.tocsr()
+                block.add(start, stop, union.indptr.copy(), union.indices.astype(np.int32))
+            self.nbytes += block.chunks[-1].nbytes
+            if self.nbytes > ANCESTOR_MEMORY_LIMIT:
+                s = self.structure
+                raise MemoryError(
+                    f"nsp: the exact INCL=False transform of this {s.n:,}-node graph needs more than "
+                    f"{_size(ANCESTOR_MEMORY_LIMIT)} of ancestor sets (ANCESTOR_MEMORY_LIMIT): {_size(self.nbytes)} by layer "
+                    f"'{s.names[layer]}', {layer} of {len(s.names) - 1}); use INCL=True, fewer or smaller probe "
+                    "layers, or a smaller input"
+                )
+            start = stop
+        return block
+
+    def growth_bits(self) -> np.ndarray:
+        """Per layer, 1 + log2 of max G, by running the recursion on floats."""
+        g: list[np.ndarray] = []
+        out = np.zeros(len(self.structure.sizes))
+        for layer, size in enumerate(self.structure.sizes):
+            acc = np.ones((1, 1, int(size)))
+            if layer:
+                self.accumulate(layer, g, acc, +1)
+            peak = float(acc.max()) if acc.size else 1.0
+            if not math.isfinite(peak):
+                raise StructureError(
+                    f"nsp: spectra of layer '{self.structure.names[layer]}' may exceed 1e308 in magnitude; "
+                    "the network is too deep for an exact float64 result"
+                )
+            g.append(acc)
+            # Float summation error is far below one bit; the extra bit covers it.
+            out[layer] = math.log2(peak) + 1
+        return out
+
+    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int, memo: dict | None = None) -> None:
+        """Add ``sign · Σ_K A_{L,K} xs[K]`` into ``acc`` (limbs ``(k, P, N_L)``).
+
+        ``memo`` (one dict per pass over the layers) keeps each earlier layer's limbs as a
+        float64 ``(N_K, k·P)`` matrix for every later layer that reads them.
+        """
+        k_acc, p = acc.shape[0], acc.shape[1]
+        memo = {} if memo is None else memo
+        total = None
+        for k, block in self.blocks[layer].items():
+            rhs = memo.get((k, k_acc))
+            if rhs is None:
+                x = xs[k][:k_acc]
+                padded = np.zeros((k_acc, p, x.shape[2]))
+                padded[: x.shape[0]] = x
+                rhs = memo[(k, k_acc)] = padded.reshape(k_acc * p, -1).T.copy()
+            part = block.matmul(rhs, self._ones)
+            total = part if total is None else total + part
+        if total is None:
+            return
+        flat = acc.reshape(k_acc * p, -1)
+        total = total.T
+        if np.issubdtype(acc.dtype, np.integer):
+            total = total.astype(np.int64)
+        if sign > 0:
+            flat += total
+        else:
+            flat -= total
