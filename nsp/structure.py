@@ -63,6 +63,10 @@ def _unsupported(path: str, what: str, why: str = "") -> UnsupportedModuleError:
     return UnsupportedModuleError(f"nsp.NNGraph: cannot analyse '{path}' ({what}){reason}. Supported: {SUPPORTED}.")
 
 
+# Structural pairs generated at a time when a leaf's Jacobian pattern is built.
+_EDGE_CHUNK = 1 << 22
+
+
 def _tuple(value: Any, n: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
 
@@ -197,34 +201,58 @@ def _leaf_evidence(m: nn.Module, x: torch.Tensor) -> np.ndarray | None:
 
 
 def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, evidence: np.ndarray | None) -> sp.csr_matrix:
-    """The nonzero pattern of the leaf's Jacobian at input ``x`` (batch of one)."""
+    """The nonzero pattern of the leaf's Jacobian at input ``x`` (batch of one).
+
+    The structural pairs are generated and filtered in slices of output rows, so the
+    temporary index arrays stay small even where the leaf has 1e8 structural edges.
+    """
     in_shape, out_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
     term = _leaf_term(m, path, in_shape, out_shape)
-    out_idx, in_idx = term.edges()
-    keep: np.ndarray | None = None
-    if evidence is None:
-        pass
-    elif isinstance(m, ELEMENTWISE_MODULES):
-        keep = evidence[out_idx]
-    elif isinstance(m, _BATCHNORM):
-        keep = evidence[np.unravel_index(out_idx, out_shape)[0]]
-    elif isinstance(m, nn.Linear):
-        keep = evidence[out_idx % out_shape[-1], in_idx % in_shape[-1]]
-    elif isinstance(m, _CONV):
+    first, rest = term.factors[0], term.factors[1:]
+    per_row = max(1, term.nnz() // max(1, first.shape[0]))
+    step = max(1, _EDGE_CHUNK // per_row)
+    stride = term.n_out // max(1, first.shape[0])
+    indptr, indices = [np.zeros(1, dtype=np.int64)], []
+    done = 0
+    for a in range(0, first.shape[0], step):
+        out_idx, in_idx = Term((first[a: a + step],) + rest).edges()
+        out_idx += a * stride
+        if evidence is not None:
+            keep = _kept(m, evidence, out_idx, in_idx, in_shape, out_shape)
+            out_idx, in_idx = out_idx[keep], in_idx[keep]
+        rows = min(step, first.shape[0] - a) * stride
+        # For each output the inputs come ascending, so a stable sort by output is CSR order.
+        order = np.argsort(out_idx, kind="stable")
+        indptr.append(np.cumsum(np.bincount(out_idx - a * stride, minlength=rows)) + done)
+        indices.append(in_idx[order])
+        done += in_idx.size
+    n_out, n_in = math.prod(out_shape), math.prod(in_shape)
+    return sp.csr_matrix(
+        (np.ones(done, dtype=bool), np.concatenate(indices), np.concatenate(indptr)), shape=(n_out, n_in)
+    )
+
+
+def _kept(
+    m: nn.Module, evidence: np.ndarray, out_idx: np.ndarray, in_idx: np.ndarray,
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+) -> np.ndarray:
+    """Which structural pairs ``(out, in)`` of the leaf are Jacobian nonzeros, by its evidence."""
+    if isinstance(m, ELEMENTWISE_MODULES):
+        return evidence[out_idx]
+    if isinstance(m, _BATCHNORM):
+        return evidence[np.unravel_index(out_idx, out_shape)[0]]
+    if isinstance(m, nn.Linear):
+        return evidence[out_idx % out_shape[-1], in_idx % in_shape[-1]]
+    if isinstance(m, _CONV):
         o = np.unravel_index(out_idx, out_shape)
         i = np.unravel_index(in_idx, in_shape)
         pads = _conv_padding(m, in_shape[1:])
         taps = tuple(
             (i[a + 1] - o[a + 1] * s + p) // d for a, (s, p, d) in enumerate(zip(m.stride, pads, m.dilation))
         )
-        keep = evidence[(o[0], i[0] % (in_shape[0] // m.groups)) + taps]
-    else:
-        spatial_in = int(np.prod(in_shape[1:]))
-        keep = (in_idx % spatial_in) == evidence[out_idx]
-    if keep is not None:
-        out_idx, in_idx = out_idx[keep], in_idx[keep]
-    n_out, n_in = math.prod(out_shape), math.prod(in_shape)
-    return sp.csr_matrix((np.ones(out_idx.size, dtype=bool), (out_idx, in_idx)), shape=(n_out, n_in))
+        return evidence[(o[0], i[0] % (in_shape[0] // m.groups)) + taps]
+    spatial_in = int(np.prod(in_shape[1:]))
+    return (in_idx % spatial_in) == evidence[out_idx]
 
 
 # -- composition along the recorded dataflow of a child ----------------------------------------

@@ -181,6 +181,65 @@ class _Block:
         return out
 
 
+class _Gathered:
+    """Another layer's block, read at each unit's single parent.
+
+    A unit of an elementwise layer (ReLU, BatchNorm, Dropout, a reshape) or of a max-pool
+    (its argmax) has at most one parent, so its ancestors in every older layer are that
+    parent's. The block is shared, not copied; a unit with no parent (a dead ReLU) has none.
+    """
+
+    def __init__(self, base: "_Block | _Gathered", source: np.ndarray) -> None:
+        if isinstance(base, _Gathered):
+            base, source = base.base, np.where(source >= 0, base.source[np.maximum(source, 0)], -1)
+        self.base, self.source = base, source
+        self.kept = source >= 0
+        self.n_rows, self.n_cols = source.size, base.n_cols
+        self.nbytes = 0
+
+    @property
+    def has_dense(self) -> bool:
+        return self.base.has_dense
+
+    def row_counts(self) -> np.ndarray:
+        return self.base.row_counts()[np.maximum(self.source, 0)] * self.kept
+
+    def to_csr(self) -> sp.csr_matrix:
+        rows = np.where(self.kept, self.source, self.base.n_rows)
+        # An extra empty row stands for "no parent".
+        a = self.base.to_csr()
+        a = sp.csr_matrix((a.data, a.indices, np.append(a.indptr, a.indptr[-1])), shape=(a.shape[0] + 1, a.shape[1]))
+        return a[rows]
+
+    def to_bits(self) -> np.ndarray:
+        bits = self.base.to_bits()[np.maximum(self.source, 0)]
+        bits[~self.kept] = 0
+        return bits
+
+    def matmul(self, rhs: np.ndarray, ones: np.ndarray) -> np.ndarray:
+        out = self.base.matmul(rhs, ones)[np.maximum(self.source, 0)]
+        out[~self.kept] = 0
+        return out
+
+
+def _single_parents(edge: sp.csr_matrix) -> np.ndarray | None:
+    """Each row's only column (-1 for an empty row), or None if some row has several."""
+    counts = np.diff(edge.indptr)
+    if counts.max(initial=0) > 1:
+        return None
+    source = np.full(edge.shape[0], -1, dtype=np.int64)
+    source[counts.astype(bool)] = edge.indices
+    return source
+
+
+def _rows(edge: sp.csr_matrix, start: int, stop: int) -> sp.csr_matrix:
+    """Rows ``start:stop`` of a CSR matrix as views, without scipy's copy."""
+    a, b = edge.indptr[start], edge.indptr[stop]
+    return sp.csr_matrix(
+        (edge.data[a:b], edge.indices[a:b], edge.indptr[start: stop + 1] - a), shape=(stop - start, edge.shape[1])
+    )
+
+
 class AncestorSets:
     """``Σ_{K<L} A_{L,K} X_K`` for data-dependent graphs, from exact ancestor sets.
 
@@ -199,35 +258,49 @@ class AncestorSets:
     def __init__(self, structure: NetworkStructure) -> None:
         self.structure = structure
         sizes = [int(s) for s in structure.sizes]
-        self.blocks: list[dict[int, _Block]] = [{}]
+        self.blocks: list[dict[int, _Block | _Gathered]] = [{}]
         self.nbytes = 0
         largest = 1
         for layer in range(1, len(sizes)):
             parents = {j: e.tocsr() for j, e in structure.parents[layer].items()}
             targets = sorted(set(parents).union(*(self.blocks[j] for j in parents)))
-            own: dict[int, _Block] = {}
+            own: dict[int, _Block | _Gathered] = {}
+            source = _single_parents(next(iter(parents.values()))) if len(parents) == 1 else None
+            if source is not None:
+                (j,) = parents
+                own = {k: _Gathered(block, source) for k, block in self.blocks[j].items()}
+                targets = [j]
+            # Upper bounds on each row's ancestor count per target layer, one product per parent.
+            bounds = {k: np.zeros(sizes[layer], dtype=np.int64) for k in targets}
+            for j, e in parents.items():
+                ks = [k for k in targets if k == j or k in self.blocks[j]]
+                counts = np.stack([np.ones(sizes[j], np.int64) if k == j else self.blocks[j][k].row_counts() for k in ks], 1)
+                for k, column in zip(ks, (e.astype(np.int64) @ counts).T):
+                    bounds[k] += column
             for k in targets:
                 sources = [(e, None if j == k else self.blocks[j][k]) for j, e in parents.items() if j == k or k in self.blocks[j]]
-                own[k] = self._block(layer, sizes[layer], sizes[k], sources)
+                own[k] = self._block(layer, sizes[k], sources, np.minimum(bounds[k], sizes[k]))
             self.blocks.append(own)
             largest = max(largest, sum(sizes[k] for k in own))
         # Every float64 partial sum adds at most `largest` limbs below 2^b: exact below 2^53.
         self.limb_bits = min(32, 52 - math.ceil(math.log2(largest + 1)))
         self._ones = np.ones(
-            max((c.indices.size for b in self.blocks for blk in b.values() for c in blk.chunks if c.bits is None), default=0)
+            max(
+                (c.indices.size for b in self.blocks for blk in b.values() if isinstance(blk, _Block)
+                 for c in blk.chunks if c.bits is None),
+                default=0,
+            )
         )
 
-    def _block(self, layer: int, n_rows: int, n_cols: int, sources: list[tuple[sp.csr_matrix, _Block | None]]) -> _Block:
+    def _block(
+        self, layer: int, n_cols: int, sources: list[tuple[sp.csr_matrix, "_Block | _Gathered | None"]], bound: np.ndarray
+    ) -> _Block:
+        n_rows = bound.size
         block = _Block(n_rows, n_cols)
         if n_rows == 0:
             return block
         dense = any(src is not None and src.has_dense for _, src in sources)
         prepared = [(e, None if src is None else (src.to_bits() if dense else src.to_csr())) for e, src in sources]
-        bound = np.zeros(n_rows, dtype=np.int64)
-        for e, src in sources:
-            counts = np.ones(e.shape[1], dtype=np.int64) if src is None else src.row_counts()
-            bound += e.astype(np.int64) @ counts
-        bound = np.minimum(bound, n_cols)
         if dense:
             bound[:] = n_cols
         # Row chunks of about _CHUNK_ENTRIES candidate pairs each.
@@ -238,13 +311,13 @@ class AncestorSets:
             if dense:
                 bits = np.zeros((stop - start, (n_cols + 63) // 64), dtype=np.uint64)
                 for e, src in prepared:
-                    part = e[start:stop]
+                    part = _rows(e, start, stop)
                     bits |= _csr_to_bits(part.indptr, part.indices, stop - start, n_cols) if src is None else _or_rows(part, src)
                 block.add_bits(start, stop, bits)
             else:
                 union = None
                 for e, src in prepared:
-                    part = e[start:stop] if src is None else e[start:stop] @ src
+                    part = _rows(e, start, stop) if src is None else _rows(e, start, stop) @ src
                     union = part if union is None else union + part
                 # SpGEMM and scipy's sums never leave duplicates, so no sort is needed.
                 union = union.tocsr()
