@@ -19,7 +19,6 @@ from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from typing_extensions import override
@@ -91,8 +90,8 @@ class SpectrumCallback(Callback):
         INCL: ``True`` builds the structural graph, which is the same for every input and
             every epoch. ``False`` builds each probe's data-dependent graph (zero weights,
             max-pool argmax and dead ReLU units drop edges); it is rebuilt, with its
-            transformer, only when the graph's fingerprint changes, and the rebuild is
-            logged.
+            transformer, only when the graph's fingerprint (:func:`nsp.fingerprint`)
+            changes, and the rebuild is logged.
         every_n_epochs: record every ``n`` training epochs. Default: every epoch. The
             baseline (record 0) is always taken.
         epochs: record after exactly these numbers of completed epochs (ints ``>= 0``),
@@ -186,7 +185,7 @@ class SpectrumCallback(Callback):
         self.dirpath: str | None = self._dirpath_arg
         self._checkpoint_dirpath: str | None = None
         self._recorded: set[int] = set()
-        self._probes: list[torch.Tensor] = []
+        self._batch: torch.Tensor | None = None
         self._spectrum = _SpectrumAnalysis(self.layers, self.transform, self.INCL)
         self._store: RecordStore | None = None
 
@@ -234,10 +233,10 @@ class SpectrumCallback(Callback):
         assert self._probe is not None
         device = _module_device(pl_module)
         probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
-        self._probes = [probe[i : i + 1] for i in range(probe.shape[0])]
+        self._batch = probe
         # Checked on every rank so that a bad argument stops all processes alike.
         with _probing(pl_module):
-            self._spectrum.check(pl_module, self._probes[0], tuple(self._probe.shape))
+            self._spectrum.check(pl_module, probe)
         if trainer.fast_dev_run:
             rank_zero_info("SpectrumCallback: fast_dev_run checks the probe and layers only; nothing is recorded")
             return
@@ -255,7 +254,7 @@ class SpectrumCallback(Callback):
         assert self.dirpath is not None
         self._store = RecordStore(self.dirpath)
         with _probing(pl_module):
-            self._spectrum.build(pl_module, self._probes)
+            self._spectrum.build(pl_module, self._batch)
         self._start_series(self._header(pl_module), resuming)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -289,7 +288,7 @@ class SpectrumCallback(Callback):
         return {
             "layernames": self._spectrum.layernames,
             "shapes": self._spectrum.shapes,
-            "probes": len(self._probes),
+            "probes": self._probe.shape[0],
             "probe_shape": list(self._probe.shape),
             "transform": self.transform,
             "INCL": self.INCL,
@@ -315,14 +314,14 @@ class SpectrumCallback(Callback):
     def _layout(self) -> dict[str, Any]:
         charts = {
             f"log10 spectral energy, probe {p}": ["Multiline", [rf"^{_PREFIX}/log10_energy/probe_{p}/"]]
-            for p in range(len(self._probes))
+            for p in range(self._probe.shape[0])
         }
         return {f"{_PREFIX} spectra": charts}
 
     def _record(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> None:
         start = time.perf_counter()
         with _probing(pl_module):
-            result = self._spectrum(pl_module, self._probes)
+            result = self._spectrum(pl_module, self._batch)
         if result.rebuilt:
             rank_zero_info(
                 f"SpectrumCallback: the graph fingerprint changed at record {epoch}"
@@ -403,9 +402,11 @@ class _SpectrumAnalysis:
     analyses that the callback may schedule (neural-response maps, attributions, linear
     regions) take the same shape.
 
+    The probes are recorded together, in one forward pass (``nsp.Activations.from_batch``).
     Graphs are cached by fingerprint: with INCL=True every probe shares the one structural
-    graph; with INCL=False probes whose fingerprints agree share a graph, and a graph is
-    rebuilt only when a probe's fingerprint changes.
+    graph; with INCL=False (``nsp.fingerprint``: weight zero patterns, max-pool argmax,
+    active units) probes whose fingerprints agree share a graph, and a graph is rebuilt
+    only when a probe's fingerprint changes.
     """
 
     def __init__(self, layers: list[str] | None, transform: str, INCL: bool) -> None:
@@ -417,16 +418,16 @@ class _SpectrumAnalysis:
         self._layers: list[int] = []
         self._graphs: dict[str, Any] = {}
 
-    def check(self, model: nn.Module, probe: torch.Tensor, probe_shape: tuple[int, ...]) -> None:
-        """Run one probe input and resolve the layer names; raise clearly if either fails."""
+    def check(self, model: nn.Module, probe: torch.Tensor) -> None:
+        """Run the probe batch and resolve the layer names; raise clearly if either fails."""
         try:
             model(probe)
         except Exception as err:
             raise ValueError(
-                f"SpectrumCallback(probe): the model cannot run a probe input of shape {list(probe.shape)}"
-                f" (probe of shape {list(probe_shape)}: the first dimension indexes the inputs): {err}"
+                f"SpectrumCallback(probe): the model cannot run the probe batch of shape {list(probe.shape)}"
+                f" (the first dimension indexes the probe inputs, recorded together as one batch): {err}"
             ) from err
-        acts = nsp.Activations(model, probe)
+        acts = nsp.Activations(model, probe[:1])
         available = list(acts.layernames)
         if self._names is None:
             self._layers = list(range(len(available)))
@@ -440,28 +441,33 @@ class _SpectrumAnalysis:
         self.layernames = [available[i] for i in self._layers]
         self.shapes = [list(acts.layeractivations[i].shape) for i in self._layers]
 
-    def build(self, model: nn.Module, probes: list[torch.Tensor]) -> None:
+    def build(self, model: nn.Module, probe: torch.Tensor) -> None:
         """Build the graph(s) and transformer(s) for the current model."""
         self._graphs = {}
-        self._update(model, probes)
+        self._update(model, probe)
 
-    def __call__(self, model: nn.Module, probes: list[torch.Tensor]) -> _SpectrumResult:
-        activations, fingerprints, rebuilt = self._update(model, probes)
+    def __call__(self, model: nn.Module, probe: torch.Tensor) -> _SpectrumResult:
+        activations, fingerprints, rebuilt = self._update(model, probe)
         # One vectorised transform per graph rather than one per probe.
         members: dict[str, list[int]] = {}
         for p, fp in enumerate(fingerprints):
             members.setdefault(fp, []).append(p)
-        spectra: list[Any] = [None] * len(probes)
+        spectra: list[Any] = [None] * len(activations)
         for fp, group in members.items():
             batch = self._graphs[fp].transform([activations[p] for p in group], type=self.transform)
             for p, spectrum in zip(group, batch):
                 spectra[p] = spectrum
         return _SpectrumResult(activations, spectra, self._layers, fingerprints, rebuilt)
 
-    def _update(self, model: nn.Module, probes: list[torch.Tensor]) -> tuple[list[Any], list[str], bool]:
-        activations = [nsp.Activations(model, x) for x in probes]
-        weights = None if self.INCL else _weights_digest(model)
-        fingerprints = [_fingerprint(model, x, acts, weights) for x, acts in zip(probes, activations)]
+    def _update(self, model: nn.Module, probe: torch.Tensor) -> tuple[list[Any], list[str], bool]:
+        # One forward pass records every probe.
+        activations = nsp.Activations.from_batch(model, probe)
+        if self.INCL:
+            structure = repr([(n, a.shape, d) for n, a, d in zip(activations[0].layernames, activations[0].layeractivations,
+                                                                 activations[0].layerdescriptions)])
+            fingerprints = [hashlib.blake2b(structure.encode(), digest_size=16).hexdigest()] * len(activations)
+        else:
+            fingerprints = [nsp.fingerprint(acts) for acts in activations]
         had_graphs = bool(self._graphs)
         graphs = {}
         for acts, fp in zip(activations, fingerprints):
@@ -475,75 +481,6 @@ class _SpectrumAnalysis:
         graph = nsp.NNGraph(acts, INCL=self.INCL)
         graph.get_transformer(type=self.transform)
         return graph
-
-
-def _fingerprint(model: nn.Module, x: torch.Tensor, acts: Any, weights: str | None) -> str:
-    """A digest that changes whenever the graph built from ``acts`` may change.
-
-    The structure (layer names, shapes, modules) for INCL=True. For INCL=False also the
-    zero pattern of every effective weight (``weights``, from :func:`_weights_digest`) and the
-    probe's activity: the zero patterns of every leaf module's input and output (dead ReLU
-    units, functional ReLUs included) and the argmax of every max-pool. It is sound
-    but may over-approximate: a change it reports need not change the graph.
-    """
-    digest = hashlib.sha256()
-    for name, shape, description in zip(acts.layernames, acts.shapes, acts.layerdescriptions):
-        digest.update(f"{name}|{list(shape)}|{description!r};".encode())
-    if weights is None:
-        return digest.hexdigest()[:16]
-    digest.update(weights.encode())
-
-    def record(module: nn.Module, args: tuple, output: Any) -> None:
-        inputs = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        for tensor in (inputs, output):
-            if isinstance(tensor, torch.Tensor):
-                digest.update(np.packbits((tensor != 0).cpu().numpy()).tobytes())
-        argmax = None if inputs is None else _pool_argmax(module, inputs)
-        if argmax is not None:
-            digest.update(argmax.cpu().numpy().tobytes())
-
-    handles = [m.register_forward_hook(record) for m in model.modules() if not any(True for _ in m.children())]
-    try:
-        model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return digest.hexdigest()[:16]
-
-
-_MAX_POOLS = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
-_ADAPTIVE_MAX_POOLS = {
-    nn.AdaptiveMaxPool1d: F.adaptive_max_pool1d,
-    nn.AdaptiveMaxPool2d: F.adaptive_max_pool2d,
-    nn.AdaptiveMaxPool3d: F.adaptive_max_pool3d,
-}
-
-
-def _pool_argmax(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """Which member of each window a max-pool picked, or None for other modules."""
-    for cls, pool in _MAX_POOLS.items():
-        if isinstance(module, cls):
-            m: Any = module
-            return pool(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)[1]
-    for cls, pool in _ADAPTIVE_MAX_POOLS.items():
-        if isinstance(module, cls):
-            return pool(x, module.output_size, return_indices=True)[1]
-    return None
-
-
-def _weights_digest(model: nn.Module) -> str:
-    """Digest of the zero pattern of every module's effective ``weight``.
-
-    ``module.weight`` is read rather than the parameters, so that pruning masks
-    (``torch.nn.utils.prune`` keeps ``weight_orig`` and recomputes ``weight``) count.
-    """
-    digest = hashlib.sha256()
-    for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor):
-            digest.update(name.encode())
-            digest.update(np.packbits((weight.detach() != 0).cpu().numpy()).tobytes())
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -71,13 +71,18 @@ def trainer_kwargs(**overrides: Any) -> dict[str, Any]:
 
 
 def fresh_spectra(model: nn.Module, x: torch.Tensor, INCL: bool = True, type: str = "standard") -> list[np.ndarray]:
-    """Spectra of every probe input computed directly with nsp, as an independent reference."""
+    """Spectra of every probe input computed directly with nsp, as an independent reference.
+
+    The probes are recorded in one batch, as the callback does: a batched forward pass may
+    round differently from single ones, and spectra magnify such differences.
+    """
     was_training = model.training
     model.eval()
     try:
         out = []
-        for i in range(x.shape[0]):
-            acts = nsp.Activations(model, x[i : i + 1])
+        with torch.no_grad():
+            patterns = nsp.Activations.from_batch(model, x)
+        for acts in patterns:
             spec = nsp.NNGraph(acts, INCL=INCL).transform(acts, type=type)
             out.append([layer.numpy() for layer in spec.layeractivations])
         return out

@@ -402,7 +402,7 @@ def test_bad_arguments_fail_at_construction(kwargs, error, match):
 
 
 def test_arguments_that_need_the_model_fail_at_fit_start(tmp_path):
-    with pytest.raises(ValueError, match=r"cannot run a probe input of shape \[1, 1, 5, 5\]"):
+    with pytest.raises(ValueError, match=r"cannot run the probe batch of shape \[2, 1, 5, 5\]"):
         fit([SpectrumCallback(torch.ones(2, 1, 5, 5), dirpath=tmp_path)])
     with pytest.raises(ValueError, match=r"unknown layers \['conv2'\]; the model has \['input', 'conv'"):
         fit([SpectrumCallback(probe(1), layers=["conv", "conv2"], dirpath=tmp_path)])
