@@ -6,8 +6,8 @@ this process, side by side with the forward pass of the same probe(s):
 - ResNet-50 with every leaf module as a layer (INCL=True), exact spectrum of one probe,
   at the given input sizes;
 - 16 batched probes on ResNet-18 at 32×32 (one graph, one vectorised transform);
-- INCL=False (exact ancestor bitsets) on CNNs of growing input size, up to the largest
-  that fits the bitset memory limit.
+- INCL=False (exact ancestor sets, stored by receptive field) on the MNIST tutorial
+  network's layers at growing input sizes, up to the largest that fits the machine.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
@@ -282,6 +283,13 @@ class AncestorSets:
                 own[k] = self._block(layer, sizes[k], sources, np.minimum(bounds[k], sizes[k]))
             self.blocks.append(own)
             largest = max(largest, sum(sizes[k] for k in own))
+        self.last_read = list(range(len(sizes)))
+        self._expiring: list[list[int]] = [[] for _ in sizes]
+        for layer, own in enumerate(self.blocks):
+            for k in own:
+                self.last_read[k] = max(self.last_read[k], layer)
+        for k, layer in enumerate(self.last_read):
+            self._expiring[layer].append(k)
         # Every float64 partial sum adds at most `largest` limbs below 2^b: exact below 2^53.
         self.limb_bits = min(32, 52 - math.ceil(math.log2(largest + 1)))
         self._ones = np.ones(
@@ -341,7 +349,7 @@ class AncestorSets:
         for layer, size in enumerate(self.structure.sizes):
             acc = np.ones((1, 1, int(size)))
             if layer:
-                self.accumulate(layer, g, acc, +1)
+                self.accumulate(layer, dict(enumerate(g)), acc, +1, {})
             peak = float(acc.max()) if acc.size else 1.0
             if not math.isfinite(peak):
                 raise StructureError(
@@ -353,26 +361,23 @@ class AncestorSets:
             out[layer] = math.log2(peak) + 1
         return out
 
-    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int, memo: dict | None = None) -> None:
+    def accumulate(self, layer: int, xs: Mapping[int, np.ndarray], acc: np.ndarray, sign: int, memo: dict) -> None:
         """Add ``sign · Σ_K A_{L,K} xs[K]`` into ``acc`` (limbs ``(k, P, N_L)``).
 
+        ``xs[K]`` holds layer K's limbs ``(k_K, P, N_K)`` with ``k_K`` at most ``acc``'s.
         ``memo`` (one dict per pass over the layers) keeps each earlier layer's limbs as a
-        float64 ``(N_K, k·P)`` matrix for every later layer that reads them.
+        float64 ``(N_K, k_K·P)`` matrix until the last layer that reads them.
         """
         k_acc, p = acc.shape[0], acc.shape[1]
-        memo = {} if memo is None else memo
-        total = None
+        total = np.zeros((acc.shape[2], k_acc * p))
         for k, block in self.blocks[layer].items():
-            rhs = memo.get((k, k_acc))
+            rhs = memo.get(k)
             if rhs is None:
-                x = xs[k][:k_acc]
-                padded = np.zeros((k_acc, p, x.shape[2]))
-                padded[: x.shape[0]] = x
-                rhs = memo[(k, k_acc)] = padded.reshape(k_acc * p, -1).T.copy()
-            part = block.matmul(rhs, self._ones)
-            total = part if total is None else total + part
-        if total is None:
-            return
+                x = xs[k]
+                rhs = memo[k] = x.reshape(x.shape[0] * p, -1).T.astype(np.float64)
+            total[:, : rhs.shape[1]] += block.matmul(rhs, self._ones)
+        for k in self._expiring[layer]:
+            memo.pop(k, None)
         flat = acc.reshape(k_acc * p, -1)
         total = total.T
         if np.issubdtype(acc.dtype, np.integer):

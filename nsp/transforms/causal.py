@@ -30,7 +30,7 @@ Two kernels evaluate ``Σ_K A_{L,K} X_K``:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from nsp.transforms.ancestor_sets import AncestorSets
 from nsp.transforms.base import GraphTransform
 
 __all__ = ["CausalTransform"]
+
+# Layers of equal limb count are rounded together up to this many limbs.
+_ROUND_GROUP = 1 << 23
 
 
 class CausalTransform(GraphTransform):
@@ -97,66 +100,92 @@ class CausalTransform(GraphTransform):
 
     def _run(self, values: np.ndarray, inverse: bool) -> np.ndarray:
         b = self.limb_bits
-        cut = [slice(int(self.structure.offsets[i]), int(self.structure.offsets[i + 1])) for i in range(self.structure.offsets.size - 1)]
-        fast = _small_integers(values, b)
-        if fast is not None:
-            emin, value_bits, ints = fast
-            counts = self._limbs_per_layer(value_bits)
-            inputs = [_split_int64(ints[:, c], b, k) for c, k in zip(cut, counts)]
-        else:
-            m, e, negative = _decompose(values)
-            emin, value_bits = _integer_scale(m, e)
-            counts = self._limbs_per_layer(value_bits)
-            inputs = [_to_limbs(m[:, c], e[:, c], negative[:, c], emin, b, k) for c, k in zip(cut, counts)]
-        done: list[np.ndarray] = []
+        offsets = self.structure.offsets
+        parts = [values[:, int(offsets[i]): int(offsets[i + 1])] for i in range(offsets.size - 1)]
+        small = _small_scale(parts, b)
+        emin, value_bits = small if small is not None else _general_scale(parts)
+        counts = self._limbs_per_layer(value_bits)
+        scale = np.exp2(-emin.astype(np.float64))[:, None]
+        out = np.empty(values.shape)
+        # Layers stream through: each is converted to limbs when its turn comes and kept
+        # only while a later layer still reads it (its axis sums outlive it in `memo`), so
+        # the peak is a few layers' limbs rather than the whole network's.
+        reads: dict[int, np.ndarray] = {}
         memo: dict = {}
-        for layer, given in enumerate(inputs):
+        pending: list[int] = []
+        results: dict[int, np.ndarray] = {}
+        for layer, part in enumerate(parts):
+            if small is not None:
+                given = _split_int64((part * scale).astype(np.int64), b, counts[layer])
+            else:
+                given = _to_limbs(*_decompose(part), emin, b, counts[layer])
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:
-                self._kernel.accumulate(layer, inputs if inverse else done, acc, +1 if inverse else -1, memo)
+                self._kernel.accumulate(layer, reads, acc, +1 if inverse else -1, memo)
             _normalize(acc, b)
-            done.append(acc)
-        # One rounding pass per limb count: numpy's per-call overhead, not arithmetic,
-        # dominates on layers of this size, and padding every layer to the widest would
-        # multiply the work of the large early layers. Counts never decrease along the
-        # layers, so each group is one contiguous run of nodes.
-        out = np.empty(values.shape)
-        first = 0
-        while first < len(counts):
-            last = first
-            while last + 1 < len(counts) and counts[last + 1] == counts[first]:
-                last += 1
-            limbs = np.concatenate(done[first: last + 1], axis=2) if last > first else done[first]
-            out[:, cut[first].start: cut[last].stop] = _from_limbs(limbs, b, emin)
-            first = last + 1
+            if self._kernel.last_read[layer] > layer:
+                reads[layer] = given if inverse else acc
+            if pending and (counts[layer] != counts[pending[0]] or sum(results[k].size for k in pending) > _ROUND_GROUP):
+                self._round(pending, results, out, emin)
+            pending.append(layer)
+            results[layer] = acc
+            for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
+                del reads[k]
+        self._round(pending, results, out, emin)
         return out
+
+    def _round(self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray) -> None:
+        """Round consecutive layers of equal limb count into ``out`` in one pass, and forget them.
+
+        numpy's per-call overhead, not arithmetic, dominates rounding on small layers, so
+        they are rounded together; padding every layer to the widest limb count would
+        multiply the work of the large early layers.
+        """
+        offsets = self.structure.offsets
+        limbs = np.concatenate([results.pop(k) for k in layers], axis=2) if len(layers) > 1 else results.pop(layers[0])
+        out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])] = _from_limbs(limbs, self.limb_bits, emin)
+        layers.clear()
 
 
 # -- exact integers as int64 limbs ---------------------------------------------------------
 _MANTISSA = (1 << 52) - 1
 
 
-def _small_integers(values: np.ndarray, b: int) -> tuple[np.ndarray, int, np.ndarray] | None:
+def _small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | None:
     """The common case, cheaply: values with at most 24 significant bits (float32 data)
-    whose scaled integers fit in ``min(62, 2b - 1)`` bits, as ``(emin, bits, int64 array)``.
+    whose scaled integers fit in ``min(62, 2b - 1)`` bits.
 
-    Returns None when the values do not qualify; the general path then applies.
+    Parameters
+    ----------
+    parts : list of numpy.ndarray
+        The layers' values, ``(P, N_L)`` each.
+
+    Returns
+    -------
+    (numpy.ndarray, int) or None
+        Per probe the exponent ``emin`` that makes every value ``v · 2^-emin`` an int64,
+        and the largest bit length; None when the values do not qualify, and the general
+        path (:func:`_general_scale`) applies.
     """
-    magnitude = np.abs(values)
-    peak = magnitude.max(axis=1, initial=0.0)
-    low = np.where(magnitude > 0, magnitude, np.inf).min(axis=1, initial=np.inf)
+    p = parts[0].shape[0]
+    peak, low = np.zeros(p), np.full(p, np.inf)
+    for v in parts:
+        magnitude = np.abs(v)
+        peak = np.maximum(peak, magnitude.max(axis=1, initial=0.0))
+        low = np.minimum(low, np.where(magnitude > 0, magnitude, np.inf).min(axis=1, initial=np.inf))
     low = np.where(peak == 0, 1.0, low)
     # A float32 value x = f · 2^(e-24) with integer f < 2^24, where x = m · 2^e, 0.5 <= m < 1.
     emin = np.frexp(low)[1].astype(np.int64) - 24
     bits = int((np.frexp(np.maximum(peak, low))[1] - emin).max(initial=0)) + 1
     if bits > min(62, 2 * b - 1) or np.any(emin < -1000):
         return None
-    scaled = values * np.exp2(-emin.astype(np.float64))[:, None]
-    ints = scaled.astype(np.int64)
-    if not np.array_equal(ints, scaled):
-        return None
-    return emin, bits, ints
+    scale = np.exp2(-emin.astype(np.float64))[:, None]
+    for v in parts:
+        scaled = v * scale
+        if not np.array_equal(np.trunc(scaled), scaled):
+            return None
+    return emin, bits
 
 
 def _split_int64(v: np.ndarray, b: int, k: int) -> np.ndarray:
@@ -186,14 +215,21 @@ def _low_bit(m: np.ndarray) -> np.ndarray:
     return (((m & -m).astype(np.float64).view(np.int64)) >> 52) - 1023
 
 
-def _integer_scale(m: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per-row exponent ``emin`` with ``m · 2^(e - emin)`` integral, and the max bit length."""
-    nz = m != 0
+def _general_scale(parts: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Per probe the exponent ``emin`` with every ``m · 2^(e - emin)`` integral, and the max bit length.
+
+    ``parts`` are the layers' ``(P, N_L)`` values; any float64 values qualify.
+    """
     big = np.iinfo(np.int64).max
-    emin = np.where(nz, e + _low_bit(m), big).min(axis=1, initial=big)
+    p = parts[0].shape[0]
+    emin, high = np.full(p, big), np.full(p, -big)
+    for v in parts:
+        m, e, _ = _decompose(v)
+        nz = m != 0
+        emin = np.minimum(emin, np.where(nz, e + _low_bit(m), big).min(axis=1, initial=big))
+        high = np.maximum(high, np.where(nz, e + 53, -big).max(axis=1, initial=-big))
     emin = np.where(emin == big, 0, emin)
-    top = np.where(nz, e + 53 - emin[:, None], 0)
-    return emin.astype(np.int64), int(top.max(initial=0))
+    return emin.astype(np.int64), int(np.where(high > -big, high - emin, 0).max(initial=0))
 
 
 def _to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarray, b: int, k: int) -> np.ndarray:
@@ -374,6 +410,20 @@ class _ProductKernel:
         # Every partial sum is a signed sum of at most `widest` limbs below 2^b.
         self.limb_bits = min(32, 62 - math.ceil(math.log2(widest + 1)))
         self.sizes = structure.sizes
+        # A layer's limbs are read by its first use of each axis sum, and by every term
+        # that sums no axis; the sums live in the pass's memo until their last use.
+        self.last_read = list(range(len(self.plans)))
+        self._expiring: list[list[tuple]] = [[] for _ in self.plans]
+        last_use: dict[tuple, int] = {}
+        for layer, plan in enumerate(self.plans):
+            for k, _, (in_dims, _, (ones, _), _) in plan:
+                key = (k, in_dims, ones)
+                if not ones or key not in last_use:
+                    self.last_read[k] = max(self.last_read[k], layer)
+                if ones:
+                    last_use[key] = layer
+        for key, layer in last_use.items():
+            self._expiring[layer].append(key)
         if self.limb_bits < 8:
             raise StructureError(f"nsp: the network is too large for int64 limb arithmetic ({widest:,} terms)")
 
@@ -393,28 +443,29 @@ class _ProductKernel:
             out[layer] = np.logaddexp2(0.0, total)
         return out + 1
 
-    def accumulate(self, layer: int, xs: list[np.ndarray], acc: np.ndarray, sign: int, memo: dict | None = None) -> None:
+    def accumulate(self, layer: int, xs: Mapping[int, np.ndarray], acc: np.ndarray, sign: int, memo: dict) -> None:
         """Add ``sign · Σ_K A_{L,K} xs[K]`` into ``acc``.
 
+        ``xs[K]`` holds layer K's limbs ``(k_K, P, N_K)`` with ``k_K`` at most ``acc``'s.
         ``memo`` (one dict per pass over the layers) keeps axis sums of each earlier
         layer: every later layer that sums the same axes (a full convolution sums all
-        channels) reuses them.
+        channels) reuses them, and each is dropped after its last use.
         """
-        k_acc, p = acc.shape[0], acc.shape[1]
-        memo = {} if memo is None else memo
+        p = acc.shape[1]
         for k, term_sign, (in_dims, out_dims, (ones, rest), _) in self.plans[layer]:
-            x = xs[k]
-            limbs = min(x.shape[0], k_acc)
-            key = (k, limbs, in_dims, ones)
+            key = (k, in_dims, ones)
             y = memo.get(key)
             if y is None:
-                y = x[:limbs].reshape((limbs * p,) + in_dims)
+                x = xs[k]
+                y = x.reshape((x.shape[0] * p,) + in_dims)
                 if ones:
-                    y = y.sum(axis=ones, keepdims=True)
-                memo[key] = y
+                    y = memo[key] = y.sum(axis=ones, keepdims=True)
+            limbs = y.shape[0] // p
             y = _apply(y, rest)
             view = acc[:limbs].reshape((limbs * p,) + out_dims)
             if sign * term_sign > 0:
                 view += y
             else:
                 view -= y
+        for key in self._expiring[layer]:
+            del memo[key]

@@ -12,8 +12,8 @@ from torch import nn
 import nsp
 import reference
 import zoo
-from nsp.transforms import ancestor_sets
-from nsp.transforms.causal import _decompose, _from_limbs, _integer_scale, _normalize, _to_limbs
+from nsp.transforms import ancestor_sets, causal
+from nsp.transforms.causal import _decompose, _from_limbs, _general_scale, _normalize, _to_limbs
 
 floats = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True, width=64)
 
@@ -22,8 +22,9 @@ floats = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True, 
 @given(st.lists(floats, min_size=1, max_size=12), st.sampled_from([8, 16, 31, 32]))
 def test_limbs_hold_floats_exactly_and_round_back(values, b):
     x = np.array([values])
+    # Split into two "layers": the scale is common to all of them.
+    emin, bits = _general_scale([x[:, : len(values) // 2], x[:, len(values) // 2:]])
     m, e, neg = _decompose(x)
-    emin, bits = _integer_scale(m, e)
     k = -(-(bits + 2) // b) + 1
     limbs = _to_limbs(m, e, neg, emin, b, k)
     for j, v in enumerate(values):
@@ -114,16 +115,37 @@ def test_operator_rejects_bad_signals():
     st.integers(1, 4),
 )
 def test_small_integer_path_keeps_signs_for_every_limb_count(values, k):
-    from nsp.transforms.causal import _small_integers, _split_int64
+    from nsp.transforms.causal import _small_scale, _split_int64
 
     x = np.array([values], dtype=np.float64)
-    fast = _small_integers(x, 32)
+    fast = _small_scale([x[:, :1], x[:, 1:]], 32)
     if fast is None:
         return
-    emin, bits, ints = fast
-    limbs = _split_int64(ints, 32, k)
+    emin, bits = fast
+    limbs = _split_int64((x * 2.0 ** -int(emin[0])).astype(np.int64), 32, k)
     if k == 1 and bits > 31:
         return
     for j, v in enumerate(values):
         exact = sum(int(limbs[i, 0, j]) << (32 * i) for i in range(k))
         assert Fraction(exact) * Fraction(2) ** int(emin[0]) == Fraction(v)
+
+
+@pytest.mark.parametrize("incl", [True, False])
+@pytest.mark.parametrize("name", ["tiny_resnet", "pruned_cnn", "wide_range_values", "subnormal_values"])
+def test_rounding_groups_do_not_change_the_result(monkeypatch, name, incl):
+    op, acts = _operator(name, incl)
+    signal = acts.to_numpy()
+    grouped = op.forward(signal), op.inverse(signal)
+    monkeypatch.setattr(causal, "_ROUND_GROUP", 0)
+    for want, got in zip(grouped, (op.forward(signal), op.inverse(signal))):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_layers_are_freed_after_their_last_direct_read():
+    # input → conv → relu → conv → relu → conv: a convolution sums all channels of
+    # everything below it, so a layer's limbs are needed up to the first convolution that
+    # sums them; the channel sums serve the later layers.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 3)).eval()
+    op = nsp.NNGraph(nsp.Activations(net, torch.randn(1, 1, 9, 9))).get_transformer()
+    assert op._kernel.last_read == [1, 3, 3, 5, 5, 5]
