@@ -371,6 +371,27 @@ def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
     return term.in_dims, term.out_dims, (ones, rest), row_bits
 
 
+def _summed_mask(natural: tuple[int, ...], in_dims: tuple[int, ...], ones: tuple[int, ...]) -> tuple[bool, ...] | None:
+    """Which axes of a layer's own shape (sizes 1 dropped) a sum over ``ones`` of ``in_dims`` covers.
+
+    None unless every axis of ``in_dims`` is a run of whole axes of ``natural`` (a
+    coarsening); ``ones`` counts axes from 1, as in ``_compile``.
+    """
+    mask: list[bool] = []
+    i = 0
+    for axis, d in enumerate(in_dims, start=1):
+        if d == 1:
+            continue
+        size, start = 1, i
+        while size < d and i < len(natural):
+            size *= natural[i]
+            i += 1
+        if size != d:
+            return None
+        mask += [axis in ones] * (i - start)
+    return tuple(mask) if i == len(natural) else None
+
+
 def _apply(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
     for axis, kind, data in ops:
         ax = axis + 1
@@ -410,22 +431,55 @@ class _ProductKernel:
         # Every partial sum is a signed sum of at most `widest` limbs below 2^b.
         self.limb_bits = min(32, 62 - math.ceil(math.log2(widest + 1)))
         self.sizes = structure.sizes
-        # A layer's limbs are read by its first use of each axis sum, and by every term
-        # that sums no axis; the sums live in the pass's memo until their last use.
-        self.last_read = list(range(len(self.plans)))
-        self._expiring: list[list[tuple]] = [[] for _ in self.plans]
-        last_use: dict[tuple, int] = {}
-        for layer, plan in enumerate(self.plans):
-            for k, _, (in_dims, _, (ones, _), _) in plan:
-                key = (k, in_dims, ones)
-                if not ones or key not in last_use:
-                    self.last_read[k] = max(self.last_read[k], layer)
-                if ones:
-                    last_use[key] = layer
-        for key, layer in last_use.items():
-            self._expiring[layer].append(key)
+        self.shapes = structure.shapes
+        self._schedule(structure)
         if self.limb_bits < 8:
             raise StructureError(f"nsp: the network is too large for int64 limb arithmetic ({widest:,} terms)")
+
+    def _schedule(self, structure: NetworkStructure) -> None:
+        """Plan which axis sums each term reads, and when each layer's limbs can go.
+
+        A term that sums axes of layer K reads a sum kept in the pass's memo, computed at
+        its first use from K's limbs or, when an earlier sum covers a subset of its axes,
+        from that sum. Sums are keyed by the summed axes of K's own shape, so terms whose
+        relations cut K's index space differently share them. K's limbs are then needed
+        only until the last term that reads them directly, and a sum until its last use.
+        """
+        self.steps: list[list[tuple[Any, Any, tuple[int, ...]]]] = []
+        self.last_read = list(range(len(self.plans)))
+        last_use: dict[Any, int] = {}
+        made: dict[int, list[Any]] = {}
+        for layer, plan in enumerate(self.plans):
+            steps = []
+            for k, _, (in_dims, _, (ones, _), _) in plan:
+                natural = tuple(d for d in structure.shapes[k] if d != 1)
+                mask = _summed_mask(natural, in_dims, ones) if ones else None
+                if not ones or (mask is not None and not any(mask)):
+                    key, source, axes = None, None, ()
+                elif mask is None:
+                    key, source, axes = (k, in_dims, ones), None, ones
+                else:
+                    key = (k, mask)
+                    covering = [m for m in made.get(k, []) if len(m) == 2 and m[1] != mask
+                                and all(a <= b for a, b in zip(m[1], mask))]
+                    source = max(covering, key=lambda m: sum(m[1]), default=None)
+                    done = source[1] if source is not None else (False,) * len(mask)
+                    axes = tuple(i + 1 for i, (a, b) in enumerate(zip(done, mask)) if b and not a)
+                if key is not None and key in last_use:
+                    source = None
+                elif source is not None:
+                    last_use[source] = layer
+                else:
+                    self.last_read[k] = max(self.last_read[k], layer)
+                if key is not None:
+                    if key not in last_use:
+                        made.setdefault(k, []).append(key)
+                    last_use[key] = layer
+                steps.append((key, source, axes))
+            self.steps.append(steps)
+        self._expiring: list[list[Any]] = [[] for _ in self.plans]
+        for key, layer in last_use.items():
+            self._expiring[layer].append(key)
 
     def growth_bits(self) -> np.ndarray:
         """Per layer, 1 + log2 of an upper bound on max G (see the module docstring).
@@ -452,14 +506,22 @@ class _ProductKernel:
         channels) reuses them, and each is dropped after its last use.
         """
         p = acc.shape[1]
-        for k, term_sign, (in_dims, out_dims, (ones, rest), _) in self.plans[layer]:
-            key = (k, in_dims, ones)
-            y = memo.get(key)
-            if y is None:
-                x = xs[k]
-                y = x.reshape((x.shape[0] * p,) + in_dims)
-                if ones:
-                    y = memo[key] = y.sum(axis=ones, keepdims=True)
+        for (k, term_sign, (in_dims, out_dims, (ones, rest), _)), (key, source, axes) in zip(
+            self.plans[layer], self.steps[layer]
+        ):
+            if key is None:
+                y = xs[k].reshape((-1,) + in_dims)
+            else:
+                y = memo.get(key)
+                if y is None:
+                    if source is not None:
+                        base = memo[source]
+                    elif len(key) == 2:
+                        base = xs[k].reshape((-1,) + tuple(d for d in self.shapes[k] if d != 1))
+                    else:
+                        base = xs[k].reshape((-1,) + in_dims)
+                    y = memo[key] = base.sum(axis=axes, keepdims=True)
+                y = y.reshape((-1,) + tuple(1 if a in ones else d for a, d in enumerate(in_dims, 1)))
             limbs = y.shape[0] // p
             y = _apply(y, rest)
             view = acc[:limbs].reshape((limbs * p,) + out_dims)

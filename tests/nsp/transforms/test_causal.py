@@ -146,6 +146,17 @@ def test_layers_are_freed_after_their_last_direct_read():
     # everything below it, so a layer's limbs are needed up to the first convolution that
     # sums them; the channel sums serve the later layers.
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 3)).eval()
-    op = nsp.NNGraph(nsp.Activations(net, torch.randn(1, 1, 9, 9))).get_transformer()
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 3)).eval()
+    op = nsp.NNGraph(nsp.Activations(net, torch.randn(1, 2, 9, 9))).get_transformer()
     assert op._kernel.last_read == [1, 3, 3, 5, 5, 5]
+
+
+def test_sums_are_shared_across_relations_that_cut_a_layer_differently():
+    # Deep layers of a ResNet read early layers only through channel and full sums, which
+    # their relations express over different axes; with the sums shared, every layer's
+    # limbs are freed within its own block instead of lasting to the classifier.
+    net, x, _ = zoo.cached("tiny_resnet", True)
+    acts = nsp.Activations(net, x, layers="leaves")
+    last_read = nsp.NNGraph(acts).get_transformer()._kernel.last_read
+    assert len(last_read) == 21
+    assert max(last - k for k, last in enumerate(last_read)) <= 8
