@@ -448,9 +448,13 @@ class Activations:
 
         Float32, float16 and bfloat16 values convert to float64 exactly.
         """
-        return np.concatenate(
-            [(a.float() if a.dtype == torch.bfloat16 else a).numpy().astype(np.float64).reshape(-1) for a in self.layeractivations]
-        )
+        # Filled in place: on large networks a list of per-layer copies doubled the peak.
+        out = np.empty(sum(a.numel() for a in self.layeractivations))
+        offset = 0
+        for a in self.layeractivations:
+            out[offset: offset + a.numel()] = (a.float() if a.dtype == torch.bfloat16 else a).numpy().reshape(-1)
+            offset += a.numel()
+        return out
 
     def to_vector(self) -> list[float]:
         """All values as one list, layer by layer, row-major (the seed's format)."""

@@ -14,13 +14,16 @@ and each block in row chunks, each chunk either
 - *dense*: packed bitsets over layer K, ``N_K / 8`` bytes per row (fully connected layers,
   or receptive fields that cover the layer),
 
-whichever is smaller. The memory is then about the number of comparable pairs of the
-poset, the least any explicit method can hold, up to a factor of 4 bytes per pair.
+whichever is smaller. The memory is then at most about 4 bytes per comparable pair of
+neurons, the pairs any explicit method must hold, and less where bitsets win. A layer
+whose units have one parent at most (elementwise modules, a max-pool's argmax) shares its
+parent's blocks instead of copying them.
 
 Blocks are built layer by layer: ``anc_K(x) = ⋃_{p ∈ parents(x)} ({p} if p ∈ K else anc_K(p))``,
-a Boolean sparse product (scipy's SpGEMM) for sparse sources and a bitwise OR of gathered
-rows for dense ones. Applying a block to exact limbs is a float64 sparse or dense matrix
-product, exact because every partial sum stays below 2^53.
+a Boolean sparse product (scipy's SpGEMM: compiled, and it never forms the dense product)
+for sparse sources and a bitwise OR of gathered rows for dense ones. Applying a block to
+exact limbs is a float64 sparse or dense matrix product, exact because every partial sum
+stays below 2^53.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Mapping
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -95,19 +99,20 @@ def _or_rows(edge: sp.csr_matrix, base: np.ndarray) -> np.ndarray:
     nonempty = np.flatnonzero(counts)
     if base.shape[1] == 0 or nonempty.size == 0:
         return out
-    per_row = max(1, _CHUNK_ENTRIES // (base.shape[1] * 8))
     start = 0
-    while start < nonempty.size:
-        stop = start
-        budget = 0
-        while stop < nonempty.size and (budget == 0 or budget + counts[nonempty[stop]] <= per_row):
-            budget += counts[nonempty[stop]]
-            stop += 1
+    for stop in _chunk_stops(counts[nonempty], max(1, _CHUNK_ENTRIES // (base.shape[1] * 8))):
         rows = nonempty[start:stop]
         gathered = base[indices[indptr[rows[0]]: indptr[rows[-1] + 1]]]
         out[rows] = np.bitwise_or.reduceat(gathered, indptr[rows] - indptr[rows[0]], axis=0)
         start = stop
     return out
+
+
+def _chunk_stops(weights: np.ndarray, budget: int) -> list[int]:
+    """Ends of consecutive runs of rows whose weights sum to about ``budget`` (one row at least)."""
+    total = np.cumsum(weights)
+    ends = np.searchsorted(total, np.arange(1, int(total[-1]) // budget + 2) * budget) if total.size else []
+    return np.unique(np.concatenate([np.clip(ends, 1, weights.size), [weights.size]])).astype(int).tolist()
 
 
 class _Block:
@@ -311,11 +316,8 @@ class AncestorSets:
         prepared = [(e, None if src is None else (src.to_bits() if dense else src.to_csr())) for e, src in sources]
         if dense:
             bound[:] = n_cols
-        # Row chunks of about _CHUNK_ENTRIES candidate pairs each.
-        ends = np.searchsorted(np.cumsum(bound), np.arange(1, bound.sum() // _CHUNK_ENTRIES + 2) * _CHUNK_ENTRIES)
-        stops = np.unique(np.concatenate([np.clip(ends, 1, n_rows), [n_rows]]))
         start = 0
-        for stop in stops.tolist():
+        for stop in _chunk_stops(bound, _CHUNK_ENTRIES):
             if dense:
                 bits = np.zeros((stop - start, (n_cols + 63) // 64), dtype=np.uint64)
                 for e, src in prepared:

@@ -41,8 +41,9 @@ from nsp.transforms.base import GraphTransform
 
 __all__ = ["CausalTransform"]
 
-# Layers of equal limb count are rounded together up to this many limbs.
-_ROUND_GROUP = 1 << 23
+# Consecutive layers of equal limb count are rounded together up to this many limbs; a
+# larger layer is rounded alone, without copying it into a group.
+_ROUND_GROUP = 1 << 20
 
 
 class CausalTransform(GraphTransform):
@@ -126,7 +127,9 @@ class CausalTransform(GraphTransform):
             _normalize(acc, b)
             if self._kernel.last_read[layer] > layer:
                 reads[layer] = given if inverse else acc
-            if pending and (counts[layer] != counts[pending[0]] or sum(results[k].size for k in pending) > _ROUND_GROUP):
+            if pending and (
+                counts[layer] != counts[pending[0]] or sum(results[k].size for k in pending) + acc.size > _ROUND_GROUP
+            ):
                 self._round(pending, results, out, emin)
             pending.append(layer)
             results[layer] = acc
@@ -506,6 +509,9 @@ class _ProductKernel:
         channels) reuses them, and each is dropped after its last use.
         """
         p = acc.shape[1]
+        # Terms that broadcast over the layer (sums over whole axes: deep layers read most
+        # earlier layers this way) are summed among themselves first and added once.
+        broadcast: dict[tuple, np.ndarray] = {}
         for (k, term_sign, (in_dims, out_dims, (ones, rest), _)), (key, source, axes) in zip(
             self.plans[layer], self.steps[layer]
         ):
@@ -524,10 +530,22 @@ class _ProductKernel:
                 y = y.reshape((-1,) + tuple(1 if a in ones else d for a, d in enumerate(in_dims, 1)))
             limbs = y.shape[0] // p
             y = _apply(y, rest)
+            positive = sign * term_sign > 0
             view = acc[:limbs].reshape((limbs * p,) + out_dims)
-            if sign * term_sign > 0:
+            if 2 * y.size <= view.size:
+                group = (limbs, out_dims, y.shape)
+                if group not in broadcast:
+                    broadcast[group] = y.copy() if positive else -y
+                elif positive:
+                    broadcast[group] += y
+                else:
+                    broadcast[group] -= y
+            elif positive:
                 view += y
             else:
                 view -= y
+        for (limbs, out_dims, _), y in broadcast.items():
+            view = acc[:limbs].reshape((limbs * p,) + out_dims)
+            view += y
         for key in self._expiring[layer]:
             del memo[key]
