@@ -1,6 +1,7 @@
 """Scale benchmarks: layers at depth, batched probes and INCL=False.
 
-Run ``python benchmarks/scale.py [--resnet50-sizes 32 64]``. Each line is measured in
+Run ``python benchmarks/scale.py [--resnet50-sizes 32 64 224] [--incl-false-sizes 28 84]``
+(the defaults take about 15 minutes and 15 GB at their peak). Each line is measured in
 this process, side by side with the forward pass of the same probe(s):
 
 - ResNet-50 with every leaf module as a layer (INCL=True), exact spectrum of one probe,
@@ -98,8 +99,8 @@ def incl_false(size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resnet50-sizes", type=int, nargs="*", default=[32, 64])
-    parser.add_argument("--incl-false-sizes", type=int, nargs="*", default=[28, 56, 84, 112])
+    parser.add_argument("--resnet50-sizes", type=int, nargs="*", default=[32, 64, 224])
+    parser.add_argument("--incl-false-sizes", type=int, nargs="*", default=[28, 84, 224, 336, 448])
     args = parser.parse_args()
     print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print("| case | neurons | forward ms | capture ms | build | transform | ratio to forward | peak RSS GB |")

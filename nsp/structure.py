@@ -215,10 +215,13 @@ def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, evid
     indptr, indices = [np.zeros(1, dtype=np.int64)], []
     done = 0
     for a in range(0, first.shape[0], step):
-        out_idx, in_idx = Term((first[a: a + step],) + rest).edges()
+        sub = Term((first[a: a + step],) + rest)
+        out_idx, in_idx = sub.edges()
         out_idx += a * stride
         if evidence is not None:
-            keep = _kept(m, evidence, out_idx, in_idx, in_shape, out_shape)
+            pairs = [np.nonzero(f) for f in sub.factors]
+            pairs[0] = (pairs[0][0] + a, pairs[0][1])
+            keep = _kept(m, evidence, pairs, in_shape, out_shape)
             out_idx, in_idx = out_idx[keep], in_idx[keep]
         rows = min(step, first.shape[0] - a) * stride
         # For each output the inputs come ascending, so a stable sort by output is CSR order.
@@ -233,26 +236,41 @@ def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, evid
 
 
 def _kept(
-    m: nn.Module, evidence: np.ndarray, out_idx: np.ndarray, in_idx: np.ndarray,
+    m: nn.Module, evidence: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]],
     in_shape: tuple[int, ...], out_shape: tuple[int, ...],
 ) -> np.ndarray:
-    """Which structural pairs ``(out, in)`` of the leaf are Jacobian nonzeros, by its evidence."""
+    """Which structural pairs of the leaf are Jacobian nonzeros, by its evidence.
+
+    ``pairs[f]`` are the (out, in) index pairs of the relation's factor ``f`` (one axis
+    each); the relation's pairs are their Kronecker product, in the order of
+    ``Term.edges``. The evidence is looked up per factor and broadcast, so no per-pair
+    index array is ever unravelled.
+    """
+    n = len(pairs)
+
+    def along(f: int, v: np.ndarray) -> np.ndarray:
+        return v.reshape((1,) * f + (-1,) + (1,) * (n - f - 1))
+
+    outs = tuple(along(f, o) for f, (o, _) in enumerate(pairs))
     if isinstance(m, ELEMENTWISE_MODULES):
-        return evidence[out_idx]
-    if isinstance(m, _BATCHNORM):
-        return evidence[np.unravel_index(out_idx, out_shape)[0]]
-    if isinstance(m, nn.Linear):
-        return evidence[out_idx % out_shape[-1], in_idx % in_shape[-1]]
-    if isinstance(m, _CONV):
-        o = np.unravel_index(out_idx, out_shape)
-        i = np.unravel_index(in_idx, in_shape)
+        keep = evidence.reshape(out_shape or (1,))[outs]
+    elif isinstance(m, _BATCHNORM):
+        keep = along(0, evidence[pairs[0][0]])
+    elif isinstance(m, nn.Linear):
+        keep = along(n - 1, evidence[pairs[-1]])
+    elif isinstance(m, _CONV):
+        co, ci = pairs[0]
         pads = _conv_padding(m, in_shape[1:])
         taps = tuple(
-            (i[a + 1] - o[a + 1] * s + p) // d for a, (s, p, d) in enumerate(zip(m.stride, pads, m.dilation))
+            along(f, (i - o * s + p) // d)
+            for f, ((o, i), s, p, d) in enumerate(zip(pairs[1:], m.stride, pads, m.dilation), start=1)
         )
-        return evidence[(o[0], i[0] % (in_shape[0] // m.groups)) + taps]
-    spatial_in = int(np.prod(in_shape[1:]))
-    return (in_idx % spatial_in) == evidence[out_idx]
+        keep = evidence[(along(0, co), along(0, ci % (in_shape[0] // m.groups))) + taps]
+    else:
+        # Max-pools: the input position each window picked, flat within its channel.
+        flat = sum(along(f, i * math.prod(in_shape[f + 1:])) for f, (_, i) in enumerate(pairs[1:], start=1))
+        keep = evidence.reshape(out_shape)[outs] == flat
+    return np.broadcast_to(keep, tuple(o.size for o, _ in pairs)).reshape(-1)
 
 
 # -- composition along the recorded dataflow of a child ----------------------------------------

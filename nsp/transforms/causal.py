@@ -14,6 +14,12 @@ this module computes in exact integer arithmetic and rounds once:
    layer. Nothing is ever reduced modulo anything, so nothing needs division.
 3. Each coefficient is rounded once, correctly, to float64.
 
+Layers stream through these steps: a layer becomes limbs when its turn comes, and its
+limbs are dropped after the last layer that reads them directly; later layers read the
+axis sums they need (a convolution sums all channels below it), kept until their last
+use. ResNet-50 at 224×224 with every leaf module as a layer (480 M neurons) holds a few
+layers' limbs at a time, not 70 GB of them.
+
 The number of limbs per layer comes from a majorant computed once per graph:
 ``|ŝ(x)| ≤ max|s| · G(x)`` with ``G(x) = 1 + Σ_{y<x} G(y)``.
 
