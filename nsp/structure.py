@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from nsp.capture import Op, Program, Ref
+from nsp.progress import Progress
 from nsp.relations import Relation, StructureError, Term
 
 __all__ = [
@@ -331,6 +332,7 @@ class _Interpreter:
 
     incl: bool
     digest: Any = None
+    progress: Progress | None = None
 
     def identity(self, shape: tuple[int, ...]) -> Any:
         if self.incl:
@@ -401,6 +403,8 @@ class _Interpreter:
                 )
             layers[op.target] = maps[refs[0].index]
             values[i] = values.get(refs[0].index)
+            if self.progress is not None:
+                self.progress.done(op.target)
             return {} if self.digest is not None else {op.target: self.identity(op.shape[1:])}
         if op.kind == "module":
             m = op.target
@@ -568,7 +572,8 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
     UnsupportedModuleError
         If a child (or a part of it) cannot be analysed; the message names its path.
     """
-    interpreter = _Interpreter(incl)
+    progress = Progress("INCL=True graph" if incl else "INCL=False graph", list(activations.layernames))
+    interpreter = _Interpreter(incl, progress=progress)
     shapes = [tuple(a.shape) for a in activations.layeractivations]
     if activations._dataflow is not None:
         x = None if incl else _to_modules(activations.layerdescriptions[1:], activations.layeractivations[0].unsqueeze(0))
@@ -589,6 +594,7 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
             )
         x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
         parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1)[0])
+        progress.done(layer)
     return NetworkStructure(list(activations.layernames), shapes, incl, parents)
 
 

@@ -35,6 +35,7 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.progress import Progress
 from nsp.relations import StructureError
 from nsp.structure import NetworkStructure
 
@@ -259,6 +260,9 @@ class AncestorSets:
     MemoryError
         If the ancestor sets would exceed ``ANCESTOR_MEMORY_LIMIT``; the message names the
         layer where the limit was reached and the memory used by then.
+
+    Building the sets of a large graph takes minutes; progress goes to the ``"nsp"``
+    logger (:mod:`nsp.progress`).
     """
 
     def __init__(self, structure: NetworkStructure) -> None:
@@ -267,6 +271,7 @@ class AncestorSets:
         self.blocks: list[dict[int, _Block | _Gathered]] = [{}]
         self.nbytes = 0
         largest = 1
+        progress = Progress("INCL=False ancestor sets", structure.names)
         for layer in range(1, len(sizes)):
             parents = {j: e.tocsr() for j, e in structure.parents[layer].items()}
             targets = sorted(set(parents).union(*(self.blocks[j] for j in parents)))
@@ -288,6 +293,7 @@ class AncestorSets:
                 own[k] = self._block(layer, sizes[k], sources, np.minimum(bounds[k], sizes[k]))
             self.blocks.append(own)
             largest = max(largest, sum(sizes[k] for k in own))
+            progress.done(layer)
         self.last_read = list(range(len(sizes)))
         self._expiring: list[list[int]] = [[] for _ in sizes]
         for layer, own in enumerate(self.blocks):
@@ -337,7 +343,7 @@ class AncestorSets:
                 s = self.structure
                 raise MemoryError(
                     f"nsp: the exact INCL=False transform of this {s.n:,}-node graph needs more than "
-                    f"{_size(ANCESTOR_MEMORY_LIMIT)} of ancestor sets (ANCESTOR_MEMORY_LIMIT): {_size(self.nbytes)} by layer "
+                    f"{_size(ANCESTOR_MEMORY_LIMIT)} of ancestor sets (nsp.transforms.ancestor_sets.ANCESTOR_MEMORY_LIMIT): {_size(self.nbytes)} by layer "
                     f"'{s.names[layer]}', {layer} of {len(s.names) - 1}); use INCL=True, fewer or smaller probe "
                     "layers, or a smaller input"
                 )

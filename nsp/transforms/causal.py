@@ -40,6 +40,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from nsp.progress import Progress
 from nsp.relations import StructureError, Term
 from nsp.structure import NetworkStructure
 from nsp.transforms.ancestor_sets import AncestorSets
@@ -121,6 +122,7 @@ class CausalTransform(GraphTransform):
         memo: dict = {}
         pending: list[int] = []
         results: dict[int, np.ndarray] = {}
+        progress = Progress("exact inverse transform" if inverse else "exact transform", self.structure.names)
         for layer, part in enumerate(parts):
             if small is not None:
                 given = _split_int64((part * scale).astype(np.int64), b, counts[layer])
@@ -141,6 +143,7 @@ class CausalTransform(GraphTransform):
             results[layer] = acc
             for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
                 del reads[k]
+            progress.done(layer)
         self._round(pending, results, out, emin)
         return out
 

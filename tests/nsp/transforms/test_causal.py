@@ -1,5 +1,6 @@
 """The exact causal transform: integer limbs, rounding, and the operator interface."""
 
+import logging
 from fractions import Fraction
 
 import numpy as np
@@ -95,7 +96,7 @@ def test_ancestor_memory_limit_names_the_layer(monkeypatch):
     monkeypatch.setattr(ancestor_sets, "ANCESTOR_MEMORY_LIMIT", 16)
     net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
     acts = nsp.Activations(net, torch.randn(1, 8))
-    with pytest.raises(MemoryError, match=r"MiB of ancestor sets \(ANCESTOR_MEMORY_LIMIT\): .* by layer '0', 1 of 3"):
+    with pytest.raises(MemoryError, match=r"MiB of ancestor sets \(nsp\.transforms\.ancestor_sets\.ANCESTOR_MEMORY_LIMIT\): .* by layer '0', 1 of 3"):
         nsp.NNGraph(acts, INCL=False).get_transformer()
 
 
@@ -160,3 +161,21 @@ def test_sums_are_shared_across_relations_that_cut_a_layer_differently():
     last_read = nsp.NNGraph(acts).get_transformer()._kernel.last_read
     assert len(last_read) == 21
     assert max(last - k for k, last in enumerate(last_read)) <= 8
+
+
+def test_long_transforms_report_progress_to_the_nsp_logger(monkeypatch, caplog):
+    from nsp import progress
+
+    op, acts = _operator("tiny_resnet", False)
+    with caplog.at_level(logging.INFO, logger="nsp"):
+        op.forward(acts.to_numpy())
+        assert not caplog.records
+        monkeypatch.setattr(progress, "INTERVAL", 0.0)
+        op.forward(acts.to_numpy())
+        op.inverse(acts.to_numpy())
+        nsp.NNGraph(acts, INCL=False).get_transformer()
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"nsp: exact transform: layer 2 of {len(acts.layernames)} ('{acts.layernames[1]}') done after" in messages[1]
+    assert any(m.startswith("nsp: exact inverse transform: layer") for m in messages)
+    assert any(m.startswith("nsp: INCL=False ancestor sets: layer") for m in messages)
+    assert any(m.startswith("nsp: INCL=False graph: layer") for m in messages)
