@@ -122,14 +122,19 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet for 32×32 CIFAR input: 3×3 stem, no max-pool (top-level children as in the issue)."""
+    """ResNet for 32×32 CIFAR input: 3×3 stem, no max-pool (top-level children as in the issue).
 
-    def __init__(self, block: type, layers: list[int], num_classes: int = 10) -> None:
+    ``imagenet=True`` gives torchvision's layout instead: a 7×7 stride-2 stem and a 3×3
+    stride-2 max-pool, so 224×224 inputs reach layer1 at 56×56.
+    """
+
+    def __init__(self, block: type, layers: list[int], num_classes: int = 10, imagenet: bool = False) -> None:
         super().__init__()
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False) if imagenet else nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
         self.layer1 = self._make_layer(block, 64, layers[0], 1)
         self.layer2 = self._make_layer(block, 128, layers[1], 2)
         self.layer3 = self._make_layer(block, 256, layers[2], 2)
@@ -144,7 +149,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
@@ -153,5 +158,5 @@ def resnet18(num_classes: int = 10) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes)
 
 
-def resnet50(num_classes: int = 10) -> ResNet:
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes)
+def resnet50(num_classes: int = 10, imagenet: bool = False) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, imagenet)

@@ -5,7 +5,9 @@ Run ``python benchmarks/scale.py [--resnet50-sizes 32 64 224] [--incl-false-size
 this process, side by side with the forward pass of the same probe(s):
 
 - ResNet-50 with every leaf module as a layer (INCL=True), exact spectrum of one probe,
-  at the given input sizes;
+  at the given input sizes: torchvision's layout (7×7 stride-2 stem, max-pool, 1000
+  classes) and the CIFAR layout of ``networks.py`` (3×3 stem, no max-pool: 16 times the
+  neurons in the first stages at the same input size);
 - 16 batched probes on ResNet-18 at 32×32 (one graph, one vectorised transform);
 - INCL=False (exact ancestor sets, stored by receptive field) on the MNIST tutorial
   network's layers at growing input sizes, up to the largest that fits the machine.
@@ -33,9 +35,10 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def resnet50_leaves(size: int) -> None:
+def resnet50_leaves(size: int, imagenet: bool = False) -> None:
     torch.manual_seed(0)
-    net, x = _randomise_batchnorm(resnet50()), torch.randn(1, 3, size, size)
+    net = _randomise_batchnorm(resnet50(1000, imagenet=True) if imagenet else resnet50())
+    x = torch.randn(1, 3, size, size)
     with torch.no_grad():
         forward = _median_time(lambda: net(x), 3)
     start = time.perf_counter()
@@ -46,7 +49,8 @@ def resnet50_leaves(size: int) -> None:
     op.forward(acts.to_numpy())
     done = time.perf_counter()
     n = sum(a.numel() for a in acts.layeractivations)
-    print(f"| ResNet-50 {size}x{size}, every leaf ({len(acts.layernames)} layers) | {n:,} | {forward * 1e3:.1f} | "
+    layout = "torchvision layout" if imagenet else "CIFAR layout"
+    print(f"| ResNet-50 ({layout}) {size}x{size}, every leaf ({len(acts.layernames)} layers) | {n:,} | {forward * 1e3:.1f} | "
           f"{(captured - start) * 1e3:.0f} | {(built - captured):.2f} s | {(done - built):.2f} s | "
           f"{(done - captured) / forward:.0f} | {_rss_gb():.1f} |", flush=True)
 
@@ -101,6 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resnet50-sizes", type=int, nargs="*", default=[32, 64, 224])
     parser.add_argument("--incl-false-sizes", type=int, nargs="*", default=[28, 84, 224, 336, 448])
+    parser.add_argument("--imagenet-resnet50-sizes", type=int, nargs="*", default=[224])
     args = parser.parse_args()
     print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print("| case | neurons | forward ms | capture ms | build | transform | ratio to forward | peak RSS GB |")
@@ -108,6 +113,8 @@ def main() -> None:
     batched_resnet18(16)
     for size in args.incl_false_sizes:
         incl_false(size)
+    for size in args.imagenet_resnet50_sizes:
+        resnet50_leaves(size, imagenet=True)
     for size in args.resnet50_sizes:
         resnet50_leaves(size)
 

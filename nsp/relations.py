@@ -211,7 +211,11 @@ class Term:
                 out.append(_bool_matmul(fo[i], fi[j]))
                 i += 1
                 j += 1
-        return Term(tuple(out))
+        # A true 1×1 factor is the identity of a size-1 axis. Left in, they would pile up
+        # along a deep network whose layers reach 1×1 maps (hundreds of axes, more than
+        # numpy's 64 dimensions).
+        kept = tuple(f for f in out if f.shape != (1, 1) or not f[0, 0])
+        return Term(kept or (np.ones((1, 1), dtype=bool),))
 
     def dense(self) -> np.ndarray:
         """The full ``n_out × n_in`` 0/1 matrix (small relations and tests only)."""

@@ -369,6 +369,32 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class NarrowResNet50(nn.Module):
+    """torchvision's ResNet-50 layout at width 1/64: 7x7 stride-2 stem, max-pool,
+    bottleneck stages of 3, 4, 6 and 3 blocks, global pool, fc (158 leaf calls)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 2, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(2)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        stages, inplanes = [], 2
+        for planes, blocks, stride in [(1, 3, 1), (2, 4, 2), (4, 6, 2), (8, 3, 2)]:
+            stage = [Bottleneck(inplanes, planes, stride, _downsample(inplanes, planes * 4, stride))]
+            inplanes = planes * 4
+            stage += [Bottleneck(inplanes, planes) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def _block_factory(seed: int, shape: tuple[int, ...], make: Callable[[], nn.Module]) -> Factory:
     def factory():
         net, x = _seeded(seed, make, shape)
@@ -386,6 +412,7 @@ _register("resnet_blocks_chain", _block_factory(804, (3, 6, 6), lambda: nn.Seque
     nn.Conv2d(3, 4, 3, padding=1), BasicBlock(4, 4), BasicBlock(4, 4),
     Bottleneck(4, 1), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))))
 _register("tiny_resnet", _block_factory(805, (3, 8, 8), TinyResNet))
+_register("resnet50_narrow", _block_factory(808, (3, 16, 16), NarrowResNet50))
 _register("cross_block", _block_factory(806, (2, 6, 6), lambda: nn.Sequential(
     nn.Conv2d(2, 2, 2), CrossBlock(2), CrossBlock(2))))
 _register("sequential_children", _block_factory(807, (2, 8, 8), lambda: nn.Sequential(

@@ -127,12 +127,13 @@ def reference_blocks(net, x, names, incl):
 def exact_dag_spectrum(values, blocks, sizes):
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     n = int(offsets[-1])
-    adj = np.zeros((n, n), bool)  # adj[x, y]: edge y -> x
-    for (l, k), b in blocks.items():
-        adj[offsets[l]:offsets[l + 1], offsets[k]:offsets[k + 1]] = b
-    reach = adj.copy()
-    for _ in range(len(sizes)):
-        reach |= (reach.astype(np.float32) @ adj.astype(np.float32)) > 0
+    # reach[x, y]: y is a strict ancestor of x. Layers come in a topological order, so a
+    # node's ancestors are its parents and their ancestors, complete once x's layer is reached.
+    reach = np.zeros((n, n), bool)
+    for (l, k), b in sorted(blocks.items()):
+        below = reach[offsets[k]:offsets[k + 1]].copy()
+        below[:, offsets[k]:offsets[k + 1]] |= np.eye(sizes[k], dtype=bool)
+        reach[offsets[l]:offsets[l + 1]] |= (b.astype(np.float32) @ below.astype(np.float32)) > 0
     fractions = [Fraction(float(v)) for v in values]
     scale = max(f.denominator for f in fractions)
     ints = np.array([int(f * scale) for f in fractions], dtype=object)
@@ -204,6 +205,28 @@ def test_dag_ancestor_sets_in_every_representation(monkeypatch, case, mode):
     exact = exact_dag_spectrum(acts.to_numpy(), blocks, [a.numel() for a in acts.layeractivations])
     spectrum = nsp.NNGraph(acts, INCL=False).transform(acts).to_numpy()
     np.testing.assert_allclose(spectrum, exact, rtol=1e-12, atol=0)
+
+
+@pytest.mark.slow
+def test_resnet50_layout_with_every_leaf_matches_reference():
+    # 159 layers deep: bottlenecks, downsampling skips, a ReLU module called three times
+    # per block; the spectrum's limbs stream through and sums are shared across layers.
+    net, x, _ = zoo.cached("resnet50_narrow", True)
+    acts = nsp.Activations(net, x, layers="leaves")
+    assert len(acts.layernames) == 159  # the input and 158 leaf calls
+    graph = nsp.NNGraph(acts)
+    blocks = reference_blocks(net, x, acts.layernames[1:], True)
+    for (l, k), expected in blocks.items():
+        np.testing.assert_array_equal(graph.structure.parents[l][k].dense(), expected, err_msg=f"block {(l, k)}")
+    assert {(l, k) for l, p in enumerate(graph.structure.parents) for k in p} == set(blocks)
+    sizes = [a.numel() for a in acts.layeractivations]
+    exact = exact_dag_spectrum(acts.to_numpy(), blocks, sizes)
+    spectrum = graph.transform(acts).to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    for l in range(len(sizes)):
+        a, r = spectrum[offsets[l]:offsets[l + 1]], exact[offsets[l]:offsets[l + 1]]
+        assert np.linalg.norm(a - r) <= 1e-9 * np.linalg.norm(r) or np.array_equal(a, r), acts.layernames[l]
+    assert np.abs(exact).max() > 1e6  # deep enough for float64 forward substitution to matter
 
 
 def test_unknown_layer_name_lists_the_modules():

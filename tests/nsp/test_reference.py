@@ -151,7 +151,7 @@ def test_ancestors_match_networkx(name, incl):
             assert set(np.flatnonzero(row).tolist()) == nx.ancestors(graph, int(offs[layer]) + i)
 
 
-@pytest.mark.parametrize("name", zoo.params(SMALL))
+@pytest.mark.parametrize("name", zoo.params([n for n in SMALL if n != "resnet50_narrow"]))
 def test_float64_agrees_on_shallow_networks(name):
     net, x, ref = zoo.cached(name, True)
     if x.dtype != torch.float32:
@@ -160,6 +160,15 @@ def test_float64_agrees_on_shallow_networks(name):
         return
     errors = R.relative_errors(R.float64_spectrum(ref.capture.layers, ref.edges), ref.spectrum)
     assert max(errors) <= 1e-12, errors
+
+
+def test_float64_fails_on_a_resnet50_layout():
+    # Its global pool maps a 1x1 map one-to-one, so the exact spectrum there is 0; float64
+    # forward substitution leaves the rounding of the ResNet stages' sums instead.
+    ref = zoo.cached("resnet50_narrow", True)[2]
+    pool = ref.capture.names.index("avgpool")
+    assert not ref.spectrum[pool].any()
+    assert np.abs(R.float64_spectrum(ref.capture.layers, ref.edges)[pool]).max() > 0
 
 
 @pytest.mark.slow
