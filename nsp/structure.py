@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from nsp.capture import Op, Program, Ref
 from nsp.progress import Progress
-from nsp.relations import Relation, StructureError, Term
+from nsp.relations import Relation, StructureError, Term, ones_factor
 
 __all__ = [
     "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
@@ -102,7 +102,7 @@ def _conv_padding(m: nn.Module, in_sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 def _channel_groups(c_out: int, c_in: int, groups: int) -> np.ndarray:
     if groups == 1:
-        return np.ones((c_out, c_in), dtype=bool)
+        return ones_factor(c_out, c_in)
     return (np.arange(c_out)[:, None] // (c_out // groups)) == (np.arange(c_in)[None, :] // (c_in // groups))
 
 
@@ -116,7 +116,7 @@ def _leaf_term(m: nn.Module, path: str, in_shape: tuple[int, ...], out_shape: tu
         return Term.identity(in_shape or (1,))
     if isinstance(m, nn.Linear):
         lead = in_shape[:-1]
-        return Term(tuple(np.eye(d, dtype=bool) for d in lead) + (np.ones((out_shape[-1], in_shape[-1]), bool),))
+        return Term(tuple(np.eye(d, dtype=bool) for d in lead) + (ones_factor(out_shape[-1], in_shape[-1]),))
     if isinstance(m, _CONV):
         if m.padding_mode != "zeros":
             raise _unsupported(path, type(m).__name__, f"padding_mode='{m.padding_mode}' (only 'zeros')")

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nsp.progress import Progress
-from nsp.relations import StructureError, Term
+from nsp.relations import StructureError, Term, ones_factor
 from nsp.structure import NetworkStructure
 from nsp.transforms.ancestor_sets import AncestorSets
 from nsp.transforms.base import GraphTransform
@@ -358,16 +358,20 @@ def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
     the largest row count (for the majorant).
     """
     ops: list[tuple[int, str, Any]] = []
+    row_bits = 0.0
     for axis, f in enumerate(term.factors):
         p, q = f.shape
-        nonzero = np.count_nonzero(f)
-        if p == q == nonzero and f.diagonal().all():
-            continue
+        nonzero = f.size if f is ones_factor(p, q) else np.count_nonzero(f)
         if nonzero == f.size:
-            ops.append((axis, "ones", None))
+            row_bits += math.log2(q)
+            if not p == q == 1:
+                ops.append((axis, "ones", None))
+            continue
+        if p == q == nonzero and f.diagonal().all():
             continue
         lo = np.argmax(f, axis=1)
         count = f.sum(axis=1)
+        row_bits += math.log2(max(1, int(count.max())))
         hi = lo + count
         cum = np.concatenate([np.zeros((p, 1), np.int64), np.cumsum(f, axis=1)], axis=1)
         rows = np.arange(p)
@@ -379,7 +383,6 @@ def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
             ops.append((axis, "dense", f.astype(np.int64)))
     ones = tuple(axis + 1 for axis, kind, _ in ops if kind == "ones")
     rest = sorted((op for op in ops if op[1] != "ones"), key=lambda op: op[1] != "intervals")
-    row_bits = sum(math.log2(max(1, int(f.sum(axis=1).max()))) for f in term.factors)
     return term.in_dims, term.out_dims, (ones, rest), row_bits
 
 
