@@ -294,12 +294,17 @@ class AncestorSets:
             self.blocks.append(own)
             largest = max(largest, sum(sizes[k] for k in own))
             progress.done(layer)
+        # A layer's limbs are read once, by its first reader, into a float64 matrix in the
+        # pass's memo, which lasts until its last reader.
         self.last_read = list(range(len(sizes)))
-        self._expiring: list[list[int]] = [[] for _ in sizes]
+        last_use = list(range(len(sizes)))
         for layer, own in enumerate(self.blocks):
             for k in own:
-                self.last_read[k] = max(self.last_read[k], layer)
-        for k, layer in enumerate(self.last_read):
+                if self.last_read[k] == k:
+                    self.last_read[k] = layer
+                last_use[k] = layer
+        self._expiring: list[list[int]] = [[] for _ in sizes]
+        for k, layer in enumerate(last_use):
             self._expiring[layer].append(k)
         # Every float64 partial sum adds at most `largest` limbs below 2^b: exact below 2^53.
         self.limb_bits = min(32, 52 - math.ceil(math.log2(largest + 1)))
