@@ -70,8 +70,8 @@ class SpectrumCallback(Callback):
     Args:
         probe: the probe inputs, one of
 
-            - a tensor of shape ``(P, *input_shape)``: P inputs, each of which the model's
-              ``forward`` accepts as a batch of one (one input is ``x[None]``);
+            - a tensor of shape ``(P, *input_shape)``: P inputs, recorded together as one
+              batch of the model's ``forward`` in eval mode (one input is ``x[None]``);
             - a batch as a DataLoader yields it: a tuple or list whose first item is such
               a tensor, e.g. ``(x, y)``;
             - a :class:`~torch.utils.data.DataLoader`: its first batch, taken at
