@@ -117,10 +117,14 @@ def _chunk_stops(weights: np.ndarray, budget: int) -> list[int]:
 
 
 class _Block:
-    """The ancestors in one earlier layer of every node of a layer, as row chunks."""
+    """The ancestors in one earlier layer of every node of a layer, as row chunks.
 
-    def __init__(self, n_rows: int, n_cols: int) -> None:
-        self.n_rows, self.n_cols = n_rows, n_cols
+    ``key`` names it ``("product", L, K)``: the memo key of its product with layer K's
+    limbs when layers that share the block read that product.
+    """
+
+    def __init__(self, n_rows: int, n_cols: int, key: tuple[str, int, int]) -> None:
+        self.n_rows, self.n_cols, self.key = n_rows, n_cols, key
         self.chunks: list[_Chunk] = []
 
     @property
@@ -223,10 +227,15 @@ class _Gathered:
         bits[~self.kept] = 0
         return bits
 
-    def matmul(self, rhs: np.ndarray, ones: np.ndarray) -> np.ndarray:
-        out = self.base.matmul(rhs, ones)[np.maximum(self.source, 0)]
+    def gather(self, product: np.ndarray) -> np.ndarray:
+        """This block's product from its base block's product with the same limbs."""
+        out = product[np.maximum(self.source, 0)]
         out[~self.kept] = 0
         return out
+
+
+def _base(block: "_Block | _Gathered") -> _Block:
+    return block.base if isinstance(block, _Gathered) else block
 
 
 def _single_parents(edge: sp.csr_matrix) -> np.ndarray | None:
@@ -290,7 +299,7 @@ class AncestorSets:
                     bounds[k] += column
             for k in targets:
                 sources = [(e, None if j == k else self.blocks[j][k]) for j, e in parents.items() if j == k or k in self.blocks[j]]
-                own[k] = self._block(layer, sizes[k], sources, np.minimum(bounds[k], sizes[k]))
+                own[k] = self._block(layer, k, sizes[k], sources, np.minimum(bounds[k], sizes[k]))
             self.blocks.append(own)
             largest = max(largest, sum(sizes[k] for k in own))
             progress.done(layer)
@@ -303,9 +312,18 @@ class AncestorSets:
                 if self.last_read[k] == k:
                     self.last_read[k] = layer
                 last_use[k] = layer
-        self._expiring: list[list[int]] = [[] for _ in sizes]
+        self._expiring: list[list[int | tuple]] = [[] for _ in sizes]
         for k, layer in enumerate(last_use):
             self._expiring[layer].append(k)
+        # A block shared by later layers (an elementwise or max-pool layer after it) is
+        # multiplied once per pass; the product lasts until the last layer that gathers it.
+        readers: dict[tuple, list[int]] = {}
+        for layer, own in enumerate(self.blocks):
+            for block in own.values():
+                readers.setdefault(_base(block).key, []).append(layer)
+        self._shared = {key for key, layers in readers.items() if len(layers) > 1}
+        for key in self._shared:
+            self._expiring[readers[key][-1]].append(key)
         # Every float64 partial sum adds at most `largest` limbs below 2^b: exact below 2^53.
         self.limb_bits = min(32, 52 - math.ceil(math.log2(largest + 1)))
         self._ones = np.ones(
@@ -317,10 +335,11 @@ class AncestorSets:
         )
 
     def _block(
-        self, layer: int, n_cols: int, sources: list[tuple[sp.csr_matrix, "_Block | _Gathered | None"]], bound: np.ndarray
+        self, layer: int, k: int, n_cols: int, sources: list[tuple[sp.csr_matrix, "_Block | _Gathered | None"]],
+        bound: np.ndarray,
     ) -> _Block:
         n_rows = bound.size
-        block = _Block(n_rows, n_cols)
+        block = _Block(n_rows, n_cols, ("product", layer, k))
         if n_rows == 0:
             return block
         dense = any(src is not None and src.has_dense for _, src in sources)
@@ -357,19 +376,20 @@ class AncestorSets:
 
     def growth_bits(self) -> np.ndarray:
         """Per layer, 1 + log2 of max G, by running the recursion on floats."""
-        g: list[np.ndarray] = []
+        g: dict[int, np.ndarray] = {}
+        memo: dict = {}
         out = np.zeros(len(self.structure.sizes))
         for layer, size in enumerate(self.structure.sizes):
             acc = np.ones((1, 1, int(size)))
             if layer:
-                self.accumulate(layer, dict(enumerate(g)), acc, +1, {})
+                self.accumulate(layer, g, acc, +1, memo)
             peak = float(acc.max()) if acc.size else 1.0
             if not math.isfinite(peak):
                 raise StructureError(
                     f"nsp: spectra of layer '{self.structure.names[layer]}' may exceed 1e308 in magnitude; "
                     "the network is too deep for an exact float64 result"
                 )
-            g.append(acc)
+            g[layer] = acc
             # Float summation error is far below one bit; the extra bit covers it.
             out[layer] = math.log2(peak) + 1
         return out
@@ -379,7 +399,8 @@ class AncestorSets:
 
         ``xs[K]`` holds layer K's limbs ``(k_K, P, N_K)`` with ``k_K`` at most ``acc``'s.
         ``memo`` (one dict per pass over the layers) keeps each earlier layer's limbs as a
-        float64 ``(N_K, k_K·P)`` matrix until the last layer that reads them.
+        float64 ``(N_K, k_K·P)`` matrix until the last layer that reads them, and the
+        products of blocks that later layers gather until the last of those.
         """
         k_acc, p = acc.shape[0], acc.shape[1]
         total = np.zeros((acc.shape[2], k_acc * p))
@@ -387,8 +408,15 @@ class AncestorSets:
             rhs = memo.get(k)
             if rhs is None:
                 x = xs[k]
-                rhs = memo[k] = x.reshape(x.shape[0] * p, -1).T.astype(np.float64)
-            total[:, : rhs.shape[1]] += block.matmul(rhs, self._ones)
+                # C order: scipy's sparse product would copy any other layout, per chunk.
+                rhs = memo[k] = np.ascontiguousarray(x.reshape(x.shape[0] * p, -1).T, dtype=np.float64)
+            base = _base(block)
+            product = memo.get(base.key)
+            if product is None:
+                product = base.matmul(rhs, self._ones)
+                if base.key in self._shared:
+                    memo[base.key] = product
+            total[:, : rhs.shape[1]] += block.gather(product) if isinstance(block, _Gathered) else product
         for k in self._expiring[layer]:
             memo.pop(k, None)
         flat = acc.reshape(k_acc * p, -1)
