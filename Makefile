@@ -3,16 +3,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# The torchvision release built for TORCH_SPEC (tests and benchmarks only: the model zoo).
+TORCHVISION_SPEC ?= torchvision==0.28.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install test test-fast demo bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/support/torchvision_cpu_shim.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" "$(TORCHVISION_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]" --config-settings editable_mode=compat
+	$(PY) tests/support/install_torchvision_shim.py
 	touch $(STAMP)
 
 install: $(STAMP)
