@@ -467,7 +467,7 @@ class _Interpreter:
         if self.digest is not None:
             self._feed(op_name, keep)
             return {}
-        return {k: sp.csr_matrix(r.multiply(keep[:, None]), dtype=bool) for k, r in maps[src.index].items()}
+        return {k: _keep_rows(r, keep) for k, r in maps[src.index].items()}
 
     def _concat(self, op: Op, path: str, name: str, shapes: dict, maps: dict) -> dict[int, Any]:
         parts = op.args[0] if op.args else op.kwargs.get("tensors")
@@ -493,6 +493,19 @@ class _Interpreter:
         if evidence is not None:
             self.digest.update(str(evidence.shape).encode())
             self.digest.update(np.ascontiguousarray(evidence).tobytes())
+
+
+def _keep_rows(r: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
+    """The rows of ``r`` where ``keep`` is true; the others emptied.
+
+    Built from ``r``'s index arrays: ``r.multiply(mask)`` returns, in SciPy 1.17, a COO
+    matrix that stores the masked entries as explicit zeros, which then count as edges.
+    """
+    r = r.tocsr()
+    counts = np.diff(r.indptr) * keep.astype(r.indptr.dtype)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(r.indptr.dtype)
+    indices = r.indices[np.repeat(keep, np.diff(r.indptr))]
+    return sp.csr_matrix((np.ones(indices.size, dtype=bool), indices, indptr), shape=r.shape)
 
 
 def _term_csr(term: Term) -> sp.csr_matrix:

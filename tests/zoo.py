@@ -415,6 +415,40 @@ _register("tiny_resnet", _block_factory(805, (3, 8, 8), TinyResNet))
 _register("resnet50_narrow", _block_factory(808, (3, 16, 16), NarrowResNet50))
 _register("cross_block", _block_factory(806, (2, 6, 6), lambda: nn.Sequential(
     nn.Conv2d(2, 2, 2), CrossBlock(2), CrossBlock(2))))
+class FunctionalBlock(nn.Module):
+    """A conv followed by an elementwise *function* (``F.relu``, ``torch.sigmoid``) inside a child."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], cin: int = 2, cout: int = 3):
+        super().__init__()
+        self.fn = fn
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+
+    def forward(self, x):
+        return self.fn(self.conv(x))
+
+
+class FunctionalBasicBlock(BasicBlock):
+    """torchvision's BasicBlock with functional ReLUs, the last one after the residual sum."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        del self.relu
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity)
+
+
+# Elementwise functions inside a child must drop the Jacobian's zero rows (dead units) for
+# INCL=False; the biases push about half the pre-activations below zero.
+_register("functional_relu_block", _sequential(809, (1, 6, 6), lambda: nn.Conv2d(1, 2, 3, padding=1),
+                                               lambda: FunctionalBlock(F.relu), lambda: nn.Conv2d(3, 2, 2)))
+_register("functional_sigmoid_block", _sequential(810, (2, 5, 5), lambda: FunctionalBlock(torch.sigmoid),
+                                                  lambda: nn.Conv2d(3, 2, 2), scale=20.0))
+_register("functional_basicblock", _block_factory(811, (4, 6, 6), lambda: nn.Sequential(
+    nn.Conv2d(4, 4, 1), FunctionalBasicBlock(4, 4), FunctionalBasicBlock(4, 6, 2, _downsample(4, 6, 2)))))
 _register("sequential_children", _block_factory(807, (2, 8, 8), lambda: nn.Sequential(
     nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2)),
     nn.Sequential(nn.Conv2d(3, 4, 2, padding=1), nn.Sigmoid(), nn.AvgPool2d(2, ceil_mode=True)),

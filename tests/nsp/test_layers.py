@@ -168,6 +168,10 @@ def _cases():
         "tiny_resnet-leaves": (tiny[0], tiny[1], "leaves"),
         "tiny_resnet-blocks": (tiny[0], tiny[1], ["conv1", "layer1.0", "layer2.0.conv1", "layer2.0", "fc"]),
         "unet-concat": (unet, torch.randn(1, 1, 4, 4), lambda name, m: isinstance(m, nn.Conv2d)),
+        # Functional elementwise ops between chosen layers (F.relu, torch.sigmoid, F.relu(out + identity)).
+        "functional_relu-leaves": (*zoo.cached("functional_relu_block", True)[:2], "leaves"),
+        "functional_sigmoid-leaves": (*zoo.cached("functional_sigmoid_block", True)[:2], "leaves"),
+        "functional_basicblock-leaves": (*zoo.cached("functional_basicblock", True)[:2], "leaves"),
     }
 
 
