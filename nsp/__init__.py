@@ -4,6 +4,7 @@ Record the activation pattern of a probe input (:class:`Activations`), build the
 neuron-level DAG (:class:`NNGraph`), and transform the pattern into its spectrum with
 the exact causal (Möbius) Fourier transform or the graph-Laplacian one. Heatmaps come
 from :mod:`nsp.render` and :class:`Visualizer` (loaded on first use: they need matplotlib).
+:class:`NeuralResponseMap` lays neurons out by correlation (loaded on first use).
 """
 
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "LaplacianTransform",
     "LaplacianBands",
     "LaplacianOperator",
+    "NeuralResponseMap",
     "StructureError",
     "UnsupportedModuleError",
     "energy",
@@ -46,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from nsp.visualizer import Visualizer
 
         return Visualizer
+    if name == "NeuralResponseMap":
+        from nsp.response_map import NeuralResponseMap
+
+        return NeuralResponseMap
     if name == "render":
         import importlib
 

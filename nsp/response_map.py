@@ -1,0 +1,659 @@
+"""Neural response maps: neurons laid out by how they co-vary, coloured by one input's response.
+
+The seed ``neural-response-map`` (TensorFlow/Keras) in PyTorch, after DeepMind's response
+maps (arXiv 1807.01281). :class:`NeuralResponseMap` records the chosen layers' outputs over a
+set of inputs, places neurons whose activations correlate (Spearman) next to each other with
+t-SNE, and draws an input's scaled activations over that layout.
+
+What is computed follows the original's ``mappers.py``, except where noted:
+
+- a layer output ``(B, C, *spatial)`` is averaged over space, so a channel is one neuron
+  (``units="all"`` makes every element a neuron); ``(B, F)`` gives ``F`` neurons;
+- every neuron is min-max scaled to [0, 1] over the training inputs, and neurons that never
+  change are dropped;
+- the distance is 1 − ρ (Spearman), and t-SNE (perplexity 30) lays the neurons out; the
+  layout is scaled to [−1, 1] per axis;
+- maps are ``scipy.interpolate.griddata`` onto a square grid spanning the layout ("linear":
+  Delaunay barycentric; "nearest": the nearest neuron, blank outside the convex hull), drawn
+  with ``vmin=0, vmax=1``.
+
+Deviations, and why:
+
+- No N×N matrix. With ranks standardised to unit vectors u, ‖u_i − u_j‖² = 2(1 − ρ_ij), so
+  openTSNE's approximate nearest neighbours on the vectors give the correlation layout in
+  about O(N log N) time and O(N·P) memory (the original built the N×N correlation).
+- The Delaunay triangulation and each grid point's triangle and barycentric weights are found
+  once per layout; a map is then a weighted sum (identical to ``griddata``).
+- Row 0 of a map is the top of the layout (y = max): the original's ``imshow`` drew it
+  upside down.
+- ``CircleProjection`` reads every sector's extent before moving any point; the original
+  overwrote points while reading them, so its result depended on the order of the neurons.
+- Layouts are reproducible: ``seed`` fixes openTSNE's random state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from scipy.spatial import Delaunay, cKDTree
+from scipy.stats import rankdata
+from torch import nn
+
+__all__ = ["NeuralResponseMap", "spearman_vectors", "tsne_layout", "to_rgb"]
+
+_MIN_INPUTS = 3
+_MIN_NEURONS = 5
+
+
+def _require_opentsne() -> Any:
+    try:
+        import openTSNE
+    except ImportError as err:
+        raise ImportError(
+            "nsp.NeuralResponseMap needs openTSNE for its layouts; install it with "
+            "`pip install nsp-lightning[response-maps]`"
+        ) from err
+    return openTSNE
+
+
+def spearman_vectors(activations: np.ndarray) -> np.ndarray:
+    """One unit vector per neuron whose dot products are Spearman's ρ.
+
+    Parameters
+    ----------
+    activations : numpy.ndarray
+        ``(P, N)``: ``P`` inputs by ``N`` neurons; no neuron may be constant.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, P)`` float64: each neuron's ranks over the inputs (ties averaged, as in
+        ``scipy.stats.spearmanr``), centred and scaled to unit length, so that
+        ``u_i @ u_j = ρ_ij`` and ``‖u_i − u_j‖² = 2 (1 − ρ_ij)``.
+
+    Raises
+    ------
+    ValueError
+        If ``activations`` is not 2-D or a neuron is constant.
+    """
+    x = np.asarray(activations)
+    if x.ndim != 2:
+        raise ValueError(f"nsp.response_map.spearman_vectors: expected (inputs, neurons), got shape {x.shape}")
+    u = rankdata(x, axis=0).T
+    u -= u.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(u, axis=1, keepdims=True)
+    if np.any(norm == 0):
+        raise ValueError(
+            f"nsp.response_map.spearman_vectors: {int(np.sum(norm == 0))} neuron(s) are constant over the "
+            "inputs; their correlation is undefined"
+        )
+    u /= norm
+    return u
+
+
+def tsne_layout(
+    vectors: np.ndarray,
+    *,
+    perplexity: float = 30.0,
+    seed: int = 0,
+    n_jobs: int = 1,
+    initialization: np.ndarray | None = None,
+    n_iter: int | None = None,
+) -> np.ndarray:
+    """openTSNE layout of points under Euclidean distance (unscaled t-SNE coordinates).
+
+    Parameters
+    ----------
+    vectors : numpy.ndarray
+        ``(N, D)`` points, e.g. from :func:`spearman_vectors`.
+    perplexity : float
+        t-SNE perplexity; lowered to ``(N - 1) / 3`` for small ``N`` (openTSNE needs
+        ``3 * perplexity`` neighbours).
+    seed : int
+        openTSNE's random state (nearest-neighbour index and optimisation).
+    n_jobs : int
+        Threads; with 1 (the default) a layout is bit-for-bit reproducible.
+    initialization : numpy.ndarray, optional
+        ``(N, 2)`` start, e.g. a previous layout (unscaled). With it, the optimisation has no
+        early exaggeration and ``n_iter`` (default 250) iterations, so the layout stays
+        aligned with the start; without it, openTSNE's defaults (PCA start, 250 exaggerated
+        + 500 iterations).
+    n_iter : int, optional
+        Iterations after the early exaggeration.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 2)`` float64.
+    """
+    openTSNE = _require_opentsne()
+    n = len(vectors)
+    options: dict[str, Any] = dict(
+        perplexity=min(float(perplexity), (n - 1) / 3),
+        metric="euclidean",
+        n_jobs=n_jobs,
+        random_state=seed,
+        verbose=False,
+    )
+    if initialization is not None:
+        options.update(early_exaggeration_iter=0, n_iter=250 if n_iter is None else n_iter)
+    elif n_iter is not None:
+        options.update(n_iter=n_iter)
+    with warnings.catch_warnings():
+        # A converged previous layout has a large spread on purpose: it is the start.
+        warnings.filterwarnings("ignore", message=".*initialization.*", category=UserWarning)
+        embedding = openTSNE.TSNE(**options).fit(np.ascontiguousarray(vectors), initialization=initialization)
+    return np.asarray(embedding, dtype=np.float64)
+
+
+def _scale_layout(raw: np.ndarray) -> np.ndarray:
+    """Each axis min-max scaled to [−1, 1] (the original's ``MinMaxScaler((-1, 1))``)."""
+    lo, hi = raw.min(axis=0), raw.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return 2 * (raw - lo) / span - 1
+
+
+def circle_projection(layout: np.ndarray, bins: int = 100) -> np.ndarray:
+    """Map a layout onto a disc: each point divided by its angular sector's extent.
+
+    A point at angle θ falls in sector ``round((θ + π) / 2π, 2)`` (the original's 101
+    rounding bins for ``bins=100``); the sector's extent is ``‖(max |x|, max |y|)‖`` over
+    its points. All extents are read from the layout before any point moves, so the
+    result does not depend on the order of the points.
+
+    Parameters
+    ----------
+    layout : numpy.ndarray
+        ``(N, 2)``.
+    bins : int
+        Sectors per turn.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 2)``, a new array.
+    """
+    layout = np.asarray(layout, dtype=np.float64)
+    angle = np.arctan2(layout[:, 1], layout[:, 0])
+    sector = np.rint((angle + np.pi) / (2 * np.pi) * bins).astype(np.int64)
+    extent = np.zeros((bins + 1, 2))
+    np.maximum.at(extent, sector, np.abs(layout))
+    norm = np.linalg.norm(extent[sector], axis=1, keepdims=True)
+    return layout / np.where(norm > 0, norm, 1.0)
+
+
+class _Grid:
+    """A layout's square grid, with each grid point's triangle, weights and nearest neuron.
+
+    Found once per layout (each part when a map first needs it): every map on the layout is
+    then a gather and a weighted sum, equal to ``griddata(layout, values, grid, method)``.
+    """
+
+    def __init__(self, layout: np.ndarray, resolution: int) -> None:
+        lo, hi = layout.min(axis=0), layout.max(axis=0)
+        self.layout = layout
+        self.extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+        x = np.linspace(lo[0], hi[0], resolution)
+        y = np.linspace(hi[1], lo[1], resolution)  # row 0 is the top: no vertical flip
+        gx, gy = np.meshgrid(x, y)
+        self.points = np.column_stack([gx.ravel(), gy.ravel()])
+        triangulation = Delaunay(layout)
+        simplex = triangulation.find_simplex(self.points)
+        self.inside = simplex >= 0
+        self.simplex = simplex[self.inside]
+        self.triangulation = triangulation
+        self.shape = (resolution, resolution)
+        self._weights: tuple[np.ndarray, np.ndarray] | None = None
+        self._nearest: np.ndarray | None = None
+
+    def _linear(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._weights is None:
+            transform = self.triangulation.transform[self.simplex]
+            d = self.points[self.inside] - transform[:, 2]
+            b0 = transform[:, 0, 0] * d[:, 0] + transform[:, 0, 1] * d[:, 1]
+            b1 = transform[:, 1, 0] * d[:, 0] + transform[:, 1, 1] * d[:, 1]
+            self._weights = (self.triangulation.simplices[self.simplex], np.column_stack([b0, b1, 1 - b0 - b1]))
+        return self._weights
+
+    def map(self, values: np.ndarray, method: str) -> np.ndarray:
+        out = np.full(self.shape[0] * self.shape[1], np.nan)
+        if method == "linear":
+            vertices, weights = self._linear()
+            out[self.inside] = np.einsum("ij,ij->i", values[vertices], weights)
+        else:
+            if self._nearest is None:
+                self._nearest = cKDTree(self.layout).query(self.points[self.inside])[1]
+            out[self.inside] = values[self._nearest]
+        return out.reshape(self.shape)
+
+
+def to_rgb(grid: np.ndarray, cmap: str = "viridis", vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """A map as an RGB image, by colormap lookup (no figure): NaN (outside the layout) is white.
+
+    Parameters
+    ----------
+    grid : numpy.ndarray
+        ``(H, W)`` map, row 0 at the top.
+    cmap : str
+        A matplotlib colormap name.
+    vmin, vmax : float
+        The values drawn with the colormap's ends; values beyond are clipped.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8.
+    """
+    colormap = _colormap(cmap, "nsp.response_map.to_rgb")
+    lut = (colormap(np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    finite = np.isfinite(grid)
+    index = np.zeros(grid.shape, dtype=np.int64)
+    index[finite] = np.clip((grid[finite] - vmin) / (vmax - vmin), 0, 1) * 255 + 0.5
+    rgb = lut[index]
+    rgb[~finite] = 255
+    return rgb
+
+
+def _colormap(cmap: str, where: str) -> Any:
+    import matplotlib
+
+    try:
+        return matplotlib.colormaps[cmap]
+    except KeyError:
+        raise ValueError(f"{where}: unknown colormap `cmap`={cmap!r}; see matplotlib.colormaps") from None
+
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+
+
+class NeuralResponseMap:
+    """Neurons laid out by correlation, and any input's response drawn over the layout.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network. It is run in eval mode without gradients; its train/eval flags are
+        restored afterwards.
+    units : {'channels', 'all'}
+        ``'channels'`` (the original): a layer output ``(B, C, *spatial)`` is averaged over
+        space, so each channel is a neuron. ``'all'``: every element is a neuron.
+    perplexity : float
+        t-SNE perplexity (the original's 30).
+    seed : int
+        Makes the layout reproducible.
+    resolution : int
+        Grid points per side of a map (the original's 1000).
+    batch_size : int
+        Inputs per forward pass.
+    n_jobs : int
+        openTSNE threads.
+
+    Attributes
+    ----------
+    layout : numpy.ndarray or None
+        ``(N, 2)`` neuron positions, after :meth:`train_map`.
+    neurons : list of (str, int)
+        For each laid-out neuron, its layer's name and its channel (or flat unit) index.
+    layers : list of str
+        The recorded layers, in execution order.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 2))
+    >>> nrm = NeuralResponseMap(net)
+    >>> layout = nrm.train_map(torch.randn(64, 4))
+    >>> nrm.generate_map(torch.randn(1, 4), method="linear").shape
+    (1000, 1000)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        units: str = "channels",
+        perplexity: float = 30.0,
+        seed: int = 0,
+        resolution: int = 1000,
+        batch_size: int = 256,
+        n_jobs: int = 1,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"nsp.NeuralResponseMap: expected `model` to be a torch.nn.Module, got {type(model).__name__}")
+        if units not in ("channels", "all"):
+            raise ValueError(f"nsp.NeuralResponseMap: expected `units` to be 'channels' or 'all', got {units!r}")
+        if not perplexity > 0:
+            raise ValueError(f"nsp.NeuralResponseMap: expected `perplexity` > 0, got {perplexity!r}")
+        if int(resolution) < 2:
+            raise ValueError(f"nsp.NeuralResponseMap: expected `resolution` >= 2, got {resolution!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"nsp.NeuralResponseMap: expected `batch_size` >= 1, got {batch_size!r}")
+        self.model = model
+        self.units = units
+        self.perplexity = float(perplexity)
+        self.seed = int(seed)
+        self.resolution = int(resolution)
+        self.batch_size = int(batch_size)
+        self.n_jobs = int(n_jobs)
+        self.layout: np.ndarray | None = None
+        self.neurons: list[tuple[str, int]] = []
+        self.layers: list[str] = []
+        self._chosen: list[_Layer] | None = None
+        self._input_shape: tuple[int, ...] | None = None
+        self._keep: np.ndarray | None = None
+        self._lo: np.ndarray | None = None
+        self._span: np.ndarray | None = None
+        self._raw: np.ndarray | None = None
+        self._grid: _Grid | None = None
+
+    # --- the seed's API -------------------------------------------------------------
+
+    def TrainMap(self, inputs: torch.Tensor, layers: Sequence[Any] | None = None) -> None:
+        """Record ``layers`` over ``inputs``, correlate the neurons and lay them out.
+
+        ``layers``: ``None`` (the original's ``model.layers[1:-1]``: every top-level child
+        except the one that produces the output), or module names at any depth (``'conv1'``,
+        ``'layer1.0.conv2'``), or the submodules themselves. See :meth:`train_map`.
+        """
+        self.train_map(inputs, layers)
+
+    def GenerateMap(
+        self,
+        inputs: torch.Tensor,
+        method: str = "nearest",
+        cmap: str = "viridis",
+        size: tuple[float, float] = (5, 5),
+        file: str | None = None,
+    ) -> Any:
+        """Draw the map of ``inputs`` (the mean map of several) and return the figure.
+
+        Parameters
+        ----------
+        inputs : torch.Tensor
+            ``(B, *input_shape)``, e.g. ``inputs[1:2]``.
+        method : {'nearest', 'linear'}
+        cmap : str
+            A matplotlib colormap.
+        size : tuple of float
+            Figure size in inches.
+        file : str, optional
+            Where to save the figure (format from the extension).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Not registered with pyplot, so it leaves no open figure behind.
+        """
+        from matplotlib.figure import Figure
+
+        _colormap(cmap, "nsp.NeuralResponseMap.GenerateMap")
+        grid = self.generate_map(inputs, method=method)
+        figure = Figure(figsize=size)
+        axes = figure.add_subplot()
+        axes.imshow(grid, vmin=0, vmax=1, cmap=cmap, extent=self._grid.extent, interpolation="nearest")
+        axes.axis("off")
+        if file is not None:
+            figure.savefig(file)
+        return figure
+
+    def CircleProjection(self) -> None:
+        """Map the layout onto a disc (see :func:`circle_projection`)."""
+        self.circle_projection()
+
+    # --- arrays -----------------------------------------------------------------------
+
+    def train_map(self, inputs: torch.Tensor, layers: Sequence[Any] | None = None) -> np.ndarray:
+        """Fit the layout; returns it, ``(N, 2)`` in [−1, 1].
+
+        Raises
+        ------
+        ValueError
+            If a layer is unknown or does not run, ``inputs`` are fewer than 3, the model
+            fails on them, or fewer than 5 neurons vary over them.
+        TypeError
+            If ``inputs`` is not a tensor, or a layer does not output one tensor.
+        """
+        where = "nsp.NeuralResponseMap.train_map"
+        inputs = self._check_inputs(inputs, where, training=True)
+        self._chosen = self._choose(layers, inputs)
+        self._input_shape = tuple(inputs.shape[1:])
+        values, widths = self._record(inputs, where)
+        self.layers = [layer.name for layer in self._chosen]
+        names = [(layer.name, j) for layer, width in zip(self._chosen, widths) for j in range(width)]
+        if values.shape[0] < _MIN_INPUTS:
+            raise ValueError(
+                f"{where}: got {values.shape[0]} input(s); at least {_MIN_INPUTS} are needed to correlate neurons"
+            )
+        lo, hi = values.min(axis=0), values.max(axis=0)
+        keep = hi > lo
+        if keep.sum() < _MIN_NEURONS:
+            raise ValueError(
+                f"{where}: only {int(keep.sum())} of {keep.size} neurons vary over the {values.shape[0]} inputs; "
+                f"at least {_MIN_NEURONS} are needed for a layout"
+            )
+        self._keep, self._lo, self._span = keep, lo[keep], (hi - lo)[keep]
+        self.neurons = [n for n, k in zip(names, keep) if k]
+        raw = tsne_layout(
+            spearman_vectors(values[:, keep]), perplexity=self.perplexity, seed=self.seed, n_jobs=self.n_jobs
+        )
+        self._set_layout(raw, _scale_layout(raw))
+        return self.layout
+
+    def refit(self, inputs: torch.Tensor, n_iter: int = 250) -> float:
+        """Refit the layout on ``inputs`` for the current weights, starting from the present one.
+
+        The same neurons are laid out (a neuron that has become constant keeps its place),
+        and their scaling is taken afresh from ``inputs``. Starting from the previous t-SNE
+        coordinates with ``n_iter`` iterations and no early exaggeration keeps the new layout
+        aligned with the old one.
+
+        Returns
+        -------
+        float
+            The Procrustes disparity between the old and the new layout (0: the same up to
+            rotation, reflection and scale).
+        """
+        from scipy.spatial import procrustes
+
+        where = "nsp.NeuralResponseMap.refit"
+        self._require_layout(where)
+        inputs = self._check_inputs(inputs, where)
+        values = self._record(inputs, where)[0][:, self._keep]
+        if values.shape[0] < _MIN_INPUTS:
+            raise ValueError(f"{where}: got {values.shape[0]} input(s); at least {_MIN_INPUTS} are needed")
+        lo, hi = values.min(axis=0), values.max(axis=0)
+        varies = hi > lo
+        raw = self._raw.copy()
+        if varies.sum() >= _MIN_NEURONS:
+            raw[varies] = tsne_layout(
+                spearman_vectors(values[:, varies]),
+                perplexity=self.perplexity,
+                seed=self.seed,
+                n_jobs=self.n_jobs,
+                initialization=self._raw[varies],
+                n_iter=n_iter,
+            )
+        # A constant neuron is drawn at 0, as at training time: (x - lo) / span with span 1.
+        self._lo, self._span = lo, np.where(varies, hi - lo, 1.0)
+        previous = self.layout
+        layout = _scale_layout(raw)
+        self._set_layout(raw, layout)
+        return float(procrustes(previous, layout)[2])
+
+    def responses(self, inputs: torch.Tensor) -> np.ndarray:
+        """Each laid-out neuron's response to ``inputs``: scaled to [0, 1] by the training
+        range, clipped, and averaged over the inputs (the original's ``Z``); ``(N,)``."""
+        where = "nsp.NeuralResponseMap.responses"
+        self._require_layout(where)
+        values = self._record(self._check_inputs(inputs, where), where)[0][:, self._keep]
+        return np.clip((values - self._lo) / self._span, 0, 1).mean(axis=0)
+
+    def generate_map(self, inputs: torch.Tensor, method: str = "nearest") -> np.ndarray:
+        """The map of ``inputs`` as an array ``(resolution, resolution)``, row 0 at the top;
+        NaN outside the layout's convex hull."""
+        where = "nsp.NeuralResponseMap.generate_map"
+        if method not in ("nearest", "linear"):
+            raise ValueError(f"{where}: expected `method` to be 'nearest' or 'linear', got {method!r}")
+        return self.map_values(self.responses(inputs), method)
+
+    def map_values(self, values: np.ndarray, method: str = "nearest") -> np.ndarray:
+        """Interpolate one value per laid-out neuron over the layout's grid (as
+        :meth:`generate_map`, for values computed elsewhere)."""
+        where = "nsp.NeuralResponseMap.map_values"
+        self._require_layout(where)
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(self.layout),):
+            raise ValueError(f"{where}: expected one value per neuron, shape ({len(self.layout)},), got {values.shape}")
+        if method not in ("nearest", "linear"):
+            raise ValueError(f"{where}: expected `method` to be 'nearest' or 'linear', got {method!r}")
+        if self._grid is None:
+            self._grid = _Grid(self.layout, self.resolution)
+        return self._grid.map(values, method)
+
+    def circle_projection(self) -> np.ndarray:
+        """Map the layout onto a disc (see :func:`circle_projection`); returns the new layout."""
+        self._require_layout("nsp.NeuralResponseMap.circle_projection")
+        self._set_layout(self._raw, circle_projection(self.layout))
+        return self.layout
+
+    # --- internals --------------------------------------------------------------------
+
+    def _set_layout(self, raw: np.ndarray, layout: np.ndarray) -> None:
+        self._raw, self.layout, self._grid = raw, layout, None
+
+    def _require_layout(self, where: str) -> None:
+        if self.layout is None:
+            raise RuntimeError(f"{where}: no layout yet; call TrainMap (train_map) first")
+
+    def _check_inputs(self, inputs: Any, where: str, training: bool = False) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"{where}: expected `inputs` to be a torch.Tensor, got {type(inputs).__name__}")
+        if inputs.dim() < 1 or inputs.shape[0] < 1:
+            raise ValueError(f"{where}: expected `inputs` of shape (B, *input_shape) with B >= 1, got {list(inputs.shape)}")
+        if not training and tuple(inputs.shape[1:]) != self._input_shape:
+            raise ValueError(
+                f"{where}: expected `inputs` of shape (B, {', '.join(map(str, self._input_shape))}) like the "
+                f"training inputs, got {list(inputs.shape)}; for one input pass e.g. inputs[i:i+1]"
+            )
+        return inputs
+
+    def _choose(self, layers: Sequence[Any] | None, inputs: torch.Tensor) -> list[_Layer]:
+        where = "nsp.NeuralResponseMap.TrainMap"
+        named = dict(self.model.named_modules())
+        del named[""]
+        if layers is None:
+            children = list(self.model.named_children())
+            if not children:
+                raise ValueError(f"{where}: the model has no child modules; pass `layers`")
+            order = self._execution_order([_Layer(n, m) for n, m in children], inputs[:1])
+            return order[:-1] if len(order) > 1 else order
+        if isinstance(layers, (str, nn.Module)):
+            layers = [layers]
+        names_of = {id(m): n for n, m in named.items()}
+        chosen = []
+        for layer in layers:
+            if isinstance(layer, str):
+                if layer not in named:
+                    shown = ", ".join(list(named)[:12]) + (", ..." if len(named) > 12 else "")
+                    raise ValueError(f"{where}: unknown layer {layer!r}; the model's modules are: {shown}")
+                chosen.append(_Layer(layer, named[layer]))
+            elif isinstance(layer, nn.Module):
+                if id(layer) not in names_of:
+                    raise ValueError(f"{where}: layer {type(layer).__name__} is not a submodule of the model")
+                chosen.append(_Layer(names_of[id(layer)], layer))
+            else:
+                raise TypeError(
+                    f"{where}: expected `layers` to be None, module names or submodules, got an item {layer!r}"
+                )
+        if not chosen:
+            raise ValueError(f"{where}: `layers` is empty")
+        return chosen
+
+    def _execution_order(self, layers: list[_Layer], sample: torch.Tensor) -> list[_Layer]:
+        ran: list[int] = []
+        handles = [
+            layer.module.register_forward_hook(lambda m, a, o, i=i: ran.append(i) if i not in ran else None)
+            for i, layer in enumerate(layers)
+        ]
+        try:
+            with self._inference():
+                self._forward(sample, "nsp.NeuralResponseMap.TrainMap")
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [layers[i] for i in ran]
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode without gradients; the modules' own train/eval flags are restored."""
+        modes = {m: m.training for m in self.model.modules()}
+        try:
+            self.model.eval()
+            with torch.no_grad():
+                yield
+        finally:
+            for module, training in modes.items():
+                module.train(training)
+
+    def _forward(self, batch: torch.Tensor, where: str) -> None:
+        device = next((p.device for p in self.model.parameters()), batch.device)
+        try:
+            self.model(batch.to(device))
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            if isinstance(err, _LayerError):
+                raise
+            raise ValueError(
+                f"{where}: the model failed on `inputs` of shape {list(batch.shape)}: {err}"
+            ) from err
+
+    def _record(self, inputs: torch.Tensor, where: str) -> tuple[np.ndarray, list[int]]:
+        """``(B, all neurons)`` float64 values of the chosen layers, in layer order, and each
+        layer's neuron count (several calls of one module count as consecutive neurons)."""
+        chunks: list[list[np.ndarray]] = []
+        current: dict[int, list[np.ndarray]] = {}
+
+        def hook(index: int) -> Any:
+            def save(module: nn.Module, args: tuple, output: Any) -> None:
+                name = self._chosen[index].name
+                if not isinstance(output, torch.Tensor):
+                    raise _LayerError(
+                        f"{where}: layer {name!r} ({type(module).__name__}) returned {type(output).__name__}; "
+                        "a layer must output one tensor"
+                    )
+                current.setdefault(index, []).append(self._neurons_of(output.detach()).cpu().double().numpy())
+
+            return save
+
+        handles = [layer.module.register_forward_hook(hook(i)) for i, layer in enumerate(self._chosen)]
+        try:
+            with self._inference():
+                for start in range(0, inputs.shape[0], self.batch_size):
+                    current.clear()
+                    self._forward(inputs[start: start + self.batch_size], where)
+                    missing = [self._chosen[i].name for i in range(len(self._chosen)) if i not in current]
+                    if missing:
+                        raise ValueError(f"{where}: the chosen layer(s) {missing} did not run in the forward pass")
+                    chunks.append([np.concatenate(current[i], axis=1) for i in range(len(self._chosen))])
+        finally:
+            for handle in handles:
+                handle.remove()
+        per_layer = [np.concatenate([chunk[i] for chunk in chunks], axis=0) for i in range(len(self._chosen))]
+        return np.concatenate(per_layer, axis=1), [v.shape[1] for v in per_layer]
+
+    def _neurons_of(self, output: torch.Tensor) -> torch.Tensor:
+        if output.dim() <= 1:
+            return output.reshape(-1, 1)
+        if self.units == "channels" and output.dim() > 2:
+            return output.flatten(2).mean(dim=2)
+        return output.flatten(1)
+
+
+class _LayerError(TypeError):
+    """A chosen layer's output that cannot be read as neurons (raised from inside a hook)."""
