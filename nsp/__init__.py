@@ -13,6 +13,7 @@ from nsp import energy
 from nsp.capture import Activations
 from nsp.conditioning import rounding_sensitivity
 from nsp.graph import NNGraph
+from nsp.local_affine import LocalAffine, NotPiecewiseLinearError, local_affine, same_region
 from nsp.outputloader import OutputLoader
 from nsp.relations import StructureError
 from nsp.structure import UnsupportedModuleError, fingerprint
@@ -36,6 +37,10 @@ __all__ = [
     "UnsupportedModuleError",
     "energy",
     "fingerprint",
+    "local_affine",
+    "LocalAffine",
+    "NotPiecewiseLinearError",
+    "same_region",
     "render",
     "rounding_sensitivity",
 ]
