@@ -15,6 +15,7 @@ from nsp.conditioning import rounding_sensitivity
 from nsp.graph import NNGraph
 from nsp.local_affine import LocalAffine, NotPiecewiseLinearError, local_affine, same_region
 from nsp.outputloader import OutputLoader
+from nsp.regions import Plane, Regions, linear_regions
 from nsp.relations import StructureError
 from nsp.structure import UnsupportedModuleError, fingerprint
 from nsp.transformer import Transformer
@@ -41,6 +42,9 @@ __all__ = [
     "LocalAffine",
     "NotPiecewiseLinearError",
     "same_region",
+    "linear_regions",
+    "Plane",
+    "Regions",
     "render",
     "rounding_sensitivity",
 ]

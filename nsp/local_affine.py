@@ -290,7 +290,8 @@ def _clamp_knots(nl: Nonlinearity) -> tuple[Any, Any]:
     return kw.get("min", a[1] if len(a) > 1 else None), kw.get("max", a[2] if len(a) > 2 else None)
 
 
-def activation_patterns(model: nn.Module, x: torch.Tensor, *, linearise: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def activation_patterns(model: nn.Module, x: torch.Tensor, *, linearise: bool = False,
+                        params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Run ``model(x)`` under the piecewise-linear guard and record every activation pattern.
 
     Parameters
@@ -301,6 +302,9 @@ def activation_patterns(model: nn.Module, x: torch.Tensor, *, linearise: bool = 
         A batch of inputs.
     linearise : bool
         Warn, rather than raise, when an operation is not piecewise linear.
+    params : dict, optional
+        Parameters and buffers to run the model with (:func:`torch.func.functional_call`), e.g.
+        float64 copies.
 
     Returns
     -------
@@ -325,7 +329,8 @@ def activation_patterns(model: nn.Module, x: torch.Tensor, *, linearise: bool = 
     guard = PiecewiseLinearGuard(model, linearise=linearise, on_nonlinear=record)
     x = x.detach().clone()
     with torch.no_grad(), guard:
-        out = model(guard.mark(x))
+        x = guard.mark(x)
+        out = model(x) if params is None else torch.func.functional_call(model, params, (x,))
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"nsp.local_affine: expected the model to return one tensor, but got {type(out).__name__}")
     if guard.non_pl:

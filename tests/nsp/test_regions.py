@@ -1,0 +1,220 @@
+"""nsp.regions: exact linear regions on a plane, against closed forms, brute force and regioncam."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from nsp.local_affine import NotPiecewiseLinearError, activation_patterns
+from nsp.regions import Plane, linear_regions, plot_regions, regions_rgb
+
+
+def _mlp(seed: int, widths: list[int]) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1]).double().eval()
+
+
+def _pattern_keys(patterns: dict[str, torch.Tensor]) -> np.ndarray:
+    """One hashable row (bytes) per input for the whole activation pattern."""
+    flat = np.concatenate([p.reshape(len(p), -1).to(torch.int64).numpy() for p in patterns.values()], axis=1)
+    return np.ascontiguousarray(flat.astype(np.int16)).view(np.dtype((np.void, 2 * flat.shape[1]))).ravel()
+
+
+def _check_partition(net: nn.Module, regions, samples: int = 3) -> None:
+    """Tiling, one pattern per region (sampled interior points), and distinct patterns."""
+    u0, u1, v0, v1 = regions.domain
+    areas = regions.areas()
+    assert (areas > 0).all()
+    assert abs(areas.sum() - (u1 - u0) * (v1 - v0)) <= 1e-9 * (u1 - u0) * (v1 - v0)
+    pts, owner = regions.sample(samples, np.random.default_rng(0))
+    _, pats = activation_patterns(net, regions.plane(pts))
+    assert pats.keys() == regions.patterns.keys()
+    for key, p in pats.items():
+        assert torch.equal(p, regions.patterns[key][owner]), key
+    keys = _pattern_keys(regions.patterns)
+    assert len(np.unique(keys)) == len(regions)  # activation regions are convex: one polygon each
+    # The affine map of each region reproduces the network at its interior points.
+    with torch.no_grad():
+        out = net(regions.plane(pts)).reshape(len(pts), -1).numpy()
+    a = regions.affine.reshape(len(regions), 3, -1)[owner]
+    pred = pts[:, :1] * a[:, 0] + pts[:, 1:] * a[:, 1] + a[:, 2]
+    np.testing.assert_allclose(pred, out, rtol=1e-9, atol=1e-9)
+
+
+def _arrangement_count(w: np.ndarray, b: np.ndarray, box: tuple[float, float, float, float]) -> int:
+    """Brute force for lines w.x + b = 0 in general position: within a convex box, each line that
+    crosses the interior adds 1 + (its crossings with earlier lines inside the box) regions."""
+    u0, u1, v0, v1 = box
+    corners = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]])
+    count = 1
+    crosses = [np.ptp(np.sign(corners @ wi + bi)) == 2 for wi, bi in zip(w, b)]
+    for i in range(len(w)):
+        if not crosses[i]:
+            continue
+        count += 1
+        for j in range(i):
+            if crosses[j]:
+                x = np.linalg.solve(np.stack([w[i], w[j]]), -np.array([b[i], b[j]]))
+                count += int(u0 < x[0] < u1 and v0 < x[1] < v1)
+    return count
+
+
+@pytest.mark.parametrize("seed, units", [(0, 5), (1, 12), (2, 30)])
+def test_one_hidden_layer_is_a_line_arrangement(seed, units):
+    net = _mlp(seed, [2, units, 1])
+    w, b = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
+    # A box containing every crossing: Zaslavsky's count for n lines in general position.
+    pts = [np.linalg.solve(np.stack([w[i], w[j]]), -np.array([b[i], b[j]])) for i, j in itertools.combinations(range(units), 2)]
+    r = 1.5 * np.abs(pts).max() + 1
+    regions = linear_regions(net, domain=(-r, r, -r, r))
+    assert len(regions) == 1 + units + math.comb(units, 2)
+    # A small box: brute force over the arrangement.
+    box = (-0.7, 0.9, -0.8, 0.6)
+    small = linear_regions(net, domain=box)
+    assert len(small) == _arrangement_count(w, b, box)
+    _check_partition(net, small)
+
+
+@pytest.mark.parametrize("seed, widths", [(3, [2, 10, 10, 10, 2]), (4, [2, 16, 8, 16, 1]), (5, [2, 6, 6, 6, 6, 6, 3])])
+def test_deeper_mlps_tile_and_share_patterns(seed, widths):
+    net = _mlp(seed, widths)
+    _check_partition(net, linear_regions(net, domain=(-2, 2, -1.5, 2.5)))
+
+
+def _grid_patterns(net, regions, size):
+    u0, u1, v0, v1 = regions.domain
+    us = u0 + (np.arange(size) + 0.5) * (u1 - u0) / size
+    vs = v0 + (np.arange(size) + 0.5) * (v1 - v0) / size
+    grid = np.stack(np.meshgrid(us, vs), axis=-1).reshape(-1, 2)
+    keys = []
+    for chunk in np.array_split(grid, 16):
+        keys.append(_pattern_keys(activation_patterns(net, regions.plane(chunk))[1]))
+    return np.unique(np.concatenate(keys))
+
+
+def test_grid_1024_finds_no_pattern_the_partition_lacks():
+    net = _mlp(6, [2, 12, 12, 12, 1])
+    regions = linear_regions(net, domain=(-1, 1, -1, 1))
+    found = _grid_patterns(net, regions, 1024)
+    assert np.isin(found, _pattern_keys(regions.patterns)).all()
+    assert len(found) <= len(regions)
+
+
+def _regioncam_partition(net: nn.Module, size: float):
+    regioncam = pytest.importorskip("regioncam")
+    rc = regioncam.Regioncam(size=size)
+    for m in net:
+        if isinstance(m, nn.Linear):
+            rc.linear(m.weight.detach().numpy().T.astype(np.float32), m.bias.detach().numpy().astype(np.float32))
+        else:
+            rc.relu()
+    return rc
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), depth=st.integers(1, 3), width=st.integers(2, 16))
+def test_random_mlps_equal_regioncam(seed, depth, width):
+    net = _mlp(seed, [2] + [width] * depth + [2])
+    regions = linear_regions(net, domain=(-1, 1, -1, 1))
+    rc = _regioncam_partition(net, 1.0)
+    assert len(regions) == rc.num_faces
+    # regioncam's face patterns: the sign of each pre-activation layer at a face's centroid.
+    xy = np.asarray(rc.vertex_inputs, dtype=np.float64)
+    centroids = np.array([xy[list(f.vertex_ids)].mean(axis=0) for f in rc.faces])
+    rc_pats = {}
+    for layer, key in zip(range(1, 2 * depth, 2), regions.patterns):
+        a = np.asarray(rc.face_activations(layer))  # (faces, 3, units): [u, v, 1] @ a
+        pre = np.einsum("fi,fiu->fu", np.concatenate([centroids, np.ones((len(centroids), 1))], axis=1), a)
+        rc_pats[key] = torch.from_numpy(pre > 0)
+    assert np.array_equal(np.unique(_pattern_keys(rc_pats)), np.unique(_pattern_keys(regions.patterns)))
+
+
+class _SmallCNN(nn.Module):
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        torch.manual_seed(7)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = pool
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.conv1(x)))
+        h = F.relu(self.bn(self.conv2(h))) + h  # a residual block
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1), nn.AvgPool2d(2)])
+def test_cnn_plane_through_three_inputs(pool):
+    net = _SmallCNN(pool).double().eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=g)
+    points = [x[0], x[0] + 0.15 * (x[1] - x[0]), x[0] + 0.15 * (x[2] - x[0])]
+    regions = linear_regions(net, points=points)
+    assert len(regions) > 50
+    assert any("max_pool2d" in c for c in regions.calls) == isinstance(pool, nn.MaxPool2d)
+    _check_partition(net, regions)
+    found = _grid_patterns(net, regions, 256)
+    assert np.isin(found, _pattern_keys(regions.patterns)).all()
+    # The probe sits at (0, 0); its region's map is the local affine map's restriction to the plane.
+    assert regions.locate(np.zeros((1, 2)))[0] >= 0
+
+
+def test_distance_to_boundary_and_density_one_layer():
+    net = _mlp(8, [2, 9, 1])
+    w, b = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
+    regions = linear_regions(net, domain=(-3, 3, -3, 3))
+    probe = np.array([0.1, -0.2])
+    feet = probe - ((w @ probe + b) / (w * w).sum(axis=1))[:, None] * w
+    dist = np.abs(w @ probe + b) / np.linalg.norm(w, axis=1)
+    inside = (np.abs(feet) < 3).all(axis=1)
+    assert regions.distance_to_boundary(probe) == pytest.approx(dist[inside].min(), rel=1e-9)
+    assert regions.count_near(probe, 1e-9) == 1
+    assert regions.count_near(probe, 100.0) == len(regions)
+    assert regions.density_near(probe, 1.0) == pytest.approx(regions.count_near(probe, 1.0) / math.pi)
+
+
+def test_pictures():
+    net = _mlp(9, [2, 8, 8, 2])
+    regions = linear_regions(net, domain=(-1, 1, -1, 1))
+    fig, ax = plot_regions(regions, decision=lambda out: 1 / (1 + np.exp(-(out[:, 0] - out[:, 1]))), probe=(0, 0))
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_paths()) == len(regions)
+    img = regions_rgb(regions, size=128, boundaries=False)
+    assert img.shape == (128, 128, 3) and img.dtype == np.uint8
+    # Each pixel has the colour of the region under its centre (row 0 at the top).
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 128, 50), rng.integers(0, 128, 50)
+    centres = np.stack([-1 + (cols + 0.5) / 64, 1 - (rows + 0.5) / 64], axis=1)
+    expected = (regions.colors()[regions.locate(centres)] * 255).astype(np.uint8)
+    assert (img[rows, cols] == expected).all()
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) >= 0.8 * len(regions)
+
+
+def test_bad_input():
+    net = _mlp(0, [2, 4, 1])
+    with pytest.raises(ValueError, match="unbounded domain"):
+        linear_regions(net)
+    with pytest.raises(ValueError, match="unbounded domain"):
+        linear_regions(net, domain=(-1, math.inf, -1, 1))
+    with pytest.raises(ValueError, match="empty domain"):
+        linear_regions(net, domain=(1, -1, -1, 1))
+    cnn = _SmallCNN(nn.MaxPool2d(2)).eval()
+    x = torch.randn(1, 8, 8)
+    with pytest.raises(ValueError, match="collinear"):
+        linear_regions(cnn, points=[x, 2 * x, 3 * x])
+    with pytest.raises(NotPiecewiseLinearError, match=r"'1' \(Tanh\) calls tanh"):
+        linear_regions(nn.Sequential(nn.Linear(2, 3), nn.Tanh()), domain=(-1, 1, -1, 1))
+    with pytest.raises(NotImplementedError, match=r"'pool:max_pool2d' is a max-pool with ceil_mode=True"):
+        linear_regions(_SmallCNN(nn.MaxPool2d(3, 2, ceil_mode=True)).eval(), points=[x, x + 1, x - torch.rand(1, 8, 8)])
+    with pytest.raises(ValueError, match="collinear"):
+        Plane.through(torch.zeros(3), torch.ones(3), 2 * torch.ones(3))
