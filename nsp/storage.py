@@ -15,6 +15,7 @@ the manifest never names a file that is not complete.
 Layout of a record directory::
 
     manifest.json        {"format": "nsp-records", "version": 1, "header": {...},
+                          "analysis": {...} (optional: what wrote the series),
                           "records": [{"name": ..., "file": ..., <summary>}, ...]}
     <name>.npz           the record's arrays, plus its metadata as JSON under "__meta__"
 """
@@ -276,12 +277,22 @@ class RecordStore:
         """The names of the records, in the order written."""
         return [entry["name"] for entry in self.entries()]
 
-    def start(self, header: Mapping[str, Any]) -> None:
+    @property
+    def analysis(self) -> dict[str, Any] | None:
+        """What wrote the series, as given to :meth:`start` (None if it was not said)."""
+        return self.manifest().get("analysis")
+
+    def start(self, header: Mapping[str, Any], analysis: Mapping[str, Any] | None = None) -> None:
         """Begin a new series: write a manifest with ``header`` and no records.
 
-        Record files of an earlier series stay on disk but are no longer listed.
+        ``analysis`` (JSON, optional) says what writes the series; it is kept in the
+        manifest under ``"analysis"``. Record files of an earlier series stay on disk but
+        are no longer listed.
         """
-        self._save({"format": FORMAT, "version": VERSION, "header": dict(header), "records": []})
+        manifest = {"format": FORMAT, "version": VERSION, "header": dict(header), "records": []}
+        if analysis is not None:
+            manifest["analysis"] = dict(analysis)
+        self._save(manifest)
 
     def write(
         self,

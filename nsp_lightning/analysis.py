@@ -476,6 +476,11 @@ class ProbeAnalysis(abc.ABC):
         return read_probe_record(arrays, meta, path)
 
     @classmethod
+    def document_title(cls, header: Mapping[str, Any]) -> str:
+        """The report's title when this analysis is the only one in it; by default ``"<title> report"``."""
+        return f"{cls.title or getattr(cls, 'name', 'probe')} report"
+
+    @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:
         """How many times :meth:`report` calls ``context.step``, for the progress bar; by default 1."""
         return 1

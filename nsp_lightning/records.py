@@ -1,8 +1,20 @@
-"""Spectrum records: what :class:`~nsp_lightning.SpectrumCallback` writes at each recorded epoch.
+"""Records: what a probe analysis writes at each recorded epoch, and spectrum records in particular.
 
-A record directory (by default ``<trainer.log_dir>/spectra``) holds ``manifest.json`` and one
-``epoch-NNNNNN.npz`` per record, in the format of :mod:`nsp.storage`: safe (no pickle) and
-written atomically. Read it back with :func:`read_records`::
+Every analysis of a :class:`~nsp_lightning.ProbeCallback` has a record directory (by default
+``<trainer.log_dir>/<name>``; ``<trainer.log_dir>/spectra`` for spectra) that holds
+``manifest.json`` and one ``epoch-NNNNNN.npz`` per record, in the format of
+:mod:`nsp.storage`: safe (no pickle) and written atomically. All of them are written by
+:func:`write_analysis_record` and read by :func:`read_records`, which returns each
+analysis's own record objects (:meth:`~nsp_lightning.ProbeAnalysis.read_record`): a
+:class:`SpectrumRecord` for spectra, a :class:`~nsp_lightning.ProbeRecord` by default.
+
+A record file holds the analysis's arrays; its stored scalars as a float64 array
+``__scalars__`` whose names are in the metadata under the same key; and the metadata
+(JSON, under ``__meta__``) with ``epoch``, ``global_step`` and ``seconds``. The manifest
+names the analysis (``"analysis": {"name": ..., "class": "module:qualname"}``); a manifest
+that names none was written before analyses were plug-ins and holds spectra.
+
+Spectrum records (by :class:`~nsp_lightning.SpectrumCallback`) read back with :func:`read_records`::
 
     from nsp_lightning import read_records
     for rec in read_records("lightning_logs/version_0/spectra"):
@@ -36,8 +48,27 @@ import torch
 
 import nsp.energy
 from nsp.storage import RecordStore, load_npz
+from nsp_lightning.analysis import (
+    RESERVED_META,
+    SCALARS_KEY,
+    AnalysisRecord,
+    ProbeAnalysis,
+    analysis_class,
+)
 
-__all__ = ["SpectrumRecord", "make_record", "record_name", "write_record", "read_header", "read_records"]
+__all__ = [
+    "SpectrumRecord",
+    "make_record",
+    "record_name",
+    "write_record",
+    "write_analysis_record",
+    "read_header",
+    "read_records",
+    "read_series",
+]
+
+# What a manifest that names no analysis holds.
+_LEGACY_NAME = "spectra"
 
 
 @dataclass(frozen=True)
@@ -173,21 +204,91 @@ def write_record(store: RecordStore, record: SpectrumRecord) -> Path:
     pathlib.Path
         The record file.
     """
+    return write_analysis_record(
+        store,
+        spectrum_analysis_record(record),
+        epoch=record.epoch,
+        global_step=record.global_step,
+        seconds=record.seconds,
+        store_scalars=False,
+    )
+
+
+def spectrum_analysis_record(record: SpectrumRecord) -> AnalysisRecord:
+    """A :class:`SpectrumRecord` as the arrays, scalars and metadata its record file keeps."""
     arrays: dict[str, np.ndarray] = {"energy": record.energy, "log10_energy": record.log10_energy}
     for l in range(len(record.layernames)):
         arrays[f"activations.{l}"] = np.stack([probe[l] for probe in record.activations])
         arrays[f"spectrum.{l}"] = np.stack([probe[l] for probe in record.spectra])
     meta = {
-        "epoch": record.epoch,
-        "global_step": record.global_step,
         "layernames": list(record.layernames),
         "probes": record.num_probes,
         "fingerprints": list(record.fingerprints),
         "rebuilt": record.rebuilt,
-        "seconds": record.seconds,
     }
-    summary = {"epoch": record.epoch, "global_step": record.global_step, "rebuilt": record.rebuilt}
-    return store.write(record_name(record.epoch), arrays, meta, summary=summary)
+    scalars = {
+        f"log10_energy/probe_{p}/{name}": float(record.log10_energy[p, l])
+        for p in range(record.num_probes)
+        for l, name in enumerate(record.layernames)
+    }
+    return AnalysisRecord(arrays=arrays, scalars=scalars, meta=meta, summary={"rebuilt": record.rebuilt})
+
+
+def write_analysis_record(
+    store: RecordStore,
+    record: AnalysisRecord,
+    *,
+    epoch: int,
+    global_step: int,
+    seconds: float,
+    store_scalars: bool = True,
+) -> Path:
+    """Write one analysis record into ``store`` atomically, as ``epoch-NNNNNN.npz``, and list it.
+
+    The one place where records reach the disk, for every analysis.
+
+    Parameters
+    ----------
+    store : nsp.storage.RecordStore
+        The analysis's record directory, started (:meth:`~nsp.storage.RecordStore.start`).
+    record : AnalysisRecord
+        What the analysis computed.
+    epoch, global_step : int
+        The record number and the Trainer's global step, added to the metadata and the
+        manifest entry.
+    seconds : float
+        The time the record took, added to the metadata.
+    store_scalars : bool, default True
+        Keep ``record.scalars`` in the file (array ``__scalars__``).
+
+    Returns
+    -------
+    pathlib.Path
+        The record file.
+
+    Raises
+    ------
+    TypeError
+        If ``record`` is not an :class:`AnalysisRecord` or holds values of the wrong type.
+    ValueError
+        If its metadata uses a key the core writes, or an array name is reserved.
+    """
+    if not isinstance(record, AnalysisRecord):
+        raise TypeError(f"nsp_lightning.write_analysis_record: expected an AnalysisRecord, got {type(record).__name__}")
+    for field in ("arrays", "scalars", "meta", "summary"):
+        if not isinstance(getattr(record, field), Mapping):
+            raise TypeError(f"nsp_lightning.write_analysis_record: AnalysisRecord.{field} is not a dict")
+    reserved = [key for key in record.meta if key in RESERVED_META]
+    reserved += [key for key in record.arrays if key == SCALARS_KEY]
+    if reserved:
+        raise ValueError(f"nsp_lightning.write_analysis_record: the record uses the reserved names {reserved}")
+    arrays = {key: _numpy(value) if isinstance(value, torch.Tensor) else value for key, value in record.arrays.items()}
+    meta = {**record.meta, "epoch": int(epoch), "global_step": int(global_step), "seconds": float(seconds)}
+    if store_scalars and record.scalars:
+        meta[SCALARS_KEY] = list(record.scalars)
+        arrays[SCALARS_KEY] = np.array([float(v) for v in record.scalars.values()], dtype=np.float64)
+    summary = {**record.summary, "epoch": int(epoch), "global_step": int(global_step)}
+    return store.write(record_name(epoch), arrays, meta, summary=summary)
 
 
 def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str) -> SpectrumRecord:
@@ -235,17 +336,49 @@ def read_header(dirpath: str | os.PathLike) -> dict[str, Any]:
     return RecordStore(dirpath).header
 
 
-def read_records(dirpath: str | os.PathLike) -> list[SpectrumRecord]:
+def read_series(dirpath: str | os.PathLike) -> tuple[str, type[ProbeAnalysis]]:
+    """The name of the analysis that wrote a record directory, and the class that reads it.
+
+    Returns
+    -------
+    name : str
+        The analysis's name (``"spectra"`` for a directory written before analyses
+        were plug-ins).
+    cls : type
+        Its :class:`~nsp_lightning.ProbeAnalysis` subclass, or ``ProbeAnalysis`` itself
+        where that class is not available (see :func:`~nsp_lightning.analysis.analysis_class`):
+        its records then read as :class:`~nsp_lightning.ProbeRecord`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dirpath`` holds no manifest.
+    ValueError
+        If the manifest is not readable.
+    """
+    info = RecordStore(dirpath).analysis
+    if info is None:
+        return _LEGACY_NAME, analysis_class(None) or ProbeAnalysis
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+        raise ValueError(f"nsp_lightning.read_records: the manifest in {dirpath} has an invalid analysis entry {info!r}")
+    cls = analysis_class(info.get("class")) if isinstance(info.get("class"), str) else None
+    return info["name"], cls or ProbeAnalysis
+
+
+def read_records(dirpath: str | os.PathLike) -> list[Any]:
     """Every record listed in a record directory's manifest, by increasing epoch.
 
     Parameters
     ----------
     dirpath : str or os.PathLike
-        The record directory (``SpectrumCallback.dirpath``).
+        A record directory (``SpectrumCallback.dirpath``; ``ProbeCallback.record_dirs[name]``).
 
     Returns
     -------
-    list of SpectrumRecord
+    list
+        What the analysis's :meth:`~nsp_lightning.ProbeAnalysis.read_record` makes of
+        each record: :class:`SpectrumRecord` for spectra, :class:`~nsp_lightning.ProbeRecord`
+        by default.
 
     Raises
     ------
@@ -255,5 +388,6 @@ def read_records(dirpath: str | os.PathLike) -> list[SpectrumRecord]:
         If the manifest or a record file it lists is not readable.
     """
     store = RecordStore(dirpath)
+    _, cls = read_series(dirpath)
     paths = [store.directory / entry["file"] for entry in store.entries()]
-    return sorted((_from_rows(*load_npz(path), where=str(path)) for path in paths), key=lambda r: r.epoch)
+    return sorted((cls.read_record(*load_npz(path), path) for path in paths), key=lambda r: r.epoch)

@@ -19,7 +19,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import nsp
 import nsp.render
-import nsp_lightning.callback as callback_module
+import nsp_lightning.analyses.spectrum as spectrum_module
+import nsp_lightning.records as records_module
 from nsp.storage import RecordStore
 from nsp_lightning import SpectrumCallback, read_header, read_records
 
@@ -81,11 +82,11 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
 @pytest.mark.parametrize(("size", "rows"), [(1, 8), (64, 8), (65, 9), (200, 25), (256, 32), (5000, 32)])
 def test_a_1d_layer_is_a_band_at_most_8_times_as_wide_as_high_and_at_most_32_rows(size, rows):
     values = np.linspace(-1.0, 1.0, size)
-    image = callback_module._heatmap(values, "spectrum")
+    image = spectrum_module._heatmap(values, "spectrum")
     assert image.shape == (rows, size, 3)
     assert (image == image[:1]).all()
     np.testing.assert_array_equal(image[0], nsp.render.render_layer(values, scale="layersymlog", cmap="RdBu_r")[0])
-    assert callback_module._heatmap(values.reshape(1, size), "spectrum").shape == (1, size, 3)
+    assert spectrum_module._heatmap(values.reshape(1, size), "spectrum").shape == (1, size, 3)
 
 
 def test_records_hold_the_exact_spectra_of_the_model_before_and_after_training(tmp_path):
@@ -191,9 +192,11 @@ def test_fast_dev_run_records_nothing_but_checks_arguments(tmp_path):
 
 def test_resume_continues_the_series_without_duplicates(tmp_path, monkeypatch):
     written = []
-    real_write = callback_module.write_record
+    real_write = records_module.write_analysis_record
     monkeypatch.setattr(
-        callback_module, "write_record", lambda store, rec: (written.append(rec.epoch), real_write(store, rec))[1]
+        records_module,
+        "write_analysis_record",
+        lambda store, rec, **kw: (written.append(kw["epoch"]), real_write(store, rec, **kw))[1],
     )
 
     def run(max_epochs, ckpt_path=None):

@@ -1,0 +1,14 @@
+"""The probe analyses that ship with nsp_lightning, one module each.
+
+=========================================  ==========================================
+:class:`SpectrumAnalysis`                  exact spectra of activation patterns
+                                           (``nsp_lightning.analyses.spectrum``)
+=========================================  ==========================================
+
+Run them with :class:`~nsp_lightning.ProbeCallback`; write your own by subclassing
+:class:`~nsp_lightning.ProbeAnalysis`.
+"""
+
+from nsp_lightning.analyses.spectrum import SpectrumAnalysis
+
+__all__ = ["SpectrumAnalysis"]

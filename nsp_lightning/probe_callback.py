@@ -1,0 +1,483 @@
+r"""
+Probe Callback
+==============
+
+Run probe analyses (spectra, response maps, attributions, linear regions, your own) on a
+fixed batch of probe inputs during training: one schedule, one record store, TensorBoard
+logging and a report section for each.
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from numbers import Integral
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from typing_extensions import override
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks.callback import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from nsp.storage import RecordStore
+from nsp_lightning import records as _records
+from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, class_path
+
+__all__ = ["ProbeCallback"]
+
+_LOG_STEPS = ("epoch", "global_step")
+
+
+class ProbeCallback(Callback):
+    r"""Run probe analyses on fixed probe inputs at chosen points of training.
+
+    At fit start the callback checks every analysis (on every rank), sets them up
+    (:meth:`~nsp_lightning.ProbeAnalysis.setup`, rank 0) and takes a *baseline* record
+    before any training step. At the end of every chosen training epoch it runs each
+    analysis on the probes (:meth:`~nsp_lightning.ProbeAnalysis.compute`), logs what it
+    returns, and writes a record per analysis to ``<dirpath>/<analysis.name>``. The
+    analyses of one record share a :class:`~nsp_lightning.ProbeContext`, hence one forward
+    pass of the probes (``context.activations()``).
+
+    Records are numbered by the training epochs completed: record 0 is the baseline,
+    record ``k`` is taken at the end of Lightning's epoch ``k - 1``. On resume from a
+    checkpoint (``trainer.fit(..., ckpt_path=...)``) the baseline is not taken again and
+    every series continues where the checkpoint left it, without duplicates.
+
+    Probing runs on global rank 0 only, in eval mode, under ``torch.no_grad()``, with
+    autocast disabled, on the model's device, with the random state of torch (CPU and the
+    model's device), numpy and ``random`` saved and restored; afterwards every module's
+    train/eval flag is restored. Gradients, the model's parameters, its outputs and the
+    random stream of training are left untouched.
+
+    Several analyses: pass them to one callback, so that they share the schedule and the
+    forward pass. Several callbacks also work (e.g. with different schedules): give them
+    different ``dirpath``\ s or analyses of different names; two callbacks that would
+    write the same record directory are refused at setup.
+
+    Args:
+        probe: the probe inputs, one of
+
+            - a tensor of shape ``(P, *input_shape)``: P inputs, run together as one
+              batch (one input is ``x[None]``);
+            - a batch as a DataLoader yields it: a tuple or list whose first item is such
+              a tensor, e.g. ``(x, y)``;
+            - a :class:`~torch.utils.data.DataLoader`: its first batch, taken at
+              construction (use one without shuffling so a resumed run sees the same
+              probe);
+            - a :class:`~lightning.pytorch.LightningDataModule`: the first batch of its
+              ``val_dataloader()`` (``train_dataloader()`` if it has none), taken at fit
+              start, after the Trainer has set it up.
+
+            The probe moves to the model's device once per fit; floating-point probes are
+            cast to the dtype of the model's parameters.
+        analyses: a :class:`~nsp_lightning.ProbeAnalysis` or a sequence of them, with
+            distinct names.
+        every_n_epochs: record every ``n`` training epochs. Default: every epoch. The
+            baseline (record 0) is always taken.
+        epochs: record after exactly these numbers of completed epochs (ints ``>= 0``),
+            and the baseline; exclusive with ``every_n_epochs``.
+        dirpath: the directory that holds the analyses' record directories. Default:
+            ``trainer.log_dir``, e.g. ``lightning_logs/version_0``; on resume from a
+            checkpoint, the checkpoint's, so that the series continue there.
+        log_step: the step logged records are placed at: ``"epoch"`` (the record number)
+            or ``"global_step"``.
+
+    Logged metrics (``<prefix>`` is an analysis's ``tag_prefix``, by default its name):
+
+        - ``<prefix>/<key>`` for every scalar the analysis returns, to every logger in
+          ``trainer.loggers``;
+        - ``<prefix>/record_seconds``: wall time of the analysis at the record (compute,
+          log and write);
+        - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
+          TensorBoard loggers only.
+
+    Without a TensorBoard logger the callback warns once and still logs scalars to the
+    other loggers and writes records; without any logger it still writes records. Under
+    ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
+
+    Raises:
+        TypeError: if ``probe`` is none of the accepted types, or another argument has the
+            wrong type.
+        ValueError: if the probe is empty, analyses repeat a name, or ``every_n_epochs``,
+            ``epochs`` or ``log_step`` is invalid. At fit start: if the model cannot run
+            the probe batch, an analysis's ``check`` fails, two callbacks would write the
+            same record directory, or a record directory holds a series recorded with
+            another configuration.
+
+    Example::
+
+        >>> import torch
+        >>> from lightning.pytorch import Trainer
+        >>> from nsp_lightning import ProbeCallback
+        >>> from nsp_lightning.analyses import SpectrumAnalysis
+        >>> probe = torch.rand(2, 1, 8, 8)
+        >>> trainer = Trainer(callbacks=[ProbeCallback(probe, [SpectrumAnalysis()])])
+
+    Read the records back with :func:`nsp_lightning.read_records`, and draw them with
+    ``nsp-report``.
+    """
+
+    def __init__(
+        self,
+        probe: Any,
+        analyses: ProbeAnalysis | Sequence[ProbeAnalysis],
+        *,
+        every_n_epochs: int | None = None,
+        epochs: Iterable[int] | None = None,
+        dirpath: str | os.PathLike | None = None,
+        log_step: Literal["epoch", "global_step"] = "epoch",
+    ) -> None:
+        who = type(self).__name__
+        self._datamodule: pl.LightningDataModule | None = None
+        self._probe: torch.Tensor | None = None
+        if isinstance(probe, pl.LightningDataModule):
+            self._datamodule = probe
+        else:
+            self._probe = _probe_tensor(probe, who)
+        self.analyses: list[ProbeAnalysis] = _check_analyses(analyses, who)
+        self.every_n_epochs, self.epochs = _check_schedule(every_n_epochs, epochs, who)
+        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
+            raise TypeError(f"{who}(dirpath={dirpath!r}): expected a path or None")
+        self._dirpath_arg = None if dirpath is None else os.fspath(dirpath)
+        if log_step not in _LOG_STEPS:
+            raise ValueError(f"{who}(log_step={log_step!r}): expected one of {_LOG_STEPS}")
+        self.log_step = log_step
+
+        self.dirpath: str | None = self._dirpath_arg
+        self._checkpoint_dirpath: str | None = None
+        self._recorded: set[int] = set()
+        self._batch: torch.Tensor | None = None
+        self._stores: dict[str, RecordStore] = {}
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # The schedule is left out so that a resumed run may record at other epochs.
+        return self._generate_state_key(analyses=[a.name for a in self.analyses], dirpath=self._dirpath_arg)
+
+    @property
+    def recorded_epochs(self) -> list[int]:
+        """The record numbers taken so far in this series, ascending."""
+        return sorted(self._recorded)
+
+    @property
+    def record_dirs(self) -> dict[str, str]:
+        """Each analysis's record directory, by name (known from the Trainer's setup on)."""
+        if self.dirpath is None:
+            return {}
+        return {a.name: self._record_dir(a, self.dirpath) for a in self.analyses}
+
+    def _record_dir(self, analysis: ProbeAnalysis, dirpath: str) -> str:
+        return os.path.join(dirpath, analysis.name)
+
+    def _default_dirpath(self, log_dir: str) -> str:
+        return log_dir
+
+    def _is_scheduled(self, epoch: int) -> bool:
+        if epoch == 0:
+            return True
+        if self.epochs is not None:
+            return epoch in self.epochs
+        return epoch % self.every_n_epochs == 0
+
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage != "fit":
+            return
+        if self._datamodule is not None:
+            self._probe = _datamodule_probe(self._datamodule, type(self).__name__)
+        if trainer.fast_dev_run:
+            return
+        # trainer.log_dir broadcasts: every rank must call it.
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        if self._dirpath_arg is None:
+            self.dirpath = self._default_dirpath(log_dir)
+        self._check_no_shared_directory(trainer, log_dir)
+        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            scalars = "scalars go to the other loggers and " if trainer.loggers else ""
+            where = ", ".join(self.record_dirs.values())
+            rank_zero_warn(
+                f"{type(self).__name__}: the Trainer has no TensorBoardLogger, so no images are logged;"
+                f" {scalars}records are written to {where}"
+            )
+
+    def _check_no_shared_directory(self, trainer: "pl.Trainer", log_dir: str) -> None:
+        mine = {os.path.abspath(d): name for name, d in self.record_dirs.items()}
+        for other in trainer.callbacks:
+            if other is self or not isinstance(other, ProbeCallback):
+                continue
+            dirpath = other._dirpath_arg or other._default_dirpath(log_dir)
+            for analysis in other.analyses:
+                shared = os.path.abspath(other._record_dir(analysis, dirpath))
+                if shared in mine:
+                    raise ValueError(
+                        f"{type(self).__name__}: its analysis {mine[shared]!r} and {type(other).__name__}'s analysis"
+                        f" {analysis.name!r} would both write to {shared}; give the callbacks different `dirpath`s"
+                    )
+
+    @override
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        assert self._probe is not None
+        who = type(self).__name__
+        device = _module_device(pl_module)
+        probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
+        self._batch = probe
+        # Checked on every rank so that a bad argument stops all processes alike.
+        with _probing(pl_module):
+            try:
+                pl_module(probe)
+            except Exception as err:
+                raise ValueError(
+                    f"{who}(probe): the model cannot run the probe batch of shape {list(probe.shape)}"
+                    f" (the first dimension indexes the probe inputs, recorded together as one batch): {err}"
+                ) from err
+            for analysis in self.analyses:
+                analysis.check(pl_module, probe)
+        if trainer.fast_dev_run:
+            rank_zero_info(f"{who}: fast_dev_run checks the probe and the analyses only; nothing is recorded")
+            return
+        resuming = trainer.ckpt_path is not None
+        if not resuming:
+            self._recorded = set()
+        if not trainer.is_global_zero:
+            # Other ranks only track the schedule, so that every rank saves the same state.
+            if not resuming:
+                self._recorded.add(0)
+            return
+        if resuming and self._dirpath_arg is None and self._checkpoint_dirpath:
+            if os.path.isdir(self._checkpoint_dirpath):
+                self.dirpath = self._checkpoint_dirpath
+        assert self.dirpath is not None
+        context = ProbeContext(
+            pl_module, probe, epoch=trainer.current_epoch, global_step=trainer.global_step, trainer=trainer
+        )
+        with _probing(pl_module):
+            for analysis in self.analyses:
+                analysis.setup(pl_module, probe, context)
+        self._stores = {}
+        layout: dict[str, Any] = {}
+        for analysis in self.analyses:
+            store = RecordStore(self._record_dir(analysis, self.dirpath))
+            self._start_series(store, analysis, resuming)
+            self._stores[analysis.name] = store
+            layout.update(analysis.custom_scalars() or {})
+        if layout:
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_custom_scalars(layout)
+        if not resuming:
+            # The model is as setup saw it: the baseline shares its forward pass.
+            self._record(trainer, pl_module, 0, context)
+
+    @override
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.fast_dev_run:
+            return
+        epoch = trainer.current_epoch + 1
+        if not self._is_scheduled(epoch) or epoch in self._recorded:
+            return
+        if trainer.is_global_zero:
+            self._record(trainer, pl_module, epoch)
+        else:
+            self._recorded.add(epoch)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"recorded": sorted(self._recorded), "dirpath": self.dirpath}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._recorded = set(state_dict.get("recorded", self._recorded))
+        self._checkpoint_dirpath = state_dict.get("dirpath", self._checkpoint_dirpath)
+
+    def _start_series(self, store: RecordStore, analysis: ProbeAnalysis, resuming: bool) -> None:
+        who = type(self).__name__
+        header = analysis.header()
+        info = {"name": analysis.name, "class": class_path(type(analysis))}
+        if not store.exists():
+            store.start(header, analysis=info)
+            return
+        if resuming:
+            found = store.analysis
+            if store.header != header or (found is not None and found.get("name") != analysis.name):
+                raise ValueError(
+                    f"{who}: the records in {store.directory} were written with another configuration"
+                    f" ({store.header}); this run has {header}. Pass another `dirpath`."
+                )
+            rank_zero_info(f"{who}: continuing the record series in {store.directory}")
+            return
+        rank_zero_warn(f"{who}: {store.directory} already holds records; starting a new series there")
+        store.start(header, analysis=info)
+
+    def _record(
+        self,
+        trainer: "pl.Trainer",
+        pl_module: "pl.LightningModule",
+        epoch: int,
+        context: ProbeContext | None = None,
+    ) -> None:
+        assert self._batch is not None
+        if context is None:
+            context = ProbeContext(pl_module, self._batch, epoch=epoch, global_step=trainer.global_step, trainer=trainer)
+        context.epoch = epoch
+        step = epoch if self.log_step == "epoch" else trainer.global_step
+        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        with _probing(pl_module):
+            for analysis in self.analyses:
+                start = time.perf_counter()
+                record = analysis.compute(pl_module, self._batch, context)
+                if not isinstance(record, AnalysisRecord):
+                    raise TypeError(
+                        f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}"
+                    )
+                sink = LogSink(analysis.prefix, step, enabled=bool(writers))
+                analysis.log(record, sink)
+                _flush(sink, writers)
+                scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
+                seconds = time.perf_counter() - start
+                scalars[f"{analysis.prefix}/record_seconds"] = seconds
+                for logger in trainer.loggers:
+                    logger.log_metrics(scalars, step=step)
+                _records.write_analysis_record(
+                    self._stores[analysis.name],
+                    record,
+                    epoch=epoch,
+                    global_step=trainer.global_step,
+                    seconds=seconds,
+                    store_scalars=analysis.store_scalars,
+                )
+        self._recorded.add(epoch)
+
+
+def _flush(sink: LogSink, writers: list[Any]) -> None:
+    for writer in writers:
+        for kind, tag, value, options in sink.items:
+            if kind == "image":
+                writer.add_image(tag, value, global_step=sink.step, **options)
+            elif kind == "histogram":
+                writer.add_histogram(tag, value, global_step=sink.step, **options)
+            else:
+                writer.add_text(tag, value, global_step=sink.step)
+
+
+@contextlib.contextmanager
+def _probing(model: nn.Module) -> Iterator[None]:
+    """Eval mode, no grad, no autocast, RNG saved; every module's train flag and the RNG restored afterwards."""
+    modes = {name: module.training for name, module in model.named_modules()}
+    device = _module_device(model)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    accelerator = [] if device.type == "cpu" else [device]
+    try:
+        with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else "cuda"):
+            model.eval()
+            with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+                yield
+    finally:
+        for name, module in model.named_modules():
+            if name in modes:
+                module.training = modes[name]
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _probe_dtype(model: nn.Module, probe: torch.Tensor) -> torch.dtype:
+    if not probe.is_floating_point():
+        return probe.dtype
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return probe.dtype
+
+
+def _check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:
+    listed = [analyses] if isinstance(analyses, ProbeAnalysis) else analyses
+    if not isinstance(listed, (list, tuple)) or not all(isinstance(a, ProbeAnalysis) for a in listed):
+        raise TypeError(f"{who}(analyses={analyses!r}): expected a ProbeAnalysis or a list of them")
+    if not listed:
+        raise ValueError(f"{who}(analyses=[]): expected at least one analysis")
+    names = [a.name for a in listed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"{who}(analyses=...): the names {repeated} repeat; each analysis writes to its own directory, named"
+            " after it (set `name` on one of them)"
+        )
+    return list(listed)
+
+
+def _probe_tensor(probe: Any, who: str) -> torch.Tensor:
+    source = probe
+    if isinstance(probe, DataLoader):
+        try:
+            probe = next(iter(probe))
+        except StopIteration:
+            raise ValueError(f"{who}(probe=<DataLoader>): the DataLoader yields no batch") from None
+    if isinstance(probe, (tuple, list)):
+        if not probe:
+            raise ValueError(f"{who}(probe): the batch is an empty {type(probe).__name__}")
+        probe = probe[0]
+    if not isinstance(probe, torch.Tensor):
+        raise TypeError(
+            f"{who}(probe): expected a tensor of shape (P, *input_shape), a batch whose first item is one,"
+            f" a DataLoader or a LightningDataModule, got {type(source).__name__}"
+            + (f" holding {type(probe).__name__}" if probe is not source else "")
+        )
+    if probe.dim() < 2:
+        raise ValueError(
+            f"{who}(probe): expected a tensor of shape (P, *input_shape), got shape {list(probe.shape)};"
+            " the first dimension indexes the probe inputs (one input is x[None])"
+        )
+    if probe.numel() == 0:
+        raise ValueError(f"{who}(probe): the probe is empty (shape {list(probe.shape)})")
+    return probe.detach()
+
+
+def _datamodule_probe(datamodule: "pl.LightningDataModule", who: str) -> torch.Tensor:
+    method = "val_dataloader" if is_overridden("val_dataloader", datamodule) else "train_dataloader"
+    try:
+        loader = getattr(datamodule, method)()
+        batch = next(iter(loader))
+    except Exception as err:
+        raise ValueError(
+            f"{who}(probe=<{type(datamodule).__name__}>): could not take a batch from its {method}()"
+            f" ({type(err).__name__}: {err}); pass the DataModule given to trainer.fit, or a tensor"
+        ) from err
+    return _probe_tensor(batch, who)
+
+
+def _check_schedule(
+    every_n_epochs: int | None, epochs: Iterable[int] | None, who: str
+) -> tuple[int | None, frozenset[int] | None]:
+    if every_n_epochs is not None and epochs is not None:
+        raise ValueError(f"{who}(every_n_epochs={every_n_epochs!r}, epochs={epochs!r}): pass one of them, not both")
+    if epochs is not None:
+        if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
+            raise TypeError(f"{who}(epochs={epochs!r}): expected an iterable of ints >= 0")
+        values = list(epochs)
+        if not values or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 0 for e in values):
+            raise ValueError(f"{who}(epochs={epochs!r}): expected a non-empty collection of ints >= 0")
+        return None, frozenset(int(e) for e in values)
+    if every_n_epochs is None:
+        return 1, None
+    if not isinstance(every_n_epochs, Integral) or isinstance(every_n_epochs, bool) or every_n_epochs < 1:
+        raise ValueError(f"{who}(every_n_epochs={every_n_epochs!r}): expected an int >= 1")
+    return int(every_n_epochs), None

@@ -1,0 +1,73 @@
+"""Spectrum records written by nsp-lightning 0.1.0 (tests/data/spectra-v0.1.0) still read and report."""
+
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+from lightning_helpers import LAYERS, TinyNet, loader, probe, trainer_kwargs
+from test_report import SECTIONS, section_ids, table
+
+import lightning.pytorch as pl
+
+import nsp.energy
+from nsp.storage import RecordStore, load_json, load_npz
+from nsp_lightning import SpectrumCallback, SpectrumRecord, read_header, read_records, report
+from nsp_lightning.records import read_series
+
+LEGACY = Path(__file__).parents[1] / "data" / "spectra-v0.1.0"
+
+
+def test_records_of_the_previous_release_read_back():
+    assert RecordStore(LEGACY).analysis is None  # written before the manifest named its analysis
+    assert read_series(LEGACY)[0] == "spectra"
+    records = read_records(LEGACY)
+    assert all(isinstance(r, SpectrumRecord) for r in records)
+    assert [(r.epoch, r.global_step, r.rebuilt) for r in records] == [(0, 0, False), (1, 2, True), (2, 4, True)]
+    header = read_header(LEGACY)
+    assert header["layernames"] == LAYERS and header["INCL"] is False and header["model"] == "TinyNet"
+    for record in records:
+        assert record.layernames == tuple(LAYERS) and record.num_probes == 2
+        for p in range(2):
+            assert [a.shape for a in record.activations[p]] == [tuple(s) for s in header["shapes"]]
+            np.testing.assert_array_equal(record.energy[p], nsp.energy.spectral_energy(list(record.spectra[p])))
+            np.testing.assert_array_equal(record.log10_energy[p], nsp.energy.log10_energy(list(record.spectra[p])))
+    np.testing.assert_array_equal(records[0].activations[1][0], probe(2)[1].numpy())
+
+
+def test_records_of_the_previous_release_report_with_every_section(tmp_path):
+    run = tmp_path / "version_0"
+    shutil.copytree(LEGACY, run / "spectra")
+    page = report(run, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert section_ids(page) == SECTIONS + ["rebuilds"]
+    assert "<title>Spectral report: TinyNet</title>" in page
+    rows = table(page, "Records whose graphs were built anew")
+    assert [r[:3] for r in rows[1:]] == [["0", "0", "initial graphs"], ["1", "2", "1"], ["2", "4", "0, 1"]]
+
+
+def test_this_version_writes_the_format_of_the_previous_release(tmp_path):
+    # The run that wrote tests/data/spectra-v0.1.0 (see its README), with this version.
+    pl.seed_everything(0, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        callback = SpectrumCallback(probe(2), INCL=False, dirpath=tmp_path / "spectra")
+        pl.Trainer(**trainer_kwargs(max_epochs=2, default_root_dir=tmp_path), callbacks=[callback]).fit(
+            TinyNet(), loader()
+        )
+    old, new = load_json(LEGACY / "manifest.json"), load_json(tmp_path / "spectra" / "manifest.json")
+    assert new.pop("analysis") == {"name": "spectra", "class": "nsp_lightning.analyses.spectrum:SpectrumAnalysis"}
+    assert new == old
+    for entry in old["records"]:
+        old_arrays, old_meta = load_npz(LEGACY / entry["file"])
+        new_arrays, new_meta = load_npz(tmp_path / "spectra" / entry["file"])
+        assert sorted(new_meta) == sorted(old_meta)
+        assert {k: v for k, v in new_meta.items() if k != "seconds"} == {
+            k: v for k, v in old_meta.items() if k != "seconds"
+        }
+        assert {k: (a.dtype, a.shape) for k, a in new_arrays.items()} == {
+            k: (a.dtype, a.shape) for k, a in old_arrays.items()
+        }
+        # Another CPU may round the forward pass differently; spectra magnify that, activations do not.
+        for key in (k for k in old_arrays if re.fullmatch(r"activations\.\d+", k)):
+            np.testing.assert_allclose(new_arrays[key], old_arrays[key], rtol=1e-5, atol=1e-6)
