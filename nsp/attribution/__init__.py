@@ -1,0 +1,129 @@
+"""Attribution: which parts of an input a network's output depends on.
+
+One entry point, :func:`attribute`, and one class per method in captum's style
+(``Method(model[, layer]).attribute(inputs, target, **options)``):
+
+======================== ========================== ===============================
+name                     class                      result shape
+======================== ========================== ===============================
+``'saliency'``           :class:`Saliency`          like the input
+``'guided_backprop'``    :class:`GuidedBackprop`    like the input
+``'smoothgrad'``         :class:`SmoothGrad`        like the input
+``'guided_smoothgrad'``  :class:`GuidedSmoothGrad`  like the input
+``'integrated_gradients'`` :class:`IntegratedGradients` like the input
+``'gradcam'``            :class:`GradCam`           ``(N, 1, h, w)`` of the layer, or the input's
+``'guided_gradcam'``     :class:`GuidedGradCam`     like the input
+``'occlusion'``          :class:`Occlusion`         like the input
+======================== ========================== ===============================
+
+The algorithms are captum's (the optional extra ``nsp-lightning[attribution]``),
+imported on first use. nsp adds: one interface with a checked target (the prediction by
+default) and checked options, a ``sign`` option (positive and negative saliency), grad
+re-enabled under inference mode, guided backprop that is right on reused, in-place and
+ReLU6 modules and refuses functional ReLUs by name, Grad-CAM for chosen channels and
+refusal of reused layers, the sanity check (:mod:`nsp.attribution.sanity`) and pictures
+(:mod:`nsp.attribution.plot`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nsp.attribution.base import SIGNS, Attribution, LayerAttribution, Target
+from nsp.attribution.gradcam import GradCam
+from nsp.attribution.guided_backprop import GuidedBackprop
+from nsp.attribution.guided_gradcam import GuidedGradCam
+from nsp.attribution.integrated_gradients import IntegratedGradients
+from nsp.attribution.occlusion import Occlusion
+from nsp.attribution.saliency import Saliency
+from nsp.attribution.sanity import randomize_top_layer, spearman, top_layer
+from nsp.attribution.smoothgrad import GuidedSmoothGrad, SmoothGrad
+
+__all__ = [
+    "METHODS",
+    "SIGNS",
+    "attribute",
+    "Attribution",
+    "LayerAttribution",
+    "Saliency",
+    "GuidedBackprop",
+    "SmoothGrad",
+    "GuidedSmoothGrad",
+    "IntegratedGradients",
+    "GradCam",
+    "GuidedGradCam",
+    "Occlusion",
+    "randomize_top_layer",
+    "spearman",
+    "top_layer",
+]
+
+METHODS: dict[str, type[Attribution]] = {
+    cls.name: cls
+    for cls in (Saliency, GuidedBackprop, SmoothGrad, GuidedSmoothGrad, IntegratedGradients, GradCam,
+                GuidedGradCam, Occlusion)
+}
+
+
+def method_class(method: str, where: str = "nsp.attribution.attribute") -> type[Attribution]:
+    """The class of a method name, or a ValueError that lists the names."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"{where}: unknown method {method!r}; expected one of {', '.join(map(repr, METHODS))}")
+    return METHODS[method]
+
+
+def attribute(model: nn.Module, inputs: torch.Tensor, method: str, target: Target = None,
+              layer: nn.Module | str | None = None, **options: Any) -> torch.Tensor:
+    """Attributions of ``model``'s ``target`` output for a batch of inputs.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    inputs : torch.Tensor
+        A batch ``(N, ...)``, floating point.
+    method : str
+        A name in :data:`METHODS`.
+    target : int, sequence of int or torch.Tensor, optional
+        One class for the batch or one per input; by default each input's prediction.
+    layer : torch.nn.Module or str, optional
+        For ``'gradcam'`` and ``'guided_gradcam'``: the layer, or its dotted name; by
+        default the last convolution that runs. Other methods take no layer.
+    **options
+        ``sign`` (one of :data:`SIGNS`) and the method's options (``METHODS[m].options()``).
+
+    Returns
+    -------
+    torch.Tensor
+        Shaped like ``inputs``; ``(N, 1, h, w)`` for Grad-CAM (the input's ``h, w`` with
+        ``upsample=True``).
+
+    Raises
+    ------
+    ValueError, TypeError
+        See :meth:`Attribution.attribute`, plus an unknown method and a ``layer`` given
+        to a method that takes none.
+    ImportError
+        If captum is not installed.
+
+    Examples
+    --------
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(),
+    ...                             torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 3))
+    >>> x = torch.randn(4, 1, 8, 8)
+    >>> attribute(model, x, "saliency").shape
+    torch.Size([4, 1, 8, 8])
+    >>> attribute(model, x, "gradcam", layer="0", upsample=True).shape
+    torch.Size([4, 1, 8, 8])
+    """
+    cls = method_class(method)
+    if issubclass(cls, LayerAttribution):
+        instance: Attribution = cls(model, layer)
+    elif layer is not None:
+        raise ValueError(f"nsp.attribution.attribute: method {method!r} takes no layer (only "
+                         f"{', '.join(repr(n) for n, c in METHODS.items() if issubclass(c, LayerAttribution))} do)")
+    else:
+        instance = cls(model)
+    return instance.attribute(inputs, target, **options)

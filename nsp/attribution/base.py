@@ -1,0 +1,282 @@
+"""The shared interface of the attribution methods, and the checks every method runs.
+
+An attribution method is a class constructed with the model (and a layer, for the layer
+methods), whose :meth:`Attribution.attribute` takes a batch of inputs and a target and
+returns one attribution per input, as captum's classes do. The base class does what is
+the same for every method: it validates the inputs, the target and the options, runs one
+instrumented forward pass (:mod:`nsp.attribution._trace`) for the default target and the
+architecture checks, re-enables grad (attribution needs it even under Lightning's
+inference mode) and post-processes the sign.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from nsp.attribution._trace import GUIDED_MODULES, Trace, trace
+
+__all__ = ["SIGNS", "Attribution", "LayerAttribution", "resolve_layer"]
+
+SIGNS: tuple[str, ...] = ("signed", "absolute", "positive", "negative")
+
+Target = int | Sequence[int] | torch.Tensor | None
+
+
+class Attribution:
+    """One attribution method for a model.
+
+    Subclasses set :attr:`name` and implement ``_attribute(inputs, target, **options)``,
+    whose keyword-only parameters are the method's options.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The network. Its train/eval mode is left as it is: call ``model.eval()`` first
+        for attributions of the deployed network (batch norm, dropout).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a module.
+    """
+
+    #: The method's name in :data:`nsp.attribution.METHODS`.
+    name: str = ""
+    #: Whether the method rectifies gradients at ReLUs (and so must see every ReLU).
+    guided: bool = False
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{self._where}: expected model to be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+
+    @property
+    def _where(self) -> str:
+        return f"nsp.attribution.{type(self).__name__}"
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """The method's options and their defaults (besides ``sign``)."""
+        params = inspect.signature(cls._attribute).parameters.values()
+        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+    def attribute(self, inputs: torch.Tensor, target: Target = None, *, sign: str = "signed",
+                  **options: Any) -> torch.Tensor:
+        """Attributions of ``target`` for each input of a batch.
+
+        Parameters
+        ----------
+        inputs : torch.Tensor
+            A batch ``(N, ...)`` of floating-point inputs. It is not modified.
+        target : int, sequence of int or torch.Tensor, optional
+            The output index (class) to explain: one for the whole batch or one per input.
+            By default each input's predicted class (the argmax of the model's output).
+            Must be None when the model returns one value per input (shape ``(N,)``).
+        sign : str, default 'signed'
+            One of :data:`SIGNS`: the attribution as computed, its absolute value, its
+            positive part, or its negative part as a positive map (negative saliency).
+        **options
+            The method's own options (:meth:`options`).
+
+        Returns
+        -------
+        torch.Tensor
+            Detached, on the inputs' device: shaped like ``inputs`` for input
+            attributions, like the layer's output (one channel) for Grad-CAM.
+
+        Raises
+        ------
+        TypeError
+            If ``inputs`` is not a floating-point tensor (an integer tensor has no
+            gradient), or an option is unknown.
+        ValueError
+            For a target out of range, a bad option value, a model output that is not
+            ``(N, classes)`` or ``(N,)``, a model whose output does not depend
+            differentiably on the input, and the method-specific checks (a layer that
+            does not run once, a ReLU that guided backprop cannot see).
+        """
+        where = self._where
+        _check_inputs(inputs, where)
+        if sign not in SIGNS:
+            raise ValueError(f"{where}: unknown sign={sign!r}; expected one of {', '.join(map(repr, SIGNS))}")
+        known = self.options()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise TypeError(f"{where}: unknown option(s) {', '.join(unknown)}; {self.name!r} takes "
+                            f"{', '.join(known) if known else 'no options'} (and sign)")
+        # Lightning validates and tests under torch.inference_mode(): tensors made there
+        # cannot enter autograd, so attribution works on a clone made with grad enabled.
+        with torch.inference_mode(False), torch.enable_grad():
+            x = inputs.detach().clone().requires_grad_()
+            try:
+                traced = trace(self.model, x, watch_relus=self.guided)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:
+                raise ValueError(f"{where}: the model's forward pass ({type(self.model).__name__}) failed on inputs "
+                                 f"of shape {tuple(x.shape)}: {err}") from err
+            if self.guided:
+                _check_guided(traced, where)
+            target_t = _resolve_target(target, traced.output, x.shape[0], where)
+            self._prepare(traced, x, options)
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
+                    result = self._attribute(x, target_t, **options)
+            except RuntimeError as err:
+                cut = ("does not require grad", "does not have a grad_fn", "not have been used in the graph")
+                if any(text in str(err) for text in cut):
+                    raise ValueError(
+                        f"{where}: the model's output does not depend differentiably on its input "
+                        f"(does its forward detach, round or index with the input?): {err}"
+                    ) from err
+                raise
+        return _apply_sign(result.detach(), sign)
+
+    def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
+        """Method-specific checks against the forward pass, before any gradient."""
+
+    def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LayerAttribution(Attribution):
+    """An attribution method that reads one layer of the model (Grad-CAM and relatives).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    layer : torch.nn.Module or str, optional
+        A submodule of ``model`` or its dotted name (as in ``model.named_modules()``).
+        By default the last convolution that runs in the forward pass.
+
+    Raises
+    ------
+    ValueError
+        If ``layer`` is not a submodule of ``model``.
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module | str | None = None) -> None:
+        super().__init__(model)
+        self._requested = None if layer is None else resolve_layer(model, layer, self._where)
+        self.layer: nn.Module | None = self._requested
+
+    def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
+        where = self._where
+        if self._requested is None:
+            convs = [m for m in traced.order if isinstance(m, nn.modules.conv._ConvNd) and traced.calls[m] == 1]
+            if not convs:
+                raise ValueError(f"{where}: the model runs no convolution once per forward pass to default to; "
+                                 f"pass layer= (a module or its dotted name)")
+            self.layer = convs[-1]
+        layer = self.layer
+        calls = traced.calls.get(layer, 0)
+        if calls == 0:
+            raise ValueError(f"{where}: layer {traced.describe(layer)} does not run in the model's forward pass")
+        if calls > 1:
+            parent = traced.name(layer).rpartition(".")[0]
+            hint = f", such as its parent {parent!r}" if parent else ""
+            raise ValueError(
+                f"{where}: layer {traced.describe(layer)} runs {calls} times per forward pass (a reused module), "
+                f"so it has no single output to explain; choose a module that runs once{hint}"
+            )
+        shape = traced.output_shapes.get(layer)
+        if shape is None or len(shape) < 2:
+            raise ValueError(f"{where}: layer {traced.describe(layer)} must return one tensor of shape "
+                             f"(N, channels, ...), got {shape!r}")
+
+
+def resolve_layer(model: nn.Module, layer: nn.Module | str, where: str) -> nn.Module:
+    """The submodule ``layer`` of ``model`` (given as a module or a dotted name)."""
+    if isinstance(layer, str):
+        names = dict(model.named_modules())
+        if layer not in names or layer == "":
+            close = difflib.get_close_matches(layer, [n for n in names if n], n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"{where}: the model ({type(model).__name__}) has no submodule named {layer!r}{hint}")
+        return names[layer]
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError(f"{where}: layer ({type(layer).__name__}) is not a submodule of the model "
+                             f"({type(model).__name__})")
+        return layer
+    raise TypeError(f"{where}: expected layer to be a torch.nn.Module or a dotted name, got {type(layer).__name__}")
+
+
+def _check_inputs(inputs: Any, where: str) -> None:
+    if not isinstance(inputs, torch.Tensor):
+        raise TypeError(f"{where}: expected inputs to be a torch.Tensor (a batch), got {type(inputs).__name__}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"{where}: inputs has dtype {inputs.dtype}, which has no gradient; attribution needs a "
+                        f"floating-point tensor (for example inputs.float())")
+    if inputs.dim() < 2 or inputs.shape[0] == 0:
+        raise ValueError(f"{where}: expected inputs to be a non-empty batch (N, ...), got shape {tuple(inputs.shape)}")
+
+
+def _resolve_target(target: Target, output: Any, batch: int, where: str) -> torch.Tensor | None:
+    """One class index per input, checked against the model's output; None for scalar outputs."""
+    if not isinstance(output, torch.Tensor) or output.dim() not in (1, 2) or output.shape[0] != batch:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"{where}: expected the model to return a tensor (N, classes) or (N,) for N={batch} "
+                         f"inputs, got {shape}")
+    if output.dim() == 1:
+        if target is not None:
+            raise ValueError(f"{where}: the model returns one value per input (shape {tuple(output.shape)}); "
+                             f"pass target=None")
+        return None
+    classes = output.shape[1]
+    if target is None:
+        return output.argmax(dim=1)
+    if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool or target.dim() > 1:
+            raise TypeError(f"{where}: expected target to be an int or integer indices, got a tensor of "
+                            f"dtype {target.dtype} and shape {tuple(target.shape)}")
+        values = target.reshape(-1).tolist()
+    elif isinstance(target, bool):
+        raise TypeError(f"{where}: expected target to be an int or a sequence of int, got a bool")
+    elif isinstance(target, int):
+        values = [target]
+    elif isinstance(target, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in target):
+        values = list(target)
+    else:
+        raise TypeError(f"{where}: expected target to be an int, a sequence of int or an integer tensor, "
+                        f"got {target!r}")
+    if len(values) not in (1, batch):
+        raise ValueError(f"{where}: expected one target or one per input ({batch}), got {len(values)}")
+    bad = [t for t in values if not 0 <= t < classes]
+    if bad:
+        raise ValueError(f"{where}: target {bad[0]} is out of range for a model with {classes} outputs "
+                         f"(valid: 0..{classes - 1})")
+    if len(values) == 1:
+        values = values * batch
+    return torch.tensor(values, dtype=torch.long, device=output.device)
+
+
+def _check_guided(traced: Trace, where: str) -> None:
+    if not traced.functional_relus:
+        return
+    found = traced.functional_relus[0]
+    module = f"module {found.module!r} ({found.kind})" if found.module else f"the model's own forward ({found.kind})"
+    more = len(traced.functional_relus) - 1
+    others = f" (and {more} more place(s): " + ", ".join(
+        repr(f.module or f.kind) for f in traced.functional_relus[1:]) + ")" if more else ""
+    kinds = "/".join(m.__name__ for m in GUIDED_MODULES)
+    raise ValueError(
+        f"{where}: {module} computes a ReLU with {found.function} in its forward{others}. Guided backprop "
+        f"rectifies gradients only at {kinds} modules, so it would silently pass the vanilla gradient "
+        f"through this one. Use an nn.ReLU module there (a reused one is fine)."
+    )
+
+
+def _apply_sign(a: torch.Tensor, sign: str) -> torch.Tensor:
+    if sign == "absolute":
+        return a.abs()
+    if sign == "positive":
+        return a.clamp(min=0)
+    if sign == "negative":
+        return (-a).clamp(min=0)
+    return a
