@@ -34,7 +34,7 @@ Deviations, and why:
 from __future__ import annotations
 
 import contextlib
-import warnings
+import logging
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -144,10 +144,15 @@ def tsne_layout(
         options.update(early_exaggeration_iter=0, n_iter=250 if n_iter is None else n_iter)
     elif n_iter is not None:
         options.update(n_iter=n_iter)
-    with warnings.catch_warnings():
-        # A converged previous layout has a large spread on purpose: it is the start.
-        warnings.filterwarnings("ignore", message=".*initialization.*", category=UserWarning)
+    log = logging.getLogger("openTSNE.tsne")
+    level = log.level
+    try:
+        # A converged previous layout has a large spread on purpose (openTSNE warns about it).
+        if initialization is not None:
+            log.setLevel(logging.ERROR)
         embedding = openTSNE.TSNE(**options).fit(np.ascontiguousarray(vectors), initialization=initialization)
+    finally:
+        log.setLevel(level)
     return np.asarray(embedding, dtype=np.float64)
 
 
@@ -490,10 +495,14 @@ class NeuralResponseMap:
     def responses(self, inputs: torch.Tensor) -> np.ndarray:
         """Each laid-out neuron's response to ``inputs``: scaled to [0, 1] by the training
         range, clipped, and averaged over the inputs (the original's ``Z``); ``(N,)``."""
+        return self.scaled_responses(inputs).mean(axis=0)
+
+    def scaled_responses(self, inputs: torch.Tensor) -> np.ndarray:
+        """Every input's scaled, clipped responses, ``(B, N)`` (one forward pass per batch)."""
         where = "nsp.NeuralResponseMap.responses"
         self._require_layout(where)
         values = self._record(self._check_inputs(inputs, where), where)[0][:, self._keep]
-        return np.clip((values - self._lo) / self._span, 0, 1).mean(axis=0)
+        return np.clip((values - self._lo) / self._span, 0, 1)
 
     def generate_map(self, inputs: torch.Tensor, method: str = "nearest") -> np.ndarray:
         """The map of ``inputs`` as an array ``(resolution, resolution)``, row 0 at the top;

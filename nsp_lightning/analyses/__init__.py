@@ -3,12 +3,15 @@
 =========================================  ==========================================
 :class:`SpectrumAnalysis`                  exact spectra of activation patterns
                                            (``nsp_lightning.analyses.spectrum``)
+:class:`ResponseMapAnalysis`               neural response maps on one neuron layout
+                                           (``nsp_lightning.analyses.response_map``)
 =========================================  ==========================================
 
 Run them with :class:`~nsp_lightning.ProbeCallback`; write your own by subclassing
 :class:`~nsp_lightning.ProbeAnalysis`.
 """
 
+from nsp_lightning.analyses.response_map import ResponseMapAnalysis
 from nsp_lightning.analyses.spectrum import SpectrumAnalysis
 
-__all__ = ["SpectrumAnalysis"]
+__all__ = ["ResponseMapAnalysis", "SpectrumAnalysis"]

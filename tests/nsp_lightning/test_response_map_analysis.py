@@ -1,0 +1,117 @@
+"""ResponseMapAnalysis: its records against nsp.NeuralResponseMap, its report, its argument checks."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning_helpers import TinyNet, probe
+
+from nsp import NeuralResponseMap
+from nsp_lightning.analyses.response_map import ResponseMapAnalysis
+from nsp_lightning.analysis import LogSink, ProbeContext, ReportContext
+from nsp_lightning.sections import Film, Row, Section, Table
+
+LAYERS = ["conv", "relu", "fc"]
+
+
+def inputs(n: int = 48) -> torch.Tensor:
+    return torch.randn(n, 1, 6, 6, generator=torch.Generator().manual_seed(7))
+
+
+def records_of(analysis: ResponseMapAnalysis, model: torch.nn.Module, epochs: int, step: callable = None) -> list:
+    """Run the analysis as the core does (setup, then compute and log per record) and read
+    each record back as the core would."""
+    x = probe(3)
+    with torch.no_grad():
+        analysis.setup(model, x, ProbeContext(model, x, epoch=0, global_step=0))
+        records = []
+        for epoch in range(epochs):
+            if step:
+                step(model)
+            record = analysis.compute(model, x, ProbeContext(model, x, epoch=epoch, global_step=10 * epoch))
+            sink = LogSink(analysis.prefix, epoch, True)
+            analysis.log(record, sink)
+            assert [tag for _, tag, _, _ in sink.items] == [f"response_map/probe_{p}" for p in range(3)]
+            meta = dict(record.meta, epoch=epoch, global_step=10 * epoch, seconds=0.0, __scalars__=list(record.scalars))
+            arrays = dict(record.arrays, __scalars__=np.array(list(record.scalars.values()), dtype=np.float64))
+            records.append(ResponseMapAnalysis.read_record(arrays, meta, Path("record.npz")))
+    return records
+
+
+def perturb(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+
+
+def test_maps_are_the_response_maps_on_one_layout():
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    initial = copy.deepcopy(model)
+    analysis = ResponseMapAnalysis(inputs(), LAYERS, resolution=40)
+    records = records_of(analysis, model, 3, step=perturb)
+    for record in records[1:]:
+        np.testing.assert_array_equal(record.arrays["layout"], records[0].arrays["layout"])
+        assert record.scalars == {} and not record.meta["refitted"]
+    # The layout of the weights at fit start; the last maps those of the last weights.
+    reference = NeuralResponseMap(initial, resolution=40)
+    reference.train_map(inputs(), LAYERS)
+    np.testing.assert_array_equal(reference.layout, records[0].arrays["layout"])
+    initial.load_state_dict(model.state_dict())
+    expected = np.stack([reference.generate_map(probe(3)[p : p + 1], "linear") for p in range(3)])
+    np.testing.assert_allclose(records[-1].arrays["maps"], expected, atol=1e-6, equal_nan=True)
+    assert not np.allclose(records[0].arrays["maps"], records[-1].arrays["maps"], equal_nan=True)
+    layers = records[0].meta["layers"]
+    assert layers == LAYERS
+    assert [(layers[l], int(i)) for l, i in zip(records[0].arrays["neuron_layer"], records[0].arrays["neuron_index"])] == reference.neurons
+
+
+def test_refit_moves_the_layout_a_little_and_logs_how_much():
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    analysis = ResponseMapAnalysis(inputs(), LAYERS, resolution=32, refit=True, refit_iter=60)
+    records = records_of(analysis, model, 3, step=perturb)
+    assert records[0].scalars == {} and not records[0].meta["refitted"]
+    for record in records[1:]:
+        assert record.meta["refitted"]
+        assert 0 <= record.scalars["procrustes_disparity"] < 0.5
+    assert not np.array_equal(records[2].arrays["layout"], records[0].arrays["layout"])
+
+
+def test_report_shows_maps_per_epoch_per_probe(tmp_path):
+    torch.manual_seed(0)
+    analysis = ResponseMapAnalysis(inputs(), LAYERS, resolution=24, refit=True, refit_iter=30)
+    records = records_of(analysis, TinyNet().eval(), 2)
+    steps = []
+    section = ResponseMapAnalysis.report(records, analysis.header(), ReportContext(tmp_path, "response_map", steps.append))
+    assert isinstance(section, Section) and section.id == "response-map"
+    films = next(b for b in section.blocks if isinstance(b, Row)).blocks
+    assert [f.caption for f in films] == ["probe 0", "probe 1", "probe 2"] and all(isinstance(f, Film) for f in films)
+    assert [fr.label for fr in films[0].frames] == ["epoch 0 (global step 0)", "epoch 1 (global step 10)"]
+    assert (films[0].frames[0].image.width, films[0].frames[0].image.height) == (24, 24)
+    assert any(isinstance(b, Table) for b in section.blocks)
+    assert len(steps) == ResponseMapAnalysis.report_steps(records, analysis.header())
+
+
+def test_bad_arguments():
+    model = TinyNet().eval()
+    with pytest.raises(ValueError, match="B >= 3"):
+        ResponseMapAnalysis(inputs(2))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        ResponseMapAnalysis(inputs().numpy())
+    with pytest.raises(ValueError, match="'linear' or 'nearest'"):
+        ResponseMapAnalysis(inputs(), method="cubic")
+    with pytest.raises(ValueError, match="unknown colormap"):
+        ResponseMapAnalysis(inputs(), cmap="nope")
+    with pytest.raises(ValueError, match=r"unknown layers \['conv9'\]"):
+        ResponseMapAnalysis(inputs(), ["conv9"]).check(model, probe(2))
+    with pytest.raises(ValueError, match="same kind"):
+        ResponseMapAnalysis(torch.randn(5, 1, 7, 7)).check(model, probe(2))
+    with pytest.raises(ValueError, match="pass `inputs`"):
+        ResponseMapAnalysis().check(model, probe(2))
+    with pytest.raises(ValueError, match="lacks the array"):
+        ResponseMapAnalysis.read_record({"layout": np.zeros((3, 2))}, {}, Path("r.npz"))
