@@ -21,11 +21,20 @@ from torch.utils._pytree import tree_flatten, tree_map
 __all__ = ["Activations", "Op", "Program", "Ref"]
 
 
+def first_tensor(value: Any) -> Any:
+    """``value`` if it is a tensor, else its first tensor (a module returning a tuple gives its first output)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    found = [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    return found[0] if found else value
+
+
 @dataclass(frozen=True)
 class Ref:
-    """A reference to a recorded tensor: the output of op ``index`` (-1: the child's input)."""
+    """A reference to a recorded tensor: tensor output ``item`` of op ``index`` (-1: the child's input)."""
 
     index: int
+    item: int = 0
 
 
 @dataclass
@@ -34,10 +43,11 @@ class Op:
 
     ``path`` and ``owner`` are the qualified name and type of the innermost module it ran in.
     ``kind`` is ``'layer'`` where a chosen module's output becomes layer ``target``,
-    ``'module'`` for a module nsp knows as a whole (its internals are not
-    recorded), ``'function'`` for a torch function or tensor method, or ``'opaque'`` for
-    an operation with several tensor outputs. Tensor arguments that came from the
-    child's input are replaced by :class:`Ref`; other arguments are kept as they were.
+    ``'module'`` for a module that has a rule (:mod:`nsp.rules`; its internals are not
+    recorded), or ``'function'`` for a torch function or tensor method. Tensor
+    arguments that came from the child's input are replaced by :class:`Ref`; other
+    arguments are kept as they were. ``shapes`` are the shapes of the tensor outputs, in
+    the order of ``torch.utils._pytree.tree_flatten`` (one for a tensor).
     """
 
     kind: str
@@ -47,6 +57,7 @@ class Op:
     shape: tuple[int, ...]
     path: str
     owner: str
+    shapes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def name(self) -> str:
@@ -87,9 +98,9 @@ class _Recorder(TorchFunctionMode):
         self.ids = {id(x): Ref(-1)}
         self.alive = [x]
 
-    def end(self, output: torch.Tensor) -> Program:
+    def end(self, output: Any) -> Program:
         program = self.program
-        program.output = self.ids.get(id(output))
+        program.output = self.ids.get(id(first_tensor(output)))
         self.program, self.ids, self.alive = None, {}, []
         return program
 
@@ -114,17 +125,13 @@ class _Recorder(TorchFunctionMode):
         ref = lambda v: self.ids.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
         flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
         op_args, op_kwargs = tree_map(ref, args), tree_map(ref, kwargs)
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shape, *(self.paths[-1] if self.paths else ("", ""))))
-        new = Ref(len(self.program.ops) - 1)
-        if isinstance(out, torch.Tensor):
-            self.ids[id(out)] = new
-            self.alive.append(out)
-        else:
-            self.program.ops[-1].kind = "opaque"
-            for t in flat_out:
-                self.ids[id(t)] = new
-                self.alive.append(t)
+        shapes = tuple(tuple(t.shape) for t in flat_out)
+        where = self.paths[-1] if self.paths else ("", "")
+        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shapes[0] if shapes else (), *where, shapes))
+        index = len(self.program.ops) - 1
+        for item, t in enumerate(flat_out):
+            self.ids[id(t)] = Ref(index, item)
+            self.alive.append(t)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -146,12 +153,12 @@ class _Recorder(TorchFunctionMode):
 
         return hook
 
-    def post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.program is None:
             return
         if self.inside is module:
             self.inside = None
-            self._record("module", module, args[:1], {}, output)
+            self._record("module", module, args, kwargs, output)
             self.paths.pop()
         elif self.inside is None and self.paths:
             self.paths.pop()
@@ -177,7 +184,10 @@ class _Recorded:
 
 
 def _capture(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
-    return _record(network, input) if layers is None else _record_dataflow(network, input, _choose(network, layers))
+    if layers is None:
+        return _record(network, input)
+    strict = isinstance(layers, (list, tuple))
+    return _record_dataflow(network, input, _choose(network, layers), strict)
 
 
 def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
@@ -211,6 +221,7 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
     def end(name: str):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             program = recorder.end(output)
+            output = first_tensor(output)
             if not isinstance(output, torch.Tensor):
                 raise TypeError(
                     f"nsp.Activations: child '{name}' ({type(module).__name__}) returned "
@@ -233,7 +244,7 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
             handles.append(child.register_forward_pre_hook(begin(name)))
             for sub_name, sub in child.named_modules(prefix=name):
                 handles.append(sub.register_forward_pre_hook(recorder.pre_hook(sub_name)))
-                handles.append(sub.register_forward_hook(recorder.post_hook))
+                handles.append(sub.register_forward_hook(recorder.post_hook, with_kwargs=True))
             handles.append(child.register_forward_hook(end(name)))
         with torch.no_grad(), recorder:
             network(input)
@@ -244,13 +255,22 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
 
 
 def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
-    """``{id(module): qualified name}`` of the modules whose outputs are layers."""
+    """``{id(module): qualified name}`` of the modules whose outputs are layers.
+
+    ``'leaves'`` and predicates choose among the modules that nsp can see run: parts of a
+    module recorded whole (one with a rule, e.g. ``nn.MultiheadAttention``'s
+    ``out_proj``) are left out.
+    """
+    from nsp.structure import is_leaf_module
+
     modules = dict(network.named_modules())
     del modules[""]
+    whole = [n + "." for n, m in modules.items() if is_leaf_module(m)]
+    visible = {n: m for n, m in modules.items() if not any(n.startswith(w) for w in whole)}
     if layers == "leaves":
-        names = [n for n, m in modules.items() if next(m.children(), None) is None]
+        names = [n for n, m in visible.items() if next(m.children(), None) is None or is_leaf_module(m)]
     elif callable(layers):
-        names = [n for n, m in modules.items() if layers(n, m)]
+        names = [n for n, m in visible.items() if layers(n, m)]
     elif isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers):
         unknown = [n for n in layers if n not in modules]
         if unknown:
@@ -267,7 +287,7 @@ def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
     return {id(modules[n]): n for n in names}
 
 
-def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, str]) -> _Recorded:
+def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, str], strict: bool) -> _Recorded:
     """Run ``network(input)`` once, recording the whole dataflow and the chosen modules' outputs."""
     from nsp.structure import is_leaf_module
 
@@ -282,6 +302,7 @@ def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, 
         calls[name] = calls.get(name, 0) + 1
         if calls[name] > 1:
             name = f"{name}:{calls[name] - 1}"
+        output = first_tensor(output)
         if not isinstance(output, torch.Tensor):
             raise TypeError(
                 f"nsp.Activations: layer '{name}' ({type(module).__name__}) returned {type(output).__name__}; "
@@ -298,7 +319,7 @@ def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, 
         for name, module in network.named_modules():
             # The network itself is named by its class, so errors in its forward say where.
             handles.append(module.register_forward_pre_hook(recorder.pre_hook(name or type(network).__name__)))
-            handles.append(module.register_forward_hook(recorder.post_hook))
+            handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True))
             if id(module) in chosen:
                 handles.append(module.register_forward_hook(mark))
         recorder.begin(input)
@@ -308,7 +329,9 @@ def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, 
     finally:
         for handle in handles:
             handle.remove()
-    missing = [n for n in chosen.values() if n not in calls]
+    # 'leaves' and predicates describe which modules are layers when they run (a skipped
+    # branch, an unused module); a list of names promises that each one runs.
+    missing = [n for n in chosen.values() if n not in calls] if strict else []
     if missing:
         raise ValueError(f"nsp.Activations: the chosen layer(s) {missing} did not run in the forward pass")
     return recorded
@@ -333,7 +356,10 @@ class Activations:
         - a predicate ``(name, module) -> bool`` over ``network.named_modules()``.
 
         A chosen module that runs several times gives a layer per call, named
-        ``name``, ``name:1``, ``name:2``, ... With a choice, edges come from the dataflow
+        ``name``, ``name:1``, ``name:2``, ... With ``'leaves'`` or a predicate, a chosen
+        module that does not run (a skipped branch) is no layer; a named one must run. A
+        module that returns a tuple (``nn.LSTM``) gives its first output. With a choice,
+        edges come from the dataflow
         recorded during this forward pass:
         everything between two chosen layers (functional ops, unchosen modules,
         residual additions, concatenations) is composed, and a layer may feed any later

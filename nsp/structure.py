@@ -8,10 +8,11 @@ y" (GUIDE §2):
 - ``INCL=False`` gives the nonzero pattern of the child's Jacobian at the input it actually
   received, as a scipy CSR boolean matrix.
 
-Composite children (``nn.Sequential``, residual blocks, any module built from supported
-parts) are composed along the dataflow recorded during the probe's forward pass
-(:class:`nsp.capture.Program`). Anything else raises :class:`UnsupportedModuleError`
-naming the module, its path and what is supported; a wrong graph is never produced.
+Each operation's relation comes from its rule (:mod:`nsp.rules`); the interpreter here
+composes them along the dataflow recorded during the probe's forward pass
+(:class:`nsp.capture.Program`). An operation without a rule raises
+:class:`UnsupportedModuleError` naming it and its module path, once the output is
+found to depend on it; a wrong graph is never produced.
 """
 
 from __future__ import annotations
@@ -19,284 +20,29 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from nsp.capture import Op, Program, Ref
 from nsp.progress import Progress
-from nsp.relations import Relation, StructureError, Term, ones_factor
+from nsp.relations import Relation, StructureError, Term
+from nsp.rules import ELEMENTWISE_MODULES, Call, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
 
 __all__ = [
     "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
 ]
 
-ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
-    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.SiLU, nn.Mish,
-    nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Threshold,
-    nn.LogSigmoid,
-)
-_PASSTHROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
-_CONV = (nn.Conv1d, nn.Conv2d)
-_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
-_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-
-SUPPORTED = (
-    "Conv1d/Conv2d, MaxPool1d/2d, AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample (nearest), "
-    "BatchNorm1d/2d (eval mode), Linear, Flatten, Identity, Dropout (eval mode), elementwise "
-    "activation modules, and nn.Sequential or custom blocks composed of these with "
-    "elementwise functions, view/reshape/flatten, concatenation and residual additions"
-)
-
-class UnsupportedModuleError(StructureError):
-    """A module or operation whose input-to-output dependence nsp cannot derive."""
-
-
-def _unsupported(path: str, what: str, why: str = "") -> UnsupportedModuleError:
-    reason = f": {why}" if why else ""
-    return UnsupportedModuleError(f"nsp.NNGraph: cannot analyse '{path}' ({what}){reason}. Supported: {SUPPORTED}.")
-
-
-# Structural pairs generated at a time when a leaf's Jacobian pattern is built.
-_EDGE_CHUNK = 1 << 22
-
-
-def _tuple(value: Any, n: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
-
-
-# -- per-axis factors ------------------------------------------------------------------
-def _window_factor(n_out: int, n_in: int, kernel: int, stride: int, pad: int, dil: int) -> np.ndarray:
-    starts = np.arange(n_out) * stride - pad
-    taps = starts[:, None] + np.arange(kernel)[None, :] * dil
-    f = np.zeros((n_out, n_in), dtype=bool)
-    rows = np.broadcast_to(np.arange(n_out)[:, None], taps.shape)
-    ok = (taps >= 0) & (taps < n_in)
-    f[rows[ok], taps[ok]] = True
-    return f
-
-
-def _adaptive_factor(n_out: int, n_in: int) -> np.ndarray:
-    o = np.arange(n_out)
-    start = (o * n_in) // n_out
-    end = -((-(o + 1) * n_in) // n_out)
-    i = np.arange(n_in)
-    return (i[None, :] >= start[:, None]) & (i[None, :] < end[:, None])
-
-
-def _conv_padding(m: nn.Module, in_sizes: tuple[int, ...]) -> tuple[int, ...]:
-    k, d = m.kernel_size, m.dilation
-    if m.padding == "valid":
-        return (0,) * len(k)
-    if m.padding == "same":
-        return tuple(dd * (kk - 1) // 2 for kk, dd in zip(k, d))
-    return tuple(m.padding)
-
-
-def _channel_groups(c_out: int, c_in: int, groups: int) -> np.ndarray:
-    if groups == 1:
-        return ones_factor(c_out, c_in)
-    return (np.arange(c_out)[:, None] // (c_out // groups)) == (np.arange(c_in)[None, :] // (c_in // groups))
-
-
-def _leaf_term(m: nn.Module, path: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Term:
-    """The structural (INCL=True) relation of a leaf module, over (channel, *spatial) axes."""
-    if isinstance(m, ELEMENTWISE_MODULES + _PASSTHROUGH + _BATCHNORM):
-        if in_shape != out_shape:
-            raise _unsupported(path, type(m).__name__, f"input {in_shape} and output {out_shape} differ")
-        return Term.identity(in_shape or (1,))
-    if isinstance(m, nn.Flatten) or isinstance(m, nn.Unflatten):
-        return Term.identity(in_shape or (1,))
-    if isinstance(m, nn.Linear):
-        lead = in_shape[:-1]
-        return Term(tuple(np.eye(d, dtype=bool) for d in lead) + (ones_factor(out_shape[-1], in_shape[-1]),))
-    if isinstance(m, _CONV):
-        if m.padding_mode != "zeros":
-            raise _unsupported(path, type(m).__name__, f"padding_mode='{m.padding_mode}' (only 'zeros')")
-        pads = _conv_padding(m, in_shape[1:])
-        factors = [_channel_groups(out_shape[0], in_shape[0], m.groups)]
-        for n_o, n_i, k, s, p, d in zip(out_shape[1:], in_shape[1:], m.kernel_size, m.stride, pads, m.dilation):
-            factors.append(_window_factor(n_o, n_i, k, s, p, d))
-        return Term(tuple(factors))
-    if isinstance(m, _POOL):
-        nd = len(in_shape) - 1
-        k = _tuple(m.kernel_size, nd)
-        s = _tuple(m.stride if m.stride is not None else m.kernel_size, nd)
-        p = _tuple(m.padding, nd)
-        d = _tuple(getattr(m, "dilation", 1), nd)
-        factors = [np.eye(in_shape[0], dtype=bool)]
-        for n_o, n_i, kk, ss, pp, dd in zip(out_shape[1:], in_shape[1:], k, s, p, d):
-            factors.append(_window_factor(n_o, n_i, kk, ss, pp, dd))
-        return Term(tuple(factors))
-    if isinstance(m, nn.Upsample):
-        if m.mode != "nearest":
-            raise _unsupported(path, type(m).__name__, f"mode='{m.mode}' (only 'nearest')")
-        factors = [np.eye(in_shape[0], dtype=bool)]
-        scales = _tuple(m.scale_factor, len(in_shape) - 1) if m.scale_factor is not None else None
-        for axis, (n_o, n_i) in enumerate(zip(out_shape[1:], in_shape[1:])):
-            # torch's 'nearest' reads floor(o / scale), or floor(o * n_in / n_out) for a size.
-            o = np.arange(n_o)
-            source = np.floor(o / float(scales[axis])).astype(np.int64) if scales else (o * n_i) // n_o
-            factors.append(np.minimum(source, n_i - 1)[:, None] == np.arange(n_i)[None, :])
-        return Term(tuple(factors))
-    if isinstance(m, _ADAPTIVE):
-        factors = [np.eye(in_shape[0], dtype=bool)]
-        factors += [_adaptive_factor(n_o, n_i) for n_o, n_i in zip(out_shape[1:], in_shape[1:])]
-        return Term(tuple(factors))
-    raise _unsupported(path, type(m).__name__)
-
-
-def _check_mode(m: nn.Module, path: str, incl: bool) -> None:
-    if isinstance(m, _BATCHNORM) and (m.training or m.running_mean is None):
-        raise _unsupported(
-            path, type(m).__name__,
-            "it normalises with batch statistics (training mode or no running stats), so its output depends on "
-            "the whole batch; call network.eval() first",
-        )
-    if not incl and isinstance(m, _PASSTHROUGH[1:] + (nn.RReLU,)) and m.training:
-        raise _unsupported(
-            path, type(m).__name__,
-            "it is random in training mode, so its Jacobian is not that of the recorded pass; call network.eval() first",
-        )
-
-
-# -- data-dependent (INCL=False) masks on top of the structural edges -------------------
-def _elementwise_mask(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> np.ndarray:
-    """Nonzero diagonal of the Jacobian of an elementwise function at ``x``."""
-    with torch.enable_grad():
-        leaf = x.detach().clone().requires_grad_(True)
-        y = fn(leaf.clone())
-        (grad,) = torch.autograd.grad(y.sum(), leaf, allow_unused=True)
-    if grad is None:
-        return np.zeros(x.numel(), dtype=bool)
-    return (grad != 0).reshape(-1).cpu().numpy()
-
-
-def _leaf_evidence(m: nn.Module, x: torch.Tensor) -> np.ndarray | None:
-    """What a leaf's Jacobian nonzeros depend on at input ``x``, beyond its structure.
-
-    Elementwise modules: where the derivative is nonzero; BatchNorm, Linear and
-    convolutions: where the weight is nonzero; max-pools: the argmax of each window.
-    None for modules whose Jacobian pattern is their structure (average pools, reshapes).
-    """
-    if isinstance(m, ELEMENTWISE_MODULES):
-        return _elementwise_mask(m, x)
-    if isinstance(m, _BATCHNORM):
-        return (m.weight.detach().cpu().numpy() != 0) if m.affine else None
-    if isinstance(m, (nn.Linear,) + _CONV):
-        return m.weight.detach().cpu().numpy() != 0
-    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
-        fn = F.max_pool1d_with_indices if isinstance(m, nn.MaxPool1d) else F.max_pool2d_with_indices
-        return fn(x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, True)[1].reshape(-1).cpu().numpy()
-    if isinstance(m, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)):
-        fn = F.adaptive_max_pool1d_with_indices if isinstance(m, nn.AdaptiveMaxPool1d) else F.adaptive_max_pool2d_with_indices
-        return fn(x, m.output_size, True)[1].reshape(-1).cpu().numpy()
-    return None
-
-
-def _leaf_sparse(m: nn.Module, path: str, x: torch.Tensor, y: torch.Tensor, evidence: np.ndarray | None) -> sp.csr_matrix:
-    """The nonzero pattern of the leaf's Jacobian at input ``x`` (batch of one).
-
-    The structural pairs are generated and filtered in slices of output rows, so the
-    temporary index arrays stay small even where the leaf has 1e8 structural edges.
-    """
-    in_shape, out_shape = tuple(x.shape[1:]), tuple(y.shape[1:])
-    term = _leaf_term(m, path, in_shape, out_shape)
-    first, rest = term.factors[0], term.factors[1:]
-    per_row = max(1, term.nnz() // max(1, first.shape[0]))
-    step = max(1, _EDGE_CHUNK // per_row)
-    stride = term.n_out // max(1, first.shape[0])
-    indptr, indices = [np.zeros(1, dtype=np.int64)], []
-    done = 0
-    for a in range(0, first.shape[0], step):
-        sub = Term((first[a: a + step],) + rest)
-        out_idx, in_idx = sub.edges()
-        out_idx += a * stride
-        if evidence is not None:
-            pairs = [np.nonzero(f) for f in sub.factors]
-            pairs[0] = (pairs[0][0] + a, pairs[0][1])
-            keep = _kept(m, evidence, pairs, in_shape, out_shape)
-            out_idx, in_idx = out_idx[keep], in_idx[keep]
-        rows = min(step, first.shape[0] - a) * stride
-        # For each output the inputs come ascending, so a stable sort by output is CSR order.
-        order = np.argsort(out_idx, kind="stable")
-        indptr.append(np.cumsum(np.bincount(out_idx - a * stride, minlength=rows)) + done)
-        indices.append(in_idx[order])
-        done += in_idx.size
-    n_out, n_in = math.prod(out_shape), math.prod(in_shape)
-    return sp.csr_matrix(
-        (np.ones(done, dtype=bool), np.concatenate(indices), np.concatenate(indptr)), shape=(n_out, n_in)
-    )
-
-
-def _kept(
-    m: nn.Module, evidence: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]],
-    in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-) -> np.ndarray:
-    """Which structural pairs of the leaf are Jacobian nonzeros, by its evidence.
-
-    ``pairs[f]`` are the (out, in) index pairs of the relation's factor ``f`` (one axis
-    each); the relation's pairs are their Kronecker product, in the order of
-    ``Term.edges``. The evidence is looked up per factor and broadcast, so no per-pair
-    index array is ever unravelled.
-    """
-    n = len(pairs)
-
-    def along(f: int, v: np.ndarray) -> np.ndarray:
-        return v.reshape((1,) * f + (-1,) + (1,) * (n - f - 1))
-
-    outs = tuple(along(f, o) for f, (o, _) in enumerate(pairs))
-    if isinstance(m, ELEMENTWISE_MODULES):
-        keep = evidence.reshape(out_shape or (1,))[outs]
-    elif isinstance(m, _BATCHNORM):
-        keep = along(0, evidence[pairs[0][0]])
-    elif isinstance(m, nn.Linear):
-        keep = along(n - 1, evidence[pairs[-1]])
-    elif isinstance(m, _CONV):
-        co, ci = pairs[0]
-        pads = _conv_padding(m, in_shape[1:])
-        taps = tuple(
-            along(f, (i - o * s + p) // d)
-            for f, ((o, i), s, p, d) in enumerate(zip(pairs[1:], m.stride, pads, m.dilation), start=1)
-        )
-        keep = evidence[(along(0, co), along(0, ci % (in_shape[0] // m.groups))) + taps]
-    else:
-        # Max-pools: the input position each window picked, flat within its channel.
-        flat = sum(along(f, i * math.prod(in_shape[f + 1:])) for f, (_, i) in enumerate(pairs[1:], start=1))
-        keep = evidence.reshape(out_shape)[outs] == flat
-    return np.broadcast_to(keep, tuple(o.size for o, _ in pairs)).reshape(-1)
-
-
-# -- composition along the recorded dataflow of a child ----------------------------------------
-_ELEMENTWISE_NAMES = {
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "selu_", "celu", "celu_",
-    "gelu", "silu", "mish", "softplus", "softsign", "hardtanh", "hardtanh_", "hardsigmoid", "hardswish",
-    "logsigmoid", "tanhshrink", "softshrink", "hardshrink", "threshold", "threshold_", "sigmoid", "sigmoid_",
-    "tanh", "tanh_", "exp", "exp_", "abs", "abs_", "neg", "neg_", "__neg__", "__pos__", "clamp", "clamp_",
-    "clip", "clip_", "contiguous", "clone", "float", "double", "half", "bfloat16", "to", "detach", "dropout",
-    "alpha_dropout",
-}
-_RESHAPE_NAMES = {"view", "reshape", "flatten", "view_as", "reshape_as", "squeeze", "unsqueeze", "unflatten"}
-_ADD_NAMES = {"add", "add_", "__add__", "__iadd__", "__radd__", "sub", "sub_", "__sub__", "__isub__", "__rsub__"}
-_CONCAT_NAMES = {"cat", "concat", "concatenate"}
-_SCALE_NAMES = {"mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_", "__truediv__", "__itruediv__",
-                "__rtruediv__"}
+_unsupported = unsupported
 
 
 def is_leaf_module(m: nn.Module) -> bool:
-    """Whether nsp derives ``m``'s relation from its type (rather than from its parts)."""
-    return isinstance(
-        m,
-        ELEMENTWISE_MODULES + _PASSTHROUGH + _BATCHNORM + _CONV + _POOL + _ADAPTIVE
-        + (nn.Linear, nn.Flatten, nn.Unflatten, nn.Upsample),
-    )
+    """Whether ``m`` has a rule (:mod:`nsp.rules`), so it is recorded whole rather than op by op."""
+    return rule_for_module(m) is not None
 
 
 @dataclass
@@ -314,8 +60,44 @@ def _refs(op: Op) -> list[Ref]:
     return found
 
 
-def _substitute(tree: Any, values: dict[int, Any]) -> Any:
-    return tree_map(lambda a: values[a.index] if isinstance(a, Ref) else a, tree)
+def _substitute(tree: Any, values: dict[Ref, Any]) -> Any:
+    return tree_map(lambda a: values[a] if isinstance(a, Ref) else a, tree)
+
+
+def _blocks(perm: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The finest split of ``range(len(perm))`` into intervals that ``perm`` maps onto themselves."""
+    out, start, reach = [], 0, -1
+    for j, p in enumerate(perm):
+        reach = max(reach, p)
+        if reach == j:
+            out.append((start, j + 1))
+            start = j + 1
+    return out
+
+
+def _permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> Term:
+    """``term`` (out side in ``logical`` axis order) with its out side in the order ``perm``.
+
+    Axis ``j`` of the result is logical axis ``perm[j]``. Only the factors of the blocks
+    that ``perm`` moves are merged and their rows reordered, so a transpose inside one
+    axis group (a channel shuffle) stays as small as that group.
+    """
+    blocks = _blocks(perm)
+    sizes = [math.prod(logical[a:b]) for a, b in blocks]
+    t = term.to_side("out", [s for s in sizes if s != 1])
+    factors = list(t.factors)
+    k = 0
+    for (a, b), size in zip(blocks, sizes):
+        if size == 1:
+            continue
+        while factors[k].shape[0] == 1:
+            k += 1
+        local = tuple(p - a for p in perm[a:b])
+        if local != tuple(range(b - a)):
+            rows = np.arange(size).reshape(logical[a:b]).transpose(local).reshape(-1)
+            factors[k] = factors[k][rows]
+        k += 1
+    return Term(tuple(factors))
 
 
 @dataclass
@@ -325,6 +107,13 @@ class _Interpreter:
     Every recorded value carries a map ``{layer: relation}``: how it depends on each
     layer that reaches it without passing through another layer. A ``'layer'`` op
     records its incoming map as that layer's parents and restarts the map.
+
+    With ``INCL=True`` a permutation of axes (``permute``, ``transpose``) is kept aside
+    rather than applied: the value's relations stay in its *logical* axis order, axis
+    ``j`` of the tensor being logical axis ``perm[j]``. Rules that act axis by axis
+    (``Rule.aligned``) apply in logical order, so ConvNeXt's and Swin's channels-last
+    detours never reorder a relation; anything else first reorders the rows
+    (:func:`_permute_rows`).
 
     With ``digest`` set it only replays the program and feeds everything the INCL=False
     relations would depend on into the hash (see ``fingerprint``).
@@ -341,6 +130,7 @@ class _Interpreter:
 
     def compose(self, outer: Any, deps: dict[int, Any]) -> dict[int, Any]:
         if self.incl:
+            outer = Relation.of(outer) if isinstance(outer, Term) else outer
             return {k: outer.compose(r) for k, r in deps.items()}
         return {k: (outer.astype(np.int32) @ r.astype(np.int32)).astype(bool).tocsr() for k, r in deps.items()}
 
@@ -367,150 +157,199 @@ class _Interpreter:
             The dependence map of the program's output, and the incoming map of every
             layer the program marks.
         """
-        shapes = {-1: program.input_shape}
-        maps: dict[int, Any] = {-1: {} if self.digest is not None else {source: self.identity(program.input_shape[1:])}}
-        values: dict[int, Any] = {-1: x}
+        start = Ref(-1)
+        self.shapes: dict[Ref, tuple[int, ...]] = {start: program.input_shape}
+        self.perms: dict[Ref, tuple[int, ...] | None] = {start: None}
+        maps: dict[Ref, Any] = {start: {} if self.digest is not None else {source: self.identity(program.input_shape[1:])}}
+        values: dict[Ref, Any] = {start: x}
         layers: dict[int, dict[int, Any]] = {}
         for i, op in enumerate(program.ops):
-            shapes[i] = op.shape
+            outs = [Ref(i, k) for k in range(max(1, len(op.shapes)))]
+            for k, ref in enumerate(outs):
+                self.shapes[ref] = op.shapes[k] if op.shapes else op.shape
+                self.perms[ref] = None
             path = op.path or name
             refs = _refs(op)
-            blocked = next((maps[r.index] for r in refs if isinstance(maps[r.index], _Pending)), None)
+            blocked = next((maps[r] for r in refs if isinstance(maps[r], _Pending)), None)
             if blocked is None:
                 try:
-                    maps[i] = self._op(op, i, path, refs, shapes, maps, values, layers)
+                    results = self._op(op, i, path, refs, maps, values, layers)
+                    for ref, result in zip(outs, results):
+                        maps[ref] = result
                     continue
                 except UnsupportedModuleError as err:
                     blocked = _Pending(err)
+                except StructureError as err:
+                    blocked = _Pending(_unsupported(path, _label(op), str(err)))
             if op.kind == "layer":
                 raise blocked.error
-            maps[i] = blocked
+            for ref in outs:
+                maps[ref] = blocked
         if program.output is None:
             raise _unsupported(name, owner, "its output was not computed from its input by operations nsp can see")
-        result = maps[program.output.index]
+        result = maps[program.output]
         if isinstance(result, _Pending):
             raise result.error
-        return result, layers
+        return self._plain(program.output, result, name, owner), layers
 
-    def _op(self, op: Op, i: int, path: str, refs: list[Ref], shapes: dict, maps: dict, values: dict, layers: dict) -> Any:
-        if op.kind == "opaque":
-            raise _unsupported(path, op.name, "it returns several tensors")
+    def _plain(self, ref: Ref, deps: Any, path: str, what: str) -> Any:
+        """The map of ``ref`` with its rows in the tensor's own order (permutation applied)."""
+        perm = self.perms.get(ref)
+        if not self.incl or perm is None or isinstance(deps, _Pending):
+            return deps
+        logical = tuple(self.shapes[ref][1:][perm.index(j)] for j in range(len(perm)))
+        try:
+            out = {k: Relation(tuple(_permute_rows(t, logical, perm) for t in r.terms), r.n_out, r.n_in)
+                   for k, r in deps.items()}
+        except StructureError as err:
+            raise _unsupported(path, what, f"undoing a permutation of axes: {err}") from None
+        self.perms[ref] = None
+        return out
+
+    def _op(self, op: Op, i: int, path: str, refs: list[Ref], maps: dict, values: dict, layers: dict) -> list[Any]:
         if op.kind == "layer":
             if not refs:
                 raise _unsupported(
                     path, op.owner, "its output was not computed from the recorded input by operations nsp can see "
                     "(e.g. a round trip through numpy, or a custom extension)"
                 )
-            layers[op.target] = maps[refs[0].index]
-            values[i] = values.get(refs[0].index)
+            src = refs[0]
+            layers[op.target] = self._plain(src, maps[src], path, op.owner)
+            values[Ref(i)] = values.get(src)
             if self.progress is not None:
                 self.progress.done(op.target)
-            return {} if self.digest is not None else {op.target: self.identity(op.shape[1:])}
+            return [{} if self.digest is not None else {op.target: self.identity(op.shape[1:])}]
         if op.kind == "module":
-            m = op.target
-            _check_mode(m, path, self.incl)
+            rule = rule_for_module(op.target)
+            label = type(op.target).__name__
             if not refs:
                 raise _unsupported(
-                    path, type(m).__name__, "its input was not computed from the recorded input by operations nsp "
+                    path, label, "its input was not computed from the recorded input by operations nsp "
                     "can see (e.g. a round trip through numpy, or a custom extension)"
                 )
-            (src,) = refs
-            in_shape = shapes[src.index]
-            if self.incl:
-                rel = Relation.of(_leaf_term(m, path, in_shape[1:], op.shape[1:]))
-            else:
-                xin = values[src.index]
-                with torch.no_grad():
-                    values[i] = m(xin.clone())
-                evidence = _leaf_evidence(m, xin)
-                if self.digest is not None:
-                    self._feed(type(m).__name__, evidence)
-                    return {}
-                rel = _leaf_sparse(m, path, xin, values[i], evidence)
-            return self.compose(rel, maps[src.index])
-        name = f"{op.name} in {op.owner}" if op.owner else op.name
-        op_name = op.name
+        else:
+            rule = rule_for_function(op.name)
+            label = _label(op)
+        n_out = max(1, len(op.shapes))
         if not self.incl:
             with torch.no_grad():
-                values[i] = op.target(*_substitute(op.args, values), **_substitute(op.kwargs, values))
-        if op_name in _CONCAT_NAMES:
-            return self._concat(op, path, name, shapes, maps)
-        if len(refs) == 2 and op_name in _ADD_NAMES:
-            a, b = refs
-            if shapes[a.index] != op.shape or shapes[b.index] != op.shape:
-                raise _unsupported(path, name, f"adding shapes {shapes[a.index]} and {shapes[b.index]} broadcasts")
-            return self.union(maps[a.index], maps[b.index])
-        if len(refs) != 1:
-            raise _unsupported(path, name, "an operation on several tensors derived from the input")
-        (src,) = refs
-        src_shape = shapes[src.index]
-        if op_name in _RESHAPE_NAMES:
-            if math.prod(op.shape) != math.prod(src_shape) or op.shape[:1] != src_shape[:1]:
-                raise _unsupported(path, name, f"reshaping {src_shape} to {op.shape} moves the batch dimension")
-            return maps[src.index]
-        training = op.kwargs.get("training", False) or any(a is True for a in op.args[2:])
-        if op_name == "dropout" and training:
-            raise _unsupported(path, name, "functional dropout in training mode; call network.eval() first")
-        if not (op_name in _ELEMENTWISE_NAMES or op_name in _ADD_NAMES or op_name in _SCALE_NAMES) or op.shape != src_shape:
-            raise _unsupported(path, name, "it is not an elementwise operation, a reshape, a concatenation or a residual addition")
+                args = _substitute(op.args, values)
+                kwargs = _substitute(op.kwargs, values)
+                out = op.target(*[a.clone() if isinstance(a, torch.Tensor) and op.kind == "module" else a for a in args],
+                                **kwargs)
+            flat = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+            for k, t in enumerate(flat):
+                values[Ref(i, k)] = t
+        if op.name in _PERMUTE_NAMES and self.incl and rule is not None and len(refs) == 1:
+            return [self._permute(op, refs[0], Ref(i), path, label, maps)]
+        if rule is None:
+            raise _unsupported(path, label, "no rule for this operation")
+        results: list[Any] = []
+        for k in range(n_out):
+            try:
+                results.append(self._apply(rule, op, i, k, path, label, refs, maps, values))
+            except UnsupportedModuleError as err:
+                if n_out == 1:
+                    raise
+                results.append(_Pending(err))
+        return results
+
+    def _permute(self, op: Op, src: Ref, dst: Ref, path: str, label: str, maps: dict) -> Any:
+        """``permute``/``transpose``/``movedim``: only the recorded axis order changes (INCL=True)."""
+        n = len(self.shapes[src]) - 1
+        before = self.perms[src] or tuple(range(n))
+        order = _axis_order(op, n + 1)
+        if order is None or order[0] != 0:
+            raise _unsupported(path, label, "it moves the batch dimension")
+        self.perms[dst] = tuple(before[a - 1] for a in order[1:])
+        if self.perms[dst] == tuple(range(n)):
+            self.perms[dst] = None
+        return maps[src]
+
+    def _apply(self, rule: Rule, op: Op, i: int, item: int, path: str, label: str, refs: list[Ref],
+               maps: dict, values: dict) -> Any:
+        if op.kind == "module" and item > 0:
+            raise _unsupported(path, label, "only its first output has a rule")
+        shapes = [self.shapes[r] for r in refs]
         if self.incl:
-            return maps[src.index]
-        position = [j for j, a in enumerate(op.args) if a == src]
-
-        def call(t: torch.Tensor) -> torch.Tensor:
-            args = list(_substitute(op.args, values))
-            for j in position:
-                args[j] = t
-            return op.target(*args, **_substitute(op.kwargs, values))
-
-        keep = _elementwise_mask(call, values[src.index])
+            stand_in = {r: torch.empty(self.shapes[r], device="meta") for r in refs}
+            output = torch.empty(self.shapes[Ref(i, item)], device="meta")
+        else:
+            stand_in = {r: values[r] for r in refs}
+            output = values[Ref(i, item)]
+        call = Call(op.target, _substitute(op.args, stand_in), _substitute(op.kwargs, stand_in),
+                    [stand_in[r] for r in refs], output, path, op.name if op.kind != "module" else label, item,
+                    not self.incl, label)
+        rule.check(call, self.incl)
         if self.digest is not None:
-            self._feed(op_name, keep)
+            evidence = rule.fingerprint(call)
+            self.digest.update(label.encode())
+            if evidence is not None:
+                self.digest.update(str(evidence.shape).encode())
+                self.digest.update(np.ascontiguousarray(evidence).tobytes())
             return {}
-        return {k: _keep_rows(r, keep) for k, r in maps[src.index].items()}
-
-    def _concat(self, op: Op, path: str, name: str, shapes: dict, maps: dict) -> dict[int, Any]:
-        parts = op.args[0] if op.args else op.kwargs.get("tensors")
-        dim = op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", 0)
-        dim = dim + len(op.shape) if dim < 0 else dim
-        if dim == 0:
-            raise _unsupported(path, name, "concatenation along the batch dimension")
+        perms = {self.perms[r] for r in refs}
+        keep_perm = None
+        if self.incl and perms != {None}:
+            if rule.aligned and len(perms) == 1 and all(len(s) == len(self.shapes[Ref(i, item)]) for s in shapes):
+                keep_perm = next(iter(perms))
+            else:
+                for r in refs:
+                    maps[r] = self._plain(r, maps[r], path, label)
+        rels = rule.relations(call) if self.incl else rule.patterns(call)
+        if len(rels) != len(refs):
+            raise _unsupported(path, label, f"its rule gave {len(rels)} relations for {len(refs)} inputs")
         out: dict[int, Any] = {}
-        offset = 0
-        for part in parts:
-            width = (shapes[part.index] if isinstance(part, Ref) else tuple(part.shape))[dim]
-            if isinstance(part, Ref) and self.digest is None:
-                factors = [np.eye(d, dtype=bool) for d in op.shape[1:]]
-                factors[dim - 1] = np.eye(op.shape[dim], width, -offset, dtype=bool)
-                place = Term(tuple(factors))
-                rel = Relation.of(place) if self.incl else _term_csr(place)
-                out = self.union(out, self.compose(rel, maps[part.index]))
-            offset += width
+        for r, rel in zip(refs, rels):
+            if rel is None:
+                continue
+            if keep_perm is not None:
+                rel = _reorder(rel, keep_perm, path, label)
+            out = self.union(out, self.compose(rel, maps[r]))
+        self.perms[Ref(i, item)] = keep_perm
         return out
 
-    def _feed(self, label: str, evidence: np.ndarray | None) -> None:
-        self.digest.update(label.encode())
-        if evidence is not None:
-            self.digest.update(str(evidence.shape).encode())
-            self.digest.update(np.ascontiguousarray(evidence).tobytes())
+
+def _reorder(rel: Term | Relation, perm: tuple[int, ...], path: str, label: str) -> Relation:
+    """An axis-aligned relation (factor ``j`` maps axis ``j`` to axis ``j``) in logical axis order."""
+    inverse = [perm.index(l) for l in range(len(perm))]
+    terms = (rel,) if isinstance(rel, Term) else rel.terms
+    out = []
+    for t in terms:
+        if len(t.factors) != len(perm):
+            raise _unsupported(path, label, "its rule's relation is not one factor per axis")
+        out.append(Term(tuple(t.factors[j] for j in inverse)))
+    return Relation(tuple(out), out[0].n_out, out[0].n_in)
 
 
-def _keep_rows(r: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:
-    """The rows of ``r`` where ``keep`` is true; the others emptied.
-
-    Built from ``r``'s index arrays: ``r.multiply(mask)`` returns, in SciPy 1.17, a COO
-    matrix that stores the masked entries as explicit zeros, which then count as edges.
-    """
-    r = r.tocsr()
-    counts = np.diff(r.indptr) * keep.astype(r.indptr.dtype)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(r.indptr.dtype)
-    indices = r.indices[np.repeat(keep, np.diff(r.indptr))]
-    return sp.csr_matrix((np.ones(indices.size, dtype=bool), indices, indptr), shape=r.shape)
+_PERMUTE_NAMES = {"permute", "transpose", "transpose_", "swapaxes", "swapdims", "movedim", "moveaxis"}
 
 
-def _term_csr(term: Term) -> sp.csr_matrix:
-    out_idx, in_idx = term.edges()
-    return sp.csr_matrix((np.ones(out_idx.size, dtype=bool), (out_idx, in_idx)), shape=(term.n_out, term.n_in))
+def _axis_order(op: Op, ndim: int) -> tuple[int, ...] | None:
+    """The axis order (``order[j]``: source axis of axis ``j``) a permute-like op applies."""
+    args = list(op.args[1:])
+    norm = lambda d: d + ndim if d < 0 else d  # noqa: E731
+    if op.name == "permute":
+        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else (args or op.kwargs.get("dims"))
+        return tuple(norm(d) for d in dims)
+    if op.name in ("movedim", "moveaxis"):
+        src, dst = (args + [op.kwargs.get("source"), op.kwargs.get("destination")])[:2]
+        src = [norm(s) for s in (src if isinstance(src, (tuple, list)) else [src])]
+        dst = [norm(d) for d in (dst if isinstance(dst, (tuple, list)) else [dst])]
+        rest = [a for a in range(ndim) if a not in src]
+        order = [None] * ndim
+        for s, d in zip(src, dst):
+            order[d] = s
+        it = iter(rest)
+        return tuple(o if o is not None else next(it) for o in order)
+    d0, d1 = (args + [op.kwargs.get("dim0"), op.kwargs.get("dim1")])[:2]
+    order = list(range(ndim))
+    order[norm(d0)], order[norm(d1)] = order[norm(d1)], order[norm(d0)]
+    return tuple(order)
+
+
+def _label(op: Op) -> str:
+    return f"{op.name} in {op.owner}" if op.owner else op.name
 
 
 # -- the whole network -------------------------------------------------------------------

@@ -75,16 +75,29 @@ def test_child_called_twice_is_refused():
         nsp.Activations(Twice(), torch.randn(1, 3))
 
 
-def test_child_with_tuple_output_is_refused():
+def test_child_with_tuple_output_records_its_first_output():
     net = nn.Sequential(nn.MaxPool2d(2, return_indices=True))
-    with pytest.raises(TypeError, match="child '0' \\(MaxPool2d\\) returned tuple"):
-        nsp.Activations(net, torch.randn(1, 1, 4, 4))
+    x = torch.randn(1, 1, 4, 4)
+    acts = nsp.Activations(net, x)
+    torch.testing.assert_close(acts.layeractivations[1], F.max_pool2d(x, 2)[0])
+    assert nsp.NNGraph(acts).number_of_edges() == 16
+
+
+def test_child_without_tensor_output_is_refused():
+    class Nothing(nn.Module):
+        def forward(self, x):
+            return None
+
+    net = nn.Sequential(Nothing())
+    with pytest.raises(TypeError, match="child '0' \\(Nothing\\) returned NoneType"):
+        nsp.Activations(net, torch.randn(1, 3))
 
 
 def test_hooks_are_removed_even_after_an_error():
-    net = nn.Sequential(nn.MaxPool2d(2, return_indices=True))
-    with pytest.raises(TypeError):
-        nsp.Activations(net, torch.randn(1, 1, 4, 4))
+    net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    net[1] = net[0]
+    with pytest.raises(ValueError):
+        nsp.Activations(net, torch.randn(1, 3))
     assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks
 
 
