@@ -22,7 +22,7 @@ default) and checked options, a ``sign`` option (positive and negative saliency)
 re-enabled under inference mode, guided backprop that is right on reused, in-place and
 ReLU6 modules and refuses functional ReLUs by name, Grad-CAM for chosen channels and
 refusal of reused layers, the sanity check (:mod:`nsp.attribution.sanity`) and pictures
-(:mod:`nsp.attribution.plot`).
+(:mod:`nsp.attribution.plot`, imported on first use: it needs matplotlib).
 """
 
 from __future__ import annotations

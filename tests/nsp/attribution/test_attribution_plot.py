@@ -1,0 +1,78 @@
+"""Overlay pictures: the colours say what the attribution says; PNG and PDF files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nsp.attribution.plot import attribution_maps, grid_figure, overlay_figure, overlay_rgb, save_figure
+
+IMAGE = np.zeros((1, 4, 4))
+
+
+def _attribution() -> np.ndarray:
+    a = np.zeros((2, 4, 4))
+    a[0, 0, 0], a[1, 0, 0] = 1.0, 1.0  # positive, summed over channels: +2
+    a[0, 3, 3] = -1.0  # negative
+    return a
+
+
+def test_maps_per_mode():
+    a = _attribution()
+    (kind, signed), = attribution_maps(a, "signed")
+    assert kind == "signed" and signed[0, 0] == 2 and signed[3, 3] == -1 and signed.sum() == 1
+    (_, absolute), = attribution_maps(a, "absolute")
+    assert absolute[0, 0] == 2 and absolute[3, 3] == 1
+    (k1, pos), (k2, neg) = attribution_maps(a, "posneg")
+    assert (k1, k2) == ("positive", "negative")
+    assert pos[0, 0] == 2 and pos[3, 3] == 0 and neg[3, 3] == 1 and neg[0, 0] == 0
+    (_, big), = attribution_maps(np.arange(4.0).reshape(1, 2, 2), "signed", (4, 4))
+    assert big.shape == (4, 4) and big[3, 3] == 3 and big[0, 1] == 0
+
+
+def test_signed_overlay_is_red_where_positive_blue_where_negative_and_the_image_where_zero():
+    rgb = overlay_rgb(IMAGE, _attribution(), mode="signed", upscale=1, colourbar=False).astype(int)
+    assert rgb.shape == (4, 4, 3) and rgb.dtype == np.int64
+    r, g, b = rgb[0, 0]
+    assert r > g + 40 and r > b + 40
+    r, g, b = rgb[3, 3]
+    assert b > r + 40
+    assert (rgb[1, 1] == rgb[1, 1, 0]).all()  # grey: no attribution there
+
+
+def test_fixed_scale_keeps_colours_comparable():
+    weak = overlay_rgb(IMAGE, _attribution() / 10, upscale=1, colourbar=False)
+    strong = overlay_rgb(IMAGE, _attribution(), upscale=1, colourbar=False)
+    assert np.array_equal(weak, strong)  # each scaled to its own maximum
+    weak_fixed = overlay_rgb(IMAGE, _attribution() / 10, vmax=2.0, upscale=1, colourbar=False)
+    strong_fixed = overlay_rgb(IMAGE, _attribution(), vmax=2.0, upscale=1, colourbar=False)
+    assert np.array_equal(strong_fixed, strong)
+    grey = strong[1, 1].astype(int)
+    distance = lambda rgb: int(np.abs(rgb[0, 0].astype(int) - grey).sum())  # noqa: E731
+    assert 0 < distance(weak_fixed) < distance(strong_fixed) / 2
+
+
+def test_posneg_is_two_panels_with_colourbars_and_gradcam_maps_are_enlarged():
+    rgb = overlay_rgb(torch.rand(3, 8, 8), torch.randn(3, 8, 8), mode="posneg", upscale=2)
+    assert rgb.shape == (16, 2 * (16 + 3 + 10) + 8, 3)
+    assert overlay_rgb(torch.rand(1, 8, 8), torch.rand(1, 1, 2, 2)[0], upscale=1, colourbar=False).shape == (8, 8, 3)
+    with pytest.raises(ValueError, match=r"unknown mode='both'"):
+        overlay_rgb(IMAGE, _attribution(), mode="both")
+    with pytest.raises(ValueError, match=r"vmax to be a finite number > 0"):
+        overlay_rgb(IMAGE, _attribution(), vmax=0)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf"])
+def test_grid_of_methods_by_probes_saves_as_png_and_pdf(tmp_path, suffix):
+    images = torch.rand(3, 1, 8, 8)
+    attributions = {"saliency": torch.randn(3, 1, 8, 8), "gradcam": torch.rand(3, 1, 2, 2)}
+    fig = grid_figure(images, attributions, mode="posneg", probe_names=["a", "b", "c"])
+    assert len(fig.axes) == 3 * (1 + 4) + 3 * 4  # panels and their colourbars
+    path = save_figure(fig, tmp_path / f"grid{suffix}")
+    head = path.read_bytes()[:8]
+    assert head.startswith(b"\x89PNG" if suffix == ".png" else b"%PDF")
+    save_figure(overlay_figure(images[0], attributions["saliency"][0], vmax=1.0, title="saliency"),
+                tmp_path / f"one{suffix}")
+    with pytest.raises(ValueError, match=r"expected a .png or .pdf path"):
+        save_figure(fig, tmp_path / "grid.jpg")
