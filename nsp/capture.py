@@ -251,6 +251,12 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
     finally:
         for handle in handles:
             handle.remove()
+    if not recorded.names:
+        raise ValueError(
+            f"nsp.Activations: no top-level child of the {type(network).__name__} ran in the forward pass, so the "
+            "pattern has no layers after the input (layers are the outputs of top-level children); wrap the module, "
+            "e.g. nn.Sequential(module), or choose layers with `layers=`"
+        )
     return recorded
 
 

@@ -8,6 +8,7 @@ one Python object per edge; the transforms never need it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import networkx as nx
@@ -16,6 +17,7 @@ import scipy.sparse as sp
 import torch
 from networkx.classes.digraph import _CachedPropertyResetterAdjAndSucc, _CachedPropertyResetterPred
 
+from nsp import memory
 from nsp.capture import Activations
 from nsp.structure import NetworkStructure, build_structure
 from nsp.transforms.base import GraphTransform
@@ -26,6 +28,8 @@ from nsp.transforms.laplacian_bands import LaplacianBands, LaplacianOperator
 __all__ = ["NNGraph"]
 
 TRANSFORM_TYPES = ("standard", "laplacian")
+# Beyond this many edges the networkx view takes minutes to build: warn first.
+_EDGE_WARNING = 1_000_000
 
 
 class _Lazy:
@@ -125,8 +129,22 @@ class NNGraph(nx.DiGraph):
 
     # -- lazy networkx view ----------------------------------------------------------------
     def _materialize(self) -> None:
-        self.__dict__["_pending"] = False
         s = self.structure
+        edges = s.number_of_edges()
+        # networkx holds about 240 bytes per edge (measured, peak) and 300 per node.
+        need = 240 * edges + 300 * s.n
+        memory.require(
+            need, f"the networkx view (nodes, edges) of this {s.n:,}-node, {edges:,}-edge graph",
+            "use graph.structure.edge_arrays() or graph.adjacency() (arrays, no Python object per edge) instead",
+        )
+        if edges > _EDGE_WARNING:
+            warnings.warn(
+                f"nsp.NNGraph: building the networkx view of {edges:,} edges (about {memory.size(need)} and "
+                "minutes: one Python object per edge); graph.structure.edge_arrays() or graph.adjacency() give "
+                "the edges as arrays",
+                stacklevel=3,
+            )
+        self.__dict__["_pending"] = False
         nodes = [(layer, *idx) for layer, shape in enumerate(s.shapes) for idx in np.ndindex(*shape)]
         self.add_nodes_from(nodes)
         src, dst = s.edge_arrays()

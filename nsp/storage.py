@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+
+from nsp import memory
 
 __all__ = [
     "FORMAT",
@@ -120,13 +124,22 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
     return path
 
 
-def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_npz(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a file written by :func:`save_npz`, without unpickling anything.
+
+    Every member's ``.npy`` header is checked before its data is read: numeric dtype,
+    and a declared size that matches the member's size in the archive. The archive's
+    total uncompressed size must be at most ``max_bytes``, so a small crafted file cannot
+    make the reader allocate gigabytes.
 
     Parameters
     ----------
     path : str or os.PathLike
         The ``.npz`` file.
+    max_bytes : int, optional
+        Largest total uncompressed size accepted. Default: the larger of 256 MiB and 16
+        times the file's size (``save_npz`` does not compress), and never more than the
+        memory available (:func:`nsp.memory.available_bytes`).
 
     Returns
     -------
@@ -138,20 +151,74 @@ def load_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, 
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file is not a readable ``.npz`` written by :func:`save_npz`.
+        If the file is not a readable ``.npz`` written by :func:`save_npz`; the message
+        names the file and what is wrong.
     """
     path = Path(path)
     try:
+        _check_npz(path, max_bytes)
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise
+    except _BadFile as err:
+        raise ValueError(f"nsp.storage.load_npz: {path} is not a readable record file: it {err}") from None
     except Exception as err:
         raise ValueError(f"nsp.storage.load_npz: {path} is not a readable record file ({err})") from err
     if _META_KEY not in arrays:
         raise ValueError(f"nsp.storage.load_npz: {path} has no {_META_KEY!r} entry; it was not written by save_npz")
-    meta = json.loads(str(arrays.pop(_META_KEY)))
-    return arrays, meta
+    meta = arrays.pop(_META_KEY)
+    if meta.dtype.kind != "U" or meta.shape != ():
+        raise ValueError(f"nsp.storage.load_npz: {path} has a {_META_KEY!r} entry of dtype {meta.dtype}, not a JSON string")
+    return arrays, _parse_json(str(meta), f"nsp.storage.load_npz: {path}: {_META_KEY!r}")
+
+
+class _BadFile(Exception):
+    """What is wrong with a file, for the caller to prefix with its name."""
+
+
+def _check_npz(path: Path, max_bytes: int | None) -> None:
+    """Check an npz archive's members from their headers, before any data is read."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        if max_bytes is None:
+            max_bytes = max(256 << 20, 16 * path.stat().st_size)
+            available = memory.available_bytes()
+            if available is not None:
+                max_bytes = min(max_bytes, available)
+        total = sum(m.file_size for m in members)
+        if total > max_bytes:
+            raise _BadFile(
+                f"would decompress to {memory.size(total)}, more than the {memory.size(max_bytes)} accepted "
+                "(max_bytes); it is corrupt or crafted"
+            )
+        for member in members:
+            if not member.filename.endswith(".npy"):
+                raise _BadFile(f"holds {member.filename!r}, which is not a .npy array")
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = reader(handle, max_header_size=10_000)
+                header = handle.tell() if handle.seekable() else None
+            if dtype.hasobject or dtype.kind not in "biufcU" or dtype.fields is not None:
+                raise _BadFile(f"has array {member.filename[:-4]!r} of dtype {dtype}; only numeric arrays are read")
+            declared = math.prod(shape) * dtype.itemsize
+            if header is not None and declared != member.file_size - header:
+                raise _BadFile(
+                    f"has array {member.filename[:-4]!r} whose header declares {declared:,} bytes of data "
+                    f"but which holds {member.file_size - header:,}"
+                )
+
+
+def _parse_json(text: str, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        # RecursionError: a deeply nested document (e.g. 100,000 brackets).
+        raise ValueError(f"{where} is not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where} holds a {type(obj).__name__}, expected a JSON object")
+    return obj
 
 
 def save_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> Path:
@@ -181,12 +248,10 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"nsp.storage.load_json: {path} is not valid JSON ({err})") from err
-    if not isinstance(obj, dict):
-        raise ValueError(f"nsp.storage.load_json: {path} holds a {type(obj).__name__}, expected a JSON object")
-    return obj
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"nsp.storage.load_json: {path} is not UTF-8 text ({err})") from None
+    return _parse_json(text, f"nsp.storage.load_json: {path}")
 
 
 def _to_json(obj: Any, path: Path) -> str:

@@ -35,14 +35,16 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
+from nsp import memory
 from nsp.progress import Progress
 from nsp.relations import StructureError
 from nsp.structure import NetworkStructure
 
 __all__ = ["AncestorSets", "ANCESTOR_MEMORY_LIMIT"]
 
-#: Largest total size, in bytes, of the ancestor sets that an INCL=False graph may use.
-ANCESTOR_MEMORY_LIMIT = 8 << 30
+#: A cap, in bytes, on the ancestor sets of one INCL=False graph; ``None``: the memory
+#: available when the sets are built (:func:`nsp.memory.available_bytes`) is the limit.
+ANCESTOR_MEMORY_LIMIT: int | None = None
 # A chunk covers about this many candidate (row, ancestor) pairs: it bounds the temporary
 # memory of building and applying a chunk (tens of MB) while keeping Python overhead small.
 _CHUNK_ENTRIES = 1 << 22
@@ -267,8 +269,9 @@ class AncestorSets:
     Raises
     ------
     MemoryError
-        If the ancestor sets would exceed ``ANCESTOR_MEMORY_LIMIT``; the message names the
-        layer where the limit was reached and the memory used by then.
+        Before a chunk of ancestor sets is allocated that would take them past the memory
+        available when construction started (or ``ANCESTOR_MEMORY_LIMIT``, if smaller);
+        the message names the layer and the estimate.
 
     Building the sets of a large graph takes minutes; progress goes to the ``"nsp"``
     logger (:mod:`nsp.progress`).
@@ -279,6 +282,10 @@ class AncestorSets:
         sizes = [int(s) for s in structure.sizes]
         self.blocks: list[dict[int, _Block | _Gathered]] = [{}]
         self.nbytes = 0
+        available = memory.available_bytes()
+        limits = [(v, name) for v, name in ((ANCESTOR_MEMORY_LIMIT, "nsp.transforms.ancestor_sets.ANCESTOR_MEMORY_LIMIT"),
+                                            (available, "the memory available")) if v is not None]
+        self._limit = min(limits, default=None)
         largest = 1
         progress = Progress("INCL=False ancestor sets", structure.names)
         for layer in range(1, len(sizes)):
@@ -348,6 +355,8 @@ class AncestorSets:
             bound[:] = n_cols
         start = 0
         for stop in _chunk_stops(bound, _CHUNK_ENTRIES):
+            self._reserve(layer, (stop - start) * ((n_cols + 63) // 64) * 8 if dense
+                          else int(bound[start:stop].sum()) * 4 + (stop - start + 1) * 8)
             if dense:
                 bits = np.zeros((stop - start, (n_cols + 63) // 64), dtype=np.uint64)
                 for e, src in prepared:
@@ -363,16 +372,21 @@ class AncestorSets:
                 union = union.tocsr()
                 block.add(start, stop, union.indptr.copy(), union.indices.astype(np.int32))
             self.nbytes += block.chunks[-1].nbytes
-            if self.nbytes > ANCESTOR_MEMORY_LIMIT:
-                s = self.structure
-                raise MemoryError(
-                    f"nsp: the exact INCL=False transform of this {s.n:,}-node graph needs more than "
-                    f"{_size(ANCESTOR_MEMORY_LIMIT)} of ancestor sets (nsp.transforms.ancestor_sets.ANCESTOR_MEMORY_LIMIT): {_size(self.nbytes)} by layer "
-                    f"'{s.names[layer]}', {layer} of {len(s.names) - 1}); use INCL=True, fewer or smaller probe "
-                    "layers, or a smaller input"
-                )
             start = stop
         return block
+
+    def _reserve(self, layer: int, estimate: int) -> None:
+        """Refuse, before allocating it, a chunk of about ``estimate`` bytes (an upper bound) that
+        would take the sets past the limit."""
+        if self._limit is None or self.nbytes + estimate <= self._limit[0]:
+            return
+        s = self.structure
+        raise MemoryError(
+            f"nsp: the exact INCL=False transform of this {s.n:,}-node graph needs more than "
+            f"{_size(self._limit[0])} of ancestor sets ({self._limit[1]}): {_size(self.nbytes + estimate)} by layer "
+            f"'{s.names[layer]}', {layer} of {len(s.names) - 1} (estimated before allocating); use INCL=True, "
+            "fewer or smaller probe layers, or a smaller input"
+        )
 
     def growth_bits(self) -> np.ndarray:
         """Per layer, 1 + log2 of max G, by running the recursion on floats."""

@@ -40,6 +40,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from nsp import memory
 from nsp.progress import Progress
 from nsp.relations import StructureError, Term, ones_factor
 from nsp.structure import NetworkStructure
@@ -113,6 +114,12 @@ class CausalTransform(GraphTransform):
         small = _small_scale(parts, b)
         emin, value_bits = small if small is not None else _general_scale(parts)
         counts = self._limbs_per_layer(value_bits)
+        memory.require(
+            self._peak_bytes(counts, values.shape[0], inverse),
+            f"the exact {'inverse ' if inverse else ''}transform of {values.shape[0]} signal(s) on this "
+            f"{self.n:,}-node graph",
+            "transform fewer signals at a time, or use fewer or smaller probe layers or a smaller input",
+        )
         scale = np.exp2(-emin.astype(np.float64))[:, None]
         out = np.empty(values.shape)
         # Layers stream through: each is converted to limbs when its turn comes and kept
@@ -147,6 +154,18 @@ class CausalTransform(GraphTransform):
         self._round(pending, results, out, emin)
         return out
 
+    def _peak_bytes(self, counts: list[int], p: int, inverse: bool) -> int:
+        """An estimate of the peak memory of ``_run``: the output, the limbs of the layers
+        still read when each layer's turn comes, and that layer's own limbs and rounding
+        temporaries. The INCL=False kernel also holds each read layer as float64."""
+        sizes = [int(n) for n in self.structure.sizes]
+        held = 2 if isinstance(self._kernel, AncestorSets) else 1
+        peak = 0
+        for layer, n in enumerate(sizes):
+            kept = sum(counts[k] * sizes[k] for k in range(layer) if self._kernel.last_read[k] >= layer)
+            peak = max(peak, held * kept + (counts[layer] + 1) * n * (3 if inverse else 2))
+        return 8 * p * (self.n + peak)
+
     def _round(self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray) -> None:
         """Round consecutive layers of equal limb count into ``out`` in one pass, and forget them.
 
@@ -156,7 +175,18 @@ class CausalTransform(GraphTransform):
         """
         offsets = self.structure.offsets
         limbs = np.concatenate([results.pop(k) for k in layers], axis=2) if len(layers) > 1 else results.pop(layers[0])
-        out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])] = _from_limbs(limbs, self.limb_bits, emin)
+        with np.errstate(over="ignore"):
+            rounded = _from_limbs(limbs, self.limb_bits, emin)
+        if not np.isfinite(rounded).all():
+            # The exact value exists but float64 cannot hold it: refuse rather than return ±inf.
+            column = int(np.argwhere(~np.isfinite(rounded))[0, 1]) + int(offsets[layers[0]])
+            layer = int(np.searchsorted(offsets, column, side="right")) - 1
+            raise StructureError(
+                f"nsp: {int((~np.isfinite(rounded)).sum())} exact coefficient(s) of layer '{self.structure.names[layer]}' "
+                "exceed the float64 range (|value| > 1.8e308); the network is too deep, or its activations too "
+                "large, for a float64 result"
+            )
+        out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])] = rounded
         layers.clear()
 
 

@@ -1,0 +1,128 @@
+"""How much memory a computation may still allocate, and refusing one that would not fit.
+
+Large exact transforms allocate gigabytes. Failing halfway, inside numpy, with "Unable to
+allocate 200 MiB" loses the minutes already spent and says nothing about the whole; so the
+transforms estimate what they need first and refuse with the estimate (:func:`require`).
+
+The memory available is the smaller of the kernel's ``MemAvailable`` (``/proc/meminfo``)
+and what the process's cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes``) still
+allows: a container's limit, not the host's memory, is what kills a process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["MEMORY_LIMIT", "available_bytes", "require"]
+
+#: A cap, in bytes, on what one computation may allocate, below the memory available;
+#: ``None``: the memory available is the only limit.
+MEMORY_LIMIT: int | None = None
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_dirs() -> list[Path]:
+    """The memory cgroup directories of this process, innermost first, where readable."""
+    dirs = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            dirs.append(_CGROUP / path.lstrip("/"))
+        elif "memory" in controllers.split(","):
+            dirs.append(_CGROUP / "memory" / path.lstrip("/"))
+    # Inside a container the process's own cgroup is usually mounted as the root.
+    return dirs + [_CGROUP, _CGROUP / "memory"]
+
+
+def _cgroup_room() -> int | None:
+    """What the tightest cgroup limit still allows (limit minus usage, reclaimable cache counted free)."""
+    best = None
+    for d in _cgroup_dirs():
+        for limit_name, usage_name in (("memory.max", "memory.current"), ("memory.limit_in_bytes", "memory.usage_in_bytes")):
+            limit, usage = _read_int(d / limit_name), _read_int(d / usage_name)
+            # v1 spells "no limit" as a huge number, v2 as "max" (read as None).
+            if limit is None or usage is None or limit >= 1 << 60:
+                continue
+            room = max(0, limit - usage + _inactive_file(d))
+            best = room if best is None else min(best, room)
+    return best
+
+
+def _inactive_file(d: Path) -> int:
+    try:
+        for line in (d / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("inactive_file", "total_inactive_file") and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def available_bytes() -> int | None:
+    """The memory this process can still allocate, in bytes; ``None`` where it cannot be read.
+
+    Returns
+    -------
+    int or None
+        The smallest of ``MemAvailable``, the cgroup's remaining room and
+        :data:`MEMORY_LIMIT`.
+    """
+    known = [v for v in (_mem_available(), _cgroup_room(), MEMORY_LIMIT) if v is not None]
+    return min(known) if known else None
+
+
+def size(nbytes: float) -> str:
+    """``nbytes`` in GiB or MiB, for messages."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def require(need: int, what: str, advice: str) -> None:
+    """Refuse, before allocating, a computation that needs more memory than is available.
+
+    Parameters
+    ----------
+    need : int
+        The estimated peak, in bytes.
+    what : str
+        What needs it, for the message (e.g. "the exact transform of this 79,000,000-node graph").
+    advice : str
+        What to do instead.
+
+    Raises
+    ------
+    MemoryError
+        If ``need`` exceeds :func:`available_bytes`; the message gives both figures.
+    """
+    available = available_bytes()
+    if available is not None and need > available:
+        raise MemoryError(
+            f"nsp: {what} needs about {size(need)}, but only {size(available)} of memory is available "
+            f"(MemAvailable, the cgroup limit and nsp.memory.MEMORY_LIMIT); {advice}"
+        )
