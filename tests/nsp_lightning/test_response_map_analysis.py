@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -115,3 +116,84 @@ def test_bad_arguments():
         ResponseMapAnalysis().check(model, probe(2))
     with pytest.raises(ValueError, match="lacks the array"):
         ResponseMapAnalysis.read_record({"layout": np.zeros((3, 2))}, {}, Path("r.npz"))
+
+
+def _fit(tmp_path: Path, refit: bool) -> tuple[Path, Any]:
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning_helpers import loader, trainer_kwargs
+
+    from nsp_lightning import ProbeCallback
+
+    torch.manual_seed(0)
+    analysis = ResponseMapAnalysis(inputs(), LAYERS, resolution=32, refit=refit, refit_iter=40)
+    callback = ProbeCallback(probe(3), [analysis])
+    logger = TensorBoardLogger(tmp_path, name="run")
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=3, logger=logger, callbacks=[callback]))
+    trainer.fit(TinyNet(lr=0.5), loader())
+    return Path(trainer.log_dir), Path(trainer.log_dir) / "response_map"
+
+
+def _projector(log_dir: Path) -> dict[int, tuple[np.ndarray, list[list[str]]]]:
+    """Every embedding of TensorBoard's projector config (parsed with its own protobuf), by step."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    out = {}
+    for embedding in config.embeddings:
+        tag, _, step = embedding.tensor_name.rpartition(":")
+        assert tag == "response_map/layout"
+        layout = np.loadtxt(log_dir / embedding.tensor_path, delimiter="\t", ndmin=2)
+        rows = [line.split("\t") for line in (log_dir / embedding.metadata_path).read_text().splitlines()]
+        out[int(step)] = (layout, rows)
+    return out
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
+    """Images and projector files read back from TensorBoard: one layout at every record
+    unless a refit was asked for; the images are the recorded maps."""
+    import io
+
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nsp.response_map import to_rgb
+    from nsp_lightning import read_records
+
+    log_dir, record_dir = _fit(tmp_path, refit)
+    records = read_records(record_dir)
+    assert [r.epoch for r in records] == [0, 1, 2, 3]
+
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    for p in range(3):
+        images = events.Images(f"response_map/probe_{p}")
+        assert [i.step for i in images] == [0, 1, 2, 3]
+        for image, record in zip(images, records):
+            pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+            np.testing.assert_array_equal(pixels, to_rgb(record.arrays["maps"][p]))
+    assert not np.array_equal(records[0].arrays["maps"], records[-1].arrays["maps"])  # the network learnt
+
+    projector = _projector(log_dir)
+    assert sorted(projector) == [0, 1, 2, 3]
+    layers = records[0].meta["layers"]
+    for step, (layout, rows) in projector.items():
+        np.testing.assert_allclose(layout, records[step].arrays["layout"], rtol=1e-6)
+        assert rows[0] == ["layer", "index"]
+        assert rows[1:] == [[layers[l], str(i)] for l, i in zip(records[step].arrays["neuron_layer"], records[step].arrays["neuron_index"])]
+    same = [np.array_equal(projector[s][0], projector[0][0]) for s in (1, 2, 3)]
+    if refit:
+        assert not any(same)
+        disparity = [s.value for s in events.Scalars("response_map/procrustes_disparity")]
+        assert len(disparity) == 3 and all(0 <= d < 0.5 for d in disparity)
+    else:
+        assert all(same)
+        assert "response_map/procrustes_disparity" not in events.Tags()["scalars"]
+        # The report's section: every probe's maps, a frame per record.
+        from nsp_lightning import report
+
+        html = report(log_dir, tmp_path / "report.html").read_text()
+        assert 'id="response-map"' in html and "Neural response maps" in html
+        assert html.count("probe 2, epoch") == 4
