@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsp.local_affine import Nonlinearity, PiecewiseLinearGuard, activation_patterns
+from nsp.local_affine import Nonlinearity, PiecewiseLinearGuard
 
 __all__ = ["Plane", "Regions", "linear_regions", "plot_regions", "regions_rgb", "pattern_colors"]
 
@@ -150,17 +150,30 @@ def _ragged_slots(starts: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.
 
 @dataclass
 class _Mesh:
-    """Convex polygons over shared vertices: ``fv[fo[i]:fo[i+1]]`` are face i's vertices in order."""
+    """Convex polygons over shared vertices: ``fv[fo[i]:fo[i+1]]`` are face i's vertices in order.
+
+    During one nonlinearity call, ``parent`` maps each face to the face it was cut from at the
+    start of the call, and ``home`` gives, for each vertex made during the call, such a start face
+    that contains it (its values there come from that face's affine map).
+    """
 
     xy: _Columns                # (2, V) coordinates in the plane
     fv: np.ndarray              # (S,) vertex ids
     fo: np.ndarray              # (F+1,) offsets
-    parent: np.ndarray          # (F,) index of the face each face came from (reset per nonlinearity)
-    values: _Columns | None = None  # (P, V) the current nonlinearity's pre-activations
+    parent: np.ndarray          # (F,)
+    home: _Columns = field(default_factory=lambda: _Columns(np.zeros((1, 0), dtype=np.int64)))
 
     @property
     def n_faces(self) -> int:
         return len(self.fo) - 1
+
+    def start_call(self) -> None:
+        self.parent = np.arange(self.n_faces)
+        self.home = _Columns(np.zeros((1, 0), dtype=np.int64))
+
+    def centroids(self) -> np.ndarray:
+        """The mean of each face's vertices, ``(2, F)`` (inside the face: it is convex)."""
+        return np.add.reduceat(self.xy.values[:, self.fv], self.fo[:-1], axis=1) / np.diff(self.fo)
 
     def split(self, s: np.ndarray, tol: float) -> None:
         """Cut every face on which the (affine) function with vertex values ``s`` changes sign."""
@@ -179,15 +192,13 @@ class _Mesh:
         crossing = (sa.astype(np.int16) * sb) < 0
         # One new vertex per crossed edge, shared by the two faces on either side of it.
         lo, hi = np.minimum(a[crossing], b[crossing]), np.maximum(a[crossing], b[crossing])
-        keys, inverse = np.unique(lo * (1 << 32) + hi, return_inverse=True)
+        keys, first, inverse = np.unique(lo * (1 << 32) + hi, return_index=True, return_inverse=True)
         e0, e1 = keys >> 32, keys & ((1 << 32) - 1)
         t = s[e0] / (s[e0] - s[e1])
         n = self.xy.n
         xy = self.xy.values
         self.xy.append(xy[:, e0] + t * (xy[:, e1] - xy[:, e0]))
-        if self.values is not None:
-            v = self.values.values
-            self.values.append(v[:, e0] + t * (v[:, e1] - v[:, e0]))
+        self.home.append(self.parent[cut_faces[face[crossing][first]]][None])
         new_vertex = np.full(len(slot), -1, dtype=np.int64)
         new_vertex[crossing] = n + inverse.reshape(-1)
         # Walk each cut face once: the positive piece keeps s >= 0 vertices, the negative one
@@ -205,25 +216,23 @@ class _Mesh:
         self.fo = np.concatenate([[0], np.cumsum(lens)])
         self.parent = np.concatenate([self.parent[~cut], self.parent[cut_faces], self.parent[cut_faces]])
 
-    def face_means(self, values: np.ndarray) -> np.ndarray:
-        """The mean of per-vertex ``values`` ``(P, V)`` over each face's vertices, ``(P, F)``."""
-        return np.add.reduceat(values[:, self.fv], self.fo[:-1], axis=1) / np.diff(self.fo)
-
-    def merge(self, key: np.ndarray) -> None:
-        """Merge faces with equal ``key`` rows (they tile one convex region) into one polygon each."""
+    def merge(self, key: np.ndarray) -> np.ndarray:
+        """Merge faces with equal ``key`` rows (they tile one convex region) into one polygon each;
+        returns, for each merged face, one of the faces it came from."""
         _, group = np.unique(key, axis=0, return_inverse=True)
         group = group.reshape(-1)
         n_groups = int(group.max()) + 1
+        first = np.zeros(n_groups, dtype=np.int64)
+        first[group[::-1]] = np.arange(len(group))[::-1]
         if n_groups == self.n_faces:
-            return
+            return np.arange(self.n_faces)
         lens = np.diff(self.fo)
         slot, face, nxt = _ragged_slots(self.fo[:-1], lens)
         a, b = self.fv[slot], self.fv[nxt]
         g = group[face]
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         # An edge inside a group appears twice (once per side); the boundary ones once.
-        edge_key = np.stack([g, lo, hi], axis=1)
-        _, inv, cnt = np.unique(edge_key, axis=0, return_inverse=True, return_counts=True)
+        _, inv, cnt = np.unique(np.stack([g, lo, hi], axis=1), axis=0, return_inverse=True, return_counts=True)
         boundary = cnt[inv.reshape(-1)] == 1
         pairs = np.unique(np.stack([g[boundary], a[boundary]], axis=1), axis=0)
         gv, vv = pairs[:, 0], pairs[:, 1]
@@ -234,12 +243,11 @@ class _Mesh:
         order = np.lexsort((angle, gv))
         self.fv = vv[order]
         self.fo = np.concatenate([[0], np.cumsum(np.bincount(gv, minlength=n_groups))])
-        first = np.zeros(n_groups, dtype=np.int64)
-        first[group[::-1]] = np.arange(len(group))[::-1]
         self.parent = self.parent[first]
+        return first
 
     def compact(self) -> None:
-        """Drop vertices that no face uses."""
+        """Drop vertices that no face uses (call between nonlinearities)."""
         used = np.zeros(self.xy.n, dtype=bool)
         used[self.fv] = True
         if used.all():
@@ -247,8 +255,80 @@ class _Mesh:
         remap = np.cumsum(used) - 1
         self.fv = remap[self.fv]
         self.xy = _Columns(self.xy.values[:, used])
-        if self.values is not None:
-            self.values = _Columns(self.values.values[:, used])
+
+
+def _face_triangles(mesh: _Mesh) -> np.ndarray:
+    """Three well-spread vertices of each face, ``(F, 3)``: its first vertex ``a``, the vertex ``b``
+    farthest from ``a``, and the vertex farthest from the line ``ab`` (faces may have collinear
+    vertices, so fixed positions could give a degenerate triangle)."""
+    lens = np.diff(mesh.fo)
+    face = np.repeat(np.arange(mesh.n_faces), lens)
+    xy = mesh.xy.values[:, mesh.fv]
+    a = mesh.fv[mesh.fo[:-1]]
+    pa = mesh.xy.values[:, a][:, face]
+
+    def farthest(score: np.ndarray) -> np.ndarray:
+        best = np.maximum.reduceat(score, mesh.fo[:-1])
+        hit = np.flatnonzero(score == best[face])
+        first = np.full(mesh.n_faces, -1)
+        first[face[hit[::-1]]] = hit[::-1]
+        return mesh.fv[first]
+
+    b = farthest(((xy - pa) ** 2).sum(axis=0))
+    pb = mesh.xy.values[:, b][:, face]
+    c = farthest(np.abs((pb[0] - pa[0]) * (xy[1] - pa[1]) - (pb[1] - pa[1]) * (xy[0] - pa[0])))
+    return np.stack([a, b, c], axis=1)
+
+
+class _CallValues:
+    """A nonlinearity's input values (``P`` units) at the partition's vertices during its call.
+
+    The forward pass gives them at the vertices present when the call starts. They are affine on
+    each face of that partition, so a vertex made later gets them from the affine map of its
+    start face (solved from three of the face's vertices; exact up to rounding) instead of
+    interpolating all ``P`` units at every cut.
+    """
+
+    def __init__(self, mesh: _Mesh, values: np.ndarray, block: int = 4096):
+        self.base = values                       # (P, V0)
+        self.v0 = values.shape[1]
+        tri = _face_triangles(mesh)               # (F0, 3)
+        xy = mesh.xy.values
+        m = np.stack([xy[0][tri], xy[1][tri], np.ones(tri.shape)], axis=2)  # (F0, 3 vertices, [u, v, 1])
+        inv = np.linalg.inv(m)
+        self.maps = np.empty((mesh.n_faces, 3, len(values)))                 # (F0, [du, dv, 1], P)
+        for start in range(0, mesh.n_faces, block):
+            t = tri[start: start + block]
+            vals = values[:, t.reshape(-1)].T.reshape(len(t), 3, -1)         # (B, 3 vertices, P)
+            self.maps[start: start + block] = inv[start: start + block] @ vals
+
+    def column(self, mesh: _Mesh, unit: int) -> np.ndarray:
+        """Unit ``unit`` at every vertex, ``(V,)``."""
+        n = mesh.xy.n
+        if n == self.v0:
+            return self.base[unit]
+        out = np.empty(n)
+        out[: self.v0] = self.base[unit]
+        out[self.v0:] = self._eval(mesh, unit, np.arange(self.v0, n))
+        return out
+
+    def _eval(self, mesh: _Mesh, unit: int, vertices: np.ndarray) -> np.ndarray:
+        m = self.maps[mesh.home.values[0][vertices - self.v0], :, unit]
+        xy = mesh.xy.values[:, vertices]
+        return m[:, 0] * xy[0] + m[:, 1] * xy[1] + m[:, 2]
+
+    def at_new(self, mesh: _Mesh, unit: int, since: int) -> np.ndarray:
+        """Unit ``unit`` at the vertices made since vertex count ``since``."""
+        return self._eval(mesh, unit, np.arange(max(since, self.v0), mesh.xy.n))
+
+    def at_faces(self, mesh: _Mesh, units: np.ndarray | slice = slice(None), block: int = 2048) -> np.ndarray:
+        """The given units at each current face's centroid, ``(F, len(units))``."""
+        c = mesh.centroids()
+        parts = []
+        for start in range(0, mesh.n_faces, block):
+            m = self.maps[mesh.parent[start: start + block]][:, :, units]     # (B, 3, U)
+            parts.append(m[:, 0] * c[0, start: start + block, None] + m[:, 1] * c[1, start: start + block, None] + m[:, 2])
+        return np.concatenate(parts)
 
 
 # --------------------------------------------------------------------------- replaying the network
@@ -280,8 +360,25 @@ def _forward_to(model: nn.Module, params: dict, x: torch.Tensor, index: int) -> 
     return None, out
 
 
-def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> np.ndarray:
-    """``(windows, k)`` flat indices into ``(C, H, W)`` of each max-pool window (-1: padding)."""
+def _evaluate(model: nn.Module, params: dict, plane: "Plane", uv: np.ndarray, index: int,
+              batch_size: int) -> tuple[Nonlinearity | None, np.ndarray]:
+    """The input of the ``index``-th nonlinearity call at points ``uv`` (or the output, when the
+    network has fewer calls), in batches."""
+    chunks, nl = [], None
+    for start in range(0, len(uv), batch_size):
+        nl, out = _forward_to(model, params, plane(uv[start: start + batch_size]), index)
+        if nl is not None:
+            chunks.append(nl.args[0] if nl.args else next(iter(nl.kwargs.values())))
+        else:
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"nsp.linear_regions: expected the model to return one tensor, but got {type(out).__name__}")
+            chunks.append(out)
+    return nl, torch.cat([c.detach() for c in chunks]).numpy()
+
+
+def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """``(windows, k)`` flat indices into ``(C, H, W)`` of each max-pool window (-1: padding), and
+    the pool's output shape."""
     names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
     given = dict(zip(names, nl.args[1:]))
     given.update({k: v for k, v in nl.kwargs.items() if k in names})
@@ -292,53 +389,58 @@ def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> np.ndarray:
                                   f"linear_regions does not support. Supported: {_SPLIT_KINDS}")
     c, h, w = shape
     idx = torch.arange(1, h * w + 1, dtype=torch.float64).reshape(1, 1, h, w)
-    taps = F.unfold(idx, kernel, dilation=given.get("dilation", 1), padding=given.get("padding", 0), stride=stride)
+    padding, dilation = given.get("padding", 0), given.get("dilation", 1)
+    taps = F.unfold(idx, kernel, dilation=dilation, padding=padding, stride=stride)
     taps = taps[0].T.numpy().astype(np.int64) - 1  # (L, k)
+    out_hw = F.max_pool2d(idx, kernel, stride, padding, dilation).shape[-2:]
     per_channel = np.where(taps[None] >= 0, taps[None] + (np.arange(c) * h * w)[:, None, None], -1)
-    return per_channel.reshape(-1, taps.shape[1])
+    return per_channel.reshape(-1, taps.shape[1]), (c, *out_hw)
 
 
-def _clamp_thresholds(nl: Nonlinearity) -> list[float]:
-    from nsp.local_affine import _clamp_knots
+def _split_relu(mesh: _Mesh, values: _CallValues, thresholds: Sequence[float], tol: float) -> np.ndarray:
+    """Cut at every unit's thresholds; returns each face's unit values at its centroid, ``(F, P)``."""
+    scale = np.abs(values.base).max(axis=1)
+    lo, hi = values.base.min(axis=1), values.base.max(axis=1)
+    # A unit whose values at the call's first vertices do not straddle t is on one side everywhere.
+    live = [np.flatnonzero((hi - t > tol * scale) & (lo - t < -tol * scale)) for t in thresholds]
+    for t, units in zip(thresholds, live):
+        for u in units:
+            mesh.split(values.column(mesh, u) - t, tol * scale[u])
+    at = np.broadcast_to(values.base.mean(axis=1), (mesh.n_faces, len(values.base))).copy()
+    units = np.unique(np.concatenate(live))
+    if len(units):
+        at[:, units] = values.at_faces(mesh, units)
+    return at
 
-    return [float(t) for t in _clamp_knots(nl) if t is not None]
 
-
-def _split_relu(mesh: _Mesh, thresholds: Sequence[float], tol: float) -> None:
-    vals = mesh.values
-    for t in thresholds:
-        for u in range(vals.values.shape[0]):
-            s = vals.values[u] - t
-            scale = np.abs(s).max()
-            if s.max() > tol * scale and s.min() < -tol * scale:
-                mesh.split(s, tol * scale)
-
-
-def _split_maxpool(mesh: _Mesh, windows: np.ndarray, tol: float) -> None:
-    """Cut along the argmax switches of every window: a tournament of running maxima, then merge
-    the pieces that share a parent region and every window's final argmax."""
-    n_units = mesh.values.values.shape[0]
-    first = np.array([row[row >= 0][0] for row in windows])
-    mesh.values.data = np.concatenate([mesh.values.data, mesh.values.data[first]])  # running maxima
-    for w, row in enumerate(windows):
+def _split_maxpool(mesh: _Mesh, values: _CallValues, windows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cut along the argmax switches of every window (a tournament of running maxima), then merge
+    the pieces that share a start face and every window's argmax. Returns the argmax tap of every
+    window per face ``(F, windows)`` and the merge's map to pre-merge faces."""
+    scale = float(np.abs(values.base).max()) if values.base.size else 0.0
+    for row in windows:
         taps = row[row >= 0]
+        lo, hi = values.base[taps].min(axis=0), values.base[taps].max(axis=0)
+        if (hi - lo).max(initial=0.0) <= tol * scale:
+            continue  # tied everywhere (dead units): one piece
+        best = values.column(mesh, taps[0])
         for tap in taps[1:]:
-            vals = mesh.values.values
-            s = vals[tap] - vals[n_units + w]
-            scale = max(np.abs(vals[tap]).max(), np.abs(vals[n_units + w]).max())
-            if s.max() > tol * scale and s.min() < -tol * scale:
-                mesh.split(s, tol * scale)
-            vals = mesh.values.values
-            np.maximum(vals[n_units + w], vals[tap], out=vals[n_units + w])
-    means = mesh.face_means(mesh.values.values[:n_units])
-    padded = np.where(windows >= 0, windows, 0)
-    win_vals = np.where((windows >= 0)[:, :, None], means[padded], -np.inf)  # (windows, k, F)
-    # Taps tied on a whole region (dead ReLUs: all 0) are one piece: the first one within rounding wins.
-    near = tol * max(np.abs(means).max(), 1e-300)
-    argmax = (win_vals >= win_vals.max(axis=1, keepdims=True) - near).argmax(axis=1).T
-    mesh.merge(np.concatenate([mesh.parent[:, None], argmax], axis=1))
-    mesh.values.data = mesh.values.values[:n_units]
-    mesh.compact()
+            since = mesh.xy.n
+            mesh.split(values.column(mesh, tap) - best, tol * scale)
+            if mesh.xy.n > since:  # running maximum at the new vertices, from the taps seen so far
+                seen = taps[: int(np.flatnonzero(taps == tap)[0])]
+                best = np.concatenate([best, np.max([values.at_new(mesh, j, since) for j in seen], axis=0)])
+            np.maximum(best, values.column(mesh, tap), out=best)
+    argmax = np.empty((mesh.n_faces, len(windows)), dtype=np.int64)
+    for start in range(0, len(windows), 64):
+        rows = windows[start: start + 64]
+        at = values.at_faces(mesh, np.where(rows >= 0, rows, 0).reshape(-1)).reshape(-1, *rows.shape)  # (F, w, k)
+        at = np.where(rows >= 0, at, -np.inf)
+        # Taps tied on a whole face (dead ReLUs: all 0) are one piece: the first within rounding wins.
+        near = at >= at.max(axis=2, keepdims=True) - tol * max(scale, 1e-300)
+        argmax[:, start: start + 64] = rows[np.arange(len(rows)), near.argmax(axis=2)]
+    kept = mesh.merge(np.concatenate([mesh.parent[:, None], argmax], axis=1))
+    return argmax[kept], kept
 
 
 @dataclass
@@ -355,24 +457,41 @@ class Regions:
     patterns : dict of str to torch.Tensor
         Each region's activation pattern, per nonlinearity call, ``(regions, *units)`` (as in
         :func:`nsp.local_affine.activation_patterns`).
-    affine : numpy.ndarray
-        ``(regions, 3, *out)``: on region ``i`` the network is ``[u, v, 1] @ affine[i]``.
-    vertex_outputs : numpy.ndarray
-        ``(V, *out)``, the network at each vertex.
     plane : Plane
     domain : tuple of float
         ``(u_min, u_max, v_min, v_max)``.
+    calls : list of str
+        The nonlinearity calls that split the plane, in order.
+
+    The network's values, :attr:`vertex_outputs` and :attr:`affine`, are computed on first use
+    (one forward pass over all vertices).
     """
 
     vertices: np.ndarray
     face_vertices: np.ndarray
     face_offsets: np.ndarray
     patterns: dict[str, torch.Tensor]
-    affine: np.ndarray
-    vertex_outputs: np.ndarray
     plane: Plane
     domain: tuple[float, float, float, float]
     calls: list[str] = field(default_factory=list)
+    _network: tuple[nn.Module, dict, int, int] | None = field(default=None, repr=False)
+    _outputs: np.ndarray | None = field(default=None, repr=False)
+    _affine: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def vertex_outputs(self) -> np.ndarray:
+        """``(V, *out)``, the network at each vertex."""
+        if self._outputs is None:
+            model, params, index, batch_size = self._network
+            self._outputs = _evaluate(model, params, self.plane, self.vertices, index, batch_size)[1]
+        return self._outputs
+
+    @property
+    def affine(self) -> np.ndarray:
+        """``(regions, 3, *out)``: on region ``i`` the network is ``[u, v, 1] @ affine[i]``."""
+        if self._affine is None:
+            self._affine = _affine_maps(self)
+        return self._affine
 
     def __len__(self) -> int:
         return len(self.face_offsets) - 1
@@ -585,64 +704,66 @@ def linear_regions(
     )
 
     def forward(index: int) -> tuple[Nonlinearity | None, np.ndarray]:
-        xy = mesh.xy.values.T
-        chunks, nl = [], None
-        for start in range(0, len(xy), batch_size):
-            nl, out = _forward_to(model, params, plane(xy[start: start + batch_size]), index)
-            if nl is not None:
-                x = nl.args[0] if nl.args else next(iter(nl.kwargs.values()))
-                chunks.append((x, nl))
-            else:
-                if not isinstance(out, torch.Tensor):
-                    raise TypeError(f"nsp.linear_regions: expected the model to return one tensor, but got {type(out).__name__}")
-                chunks.append((out, None))
-        return nl, torch.cat([c[0].detach() for c in chunks]).numpy()
+        # A few vertices first: past the last nonlinearity, the outputs are left for Regions.affine.
+        nl, _ = _evaluate(model, params, plane, mesh.xy.values.T[:4], index, batch_size)
+        if nl is None:
+            return None, np.zeros(0)
+        return _evaluate(model, params, plane, mesh.xy.values.T, index, batch_size)
 
     calls: list[str] = []
+    stages: list[tuple[str, np.ndarray, np.ndarray]] = []  # (key, pattern per face, parent of each face)
     index = 0
     while True:
         nl, values = forward(index)
         if nl is None:
             break
         calls.append(nl.key)
-        mesh.parent = np.arange(mesh.n_faces)
-        mesh.values = _Columns(values.reshape(len(values), -1).T.copy())
+        mesh.start_call()
+        unit_shape = values.shape[1:]
+        call = _CallValues(mesh, values.reshape(len(values), -1).T.copy())
+        name = nl.func.__name__.strip("_")
         if nl.kind == "relu":
-            _split_relu(mesh, [0.0], tol)
-        elif nl.kind == "clamp" and nl.func.__name__.strip("_") != "abs":
-            _split_relu(mesh, _clamp_thresholds(nl), tol)
-        elif nl.kind == "maxpool" and nl.func.__name__.strip("_") in ("max_pool2d", "max_pool2d_with_indices") \
-                and values.ndim == 4:
-            _split_maxpool(mesh, _maxpool_windows(nl, values.shape[1:]), tol)
+            at = _split_relu(mesh, call, [0.0], tol)
+            pattern = (at > 0).reshape(-1, *unit_shape)
+        elif nl.kind == "clamp" and name != "abs":
+            lo_hi = _clamp_knots_of(nl)
+            at = _split_relu(mesh, call, [t for t in lo_hi if t is not None], tol)
+            code = np.zeros(at.shape, dtype=np.int8)
+            if lo_hi[0] is not None:
+                code[at < lo_hi[0]] = -1
+            if lo_hi[1] is not None:
+                code[at > lo_hi[1]] = 1
+            pattern = code.reshape(-1, *unit_shape)
+        elif nl.kind == "maxpool" and name in ("max_pool2d", "max_pool2d_with_indices") and values.ndim == 4:
+            windows, out_shape = _maxpool_windows(nl, unit_shape)
+            argmax, _ = _split_maxpool(mesh, call, windows, tol)
+            hw = unit_shape[1] * unit_shape[2]
+            pattern = (argmax % hw).reshape(-1, *out_shape)  # torch's indices: within each channel's plane
+            mesh.compact()
         else:
             raise NotImplementedError(f"nsp.linear_regions: '{nl.key}' ({nl.func.__name__}) is piecewise linear, but "
                                       f"linear_regions does not split regions at it. Supported: {_SPLIT_KINDS}")
-        mesh.values = None
+        stages.append((nl.key, pattern, mesh.parent.copy()))
         index += 1
-    outputs = values
+    # Each stage's pattern, carried to the final regions through the later stages' parents.
+    patterns: dict[str, torch.Tensor] = {}
+    ancestor = np.arange(mesh.n_faces)
+    for key, pattern, parent in reversed(stages):
+        patterns[key] = torch.from_numpy(np.ascontiguousarray(pattern[ancestor]))
+        ancestor = parent[ancestor]
     regions = Regions(
-        vertices=mesh.xy.values.T.copy(), face_vertices=mesh.fv, face_offsets=mesh.fo, patterns={},
-        affine=np.zeros(0), vertex_outputs=outputs, plane=plane, domain=domain, calls=calls,
+        vertices=mesh.xy.values.T.copy(), face_vertices=mesh.fv, face_offsets=mesh.fo,
+        patterns={k: patterns[k] for k in calls}, plane=plane, domain=domain, calls=calls,
+        _network=(model, params, index, batch_size),
     )
-    _orient(regions)
-    regions.patterns = _patterns_at(model, params, plane, regions.interior_points(), batch_size)
-    regions.affine = _affine_maps(regions)
     return regions
 
 
-def _orient(regions: Regions) -> None:
-    """Make every polygon counter-clockwise (splitting keeps the box's orientation; merging sorts by angle)."""
-    if (regions.areas() < 0).any():
-        raise AssertionError("nsp.linear_regions: a region came out clockwise")  # invariant of the construction
+def _clamp_knots_of(nl: Nonlinearity) -> tuple[float | None, float | None]:
+    from nsp.local_affine import _clamp_knots
 
-
-def _patterns_at(model: nn.Module, params: dict, plane: Plane, uv: np.ndarray, batch_size: int) -> dict[str, torch.Tensor]:
-    parts: list[dict[str, torch.Tensor]] = []
-    for start in range(0, len(uv), batch_size):
-        x = plane(uv[start: start + batch_size])
-        _, patterns = activation_patterns(model, x, params=params)
-        parts.append(patterns)
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    lo, hi = _clamp_knots(nl)
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
 def _affine_maps(regions: Regions) -> np.ndarray:
