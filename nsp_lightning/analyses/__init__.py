@@ -3,6 +3,8 @@
 =========================================  ==========================================
 :class:`SpectrumAnalysis`                  exact spectra of activation patterns
                                            (``nsp_lightning.analyses.spectrum``)
+:class:`AttributionAnalysis`               attributions, their overlays and sanity
+                                           (``nsp_lightning.analyses.attribution``)
 :class:`ResponseMapAnalysis`               neural response maps on one neuron layout
                                            (``nsp_lightning.analyses.response_map``)
 =========================================  ==========================================
@@ -11,7 +13,8 @@ Run them with :class:`~nsp_lightning.ProbeCallback`; write your own by subclassi
 :class:`~nsp_lightning.ProbeAnalysis`.
 """
 
+from nsp_lightning.analyses.attribution import AttributionAnalysis
 from nsp_lightning.analyses.response_map import ResponseMapAnalysis
 from nsp_lightning.analyses.spectrum import SpectrumAnalysis
 
-__all__ = ["ResponseMapAnalysis", "SpectrumAnalysis"]
+__all__ = ["AttributionAnalysis", "ResponseMapAnalysis", "SpectrumAnalysis"]

@@ -1,0 +1,120 @@
+"""AttributionAnalysis through training: TensorBoard images and scalars, records, report;
+under trainer.fit, trainer.validate() and trainer.test() (inference mode)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+import torch
+from lightning_helpers import trainer_kwargs
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+
+pytest.importorskip("captum.attr")
+pytest.importorskip("sklearn")
+
+from digits_cnn import DigitsCNN, digits  # noqa: E402
+from nsp.attribution import attribute, randomize_top_layer, spearman  # noqa: E402
+from nsp.attribution.plot import overlay_rgb  # noqa: E402
+from nsp_lightning import ProbeCallback, read_records, report  # noqa: E402
+from nsp_lightning.analyses import AttributionAnalysis  # noqa: E402
+
+METHODS = ["saliency", "gradcam", "guided_backprop"]
+
+
+class DigitsModule(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = DigitsCNN()
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+    def test_step(self, batch, batch_idx):
+        self.validation_step(batch, batch_idx)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+
+def _loader(start: int, stop: int) -> DataLoader:
+    x, y = digits()
+    return DataLoader(TensorDataset(x[start:stop], y[start:stop]), batch_size=64)
+
+
+def _probes() -> torch.Tensor:
+    return digits()[0][1500:1503]
+
+
+def _events(log_dir) -> EventAccumulator:
+    acc = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_attributions_over_training_in_tensorboard_records_and_report(tmp_path):
+    model = DigitsModule()
+    probes = _probes()
+    analysis = AttributionAnalysis(METHODS, layer="net.conv2")
+    logger = TensorBoardLogger(tmp_path, name="run")
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, logger=logger, limit_val_batches=0),
+                         callbacks=[ProbeCallback(probes, [analysis])])
+    trainer.fit(model, _loader(0, 512))
+
+    records = read_records(tmp_path / "run" / "version_0" / "attribution")
+    assert [r.epoch for r in records] == [0, 1, 2]
+    # The last record is the trained model's attribution, computed here independently.
+    model.eval()
+    target = model(probes).argmax(1)
+    assert np.array_equal(records[-1].arrays["target"], target.numpy())
+    for method in METHODS:
+        layer = "net.conv2" if method == "gradcam" else None
+        expected = attribute(model, probes, method, target=target, layer=layer)
+        np.testing.assert_allclose(records[-1].arrays[method], expected.numpy(), rtol=1e-5, atol=1e-7)
+    expected_sanity = spearman(torch.from_numpy(records[-1].arrays["saliency"]),
+                               attribute(randomize_top_layer(model), probes, "saliency", target=target))
+    expected_drift = spearman(torch.from_numpy(records[-1].arrays["saliency"]),
+                              torch.from_numpy(records[0].arrays["saliency"]))
+
+    acc = _events(logger.log_dir)
+    tags = acc.Tags()
+    for method in METHODS:
+        for p in range(3):
+            images = acc.Images(f"attribution/{method}/probe_{p}")
+            assert [e.step for e in images] == [0, 1, 2]
+            for event, record in zip(images, records):
+                pixels = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+                assert np.array_equal(pixels, overlay_rgb(record.arrays["probes"][p], record.arrays[method][p]))
+            baseline = acc.Scalars(f"attribution/{method}/probe_{p}/baseline_rho")
+            sanity = acc.Scalars(f"attribution/{method}/probe_{p}/sanity_rho")
+            assert [e.step for e in baseline] == [0, 1, 2] and [e.step for e in sanity] == [0, 1, 2]
+            assert baseline[0].value == pytest.approx(1.0)
+    for p in range(3):
+        assert acc.Scalars(f"attribution/saliency/probe_{p}/sanity_rho")[-1].value == pytest.approx(expected_sanity[p], abs=1e-6)
+        assert acc.Scalars(f"attribution/saliency/probe_{p}/baseline_rho")[-1].value == pytest.approx(expected_drift[p], abs=1e-6)
+    assert "attribution/record_seconds" in tags["scalars"]
+
+    html = report(tmp_path / "run" / "version_0").read_text()
+    assert "Overlays per epoch" in html
+    for method in METHODS:
+        assert f"{method}: probes 0..2" in html
+    for epoch in range(3):
+        assert f"epoch {epoch} (global step" in html
+    assert len(re.findall(r"epoch \d+ \(global step", html)) >= 3 * len(METHODS)
