@@ -693,7 +693,8 @@ def linear_regions(
     if domain is None:
         raise ValueError("nsp.linear_regions: unbounded domain: give domain=(u_min, u_max, v_min, v_max)")
     domain = _check_domain(domain)
-    params = {k: (v.detach().to(torch.float64) if v.is_floating_point() else v)
+    # float64 copies on the CPU, through functional_call: the user's model is left as it is.
+    params = {k: v.detach().to("cpu", torch.float64 if v.is_floating_point() else v.dtype)
               for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
     if plane is None:
         plane = Plane(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))

@@ -7,6 +7,8 @@
                                            (``nsp_lightning.analyses.attribution``)
 :class:`ResponseMapAnalysis`               neural response maps on one neuron layout
                                            (``nsp_lightning.analyses.response_map``)
+:class:`LinearRegionsAnalysis`             exact linear regions on a plane per probe
+                                           (``nsp_lightning.analyses.linear_regions``)
 =========================================  ==========================================
 
 Run them with :class:`~nsp_lightning.ProbeCallback`; write your own by subclassing
@@ -14,7 +16,8 @@ Run them with :class:`~nsp_lightning.ProbeCallback`; write your own by subclassi
 """
 
 from nsp_lightning.analyses.attribution import AttributionAnalysis
+from nsp_lightning.analyses.linear_regions import LinearRegionsAnalysis
 from nsp_lightning.analyses.response_map import ResponseMapAnalysis
 from nsp_lightning.analyses.spectrum import SpectrumAnalysis
 
-__all__ = ["AttributionAnalysis", "ResponseMapAnalysis", "SpectrumAnalysis"]
+__all__ = ["AttributionAnalysis", "LinearRegionsAnalysis", "ResponseMapAnalysis", "SpectrumAnalysis"]
