@@ -26,6 +26,7 @@ from typing_extensions import override
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -105,6 +106,12 @@ class ProbeCallback(Callback):
     Without a TensorBoard logger the callback warns once and still logs scalars to the
     other loggers and writes records; without any logger it still writes records. Under
     ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
+
+    ``trainer.validate()`` and ``trainer.test()`` take one record each, numbered with the
+    Trainer's ``current_epoch`` (the checkpoint's, with ``ckpt_path``), before the
+    evaluation; a record of that number already in the directory is kept. Lightning runs
+    evaluation in inference mode, so an analysis that needs gradients re-enables them
+    with ``context.enable_grad()``.
 
     Raises:
         TypeError: if ``probe`` is none of the accepted types, or another argument has the
@@ -193,7 +200,7 @@ class ProbeCallback(Callback):
 
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        if stage != "fit":
+        if stage not in ("fit", "validate", "test"):
             return
         if self._datamodule is not None:
             self._probe = _datamodule_probe(self._datamodule, type(self).__name__)
@@ -291,6 +298,51 @@ class ProbeCallback(Callback):
             self._record(trainer, pl_module, epoch)
         else:
             self._recorded.add(epoch)
+
+    @override
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._record_evaluation(trainer, pl_module)
+
+    @override
+    def on_test_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._record_evaluation(trainer, pl_module)
+
+    def _record_evaluation(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        """One record of the model that ``trainer.validate()`` or ``trainer.test()`` evaluates.
+
+        It is numbered with the Trainer's ``current_epoch`` (that of the checkpoint given
+        as ``ckpt_path``, else of the last fit) and joins the series in the record
+        directory if one exists there with the same configuration; a record of that
+        number already there is kept, not overwritten. Lightning runs these hooks in
+        inference mode: analyses that need gradients use ``context.enable_grad()``.
+        """
+        if trainer.fast_dev_run or self.dirpath is None:
+            return
+        assert self._probe is not None
+        device = _module_device(pl_module)
+        probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
+        self._batch = probe
+        with _probing(pl_module):
+            for analysis in self.analyses:
+                analysis.check(pl_module, probe)
+        epoch = trainer.current_epoch
+        if not trainer.is_global_zero:
+            return
+        stores = {a.name: RecordStore(self._record_dir(a, self.dirpath)) for a in self.analyses}
+        done = [name for name, store in stores.items()
+                if store.exists() and any(e["name"] == _records.record_name(epoch) for e in store.entries())]
+        if done:
+            rank_zero_info(f"{type(self).__name__}: {', '.join(done)} already recorded epoch {epoch}; nothing recorded")
+            return
+        context = ProbeContext(pl_module, probe, epoch=epoch, global_step=trainer.global_step, trainer=trainer)
+        with _probing(pl_module):
+            for analysis in self.analyses:
+                analysis.setup(pl_module, probe, context)
+        for analysis in self.analyses:
+            self._start_series(stores[analysis.name], analysis, resuming=stores[analysis.name].exists())
+        self._stores = stores
+        self._record(trainer, pl_module, epoch, context)
 
     @override
     def state_dict(self) -> dict[str, Any]:

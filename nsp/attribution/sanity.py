@@ -53,9 +53,12 @@ def randomize_top_layer(model: nn.Module, layer: nn.Module | str | None = None, 
 
     target = top_layer(model) if layer is None else resolve_layer(model, layer, "nsp.attribution.randomize_top_layer")
     path = {id(m): n for n, m in model.named_modules()}[id(target)]
-    clone = copy.deepcopy(model)
+    # A copy made in inference mode (Lightning's validation) would hold inference tensors,
+    # which autograd refuses.
+    with torch.inference_mode(False):
+        clone = copy.deepcopy(model)
     module = clone.get_submodule(path) if path else clone
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.inference_mode(False), torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()

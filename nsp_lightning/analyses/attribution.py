@@ -180,10 +180,10 @@ class AttributionAnalysis(ProbeAnalysis):
 
         outputs = context.outputs()
         target = outputs.argmax(dim=1) if self.target is None else self.target
-        randomized = randomize_top_layer(model, self.sanity_layer, seed=self.seed) if self.sanity else None
         results: dict[str, torch.Tensor] = {}
         scalars: dict[str, float] = {}
         with context.enable_grad():
+            randomized = randomize_top_layer(model, self.sanity_layer, seed=self.seed) if self.sanity else None
             for method, options in self.methods.items():
                 layer = self.layer if method in _LAYER_METHODS else None
                 results[method] = attribute(model, probes, method, target=target, layer=layer, **options).cpu()

@@ -118,3 +118,40 @@ def test_attributions_over_training_in_tensorboard_records_and_report(tmp_path):
     for epoch in range(3):
         assert f"epoch {epoch} (global step" in html
     assert len(re.findall(r"epoch \d+ \(global step", html)) >= 3 * len(METHODS)
+
+
+class _ModeSpy(AttributionAnalysis):
+    """Records whether Lightning ran the analysis in inference mode."""
+
+    def compute(self, model, probes, context):
+        self.inference_mode = torch.is_inference_mode_enabled()
+        return super().compute(model, probes, context)
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_records_under_validate_and_test_despite_inference_mode(tmp_path, stage):
+    model = DigitsModule()
+    probes = _probes()
+    analysis = _ModeSpy(["saliency", "gradcam"], layer="net.conv2")
+    logger = TensorBoardLogger(tmp_path, name="run")
+    trainer = pl.Trainer(**trainer_kwargs(logger=logger), callbacks=[ProbeCallback(probes, [analysis])])
+    getattr(trainer, stage)(model, _loader(1500, 1564))
+    assert analysis.inference_mode  # the trap: captum alone fails here
+
+    (record,) = read_records(tmp_path / "run" / "version_0" / "attribution")
+    assert record.epoch == 0
+    model.eval()
+    target = model(probes).argmax(1)
+    for method in ("saliency", "gradcam"):
+        layer = "net.conv2" if method == "gradcam" else None
+        expected = attribute(model, probes, method, target=target, layer=layer)
+        np.testing.assert_allclose(record.arrays[method], expected.numpy(), rtol=1e-5, atol=1e-7)
+        assert np.isfinite(record.scalars[f"{method}/probe_0/sanity_rho"])
+    acc = _events(logger.log_dir)
+    assert [e.step for e in acc.Images("attribution/gradcam/probe_2")] == [0]
+    assert acc.Scalars("attribution/saliency/probe_1/baseline_rho")[0].value == pytest.approx(1.0)
+    assert any(tag.endswith("val_loss") for tag in acc.Tags()["scalars"])
+
+    # The same Trainer again: that record number exists, so nothing is overwritten.
+    getattr(trainer, stage)(model, _loader(1500, 1564))
+    assert len(read_records(tmp_path / "run" / "version_0" / "attribution")) == 1

@@ -185,3 +185,20 @@ def test_parity_with_captum_called_directly(method):
     assert ours.shape == theirs.shape
     assert theirs.abs().max() > 0
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_works_in_inference_mode(method):
+    # Lightning validates and tests under torch.inference_mode(): inputs and model copies
+    # made there are inference tensors, which autograd refuses unless they are cloned.
+    from nsp.attribution import randomize_top_layer
+
+    model = _net()
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+        randomized = randomize_top_layer(model)
+        a = attribute(model, x, method, target=1)
+        b = attribute(randomized, x, method, target=1)
+    torch.testing.assert_close(a, attribute(model, x.clone(), method, target=1))
+    torch.testing.assert_close(b, attribute(randomize_top_layer(model), x.clone(), method, target=1))
+    assert not torch.equal(a, b)
