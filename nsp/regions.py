@@ -289,44 +289,48 @@ class _CallValues:
     interpolating all ``P`` units at every cut.
     """
 
-    def __init__(self, mesh: _Mesh, values: np.ndarray, block: int = 4096):
-        self.base = values                       # (P, V0)
-        self.v0 = values.shape[1]
+    def __init__(self, mesh: _Mesh, values: np.ndarray, units: np.ndarray, block: int = 4096):
+        # values: (V0, P) from the forward pass; only ``units`` are kept (the others do not cut).
+        self.local = np.full(values.shape[1], -1)
+        self.local[units] = np.arange(len(units))
+        self.base = np.ascontiguousarray(values[:, units].T)                  # (U, V0)
+        self.v0 = values.shape[0]
         tri = _face_triangles(mesh)               # (F0, 3)
         xy = mesh.xy.values
         m = np.stack([xy[0][tri], xy[1][tri], np.ones(tri.shape)], axis=2)  # (F0, 3 vertices, [u, v, 1])
         inv = np.linalg.inv(m)
-        self.maps = np.empty((mesh.n_faces, 3, len(values)))                 # (F0, [du, dv, 1], P)
+        self.maps = np.empty((mesh.n_faces, 3, len(units)))                  # (F0, [du, dv, 1], U)
         for start in range(0, mesh.n_faces, block):
             t = tri[start: start + block]
-            vals = values[:, t.reshape(-1)].T.reshape(len(t), 3, -1)         # (B, 3 vertices, P)
-            self.maps[start: start + block] = inv[start: start + block] @ vals
+            self.maps[start: start + block] = inv[start: start + block] @ values[t][:, :, units]
 
     def column(self, mesh: _Mesh, unit: int) -> np.ndarray:
-        """Unit ``unit`` at every vertex, ``(V,)``."""
+        """Unit ``unit`` (one of the kept units) at every vertex, ``(V,)``."""
+        k = self.local[unit]
         n = mesh.xy.n
         if n == self.v0:
-            return self.base[unit]
+            return self.base[k]
         out = np.empty(n)
-        out[: self.v0] = self.base[unit]
-        out[self.v0:] = self._eval(mesh, unit, np.arange(self.v0, n))
+        out[: self.v0] = self.base[k]
+        out[self.v0:] = self._eval(mesh, k, np.arange(self.v0, n))
         return out
 
-    def _eval(self, mesh: _Mesh, unit: int, vertices: np.ndarray) -> np.ndarray:
-        m = self.maps[mesh.home.values[0][vertices - self.v0], :, unit]
+    def _eval(self, mesh: _Mesh, k: int, vertices: np.ndarray) -> np.ndarray:
+        m = self.maps[mesh.home.values[0][vertices - self.v0], :, k]
         xy = mesh.xy.values[:, vertices]
         return m[:, 0] * xy[0] + m[:, 1] * xy[1] + m[:, 2]
 
     def at_new(self, mesh: _Mesh, unit: int, since: int) -> np.ndarray:
         """Unit ``unit`` at the vertices made since vertex count ``since``."""
-        return self._eval(mesh, unit, np.arange(max(since, self.v0), mesh.xy.n))
+        return self._eval(mesh, self.local[unit], np.arange(max(since, self.v0), mesh.xy.n))
 
-    def at_faces(self, mesh: _Mesh, units: np.ndarray | slice = slice(None), block: int = 2048) -> np.ndarray:
-        """The given units at each current face's centroid, ``(F, len(units))``."""
+    def at_faces(self, mesh: _Mesh, units: np.ndarray, block: int = 2048) -> np.ndarray:
+        """The given (kept) units at each current face's centroid, ``(F, len(units))``."""
+        k = self.local[units]
         c = mesh.centroids()
         parts = []
         for start in range(0, mesh.n_faces, block):
-            m = self.maps[mesh.parent[start: start + block]][:, :, units]     # (B, 3, U)
+            m = self.maps[mesh.parent[start: start + block]][:, :, k]           # (B, 3, U)
             parts.append(m[:, 0] * c[0, start: start + block, None] + m[:, 1] * c[1, start: start + block, None] + m[:, 2])
         return np.concatenate(parts)
 
@@ -397,32 +401,39 @@ def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarr
     return per_channel.reshape(-1, taps.shape[1]), (c, *out_hw)
 
 
-def _split_relu(mesh: _Mesh, values: _CallValues, thresholds: Sequence[float], tol: float) -> np.ndarray:
-    """Cut at every unit's thresholds; returns each face's unit values at its centroid, ``(F, P)``."""
-    scale = np.abs(values.base).max(axis=1)
-    lo, hi = values.base.min(axis=1), values.base.max(axis=1)
+def _split_relu(mesh: _Mesh, vm: np.ndarray, thresholds: Sequence[float], tol: float) -> np.ndarray:
+    """Cut at every unit's thresholds; returns each face's unit values at its centroid, ``(F, P)``.
+
+    ``vm``: the call's input at the current vertices, ``(V0, P)``."""
+    scale = np.abs(vm).max(axis=0)
+    lo, hi = vm.min(axis=0), vm.max(axis=0)
     # A unit whose values at the call's first vertices do not straddle t is on one side everywhere.
     live = [np.flatnonzero((hi - t > tol * scale) & (lo - t < -tol * scale)) for t in thresholds]
-    for t, units in zip(thresholds, live):
-        for u in units:
-            mesh.split(values.column(mesh, u) - t, tol * scale[u])
-    at = np.broadcast_to(values.base.mean(axis=1), (mesh.n_faces, len(values.base))).copy()
     units = np.unique(np.concatenate(live))
+    values = _CallValues(mesh, vm, units)
+    for t, cutting in zip(thresholds, live):
+        for u in cutting:
+            mesh.split(values.column(mesh, u) - t, tol * scale[u])
+    at = np.broadcast_to(vm.mean(axis=0), (mesh.n_faces, vm.shape[1])).copy()
     if len(units):
         at[:, units] = values.at_faces(mesh, units)
     return at
 
 
-def _split_maxpool(mesh: _Mesh, values: _CallValues, windows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+def _split_maxpool(mesh: _Mesh, vm: np.ndarray, windows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Cut along the argmax switches of every window (a tournament of running maxima), then merge
     the pieces that share a start face and every window's argmax. Returns the argmax tap of every
     window per face ``(F, windows)`` and the merge's map to pre-merge faces."""
-    scale = float(np.abs(values.base).max()) if values.base.size else 0.0
-    for row in windows:
+    scale = float(np.abs(vm).max()) if vm.size else 0.0
+    lo, hi = vm.min(axis=0), vm.max(axis=0)
+    # A window whose taps are constant and equal at every vertex (dead units) never switches.
+    valid = windows >= 0
+    taps_lo = np.where(valid, lo[np.maximum(windows, 0)], np.inf).min(axis=1)
+    taps_hi = np.where(valid, hi[np.maximum(windows, 0)], -np.inf).max(axis=1)
+    moving = taps_hi - taps_lo > tol * scale
+    values = _CallValues(mesh, vm, np.unique(windows[moving][valid[moving]]))
+    for row in windows[moving]:
         taps = row[row >= 0]
-        lo, hi = values.base[taps].min(axis=0), values.base[taps].max(axis=0)
-        if (hi - lo).max(initial=0.0) <= tol * scale:
-            continue  # tied everywhere (dead units): one piece
         best = values.column(mesh, taps[0])
         for tap in taps[1:]:
             since = mesh.xy.n
@@ -431,14 +442,16 @@ def _split_maxpool(mesh: _Mesh, values: _CallValues, windows: np.ndarray, tol: f
                 seen = taps[: int(np.flatnonzero(taps == tap)[0])]
                 best = np.concatenate([best, np.max([values.at_new(mesh, j, since) for j in seen], axis=0)])
             np.maximum(best, values.column(mesh, tap), out=best)
-    argmax = np.empty((mesh.n_faces, len(windows)), dtype=np.int64)
-    for start in range(0, len(windows), 64):
-        rows = windows[start: start + 64]
+    first_tap = windows[np.arange(len(windows)), valid.argmax(axis=1)]
+    argmax = np.broadcast_to(first_tap, (mesh.n_faces, len(windows))).copy()
+    which = np.flatnonzero(moving)
+    for start in range(0, len(which), 64):
+        rows = windows[which[start: start + 64]]
         at = values.at_faces(mesh, np.where(rows >= 0, rows, 0).reshape(-1)).reshape(-1, *rows.shape)  # (F, w, k)
         at = np.where(rows >= 0, at, -np.inf)
         # Taps tied on a whole face (dead ReLUs: all 0) are one piece: the first within rounding wins.
         near = at >= at.max(axis=2, keepdims=True) - tol * max(scale, 1e-300)
-        argmax[:, start: start + 64] = rows[np.arange(len(rows)), near.argmax(axis=2)]
+        argmax[:, which[start: start + 64]] = rows[np.arange(len(rows)), near.argmax(axis=2)]
     kept = mesh.merge(np.concatenate([mesh.parent[:, None], argmax], axis=1))
     return argmax[kept], kept
 
@@ -632,6 +645,7 @@ def linear_regions(
     margin: float = 0.5,
     tol: float = 1e-9,
     batch_size: int = 8192,
+    backend: str = "nsp",
 ) -> Regions:
     """Partition a bounded box of a plane exactly into the network's linear (activation) regions.
 
@@ -654,6 +668,9 @@ def linear_regions(
         line count as on it.
     batch_size : int
         Vertices per forward pass.
+    backend : {'nsp', 'regioncam'}
+        ``'regioncam'`` partitions with the regioncam package (Rust, float32; ``pip install
+        nsp-lightning[regions]``), for an ``nn.Sequential`` of Linear, ReLU and LeakyReLU layers.
 
     Returns
     -------
@@ -698,6 +715,10 @@ def linear_regions(
               for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
     if plane is None:
         plane = Plane(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    if backend == "regioncam":
+        return _regioncam_regions(model, params, plane, domain, batch_size)
+    if backend != "nsp":
+        raise ValueError(f"nsp.linear_regions: expected `backend` to be 'nsp' or 'regioncam', but got {backend!r}")
     u0, u1, v0, v1 = domain
     mesh = _Mesh(
         xy=_Columns(np.array([[u0, u1, u1, u0], [v0, v0, v1, v1]], dtype=np.float64)),
@@ -721,7 +742,7 @@ def linear_regions(
         calls.append(nl.key)
         mesh.start_call()
         unit_shape = values.shape[1:]
-        call = _CallValues(mesh, values.reshape(len(values), -1).T.copy())
+        call = values.reshape(len(values), -1)
         name = nl.func.__name__.strip("_")
         if nl.kind == "relu":
             at = _split_relu(mesh, call, [0.0], tol)
@@ -758,6 +779,55 @@ def linear_regions(
         _network=(model, params, index, batch_size),
     )
     return regions
+
+
+def _regioncam_regions(model: nn.Module, params: dict, plane: Plane, domain: tuple[float, float, float, float],
+                       batch_size: int) -> Regions:
+    """The partition computed by regioncam, as :class:`Regions` (its box [-1, 1]^2 mapped onto ``domain``)."""
+    try:
+        import regioncam
+    except ImportError:
+        raise ImportError("nsp.linear_regions(backend='regioncam') needs regioncam: pip install nsp-lightning[regions]") from None
+    layers = list(model) if isinstance(model, nn.Sequential) else []
+    bad = [f"'{i}' ({type(m).__name__})" for i, m in enumerate(layers) if not isinstance(m, (nn.Linear, nn.ReLU, nn.LeakyReLU))]
+    if not layers or bad or not isinstance(layers[0], nn.Linear):
+        raise NotImplementedError("nsp.linear_regions(backend='regioncam'): expected an nn.Sequential of Linear, ReLU and "
+                                  f"LeakyReLU layers that starts with a Linear; got {bad or type(model).__name__}. "
+                                  "Use backend='nsp'.")
+    u0, u1, v0, v1 = domain
+    half, centre = np.array([(u1 - u0) / 2, (v1 - v0) / 2]), np.array([(u0 + u1) / 2, (v0 + v1) / 2])
+    basis = plane.basis.reshape(2, -1).numpy()
+    origin = plane.origin.reshape(-1).numpy() + centre @ basis
+    rc = regioncam.Regioncam(size=1.0)
+    pre_layers, keys = [], []
+    for i, m in enumerate(layers):
+        if isinstance(m, nn.Linear):
+            w = params[f"{i}.weight"].numpy().T
+            b = params[f"{i}.bias"].numpy() if f"{i}.bias" in params else np.zeros(w.shape[1])
+            if i == 0:
+                w, b = (half[:, None] * basis) @ w, origin @ w + b
+            rc.linear(w.astype(np.float32), b.astype(np.float32))
+        else:
+            pre_layers.append(rc.num_layers - 1)
+            keys.append(f"{i}:{'relu' if isinstance(m, nn.ReLU) else 'leaky_relu'}")
+            rc.relu() if isinstance(m, nn.ReLU) else rc.leaky_relu(m.negative_slope)
+    box = np.asarray(rc.vertex_inputs, dtype=np.float64)
+    faces = [np.asarray(f.vertex_ids, dtype=np.int64) for f in rc.faces]
+    vertices = centre + box * half
+    # Counter-clockwise polygons, as nsp's own partition gives them.
+    faces = [f if _shoelace(vertices[f]) > 0 else f[::-1] for f in faces]
+    offsets = np.concatenate([[0], np.cumsum([len(f) for f in faces])])
+    mean = np.stack([box[f].mean(axis=0) for f in faces])
+    ones = np.concatenate([mean, np.ones((len(mean), 1))], axis=1)
+    patterns = {key: torch.from_numpy(np.einsum("fi,fiu->fu", ones, np.asarray(rc.face_activations(layer))) > 0)
+                for key, layer in zip(keys, pre_layers)}
+    return Regions(vertices=vertices, face_vertices=np.concatenate(faces), face_offsets=offsets, patterns=patterns,
+                   plane=plane, domain=domain, calls=keys, _network=(model, params, len(keys), batch_size))
+
+
+def _shoelace(p: np.ndarray) -> float:
+    q = np.roll(p, -1, axis=0)
+    return 0.5 * float((p[:, 0] * q[:, 1] - p[:, 1] * q[:, 0]).sum())
 
 
 def _clamp_knots_of(nl: Nonlinearity) -> tuple[float | None, float | None]:
@@ -799,7 +869,8 @@ def plot_regions(regions: Regions, ax: Any = None, *, decision: Callable | None 
         Draw into it; otherwise a new figure is made (without pyplot).
     decision : callable, optional
         ``decision(outputs (n, *out)) -> (n,)`` values in [0, 1] (say, a class probability) shown as
-        a grey-scale underlay through semi-transparent regions: the decision function over the regions.
+        a grey-scale underlay through semi-transparent regions, with its 0.5 level (the decision
+        boundary) in red.
     probe : (u, v), optional
         Mark this point.
 
@@ -821,7 +892,8 @@ def plot_regions(regions: Regions, ax: Any = None, *, decision: Callable | None 
         img = _decision_raster(regions, decision, 256)
         u0, u1, v0, v1 = regions.domain
         ax.imshow(img, extent=(u0, u1, v0, v1), origin="lower", cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        alpha = 0.55
+        ax.contour(img, levels=[0.5], extent=(u0, u1, v0, v1), origin="lower", colors="red", linewidths=1.5)
+        alpha = 0.6
     ax.add_collection(PolyCollection(regions.polygons(), facecolors=colors, edgecolors=edgecolor,
                                      linewidths=linewidth, alpha=alpha))
     if probe is not None:

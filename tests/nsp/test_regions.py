@@ -188,7 +188,12 @@ def test_pictures():
     net = _mlp(9, [2, 8, 8, 2])
     regions = linear_regions(net, domain=(-1, 1, -1, 1))
     fig, ax = plot_regions(regions, decision=lambda out: 1 / (1 + np.exp(-(out[:, 0] - out[:, 1]))), probe=(0, 0))
-    assert len(ax.collections) == 1 and len(ax.collections[0].get_paths()) == len(regions)
+    from matplotlib.collections import PolyCollection
+    from matplotlib.contour import ContourSet
+
+    polys = [c for c in ax.collections if type(c) is PolyCollection]
+    assert len(polys) == 1 and len(polys[0].get_paths()) == len(regions)
+    assert any(isinstance(c, ContourSet) for c in ax.collections)  # the decision boundary
     img = regions_rgb(regions, size=128, boundaries=False)
     assert img.shape == (128, 128, 3) and img.dtype == np.uint8
     # Each pixel has the colour of the region under its centre (row 0 at the top).
@@ -218,3 +223,18 @@ def test_bad_input():
         linear_regions(_SmallCNN(nn.MaxPool2d(3, 2, ceil_mode=True)).eval(), points=[x, x + 1, x - torch.rand(1, 8, 8)])
     with pytest.raises(ValueError, match="collinear"):
         Plane.through(torch.zeros(3), torch.ones(3), 2 * torch.ones(3))
+
+
+def test_regioncam_backend_gives_the_same_partition():
+    pytest.importorskip("regioncam")
+    net = _mlp(11, [2, 10, 10, 3])
+    net[3] = nn.LeakyReLU(0.1)
+    domain = (-0.5, 1.5, -2.0, 0.25)
+    ours = linear_regions(net, domain=domain)
+    theirs = linear_regions(net, domain=domain, backend="regioncam")
+    assert len(theirs) == len(ours) and theirs.calls == ours.calls == ["1:relu", "3:leaky_relu"]
+    assert np.array_equal(np.unique(_pattern_keys(theirs.patterns)), np.unique(_pattern_keys(ours.patterns)))
+    assert theirs.areas().sum() == pytest.approx(2.0 * 2.25, rel=1e-6)  # regioncam computes in float32
+    assert (theirs.areas() > 0).all()
+    with pytest.raises(NotImplementedError, match="backend='nsp'"):
+        linear_regions(_SmallCNN(nn.MaxPool2d(2)).eval(), points=[torch.randn(1, 8, 8) for _ in range(3)], backend="regioncam")
