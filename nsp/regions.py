@@ -283,56 +283,59 @@ def _face_triangles(mesh: _Mesh) -> np.ndarray:
 class _CallValues:
     """A nonlinearity's input values (``P`` units) at the partition's vertices during its call.
 
-    The forward pass gives them at the vertices present when the call starts. They are affine on
-    each face of that partition, so a vertex made later gets them from the affine map of its
-    start face (solved from three of the face's vertices; exact up to rounding) instead of
-    interpolating all ``P`` units at every cut.
+    The forward pass gives them at the vertices present when the call starts, ``base``
+    ``(P, V0)``. They are affine on each face of that partition, so at a vertex made later they
+    are a fixed combination of their values at three vertices of its start face: the vertex
+    keeps those three vertex ids and weights (its barycentric coordinates), and a unit's value
+    is computed when needed, rather than interpolating all ``P`` units at every cut.
     """
 
-    def __init__(self, mesh: _Mesh, values: np.ndarray, units: np.ndarray, block: int = 4096):
-        # values: (V0, P) from the forward pass; only ``units`` are kept (the others do not cut).
-        self.local = np.full(values.shape[1], -1)
-        self.local[units] = np.arange(len(units))
-        self.base = np.ascontiguousarray(values[:, units].T)                  # (U, V0)
-        self.v0 = values.shape[0]
-        tri = _face_triangles(mesh)               # (F0, 3)
+    def __init__(self, mesh: _Mesh, base: np.ndarray):
+        self.base = base
+        self.v0 = base.shape[1]
+        self.tri = _face_triangles(mesh)                                          # (F0, 3)
         xy = mesh.xy.values
-        m = np.stack([xy[0][tri], xy[1][tri], np.ones(tri.shape)], axis=2)  # (F0, 3 vertices, [u, v, 1])
-        inv = np.linalg.inv(m)
-        self.maps = np.empty((mesh.n_faces, 3, len(units)))                  # (F0, [du, dv, 1], U)
-        for start in range(0, mesh.n_faces, block):
-            t = tri[start: start + block]
-            self.maps[start: start + block] = inv[start: start + block] @ values[t][:, :, units]
+        m = np.stack([xy[0][self.tri], xy[1][self.tri], np.ones(self.tri.shape)], axis=2)
+        self.inv = np.linalg.inv(m)  # [u, v, 1] @ inv[f] = weights of f's three vertices at (u, v)
+        self.src = _Columns(np.zeros((3, 0), dtype=np.int64))
+        self.wts = _Columns(np.zeros((3, 0)))
+
+    def _weights(self, faces: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        return np.einsum("vi,vij->vj", np.concatenate([xy.T, np.ones((xy.shape[1], 1))], axis=1), self.inv[faces])
+
+    def _sync(self, mesh: _Mesh) -> None:
+        done = self.v0 + self.src.n
+        if mesh.xy.n > done:
+            home = mesh.home.values[0][done - self.v0:]
+            self.src.append(self.tri[home].T)
+            self.wts.append(self._weights(home, mesh.xy.values[:, done:]).T)
+
+    def _new(self, unit: int, start: int) -> np.ndarray:
+        src, wts = self.src.values[:, start:], self.wts.values[:, start:]
+        row = self.base[unit]
+        return row[src[0]] * wts[0] + row[src[1]] * wts[1] + row[src[2]] * wts[2]
 
     def column(self, mesh: _Mesh, unit: int) -> np.ndarray:
-        """Unit ``unit`` (one of the kept units) at every vertex, ``(V,)``."""
-        k = self.local[unit]
-        n = mesh.xy.n
-        if n == self.v0:
-            return self.base[k]
-        out = np.empty(n)
-        out[: self.v0] = self.base[k]
-        out[self.v0:] = self._eval(mesh, k, np.arange(self.v0, n))
-        return out
-
-    def _eval(self, mesh: _Mesh, k: int, vertices: np.ndarray) -> np.ndarray:
-        m = self.maps[mesh.home.values[0][vertices - self.v0], :, k]
-        xy = mesh.xy.values[:, vertices]
-        return m[:, 0] * xy[0] + m[:, 1] * xy[1] + m[:, 2]
+        """Unit ``unit`` at every vertex, ``(V,)``."""
+        if mesh.xy.n == self.v0:
+            return self.base[unit]
+        self._sync(mesh)
+        return np.concatenate([self.base[unit], self._new(unit, 0)])
 
     def at_new(self, mesh: _Mesh, unit: int, since: int) -> np.ndarray:
         """Unit ``unit`` at the vertices made since vertex count ``since``."""
-        return self._eval(mesh, self.local[unit], np.arange(max(since, self.v0), mesh.xy.n))
+        self._sync(mesh)
+        return self._new(unit, max(since, self.v0) - self.v0)
 
-    def at_faces(self, mesh: _Mesh, units: np.ndarray, block: int = 2048) -> np.ndarray:
-        """The given (kept) units at each current face's centroid, ``(F, len(units))``."""
-        k = self.local[units]
-        c = mesh.centroids()
-        parts = []
-        for start in range(0, mesh.n_faces, block):
-            m = self.maps[mesh.parent[start: start + block]][:, :, k]           # (B, 3, U)
-            parts.append(m[:, 0] * c[0, start: start + block, None] + m[:, 1] * c[1, start: start + block, None] + m[:, 2])
-        return np.concatenate(parts)
+    def at_faces(self, mesh: _Mesh, units: np.ndarray, block: int = 32) -> np.ndarray:
+        """The given units at each current face's centroid, ``(F, len(units))``."""
+        src = self.tri[mesh.parent]                                              # (F, 3)
+        w = self._weights(mesh.parent, mesh.centroids())                         # (F, 3)
+        out = np.empty((mesh.n_faces, len(units)))
+        for start in range(0, len(units), block):
+            rows = self.base[units[start: start + block]]                       # (B, V0)
+            out[:, start: start + block] = (rows[:, src] * w).sum(axis=2).T
+        return out
 
 
 # --------------------------------------------------------------------------- replaying the network
@@ -365,19 +368,29 @@ def _forward_to(model: nn.Module, params: dict, x: torch.Tensor, index: int) -> 
 
 
 def _evaluate(model: nn.Module, params: dict, plane: "Plane", uv: np.ndarray, index: int,
-              batch_size: int) -> tuple[Nonlinearity | None, np.ndarray]:
+              batch_size: int, unit_major: bool = False) -> tuple[Nonlinearity | None, np.ndarray]:
     """The input of the ``index``-th nonlinearity call at points ``uv`` (or the output, when the
-    network has fewer calls), in batches."""
-    chunks, nl = [], None
+    network has fewer calls), in batches: ``(n, *shape)``, or ``(units, n)`` if ``unit_major``
+    (filled batch by batch, so that only one copy is ever held)."""
+    out_array, nl = None, None
     for start in range(0, len(uv), batch_size):
         nl, out = _forward_to(model, params, plane(uv[start: start + batch_size]), index)
         if nl is not None:
-            chunks.append(nl.args[0] if nl.args else next(iter(nl.kwargs.values())))
+            out = nl.args[0] if nl.args else next(iter(nl.kwargs.values()))
+        elif not isinstance(out, torch.Tensor):
+            raise TypeError(f"nsp.linear_regions: expected the model to return one tensor, but got {type(out).__name__}")
+        chunk = out.detach().numpy()
+        if out_array is None:
+            shape = (int(np.prod(chunk.shape[1:])), len(uv)) if unit_major else (len(uv), *chunk.shape[1:])
+            out_array = np.empty(shape, dtype=np.float64)
+            unit_shape = chunk.shape[1:]
+        if unit_major:
+            out_array[:, start: start + len(chunk)] = chunk.reshape(len(chunk), -1).T
         else:
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"nsp.linear_regions: expected the model to return one tensor, but got {type(out).__name__}")
-            chunks.append(out)
-    return nl, torch.cat([c.detach() for c in chunks]).numpy()
+            out_array[start: start + len(chunk)] = chunk
+    if unit_major:
+        out_array = out_array.reshape(*unit_shape, len(uv))
+    return nl, out_array
 
 
 def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -401,37 +414,37 @@ def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarr
     return per_channel.reshape(-1, taps.shape[1]), (c, *out_hw)
 
 
-def _split_relu(mesh: _Mesh, vm: np.ndarray, thresholds: Sequence[float], tol: float) -> np.ndarray:
+def _split_relu(mesh: _Mesh, base: np.ndarray, thresholds: Sequence[float], tol: float) -> np.ndarray:
     """Cut at every unit's thresholds; returns each face's unit values at its centroid, ``(F, P)``.
 
-    ``vm``: the call's input at the current vertices, ``(V0, P)``."""
-    scale = np.abs(vm).max(axis=0)
-    lo, hi = vm.min(axis=0), vm.max(axis=0)
+    ``base``: the call's input at the current vertices, ``(P, V0)``."""
+    scale = np.abs(base).max(axis=1)
+    lo, hi = base.min(axis=1), base.max(axis=1)
     # A unit whose values at the call's first vertices do not straddle t is on one side everywhere.
     live = [np.flatnonzero((hi - t > tol * scale) & (lo - t < -tol * scale)) for t in thresholds]
-    units = np.unique(np.concatenate(live))
-    values = _CallValues(mesh, vm, units)
+    values = _CallValues(mesh, base)
     for t, cutting in zip(thresholds, live):
         for u in cutting:
             mesh.split(values.column(mesh, u) - t, tol * scale[u])
-    at = np.broadcast_to(vm.mean(axis=0), (mesh.n_faces, vm.shape[1])).copy()
+    at = np.broadcast_to(base.mean(axis=1), (mesh.n_faces, len(base))).copy()
+    units = np.unique(np.concatenate(live))
     if len(units):
         at[:, units] = values.at_faces(mesh, units)
     return at
 
 
-def _split_maxpool(mesh: _Mesh, vm: np.ndarray, windows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+def _split_maxpool(mesh: _Mesh, base: np.ndarray, windows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Cut along the argmax switches of every window (a tournament of running maxima), then merge
     the pieces that share a start face and every window's argmax. Returns the argmax tap of every
     window per face ``(F, windows)`` and the merge's map to pre-merge faces."""
-    scale = float(np.abs(vm).max()) if vm.size else 0.0
-    lo, hi = vm.min(axis=0), vm.max(axis=0)
+    scale = float(np.abs(base).max()) if base.size else 0.0
+    lo, hi = base.min(axis=1), base.max(axis=1)
     # A window whose taps are constant and equal at every vertex (dead units) never switches.
     valid = windows >= 0
     taps_lo = np.where(valid, lo[np.maximum(windows, 0)], np.inf).min(axis=1)
     taps_hi = np.where(valid, hi[np.maximum(windows, 0)], -np.inf).max(axis=1)
     moving = taps_hi - taps_lo > tol * scale
-    values = _CallValues(mesh, vm, np.unique(windows[moving][valid[moving]]))
+    values = _CallValues(mesh, base)
     for row in windows[moving]:
         taps = row[row >= 0]
         best = values.column(mesh, taps[0])
@@ -452,7 +465,7 @@ def _split_maxpool(mesh: _Mesh, vm: np.ndarray, windows: np.ndarray, tol: float)
         # Taps tied on a whole face (dead ReLUs: all 0) are one piece: the first within rounding wins.
         near = at >= at.max(axis=2, keepdims=True) - tol * max(scale, 1e-300)
         argmax[:, which[start: start + 64]] = rows[np.arange(len(rows)), near.argmax(axis=2)]
-    kept = mesh.merge(np.concatenate([mesh.parent[:, None], argmax], axis=1))
+    kept = mesh.merge(np.concatenate([mesh.parent[:, None], argmax[:, moving]], axis=1))
     return argmax[kept], kept
 
 
@@ -730,7 +743,7 @@ def linear_regions(
         nl, _ = _evaluate(model, params, plane, mesh.xy.values.T[:4], index, batch_size)
         if nl is None:
             return None, np.zeros(0)
-        return _evaluate(model, params, plane, mesh.xy.values.T, index, batch_size)
+        return _evaluate(model, params, plane, mesh.xy.values.T, index, batch_size, unit_major=True)
 
     calls: list[str] = []
     stages: list[tuple[str, np.ndarray, np.ndarray]] = []  # (key, pattern per face, parent of each face)
@@ -741,11 +754,12 @@ def linear_regions(
             break
         calls.append(nl.key)
         mesh.start_call()
-        unit_shape = values.shape[1:]
-        call = values.reshape(len(values), -1)
+        unit_shape = values.shape[:-1]
+        call = values.reshape(-1, values.shape[-1])  # (units, V0), a view
         name = nl.func.__name__.strip("_")
         if nl.kind == "relu":
             at = _split_relu(mesh, call, [0.0], tol)
+            del call, values
             pattern = (at > 0).reshape(-1, *unit_shape)
         elif nl.kind == "clamp" and name != "abs":
             lo_hi = _clamp_knots_of(nl)
@@ -756,7 +770,7 @@ def linear_regions(
             if lo_hi[1] is not None:
                 code[at > lo_hi[1]] = 1
             pattern = code.reshape(-1, *unit_shape)
-        elif nl.kind == "maxpool" and name in ("max_pool2d", "max_pool2d_with_indices") and values.ndim == 4:
+        elif nl.kind == "maxpool" and name in ("max_pool2d", "max_pool2d_with_indices") and len(unit_shape) == 3:
             windows, out_shape = _maxpool_windows(nl, unit_shape)
             argmax, _ = _split_maxpool(mesh, call, windows, tol)
             hw = unit_shape[1] * unit_shape[2]
