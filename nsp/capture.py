@@ -44,7 +44,9 @@ class Op:
     ``path`` and ``owner`` are the qualified name and type of the innermost module it ran in.
     ``kind`` is ``'layer'`` where a chosen module's output becomes layer ``target``,
     ``'module'`` for a module that has a rule (:mod:`nsp.rules`; its internals are not
-    recorded), or ``'function'`` for a torch function or tensor method. Tensor
+    recorded), ``'function'`` for a torch function or tensor method, or ``'refused'`` for
+    an operation whose effect the dataflow cannot show (an in-place write into part of
+    a tensor, a value read into Python; ``args`` is then the reason). Tensor
     arguments that came from the child's input are replaced by :class:`Ref`; other
     arguments are kept as they were. ``shapes`` are the shapes of the tensor outputs, in
     the order of ``torch.utils._pytree.tree_flatten`` (one for a tensor).
@@ -63,6 +65,8 @@ class Op:
     def name(self) -> str:
         if self.kind == "module":
             return type(self.target).__name__
+        if isinstance(self.target, str):
+            return self.target
         return getattr(self.target, "__name__", repr(self.target))
 
 
@@ -89,6 +93,9 @@ class _Recorder(TorchFunctionMode):
         self.is_leaf = is_leaf
         self.program: Program | None = None
         self.ids: dict[int, Ref] = {}
+        # The version counter of every recorded tensor when it was recorded: a later
+        # in-place write (through a view, or by item assignment) changes it.
+        self.versions: dict[int, int | None] = {}
         self.alive: list[torch.Tensor] = []
         self.inside: nn.Module | None = None
         self.paths: list[tuple[str, str]] = []
@@ -96,12 +103,16 @@ class _Recorder(TorchFunctionMode):
     def begin(self, x: torch.Tensor) -> None:
         self.program = Program(tuple(x.shape))
         self.ids = {id(x): Ref(-1)}
+        self.versions = {id(x): _version(x)}
         self.alive = [x]
 
     def end(self, output: Any) -> Program:
         program = self.program
         program.output = self.ids.get(id(first_tensor(output)))
-        self.program, self.ids, self.alive = None, {}, []
+        if output is not None and self._stale(first_tensor(output)):
+            self.refuse("output", "its output was modified in place after it was computed (item assignment, "
+                        "or an in-place operation on a view of it)")
+        self.program, self.ids, self.versions, self.alive = None, {}, {}, []
         return program
 
     @contextlib.contextmanager
@@ -119,6 +130,7 @@ class _Recorder(TorchFunctionMode):
         path, owner = self.paths[-1] if self.paths else ("", "")
         self.program.ops.append(Op("layer", index, (ref,) if ref else (), {}, tuple(output.shape), path, owner))
         self.ids[id(output)] = Ref(len(self.program.ops) - 1)
+        self.versions[id(output)] = _version(output)
         self.alive.append(output)
 
     def _record(self, kind: str, target: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -131,15 +143,48 @@ class _Recorder(TorchFunctionMode):
         index = len(self.program.ops) - 1
         for item, t in enumerate(flat_out):
             self.ids[id(t)] = Ref(index, item)
+            self.versions[id(t)] = _version(t)
             self.alive.append(t)
+
+    def refuse(self, func: Any, why: str) -> None:
+        """Record an operation whose effect on the dataflow nsp cannot see.
+
+        Recording the pattern still works; building a graph from it raises
+        :class:`~nsp.rules.UnsupportedModuleError` naming the operation and ``why``.
+        """
+        where = self.paths[-1] if self.paths else ("", "")
+        self.program.ops.append(Op("refused", func, (why,), {}, (), *where))
+
+    def _stale(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in self.ids and self.versions.get(id(t)) != _version(t)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         if self.program is None or self.inside is not None:
-            return out
-        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor) and id(a) in self.ids]
-        if inputs and any(isinstance(t, torch.Tensor) for t in tree_flatten(out)[0]):
+            return func(*args, **kwargs)
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        inputs = [a for a in tensors if id(a) in self.ids]
+        if not inputs:
+            return func(*args, **kwargs)
+        stale = any(self._stale(a) for a in inputs)
+        before = [_version(a) for a in tensors]
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        changed = [a for a, v in zip(tensors, before) if _version(a) != v]
+        produces = any(isinstance(t, torch.Tensor) for t in tree_flatten(out)[0])
+        if stale and (produces or name in _VALUE_READS):
+            self.refuse(func, "it reads a tensor derived from the input that was modified in place after it was "
+                        "computed (item assignment, or an in-place operation on a view of it)")
+        elif name in _VALUE_READS:
+            self.refuse(func, "it reads values derived from the input into Python or numpy, where nsp cannot "
+                        "follow them (e.g. x * float(x[0, 0, 5]), or a round trip through numpy)")
+        elif changed and not (len(changed) == 1 and changed[0] is out and out._base is None and id(out) in self.ids):
+            # An in-place operation on a whole tensor returns it and is recorded like any other;
+            # a write into part of a tensor (y[..., 0] = v, y[:, 0] += v) or into an untracked
+            # one (out=, z[...] = x) changes data the recorded dataflow does not show.
+            self.refuse(func, "it writes in place into part of a tensor, or writes values derived from the "
+                        "input into a tensor nsp does not track (y[:, 0] = ..., y[:, 0] += ..., out=...)")
+        elif produces:
             self._record("function", func, args, kwargs, out)
         return out
 
@@ -162,6 +207,20 @@ class _Recorder(TorchFunctionMode):
             self.paths.pop()
         elif self.inside is None and self.paths:
             self.paths.pop()
+
+
+# Tensor methods that hand values to Python or numpy, where the recorder cannot follow them.
+_VALUE_READS = frozenset({"__float__", "__int__", "__index__", "__complex__", "item", "tolist", "numpy", "__array__"})
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s in-place version counter (None for inference tensors, which have none)."""
+    # Read without the recorder: from a hook, the attribute access would reach its mode.
+    with torch._C.DisableTorchFunction():
+        try:
+            return t._version
+        except RuntimeError:
+            return None
 
 
 def _check_arguments(network: Any, input: Any) -> None:

@@ -325,7 +325,11 @@ def jacobian_patterns(call: Call, relations: Sequence[Term | Relation | None]) -
         except RuntimeError as err:
             raise call.unsupported(f"autograd cannot replay it ({err})") from None
         for leaf, rel in zip(leaves, relations):
-            if rel is None or not leaf.requires_grad or not y.requires_grad:
+            if rel is not None and leaf.requires_grad and not y.requires_grad:
+                # Otherwise the pattern would silently be empty: a wrong graph.
+                raise call.unsupported("autograd cannot differentiate it: its output does not require grad "
+                                       "(a .detach() or a non-differentiable operation inside it)")
+            if rel is None or not leaf.requires_grad:
                 out.append(None if rel is None else sp.csr_matrix((rel.n_out, rel.n_in), dtype=bool))
                 continue
             colours, count = _row_colours(rel)
@@ -692,10 +696,23 @@ class ElementwiseFunctionRule(Rule):
 
     def patterns(self, call):
         (x,) = call.inputs
-        return [diagonal_csr(elementwise_mask(lambda t: call.run(t), x))]
+        try:
+            return [diagonal_csr(elementwise_mask(lambda t: call.run(t), x))]
+        except RuntimeError as err:
+            raise call.unsupported(f"autograd cannot differentiate it here ({err})") from None
 
     def fingerprint(self, call):
         return self.patterns(call)[0].indices
+
+
+class DetachRule(StructuralRule):
+    """``x.detach()``: the same values, so the identity; autograd sees no derivative, but the
+    data still depends on the input (INCL=False measures no Jacobian here)."""
+
+    aligned = True
+
+    def relations(self, call):
+        return ElementwiseFunctionRule.relations(self, call)
 
 
 class ReshapeRule(StructuralRule):
@@ -765,10 +782,11 @@ _ELEMENTWISE_NAMES = {
     "gelu", "silu", "mish", "softplus", "softsign", "hardtanh", "hardtanh_", "hardsigmoid", "hardswish",
     "logsigmoid", "tanhshrink", "softshrink", "hardshrink", "threshold", "threshold_", "sigmoid", "sigmoid_",
     "tanh", "tanh_", "exp", "exp_", "abs", "abs_", "neg", "neg_", "__neg__", "__pos__", "clamp", "clamp_",
-    "clip", "clip_", "contiguous", "clone", "float", "double", "half", "bfloat16", "to", "detach", "dropout",
+    "clip", "clip_", "contiguous", "clone", "float", "double", "half", "bfloat16", "to", "dropout",
     "alpha_dropout",
 }
 register_rule(sorted(_ELEMENTWISE_NAMES), ElementwiseFunctionRule())
+register_rule("detach", DetachRule())
 register_rule(["view", "reshape", "flatten", "view_as", "reshape_as", "squeeze", "unsqueeze", "unflatten"],
               ReshapeRule())
 register_rule(sorted(_SUM_NAMES) + [

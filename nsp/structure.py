@@ -170,6 +170,9 @@ class _Interpreter:
                 self.perms[ref] = None
             path = op.path or name
             refs = _refs(op)
+            if op.kind == "refused":
+                # Where the value went is unknown, so no later operation can be trusted.
+                raise _unsupported(path, _label(op), op.args[0])
             blocked = next((maps[r] for r in refs if isinstance(maps[r], _Pending)), None)
             if blocked is None:
                 try:
