@@ -23,10 +23,13 @@ Layout of a record directory::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
+import socket
 import tempfile
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -40,6 +43,7 @@ __all__ = [
     "VERSION",
     "MANIFEST",
     "RecordStore",
+    "RecordStoreError",
     "save_npz",
     "load_npz",
     "save_json",
@@ -49,6 +53,7 @@ __all__ = [
 FORMAT = "nsp-records"
 VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 _META_KEY = "__meta__"
 
 
@@ -254,6 +259,11 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
     return _parse_json(text, f"nsp.storage.load_json: {path}")
 
 
+def _short(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _to_json(obj: Any, path: Path) -> str:
     try:
         # Strict JSON, so that any JSON reader can open a manifest; non-finite numbers belong in arrays.
@@ -262,8 +272,20 @@ def _to_json(obj: Any, path: Path) -> str:
         raise TypeError(f"nsp.storage: metadata for {path} is not JSON-serialisable ({err})") from err
 
 
+class RecordStoreError(RuntimeError):
+    """A record directory that this writer must not, or can no longer, write to."""
+
+
 class RecordStore:
     """A directory of records: ``manifest.json`` plus one ``<name>.npz`` per record.
+
+    One series per directory, one writer at a time: :meth:`start` and :meth:`attach` take
+    an exclusive lock on ``<directory>/.lock`` (``fcntl.flock``; released when the store
+    is closed or the process ends), and every :meth:`write` checks that it still holds
+    the lock and that the manifest is still its series (a random ``"series"`` id), so a
+    second writer fails loudly at start, and a writer whose lock or series was taken
+    over fails at its next write instead of mixing records. :meth:`start` refuses a
+    directory that already lists records: earlier records are never overwritten.
 
     Parameters
     ----------
@@ -280,10 +302,13 @@ class RecordStore:
     ['epoch-0000']
     >>> store.read("epoch-0000")[1]
     {'epoch': 0}
+    >>> store.close()
     """
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
+        self._lock: int | None = None
+        self._series: str | None = None
 
     def __repr__(self) -> str:
         return f"RecordStore({str(self.directory)!r})"
@@ -292,30 +317,49 @@ class RecordStore:
     def manifest_path(self) -> Path:
         return self.directory / MANIFEST
 
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / LOCK
+
     def exists(self) -> bool:
         """Whether the directory holds a manifest."""
         return self.manifest_path.is_file()
 
     def manifest(self) -> dict[str, Any]:
-        """The manifest, checked for format and version.
+        """The manifest, checked for format, version and structure.
 
         Raises
         ------
         FileNotFoundError
             If the directory holds no manifest.
         ValueError
-            If the manifest is not an nsp record manifest of a supported version.
+            If the manifest is not a well-formed nsp record manifest of a supported
+            version; the message names the file and what is wrong.
         """
         if not self.exists():
             raise FileNotFoundError(f"nsp.storage: no {MANIFEST} in {self.directory}; is this a record directory?")
         manifest = load_json(self.manifest_path)
+        where = f"nsp.storage: {self.manifest_path}"
         if manifest.get("format") != FORMAT:
-            raise ValueError(f"nsp.storage: {self.manifest_path} is not an {FORMAT!r} manifest")
+            raise ValueError(f"{where} is not an {FORMAT!r} manifest")
         if manifest.get("version") != VERSION:
-            raise ValueError(
-                f"nsp.storage: {self.manifest_path} has version {manifest.get('version')!r}; "
-                f"this nsp reads version {VERSION}"
-            )
+            raise ValueError(f"{where} has version {_short(manifest.get('version'))}; this nsp reads version {VERSION}")
+        if not isinstance(manifest.get("header"), dict):
+            raise ValueError(f"{where} has header {_short(manifest.get('header'))}, expected a JSON object")
+        if not isinstance(manifest.get("records"), list):
+            raise ValueError(f"{where} has records {_short(manifest.get('records'))}, expected a list")
+        if "analysis" in manifest and not isinstance(manifest["analysis"], dict):
+            raise ValueError(f"{where} has analysis {_short(manifest['analysis'])}, expected a JSON object")
+        seen: set[str] = set()
+        for entry in manifest["records"]:
+            file = entry.get("file") if isinstance(entry, dict) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if (not isinstance(file, str) or not isinstance(name, str) or Path(file).name != file
+                    or file in ("", ".", "..") or file != f"{name}.npz"):
+                raise ValueError(f"{where} has an invalid record entry {_short(entry)}")
+            if name in seen:
+                raise ValueError(f"{where} lists the record {name!r} twice")
+            seen.add(name)
         return manifest
 
     @property
@@ -329,14 +373,9 @@ class RecordStore:
         Raises
         ------
         ValueError
-            If an entry lacks its name or names a file outside the directory.
+            If the manifest is malformed (see :meth:`manifest`).
         """
-        entries = self.manifest()["records"]
-        for entry in entries:
-            file = entry.get("file") if isinstance(entry, dict) else None
-            if not isinstance(file, str) or "name" not in entry or Path(file).name != file or file in ("", ".", ".."):
-                raise ValueError(f"nsp.storage: {self.manifest_path} has an invalid record entry {entry!r}")
-        return entries
+        return self.manifest()["records"]
 
     def names(self) -> list[str]:
         """The names of the records, in the order written."""
@@ -348,16 +387,104 @@ class RecordStore:
         return self.manifest().get("analysis")
 
     def start(self, header: Mapping[str, Any], analysis: Mapping[str, Any] | None = None) -> None:
-        """Begin a new series: write a manifest with ``header`` and no records.
+        """Begin a new series: take the directory's lock, write a manifest with ``header`` and no records.
 
         ``analysis`` (JSON, optional) says what writes the series; it is kept in the
-        manifest under ``"analysis"``. Record files of an earlier series stay on disk but
-        are no longer listed.
+        manifest under ``"analysis"``.
+
+        Raises
+        ------
+        RecordStoreError
+            If another process holds the directory's lock, or the directory already
+            lists records (they are never overwritten: pass another directory).
         """
-        manifest = {"format": FORMAT, "version": VERSION, "header": dict(header), "records": []}
+        self.acquire()
+        if self.exists():
+            try:
+                count = len(self.entries())
+            except ValueError:
+                count = -1
+            if count:
+                self.close()
+                held = f"{count} record(s)" if count > 0 else "an unreadable manifest"
+                raise RecordStoreError(
+                    f"nsp.storage: {self.directory} already holds a record series ({held}); a new series never "
+                    "overwrites one. Write to another directory, or delete this one first"
+                )
+        self._series = uuid.uuid4().hex
+        manifest = {"format": FORMAT, "version": VERSION, "header": dict(header), "records": [], "series": self._series}
         if analysis is not None:
             manifest["analysis"] = dict(analysis)
         self._save(manifest)
+
+    def attach(self) -> None:
+        """Continue the directory's series (on resume): take its lock and adopt its series id.
+
+        Raises
+        ------
+        RecordStoreError
+            If another process holds the lock.
+        """
+        self.acquire()
+        self._series = self.manifest().get("series")
+
+    def acquire(self) -> None:
+        """Take the directory's exclusive writer lock, and remove temporary files of killed writes.
+
+        Raises
+        ------
+        RecordStoreError
+            If another process holds it.
+        """
+        if self._lock is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            try:
+                holder = self.lock_path.read_text().strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            raise RecordStoreError(
+                f"nsp.storage: another process ({holder}) is writing records to {self.directory}; two runs "
+                "must not share a record directory. Pass another directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._lock = fd
+        # Only a writer holding the lock creates temporary files here, so these are strays.
+        for stray in self.directory.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                stray.unlink()
+
+    def close(self) -> None:
+        """Release the lock (a store that only reads holds none)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _check_writer(self) -> None:
+        """Fail loudly where the lock or the series was taken over since :meth:`start`."""
+        if self._lock is None:
+            raise RecordStoreError(f"nsp.storage: {self.directory}: call start() or attach() before writing records")
+        try:
+            same = os.stat(self.lock_path).st_ino == os.fstat(self._lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise RecordStoreError(
+                f"nsp.storage: this run lost the lock of {self.directory} (its lock file was removed or replaced); "
+                "it stops writing records rather than mix them with another run's"
+            )
+        found = self.manifest().get("series")
+        if found != self._series:
+            raise RecordStoreError(
+                f"nsp.storage: the series in {self.directory} was replaced by another run's (series {found!r}, "
+                f"this run's {self._series!r}); this run stops writing records rather than mix them"
+            )
 
     def write(
         self,
@@ -386,11 +513,14 @@ class RecordStore:
         Raises
         ------
         ValueError
-            If ``name`` has other characters, or the directory has no manifest (call
-            :meth:`start` first).
+            If ``name`` has other characters.
+        RecordStoreError
+            If this store has not started or attached to the series, or lost its lock or
+            its series to another run.
         """
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise ValueError(f"nsp.storage.RecordStore.write: invalid record name {name!r}")
+        self._check_writer()
         manifest = self.manifest()
         path = save_npz(self.directory / f"{name}.npz", arrays, meta)
         records = [entry for entry in manifest["records"] if entry["name"] != name]

@@ -30,7 +30,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from nsp.storage import RecordStore
+from nsp.storage import RecordStore, RecordStoreError
 from nsp_lightning import records as _records
 from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, class_path
 
@@ -357,20 +357,32 @@ class ProbeCallback(Callback):
         who = type(self).__name__
         header = analysis.header()
         info = {"name": analysis.name, "class": class_path(type(analysis))}
-        if not store.exists():
+        try:
+            if resuming and store.exists():
+                store.attach()
+                found = store.analysis
+                if store.header != header or (found is not None and found.get("name") != analysis.name):
+                    store.close()
+                    raise ValueError(
+                        f"{who}: the records in {store.directory} were written with another configuration"
+                        f" ({store.header}); this run has {header}. Pass another `dirpath`."
+                    )
+                rank_zero_info(f"{who}: continuing the record series in {store.directory}")
+                return
+            # A new series never overwrites or joins one: a directory that lists records is refused.
             store.start(header, analysis=info)
-            return
-        if resuming:
-            found = store.analysis
-            if store.header != header or (found is not None and found.get("name") != analysis.name):
-                raise ValueError(
-                    f"{who}: the records in {store.directory} were written with another configuration"
-                    f" ({store.header}); this run has {header}. Pass another `dirpath`."
-                )
-            rank_zero_info(f"{who}: continuing the record series in {store.directory}")
-            return
-        rank_zero_warn(f"{who}: {store.directory} already holds records; starting a new series there")
-        store.start(header, analysis=info)
+        except RecordStoreError as err:
+            raise RecordStoreError(f"{who}: {err}") from None
+
+    @override
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        # Releases the record directories' locks, so that a later fit may continue them.
+        for store in self._stores.values():
+            store.close()
+
+    @override
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        self.teardown(trainer, pl_module, "fit")
 
     def _record(
         self,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nsp import storage
-from nsp.storage import RecordStore, load_json, load_npz, save_json, save_npz
+from nsp.storage import RecordStore, RecordStoreError, load_json, load_npz, save_json, save_npz
 
 
 def test_npz_round_trip_keeps_values_dtypes_and_meta(tmp_path):
@@ -109,17 +109,19 @@ def test_record_store_lists_records_in_order_and_replaces_by_name(tmp_path):
         store.read("epoch-9")
 
 
-def test_record_store_start_begins_a_new_series(tmp_path):
+def test_record_store_start_never_overwrites_a_series(tmp_path):
     store = RecordStore(tmp_path)
     store.start({"run": 1})
+    store.start({"run": 2})  # no records yet: nothing is lost
     store.write("a", {}, {})
-    store.start({"run": 2})
-    assert store.names() == [] and store.header == {"run": 2}
+    with pytest.raises(RecordStoreError, match=r"already holds a record series \(1 record\(s\)\)"):
+        store.start({"run": 3})
+    assert store.names() == ["a"] and store.header == {"run": 2}
 
 
 def test_record_store_errors_name_the_problem(tmp_path):
     store = RecordStore(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+    with pytest.raises(RecordStoreError, match=r"call start\(\) or attach\(\) before writing"):
         store.write("a", {}, {})
     store.start({})
     with pytest.raises(ValueError, match="invalid record name '../x'"):

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import nsp
 import nsp.render
+from nsp.storage import RecordStoreError
 import nsp_lightning.analyses.spectrum as spectrum_module
 import nsp_lightning.records as records_module
 from nsp.storage import RecordStore
@@ -429,15 +430,17 @@ def test_an_interrupted_record_leaves_earlier_records_readable(tmp_path, monkeyp
     monkeypatch.undo()
     records = read_records(tmp_path)
     assert [r.epoch for r in records] == [0, 1]
-    assert sorted(os.listdir(tmp_path)) == ["epoch-000000.npz", "epoch-000001.npz", "manifest.json"]
+    assert sorted(os.listdir(tmp_path)) == [".lock", "epoch-000000.npz", "epoch-000001.npz", "manifest.json"]
     assert records[1].spectra[1][5].shape == (3,)
 
 
-def test_a_fresh_run_into_an_existing_record_directory_starts_a_new_series(tmp_path):
+def test_a_fresh_run_into_an_existing_record_directory_is_refused(tmp_path):
     fit([SpectrumCallback(probe(1), dirpath=tmp_path)], max_epochs=2)
-    with pytest.warns(UserWarning, match="already holds records; starting a new series"):
+    before = {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if f.endswith(".npz")}
+    with pytest.raises(RecordStoreError, match=r"already holds a record series \(3 record\(s\)\)"):
         fit([SpectrumCallback(probe(1), dirpath=tmp_path)], max_epochs=1)
-    assert [r.epoch for r in read_records(tmp_path)] == [0, 1]
+    assert [r.epoch for r in read_records(tmp_path)] == [0, 1, 2]
+    assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path) if f.endswith(".npz")} == before
 
 
 def test_state_key_separates_instances():
