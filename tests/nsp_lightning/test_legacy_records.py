@@ -57,6 +57,7 @@ def test_this_version_writes_the_format_of_the_previous_release(tmp_path):
         )
     old, new = load_json(LEGACY / "manifest.json"), load_json(tmp_path / "spectra" / "manifest.json")
     assert new.pop("analysis") == {"name": "spectra", "class": "nsp_lightning.analyses.spectrum:SpectrumAnalysis"}
+    assert len(new.pop("series")) == 32  # the writer's series id (reliability: no mixed series)
     assert new == old
     for entry in old["records"]:
         old_arrays, old_meta = load_npz(LEGACY / entry["file"])
