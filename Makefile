@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) examples/seed_readme.py
 	$(PY) examples/demo_digits.py
+	$(PY) examples/response_maps_digits.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/transform.py

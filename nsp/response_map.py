@@ -492,6 +492,16 @@ class NeuralResponseMap:
         self._set_layout(raw, layout)
         return float(procrustes(previous, layout)[2])
 
+    def rescale(self, inputs: torch.Tensor) -> None:
+        """Take each laid-out neuron's [0, 1] range from ``inputs`` (e.g. the training inputs
+        again, after the weights changed); the layout stays. A neuron constant over
+        ``inputs`` is drawn as 0 at its value."""
+        where = "nsp.NeuralResponseMap.rescale"
+        self._require_layout(where)
+        values = self._record(self._check_inputs(inputs, where), where)[0][:, self._keep]
+        lo, hi = values.min(axis=0), values.max(axis=0)
+        self._lo, self._span = lo, np.where(hi > lo, hi - lo, 1.0)
+
     def responses(self, inputs: torch.Tensor) -> np.ndarray:
         """Each laid-out neuron's response to ``inputs``: scaled to [0, 1] by the training
         range, clipped, and averaged over the inputs (the original's ``Z``); ``(N,)``."""

@@ -36,8 +36,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
     and scale).
 
     At every record: each probe's map (its neurons' activations scaled to [0, 1] by their
-    range over ``inputs`` at the last fit, interpolated over the layout) is kept in the
-    record and logged to TensorBoard as the image ``<prefix>/probe_<p>``; the layout goes
+    range over ``inputs``, interpolated over the layout) is kept in the record and logged to TensorBoard as the image ``<prefix>/probe_<p>``; the layout goes
     to TensorBoard's embedding projector (tag ``<prefix>/layout``, each neuron's layer and
     index as metadata); the report shows every probe's maps with an epoch slider.
 
@@ -54,6 +53,10 @@ class ResponseMapAnalysis(ProbeAnalysis):
             ``'all'`` (every element is one).
         method: ``'linear'`` (the default here: smooth maps) or ``'nearest'``.
         resolution: Pixels per side of a map.
+        scale: Where each neuron's [0, 1] range comes from: ``'record'`` (the default: its
+            range over ``inputs`` with the weights of the record, so that a neuron whose
+            activations grow during training is not saturated) or ``'fit'`` (its range when
+            the layout was fitted, as the original does for every map).
         refit: Refit the layout at every record after the first.
         refit_iter: t-SNE iterations of a refit.
         perplexity: t-SNE perplexity.
@@ -83,6 +86,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         units: str = "channels",
         method: str = "linear",
         resolution: int = 256,
+        scale: str = "record",
         refit: bool = False,
         refit_iter: int = 250,
         perplexity: float = 30.0,
@@ -105,6 +109,8 @@ class ResponseMapAnalysis(ProbeAnalysis):
             raise ValueError(f"{where}: expected `method` to be 'linear' or 'nearest', got {method!r}")
         if int(resolution) < 2:
             raise ValueError(f"{where}: expected `resolution` >= 2, got {resolution!r}")
+        if scale not in ("record", "fit"):
+            raise ValueError(f"{where}: expected `scale` to be 'record' or 'fit', got {scale!r}")
         if int(refit_iter) < 1:
             raise ValueError(f"{where}: expected `refit_iter` >= 1, got {refit_iter!r}")
         from nsp.response_map import _colormap
@@ -117,6 +123,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self.units = units
         self.method = method
         self.resolution = int(resolution)
+        self.scale = scale
         self.refit = bool(refit)
         self.refit_iter = int(refit_iter)
         self.perplexity = float(perplexity)
@@ -158,6 +165,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
             "units": self.units,
             "method": self.method,
             "resolution": self.resolution,
+            "scale": self.scale,
             "inputs": None if self.inputs is None else list(self.inputs.shape),
             "fit": "at fit start (the baseline's weights)",
             "refit": self.refit,
@@ -175,6 +183,8 @@ class ResponseMapAnalysis(ProbeAnalysis):
         refitted = self.refit and context.epoch != self._fitted_at
         if refitted:
             scalars["procrustes_disparity"] = self._map.refit(self._inputs, n_iter=self.refit_iter)
+        elif self.scale == "record" and context.epoch != self._fitted_at:
+            self._map.rescale(self._inputs)
         responses = self._map.scaled_responses(probes)
         maps = np.stack([self._map.map_values(r, self.method) for r in responses]).astype(np.float32)
         layers = self._map.layers
@@ -244,7 +254,8 @@ class ResponseMapAnalysis(ProbeAnalysis):
             ("layout", f"fitted {header.get('fit', 'at fit start')}; "
                        + ("refitted at every later record" if header.get("refit") else "the same at every record")),
             ("maps", f"{header.get('method')} interpolation, {header.get('resolution')} px a side, "
-                     "0 (dark) to 1 (bright): each neuron scaled by its range over the layout's inputs"),
+                     "0 (dark) to 1 (bright): each neuron scaled by its range over the layout's inputs "
+                     + ("at the record" if header.get("scale", "record") == "record" else "when the layout was fitted")),
         ]
         blocks: list[Any] = [
             Text("Neurons that co-vary over the layout's inputs lie close together; each map colours a "

@@ -184,6 +184,14 @@ def test_responses_are_scaled_channel_means():
     np.testing.assert_allclose(nrm.responses(x[:7]), expected, atol=1e-6)
     assert nrm.neurons == [("2", int(c)) for c in np.flatnonzero(keep)]
 
+    # rescale: the range over other inputs, for the same neurons and layout.
+    layout = nrm.layout.copy()
+    nrm.rescale(x[:20])
+    lo, hi = conv[:20].min(0)[keep], conv[:20].max(0)[keep]
+    expected = np.clip((conv[:7][:, keep] - lo) / np.where(hi > lo, hi - lo, 1), 0, 1).mean(0)
+    np.testing.assert_allclose(nrm.responses(x[:7]), expected, atol=1e-6)
+    np.testing.assert_array_equal(nrm.layout, layout)
+
     units = NeuralResponseMap(model, units="all")
     units.train_map(x, ["0"])
     assert len(units.layout) > 8 * 8 * 4  # one neuron per element, not per channel

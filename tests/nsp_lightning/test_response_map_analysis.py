@@ -49,11 +49,12 @@ def perturb(model: torch.nn.Module) -> None:
             p.add_(0.3 * torch.randn_like(p))
 
 
-def test_maps_are_the_response_maps_on_one_layout():
+@pytest.mark.parametrize("scale", ["record", "fit"])
+def test_maps_are_the_response_maps_on_one_layout(scale):
     torch.manual_seed(0)
     model = TinyNet().eval()
     initial = copy.deepcopy(model)
-    analysis = ResponseMapAnalysis(inputs(), LAYERS, resolution=40)
+    analysis = ResponseMapAnalysis(inputs(), LAYERS, resolution=40, scale=scale)
     records = records_of(analysis, model, 3, step=perturb)
     for record in records[1:]:
         np.testing.assert_array_equal(record.arrays["layout"], records[0].arrays["layout"])
@@ -63,6 +64,8 @@ def test_maps_are_the_response_maps_on_one_layout():
     reference.train_map(inputs(), LAYERS)
     np.testing.assert_array_equal(reference.layout, records[0].arrays["layout"])
     initial.load_state_dict(model.state_dict())
+    if scale == "record":
+        reference.rescale(inputs())
     expected = np.stack([reference.generate_map(probe(3)[p : p + 1], "linear") for p in range(3)])
     np.testing.assert_allclose(records[-1].arrays["maps"], expected, atol=1e-6, equal_nan=True)
     assert not np.allclose(records[0].arrays["maps"], records[-1].arrays["maps"], equal_nan=True)
