@@ -14,7 +14,6 @@ and the in sizes one of the input's; sizes of 1 are allowed on either side. A
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -289,37 +288,30 @@ def _is_identity(f: np.ndarray, nonzero: int) -> bool:
     return f.shape[0] == f.shape[1] == nonzero and bool(f.diagonal().all())
 
 
-def _common_form(a: Term, b: Term) -> tuple[Term, Term]:
-    """Re-factorise two terms over the same spaces so their factors pair up one to one."""
+def _common_forms(terms: Sequence[Term]) -> list[Term]:
+    """Re-factorise terms over the same spaces so their factors pair up one to one."""
+    terms = list(terms)
     for side in ("out", "in"):
-        da = tuple(d for d in a._side(side) if d != 1)
-        db = tuple(d for d in b._side(side) if d != 1)
-        fine = refinement(da, db)
-        sa = a.split(side, fine) if fine is not None else None
-        sb = b.split(side, fine) if fine is not None else None
-        if sa is None or sb is None:
-            coarse = coarsening(da, db)
-            sa, sb = a.merge(side, coarse), b.merge(side, coarse)
-        a, b = sa, sb
-    if [f.shape for f in a.factors] == [f.shape for f in b.factors]:
-        return a, b
-    a, b = a.squeeze("out").squeeze("in"), b.squeeze("out").squeeze("in")
-    if [f.shape for f in a.factors] == [f.shape for f in b.factors]:
-        return a, b
-    return Term((a.dense(),)), Term((b.dense(),))
+        dims = [tuple(d for d in t._side(side) if d != 1) for t in terms]
+        if all(d == dims[0] for d in dims):
+            continue
+        fine = functools.reduce(lambda a, b: None if a is None else refinement(a, b), dims)
+        split = [t.split(side, fine) for t in terms] if fine is not None else [None]
+        if any(t is None for t in split):
+            coarse = functools.reduce(coarsening, dims)
+            split = [t.merge(side, coarse) for t in terms]
+        terms = split
+    if _same_shapes(terms):
+        return terms
+    terms = [t.squeeze("out").squeeze("in") for t in terms]
+    if _same_shapes(terms):
+        return terms
+    return [Term((t.dense(),)) for t in terms]
 
 
-def intersect(a: Term, b: Term) -> Term:
-    a, b = _common_form(a, b)
-    return Term(tuple(f & g for f, g in zip(a.factors, b.factors)))
-
-
-def contains(big: Term, small: Term) -> bool:
-    """Whether ``small`` ⊆ ``big`` as sets of pairs."""
-    if small.is_empty():
-        return True
-    big, small = _common_form(big, small)
-    return all(not (g & ~f).any() for f, g in zip(big.factors, small.factors))
+def _same_shapes(terms: Sequence[Term]) -> bool:
+    shapes = [f.shape for f in terms[0].factors]
+    return all([f.shape for f in t.factors] == shapes for t in terms[1:])
 
 
 @dataclass(frozen=True)
@@ -350,20 +342,22 @@ class Relation:
         terms = tuple(t.compose(u) for t in self.terms for u in inner.terms)
         return Relation(_prune(terms), self.n_out, inner.n_in)
 
-    def inclusion_exclusion(self) -> list[tuple[int, Term]]:
-        """Signed terms whose sum is the indicator of the union."""
-        out: list[tuple[int, Term]] = []
-        for k in range(1, len(self.terms) + 1):
-            for subset in itertools.combinations(self.terms, k):
-                term = subset[0]
-                for other in subset[1:]:
-                    term = intersect(term, other)
-                if not term.is_empty():
-                    out.append(((-1) ** (k + 1), term))
-        return out
+    def disjoint(self) -> list[Term]:
+        """Pairwise disjoint terms whose sum is the indicator of the union.
+
+        Inclusion–exclusion over the union's n terms would need 2^n − 1 of them, and every
+        concatenated branch of a network adds a term (DenseNet-121: 17). Instead the
+        terms are cut along one axis at a time (:func:`_disjoint`): a union of products
+        whose factors nest, as windows of different widths and disjoint channel ranges
+        do, splits into a few pieces per axis.
+        """
+        terms = [t for t in self.terms if not t.is_empty()]
+        if len(terms) <= 1:
+            return terms
+        return [Term(f) for f in _disjoint([t.factors for t in _common_forms(terms)])]
 
     def nnz(self) -> int:
-        return sum(sign * term.nnz() for sign, term in self.inclusion_exclusion())
+        return sum(term.nnz() for term in self.disjoint())
 
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
         """Flat (out, in) index arrays of the union, sorted out-major without duplicates."""
@@ -386,10 +380,104 @@ class Relation:
 
 
 def _prune(terms: Sequence[Term]) -> tuple[Term, ...]:
-    kept: list[Term] = []
-    for t in terms:
-        if t.is_empty() or any(contains(k, t) for k in kept):
+    """The union of ``terms`` with as few terms as cheap rules give.
+
+    Empty and contained terms are dropped, and terms equal on all axes but one are
+    merged into one (``A⊗B ∪ A'⊗B = (A ∪ A')⊗B``): the branches of a channel
+    concatenation differ only in their channel factors, so a DenseNet block's many
+    paths fold back into a few terms.
+    """
+    terms = [t for t in terms if not t.is_empty()]
+    if len(terms) <= 1:
+        return tuple(terms)
+    return tuple(Term(f) for f in _reduce([t.factors for t in _common_forms(terms)]))
+
+
+def _same(f: np.ndarray, g: np.ndarray) -> bool:
+    return f is g or np.array_equal(f, g)
+
+
+def _reduce(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
+    """Drop contained terms and merge terms that differ in one factor only (same factor shapes)."""
+    kept: list[tuple[np.ndarray, ...]] = []
+    queue = list(terms)
+    while queue:
+        t = queue.pop(0)
+        if any(all(not (g & ~f).any() for f, g in zip(k, t)) for k in kept):
             continue
-        kept = [k for k in kept if not contains(t, k)]
-        kept.append(t)
-    return tuple(kept)
+        kept = [k for k in kept if not all(not (g & ~f).any() for f, g in zip(t, k))]
+        for i, k in enumerate(kept):
+            differ = [a for a, (f, g) in enumerate(zip(k, t)) if not _same(f, g)]
+            if len(differ) == 1:
+                a = differ[0]
+                merged = k[a] | t[a]
+                if merged.all():
+                    merged = ones_factor(*merged.shape)
+                # The merged term may now contain or merge with others: process it again.
+                del kept[i]
+                queue.insert(0, k[:a] + (merged,) + k[a + 1:])
+                break
+        else:
+            kept.append(t)
+    return kept
+
+
+def _classes(stack: np.ndarray) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
+    """Group the (out, in) pairs of one axis by the set of terms whose factor holds them.
+
+    ``stack`` is ``(n, p, q)``. Returns, per nonempty set, its members (bool ``(n,)``)
+    and a class label, and the label of every pair (flat).
+    """
+    n = stack.shape[0]
+    words = -(-n // 64)
+    keys = np.zeros((stack[0].size, words), dtype=np.uint64)
+    for i, f in enumerate(stack):
+        keys[:, i // 64] |= f.reshape(-1).astype(np.uint64) << np.uint64(i % 64)
+    if words == 1:
+        labels, inverse = np.unique(keys[:, 0], return_inverse=True)
+        labels = labels[:, None]
+    else:
+        labels, inverse = np.unique(keys, axis=0, return_inverse=True)
+    out = []
+    for c, key in enumerate(labels):
+        if key.any():
+            members = (key[np.arange(n) // 64] >> (np.arange(n) % 64).astype(np.uint64)) & np.uint64(1)
+            out.append((members.astype(bool), c))
+    return out, inverse.reshape(-1)
+
+
+def _disjoint(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
+    """Disjoint products whose sum is the indicator of the union of ``terms`` (same factor shapes).
+
+    One axis is cut at a time: its (out, in) pairs fall into classes by the set of terms
+    whose factor holds them, and each class, times the union of those terms over the
+    remaining axes (recursively), is one piece. The classes partition the axis, so the
+    pieces are disjoint. The axis cut is the one with the fewest classes; for factors
+    that nest (windows, channel ranges) there are at most n + 1 per axis, so the pieces
+    number at most (n + 1)^axes, against 2^n − 1 for inclusion–exclusion.
+    """
+    terms = _reduce(terms)
+    if len(terms) == 1 or not terms[0]:
+        return terms[:1]
+    n = len(terms)
+    best = None
+    for axis in range(len(terms[0])):
+        if all(_same(t[axis], terms[0][axis]) for t in terms[1:]):
+            # One class: the common factor comes out, with no search.
+            best = (axis, [(np.ones(n, bool), terms[0][axis])], None, None)
+            break
+        stack = np.stack([t[axis] for t in terms])
+        classes, inverse = _classes(stack)
+        if best is None or len(classes) < len(best[1]):
+            best = (axis, classes, inverse, stack.shape[1:])
+    axis, classes, inverse, shape = best
+    out: list[tuple[np.ndarray, ...]] = []
+    for members, piece in classes:
+        if inverse is not None:
+            piece = (inverse == piece).reshape(shape)
+            if piece.all():
+                piece = ones_factor(*shape)
+        rest = [t[:axis] + t[axis + 1:] for t, m in zip(terms, members) if m]
+        for r in _disjoint(rest):
+            out.append(r[:axis] + (piece,) + r[axis:])
+    return out

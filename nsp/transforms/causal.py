@@ -456,7 +456,7 @@ class _ProductKernel:
     """``Σ_{K<L} A_{L,K} X_K`` for product-shaped ancestor relations."""
 
     def __init__(self, structure: NetworkStructure) -> None:
-        self.plans: list[list[tuple[int, int, Any]]] = [[]]
+        self.plans: list[list[tuple[int, Any]]] = [[]]
         # ancestors[L][K]: which nodes of layer K lie below each node of layer L.
         ancestors: list[dict[int, Any]] = [{}]
         widest = 1
@@ -469,11 +469,12 @@ class _ProductKernel:
                     own[k] = own[k].union(rel) if k in own else rel
             ancestors.append(own)
             plan = [
-                (k, sign, _compile(term)) for k, rel in sorted(own.items()) for sign, term in rel.inclusion_exclusion()
+                (k, _compile(term)) for k, rel in sorted(own.items()) for term in rel.disjoint()
             ]
             self.plans.append(plan)
-            widest = max(widest, int(structure.sizes[layer]) + sum(int(structure.sizes[k]) for k, _, _ in plan))
-        # Every partial sum is a signed sum of at most `widest` limbs below 2^b.
+            widest = max(widest, int(structure.sizes[layer]) + sum(int(structure.sizes[k]) for k in own))
+        # A relation's terms are disjoint, so every partial sum is a signed sum of at most
+        # `widest` limbs below 2^b: the layer's own and at most one per node of each K.
         self.limb_bits = min(32, 62 - math.ceil(math.log2(widest + 1)))
         self.sizes = structure.sizes
         self.shapes = structure.shapes
@@ -496,7 +497,7 @@ class _ProductKernel:
         made: dict[int, list[Any]] = {}
         for layer, plan in enumerate(self.plans):
             steps = []
-            for k, _, (in_dims, _, (ones, _), _) in plan:
+            for k, (in_dims, _, (ones, _), _) in plan:
                 natural = tuple(d for d in structure.shapes[k] if d != 1)
                 mask = _summed_mask(natural, in_dims, ones) if ones else None
                 if not ones or (mask is not None and not any(mask)):
@@ -529,16 +530,18 @@ class _ProductKernel:
     def growth_bits(self) -> np.ndarray:
         """Per layer, 1 + log2 of an upper bound on max G (see the module docstring).
 
-        ``G(x) ≤ 1 + Σ_K |anc_K(x)| · max G_K``, and ``|anc_K(x)|`` is at most the sum over
-        the union's terms of the product of each factor's largest row count. Computed in
-        log2, so no depth overflows it.
+        ``G(x) ≤ 1 + Σ_K |anc_K(x)| · max G_K``, and ``|anc_K(x)|`` is at most the size of
+        layer K and at most the sum over the relation's disjoint terms of the product of
+        each factor's largest row count. Computed in log2, so no depth overflows it.
         """
         out = np.zeros(len(self.sizes))
         for layer, plan in enumerate(self.plans):
+            rows: dict[int, float] = {}
+            for k, (_, _, _, row_bits) in plan:
+                rows[k] = np.logaddexp2(rows.get(k, -np.inf), row_bits)
             total = -np.inf
-            for k, sign, (_, _, _, row_bits) in plan:
-                if sign > 0:
-                    total = np.logaddexp2(total, row_bits + out[k])
+            for k, bits in rows.items():
+                total = np.logaddexp2(total, min(bits, math.log2(self.sizes[k])) + out[k])
             out[layer] = np.logaddexp2(0.0, total)
         return out + 1
 
@@ -554,7 +557,7 @@ class _ProductKernel:
         # Terms that broadcast over the layer (sums over whole axes: deep layers read most
         # earlier layers this way) are summed among themselves first and added once.
         broadcast: dict[tuple, np.ndarray] = {}
-        for (k, term_sign, (in_dims, out_dims, (ones, rest), _)), (key, source, axes) in zip(
+        for (k, (in_dims, out_dims, (ones, rest), _)), (key, source, axes) in zip(
             self.plans[layer], self.steps[layer]
         ):
             if key is None:
@@ -572,7 +575,7 @@ class _ProductKernel:
                 y = y.reshape((-1,) + tuple(1 if a in ones else d for a, d in enumerate(in_dims, 1)))
             limbs = y.shape[0] // p
             y = _apply(y, rest)
-            positive = sign * term_sign > 0
+            positive = sign > 0
             view = acc[:limbs].reshape((limbs * p,) + out_dims)
             if 2 * y.size <= view.size:
                 group = (limbs, out_dims, y.shape)

@@ -129,9 +129,9 @@ class LaplacianOperator(LinearOperator):
     ``W @ 1``. Edges only join a layer to an earlier one, so ``W`` is the sum over the
     layer relations ``A_LK`` of ``A_LK`` and its transpose, and no two of these overlap.
 
-    With ``INCL=True`` each relation is applied as the signed sum of its
-    inclusion-exclusion terms (:meth:`nsp.relations.Relation.inclusion_exclusion`), so
-    overlapping terms of a union count once; each term is applied with per-axis sums and
+    With ``INCL=True`` each relation is applied as the sum of disjoint product terms
+    (:meth:`nsp.relations.Relation.disjoint`), so overlapping terms of a union count
+    once; each term is applied with per-axis sums and
     small per-axis matrix products in float64. The cost of a product is about that of a
     few passes over the activations per term; no ``N x N`` matrix or edge list is formed.
     With ``INCL=False`` the relations are sparse matrices, and ``L`` is assembled once as
@@ -189,13 +189,13 @@ class LaplacianOperator(LinearOperator):
         super().__init__(dtype=np.float64, shape=(n, n))
         self.structure = structure
         self._sparse: sp.csr_array | None = None
-        self._blocks: list[tuple[int, int, int, tuple, tuple]] = []
+        self._blocks: list[tuple[int, int, tuple, tuple]] = []
         if structure.incl:
             for layer, k, relation in structure.blocks():
-                for sign, term in relation.inclusion_exclusion():
+                for term in relation.disjoint():
                     down = _factor_ops(term)
                     up = _factor_ops(Term(tuple(f.T for f in term.factors)))
-                    self._blocks.append((layer, k, sign, down, up))
+                    self._blocks.append((layer, k, down, up))
             degrees = self._adjacency_matmat(np.ones((n, 1)))[:, 0]
         else:
             src, dst = structure.edge_arrays()
@@ -219,12 +219,12 @@ class LaplacianOperator(LinearOperator):
         def view(a: np.ndarray, layer: int, dims: tuple[int, ...]) -> np.ndarray:
             return a[int(s.offsets[layer]): int(s.offsets[layer + 1])].reshape(dims + (p,))
 
-        for layer, k, sign, (down_in, down_out, down), (up_in, up_out, up) in self._blocks:
+        for layer, k, (down_in, down_out, down), (up_in, up_out, up) in self._blocks:
             # Row `layer`, column `k` of W is A_LK; row `k`, column `layer` is its transpose.
             target = view(out, layer, down_out)
-            target += sign * _apply_ops(view(X, k, down_in), down)
+            target += _apply_ops(view(X, k, down_in), down)
             target = view(out, k, up_out)
-            target += sign * _apply_ops(view(X, layer, up_in), up)
+            target += _apply_ops(view(X, layer, up_in), up)
         return out
 
     def _matmat(self, X: np.ndarray) -> np.ndarray:

@@ -93,3 +93,36 @@ def test_refuses_instead_of_materialising_huge_factors(monkeypatch):
     with pytest.raises(StructureError, match="entry matrix"):
         a.compose(b)
     assert math.prod(a.in_dims) == math.prod(b.out_dims)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_disjoint_pieces_sum_to_the_union(data):
+    # Up to 70 terms: more than one 64-bit word of membership per (out, in) pair.
+    first = data.draw(terms())
+    n = data.draw(st.sampled_from([2, 5, 12, 70]))
+    rel = Relation(
+        tuple([first] + [data.draw(terms(out_dims=first.out_dims, in_dims=first.in_dims)) for _ in range(n - 1)]),
+        first.n_out, first.n_in,
+    )
+    total = sum(t.dense().astype(int) for t in rel.disjoint())
+    union = np.zeros((rel.n_out, rel.n_in), bool)
+    for t in rel.terms:
+        union |= t.dense()
+    np.testing.assert_array_equal(total, union.astype(int))
+    assert rel.nnz() == int(union.sum())
+
+
+def test_union_merges_terms_that_differ_in_one_factor():
+    # Concatenated branches: disjoint channel ranges, the same spatial factor.
+    spatial = np.eye(5, dtype=bool) | np.eye(5, k=1, dtype=bool)
+    branches = [Relation.of(Term((np.eye(17, 3, -i, dtype=bool)[:, :3] | (np.arange(17)[:, None] == i), spatial)))
+                for i in range(17)]
+    union = branches[0]
+    for b in branches[1:]:
+        union = union.union(b)
+    assert len(union.terms) == 1
+    expected = np.zeros((17 * 5, 3 * 5), bool)
+    for b in branches:
+        expected |= b.dense()
+    np.testing.assert_array_equal(union.dense(), expected)

@@ -1,0 +1,155 @@
+"""torchvision's classification models: graph and exact causal transform against the forward pass.
+
+Run ``python benchmarks/zoo.py`` (INCL=True, top-level layers and every leaf) and
+``python benchmarks/zoo.py --incl-false`` (the data-dependent graph). Every model gets
+random weights (no downloads), eval mode, one random 3×32×32 input and one torch thread
+(nsp's transform is single-threaded numpy, so both sides use one core). Each case runs
+in its own process, under a time limit, and measures side by side:
+
+- ``forward``: the model's forward pass (no grad, median of repeats), the unit of every ratio;
+- ``capture``: ``nsp.Activations`` (a forward pass with recording hooks);
+- ``graph``: ``nsp.NNGraph`` (the relations between layers);
+- ``transform``: ``get_transformer()`` (ancestor plan, majorant) and the exact spectrum
+  of the probe.
+
+A model nsp cannot analyse is listed with the ``UnsupportedModuleError`` it raises.
+torchvision must import (on the CPU build of torch, through the test environment's shim:
+see README, "Quick start").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+
+MODELS: dict[str, dict] = {
+    "resnet18": {},
+    "resnet50": {},
+    "vgg11_bn": {},
+    "mobilenet_v2": {},
+    "mobilenet_v3_small": {},
+    "efficientnet_b0": {},
+    "densenet121": {},
+    "shufflenet_v2_x0_5": {},
+    "squeezenet1_1": {},
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "regnet_y_400mf": {},
+    "mnasnet0_5": {},
+    "convnext_tiny": {},
+    "vit_b_16": {"image_size": 32},
+    "swin_t": {},
+}
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(name: str, layers: str, incl: bool, repeats: int) -> dict:
+    """One case, in this process."""
+    import torchvision
+
+    import nsp
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(num_classes=10, **MODELS[name]).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        net(x)
+        forward = _median_time(lambda: net(x), 20)
+    kwargs = {} if layers == "top" else {"layers": "leaves"}
+    result = {"model": name, "layers": layers, "incl": incl, "forward_ms": forward * 1e3}
+    try:
+        capture = _median_time(lambda: nsp.Activations(net, x, **kwargs), repeats)
+        acts = nsp.Activations(net, x, **kwargs)
+        graphs, transforms = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            graph = nsp.NNGraph(acts, INCL=incl)
+            middle = time.perf_counter()
+            graph.transform(acts)
+            graphs.append(middle - start)
+            transforms.append(time.perf_counter() - middle)
+    except nsp.UnsupportedModuleError as err:
+        result["unsupported"] = str(err).split(". Supported:")[0]
+        return result
+    result.update(
+        neurons=graph.number_of_nodes(), layer_count=len(acts.layernames), capture_ms=capture * 1e3,
+        graph_ms=statistics.median(graphs) * 1e3, transform_ms=statistics.median(transforms) * 1e3,
+    )
+    return result
+
+
+def _run(name: str, layers: str, incl: bool, repeats: int, timeout: float) -> dict:
+    command = [sys.executable, __file__, "--one", name, layers, str(incl), "--repeats", str(repeats)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "layers": layers, "incl": incl, "timeout": timeout}
+    if done.returncode != 0:
+        return {"model": name, "layers": layers, "incl": incl, "error": done.stderr.strip().splitlines()[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _row(r: dict) -> str:
+    head = f"| {r['model']} | {r['layers']} |"
+    if "timeout" in r:
+        return head + f" – | – | – | – | – | – | – | did not finish in {r['timeout']:.0f} s |"
+    if "error" in r:
+        return head + f" – | – | – | – | – | – | – | failed: {r['error']} |"
+    if "unsupported" in r:
+        return head + f" – | {r['forward_ms']:.1f} | – | – | – | – | – | unsupported: {r['unsupported']} |"
+    f = r["forward_ms"]
+    total = (r["graph_ms"] + r["transform_ms"]) / f
+    if r["incl"]:
+        times = f"{r['capture_ms'] / f:.1f} | {r['graph_ms'] / f:.1f} | {r['transform_ms'] / f:.1f} | **{total:.1f}**"
+    else:
+        times = (f"{r['capture_ms'] / 1e3:.2f} s | {r['graph_ms'] / 1e3:.1f} s | {r['transform_ms'] / 1e3:.1f} s | "
+                 f"**{(r['graph_ms'] + r['transform_ms']) / 1e3:.1f} s**")
+    return head + f" {r['neurons']:,} ({r['layer_count']} layers) | {f:.1f} | {times} | |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=list(MODELS), help="torchvision model names")
+    parser.add_argument("--layers", nargs="*", default=["top", "leaves"], choices=["top", "leaves"])
+    parser.add_argument("--incl-false", action="store_true", help="measure INCL=False (the data-dependent graph)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of capture, graph and transform (median)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
+    parser.add_argument("--one", nargs=3, metavar=("MODEL", "LAYERS", "INCL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        name, layers, incl = args.one
+        print(json.dumps(measure(name, layers, incl == "True", args.repeats)))
+        return
+    incl = not args.incl_false
+    print(f"# {platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}, "
+          f"python {platform.python_version()}, INCL={incl}, 3×32×32 input")
+    if incl:
+        header = ("model", "layers", "neurons", "forward ms", "capture/fwd", "graph/fwd", "transform/fwd",
+                  "(graph+transform)/fwd", "note")
+    else:
+        header = ("model", "layers", "neurons", "forward ms", "capture", "graph", "transform", "graph+transform", "note")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name in args.models:
+        for layers in args.layers:
+            print(_row(_run(name, layers, incl, 1 if not incl else args.repeats, args.timeout)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

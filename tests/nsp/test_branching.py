@@ -1,0 +1,158 @@
+"""Many concatenated branches (DenseNet, Inception): exact, and no cost exponential in the branching.
+
+Each concatenated branch adds a product term to a relation. Inclusion–exclusion over n
+terms needs 2^n − 1 of them; nsp cuts unions into disjoint products instead
+(:meth:`nsp.relations.Relation.disjoint`). These networks are checked against the
+independent dense references: tests/reference.py for top-level children (autograd
+Jacobians and one-hot probing), and test_layers' hooked reference for every leaf.
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nsp
+import reference as R
+from nsp.relations import Relation, Term
+from test_layers import _check_against_reference
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, 2 * growth, 1), nn.BatchNorm2d(2 * growth), nn.ReLU(),
+            nn.Conv2d(2 * growth, growth, 3, padding=1),
+        )
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.body(torch.cat(features, 1))
+
+
+class DenseBlock(nn.Module):
+    """torchvision's DenseNet block: every layer reads the concatenation of all before it."""
+
+    def __init__(self, layers: int, cin: int, growth: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DenseLayer(cin + i * growth, growth) for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+def _densenet(blocks: tuple[int, ...], growth: int = 1) -> nn.Module:
+    torch.manual_seed(0)
+    parts: list[nn.Module] = [nn.Conv2d(2, 3, 3, padding=1)]
+    channels = 3
+    for i, layers in enumerate(blocks):
+        parts.append(DenseBlock(layers, channels, growth))
+        channels += layers * growth
+        if i + 1 < len(blocks):
+            parts.append(nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.AvgPool2d(2)))
+    parts += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 3)]
+    net = nn.Sequential(*parts)
+    _randomize(net)
+    return net.eval()
+
+
+class Inception(nn.Module):
+    """GoogLeNet's block: four branches of different reach, concatenated."""
+
+    def __init__(self, cin: int, width: int) -> None:
+        super().__init__()
+        self.b1 = nn.Sequential(nn.Conv2d(cin, width, 1), nn.ReLU())
+        self.b2 = nn.Sequential(nn.Conv2d(cin, width, 1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.Conv2d(cin, width, 1), nn.ReLU(), nn.Conv2d(width, width, 5, padding=2), nn.ReLU())
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(cin, width, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+
+
+def _inception(blocks: int, width: int = 1) -> nn.Module:
+    torch.manual_seed(1)
+    parts: list[nn.Module] = [nn.Conv2d(2, 2, 3, padding=1)]
+    channels = 2
+    for i in range(blocks):
+        parts.append(Inception(channels, width))
+        channels = 4 * width
+        if i == 0:
+            parts.append(nn.MaxPool2d(2))
+    parts += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 2)]
+    return nn.Sequential(*parts).eval()
+
+
+def _randomize(net: nn.Module) -> None:
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+
+
+def _check_top_level(net: nn.Module, x: torch.Tensor, incl: bool) -> nsp.NNGraph:
+    ref = R.reference(net, x, incl)
+    acts = nsp.Activations(net, x)
+    graph = nsp.NNGraph(acts, INCL=incl)
+    assert graph.number_of_edges() == ref.number_of_edges
+    src, dst = graph.structure.edge_arrays()
+    order = np.lexsort((dst, src))
+    np.testing.assert_array_equal(np.stack([src[order], dst[order]], 1), R.edge_array(ref.edges))
+    errors = R.relative_errors(graph.transform(acts).layeractivations, ref.spectrum)
+    assert max(errors) <= 1e-9, dict(zip(ref.capture.names, errors))
+    return graph
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_densenet_style_blocks_match_reference(incl):
+    # A 12-branch block, a transition, an 8-branch block: 2^13 − 1 inclusion–exclusion terms
+    # for the first block's output alone.
+    graph = _check_top_level(_densenet((12, 8)), torch.randn(1, 2, 6, 6), incl)
+    if incl:
+        # Branches whose reach is the same differ only in their channel factors and fold
+        # into one product: the first block's 13 paths give one per spatial window (6 on
+        # a 6×6 map), and no relation needs more disjoint pieces than it has terms.
+        for layer, k, rel in graph.structure.blocks():
+            assert len(rel.disjoint()) == len(rel.terms) <= 6, graph.structure.names[layer]
+        plans = graph.get_transformer()._kernel.plans
+        assert max(len(plan) for plan in plans) <= 11
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_inception_style_blocks_match_reference(incl):
+    _check_top_level(_inception(3, width=2), torch.randn(1, 2, 8, 8), incl)
+
+
+def test_densenet_style_leaves_match_reference():
+    # Every leaf a layer: each layer reads the concatenation of all earlier ones, so layers
+    # have up to 7 parents and their ancestor relations are unions of many paths.
+    net = _densenet((6, 3))
+    _check_against_reference(net, torch.randn(1, 2, 4, 4), "leaves", True)
+
+
+def test_inception_style_leaves_match_reference():
+    _check_against_reference(_inception(2), torch.randn(1, 2, 4, 4), "leaves", True)
+
+
+def test_disjoint_pieces_of_many_crossing_windows_stay_polynomial():
+    # 30 "crosses" on a 2-D map, window i of radius i + 1 on rows and 30 − i on columns:
+    # no term contains another, so inclusion–exclusion would need 2^30 − 1 terms.
+    size, n = 32, 30
+    rows = np.arange(size)
+
+    def window(radius):
+        return np.abs(rows[:, None] - rows[None, :]) <= radius
+
+    terms = [Term((window(i + 1), window(n - i))) for i in range(n)]
+    pieces = Relation(tuple(terms), size * size, size * size).disjoint()
+    assert len(pieces) <= 2 * n
+    total = np.zeros((size * size, size * size), np.int16)
+    union = np.zeros((size * size, size * size), bool)
+    for p in pieces:
+        total += p.dense()
+    for t in terms:
+        union |= t.dense()
+    np.testing.assert_array_equal(total, union)
