@@ -27,7 +27,9 @@ class SmoothGrad(Attribution):
         the same noise and the caller's RNG stream is untouched. None draws from the
         global RNG.
     batch_size : int, optional
-        Noisy copies per forward pass, across the batch; by default all at once.
+        Noisy copies of the batch per forward pass; by default ``max(1, 64 // N)`` for
+        ``N`` inputs (all 25 copies of 32 images at once ran 2.5x slower on a small CNN:
+        out of cache).
     """
 
     name = "smoothgrad"
@@ -43,6 +45,10 @@ class SmoothGrad(Attribution):
             raise ValueError(f"{self._where}: expected noise to be a number >= 0, got {noise!r}")
         captum = captum_attr(self._where)
         base, kwargs = self._base()
+        if batch_size is None:
+            batch_size = max(1, 64 // inputs.shape[0])
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"{self._where}: expected batch_size to be an int >= 1 or None, got {batch_size!r}")
         stdev = float(noise) * float(inputs.detach().max() - inputs.detach().min())
         tunnel = captum.NoiseTunnel(base)
 

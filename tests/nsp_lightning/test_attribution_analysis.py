@@ -155,3 +155,45 @@ def test_records_under_validate_and_test_despite_inference_mode(tmp_path, stage)
     # The same Trainer again: that record number exists, so nothing is overwritten.
     getattr(trainer, stage)(model, _loader(1500, 1564))
     assert len(read_records(tmp_path / "run" / "version_0" / "attribution")) == 1
+
+
+def test_a_resumed_run_compares_with_the_first_runs_baseline(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(max_epochs, ckpt_path=None):
+        callback = ProbeCallback(_probes(), [AttributionAnalysis(["saliency"], sanity=False)])
+        trainer = pl.Trainer(
+            **trainer_kwargs(max_epochs=max_epochs, logger=TensorBoardLogger(tmp_path, name="run"),
+                             enable_checkpointing=True, limit_val_batches=0),
+            callbacks=[callback, ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+        trainer.fit(DigitsModule(), _loader(0, 128), ckpt_path=ckpt_path)
+        return callback, trainer
+
+    first, _ = run(1)
+    _, trainer = run(2, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    records = read_records(first.record_dirs["attribution"])
+    assert [r.epoch for r in records] == [0, 1, 2]
+    expected = spearman(torch.from_numpy(records[2].arrays["saliency"]), torch.from_numpy(records[0].arrays["saliency"]))
+    assert not np.allclose(expected, 1.0)
+    for p in range(3):
+        assert records[2].scalars[f"saliency/probe_{p}/baseline_rho"] == pytest.approx(expected[p], abs=1e-6)
+        assert "saliency/probe_0/sanity_rho" not in records[2].scalars
+
+
+def test_arguments_are_checked_early():
+    with pytest.raises(ValueError, match=r"AttributionAnalysis\(methods\): unknown method 'gradient'"):
+        AttributionAnalysis(["gradient"])
+    with pytest.raises(ValueError, match=r"unknown option\(s\) sample of 'smoothgrad'; it takes samples"):
+        AttributionAnalysis({"smoothgrad": {"sample": 3}})
+    with pytest.raises(TypeError, match=r"options must be JSON values"):
+        AttributionAnalysis({"integrated_gradients": {"baseline": torch.zeros(1)}})
+    with pytest.raises(ValueError, match=r"mode='both'"):
+        AttributionAnalysis(mode="both")
+    with pytest.raises(TypeError, match=r"target=1.5"):
+        AttributionAnalysis(target=1.5)
+    model = DigitsModule()
+    with pytest.raises(ValueError, match=r"AttributionAnalysis\(layer\): the model \(DigitsModule\) has no submodule "
+                                         r"named 'conv2'; did you mean 'net.conv2'"):
+        AttributionAnalysis(layer="conv2").check(model, _probes())
+    with pytest.raises(ValueError, match=r"target=\[0, 10\].*each in 0..9"):
+        AttributionAnalysis(target=[0, 10]).check(model, _probes()[:2])

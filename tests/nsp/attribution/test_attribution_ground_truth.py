@@ -160,7 +160,8 @@ def _captum(method: str, model: nn.Module, x: torch.Tensor, target: list[int]) -
         kwargs = {"abs": False} if method == "smoothgrad" else {}
         torch.manual_seed(0)
         return captum_attr.NoiseTunnel(base).attribute(x, nt_type="smoothgrad", nt_samples=25,
-                                                       stdevs=0.15 * float(x.detach().max() - x.detach().min()), target=target, **kwargs)
+                                                       stdevs=0.15 * float(x.detach().max() - x.detach().min()), target=target,
+                                                       nt_samples_batch_size=5, **kwargs)
     if method == "integrated_gradients":
         return captum_attr.IntegratedGradients(model).attribute(x, target=target, n_steps=50)
     if method == "gradcam":
@@ -180,7 +181,8 @@ def test_parity_with_captum_called_directly(method):
     x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(6))
     target = [0, 4, 2]
     layer = model[2] if method in ("gradcam", "guided_gradcam") else None
-    ours = attribute(model, x, method, target=target, layer=layer)
+    options = {"batch_size": 5} if "smoothgrad" in method else {}
+    ours = attribute(model, x, method, target=target, layer=layer, **options)
     theirs = _captum(method, model, x, target).detach()
     assert ours.shape == theirs.shape
     assert theirs.abs().max() > 0
