@@ -122,6 +122,7 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+@pytest.mark.slow  # about 3 CPU s, over 10 s of wall time on a loaded machine
 def test_integrated_gradients_completeness_on_a_resnet():
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(4)
