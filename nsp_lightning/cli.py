@@ -12,22 +12,25 @@ from typing import Sequence
 __all__ = ["main"]
 
 _DESCRIPTION = """\
-Write a self-contained HTML report of the spectrum records that SpectrumCallback wrote:
-run and model summary, per-layer spectral energy across epochs, energy shares, and
-activation and spectrum heatmaps at up to 8 selected epochs with an epoch slider. The
-page embeds its images and opens from disk without a network.
+Write a self-contained HTML report of the records that probe analyses wrote during
+training, a section per analysis. For spectra (SpectrumCallback): run and model summary,
+per-layer spectral energy across epochs, energy shares, and activation and spectrum
+heatmaps at up to 8 selected epochs with an epoch slider. The page embeds its images and
+opens from disk without a network.
 """
 
 _EPILOG = """\
 examples:
   nsp-report lightning_logs/version_0
   nsp-report lightning_logs/version_0/spectra -o out/report.html --pdf
+  nsp-report lightning_logs/version_0 --import my_project.analyses
 """
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nsp-report",
+        usage="%(prog)s [-h] [-o OUT] [--pdf] [-q] RUN_DIR [--import MODULE]",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -35,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "run_dir",
         metavar="RUN_DIR",
-        help="the record directory (SpectrumCallback.dirpath, by default <log_dir>/spectra) "
-        "or a directory that contains exactly one, e.g. lightning_logs/version_0",
+        help="a run directory, e.g. lightning_logs/version_0 (every analysis's records inside it), "
+        "or one record directory (SpectrumCallback.dirpath, by default <log_dir>/spectra)",
     )
     parser.add_argument(
         "-o",
@@ -46,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--pdf", action="store_true", help="also write a PDF with the same content (OUT with .pdf)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        metavar="MODULE",
+        action="append",
+        default=[],
+        help="import MODULE first, so that the analyses it defines draw their own sections (repeatable); "
+        "without it, an analysis from outside nsp_lightning gets the default section",
+    )
     return parser
 
 
@@ -66,11 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     # Imported here so that --help answers without loading torch and matplotlib.
-    from nsp_lightning.report import report
+    from nsp_lightning.report import import_analyses, report
 
     try:
+        import_analyses(args.imports)
         html = report(args.run_dir, args.output, pdf=args.pdf, progress=not args.quiet)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:
         print(f"nsp-report: error: {err}", file=sys.stderr)
         return 1
     print(html)
