@@ -1,10 +1,12 @@
-"""What SpectrumCallback adds to the fit time of the digits demo (target: at most 5 %).
+"""What SpectrumCallback, and the probe core under it, add to the fit time of the digits demo (target: at most 5 %).
 
 Runs the training of ``examples/demo_digits.py`` (8 epochs, 4 probes, every layer, a
-record after every epoch) with and without the callback at its default settings. After
-one untimed warm-up fit of each kind it alternates them, swapping the order every
-repetition (A B, B A, A B, ...), so that a slow phase of a shared machine hits both kinds
-alike. It reports:
+record after every epoch) three ways: without a callback, with ``ProbeCallback`` running
+an empty analysis (the core alone: probe, schedule, eval/no-grad/RNG isolation, logging,
+an empty record file per record), and with ``SpectrumCallback`` at its default settings.
+After one untimed warm-up fit of each kind it runs them in turn, rotating the order every
+repetition, so that a slow phase of a shared machine hits every kind alike. It reports,
+for each callback against no callback:
 
 - every fit's wall time, and the overhead from the fastest fits of each kind (the primary
   figure: the least disturbed runs), from the median fits and as the median of the
@@ -12,9 +14,8 @@ alike. It reports:
 - the same from epoch periods (one epoch end to the next: training, validation and the
   record), of which every fit gives several, so a disturbance of a few seconds spoils
   only one of them;
-- what the callback's hooks took: at fit start (graph, transformer and the baseline
-  record) and each record after an epoch, file write included, and their sum as a share
-  of each fit.
+- what the callback's hooks took: at fit start (setup and the baseline record) and each
+  record after an epoch, file write included, and their sum as a share of each fit.
 
     python benchmarks/callback_overhead.py [--epochs 8] [--repeats 5]
 """
@@ -43,11 +44,20 @@ import tensorboard  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.utilities.warnings import PossibleUserWarning  # noqa: E402
 
-from nsp_lightning import SpectrumCallback  # noqa: E402
+from nsp_lightning import AnalysisRecord, ProbeAnalysis, ProbeCallback, SpectrumCallback  # noqa: E402
 
 
-class TimedSpectrumCallback(SpectrumCallback):
-    """SpectrumCallback that times its recording hooks."""
+class Empty(ProbeAnalysis):
+    """An analysis that computes nothing: what remains is the cost of the core."""
+
+    name = "empty"
+
+    def compute(self, model: Any, probes: Any, context: Any) -> AnalysisRecord:
+        return AnalysisRecord()
+
+
+class Timed:
+    """Mixin for a probe callback: times its recording hooks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,26 +86,38 @@ class EpochClock(pl.Callback):
         self.marks.append(time.perf_counter())
 
 
+class TimedSpectrumCallback(Timed, SpectrumCallback):
+    """SpectrumCallback that times its recording hooks."""
+
+
+class TimedProbeCallback(Timed, ProbeCallback):
+    """ProbeCallback that times its recording hooks."""
+
+
+KINDS = ("without callback", "ProbeCallback, empty analysis", "SpectrumCallback")
+
+
 @dataclass
 class Fit:
     seconds: float
     periods: list[float]  # from one epoch end to the next
-    callback: TimedSpectrumCallback | None
+    callback: Timed | None
 
 
-def timed_fit(epochs: int, with_callback: bool) -> Fit:
-    """One fit of the demo, with or without the callback."""
-    spectrum = None
-    if with_callback:
+def timed_fit(epochs: int, kind: str) -> Fit:
+    """One fit of the demo, with the callback of ``kind`` (one of ``KINDS``) or none."""
+    callback: Timed | None = None
+    if kind != KINDS[0]:
         _, val = demo_digits.digits_loaders()
-        spectrum = TimedSpectrumCallback(next(iter(val))[0][: demo_digits.PROBES])
+        probe = next(iter(val))[0][: demo_digits.PROBES]
+        callback = TimedSpectrumCallback(probe) if kind == KINDS[2] else TimedProbeCallback(probe, [Empty()])
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
-        demo_digits.fit(root, epochs, [spectrum, clock] if spectrum else [clock])
+        demo_digits.fit(root, epochs, [callback, clock] if callback else [clock])
         seconds = time.perf_counter() - start
     periods = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
-    return Fit(seconds, periods, spectrum)
+    return Fit(seconds, periods, callback)
 
 
 def machine() -> str:
@@ -138,37 +160,41 @@ def main() -> None:
 
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"load average before: {load()}")
-    for kind in (False, True):  # warm-up: imports, allocator, the first TensorBoard writer
-        timed_fit(1, with_callback=kind)
+    for kind in KINDS:  # warm-up: imports, allocator, the first TensorBoard writer
+        timed_fit(1, kind)
     print(f"machine: {machine()}")  # after a fit: the demo sets torch's thread count
-    fits: dict[bool, list[Fit]] = {False: [], True: []}
+    fits: dict[str, list[Fit]] = {kind: [] for kind in KINDS}
     for repeat in range(args.repeats):
-        for with_callback in (False, True) if repeat % 2 == 0 else (True, False):
-            fits[with_callback].append(timed_fit(args.epochs, with_callback))
+        shift = repeat % len(KINDS)
+        for kind in KINDS[shift:] + KINDS[:shift]:
+            fits[kind].append(timed_fit(args.epochs, kind))
     print(f"load average after:  {load()}")
 
-    plain, watched = fits[False], fits[True]
-    print(f"\ndigits demo, {args.epochs} epochs, {args.repeats} fits of each kind, alternating (A B, B A, ...)")
+    print(f"\ndigits demo, {args.epochs} epochs, {args.repeats} fits of each kind, in rotating order")
     print("wall time of a fit:")
-    print(f"  without SpectrumCallback: {', '.join(f'{f.seconds:.2f}' for f in plain)} s")
-    print(f"  with SpectrumCallback:    {', '.join(f'{f.seconds:.2f}' for f in watched)} s")
-    overhead([f.seconds for f in plain], [f.seconds for f in watched], "per fit")
-    paired = statistics.median(w.seconds / p.seconds - 1 for w, p in zip(watched, plain))
-    print(f"  median of the {args.repeats} paired ratios: overhead {100 * paired:+.1f} %")
-
-    periods = {kind: [s for f in fits[kind] for s in f.periods] for kind in (False, True)}
-    print(f"epoch periods (training, validation and the record; epochs 2-{args.epochs} of every fit):")
-    overhead(periods[False], periods[True], "per epoch")
-
-    callbacks = [f.callback for f in watched if f.callback is not None]
-    print("the callback's hooks, in the fits with it:")
-    print(f"  at fit start (graph, transformer, baseline record): {ms([c.fit_start_seconds for c in callbacks])}")
-    records = [s for c in callbacks for s in c.record_seconds]
-    print(f"  one record after an epoch ({len(records) // len(callbacks)} per fit): {ms(records)}")
-    # Steadier than the difference of two noisy fit times, but blind to any cost outside the hooks.
-    shares = [(c.fit_start_seconds + sum(c.record_seconds)) / f.seconds for c, f in zip(callbacks, watched)]
-    print(f"  their sum as a share of the fit: min {100 * min(shares):.1f} %, median {100 * statistics.median(shares):.1f} %")
-
+    for kind in KINDS:
+        print(f"  {kind + ':':31s} {', '.join(f'{f.seconds:.2f}' for f in fits[kind])} s")
+    plain = fits[KINDS[0]]
+    periods = {kind: [s for f in fits[kind] for s in f.periods] for kind in KINDS}
+    for kind in KINDS[1:]:
+        watched = fits[kind]
+        print(f"\n{kind} against no callback:")
+        overhead([f.seconds for f in plain], [f.seconds for f in watched], "per fit")
+        paired = statistics.median(w.seconds / p.seconds - 1 for w, p in zip(watched, plain))
+        print(f"  median of the {args.repeats} paired ratios: overhead {100 * paired:+.1f} %")
+        print(f"epoch periods (training, validation and the record; epochs 2-{args.epochs} of every fit):")
+        overhead(periods[KINDS[0]], periods[kind], "per epoch")
+        callbacks = [f.callback for f in watched if f.callback is not None]
+        print("the callback's hooks, in the fits with it:")
+        print(f"  at fit start (setup, baseline record): {ms([c.fit_start_seconds for c in callbacks])}")
+        records = [s for c in callbacks for s in c.record_seconds]
+        print(f"  one record after an epoch ({len(records) // len(callbacks)} per fit): {ms(records)}")
+        # Steadier than the difference of two noisy fit times, but blind to any cost outside the hooks.
+        shares = [(c.fit_start_seconds + sum(c.record_seconds)) / f.seconds for c, f in zip(callbacks, watched)]
+        print(
+            f"  their sum as a share of the fit: min {100 * min(shares):.2f} %,"
+            f" median {100 * statistics.median(shares):.2f} %"
+        )
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ the record store, logging and the report. An analysis only says
 - what it computes and keeps at a record (:meth:`ProbeAnalysis.compute`, returning an
   :class:`AnalysisRecord` of arrays, scalars and JSON metadata);
 - how a record is drawn in TensorBoard (:meth:`ProbeAnalysis.log`, through a
-  :class:`LogSink`) and in the report (:meth:`ProbeAnalysis.report`, returning
+  :class:`LogSink`: images, figures, histograms, text, embeddings) and in the report (:meth:`ProbeAnalysis.report`, returning
   :class:`~nsp_lightning.sections.Section` objects).
 
 What the core calls, and when (``model`` is the LightningModule, ``probes`` the probe
@@ -275,7 +275,7 @@ class ProbeContext:
 
 
 class LogSink:
-    """Where :meth:`ProbeAnalysis.log` puts images, histograms and text for TensorBoard.
+    """Where :meth:`ProbeAnalysis.log` puts images, histograms, text and embeddings for TensorBoard.
 
     Tags are relative to the analysis's ``tag_prefix``: ``sink.image("conv/probe_0", x)``
     logs ``<tag_prefix>/conv/probe_0``. Everything is logged at the record's step, to
@@ -326,6 +326,25 @@ class LogSink:
         """Text (TensorBoard renders it as Markdown)."""
         if self.enabled:
             self.items.append(("text", self._tag(tag), str(text), {}))
+
+    def embedding(
+        self,
+        tag: str,
+        points: np.ndarray | torch.Tensor,
+        metadata: Sequence[Any] | None = None,
+        metadata_header: Sequence[str] | None = None,
+    ) -> None:
+        """Points ``(N, D)`` for TensorBoard's embedding projector, with one metadata row per point.
+
+        ``metadata`` is one label per point, or one list of columns per point with
+        ``metadata_header`` naming the columns (as ``SummaryWriter.add_embedding``).
+        """
+        if self.enabled:
+            array = torch.as_tensor(np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points))
+            if array.dim() != 2:
+                raise ValueError(f"LogSink.embedding: expected points of shape (N, D), got {list(array.shape)}")
+            options = {"metadata": metadata, "metadata_header": metadata_header}
+            self.items.append(("embedding", self._tag(tag), array, options))
 
 
 @dataclass(frozen=True)
@@ -453,7 +472,7 @@ class ProbeAnalysis(abc.ABC):
         """
 
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
-        """Draw a record for TensorBoard: ``sink.image``, ``sink.figure``, ``sink.histogram``, ``sink.text``.
+        """Draw a record for TensorBoard: ``sink.image``, ``sink.figure``, ``sink.histogram``, ``sink.text``, ``sink.embedding``.
 
         Called on rank 0 after :meth:`compute`; by default nothing. Scalars need no
         code here: the core logs ``record.scalars`` to every logger. When

@@ -431,6 +431,8 @@ def _flush(sink: LogSink, writers: list[Any]) -> None:
                 writer.add_image(tag, value, global_step=sink.step, **options)
             elif kind == "histogram":
                 writer.add_histogram(tag, value, global_step=sink.step, **options)
+            elif kind == "embedding":
+                writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
             else:
                 writer.add_text(tag, value, global_step=sink.step)
 

@@ -68,6 +68,10 @@ def test_sink_prefixes_tags_and_drops_everything_when_disabled():
     sink.text("t", "hello")
     assert [(kind, tag) for kind, tag, _, _ in sink.items] == [("image", "mine/a/b"), ("histogram", "mine/h"), ("text", "mine/t")]
     np.testing.assert_array_equal(sink.items[1][2], [1.0, 2.0])
+    sink.embedding("layout", np.ones((4, 2)), metadata=["a", "b", "c", "d"])
+    assert sink.items[3][:2] == ("embedding", "mine/layout") and sink.items[3][2].shape == (4, 2)
+    with pytest.raises(ValueError, match=r"shape \(N, D\), got \[4\]"):
+        sink.embedding("layout", np.ones(4))
     off = LogSink("mine", step=3, enabled=False)
     off.image("a", np.zeros((2, 2, 3), dtype=np.uint8))
     assert off.items == []
@@ -106,3 +110,22 @@ def test_default_report_charts_the_scalars_and_lists_the_arrays(tmp_path):
     assert ("layers", "6") in section.blocks[0].items
     assert [c.text for c in section.blocks[2].rows[0]] == ["x", "2×3", "float64"]
     assert steps == ["section counting"]
+
+
+def test_records_and_reports_need_no_lightning(tmp_path):
+    import subprocess
+    import sys
+
+    legacy = Path(__file__).parents[1] / "data" / "spectra-v0.1.0"
+    code = (
+        "import sys, nsp_lightning\n"
+        "from nsp_lightning import read_records, report\n"
+        "from nsp_lightning.analyses import SpectrumAnalysis\n"
+        f"assert len(read_records({str(legacy)!r})) == 3\n"
+        f"report({str(legacy)!r}, {str(tmp_path / 'r.html')!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
+    assert (tmp_path / "r.html").is_file()

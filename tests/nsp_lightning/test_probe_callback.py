@@ -242,3 +242,32 @@ def test_bad_analyses_fail_at_construction(analyses, error, match):
 def test_a_compute_that_returns_no_record_fails_naming_the_analysis(tmp_path):
     with pytest.raises(TypeError, match=r"_Broken.compute: expected an AnalysisRecord, got dict"):
         fit([ProbeCallback(probe(1), [_Broken()], dirpath=tmp_path)], max_epochs=1)
+
+
+class _Drawing(ProbeAnalysis):
+    name = "drawing"
+
+    def compute(self, model, probes, context):
+        return AnalysisRecord(arrays={"out": context.outputs().numpy()})
+
+    def log(self, record, sink):
+        from matplotlib.figure import Figure
+
+        sink.image("grey", np.full((2, 3), 0.5), dataformats="HW")
+        figure = Figure(figsize=(1, 1), dpi=20)
+        figure.add_subplot().plot([0, 1])
+        sink.figure("chart", figure)
+        sink.text("note", f"record at step {sink.step}")
+        sink.embedding("outputs", record.arrays["out"], metadata=[f"probe {p}" for p in range(len(record.arrays["out"]))])
+
+
+def test_images_figures_text_and_embeddings_reach_tensorboard(tmp_path):
+    trainer = fit([ProbeCallback(probe(3), [_Drawing()])], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
+    acc = events(trainer.log_dir)
+    assert [e.step for e in acc.Images("drawing/grey")] == [0, 1]
+    assert (acc.Images("drawing/grey")[0].width, acc.Images("drawing/grey")[0].height) == (3, 2)
+    assert (acc.Images("drawing/chart")[0].width, acc.Images("drawing/chart")[0].height) == (20, 20)
+    texts = acc.Tensors("drawing/note/text_summary")
+    assert [t.tensor_proto.string_val[0].decode() for t in texts] == ["record at step 0", "record at step 1"]
+    config = (Path(trainer.log_dir) / "projector_config.pbtxt").read_text()
+    assert config.count('tensor_name: "drawing/outputs:') == 2
