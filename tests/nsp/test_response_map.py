@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 from scipy.interpolate import griddata
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from torch import nn
 
@@ -297,3 +299,49 @@ def test_torchvision_resnet_layers():
     assert nrm.layers == ["layer1", "layer2.1.conv2"]
     assert len(layout) == len(nrm.neurons) <= 64 + 128
     assert np.isfinite(nrm.generate_map(x[:1], method="linear")).any()
+
+
+def test_refit_after_drift_stays_closer_than_a_fit_from_scratch(planted_map):
+    """Weights drift: a refit from the previous layout moves neurons less than a new fit."""
+    import copy
+
+    from scipy.spatial import procrustes
+
+    nrm, x, _ = planted_map
+    drifted = copy.deepcopy(nrm)
+    with torch.no_grad():
+        weight = drifted.model[0].weight
+        weight.add_(0.2 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(5)) * (weight != 0))
+    refitted = drifted.refit(x)
+    scratch = NeuralResponseMap(drifted.model, seed=3).train_map(x, ["0"])
+    from_scratch = procrustes(nrm.layout, scratch)[2]
+    assert refitted < from_scratch / 3, (refitted, from_scratch)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.integers(3, 30),
+    st.integers(2, 8),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([2, 5, 1000]),
+)
+def test_spearman_vectors_random(inputs, neurons, seed, levels):
+    x = np.random.default_rng(seed).integers(0, levels, size=(inputs, neurons)).astype(float)
+    x[0] += np.arange(neurons) + 1  # no constant neuron
+    x[1] -= np.arange(neurons) + 1
+    u = spearman_vectors(x)
+    rho = np.atleast_2d(spearmanr(x)[0])
+    np.testing.assert_allclose(u @ u.T, rho if neurons > 2 else np.array([[1, rho[0, 0]], [rho[0, 0], 1]]), atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(5, 200), st.integers(0, 2**31 - 1))
+def test_circle_projection_random_layouts(n, seed):
+    rng = np.random.default_rng(seed)
+    layout = rng.normal(size=(n, 2)) * rng.uniform(0.1, 3, size=2)
+    ours = circle_projection(layout)
+    order = rng.permutation(n)
+    np.testing.assert_allclose(circle_projection(layout[order]), ours[order], atol=1e-12)
+    assert np.linalg.norm(ours, axis=1).max() <= 1 + 1e-12
+    # Angles are kept: each point moves along its own ray.
+    np.testing.assert_allclose(np.arctan2(ours[:, 1], ours[:, 0]), np.arctan2(layout[:, 1], layout[:, 0]), atol=1e-12)
