@@ -327,8 +327,8 @@ def test_refit_after_drift_stays_closer_than_a_fit_from_scratch(planted_map):
 )
 def test_spearman_vectors_random(inputs, neurons, seed, levels):
     x = np.random.default_rng(seed).integers(0, levels, size=(inputs, neurons)).astype(float)
-    x[0] += np.arange(neurons) + 1  # no constant neuron
-    x[1] -= np.arange(neurons) + 1
+    x[0] = levels + np.arange(neurons)  # above every other value, and x[1] below: no constant neuron
+    x[1] = -1.0
     u = spearman_vectors(x)
     rho = np.atleast_2d(spearmanr(x)[0])
     np.testing.assert_allclose(u @ u.T, rho if neurons > 2 else np.array([[1, rho[0, 0]], [rho[0, 0], 1]]), atol=1e-12)
