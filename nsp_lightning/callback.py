@@ -142,7 +142,8 @@ class SpectrumCallback(ProbeCallback):
     ) -> None:
         analysis = SpectrumAnalysis(layers, transform, INCL, _caller="SpectrumCallback")
         super().__init__(
-            probe, [analysis], every_n_epochs=every_n_epochs, epochs=epochs, dirpath=dirpath, log_step=log_step
+            probe, [analysis], every_n_epochs=every_n_epochs, epochs=epochs, dirpath=dirpath, log_step=log_step,
+            record_evaluation=False,  # records during fit only, as before analyses were plug-ins
         )
         self.layers = analysis.layers
         self.transform = transform

@@ -93,6 +93,8 @@ class ProbeCallback(Callback):
             checkpoint, the checkpoint's, so that the series continue there.
         log_step: the step logged records are placed at: ``"epoch"`` (the record number)
             or ``"global_step"``.
+        record_evaluation: take one record under ``trainer.validate()`` and
+            ``trainer.test()`` (see below).
 
     Logged metrics (``<prefix>`` is an analysis's ``tag_prefix``, by default its name):
 
@@ -107,11 +109,12 @@ class ProbeCallback(Callback):
     other loggers and writes records; without any logger it still writes records. Under
     ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
 
-    ``trainer.validate()`` and ``trainer.test()`` take one record each, numbered with the
-    Trainer's ``current_epoch`` (the checkpoint's, with ``ckpt_path``), before the
-    evaluation; a record of that number already in the directory is kept. Lightning runs
-    evaluation in inference mode, so an analysis that needs gradients re-enables them
-    with ``context.enable_grad()``.
+    With ``record_evaluation`` (the default), ``trainer.validate()`` and ``trainer.test()``
+    take one record each, numbered with the Trainer's ``current_epoch`` (the checkpoint's,
+    with ``ckpt_path``), before the evaluation; a record of that number already in the
+    directory is kept. Lightning runs evaluation in inference mode, so an analysis that
+    needs gradients re-enables them with ``context.enable_grad()``. ``SpectrumCallback``
+    records during fit only, as it always did.
 
     Raises:
         TypeError: if ``probe`` is none of the accepted types, or another argument has the
@@ -144,8 +147,12 @@ class ProbeCallback(Callback):
         epochs: Iterable[int] | None = None,
         dirpath: str | os.PathLike | None = None,
         log_step: Literal["epoch", "global_step"] = "epoch",
+        record_evaluation: bool = True,
     ) -> None:
         who = type(self).__name__
+        if not isinstance(record_evaluation, bool):
+            raise TypeError(f"{who}(record_evaluation={record_evaluation!r}): expected a bool")
+        self.record_evaluation = record_evaluation
         self._datamodule: pl.LightningDataModule | None = None
         self._probe: torch.Tensor | None = None
         if isinstance(probe, pl.LightningDataModule):
@@ -317,7 +324,7 @@ class ProbeCallback(Callback):
         number already there is kept, not overwritten. Lightning runs these hooks in
         inference mode: analyses that need gradients use ``context.enable_grad()``.
         """
-        if trainer.fast_dev_run or self.dirpath is None:
+        if not self.record_evaluation or trainer.fast_dev_run or self.dirpath is None:
             return
         assert self._probe is not None
         device = _module_device(pl_module)

@@ -197,3 +197,24 @@ def test_arguments_are_checked_early():
         AttributionAnalysis(layer="conv2").check(model, _probes())
     with pytest.raises(ValueError, match=r"target=\[0, 10\].*each in 0..9"):
         AttributionAnalysis(target=[0, 10]).check(model, _probes()[:2])
+
+
+def test_evaluation_records_can_be_turned_off_and_spectrum_callback_keeps_fit_only(tmp_path):
+    from lightning_helpers import TinyNet, loader, probe
+
+    from nsp_lightning import SpectrumCallback
+
+    callback = ProbeCallback(_probes(), [AttributionAnalysis(["saliency"])], record_evaluation=False)
+    trainer = pl.Trainer(**trainer_kwargs(default_root_dir=tmp_path / "a"), callbacks=[callback])
+    trainer.validate(DigitsModule(), _loader(1500, 1564))
+    assert not (tmp_path / "a" / "attribution").exists()
+    class Validated(TinyNet):
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    spectra = SpectrumCallback(probe(1), dirpath=tmp_path / "spectra")
+    trainer = pl.Trainer(**trainer_kwargs(default_root_dir=tmp_path / "b"), callbacks=[spectra])
+    trainer.validate(Validated(), loader())
+    assert not (tmp_path / "spectra").exists()
+    with pytest.raises(TypeError, match=r"record_evaluation='yes'"):
+        ProbeCallback(_probes(), [AttributionAnalysis()], record_evaluation="yes")
