@@ -230,7 +230,9 @@ def rule_for_module(m: nn.Module) -> Rule | None:
     """The rule of ``m``'s most specific type that has one, or None."""
     for cls in type(m).__mro__:
         if cls in _MODULE_RULES:
-            return _MODULE_RULES[cls]
+            # A subclass with its own forward (torchvision's LayerNorm2d) is another
+            # operation: it is seen through, op by op, unless it has a rule of its own.
+            return _MODULE_RULES[cls] if type(m).forward is cls.forward else None
     return None
 
 
@@ -689,6 +691,8 @@ class ElementwiseFunctionRule(Rule):
     def check(self, call, incl):
         if len(call.inputs) != 1:
             raise call.unsupported("an operation on several tensors derived from the input")
+        if call.name == "batch_norm" and call.arg(5, "training", False):
+            raise call.unsupported("batch statistics in training mode mix the batch; call network.eval() first")
         if call.name in ("dropout", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d"):
             training = call.kwargs.get("training", False) or any(a is True for a in call.args[2:])
             if training:
@@ -723,32 +727,6 @@ class ReshapeRule(StructuralRule):
         if x.numel() != call.output.numel() or call.output.shape[:1] != x.shape[:1]:
             raise call.unsupported(f"reshaping {tuple(x.shape)} to {tuple(call.output.shape)} moves the batch dimension")
         return [Term.identity((math.prod(call.in_shape()),))]
-
-
-class AddRule(Rule):
-    """``add``/``sub``/``mul``/``div`` of tensors of one shape (residual sums, scaling by constants)."""
-
-    aligned = True
-
-    def relations(self, call):
-        out = tuple(call.output.shape)
-        for x in call.inputs:
-            if tuple(x.shape) != out:
-                raise call.unsupported(f"combining shapes {[tuple(t.shape) for t in call.inputs]} broadcasts")
-        return [Term.identity(call.out_shape or (1,)) for _ in call.inputs]
-
-    def check(self, call, incl):
-        if len(call.inputs) > 1 and call.name not in _SUM_NAMES:
-            raise call.unsupported("an operation on several tensors derived from the input")
-
-    def patterns(self, call):
-        if len(call.inputs) == 1:
-            (x,) = call.inputs
-            return [diagonal_csr(elementwise_mask(lambda t: call.run(t), x))]
-        return [diagonal_csr(np.ones(call.output.numel(), dtype=bool)) for _ in call.inputs]
-
-    def fingerprint(self, call):
-        return self.patterns(call)[0].indices if len(call.inputs) == 1 else None
 
 
 class ConcatRule(StructuralRule):
@@ -789,7 +767,474 @@ register_rule(sorted(_ELEMENTWISE_NAMES), ElementwiseFunctionRule())
 register_rule("detach", DetachRule())
 register_rule(["view", "reshape", "flatten", "view_as", "reshape_as", "squeeze", "unsqueeze", "unflatten"],
               ReshapeRule())
-register_rule(sorted(_SUM_NAMES) + [
-               "mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_", "__truediv__", "__itruediv__",
-               "__rtruediv__"], AddRule())
 register_rule(["cat", "concat", "concatenate"], ConcatRule())
+
+
+# -- rules for the networks people train --------------------------------------------------
+def _dims(call: Call, value: Any) -> list[int] | None:
+    """Non-batch axes (numbered from 0 without the batch axis) named by ``dim``; None for all."""
+    if value is None:
+        return None
+    ndim = call.inputs[0].dim()
+    dims = [value] if isinstance(value, int) else list(value)
+    dims = [d + ndim if d < 0 else d for d in dims]
+    if 0 in dims:
+        raise call.unsupported("it mixes the batch dimension")
+    return [d - 1 for d in dims]
+
+
+class ReductionRule(Rule):
+    """``mean``/``sum``/``amax``/``max``... over axes: each output depends on its whole slice."""
+
+    def __init__(self, structural: bool) -> None:
+        self.structural = structural
+
+    def relations(self, call):
+        if isinstance(call.arg(1, "dim"), torch.Tensor) or len(call.inputs) > 1:
+            return BinaryRule(linear=False).relations(call)
+        dims = _dims(call, call.arg(1, "dim", call.kwargs.get("axis")))
+        if dims is None:
+            raise call.unsupported("a reduction over every axis mixes the batch dimension")
+        shape = call.in_shape()
+        return [Term(tuple(ones_factor(1, n) if a in dims else eye(n) for a, n in enumerate(shape)))]
+
+    def patterns(self, call):
+        return [relation_csr(self.relations(call)[0])] if self.structural else super().patterns(call)
+
+    def fingerprint(self, call):
+        return None if self.structural else super().fingerprint(call)
+
+
+class AxisRule(Rule):
+    """``softmax``/``log_softmax``/``cumsum``...: each output depends on its whole line along ``dim``."""
+
+    aligned = True
+
+    def __init__(self, causal: bool = False) -> None:
+        self.causal = causal
+
+    def relations(self, call):
+        (x,) = call.inputs
+        (dim,) = _dims(call, call.arg(1, "dim"))
+        shape = call.in_shape()
+        line = np.tril(np.ones((shape[dim],) * 2, dtype=bool)) if self.causal else ones_factor(shape[dim], shape[dim])
+        return [Term(tuple(line if a == dim else eye(n) for a, n in enumerate(shape)))]
+
+
+class NormRule(Rule):
+    """Normalisation over groups of positions (LayerNorm, GroupNorm, InstanceNorm, functional forms)."""
+
+    aligned = True
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def relations(self, call):
+        shape = call.in_shape()
+        m = call.target if isinstance(call.target, nn.Module) else None
+        if self.kind == "layer":
+            normalized = m.normalized_shape if m is not None else call.arg(1, "normalized_shape")
+            k = len(normalized)
+            return [Term(tuple(eye(n) for n in shape[:-k]) + tuple(ones_factor(n, n) for n in shape[-k:]))]
+        if self.kind == "group":
+            groups = m.num_groups if m is not None else call.arg(1, "num_groups")
+            c = shape[0]
+            block = (np.arange(c)[:, None] // (c // groups)) == (np.arange(c)[None, :] // (c // groups))
+            return [Term((block,) + tuple(ones_factor(n, n) for n in shape[1:]))]
+        # instance: per channel over the spatial axes, unless running statistics are used
+        if m is not None and m.track_running_stats and not m.training:
+            return [Term.identity(shape)]
+        if m is None and not call.arg(5, "use_input_stats", True):
+            return [Term.identity(shape)]
+        return [Term((eye(shape[0]),) + tuple(ones_factor(n, n) for n in shape[1:]))]
+
+    def check(self, call, incl):
+        m = call.target
+        if isinstance(m, nn.Module) and self.kind == "instance" and m.training and m.track_running_stats:
+            raise call.unsupported("it updates running statistics in training mode; call network.eval() first")
+
+
+class LinearFunctionRule(Rule):
+    """``F.linear`` on the last axis, where the weight may itself come from the input."""
+
+    aligned = True
+
+    def relations(self, call):
+        x, w = call.arg(0, "input"), call.arg(1, "weight")
+        out = call.out_shape
+        rels = []
+        for t in call.inputs:
+            if t is x:
+                rels.append(Term(tuple(eye(n) for n in out[:-1]) + (ones_factor(out[-1], x.shape[-1]),)))
+            else:
+                raise call.unsupported("a weight or bias computed from the input")
+        return rels
+
+
+def _broadcast_term(x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Term:
+    """Each output position reads the input position it broadcasts from (both without batch)."""
+    padded = (1,) * (len(out_shape) - len(x_shape)) + tuple(x_shape)
+    return Term(tuple(eye(n) if m == n else ones_factor(n, 1) for m, n in zip(padded, out_shape)) or (eye(1),))
+
+
+class BinaryRule(Rule):
+    """``add``/``sub``/``mul``/``div``... with broadcasting: SE gates, gating, layer scale, residual sums."""
+
+    aligned = True
+
+    def __init__(self, linear: bool) -> None:
+        self.linear = linear  # sums: the Jacobian entries are ±1, so the pattern is the structure
+
+    def relations(self, call):
+        out = call.out_shape
+        rels = []
+        for j in range(len(call.inputs)):
+            shape = call.in_shape(j)
+            if len(shape) > len(out):
+                raise call.unsupported(f"input {shape} has more axes than the output {out}")
+            rels.append(_broadcast_term(shape, out))
+        return rels
+
+    def patterns(self, call):
+        if len(call.inputs) == 1 and call.in_shape() == call.out_shape:
+            (x,) = call.inputs
+            return [diagonal_csr(elementwise_mask(lambda t: call.run(t), x))]
+        if self.linear:
+            return [relation_csr(r) for r in self.relations(call)]
+        return super().patterns(call)
+
+    def fingerprint(self, call):
+        if len(call.inputs) == 1 and call.in_shape() == call.out_shape:
+            return self.patterns(call)[0].indices
+        return None if self.linear else super().fingerprint(call)
+
+
+class MatmulRule(Rule):
+    """``matmul``/``@``/``bmm`` of tensors with at least two axes, batch axes broadcast."""
+
+    aligned = True
+
+    def relations(self, call):
+        a, b = call.arg(0, "input"), call.arg(1, "other", call.kwargs.get("mat2"))
+        if a.dim() < 2 or b.dim() < 2:
+            raise call.unsupported("a matrix product with a vector")
+        out = call.out_shape
+        batch = out[:-2]
+        rels = []
+        for t in call.inputs:
+            lead = _broadcast_term(tuple(t.shape[1:-2]), batch).factors if batch else ()
+            if t is a:
+                rels.append(Term(tuple(lead) + (eye(out[-2]), ones_factor(out[-1], a.shape[-1]))))
+            else:
+                rels.append(Term(tuple(lead) + (ones_factor(out[-2], b.shape[-2]), eye(out[-1]))))
+        if len(call.inputs) == 1 and call.inputs[0] is a and b is a:
+            raise call.unsupported("a product of a tensor with itself")
+        return rels
+
+
+class AttentionRule(Rule):
+    """``F.scaled_dot_product_attention``: each query's output reads its own query and every allowed key and value."""
+
+    aligned = True
+
+    def relations(self, call):
+        q, k, v = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+        mask = call.arg(3, "attn_mask")
+        causal = call.arg(5, "is_causal", False)
+        out = call.out_shape
+        L, S = out[-2], k.shape[-2]
+        allowed = _allowed(mask, causal, L, S, call)
+        batch = out[:-2]
+        rels = []
+        for t in call.inputs:
+            lead = _broadcast_term(tuple(t.shape[1:-2]), batch).factors if batch else ()
+            parts = []
+            if t is q:
+                parts.append(Term(tuple(lead) + (eye(L), ones_factor(out[-1], q.shape[-1]))))
+            if t is k:
+                parts.append(Term(tuple(lead) + (allowed, ones_factor(out[-1], k.shape[-1]))))
+            if t is v:
+                parts.append(Term(tuple(lead) + (allowed, eye(out[-1]))))
+            rels.append(_union(parts))
+        return rels
+
+    def check(self, call, incl):
+        if call.arg(4, "dropout_p", 0.0):
+            raise call.unsupported("attention dropout is random; call network.eval() first")
+
+
+def _union(parts: list[Term]) -> Relation:
+    rel = Relation.of(parts[0])
+    for p in parts[1:]:
+        rel = rel.union(Relation.of(p))
+    return rel
+
+
+def _allowed(mask: Any, causal: bool, L: int, S: int, call: Call) -> np.ndarray:
+    """Which keys each query may read, from a boolean or additive mask or ``is_causal``."""
+    allowed = np.tril(np.ones((L, S), dtype=bool)) if causal else ones_factor(L, S)
+    if mask is None:
+        return allowed
+    if any(mask is t for t in call.inputs) or mask.device.type == "meta":
+        raise call.unsupported("an attention mask computed from the input")
+    m = mask.detach().cpu()
+    m = m if m.dtype == torch.bool else torch.isfinite(m) | (m > 0)
+    m = m.reshape(-1, L, S)
+    if not bool((m == m[:1]).all()):
+        raise call.unsupported("an attention mask that differs between heads or batch items")
+    return allowed & m[0].numpy()
+
+
+class MultiheadAttentionRule(Rule):
+    """``nn.MultiheadAttention`` (``batch_first=True``): output at query l reads query l and every allowed key and value."""
+
+    def relations(self, call):
+        m = call.target
+        q, k, v = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+        mask = call.arg(5, "attn_mask")
+        causal = call.arg(7, "is_causal", False)
+        L, S, E = q.shape[1], k.shape[1], call.out_shape[-1]
+        allowed = _allowed(mask, causal and mask is None, L, S, call)
+        rels = []
+        for t in call.inputs:
+            parts = []
+            if t is q:
+                parts.append(Term((eye(L), ones_factor(E, q.shape[-1]))))
+            if t is k or t is v:
+                parts.append(Term((allowed, ones_factor(E, t.shape[-1]))))
+            rels.append(_union(parts))
+        return rels
+
+    def check(self, call, incl):
+        m = call.target
+        if not m.batch_first:
+            raise call.unsupported("batch_first=False: the sequence axis would be taken for the batch")
+        if call.arg(3, "key_padding_mask") is not None:
+            raise call.unsupported("key_padding_mask")
+        if m.training and m.dropout:
+            raise call.unsupported("attention dropout is random in training mode; call network.eval() first")
+        if call.item > 0:
+            raise call.unsupported("only its first output (the attention output) has a rule")
+
+
+class RecurrentRule(Rule):
+    """``nn.LSTM``/``nn.GRU``/``nn.RNN`` (``batch_first=True``): the output at step t reads every input up to t."""
+
+    def relations(self, call):
+        m = call.target
+        (x,) = call.inputs[:1]
+        if len(call.inputs) > 1:
+            raise call.unsupported("an initial state computed from the input")
+        T, D = x.shape[1], x.shape[2]
+        steps = ones_factor(T, T) if m.bidirectional else np.tril(np.ones((T, T), dtype=bool))
+        return [Term((steps, ones_factor(call.out_shape[-1], D)))]
+
+    def check(self, call, incl):
+        m = call.target
+        if not m.batch_first:
+            raise call.unsupported("batch_first=False: the time axis would be taken for the batch")
+        if call.inputs[0].dim() != 3:
+            raise call.unsupported("an unbatched or packed sequence")
+        if m.training and m.dropout:
+            raise call.unsupported("dropout between layers is random in training mode; call network.eval() first")
+
+
+class EmbeddingRule(StructuralRule):
+    """``nn.Embedding``: each output row reads its own index (an integer input: no derivative, so INCL=False is structural too)."""
+
+    def relations(self, call):
+        shape = call.in_shape()
+        return [Term(tuple(eye(n) for n in shape) + (ones_factor(call.out_shape[-1], 1),))]
+
+
+class IndexRule(StructuralRule):
+    """Ops where each output copies at most one input: slicing, ``narrow``, ``select``, ``chunk``, ``split``,
+    ``unbind``, ``roll``, ``pad``, ``flip``, ``expand``, ``repeat``, ``permute``...
+
+    The op is run on the positions themselves (twice, with two offsets, so a padding
+    value is never taken for a position); the resulting map is written as one factor
+    per pair of matching axes, or refused where it is not such a product.
+    """
+
+    def _sources(self, call) -> tuple[np.ndarray, tuple[int, ...]]:
+        if len(call.inputs) != 1:
+            raise call.unsupported("an index computed from the input")
+        (x,) = call.inputs
+        n = x.numel()
+        runs = []
+        for offset in (1, n + 1):
+            idx = torch.arange(offset, offset + n, dtype=torch.float64).reshape(x.shape)
+            with torch.no_grad():
+                runs.append(call.run(idx).reshape(-1).numpy())
+        src = runs[0] - 1
+        ok = (runs[1] - runs[0] == n) & (src >= 0) & (src < n) & (src == np.round(src))
+        return np.where(ok, src, -1).astype(np.int64), tuple(x.shape[1:])
+
+    def patterns(self, call):
+        src, in_shape = self._sources(call)
+        rows = np.flatnonzero(src >= 0)
+        return [sp.csr_matrix((np.ones(rows.size, dtype=bool), (rows, src[rows])),
+                              shape=(src.size, math.prod(in_shape)))]
+
+    def relations(self, call):
+        src, in_shape = self._sources(call)
+        out_shape = call.out_shape
+        return [_gather_term(src, in_shape, out_shape, call)]
+
+
+def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...], call: Call) -> Term:
+    """The Kronecker form of "output o copies input src[o]" (-1: nothing), axis by axis.
+
+    Each input axis must follow at most one output axis, in the same order (slices,
+    selections, rolls, pads, flips, broadcasts); otherwise (a transpose) the map is one
+    factor, refused above 2^24 entries.
+    """
+    o_dims = [d for d in out_shape if d != 1] or [1]
+    i_dims = [d for d in in_shape if d != 1] or [1]
+    valid = (src >= 0).reshape(o_dims)
+    if not valid.any():
+        return Term((np.zeros((src.size, math.prod(in_shape)), dtype=bool),)) if src.size * math.prod(in_shape) <= 1 << 24 \
+            else _dense_gather(src, in_shape, out_shape, call)
+    coords = np.stack(np.unravel_index(np.where(src >= 0, src, 0), i_dims), axis=-1).reshape(tuple(o_dims) + (len(i_dims),))
+    star = tuple(int(i) for i in np.argwhere(valid)[0])
+    drivers: list[int | None] = []
+    for k in range(len(i_dims)):
+        moving = [a for a in range(len(o_dims)) if not _constant_along(coords[..., k], valid, a)]
+        if len(moving) > 1:
+            return _dense_gather(src, in_shape, out_shape, call)
+        drivers.append(moving[0] if moving else None)
+    driven = [d for d in drivers if d is not None]
+    if driven != sorted(set(driven)):
+        return _dense_gather(src, in_shape, out_shape, call)
+
+    def line(a: int) -> tuple[np.ndarray, np.ndarray]:
+        index = [slice(None) if b == a else star[b] for b in range(len(o_dims))]
+        return valid[tuple(index)], coords[tuple(index)]
+
+    factors: list[np.ndarray] = []
+    a = 0
+
+    def free_axes(until: int) -> None:
+        nonlocal a
+        while a < until:
+            ok, _ = line(a)
+            factors.append(ok[:, None].copy())
+            a += 1
+
+    for k, d in enumerate(drivers):
+        if d is None:
+            f = np.zeros((1, i_dims[k]), dtype=bool)
+            f[0, coords[star + (k,)]] = True
+            factors.append(f)
+            continue
+        free_axes(d)
+        ok, c = line(d)
+        f = np.zeros((o_dims[d], i_dims[k]), dtype=bool)
+        f[np.flatnonzero(ok), c[ok, k]] = True
+        factors.append(f)
+        a = d + 1
+    free_axes(len(o_dims))
+    term = Term(tuple(factors))
+    rows = np.flatnonzero(src >= 0)
+    truth = sp.csr_matrix((np.ones(rows.size, dtype=bool), (rows, src[rows])), shape=(src.size, math.prod(in_shape)))
+    mine = term_csr(term)
+    if mine.nnz != truth.nnz or not (np.array_equal(mine.indptr, truth.indptr) and np.array_equal(mine.indices, truth.indices)):
+        return _dense_gather(src, in_shape, out_shape, call)
+    return term
+
+
+def _constant_along(c: np.ndarray, valid: np.ndarray, axis: int) -> bool:
+    """Whether ``c`` is constant along ``axis`` over the valid positions."""
+    if c.shape[axis] == 1:
+        return True
+    big = np.where(valid, c, np.iinfo(np.int64).min)
+    small = np.where(valid, c, np.iinfo(np.int64).max)
+    hi, lo = big.max(axis=axis), small.min(axis=axis)
+    some = valid.any(axis=axis)
+    return bool(((hi == lo) | ~some).all())
+
+
+def _dense_gather(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...], call: Call) -> Term:
+    n_out, n_in = src.size, math.prod(in_shape)
+    if n_out * n_in > (1 << 24):
+        raise call.unsupported(
+            f"its index map is not a product of per-axis maps, and as one matrix it needs {n_out * n_in:,} entries"
+        )
+    f = np.zeros((n_out, n_in), dtype=bool)
+    rows = np.flatnonzero(src >= 0)
+    f[rows, src[rows]] = True
+    return Term((f,))
+
+
+class FunctionalPoolRule(Rule):
+    """Functional pools (``F.max_pool2d``, ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``...) by their module's rule."""
+
+    def __init__(self, make: Callable[[Call], nn.Module]) -> None:
+        self.make = make
+
+    def _module_call(self, call: Call) -> tuple[Rule, Call]:
+        from dataclasses import replace
+
+        m = self.make(call)
+        return rule_for_module(m), replace(call, target=m, args=(call.inputs[0],), kwargs={})
+
+    def relations(self, call):
+        rule, inner = self._module_call(call)
+        return rule.relations(inner)
+
+    def patterns(self, call):
+        rule, inner = self._module_call(call)
+        return rule.patterns(inner)
+
+    def fingerprint(self, call):
+        rule, inner = self._module_call(call)
+        return rule.fingerprint(inner)
+
+
+def _pool_module(kind: str, nd: int) -> Callable[[Call], nn.Module]:
+    def make(call: Call) -> nn.Module:
+        a = call.arg
+        if kind == "max":
+            cls = nn.MaxPool1d if nd == 1 else nn.MaxPool2d
+            return cls(a(1, "kernel_size"), a(2, "stride"), a(3, "padding", 0), a(4, "dilation", 1),
+                       ceil_mode=a(5, "ceil_mode", False))
+        if kind == "avg":
+            cls = nn.AvgPool1d if nd == 1 else nn.AvgPool2d
+            return cls(a(1, "kernel_size"), a(2, "stride"), a(3, "padding", 0), a(4, "ceil_mode", False))
+        if kind == "adaptive_avg":
+            return (nn.AdaptiveAvgPool1d if nd == 1 else nn.AdaptiveAvgPool2d)(a(1, "output_size"))
+        return (nn.AdaptiveMaxPool1d if nd == 1 else nn.AdaptiveMaxPool2d)(a(1, "output_size"))
+    return make
+
+
+register_rule(["mean", "sum", "nansum", "nanmean"], ReductionRule(structural=True))
+register_rule(["amax", "amin", "max", "min", "logsumexp", "std", "var", "prod"], ReductionRule(structural=False))
+register_rule(["maximum", "minimum"], BinaryRule(linear=False))
+register_rule(["softmax", "log_softmax", "_softmax"], AxisRule())
+register_rule(["cumsum"], AxisRule(causal=True))
+register_rule(nn.LayerNorm, NormRule("layer"))
+register_rule("layer_norm", NormRule("layer"))
+register_rule(nn.GroupNorm, NormRule("group"))
+register_rule("group_norm", NormRule("group"))
+register_rule([nn.InstanceNorm1d, nn.InstanceNorm2d], NormRule("instance"))
+register_rule("instance_norm", NormRule("instance"))
+register_rule("linear", LinearFunctionRule())
+register_rule(sorted(_SUM_NAMES), BinaryRule(linear=True))
+register_rule(["mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_", "__truediv__", "__itruediv__",
+               "__rtruediv__", "multiply", "divide", "true_divide"], BinaryRule(linear=False))
+register_rule(["matmul", "__matmul__", "bmm"], MatmulRule())
+register_rule("scaled_dot_product_attention", AttentionRule())
+register_rule(nn.MultiheadAttention, MultiheadAttentionRule())
+register_rule([nn.LSTM, nn.GRU, nn.RNN], RecurrentRule())
+register_rule(nn.Embedding, EmbeddingRule())
+register_rule(["__getitem__", "narrow", "select", "chunk", "split", "unbind", "tensor_split", "roll", "pad", "flip",
+               "expand", "expand_as", "repeat", "permute", "transpose", "swapaxes", "swapdims", "movedim",
+               "moveaxis", "index_select"], IndexRule())
+for _nd in (1, 2):
+    register_rule([f"max_pool{_nd}d", f"_max_pool{_nd}d"], FunctionalPoolRule(_pool_module("max", _nd)))
+    register_rule(f"avg_pool{_nd}d", FunctionalPoolRule(_pool_module("avg", _nd)))
+    register_rule(f"adaptive_avg_pool{_nd}d", FunctionalPoolRule(_pool_module("adaptive_avg", _nd)))
+    register_rule([f"adaptive_max_pool{_nd}d", f"_adaptive_max_pool{_nd}d"],
+                  FunctionalPoolRule(_pool_module("adaptive_max", _nd)))
+register_rule(["pow", "sqrt", "rsqrt", "square", "log", "log1p", "reciprocal", "sin", "cos", "erf", "sign",
+               "hardswish_", "silu_", "gelu_", "mish_", "batch_norm"], ElementwiseFunctionRule())

@@ -37,6 +37,17 @@ def _hooked_outputs(net, x, chosen, replace=None, freeze=None):
 
     def hook(name):
         def fn(module, args, output):
+            if not isinstance(output, torch.Tensor):
+                # A module returning a tuple (nn.LSTM) gives its first output as the layer.
+                first = output[0]
+                if replace is not None and len(outputs) == replace[0]:
+                    first = replace[1]
+                outputs.append(first)
+                index = len(outputs) - 1
+                if freeze is not None and index in freeze:
+                    first = freeze[index].expand_as(first).clone()
+                calls[name] = calls.get(name, 0) + 1
+                return (first,) + tuple(output[1:])
             calls[name] = calls.get(name, 0) + 1
             key = name if calls[name] == 1 else f"{name}:{calls[name] - 1}"
             index = len(outputs)
@@ -81,30 +92,59 @@ def _positive_copy(net):
 
 
 def reference_blocks(net, x, names, incl):
-    """{(L, K): bool (N_L, N_K)} direct dependence of layer L on layer K (0 = input)."""
+    """{(L, K): bool (N_L, N_K)} direct dependence of layer L on layer K (0 = input).
+
+    INCL=False: autograd's Jacobian at the recorded pass. INCL=True: on the positive
+    copy, the union of two probes, each a subset of the structure: which outputs move
+    when one position is bumped from the all-zero input (every member of a max-pool
+    window counts), and the Jacobian's nonzeros at a random positive input (a product of
+    two input-derived values, an SE gate or attention, is zero at zero).
+    """
+    if not incl:
+        return _jacobian_blocks(net, x, names)
+    net = _positive_copy(net)
+    zero = torch.zeros_like(x, dtype=torch.float64) if x.is_floating_point() else x
+    blocks = _bump_blocks(net, zero, names)
+    gen = torch.Generator().manual_seed(0)
+    positive = torch.rand(x.shape, generator=gen, dtype=torch.float64) + 0.5 if x.is_floating_point() else x
+    for key, jac in _jacobian_blocks(net, positive, names).items():
+        blocks[key] = blocks[key] | jac if key in blocks else jac
+    return blocks
+
+
+def _bump_blocks(net, x, names):
     blocks = {}
     n = len(names)
-    if incl:
-        net = _positive_copy(net)
-        x = torch.zeros_like(x, dtype=torch.float64)
     base = [x] + [o.detach() for o in _hooked_outputs(net, x, names)]
     for k in range(n + 1):
+        if not base[k].is_floating_point():
+            continue
         size_k = base[k][0].numel()
         freeze = {j - 1: base[j] for j in range(1, n + 1) if j != k}
-        if incl:
-            # One batch item per position of layer K, each bumped by one.
-            bump = torch.eye(size_k, dtype=base[k].dtype).reshape((size_k,) + base[k].shape[1:])
-            moved = base[k] + bump
-            batch = x.expand((size_k,) + x.shape[1:])
-            if k == 0:
-                outs = _hooked_outputs(net, moved, names, freeze=freeze)
-            else:
-                outs = _hooked_outputs(net, batch, names, replace=(k - 1, moved), freeze=freeze)
-            for l in range(k + 1, n + 1):
-                changed = ((outs[l - 1] - base[l]).abs().reshape(size_k, -1) > 0).T.numpy()
-                if changed.any():
-                    blocks[(l, k)] = changed
+        # One batch item per position of layer K, each bumped by one.
+        bump = torch.eye(size_k, dtype=base[k].dtype).reshape((size_k,) + base[k].shape[1:])
+        moved = base[k] + bump
+        batch = x.expand((size_k,) + x.shape[1:])
+        if k == 0:
+            outs = _hooked_outputs(net, moved, names, freeze=freeze)
+        else:
+            outs = _hooked_outputs(net, batch, names, replace=(k - 1, moved), freeze=freeze)
+        for l in range(k + 1, n + 1):
+            changed = ((outs[l - 1] - base[l]).abs().reshape(size_k, -1) > 0).T.numpy()
+            if changed.any():
+                blocks[(l, k)] = changed
+    return blocks
+
+
+def _jacobian_blocks(net, x, names):
+    blocks = {}
+    n = len(names)
+    base = [x] + [o.detach() for o in _hooked_outputs(net, x, names)]
+    for k in range(n + 1):
+        if not base[k].is_floating_point():
             continue
+        size_k = base[k][0].numel()
+        freeze = {j - 1: base[j] for j in range(1, n + 1) if j != k}
         leaf = base[k].clone().requires_grad_(True)
         if k == 0:
             outs = _hooked_outputs(net, leaf.clone(), names, freeze=freeze)
@@ -243,10 +283,10 @@ def test_layer_behind_an_unsupported_op_names_it():
             self.b = nn.Conv2d(1, 1, 1)
 
         def forward(self, x):
-            return self.b(x * torch.sigmoid(self.a(x)))
+            return self.b(torch.cumprod(self.a(x), dim=-1))
 
     acts = nsp.Activations(Gate(), torch.randn(1, 1, 3, 3), layers="leaves")
-    with pytest.raises(nsp.UnsupportedModuleError, match=r"mul in Gate"):
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"cumprod in Gate"):
         nsp.NNGraph(acts)
 
 

@@ -54,10 +54,15 @@ def test_user_rule_for_a_module_matches_the_reference(monkeypatch, incl):
     np.testing.assert_allclose(graph.transform(acts).to_numpy(), exact, rtol=1e-12, atol=0)
 
 
-def test_without_a_rule_the_module_is_seen_through_and_named():
-    net, x = _net()
-    acts = nsp.Activations(net, x, layers="leaves")
-    with pytest.raises(nsp.UnsupportedModuleError, match=r"'2' \(\w+ in Shift\): no rule"):
+class Cumprod(nn.Module):
+    def forward(self, x):
+        return torch.cumprod(x, dim=-1)
+
+
+def test_an_op_without_a_rule_is_named_with_its_module_path():
+    net = nn.Sequential(nn.Linear(5, 6), Cumprod(), nn.Linear(6, 3)).eval()
+    acts = nsp.Activations(net, torch.randn(1, 5), layers="leaves")
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"'1' \(cumprod in Cumprod\): no rule"):
         nsp.NNGraph(acts)
 
 
@@ -66,3 +71,56 @@ def test_register_rule_validates_its_arguments():
         rules.register_rule(Shift, object())
     with pytest.raises(TypeError, match="must be an nn.Module subclass, a function or its name"):
         rules.register_rule(3, ShiftRule())
+
+
+class _Piece(nn.Module):
+    """A conv, then ``fn`` of its output in ``forward``, then an Identity layer."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, padding=1)
+        self.fn = fn
+        self.b = nn.Identity()
+
+    def forward(self, x):
+        return self.b(self.fn(self.a(x)))
+
+
+# One piece per function rule; shapes (1, 4, 5, 5) in, any shape out.
+PIECES = {
+    "mean_keepdim": lambda x: x.mean((2, 3), keepdim=True),
+    "mean": lambda x: x.mean(-1),
+    "sum": lambda x: x.sum(1),
+    "amax": lambda x: x.amax(2),
+    "adaptive_avg_pool2d": lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 1),
+    "max_pool2d": lambda x: torch.nn.functional.max_pool2d(x, 2),
+    "avg_pool2d": lambda x: torch.nn.functional.avg_pool2d(x, 2),
+    "flatten": lambda x: torch.flatten(x, 1),
+    "se_gate": lambda x: x * torch.sigmoid(x.mean((2, 3), keepdim=True)),
+    "add_broadcast": lambda x: x + x.mean(1, keepdim=True),
+    "div_broadcast": lambda x: x / (2 + x.mean(3, keepdim=True)),
+    "channels_last_layer_norm": lambda x: torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (4,)).permute(0, 3, 1, 2),
+    "transpose": lambda x: x.transpose(2, 3),
+    "channel_shuffle": lambda x: x.view(x.shape[0], 2, 2, 5, 5).transpose(1, 2).flatten(1, 2),
+    "chunk": lambda x: x.chunk(2, dim=1)[1] * 2,
+    "split_cat": lambda x: torch.cat(x.split([1, 3], dim=1)[::-1], dim=1),
+    "narrow": lambda x: x.narrow(2, 1, 3),
+    "slice": lambda x: x[:, 1:3, ::2, 1],
+    "cat_spatial": lambda x: torch.cat([x, x[:, :, :2]], dim=2),
+    "group_norm": lambda x: torch.nn.functional.group_norm(x, 2),
+    "instance_norm": lambda x: torch.nn.functional.instance_norm(x),
+    "softmax": lambda x: x.softmax(dim=1),
+    "matmul": lambda x: x @ x.transpose(2, 3),
+    "roll": lambda x: torch.roll(x, (1, 2), (2, 3)),
+    "pad": lambda x: torch.nn.functional.pad(x, (1, 0, 0, 2)),
+    "scaled_dot_product_attention": lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x),
+}
+
+
+@pytest.mark.parametrize("incl", [True, False])
+@pytest.mark.parametrize("piece", list(PIECES))
+def test_function_rules_match_the_reference(piece, incl):
+    from test_layers import _check_against_reference
+
+    torch.manual_seed(0)
+    _check_against_reference(_Piece(PIECES[piece]).eval(), torch.randn(1, 2, 5, 5), "leaves", incl)
