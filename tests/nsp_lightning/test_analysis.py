@@ -112,6 +112,7 @@ def test_default_report_charts_the_scalars_and_lists_the_arrays(tmp_path):
     assert steps == ["section counting"]
 
 
+@pytest.mark.slow
 def test_records_and_reports_need_no_lightning(tmp_path):
     import subprocess
     import sys
