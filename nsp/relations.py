@@ -224,7 +224,7 @@ class Term:
         # along a deep network whose layers reach 1×1 maps (hundreds of axes, more than
         # numpy's 64 dimensions).
         kept = tuple(f for f in out if f.shape != (1, 1) or not f[0, 0])
-        return Term(kept or (np.ones((1, 1), dtype=bool),))
+        return Term(_pair_vectors(kept) or (np.ones((1, 1), dtype=bool),))
 
     def dense(self) -> np.ndarray:
         """The full ``n_out × n_in`` 0/1 matrix (small relations and tests only)."""
@@ -239,6 +239,51 @@ class Term:
             out_idx = (out_idx[:, None] * f.shape[0] + o[None, :]).reshape(-1)
             in_idx = (in_idx[:, None] * f.shape[1] + i[None, :]).reshape(-1)
         return out_idx, in_idx
+
+
+# Largest outer product of a column and a row factor that _pair_vectors forms.
+_PAIR_ENTRIES = 1 << 22
+
+
+def _is_vector(f: np.ndarray) -> bool:
+    return f.shape[0] == 1 or f.shape[1] == 1
+
+
+def _pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """The same product with each column factor ``(p, 1)`` next to a row factor ``(1, q)``, merged.
+
+    A column and a row factor commute in a Kronecker product (``a ⊗ bᵀ = bᵀ ⊗ a = a bᵀ``),
+    so within a run of such factors only the order of the columns among themselves (the
+    out axes) and of the rows among themselves (the in axes) matters. Composition leaves
+    them apart: an SE gate's "mean over (H, W), then broadcast back" comes out as
+    ``(H,1) (W,1) (1,H) (1,W)``, which pairs to ``(H,H) (W,W)``, the form of the gated
+    input's identity, so the two paths stay a product.
+    """
+    out: list[np.ndarray] = []
+    run: list[np.ndarray] = []
+
+    def flush() -> None:
+        cols = [f for f in run if f.shape[1] == 1]
+        rows = [f for f in run if f.shape[1] != 1]
+        for c, r in zip(cols, rows):
+            if c.shape[0] * r.shape[1] > _PAIR_ENTRIES:
+                out.extend((c, r))
+            elif c is ones_factor(*c.shape) and r is ones_factor(*r.shape):
+                out.append(ones_factor(c.shape[0], r.shape[1]))
+            else:
+                out.append(c & r)
+        n = min(len(cols), len(rows))
+        out.extend(cols[n:] + rows[n:])
+        run.clear()
+
+    for f in factors:
+        if _is_vector(f) and f.shape != (1, 1):
+            run.append(f)
+        else:
+            flush()
+            out.append(f)
+    flush()
+    return tuple(out)
 
 
 def _raise_product(term: Term, dims: Sequence[int]) -> Term:

@@ -126,3 +126,45 @@ def test_union_merges_terms_that_differ_in_one_factor():
     for b in branches:
         expected |= b.dense()
     np.testing.assert_array_equal(union.dense(), expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_column_and_row_factors_pair_up_without_changing_the_product(data):
+    from nsp.relations import _pair_vectors
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shapes = data.draw(st.lists(st.sampled_from(["col", "row", "full"]), min_size=1, max_size=6))
+    factors = []
+    for kind in shapes:
+        n, m = data.draw(st.integers(2, 4)), data.draw(st.integers(2, 4))
+        shape = {"col": (n, 1), "row": (1, m), "full": (n, m)}[kind]
+        factors.append(np.ones(shape, bool) if data.draw(st.booleans()) else rng.random(shape) < 0.6)
+    paired = _pair_vectors(factors)
+    np.testing.assert_array_equal(Term(paired).dense(), Term(tuple(factors)).dense())
+    assert len(paired) == len(factors) - sum(
+        min(sum(1 for f in run if f.shape[1] == 1), sum(1 for f in run if f.shape[0] == 1))
+        for run in _vector_runs(factors)
+    )
+
+
+def _vector_runs(factors):
+    runs, run = [], []
+    for f in factors:
+        if 1 in f.shape:
+            run.append(f)
+        else:
+            runs.append(run)
+            run = []
+    return runs + [run]
+
+
+def test_a_gate_broadcast_back_over_its_pooled_axes_stays_one_product():
+    # mean over (H, W) then broadcast back: columns (H,1)(W,1) then rows (1,H)(1,W).
+    c, h, w = 3, 64, 64
+    pooled = Term((np.ones((c, c), bool), np.ones((1, h), bool), np.ones((1, w), bool)))
+    spread = Term((np.eye(c, dtype=bool), np.ones((h, 1), bool), np.ones((w, 1), bool)))
+    gate = spread.compose(pooled)
+    assert [f.shape for f in gate.factors] == [(c, c), (h, h), (w, w)]
+    union = Relation.of(gate).union(Relation.identity((c, h, w)))
+    assert len(union.terms) == 1 and union.nnz() == c * c * (h * w) ** 2
