@@ -65,7 +65,14 @@ def ones_factor(p: int, q: int) -> np.ndarray:
     every channel after one convolution); sharing them, and knowing them by identity,
     saved most of the memory and time of building ResNet-50's relations.
     """
-    f = np.ones((p, q), dtype=bool)
+    # A broadcast view: a classifier's (4096, 25088) factor costs no memory.
+    return np.broadcast_to(np.ones((1, 1), dtype=bool), (p, q))
+
+
+@functools.lru_cache(maxsize=None)
+def eye_factor(n: int) -> np.ndarray:
+    """The ``n × n`` identity factor: one shared, read-only array per size."""
+    f = np.eye(n, dtype=bool)
     f.flags.writeable = False
     return f
 
@@ -73,8 +80,10 @@ def ones_factor(p: int, q: int) -> np.ndarray:
 def _split_in(f: np.ndarray, q1: int, q2: int) -> list[np.ndarray] | None:
     """Write ``f`` (p × q1·q2) as a Kronecker product of two factors, if it is one."""
     p, q = f.shape
-    if p == q and np.array_equal(f, np.eye(p, dtype=bool)):
-        return [np.eye(q1, dtype=bool), np.eye(q2, dtype=bool)]
+    if f is ones_factor(p, q):
+        return [ones_factor(p, q1), ones_factor(1, q2)]
+    if f is eye_factor(p) or (p == q and np.array_equal(f, eye_factor(p))):
+        return [eye_factor(q1), eye_factor(q2)]
     g = f.reshape(p, q1, q2)
     if (g == g[:, :, :1]).all():
         return [g[:, :, 0].copy(), ones_factor(1, q2)]
@@ -118,7 +127,7 @@ class Term:
 
     @staticmethod
     def identity(dims: Sequence[int]) -> "Term":
-        return Term(tuple(np.eye(d, dtype=bool) for d in dims))
+        return Term(tuple(eye_factor(d) for d in dims))
 
     # -- re-factorisation -------------------------------------------------------------
     def _side(self, side: str) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsp.relations import Relation, StructureError, Term, ones_factor
+from nsp.relations import Relation, StructureError, Term, eye_factor, ones_factor
 
 __all__ = [
     "Call", "Rule", "StructuralRule", "UnsupportedModuleError", "register_rule", "rule_for_module",
@@ -246,7 +246,7 @@ def _tuple(value: Any, n: int) -> tuple[int, ...]:
 
 
 def eye(n: int) -> np.ndarray:
-    return np.eye(n, dtype=bool)
+    return eye_factor(n)
 
 
 def term_csr(term: Term) -> sp.csr_matrix:
@@ -726,7 +726,9 @@ class ReshapeRule(StructuralRule):
         (x,) = call.inputs
         if x.numel() != call.output.numel() or call.output.shape[:1] != x.shape[:1]:
             raise call.unsupported(f"reshaping {tuple(x.shape)} to {tuple(call.output.shape)} moves the batch dimension")
-        return [Term.identity((math.prod(call.in_shape()),))]
+        # The input's own axes factorise the flat index of the output too: a flatten
+        # before a classifier stays (512)(7)(7), not one 25,088² factor.
+        return [Term.identity(call.in_shape() or (1,))]
 
 
 class ConcatRule(StructuralRule):

@@ -144,12 +144,16 @@ class _Interpreter:
         return out
 
     def run(
-        self, program: Program, name: str, owner: str, x: torch.Tensor | None, source: int
+        self, program: Program, name: str, owner: str, x: torch.Tensor | None, source: int,
+        source_shape: tuple[int, ...] | None = None,
     ) -> tuple[dict[int, Any], dict[int, dict[int, Any]]]:
         """Interpret ``program`` whose input is layer ``source``.
 
         ``x`` is the program's actual input (batch of one); it is needed only for
         ``INCL=False``, where the program is replayed to get Jacobian nonzeros.
+        ``source_shape`` is the layer's own shape, when the program's input is a reshape
+        of it: the relations start as the identity over its axes (VGG's classifier reads
+        its 512×7×7 features flattened, and one 25,088-wide identity factor costs 630 MB).
 
         Returns
         -------
@@ -160,7 +164,10 @@ class _Interpreter:
         start = Ref(-1)
         self.shapes: dict[Ref, tuple[int, ...]] = {start: program.input_shape}
         self.perms: dict[Ref, tuple[int, ...] | None] = {start: None}
-        maps: dict[Ref, Any] = {start: {} if self.digest is not None else {source: self.identity(program.input_shape[1:])}}
+        own = program.input_shape[1:]
+        if source_shape is not None and math.prod(source_shape) == math.prod(own):
+            own = source_shape
+        maps: dict[Ref, Any] = {start: {} if self.digest is not None else {source: self.identity(own)}}
         values: dict[Ref, Any] = {start: x}
         layers: dict[int, dict[int, Any]] = {}
         for i, op in enumerate(program.ops):
@@ -448,7 +455,7 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
                 "layers, each child's input must be an elementwise image of the previous child's output"
             )
         x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
-        parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1)[0])
+        parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1, shapes[layer - 1])[0])
         progress.done(layer)
     return NetworkStructure(list(activations.layernames), shapes, incl, parents)
 
