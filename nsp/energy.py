@@ -2,6 +2,26 @@
 
 The causal transform is not orthogonal, so this is not a Parseval quantity (GUIDE §3);
 it spans hundreds of decades, hence the log10 form.
+
+`change_since` measures how far a spectrum moved from a reference one (the baseline
+before training), per layer, with measures that stay meaningful when coefficients span
+hundreds of decades:
+
+====================  ================================================================
+``relative``          ``‖ŝ − ŝ₀‖₂ / ‖ŝ₀‖₂``: the movement of the layer's dominant
+                      coefficients (the largest ones decide both norms). 0: unchanged;
+                      1: as large as the baseline itself. Computed after scaling by the
+                      largest magnitude, so it never overflows.
+``log10_energy``      ``log10 Σŝ² − log10 Σŝ₀²``: decades gained (> 0) or lost by the
+                      layer's energy. Insensitive to changes that keep the energy.
+``decades``           the median over coefficients of ``|log10|ŝ(x)| − log10|ŝ₀(x)||``,
+                      over coefficients nonzero in both: how many decades a typical
+                      coefficient moved, every coefficient counting alike whatever its
+                      magnitude (a coefficient of 1e-100 moving to 1e-99 counts 1).
+``sign_flips``        the fraction of coefficients whose sign (−, 0, +) differs from
+                      the baseline's. Signs of spectra alternate with depth, so a flip
+                      is a structural change that magnitudes cannot show.
+====================  ================================================================
 """
 
 from __future__ import annotations
@@ -11,7 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["spectral_energy", "log10_energy", "energy_share"]
+__all__ = ["CHANGE_MEASURES", "spectral_energy", "log10_energy", "energy_share", "change_since"]
+
+CHANGE_MEASURES: tuple[str, ...] = ("relative", "log10_energy", "decades", "sign_flips")
 
 
 def _layers(layers: Any) -> list[np.ndarray]:
@@ -87,3 +109,81 @@ def energy_share(layers: Any) -> np.ndarray:
         return np.zeros_like(logs)
     weights = np.power(10.0, logs - np.max(logs))
     return weights / weights.sum()
+
+
+def _relative(now: np.ndarray, base: np.ndarray) -> float:
+    peak = max(float(np.max(np.abs(now), initial=0.0)), float(np.max(np.abs(base), initial=0.0)))
+    if peak == 0:
+        return 0.0
+    if not np.isfinite(peak):
+        return float("nan")
+    # Both sides divided by one common factor, so that the difference cannot overflow; each norm
+    # then scaled by its own largest entry, so that its squares cannot underflow either.
+    top, bottom = _norm(now / peak - base / peak), _norm(base / peak)
+    if bottom == 0:
+        return float("inf")
+    with np.errstate(over="ignore"):
+        return float(np.float64(top) / np.float64(bottom))
+
+
+def _norm(values: np.ndarray) -> float:
+    largest = float(np.max(np.abs(values), initial=0.0))
+    if largest == 0:
+        return 0.0
+    return float(np.linalg.norm((values / largest).ravel())) * largest
+
+
+def _decades(now: np.ndarray, base: np.ndarray) -> float:
+    both = (now != 0) & (base != 0) & np.isfinite(now) & np.isfinite(base)
+    if not both.any():
+        return 0.0 if np.array_equal(now, base) else float("nan")
+    return float(np.median(np.abs(np.log10(np.abs(now[both])) - np.log10(np.abs(base[both])))))
+
+
+def change_since(baseline: Any, layers: Any) -> dict[str, np.ndarray]:
+    """How far a spectrum moved from a reference spectrum, per layer.
+
+    Parameters
+    ----------
+    baseline, layers : Activations or sequence of array-like
+        The reference spectrum (e.g. before training) and the current one, with the
+        same layer shapes.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        One float64 array of shape ``(num_layers,)`` per measure of `CHANGE_MEASURES`
+        (see the module docstring). For a layer whose baseline is exactly zero,
+        ``relative`` is 0 if it stayed zero and ``inf`` otherwise; ``log10_energy`` is 0
+        when both energies are zero; ``decades`` is 0 when no coefficient is nonzero
+        in both and nothing changed, NaN when it changed.
+
+    Raises
+    ------
+    ValueError
+        If the two spectra differ in layer count or shapes.
+
+    Examples
+    --------
+    >>> change = change_since([np.array([1e-100, -1.0])], [np.array([1e-99, 1.0])])
+    >>> change["relative"], change["decades"], change["sign_flips"]
+    (array([2.]), array([0.5]), array([0.5]))
+    """
+    base, now = _layers(baseline), _layers(layers)
+    if len(base) != len(now) or any(a.shape != b.shape for a, b in zip(base, now)):
+        raise ValueError(
+            "nsp.energy.change_since: the spectra differ in layers: baseline "
+            f"{[list(a.shape) for a in base]}, current {[list(b.shape) for b in now]}"
+        )
+    before, after = log10_energy(base), log10_energy(now)
+    with np.errstate(invalid="ignore"):
+        energy = np.where(np.isneginf(before) & np.isneginf(after), 0.0, after - before)
+    return {
+        "relative": np.array([_relative(b, a) for a, b in zip(base, now)], dtype=np.float64),
+        "log10_energy": energy.astype(np.float64),
+        "decades": np.array([_decades(b, a) for a, b in zip(base, now)], dtype=np.float64),
+        "sign_flips": np.array(
+            [float(np.mean(np.sign(a) != np.sign(b))) if a.size else 0.0 for a, b in zip(base, now)],
+            dtype=np.float64,
+        ),
+    }

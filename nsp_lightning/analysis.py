@@ -23,6 +23,7 @@ call                                        where                  when
 ``check(model, probes)``                    every rank             fit start, also under ``fast_dev_run``
 ``setup(model, probes, context)``           rank 0                 fit start, before the baseline
 ``header()``                                rank 0                 fit start, after ``setup``: the series' config
+``hparams()``, ``describe()``               rank 0                 train start: TensorBoard hparams and text card
 ``custom_scalars()``                        rank 0                 fit start: TensorBoard custom-scalars charts
 ``compute(model, probes, context)``         rank 0                 at every record
 ``log(record, sink)``                       rank 0                 after ``compute``, if a TensorBoard logger
@@ -189,6 +190,12 @@ class ProbeContext:
         The Trainer's ``global_step``.
     trainer : object or None
         The Lightning Trainer (``None`` outside Lightning).
+    labels : torch.Tensor or None
+        The probes' labels, one per probe, where the probe was given as a batch ``(x, y)``
+        with ``y`` of shape ``(P,)``; else None.
+    directories : dict of str to str
+        Each analysis's record directory, by analysis name (empty outside a callback).
+        On resume an analysis finds its earlier records there (e.g. its baseline).
     """
 
     def __init__(
@@ -199,12 +206,16 @@ class ProbeContext:
         epoch: int,
         global_step: int,
         trainer: Any = None,
+        labels: torch.Tensor | None = None,
+        directories: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model
         self.probes = probes
         self.epoch = int(epoch)
         self.global_step = int(global_step)
         self.trainer = trainer
+        self.labels = labels
+        self.directories = dict(directories or {})
         self._activations: dict[Any, list[Any]] = {}
         self._outputs: torch.Tensor | None = None
 
@@ -443,6 +454,21 @@ class ProbeAnalysis(abc.ABC):
         with an error that says so.
         """
         return {}
+
+    def hparams(self) -> dict[str, Any]:
+        """The analysis's configuration as TensorBoard hparams: ``{key: str, int, float or bool}``; by default ``{}``.
+
+        The core logs them once training starts, as ``<tag_prefix>/<key>``, together with
+        the hyperparameters Lightning logged, to every logger; call after :meth:`setup`.
+        """
+        return {}
+
+    def describe(self) -> str | None:
+        """A Markdown description of the series (configuration, what the colours mean); by default none.
+
+        The core logs it as the text card ``<tag_prefix>/about`` once training starts.
+        """
+        return None
 
     def custom_scalars(self) -> dict[str, dict[str, list[Any]]] | None:
         """TensorBoard custom-scalars charts for this analysis's scalars; by default none.

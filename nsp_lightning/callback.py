@@ -10,11 +10,11 @@ TensorBoard, and keep records of them for offline reports.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Iterable, Literal
 
 from typing_extensions import override
 
-from nsp_lightning.analyses.spectrum import SpectrumAnalysis
+from nsp_lightning.analyses.spectrum import Layers, SpectrumAnalysis, _layers_text
 from nsp_lightning.analysis import ProbeAnalysis
 from nsp_lightning.probe_callback import ProbeCallback
 
@@ -56,9 +56,14 @@ class SpectrumCallback(ProbeCallback):
 
             The probe moves to the model's device once per fit; floating-point probes are
             cast to the dtype of the model's parameters.
-        layers: names of the layers to log and record (``Activations.layernames``, e.g.
-            ``["input", "conv1"]``); all layers by default. The graph always spans every
-            layer, since a layer's spectrum depends on all of its ancestors.
+        layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
+            the input and the model's top-level children), ``"leaves"`` (every module
+            without children), a list of module names at any depth (``["net.0",
+            "net.4"]``, and ``"input"``), or a predicate ``(name, module) -> bool``. A list
+            of top-level names picks among the default layers, in the list's order, and
+            the graph spans every top-level layer; otherwise the graph spans the chosen
+            layers. A model whose top level is one container (``self.net =
+            nn.Sequential(...)``) gets a warning that says how to reach its inner layers.
         transform: ``"standard"`` (the causal Fourier transform) or ``"laplacian"``.
         INCL: ``True`` builds the structural graph, which is the same for every input and
             every epoch. ``False`` builds each probe's data-dependent graph (zero weights,
@@ -72,24 +77,48 @@ class SpectrumCallback(ProbeCallback):
         dirpath: the record directory. Default: ``<trainer.log_dir>/spectra``, e.g.
             ``lightning_logs/version_0/spectra``; on resume from a checkpoint, the
             checkpoint's record directory, so that the series continues there.
-        log_step: the step logged records are placed at: ``"epoch"`` (the record number)
-            or ``"global_step"``.
+        colour_scale: ``"baseline"`` (the default) fixes each layer's colour range, per
+            probe, from the baseline record, so that equal colours mean equal values at
+            every epoch; ``"image"`` scales every image to its own values.
+        log_step: the step logged records are placed at: ``"global_step"`` (the default,
+            so that they line up with the loss and the metrics Lightning logs) or
+            ``"epoch"`` (the record number).
 
-    Logged metrics (``P`` probes, ``p < P``; ``<layer>`` a recorded layer name):
+    Logged metrics (``P`` probes, ``p < P``; ``<layer>`` a recorded layer name, ``<ii>``
+    its index in execution order, so that TensorBoard's alphabetical order is the
+    network's):
 
+        - ``nsp/change/<measure>/probe_<p>/<ii>_<layer>``: how far the layer's spectrum
+          moved since the baseline record (:func:`nsp.energy.change_since`):
+          ``relative`` ‖ŝ − ŝ₀‖/‖ŝ₀‖, ``log10_energy`` (decades), ``decades`` (the median
+          number of decades a coefficient moved) and ``sign_flips`` (the fraction of
+          coefficients whose sign changed). Measures chosen to stay meaningful for
+          spectra that span hundreds of decades; they move where log10 energies look flat.
         - ``nsp/log10_energy/probe_<p>/<layer>``: log10 of the layer's spectral energy
-          Σ ŝ², to every logger in ``trainer.loggers``. In TensorBoard a custom-scalars
-          chart per probe ("CUSTOM SCALARS" tab) draws all layers together.
-          ``-inf`` marks an exactly zero spectrum (TensorBoard draws it as a non-finite
-          point).
+          Σ ŝ², to every logger in ``trainer.loggers``. ``-inf`` marks an exactly zero
+          spectrum (TensorBoard draws it as a non-finite point).
         - ``nsp/record_seconds``: wall time of the record.
         - ``nsp/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0
           (``INCL=False`` only).
-        - Images, to TensorBoard loggers only: ``nsp/activations/<layer>/probe_<p>`` and
-          ``nsp/spectrum/<layer>/probe_<p>``: heatmaps from :mod:`nsp.render`, one pixel
-          per value (TensorBoard enlarges them with crisp pixels), channels as tiles, a
-          1-D layer as a band of value columns at most 8 times as wide as high; spectra
-          on a signed-log scale, since they span hundreds of decades.
+        - Custom scalars ("CUSTOM SCALARS" tab): the change since the baseline first, one
+          chart per measure and probe, then log10 energy. TensorBoard draws the series of
+          one run in one colour (told apart by marker), so the image
+          ``nsp/00_change/probe_<p>`` draws the relative change and the decades moved,
+          one coloured line per layer, with a legend of the values at the last record.
+        - Images, to TensorBoard loggers only: ``nsp/<ii>_<layer>/activations/probe_<p>``
+          and ``nsp/<ii>_<layer>/spectrum/probe_<p>`` (a layer's two cards side by side):
+          :func:`nsp.render.render_card` images with a title (layer, probe, label,
+          shape, epoch and step), the heatmap enlarged to at least 320 pixels, a colour
+          bar with its range, the scale (spectra on a signed log10 scale: red positive,
+          blue negative, white 0) and notes for what colours cannot say (an exactly
+          zero layer, values beyond the fixed range, values too close to resolve).
+        - Histograms ``nsp/<ii>_<layer>/log10_abs_spectrum/probe_<p>``: log10|ŝ| over the
+          layer's nonzero coefficients.
+        - Text ``nsp/predictions`` (each probe's label, where the probe was a batch
+          ``(x, y)``, and the model's prediction and its probability) and ``nsp/about``
+          (the configuration and how to read the images); the configuration also as
+          hparams ``nsp/transform``, ``nsp/INCL``, ``nsp/layers``, ... merged with the
+          model's.
 
     TensorBoard keeps only 10 images per tag (a random sample of the epochs) unless told
     otherwise. To see every epoch, give it a limit above the number of records::
@@ -132,15 +161,16 @@ class SpectrumCallback(ProbeCallback):
         self,
         probe: Any,
         *,
-        layers: Sequence[str] | None = None,
+        layers: Layers = None,
         transform: Literal["standard", "laplacian"] = "standard",
         INCL: bool = True,
+        colour_scale: Literal["baseline", "image"] = "baseline",
         every_n_epochs: int | None = None,
         epochs: Iterable[int] | None = None,
         dirpath: str | os.PathLike | None = None,
-        log_step: Literal["epoch", "global_step"] = "epoch",
+        log_step: Literal["epoch", "global_step"] = "global_step",
     ) -> None:
-        analysis = SpectrumAnalysis(layers, transform, INCL, _caller="SpectrumCallback")
+        analysis = SpectrumAnalysis(layers, transform, INCL, colour_scale=colour_scale, _caller="SpectrumCallback")
         super().__init__(
             probe, [analysis], every_n_epochs=every_n_epochs, epochs=epochs, dirpath=dirpath, log_step=log_step,
             record_evaluation=False,  # records during fit only, as before analyses were plug-ins
@@ -154,7 +184,10 @@ class SpectrumCallback(ProbeCallback):
     def state_key(self) -> str:
         # As before analyses were plug-ins, so that older checkpoints resume.
         return self._generate_state_key(
-            layers=self.layers, transform=self.transform, INCL=self.INCL, dirpath=self._dirpath_arg
+            layers=self.layers if isinstance(self.layers, (list, type(None))) else _layers_text(self.layers),
+            transform=self.transform,
+            INCL=self.INCL,
+            dirpath=self._dirpath_arg,
         )
 
     def _record_dir(self, analysis: ProbeAnalysis, dirpath: str) -> str:

@@ -37,6 +37,8 @@ from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, Probe
 __all__ = ["ProbeCallback"]
 
 _LOG_STEPS = ("epoch", "global_step")
+# More probe inputs than this is usually a whole batch passed by mistake.
+MANY_PROBES = 16
 
 
 class ProbeCallback(Callback):
@@ -91,8 +93,9 @@ class ProbeCallback(Callback):
         dirpath: the directory that holds the analyses' record directories. Default:
             ``trainer.log_dir``, e.g. ``lightning_logs/version_0``; on resume from a
             checkpoint, the checkpoint's, so that the series continue there.
-        log_step: the step logged records are placed at: ``"epoch"`` (the record number)
-            or ``"global_step"``.
+        log_step: the step logged records are placed at: ``"global_step"`` (the default,
+            so that they line up with the loss and the metrics Lightning logs) or
+            ``"epoch"`` (the record number).
         record_evaluation: take one record under ``trainer.validate()`` and
             ``trainer.test()`` (see below).
 
@@ -146,7 +149,7 @@ class ProbeCallback(Callback):
         every_n_epochs: int | None = None,
         epochs: Iterable[int] | None = None,
         dirpath: str | os.PathLike | None = None,
-        log_step: Literal["epoch", "global_step"] = "epoch",
+        log_step: Literal["epoch", "global_step"] = "global_step",
         record_evaluation: bool = True,
     ) -> None:
         who = type(self).__name__
@@ -155,10 +158,11 @@ class ProbeCallback(Callback):
         self.record_evaluation = record_evaluation
         self._datamodule: pl.LightningDataModule | None = None
         self._probe: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
         if isinstance(probe, pl.LightningDataModule):
             self._datamodule = probe
         else:
-            self._probe = _probe_tensor(probe, who)
+            self._probe, self._labels = _probe_batch(probe, who)
         self.analyses: list[ProbeAnalysis] = _check_analyses(analyses, who)
         self.every_n_epochs, self.epochs = _check_schedule(every_n_epochs, epochs, who)
         if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
@@ -210,7 +214,7 @@ class ProbeCallback(Callback):
         if stage not in ("fit", "validate", "test"):
             return
         if self._datamodule is not None:
-            self._probe = _datamodule_probe(self._datamodule, type(self).__name__)
+            self._probe, self._labels = _datamodule_probe(self._datamodule, type(self).__name__)
         if trainer.fast_dev_run:
             return
         # trainer.log_dir broadcasts: every rank must call it.
@@ -273,9 +277,7 @@ class ProbeCallback(Callback):
             if os.path.isdir(self._checkpoint_dirpath):
                 self.dirpath = self._checkpoint_dirpath
         assert self.dirpath is not None
-        context = ProbeContext(
-            pl_module, probe, epoch=trainer.current_epoch, global_step=trainer.global_step, trainer=trainer
-        )
+        context = self._context(trainer, pl_module, trainer.current_epoch)
         with _probing(pl_module):
             for analysis in self.analyses:
                 analysis.setup(pl_module, probe, context)
@@ -290,9 +292,44 @@ class ProbeCallback(Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_custom_scalars(layout)
+        step = "record number" if self.log_step == "epoch" else "global step"
+        rank_zero_info(
+            f"{who}: records go to {', '.join(self.record_dirs.values())}; logged at the {step}"
+        )
         if not resuming:
             # The model is as setup saw it: the baseline shares its forward pass.
             self._record(trainer, pl_module, 0, context)
+
+    @override
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # After Lightning logged the model's hyperparameters (which it does after on_fit_start):
+        # TensorBoard's hparams plugin shows the last ones written, so they are merged.
+        if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
+            return
+        params: dict[str, Any] = {}
+        for analysis in self.analyses:
+            params.update({f"{analysis.prefix}/{k}": v for k, v in analysis.hparams().items()})
+        for logger in trainer.loggers:
+            if params:
+                logged = dict(getattr(logger, "hparams", None) or {})
+                logger.log_hyperparams({**logged, **params})
+            if isinstance(logger, TensorBoardLogger):
+                for analysis in self.analyses:
+                    text = analysis.describe()
+                    if text:
+                        logger.experiment.add_text(f"{analysis.prefix}/about", text, global_step=trainer.global_step)
+
+    def _context(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> ProbeContext:
+        assert self._batch is not None
+        return ProbeContext(
+            pl_module,
+            self._batch,
+            epoch=epoch,
+            global_step=trainer.global_step,
+            trainer=trainer,
+            labels=self._labels,
+            directories=self.record_dirs,
+        )
 
     @override
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -342,7 +379,7 @@ class ProbeCallback(Callback):
         if done:
             rank_zero_info(f"{type(self).__name__}: {', '.join(done)} already recorded epoch {epoch}; nothing recorded")
             return
-        context = ProbeContext(pl_module, probe, epoch=epoch, global_step=trainer.global_step, trainer=trainer)
+        context = self._context(trainer, pl_module, epoch)
         with _probing(pl_module):
             for analysis in self.analyses:
                 analysis.setup(pl_module, probe, context)
@@ -400,7 +437,7 @@ class ProbeCallback(Callback):
     ) -> None:
         assert self._batch is not None
         if context is None:
-            context = ProbeContext(pl_module, self._batch, epoch=epoch, global_step=trainer.global_step, trainer=trainer)
+            context = self._context(trainer, pl_module, epoch)
         context.epoch = epoch
         step = epoch if self.log_step == "epoch" else trainer.global_step
         writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
@@ -497,13 +534,29 @@ def _check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:
     return list(listed)
 
 
-def _probe_tensor(probe: Any, who: str) -> torch.Tensor:
+def _probe_batch(probe: Any, who: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The probe tensor, and the labels where ``probe`` is a batch ``(x, y)`` with one label per input."""
     source = probe
     if isinstance(probe, DataLoader):
         try:
             probe = next(iter(probe))
         except StopIteration:
             raise ValueError(f"{who}(probe=<DataLoader>): the DataLoader yields no batch") from None
+    x = _probe_tensor(probe, who, source)
+    labels = None
+    if isinstance(probe, (tuple, list)) and len(probe) > 1 and isinstance(probe[1], torch.Tensor):
+        if probe[1].shape == (len(x),):
+            labels = probe[1].detach().cpu()
+    if len(x) > MANY_PROBES:
+        rank_zero_warn(
+            f"{who}(probe): the probe holds {len(x)} inputs, and every record analyses, stores and logs each of"
+            f" them (a spectrum logs 2 images per layer per input). A whole batch is rarely meant: pass a few"
+            f" inputs, e.g. `x[:4]`."
+        )
+    return x, labels
+
+
+def _probe_tensor(probe: Any, who: str, source: Any) -> torch.Tensor:
     if isinstance(probe, (tuple, list)):
         if not probe:
             raise ValueError(f"{who}(probe): the batch is an empty {type(probe).__name__}")
@@ -524,7 +577,7 @@ def _probe_tensor(probe: Any, who: str) -> torch.Tensor:
     return probe.detach()
 
 
-def _datamodule_probe(datamodule: "pl.LightningDataModule", who: str) -> torch.Tensor:
+def _datamodule_probe(datamodule: "pl.LightningDataModule", who: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     method = "val_dataloader" if is_overridden("val_dataloader", datamodule) else "train_dataloader"
     try:
         loader = getattr(datamodule, method)()
@@ -534,7 +587,7 @@ def _datamodule_probe(datamodule: "pl.LightningDataModule", who: str) -> torch.T
             f"{who}(probe=<{type(datamodule).__name__}>): could not take a batch from its {method}()"
             f" ({type(err).__name__}: {err}); pass the DataModule given to trainer.fit, or a tensor"
         ) from err
-    return _probe_tensor(batch, who)
+    return _probe_batch(batch, who)
 
 
 def _check_schedule(

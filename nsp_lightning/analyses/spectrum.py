@@ -13,31 +13,42 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 import nsp
 import nsp.energy
 import nsp.render
 from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, ReportContext
-from nsp_lightning.records import SpectrumRecord, _from_rows, make_record, spectrum_analysis_record
+from nsp.storage import load_npz
+from nsp_lightning.records import SpectrumRecord, _from_rows, make_record, record_name, spectrum_analysis_record
 from nsp_lightning.report import HEATMAP_EPOCHS
 from nsp_lightning.sections import Cell, Chart, Facts, Film, Frame, Image, Row, Section, Table, Text
 
 __all__ = ["SpectrumAnalysis"]
 
 _TRANSFORMS = ("standard", "laplacian")
+_COLOUR_SCALES = ("baseline", "image")
 # Spectra span hundreds of decades: only a signed-log scale shows them.
 _HEATMAPS = {
     "activations": {"scale": "layerscale", "cmap": "viridis"},
     "spectrum": {"scale": "layersymlog", "cmap": "RdBu_r"},
 }
-_BAND_ASPECT, _BAND_MIN_ROWS, _BAND_MAX_ROWS = 8, 8, 32
+# The change-since-baseline measures (nsp.energy.change_since), in the order they are shown.
+_CHANGE = nsp.energy.CHANGE_MEASURES
+_CHANGE_TEXT = {
+    "relative": "relative change ‖ŝ − ŝ₀‖ / ‖ŝ₀‖",
+    "log10_energy": "change of log10 energy (decades)",
+    "decades": "median decades a coefficient moved",
+    "sign_flips": "fraction of coefficients that flipped sign",
+}
+Layers = Union[None, str, Sequence[str], Callable[[str, nn.Module], bool]]
 # What read_header promises; "modules" (descriptions) and "edges" (an int, or one per layer) are optional.
 _HEADER_KEYS = ("layernames", "shapes", "probes", "probe_shape", "transform", "INCL", "model")
 _TRANSFORM_TEXT = {
@@ -59,22 +70,43 @@ class SpectrumAnalysis(ProbeAnalysis):
     ``context.activations()``).
 
     Args:
-        layers: names of the layers to log and record (``Activations.layernames``, e.g.
-            ``["input", "conv1"]``); all layers by default. The graph always spans every
-            layer, since a layer's spectrum depends on all of its ancestors.
+        layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
+            the input and the model's top-level children), ``"leaves"`` (every module
+            without children), a list of module names at any depth (``["conv1",
+            "net.0", "net.4"]``, and ``"input"``), or a predicate ``(name, module) -> bool``.
+            A list of top-level names picks among the default layers, in the list's
+            order; the graph then spans every top-level layer, since a layer's spectrum
+            depends on all of its ancestors. Otherwise the graph spans the chosen layers.
         transform: ``"standard"`` (the causal Fourier transform) or ``"laplacian"``.
         INCL: ``True`` builds the structural graph, which is the same for every input and
             every epoch. ``False`` builds each probe's data-dependent graph (zero weights,
             max-pool argmax and dead ReLU units drop edges); it is rebuilt, with its
             transformer, only when the graph's fingerprint (:func:`nsp.fingerprint`)
             changes, and the rebuild is logged.
+        colour_scale: ``"baseline"`` (the default) fixes each layer's colour range, per
+            probe, from the baseline record (epoch 0), so that equal colours mean equal
+            values at every epoch (values beyond it take the end colours, and the image
+            says how many); ``"image"`` scales every image to its own values.
 
     Records (``<dirpath>/spectra``) are :class:`~nsp_lightning.SpectrumRecord`\ s; the tags,
     the record format and the report are those of :class:`~nsp_lightning.SpectrumCallback`:
 
+        - scalars ``nsp/change/<measure>/probe_<p>/<ii>_<layer>``: the change since the
+          baseline (:func:`nsp.energy.change_since`: ``relative``, ``log10_energy``,
+          ``decades``, ``sign_flips``), ``<ii>`` the layer's index in execution order;
         - scalars ``nsp/log10_energy/probe_<p>/<layer>``, ``nsp/record_seconds`` and
-          (``INCL=False``) ``nsp/graph_rebuilt``, and a custom-scalars chart per probe;
-        - images ``nsp/activations/<layer>/probe_<p>`` and ``nsp/spectrum/<layer>/probe_<p>``.
+          (``INCL=False``) ``nsp/graph_rebuilt``; custom-scalars charts per probe, the
+          change since the baseline first;
+        - images ``nsp/<ii>_<layer>/activations/probe_<p>`` and
+          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` (:func:`nsp.render.render_card`: title,
+          colour bar with its range, scale and sign convention, notes), and
+          ``nsp/00_change/probe_<p>``, a chart of the change since the baseline with a
+          legend;
+        - histograms ``nsp/<ii>_<layer>/log10_abs_spectrum/probe_<p>`` of log10|ŝ| over
+          the nonzero coefficients;
+        - text ``nsp/predictions``: each probe's label (where the probe was a batch
+          ``(x, y)``) and the model's prediction, and ``nsp/about``, the configuration
+          (also as hparams ``nsp/transform``, ``nsp/INCL``, ``nsp/layers``, ...).
 
     Raises:
         TypeError: if ``layers`` or ``INCL`` has the wrong type.
@@ -98,10 +130,11 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     def __init__(
         self,
-        layers: Sequence[str] | None = None,
+        layers: Layers = None,
         transform: str = "standard",
         INCL: bool = True,
         *,
+        colour_scale: Literal["baseline", "image"] = "baseline",
         _caller: str = "SpectrumAnalysis",
     ) -> None:
         self._who = _caller
@@ -112,32 +145,62 @@ class SpectrumAnalysis(ProbeAnalysis):
         if not isinstance(INCL, bool):
             raise TypeError(f"{_caller}(INCL={INCL!r}): expected a bool")
         self.INCL = INCL
+        if colour_scale not in _COLOUR_SCALES:
+            raise ValueError(f"{_caller}(colour_scale={colour_scale!r}): expected one of {_COLOUR_SCALES}")
+        self.colour_scale = colour_scale
         self.layernames: list[str] = []
         self.shapes: list[list[int]] = []
         self._layers: list[int] = []
+        self._capture: Any = None
         self._graphs: dict[str, Any] = {}
         self._header: dict[str, Any] = {}
+        self._baseline: SpectrumRecord | None = None
+        self._history: list[tuple[int, dict[str, np.ndarray]]] = []
+        self._last: dict[str, Any] = {}
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
-        """Resolve the layer names; raise ``ValueError`` naming an unknown one."""
-        acts = nsp.Activations(model, probes[:1])
-        available = list(acts.layernames)
-        if self.layers is None:
-            self._layers = list(range(len(available)))
+        """Resolve the layers; raise ``ValueError`` naming an unknown one, warn if the top level hides them."""
+        top = nsp.Activations(model, probes[:1])
+        names = self.layers
+        if names is None or (isinstance(names, list) and set(names) <= set(top.layernames)):
+            self._capture, acts = None, top
         else:
-            unknown = [name for name in self.layers if name not in available]
+            if isinstance(names, list):
+                modules = dict(model.named_modules())
+                unknown = [n for n in names if n != "input" and (n not in modules or not n)]
+                if unknown:
+                    raise ValueError(
+                        f"{self._who}(layers={names!r}): unknown layers {unknown}; the model has {list(top.layernames)}"
+                        f" at its top level, and modules {[n for n in modules if n][:12]}"
+                    )
+            self._capture = [n for n in names if n != "input"] if isinstance(names, list) else names
+            try:
+                acts = nsp.Activations(model, probes[:1], self._capture)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{self._who}(layers={_layers_text(names)}): {err}") from err
+        available = list(acts.layernames)
+        if isinstance(names, list):
+            unknown = [name for name in names if name not in available]
             if unknown:
                 raise ValueError(
-                    f"{self._who}(layers={self.layers!r}): unknown layers {unknown}; the model has {available}"
+                    f"{self._who}(layers={names!r}): unknown layers {unknown}; the model has {available}"
                 )
-            self._layers = [available.index(name) for name in self.layers]
+            self._layers = [available.index(name) for name in names]
+        else:
+            self._layers = list(range(len(available)))
         self.layernames = [available[i] for i in self._layers]
         self.shapes = [list(acts.layeractivations[i].shape) for i in self._layers]
+        if names is None:
+            _warn_if_hidden(model, available, self._who)
 
     def setup(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> None:
-        """Build the graph(s) and transformer(s) for the current model."""
+        """Build the graph(s) and transformer(s) for the current model; find the baseline of a resumed series."""
         self._graphs = {}
         self._update(context)
+        self._baseline, self._history = None, []
+        baseline = Path(context.directories.get(self.name, "")) / f"{record_name(0)}.npz"
+        if self.name in context.directories and baseline.is_file():
+            self._baseline = _from_rows(*load_npz(baseline), where=str(baseline))
         self._header = {
             "layernames": self.layernames,
             "shapes": self.shapes,
@@ -152,11 +215,54 @@ class SpectrumAnalysis(ProbeAnalysis):
         return dict(self._header)
 
     def custom_scalars(self) -> dict[str, dict[str, list[Any]]]:
-        charts = {
-            f"log10 spectral energy, probe {p}": ["Multiline", [rf"^{self.prefix}/log10_energy/probe_{p}/"]]
-            for p in range(self._header["probes"])
+        probes = range(self._header["probes"])
+        change = {
+            f"{_CHANGE_TEXT[m]}, probe {p}": ["Multiline", [rf"^{self.prefix}/change/{m}/probe_{p}/"]]
+            for p in probes
+            for m in _CHANGE
         }
-        return {f"{self.prefix} spectra": charts}
+        energy = {
+            f"log10 spectral energy, probe {p}": ["Multiline", [rf"^{self.prefix}/log10_energy/probe_{p}/"]]
+            for p in probes
+        }
+        return {f"{self.prefix} change since the baseline": change, f"{self.prefix} spectra": energy}
+
+    def hparams(self) -> dict[str, Any]:
+        return {
+            "transform": self.transform,
+            "INCL": self.INCL,
+            "layers": ", ".join(self.layernames),
+            "layer_choice": _layers_text(self.layers),
+            "probes": int(self._header.get("probes", 0)),
+            "probe_shape": "×".join(map(str, self._header.get("probe_shape", [])[1:])),
+            "colour_scale": self.colour_scale,
+        }
+
+    def describe(self) -> str:
+        scale = (
+            "fixed per layer and probe from the baseline record (epoch 0): equal colours mean equal values at every"
+            " epoch; values beyond that range take its end colours, and the image says how many"
+            if self.colour_scale == "baseline"
+            else "each image's own range"
+        )
+        rows = "\n".join(
+            f"| {i:02d} | {name} | {'×'.join(map(str, shape))} |"
+            for i, name, shape in zip(self._layers, self.layernames, self.shapes)
+        )
+        return (
+            f"**Spectra of the probes' activation patterns** ({self._who})\n\n"
+            f"* transform: {_TRANSFORM_TEXT[self.transform]}\n"
+            f"* INCL: {self.INCL} ({'structural graph' if self.INCL else 'data-dependent graph'})\n"
+            f"* probes: {self._header.get('probes')} of shape {self._header.get('probe_shape', [])[1:]}\n"
+            f"* layers ({_layers_text(self.layers)}):\n\n| # | layer | shape |\n|---|---|---|\n{rows}\n\n"
+            "**Reading the images.** Activations: viridis, linear. Spectra: red positive, blue negative, white 0, on"
+            " a signed log10 scale sign(ŝ)·log10(1 + |ŝ|/t), since spectra span hundreds of decades; |ŝ| below t is"
+            f" near white. Colour range: {scale}.\n\n"
+            "**Change since the baseline** (`nsp/change/...`, chart `nsp/00_change`): relative change"
+            " ‖ŝ − ŝ₀‖/‖ŝ₀‖ (the dominant coefficients), change of log10 energy (decades), the median number of"
+            " decades a coefficient moved (every coefficient alike, whatever its magnitude), and the fraction of"
+            " coefficients whose sign flipped."
+        )
 
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
         activations, fingerprints, rebuilt = self._update(context)
@@ -179,20 +285,66 @@ class SpectrumAnalysis(ProbeAnalysis):
         record = make_record(
             context.epoch, context.global_step, activations, spectra, self._layers, fingerprints, rebuilt, seconds=0.0
         )
+        if self._baseline is None:
+            self._baseline = record  # the baseline, or the first record of a series whose baseline is missing
         result = spectrum_analysis_record(record)
+        change = _change(self._baseline, record)
+        for measure, values in change.items():
+            for p in range(record.num_probes):
+                for l, name in enumerate(record.layernames):
+                    result.scalars[f"change/{measure}/probe_{p}/{self._tag(l)}"] = float(values[p, l])
         if not self.INCL:
             result.scalars["graph_rebuilt"] = float(rebuilt)
+        self._history = [h for h in self._history if h[0] < context.epoch] + [(context.epoch, change)]
+        self._last = {"epoch": context.epoch, "step": context.global_step, "predictions": _predictions(context)}
         return result
 
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
-        """Heatmaps of every probe's activations and spectrum, per recorded layer."""
+        """Cards of every probe's activations and spectrum per layer, histograms, the change chart, predictions."""
         if not sink.enabled:
             return
         names = record.meta["layernames"]
+        epoch = self._last.get("epoch", 0)
+        where = f"epoch {epoch}, step {self._last.get('step', sink.step)}"
+        predictions = self._last.get("predictions") or []
         for p in range(record.meta["probes"]):
+            label = f", label {predictions[p][0]}" if predictions and predictions[p][0] else ""
             for l, name in enumerate(names):
-                for kind, key in (("activations", "activations"), ("spectrum", "spectrum")):
-                    sink.image(f"{kind}/{name}/probe_{p}", _heatmap(record.arrays[f"{key}.{l}"][p], kind))
+                for kind in ("activations", "spectrum"):
+                    values = record.arrays[f"{kind}.{l}"][p]
+                    title = f"{self._tag(l)} · {kind} · probe {p}{label} · {_shape_text(values.shape)} · {where}"
+                    sink.image(f"{self._tag(l)}/{kind}/probe_{p}", self._card(values, kind, p, l, title))
+                spectrum = record.arrays[f"spectrum.{l}"][p]
+                magnitudes = np.abs(spectrum[np.isfinite(spectrum) & (spectrum != 0)])
+                if magnitudes.size:
+                    sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))
+            if len(self._history) > 0:
+                sink.figure(f"00_change/probe_{p}", _change_figure(self._history, names, p, self._layers))
+        if predictions:
+            lines = ["| probe | label | prediction | probability |", "|---|---|---|---|"]
+            lines += [f"| {p} | {lab or '—'} | {pred} | {prob} |" for p, (lab, pred, prob) in enumerate(predictions)]
+            sink.text("predictions", f"**{where}**\n\n" + "\n".join(lines))
+
+    def _tag(self, l: int) -> str:
+        """The tag of recorded layer ``l``: its index in execution order, then its name (``03_conv2``)."""
+        return f"{self._layers[l]:02d}_{self.layernames[l]}"
+
+    def _card(self, values: np.ndarray, kind: str, p: int, l: int, title: str) -> np.ndarray:
+        options = dict(_HEATMAPS[kind])
+        legend = []
+        if kind == "spectrum":
+            legend.append("signed log10 scale: red > 0, blue < 0, white 0")
+        else:
+            legend.append("linear scale")
+        if self.colour_scale == "baseline" and self._baseline is not None:
+            base = (self._baseline.activations if kind == "activations" else self._baseline.spectra)[p][l]
+            options.update(_fixed_range(np.asarray(base, dtype=np.float64), kind))
+            legend.append(f"colour range fixed from the baseline (epoch {self._baseline.epoch})")
+        else:
+            legend.append("colour range: this image's own values")
+        if options.get("threshold") is not None:
+            legend[0] += f"; |ŝ| below t = {options['threshold']:.3g} near white"
+        return nsp.render.render_card(values, title=title, legend=legend, **options)
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> SpectrumRecord:
@@ -218,7 +370,7 @@ class SpectrumAnalysis(ProbeAnalysis):
         return f"Spectral report: {header['model']}"
 
     def _update(self, context: ProbeContext) -> tuple[list[Any], list[str], bool]:
-        activations = context.activations()
+        activations = context.activations(self._capture)
         if self.INCL:
             first = activations[0]
             structure = repr(list(zip(first.layernames, [a.shape for a in first.layeractivations], first.layerdescriptions)))
@@ -240,31 +392,118 @@ class SpectrumAnalysis(ProbeAnalysis):
         return graph
 
 
-def _heatmap(values: np.ndarray, kind: str) -> np.ndarray:
-    """The TensorBoard image of one layer: one pixel per value, 1-D layers as a band.
-
-    TensorBoard fits an image to its card and keeps the aspect ratio, so a ``1 x N``
-    strip would show as a hairline: each of its values becomes a column of
-    ``N / 8`` pixels (8 to 32), which makes the band at most 8 times as wide as high.
-    """
-    image = nsp.render.render_layer(values, **_HEATMAPS[kind])
-    if values.ndim <= 1:
-        rows = min(max(_BAND_MIN_ROWS, -(-image.shape[1] // _BAND_ASPECT)), _BAND_MAX_ROWS)
-        image = np.repeat(image, rows, axis=0)
-    return image
-
-
-def _check_layers(layers: Sequence[str] | None, who: str) -> list[str] | None:
-    if layers is None:
-        return None
-    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
-        raise TypeError(f"{who}(layers={layers!r}): expected a sequence of layer names or None")
+def _check_layers(layers: Layers, who: str) -> Any:
+    if layers is None or layers == "leaves" or (callable(layers) and not isinstance(layers, str)):
+        return layers
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not all(isinstance(n, str) for n in layers):
+        raise TypeError(
+            f"{who}(layers={layers!r}): expected None, 'leaves', a sequence of layer names or a predicate"
+            " (name, module) -> bool"
+        )
     layers = list(layers)
     if not layers:
         raise ValueError(f"{who}(layers=[]): expected at least one layer name, or None for all layers")
     if len(set(layers)) != len(layers):
         raise ValueError(f"{who}(layers={layers!r}): layer names repeat")
     return layers
+
+
+def _layers_text(layers: Any) -> str:
+    if layers is None:
+        return "top-level children"
+    if callable(layers) and not isinstance(layers, str):
+        return f"predicate {getattr(layers, '__qualname__', type(layers).__name__)}"
+    return repr(layers)
+
+
+def _warn_if_hidden(model: nn.Module, layernames: Sequence[str], who: str) -> None:
+    """Warn when the default layers are one container holding the whole network."""
+    modules = dict(model.named_modules())
+    inner = [name for name in layernames[1:] if next(modules[name].children(), None) is not None]
+    if len(layernames) == 2 and inner:
+        container = modules[inner[0]]
+        leaves = [n for n, m in container.named_modules(prefix=inner[0]) if next(m.children(), None) is None]
+        from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+
+        rank_zero_warn(
+            f"{who}: the model's top level is one {type(container).__name__} '{inner[0]}' holding"
+            f" {len(leaves)} modules, so only {list(layernames)} are recorded. Reach the inner layers with"
+            f" layers='leaves' or names at any depth, e.g. layers={leaves[:2] + leaves[-1:]!r}."
+        )
+
+
+def _fixed_range(base: np.ndarray, kind: str) -> dict[str, Any]:
+    """The colour range (and signed-log threshold) a layer keeps across the run, from its baseline values."""
+    finite = base[np.isfinite(base)]
+    if not finite.size:
+        return {}
+    if kind == "activations":
+        return {"vrange": (float(finite.min()), float(finite.max()))}
+    magnitudes = np.abs(finite)
+    nonzero = magnitudes[magnitudes > 0]
+    if not nonzero.size:
+        return {}
+    peak = float(nonzero.max())
+    return {"vrange": (-peak, peak), "threshold": float(nonzero.min())}
+
+
+def _change(baseline: SpectrumRecord, record: SpectrumRecord) -> dict[str, np.ndarray]:
+    """Each change measure, shape ``(P, L)``, of ``record`` against ``baseline``."""
+    per_probe = [nsp.energy.change_since(list(b), list(s)) for b, s in zip(baseline.spectra, record.spectra)]
+    return {m: np.stack([c[m] for c in per_probe]) for m in _CHANGE}
+
+
+def _predictions(context: ProbeContext) -> list[tuple[str, str, str]]:
+    """Per probe: its label (or ''), the predicted class and its softmax probability, for classifier outputs."""
+    try:
+        outputs = context.outputs()
+    except Exception:  # a model whose outputs are not one tensor has no prediction to show
+        return []
+    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2 or outputs.shape[0] != len(context.probes):
+        return []
+    probs = torch.softmax(outputs.detach().double().cpu(), dim=1)
+    prob, pred = probs.max(dim=1)
+    labels = context.labels
+    return [
+        ("" if labels is None else str(int(labels[p])), str(int(pred[p])), f"{float(prob[p]):.3f}")
+        for p in range(len(pred))
+    ]
+
+
+def _change_figure(history: Sequence[tuple[int, dict[str, np.ndarray]]], names: Sequence[str], p: int,
+                   indices: Sequence[int]) -> Figure:
+    """Relative change and decades moved since the baseline, one line per layer, with a legend of the last values."""
+    epochs = [e for e, _ in history]
+    figure = _figure(9.0, 3.4)
+    for k, measure in enumerate(("relative", "decades")):
+        ax = figure.add_subplot(1, 2, k + 1)
+        for l, name in enumerate(names):
+            values = np.array([change[measure][p, l] for _, change in history], dtype=np.float64)
+            last = values[-1]
+            style = ("-", "--", ":", "-.")[l // 10 % 4]
+            ax.plot(epochs, np.where(np.isfinite(values), values, np.nan), marker="o", markersize=3,
+                    linestyle=style, label=f"{indices[l]:02d} {name}: {_number(last)}")
+        ax.set_xlabel("epoch (record)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(_CHANGE_TEXT[measure], fontsize=9)
+        ax.grid(alpha=0.3)
+        if measure == "relative" and np.nanmax([np.nanmax(c[measure][p]) for _, c in history] + [0]) > 0:
+            ax.set_yscale("symlog", linthresh=1e-3)
+        ax.legend(fontsize=7, loc="best", title=f"at epoch {epochs[-1]}", title_fontsize=7)
+    figure.suptitle(f"probe {p}: change of the spectrum since the baseline (epoch {epochs[0]})", fontsize=10)
+    return figure
+
+
+def _number(value: float) -> str:
+    """A number for people: 3 significant digits, no exponent between 0.001 and 10,000."""
+    if not math.isfinite(value):
+        return {math.inf: "∞", -math.inf: "−∞"}.get(value, "n/a")
+    if value == 0:
+        return "0"
+    if 1e-3 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa}×10^{int(exponent)}"
 
 
 # ---------------------------------------------------------------------------------------

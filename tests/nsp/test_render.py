@@ -409,3 +409,46 @@ def test_energy_plot_errors():
         render.energy_over_epochs(np.zeros(3), [0], ["a"])
     with pytest.raises(ValueError, match="1 names for 2 layers"):
         render.energy_bars([1.0, 2.0], ["a"])
+
+
+def _says(image: np.ndarray, text: str, cmap: str = "RdBu_r") -> bool:
+    """Whether ``text``, drawn as nsp.render draws it on that colormap's canvas, appears in ``image``."""
+    line = render._text(text, render._palette(cmap))
+    h, w = line.shape[:2]
+    for y in range(image.shape[0] - h + 1):
+        for x in range(image.shape[1] - w + 1):
+            if np.array_equal(image[y : y + h, x : x + w], line):
+                return True
+    return False
+
+
+def test_render_card_says_when_a_spectrum_is_exactly_zero():
+    card = render.render_card(np.zeros((2, 2, 2)), title="04 flatten", scale="layersymlog", cmap="RdBu_r")
+    assert _says(card, "note: all 8 finite values are exactly 0")
+    # A fixed range from another record does not hide it either.
+    fixed = render.render_card(
+        np.zeros(10), title="04 flatten", scale="layersymlog", cmap="RdBu_r", vrange=(-5.0, 5.0), threshold=1e-3
+    )
+    assert _says(fixed, "note: all 10 finite values are exactly 0")
+
+
+def test_render_card_resolves_values_one_colour_step_cannot():
+    # The digits network's output layer: ten coefficients near -7.1e4 that differ by ~1e-4 relative.
+    values = -7.1e4 * (1 + 1e-4 * np.linspace(-1, 1, 10))
+    plain = render.render_layer(values, scale="layersymlog", cmap="RdBu_r")
+    assert len(np.unique(plain.reshape(-1, 3), axis=0)) == 1  # what the old heatmaps showed
+    card = render.render_card(values, title="09 fc", scale="layersymlog", cmap="RdBu_r", min_width=320)
+    heatmap_row = card[4 + render._line_metrics()[1] + 3 + 10]  # a row through the heatmap
+    colours = {tuple(c) for c in heatmap_row[4:324]}
+    assert len(colours) == 10  # every coefficient its own colour
+    assert _says(card, "note: all values lie within -71000 ± 7.1, less than one colour step apart:")
+    lut = matplotlib.colormaps["RdBu_r"](np.arange(256), bytes=True)[:, :3]
+    index = [int(np.argmin(np.abs(lut.astype(int) - np.array(c)).sum(axis=1))) for c in heatmap_row[4:324:32]]
+    # The values fall left to right: from the top of the colormap to its bottom.
+    assert index == sorted(index, reverse=True) and index[0] > 225 and index[-1] < 30
+
+
+def test_render_card_counts_values_beyond_a_fixed_range_and_is_readable_size():
+    card = render.render_card(np.array([[0.0, 1.0], [2.0, 3.0]]), title="x", vrange=(0.0, 2.0))
+    assert _says(card, "note: 1 of 4 values beyond the colour range (drawn in its end colours)", "viridis")
+    assert card.shape[1] >= 320

@@ -18,9 +18,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import nsp
+import nsp.energy
 import nsp.render
 from nsp.storage import RecordStoreError
-import nsp_lightning.analyses.spectrum as spectrum_module
 import nsp_lightning.records as records_module
 from nsp.storage import RecordStore
 from nsp_lightning import SpectrumCallback, read_header, read_records
@@ -47,47 +47,54 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     acc = events(trainer.log_dir)
     records = read_records(cb.dirpath)
     assert [r.epoch for r in records] == [0, 1, 2, 3]
+    steps = [r.global_step for r in records]
+    assert steps == [0, 2, 4, 6]  # scalars and images at the global step, as Lightning's own metrics
     tags = acc.Tags()
     for p in range(2):
         for l, layer in enumerate(LAYERS):
             for kind in ("activations", "spectrum"):
-                assert [e.step for e in acc.Images(f"nsp/{kind}/{layer}/probe_{p}")] == [0, 1, 2, 3]
+                assert [e.step for e in acc.Images(f"nsp/{l:02d}_{layer}/{kind}/probe_{p}")] == steps
             scalars = acc.Scalars(f"nsp/log10_energy/probe_{p}/{layer}")
-            assert [s.step for s in scalars] == [0, 1, 2, 3]
+            assert [s.step for s in scalars] == steps
             np.testing.assert_allclose(
                 [s.value for s in scalars], [r.log10_energy[p, l] for r in records], rtol=1e-6
             )
-    assert [s.step for s in acc.Scalars("nsp/record_seconds")] == [0, 1, 2, 3]
+            relative = acc.Scalars(f"nsp/change/relative/probe_{p}/{l:02d}_{layer}")
+            expected = [nsp.energy.change_since(records[0].spectra[p], r.spectra[p])["relative"][l] for r in records]
+            np.testing.assert_allclose([s.value for s in relative], expected, rtol=1e-6)
+    assert [s.step for s in acc.Scalars("nsp/record_seconds")] == steps
     assert "nsp/graph_rebuilt" not in tags["scalars"]
     # The flatten layer's spectrum is exactly 0: each unit just copies its one parent.
     assert all(np.isneginf(s.value) for s in acc.Scalars("nsp/log10_energy/probe_0/flatten"))
+    # The fc layer's spectrum moves once the network trains.
+    assert acc.Scalars("nsp/change/relative/probe_0/05_fc")[-1].value > 0
 
     layout = layout_pb2.Layout()
     layout.ParseFromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    charts = [chart for category in layout.category for chart in category.chart]
-    assert [list(c.multiline.tag) for c in charts] == [["^nsp/log10_energy/probe_0/"], ["^nsp/log10_energy/probe_1/"]]
+    charts = [list(chart.multiline.tag) for category in layout.category for chart in category.chart]
+    assert layout.category[0].title == "nsp change since the baseline"
+    assert charts[:2] == [["^nsp/change/relative/probe_0/"], ["^nsp/change/log10_energy/probe_0/"]]
+    assert charts[-2:] == [["^nsp/log10_energy/probe_0/"], ["^nsp/log10_energy/probe_1/"]]
 
-    # The logged heatmap is exactly what nsp.render draws for the recorded spectrum.
-    event = acc.Images("nsp/spectrum/conv/probe_1")[-1]
+    # The logged card is what nsp.render.render_card draws for the recorded spectrum, on the
+    # colour range of the baseline record.
+    event = acc.Images("nsp/01_conv/spectrum/probe_1")[-1]
     image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
-    expected = nsp.render.render_layer(records[-1].spectra[1][1], scale="layersymlog", cmap="RdBu_r")
+    base = np.abs(records[0].spectra[1][1])
+    expected = nsp.render.render_card(
+        records[-1].spectra[1][1],
+        title="01_conv · spectrum · probe 1 · 2×4×4 · epoch 3, step 6",
+        scale="layersymlog",
+        cmap="RdBu_r",
+        vrange=(-base.max(), base.max()),
+        threshold=base[base > 0].min(),
+        legend=[
+            f"signed log10 scale: red > 0, blue < 0, white 0; |ŝ| below t = {base[base > 0].min():.3g} near white",
+            "colour range fixed from the baseline (epoch 0)",
+        ],
+    )
     np.testing.assert_array_equal(image, expected)
-    # A 1-D layer is a band 8 rows high (a 1-pixel strip would be a hairline in TensorBoard's cards).
-    event = acc.Images("nsp/activations/fc/probe_0")[-1]
-    image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
-    strip = nsp.render.render_layer(records[-1].activations[0][5], scale="layerscale", cmap="viridis")
-    assert strip.shape == (1, 3, 3) and image.shape == (8, 3, 3)
-    np.testing.assert_array_equal(image, np.repeat(strip, 8, axis=0))
-
-
-@pytest.mark.parametrize(("size", "rows"), [(1, 8), (64, 8), (65, 9), (200, 25), (256, 32), (5000, 32)])
-def test_a_1d_layer_is_a_band_at_most_8_times_as_wide_as_high_and_at_most_32_rows(size, rows):
-    values = np.linspace(-1.0, 1.0, size)
-    image = spectrum_module._heatmap(values, "spectrum")
-    assert image.shape == (rows, size, 3)
-    assert (image == image[:1]).all()
-    np.testing.assert_array_equal(image[0], nsp.render.render_layer(values, scale="layersymlog", cmap="RdBu_r")[0])
-    assert spectrum_module._heatmap(values.reshape(1, size), "spectrum").shape == (1, size, 3)
+    assert image.shape[1] >= 320
 
 
 def test_records_hold_the_exact_spectra_of_the_model_before_and_after_training(tmp_path):
@@ -156,7 +163,7 @@ def test_scalars_go_to_other_loggers_too(tmp_path):
     with open(os.path.join(csv_logger.log_dir, "metrics.csv")) as handle:
         rows = list(csv.DictReader(handle))
     energy = [row for row in rows if row.get("nsp/log10_energy/probe_0/conv")]
-    assert [int(row["step"]) for row in energy] == [0, 1, 2]
+    assert [int(row["step"]) for row in energy] == [0, 2, 4]
     records = read_records(cb.dirpath)
     assert [float(row["nsp/log10_energy/probe_0/conv"]) for row in energy] == pytest.approx(
         [r.log10_energy[0, 1] for r in records]
@@ -176,10 +183,10 @@ def test_sanity_check_and_validation_add_no_records(tmp_path):
     assert [(r.epoch, r.global_step) for r in read_records(tmp_path)] == [(0, 0), (1, 2), (2, 4)]
 
 
-def test_log_step_global_step(tmp_path):
-    cb = SpectrumCallback(probe(1), layers=["fc"], log_step="global_step")
+def test_log_step_epoch(tmp_path):
+    cb = SpectrumCallback(probe(1), layers=["fc"], log_step="epoch")
     trainer = fit([cb], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=2)
-    assert [s.step for s in events(trainer.log_dir).Scalars("nsp/log10_energy/probe_0/fc")] == [0, 2, 4]
+    assert [s.step for s in events(trainer.log_dir).Scalars("nsp/log10_energy/probe_0/fc")] == [0, 1, 2]
 
 
 def test_fast_dev_run_records_nothing_but_checks_arguments(tmp_path):
@@ -225,9 +232,12 @@ def test_resume_continues_the_series_without_duplicates(tmp_path, monkeypatch):
     assert [r.global_step for r in records] == [0, 2, 4, 6, 8]
     assert RecordStore(first.dirpath).names() == [f"epoch-00000{i}" for i in range(5)]
     assert (tmp_path / "run" / "version_0" / "spectra" / "epoch-000000.npz").read_bytes() == baseline
-    # The resumed run's TensorBoard events start where the checkpoint left off.
-    steps = [s.step for s in events(trainer2.log_dir).Scalars("nsp/log10_energy/probe_0/fc")]
-    assert steps == [3, 4]
+    # The resumed run's TensorBoard events start where the checkpoint left off, at the global step,
+    # and its change since the baseline is measured from the first run's baseline record.
+    acc = events(trainer2.log_dir)
+    assert [s.step for s in acc.Scalars("nsp/log10_energy/probe_0/fc")] == [6, 8]
+    expected = [nsp.energy.change_since(records[0].spectra[0], r.spectra[0])["relative"][5] for r in records[3:]]
+    np.testing.assert_allclose([s.value for s in acc.Scalars("nsp/change/relative/probe_0/05_fc")], expected, rtol=1e-6)
 
 
 def test_resume_into_a_series_of_another_configuration_fails(tmp_path):
@@ -396,6 +406,8 @@ def test_probe_may_be_a_batch_a_dataloader_or_a_datamodule(tmp_path):
         ({"transform": "fourier"}, ValueError, "transform='fourier'"),
         ({"INCL": "no"}, TypeError, "INCL='no'"),
         ({"log_step": "batch"}, ValueError, "log_step='batch'"),
+        ({"colour_scale": "epoch"}, ValueError, "colour_scale='epoch'"),
+        ({"layers": 3}, TypeError, "layers=3"),
         ({"dirpath": 3}, TypeError, "dirpath=3"),
     ],
 )

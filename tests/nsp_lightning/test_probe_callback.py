@@ -82,14 +82,14 @@ def test_own_analysis_through_three_epochs_tensorboard_and_report(tmp_path):
     acc = events(trainer.log_dir)
     for layer in LAYERS:
         scalars = acc.Scalars(f"channel_means/{layer}/mean")
-        assert [s.step for s in scalars] == [0, 1, 2, 3]
+        assert [s.step for s in scalars] == [0, 2, 4, 6]  # the global step, by default
         np.testing.assert_allclose([s.value for s in scalars], [r.scalars[f"{layer}/mean"] for r in records], rtol=1e-6)
         np.testing.assert_allclose(scalars[-1].value, expected[layer].mean(), rtol=1e-5, atol=1e-6)
         histograms = acc.Histograms(f"channel_means/{layer}/channels")
-        assert [h.step for h in histograms] == [0, 1, 2, 3]
+        assert [h.step for h in histograms] == [0, 2, 4, 6]
         assert histograms[-1].histogram_value.num == expected[layer].size
         assert histograms[-1].histogram_value.sum == pytest.approx(expected[layer].sum(), rel=1e-5, abs=1e-6)
-    assert [s.step for s in acc.Scalars("channel_means/record_seconds")] == [0, 1, 2, 3]
+    assert [s.step for s in acc.Scalars("channel_means/record_seconds")] == [0, 2, 4, 6]
     assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("nsp/")]
 
     page = report(trainer.log_dir, tmp_path / "r.html").read_text(encoding="utf-8")
@@ -115,7 +115,7 @@ def test_spectra_and_an_own_analysis_share_one_forward_pass_per_record(tmp_path,
         for p in range(2):
             np.testing.assert_allclose(s.activations[p][1].reshape(2, -1).mean(-1), m.arrays["conv"][p], rtol=1e-5, atol=1e-6)
     tags = events(trainer.log_dir).Tags()
-    assert "nsp/log10_energy/probe_1/fc" in tags["scalars"] and "nsp/spectrum/conv/probe_0" in tags["images"]
+    assert "nsp/log10_energy/probe_1/fc" in tags["scalars"] and "nsp/01_conv/spectrum/probe_0" in tags["images"]
     assert "channel_means/fc/mean" in tags["scalars"] and "channel_means/fc/channels" in tags["histograms"]
     page = report(tmp_path / "run", tmp_path / "r.html").read_text(encoding="utf-8")
     assert section_ids(page) == SECTIONS + ["channels"]
@@ -160,7 +160,7 @@ def test_resume_continues_an_own_analysis_without_duplicates_or_gaps(tmp_path, m
     records = read_records(first.record_dirs["channel_means"])
     assert [(r.epoch, r.global_step) for r in records] == [(0, 0), (1, 2), (2, 4), (3, 6), (4, 8)]
     assert RecordStore(first.record_dirs["channel_means"]).names() == [f"epoch-00000{i}" for i in range(5)]
-    assert [s.step for s in events(trainer.log_dir).Scalars("channel_means/fc/mean")] == [3, 4]
+    assert [s.step for s in events(trainer.log_dir).Scalars("channel_means/fc/mean")] == [6, 8]
 
 
 class _Dropout(TinyNet):
@@ -264,10 +264,10 @@ class _Drawing(ProbeAnalysis):
 def test_images_figures_text_and_embeddings_reach_tensorboard(tmp_path):
     trainer = fit([ProbeCallback(probe(3), [_Drawing()])], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1)
     acc = events(trainer.log_dir)
-    assert [e.step for e in acc.Images("drawing/grey")] == [0, 1]
+    assert [e.step for e in acc.Images("drawing/grey")] == [0, 2]
     assert (acc.Images("drawing/grey")[0].width, acc.Images("drawing/grey")[0].height) == (3, 2)
     assert (acc.Images("drawing/chart")[0].width, acc.Images("drawing/chart")[0].height) == (20, 20)
     texts = acc.Tensors("drawing/note/text_summary")
-    assert [t.tensor_proto.string_val[0].decode() for t in texts] == ["record at step 0", "record at step 1"]
+    assert [t.tensor_proto.string_val[0].decode() for t in texts] == ["record at step 0", "record at step 2"]
     config = (Path(trainer.log_dir) / "projector_config.pbtxt").read_text()
     assert config.count('tensor_name: "drawing/outputs:') == 2
