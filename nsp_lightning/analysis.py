@@ -42,7 +42,7 @@ forward pass, each writing its records to ``<dirpath>/<name>`` (``dirpath`` defa
 ``trainer.log_dir``)::
 
     ProbeCallback(probe, [SpectrumAnalysis(), ChannelMeans()], every_n_epochs=1, epochs=None,
-                  dirpath=None, log_step="epoch")
+                  dirpath=None, log_step="global_step")
 
 Each record is an ``epoch-NNNNNN.npz`` (the arrays, the stored scalars as ``__scalars__``,
 and the metadata as JSON) listed in the directory's ``manifest.json``, which also keeps the

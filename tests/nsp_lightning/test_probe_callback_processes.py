@@ -127,8 +127,8 @@ def test_own_analysis_under_ddp_with_two_cpu_processes_records_on_rank_zero_only
 
     acc = EventAccumulator(ranks[0]["log_dir"], size_guidance={"scalars": 0, "histograms": 0})
     acc.Reload()
-    assert [s.step for s in acc.Scalars("channel_means/conv/mean")] == [0, 1, 2]
-    assert [h.step for h in acc.Histograms("channel_means/fc/channels")] == [0, 1, 2]
+    assert [s.step for s in acc.Scalars("channel_means/conv/mean")] == [0, 2, 4]  # the global step
+    assert [h.step for h in acc.Histograms("channel_means/fc/channels")] == [0, 2, 4]
     page = report(ranks[0]["log_dir"], tmp_path / "r.html").read_text(encoding="utf-8")
     assert section_ids(page) == ["channels"]
     assert [row[0] for row in table(page, "mean activation of the channels")[1:]] == ["0", "1", "2"]

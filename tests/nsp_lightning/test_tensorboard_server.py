@@ -66,25 +66,28 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
         deadline = time.monotonic() + 60
         while True:  # the server loads event files in the background
             image_tags = json.loads(get(base, "/data/plugin/images/tags")).get(run, {})
-            if len(image_tags) == 4 or time.monotonic() > deadline:
+            if len(image_tags) == 5 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        expected = {f"nsp/{kind}/{layer}/probe_0" for kind in ("activations", "spectrum") for layer in ("conv", "fc")}
+        expected = {f"nsp/{layer}/{kind}/probe_0" for kind in ("activations", "spectrum") for layer in ("01_conv", "05_fc")}
+        expected.add("nsp/00_change/probe_0")
         assert set(image_tags) == expected
         scalar_tags = json.loads(get(base, "/data/plugin/scalars/tags"))[run]
         assert {"nsp/log10_energy/probe_0/conv", "nsp/log10_energy/probe_0/fc", "nsp/record_seconds"} <= set(
             scalar_tags
         )
 
-        images = json.loads(get(base, "/data/plugin/images/images", run=run, tag="nsp/spectrum/conv/probe_0", sample=0))
-        assert [entry["step"] for entry in images] == list(range(EPOCHS + 1))
+        images = json.loads(get(base, "/data/plugin/images/images", run=run, tag="nsp/01_conv/spectrum/probe_0", sample=0))
+        steps = [2 * epoch for epoch in range(EPOCHS + 1)]  # the global step: 2 batches an epoch
+        assert [entry["step"] for entry in images] == steps
         png = get(base, "/data/plugin/images/individualImage?" + images[-1]["query"])
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
         scalars = json.loads(get(base, "/data/plugin/scalars/scalars", run=run, tag="nsp/log10_energy/probe_0/fc"))
-        assert [row[1] for row in scalars] == list(range(EPOCHS + 1))
+        assert [row[1] for row in scalars] == steps
         layout = json.loads(get(base, "/data/plugin/custom_scalars/layout"))
-        assert layout["category"][0]["chart"][0]["multiline"]["tag"] == ["^nsp/log10_energy/probe_0/"]
+        assert layout["category"][0]["chart"][0]["multiline"]["tag"] == ["^nsp/change/relative/probe_0/"]
+        assert layout["category"][1]["chart"][0]["multiline"]["tag"] == ["^nsp/log10_energy/probe_0/"]
     finally:
         server.kill()
         server.wait(timeout=30)
