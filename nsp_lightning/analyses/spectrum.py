@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
@@ -388,7 +389,22 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     def _build(self, acts: Any) -> Any:
         graph = nsp.NNGraph(acts, INCL=self.INCL)
+        if self.transform != "laplacian":
+            graph.get_transformer(type=self.transform)
+            return graph
+        # A dense eigendecomposition: minutes for large graphs, so say what is happening.
+        from lightning.pytorch.utilities.rank_zero import rank_zero_info
+        from nsp.transforms.laplacian import eigh_seconds, eigh_threads
+
+        nodes = sum(int(a.numel()) for a in acts.layeractivations)
+        threads = eigh_threads()
+        rank_zero_info(
+            f"{self._who}: eigendecomposition of the graph Laplacian ({nodes:,} nodes, dense, {threads} BLAS"
+            f" thread(s)); estimated {eigh_seconds(nodes, threads):.0f} s"
+        )
+        start = time.perf_counter()
         graph.get_transformer(type=self.transform)
+        rank_zero_info(f"{self._who}: Laplacian eigendecomposition done in {time.perf_counter() - start:.1f} s")
         return graph
 
 
