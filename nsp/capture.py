@@ -164,7 +164,7 @@ class _Recorder(TorchFunctionMode):
             return func(*args, **kwargs)
         tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
         inputs = [a for a in tensors if id(a) in self.ids]
-        if not inputs:
+        if not inputs or getattr(func, "__name__", "") in _CONSTANT_FACTORIES:
             return func(*args, **kwargs)
         stale = any(self._stale(a) for a in inputs)
         before = [_version(a) for a in tensors]
@@ -209,6 +209,14 @@ class _Recorder(TorchFunctionMode):
             self.paths.pop()
 
 
+# Functions whose output takes only the shape, dtype and device of their tensor argument:
+# a constant with respect to the input, so it is not tracked and later writes into it
+# (Swin builds its shifted-window mask with x.new_zeros, then item assignment) are
+# writes into a constant. Writing input-derived values into it is still refused.
+_CONSTANT_FACTORIES = frozenset({
+    "new_zeros", "new_ones", "new_full", "new_empty", "zeros_like", "ones_like", "full_like", "empty_like",
+})
+
 # Tensor methods that hand values to Python or numpy, where the recorder cannot follow them.
 _VALUE_READS = frozenset({"__float__", "__int__", "__index__", "__complex__", "item", "tolist", "numpy", "__array__"})
 
@@ -244,9 +252,32 @@ class _Recorded:
 
 def _capture(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
     if layers is None:
-        return _record(network, input)
+        recorded = _record(network, input)
+        if _chained(recorded):
+            return recorded
+        # The parent's forward does more between its children than hand one's output to
+        # the next (ViT's class token, an LSTM classifier's last step): record its dataflow.
+        return _record_dataflow(network, input, {id(m): n for n, m in zip(recorded.names, recorded.modules)}, False)
     strict = isinstance(layers, (list, tuple))
     return _record_dataflow(network, input, _choose(network, layers), strict)
+
+
+def _chained(recorded: _Recorded) -> bool:
+    """Whether every child received as many values as the layer before it has (an elementwise image of it)."""
+    before = [recorded.input] + recorded.outputs[:-1]
+    return all(x.numel() == b.numel() for x, b in zip(recorded.inputs, before))
+
+
+def top_level(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose outputs are the default layers: the children, with the items of a
+    ``ModuleList``/``ModuleDict`` child in its place (those containers are never called)."""
+    out = []
+    for name, child in network.named_children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            out += [(f"{name}.{n}", m) for n, m in top_level(child)]
+        else:
+            out.append((name, child))
+    return out
 
 
 def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
@@ -297,7 +328,7 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
 
     handles = []
     try:
-        for name, child in network.named_children():
+        for name, child in top_level(network):
             # Registration order is call order: begin runs before the child's own
             # recorder hooks, end runs after them.
             handles.append(child.register_forward_pre_hook(begin(name)))
@@ -414,8 +445,12 @@ class Activations:
     layers : None, 'leaves', list of str or callable, optional
         Which module outputs are layers (after the input), in execution order:
 
-        - ``None`` (the seed's default): the top-level children. A child's input is
-          taken to be an elementwise image of the previous layer (GUIDE §2).
+        - ``None`` (the seed's default): the top-level children (the items of a
+          ``ModuleList`` or ``ModuleDict`` child in its place). A child's input is
+          taken to be an elementwise image of the previous layer (GUIDE §2). Where a
+          child receives a different number of values than the layer before it has
+          (ViT's class token, an LSTM classifier that reads its last step), the
+          network's whole dataflow is recorded instead, as for a list of names.
         - ``'leaves'``: every module without children.
         - a list of qualified module names at any depth, e.g. ``['layer1.0.conv1', 'fc']``.
         - a predicate ``(name, module) -> bool`` over ``network.named_modules()``.

@@ -226,13 +226,18 @@ def register_rule(target: type[nn.Module] | str | Callable | Iterable, rule: Rul
         )
 
 
+# Rules for modules of other libraries, by qualified class name, so nsp needs not import them.
+_NAMED_MODULE_RULES: dict[str, Rule] = {}
+
+
 def rule_for_module(m: nn.Module) -> Rule | None:
     """The rule of ``m``'s most specific type that has one, or None."""
     for cls in type(m).__mro__:
-        if cls in _MODULE_RULES:
+        rule = _MODULE_RULES.get(cls) or _NAMED_MODULE_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if rule is not None:
             # A subclass with its own forward (torchvision's LayerNorm2d) is another
             # operation: it is seen through, op by op, unless it has a rule of its own.
-            return _MODULE_RULES[cls] if type(m).forward is cls.forward else None
+            return rule if type(m).forward is cls.forward else None
     return None
 
 
@@ -1041,6 +1046,34 @@ class RecurrentRule(Rule):
             raise call.unsupported("dropout between layers is random in training mode; call network.eval() first")
 
 
+class ShiftedWindowAttentionRule(Rule):
+    """torchvision's Swin attention (``ShiftedWindowAttention`` and its V2): each position reads
+    every position of its window, all channels, after the input is padded to whole windows
+    and rolled by the shift. The additive mask between the rolled regions (-100 before
+    the softmax) weakens those pairs but leaves them in the structure; INCL=False measures
+    what autograd gives them.
+    """
+
+    def relations(self, call):
+        m = call.target
+        (x,) = call.inputs
+        if x.dim() != 4:
+            raise call.unsupported(f"input of shape {tuple(x.shape)}, expected (1, H, W, C)")
+        _, h, w, c = x.shape
+        factors = []
+        for n, size, shift in zip((h, w), m.window_size, m.shift_size):
+            padded = n + (size - n % size) % size
+            shift = 0 if size >= padded else shift
+            window = ((np.arange(n) - shift) % padded) // size
+            factors.append(window[:, None] == window[None, :])
+        return [Term(tuple(factors) + (ones_factor(call.out_shape[-1], c),))]
+
+    def check(self, call, incl):
+        m = call.target
+        if m.training and (m.attention_dropout or m.dropout):
+            raise call.unsupported("dropout is random in training mode; call network.eval() first")
+
+
 class EmbeddingRule(StructuralRule):
     """``nn.Embedding``: each output row reads its own index (an integer input: no derivative, so INCL=False is structural too)."""
 
@@ -1229,6 +1262,8 @@ register_rule("scaled_dot_product_attention", AttentionRule())
 register_rule(nn.MultiheadAttention, MultiheadAttentionRule())
 register_rule([nn.LSTM, nn.GRU, nn.RNN], RecurrentRule())
 register_rule(nn.Embedding, EmbeddingRule())
+for _name in ("ShiftedWindowAttention", "ShiftedWindowAttentionV2"):
+    _NAMED_MODULE_RULES[f"torchvision.models.swin_transformer.{_name}"] = ShiftedWindowAttentionRule()
 register_rule(["__getitem__", "narrow", "select", "chunk", "split", "unbind", "tensor_split", "roll", "pad", "flip",
                "expand", "expand_as", "repeat", "permute", "transpose", "swapaxes", "swapdims", "movedim",
                "moveaxis", "index_select"], IndexRule())

@@ -18,6 +18,7 @@ found to depend on it; a wrong graph is never produced.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,15 +76,33 @@ def _blocks(perm: tuple[int, ...]) -> list[tuple[int, int]]:
     return out
 
 
-def _permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> Term:
+# Largest factor that undoing a permutation merges; beyond it the term is cut instead.
+_MERGED_PERMUTE_ENTRIES = 1 << 20
+
+
+def _permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> list[Term]:
     """``term`` (out side in ``logical`` axis order) with its out side in the order ``perm``.
 
     Axis ``j`` of the result is logical axis ``perm[j]``. Only the factors of the blocks
     that ``perm`` moves are merged and their rows reordered, so a transpose inside one
-    axis group (a channel shuffle) stays as small as that group.
+    axis group (a channel shuffle) stays as small as that group. Where that merged factor
+    would be large (ConvNeXt's and Swin's ``Permute`` layers move channels past both
+    spatial axes), the term is cut into a union instead (:func:`_permute_by_rows`).
     """
     blocks = _blocks(perm)
     sizes = [math.prod(logical[a:b]) for a, b in blocks]
+    axes = None
+    if any(b - a > 1 for a, b in blocks):
+        try:
+            axes = term.to_side("out", [d for d in logical if d != 1])
+        except StructureError:
+            pass  # the out side is not a product along the logical axes: only merging can help
+    if axes is not None:
+        axis_of = _axes_of(axes, logical)
+        for a, b in blocks:
+            if b - a > 1 and math.prod(f.size for f, x in zip(axes.factors, axis_of)
+                                       if x is not None and a <= x < b) > _MERGED_PERMUTE_ENTRIES:
+                return _permute_by_rows(axes, logical, perm)
     t = term.to_side("out", [s for s in sizes if s != 1])
     factors = list(t.factors)
     k = 0
@@ -97,7 +116,68 @@ def _permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -
             rows = np.arange(size).reshape(logical[a:b]).transpose(local).reshape(-1)
             factors[k] = factors[k][rows]
         k += 1
-    return Term(tuple(factors))
+    return [Term(tuple(factors))]
+
+
+def _axes_of(term: Term, logical: tuple[int, ...]) -> list[int | None]:
+    """The logical axis of each factor of ``term`` (one factor per non-1 logical out axis); None for rows ``(1, q)``."""
+    nonone = iter(a for a, d in enumerate(logical) if d != 1)
+    return [None if f.shape[0] == 1 else next(nonone) for f in term.factors]
+
+
+def _permute_by_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> list[Term]:
+    """``term`` with its out axes reordered by ``perm``, as a union of products.
+
+    ``term`` has one factor per non-1 logical out axis (and row factors ``(1, q)``).
+    A Kronecker product keeps one order for both sides, so factors keep their place
+    only if they form an increasing run of the new order; the heaviest such run stays.
+    Every other factor ``F`` is written as ``Σ_u col_u ⊗ u`` over its distinct rows
+    ``u`` (``col_u`` marks the rows equal to ``u``): the column ``(p, 1)`` goes to the
+    axis's new place among the out axes, the row ``(1, q)`` stays at its place among
+    the in axes, and columns and rows commute. A channels-last ``Permute`` after a
+    depthwise convolution becomes one term per channel (or per position, whichever
+    axis is smaller), and composing with the next LayerNorm folds them back into one.
+    """
+    axis_of = _axes_of(term, logical)
+    new_place = {a: j for j, a in enumerate(perm)}
+    full = [i for i, f in enumerate(term.factors) if axis_of[i] is not None and f.shape[1] != 1]
+    # Heaviest increasing run of new places among full factors (weight: log of rows kept aside).
+    best: dict[int, tuple[float, list[int]]] = {}
+    for i in full:
+        prev = [best[j] for j in full if j < i and j in best and new_place[axis_of[j]] < new_place[axis_of[i]]]
+        w, run = max(prev, key=lambda b: b[0], default=(0.0, []))
+        best[i] = (w + math.log(term.factors[i].shape[0]), run + [i])
+    kept = max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
+    cut = [i for i in full if i not in kept]
+    choices = []
+    for i in cut:
+        f = term.factors[i]
+        rows, inverse = np.unique(f, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        choices.append([(inverse[:, None] == u, rows[u][None, :]) for u in range(len(rows)) if rows[u].any()])
+    out: list[Term] = []
+    for pick in itertools.product(*choices):
+        cols = {i: c for i, (c, _) in zip(cut, pick)}
+        rows_of = {i: r for i, (_, r) in zip(cut, pick)}
+        # The out sequence (new order) and the in sequence (old order) meet at the kept factors.
+        out_seq = sorted((i for i, a in enumerate(axis_of) if a is not None and i not in kept),
+                         key=lambda i: new_place[axis_of[i]])
+        factors: list[np.ndarray] = []
+        pending_in: list[np.ndarray] = []
+        for i, f in enumerate(term.factors):
+            if i in kept:
+                limit = new_place[axis_of[i]]
+                factors += [cols.get(j, term.factors[j]) for j in out_seq if new_place[axis_of[j]] < limit]
+                out_seq = [j for j in out_seq if new_place[axis_of[j]] > limit]
+                factors += pending_in + [f]
+                pending_in = []
+            elif i in rows_of:
+                pending_in.append(rows_of[i])
+            elif axis_of[i] is None:
+                pending_in.append(f)
+        factors += [cols.get(j, term.factors[j]) for j in out_seq] + pending_in
+        out.append(Term(tuple(factors)))
+    return out
 
 
 @dataclass
@@ -209,7 +289,7 @@ class _Interpreter:
             return deps
         logical = tuple(self.shapes[ref][1:][perm.index(j)] for j in range(len(perm)))
         try:
-            out = {k: Relation(tuple(_permute_rows(t, logical, perm) for t in r.terms), r.n_out, r.n_in)
+            out = {k: Relation(tuple(p for t in r.terms for p in _permute_rows(t, logical, perm)), r.n_out, r.n_in)
                    for k, r in deps.items()}
         except StructureError as err:
             raise _unsupported(path, what, f"undoing a permutation of axes: {err}") from None

@@ -129,7 +129,8 @@ def test_batchnorm_in_training_mode_is_refused():
         nsp.NNGraph(acts)
 
 
-def test_reshape_between_children_must_keep_size():
+@pytest.mark.parametrize("incl", [True, False])
+def test_a_crop_between_children_is_followed_through_the_parents_dataflow(incl):
     class Crop(nn.Module):
         def __init__(self):
             super().__init__()
@@ -137,11 +138,20 @@ def test_reshape_between_children_must_keep_size():
             self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
-            return self.fc(self.conv(x)[:, :, :2, :2].reshape(1, 4))
+            return self.fc(self.conv(x)[:, :, :2, :2].flatten(1))
 
-    acts = nsp.Activations(Crop(), torch.randn(1, 1, 3, 3))
-    with pytest.raises(nsp.UnsupportedModuleError, match="child 'fc' .* received 4 values, but the previous layer 'conv' has 9"):
-        nsp.NNGraph(acts)
+    from test_layers import reference_blocks
+
+    net, x = Crop().eval(), torch.randn(1, 1, 3, 3)
+    acts = nsp.Activations(net, x)
+    # Before: refused, 'fc' received 4 values but 'conv' has 9.
+    assert acts.layernames == ["input", "conv", "fc"]
+    graph = nsp.NNGraph(acts, INCL=incl)
+    blocks = reference_blocks(net, x, acts.layernames[1:], incl)
+    assert set(blocks) == {(1, 0), (2, 1)}
+    fc = graph.structure.parents[2][1]
+    np.testing.assert_array_equal(fc.dense() if incl else fc.toarray(), blocks[(2, 1)])
+    assert blocks[(2, 1)].sum(axis=1).tolist() == [4, 4]
 
 
 def test_non_finite_activations_are_refused_by_name():

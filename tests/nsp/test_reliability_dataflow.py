@@ -47,6 +47,23 @@ class Untracked(nn.Module):
         return z + x
 
 
+class UntrackedNewZeros(nn.Module):
+    def forward(self, x):
+        z = x.new_zeros(x.shape)
+        z[:, 0] = x[:, 1]
+        return z + x
+
+
+class ConstantMask(nn.Module):
+    """Swin's shifted-window mask: item assignment into x.new_zeros, a constant of the input."""
+
+    def forward(self, x):
+        mask = x.new_zeros(x.shape[1:])
+        mask[:, :3] = 1.0
+        mask[1, 5] += 2.0
+        return x * torch.ones_like(x) + mask
+
+
 class WholeTensorInPlace(nn.Module):
     """In-place operations on whole tensors are recorded like any others."""
 
@@ -90,7 +107,7 @@ def _block_edges(graph, layer):
 @pytest.mark.parametrize(
     "block, op",
     [(SetItem, "__setitem__"), (SliceIadd, "add_"), (NumpyRoundTrip, "numpy"), (PythonScalar, "__float__"),
-     (Untracked, "__setitem__")],
+     (Untracked, "__setitem__"), (UntrackedNewZeros, "__setitem__")],
 )
 @pytest.mark.parametrize("incl", [True, False])
 def test_unseen_dataflow_is_refused_by_name_never_a_wrong_graph(block, op, incl):
@@ -130,6 +147,16 @@ def test_whole_tensor_in_place_ops_give_the_exact_dependence(incl):
         # INCL=False keeps the Jacobian's nonzeros at this input (a dead unit has none).
         jacobian = torch.autograd.functional.jacobian(net[1], net[0](x)).reshape(16, 16) != 0
         np.testing.assert_array_equal(edges, jacobian.numpy())
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_writes_into_a_constant_of_the_input_are_allowed(incl):
+    net = _net(ConstantMask())
+    x = torch.randn(1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    graph = nsp.NNGraph(nsp.Activations(net, x), INCL=incl)
+    # Before: refused as __setitem__; the mask is a constant, so the block is the identity.
+    np.testing.assert_array_equal(_block_edges(graph, 2), _dependence(net[1], net[0](x)))
+    np.testing.assert_array_equal(_block_edges(graph, 2), np.eye(16, dtype=bool))
 
 
 # -- 2: .detach() inside a child ---------------------------------------------------------
