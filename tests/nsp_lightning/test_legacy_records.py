@@ -32,7 +32,10 @@ def test_records_of_the_previous_release_read_back():
         for p in range(2):
             assert [a.shape for a in record.activations[p]] == [tuple(s) for s in header["shapes"]]
             np.testing.assert_array_equal(record.energy[p], nsp.energy.spectral_energy(list(record.spectra[p])))
-            np.testing.assert_array_equal(record.log10_energy[p], nsp.energy.log10_energy(list(record.spectra[p])))
+            # Stored by the writer: numpy's log10 may differ in the last ulp across builds.
+            np.testing.assert_allclose(
+                record.log10_energy[p], nsp.energy.log10_energy(list(record.spectra[p])), rtol=1e-14, atol=0
+            )
     np.testing.assert_array_equal(records[0].activations[1][0], probe(2)[1].numpy())
 
 
