@@ -9,6 +9,8 @@
                                            (``nsp_lightning.analyses.response_map``)
 :class:`LinearRegionsAnalysis`             exact linear regions on a plane per probe
                                            (``nsp_lightning.analyses.linear_regions``)
+:class:`FeatureVisAnalysis`                channel and class visualisations per record
+                                           (``nsp_lightning.analyses.feature_vis``)
 =========================================  ==========================================
 
 Run them with :class:`~nsp_lightning.ProbeCallback`; write your own by subclassing
@@ -16,8 +18,9 @@ Run them with :class:`~nsp_lightning.ProbeCallback`; write your own by subclassi
 """
 
 from nsp_lightning.analyses.attribution import AttributionAnalysis
+from nsp_lightning.analyses.feature_vis import FeatureVisAnalysis
 from nsp_lightning.analyses.linear_regions import LinearRegionsAnalysis
 from nsp_lightning.analyses.response_map import ResponseMapAnalysis
 from nsp_lightning.analyses.spectrum import SpectrumAnalysis
 
-__all__ = ["AttributionAnalysis", "LinearRegionsAnalysis", "ResponseMapAnalysis", "SpectrumAnalysis"]
+__all__ = ["AttributionAnalysis", "FeatureVisAnalysis", "LinearRegionsAnalysis", "ResponseMapAnalysis", "SpectrumAnalysis"]
