@@ -16,8 +16,15 @@ Layout of a record directory::
 
     manifest.json        {"format": "nsp-records", "version": 1, "header": {...},
                           "analysis": {...} (optional: what wrote the series),
-                          "records": [{"name": ..., "file": ..., <summary>}, ...]}
+                          "series": "<random id of the series>",
+                          "records": [{"name": ..., "file": ..., <summary>}, ...],
+                          "failed": [{"name": ..., "error": ...}, ...] (optional)}
     <name>.npz           the record's arrays, plus its metadata as JSON under "__meta__"
+                         (with the series id under "__series__")
+
+Every record file carries the id of the series it was written for, and
+:meth:`RecordStore.read` refuses a file listed in a series that is not its own (a file
+copied in from another run), so that no mixed series is ever read.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "MANIFEST",
+    "SERIES_KEY",
     "RecordStore",
     "RecordStoreError",
     "save_npz",
@@ -55,6 +63,8 @@ VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 _META_KEY = "__meta__"
+# The key under which RecordStore.write keeps the series id in a record's metadata.
+SERIES_KEY = "__series__"
 
 
 @contextlib.contextmanager
@@ -350,6 +360,13 @@ class RecordStore:
             raise ValueError(f"{where} has records {_short(manifest.get('records'))}, expected a list")
         if "analysis" in manifest and not isinstance(manifest["analysis"], dict):
             raise ValueError(f"{where} has analysis {_short(manifest['analysis'])}, expected a JSON object")
+        if "series" in manifest and not isinstance(manifest["series"], str):
+            raise ValueError(f"{where} has series {_short(manifest['series'])}, expected a string")
+        failed = manifest.get("failed", [])
+        if not isinstance(failed, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("error"), str) for f in failed
+        ):
+            raise ValueError(f"{where} has failed {_short(failed)}, expected a list of {{name, error}} objects")
         seen: set[str] = set()
         for entry in manifest["records"]:
             file = entry.get("file") if isinstance(entry, dict) else None
@@ -520,26 +537,86 @@ class RecordStore:
         """
         if not name or not all(c.isalnum() or c in "-_" for c in name):
             raise ValueError(f"nsp.storage.RecordStore.write: invalid record name {name!r}")
+        if SERIES_KEY in meta:
+            raise ValueError(f"nsp.storage.RecordStore.write: the metadata key {SERIES_KEY!r} is reserved")
         self._check_writer()
         manifest = self.manifest()
-        path = save_npz(self.directory / f"{name}.npz", arrays, meta)
+        stamp = {SERIES_KEY: self._series} if self._series is not None else {}
+        path = save_npz(self.directory / f"{name}.npz", arrays, {**meta, **stamp})
         records = [entry for entry in manifest["records"] if entry["name"] != name]
         records.append({**dict(summary or {}), "name": name, "file": path.name})
-        self._save({**manifest, "records": records})
+        updated = {**manifest, "records": records}
+        if "failed" in manifest:
+            updated["failed"] = [f for f in manifest["failed"] if f["name"] != name]
+        self._save(updated)
         return path
 
-    def read(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Read a record listed in the manifest.
+    def note_failure(self, name: str, error: str) -> None:
+        """List ``name`` in the manifest as a record that could not be taken, and why.
+
+        Readers skip it (it has no file); :func:`nsp_lightning.report.report` shows it.
+
+        Raises
+        ------
+        RecordStoreError
+            As for :meth:`write`.
+        """
+        self._check_writer()
+        manifest = self.manifest()
+        failed = [f for f in manifest.get("failed", []) if f["name"] != name]
+        failed.append({"name": str(name), "error": str(error)[:2000]})
+        self._save({**manifest, "failed": failed})
+
+    def failures(self) -> list[dict[str, str]]:
+        """The records listed as failed (:meth:`note_failure`): ``{"name": ..., "error": ...}`` each."""
+        return list(self.manifest().get("failed", []))
+
+    def read(
+        self, name: str, manifest: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Read a record listed in the manifest, checking that it belongs to this series.
+
+        Parameters
+        ----------
+        name : str
+            The record's name.
+        manifest : mapping, optional
+            The manifest (:meth:`manifest`), when the caller has read it already.
+
+        Returns
+        -------
+        arrays : dict of str to numpy.ndarray
+        meta : dict
+            Its metadata, without the series id.
 
         Raises
         ------
         KeyError
             If the manifest lists no record called ``name``.
+        ValueError
+            If the file is missing or not readable (see :func:`load_npz`), or was written
+            for another series (a file copied in from another run); the message names it.
         """
-        for entry in self.entries():
+        manifest = self.manifest() if manifest is None else manifest
+        for entry in manifest["records"]:
             if entry["name"] == name:
-                return load_npz(self.directory / entry["file"])
-        raise KeyError(f"nsp.storage: {self.directory} lists no record {name!r}; it has {self.names()}")
+                break
+        else:
+            names = [e["name"] for e in manifest["records"]]
+            raise KeyError(f"nsp.storage: {self.directory} lists no record {name!r}; it has {names}")
+        path = self.directory / entry["file"]
+        try:
+            arrays, meta = load_npz(path)
+        except FileNotFoundError:
+            raise ValueError(f"nsp.storage: {path} is missing, but {self.manifest_path} lists it") from None
+        found, series = meta.pop(SERIES_KEY, None), manifest.get("series")
+        # Records written before series ids existed carry none, and neither does a legacy manifest.
+        if found is not None and series is not None and found != series:
+            raise ValueError(
+                f"nsp.storage: {path} belongs to another record series (series {_short(found)}, the manifest's "
+                f"{series!r}); it was copied in from another run, and is not read as part of this one"
+            )
+        return arrays, meta
 
     def _save(self, manifest: Mapping[str, Any]) -> None:
         save_json(self.manifest_path, manifest)

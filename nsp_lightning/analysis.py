@@ -30,6 +30,8 @@ call                                        where                  when
                                                                    exists (``sink.enabled``) or not
 ``report(records, header, context)``        ``nsp-report``         a classmethod; no model, no Lightning
 ``read_record(arrays, meta, path)``         any reader             a classmethod: validate a record read back
+``check_header(header, path)``              any reader             a classmethod: validate the series' header
+``check_record(record, header, path)``      any reader             a classmethod: a record against the header
 ==========================================  =====================  ==============================================
 
 ``check``, ``setup`` and ``compute`` run in eval mode, under ``torch.no_grad()``, with
@@ -521,6 +523,26 @@ class ProbeAnalysis(abc.ABC):
         return read_probe_record(arrays, meta, path)
 
     @classmethod
+    def check_header(cls, header: dict[str, Any], path: Path) -> None:
+        """Check a series' header as read from its manifest ``path``; by default nothing.
+
+        Called by every reader before any record of the series is read, so that
+        :meth:`check_record` and :meth:`report` may rely on the header's types. Raise
+        ``ValueError`` naming ``path`` and the field that is wrong.
+        """
+
+    @classmethod
+    def check_record(cls, record: Any, header: dict[str, Any], path: Path) -> None:
+        """Check a record (what :meth:`read_record` returned) against its series' header; by default nothing.
+
+        Called by every reader after :meth:`read_record`, so that a record that contradicts
+        the header (another architecture, another number of probes) is refused rather than
+        reported. The core has checked the record's ``epoch``, ``global_step``,
+        ``seconds`` and series already. Raise ``ValueError`` naming ``path`` and what
+        does not match.
+        """
+
+    @classmethod
     def document_title(cls, header: Mapping[str, Any]) -> str:
         """The report's title when this analysis is the only one in it; by default ``"<title> report"``."""
         return f"{cls.title or getattr(cls, 'name', 'probe')} report"
@@ -611,7 +633,8 @@ def read_probe_record(arrays: dict[str, np.ndarray], meta: dict[str, Any], path:
     arrays = dict(arrays)
     names = meta.get(SCALARS_KEY, [])
     values = arrays.pop(SCALARS_KEY, np.zeros(0))
-    if not isinstance(names, list) or values.shape != (len(names),):
+    if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+            or values.dtype.kind not in "biuf" or values.shape != (len(names),)):
         raise ValueError(
             f"nsp_lightning.read_records: in {path}, the scalar names {names!r} do not match the"
             f" {SCALARS_KEY} array of shape {list(values.shape)}"

@@ -30,7 +30,7 @@ examples:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nsp-report",
-        usage="%(prog)s [-h] [-o OUT] [--pdf] [-q] RUN_DIR [--import MODULE]",
+        usage="%(prog)s [-h] [-o OUT] [--pdf] [-q] [--skip-bad] RUN_DIR [--import MODULE]",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--pdf", action="store_true", help="also write a PDF with the same content (OUT with .pdf)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="report the rest of the run when a record or record directory is corrupt or contradicts its series;"
+        " the page then lists what was left out and why. By default the first such file stops the report with an"
+        " error naming it",
+    )
     parser.add_argument(
         "--import",
         dest="imports",
@@ -82,9 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         import_analyses(args.imports)
-        html = report(args.run_dir, args.output, pdf=args.pdf, progress=not args.quiet)
-    except (OSError, ValueError, ImportError) as err:
+        html = report(args.run_dir, args.output, pdf=args.pdf, progress=not args.quiet, skip_bad=args.skip_bad)
+    except (OSError, ImportError) as err:
         print(f"nsp-report: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        hint = "" if args.skip_bad else " (--skip-bad reports the rest of the run)"
+        print(f"nsp-report: error: {err}{hint}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        # Files are checked before use, so this is a fault of nsp-report, not of the records: say so, briefly.
+        print(f"nsp-report: error: {type(err).__name__}: {err} (an nsp-report bug; please report it)", file=sys.stderr)
         return 1
     print(html)
     if args.pdf:

@@ -38,7 +38,9 @@ quick to write):
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -65,6 +67,7 @@ __all__ = [
     "read_header",
     "read_records",
     "read_series",
+    "read_series_records",
 ]
 
 # What a manifest that names no analysis holds.
@@ -293,22 +296,33 @@ def write_analysis_record(
 
 def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str) -> SpectrumRecord:
     try:
-        probes, layers = meta["probes"], len(meta["layernames"])
-        stacked = {kind: [arrays[f"{kind}.{l}"] for l in range(layers)] for kind in ("activations", "spectrum")}
+        probes, names, fingerprints = meta["probes"], meta["layernames"], meta["fingerprints"]
+        rebuilt = meta["rebuilt"]
+        if not isinstance(probes, int) or isinstance(probes, bool) or probes < 1:
+            raise ValueError(f"probes {probes!r}, expected an int >= 1")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"layernames {_short(names)}, expected a non-empty list of strings")
+        if not isinstance(fingerprints, list) or not all(isinstance(f, str) for f in fingerprints):
+            raise ValueError(f"fingerprints {_short(fingerprints)}, expected a list of strings")
+        if not isinstance(rebuilt, bool):
+            raise ValueError(f"rebuilt {rebuilt!r}, expected true or false")
+        stacked = {kind: [arrays[f"{kind}.{l}"] for l in range(len(names))] for kind in ("activations", "spectrum")}
         record = SpectrumRecord(
             epoch=meta["epoch"],
             global_step=meta["global_step"],
-            layernames=tuple(meta["layernames"]),
+            layernames=tuple(names),
             activations=(),
             spectra=(),
             energy=arrays["energy"],
             log10_energy=arrays["log10_energy"],
-            fingerprints=tuple(meta["fingerprints"]),
-            rebuilt=meta["rebuilt"],
+            fingerprints=tuple(fingerprints),
+            rebuilt=rebuilt,
             seconds=meta["seconds"],
         )
     except KeyError as err:
         raise ValueError(f"nsp_lightning.read_records: {where} lacks {err}; it is not a spectrum record") from err
+    except ValueError as err:
+        raise ValueError(f"nsp_lightning.read_records: {where} has {err}") from None
     short = [f"{kind}.{l}" for kind, rows in stacked.items() for l, a in enumerate(rows) if a.shape[:1] != (probes,)]
     if short:
         raise ValueError(f"nsp_lightning.read_records: in {where}, {short} do not hold one row per probe ({probes})")
@@ -317,6 +331,38 @@ def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where:
         activations=tuple(tuple(a[p] for a in stacked["activations"]) for p in range(probes)),
         spectra=tuple(tuple(a[p] for a in stacked["spectrum"]) for p in range(probes)),
     )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_core_meta(meta: Mapping[str, Any], path: Path, name: str) -> None:
+    """The metadata every probe record has (written by :func:`write_analysis_record`), checked."""
+    wrong = []
+    if "epoch" in meta and not (_is_int(meta["epoch"]) and record_name(meta["epoch"]) == name):
+        wrong.append(f"epoch {_short(meta['epoch'])} (the manifest lists it as {name!r})")
+    if "global_step" in meta and not _is_int(meta["global_step"]):
+        wrong.append(f"global_step {_short(meta['global_step'])}, expected an int >= 0")
+    seconds = meta.get("seconds", 0.0)
+    if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+            and seconds >= 0):
+        wrong.append(f"seconds {_short(seconds)}, expected a number >= 0")
+    if wrong:
+        raise ValueError(f"nsp_lightning.read_records: {path} has {'; '.join(wrong)}")
+
+
+def _named(err: Exception, path: Path, what: str) -> ValueError:
+    """``err`` as a ValueError whose message names ``path``."""
+    text = str(err)
+    if isinstance(err, ValueError) and str(path) in text:
+        return err
+    return ValueError(f"nsp_lightning.read_records: {path}: {what} failed ({type(err).__name__}: {text[:500]})")
 
 
 def read_header(dirpath: str | os.PathLike) -> dict[str, Any]:
@@ -359,19 +405,31 @@ def read_series(dirpath: str | os.PathLike) -> tuple[str, type[ProbeAnalysis]]:
     info = RecordStore(dirpath).analysis
     if info is None:
         return _LEGACY_NAME, analysis_class(None) or ProbeAnalysis
-    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
-        raise ValueError(f"nsp_lightning.read_records: the manifest in {dirpath} has an invalid analysis entry {info!r}")
-    cls = analysis_class(info.get("class")) if isinstance(info.get("class"), str) else None
+    if (not isinstance(info, dict) or not isinstance(info.get("name"), str)
+            or not isinstance(info.get("class", ""), str)):
+        raise ValueError(
+            f"nsp_lightning.read_records: the manifest in {dirpath} has an invalid analysis entry {_short(info)}"
+        )
+    cls = analysis_class(info["class"]) if "class" in info else None
     return info["name"], cls or ProbeAnalysis
 
 
-def read_records(dirpath: str | os.PathLike) -> list[Any]:
+def read_records(dirpath: str | os.PathLike, *, skip_bad: bool = False) -> list[Any]:
     """Every record listed in a record directory's manifest, by increasing epoch.
+
+    Each record is checked before it is returned: the core's metadata (``epoch`` matching
+    the record's name, ``global_step``, ``seconds``), that its file was written for this
+    directory's series, then the analysis's own checks (:meth:`~nsp_lightning.ProbeAnalysis.read_record`
+    and, against the series' header, :meth:`~nsp_lightning.ProbeAnalysis.check_record`;
+    spectra: the layers, their shapes, the number of probes, the dtypes).
 
     Parameters
     ----------
     dirpath : str or os.PathLike
         A record directory (``SpectrumCallback.dirpath``; ``ProbeCallback.record_dirs[name]``).
+    skip_bad : bool, default False
+        Leave out the records that fail these checks, with a warning each, rather than
+        raise. A manifest or header that fails them still raises.
 
     Returns
     -------
@@ -385,9 +443,62 @@ def read_records(dirpath: str | os.PathLike) -> list[Any]:
     FileNotFoundError
         If ``dirpath`` holds no manifest.
     ValueError
-        If the manifest or a record file it lists is not readable.
+        If the manifest or its header is not readable or valid, or (unless ``skip_bad``)
+        a record it lists is not; the message names the file and what is wrong.
+    """
+    records, problems = read_series_records(dirpath, skip_bad=skip_bad)[3:]
+    for problem in problems:
+        warnings.warn(f"{problem}; the record is left out", stacklevel=2)
+    return records
+
+
+def read_series_records(
+    dirpath: str | os.PathLike, *, skip_bad: bool = False
+) -> tuple[str, type[ProbeAnalysis], dict[str, Any], list[Any], list[str]]:
+    """A record directory's series: its analysis, header and checked records (see :func:`read_records`).
+
+    Returns
+    -------
+    name : str
+        The analysis's name.
+    cls : type
+        The :class:`~nsp_lightning.ProbeAnalysis` subclass that reads the records.
+    header : dict
+        The series' header.
+    records : list
+        The records that passed the checks, by increasing epoch.
+    problems : list of str
+        With ``skip_bad``, one message per record left out, naming its file and what is
+        wrong (empty otherwise: the first bad record raises).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`read_records`.
     """
     store = RecordStore(dirpath)
-    _, cls = read_series(dirpath)
-    paths = [store.directory / entry["file"] for entry in store.entries()]
-    return sorted((cls.read_record(*load_npz(path), path) for path in paths), key=lambda r: r.epoch)
+    manifest = store.manifest()
+    name, cls = read_series(dirpath)
+    header = manifest["header"]
+    try:
+        cls.check_header(header, store.manifest_path)
+    except Exception as err:
+        raise _named(err, store.manifest_path, f"{cls.__qualname__}.check_header") from None
+    records, problems = [], []
+    for entry in manifest["records"]:
+        path = store.directory / entry["file"]
+        try:
+            arrays, meta = store.read(entry["name"], manifest)
+            _check_core_meta(meta, path, entry["name"])
+            try:
+                record = cls.read_record(arrays, meta, path)
+                cls.check_record(record, header, path)
+            except Exception as err:
+                raise _named(err, path, f"{cls.__qualname__}.read_record") from None
+        except ValueError as err:
+            if not skip_bad:
+                raise
+            problems.append(str(err))
+            continue
+        records.append(record)
+    return name, cls, header, sorted(records, key=lambda r: r.epoch), problems

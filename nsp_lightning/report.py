@@ -56,7 +56,7 @@ from PIL import Image as _PILImage  # pillow: a dependency of matplotlib
 import nsp
 from nsp.storage import MANIFEST, RecordStore
 from nsp_lightning.analysis import ProbeAnalysis, ReportContext
-from nsp_lightning.records import read_records, read_series
+from nsp_lightning.records import read_series_records
 from nsp_lightning.sections import Chart, Facts, Film, Image, Row, Section, Table, Text, sections
 
 __all__ = ["HEATMAP_EPOCHS", "report"]
@@ -388,9 +388,13 @@ def _record_directories(run_dir: Path) -> list[Path]:
             " lightning_logs/version_0) or a record directory a callback wrote (SpectrumCallback.dirpath, by default"
             " <log_dir>/spectra)."
         )
+    return found
+
+
+def _check_one_directory_per_analysis(run_dir: Path, series: Sequence[_Series]) -> None:
     by_name: dict[str, list[Path]] = {}
-    for directory in found:
-        by_name.setdefault(read_series(directory)[0], []).append(directory)
+    for s in series:
+        by_name.setdefault(s.name, []).append(s.directory)
     for name, directories in by_name.items():
         if len(directories) > 1:
             listed = ", ".join(str(p) for p in directories[:10]) + (", …" if len(directories) > 10 else "")
@@ -398,16 +402,30 @@ def _record_directories(run_dir: Path) -> list[Path]:
                 f"nsp_lightning.report: {run_dir} holds {len(directories)} record directories of the analysis"
                 f" {name!r} ({listed}); pass one of them"
             )
-    return found
 
 
-def _series(directory: Path) -> _Series | None:
-    """A record directory's analysis, header and records; None if it lists no record yet."""
-    name, cls = read_series(directory)
-    records = read_records(directory)
-    if not records:
-        return None
-    return _Series(directory, name, cls, RecordStore(directory).header, records)
+def _series(directory: Path, skip_bad: bool, problems: list[str]) -> _Series:
+    """A record directory's analysis, header and checked records; what was left out goes to ``problems``."""
+    name, cls, header, records, skipped = read_series_records(directory, skip_bad=skip_bad)
+    problems += skipped
+    problems += [
+        f"{directory / (f['name'] + '.npz')} was not recorded: {f['error']}" for f in RecordStore(directory).failures()
+    ]
+    return _Series(directory, name, cls, header, records)
+
+
+def _problems_section(problems: Sequence[str]) -> Section:
+    return Section(
+        "problems",
+        "Left out of this report",
+        [
+            Text(
+                f"{len(problems)} record(s) or record directories of this run could not be read or were not recorded,"
+                " and are left out of the sections below. Each line names the file and what is wrong."
+            ),
+            Table("what is left out, and why", ["problem"], [[p] for p in problems]),
+        ],
+    )
 
 
 def _unique_ids(parts: list[Section]) -> None:
@@ -440,6 +458,7 @@ def report(
     *,
     pdf: bool = False,
     progress: bool = False,
+    skip_bad: bool = False,
 ) -> Path:
     """Write a self-contained HTML report of a run's probe records: a section per analysis.
 
@@ -458,6 +477,11 @@ def report(
         ``.pdf``): text pages, one page per chart (vector graphics) and per heatmap.
     progress : bool, default False
         Draw a progress bar on stderr.
+    skip_bad : bool, default False
+        Report the rest of the run when a record, a record directory or an analysis's
+        section cannot be read or drawn: the page then begins with a section "Left out
+        of this report" that names each file and what is wrong. By default the first
+        such problem raises ``ValueError``, naming the file.
 
     Returns
     -------
@@ -469,11 +493,15 @@ def report(
     FileNotFoundError
         If ``run_dir`` is not a directory, or holds no records.
     ValueError
-        If ``run_dir`` holds several record directories of one analysis, or a manifest or
-        record is not readable or not what its analysis wrote.
+        If ``run_dir`` holds several record directories of one analysis, or (unless
+        ``skip_bad``) a manifest or record is not readable, contradicts its series'
+        header, or cannot be drawn; the message names the file and what is wrong.
 
     Notes
     -----
+    Records listed as not taken (a callback with ``on_error="warn"`` whose analysis
+    failed at that record) are shown in "Left out of this report" too.
+
     The page embeds everything (PNG data URIs, inline CSS and a few lines of inline
     script for the epoch sliders) and loads nothing from the network, so it opens from
     disk, offline, or as an e-mail attachment. Without script, the heatmaps of all
@@ -494,20 +522,34 @@ def report(
     """
     run_dir = Path(run_dir)
     directories = _record_directories(run_dir)
-    found = [_series(directory) for directory in directories]
-    series = [s for s in found if s is not None]
+    problems: list[str] = []
+    found: list[_Series] = []
+    for directory in directories:
+        try:
+            found.append(_series(directory, skip_bad, problems))
+        except (OSError, ValueError) as err:
+            if not skip_bad:
+                raise
+            problems.append(str(err))
+    _check_one_directory_per_analysis(run_dir, found)
+    series = [s for s in found if s.records]
     if not series:
-        first = directories[0]
-        _, cls = read_series(first)
+        if problems:
+            raise ValueError(
+                f"nsp_lightning.report: no readable records in {run_dir}: " + "; ".join(problems[:5])
+                + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            )
+        first = found[0]
         raise FileNotFoundError(
-            f"nsp_lightning.report: no {cls.title or 'probe'} records in {first}: its manifest lists none yet"
+            f"nsp_lightning.report: no {first.cls.title or 'probe'} records in {first.directory}:"
+            " its manifest lists none yet"
         )
     # Spectra first, as the report has always begun; then the others by directory.
     series.sort(key=lambda s: (s.name != "spectra", str(s.directory)))
     target = run_dir / _DEFAULT_NAME if out is None else Path(out)
     if target.is_dir():
         target = target / _DEFAULT_NAME
-    estimate = sum(s.cls.report_steps(s.records, s.header) for s in series)
+    estimate = sum(_report_steps(s) for s in series)
     bar = _Progress(estimate * (2 if pdf else 1), sys.stderr if progress else None)
     try:
         parts: list[Section] = []
@@ -515,9 +557,23 @@ def report(
             before = bar.done
             context = ReportContext(s.directory.resolve(), s.name, bar.step)
             who = f"{s.cls.__qualname__}.report"
-            parts += sections(s.cls.report(s.records, s.header, context), who)
+            try:
+                parts += sections(s.cls.report(s.records, s.header, context), who)
+            except Exception as err:
+                # Records passed their checks, so this is a record the analysis cannot draw: name the directory.
+                message = (
+                    f"nsp_lightning.report: {who} could not draw the records in {s.directory}"
+                    f" ({type(err).__name__}: {str(err)[:500]})"
+                )
+                if not skip_bad:
+                    raise ValueError(message) from err
+                problems.append(message)
             if bar.done == before:
                 bar.step(f"section {s.name}")
+        if not parts:
+            raise ValueError("nsp_lightning.report: no section could be drawn: " + "; ".join(problems[:5]))
+        if problems:
+            parts.insert(0, _problems_section(problems))
         _unique_ids(parts)
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         if len(series) == 1:
@@ -541,6 +597,14 @@ def report(
     finally:
         bar.close()
     return target
+
+
+def _report_steps(s: _Series) -> int:
+    try:
+        return max(int(s.cls.report_steps(s.records, s.header)), 1)
+    except Exception:
+        # Only the progress bar's length depends on it; report() names whatever is wrong.
+        return 1
 
 
 def import_analyses(modules: Sequence[str]) -> None:

@@ -352,6 +352,92 @@ class SpectrumAnalysis(ProbeAnalysis):
         return _from_rows(arrays, meta, where=str(path))
 
     @classmethod
+    def check_header(cls, header: dict[str, Any], path: Path) -> None:
+        """The fields of a SpectrumCallback header that are present, typed and consistent.
+
+        A header may lack fields (records written through :func:`~nsp_lightning.records.write_record`
+        with a header of one's own); the report refuses one that lacks what it shows.
+        """
+        wrong = []
+        names = header.get("layernames")
+        if names is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            wrong.append(f"layernames {_short(names)}, expected a non-empty list of strings")
+            names = None
+        shapes = header.get("shapes")
+        if shapes is not None:
+            if not isinstance(shapes, list) or not all(
+                isinstance(shape, list) and all(_is_count(n) for n in shape) for shape in shapes
+            ):
+                wrong.append(f"shapes {_short(shapes)}, expected a list of shapes (lists of ints >= 0)")
+            elif names is not None and len(shapes) != len(names):
+                wrong.append(f"{len(shapes)} shapes for {len(names)} layers")
+        probes = header.get("probes")
+        if probes is not None and not (_is_count(probes) and probes >= 1):
+            wrong.append(f"probes {_short(probes)}, expected an int >= 1")
+        shape = header.get("probe_shape")
+        if shape is not None and not (
+            isinstance(shape, list) and len(shape) >= 2 and all(_is_count(n) for n in shape)
+            and (probes is None or shape[0] == probes)
+        ):
+            wrong.append(f"probe_shape {_short(shape)}, expected [probes, *input_shape]")
+        for key in ("transform", "model"):
+            if key in header and not isinstance(header[key], str):
+                wrong.append(f"{key} {_short(header[key])}, expected a string")
+        if "INCL" in header and not isinstance(header["INCL"], bool):
+            wrong.append(f"INCL {_short(header['INCL'])}, expected true or false")
+        layers = len(names) if names is not None else None
+        modules = header.get("modules")
+        if modules is not None and not (
+            isinstance(modules, list) and all(isinstance(m, str) for m in modules)
+            and layers in (None, len(modules))
+        ):
+            wrong.append(f"modules {_short(modules)}, expected one description (a string) per layer")
+        edges = header.get("edges")
+        if edges is not None and not (
+            _is_count(edges)
+            or (isinstance(edges, list) and all(_is_count(e) for e in edges) and layers in (None, len(edges)))
+        ):
+            wrong.append(f"edges {_short(edges)}, expected an int >= 0 or one per layer")
+        if wrong:
+            raise ValueError(f"nsp_lightning.read_records: the manifest {path} has {'; '.join(wrong)} in its header")
+
+    @classmethod
+    def check_record(cls, record: SpectrumRecord, header: dict[str, Any], path: Path) -> None:
+        """The record's layers, probes, shapes and dtypes, against the header where it has them."""
+        where = f"nsp_lightning.read_records: {path}"
+        names = header.get("layernames", list(record.layernames))
+        probes = header.get("probes", record.num_probes)
+        if list(record.layernames) != names:
+            raise ValueError(
+                f"{where} holds the layers {_short(list(record.layernames))}, but its series has {_short(names)};"
+                " it is a record of another network"
+            )
+        if record.num_probes != probes or len(record.fingerprints) != probes:
+            raise ValueError(
+                f"{where} holds {record.num_probes} probe(s) and {len(record.fingerprints)} fingerprint(s),"
+                f" but its series has {probes} probe(s)"
+            )
+        shapes = header.get("shapes")
+        for kind, rows, kinds in (("activations", record.activations, "biuf"), ("spectrum", record.spectra, "f")):
+            for l, name in enumerate(names):
+                array = rows[0][l]
+                expected = None if shapes is None else tuple(shapes[l])
+                if (expected is not None and array.shape != expected) or array.dtype.kind not in kinds:
+                    raise ValueError(
+                        f"{where} holds {kind} of layer {name!r} of shape {list(array.shape)} ({array.dtype}), but its"
+                        f" series has shape {shapes[l] if shapes is not None else list(array.shape)}"
+                        f" ({'real numbers' if kinds == 'f' else 'real numbers or ints'});"
+                        " it is a record of another network or is corrupt"
+                    )
+        for key in ("energy", "log10_energy"):
+            array = getattr(record, key)
+            if array.shape != (probes, len(names)) or array.dtype.kind != "f":
+                raise ValueError(
+                    f"{where} holds {key} of shape {list(array.shape)} ({array.dtype}); expected real numbers of shape"
+                    f" [{probes}, {len(names)}] (probes × layers)"
+                )
+
+    @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:
         return records[0].num_probes * (2 + len(_sample(len(records), HEATMAP_EPOCHS)))
 
@@ -406,6 +492,15 @@ class SpectrumAnalysis(ProbeAnalysis):
         graph.get_transformer(type=self.transform)
         rank_zero_info(f"{self._who}: Laplacian eigendecomposition done in {time.perf_counter() - start:.1f} s")
         return graph
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_layers(layers: Layers, who: str) -> Any:

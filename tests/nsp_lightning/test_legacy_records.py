@@ -60,11 +60,13 @@ def test_this_version_writes_the_format_of_the_previous_release(tmp_path):
         )
     old, new = load_json(LEGACY / "manifest.json"), load_json(tmp_path / "spectra" / "manifest.json")
     assert new.pop("analysis") == {"name": "spectra", "class": "nsp_lightning.analyses.spectrum:SpectrumAnalysis"}
-    assert len(new.pop("series")) == 32  # the writer's series id (reliability: no mixed series)
+    series = new.pop("series")
+    assert len(series) == 32  # the writer's series id (reliability: no mixed series)
     assert new == old
     for entry in old["records"]:
         old_arrays, old_meta = load_npz(LEGACY / entry["file"])
         new_arrays, new_meta = load_npz(tmp_path / "spectra" / entry["file"])
+        assert new_meta.pop("__series__") == series  # each record names its series; older readers ignore it
         assert sorted(new_meta) == sorted(old_meta)
         assert {k: v for k, v in new_meta.items() if k != "seconds"} == {
             k: v for k, v in old_meta.items() if k != "seconds"

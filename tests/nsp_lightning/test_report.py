@@ -269,12 +269,16 @@ def test_conditioning_section_shows_only_where_records_carry_it(tmp_path, monkey
     class SensitiveRecord(SpectrumRecord):
         rounding_sensitivity: np.ndarray | None = None
 
-    def read_with_sensitivity(directory):
-        kappa = np.array([[1e-7, 0.05, 0.1], [2e-7, 3.0, np.inf]])
-        return [SensitiveRecord(**vars(r), rounding_sensitivity=kappa * (r.epoch + 1)) for r in read_records(directory)]
+    module = importlib.import_module("nsp_lightning.report")
+    read = module.read_series_records
 
-    # The module, not the function that nsp_lightning exports under the same name.
-    monkeypatch.setattr(importlib.import_module("nsp_lightning.report"), "read_records", read_with_sensitivity)
+    def read_with_sensitivity(directory, **options):
+        kappa = np.array([[1e-7, 0.05, 0.1], [2e-7, 3.0, np.inf]])
+        name, cls, header, records, problems = read(directory, **options)
+        records = [SensitiveRecord(**vars(r), rounding_sensitivity=kappa * (r.epoch + 1)) for r in records]
+        return name, cls, header, records, problems
+
+    monkeypatch.setattr(module, "read_series_records", read_with_sensitivity)
     page = report(records, tmp_path / "conditioned.html").read_text(encoding="utf-8")
     assert section_ids(page) == SECTIONS + ["conditioning"]
     assert table(page, "probe 1: rounding sensitivity κ") == [
@@ -354,7 +358,7 @@ def test_cli_help(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "usage: nsp-report [-h] [-o OUT] [--pdf] [-q] RUN_DIR" in text
+    assert "usage: nsp-report [-h] [-o OUT] [--pdf] [-q] [--skip-bad] RUN_DIR" in text
     assert "--pdf" in text and "RUN_DIR" in text
 
 
