@@ -236,6 +236,11 @@ def _check_arguments(network: Any, input: Any) -> None:
         raise TypeError(f"nsp.Activations: expected `network` to be a torch.nn.Module, got {type(network).__name__}")
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"nsp.Activations: expected `input` to be a torch.Tensor, got {type(input).__name__}")
+    if input.is_complex():
+        raise TypeError(
+            f"nsp.Activations: `input` is complex ({input.dtype}); activation patterns are real, and the imaginary"
+            " part would be dropped. Pass the real and imaginary parts as real channels, e.g. torch.view_as_real(x)"
+        )
 
 
 @dataclass
@@ -251,6 +256,27 @@ class _Recorded:
 
 
 def _capture(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
+    # A normalisation layer in training mode updates its running statistics on every pass:
+    # recording a pattern must leave the network as it was (NNGraph then refuses such a layer).
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.training]
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in norms]
+    try:
+        recorded = _capture_pass(network, input, layers)
+    finally:
+        with torch.no_grad():
+            for module, buffers in zip(norms, saved):
+                for name, value in buffers.items():
+                    getattr(module, name).copy_(value)
+    complex_ = [n for n, out in zip(recorded.names, recorded.outputs) if out.is_complex()]
+    if complex_:
+        raise TypeError(
+            f"nsp.Activations: the layers {complex_} are complex; activation patterns are real, and their imaginary"
+            " parts would be dropped"
+        )
+    return recorded
+
+
+def _capture_pass(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
     if layers is None:
         recorded = _record(network, input)
         if _chained(recorded):

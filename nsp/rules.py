@@ -506,9 +506,12 @@ class ElementwiseModuleRule(LeafRule):
         return _broadcast_keep(evidence.reshape(out_shape or (1,))[_outs(pairs)], pairs)
 
     def check(self, call, incl):
-        if not incl and isinstance(call.target, nn.RReLU) and call.target.training:
+        # In both modes: a random slope makes the recorded pattern itself random (INCL=True), and its
+        # Jacobian that of another pass (INCL=False).
+        if isinstance(call.target, nn.RReLU) and call.target.training:
             raise call.unsupported(
-                "it is random in training mode, so its Jacobian is not that of the recorded pass; call network.eval() first"
+                "it is random in training mode, so the recorded pattern and its Jacobian are those of one random "
+                "draw; call network.eval() first"
             )
 
 
@@ -524,9 +527,12 @@ class PassthroughRule(LeafRule):
 
     def check(self, call, incl):
         m = call.target
-        if not incl and isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)) and m.training:
+        if isinstance(m, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout)) and (
+            m.training and m.p > 0
+        ):
             raise call.unsupported(
-                "it is random in training mode, so its Jacobian is not that of the recorded pass; call network.eval() first"
+                "it is random in training mode, so the recorded pattern and its Jacobian are those of one random "
+                "draw; call network.eval() first"
             )
 
 

@@ -83,6 +83,10 @@ class SpectrumCallback(ProbeCallback):
         log_step: the step logged records are placed at: ``"global_step"`` (the default,
             so that they line up with the loss and the metrics Lightning logs) or
             ``"epoch"`` (the record number).
+        on_error: ``"warn"`` (the default): a record that cannot be taken (e.g. the
+            weights became non-finite) is skipped with a warning, logged as
+            ``nsp/record_failed`` and listed as failed in the manifest; training goes on.
+            ``"raise"``: stop training instead.
 
     Logged metrics (``P`` probes, ``p < P``; ``<layer>`` a recorded layer name, ``<ii>``
     its index in execution order, so that TensorBoard's alphabetical order is the
@@ -98,6 +102,7 @@ class SpectrumCallback(ProbeCallback):
           Σ ŝ², to every logger in ``trainer.loggers``. ``-inf`` marks an exactly zero
           spectrum (TensorBoard draws it as a non-finite point).
         - ``nsp/record_seconds``: wall time of the record.
+        - ``nsp/record_failed``: 1 at a record that could not be taken (``on_error="warn"``).
         - ``nsp/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0
           (``INCL=False`` only).
         - Custom scalars ("CUSTOM SCALARS" tab): the change since the baseline first, one
@@ -169,11 +174,13 @@ class SpectrumCallback(ProbeCallback):
         epochs: Iterable[int] | None = None,
         dirpath: str | os.PathLike | None = None,
         log_step: Literal["epoch", "global_step"] = "global_step",
+        on_error: Literal["warn", "raise"] = "warn",
     ) -> None:
         analysis = SpectrumAnalysis(layers, transform, INCL, colour_scale=colour_scale, _caller="SpectrumCallback")
         super().__init__(
             probe, [analysis], every_n_epochs=every_n_epochs, epochs=epochs, dirpath=dirpath, log_step=log_step,
             record_evaluation=False,  # records during fit only, as before analyses were plug-ins
+            on_error=on_error,
         )
         self.layers = analysis.layers
         self.transform = transform

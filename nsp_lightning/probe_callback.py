@@ -39,6 +39,7 @@ __all__ = ["ProbeCallback"]
 _LOG_STEPS = ("epoch", "global_step")
 # More probe inputs than this is usually a whole batch passed by mistake.
 MANY_PROBES = 16
+_ON_ERROR = ("warn", "raise")
 
 
 class ProbeCallback(Callback):
@@ -98,6 +99,15 @@ class ProbeCallback(Callback):
             ``"epoch"`` (the record number).
         record_evaluation: take one record under ``trainer.validate()`` and
             ``trainer.test()`` (see below).
+        on_error: what a record that cannot be taken does (an analysis that raises, or
+            parameters that became non-finite): ``"warn"`` (the default) warns, logs
+            ``<prefix>/record_failed``, lists the record as failed in its directory's
+            manifest (``nsp-report`` shows it) and lets training go on, so that a
+            monitoring callback never ends a run (checkpoints are still saved);
+            ``"raise"`` stops training with the error. Errors at the baseline, before any
+            training step, always raise (nothing is lost yet; the analysis is likely
+            misconfigured), and so does a record directory that another run took over
+            (see :class:`nsp.storage.RecordStore`).
 
     Logged metrics (``<prefix>`` is an analysis's ``tag_prefix``, by default its name):
 
@@ -105,6 +115,8 @@ class ProbeCallback(Callback):
           ``trainer.loggers``;
         - ``<prefix>/record_seconds``: wall time of the analysis at the record (compute,
           log and write);
+        - ``<prefix>/record_failed``: 1 at a record the analysis could not take
+          (``on_error="warn"``);
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
           TensorBoard loggers only.
 
@@ -151,11 +163,16 @@ class ProbeCallback(Callback):
         dirpath: str | os.PathLike | None = None,
         log_step: Literal["epoch", "global_step"] = "global_step",
         record_evaluation: bool = True,
+        on_error: Literal["warn", "raise"] = "warn",
     ) -> None:
         who = type(self).__name__
         if not isinstance(record_evaluation, bool):
             raise TypeError(f"{who}(record_evaluation={record_evaluation!r}): expected a bool")
         self.record_evaluation = record_evaluation
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"{who}(on_error={on_error!r}): expected one of {_ON_ERROR}")
+        self.on_error = on_error
+        self._failed: dict[str, list[int]] = {}
         self._datamodule: pl.LightningDataModule | None = None
         self._probe: torch.Tensor | None = None
         self._labels: torch.Tensor | None = None
@@ -177,6 +194,7 @@ class ProbeCallback(Callback):
         self._recorded: set[int] = set()
         self._batch: torch.Tensor | None = None
         self._stores: dict[str, RecordStore] = {}
+        self._unstarted: list[ProbeAnalysis] = []
 
     @property
     @override
@@ -188,6 +206,11 @@ class ProbeCallback(Callback):
     def recorded_epochs(self) -> list[int]:
         """The record numbers taken so far in this series, ascending."""
         return sorted(self._recorded)
+
+    @property
+    def failed_records(self) -> dict[str, list[int]]:
+        """The record numbers each analysis could not take in this process (``on_error="warn"``), by name."""
+        return {name: sorted(epochs) for name, epochs in self._failed.items()}
 
     @property
     def record_dirs(self) -> dict[str, str]:
@@ -266,6 +289,7 @@ class ProbeCallback(Callback):
             rank_zero_info(f"{who}: fast_dev_run checks the probe and the analyses only; nothing is recorded")
             return
         resuming = trainer.ckpt_path is not None
+        self._unstarted = []
         if not resuming:
             self._recorded = set()
         if not trainer.is_global_zero:
@@ -283,9 +307,11 @@ class ProbeCallback(Callback):
                 analysis.setup(pl_module, probe, context)
         self._stores = {}
         layout: dict[str, Any] = {}
+        started = []
         for analysis in self.analyses:
             store = RecordStore(self._record_dir(analysis, self.dirpath))
-            self._start_series(store, analysis, resuming)
+            if self._start_series(store, analysis, resuming):
+                started.append(analysis)
             self._stores[analysis.name] = store
             layout.update(analysis.custom_scalars() or {})
         if layout:
@@ -297,8 +323,28 @@ class ProbeCallback(Callback):
             f"{who}: records go to {', '.join(self.record_dirs.values())}; logged at the {step}"
         )
         if not resuming:
-            # The model is as setup saw it: the baseline shares its forward pass.
-            self._record(trainer, pl_module, 0, context)
+            # The model is as setup saw it: the baseline shares its forward pass. Its errors always
+            # raise: no training is lost yet, and an analysis that cannot take it is misconfigured.
+            self._record(trainer, pl_module, 0, context, strict=True)
+        else:
+            # A checkpoint written without this callback (or whose records are gone) leaves no series
+            # to continue: the new one starts with the checkpoint's state, at on_train_start, once
+            # the Trainer has restored the epoch.
+            self._unstarted = started
+
+    @override
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        started, self._unstarted = self._unstarted, []
+        if not started:
+            return
+        who, epoch = type(self).__name__, trainer.current_epoch
+        rank_zero_warn(
+            f"{who}: resuming from a checkpoint with no record series to continue for"
+            f" {', '.join(a.name for a in started)} (the checkpoint was written without {who}, or its records"
+            f" are not in {self.dirpath}); a new series starts with record {epoch}, the checkpoint's state,"
+            " and has no baseline (record 0)"
+        )
+        self._record(trainer, pl_module, epoch, analyses=started)
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -397,7 +443,8 @@ class ProbeCallback(Callback):
         self._recorded = set(state_dict.get("recorded", self._recorded))
         self._checkpoint_dirpath = state_dict.get("dirpath", self._checkpoint_dirpath)
 
-    def _start_series(self, store: RecordStore, analysis: ProbeAnalysis, resuming: bool) -> None:
+    def _start_series(self, store: RecordStore, analysis: ProbeAnalysis, resuming: bool) -> bool:
+        """Continue the series in ``store`` (on resume) or start one; True if a new series was started."""
         who = type(self).__name__
         header = analysis.header()
         info = {"name": analysis.name, "class": class_path(type(analysis))}
@@ -412,9 +459,10 @@ class ProbeCallback(Callback):
                         f" ({store.header}); this run has {header}. Pass another `dirpath`."
                     )
                 rank_zero_info(f"{who}: continuing the record series in {store.directory}")
-                return
+                return False
             # A new series never overwrites or joins one: a directory that lists records is refused.
             store.start(header, analysis=info)
+            return True
         except RecordStoreError as err:
             raise RecordStoreError(f"{who}: {err}") from None
 
@@ -434,6 +482,8 @@ class ProbeCallback(Callback):
         pl_module: "pl.LightningModule",
         epoch: int,
         context: ProbeContext | None = None,
+        analyses: Sequence[ProbeAnalysis] | None = None,
+        strict: bool = False,
     ) -> None:
         assert self._batch is not None
         if context is None:
@@ -441,31 +491,68 @@ class ProbeCallback(Callback):
         context.epoch = epoch
         step = epoch if self.log_step == "epoch" else trainer.global_step
         writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        nonfinite = _nonfinite_parameters(pl_module)
         with _probing(pl_module):
-            for analysis in self.analyses:
-                start = time.perf_counter()
-                record = analysis.compute(pl_module, self._batch, context)
-                if not isinstance(record, AnalysisRecord):
-                    raise TypeError(
-                        f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}"
-                    )
-                sink = LogSink(analysis.prefix, step, enabled=bool(writers))
-                analysis.log(record, sink)
-                _flush(sink, writers)
-                scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
-                seconds = time.perf_counter() - start
-                scalars[f"{analysis.prefix}/record_seconds"] = seconds
-                for logger in trainer.loggers:
-                    logger.log_metrics(scalars, step=step)
-                _records.write_analysis_record(
-                    self._stores[analysis.name],
-                    record,
-                    epoch=epoch,
-                    global_step=trainer.global_step,
-                    seconds=seconds,
-                    store_scalars=analysis.store_scalars,
-                )
+            for analysis in self.analyses if analyses is None else analyses:
+                try:
+                    if nonfinite:
+                        raise ValueError(
+                            f"the model's parameters {nonfinite[:5]}{' and more' if len(nonfinite) > 5 else ''} hold"
+                            " non-finite values (nan or inf); training has diverged"
+                        )
+                    self._record_one(trainer, analysis, epoch, step, context, writers)
+                except RecordStoreError:
+                    raise  # another run took the directory over: never write on
+                except Exception as err:
+                    if strict or self.on_error == "raise":
+                        raise
+                    self._record_failed(trainer, analysis, epoch, step, err)
         self._recorded.add(epoch)
+
+    def _record_one(
+        self,
+        trainer: "pl.Trainer",
+        analysis: ProbeAnalysis,
+        epoch: int,
+        step: int,
+        context: ProbeContext,
+        writers: list[Any],
+    ) -> None:
+        assert self._batch is not None
+        start = time.perf_counter()
+        record = analysis.compute(context.model, self._batch, context)
+        if not isinstance(record, AnalysisRecord):
+            raise TypeError(f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}")
+        sink = LogSink(analysis.prefix, step, enabled=bool(writers))
+        analysis.log(record, sink)
+        _flush(sink, writers)
+        scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
+        seconds = time.perf_counter() - start
+        scalars[f"{analysis.prefix}/record_seconds"] = seconds
+        _records.write_analysis_record(
+            self._stores[analysis.name],
+            record,
+            epoch=epoch,
+            global_step=trainer.global_step,
+            seconds=seconds,
+            store_scalars=analysis.store_scalars,
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+
+    def _record_failed(
+        self, trainer: "pl.Trainer", analysis: ProbeAnalysis, epoch: int, step: int, err: Exception
+    ) -> None:
+        """A record ``analysis`` could not take (``on_error="warn"``): warn, log, list it as failed; training goes on."""
+        reason = f"{type(err).__name__}: {err}"
+        rank_zero_warn(
+            f"{type(self).__name__}: the analysis {analysis.name!r} could not take record {epoch} ({reason}); the record"
+            " is skipped and training goes on (on_error='raise' stops training instead)"
+        )
+        self._failed.setdefault(analysis.name, []).append(epoch)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"{analysis.prefix}/record_failed": 1.0}, step=step)
+        self._stores[analysis.name].note_failure(_records.record_name(epoch), reason)
 
 
 def _flush(sink: LogSink, writers: list[Any]) -> None:
@@ -499,6 +586,14 @@ def _probing(model: nn.Module) -> Iterator[None]:
                 module.training = modes[name]
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+def _nonfinite_parameters(model: nn.Module) -> list[str]:
+    """Names of the floating-point parameters that hold a nan or an infinity."""
+    return [
+        name for name, p in model.named_parameters()
+        if (p.is_floating_point() or p.is_complex()) and not bool(torch.isfinite(p.detach()).all())
+    ]
 
 
 def _module_device(model: nn.Module) -> torch.device:
@@ -574,6 +669,11 @@ def _probe_tensor(probe: Any, who: str, source: Any) -> torch.Tensor:
         )
     if probe.numel() == 0:
         raise ValueError(f"{who}(probe): the probe is empty (shape {list(probe.shape)})")
+    if probe.is_complex():
+        raise TypeError(
+            f"{who}(probe): the probe is complex ({probe.dtype}); analyses record real activations and would drop"
+            " the imaginary part. Pass real inputs, e.g. torch.view_as_real(x)"
+        )
     return probe.detach()
 
 

@@ -402,13 +402,14 @@ def read_series(dirpath: str | os.PathLike) -> tuple[str, type[ProbeAnalysis]]:
     ValueError
         If the manifest is not readable.
     """
-    info = RecordStore(dirpath).analysis
+    store = RecordStore(dirpath)
+    info = store.analysis
     if info is None:
         return _LEGACY_NAME, analysis_class(None) or ProbeAnalysis
     if (not isinstance(info, dict) or not isinstance(info.get("name"), str)
             or not isinstance(info.get("class", ""), str)):
         raise ValueError(
-            f"nsp_lightning.read_records: the manifest in {dirpath} has an invalid analysis entry {_short(info)}"
+            f"nsp_lightning.read_records: the manifest {store.manifest_path} has an invalid analysis entry {_short(info)}"
         )
     cls = analysis_class(info["class"]) if "class" in info else None
     return info["name"], cls or ProbeAnalysis

@@ -132,3 +132,28 @@ def test_networkx_view_refuses_beyond_memory_and_warns_when_large(monkeypatch):
     monkeypatch.setattr("nsp.graph._EDGE_WARNING", 10_000)
     with pytest.warns(UserWarning, match=r"networkx view of 40,000 edges"):
         assert len(list(graph.edges())) == 40_000
+
+
+# -- 11: training-mode layers --------------------------------------------------------------
+@pytest.mark.parametrize("layers", [None, "leaves"])
+def test_recording_a_train_mode_batchnorm_leaves_its_running_statistics_unchanged(layers):
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU()).train()
+    before = {k: v.clone() for k, v in net[1].named_buffers()}
+    patterns = nsp.Activations.from_batch(net, torch.randn(5, 4, generator=torch.Generator().manual_seed(0)), layers)
+    # Before: running_mean, running_var and num_batches_tracked moved, and NNGraph then refused the layer.
+    for name, value in net[1].named_buffers():
+        assert torch.equal(value, before[name]), name
+    with pytest.raises(nsp.UnsupportedModuleError, match="BatchNorm1d"):
+        nsp.NNGraph(patterns[0])
+
+
+@pytest.mark.parametrize("module", [nn.Dropout(0.5), nn.RReLU(), nn.AlphaDropout(0.2)], ids=type)
+@pytest.mark.parametrize("incl", [True, False])
+def test_random_train_mode_layers_are_refused_in_both_modes(module, incl):
+    net = nn.Sequential(nn.Linear(4, 3), module).train()
+    acts = nsp.Activations(net, torch.randn(1, 4))
+    # Before: INCL=True accepted them, and the spectrum was that of one random draw.
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"random in training mode.*call network.eval\(\) first"):
+        nsp.NNGraph(acts, INCL=incl)
+    net.eval()
+    nsp.NNGraph(nsp.Activations(net, torch.randn(1, 4)), INCL=incl)

@@ -438,7 +438,7 @@ def test_an_interrupted_record_leaves_earlier_records_readable(tmp_path, monkeyp
 
     monkeypatch.setattr(np, "savez", dies_on_third_record)
     with pytest.raises(RuntimeError, match="power cut"):
-        fit([SpectrumCallback(probe(2), dirpath=tmp_path)])
+        fit([SpectrumCallback(probe(2), dirpath=tmp_path, on_error="raise")])
     monkeypatch.undo()
     records = read_records(tmp_path)
     assert [r.epoch for r in records] == [0, 1]
