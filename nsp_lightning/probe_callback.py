@@ -334,20 +334,7 @@ class ProbeCallback(Callback):
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        started, self._unstarted = self._unstarted, []
-        if not started:
-            return
-        who, epoch = type(self).__name__, trainer.current_epoch
-        rank_zero_warn(
-            f"{who}: resuming from a checkpoint with no record series to continue for"
-            f" {', '.join(a.name for a in started)} (the checkpoint was written without {who}, or its records"
-            f" are not in {self.dirpath}); a new series starts with record {epoch}, the checkpoint's state,"
-            " and has no baseline (record 0)"
-        )
-        self._record(trainer, pl_module, epoch, analyses=started)
-
-    @override
-    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._start_unstarted(trainer, pl_module)
         # After Lightning logged the model's hyperparameters (which it does after on_fit_start):
         # TensorBoard's hparams plugin shows the last ones written, so they are merged.
         if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
@@ -364,6 +351,20 @@ class ProbeCallback(Callback):
                     text = analysis.describe()
                     if text:
                         logger.experiment.add_text(f"{analysis.prefix}/about", text, global_step=trainer.global_step)
+
+    def _start_unstarted(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        """The first record of series started on resume (see ``on_fit_start``), now that the epoch is restored."""
+        started, self._unstarted = self._unstarted, []
+        if not started:
+            return
+        who, epoch = type(self).__name__, trainer.current_epoch
+        rank_zero_warn(
+            f"{who}: resuming from a checkpoint with no record series to continue for"
+            f" {', '.join(a.name for a in started)} (the checkpoint was written without {who}, or its records"
+            f" are not in {self.dirpath}); a new series starts with record {epoch}, the checkpoint's state,"
+            " and has no baseline (record 0)"
+        )
+        self._record(trainer, pl_module, epoch, analyses=started)
 
     def _context(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> ProbeContext:
         assert self._batch is not None
