@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -541,6 +541,72 @@ class NeuralResponseMap:
         self._require_layout("nsp.NeuralResponseMap.circle_projection")
         self._set_layout(self._raw, circle_projection(self.layout))
         return self.layout
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted layout as arrays, for :meth:`load_state` (e.g. to continue a run).
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            ``keep`` (bool, one per neuron of the chosen layers: laid out or dropped as
+            constant), ``raw`` (the t-SNE coordinates, ``(N, 2)``), ``layout`` (the map's
+            coordinates, ``(N, 2)``), ``lo`` and ``span`` (each laid-out neuron's scaling).
+        """
+        self._require_layout("nsp.NeuralResponseMap.state")
+        return {
+            "keep": self._keep.copy(),
+            "raw": np.asarray(self._raw, dtype=np.float64).copy(),
+            "layout": np.asarray(self.layout, dtype=np.float64).copy(),
+            "lo": np.asarray(self._lo, dtype=np.float64).copy(),
+            "span": np.asarray(self._span, dtype=np.float64).copy(),
+        }
+
+    def load_state(self, inputs: torch.Tensor, layers: Sequence[Any] | None, state: Mapping[str, np.ndarray]) -> None:
+        """Take back a layout saved by :meth:`state`, without fitting anew.
+
+        Parameters
+        ----------
+        inputs : torch.Tensor
+            Inputs of the model's input shape ``(B, *input_shape)``; one forward pass of the
+            first one checks that the chosen layers still have the neurons of ``state``.
+        layers : sequence or None
+            The layers chosen when the layout was fitted, as for :meth:`train_map`.
+        state : mapping of str to numpy.ndarray
+            What :meth:`state` returned.
+
+        Raises
+        ------
+        ValueError
+            If an array is missing or has another shape, dtype or range than a layout of
+            these layers can have.
+        """
+        where = "nsp.NeuralResponseMap.load_state"
+        inputs = self._check_inputs(inputs, where, training=True)
+        missing = [k for k in ("keep", "raw", "layout", "lo", "span") if k not in state]
+        if missing:
+            raise ValueError(f"{where}: the state lacks the array(s) {missing}")
+        chosen = self._choose(layers, inputs)
+        self._chosen = chosen
+        widths = self._record(inputs[:1], where)[1]
+        keep = np.asarray(state["keep"])
+        if keep.dtype != np.bool_ or keep.shape != (sum(widths),):
+            raise ValueError(
+                f"{where}: `keep` must be a bool array with one entry per neuron of the layers "
+                f"({sum(widths)}), got {keep.dtype} {list(keep.shape)}"
+            )
+        n = int(keep.sum())
+        arrays = {k: np.asarray(state[k], dtype=np.float64) for k in ("raw", "layout", "lo", "span")}
+        for k, shape in (("raw", (n, 2)), ("layout", (n, 2)), ("lo", (n,)), ("span", (n,))):
+            if arrays[k].shape != shape or not np.isfinite(arrays[k]).all():
+                raise ValueError(f"{where}: `{k}` must be finite of shape {list(shape)}, got {list(arrays[k].shape)}")
+        if n < _MIN_NEURONS or not (arrays["span"] > 0).all():
+            raise ValueError(f"{where}: the state lays out {n} neuron(s) or has a span <= 0; it is not a fitted layout")
+        self._input_shape = tuple(inputs.shape[1:])
+        self.layers = [layer.name for layer in chosen]
+        names = [(layer.name, j) for layer, width in zip(chosen, widths) for j in range(width)]
+        self.neurons = [name for name, k in zip(names, keep) if k]
+        self._keep, self._lo, self._span = keep.copy(), arrays["lo"], arrays["span"]
+        self._set_layout(arrays["raw"], arrays["layout"])
 
     # --- internals --------------------------------------------------------------------
 

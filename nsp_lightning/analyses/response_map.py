@@ -21,14 +21,18 @@ from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, Probe
 __all__ = ["ResponseMapAnalysis"]
 
 _ARRAYS = ("layout", "maps", "responses", "neuron_layer", "neuron_index")
+# The layout's state (NeuralResponseMap.state, its layout being the record's own), kept so
+# that a resumed run continues the same layout.
+_STATE = ("keep", "raw", "lo", "span")
 
 
 class ResponseMapAnalysis(ProbeAnalysis):
     """Each probe's neural response map, on one neuron layout fitted at fit start.
 
     When the layout is fitted: in :meth:`setup`, at fit start, i.e. on the weights the
-    baseline record sees (the untrained network on a fresh fit). On a resumed run it is
-    fitted again, on the resumed weights. With ``refit=True`` every later record first
+    baseline record sees (the untrained network on a fresh fit). A resumed run takes the
+    layout (and the neurons' scaling) back from its last record, so the layout stays the
+    same across the resume as in an uninterrupted run. With ``refit=True`` every later record first
     refits the layout on the same inputs for the current weights, starting from the
     previous layout (``refit_iter`` iterations, no early exaggeration), so that it stays
     aligned, and logs how far the neurons moved as the Procrustes disparity between the
@@ -156,8 +160,21 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self._map = NeuralResponseMap(
             model, units=self.units, perplexity=self.perplexity, seed=self.seed, resolution=self.resolution
         )
-        self._map.train_map(self._inputs, self.layers)
-        self._fitted_at = context.epoch
+        directory = context.directories.get(self.name)
+        last = _last_record(directory)
+        if last is None:
+            self._map.train_map(self._inputs, self.layers)
+            self._fitted_at = context.epoch
+            return
+        state = {k: last.arrays[f"state_{k}"] for k in _STATE if f"state_{k}" in last.arrays}
+        state["layout"] = last.arrays["layout"]
+        try:
+            self._map.load_state(self._inputs, self.layers, state)
+        except ValueError as err:
+            raise ValueError(
+                f"ResponseMapAnalysis: cannot continue the layout of epoch {last.epoch}'s record in {directory}: {err}"
+            ) from err
+        self._fitted_at = last.epoch
 
     def header(self) -> dict[str, Any]:
         return {
@@ -196,6 +213,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
                 "responses": responses.astype(np.float32),
                 "neuron_layer": np.array([position[n] for n, _ in self._map.neurons], dtype=np.int32),
                 "neuron_index": np.array([i for _, i in self._map.neurons], dtype=np.int64),
+                **{f"state_{k}": v for k, v in self._map.state().items() if k != "layout"},
             },
             scalars=scalars,
             meta={"layers": layers, "refitted": refitted},
@@ -278,6 +296,16 @@ class ResponseMapAnalysis(ProbeAnalysis):
             blocks.append(Table("how far the neurons moved at each refit (Procrustes disparity)", ["epoch", "disparity"], rows))
         context.step(f"section {context.name}")
         return Section(context.name.replace("_", "-"), cls.title or context.name, blocks)
+
+
+def _last_record(directory: str | None) -> Any:
+    """The latest record of a series this run continues, or None for a new series."""
+    from nsp_lightning.records import read_records
+
+    if not directory or not Path(directory, "manifest.json").exists():
+        return None
+    records = read_records(directory)
+    return max(records, key=lambda r: r.epoch) if records else None
 
 
 def _tensorboard_writers(trainer: Any) -> list[Any]:

@@ -90,7 +90,7 @@ def test_region_counts_and_partitions_over_training(tmp_path):
         distance = [s.value for s in events.Scalars(f"linear_regions/probe_{p}/boundary_distance")]
         np.testing.assert_allclose(distance, [r.arrays["boundary_distance"][p] for r in records], rtol=1e-6)
         images = events.Images(f"linear_regions/probe_{p}")
-        assert [i.step for i in images] == [0, 1, 2, 3]
+        assert [i.step for i in images] == [r.global_step for r in records]  # Lightning's global step
         for image, record in zip(images, records):
             pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
             np.testing.assert_array_equal(pixels, record.arrays["images"][p])

@@ -168,25 +168,28 @@ def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
     log_dir, record_dir = _fit(tmp_path, refit)
     records = read_records(record_dir)
     assert [r.epoch for r in records] == [0, 1, 2, 3]
+    steps = [r.global_step for r in records]  # logged at Lightning's global step
+    assert steps == sorted(set(steps))
 
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     for p in range(3):
         images = events.Images(f"response_map/probe_{p}")
-        assert [i.step for i in images] == [0, 1, 2, 3]
+        assert [i.step for i in images] == steps
         for image, record in zip(images, records):
             pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
             np.testing.assert_array_equal(pixels, to_rgb(record.arrays["maps"][p]))
     assert not np.array_equal(records[0].arrays["maps"], records[-1].arrays["maps"])  # the network learnt
 
     projector = _projector(log_dir)
-    assert sorted(projector) == [0, 1, 2, 3]
+    assert sorted(projector) == steps
+    at_step = {r.global_step: r for r in records}
     layers = records[0].meta["layers"]
     for step, (layout, rows) in projector.items():
-        np.testing.assert_allclose(layout, records[step].arrays["layout"], rtol=1e-6)
+        np.testing.assert_allclose(layout, at_step[step].arrays["layout"], rtol=1e-6)
         assert rows[0] == ["layer", "index"]
-        assert rows[1:] == [[layers[l], str(i)] for l, i in zip(records[step].arrays["neuron_layer"], records[step].arrays["neuron_index"])]
-    same = [np.array_equal(projector[s][0], projector[0][0]) for s in (1, 2, 3)]
+        assert rows[1:] == [[layers[l], str(i)] for l, i in zip(at_step[step].arrays["neuron_layer"], at_step[step].arrays["neuron_index"])]
+    same = [np.array_equal(projector[s][0], projector[0][0]) for s in steps[1:]]
     if refit:
         assert not any(same)
         disparity = [s.value for s in events.Scalars("response_map/procrustes_disparity")]
@@ -200,3 +203,50 @@ def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
         html = report(log_dir, tmp_path / "report.html").read_text()
         assert 'id="response-map"' in html and "Neural response maps" in html
         assert html.count("probe 2, epoch") == 4
+
+
+def test_a_resumed_run_continues_the_same_layout(tmp_path):
+    """Resumed from a checkpoint, the layout is the first run's (taken back from its last
+    record), not one fitted anew on the resumed weights."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning_helpers import loader, trainer_kwargs
+
+    from nsp_lightning import ProbeCallback, read_records
+
+    def run(max_epochs: int, ckpt_path: Path | None = None) -> Path:
+        torch.manual_seed(0)
+        callback = ProbeCallback(probe(3), [ResponseMapAnalysis(inputs(), LAYERS, resolution=16)],
+                                 dirpath=tmp_path / "records")
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=-1)
+        kwargs = trainer_kwargs(max_epochs=max_epochs, default_root_dir=tmp_path, callbacks=[callback, checkpoint],
+                                enable_checkpointing=True)
+        pl.Trainer(**kwargs).fit(TinyNet(lr=0.5), loader(), ckpt_path=ckpt_path)
+        return tmp_path / "records" / "response_map"
+
+    run(2)
+    records = read_records(run(4, tmp_path / "ckpt" / "last.ckpt"))
+    assert [r.epoch for r in records] == [0, 1, 2, 3, 4]
+    for record in records[1:]:
+        np.testing.assert_array_equal(record.arrays["layout"], records[0].arrays["layout"])
+        np.testing.assert_array_equal(record.arrays["neuron_index"], records[0].arrays["neuron_index"])
+
+
+def test_load_state_takes_back_a_layout_and_refuses_a_foreign_one():
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    fitted = NeuralResponseMap(model, resolution=16)
+    fitted.train_map(inputs(), LAYERS)
+    state = fitted.state()
+    restored = NeuralResponseMap(model, resolution=16)
+    restored.load_state(inputs(), LAYERS, state)
+    assert restored.neurons == fitted.neurons and restored.layers == fitted.layers
+    np.testing.assert_array_equal(restored.scaled_responses(probe(3)), fitted.scaled_responses(probe(3)))
+    np.testing.assert_array_equal(restored.map_values(np.linspace(0, 1, len(state["raw"]))),
+                                  fitted.map_values(np.linspace(0, 1, len(state["raw"]))))
+    with pytest.raises(ValueError, match="one entry per neuron"):
+        NeuralResponseMap(model).load_state(inputs(), ["conv"], state)
+    with pytest.raises(ValueError, match="`lo` must be finite"):
+        NeuralResponseMap(model).load_state(inputs(), LAYERS, dict(state, lo=state["lo"][:-1]))
+    with pytest.raises(ValueError, match=r"lacks the array\(s\) \['span'\]"):
+        NeuralResponseMap(model).load_state(inputs(), LAYERS, {k: v for k, v in state.items() if k != "span"})
