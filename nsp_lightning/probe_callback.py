@@ -11,9 +11,12 @@ logging and a report section for each.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
+import tempfile
 import time
+import uuid
 from numbers import Integral
 from typing import Any, Iterable, Iterator, Literal, Sequence
 
@@ -30,7 +33,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from nsp.storage import RecordStore, RecordStoreError
+from nsp.storage import RecordStore, RecordStoreError, save_json
 from nsp_lightning import records as _records
 from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, class_path
 
@@ -189,7 +192,11 @@ class ProbeCallback(Callback):
             raise ValueError(f"{who}(log_step={log_step!r}): expected one of {_LOG_STEPS}")
         self.log_step = log_step
 
-        self.dirpath: str | None = self._dirpath_arg
+        self._dirpath: str | None = self._dirpath_arg
+        # Under ddp_spawn (or a fork) rank 0 runs in a child process, on a copy of this object:
+        # it hands its state back through this file, read when the launching process asks.
+        self._launcher_pid = os.getpid()
+        self._handoff = os.path.join(tempfile.gettempdir(), f"nsp-probe-{os.getpid()}-{uuid.uuid4().hex}.json")
         self._checkpoint_dirpath: str | None = None
         self._recorded: set[int] = set()
         self._batch: torch.Tensor | None = None
@@ -203,13 +210,47 @@ class ProbeCallback(Callback):
         return self._generate_state_key(analyses=[a.name for a in self.analyses], dirpath=self._dirpath_arg)
 
     @property
+    def dirpath(self) -> str | None:
+        """The directory that holds the analyses' record directories (known from the Trainer's setup on)."""
+        self._adopt_handoff()
+        return self._dirpath
+
+    @dirpath.setter
+    def dirpath(self, value: str | None) -> None:
+        self._dirpath = value
+
+    @property
     def recorded_epochs(self) -> list[int]:
         """The record numbers taken so far in this series, ascending."""
+        self._adopt_handoff()
         return sorted(self._recorded)
+
+    def _adopt_handoff(self) -> None:
+        """In the launching process: take the state a spawned or forked rank 0 left (see ``teardown``)."""
+        if os.getpid() != self._launcher_pid or not os.path.exists(self._handoff):
+            return
+        try:
+            with open(self._handoff, encoding="utf-8") as handle:
+                state = json.load(handle)
+            os.unlink(self._handoff)
+        except (OSError, ValueError):
+            return
+        self._dirpath = state.get("dirpath", self._dirpath)
+        self._recorded = set(state.get("recorded", []))
+        self._failed = {name: list(epochs) for name, epochs in state.get("failed", {}).items()}
+
+    def _hand_off(self, trainer: "pl.Trainer") -> None:
+        """On rank 0 in a process other than the launching one: leave the state for the launching process."""
+        if os.getpid() == self._launcher_pid or not trainer.is_global_zero or self._dirpath is None:
+            return
+        state = {"dirpath": self._dirpath, "recorded": sorted(self._recorded), "failed": self._failed}
+        with contextlib.suppress(OSError, TypeError):
+            save_json(self._handoff, state)
 
     @property
     def failed_records(self) -> dict[str, list[int]]:
-        """The record numbers each analysis could not take in this process (``on_error="warn"``), by name."""
+        """The record numbers each analysis could not take (``on_error="warn"``), by name."""
+        self._adopt_handoff()
         return {name: sorted(epochs) for name, epochs in self._failed.items()}
 
     @property
@@ -472,6 +513,7 @@ class ProbeCallback(Callback):
         # Releases the record directories' locks, so that a later fit may continue them.
         for store in self._stores.values():
             store.close()
+        self._hand_off(trainer)
 
     @override
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:

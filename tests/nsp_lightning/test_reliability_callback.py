@@ -132,3 +132,17 @@ def test_resuming_from_a_checkpoint_written_without_the_callback_warns_and_start
     # Before: silently a series of one record, 3, without a baseline.
     assert any("checkpoint with no record series to continue" in m and "starts with record 2" in m for m in messages), messages
     assert [r.epoch for r in read_records(tmp_path / "spectra")] == [2, 3]
+
+
+@pytest.mark.slow
+def test_under_ddp_spawn_the_launching_process_sees_the_records(tmp_path):
+    callback = SpectrumCallback(probe(1), epochs=[2])
+    trainer = pl.Trainer(**trainer_kwargs(strategy="ddp_spawn", devices=1, max_epochs=2, default_root_dir=tmp_path),
+                         callbacks=[callback])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(TinyNet(), loader())
+    # Before: recorded_epochs == [] and dirpath is None here, in the process that called fit.
+    assert callback.recorded_epochs == [0, 2]
+    assert callback.dirpath == str(tmp_path / "spectra")  # logger=False: the log dir is default_root_dir
+    assert [r.epoch for r in read_records(callback.dirpath)] == [0, 2]

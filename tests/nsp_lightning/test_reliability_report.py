@@ -237,6 +237,7 @@ def test_fuzz_read_records_reads_or_names_the_file(base, data):
             assert str(run) in str(err), err
 
 
+@pytest.mark.slow
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_nsp_report_writes_a_report_or_an_error_naming_the_file(base, data, capsys):
