@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from nsp.capture import Op, Program, Ref
+from nsp.patterns import RowClasses
 from nsp.progress import Progress
 from nsp.relations import Relation, StructureError, Term
 from nsp.rules import ELEMENTWISE_MODULES, Call, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
@@ -206,13 +207,13 @@ class _Interpreter:
     def identity(self, shape: tuple[int, ...]) -> Any:
         if self.incl:
             return Relation.identity(shape or (1,))
-        return sp.identity(math.prod(shape), dtype=bool, format="csr")
+        return RowClasses.identity(math.prod(shape))
 
     def compose(self, outer: Any, deps: dict[int, Any]) -> dict[int, Any]:
         if self.incl:
             outer = Relation.of(outer) if isinstance(outer, Term) else outer
             return {k: outer.compose(r) for k, r in deps.items()}
-        return {k: (outer.astype(np.int32) @ r.astype(np.int32)).astype(bool).tocsr() for k, r in deps.items()}
+        return {k: r.after(outer) for k, r in deps.items()}
 
     def union(self, a: dict[int, Any], b: dict[int, Any]) -> dict[int, Any]:
         out = dict(a)
@@ -220,7 +221,7 @@ class _Interpreter:
             if k not in out:
                 out[k] = r
             else:
-                out[k] = out[k].union(r) if self.incl else (out[k] + r).astype(bool).tocsr()
+                out[k] = out[k].union(r)
         return out
 
     def run(
@@ -280,7 +281,13 @@ class _Interpreter:
         result = maps[program.output]
         if isinstance(result, _Pending):
             raise result.error
-        return self._plain(program.output, result, name, owner), layers
+        return self._export(self._plain(program.output, result, name, owner)), layers
+
+    def _export(self, deps: Any) -> Any:
+        """A dependence map as the structure stores it (``INCL=False``: CSR matrices)."""
+        if self.incl or self.digest is not None or isinstance(deps, _Pending):
+            return deps
+        return {k: r.to_csr() for k, r in deps.items()}
 
     def _plain(self, ref: Ref, deps: Any, path: str, what: str) -> Any:
         """The map of ``ref`` with its rows in the tensor's own order (permutation applied)."""
@@ -304,7 +311,7 @@ class _Interpreter:
                     "(e.g. a round trip through numpy, or a custom extension)"
                 )
             src = refs[0]
-            layers[op.target] = self._plain(src, maps[src], path, op.owner)
+            layers[op.target] = self._export(self._plain(src, maps[src], path, op.owner))
             values[Ref(i)] = values.get(src)
             if self.progress is not None:
                 self.progress.done(op.target)

@@ -1,0 +1,58 @@
+"""Boolean products over distinct rows (nsp.patterns) against dense numpy."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nsp import patterns
+from nsp.patterns import RowClasses, bool_product, unique_rows
+
+
+def _random(rng, m, n, density, repeat):
+    """A 0/1 matrix whose rows repeat (``repeat`` distinct rows at most), as a dense array."""
+    base = rng.random((repeat, n)) < density
+    return base[rng.integers(0, repeat, m)]
+
+
+matrices = st.tuples(st.integers(1, 12), st.integers(1, 12), st.integers(1, 12), st.floats(0, 1),
+                     st.integers(1, 6), st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(matrices)
+def test_product_union_and_classes_match_dense(case):
+    m, k, n, density, repeat, seed = case
+    rng = np.random.default_rng(seed)
+    a, b = _random(rng, m, k, density, repeat), _random(rng, k, n, density, repeat)
+    c = _random(rng, m, n, density, repeat)
+    expected = (a.astype(int) @ b.astype(int)) > 0
+    np.testing.assert_array_equal(bool_product(sp.csr_matrix(a), sp.csr_matrix(b)).toarray(), expected)
+    classes = RowClasses.of(sp.csr_matrix(b)).after(sp.csr_matrix(a))
+    np.testing.assert_array_equal(classes.to_csr().toarray(), expected)
+    union = classes.union(RowClasses.of(sp.csr_matrix(c)))
+    np.testing.assert_array_equal(union.to_csr().toarray(), expected | c)
+    rows, inverse = unique_rows(sp.csr_matrix(a))
+    assert rows.shape[0] == len({r.tobytes() for r in a})
+    np.testing.assert_array_equal(rows.toarray()[inverse], a)
+
+
+def test_a_hash_collision_never_merges_different_rows(monkeypatch):
+    # Every row hashes alike: rows are told apart by comparing them.
+    monkeypatch.setattr(patterns, "_mix", lambda v: np.zeros(v.shape, dtype=np.uint64))
+    a = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]], dtype=bool)
+    rows, inverse = unique_rows(sp.csr_matrix(a))
+    np.testing.assert_array_equal(rows.toarray()[inverse], a)
+    assert rows.shape[0] == 4
+
+
+@pytest.mark.parametrize("stored_zeros", [True, False])
+def test_explicit_zeros_are_not_entries(stored_zeros):
+    # SciPy keeps explicitly stored False entries in some results (issue 17, finding 1).
+    a = sp.csr_matrix((np.array([True, False, True]), np.array([0, 1, 2]), np.array([0, 2, 3])), shape=(2, 3))
+    if not stored_zeros:
+        a.eliminate_zeros()
+    b = sp.identity(3, dtype=bool, format="csr")
+    np.testing.assert_array_equal(bool_product(a, b).toarray(), [[1, 0, 0], [0, 0, 1]])
+    assert bool_product(a, b).nnz == 2
