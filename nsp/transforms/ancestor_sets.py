@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nsp import memory
+from nsp.patterns import unique_rows
 from nsp.progress import Progress
 from nsp.relations import StructureError
 from nsp.structure import NetworkStructure
@@ -52,19 +53,27 @@ _CHUNK_ENTRIES = 1 << 22
 
 @dataclass
 class _Chunk:
-    """Rows ``start:stop`` of a block: CSR ``indptr``/``indices``, or ``bits`` (rows, words) uint64."""
+    """Rows ``start:stop`` of a block: CSR ``indptr``/``indices``, or ``bits`` (rows, words) uint64.
+
+    With ``classes``, ``bits`` holds only the distinct rows and row x of the chunk is
+    ``bits[classes[x]]``: deep in a network most nodes share one ancestor set.
+    """
 
     start: int
     stop: int
     indptr: np.ndarray | None = None
     indices: np.ndarray | None = None
     bits: np.ndarray | None = None
+    classes: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
         if self.bits is not None:
-            return self.bits.nbytes
+            return self.bits.nbytes + (0 if self.classes is None else self.classes.nbytes)
         return self.indptr.nbytes + self.indices.nbytes
+
+    def full_bits(self) -> np.ndarray:
+        return self.bits if self.classes is None else self.bits[self.classes]
 
 
 def _size(nbytes: int) -> str:
@@ -111,6 +120,38 @@ def _or_rows(edge: sp.csr_matrix, base: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unique_bit_rows(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of packed bitsets ``(rows, words)`` and the class of every row."""
+    if bits.shape[0] <= 1:
+        return bits, np.zeros(bits.shape[0], dtype=np.int64)
+    view = np.ascontiguousarray(bits).view(np.dtype((np.void, bits.dtype.itemsize * bits.shape[1])))[:, 0]
+    _, first, inverse = np.unique(view, return_index=True, return_inverse=True)
+    return bits[first], inverse.reshape(-1)
+
+
+def _or_classes(edge: sp.csr_matrix, classes: np.ndarray, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``edge ∘ base`` where ``base`` row y is ``classes[inverse[y]]``: distinct result rows and their classes.
+
+    Rows of ``edge`` that reach the same classes of ``base`` get the same result, so only
+    the distinct sets of classes are ORed (``unique_rows``).
+    """
+    mapped = sp.csr_matrix(
+        (np.ones(edge.indices.size, dtype=np.int8), inverse[edge.indices], edge.indptr),
+        shape=(edge.shape[0], classes.shape[0]),
+    )
+    reached, rows = unique_rows(mapped)
+    return _or_rows(reached, classes), rows
+
+
+def _merge_classes(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The row-wise OR of two matrices given as (distinct rows, classes)."""
+    pairs = a[1].astype(np.int64) * b[0].shape[0] + b[1]
+    keys, inverse = np.unique(pairs, return_inverse=True)
+    merged = a[0][keys // b[0].shape[0]] | b[0][keys % b[0].shape[0]]
+    distinct, again = _unique_bit_rows(merged)
+    return distinct, again[inverse.reshape(-1)]
+
+
 def _chunk_stops(weights: np.ndarray, budget: int) -> list[int]:
     """Ends of consecutive runs of rows whose weights sum to about ``budget`` (one row at least)."""
     total = np.cumsum(weights)
@@ -145,16 +186,25 @@ class _Block:
         else:
             self.chunks.append(_Chunk(start, stop, bits=_csr_to_bits(indptr, indices, rows, self.n_cols)))
 
-    def add_bits(self, start: int, stop: int, bits: np.ndarray) -> None:
-        if _prefer_sparse(int(np.bitwise_count(bits).sum()), stop - start, self.n_cols):
-            self.add(start, stop, *_bits_to_csr(bits, self.n_cols))
+    def add_bits(self, start: int, stop: int, bits: np.ndarray, classes: np.ndarray | None = None) -> None:
+        """Append rows ``start:stop`` from packed bitsets (distinct rows ``bits[classes]`` if given)."""
+        counts = np.bitwise_count(bits).sum(axis=1)
+        total = int(counts.sum() if classes is None else counts[classes].sum())
+        if _prefer_sparse(total, stop - start, self.n_cols):
+            self.add(start, stop, *_bits_to_csr(bits if classes is None else bits[classes], self.n_cols))
+        elif classes is not None and 2 * bits.shape[0] > stop - start:
+            self.chunks.append(_Chunk(start, stop, bits=bits[classes]))
         else:
-            self.chunks.append(_Chunk(start, stop, bits=bits))
+            self.chunks.append(_Chunk(start, stop, bits=bits, classes=classes))
 
     def row_counts(self) -> np.ndarray:
         out = np.zeros(self.n_rows, dtype=np.int64)
         for c in self.chunks:
-            out[c.start: c.stop] = np.diff(c.indptr) if c.bits is None else np.bitwise_count(c.bits).sum(axis=1)
+            if c.bits is None:
+                out[c.start: c.stop] = np.diff(c.indptr)
+            else:
+                counts = np.bitwise_count(c.bits).sum(axis=1)
+                out[c.start: c.stop] = counts if c.classes is None else counts[c.classes]
         return out
 
     def to_csr(self) -> sp.csr_matrix:
@@ -174,7 +224,7 @@ class _Block:
         out = np.zeros((self.n_rows, (self.n_cols + 63) // 64), dtype=np.uint64)
         for c in self.chunks:
             rows = c.stop - c.start
-            out[c.start: c.stop] = c.bits if c.bits is not None else _csr_to_bits(c.indptr, c.indices, rows, self.n_cols)
+            out[c.start: c.stop] = c.full_bits() if c.bits is not None else _csr_to_bits(c.indptr, c.indices, rows, self.n_cols)
         return out
 
     def matmul(self, rhs: np.ndarray, ones: np.ndarray) -> np.ndarray:
@@ -187,10 +237,13 @@ class _Block:
                 a = sp.csr_matrix((ones[: c.indices.size], c.indices, c.indptr), shape=(rows, self.n_cols))
                 out[c.start: c.stop] = a @ rhs
             else:
+                # The distinct rows only, then gathered.
+                distinct = np.empty((c.bits.shape[0], rhs.shape[1]), dtype=rhs.dtype)
                 step = max(1, _CHUNK_ENTRIES // max(1, self.n_cols))
-                for a in range(0, rows, step):
+                for a in range(0, c.bits.shape[0], step):
                     dense = np.unpackbits(c.bits[a: a + step].view(np.uint8), axis=1, count=self.n_cols)
-                    out[c.start + a: c.start + a + dense.shape[0]] = dense.astype(rhs.dtype) @ rhs
+                    distinct[a: a + dense.shape[0]] = dense.astype(rhs.dtype) @ rhs
+                out[c.start: c.stop] = distinct if c.classes is None else distinct[c.classes]
         return out
 
 
@@ -350,7 +403,8 @@ class AncestorSets:
         if n_rows == 0:
             return block
         dense = any(src is not None and src.has_dense for _, src in sources)
-        prepared = [(e, None if src is None else (src.to_bits() if dense else src.to_csr())) for e, src in sources]
+        prepared = [(e, None if src is None else (_unique_bit_rows(src.to_bits()) if dense else src.to_csr()))
+                    for e, src in sources]
         if dense:
             bound[:] = n_cols
         start = 0
@@ -358,11 +412,16 @@ class AncestorSets:
             self._reserve(layer, (stop - start) * ((n_cols + 63) // 64) * 8 if dense
                           else int(bound[start:stop].sum()) * 4 + (stop - start + 1) * 8)
             if dense:
-                bits = np.zeros((stop - start, (n_cols + 63) // 64), dtype=np.uint64)
+                merged = None
                 for e, src in prepared:
                     part = _rows(e, start, stop)
-                    bits |= _csr_to_bits(part.indptr, part.indices, stop - start, n_cols) if src is None else _or_rows(part, src)
-                block.add_bits(start, stop, bits)
+                    if src is None:
+                        rows, classes = unique_rows(part)
+                        piece = (_csr_to_bits(rows.indptr, rows.indices, rows.shape[0], n_cols), classes)
+                    else:
+                        piece = _or_classes(part, *src)
+                    merged = piece if merged is None else _merge_classes(merged, piece)
+                block.add_bits(start, stop, *merged)
             else:
                 union = None
                 for e, src in prepared:
