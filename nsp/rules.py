@@ -755,16 +755,38 @@ class ConcatRule(StructuralRule):
         if dim == 0:
             raise call.unsupported("concatenation along the batch dimension")
         out_shape = call.out_shape
-        placed: dict[int, Term] = {}
+        placed: dict[int, list[Term]] = {}
         offset = 0
         for part in parts:
             width = part.shape[dim]
-            if any(part is x for x in call.inputs) and id(part) not in placed:
+            if any(part is x for x in call.inputs):
                 factors = [eye(d) for d in out_shape]
                 factors[dim - 1] = np.eye(out_shape[dim - 1], width, -offset, dtype=bool)
-                placed[id(part)] = Term(tuple(factors))
+                # A tensor concatenated more than once (cat([x, x])) goes to each of its slices.
+                placed.setdefault(id(part), []).append(Term(tuple(factors)))
             offset += width
-        return [placed[id(x)] for x in call.inputs]
+        return [_union(placed[id(x)]) for x in call.inputs]
+
+
+class StackRule(StructuralRule):
+    """``torch.stack`` along a non-batch axis: part ``j`` goes to index ``j`` of the new axis."""
+
+    def relations(self, call):
+        parts = call.arg(0, "tensors")
+        dim = call.arg(1, "dim", 0)
+        ndim = call.output.dim()
+        dim = dim + ndim if dim < 0 else dim
+        if dim == 0:
+            raise call.unsupported("stacking along the batch dimension")
+        shape = call.out_shape
+        placed: dict[int, list[Term]] = {}
+        for j, part in enumerate(parts):
+            if any(part is x for x in call.inputs):
+                new = np.zeros((len(parts), 1), dtype=bool)
+                new[j] = True
+                factors = [eye(d) for d in shape[:dim - 1]] + [new] + [eye(d) for d in shape[dim:]]
+                placed.setdefault(id(part), []).append(Term(tuple(factors)))
+        return [_union(placed[id(x)]) for x in call.inputs]
 
 
 _SUM_NAMES = {"add", "add_", "__add__", "__iadd__", "__radd__", "sub", "sub_", "__sub__", "__isub__", "__rsub__"}
@@ -781,6 +803,7 @@ register_rule("detach", DetachRule())
 register_rule(["view", "reshape", "flatten", "view_as", "reshape_as", "squeeze", "unsqueeze", "unflatten"],
               ReshapeRule())
 register_rule(["cat", "concat", "concatenate"], ConcatRule())
+register_rule(["stack"], StackRule())
 
 
 # -- rules for the networks people train --------------------------------------------------
@@ -845,21 +868,27 @@ class NormRule(Rule):
     def relations(self, call):
         shape = call.in_shape()
         m = call.target if isinstance(call.target, nn.Module) else None
+        if self.kind == "instance" and ((m is not None and m.track_running_stats and not m.training)
+                                        or (m is None and not call.arg(5, "use_input_stats", True))):
+            return [Term.identity(shape)]  # running statistics: per position affine
+        rel = self._groups(call, shape, m)
+        if rel.nnz() == rel.n_out:
+            # Groups of one position: x - mean(x) is identically 0, so the output is a constant.
+            return [Term(tuple(np.zeros(f.shape, dtype=bool) for f in rel.factors))]
+        return [rel]
+
+    def _groups(self, call: Call, shape: tuple[int, ...], m: nn.Module | None) -> Term:
+        """Which positions each output's statistics are taken over."""
         if self.kind == "layer":
             normalized = m.normalized_shape if m is not None else call.arg(1, "normalized_shape")
             k = len(normalized)
-            return [Term(tuple(eye(n) for n in shape[:-k]) + tuple(ones_factor(n, n) for n in shape[-k:]))]
+            return Term(tuple(eye(n) for n in shape[:-k]) + tuple(ones_factor(n, n) for n in shape[-k:]))
         if self.kind == "group":
             groups = m.num_groups if m is not None else call.arg(1, "num_groups")
             c = shape[0]
             block = (np.arange(c)[:, None] // (c // groups)) == (np.arange(c)[None, :] // (c // groups))
-            return [Term((block,) + tuple(ones_factor(n, n) for n in shape[1:]))]
-        # instance: per channel over the spatial axes, unless running statistics are used
-        if m is not None and m.track_running_stats and not m.training:
-            return [Term.identity(shape)]
-        if m is None and not call.arg(5, "use_input_stats", True):
-            return [Term.identity(shape)]
-        return [Term((eye(shape[0]),) + tuple(ones_factor(n, n) for n in shape[1:]))]
+            return Term((block,) + tuple(ones_factor(n, n) for n in shape[1:]))
+        return Term((eye(shape[0]),) + tuple(ones_factor(n, n) for n in shape[1:]))
 
     def check(self, call, incl):
         m = call.target
@@ -957,15 +986,16 @@ class AttentionRule(Rule):
         out = call.out_shape
         L, S = out[-2], k.shape[-2]
         allowed = _allowed(mask, causal, L, S, call)
+        scored = _scored(allowed)
         batch = out[:-2]
         rels = []
         for t in call.inputs:
             lead = _broadcast_term(tuple(t.shape[1:-2]), batch).factors if batch else ()
             parts = []
             if t is q:
-                parts.append(Term(tuple(lead) + (eye(L), ones_factor(out[-1], q.shape[-1]))))
+                parts.append(Term(tuple(lead) + (np.diag(scored.any(axis=1)), ones_factor(out[-1], q.shape[-1]))))
             if t is k:
-                parts.append(Term(tuple(lead) + (allowed, ones_factor(out[-1], k.shape[-1]))))
+                parts.append(Term(tuple(lead) + (scored, ones_factor(out[-1], k.shape[-1]))))
             if t is v:
                 parts.append(Term(tuple(lead) + (allowed, eye(out[-1]))))
             rels.append(_union(parts))
@@ -981,6 +1011,12 @@ def _union(parts: list[Term]) -> Relation:
     for p in parts[1:]:
         rel = rel.union(Relation.of(p))
     return rel
+
+
+def _scored(allowed: np.ndarray) -> np.ndarray:
+    """The keys whose scores matter: a query with one allowed key gives it weight 1 whatever
+    the scores (the first query under a causal mask), so it reads neither its query nor that key."""
+    return allowed & (allowed.sum(axis=1) > 1)[:, None]
 
 
 def _allowed(mask: Any, causal: bool, L: int, S: int, call: Call) -> np.ndarray:
@@ -1008,12 +1044,15 @@ class MultiheadAttentionRule(Rule):
         causal = call.arg(7, "is_causal", False)
         L, S, E = q.shape[1], k.shape[1], call.out_shape[-1]
         allowed = _allowed(mask, causal and mask is None, L, S, call)
+        scored = _scored(allowed)
         rels = []
         for t in call.inputs:
             parts = []
             if t is q:
-                parts.append(Term((eye(L), ones_factor(E, q.shape[-1]))))
-            if t is k or t is v:
+                parts.append(Term((np.diag(scored.any(axis=1)), ones_factor(E, q.shape[-1]))))
+            if t is k:
+                parts.append(Term((scored, ones_factor(E, t.shape[-1]))))
+            if t is v:
                 parts.append(Term((allowed, ones_factor(E, t.shape[-1]))))
             rels.append(_union(parts))
         return rels

@@ -558,7 +558,10 @@ def _to_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
 def _to_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` on the device and in the floating dtype of ``m``'s parameters."""
     p = next(m.parameters(), None)
-    return x if p is None else x.to(device=p.device, dtype=p.dtype)
+    if p is None:
+        return x
+    # Token ids stay integers (an embedding reads them as indices).
+    return x.to(device=p.device, dtype=p.dtype) if x.is_floating_point() else x.to(device=p.device)
 
 
 def fingerprint(activations: Any) -> str:

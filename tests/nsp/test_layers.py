@@ -125,12 +125,17 @@ def _bump_blocks(net, x, names):
         bump = torch.eye(size_k, dtype=base[k].dtype).reshape((size_k,) + base[k].shape[1:])
         moved = base[k] + bump
         batch = x.expand((size_k,) + x.shape[1:])
+        still = base[k].expand_as(moved).clone()
         if k == 0:
             outs = _hooked_outputs(net, moved, names, freeze=freeze)
+            # Unbumped, at the same batch size: batched kernels (attention's matmuls) round
+            # each batch position their own way, so outputs are compared position by position.
+            same = _hooked_outputs(net, still, names, freeze=freeze)
         else:
             outs = _hooked_outputs(net, batch, names, replace=(k - 1, moved), freeze=freeze)
+            same = _hooked_outputs(net, batch, names, replace=(k - 1, still), freeze=freeze)
         for l in range(k + 1, n + 1):
-            changed = ((outs[l - 1] - base[l]).abs().reshape(size_k, -1) > 0).T.numpy()
+            changed = ((outs[l - 1] - same[l - 1]).abs().reshape(size_k, -1) > 0).T.numpy()
             if changed.any():
                 blocks[(l, k)] = changed
     return blocks
