@@ -102,6 +102,7 @@ __all__ = [
     "ProbeRecord",
     "ReportContext",
     "analysis_class",
+    "check_arrays",
     "class_path",
 ]
 
@@ -648,6 +649,48 @@ def read_probe_record(arrays: dict[str, np.ndarray], meta: dict[str, Any], path:
         scalars={str(k): float(v) for k, v in zip(names, values)},
         meta=rest,
     )
+
+
+def check_arrays(
+    arrays: Mapping[str, np.ndarray], path: Path, who: str, spec: Mapping[str, tuple[str, int | None]], rows: int | None = None
+) -> int:
+    """Check a record's arrays against ``spec`` before a report indexes them; raise ``ValueError`` naming ``path``.
+
+    Parameters
+    ----------
+    arrays : mapping of str to numpy.ndarray
+        The record's arrays.
+    path : pathlib.Path
+        The record file, for the message.
+    who : str
+        The analysis, for the message.
+    spec : mapping of str to (str, int or None)
+        For each array that must be there: the dtype kinds it may have (``numpy.dtype.kind``
+        letters, e.g. ``"f"``, ``"iu"``) and its number of dimensions (None: any, at least 1).
+    rows : int, optional
+        The length of the first dimension every array of ``spec`` must have (default:
+        that of the first one).
+
+    Returns
+    -------
+    int
+        The common first dimension (e.g. the number of probes).
+    """
+    for name, (kinds, ndim) in spec.items():
+        if name not in arrays:
+            raise ValueError(f"{who}: the record {path} lacks the array {name!r}")
+        array = arrays[name]
+        if array.dtype.kind not in kinds or array.ndim < 1 or (ndim is not None and array.ndim != ndim):
+            dims = "at least 1" if ndim is None else str(ndim)
+            raise ValueError(
+                f"{who}: the record {path} has {name!r} of shape {list(array.shape)} ({array.dtype}); expected {dims}"
+                f" dimension(s) of kind {kinds!r}"
+            )
+        if rows is None:
+            rows = array.shape[0]
+        elif array.shape[0] != rows:
+            raise ValueError(f"{who}: the record {path} has {name!r} with {array.shape[0]} rows, expected {rows}")
+    return 0 if rows is None else rows
 
 
 def _layers_key(layers: Any) -> Any:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext
+from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, check_arrays
 
 __all__ = ["AttributionAnalysis"]
 
@@ -214,6 +214,22 @@ class AttributionAnalysis(ProbeAnalysis):
         for method in record.meta["methods"]:
             for p, values in enumerate(record.arrays[method]):
                 sink.image(f"{method}/probe_{p}", overlay_rgb(probes[p], values, mode=self.mode))
+
+    @classmethod
+    def check_header(cls, header: dict[str, Any], path: Path) -> None:
+        methods = header.get("methods", {})
+        if not isinstance(methods, dict):
+            raise ValueError(f"{cls.__name__}: the manifest {path} has methods {methods!r}, expected an object")
+
+    @classmethod
+    def check_record(cls, record: Any, header: dict[str, Any], path: Path) -> None:
+        """The probes and one attribution per probe for every method the record names, real-valued."""
+        who = cls.__name__
+        methods = record.meta.get("methods", [])
+        if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+            raise ValueError(f"{who}: the record {path} has methods {methods!r}, expected a list of names")
+        probes = check_arrays(record.arrays, path, who, {"probes": ("f", None)})
+        check_arrays(record.arrays, path, who, {m: ("f", None) for m in methods if m in record.arrays}, rows=probes)
 
     @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:

@@ -12,13 +12,14 @@ across), which is how the features form during training.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext
+from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, check_arrays
 
 __all__ = ["FeatureVisAnalysis", "feature_grid"]
 
@@ -240,6 +241,15 @@ class FeatureVisAnalysis(ProbeAnalysis):
             sink.image("classes", feature_grid(images[n:]))
 
     # ----------------------------------------------------------------- the report
+
+    @classmethod
+    def check_record(cls, record: Any, header: dict[str, Any], path: Path) -> None:
+        """Images as uint8 (N, C, H, W), one objective value and one label per image."""
+        who = cls.__name__
+        n = check_arrays(record.arrays, path, who, {"images": ("u", 4), "values": ("f", 1)})
+        labels = record.meta.get("labels")
+        if not isinstance(labels, list) or len(labels) != n or not all(isinstance(x, str) for x in labels):
+            raise ValueError(f"{who}: the record {path} has labels {labels!r}, expected {n} names, one per image")
 
     @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:

@@ -18,7 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, read_probe_record
+from nsp_lightning.analysis import (
+    AnalysisRecord,
+    LogSink,
+    ProbeAnalysis,
+    ProbeContext,
+    check_arrays,
+    read_probe_record,
+)
 
 __all__ = ["LinearRegionsAnalysis"]
 
@@ -205,6 +212,16 @@ class LinearRegionsAnalysis(ProbeAnalysis):
             raise ValueError(f"LinearRegionsAnalysis: the record {path} has images of shape "
                              f"{list(arrays['images'].shape)} ({arrays['images'].dtype}) for {n} probe(s)")
         return read_probe_record(arrays, meta, path)
+
+    @classmethod
+    def check_record(cls, record: Any, header: dict[str, Any], path: Path) -> None:
+        """One row per probe in every array the report reads; images as uint8 RGB(A)."""
+        check_arrays(record.arrays, path, cls.__name__, {
+            "regions": ("iu", 1), "density": ("f", 1), "boundary_distance": ("f", 1), "images": ("u", 4),
+        })
+        if record.arrays["images"].shape[-1] not in (3, 4):
+            raise ValueError(f"{cls.__name__}: the record {path} has images of shape "
+                             f"{list(record.arrays['images'].shape)}; expected RGB(A) images (P, H, W, 3 or 4)")
 
     @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, read_probe_record
+from nsp_lightning.analysis import (
+    AnalysisRecord,
+    LogSink,
+    ProbeAnalysis,
+    ProbeContext,
+    check_arrays,
+    read_probe_record,
+)
 
 __all__ = ["ResponseMapAnalysis"]
 
@@ -253,6 +260,25 @@ class ResponseMapAnalysis(ProbeAnalysis):
                 f"maps {list(arrays['maps'].shape)}"
             )
         return read_probe_record(arrays, meta, path)
+
+    @classmethod
+    def check_record(cls, record: Any, header: dict[str, Any], path: Path) -> None:
+        """Shapes that agree (N neurons, P probes) and neuron layers that index the record's layer names."""
+        who = cls.__name__
+        neurons = check_arrays(record.arrays, path, who, {
+            "layout": ("f", 2), "neuron_layer": ("iu", 1), "neuron_index": ("iu", 1),
+        })
+        probes = check_arrays(record.arrays, path, who, {"maps": ("f", 3), "responses": ("f", 2)})
+        if record.arrays["layout"].shape[1] != 2 or record.arrays["responses"].shape != (probes, neurons):
+            raise ValueError(f"{who}: the record {path} has a layout of shape {list(record.arrays['layout'].shape)}"
+                             f" and responses of shape {list(record.arrays['responses'].shape)}; expected ({neurons}, 2)"
+                             f" and ({probes}, {neurons})")
+        layers = record.meta.get("layers")
+        if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
+            raise ValueError(f"{who}: the record {path} has layers {layers!r}, expected a list of layer names")
+        index = record.arrays["neuron_layer"]
+        if index.size and (int(index.min()) < 0 or int(index.max()) >= len(layers)):
+            raise ValueError(f"{who}: the record {path} has neuron layers outside 0..{len(layers) - 1}")
 
     @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:

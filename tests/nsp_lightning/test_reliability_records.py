@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from nsp.storage import RecordStore, RecordStoreError, save_json
+from nsp.storage import RecordStore, RecordStoreError, load_npz, save_json
 from nsp_lightning import SpectrumCallback, read_records
 
 
@@ -121,3 +121,52 @@ def test_reusing_a_callback_for_a_second_fit_is_refused_not_overwriting(tmp_path
         fit([callback], max_epochs=1)
     assert (tmp_path / "epoch-000001.npz").read_bytes() == before
     assert [r.epoch for r in read_records(tmp_path)] == [0, 1]
+
+
+_FIT = textwrap.dedent(
+    """
+    import os, sys, time, warnings
+    sys.path.insert(0, {helpers!r})
+    warnings.simplefilter("ignore")
+    import lightning.pytorch as pl
+    from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
+    from nsp_lightning import SpectrumCallback
+    directory, go, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    pl.seed_everything(seed, verbose=False)
+    callback = SpectrumCallback(probe(2), dirpath=directory)
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=4), callbacks=[callback])
+    model = TinyNet()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    trainer.fit(model, loader())
+    print("DONE", callback.recorded_epochs)
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_training_runs_into_one_record_directory(tmp_path):
+    """Two SpectrumCallback runs started together on one dirpath: one fails at start, the other's series is whole."""
+    from pathlib import Path
+
+    helpers = str(Path(__file__).parent)
+    go, directory = tmp_path / "go", tmp_path / "spectra"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _FIT.format(helpers=helpers), str(directory), str(go), str(seed)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for seed in (1, 2)
+    ]
+    go.write_text("")
+    results = [(p.wait(timeout=600), p.stdout.read(), p.stderr.read()) for p in procs]
+    codes = [code for code, _, _ in results]
+    assert sorted(codes) == [0, 1], results
+    failed = results[codes.index(1)][2]
+    # Refused at fit start: by the lock while the other runs, or by its finished series.
+    assert "RecordStoreError" in failed and str(directory) in failed
+    assert "another process" in failed or "already holds a record series" in failed
+    records = read_records(directory)
+    assert [r.epoch for r in records] == [0, 1, 2, 3, 4]
+    # One series: every record file carries the manifest's series id (read_records checks it too).
+    series = RecordStore(directory).manifest()["series"]
+    for r in range(5):
+        assert load_npz(directory / f"epoch-{r:06d}.npz")[1]["__series__"] == series

@@ -6,6 +6,7 @@ the run (problem 9), before the fix.
 """
 
 import json
+import re
 import shutil
 import tempfile
 import warnings
@@ -251,3 +252,45 @@ def test_fuzz_nsp_report_writes_a_report_or_an_error_naming_the_file(base, data,
         assert code in (0, 1)
         if code == 1:
             assert err.startswith("nsp-report: error: ") and str(run) in err and "bug" not in err, err
+
+
+def _probe_record(kind):
+    """A small valid record of each analysis, and the same record corrupted where its report would index."""
+    u8 = lambda *s: np.zeros(s, np.uint8)  # noqa: E731
+    f = lambda *s: np.zeros(s)  # noqa: E731
+    if kind == "linear_regions":
+        arrays = {"regions": np.array([3, 4]), "density": f(2), "boundary_distance": f(2), "images": u8(2, 8, 8, 3)}
+        return arrays, {}, ("density", f(1)), "'density' with 1 rows, expected 2"
+    if kind == "response_map":
+        arrays = {"layout": f(5, 2), "maps": f(2, 4, 4), "responses": f(2, 5),
+                  "neuron_layer": np.array([0, 0, 1, 1, 1], np.int32), "neuron_index": np.arange(5)}
+        return arrays, {"layers": ["a", "b"]}, ("neuron_layer", np.array([0, 0, 1, 1, 7], np.int32)), "outside 0..1"
+    if kind == "attribution":
+        arrays = {"probes": f(2, 1, 4, 4).astype(np.float32), "saliency": f(2, 1, 4, 4), "target": np.arange(2)}
+        return arrays, {"methods": ["saliency"]}, ("saliency", f(1, 1, 4, 4)), "'saliency' with 1 rows, expected 2"
+    arrays = {"images": u8(2, 1, 4, 4), "values": f(2), "initial_values": f(2)}
+    return arrays, {"labels": ["a", "b"]}, ("values", f(3)), "'values' with 3 rows, expected 2"
+
+
+@pytest.mark.parametrize("kind, cls", [
+    ("linear_regions", "nsp_lightning.analyses.linear_regions:LinearRegionsAnalysis"),
+    ("response_map", "nsp_lightning.analyses.response_map:ResponseMapAnalysis"),
+    ("attribution", "nsp_lightning.analyses.attribution:AttributionAnalysis"),
+    ("feature_vis", "nsp_lightning.analyses.feature_vis:FeatureVisAnalysis"),
+])
+def test_every_analysis_checks_the_arrays_its_report_reads(tmp_path, kind, cls):
+    from nsp.storage import RecordStore
+    from nsp_lightning import AnalysisRecord
+    from nsp_lightning.records import write_analysis_record
+
+    arrays, meta, (name, bad), message = _probe_record(kind)
+    store = RecordStore(tmp_path)
+    store.start({}, analysis={"name": kind, "class": cls})
+    write_analysis_record(store, AnalysisRecord(arrays=arrays, meta=meta), epoch=0, global_step=0, seconds=0.0)
+    write_analysis_record(store, AnalysisRecord(arrays={**arrays, name: bad}, meta=meta), epoch=1, global_step=1,
+                          seconds=0.0)
+    store.close()
+    with pytest.raises(ValueError, match=rf"the record {tmp_path / 'epoch-000001.npz'} has .*{re.escape(message)}"):
+        read_records(tmp_path)  # before: read, and the report failed with a raw IndexError or drew garbage
+    with pytest.warns(UserWarning, match="epoch-000001.npz"):
+        assert [r.epoch for r in read_records(tmp_path, skip_bad=True)] == [0]
