@@ -37,6 +37,7 @@ import scipy.linalg
 import scipy.sparse
 from threadpoolctl import threadpool_limits
 
+from nsp import memory as nsp_memory
 from nsp.transforms.base import GraphTransform
 
 __all__ = [
@@ -262,7 +263,7 @@ class LaplacianTransform(GraphTransform):
         is not a positive int.
     LaplacianSizeError
         If N exceeds `max_nodes`, or the estimated memory (:func:`dense_eigh_bytes`)
-        exceeds this machine's physical memory. Nothing is computed.
+        exceeds the memory available (:func:`nsp.memory.available_bytes`). Nothing is computed.
 
     See Also
     --------
@@ -498,7 +499,11 @@ def _validate_adjacency(adjacency: object, where: str) -> scipy.sparse.csr_array
     return a
 
 
-def _physical_memory_bytes() -> int | None:
+def _available_memory_bytes() -> int | None:
+    """What this process can still allocate (:func:`nsp.memory.available_bytes`), else the machine's memory."""
+    available = nsp_memory.available_bytes()
+    if available is not None:
+        return available
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
@@ -507,7 +512,7 @@ def _physical_memory_bytes() -> int | None:
 
 def _check_size(n: int, max_nodes: int) -> None:
     need = dense_eigh_bytes(n)
-    memory = _physical_memory_bytes()
+    memory = _available_memory_bytes()
     too_many = n > max_nodes
     too_big = memory is not None and need > memory
     if not (too_many or too_big):
@@ -515,7 +520,7 @@ def _check_size(n: int, max_nodes: int) -> None:
     if too_many:
         reason = f"more than max_nodes={max_nodes:,}"
     else:
-        reason = f"more than this machine's {memory / 1e9:.3g} GB of memory"
+        reason = f"more than the {memory / 1e9:.3g} GB of memory available (MemAvailable, the cgroup limit, nsp.memory.MEMORY_LIMIT)"
     raise LaplacianSizeError(
         f"LaplacianTransform: the graph has N = {n:,} nodes; a dense eigendecomposition needs about "
         f"{need / 1e9:.3g} GB (3 * N^2 * 8 bytes) and O(N^3) time, {reason}. "

@@ -294,3 +294,21 @@ def test_every_analysis_checks_the_arrays_its_report_reads(tmp_path, kind, cls):
         read_records(tmp_path)  # before: read, and the report failed with a raw IndexError or drew garbage
     with pytest.warns(UserWarning, match="epoch-000001.npz"):
         assert [r.epoch for r in read_records(tmp_path, skip_bad=True)] == [0]
+
+
+@pytest.mark.slow
+def test_the_installed_command_prints_one_line_naming_the_file_no_traceback(base, tmp_path):
+    import shutil as sh
+    import subprocess
+    import sys
+
+    run = copy(base, tmp_path / "spectra")
+    header("shapes", "x")(run)  # before: a raw UFuncTypeError traceback
+    script = sh.which("nsp-report", path=str(Path(sys.executable).parent))
+    command = [script] if script else [sys.executable, "-m", "nsp_lightning.cli"]
+    result = subprocess.run([*command, str(run), "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"nsp-report: error: nsp_lightning.read_records: the manifest {run / MANIFEST} has shapes 'x', expected a list"
+        " of shapes (lists of ints >= 0) in its header (--skip-bad reports the rest of the run)"
+    ]

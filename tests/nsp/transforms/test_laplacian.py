@@ -18,6 +18,7 @@ import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import nsp.memory
 import nsp.transforms.laplacian as laplacian_module
 from nsp.transforms.base import GraphTransform
 from nsp.transforms.laplacian import (
@@ -429,12 +430,12 @@ def test_size_limit_is_inclusive() -> None:
     assert t.eigenvalues.shape == (10,)
 
 
-def test_memory_estimate_refuses_beyond_physical_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(laplacian_module, "_physical_memory_bytes", lambda: 1_000)
+def test_memory_estimate_refuses_beyond_the_memory_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nsp.memory, "MEMORY_LIMIT", 1_000)  # caps nsp.memory.available_bytes()
     with pytest.raises(LaplacianSizeError, match="memory") as info:
         LaplacianTransform(adjacency(10, star(9)))
     assert "N = 10 nodes" in str(info.value)
-    assert "1e-06 GB of memory" in str(info.value)
+    assert "1e-06 GB of memory available" in str(info.value)
 
 
 def test_dense_eigh_bytes() -> None:
