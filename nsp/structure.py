@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from nsp.capture import Op, Program, Ref
 from nsp.patterns import RowClasses
 from nsp.progress import Progress
-from nsp.relations import Relation, StructureError, Term
+from nsp.relations import Relation, StructureError, Term, eye_factor
 from nsp.rules import ELEMENTWISE_MODULES, Call, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
 
 __all__ = [
@@ -211,6 +211,9 @@ class _Interpreter:
 
     def compose(self, outer: Any, deps: dict[int, Any]) -> dict[int, Any]:
         if self.incl:
+            if isinstance(outer, Term) and all(f is eye_factor(f.shape[0]) for f in outer.factors):
+                # Elementwise modules, BatchNorm, reshapes: the relations stay as they are.
+                return dict(deps)
             outer = Relation.of(outer) if isinstance(outer, Term) else outer
             return {k: outer.compose(r) for k, r in deps.items()}
         return {k: r.after(outer) for k, r in deps.items()}
