@@ -179,3 +179,40 @@ def test_long_transforms_report_progress_to_the_nsp_logger(monkeypatch, caplog):
     assert any(m.startswith("nsp: exact inverse transform: layer") for m in messages)
     assert any(m.startswith("nsp: INCL=False ancestor sets: layer") for m in messages)
     assert any(m.startswith("nsp: INCL=False graph: layer") for m in messages)
+
+
+def _exact_inverse(ref, spectrum):
+    """s = ŝ + Σ over strict ancestors (the reference's own closure), in exact integers."""
+    scale = max(Fraction(v).denominator for v in spectrum)
+    ints = np.array([int(Fraction(v) * scale) for v in spectrum], dtype=object)
+    exact = [float(Fraction(int(v), scale)) for v in ints[: ref.edges[0].shape[1]]]
+    for anc in reference.ancestor_matrices(ref.edges):
+        start = anc.shape[1]
+        for x in range(anc.shape[0]):
+            exact.append(float(Fraction(int(ints[start + x] + sum(ints[:start][anc[x]], 0)), scale)))
+    return np.array(exact)
+
+
+def test_product_kernel_shortcuts_are_exact():
+    # BatchNorm and ReLU are copies of their parent; the later layers reach every node of
+    # the early ones (full relations, read from prefix sums); the two convolutions of a
+    # stage share their relation to it through the copies. Forward and inverse against the
+    # reference, on values spread over 2^±40.
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3),
+        nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 5),
+    ).eval()
+    x = torch.randn(1, 2, 6, 6)
+    ref = reference.reference(net, x, True)
+    acts = nsp.Activations(net, x)
+    op = nsp.NNGraph(acts, INCL=True).get_transformer()
+    kernel = op._kernel
+    assert [i for i, q in enumerate(kernel.copy_of) if q is not None] == [2, 3, 5, 6, 9, 10]
+    assert kernel.full[-1].tolist() == list(range(11)) and kernel.plans[-1] == []
+    assert any(len(group) > 1 for plan in kernel.plans for group, _ in plan)
+    errors = reference.relative_errors(nsp.NNGraph(acts, INCL=True).transform(acts).layeractivations, ref.spectrum)
+    assert max(errors) <= 1e-9
+    rng = np.random.default_rng(2)
+    spectrum = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
+    np.testing.assert_array_equal(op.inverse(spectrum), _exact_inverse(ref, spectrum))
