@@ -14,7 +14,7 @@ handles). A rule gives, for one recorded call:
 
 Modules with a rule are recorded whole (their internals are not looked at); other
 modules are seen through, op by op. A user registers a rule for their own module or
-function with :func:`register_rule` (see its example and README "Operation rules").
+function with :func:`register_rule` (see its example and README "Supported operations").
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class UnsupportedModuleError(StructureError):
 
 def supported() -> str:
     """A one-line list of what has a rule (for error messages)."""
-    modules = sorted({t.__name__ for t in _MODULE_RULES})
+    modules = sorted({t.__name__ for t in _MODULE_RULES} | {n.rsplit(".", 1)[-1] for n in _NAMED_MODULE_RULES})
     return f"modules {', '.join(modules)}; functions {', '.join(sorted(_FUNCTION_RULES))}"
 
 
@@ -974,6 +974,72 @@ class MatmulRule(Rule):
         return rels
 
 
+class EinsumRule(Rule):
+    """``torch.einsum``: an output position reads, in each operand, the positions that agree with
+    it on the shared letters (every position along a summed letter). The batch letter must
+    lead every operand derived from the input and the output."""
+
+    def relations(self, call):
+        equation = call.arg(0, "equation")
+        operands = call.args[1:]
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = operands[0]
+        equation = equation.replace(" ", "")
+        if "..." in equation:
+            raise call.unsupported("an ellipsis in the equation")
+        lhs, _, out = equation.partition("->")
+        letters = lhs.split(",")
+        if not out:
+            counts = {c: lhs.count(c) for c in lhs if c.isalpha()}
+            out = "".join(sorted(c for c, n in counts.items() if n == 1))
+        sizes = {c: n for spec, t in zip(letters, operands) if isinstance(t, torch.Tensor)
+                 for c, n in zip(spec, t.shape)}
+        rels = []
+        for x in call.inputs:
+            terms = [self._term(spec, out, sizes, call) for spec, t in zip(letters, operands) if t is x]
+            rels.append(_union(terms))
+        return rels
+
+    @staticmethod
+    def _term(spec: str, out: str, sizes: dict[str, int], call: Call) -> Term:
+        if not spec or not out or spec[0] != out[0] or len(set(spec)) != len(spec):
+            raise call.unsupported(f"operand '{spec}' of '{out}': the batch letter must lead both, and no "
+                                   "letter may repeat within an operand (a diagonal)")
+        spec, out = spec[1:], out[1:]
+        shared = [c for c in out if c in spec]
+        if shared != [c for c in spec if c in shared]:
+            # The shared letters come in another order: one factor, if it is small.
+            n_out, n_in = math.prod(sizes[c] for c in out), math.prod(sizes[c] for c in spec)
+            if n_out * n_in > MAX_DENSE_EINSUM:
+                raise call.unsupported(f"its letters '{spec}' -> '{out}' are reordered, and as one matrix the "
+                                       f"relation needs {n_out * n_in:,} entries")
+            o = np.indices(tuple(sizes[c] for c in out)).reshape(len(out), -1)
+            i = np.indices(tuple(sizes[c] for c in spec)).reshape(len(spec), -1)
+            f = np.ones((o.shape[1], i.shape[1]), dtype=bool)
+            for c in shared:
+                f &= o[out.index(c)][:, None] == i[spec.index(c)][None, :]
+            return Term((f,))
+        # Walk both sides: out-only letters are columns, summed letters rows, shared ones the identity.
+        factors: list[np.ndarray] = []
+        a = b = 0
+        while a < len(out) or b < len(spec):
+            if a < len(out) and out[a] not in spec:
+                factors.append(ones_factor(sizes[out[a]], 1))
+                a += 1
+            elif b < len(spec) and spec[b] not in out:
+                factors.append(ones_factor(1, sizes[spec[b]]))
+                b += 1
+            else:
+                factors.append(eye(sizes[out[a]]))
+                a += 1
+                b += 1
+        return Term(tuple(factors) or (eye(1),))
+
+
+# Largest single factor an einsum with reordered letters is written as.
+MAX_DENSE_EINSUM = 1 << 24
+
+
 class AttentionRule(Rule):
     """``F.scaled_dot_product_attention``: each query's output reads its own query and every allowed key and value."""
 
@@ -1304,6 +1370,7 @@ register_rule(["mul", "mul_", "__mul__", "__imul__", "__rmul__", "div", "div_", 
                "__rtruediv__", "multiply", "divide", "true_divide"], BinaryRule(linear=False))
 register_rule(["matmul", "__matmul__", "bmm"], MatmulRule())
 register_rule("scaled_dot_product_attention", AttentionRule())
+register_rule("einsum", EinsumRule())
 register_rule(nn.MultiheadAttention, MultiheadAttentionRule())
 register_rule([nn.LSTM, nn.GRU, nn.RNN], RecurrentRule())
 register_rule(nn.Embedding, EmbeddingRule())

@@ -135,6 +135,10 @@ PIECES = {
     "x_times_x": lambda x: x * x,
     "cat_twice": lambda x: torch.cat([x, x * 2, x], dim=1),
     "stack_twice": lambda x: torch.stack([x, x], dim=-1),
+    "einsum_attention_scores": lambda x: torch.einsum("bchw,bcgw->bchg", x, x * 2),
+    "einsum_transposed": lambda x: torch.einsum("bchw->bwhc", x).sigmoid(),
+    "einsum_contract_list": lambda x: torch.einsum("bchw,bc->bhw", [x, x.mean((2, 3))]),
+    "einsum_implicit": lambda x: torch.einsum("bhcw", x) * 2,
 }
 
 
@@ -145,3 +149,20 @@ def test_function_rules_match_the_reference(piece, incl):
 
     torch.manual_seed(0)
     _check_against_reference(_Piece(PIECES[piece]).eval(), torch.randn(1, 2, 5, 5), "leaves", incl)
+
+
+def test_readme_example_of_registering_a_rule_runs(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.setattr(rules, "_MODULE_RULES", dict(rules._MODULE_RULES))
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("### Registering a rule", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README 'Registering a rule'", "exec"), namespace)
+    assert rules.rule_for_module(namespace["RunningProduct"]()) is not None
+    # Without the rule the same network is refused by name.
+    monkeypatch.setattr(rules, "_MODULE_RULES", {k: v for k, v in rules._MODULE_RULES.items()
+                                                 if k is not namespace["RunningProduct"]})
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"cumprod in RunningProduct"):
+        nsp.NNGraph(nsp.Activations(namespace["net"], torch.randn(1, 3), layers="leaves"))
