@@ -279,7 +279,9 @@ def _optimizer(optimizer: str | Callable, params: list[torch.Tensor], lr: float)
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr)
     if optimizer == "lbfgs":
-        return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
+        # One iteration per step, and no early exit: the step count is the budget.
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe",
+                                 tolerance_grad=0.0, tolerance_change=0.0)
     if callable(optimizer):
         return optimizer(params)
     raise ValueError(f"nsp.optvis: optimizer={optimizer!r}; expected 'adam', 'lbfgs' or a callable(params)")

@@ -165,7 +165,7 @@ def deep_dream(
     octaves: int = 4,
     octave_scale: float = 1.4,
     steps: int = 20,
-    lr: float = 0.02,
+    lr: float = 0.05,
     jitter_pixels: int = 4,
     seed: int = 0,
     save: str | Path | None = None,
@@ -235,7 +235,8 @@ def deep_dream(
 
 
 def _noise_image(shape: Sequence[int], seed: int) -> torch.Tensor:
-    return torch.rand(tuple(shape), generator=torch.Generator().manual_seed(int(seed)))
+    """Uniform noise in [0.1, 0.9], drawn from ``seed`` (away from 0 and 1, where the sigmoid of the pixel parameterisation is flat)."""
+    return 0.1 + 0.8 * torch.rand(tuple(shape), generator=torch.Generator().manual_seed(int(seed)))
 
 
 def _activations(model: nn.Module, image: torch.Tensor, layers: Sequence[str], where: str) -> dict[str, torch.Tensor]:
@@ -267,7 +268,7 @@ def invert(
 ) -> Render:
     """An image whose activations at ``layer`` match those of ``image``, with total-variation regularisation.
 
-    Starting from uniform noise (drawn from ``seed``), the image minimises
+    Starting from uniform noise in [0.1, 0.9] (drawn from ``seed``), the image minimises
     ``|acts(x) - acts(image)|² / |acts(noise) - acts(image)|² + tv_weight * TV(x)``
     (mean squares; the first term is 1 at the start, so ``tv_weight`` does not depend on
     the layer's scale). Mahendran and Vedaldi (2015) invert representations this way.
@@ -354,7 +355,7 @@ def style_transfer(
     steps : int
         L-BFGS iterations.
     init : 'content', 'noise' or torch.Tensor
-        The starting image: the content image, uniform noise drawn from ``seed``, or an
+        The starting image: the content image, uniform noise in [0.1, 0.9] drawn from ``seed``, or an
         image of the content's shape.
     thresholds, lr, seed, save, progress
         As for :func:`~nsp.optvis.render.render`.
