@@ -11,10 +11,10 @@ backward passes, lucent side by side, and FeatureVisAnalysis's cost per record.
    convolutions), with and without the default transforms, at lucent's defaults (a
    128-pixel image, shown to the model at 224 pixels). With ``--lucent DIR`` (a directory
    holding ``torch-lucent==0.1.8`` and whatever lets it import), lucent renders the same
-   objective in the same run.
+   objective in the same run, interleaved with nsp's (minimum of ``--repeats`` runs each).
 3. FeatureVisAnalysis.compute, as the callback runs it at each record.
 
-    python benchmarks/optvis.py [--threads 1] [--lucent /tmp/lucent_site:/tmp/lucent_stub]
+    python benchmarks/optvis.py [--threads 1] [--repeats 3] [--lucent /tmp/lucent_site:/tmp/lucent_stub]
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def lucent_render(model: nn.Module, objective: str, transforms: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the lucent comparison (minimum shown)")
     parser.add_argument("--lucent", default=None, help="PYTHONPATH entries (':'-separated) where lucent imports")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -111,21 +112,29 @@ def main() -> None:
     at224 = optvis.normalized(cnn, optvis.IMAGENET_MEAN, optvis.IMAGENET_STD, size=224)
     at128 = optvis.normalized(cnn, optvis.IMAGENET_MEAN, optvis.IMAGENET_STD)
     objective = optvis.channel("7", 5)
-    rows = {}
-    for label, net in (("nsp.optvis, shown at 224 (lucent's default)", at224), ("nsp.optvis, shown at 128", at128)):
-        rows[label] = [optvis.render(net, objective, steps=64, size=128, transforms=t).seconds
-                       for t in ("default", None)]
+    rows: dict[str, list[list[float] | str]] = {"nsp.optvis, shown at 224 (lucent's default)": [[], []],
+                                                 "nsp.optvis, shown at 128": [[], []]}
     if args.lucent:
         sys.path[:0] = args.lucent.split(":")
-        try:
-            transforms = lucent_render(cnn, "7:5", True)
-        except Exception as err:  # lucent's transforms need kornia; report what stopped them
-            transforms = f"did not run ({type(err).__name__}: {err})"
-        rows["lucent 0.1.8"] = [transforms, lucent_render(cnn, "7:5", False)]
+        rows["lucent 0.1.8"] = [[], []]
+    # Interleaved and repeated: on a shared machine the minimum is the least disturbed run.
+    for _ in range(args.repeats):
+        for column, t in enumerate(("default", None)):
+            rows["nsp.optvis, shown at 224 (lucent's default)"][column].append(
+                optvis.render(at224, objective, steps=64, size=128, transforms=t).seconds)
+            rows["nsp.optvis, shown at 128"][column].append(
+                optvis.render(at128, objective, steps=64, size=128, transforms=t).seconds)
+            if args.lucent and not isinstance(rows["lucent 0.1.8"][column], str):
+                try:
+                    rows["lucent 0.1.8"][column].append(lucent_render(cnn, "7:5", t == "default"))
+                except (RuntimeError, AssertionError, ImportError) as err:
+                    # lucent's transforms call kornia, which is not installed here.
+                    rows["lucent 0.1.8"][column] = f"did not run: {type(err).__name__}"
     print("| renderer | default transforms | no transforms |")
     print("|---|---|---|")
-    for label, (a, b) in rows.items():
-        print(f"| {label} | {a if isinstance(a, str) else f'{a:.2f}'} | {b:.2f} |")
+    for label, cells in rows.items():
+        shown = [c if isinstance(c, str) else f"{min(c):.2f}" for c in cells]
+        print(f"| {label} | {' | '.join(shown)} |")
 
     print("\nFeatureVisAnalysis.compute per record, seconds")
     from nsp_lightning.analyses import FeatureVisAnalysis

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -425,6 +426,11 @@ def render(
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads):
                 p.grad = g
+            if not losses and all(not g.any() for g in grads):
+                warnings.warn(f"{where}: the objective ({objective.description}) has zero gradient at the starting "
+                              "image, so the image cannot change (a ReLU unit that is off for the whole image); try "
+                              "another seed, or a starting image with more contrast, e.g. fourier_image(shape, sd=0.2)",
+                              RuntimeWarning, stacklevel=3)
             return loss.detach()
 
         bar = _progress(steps, progress)

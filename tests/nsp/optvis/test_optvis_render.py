@@ -105,3 +105,17 @@ def test_bad_input_gets_a_clear_error_before_any_step():
         optvis.render(net, optvis.l2("features.1"), transforms="lucid")
     with pytest.raises(ValueError, match=r"expected a \.png path"):
         optvis.visualize_channel(net, "features.1", 0, size=8, steps=1, save="x.jpg")
+
+
+def test_a_unit_that_is_off_for_the_whole_starting_image_is_reported():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    with torch.no_grad():
+        net[0].bias.copy_(torch.tensor([-100.0, 100.0]))
+    with pytest.warns(RuntimeWarning, match=r"\(channel 1:0\) has zero gradient at the starting image"):
+        dead = optvis.render(net, optvis.channel("1", 0), steps=2, size=8)
+    assert torch.equal(dead.image, dead.images[0]) and dead.value == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optvis.render(net, optvis.channel("1", 1), steps=2, size=8)
