@@ -14,7 +14,7 @@ from torch import nn
 
 from digits_cnn import digits, trained
 from nsp import optvis
-from nsp.optvis.render import to_uint8
+from nsp.optvis.render import forward, to_uint8
 
 
 def _digits_net() -> nn.Module:
@@ -230,6 +230,19 @@ def test_transformation_robustness_survives_a_four_pixel_shift():
     assert plain_shifted / plain.value < 0.5 < robust_shifted / robust.value
 
 
+def _calibrate_batchnorm(model: nn.Module, size: int) -> nn.Module:
+    """Batch-norm statistics of random images: with the defaults (mean 0, variance 1) a freshly
+    built MobileNetV2's signal dies out, and every image gets the same logits."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(16, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    return model.eval()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "vgg11", "mobilenet_v2", "custom"])
 def test_every_task_runs_on_torchvision_models_and_a_custom_cnn(name):
@@ -243,11 +256,15 @@ def test_every_task_runs_on_torchvision_models_and_a_custom_cnn(name):
             # torchvision's features; a small classifier instead of 120 M parameters of Linear layers.
             model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 16), nn.ReLU(True), nn.Linear(16, 5))
         layer = {"resnet18": "layer2", "vgg11": "features.10", "mobilenet_v2": "features.6"}[name]
-    net = optvis.normalized(model.eval(), optvis.IMAGENET_MEAN, optvis.IMAGENET_STD, size=32)
+    net = optvis.normalized(_calibrate_batchnorm(model, 32), optvis.IMAGENET_MEAN, optvis.IMAGENET_STD, size=32)
     image, style = _content_and_style(32)
-    for result in (optvis.visualize_channel(net, layer, 1, steps=4),
-                   optvis.visualize_class(net, 2, steps=4),
-                   optvis.deep_dream(net, image, layer, octaves=2, steps=3),
+    # The channel most active on the starting image (a ReLU channel that is off everywhere cannot move).
+    start = optvis.fourier_image((1, 3, 32, 32), seed=0)().detach()
+    alive = int(forward(net, start, [layer])[layer][0].flatten(1).mean(1).argmax())
+    # Few steps and no random transforms, so that each objective rises within the steps.
+    for result in (optvis.visualize_channel(net, layer, alive, steps=4, transforms=None),
+                   optvis.visualize_class(net, 2, steps=4, transforms=None),
+                   optvis.deep_dream(net, image, layer, octaves=2, steps=8),
                    optvis.invert(net, image, layer, steps=3)):
         assert result.image.shape == (1, 3, 32, 32)
         assert result.value > result.initial_value
