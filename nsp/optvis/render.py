@@ -45,7 +45,8 @@ from nsp.optvis.objectives import INPUT, OUTPUT, Objective
 from nsp.optvis.param import ImageParam, fourier_image, pixel_image
 from nsp.optvis.transform import Transform, compose, standard_transforms
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalized", "Render", "evaluate", "normalized", "render", "save_images"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalized", "Render", "eval_mode", "evaluate", "forward", "normalized",
+           "render", "save_images"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

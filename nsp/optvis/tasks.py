@@ -26,14 +26,12 @@ from torch import nn
 from nsp.optvis import objectives as obj
 from nsp.optvis.param import ImageParam, pixel_image
 from nsp.optvis.render import (
-    Normalized,
     Render,
     _device_dtype,
     _inner,
     eval_mode,
     evaluate,
     forward,
-    image_shape,
     make_param,
     render,
     resolve,
