@@ -1282,9 +1282,9 @@ def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[in
     free_axes(len(o_dims))
     term = Term(tuple(factors))
     rows = np.flatnonzero(src >= 0)
-    truth = sp.csr_matrix((np.ones(rows.size, dtype=bool), (rows, src[rows])), shape=(src.size, math.prod(in_shape)))
-    mine = term_csr(term)
-    if mine.nnz != truth.nnz or not (np.array_equal(mine.indptr, truth.indptr) and np.array_equal(mine.indices, truth.indices)):
+    # Term.edges lists the pairs sorted by output, then input: equal to the map's pairs iff exact.
+    out_idx, in_idx = term.edges()
+    if not (np.array_equal(out_idx, rows) and np.array_equal(in_idx, src[rows])):
         return _dense_gather(src, in_shape, out_shape, call)
     return term
 
