@@ -335,7 +335,24 @@ def _bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
         return g
     if _is_identity(g, ng):
         return f
-    return (f.astype(np.float32) @ g.astype(np.float32)) > 0
+    if f.shape[0] * f.shape[1] * g.shape[1] <= 1 << 20:
+        return (f.astype(np.float32) @ g.astype(np.float32)) > 0
+    # Channel factors of concatenations repeat rows (one per branch) and columns: the
+    # product of the distinct rows and columns only, then gathered (GoogLeNet: 832² factors).
+    rows, row_of = _distinct_rows(f)
+    cols, col_of = _distinct_rows(g.T)
+    product = (rows.astype(np.float32) @ cols.T.astype(np.float32)) > 0
+    return product[row_of][:, col_of]
+
+
+def _distinct_rows(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 0/1 matrix, and each row's index among them."""
+    seen: dict[bytes, int] = {}
+    packed = np.packbits(f, axis=1)
+    row_of = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in packed], dtype=np.int64)
+    first = np.zeros(len(seen), dtype=np.int64)
+    first[row_of[::-1]] = np.arange(f.shape[0])[::-1]
+    return f[first], row_of
 
 
 def _is_identity(f: np.ndarray, nonzero: int) -> bool:

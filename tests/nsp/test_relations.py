@@ -168,3 +168,18 @@ def test_a_gate_broadcast_back_over_its_pooled_axes_stays_one_product():
     assert [f.shape for f in gate.factors] == [(c, c), (h, h), (w, w)]
     union = Relation.of(gate).union(Relation.identity((c, h, w)))
     assert len(union.terms) == 1 and union.nnz() == c * c * (h * w) ** 2
+
+
+def test_bool_matmul_over_distinct_rows_matches_dense():
+    # Factors large enough for the distinct-row path, with repeated rows and columns (the
+    # channel factors of concatenations) and without.
+    from nsp.relations import _bool_matmul
+
+    rng = np.random.default_rng(0)
+    for repeat in (3, None):
+        f = rng.random((150, 120)) < 0.05
+        g = rng.random((120, 90)) < 0.05
+        if repeat:
+            f = f[rng.integers(0, repeat, 150)]
+            g = g[:, rng.integers(0, repeat, 90)]
+        np.testing.assert_array_equal(_bool_matmul(f, g), (f.astype(int) @ g.astype(int)) > 0)
