@@ -2,11 +2,12 @@
 backward passes, lucent side by side, and FeatureVisAnalysis's cost per record.
 
 1. A 256-step channel visualisation at 128×128 (Fourier image, lucid's transforms, Adam)
-   on torchvision's ResNet-18 (channel 5 of ``layer3``) and on the digits CNN (channel 7
-   of ``relu2``; the forward pass stops there, so the convolutions run at 128×128 although
-   the classifier takes 8×8), each next to 256 forward+backward passes of the same layers
-   on the same image in the same run: the render's overhead is the parameterisation, the
-   transforms and the optimiser.
+   on torchvision's ResNet-18 (a channel of ``layer3``) and on the digits CNN's layout (a
+   channel of ``relu2``; the forward pass stops there, so the convolutions run at 128×128
+   although the classifier takes 8×8), both with random weights; the channel is the
+   layer's most active on the starting image. Each is next to 256 forward+backward passes
+   of the same layers on the same image in the same run: the render's overhead is the
+   parameterisation, the transforms and the optimiser.
 2. lucent's comparison: a 64-step channel objective on a small CNN (three 3×3
    convolutions), with and without the default transforms, at lucent's defaults (a
    128-pixel image, shown to the model at 224 pixels). With ``--lucent DIR`` (a directory
@@ -66,7 +67,17 @@ def forward_backward(model: nn.Module, objective: optvis.Objective, image: torch
     return time.perf_counter() - start
 
 
-def channel_vis(name: str, net: nn.Module, layer: str, channel: int, channels: int) -> None:
+def most_active(net: nn.Module, layer: str, shape: tuple[int, int, int, int]) -> int:
+    """The channel of ``layer`` most active on the starting image (a channel that is off for
+    the whole image has zero gradient, and its render never moves)."""
+    start = optvis.fourier_image(shape, seed=0)().detach()
+    with torch.no_grad():
+        return int(forward(net, start, [layer])[layer][0].flatten(1).mean(1).argmax())
+
+
+def channel_vis(name: str, net: nn.Module, layer: str, channels: int) -> None:
+    channel = most_active(net, layer, (1, channels, 128, 128))
+    name = f"{name}, {layer}:{channel}"
     objective = optvis.channel(layer, channel)
     with_t = optvis.render(net, objective, steps=256, size=128, channels=channels)
     without = optvis.render(net, objective, steps=256, size=128, channels=channels, transforms=None)
@@ -103,15 +114,17 @@ def main() -> None:
     print("| model | render, default transforms | render, no transforms | 256 × (forward + backward) | "
           "× fwd+bwd | × fwd+bwd, no transforms |")
     print("|---|---|---|---|---|---|")
-    channel_vis("ResNet-18 (random), layer3:5", resnet, "layer3", 5, 3)
-    channel_vis("digits CNN, relu2:7", digits, "relu2", 7, 1)
+    channel_vis("ResNet-18 (random)", resnet, "layer3", 3)
+    channel_vis("digits CNN (random)", digits, "relu2", 1)
 
-    print("\n64-step channel objective on a small CNN (3 convs), 128-pixel image shown at 224, seconds")
     torch.manual_seed(0)
     cnn = small_cnn().eval()
     at224 = optvis.normalized(cnn, optvis.IMAGENET_MEAN, optvis.IMAGENET_STD, size=224)
     at128 = optvis.normalized(cnn, optvis.IMAGENET_MEAN, optvis.IMAGENET_STD)
-    objective = optvis.channel("7", 5)
+    lucent_channel = most_active(at224, "7", (1, 3, 128, 128))
+    objective = optvis.channel("7", lucent_channel)
+    print(f"\n64-step objective on channel {lucent_channel} of a small CNN's third ReLU, 128-pixel image shown "
+          "at 224, seconds")
     rows: dict[str, list[list[float] | str]] = {"nsp.optvis, shown at 224 (lucent's default)": [[], []],
                                                  "nsp.optvis, shown at 128": [[], []]}
     if args.lucent:
@@ -126,7 +139,7 @@ def main() -> None:
                 optvis.render(at128, objective, steps=64, size=128, transforms=t).seconds)
             if args.lucent and not isinstance(rows["lucent 0.1.8"][column], str):
                 try:
-                    rows["lucent 0.1.8"][column].append(lucent_render(cnn, "7:5", t == "default"))
+                    rows["lucent 0.1.8"][column].append(lucent_render(cnn, f"7:{lucent_channel}", t == "default"))
                 except (RuntimeError, AssertionError, ImportError) as err:
                     # lucent's transforms call kornia, which is not installed here.
                     rows["lucent 0.1.8"][column] = f"did not run: {type(err).__name__}"
