@@ -170,6 +170,7 @@ def load_npz(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[dic
         names the file and what is wrong.
     """
     path = Path(path)
+    _check_regular_file(path, "nsp.storage.load_npz")
     try:
         _check_npz(path, max_bytes)
         with np.load(path, allow_pickle=False) as data:
@@ -186,6 +187,12 @@ def load_npz(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[dic
     if meta.dtype.kind != "U" or meta.shape != ():
         raise ValueError(f"nsp.storage.load_npz: {path} has a {_META_KEY!r} entry of dtype {meta.dtype}, not a JSON string")
     return arrays, _parse_json(str(meta), f"nsp.storage.load_npz: {path}: {_META_KEY!r}")
+
+
+def _check_regular_file(path: Path, who: str) -> None:
+    """Refuse a path that is not a regular file (a FIFO would block the reader, a device never end)."""
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{who}: {path} is not a regular file")
 
 
 class _BadFile(Exception):
@@ -262,6 +269,7 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
         If the file does not hold a JSON object.
     """
     path = Path(path)
+    _check_regular_file(path, "nsp.storage.load_json")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:

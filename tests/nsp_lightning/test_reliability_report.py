@@ -312,3 +312,13 @@ def test_the_installed_command_prints_one_line_naming_the_file_no_traceback(base
         f"nsp-report: error: nsp_lightning.read_records: the manifest {run / MANIFEST} has shapes 'x', expected a list"
         " of shapes (lists of ints >= 0) in its header (--skip-bad reports the rest of the run)"
     ]
+
+
+def test_a_record_that_is_not_a_regular_file_is_refused_not_read(base, tmp_path):
+    import os
+
+    run = copy(base, tmp_path / "spectra")
+    (run / RECORD).unlink()
+    os.mkfifo(run / RECORD)  # before: the reader blocked forever on the pipe
+    with pytest.raises(ValueError, match=rf"{RECORD} is not a regular file"):
+        read_records(run)
