@@ -131,3 +131,18 @@ def test_arguments_are_checked_early():
         FeatureVisAnalysis(classes=[10]).check(model, probes)
     with pytest.raises(ValueError, match=r"mean=\[0.1, 0.2\]"):
         FeatureVisAnalysis(classes=[1], mean=[0.1, 0.2]).check(model, probes)
+
+
+def test_a_record_under_validate_despite_inference_mode(tmp_path):
+    class Validated(DigitsModule):
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    model = Validated()
+    analysis = FeatureVisAnalysis({"net.relu2": [7]}, [3], steps=4)
+    trainer = pl.Trainer(**trainer_kwargs(logger=TensorBoardLogger(tmp_path, name="run")),
+                         callbacks=[ProbeCallback(digits()[0][:1], [analysis])])
+    trainer.validate(model, _loader())
+    (record,) = read_records(tmp_path / "run" / "version_0" / "feature_vis")
+    assert record.epoch == 0 and record.arrays["images"].shape == (2, 1, 8, 8)
+    assert record.scalars["class_3/objective"] > record.arrays["initial_values"][1]
