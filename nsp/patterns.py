@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.relations import Term, distinct_rows
+
 __all__ = ["unique_rows", "bool_product", "bool_union", "RowClasses"]
 
 
@@ -165,6 +167,38 @@ class RowClasses:
         product = (reached.astype(np.int32) @ self.rows.astype(np.int32)).tocsr()
         rows, merged = unique_rows(product)
         return RowClasses(rows, merged[classes])
+
+    def after_term(self, term: Term) -> "RowClasses":
+        """``term ∘ self`` for a Kronecker product ``term``, from its distinct rows only.
+
+        A row of the product is distinct exactly where its per-factor rows are, so the
+        product's pairs are never listed: a convolution's channel factor is one distinct
+        row, and its distinct rows are its windows.
+        """
+        classes = np.zeros(1, dtype=np.int64)
+        factors = []
+        for f in term.factors:
+            rows, row_of = distinct_rows(f)
+            classes = (classes[:, None] * rows.shape[0] + row_of[None, :]).reshape(-1)
+            factors.append(rows)
+        distinct = Term(tuple(factors))
+        out_idx, in_idx = distinct.edges()
+        pattern = sp.csr_matrix((np.ones(out_idx.size, dtype=bool), (out_idx, in_idx)), shape=(distinct.n_out, distinct.n_in))
+        out = self.after(pattern)
+        return RowClasses(out.rows, out.inverse[classes])
+
+    def after_pruned(self, term: Term, cut: np.ndarray, pattern: sp.csr_matrix | None) -> "RowClasses":
+        """``P ∘ self`` where P is ``term`` except the flat rows under rows ``cut`` of its first
+        factor, whose pattern is ``pattern`` (see ``nsp.rules.LeafRule.exact_term``)."""
+        out = self.after_term(term)
+        if pattern is None or cut.size == 0:
+            return out
+        extra = self.after(pattern)
+        stride = term.n_out // term.factors[0].shape[0]
+        flat = (cut[:, None] * stride + np.arange(stride)[None, :]).reshape(-1)
+        inverse = out.inverse.copy()
+        inverse[flat] = out.rows.shape[0] + extra.inverse
+        return RowClasses(sp.vstack([out.rows, extra.rows], format="csr"), inverse)
 
     def union(self, other: "RowClasses") -> "RowClasses":
         """The entrywise OR with ``other`` (same shape)."""

@@ -339,13 +339,13 @@ def _bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
         return (f.astype(np.float32) @ g.astype(np.float32)) > 0
     # Channel factors of concatenations repeat rows (one per branch) and columns: the
     # product of the distinct rows and columns only, then gathered (GoogLeNet: 832² factors).
-    rows, row_of = _distinct_rows(f)
-    cols, col_of = _distinct_rows(g.T)
+    rows, row_of = distinct_rows(f)
+    cols, col_of = distinct_rows(g.T)
     product = (rows.astype(np.float32) @ cols.T.astype(np.float32)) > 0
     return product[row_of][:, col_of]
 
 
-def _distinct_rows(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_rows(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of a 0/1 matrix, and each row's index among them."""
     seen: dict[bytes, int] = {}
     packed = np.packbits(f, axis=1)

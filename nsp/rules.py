@@ -439,36 +439,65 @@ class LeafRule(Rule):
     def fingerprint(self, call: Call) -> np.ndarray | None:
         return self.evidence(call.target, call.inputs[0])
 
+    def cut_rows(self, m: nn.Module, evidence: np.ndarray, term: Term) -> np.ndarray | None:
+        """The rows of the term's first factor from which the evidence removes pairs (None: unknown)."""
+        return None
+
+    def exact_term(self, call: Call) -> tuple[Term, np.ndarray, sp.csr_matrix | None] | None:
+        """The Jacobian pattern as the structural term with a few rows replaced.
+
+        Returns ``(term, cut, pattern)``: ``cut`` are the rows of the term's first factor
+        where the evidence removes pairs (a convolution's output channels with a zero
+        weight), and ``pattern`` the Jacobian pattern of the flat output rows they cover,
+        in order (None if ``cut`` is empty). None where the rule cannot tell the rows, and
+        :meth:`patterns` lists every pair instead. ``INCL=False`` then composes the product
+        as it is: a classifier's 10^8 pairs, 12 of them zero weights, are never listed.
+        """
+        m, x = call.target, call.inputs[0]
+        term = self.term(m, call, call.in_shape(), call.out_shape)
+        evidence = self.evidence(m, x)
+        if evidence is None or (evidence.dtype == bool and bool(evidence.all())):
+            return term, np.zeros(0, dtype=np.int64), None
+        cut = self.cut_rows(m, evidence, term)
+        if cut is None:
+            return None
+        return term, cut, self._pattern(m, term, evidence, cut, call.in_shape(), call.out_shape)
+
     def patterns(self, call: Call) -> list[sp.csr_matrix]:
         m, x = call.target, call.inputs[0]
-        in_shape, out_shape = call.in_shape(), call.out_shape
-        term = self.term(m, call, in_shape, out_shape)
+        term = self.term(m, call, call.in_shape(), call.out_shape)
         evidence = self.evidence(m, x)
+        return [self._pattern(m, term, evidence, np.arange(term.factors[0].shape[0]), call.in_shape(), call.out_shape)]
+
+    def _pattern(self, m: nn.Module, term: Term, evidence: np.ndarray | None, first_rows: np.ndarray,
+                 in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> sp.csr_matrix:
+        """The Jacobian pattern of the flat output rows under ``first_rows`` of the term's first factor."""
         first, rest = term.factors[0], term.factors[1:]
         per_row = max(1, term.nnz() // max(1, first.shape[0]))
         step = max(1, _EDGE_CHUNK // per_row)
         stride = term.n_out // max(1, first.shape[0])
         indptr, indices = [np.zeros(1, dtype=np.int64)], []
         done = 0
-        for a in range(0, first.shape[0], step):
-            sub = Term((first[a: a + step],) + rest)
+        for a in range(0, first_rows.size, step):
+            chosen = first_rows[a: a + step]
+            sub = Term((first[chosen],) + rest)
             out_idx, in_idx = sub.edges()
-            out_idx += a * stride
             if evidence is not None:
                 pairs = [np.nonzero(f) for f in sub.factors]
-                pairs[0] = (pairs[0][0] + a, pairs[0][1])
+                pairs[0] = (chosen[pairs[0][0]], pairs[0][1])
                 keep = self.kept(m, evidence, pairs, in_shape, out_shape)
                 out_idx, in_idx = out_idx[keep], in_idx[keep]
-            rows = min(step, first.shape[0] - a) * stride
+            rows = chosen.size * stride
             # For each output the inputs come ascending, so a stable sort by output is CSR order.
             order = np.argsort(out_idx, kind="stable")
-            indptr.append(np.cumsum(np.bincount(out_idx - a * stride, minlength=rows)) + done)
+            indptr.append(np.cumsum(np.bincount(out_idx, minlength=rows)) + done)
             indices.append(in_idx[order])
             done += in_idx.size
-        n_out, n_in = math.prod(out_shape), math.prod(in_shape)
-        return [sp.csr_matrix(
-            (np.ones(done, dtype=bool), np.concatenate(indices), np.concatenate(indptr)), shape=(n_out, n_in)
-        )]
+        n_in = math.prod(in_shape)
+        return sp.csr_matrix(
+            (np.ones(done, dtype=bool), np.concatenate(indices), np.concatenate(indptr)),
+            shape=(first_rows.size * stride, n_in),
+        )
 
 
 def _along(f: int, n: int, v: np.ndarray) -> np.ndarray:
@@ -574,6 +603,12 @@ class LinearRule(LeafRule):
     def kept(self, m, evidence, pairs, in_shape, out_shape):
         return _broadcast_keep(_along(len(pairs) - 1, len(pairs), evidence[pairs[-1]]), pairs)
 
+    def cut_rows(self, m, evidence, term):
+        # Without leading axes the first factor is the weight's rows.
+        if len(term.factors) != 1:
+            return None
+        return np.flatnonzero(~evidence.all(axis=1))
+
 
 class ConvRule(LeafRule):
     """Convolutions (any stride, padding, dilation, groups; zero padding); a zero weight drops its edges."""
@@ -602,6 +637,10 @@ class ConvRule(LeafRule):
         )
         keep = evidence[(_along(0, n, co), _along(0, n, ci % (in_shape[0] // m.groups))) + taps]
         return _broadcast_keep(keep, pairs)
+
+    def cut_rows(self, m, evidence, term):
+        # The first factor is the output channels.
+        return np.flatnonzero(~evidence.reshape(evidence.shape[0], -1).all(axis=1))
 
 
 class PoolRule(LeafRule):

@@ -33,7 +33,7 @@ from nsp.capture import Op, Program, Ref
 from nsp.patterns import RowClasses
 from nsp.progress import Progress
 from nsp.relations import Relation, StructureError, Term, eye_factor
-from nsp.rules import ELEMENTWISE_MODULES, Call, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
+from nsp.rules import ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
 
 __all__ = [
     "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
@@ -216,6 +216,8 @@ class _Interpreter:
                 return dict(deps)
             outer = Relation.of(outer) if isinstance(outer, Term) else outer
             return {k: outer.compose(r) for k, r in deps.items()}
+        if isinstance(outer, tuple):
+            return {k: r.after_pruned(*outer) for k, r in deps.items()}
         return {k: r.after(outer) for k, r in deps.items()}
 
     def union(self, a: dict[int, Any], b: dict[int, Any]) -> dict[int, Any]:
@@ -396,7 +398,8 @@ class _Interpreter:
             else:
                 for r in refs:
                     maps[r] = self._plain(r, maps[r], path, label)
-        rels = rule.relations(call) if self.incl else rule.patterns(call)
+        exact = None if self.incl or not isinstance(rule, LeafRule) else rule.exact_term(call)
+        rels = rule.relations(call) if self.incl else [exact] if exact is not None else rule.patterns(call)
         if len(rels) != len(refs):
             raise _unsupported(path, label, f"its rule gave {len(rels)} relations for {len(refs)} inputs")
         out: dict[int, Any] = {}

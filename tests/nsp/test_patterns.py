@@ -56,3 +56,46 @@ def test_explicit_zeros_are_not_entries(stored_zeros):
     b = sp.identity(3, dtype=bool, format="csr")
     np.testing.assert_array_equal(bool_product(a, b).toarray(), [[1, 0, 0], [0, 0, 1]])
     assert bool_product(a, b).nnz == 2
+
+
+def test_a_few_zero_weights_inside_a_child_match_the_reference():
+    # Most rows of the convolution and of the classifier keep their whole structural row
+    # and are composed as a product; the rows under a zero weight are listed (after_pruned).
+    import torch
+    from torch import nn
+
+    import nsp
+    import reference as R
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1)
+
+        def forward(self, x):
+            return torch.tanh(self.conv(x))
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 5 * 5, 4)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x.flatten(1)))
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), Block(), Head()).eval()
+    with torch.no_grad():
+        net[1].conv.weight[1, 0, 2, 2] = 0.0
+        net[2].fc.weight[3, 7] = 0.0
+    x = torch.randn(1, 1, 5, 5)
+    ref = R.reference(net, x, False)
+    acts = nsp.Activations(net, x)
+    graph = nsp.NNGraph(acts, INCL=False)
+    # 1×1 conv: 50 pairs; 3×3 conv with padding 1 on 5×5: 13 taps per axis and channel pair,
+    # less the 16 outputs whose (+1, +1) tap is the zero weight; the classifier less one.
+    assert graph.number_of_edges() == ref.number_of_edges == 50 + (3 * 2 * 13 * 13 - 16) + (4 * 75 - 1)
+    src, dst = graph.structure.edge_arrays()
+    order = np.lexsort((dst, src))
+    np.testing.assert_array_equal(np.stack([src[order], dst[order]], 1), R.edge_array(ref.edges))
+    assert max(R.relative_errors(graph.transform(acts).layeractivations, ref.spectrum)) <= 1e-9
