@@ -259,14 +259,18 @@ def _is_vector(f: np.ndarray) -> bool:
 
 
 def _pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """The same product with each column factor ``(p, 1)`` next to a row factor ``(1, q)``, merged.
+    """The same product with columns ``(p, 1)`` merged with rows ``(1, p)`` of their size.
 
     A column and a row factor commute in a Kronecker product (``a ⊗ bᵀ = bᵀ ⊗ a = a bᵀ``),
     so within a run of such factors only the order of the columns among themselves (the
-    out axes) and of the rows among themselves (the in axes) matters. Composition leaves
-    them apart: an SE gate's "mean over (H, W), then broadcast back" comes out as
+    out axes) and of the rows among themselves (the in axes) matters. An all-ones factor
+    is a column times a row, so it joins the run. Composition leaves matching columns and
+    rows apart: an SE gate's "mean over (H, W), then broadcast back" comes out as
     ``(H,1) (W,1) (1,H) (1,W)``, which pairs to ``(H,H) (W,W)``, the form of the gated
-    input's identity, so the two paths stay a product.
+    input's identity, so the two paths stay a product; a channels-last LayerNorm after a
+    permutation cut into terms (``structure._permute_by_rows``) pairs each term's spatial
+    column and row, so the terms differ in one factor at a time and merge back. Columns
+    and rows are paired by size, in order (a longest common subsequence of the sizes).
     """
     out: list[np.ndarray] = []
     run: list[np.ndarray] = []
@@ -274,25 +278,56 @@ def _pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     def flush() -> None:
         cols = [f for f in run if f.shape[1] == 1]
         rows = [f for f in run if f.shape[1] != 1]
-        for c, r in zip(cols, rows):
-            if c.shape[0] * r.shape[1] > _PAIR_ENTRIES:
-                out.extend((c, r))
-            elif c is ones_factor(*c.shape) and r is ones_factor(*r.shape):
-                out.append(ones_factor(c.shape[0], r.shape[1]))
-            else:
-                out.append(c & r)
-        n = min(len(cols), len(rows))
-        out.extend(cols[n:] + rows[n:])
         run.clear()
+        pairs = _matching(cols, rows)
+        i = j = 0
+        for a, b in pairs + [(len(cols), len(rows))]:
+            out.extend(rows[j:b] + cols[i:a])
+            if a < len(cols):
+                c, r = cols[a], rows[b]
+                if c.shape[0] * r.shape[1] > _PAIR_ENTRIES:
+                    out.extend((c, r))
+                elif c is ones_factor(*c.shape) and r is ones_factor(*r.shape):
+                    out.append(ones_factor(c.shape[0], r.shape[1]))
+                else:
+                    out.append(c & r)
+            i, j = a + 1, b + 1
 
     for f in factors:
-        if _is_vector(f) and f.shape != (1, 1):
+        if f.shape == (1, 1):
+            flush()
+            out.append(f)
+        elif _is_vector(f):
             run.append(f)
+        elif f is ones_factor(*f.shape):
+            run.extend((ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])))
         else:
             flush()
             out.append(f)
     flush()
     return tuple(out)
+
+
+def _matching(cols: list[np.ndarray], rows: list[np.ndarray]) -> list[tuple[int, int]]:
+    """Index pairs (column, row) of equal size, increasing in both, as many as possible."""
+    n, m = len(cols), len(rows)
+    if not n or not m:
+        return []
+    best = np.zeros((n + 1, m + 1), dtype=np.int64)
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            same = cols[i].shape[0] == rows[j].shape[1]
+            best[i, j] = max(best[i + 1, j], best[i, j + 1], best[i + 1, j + 1] + 1 if same else 0)
+    pairs, i, j = [], 0, 0
+    while i < n and j < m:
+        if cols[i].shape[0] == rows[j].shape[1] and best[i, j] == best[i + 1, j + 1] + 1:
+            pairs.append((i, j))
+            i, j = i + 1, j + 1
+        elif best[i + 1, j] >= best[i, j + 1]:
+            i += 1
+        else:
+            j += 1
+    return pairs
 
 
 def _raise_product(term: Term, dims: Sequence[int]) -> Term:
@@ -374,10 +409,141 @@ def _common_forms(terms: Sequence[Term]) -> list[Term]:
         terms = split
     if _same_shapes(terms):
         return terms
+    terms = _drop_contained(terms)
+    if len(terms) == 1 or _same_shapes(terms):
+        return terms
+    vectors = [_vector_form(t) for t in terms]
+    if _same_shapes(vectors):
+        return vectors
+    for target in sorted({tuple(f.shape for f in t.factors) for t in terms + vectors}, key=len):
+        realised = [_realise(Term(tuple(_expanded(t))), target) for t in terms]
+        if all(t is not None for t in realised):
+            return realised
     terms = [t.squeeze("out").squeeze("in") for t in terms]
     if _same_shapes(terms):
         return terms
     return [Term((t.dense(),)) for t in terms]
+
+
+def _vector_form(term: Term) -> Term:
+    """``term`` with every rank-1 factor split into a column and a row, then paired by
+    :func:`_pair_vectors`: terms whose columns and rows have the same sizes, however
+    they were interleaved or paired, come out with the same factor shapes."""
+    return Term(_pair_vectors(_expanded(term)))
+
+
+def _expanded(term: Term) -> list[np.ndarray]:
+    """The factors of ``term`` with every rank-1 factor split into a column and a row."""
+    factors: list[np.ndarray] = []
+    for f in term.factors:
+        if 1 in f.shape:
+            factors.append(f)
+            continue
+        if f is ones_factor(*f.shape):
+            factors += [ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])]
+            continue
+        col, row = f.any(axis=1), f.any(axis=0)
+        if np.array_equal(f, col[:, None] & row[None, :]):
+            factors += [col[:, None], row[None, :]]
+        else:
+            factors.append(f)
+    return factors
+
+
+# Terms with at most this many pairs are checked pair by pair for containment in another.
+_CONTAINED_PAIRS = 1 << 16
+
+
+def _drop_contained(terms: list[Term]) -> list[Term]:
+    """``terms`` without the small ones contained in another (of any factor shapes).
+
+    A permutation of axes cut into terms (``structure._permute_by_rows``) gives one small
+    term per position; a path through a channel mix usually contains them all, and only
+    then do the remaining terms share a form.
+    """
+    order = sorted(range(len(terms)), key=lambda k: terms[k].nnz())
+    dropped: set[int] = set()
+    for k in order:
+        if terms[k].nnz() > _CONTAINED_PAIRS:
+            break
+        if any(j != k and j not in dropped and _contains(terms[j], terms[k]) for j in order[::-1]):
+            dropped.add(k)
+    return [t for k, t in enumerate(terms) if k not in dropped]
+
+
+def _contains(big: Term, small: Term) -> bool:
+    """Whether every pair of ``small`` is in ``big`` (same spaces, any factorisations)."""
+    if big.nnz() < small.nnz():
+        return False
+    out_idx, in_idx = small.edges()
+    ok = np.ones(out_idx.size, dtype=bool)
+    out_digits, in_digits = _digits(out_idx, big.out_dims), _digits(in_idx, big.in_dims)
+    for f, a, b in zip(big.factors, out_digits, in_digits):
+        ok &= f[a, b]
+        if not ok.any():
+            return False
+    return bool(ok.all())
+
+
+def _digits(index: np.ndarray, dims: Sequence[int]) -> list[np.ndarray]:
+    out = []
+    for d in reversed(dims):
+        out.append(index % d)
+        index = index // d
+    return out[::-1]
+
+
+def _realise(term: Term, target: Sequence[tuple[int, int]]) -> Term | None:
+    """``term`` with factors of the shapes ``target``, or None.
+
+    Within a run of columns and rows only their orders among themselves matter, so a
+    column ``(p, 1)`` and a row ``(1, q)`` of one run may become one ``(p, q)`` factor;
+    a factor with both sides above 1 is kept as it is, and no vector moves past it.
+    """
+    items = [f for f in term.factors if f.shape != (1, 1) or not f[0, 0]]
+    cols: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    i = 0
+    out: list[np.ndarray] = []
+
+    def pull(want_col: bool, want_row: bool) -> None:
+        nonlocal i
+        while (want_col and not cols or want_row and not rows) and i < len(items) and _is_vector(items[i]) \
+                and items[i].shape != (1, 1):
+            (cols if items[i].shape[1] == 1 else rows).append(items[i])
+            i += 1
+
+    for p, q in target:
+        if p > 1 and q > 1:
+            if not cols and not rows and i < len(items) and items[i].shape == (p, q):
+                out.append(items[i])
+                i += 1
+                continue
+            pull(True, True)
+            if not (cols and rows and cols[0].shape[0] == p and rows[0].shape[1] == q):
+                return None
+            c, r = cols.pop(0), rows.pop(0)
+            both = c is ones_factor(*c.shape) and r is ones_factor(*r.shape)
+            out.append(ones_factor(p, q) if both else c & r)
+        elif (p, q) == (1, 1):
+            if i < len(items) and items[i].shape == (1, 1):
+                out.append(items[i])
+                i += 1
+            else:
+                out.append(np.ones((1, 1), dtype=bool))
+        elif q == 1:
+            pull(True, False)
+            if not cols or cols[0].shape[0] != p:
+                return None
+            out.append(cols.pop(0))
+        else:
+            pull(False, True)
+            if not rows or rows[0].shape[1] != q:
+                return None
+            out.append(rows.pop(0))
+    if cols or rows or i < len(items):
+        return None
+    return Term(tuple(out))
 
 
 def _same_shapes(terms: Sequence[Term]) -> bool:

@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from nsp.capture import Op, Program, Ref
 from nsp.patterns import RowClasses
 from nsp.progress import Progress
-from nsp.relations import Relation, StructureError, Term, eye_factor
+from nsp.relations import Relation, StructureError, Term, eye_factor, ones_factor
 from nsp.rules import ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
 
 __all__ = [
@@ -139,6 +139,10 @@ def _permute_by_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]
     depthwise convolution becomes one term per channel (or per position, whichever
     axis is smaller), and composing with the next LayerNorm folds them back into one.
     """
+    # An all-ones factor is a column times a row, and those move freely.
+    term = Term(tuple(g for f in term.factors for g in (
+        (ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])) if 1 not in f.shape and f is ones_factor(*f.shape)
+        else (f,))))
     axis_of = _axes_of(term, logical)
     new_place = {a: j for j, a in enumerate(perm)}
     full = [i for i, f in enumerate(term.factors) if axis_of[i] is not None and f.shape[1] != 1]

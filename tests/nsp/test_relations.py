@@ -142,21 +142,7 @@ def test_column_and_row_factors_pair_up_without_changing_the_product(data):
         factors.append(np.ones(shape, bool) if data.draw(st.booleans()) else rng.random(shape) < 0.6)
     paired = _pair_vectors(factors)
     np.testing.assert_array_equal(Term(paired).dense(), Term(tuple(factors)).dense())
-    assert len(paired) == len(factors) - sum(
-        min(sum(1 for f in run if f.shape[1] == 1), sum(1 for f in run if f.shape[0] == 1))
-        for run in _vector_runs(factors)
-    )
-
-
-def _vector_runs(factors):
-    runs, run = [], []
-    for f in factors:
-        if 1 in f.shape:
-            run.append(f)
-        else:
-            runs.append(run)
-            run = []
-    return runs + [run]
+    assert len(paired) <= len(factors) + sum(1 for f in factors if 1 not in f.shape and f.all())
 
 
 def test_a_gate_broadcast_back_over_its_pooled_axes_stays_one_product():
@@ -183,3 +169,50 @@ def test_bool_matmul_over_distinct_rows_matches_dense():
             f = f[rng.integers(0, repeat, 150)]
             g = g[:, rng.integers(0, repeat, 90)]
         np.testing.assert_array_equal(_bool_matmul(f, g), (f.astype(int) @ g.astype(int)) > 0)
+
+
+def test_a_permutation_cut_into_terms_merges_back_after_a_channel_mix():
+    # ConvNeXt: (C,H,W) -> (H,W,C) cut into one term per (h, w), then LayerNorm over C.
+    from nsp.relations import ones_factor
+
+    c, h, w = 6, 3, 4
+    cut = []
+    for a in range(h):
+        for b in range(w):
+            col_h, row_h = np.eye(h, dtype=bool)[:, a:a + 1], np.eye(h, dtype=bool)[a:a + 1]
+            col_w, row_w = np.eye(w, dtype=bool)[:, b:b + 1], np.eye(w, dtype=bool)[b:b + 1]
+            cut.append(Relation.of(Term((col_h, col_w, np.eye(c, dtype=bool), row_h, row_w))))
+    permuted = cut[0]
+    for t in cut[1:]:
+        permuted = permuted.union(t)
+    assert len(permuted.terms) == h * w
+    norm = Relation.of(Term((np.eye(h, dtype=bool), np.eye(w, dtype=bool), ones_factor(c, c))))
+    mixed = norm.compose(permuted)
+    assert len(mixed.terms) == 1
+    dense = np.zeros((h * w * c, c * h * w), bool)
+    for i, j, k in np.ndindex(h, w, c):
+        dense[(i * w + j) * c + k, np.arange(c) * h * w + i * w + j] = True
+    np.testing.assert_array_equal(mixed.dense(), dense)
+
+
+def test_union_of_terms_in_different_forms_matches_dense():
+    # EfficientNet's stem and SE gate: a window term, and a gate term whose channel column
+    # was paired with an input row of the same size (out (4,2,2), in (3,4,4)).
+    from nsp.relations import ones_factor
+
+    window = np.zeros((2, 4), bool)
+    window[0, :3], window[1, 1:] = True, True
+    stem = Term((ones_factor(1, 3), ones_factor(4, 1), window, window))
+    gate = Term((ones_factor(1, 3), ones_factor(4, 4), ones_factor(1, 4), ones_factor(2, 1), ones_factor(2, 1)))
+    # A permutation cut into one small term per position, contained in the gate term.
+    cut = [Term((ones_factor(1, 3), np.eye(4, dtype=bool)[:, a:a + 1], np.eye(4, dtype=bool)[b:b + 1],
+                 ones_factor(1, 4), ones_factor(2, 1), ones_factor(2, 1))) for a in range(4) for b in range(4)]
+    union = Relation.of(stem)
+    for t in [gate] + cut:
+        union = union.union(Relation.of(t))
+    dense = stem.dense() | gate.dense()
+    for t in cut:
+        assert not (t.dense() & ~gate.dense()).any()
+    np.testing.assert_array_equal(union.dense(), dense)
+    assert union.nnz() == int(dense.sum())
+    np.testing.assert_array_equal(sum(t.dense().astype(int) for t in union.disjoint()), dense.astype(int))
