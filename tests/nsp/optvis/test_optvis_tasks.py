@@ -233,6 +233,10 @@ def test_transformation_robustness_survives_a_four_pixel_shift():
     assert robust_shifted >= 5 * noise
     assert plain_shifted < robust_shifted
     assert plain_shifted / plain.value < 0.5 < robust_shifted / robust.value
+    # The cost the README states: on a random network the default transforms keep the render
+    # well above uniform noise but below the 10x reached without them (measured 2.9x and 17.8x).
+    random_mean = optvis.evaluate(net, objective, _random_images(100, 3, 64)).mean()
+    assert 2 * random_mean <= robust.value < 10 * random_mean <= plain.value
 
 
 def _calibrate_batchnorm(model: nn.Module, size: int) -> nn.Module:
