@@ -526,22 +526,22 @@ def _font() -> ft2font.FT2Font:
     return ft2font.FT2Font(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans")))
 
 
-def _line_metrics() -> tuple[int, int]:
+def _line_metrics(points: float = _FONT_PT) -> tuple[int, int]:
     font = _font()
-    px = _FONT_PT * _FONT_DPI / 72.0
+    px = points * _FONT_DPI / 72.0
     ascent = round(font.ascender / font.units_per_EM * px)
     height = round((font.ascender - font.descender) / font.units_per_EM * px)
     return ascent, height
 
 
 @functools.lru_cache(maxsize=2048)
-def _text_alpha(text: str) -> np.ndarray:
+def _text_alpha(text: str, points: float = _FONT_PT) -> np.ndarray:
     """Coverage of ``text`` in a box one line high, baseline-aligned; read-only."""
-    ascent, height = _line_metrics()
+    ascent, height = _line_metrics(points)
     with _FONT_LOCK:  # one shared FT2Font holds the text being laid out
         font = _font()
         font.clear()
-        font.set_size(_FONT_PT, _FONT_DPI)
+        font.set_size(points, _FONT_DPI)
         font.set_text(text, 0.0)
         font.draw_glyphs_to_bitmap(antialiased=True)
         glyphs = np.asarray(font.get_image()).copy()
@@ -554,8 +554,8 @@ def _text_alpha(text: str) -> np.ndarray:
     return box
 
 
-def _text(text: str, pal: _Palette) -> np.ndarray:
-    alpha = _text_alpha(text)[..., None].astype(np.float32) / 255.0
+def _text(text: str, pal: _Palette, points: float = _FONT_PT) -> np.ndarray:
+    alpha = _text_alpha(text, points)[..., None].astype(np.float32) / 255.0
     bg, ink = pal.lut[pal.row(_BG)].astype(np.float32), pal.lut[pal.row(_INK)].astype(np.float32)
     return np.rint(bg + (ink - bg) * alpha).astype(np.uint8)
 
@@ -926,6 +926,9 @@ def render_side_by_side(
 
 _CARD_BAR_WIDTH = 256
 _CARD_MAX_UPSCALE = 48
+# Larger than the pattern labels: TensorBoard shrinks an image card to fit its box, about 350 x 230 pixels.
+_CARD_FONT_PT = 11.0
+_CARD_MAX_HEIGHT = 256
 
 
 def _overlay(canvas: np.ndarray, part: np.ndarray, x: int) -> None:
@@ -935,15 +938,15 @@ def _overlay(canvas: np.ndarray, part: np.ndarray, x: int) -> None:
 
 def _card_bar(lo_text: str, hi_text: str, zero_at: float | None, width: int, pal: _Palette) -> np.ndarray:
     """A colour bar ``width`` pixels wide with its end values (and 0, where it lies inside) below it."""
-    _, height = _line_metrics()
+    _, height = _line_metrics(_CARD_FONT_PT)
     ramp = np.linspace(0, pal.n - 1, width).round().astype(np.int64)
     bar = np.ascontiguousarray(np.broadcast_to(pal.lut[ramp], (height, width, 3)))
     labels = _blank(height, width, pal)
-    _overlay(labels, _text(lo_text, pal), 0)
-    hi = _text(hi_text, pal)
+    _overlay(labels, _text(lo_text, pal, _CARD_FONT_PT), 0)
+    hi = _text(hi_text, pal, _CARD_FONT_PT)
     _overlay(labels, hi, width - hi.shape[1])
     if zero_at is not None:
-        zero = _text("0", pal)
+        zero = _text("0", pal, _CARD_FONT_PT)
         x = int(round(zero_at * (width - 1)))
         labels[: height // 3, x: x + 1] = pal.lut[pal.row(_INK)]
         if zero.shape[1] + 8 < x < width - hi.shape[1] - zero.shape[1] - 8:
@@ -1057,18 +1060,20 @@ def render_card(
     count, h, w = _natural(v)
     cols = _columns(count, h, w)
     natural_width = cols * w + (cols - 1)
-    upscale = max(1, min(_CARD_MAX_UPSCALE, -(-min_width // natural_width)))
+    rows = -(-count // cols)
+    natural_height = rows * h + (rows - 1)
+    upscale = max(1, min(_CARD_MAX_UPSCALE, -(-min_width // natural_width), _CARD_MAX_HEIGHT // natural_height))
     image = pal.rgb(_layer_indices(shown, norm, _stats(shown, False) if shown is not v else stats, pal,
                                    _cell(v, upscale), 1))
-    parts = [_text(title, pal), image]
+    parts = [_text(title, pal, _CARD_FONT_PT), image]
     if not norm.degenerate:
         zero = None
         if norm.lo < 0 < norm.hi:
             zero = (0.0 - norm.lo) / (norm.hi - norm.lo)
         parts.append(_card_bar(_fmt(norm.data_value(norm.lo)), _fmt(norm.data_value(norm.hi)), zero,
                                max(_CARD_BAR_WIDTH, min(image.shape[1], 2 * _CARD_BAR_WIDTH)), pal))
-    parts += [_text(line, pal) for line in legend]
-    parts += [_text("note: " + line, pal) for line in notes]
+    parts += [_text(line, pal, _CARD_FONT_PT) for line in legend]
+    parts += [_text("note: " + line, pal, _CARD_FONT_PT) for line in notes]
     card = _vstack(parts, pal, gap=3, min_width=max(min_width, _CARD_BAR_WIDTH))
     return np.pad(card, ((_GAP, _GAP), (_GAP, _GAP), (0, 0)), mode="edge")
 

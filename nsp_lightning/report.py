@@ -57,11 +57,11 @@ import nsp
 from nsp.storage import MANIFEST, RecordStore
 from nsp_lightning.analysis import ProbeAnalysis, ReportContext
 from nsp_lightning.records import read_series_records
-from nsp_lightning.sections import Chart, Facts, Film, Image, Row, Section, Table, Text, sections
+from nsp_lightning.sections import Chart, Facts, Film, Grid, Image, Row, Section, Table, Text, sections
 
 __all__ = ["HEATMAP_EPOCHS", "report"]
 
-HEATMAP_EPOCHS = 8
+HEATMAP_EPOCHS = 12
 """The most epochs whose heatmaps a report shows (the first, the last and some between)."""
 
 _DEFAULT_NAME = "report.html"
@@ -145,35 +145,45 @@ tr:last-child td { border-bottom: none; }
 .row { display: flex; flex-wrap: wrap; gap: .5rem 2.5rem; align-items: flex-start; }
 h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
 img { max-width: 100%; height: auto; display: block; }
-.film { margin: .4rem 0 1rem; flex: 1 1 26rem; min-width: 0; }
+.film { margin: .4rem 0 1rem; flex: 0 0 auto; min-width: 0; max-width: 100%; overflow-x: auto; }
 .film .controls { display: flex; gap: 1rem; align-items: center; margin-bottom: .5rem; flex-wrap: wrap; }
 .film input[type=range] { width: 14rem; }
 .film output { font-weight: 600; }
 .frame { margin: 0 0 1rem; }
 .frame figcaption { color: var(--muted); font-size: .85rem; margin-bottom: .2rem; }
-.frame img { background: #000; }
+.frame .box { background: #fff; }
+.frame img { max-width: none; }
+.grid { overflow-x: auto; max-width: 100%; margin: .4rem 0 1rem; }
+.grid table { margin: 0; }
+.grid td, .grid th { padding: .15rem .3rem; vertical-align: middle; }
+.grid th[scope=row] { text-align: right; font-weight: 600; }
+.grid img { max-width: none; image-rendering: pixelated; }
 [hidden] { display: none !important; }
 footer { color: var(--muted); font-size: .8rem; text-align: center; padding: 1rem; }
 """
 
-# Progressive: without script every frame shows (a filmstrip); with it, a slider picks one.
+# Progressive: without script every frame shows (a filmstrip); with it, a slider picks one,
+# and moving one slider of a group (the probes of one section) moves all of them.
 _JS = """
-document.querySelectorAll('.film').forEach(function (film) {
-  var frames = Array.prototype.slice.call(film.querySelectorAll('.frame'));
-  var controls = film.querySelector('.controls');
-  var slider = controls.querySelector('input[type=range]');
-  var all = controls.querySelector('input[type=checkbox]');
-  var output = controls.querySelector('output');
-  function show() {
+var films = Array.prototype.slice.call(document.querySelectorAll('.film'));
+function showFrame(film, i) {
+  var frames = film.querySelectorAll('.frame');
+  i = Math.max(0, Math.min(frames.length - 1, i));
+  film.querySelector('input[type=range]').value = String(i);
+  frames.forEach(function (frame, j) { frame.hidden = j !== i; });
+  film.querySelector('output').textContent = frames[i].getAttribute('data-label');
+}
+films.forEach(function (film) {
+  var slider = film.querySelector('input[type=range]');
+  var group = film.getAttribute('data-group');
+  slider.addEventListener('input', function () {
     var i = Number(slider.value);
-    frames.forEach(function (frame, j) { frame.hidden = !all.checked && j !== i; });
-    output.textContent = frames[i].getAttribute('data-label');
-    slider.disabled = all.checked;
-  }
-  slider.addEventListener('input', show);
-  all.addEventListener('change', show);
-  controls.hidden = false;
-  show();
+    films.forEach(function (other) {
+      if (other === film || (group && other.getAttribute('data-group') === group)) { showFrame(other, i); }
+    });
+  });
+  film.querySelector('.controls').hidden = false;
+  showFrame(film, Number(slider.value));
 });
 """
 
@@ -211,16 +221,34 @@ def _html_table(table: Table) -> str:
 
 def _html_film(film: Film, index: int) -> str:
     last = len(film.frames) - 1
+    # Every frame in a box of the largest frame's size: images do not jump while sliding.
+    width = max(f.image.width for f in film.frames)
+    height = max(f.image.height for f in film.frames)
     frames = "".join(
         f'<figure class="frame" data-label="{_esc(f.label)}"><figcaption>{_esc(f.label)}</figcaption>'
-        f"{_html_image(f.image)}</figure>"
+        f'<div class="box" style="width:{width}px;height:{height}px">{_html_image(f.image)}</div></figure>'
         for f in film.frames
     )
+    group = f' data-group="{_esc(film.group)}"' if film.group else ""
     return (
-        f'<div class="film" id="film-{index}"><h3>{_esc(film.caption)}</h3>'
+        f'<div class="film" id="film-{index}"{group}><h3>{_esc(film.caption)}</h3>'
         f'<div class="controls" hidden><input type="range" min="0" max="{last}" step="1" value="{last}" '
         f'aria-label="{_esc(film.caption)}: epoch"><output></output>'
-        f'<label><input type="checkbox"> all {len(film.frames)} epochs</label></div>{frames}</div>'
+        f'<span class="count">{len(film.frames)} frames</span></div>{frames}</div>'
+    )
+
+
+def _html_grid(grid: Grid) -> str:
+    head = "".join(f'<th scope="col">{_esc(c)}</th>' for c in grid.columns)
+    rows = "".join(
+        f'<tr><th scope="row">{_esc(label)}</th>'
+        + "".join(f"<td>{'' if im is None else _html_image(im)}</td>" for im in images)
+        + "</tr>"
+        for label, images in grid.rows
+    )
+    return (
+        f'<div class="grid"><table><caption>{_esc(grid.caption)}</caption>'
+        f"<thead><tr><th></th>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
     )
 
 
@@ -239,6 +267,8 @@ def _html_block(block: Any, films: list[int]) -> str:
     if isinstance(block, Row):
         heading = "" if block.heading is None else f"<h3>{_esc(block.heading)}</h3>"
         return f'{heading}<div class="row">{"".join(_html_block(b, films) for b in block.blocks)}</div>'
+    if isinstance(block, Grid):
+        return _html_grid(block)
     films.append(len(films))  # gives every film a unique id
     return _html_film(block, films[-1])
 
@@ -339,9 +369,24 @@ def _pdf_block(writer: _PdfWriter, block: Any) -> None:
             writer.text([block.heading, ""])
         for child in block.blocks:
             _pdf_block(writer, child)
+    elif isinstance(block, Grid):
+        for label, images in block.rows:
+            writer.image(_grid_row(images), f"{block.caption}, {label}: {', '.join(block.columns)}")
     else:
         for frame in block.frames:
             writer.image(frame.image, f"{block.caption}, {frame.label}")
+
+
+def _grid_row(images: Sequence[Image | None]) -> Image:
+    """One row of a grid as one image: the cells side by side, 4 white pixels apart."""
+    pixels = [np.asarray(_PILImage.open(io.BytesIO(im.png)).convert("RGB")) for im in images if im is not None]
+    height = max(p.shape[0] for p in pixels)
+    canvas = np.full((height, sum(p.shape[1] + 4 for p in pixels) - 4, 3), 255, dtype=np.uint8)
+    x = 0
+    for p in pixels:
+        canvas[: p.shape[0], x : x + p.shape[1]] = p
+        x += p.shape[1] + 4
+    return Image.from_rgb(canvas, "grid row")
 
 
 def _pdf(document: _Document, path: Path, progress: _Progress) -> None:
@@ -449,6 +494,8 @@ def _count_pages(blocks: Sequence[Any]) -> int:
             pages += _count_pages(block.blocks)
         elif isinstance(block, Film):
             pages += len(block.frames)
+        elif isinstance(block, Grid):
+            pages += len(block.rows)
     return pages
 
 
@@ -506,7 +553,7 @@ def report(
     script for the epoch sliders) and loads nothing from the network, so it opens from
     disk, offline, or as an e-mail attachment. Without script, the heatmaps of all
     selected epochs show one below the other. Spectral energies cover every record;
-    heatmaps and energy shares are shown at no more than ``HEATMAP_EPOCHS`` (8) epochs:
+    heatmaps and energy shares are shown at no more than ``HEATMAP_EPOCHS`` (12) epochs:
     the first, the last and evenly spaced ones between.
 
     An analysis is drawn by the :class:`~nsp_lightning.ProbeAnalysis` subclass its

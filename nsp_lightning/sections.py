@@ -15,7 +15,10 @@ writes HTML itself, so nothing it shows can break the page.
                     graphics in PDF
 :class:`Row`        blocks side by side while the page is wide enough, with an
                     optional heading
-:class:`Film`       frames (one :class:`Frame` per record, say) with an epoch slider
+:class:`Film`       frames (one :class:`Frame` per record, say) with an epoch slider;
+                    films of one ``group`` share it
+:class:`Grid`       images in a grid with row and column labels (a layer per row,
+                    a record per column, say), for side-by-side comparison
 ==================  ================================================================
 
 Example::
@@ -40,7 +43,7 @@ from PIL import Image as _PILImage  # pillow: a dependency of matplotlib
 
 import nsp.render
 
-__all__ = ["Cell", "Chart", "Facts", "Film", "Frame", "Image", "Row", "Section", "Table", "Text"]
+__all__ = ["Cell", "Chart", "Facts", "Film", "Frame", "Grid", "Image", "Row", "Section", "Table", "Text"]
 
 
 @dataclass(frozen=True)
@@ -158,13 +161,40 @@ class Frame:
 
 @dataclass(frozen=True)
 class Film:
-    """Frames shown one at a time with a slider (all of them, one below the other, in a PDF)."""
+    """Frames shown one at a time with a slider (all of them, one below the other, in a PDF).
+
+    Every frame shows in a box of the largest frame's size, so images do not jump while
+    sliding. Films of one ``group`` (say, one per probe) with the same frame labels move
+    together: one slider sets all of them.
+    """
 
     caption: str
     frames: list[Frame]
+    group: str | None = None
 
 
-Block = Union[Text, Facts, Table, Image, Chart, Row, Film]
+@dataclass(frozen=True)
+class Grid:
+    """Images in a grid: ``rows`` of ``(label, images)``, one image per column label.
+
+    An image may be ``None`` (an empty cell). In HTML a table (scrolls sideways when wide);
+    in a PDF one page per row.
+    """
+
+    caption: str
+    columns: list[str]
+    rows: list[tuple[str, list["Image | None"]]]
+
+    def __post_init__(self) -> None:
+        short = [label for label, images in self.rows if len(images) != len(self.columns)]
+        if short:
+            raise ValueError(
+                f"nsp_lightning.sections.Grid({self.caption!r}): rows {short} do not have one image per column"
+                f" ({len(self.columns)})"
+            )
+
+
+Block = Union[Text, Facts, Table, Image, Chart, Row, Film, Grid]
 
 
 @dataclass
@@ -180,7 +210,7 @@ class Section:
         The heading.
     blocks : list
         :class:`Text`, :class:`Facts`, :class:`Table`, :class:`Image`, :class:`Chart`,
-        :class:`Row` or :class:`Film`, in order.
+        :class:`Row`, :class:`Film` or :class:`Grid`, in order.
     """
 
     id: str

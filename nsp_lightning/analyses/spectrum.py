@@ -30,7 +30,7 @@ from nsp_lightning.analysis import AnalysisRecord, LogSink, ProbeAnalysis, Probe
 from nsp.storage import load_npz
 from nsp_lightning.records import SpectrumRecord, _from_rows, make_record, record_name, spectrum_analysis_record
 from nsp_lightning.report import HEATMAP_EPOCHS
-from nsp_lightning.sections import Cell, Chart, Facts, Film, Frame, Image, Row, Section, Table, Text
+from nsp_lightning.sections import Cell, Chart, Facts, Film, Frame, Grid, Image, Row, Section, Table, Text
 
 __all__ = ["SpectrumAnalysis"]
 
@@ -334,7 +334,7 @@ class SpectrumAnalysis(ProbeAnalysis):
         options = dict(_HEATMAPS[kind])
         legend = []
         if kind == "spectrum":
-            legend.append("signed log10 scale: red > 0, blue < 0, white 0")
+            legend.append("signed log10: red > 0, blue < 0, white 0")
         else:
             legend.append("linear scale")
         if self.colour_scale == "baseline" and self._baseline is not None:
@@ -344,7 +344,7 @@ class SpectrumAnalysis(ProbeAnalysis):
         else:
             legend.append("colour range: this image's own values")
         if options.get("threshold") is not None:
-            legend[0] += f"; |ŝ| below t = {options['threshold']:.3g} near white"
+            legend[0] += f"; |ŝ| < {options['threshold']:.3g} near white"
         return nsp.render.render_card(values, title=title, legend=legend, **options)
 
     @classmethod
@@ -439,7 +439,7 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:
-        return records[0].num_probes * (2 + len(_sample(len(records), HEATMAP_EPOCHS)))
+        return records[0].num_probes * (4 + len(_sample(len(records), HEATMAP_EPOCHS)))
 
     @classmethod
     def report(cls, records: Sequence[Any], header: Mapping[str, Any], context: ReportContext) -> list[Section]:
@@ -650,10 +650,15 @@ def _count(n: int) -> str:
 
 
 def _share_text(share: float) -> str:
+    """A share for people: ``99.7 %``, ``0.052 %``, ``< 0.001 %``."""
     percent = 100 * share
     if percent == 0:
         return "0"
-    return f"{percent:.1f} %" if percent >= 0.1 else f"{percent:.1e} %"
+    if percent >= 1:
+        return f"{percent:.1f} %"
+    if percent >= 1e-3:
+        return f"{percent:.2g} %"
+    return "< 0.001 %"
 
 
 def _log10_text(value: float) -> str:
@@ -747,22 +752,130 @@ def _share_table(records: list[SpectrumRecord], chosen: list[int], p: int) -> Ta
         for i, share in zip(chosen, shares):
             log10 = float(records[i].log10_energy[p, l])
             text = _share_text(float(share[l]))
-            row.append(Cell(text, number=True, share=float(share[l]), title=f"log10 energy {_log10_text(log10)}"))
+            title = f"{100 * float(share[l]):.3g} % of the energy; log10 energy {_log10_text(log10)}"
+            row.append(Cell(text, number=True, share=float(share[l]), title=title))
         rows.append(row)
     headers = ["layer"] + [f"epoch {records[i].epoch}" for i in chosen]
     return Table(f"probe {p}: share of the total spectral energy", headers, rows)
 
 
-def _film(records: list[SpectrumRecord], chosen: list[int], p: int, progress: Callable[[str], None]) -> Film:
+def _run_ranges(records: list[SpectrumRecord], p: int) -> list[dict[str, dict[str, Any]]]:
+    """Per layer, the colour range of the whole run for probe ``p``: activations and spectrum.
+
+    Activations: the run's min to max; spectra: ``±`` the run's largest ``|ŝ|``, on a signed
+    log10 scale with threshold the run's smallest nonzero ``|ŝ|``. Equal colours then mean
+    equal values at every epoch.
+    """
+    ranges = []
+    for l in range(len(records[0].layernames)):
+        acts = np.concatenate([np.asarray(r.activations[p][l], dtype=np.float64).ravel() for r in records])
+        spec = np.concatenate([np.asarray(r.spectra[p][l], dtype=np.float64).ravel() for r in records])
+        ranges.append({"activations": _fixed_range(acts, "activations"), "spectrum": _fixed_range(spec, "spectrum")})
+    return ranges
+
+
+def _legend(kind: str, options: Mapping[str, Any]) -> list[str]:
+    if kind == "activations":
+        return ["linear scale, range of the whole run"]
+    line = "signed log10: red > 0, blue < 0, white 0"
+    if options.get("threshold") is not None:
+        line += f"; |ŝ| < {options['threshold']:.3g} near white"
+    return [line, "range of the whole run"]
+
+
+def _frame_image(record: SpectrumRecord, p: int, ranges: list[dict[str, dict[str, Any]]]) -> np.ndarray:
+    """Every layer of one record: its activations card beside its spectrum card, layer below layer."""
+    rows = []
+    for l, name in enumerate(record.layernames):
+        cards = []
+        for kind, values in (("activations", record.activations[p][l]), ("spectrum", record.spectra[p][l])):
+            options = {**_HEATMAPS[kind], **ranges[l][kind]}
+            title = f"{l}: {name} · {kind} · {_shape_text(np.shape(values))}"
+            cards.append(nsp.render.render_card(values, title=title, legend=_legend(kind, options), **options))
+        rows.append(cards)
+    widths = [max(row[k].shape[1] for row in rows) for k in range(2)]
+    lines = []
+    for cards in rows:
+        height = max(c.shape[0] for c in cards)
+        padded = [_pad(c, height, w) for c, w in zip(cards, widths)]
+        lines.append(np.concatenate([padded[0], np.full((height, 8, 3), 255, np.uint8), padded[1]], axis=1))
+    return np.concatenate([np.concatenate([line, np.full((6, line.shape[1], 3), 255, np.uint8)]) for line in lines])
+
+
+def _pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` on a canvas of ``height`` x ``width`` in its own background colour (its corner's)."""
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    canvas[:] = image[0, 0]
+    canvas[: image.shape[0], : image.shape[1]] = image
+    return canvas
+
+
+def _film(
+    records: list[SpectrumRecord], chosen: list[int], p: int, ranges: list[dict[str, dict[str, Any]]],
+    progress: Callable[[str], None],
+) -> Film:
     frames = []
-    names = list(records[0].layernames)
     for i in chosen:
         record = records[i]
-        rgb = nsp.render.render_side_by_side(list(record.activations[p]), list(record.spectra[p]), names)
         label = f"epoch {record.epoch} (global step {record.global_step})"
+        rgb = _frame_image(record, p, ranges)
         frames.append(Frame(label, Image.from_rgb(rgb, f"probe {p}, {label}: activations and spectrum of every layer")))
         progress(f"heatmaps, probe {p}, epoch {record.epoch}")
-    return Film(f"probe {p}", frames)
+    return Film(f"probe {p}", frames, group="heatmaps")
+
+
+def _epoch_grid(records: list[SpectrumRecord], p: int, ranges: list[dict[str, dict[str, Any]]]) -> Grid:
+    """Every record's spectrum of every layer, side by side: a row per layer, a column per record."""
+    rows = []
+    for l, name in enumerate(records[0].layernames):
+        options = {**_HEATMAPS["spectrum"], **ranges[l]["spectrum"]}
+        first = np.asarray(records[0].spectra[p][l], dtype=np.float64)
+        # About 96 pixels wide, whatever the layer's size, at a whole number of pixels per value.
+        upscale = max(1, min(16, 96 // nsp.render.render_layer(first, **options).shape[1]))
+        images: list[Image | None] = []
+        for record in records:
+            values = np.asarray(record.spectra[p][l], dtype=np.float64)
+            rgb = nsp.render.render_layer(values, upscale=upscale, **options)
+            if values.ndim <= 1:
+                rgb = np.repeat(rgb, max(1, 8 // upscale), axis=0)
+            images.append(Image.from_rgb(rgb, f"probe {p}, {name}, epoch {record.epoch}: spectrum"))
+        shown = f"{l}: {name} ({_shape_text(first.shape)})"
+        rows.append((shown, images))
+    columns = [f"epoch {r.epoch}" for r in records]
+    return Grid(f"probe {p}: every record's spectra, a row per layer", columns, rows)
+
+
+def _change_section(records: list[SpectrumRecord], progress: Callable[[str], None]) -> Section:
+    section = Section("change", "Change since the baseline")
+    baseline = records[0]
+    section.blocks.append(
+        Text(
+            f"How far each layer's spectrum has moved from the baseline record (epoch {baseline.epoch}), measures"
+            " chosen to stay meaningful when coefficients span hundreds of decades (nsp.energy.change_since):"
+            " the relative change ‖ŝ − ŝ₀‖ / ‖ŝ₀‖, which follows the layer's dominant coefficients; the median"
+            " number of decades a coefficient moved, |log10|ŝ| − log10|ŝ₀||, every coefficient counting alike"
+            " whatever its magnitude; the change of log10 spectral energy; and the fraction of coefficients"
+            " whose sign flipped. The per-layer energies below can look flat while these move."
+        )
+    )
+    history = [(r.epoch, _change(baseline, r)) for r in records]
+    names = list(baseline.layernames)
+    indices = list(range(len(names)))
+    for p in range(baseline.num_probes):
+        chart = Chart.from_figure(
+            _change_figure(history, names, p, indices),
+            f"probe {p}: relative change and decades moved since the baseline, per layer, against the epoch",
+        )
+        last = history[-1][1]
+        rows = [
+            [Cell(f"{l}: {name}")] + [Cell(_number(float(last[m][p, l])), number=True) for m in _CHANGE]
+            for l, name in enumerate(names)
+        ]
+        headers = ["layer", "relative change", "log10 energy change", "median decades moved", "sign flips"]
+        table = Table(f"probe {p}: change at the last record (epoch {records[-1].epoch})", headers, rows)
+        section.blocks.append(Row([chart, table], heading=f"probe {p}"))
+        progress(f"change since the baseline, probe {p}")
+    return section
 
 
 def _rebuild_section(records: list[SpectrumRecord]) -> Section:
@@ -835,10 +948,12 @@ def _sections(
 ) -> list[Section]:
     probes = records[0].num_probes
     chosen = _sample(len(records), HEATMAP_EPOCHS)
-    chosen_text = ", ".join(str(records[i].epoch) for i in chosen)
+    chosen_text = _epochs_text([records[i].epoch for i in chosen])
 
     summary = Row([_run_facts(directory, header, records), _model_table(header, records[0].layernames)])
     run = Section("run", "Run and model", [summary])
+
+    change = _change_section(records, progress)
 
     energy = Section("energy", "Spectral energy per layer")
     energy.blocks.append(
@@ -854,23 +969,41 @@ def _sections(
     share.blocks.append(
         Text(
             f"Each layer's share of the probe's total spectral energy, at epochs {chosen_text}. "
-            "Hover over a cell for its log10 energy."
+            "Hover over a cell for its exact share and log10 energy."
         )
     )
     share.blocks.append(Row([_share_table(records, chosen, p) for p in range(probes)]))
 
+    ranges = [_run_ranges(records, p) for p in range(probes)]
     heatmaps = Section("heatmaps", "Activations and spectra")
+    selected = (
+        f"{len(chosen)} of the {len(records)} records (epochs {chosen_text}; the grid below shows every record)"
+        if len(chosen) < len(records)
+        else f"every record (epochs {chosen_text})"
+    )
     heatmaps.blocks.append(
         Text(
-            f"Per probe, every layer's activations (left, linear colour scale per layer) beside its spectrum "
-            f"(right, signed log10 per layer, since spectra span hundreds of decades), at epochs {chosen_text}"
-            + (f" (selected from {len(records)} records)" if len(chosen) < len(records) else "")
-            + ". Use the slider to step through the epochs."
+            "Per probe, every layer's activations (left, viridis, linear) beside its spectrum (right, red positive,"
+            " blue negative, white 0, on a signed log10 scale, since spectra span hundreds of decades). Each"
+            " layer's colour range is fixed over the whole run, so a colour means the same value at every epoch;"
+            f" each card's colour bar gives it. The slider steps through {selected}, and moves every probe."
         )
     )
-    heatmaps.blocks.append(Row([_film(records, chosen, p, progress) for p in range(probes)]))
+    heatmaps.blocks.append(Row([_film(records, chosen, p, ranges[p], progress) for p in range(probes)]))
 
-    sections = [run, energy, share, heatmaps]
+    grid = Section("grid", "Spectra of every record, side by side")
+    grid.blocks.append(
+        Text(
+            f"Every record ({len(records)}), a column each, and every layer, a row each, per probe: the spectra on"
+            " the colour ranges of the heatmaps above (fixed per layer over the run), so that epochs compare"
+            " side by side."
+        )
+    )
+    for p in range(probes):
+        grid.blocks.append(_epoch_grid(records, p, ranges[p]))
+        progress(f"epoch grid, probe {p}")
+
+    sections = [run, change, energy, share, heatmaps, grid]
     if header["INCL"] is False:
         sections.append(_rebuild_section(records))
     sensitivity = _sensitivity(records)

@@ -413,7 +413,7 @@ def test_energy_plot_errors():
 
 def _says(image: np.ndarray, text: str, cmap: str = "RdBu_r") -> bool:
     """Whether ``text``, drawn as nsp.render draws it on that colormap's canvas, appears in ``image``."""
-    line = render._text(text, render._palette(cmap))
+    line = render._text(text, render._palette(cmap), render._CARD_FONT_PT)
     h, w = line.shape[:2]
     for y in range(image.shape[0] - h + 1):
         for x in range(image.shape[1] - w + 1):
@@ -438,7 +438,7 @@ def test_render_card_resolves_values_one_colour_step_cannot():
     plain = render.render_layer(values, scale="layersymlog", cmap="RdBu_r")
     assert len(np.unique(plain.reshape(-1, 3), axis=0)) == 1  # what the old heatmaps showed
     card = render.render_card(values, title="09 fc", scale="layersymlog", cmap="RdBu_r", min_width=320)
-    heatmap_row = card[4 + render._line_metrics()[1] + 3 + 10]  # a row through the heatmap
+    heatmap_row = card[4 + render._line_metrics(render._CARD_FONT_PT)[1] + 3 + 10]  # a row through the heatmap
     colours = {tuple(c) for c in heatmap_row[4:324]}
     assert len(colours) == 10  # every coefficient its own colour
     assert _says(card, "note: all values lie within -71000 ± 7.1, less than one colour step apart:")

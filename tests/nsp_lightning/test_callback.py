@@ -89,7 +89,7 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
         vrange=(-base.max(), base.max()),
         threshold=base[base > 0].min(),
         legend=[
-            f"signed log10 scale: red > 0, blue < 0, white 0; |ŝ| below t = {base[base > 0].min():.3g} near white",
+            f"signed log10: red > 0, blue < 0, white 0; |ŝ| < {base[base > 0].min():.3g} near white",
             "colour range fixed from the baseline (epoch 0)",
         ],
     )

@@ -25,7 +25,7 @@ from nsp_lightning.cli import main
 from nsp_lightning.records import SpectrumRecord, write_record
 from nsp_lightning.report import HEATMAP_EPOCHS, report
 
-SECTIONS = ["run", "energy", "share", "heatmaps"]
+SECTIONS = ["run", "change", "energy", "share", "heatmaps", "grid"]
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" width="(\d+)" height="(\d+)" alt="([^"]*)">')
 
 
@@ -136,23 +136,49 @@ def test_report_of_a_trained_run_has_every_section_and_every_image_decodes(run, 
     records = read_records(run)
     assert [r.epoch for r in records] == [0, 1, 2]
     decoded = images(page)
-    # Per probe: energy lines and heatmap, then one side-by-side heatmap per record.
-    assert len(decoded) == 2 * 2 + 2 * 3
+    # Per probe: the change chart, energy lines and heatmap, one frame per record, and the
+    # epoch grid: every layer (6) at every record (3).
+    assert len(decoded) == 2 * (3 + 3 + 6 * 3)
     for pixels, alt in decoded:
-        assert pixels.ndim == 3 and pixels.shape[2] in (3, 4) and min(pixels.shape[:2]) > 50, alt
-        assert pixels[..., :3].std() > 0, alt
+        assert pixels.ndim == 3 and pixels.shape[2] in (3, 4), alt
+        if "every layer" in alt or "against" in alt:
+            assert min(pixels.shape[:2]) > 50, alt
+        if not alt.endswith(("flatten, epoch 0: spectrum", "flatten, epoch 1: spectrum", "flatten, epoch 2: spectrum")):
+            assert pixels[..., :3].std() > 0, alt
     labels = [f"epoch {r.epoch} (global step {r.global_step})" for r in records]
     assert frame_labels(page) == [labels, labels]
     frames = {alt: pixels for pixels, alt in decoded if "activations and spectrum" in alt}
     assert len(frames) == 6
-    # The heatmaps are exactly nsp.render's, for each probe and record (PNG is lossless).
+    # Each frame holds nsp.render's card of every layer, for each probe and record (PNG is
+    # lossless), on the colour range of the whole run: equal colours, equal values.
     for record in records:
         for p in range(2):
             label = f"probe {p}, epoch {record.epoch} (global step {record.global_step})"
-            expected = nsp.render.render_side_by_side(
-                list(record.activations[p]), list(record.spectra[p]), list(record.layernames)
-            )
-            np.testing.assert_array_equal(frames[f"{label}: activations and spectrum of every layer"], expected)
+            frame = frames[f"{label}: activations and spectrum of every layer"]
+            for l, name in enumerate(record.layernames):
+                acts = np.concatenate([np.ravel(r.activations[p][l]) for r in records]).astype(np.float64)
+                card = nsp.render.render_card(
+                    record.activations[p][l],
+                    title=f"{l}: {name} · activations · {'×'.join(map(str, record.activations[p][l].shape))}",
+                    vrange=(acts.min(), acts.max()),
+                    legend=["linear scale, range of the whole run"],
+                )
+                assert contains(frame, card), (p, record.epoch, name)
+            # The grid shows this record's spectra on the same ranges.
+            spec = np.abs(np.concatenate([np.ravel(r.spectra[p][1]) for r in records]))
+            cell = next(px for px, alt in decoded if alt == f"probe {p}, conv, epoch {record.epoch}: spectrum")
+            options = dict(scale="layersymlog", cmap="RdBu_r", vrange=(-spec.max(), spec.max()), threshold=spec[spec > 0].min())
+            # About 96 pixels wide: 2 tiles of 4 values and a separator, 10 pixels a value.
+            assert nsp.render.render_layer(record.spectra[p][1], **options).shape[1] == 9
+            expected = nsp.render.render_layer(record.spectra[p][1], upscale=10, **options)
+            np.testing.assert_array_equal(cell[..., :3], expected)
+
+
+def contains(image: np.ndarray, part: np.ndarray) -> bool:
+    """Whether ``part`` appears in ``image`` pixel for pixel."""
+    h, w = part.shape[:2]
+    ys, xs = np.nonzero((image[: image.shape[0] - h + 1, : image.shape[1] - w + 1] == part[0, 0]).all(axis=2))
+    return any(np.array_equal(image[y : y + h, x : x + w, :3], part) for y, x in zip(ys, xs))
 
 
 def test_header_shows_the_run_and_the_model_summary(run, tmp_path):
@@ -198,17 +224,17 @@ def test_energy_shares_match_an_independent_computation(run, tmp_path):
                 assert shown == pytest.approx(expected, abs=tolerance), (p, record.epoch, row[0])
 
 
-def test_a_hundred_epochs_give_at_most_eight_heatmap_epochs(tmp_path):
+def test_a_hundred_epochs_give_at_most_twelve_heatmap_epochs_and_a_grid_of_all(tmp_path):
     records = synthetic_run(tmp_path / "spectra", 100)
     page = report(records, tmp_path / "r.html").read_text(encoding="utf-8")
     films = frame_labels(page)
     assert len(films) == 2
     for labels in films:
         epochs = [int(re.match(r"epoch (\d+) ", label).group(1)) for label in labels]
-        assert len(epochs) == HEATMAP_EPOCHS == 8
+        assert len(epochs) == HEATMAP_EPOCHS == 12
         assert epochs[0] == 0 and epochs[-1] == 99 and epochs == sorted(set(epochs))
         assert max(np.diff(epochs)) - min(np.diff(epochs)) <= 1  # evenly spaced
-    assert len(images(page)) == 2 * 2 + 2 * 8
+    assert len(images(page)) == 2 * 3 + 2 * 12 + 2 * 3 * 100  # charts, frames, the grid of every record
     assert table(page, "probe 0: share of the total spectral energy")[0][1:] == [f"epoch {e}" for e in epochs]
     assert "100 record(s) at epochs 0–99" in page
     assert len(page) < 3_000_000
@@ -338,7 +364,9 @@ def test_cli_writes_html_and_pdf_and_draws_progress(run, tmp_path, capsys):
     assert main([str(run), "-o", str(out), "--pdf"]) == 0
     captured = capsys.readouterr()
     assert captured.out.split() == [str(out), str(out.with_suffix(".pdf"))]
-    steps = 2 * (2 * 2 + 2 * 3)  # HTML, then PDF: energy charts and heatmaps of 2 probes
+    # HTML: per probe, change and energy charts, heatmaps of 3 records, the grid; PDF: a page per
+    # chart, heatmap and grid row.
+    steps = 2 * (1 + 2 + 3 + 1) + 2 * (3 + 3 + 6)
     assert f"nsp-report [{'#' * 30}] {steps}/{steps}" in captured.err
     assert section_ids(out.read_text(encoding="utf-8")) == SECTIONS
     pdf = out.with_suffix(".pdf").read_bytes()
