@@ -76,6 +76,59 @@ def page(tmp_path_factory) -> Path:
     return report(train(directory, INCL=False, epochs=3), directory / "report.html")
 
 
+def instrument(page: Path, tmp_path: Path, extra: str = "") -> Path:
+    """A copy of the page with the error hooks, and ``extra`` script run after the page's own."""
+    text = page.read_text(encoding="utf-8")
+    head = '<meta charset="utf-8">'
+    text = text.replace(head, head + HOOK, 1)
+    if extra:
+        text = text.replace("</body></html>", f"<script>{extra}</script></body></html>", 1)
+    instrumented = tmp_path / "instrumented.html"
+    instrumented.write_text(text, encoding="utf-8")
+    return instrumented
+
+
+def dom(page: Path, tmp_path: Path, extra: str = "") -> str:
+    result = chromium(instrument(page, tmp_path, extra), tmp_path / "profile", "--dump-dom", "--virtual-time-budget=5000")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert console_messages(result.stderr) == []
+    assert 'class="test-error"' not in result.stdout
+    return result.stdout
+
+
+def visible_frames(dom_text: str) -> list[list[bool]]:
+    films = [part.split("</section>")[0] for part in dom_text.split('<div class="film" ')[1:]]
+    return [[("hidden" not in f) for f in re.findall(r'<figure class="frame"[^>]*>', film)] for film in films]
+
+
+@pytest.mark.slow
+def test_one_slider_moves_every_probe(page, tmp_path):
+    # A person drags probe 0's slider to the second record: every probe's film shows it.
+    drag = (
+        "var s = document.querySelector('.film input[type=range]'); s.value = '1';"
+        " s.dispatchEvent(new Event('input'));"
+    )
+    shown = dom(page, tmp_path, drag)
+    assert visible_frames(shown) == [[False, True, False, False]] * 2
+    outputs = re.findall(r"<output>(.*?)</output>", shown)
+    assert len(outputs) == 2 and len(set(outputs)) == 1 and outputs[0].startswith("epoch 1 (global step")
+
+
+@pytest.mark.slow
+def test_the_epoch_grid_shows_every_record(page, tmp_path):
+    shown = dom(page, tmp_path)
+    grid = shown.split('<section id="grid">')[1].split("</section>")[0]
+    tables = grid.split('<div class="grid">')[1:]
+    assert len(tables) == 2  # a grid per probe
+    for table in tables:
+        header = re.findall(r'<th scope="col">(.*?)</th>', table)
+        assert header == ["epoch 0", "epoch 1", "epoch 2", "epoch 3"]  # every record of the run
+        rows = re.findall(r'<th scope="row">(.*?)</th>', table)
+        assert rows[0].startswith("0: input") and rows[-1].startswith("5: fc") and len(rows) == 6
+        assert table.count("<img") == 6 * 4
+    assert 'data-test-broken-images="0"' in shown
+
+
 def test_report_renders_in_chromium_without_errors(page, tmp_path):
     text = page.read_text(encoding="utf-8")
     instrumented = tmp_path / "instrumented.html"
@@ -90,6 +143,9 @@ def test_report_renders_in_chromium_without_errors(page, tmp_path):
     assert images == text.count("<img") > 0
     assert 'data-test-broken-images="0"' in dom
     assert re.findall(r'<section id="([a-z]+)">', dom) == SECTIONS + ["rebuilds"]
+    # Every frame of a film sits in a box of one size, so that images do not jump while sliding.
+    boxes = re.findall(r'<div class="box" style="([^"]*)">', dom)
+    assert len(boxes) == 8 and len(set(boxes[:4])) == 1 and len(set(boxes[4:])) == 1
     # The slider script ran: controls shown, one frame of the 4 records visible per probe, the
     # last selected and named.
     films = [part.split("</section>")[0] for part in dom.split('<div class="film" ')[1:]]

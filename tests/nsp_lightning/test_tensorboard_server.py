@@ -1,6 +1,7 @@
 """A real TensorBoard server shows what SpectrumCallback logged, every epoch of it."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -8,13 +9,18 @@ import time
 import urllib.parse
 import urllib.request
 
+import matplotlib
+import numpy as np
 import pytest
 from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
+from PIL import Image
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from nsp_lightning import SpectrumCallback
+
+CHROMIUM = "/usr/bin/chromium"
 
 EPOCHS = 11  # 12 records: more than the 10 image samples TensorBoard keeps by default
 
@@ -91,3 +97,60 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
     finally:
         server.kill()
         server.wait(timeout=30)
+
+
+def rdbu_run(row: np.ndarray) -> int:
+    """The longest run of pixels in ``row`` that steps through RdBu_r from its blue end to its red end."""
+    lut = matplotlib.colormaps["RdBu_r"](np.arange(256), bytes=True)[:, :3].astype(int)
+    distance = np.abs(row[:, None, :3].astype(int) - lut[None]).sum(axis=2)
+    index = np.where(distance.min(axis=1) <= 24, distance.argmin(axis=1), -1)
+    best = start = 0
+    for x in range(1, len(index) + 1):
+        if x == len(index) or index[x] < 0 or index[x] < index[x - 1] or index[start] < 0:
+            if start < x and index[start] >= 0 and index[start] < 40 and index[x - 1] > 215:
+                best = max(best, x - start)
+            start = x
+    return best
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: install the Debian package `chromium`")
+def test_a_screenshot_of_the_time_series_page_shows_a_card_with_its_colour_bar(tmp_path):
+    cb = SpectrumCallback(probe(1), layers=["conv", "fc"])
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, logger=TensorBoardLogger(tmp_path, name="tb")), callbacks=[cb])
+    trainer.fit(TinyNet(), loader())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1",
+         "--port", str(port), "--samples_per_plugin", "images=100000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(base, server, 90)
+        deadline = time.monotonic() + 60
+        while "nsp/01_conv/spectrum/probe_0" not in json.loads(get(base, "/data/plugin/images/tags")).get(
+            "tb/version_0", {}
+        ) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        # The page loads its data and images asynchronously; a slow machine may need another try.
+        for attempt in range(3):
+            shot = tmp_path / f"timeseries-{attempt}.png"
+            result = subprocess.run(
+                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--window-size=1400,900",
+                 f"--screenshot={shot}", f"{base}/?tagFilter=01_conv/spectrum#timeseries"],
+                capture_output=True, text=True, timeout=180,
+            )
+            assert result.returncode == 0, result.stderr[-2000:]
+            pixels = np.asarray(Image.open(shot).convert("RGB"))
+            if max(rdbu_run(row) for row in pixels[100:]) > 100:
+                break
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    # TensorBoard's orange header, and in the page an image card whose colour bar runs from
+    # RdBu_r's blue end to its red end, shrunk to the card but still over 100 pixels long.
+    assert np.abs(pixels[5, 5].astype(int) - [0xF5, 0x7C, 0x00]).max() <= 12
+    assert max(rdbu_run(row) for row in pixels[100:]) > 100
