@@ -8,7 +8,7 @@ TORCHVISION_SPEC ?= torchvision==0.28.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install test test-fast demo docs bench clean
 
 $(STAMP): pyproject.toml tests/support/torchvision_cpu_shim.py
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: $(STAMP)
 	$(PY) examples/seed_readme.py
 	$(PY) examples/demo_digits.py
 	$(PY) examples/response_maps_digits.py
+
+# The README's pictures of the digits demo, from the newest run `make demo` wrote
+# (needs the Debian package chromium).
+docs: $(STAMP)
+	$(PY) examples/docs_images.py --docs docs
 
 bench: $(STAMP)
 	$(PY) benchmarks/transform.py

@@ -27,6 +27,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
+import nsp.energy
 from nsp_lightning import SpectrumCallback, read_records, report
 
 PROBES = 4
@@ -148,6 +149,12 @@ def main() -> None:
     for record in (records[0], records[-1]):
         values = ", ".join(f"{n}={v:.2f}" for n, v in zip(record.layernames, record.log10_energy[0]))
         print(f"  record {record.epoch:2d}: {values}")
+    # The energies barely move; the change since the baseline does (nsp.energy.change_since).
+    change = nsp.energy.change_since(records[0].spectra[0], records[-1].spectra[0])
+    print(f"\nchange of the spectrum since the baseline, probe 0, record {records[-1].epoch}:")
+    print("  layer     relative ‖ŝ−ŝ₀‖/‖ŝ₀‖   median decades moved   sign flips")
+    for l, name in enumerate(records[0].layernames):
+        print(f"  {name:8s}  {change['relative'][l]:20.3g}   {change['decades'][l]:20.3g}   {change['sign_flips'][l]:10.3g}")
     print(f"\nTensorBoard logs: {Path(trainer.log_dir).resolve()}")
     print(f"Spectrum records: {Path(callback.dirpath).resolve()}  (read with nsp_lightning.read_records)")
     print("View them with:")

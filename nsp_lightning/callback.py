@@ -108,8 +108,10 @@ class SpectrumCallback(ProbeCallback):
         - Custom scalars ("CUSTOM SCALARS" tab): the change since the baseline first, one
           chart per measure and probe, then log10 energy. TensorBoard draws the series of
           one run in one colour (told apart by marker), so the image
-          ``nsp/00_change/probe_<p>`` draws the relative change and the decades moved,
-          one coloured line per layer, with a legend of the values at the last record.
+          ``nsp/00_change/probe_0`` draws the first probe's relative change and decades
+          moved, one coloured line per layer, with a legend of the values at the last
+          record (one chart per record: a matplotlib figure costs as much as a hundred
+          cards).
         - Images, to TensorBoard loggers only: ``nsp/<ii>_<layer>/activations/probe_<p>``
           and ``nsp/<ii>_<layer>/spectrum/probe_<p>`` (a layer's two cards side by side):
           :func:`nsp.render.render_card` images with a title (layer, probe, label,

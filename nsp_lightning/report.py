@@ -13,14 +13,21 @@ The spectra of :class:`~nsp_lightning.SpectrumCallback` have these sections
 - **Run and model**: the model, transform, INCL, probes and recorded epochs, and the
   recorded layers with their shapes and neuron counts (and module descriptions and edge
   counts, where the record header holds them).
+- **Change since the baseline**: per probe, each layer's change of the spectrum since the
+  baseline record (:func:`nsp.energy.change_since`: relative change, median decades a
+  coefficient moved, change of log10 energy, sign flips) as a chart over the records and
+  a table of the values at the last record.
 - **Spectral energy per layer**: per probe, log10 Σ ŝ² of every layer across all recorded
   epochs, as lines and as a layer × epoch heatmap (:func:`nsp.render.energy_over_epochs`).
 - **Share of energy per layer**: per probe, each layer's share of the total spectral
   energy (:func:`nsp.energy.energy_share`) at the selected epochs.
-- **Activations and spectra**: per probe, heatmaps of every layer's activations beside its
-  spectrum (:func:`nsp.render.render_side_by_side`) at the selected epochs, with an epoch
-  slider. At most `HEATMAP_EPOCHS` epochs are selected: the first, the last and evenly
-  spaced ones between, so that a run of hundreds of epochs still gives a small page.
+- **Activations and spectra**: per probe, every layer's activation and spectrum cards
+  (:func:`nsp.render.render_card`) at the selected epochs, on colour ranges fixed per layer
+  over the whole run, with one slider that moves every probe. At most `HEATMAP_EPOCHS`
+  epochs are selected: the first, the last and evenly spaced ones between, so that a run
+  of hundreds of epochs still gives a small page; the text says which.
+- **Spectra of every record, side by side**: per probe, a grid with a row per layer and a
+  column per record, on the same colour ranges.
 - **Graph rebuilds** (INCL=False only): the records at which a probe's data-dependent graph
   changed.
 - **Conditioning**, only where the records carry it: each layer's rounding sensitivity

@@ -130,3 +130,27 @@ def test_records_and_reports_need_no_lightning(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
     assert (tmp_path / "r.html").is_file()
+
+
+@pytest.mark.slow
+def test_the_nsp_report_command_imports_no_lightning(tmp_path):
+    import subprocess
+    import sys
+
+    legacy = Path(__file__).parents[1] / "data" / "spectra-v0.1.0"
+    # The installed console script's own entry point, with Lightning made unimportable: any
+    # import of it on the way would fail the command.
+    code = (
+        "import sys\n"
+        "from importlib.metadata import entry_points\n"
+        "sys.modules['lightning'] = sys.modules['pytorch_lightning'] = None\n"
+        "(script,) = [e for e in entry_points(group='console_scripts') if e.name == 'nsp-report']\n"
+        "assert script.value == 'nsp_lightning.cli:main', script.value\n"
+        f"status = script.load()([{str(legacy)!r}, '-o', {str(tmp_path / 'r.html')!r}, '-q'])\n"
+        "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')"
+        " and sys.modules[m] is not None))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "0 []"
+    assert (tmp_path / "r.html").is_file()
