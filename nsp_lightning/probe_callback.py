@@ -87,7 +87,9 @@ class ProbeCallback(Callback):
               start, after the Trainer has set it up.
 
             The probe moves to the model's device once per fit; floating-point probes are
-            cast to the dtype of the model's parameters.
+            cast to the dtype of the model's parameters. A batch ``(x, y)`` whose ``y``
+            holds one label per input gives the probes' labels (``context.labels``). More
+            than 16 inputs get a warning: every record analyses, stores and logs each.
         analyses: a :class:`~nsp_lightning.ProbeAnalysis` or a sequence of them, with
             distinct names.
         every_n_epochs: record every ``n`` training epochs. Default: every epoch. The
@@ -123,7 +125,8 @@ class ProbeCallback(Callback):
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
           TensorBoard loggers only.
 
-    Without a TensorBoard logger the callback warns once and still logs scalars to the
+    At fit start the callback says (at INFO level) where the records go. Without a
+    TensorBoard logger the callback warns once and still logs scalars to the
     other loggers and writes records; without any logger it still writes records. Under
     ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
 
