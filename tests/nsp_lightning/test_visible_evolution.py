@@ -1,12 +1,10 @@
 """What a researcher sees in TensorBoard (issue 11): inner layers, change since the baseline, context."""
 
-import io
 
 import numpy as np
 import pytest
 import torch
 from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
-from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import nn
