@@ -350,8 +350,18 @@ class AncestorSets:
                 (j,) = parents
                 own = {k: _Gathered(block, source) for k, block in self.blocks[j].items()}
                 targets = [j]
+            classes = None
+            if source is None:
+                # Rows equal in every parent relation have the same ancestors everywhere (deep in
+                # a ResNet stage almost all do): the sets are built for one row per class.
+                codes = np.stack([unique_rows(e)[1] for e in parents.values()], axis=1)
+                _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
+                if 2 * first.size <= sizes[layer]:
+                    classes = inverse.reshape(-1)
+                    parents = {j: e[first] for j, e in parents.items()}
+            n_rows = next(iter(parents.values())).shape[0]
             # Upper bounds on each row's ancestor count per target layer, one product per parent.
-            bounds = {k: np.zeros(sizes[layer], dtype=np.int64) for k in targets}
+            bounds = {k: np.zeros(n_rows, dtype=np.int64) for k in targets}
             for j, e in parents.items():
                 ks = [k for k in targets if k == j or k in self.blocks[j]]
                 counts = np.stack([np.ones(sizes[j], np.int64) if k == j else self.blocks[j][k].row_counts() for k in ks], 1)
@@ -360,6 +370,8 @@ class AncestorSets:
             for k in targets:
                 sources = [(e, None if j == k else self.blocks[j][k]) for j, e in parents.items() if j == k or k in self.blocks[j]]
                 own[k] = self._block(layer, k, sizes[k], sources, np.minimum(bounds[k], sizes[k]))
+                if classes is not None:
+                    own[k] = _Gathered(own[k], classes)
             self.blocks.append(own)
             largest = max(largest, sum(sizes[k] for k in own))
             progress.done(layer)
@@ -388,8 +400,7 @@ class AncestorSets:
         self.limb_bits = min(32, 52 - math.ceil(math.log2(largest + 1)))
         self._ones = np.ones(
             max(
-                (c.indices.size for b in self.blocks for blk in b.values() if isinstance(blk, _Block)
-                 for c in blk.chunks if c.bits is None),
+                (c.indices.size for b in self.blocks for blk in b.values() for c in _base(blk).chunks if c.bits is None),
                 default=0,
             )
         )
