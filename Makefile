@@ -32,10 +32,11 @@ demo: $(STAMP)
 	$(PY) examples/demo_digits.py
 	$(PY) examples/response_maps_digits.py
 
-# The README's pictures of the digits demo, from the newest run `make demo` wrote
-# (needs the Debian package chromium).
+# The README's pictures: the digits demo's, from the newest run `make demo` wrote (needs the
+# Debian package chromium), and the heatmaps of the README, MNIST and ResNet-18 networks.
 docs: $(STAMP)
 	$(PY) examples/docs_images.py --docs docs
+	$(PY) examples/render_heatmaps.py docs
 
 bench: $(STAMP)
 	$(PY) benchmarks/transform.py
