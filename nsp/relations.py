@@ -486,11 +486,8 @@ def _contains(big: Term, small: Term) -> bool:
 
 
 def _digits(index: np.ndarray, dims: Sequence[int]) -> list[np.ndarray]:
-    out = []
-    for d in reversed(dims):
-        out.append(index % d)
-        index = index // d
-    return out[::-1]
+    # numpy's unravel_index: one compiled pass instead of a division per axis.
+    return list(np.unravel_index(index, tuple(dims))) if len(dims) else []
 
 
 def _realise(term: Term, target: Sequence[tuple[int, int]]) -> Term | None:
