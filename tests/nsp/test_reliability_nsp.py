@@ -112,8 +112,9 @@ def test_causal_transform_estimate_is_an_upper_bound_of_what_it_uses():
 
 def test_ancestor_sets_refuse_against_available_memory_not_a_fixed_8_gib(monkeypatch):
     assert ancestor_sets.ANCESTOR_MEMORY_LIMIT is None
-    net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
-    acts = nsp.Activations(net, torch.randn(1, 64))
+    # Local receptive fields: rows of a dense Linear share one ancestor set, which fits anywhere.
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    acts = nsp.Activations(net, torch.randn(1, 1, 16, 16))
     monkeypatch.setattr(memory, "available_bytes", lambda: 10_000)
     with pytest.raises(MemoryError, match=r"ancestor sets \(the memory available\): .* by layer '0', 1 of 3 "
                        r"\(estimated before allocating\)"):
