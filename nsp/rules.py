@@ -781,18 +781,23 @@ class ReshapeRule(StructuralRule):
         return [Term.identity(call.in_shape() or (1,))]
 
 
+def _parts_and_axis(call, what: str) -> tuple[Any, int]:
+    """``torch.cat``/``torch.stack``'s tensors and their non-negative output axis, refusing the batch axis."""
+    parts = call.arg(0, "tensors")
+    dim = call.arg(1, "dim", 0)
+    dim = dim + call.output.dim() if dim < 0 else dim
+    if dim == 0:
+        raise call.unsupported(f"{what} along the batch dimension")
+    return parts, dim
+
+
 class ConcatRule(StructuralRule):
     """``torch.cat`` along a non-batch axis: each part goes to its slice."""
 
     aligned = True
 
     def relations(self, call):
-        parts = call.arg(0, "tensors")
-        dim = call.arg(1, "dim", 0)
-        ndim = call.output.dim()
-        dim = dim + ndim if dim < 0 else dim
-        if dim == 0:
-            raise call.unsupported("concatenation along the batch dimension")
+        parts, dim = _parts_and_axis(call, "concatenation")
         out_shape = call.out_shape
         placed: dict[int, list[Term]] = {}
         offset = 0
@@ -811,12 +816,7 @@ class StackRule(StructuralRule):
     """``torch.stack`` along a non-batch axis: part ``j`` goes to index ``j`` of the new axis."""
 
     def relations(self, call):
-        parts = call.arg(0, "tensors")
-        dim = call.arg(1, "dim", 0)
-        ndim = call.output.dim()
-        dim = dim + ndim if dim < 0 else dim
-        if dim == 0:
-            raise call.unsupported("stacking along the batch dimension")
+        parts, dim = _parts_and_axis(call, "stacking")
         shape = call.out_shape
         placed: dict[int, list[Term]] = {}
         for j, part in enumerate(parts):
