@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nsp import optvis
-from nsp.optvis.render import forward
+from nsp.optvis.optimize import forward
 
 
 def small_cnn() -> nn.Module:
@@ -151,7 +151,7 @@ def main() -> None:
 
     print("\nFeatureVisAnalysis.compute per record, seconds")
     from nsp_lightning.analyses import FeatureVisAnalysis
-    from nsp_lightning.analysis import ProbeContext
+    from nsp_lightning.probe.analysis import ProbeContext
 
     cases = [
         ("digits CNN, 1×8×8 probes: 4 channels of relu2 + 10 classes, 64 steps at 8×8", digits.model,

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import nsp
-from nsp.local_affine import activation_patterns
-from nsp.regions import Plane, linear_regions
+from nsp.regions.local_affine import activation_patterns
+from nsp.regions.partition import Plane, linear_regions
 
 
 def mlp() -> nn.Module:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import networks  # noqa: E402
 
 import nsp  # noqa: E402
-from nsp import render  # noqa: E402
-from nsp.visualizer import Visualizer  # noqa: E402
+from nsp.viz import render  # noqa: E402
+from nsp.viz.visualizer import Visualizer  # noqa: E402
 
 
 def seconds_per_call(fn: Callable[[], object], repeats: int, budget: float = 0.5) -> float:

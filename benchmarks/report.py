@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import demo_digits  # noqa: E402
 import lightning.pytorch as pl  # noqa: E402
 
-from nsp.storage import RecordStore  # noqa: E402
+from nsp.io.storage import RecordStore  # noqa: E402
 from nsp_lightning import SpectrumCallback, read_records  # noqa: E402
-from nsp_lightning.report import report  # noqa: E402
+from nsp_lightning.report.html import report  # noqa: E402
 
 
 def record_run(dirpath: Path, epochs: int) -> float:

@@ -69,7 +69,7 @@ def laplacian_times() -> None:
 
 def report_times(run_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as out:
-        command = f"from nsp_lightning.cli import main; main([{str(run_dir)!r}, '-o', {out!r}, '-q'])"
+        command = f"from nsp_lightning.report.cli import main; main([{str(run_dir)!r}, '-o', {out!r}, '-q'])"
         seconds = fresh(command)
     print(f"nsp-report {run_dir}: {seconds:.1f} s (a fresh interpreter, imports included)")
     report = fresh("import nsp_lightning.report")

@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-import nsp.energy
+import nsp.transforms.energy
 from nsp_lightning import SpectrumCallback, read_records, report
 
 PROBES = 4

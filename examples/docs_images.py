@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import nsp.energy
+import nsp.transforms.energy
 from nsp_lightning import read_records, report
 
 CHROMIUM = "/usr/bin/chromium"

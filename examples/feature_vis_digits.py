@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from nsp_lightning import ProbeCallback, read_records, report
 from nsp_lightning.analyses import FeatureVisAnalysis
-from nsp_lightning.analyses.feature_vis import GAP, feature_grid
+from nsp_lightning.analyses.feature_vis.analysis import GAP, feature_grid
 
 
 class Digits(pl.LightningModule):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 
 from nsp import optvis
-from nsp.optvis import transform as T
+from nsp.optvis import augment as T
 
 SCALES = [1 + (i - 5) / 50 for i in range(11)]
 ANGLES = list(range(-10, 11)) + 5 * [0]

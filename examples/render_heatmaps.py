@@ -18,7 +18,7 @@ sys.path.insert(0, "benchmarks")
 import networks  # noqa: E402
 
 import nsp  # noqa: E402
-from nsp import render  # noqa: E402
+from nsp.viz import render  # noqa: E402
 
 
 def with_npz_weights(net, path):

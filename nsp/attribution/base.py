@@ -4,7 +4,7 @@ An attribution method is a class constructed with the model (and a layer, for th
 methods), whose :meth:`Attribution.attribute` takes a batch of inputs and a target and
 returns one attribution per input, as captum's classes do. The base class does what is
 the same for every method: it validates the inputs, the target and the options, runs one
-instrumented forward pass (:mod:`nsp.attribution._trace`) for the default target and the
+instrumented forward pass (:mod:`nsp.common.tracer`) for the default target and the
 architecture checks, re-enables grad (attribution needs it even under Lightning's
 inference mode) and post-processes the sign.
 """
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from nsp.attribution._trace import GUIDED_MODULES, Trace, trace
+from nsp.common.tracer import GUIDED_MODULES, Trace, trace
 
 __all__ = ["SIGNS", "Attribution", "LayerAttribution", "resolve_layer"]
 

@@ -7,8 +7,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from nsp.attribution._captum import captum_attr
-from nsp.attribution._trace import Trace
+from nsp.attribution.backend import captum_attr
+from nsp.common.tracer import Trace
 from nsp.attribution.base import LayerAttribution
 
 __all__ = ["GradCam"]

@@ -9,7 +9,7 @@ rectification moves to each call's *output*: a forward hook on every ``nn.ReLU``
 ``nn.ReLU6`` wraps the output in an identity whose backward keeps the positive part.
 Each call of a reused module gets its own node, and in-place ReLUs need nothing special.
 ReLUs computed by functions (``F.relu`` in a ``forward``) cannot be hooked; the
-attribution refuses them and names the module (see :mod:`nsp.attribution._trace`).
+attribution refuses them and names the module (see :mod:`nsp.common.tracer`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import functools
 import torch
 from torch import nn
 
-from nsp.attribution._captum import captum_attr
-from nsp.attribution._trace import GUIDED_MODULES
+from nsp.attribution.backend import captum_attr
+from nsp.common.tracer import GUIDED_MODULES
 from nsp.attribution.base import Attribution
 
 __all__ = ["GuidedBackprop"]

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from nsp.attribution._captum import captum_attr
-from nsp.attribution._trace import Trace
+from nsp.attribution.backend import captum_attr
+from nsp.common.tracer import Trace
 from nsp.attribution.base import LayerAttribution
 from nsp.attribution.guided_backprop import captum_guided_backprop
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nsp.attribution._captum import captum_attr
+from nsp.attribution.backend import captum_attr
 from nsp.attribution.base import Attribution
 
 __all__ = ["Saliency"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nsp.attribution._captum import captum_attr
+from nsp.attribution.backend import captum_attr
 from nsp.attribution.base import Attribution
 from nsp.attribution.guided_backprop import captum_guided_backprop
 

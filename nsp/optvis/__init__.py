@@ -6,8 +6,8 @@ The pieces lucid made standard, small and composable:
   class logit, a direction; sums, differences and multiples of these);
 - :mod:`nsp.optvis.param`: how the image is parameterised (pixels, or a Fourier-space
   image with decorrelated colour and a sigmoid range);
-- :mod:`nsp.optvis.transform`: transformation robustness (pad, jitter, scale, rotate);
-- :mod:`nsp.optvis.render`: the optimiser loop (seed, steps, progress bar, thresholds),
+- :mod:`nsp.optvis.augment`: transformation robustness (pad, jitter, scale, rotate);
+- :mod:`nsp.optvis.optimize`: the optimiser loop (seed, steps, progress bar, thresholds),
   and :func:`normalized`, which gives a model's input convention (mean, std, size) once;
 
 and the netlens tasks as one-liners (:mod:`nsp.optvis.tasks`): :func:`visualize_channel`,
@@ -39,9 +39,9 @@ from nsp.optvis.objectives import (
     total_variation,
 )
 from nsp.optvis.param import FourierImage, ImageParam, PixelImage, fourier_image, pixel_image
-from nsp.optvis.render import IMAGENET_MEAN, IMAGENET_STD, Normalized, Render, evaluate, normalized, render, save_images
+from nsp.optvis.optimize import IMAGENET_MEAN, IMAGENET_STD, Normalized, Render, evaluate, normalized, render, save_images
 from nsp.optvis.tasks import deep_dream, invert, style_transfer, visualize_channel, visualize_class
-from nsp.optvis.transform import compose, jitter, pad, random_rotate, random_scale, standard_transforms
+from nsp.optvis.augment import compose, jitter, pad, random_rotate, random_scale, standard_transforms
 
 __all__ = [
     "INPUT", "OUTPUT", "Objective", "channel", "class_log_probability", "class_logit", "deepdream", "direction",

@@ -1,7 +1,7 @@
 """Objectives: what an image is optimised for, after lucid's ``objectives``.
 
 An :class:`Objective` maps the activations of one forward pass to one value per image of
-the batch, ``(B,)``, which :func:`nsp.optvis.render.render` maximises. Objectives add,
+the batch, ``(B,)``, which :func:`nsp.optvis.optimize.render` maximises. Objectives add,
 subtract, negate and scale by numbers, so that ``channel("layer3", 7) - 0.1 * l2("layer2")``
 is an objective too. Each names the layers it reads (dotted module names); the render
 loop hooks exactly those, checks the indices against the first forward pass (an unknown

@@ -8,9 +8,9 @@
 :func:`style_transfer`          content of one image in the style of another (Gatys et al.)
 ==============================  ==========================================================
 
-Each returns a :class:`~nsp.optvis.render.Render` (the images at the kept steps, the
+Each returns a :class:`~nsp.optvis.optimize.Render` (the images at the kept steps, the
 objective's values, and the task's own losses in ``extra``) and writes PNGs when given
-``save="name.png"``. The model is plain or :func:`~nsp.optvis.render.normalized` (mean,
+``save="name.png"``. The model is plain or :func:`~nsp.optvis.optimize.normalized` (mean,
 std and size given once); layers are its dotted module names.
 """
 
@@ -25,7 +25,7 @@ from torch import nn
 
 from nsp.optvis import objectives as obj
 from nsp.optvis.param import ImageParam, pixel_image
-from nsp.optvis.render import (
+from nsp.optvis.optimize import (
     Render,
     _device_dtype,
     _inner,
@@ -37,7 +37,7 @@ from nsp.optvis.render import (
     resolve,
     save_images,
 )
-from nsp.optvis.transform import Transform, jitter
+from nsp.optvis.augment import Transform, jitter
 
 __all__ = ["deep_dream", "invert", "style_transfer", "visualize_channel", "visualize_class"]
 
@@ -68,13 +68,13 @@ def visualize_channel(
     Parameters
     ----------
     model : torch.nn.Module
-        Plain or :func:`~nsp.optvis.render.normalized`.
+        Plain or :func:`~nsp.optvis.optimize.normalized`.
     layer : str
         Dotted module name, e.g. ``"layer3"`` or ``"features.10"``.
     channel : int
         The channel.
     size, steps, thresholds, param, transforms, lr, seed, progress
-        As for :func:`~nsp.optvis.render.render` (Fourier image, lucid's transforms, Adam
+        As for :func:`~nsp.optvis.optimize.render` (Fourier image, lucid's transforms, Adam
         at 0.05, 256 steps).
     save : str or Path, optional
         Write the final image there as a PNG.
@@ -180,7 +180,7 @@ def deep_dream(
     Parameters
     ----------
     model : torch.nn.Module
-        Plain or :func:`~nsp.optvis.render.normalized` (for a model with a fixed input
+        Plain or :func:`~nsp.optvis.optimize.normalized` (for a model with a fixed input
         size, every octave is resized to it).
     image : torch.Tensor
         ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1].
@@ -274,7 +274,7 @@ def invert(
     Parameters
     ----------
     model : torch.nn.Module
-        Plain or :func:`~nsp.optvis.render.normalized`.
+        Plain or :func:`~nsp.optvis.optimize.normalized`.
     image : torch.Tensor
         ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1]; the inversion has its size.
     layer : str
@@ -282,7 +282,7 @@ def invert(
     tv_weight : float
         Weight of the total variation (mean absolute difference of neighbouring pixels).
     steps, thresholds, lr, seed, progress, save
-        As for :func:`~nsp.optvis.render.render`; L-BFGS by default (no random
+        As for :func:`~nsp.optvis.optimize.render`; L-BFGS by default (no random
         transforms: the match is pixel-exact).
     param : 'pixel', 'fourier' or ImageParam
         The parameterisation (default pixels, started at the noise image).
@@ -342,7 +342,7 @@ def style_transfer(
     Parameters
     ----------
     model : torch.nn.Module
-        Plain or :func:`~nsp.optvis.render.normalized` (classically VGG's ``features``).
+        Plain or :func:`~nsp.optvis.optimize.normalized` (classically VGG's ``features``).
     content, style : torch.Tensor
         Images ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1]; the result has the content's
         size, and the style image may have any size the model takes.
@@ -356,7 +356,7 @@ def style_transfer(
         The starting image: the content image, uniform noise in [0.1, 0.9] drawn from ``seed``, or an
         image of the content's shape.
     thresholds, lr, seed, save, progress
-        As for :func:`~nsp.optvis.render.render`.
+        As for :func:`~nsp.optvis.optimize.render`.
 
     Returns
     -------

@@ -35,11 +35,11 @@ from typing import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from nsp import memory
-from nsp.patterns import unique_rows
-from nsp.progress import Progress
-from nsp.relations import StructureError
-from nsp.structure import NetworkStructure
+from nsp.common import memory
+from nsp.graph.sparse_products import unique_rows
+from nsp.common.progress import Progress
+from nsp.graph.relations import StructureError
+from nsp.graph.structure import NetworkStructure
 
 __all__ = ["AncestorSets", "ANCESTOR_MEMORY_LIMIT"]
 
@@ -327,7 +327,7 @@ class AncestorSets:
         the message names the layer and the estimate.
 
     Building the sets of a large graph takes minutes; progress goes to the ``"nsp"``
-    logger (:mod:`nsp.progress`).
+    logger (:mod:`nsp.common.progress`).
     """
 
     def __init__(self, structure: NetworkStructure) -> None:

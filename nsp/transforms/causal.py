@@ -26,7 +26,7 @@ The number of limbs per layer comes from a majorant computed once per graph:
 Two kernels evaluate ``Σ_K A_{L,K} X_K``:
 
 - with ``INCL=True`` the relations are unions of Kronecker products of small per-axis
-  0/1 factors (:mod:`nsp.relations`), applied with axis sums and prefix sums in about
+  0/1 factors (:mod:`nsp.graph.relations`), applied with axis sums and prefix sums in about
   O(N·L) work, never forming an N×N matrix;
 - with ``INCL=False`` (data-dependent graphs, not products) the ancestor sets are kept
   explicitly, sparse inside receptive fields or as packed bitsets where they are dense
@@ -41,10 +41,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from nsp import memory
-from nsp.progress import Progress
-from nsp.relations import Relation, StructureError, Term, eye_factor, ones_factor
-from nsp.structure import NetworkStructure
+from nsp.common import memory
+from nsp.common.progress import Progress
+from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones_factor
+from nsp.graph.structure import NetworkStructure
 from nsp.transforms.ancestor_sets import AncestorSets
 from nsp.transforms.base import GraphTransform
 

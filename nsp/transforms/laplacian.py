@@ -37,7 +37,7 @@ import scipy.linalg
 import scipy.sparse
 from threadpoolctl import threadpool_limits
 
-from nsp import memory as nsp_memory
+from nsp.common import memory as nsp_memory
 from nsp.transforms.base import GraphTransform
 
 __all__ = [

@@ -11,7 +11,7 @@ eigendecomposition. Two parts:
     ``L`` of an ``NNGraph``'s undirected neuron graph as a
     :class:`scipy.sparse.linalg.LinearOperator`. With ``INCL=True`` it applies each
     layer relation (a union of Kronecker products of small per-axis 0/1 factors,
-    :mod:`nsp.relations`) and its transpose with per-axis sums and small matrix products,
+    :mod:`nsp.graph.relations`) and its transpose with per-axis sums and small matrix products,
     so neither an ``N x N`` matrix nor an edge list ever exists. With ``INCL=False`` the
     relations are sparse matrices already, and ``L`` is one.
 
@@ -61,8 +61,8 @@ import scipy.fft
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from nsp.relations import Term
-from nsp.structure import NetworkStructure
+from nsp.graph.relations import Term
+from nsp.graph.structure import NetworkStructure
 from nsp.transforms.laplacian import band_edges, laplacian_matrix
 
 __all__ = ["DEFAULT_TOL", "MAX_ORDER", "LaplacianBands", "LaplacianOperator"]
@@ -130,7 +130,7 @@ class LaplacianOperator(LinearOperator):
     layer relations ``A_LK`` of ``A_LK`` and its transpose, and no two of these overlap.
 
     With ``INCL=True`` each relation is applied as the sum of disjoint product terms
-    (:meth:`nsp.relations.Relation.disjoint`), so overlapping terms of a union count
+    (:meth:`nsp.graph.relations.Relation.disjoint`), so overlapping terms of a union count
     once; each term is applied with per-axis sums and
     small per-axis matrix products in float64. The cost of a product is about that of a
     few passes over the activations per term; no ``N x N`` matrix or edge list is formed.
@@ -157,7 +157,7 @@ class LaplacianOperator(LinearOperator):
     Raises
     ------
     TypeError
-        If `structure` is not a :class:`~nsp.structure.NetworkStructure`.
+        If `structure` is not a :class:`~nsp.graph.structure.NetworkStructure`.
 
     See Also
     --------

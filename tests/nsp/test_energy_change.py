@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nsp.energy import CHANGE_MEASURES, change_since
+from nsp.transforms.energy import CHANGE_MEASURES, change_since
 
 
 def exact_relative(now, base) -> float:

@@ -23,7 +23,7 @@ from torch import nn
 import chunks
 import nsp
 import zoo
-from nsp.structure import ELEMENTWISE_MODULES
+from nsp.graph.structure import ELEMENTWISE_MODULES
 
 
 def _layer_modules(net, names):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import zoo
-from nsp.local_affine import NotPiecewiseLinearError, activation_patterns, local_affine, same_region
+from nsp.regions.local_affine import NotPiecewiseLinearError, activation_patterns, local_affine, same_region
 
 # Smooth (or discontinuous) functions the zoo uses; a rejection must name one of them.
 NON_PL_OPS = ("elu", "selu", "celu", "gelu", "sigmoid", "tanh", "hardsigmoid", "hardswish", "silu", "mish",

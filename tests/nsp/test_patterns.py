@@ -6,8 +6,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nsp import patterns
-from nsp.patterns import RowClasses, bool_product, unique_rows
+from nsp.graph import sparse_products as patterns
+from nsp.graph.sparse_products import RowClasses, bool_product, unique_rows
 
 
 def _random(rng, m, n, density, repeat):

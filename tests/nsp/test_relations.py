@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nsp.relations import Relation, StructureError, Term, coarsening, refinement
+from nsp.graph.relations import Relation, StructureError, Term, coarsening, refinement
 
 
 def _random_factor(rng, p, q, kind):
@@ -85,7 +85,7 @@ def test_flatten_then_linear_keeps_per_axis_factors():
 
 
 def test_refuses_instead_of_materialising_huge_factors(monkeypatch):
-    import nsp.relations as relations
+    import nsp.graph.relations as relations
 
     monkeypatch.setattr(relations, "MAX_FACTOR_ENTRIES", 100)
     a = Term((np.eye(6, dtype=bool)[:, ::-1].copy(), np.eye(4, dtype=bool)))
@@ -131,7 +131,7 @@ def test_union_merges_terms_that_differ_in_one_factor():
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_column_and_row_factors_pair_up_without_changing_the_product(data):
-    from nsp.relations import _pair_vectors
+    from nsp.graph.relations import _pair_vectors
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     shapes = data.draw(st.lists(st.sampled_from(["col", "row", "full"]), min_size=1, max_size=6))
@@ -159,7 +159,7 @@ def test_a_gate_broadcast_back_over_its_pooled_axes_stays_one_product():
 def test_bool_matmul_over_distinct_rows_matches_dense():
     # Factors large enough for the distinct-row path, with repeated rows and columns (the
     # channel factors of concatenations) and without.
-    from nsp.relations import _bool_matmul
+    from nsp.graph.relations import _bool_matmul
 
     rng = np.random.default_rng(0)
     for repeat in (3, None):
@@ -173,7 +173,7 @@ def test_bool_matmul_over_distinct_rows_matches_dense():
 
 def test_a_permutation_cut_into_terms_merges_back_after_a_channel_mix():
     # ConvNeXt: (C,H,W) -> (H,W,C) cut into one term per (h, w), then LayerNorm over C.
-    from nsp.relations import ones_factor
+    from nsp.graph.relations import ones_factor
 
     c, h, w = 6, 3, 4
     cut = []
@@ -198,7 +198,7 @@ def test_a_permutation_cut_into_terms_merges_back_after_a_channel_mix():
 def test_union_of_terms_in_different_forms_matches_dense():
     # EfficientNet's stem and SE gate: a window term, and a gate term whose channel column
     # was paired with an input row of the same size (out (4,2,2), in (3,4,4)).
-    from nsp.relations import ones_factor
+    from nsp.graph.relations import ones_factor
 
     window = np.zeros((2, 4), bool)
     window[0, :3], window[1, 1:] = True, True

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import nsp
-from nsp import rules
+from nsp.graph import rules
 
 pytestmark = pytest.mark.reliability
 

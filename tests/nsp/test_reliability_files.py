@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nsp
-from nsp.storage import load_npz
+from nsp.io.storage import load_npz
 
 pytestmark = pytest.mark.reliability
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import nsp
-from nsp import memory
+from nsp.common import memory
 from nsp.transforms import ancestor_sets
 
 pytestmark = pytest.mark.reliability
@@ -130,7 +130,7 @@ def test_networkx_view_refuses_beyond_memory_and_warns_when_large(monkeypatch):
     with pytest.raises(MemoryError, match=r"networkx view .* 40,000-edge graph needs about .*graph\.adjacency\(\)"):
         list(graph.edges())
     monkeypatch.setattr(memory, "available_bytes", lambda: None)
-    monkeypatch.setattr("nsp.graph._EDGE_WARNING", 10_000)
+    monkeypatch.setattr("nsp.graph.nngraph._EDGE_WARNING", 10_000)
     with pytest.warns(UserWarning, match=r"networkx view of 40,000 edges"):
         assert len(list(graph.edges())) == 40_000
 

@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from nsp import render
+from nsp.viz import render
 
 VIRIDIS = matplotlib.colormaps["viridis"]
 RDBU = matplotlib.colormaps["RdBu_r"]

@@ -19,7 +19,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from nsp import NeuralResponseMap
-from nsp.response_map import circle_projection, spearman_vectors, to_rgb
+from nsp.response_map.core import circle_projection, spearman_vectors, to_rgb
 
 
 def small_cnn() -> nn.Sequential:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import nsp
-import nsp.rules as rules
+import nsp.graph.rules as rules
 from test_layers import exact_dag_spectrum, reference_blocks
 
 

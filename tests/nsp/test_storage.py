@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from nsp import storage
-from nsp.storage import RecordStore, RecordStoreError, load_json, load_npz, save_json, save_npz
+from nsp.io import storage
+from nsp.io.storage import RecordStore, RecordStoreError, load_json, load_npz, save_json, save_npz
 
 
 def test_npz_round_trip_keeps_values_dtypes_and_meta(tmp_path):

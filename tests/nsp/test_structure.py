@@ -5,7 +5,7 @@ import pytest
 import nsp
 import reference as R
 import zoo
-from nsp import rules
+from nsp.graph import rules
 
 
 @pytest.mark.parametrize("name", ["pruned_cnn", "conv2d_groups", "conv1d_stride_pad_dilation", "maxpool2d_ceil_pad_dilation",

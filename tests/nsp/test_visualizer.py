@@ -14,8 +14,8 @@ from torch import nn
 
 import nsp
 import zoo
-from nsp import render
-from nsp.visualizer import Visualizer, _page_upscale, _pages
+from nsp.viz import render
+from nsp.viz.visualizer import Visualizer, _page_upscale, _pages
 
 
 class FakeActivations:

@@ -1,7 +1,7 @@
 """The README's example of a user's own probe analysis (test_probe_callback checks that they agree)."""
 
 from nsp_lightning import AnalysisRecord, ProbeAnalysis
-from nsp_lightning.sections import Section, Table
+from nsp_lightning.report.sections import Section, Table
 
 
 class ChannelMeans(ProbeAnalysis):

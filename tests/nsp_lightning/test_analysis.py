@@ -8,7 +8,7 @@ import torch
 from lightning_helpers import TinyNet, probe
 
 import nsp
-from nsp_lightning.analysis import (
+from nsp_lightning.probe.analysis import (
     AnalysisRecord,
     LogSink,
     ProbeAnalysis,
@@ -19,7 +19,7 @@ from nsp_lightning.analysis import (
     class_path,
     read_probe_record,
 )
-from nsp_lightning.sections import Chart, Facts, Section, Table
+from nsp_lightning.report.sections import Chart, Facts, Section, Table
 
 
 class Counting(ProbeAnalysis):
@@ -145,7 +145,7 @@ def test_the_nsp_report_command_imports_no_lightning(tmp_path):
         "from importlib.metadata import entry_points\n"
         "sys.modules['lightning'] = sys.modules['pytorch_lightning'] = None\n"
         "(script,) = [e for e in entry_points(group='console_scripts') if e.name == 'nsp-report']\n"
-        "assert script.value == 'nsp_lightning.cli:main', script.value\n"
+        "assert script.value == 'nsp_lightning.report.cli:main', script.value\n"
         f"status = script.load()([{str(legacy)!r}, '-o', {str(tmp_path / 'r.html')!r}, '-q'])\n"
         "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')"
         " and sys.modules[m] is not None))\n"

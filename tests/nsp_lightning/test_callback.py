@@ -18,11 +18,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 import nsp
-import nsp.energy
-import nsp.render
-from nsp.storage import RecordStoreError
-import nsp_lightning.records as records_module
-from nsp.storage import RecordStore
+import nsp.transforms.energy
+import nsp.viz.render
+from nsp.io.storage import RecordStoreError
+import nsp_lightning.probe.store as records_module
+from nsp.io.storage import RecordStore
 from nsp_lightning import SpectrumCallback, read_header, read_records
 
 # Most tests run without a TensorBoard logger on purpose; the tests of that warning catch it explicitly.

@@ -22,10 +22,10 @@ pytest.importorskip("sklearn")
 
 from digits_cnn import DigitsCNN, digits  # noqa: E402
 from nsp import optvis  # noqa: E402
-from nsp.optvis.render import make_param  # noqa: E402
+from nsp.optvis.optimize import make_param  # noqa: E402
 from nsp_lightning import ProbeCallback, read_records, report  # noqa: E402
 from nsp_lightning.analyses import FeatureVisAnalysis  # noqa: E402
-from nsp_lightning.analyses.feature_vis import feature_grid  # noqa: E402
+from nsp_lightning.analyses.feature_vis.analysis import feature_grid  # noqa: E402
 
 CHANNELS = {"net.relu2": [0, 4, 7]}
 CLASSES = [0, 3]

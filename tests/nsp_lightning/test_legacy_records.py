@@ -11,10 +11,10 @@ from test_report import SECTIONS, section_ids, table
 
 import lightning.pytorch as pl
 
-import nsp.energy
-from nsp.storage import RecordStore, load_json, load_npz
+import nsp.transforms.energy
+from nsp.io.storage import RecordStore, load_json, load_npz
 from nsp_lightning import SpectrumCallback, SpectrumRecord, read_header, read_records, report
-from nsp_lightning.records import read_series
+from nsp_lightning.probe.store import read_series
 
 LEGACY = Path(__file__).parents[1] / "data" / "spectra-v0.1.0"
 

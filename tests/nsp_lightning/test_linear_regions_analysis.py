@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning.pytorch as pl
-from nsp.local_affine import NotPiecewiseLinearError
-from nsp_lightning.analyses.linear_regions import LinearRegionsAnalysis
+from nsp.regions.local_affine import NotPiecewiseLinearError
+from nsp_lightning.analyses.linear_regions.analysis import LinearRegionsAnalysis
 
 DOMAIN = (-1.5, 2.5, -1.0, 1.5)
 
@@ -107,7 +107,7 @@ def test_region_counts_and_partitions_over_training(tmp_path):
 
 def test_planes_through_probes_of_a_cnn():
     """TinyNet (conv, ReLU, max-pool): the plane through each probe and the next two."""
-    from nsp_lightning.analysis import LogSink, ProbeContext
+    from nsp_lightning.probe.analysis import LogSink, ProbeContext
 
     torch.manual_seed(0)
     model = TinyNet().eval()

@@ -20,13 +20,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import nsp
-import nsp_lightning.analysis as analysis_module
-import nsp_lightning.records as records_module
-from nsp.storage import RecordStore
+import nsp_lightning.probe.analysis as analysis_module
+import nsp_lightning.probe.store as records_module
+from nsp.io.storage import RecordStore
 from nsp_lightning import AnalysisRecord, ProbeAnalysis, ProbeCallback, ProbeRecord, SpectrumCallback, read_records
 from nsp_lightning.analyses import SpectrumAnalysis
-from nsp_lightning.cli import main
-from nsp_lightning.report import report
+from nsp_lightning.report.cli import main
+from nsp_lightning.report.html import report
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*the Trainer has no TensorBoardLogger")
 README = Path(__file__).parents[2] / "README.md"

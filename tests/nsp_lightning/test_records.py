@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 import nsp
-from nsp.storage import RecordStore
+from nsp.io.storage import RecordStore
 from nsp_lightning import read_header, read_records
-from nsp_lightning.records import make_record, record_name, write_record
+from nsp_lightning.probe.store import make_record, record_name, write_record
 
 
 def patterns():

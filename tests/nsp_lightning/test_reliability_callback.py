@@ -16,9 +16,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from nsp.storage import RecordStore
+from nsp.io.storage import RecordStore
 from nsp_lightning import AnalysisRecord, ProbeAnalysis, ProbeCallback, SpectrumCallback, read_records
-from nsp_lightning.report import report
+from nsp_lightning.report.html import report
 
 pytestmark = pytest.mark.reliability
 

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from nsp.storage import RecordStore, RecordStoreError, load_npz, save_json
+from nsp.io.storage import RecordStore, RecordStoreError, load_npz, save_json
 from nsp_lightning import SpectrumCallback, read_records
 
 
@@ -30,7 +30,7 @@ _WRITER = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    from nsp.storage import RecordStore, RecordStoreError
+    from nsp.io.storage import RecordStore, RecordStoreError
     directory, run, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     while not os.path.exists(go):
         time.sleep(0.001)

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_report import synthetic_run
 
-from nsp.storage import load_json, load_npz, save_npz
+from nsp.io.storage import load_json, load_npz, save_npz
 from nsp_lightning import read_records
-from nsp_lightning.cli import main
-from nsp_lightning.report import report
+from nsp_lightning.report.cli import main
+from nsp_lightning.report.html import report
 
 pytestmark = pytest.mark.reliability
 
@@ -279,9 +279,9 @@ def _probe_record(kind):
     ("feature_vis", "nsp_lightning.analyses.feature_vis:FeatureVisAnalysis"),
 ])
 def test_every_analysis_checks_the_arrays_its_report_reads(tmp_path, kind, cls):
-    from nsp.storage import RecordStore
+    from nsp.io.storage import RecordStore
     from nsp_lightning import AnalysisRecord
-    from nsp_lightning.records import write_analysis_record
+    from nsp_lightning.probe.store import write_analysis_record
 
     arrays, meta, (name, bad), message = _probe_record(kind)
     store = RecordStore(tmp_path)
@@ -305,7 +305,7 @@ def test_the_installed_command_prints_one_line_naming_the_file_no_traceback(base
     run = copy(base, tmp_path / "spectra")
     header("shapes", "x")(run)  # before: a raw UFuncTypeError traceback
     script = sh.which("nsp-report", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-m", "nsp_lightning.cli"]
+    command = [script] if script else [sys.executable, "-m", "nsp_lightning.report.cli"]
     result = subprocess.run([*command, str(run), "-q"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [

@@ -17,13 +17,13 @@ from PIL import Image
 
 import lightning.pytorch as pl
 
-import nsp.energy
-import nsp.render
-from nsp.storage import RecordStore, load_json, save_json
+import nsp.transforms.energy
+import nsp.viz.render
+from nsp.io.storage import RecordStore, load_json, save_json
 from nsp_lightning import SpectrumCallback, read_records
-from nsp_lightning.cli import main
-from nsp_lightning.records import SpectrumRecord, write_record
-from nsp_lightning.report import HEATMAP_EPOCHS, report
+from nsp_lightning.report.cli import main
+from nsp_lightning.probe.store import SpectrumRecord, write_record
+from nsp_lightning.report.html import HEATMAP_EPOCHS, report
 
 SECTIONS = ["run", "change", "energy", "share", "heatmaps", "grid"]
 IMAGE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" width="(\d+)" height="(\d+)" alt="([^"]*)">')
@@ -300,7 +300,7 @@ def test_conditioning_section_shows_only_where_records_carry_it(tmp_path, monkey
     class SensitiveRecord(SpectrumRecord):
         rounding_sensitivity: np.ndarray | None = None
 
-    module = importlib.import_module("nsp_lightning.report")
+    module = importlib.import_module("nsp_lightning.report.html")
     read = module.read_series_records
 
     def read_with_sensitivity(directory, **options):
@@ -403,7 +403,7 @@ def test_cli_error_names_the_directory(tmp_path, capsys):
 
 def test_installed_command_exits_non_zero_for_a_directory_without_records(tmp_path):
     script = shutil.which("nsp-report", path=str(Path(sys.executable).parent))
-    command = [script] if script else [sys.executable, "-m", "nsp_lightning.cli"]
+    command = [script] if script else [sys.executable, "-m", "nsp_lightning.report.cli"]
     result = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert f"nsp-report: error: nsp_lightning.report: no spectrum records in {tmp_path}" in result.stderr

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from test_report import SECTIONS, train
 
-from nsp_lightning.report import report
+from nsp_lightning.report.html import report
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [

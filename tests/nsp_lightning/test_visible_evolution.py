@@ -13,8 +13,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import nsp
-import nsp.energy
-import nsp.render
+import nsp.transforms.energy
+import nsp.viz.render
 from nsp_lightning import SpectrumCallback, read_records
 
 LEAVES = ["net.0", "net.1", "net.2", "net.3", "net.4"]

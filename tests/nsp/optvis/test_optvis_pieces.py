@@ -10,7 +10,7 @@ import torch
 
 from nsp import optvis
 from nsp.optvis import objectives as obj
-from nsp.optvis import transform as T
+from nsp.optvis import augment as T
 from nsp.optvis.param import COLOR_CORRELATION
 
 

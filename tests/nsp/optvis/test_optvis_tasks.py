@@ -14,7 +14,7 @@ from torch import nn
 
 from digits_cnn import digits, trained
 from nsp import optvis
-from nsp.optvis.render import forward, to_uint8
+from nsp.optvis.optimize import forward, to_uint8
 
 
 def _digits_net() -> nn.Module:

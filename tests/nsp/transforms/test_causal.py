@@ -164,7 +164,7 @@ def test_sums_are_shared_across_relations_that_cut_a_layer_differently():
 
 
 def test_long_transforms_report_progress_to_the_nsp_logger(monkeypatch, caplog):
-    from nsp import progress
+    from nsp.common import progress
 
     op, acts = _operator("tiny_resnet", False)
     with caplog.at_level(logging.INFO, logger="nsp"):

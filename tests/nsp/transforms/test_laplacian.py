@@ -18,7 +18,7 @@ import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import nsp.memory
+import nsp.common.memory
 import nsp.transforms.laplacian as laplacian_module
 from nsp.transforms.base import GraphTransform
 from nsp.transforms.laplacian import (
@@ -431,7 +431,7 @@ def test_size_limit_is_inclusive() -> None:
 
 
 def test_memory_estimate_refuses_beyond_the_memory_available(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nsp.memory, "MEMORY_LIMIT", 1_000)  # caps nsp.memory.available_bytes()
+    monkeypatch.setattr(nsp.common.memory, "MEMORY_LIMIT", 1_000)  # caps nsp.memory.available_bytes()
     with pytest.raises(LaplacianSizeError, match="memory") as info:
         LaplacianTransform(adjacency(10, star(9)))
     assert "N = 10 nodes" in str(info.value)

@@ -20,8 +20,8 @@ import nsp
 import nsp.transforms.laplacian_bands as laplacian_bands
 import reference
 import zoo
-from nsp.relations import Relation, Term
-from nsp.structure import NetworkStructure
+from nsp.graph.relations import Relation, Term
+from nsp.graph.structure import NetworkStructure
 from nsp.transforms.laplacian import LaplacianSizeError, LaplacianTransform
 from nsp.transforms.laplacian_bands import MAX_ORDER, LaplacianBands, LaplacianOperator
 

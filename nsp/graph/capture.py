@@ -1,0 +1,646 @@
+"""Recording the activation pattern that one probe input produces in a network.
+
+The pattern has one *layer* for the input and one for the output of every top-level
+child module, in execution order (GUIDE §2). Tensors are stored without the batch
+dimension, detached and on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+__all__ = ["Activations", "Op", "Program", "Ref"]
+
+
+def first_tensor(value: Any) -> Any:
+    """``value`` if it is a tensor, else its first tensor (a module returning a tuple gives its first output)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    found = [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    return found[0] if found else value
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a recorded tensor: tensor output ``item`` of op ``index`` (-1: the child's input)."""
+
+    index: int
+    item: int = 0
+
+
+@dataclass
+class Op:
+    """One operation that ran inside a child on data derived from the child's input.
+
+    ``path`` and ``owner`` are the qualified name and type of the innermost module it ran in.
+    ``kind`` is ``'layer'`` where a chosen module's output becomes layer ``target``,
+    ``'module'`` for a module that has a rule (:mod:`nsp.rules`; its internals are not
+    recorded), ``'function'`` for a torch function or tensor method, or ``'refused'`` for
+    an operation whose effect the dataflow cannot show (an in-place write into part of
+    a tensor, a value read into Python; ``args`` is then the reason). Tensor
+    arguments that came from the child's input are replaced by :class:`Ref`; other
+    arguments are kept as they were. ``shapes`` are the shapes of the tensor outputs, in
+    the order of ``torch.utils._pytree.tree_flatten`` (one for a tensor).
+    """
+
+    kind: str
+    target: Any
+    args: tuple
+    kwargs: dict
+    shape: tuple[int, ...]
+    path: str
+    owner: str
+    shapes: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def name(self) -> str:
+        if self.kind == "module":
+            return type(self.target).__name__
+        if isinstance(self.target, str):
+            return self.target
+        return getattr(self.target, "__name__", repr(self.target))
+
+
+@dataclass
+class Program:
+    """The dataflow from a child's input to its output, as executed during the probe's pass."""
+
+    input_shape: tuple[int, ...]
+    ops: list[Op] = field(default_factory=list)
+    output: Ref | None = None
+
+
+class _Recorder(TorchFunctionMode):
+    """Records, for each top-level child, the operations on data derived from its input.
+
+    Modules for which ``is_leaf`` is true are recorded whole, through forward hooks;
+    everything else is seen op by op through the torch-function mode. This is the
+    executed dataflow (control flow already resolved), recorded during the probe's own
+    forward pass, so no extra pass or symbolic trace is needed.
+    """
+
+    def __init__(self, is_leaf: Callable[[nn.Module], bool]) -> None:
+        super().__init__()
+        self.is_leaf = is_leaf
+        self.program: Program | None = None
+        self.ids: dict[int, Ref] = {}
+        # The version counter of every recorded tensor when it was recorded: a later
+        # in-place write (through a view, or by item assignment) changes it.
+        self.versions: dict[int, int | None] = {}
+        self.alive: list[torch.Tensor] = []
+        self.inside: nn.Module | None = None
+        self.paths: list[tuple[str, str]] = []
+
+    def begin(self, x: torch.Tensor) -> None:
+        self.program = Program(tuple(x.shape))
+        self.ids = {id(x): Ref(-1)}
+        self.versions = {id(x): _version(x)}
+        self.alive = [x]
+
+    def end(self, output: Any) -> Program:
+        program = self.program
+        program.output = self.ids.get(id(first_tensor(output)))
+        if output is not None and self._stale(first_tensor(output)):
+            self.refuse("output", "its output was modified in place after it was computed (item assignment, "
+                        "or an in-place operation on a view of it)")
+        self.program, self.ids, self.versions, self.alive = None, {}, {}, []
+        return program
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Do not record the ops run inside (nsp's own copies in hooks)."""
+        saved, self.inside = self.inside, self
+        try:
+            yield
+        finally:
+            self.inside = saved
+
+    def mark(self, index: int, output: torch.Tensor) -> None:
+        """Record that ``output`` is layer ``index``: a ``'layer'`` op that later ops read."""
+        ref = self.ids.get(id(output))
+        path, owner = self.paths[-1] if self.paths else ("", "")
+        self.program.ops.append(Op("layer", index, (ref,) if ref else (), {}, tuple(output.shape), path, owner))
+        self.ids[id(output)] = Ref(len(self.program.ops) - 1)
+        self.versions[id(output)] = _version(output)
+        self.alive.append(output)
+
+    def _record(self, kind: str, target: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        ref = lambda v: self.ids.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        op_args, op_kwargs = tree_map(ref, args), tree_map(ref, kwargs)
+        shapes = tuple(tuple(t.shape) for t in flat_out)
+        where = self.paths[-1] if self.paths else ("", "")
+        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shapes[0] if shapes else (), *where, shapes))
+        index = len(self.program.ops) - 1
+        for item, t in enumerate(flat_out):
+            self.ids[id(t)] = Ref(index, item)
+            self.versions[id(t)] = _version(t)
+            self.alive.append(t)
+
+    def refuse(self, func: Any, why: str) -> None:
+        """Record an operation whose effect on the dataflow nsp cannot see.
+
+        Recording the pattern still works; building a graph from it raises
+        :class:`~nsp.rules.UnsupportedModuleError` naming the operation and ``why``.
+        """
+        where = self.paths[-1] if self.paths else ("", "")
+        self.program.ops.append(Op("refused", func, (why,), {}, (), *where))
+
+    def _stale(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and id(t) in self.ids and self.versions.get(id(t)) != _version(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.program is None or self.inside is not None:
+            return func(*args, **kwargs)
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        inputs = [a for a in tensors if id(a) in self.ids]
+        if not inputs or getattr(func, "__name__", "") in _CONSTANT_FACTORIES:
+            return func(*args, **kwargs)
+        stale = any(self._stale(a) for a in inputs)
+        before = [_version(a) for a in tensors]
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        changed = [a for a, v in zip(tensors, before) if _version(a) != v]
+        produces = any(isinstance(t, torch.Tensor) for t in tree_flatten(out)[0])
+        if stale and (produces or name in _VALUE_READS):
+            self.refuse(func, "it reads a tensor derived from the input that was modified in place after it was "
+                        "computed (item assignment, or an in-place operation on a view of it)")
+        elif name in _VALUE_READS:
+            self.refuse(func, "it reads values derived from the input into Python or numpy, where nsp cannot "
+                        "follow them (e.g. x * float(x[0, 0, 5]), or a round trip through numpy)")
+        elif changed and not (len(changed) == 1 and changed[0] is out and out._base is None and id(out) in self.ids):
+            # An in-place operation on a whole tensor returns it and is recorded like any other;
+            # a write into part of a tensor (y[..., 0] = v, y[:, 0] += v) or into an untracked
+            # one (out=, z[...] = x) changes data the recorded dataflow does not show.
+            self.refuse(func, "it writes in place into part of a tensor, or writes values derived from the "
+                        "input into a tensor nsp does not track (y[:, 0] = ..., y[:, 0] += ..., out=...)")
+        elif produces:
+            self._record("function", func, args, kwargs, out)
+        return out
+
+    def pre_hook(self, path: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if self.program is None or self.inside is not None:
+                return
+            self.paths.append((path, type(module).__name__))
+            if self.is_leaf(module):
+                self.inside = module
+
+        return hook
+
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.program is None:
+            return
+        if self.inside is module:
+            self.inside = None
+            self._record("module", module, args, kwargs, output)
+            self.paths.pop()
+        elif self.inside is None and self.paths:
+            self.paths.pop()
+
+
+# Functions whose output takes only the shape, dtype and device of their tensor argument:
+# a constant with respect to the input, so it is not tracked and later writes into it
+# (Swin builds its shifted-window mask with x.new_zeros, then item assignment) are
+# writes into a constant. Writing input-derived values into it is still refused.
+_CONSTANT_FACTORIES = frozenset({
+    "new_zeros", "new_ones", "new_full", "new_empty", "zeros_like", "ones_like", "full_like", "empty_like",
+})
+
+# Tensor methods that hand values to Python or numpy, where the recorder cannot follow them.
+_VALUE_READS = frozenset({"__float__", "__int__", "__index__", "__complex__", "item", "tolist", "numpy", "__array__"})
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s in-place version counter (None for inference tensors, which have none)."""
+    # Read without the recorder: from a hook, the attribute access would reach its mode.
+    with torch._C.DisableTorchFunction():
+        try:
+            return t._version
+        except RuntimeError:
+            return None
+
+
+def _check_arguments(network: Any, input: Any) -> None:
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"nsp.Activations: expected `network` to be a torch.nn.Module, got {type(network).__name__}")
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"nsp.Activations: expected `input` to be a torch.Tensor, got {type(input).__name__}")
+    if input.is_complex():
+        raise TypeError(
+            f"nsp.Activations: `input` is complex ({input.dtype}); activation patterns are real, and the imaginary"
+            " part would be dropped. Pass the real and imaginary parts as real channels, e.g. torch.view_as_real(x)"
+        )
+
+
+@dataclass
+class _Recorded:
+    """One forward pass: per executed top-level child, its name, module, input, output and program."""
+
+    input: torch.Tensor
+    names: list[str] = field(default_factory=list)
+    modules: list[nn.Module] = field(default_factory=list)
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    programs: list[Program] = field(default_factory=list)
+
+
+def _capture(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
+    # A normalisation layer in training mode updates its running statistics on every pass:
+    # recording a pattern must leave the network as it was (NNGraph then refuses such a layer).
+    norms = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.training]
+    saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in norms]
+    try:
+        recorded = _capture_pass(network, input, layers)
+    finally:
+        with torch.no_grad():
+            for module, buffers in zip(norms, saved):
+                for name, value in buffers.items():
+                    getattr(module, name).copy_(value)
+    complex_ = [n for n, out in zip(recorded.names, recorded.outputs) if out.is_complex()]
+    if complex_:
+        raise TypeError(
+            f"nsp.Activations: the layers {complex_} are complex; activation patterns are real, and their imaginary"
+            " parts would be dropped"
+        )
+    return recorded
+
+
+def _capture_pass(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
+    if layers is None:
+        recorded = _record(network, input)
+        if _chained(recorded):
+            return recorded
+        # The parent's forward does more between its children than hand one's output to
+        # the next (ViT's class token, an LSTM classifier's last step): record its dataflow.
+        return _record_dataflow(network, input, {id(m): n for n, m in zip(recorded.names, recorded.modules)}, False)
+    strict = isinstance(layers, (list, tuple))
+    return _record_dataflow(network, input, _choose(network, layers), strict)
+
+
+def _chained(recorded: _Recorded) -> bool:
+    """Whether every child received as many values as the layer before it has (an elementwise image of it)."""
+    before = [recorded.input] + recorded.outputs[:-1]
+    return all(x.numel() == b.numel() for x, b in zip(recorded.inputs, before))
+
+
+def top_level(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose outputs are the default layers: the children, with the items of a
+    ``ModuleList``/``ModuleDict`` child in its place (those containers are never called)."""
+    out = []
+    for name, child in network.named_children():
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            out += [(f"{name}.{n}", m) for n, m in top_level(child)]
+        else:
+            out.append((name, child))
+    return out
+
+
+def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
+    """Run ``network(input)`` once, recording every top-level child that runs."""
+    from nsp.graph.structure import is_leaf_module
+
+    recorded = _Recorded(input.detach().to("cpu", copy=True))
+    recorder = _Recorder(is_leaf_module)
+    seen: set[str] = set()
+    pending: dict[str, torch.Tensor] = {}
+
+    def begin(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if name in seen:
+                raise ValueError(
+                    f"nsp.Activations: child '{name}' ({type(module).__name__}) ran more than once in one "
+                    "forward pass; a layer must be produced by exactly one call"
+                )
+            seen.add(name)
+            if not args or not isinstance(args[0], torch.Tensor):
+                raise TypeError(
+                    f"nsp.Activations: child '{name}' ({type(module).__name__}) was not called with a tensor "
+                    "as its first argument"
+                )
+            # Cloned now: an in-place op inside the child may overwrite its input.
+            pending[name] = args[0].detach().to("cpu", copy=True)
+            recorder.begin(args[0])
+
+        return hook
+
+    def end(name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            program = recorder.end(output)
+            output = first_tensor(output)
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f"nsp.Activations: child '{name}' ({type(module).__name__}) returned "
+                    f"{type(output).__name__}; a layer must be a single tensor"
+                )
+            recorded.names.append(name)
+            recorded.modules.append(module)
+            # Cloned: a later in-place op (e.g. ReLU(inplace=True)) would overwrite it.
+            recorded.outputs.append(output.detach().to("cpu", copy=True))
+            recorded.inputs.append(pending.pop(name))
+            recorded.programs.append(program)
+
+        return hook
+
+    handles = []
+    try:
+        for name, child in top_level(network):
+            # Registration order is call order: begin runs before the child's own
+            # recorder hooks, end runs after them.
+            handles.append(child.register_forward_pre_hook(begin(name)))
+            for sub_name, sub in child.named_modules(prefix=name):
+                handles.append(sub.register_forward_pre_hook(recorder.pre_hook(sub_name)))
+                handles.append(sub.register_forward_hook(recorder.post_hook, with_kwargs=True))
+            handles.append(child.register_forward_hook(end(name)))
+        with torch.no_grad(), recorder:
+            network(input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not recorded.names:
+        raise ValueError(
+            f"nsp.Activations: no top-level child of the {type(network).__name__} ran in the forward pass, so the "
+            "pattern has no layers after the input (layers are the outputs of top-level children); wrap the module, "
+            "e.g. nn.Sequential(module), or choose layers with `layers=`"
+        )
+    return recorded
+
+
+def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
+    """``{id(module): qualified name}`` of the modules whose outputs are layers.
+
+    ``'leaves'`` and predicates choose among the modules that nsp can see run: parts of a
+    module recorded whole (one with a rule, e.g. ``nn.MultiheadAttention``'s
+    ``out_proj``) are left out.
+    """
+    from nsp.graph.structure import is_leaf_module
+
+    modules = dict(network.named_modules())
+    del modules[""]
+    whole = [n + "." for n, m in modules.items() if is_leaf_module(m)]
+    visible = {n: m for n, m in modules.items() if not any(n.startswith(w) for w in whole)}
+    if layers == "leaves":
+        names = [n for n, m in visible.items() if next(m.children(), None) is None or is_leaf_module(m)]
+    elif callable(layers):
+        names = [n for n, m in visible.items() if layers(n, m)]
+    elif isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers):
+        unknown = [n for n in layers if n not in modules]
+        if unknown:
+            shown = ", ".join(list(modules)[:12]) + (", ..." if len(modules) > 12 else "")
+            raise ValueError(f"nsp.Activations: unknown layer name(s) {unknown}; the network's modules are: {shown}")
+        names = list(layers)
+    else:
+        raise TypeError(
+            "nsp.Activations: expected `layers` to be None, 'leaves', a list of module names or a predicate "
+            f"(name, module) -> bool, got {layers!r}"
+        )
+    if not names:
+        raise ValueError(f"nsp.Activations: `layers`={layers!r} chose no module of the network")
+    return {id(modules[n]): n for n in names}
+
+
+def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, str], strict: bool) -> _Recorded:
+    """Run ``network(input)`` once, recording the whole dataflow and the chosen modules' outputs."""
+    from nsp.graph.structure import is_leaf_module
+
+    recorded = _Recorded(input.detach().to("cpu", copy=True))
+    recorder = _Recorder(is_leaf_module)
+
+    calls: dict[str, int] = {}
+
+    def mark(module: nn.Module, args: tuple, output: Any) -> None:
+        name = chosen[id(module)]
+        # A module called again (torchvision blocks reuse one ReLU) gives a new layer each time.
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] > 1:
+            name = f"{name}:{calls[name] - 1}"
+        output = first_tensor(output)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"nsp.Activations: layer '{name}' ({type(module).__name__}) returned {type(output).__name__}; "
+                "a layer must be a single tensor"
+            )
+        recorded.names.append(name)
+        recorded.modules.append(module)
+        with recorder.paused():
+            recorded.outputs.append(output.detach().to("cpu", copy=True))
+        recorder.mark(len(recorded.names), output)
+
+    handles = []
+    try:
+        for name, module in network.named_modules():
+            # The network itself is named by its class, so errors in its forward say where.
+            handles.append(module.register_forward_pre_hook(recorder.pre_hook(name or type(network).__name__)))
+            handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True))
+            if id(module) in chosen:
+                handles.append(module.register_forward_hook(mark))
+        recorder.begin(input)
+        with torch.no_grad(), recorder:
+            output = network(input)
+        recorded.programs.append(recorder.end(output))
+    finally:
+        for handle in handles:
+            handle.remove()
+    # 'leaves' and predicates describe which modules are layers when they run (a skipped
+    # branch, an unused module); a list of names promises that each one runs.
+    missing = [n for n in chosen.values() if n not in calls] if strict else []
+    if missing:
+        raise ValueError(f"nsp.Activations: the chosen layer(s) {missing} did not run in the forward pass")
+    return recorded
+
+
+class Activations:
+    """The activation pattern generated by one input of a network.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The network under observation.
+    input : torch.Tensor
+        A single input *with* a batch dimension of size 1, e.g. shape ``(1, C, H, W)``.
+    layers : None, 'leaves', list of str or callable, optional
+        Which module outputs are layers (after the input), in execution order:
+
+        - ``None`` (the seed's default): the top-level children (the items of a
+          ``ModuleList`` or ``ModuleDict`` child in its place). A child's input is
+          taken to be an elementwise image of the previous layer (GUIDE §2). Where a
+          child receives a different number of values than the layer before it has
+          (ViT's class token, an LSTM classifier that reads its last step), the
+          network's whole dataflow is recorded instead, as for a list of names.
+        - ``'leaves'``: every module without children.
+        - a list of qualified module names at any depth, e.g. ``['layer1.0.conv1', 'fc']``.
+        - a predicate ``(name, module) -> bool`` over ``network.named_modules()``.
+
+        A chosen module that runs several times gives a layer per call, named
+        ``name``, ``name:1``, ``name:2``, ... With ``'leaves'`` or a predicate, a chosen
+        module that does not run (a skipped branch) is no layer; a named one must run. A
+        module that returns a tuple (``nn.LSTM``) gives its first output. With a choice,
+        edges come from the dataflow
+        recorded during this forward pass:
+        everything between two chosen layers (functional ops, unchosen modules,
+        residual additions, concatenations) is composed, and a layer may feed any later
+        one (skips and merges make a DAG). For ``INCL=False`` elementwise functions
+        between layers count like modules, so a dead functional ReLU drops edges.
+
+    Attributes
+    ----------
+    layernames : list of str
+        ``'input'`` followed by the names of the children that ran.
+    layerdescriptions : list
+        ``'Input[<shape>]'`` followed by the child modules themselves.
+    layeractivations : list of torch.Tensor
+        One tensor per layer, batch dimension removed, detached, on the CPU.
+
+    Raises
+    ------
+    TypeError
+        If ``network`` is not a module or ``input`` is not a tensor, or a child returns
+        something other than one tensor.
+    ValueError
+        If ``input`` is not a batch of exactly one input, a top-level child runs more than
+        once (default layers), a layer name is unknown, or a chosen layer does not run.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    >>> acts = Activations(net, torch.ones(1, 2))
+    >>> acts.layernames
+    ['input', '0', '1']
+    >>> [tuple(a.shape) for a in acts.layeractivations]
+    [(2,), (3,), (3,)]
+    """
+
+    def __init__(self, network: nn.Module, input: torch.Tensor, layers: Any = None) -> None:
+        _check_arguments(network, input)
+        if input.dim() < 2 or input.shape[0] != 1:
+            raise ValueError(
+                "nsp.Activations: expected `input` to be a single input with a batch dimension of size 1, "
+                f"got shape {list(input.shape)}; pass e.g. x[:1] or x.unsqueeze(0), "
+                "or use Activations.from_batch for several probes"
+            )
+        self._set(_capture(network, input, layers), 0)
+
+    @classmethod
+    def from_batch(cls, network: nn.Module, inputs: torch.Tensor, layers: Any = None) -> list["Activations"]:
+        """Record the patterns of ``P`` probe inputs in one forward pass.
+
+        Parameters
+        ----------
+        network : torch.nn.Module
+        inputs : torch.Tensor
+            A batch ``(P, *input_shape)``. The network must treat batch items
+            independently (eval mode: no batch statistics).
+        layers : optional
+            As for ``Activations``.
+
+        Returns
+        -------
+        list of Activations
+            One pattern per probe, with the same layers as
+            ``Activations(network, inputs[p:p+1])``. Values may differ from a single-probe
+            pass in the last bits (batched kernels round differently), and spectra
+            magnify such differences: compare like with like.
+
+        Examples
+        --------
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+        >>> patterns = Activations.from_batch(net, torch.randn(4, 2))
+        >>> len(patterns), patterns[0].shapes
+        (4, [(2,), (3,), (3,)])
+        """
+        _check_arguments(network, inputs)
+        if inputs.dim() < 2 or inputs.shape[0] < 1:
+            raise ValueError(
+                f"nsp.Activations.from_batch: expected `inputs` of shape (P, *input_shape) with P >= 1, "
+                f"got {list(inputs.shape)}"
+            )
+        recorded = _capture(network, inputs, layers)
+        patterns = []
+        for p in range(inputs.shape[0]):
+            pattern = cls.__new__(cls)
+            pattern._set(recorded, p)
+            patterns.append(pattern)
+        return patterns
+
+    def _set(self, recorded: "_Recorded", p: int) -> None:
+        self.layernames = ["input"] + recorded.names
+        self.layerdescriptions = [f"Input[1, {', '.join(map(str, recorded.input.shape[1:]))}]"] + recorded.modules
+        self.layeractivations = [recorded.input[p].clone()] + [out[p].clone() for out in recorded.outputs]
+        # What each child received; NNGraph needs it for data-dependent (INCL=False) edges.
+        self._layerinputs = [None] + [x[p].clone() for x in recorded.inputs]
+        # How each child maps its input to its output, recorded during the same pass; or,
+        # with layers chosen at any depth, the dataflow of the whole network.
+        self._programs = [None] + recorded.programs if recorded.inputs else None
+        self._dataflow = None if recorded.inputs else recorded.programs[0]
+
+    def __len__(self) -> int:
+        return len(self.layeractivations)
+
+    def __repr__(self) -> str:
+        layers = ", ".join(f"{n}{list(a.shape)}" for n, a in zip(self.layernames, self.layeractivations))
+        return f"Activations({layers})"
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The shape of every layer, without the batch dimension."""
+        return [tuple(a.shape) for a in self.layeractivations]
+
+    def to_numpy(self) -> np.ndarray:
+        """All values as one float64 vector, layer by layer, row-major.
+
+        Float32, float16 and bfloat16 values convert to float64 exactly.
+        """
+        # Filled in place: on large networks a list of per-layer copies doubled the peak.
+        out = np.empty(sum(a.numel() for a in self.layeractivations))
+        offset = 0
+        for a in self.layeractivations:
+            out[offset: offset + a.numel()] = (a.float() if a.dtype == torch.bfloat16 else a).numpy().reshape(-1)
+            offset += a.numel()
+        return out
+
+    def to_vector(self) -> list[float]:
+        """All values as one list, layer by layer, row-major (the seed's format)."""
+        return self.to_numpy().tolist()
+
+    def to_activations(self, signal: Sequence[float] | np.ndarray | torch.Tensor) -> "Activations":
+        """A copy of this pattern whose values come from ``signal``.
+
+        Parameters
+        ----------
+        signal : sequence of float, numpy.ndarray or torch.Tensor
+            One value per node, layer by layer, row-major (the order of ``to_vector``).
+
+        Returns
+        -------
+        Activations
+            Same names and descriptions; float64 tensors of the same shapes.
+
+        Raises
+        ------
+        ValueError
+            If ``signal`` does not have one value per node.
+        """
+        values = torch.as_tensor(np.asarray(signal, dtype=np.float64)).reshape(-1)
+        sizes = [a.numel() for a in self.layeractivations]
+        if values.numel() != sum(sizes):
+            raise ValueError(
+                f"nsp.Activations.to_activations: `signal` has {values.numel()} values, "
+                f"but the pattern has {sum(sizes)} nodes"
+            )
+        other = copy.copy(self)
+        other.layernames = list(self.layernames)
+        other.layerdescriptions = list(self.layerdescriptions)
+        other.layeractivations = [
+            chunk.reshape(a.shape).clone() for chunk, a in zip(torch.split(values, sizes), self.layeractivations)
+        ]
+        return other

@@ -1,0 +1,609 @@
+"""How each module maps input positions to output positions, composed along the network.
+
+For every top-level child this module derives the relation "output x depends on input
+y" (GUIDE §2):
+
+- ``INCL=True`` gives the structural pattern as a product :class:`~nsp.graph.relations.Relation`
+  (per-axis 0/1 factors), independent of weights and data;
+- ``INCL=False`` gives the nonzero pattern of the child's Jacobian at the input it actually
+  received, as a scipy CSR boolean matrix.
+
+Each operation's relation comes from its rule (:mod:`nsp.rules`); the interpreter here
+composes them along the dataflow recorded during the probe's forward pass
+(:class:`nsp.graph.capture.Program`). An operation without a rule raises
+:class:`UnsupportedModuleError` naming it and its module path, once the output is
+found to depend on it; a wrong graph is never produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map
+
+from nsp.graph.capture import Op, Program, Ref
+from nsp.graph.sparse_products import RowClasses
+from nsp.common.progress import Progress
+from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones_factor
+from nsp.graph.rules import ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
+
+__all__ = [
+    "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
+]
+
+_unsupported = unsupported
+
+
+def is_leaf_module(m: nn.Module) -> bool:
+    """Whether ``m`` has a rule (:mod:`nsp.rules`), so it is recorded whole rather than op by op."""
+    return rule_for_module(m) is not None
+
+
+@dataclass
+class _Pending:
+    """An unsupported operation; an error only if the child's output depends on it."""
+
+    error: UnsupportedModuleError
+
+
+def _refs(op: Op) -> list[Ref]:
+    found: list[Ref] = []
+    for a in tree_flatten((op.args, op.kwargs))[0]:
+        if isinstance(a, Ref) and a not in found:
+            found.append(a)
+    return found
+
+
+def _substitute(tree: Any, values: dict[Ref, Any]) -> Any:
+    return tree_map(lambda a: values[a] if isinstance(a, Ref) else a, tree)
+
+
+def _blocks(perm: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The finest split of ``range(len(perm))`` into intervals that ``perm`` maps onto themselves."""
+    out, start, reach = [], 0, -1
+    for j, p in enumerate(perm):
+        reach = max(reach, p)
+        if reach == j:
+            out.append((start, j + 1))
+            start = j + 1
+    return out
+
+
+# Largest factor that undoing a permutation merges; beyond it the term is cut instead.
+_MERGED_PERMUTE_ENTRIES = 1 << 20
+
+
+def _permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> list[Term]:
+    """``term`` (out side in ``logical`` axis order) with its out side in the order ``perm``.
+
+    Axis ``j`` of the result is logical axis ``perm[j]``. Only the factors of the blocks
+    that ``perm`` moves are merged and their rows reordered, so a transpose inside one
+    axis group (a channel shuffle) stays as small as that group. Where that merged factor
+    would be large (ConvNeXt's and Swin's ``Permute`` layers move channels past both
+    spatial axes), the term is cut into a union instead (:func:`_permute_by_rows`).
+    """
+    blocks = _blocks(perm)
+    sizes = [math.prod(logical[a:b]) for a, b in blocks]
+    axes = None
+    if any(b - a > 1 for a, b in blocks):
+        try:
+            axes = term.to_side("out", [d for d in logical if d != 1])
+        except StructureError:
+            pass  # the out side is not a product along the logical axes: only merging can help
+    if axes is not None:
+        axis_of = _axes_of(axes, logical)
+        for a, b in blocks:
+            if b - a > 1 and math.prod(f.size for f, x in zip(axes.factors, axis_of)
+                                       if x is not None and a <= x < b) > _MERGED_PERMUTE_ENTRIES:
+                return _permute_by_rows(axes, logical, perm)
+    t = term.to_side("out", [s for s in sizes if s != 1])
+    factors = list(t.factors)
+    k = 0
+    for (a, b), size in zip(blocks, sizes):
+        if size == 1:
+            continue
+        while factors[k].shape[0] == 1:
+            k += 1
+        local = tuple(p - a for p in perm[a:b])
+        if local != tuple(range(b - a)):
+            rows = np.arange(size).reshape(logical[a:b]).transpose(local).reshape(-1)
+            factors[k] = factors[k][rows]
+        k += 1
+    return [Term(tuple(factors))]
+
+
+def _axes_of(term: Term, logical: tuple[int, ...]) -> list[int | None]:
+    """The logical axis of each factor of ``term`` (one factor per non-1 logical out axis); None for rows ``(1, q)``."""
+    nonone = iter(a for a, d in enumerate(logical) if d != 1)
+    return [None if f.shape[0] == 1 else next(nonone) for f in term.factors]
+
+
+def _permute_by_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> list[Term]:
+    """``term`` with its out axes reordered by ``perm``, as a union of products.
+
+    ``term`` has one factor per non-1 logical out axis (and row factors ``(1, q)``).
+    A Kronecker product keeps one order for both sides, so factors keep their place
+    only if they form an increasing run of the new order; the heaviest such run stays.
+    Every other factor ``F`` is written as ``Σ_u col_u ⊗ u`` over its distinct rows
+    ``u`` (``col_u`` marks the rows equal to ``u``): the column ``(p, 1)`` goes to the
+    axis's new place among the out axes, the row ``(1, q)`` stays at its place among
+    the in axes, and columns and rows commute. A channels-last ``Permute`` after a
+    depthwise convolution becomes one term per channel (or per position, whichever
+    axis is smaller), and composing with the next LayerNorm folds them back into one.
+    """
+    # An all-ones factor is a column times a row, and those move freely.
+    term = Term(tuple(g for f in term.factors for g in (
+        (ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])) if 1 not in f.shape and f is ones_factor(*f.shape)
+        else (f,))))
+    axis_of = _axes_of(term, logical)
+    new_place = {a: j for j, a in enumerate(perm)}
+    full = [i for i, f in enumerate(term.factors) if axis_of[i] is not None and f.shape[1] != 1]
+    # Heaviest increasing run of new places among full factors (weight: log of rows kept aside).
+    best: dict[int, tuple[float, list[int]]] = {}
+    for i in full:
+        prev = [best[j] for j in full if j < i and j in best and new_place[axis_of[j]] < new_place[axis_of[i]]]
+        w, run = max(prev, key=lambda b: b[0], default=(0.0, []))
+        best[i] = (w + math.log(term.factors[i].shape[0]), run + [i])
+    kept = max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
+    cut = [i for i in full if i not in kept]
+    choices = []
+    for i in cut:
+        f = term.factors[i]
+        rows, inverse = np.unique(f, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        choices.append([(inverse[:, None] == u, rows[u][None, :]) for u in range(len(rows)) if rows[u].any()])
+    out: list[Term] = []
+    for pick in itertools.product(*choices):
+        cols = {i: c for i, (c, _) in zip(cut, pick)}
+        rows_of = {i: r for i, (_, r) in zip(cut, pick)}
+        # The out sequence (new order) and the in sequence (old order) meet at the kept factors.
+        out_seq = sorted((i for i, a in enumerate(axis_of) if a is not None and i not in kept),
+                         key=lambda i: new_place[axis_of[i]])
+        factors: list[np.ndarray] = []
+        pending_in: list[np.ndarray] = []
+        for i, f in enumerate(term.factors):
+            if i in kept:
+                limit = new_place[axis_of[i]]
+                factors += [cols.get(j, term.factors[j]) for j in out_seq if new_place[axis_of[j]] < limit]
+                out_seq = [j for j in out_seq if new_place[axis_of[j]] > limit]
+                factors += pending_in + [f]
+                pending_in = []
+            elif i in rows_of:
+                pending_in.append(rows_of[i])
+            elif axis_of[i] is None:
+                pending_in.append(f)
+        factors += [cols.get(j, term.factors[j]) for j in out_seq] + pending_in
+        out.append(Term(tuple(factors)))
+    return out
+
+
+@dataclass
+class _Interpreter:
+    """Composes the relations along a recorded program (see ``nsp.graph.capture.Program``).
+
+    Every recorded value carries a map ``{layer: relation}``: how it depends on each
+    layer that reaches it without passing through another layer. A ``'layer'`` op
+    records its incoming map as that layer's parents and restarts the map.
+
+    With ``INCL=True`` a permutation of axes (``permute``, ``transpose``) is kept aside
+    rather than applied: the value's relations stay in its *logical* axis order, axis
+    ``j`` of the tensor being logical axis ``perm[j]``. Rules that act axis by axis
+    (``Rule.aligned``) apply in logical order, so ConvNeXt's and Swin's channels-last
+    detours never reorder a relation; anything else first reorders the rows
+    (:func:`_permute_rows`).
+
+    With ``digest`` set it only replays the program and feeds everything the INCL=False
+    relations would depend on into the hash (see ``fingerprint``).
+    """
+
+    incl: bool
+    digest: Any = None
+    progress: Progress | None = None
+
+    def identity(self, shape: tuple[int, ...]) -> Any:
+        if self.incl:
+            return Relation.identity(shape or (1,))
+        return RowClasses.identity(math.prod(shape))
+
+    def compose(self, outer: Any, deps: dict[int, Any]) -> dict[int, Any]:
+        if self.incl:
+            if isinstance(outer, Term) and all(f is eye_factor(f.shape[0]) for f in outer.factors):
+                # Elementwise modules, BatchNorm, reshapes: the relations stay as they are.
+                return dict(deps)
+            outer = Relation.of(outer) if isinstance(outer, Term) else outer
+            return {k: outer.compose(r) for k, r in deps.items()}
+        if isinstance(outer, tuple):
+            return {k: r.after_pruned(*outer) for k, r in deps.items()}
+        return {k: r.after(outer) for k, r in deps.items()}
+
+    def union(self, a: dict[int, Any], b: dict[int, Any]) -> dict[int, Any]:
+        out = dict(a)
+        for k, r in b.items():
+            if k not in out:
+                out[k] = r
+            else:
+                out[k] = out[k].union(r)
+        return out
+
+    def run(
+        self, program: Program, name: str, owner: str, x: torch.Tensor | None, source: int,
+        source_shape: tuple[int, ...] | None = None,
+    ) -> tuple[dict[int, Any], dict[int, dict[int, Any]]]:
+        """Interpret ``program`` whose input is layer ``source``.
+
+        ``x`` is the program's actual input (batch of one); it is needed only for
+        ``INCL=False``, where the program is replayed to get Jacobian nonzeros.
+        ``source_shape`` is the layer's own shape, when the program's input is a reshape
+        of it: the relations start as the identity over its axes (VGG's classifier reads
+        its 512×7×7 features flattened, and one 25,088-wide identity factor costs 630 MB).
+
+        Returns
+        -------
+        (dict, dict)
+            The dependence map of the program's output, and the incoming map of every
+            layer the program marks.
+        """
+        start = Ref(-1)
+        self.shapes: dict[Ref, tuple[int, ...]] = {start: program.input_shape}
+        self.perms: dict[Ref, tuple[int, ...] | None] = {start: None}
+        own = program.input_shape[1:]
+        if source_shape is not None and math.prod(source_shape) == math.prod(own):
+            own = source_shape
+        maps: dict[Ref, Any] = {start: {} if self.digest is not None else {source: self.identity(own)}}
+        values: dict[Ref, Any] = {start: x}
+        layers: dict[int, dict[int, Any]] = {}
+        for i, op in enumerate(program.ops):
+            outs = [Ref(i, k) for k in range(max(1, len(op.shapes)))]
+            for k, ref in enumerate(outs):
+                self.shapes[ref] = op.shapes[k] if op.shapes else op.shape
+                self.perms[ref] = None
+            path = op.path or name
+            refs = _refs(op)
+            if op.kind == "refused":
+                # Where the value went is unknown, so no later operation can be trusted.
+                raise _unsupported(path, _label(op), op.args[0])
+            blocked = next((maps[r] for r in refs if isinstance(maps[r], _Pending)), None)
+            if blocked is None:
+                try:
+                    results = self._op(op, i, path, refs, maps, values, layers)
+                    for ref, result in zip(outs, results):
+                        maps[ref] = result
+                    continue
+                except UnsupportedModuleError as err:
+                    blocked = _Pending(err)
+                except StructureError as err:
+                    blocked = _Pending(_unsupported(path, _label(op), str(err)))
+            if op.kind == "layer":
+                raise blocked.error
+            for ref in outs:
+                maps[ref] = blocked
+        if program.output is None:
+            raise _unsupported(name, owner, "its output was not computed from its input by operations nsp can see")
+        result = maps[program.output]
+        if isinstance(result, _Pending):
+            raise result.error
+        return self._export(self._plain(program.output, result, name, owner)), layers
+
+    def _export(self, deps: Any) -> Any:
+        """A dependence map as the structure stores it (``INCL=False``: CSR matrices)."""
+        if self.incl or self.digest is not None or isinstance(deps, _Pending):
+            return deps
+        return {k: r.to_csr() for k, r in deps.items()}
+
+    def _plain(self, ref: Ref, deps: Any, path: str, what: str) -> Any:
+        """The map of ``ref`` with its rows in the tensor's own order (permutation applied)."""
+        perm = self.perms.get(ref)
+        if not self.incl or perm is None or isinstance(deps, _Pending):
+            return deps
+        logical = tuple(self.shapes[ref][1:][perm.index(j)] for j in range(len(perm)))
+        try:
+            out = {k: Relation(tuple(p for t in r.terms for p in _permute_rows(t, logical, perm)), r.n_out, r.n_in)
+                   for k, r in deps.items()}
+        except StructureError as err:
+            raise _unsupported(path, what, f"undoing a permutation of axes: {err}") from None
+        self.perms[ref] = None
+        return out
+
+    def _op(self, op: Op, i: int, path: str, refs: list[Ref], maps: dict, values: dict, layers: dict) -> list[Any]:
+        if op.kind == "layer":
+            if not refs:
+                raise _unsupported(
+                    path, op.owner, "its output was not computed from the recorded input by operations nsp can see "
+                    "(e.g. a round trip through numpy, or a custom extension)"
+                )
+            src = refs[0]
+            layers[op.target] = self._export(self._plain(src, maps[src], path, op.owner))
+            values[Ref(i)] = values.get(src)
+            if self.progress is not None:
+                self.progress.done(op.target)
+            return [{} if self.digest is not None else {op.target: self.identity(op.shape[1:])}]
+        if op.kind == "module":
+            rule = rule_for_module(op.target)
+            label = type(op.target).__name__
+            if not refs:
+                raise _unsupported(
+                    path, label, "its input was not computed from the recorded input by operations nsp "
+                    "can see (e.g. a round trip through numpy, or a custom extension)"
+                )
+        else:
+            rule = rule_for_function(op.name)
+            label = _label(op)
+        n_out = max(1, len(op.shapes))
+        if not self.incl:
+            with torch.no_grad():
+                args = _substitute(op.args, values)
+                kwargs = _substitute(op.kwargs, values)
+                out = op.target(*[a.clone() if isinstance(a, torch.Tensor) and op.kind == "module" else a for a in args],
+                                **kwargs)
+            flat = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+            for k, t in enumerate(flat):
+                values[Ref(i, k)] = t
+        if op.name in _PERMUTE_NAMES and self.incl and rule is not None and len(refs) == 1:
+            return [self._permute(op, refs[0], Ref(i), path, label, maps)]
+        if rule is None:
+            raise _unsupported(path, label, "no rule for this operation")
+        results: list[Any] = []
+        for k in range(n_out):
+            try:
+                results.append(self._apply(rule, op, i, k, path, label, refs, maps, values))
+            except UnsupportedModuleError as err:
+                if n_out == 1:
+                    raise
+                results.append(_Pending(err))
+        return results
+
+    def _permute(self, op: Op, src: Ref, dst: Ref, path: str, label: str, maps: dict) -> Any:
+        """``permute``/``transpose``/``movedim``: only the recorded axis order changes (INCL=True)."""
+        n = len(self.shapes[src]) - 1
+        before = self.perms[src] or tuple(range(n))
+        order = _axis_order(op, n + 1)
+        if order is None or order[0] != 0:
+            raise _unsupported(path, label, "it moves the batch dimension")
+        self.perms[dst] = tuple(before[a - 1] for a in order[1:])
+        if self.perms[dst] == tuple(range(n)):
+            self.perms[dst] = None
+        return maps[src]
+
+    def _apply(self, rule: Rule, op: Op, i: int, item: int, path: str, label: str, refs: list[Ref],
+               maps: dict, values: dict) -> Any:
+        if op.kind == "module" and item > 0:
+            raise _unsupported(path, label, "only its first output has a rule")
+        shapes = [self.shapes[r] for r in refs]
+        if self.incl:
+            stand_in = {r: torch.empty(self.shapes[r], device="meta") for r in refs}
+            output = torch.empty(self.shapes[Ref(i, item)], device="meta")
+        else:
+            stand_in = {r: values[r] for r in refs}
+            output = values[Ref(i, item)]
+        call = Call(op.target, _substitute(op.args, stand_in), _substitute(op.kwargs, stand_in),
+                    [stand_in[r] for r in refs], output, path, op.name if op.kind != "module" else label, item,
+                    not self.incl, label)
+        rule.check(call, self.incl)
+        if self.digest is not None:
+            evidence = rule.fingerprint(call)
+            self.digest.update(label.encode())
+            if evidence is not None:
+                self.digest.update(str(evidence.shape).encode())
+                self.digest.update(np.ascontiguousarray(evidence).tobytes())
+            return {}
+        perms = {self.perms[r] for r in refs}
+        keep_perm = None
+        if self.incl and perms != {None}:
+            if rule.aligned and len(perms) == 1 and all(len(s) == len(self.shapes[Ref(i, item)]) for s in shapes):
+                keep_perm = next(iter(perms))
+            else:
+                for r in refs:
+                    maps[r] = self._plain(r, maps[r], path, label)
+        exact = None if self.incl or not isinstance(rule, LeafRule) else rule.exact_term(call)
+        rels = rule.relations(call) if self.incl else [exact] if exact is not None else rule.patterns(call)
+        if len(rels) != len(refs):
+            raise _unsupported(path, label, f"its rule gave {len(rels)} relations for {len(refs)} inputs")
+        out: dict[int, Any] = {}
+        for r, rel in zip(refs, rels):
+            if rel is None:
+                continue
+            if keep_perm is not None:
+                rel = _reorder(rel, keep_perm, path, label)
+            out = self.union(out, self.compose(rel, maps[r]))
+        self.perms[Ref(i, item)] = keep_perm
+        return out
+
+
+def _reorder(rel: Term | Relation, perm: tuple[int, ...], path: str, label: str) -> Relation:
+    """An axis-aligned relation (factor ``j`` maps axis ``j`` to axis ``j``) in logical axis order."""
+    inverse = [perm.index(l) for l in range(len(perm))]
+    terms = (rel,) if isinstance(rel, Term) else rel.terms
+    out = []
+    for t in terms:
+        if len(t.factors) != len(perm):
+            raise _unsupported(path, label, "its rule's relation is not one factor per axis")
+        out.append(Term(tuple(t.factors[j] for j in inverse)))
+    return Relation(tuple(out), out[0].n_out, out[0].n_in)
+
+
+_PERMUTE_NAMES = {"permute", "transpose", "transpose_", "swapaxes", "swapdims", "movedim", "moveaxis"}
+
+
+def _axis_order(op: Op, ndim: int) -> tuple[int, ...] | None:
+    """The axis order (``order[j]``: source axis of axis ``j``) a permute-like op applies."""
+    args = list(op.args[1:])
+    norm = lambda d: d + ndim if d < 0 else d  # noqa: E731
+    if op.name == "permute":
+        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else (args or op.kwargs.get("dims"))
+        return tuple(norm(d) for d in dims)
+    if op.name in ("movedim", "moveaxis"):
+        src, dst = (args + [op.kwargs.get("source"), op.kwargs.get("destination")])[:2]
+        src = [norm(s) for s in (src if isinstance(src, (tuple, list)) else [src])]
+        dst = [norm(d) for d in (dst if isinstance(dst, (tuple, list)) else [dst])]
+        rest = [a for a in range(ndim) if a not in src]
+        order = [None] * ndim
+        for s, d in zip(src, dst):
+            order[d] = s
+        it = iter(rest)
+        return tuple(o if o is not None else next(it) for o in order)
+    d0, d1 = (args + [op.kwargs.get("dim0"), op.kwargs.get("dim1")])[:2]
+    order = list(range(ndim))
+    order[norm(d0)], order[norm(d1)] = order[norm(d1)], order[norm(d0)]
+    return tuple(order)
+
+
+def _label(op: Op) -> str:
+    return f"{op.name} in {op.owner}" if op.owner else op.name
+
+
+# -- the whole network -------------------------------------------------------------------
+@dataclass
+class NetworkStructure:
+    """The layers of a recorded pattern and the edges into each layer.
+
+    Attributes
+    ----------
+    names, shapes : list
+        Layer names and shapes (without batch dimension), in a topological order.
+    incl : bool
+        ``True`` for structural edges (product relations), ``False`` for Jacobian nonzeros.
+    parents : list of dict
+        ``parents[L][K]`` relates layer ``L`` (rows) to an earlier layer ``K`` (columns)
+        that feeds it directly: a :class:`~nsp.graph.relations.Relation` if ``incl``, else a
+        scipy CSR boolean matrix. With top-level children, ``K = L - 1`` only.
+    """
+
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    incl: bool
+    parents: list[dict[int, Any]]
+    sizes: np.ndarray = field(init=False)
+    offsets: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sizes = np.array([math.prod(s) for s in self.shapes], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+        if len(self.parents) != len(self.shapes) or any(k >= l for l, p in enumerate(self.parents) for k in p):
+            raise ValueError("nsp.NetworkStructure: every layer needs a parent map over earlier layers only")
+
+    @property
+    def n(self) -> int:
+        return int(self.offsets[-1])
+
+    def blocks(self) -> list[tuple[int, int, Any]]:
+        """Every ``(L, K, relation)``, layer by layer."""
+        return [(layer, k, rel) for layer, parents in enumerate(self.parents) for k, rel in sorted(parents.items())]
+
+    def number_of_edges(self) -> int:
+        return int(sum(rel.nnz() if self.incl else rel.nnz for _, _, rel in self.blocks()))
+
+    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global (source, target) node indices of every edge, layer by layer."""
+        src, dst = [], []
+        for layer, k, rel in self.blocks():
+            if self.incl:
+                out_idx, in_idx = rel.edges()
+            else:
+                coo = rel.tocoo()
+                out_idx, in_idx = coo.row.astype(np.int64), coo.col.astype(np.int64)
+            src.append(in_idx + self.offsets[k])
+            dst.append(out_idx + self.offsets[layer])
+        if not src:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(src), np.concatenate(dst)
+
+
+def build_structure(activations: Any, incl: bool) -> NetworkStructure:
+    """Derive the edges between consecutive layers of a recorded pattern.
+
+    Parameters
+    ----------
+    activations : Activations
+        A recorded pattern; its ``layerdescriptions[1:]`` are the child modules.
+    incl : bool
+        Structural (True) or data-dependent (False) edges, as in ``NNGraph``.
+
+    Raises
+    ------
+    UnsupportedModuleError
+        If a child (or a part of it) cannot be analysed; the message names its path.
+    """
+    progress = Progress("INCL=True graph" if incl else "INCL=False graph", list(activations.layernames))
+    interpreter = _Interpreter(incl, progress=progress)
+    shapes = [tuple(a.shape) for a in activations.layeractivations]
+    if activations._dataflow is not None:
+        x = None if incl else _to_modules(activations.layerdescriptions[1:], activations.layeractivations[0].unsqueeze(0))
+        _, layers = interpreter.run(activations._dataflow, "network", "network", x, 0)
+        parents = [{}] + [layers[layer] for layer in range(1, len(shapes))]
+        return NetworkStructure(list(activations.layernames), shapes, incl, parents)
+    parents: list[dict[int, Any]] = [{}]
+    for layer in range(1, len(shapes)):
+        name = activations.layernames[layer]
+        child = activations.layerdescriptions[layer]
+        program = activations._programs[layer]
+        prev_n = math.prod(shapes[layer - 1])
+        if math.prod(program.input_shape[1:]) != prev_n:
+            raise UnsupportedModuleError(
+                f"nsp.NNGraph: child '{name}' ({type(child).__name__}) received {math.prod(program.input_shape[1:])} "
+                f"values, but the previous layer '{activations.layernames[layer - 1]}' has {prev_n}; with top-level "
+                "layers, each child's input must be an elementwise image of the previous child's output"
+            )
+        x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
+        parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1, shapes[layer - 1])[0])
+        progress.done(layer)
+    return NetworkStructure(list(activations.layernames), shapes, incl, parents)
+
+
+def _to_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device and in the floating dtype of the first parameter among ``modules``."""
+    for m in modules:
+        if next(m.parameters(), None) is not None:
+            return _to_module(m, x)
+    return x
+
+
+def _to_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device and in the floating dtype of ``m``'s parameters."""
+    p = next(m.parameters(), None)
+    if p is None:
+        return x
+    # Token ids stay integers (an embedding reads them as indices).
+    return x.to(device=p.device, dtype=p.dtype) if x.is_floating_point() else x.to(device=p.device)
+
+
+def fingerprint(activations: Any) -> str:
+    """A digest of everything the ``INCL=False`` graph of a pattern depends on.
+
+    It covers the layer names and shapes, the nonzero masks of the weights in use (read
+    from the modules at call time, so pruning masks applied through
+    ``torch.nn.utils.prune`` count), the argmax of every max-pool window and where each
+    elementwise function has a nonzero derivative. Two patterns with the same
+    fingerprint have the same ``INCL=False`` graph, so a graph and its transformer need
+    rebuilding only when it changes. It costs one replay of the children, far less
+    than building the graph.
+
+    Parameters
+    ----------
+    activations : Activations
+        A recorded pattern.
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr([(n, tuple(a.shape)) for n, a in zip(activations.layernames, activations.layeractivations)]).encode())
+    interpreter = _Interpreter(incl=False, digest=digest)
+    if activations._dataflow is not None:
+        x = _to_modules(activations.layerdescriptions[1:], activations.layeractivations[0].unsqueeze(0))
+        interpreter.run(activations._dataflow, "network", "network", x, 0)
+        return digest.hexdigest()
+    for layer in range(1, len(activations.layernames)):
+        child = activations.layerdescriptions[layer]
+        x = _to_module(child, activations._layerinputs[layer].unsqueeze(0))
+        interpreter.run(activations._programs[layer], activations.layernames[layer], type(child).__name__, x, layer - 1)
+    return digest.hexdigest()

@@ -1,0 +1,755 @@
+r"""
+Probe Callback
+==============
+
+Run probe analyses (spectra, response maps, attributions, linear regions, your own) on a
+fixed batch of probe inputs during training: one schedule, one record store, TensorBoard
+logging and a report section for each.
+
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from numbers import Integral
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from typing_extensions import override
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks.callback import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from nsp.io.storage import RecordStore, RecordStoreError, save_json
+from nsp_lightning.probe import store as _records
+from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, class_path
+
+__all__ = ["ProbeCallback"]
+
+_LOG_STEPS = ("epoch", "global_step")
+# More probe inputs than this is usually a whole batch passed by mistake.
+MANY_PROBES = 16
+_ON_ERROR = ("warn", "raise")
+
+
+class ProbeCallback(Callback):
+    r"""Run probe analyses on fixed probe inputs at chosen points of training.
+
+    At fit start the callback checks every analysis (on every rank), sets them up
+    (:meth:`~nsp_lightning.ProbeAnalysis.setup`, rank 0) and takes a *baseline* record
+    before any training step. At the end of every chosen training epoch it runs each
+    analysis on the probes (:meth:`~nsp_lightning.ProbeAnalysis.compute`), logs what it
+    returns, and writes a record per analysis to ``<dirpath>/<analysis.name>``. The
+    analyses of one record share a :class:`~nsp_lightning.ProbeContext`, hence one forward
+    pass of the probes (``context.activations()``).
+
+    Records are numbered by the training epochs completed: record 0 is the baseline,
+    record ``k`` is taken at the end of Lightning's epoch ``k - 1``. On resume from a
+    checkpoint (``trainer.fit(..., ckpt_path=...)``) the baseline is not taken again and
+    every series continues where the checkpoint left it, without duplicates.
+
+    Probing runs on global rank 0 only, in eval mode, under ``torch.no_grad()``, with
+    autocast disabled, on the model's device, with the random state of torch (CPU and the
+    model's device), numpy and ``random`` saved and restored; afterwards every module's
+    train/eval flag is restored. Gradients, the model's parameters, its outputs and the
+    random stream of training are left untouched.
+
+    Several analyses: pass them to one callback, so that they share the schedule and the
+    forward pass. Several callbacks also work (e.g. with different schedules): give them
+    different ``dirpath``\ s or analyses of different names; two callbacks that would
+    write the same record directory are refused at setup.
+
+    Args:
+        probe: the probe inputs, one of
+
+            - a tensor of shape ``(P, *input_shape)``: P inputs, run together as one
+              batch (one input is ``x[None]``);
+            - a batch as a DataLoader yields it: a tuple or list whose first item is such
+              a tensor, e.g. ``(x, y)``;
+            - a :class:`~torch.utils.data.DataLoader`: its first batch, taken at
+              construction (use one without shuffling so a resumed run sees the same
+              probe);
+            - a :class:`~lightning.pytorch.LightningDataModule`: the first batch of its
+              ``val_dataloader()`` (``train_dataloader()`` if it has none), taken at fit
+              start, after the Trainer has set it up.
+
+            The probe moves to the model's device once per fit; floating-point probes are
+            cast to the dtype of the model's parameters. A batch ``(x, y)`` whose ``y``
+            holds one label per input gives the probes' labels (``context.labels``). More
+            than 16 inputs get a warning: every record analyses, stores and logs each.
+        analyses: a :class:`~nsp_lightning.ProbeAnalysis` or a sequence of them, with
+            distinct names.
+        every_n_epochs: record every ``n`` training epochs. Default: every epoch. The
+            baseline (record 0) is always taken.
+        epochs: record after exactly these numbers of completed epochs (ints ``>= 0``),
+            and the baseline; exclusive with ``every_n_epochs``.
+        dirpath: the directory that holds the analyses' record directories. Default:
+            ``trainer.log_dir``, e.g. ``lightning_logs/version_0``; on resume from a
+            checkpoint, the checkpoint's, so that the series continue there.
+        log_step: the step logged records are placed at: ``"global_step"`` (the default,
+            so that they line up with the loss and the metrics Lightning logs) or
+            ``"epoch"`` (the record number).
+        record_evaluation: take one record under ``trainer.validate()`` and
+            ``trainer.test()`` (see below).
+        on_error: what a record that cannot be taken does (an analysis that raises, or
+            parameters that became non-finite): ``"warn"`` (the default) warns, logs
+            ``<prefix>/record_failed``, lists the record as failed in its directory's
+            manifest (``nsp-report`` shows it) and lets training go on, so that a
+            monitoring callback never ends a run (checkpoints are still saved);
+            ``"raise"`` stops training with the error. Errors at the baseline, before any
+            training step, always raise (nothing is lost yet; the analysis is likely
+            misconfigured), and so does a record directory that another run took over
+            (see :class:`nsp.io.storage.RecordStore`).
+
+    Logged metrics (``<prefix>`` is an analysis's ``tag_prefix``, by default its name):
+
+        - ``<prefix>/<key>`` for every scalar the analysis returns, to every logger in
+          ``trainer.loggers``;
+        - ``<prefix>/record_seconds``: wall time of the analysis at the record (compute,
+          log and write);
+        - ``<prefix>/record_failed``: 1 at a record the analysis could not take
+          (``on_error="warn"``);
+        - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
+          TensorBoard loggers only.
+
+    At fit start the callback says (at INFO level) where the records go. Without a
+    TensorBoard logger the callback warns once and still logs scalars to the
+    other loggers and writes records; without any logger it still writes records. Under
+    ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
+
+    With ``record_evaluation`` (the default), ``trainer.validate()`` and ``trainer.test()``
+    take one record each, numbered with the Trainer's ``current_epoch`` (the checkpoint's,
+    with ``ckpt_path``), before the evaluation; a record of that number already in the
+    directory is kept. Lightning runs evaluation in inference mode, so an analysis that
+    needs gradients re-enables them with ``context.enable_grad()``. ``SpectrumCallback``
+    records during fit only, as it always did.
+
+    Raises:
+        TypeError: if ``probe`` is none of the accepted types, or another argument has the
+            wrong type.
+        ValueError: if the probe is empty, analyses repeat a name, or ``every_n_epochs``,
+            ``epochs`` or ``log_step`` is invalid. At fit start: if the model cannot run
+            the probe batch, an analysis's ``check`` fails, two callbacks would write the
+            same record directory, or a record directory holds a series recorded with
+            another configuration.
+
+    Example::
+
+        >>> import torch
+        >>> from lightning.pytorch import Trainer
+        >>> from nsp_lightning import ProbeCallback
+        >>> from nsp_lightning.analyses import SpectrumAnalysis
+        >>> probe = torch.rand(2, 1, 8, 8)
+        >>> trainer = Trainer(callbacks=[ProbeCallback(probe, [SpectrumAnalysis()])])
+
+    Read the records back with :func:`nsp_lightning.read_records`, and draw them with
+    ``nsp-report``.
+    """
+
+    def __init__(
+        self,
+        probe: Any,
+        analyses: ProbeAnalysis | Sequence[ProbeAnalysis],
+        *,
+        every_n_epochs: int | None = None,
+        epochs: Iterable[int] | None = None,
+        dirpath: str | os.PathLike | None = None,
+        log_step: Literal["epoch", "global_step"] = "global_step",
+        record_evaluation: bool = True,
+        on_error: Literal["warn", "raise"] = "warn",
+    ) -> None:
+        who = type(self).__name__
+        if not isinstance(record_evaluation, bool):
+            raise TypeError(f"{who}(record_evaluation={record_evaluation!r}): expected a bool")
+        self.record_evaluation = record_evaluation
+        if on_error not in _ON_ERROR:
+            raise ValueError(f"{who}(on_error={on_error!r}): expected one of {_ON_ERROR}")
+        self.on_error = on_error
+        self._failed: dict[str, list[int]] = {}
+        self._datamodule: pl.LightningDataModule | None = None
+        self._probe: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        if isinstance(probe, pl.LightningDataModule):
+            self._datamodule = probe
+        else:
+            self._probe, self._labels = _probe_batch(probe, who)
+        self.analyses: list[ProbeAnalysis] = _check_analyses(analyses, who)
+        self.every_n_epochs, self.epochs = _check_schedule(every_n_epochs, epochs, who)
+        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
+            raise TypeError(f"{who}(dirpath={dirpath!r}): expected a path or None")
+        self._dirpath_arg = None if dirpath is None else os.fspath(dirpath)
+        if log_step not in _LOG_STEPS:
+            raise ValueError(f"{who}(log_step={log_step!r}): expected one of {_LOG_STEPS}")
+        self.log_step = log_step
+
+        self._dirpath: str | None = self._dirpath_arg
+        # Under ddp_spawn (or a fork) rank 0 runs in a child process, on a copy of this object:
+        # it hands its state back through this file, read when the launching process asks.
+        self._launcher_pid = os.getpid()
+        self._handoff = os.path.join(tempfile.gettempdir(), f"nsp-probe-{os.getpid()}-{uuid.uuid4().hex}.json")
+        self._checkpoint_dirpath: str | None = None
+        self._recorded: set[int] = set()
+        self._batch: torch.Tensor | None = None
+        self._stores: dict[str, RecordStore] = {}
+        self._unstarted: list[ProbeAnalysis] = []
+
+    @property
+    @override
+    def state_key(self) -> str:
+        # The schedule is left out so that a resumed run may record at other epochs.
+        return self._generate_state_key(analyses=[a.name for a in self.analyses], dirpath=self._dirpath_arg)
+
+    @property
+    def dirpath(self) -> str | None:
+        """The directory that holds the analyses' record directories (known from the Trainer's setup on)."""
+        self._adopt_handoff()
+        return self._dirpath
+
+    @dirpath.setter
+    def dirpath(self, value: str | None) -> None:
+        self._dirpath = value
+
+    @property
+    def recorded_epochs(self) -> list[int]:
+        """The record numbers taken so far in this series, ascending."""
+        self._adopt_handoff()
+        return sorted(self._recorded)
+
+    def _adopt_handoff(self) -> None:
+        """In the launching process: take the state a spawned or forked rank 0 left (see ``teardown``)."""
+        if os.getpid() != self._launcher_pid or not os.path.exists(self._handoff):
+            return
+        try:
+            with open(self._handoff, encoding="utf-8") as handle:
+                state = json.load(handle)
+            os.unlink(self._handoff)
+        except (OSError, ValueError):
+            return
+        self._dirpath = state.get("dirpath", self._dirpath)
+        self._recorded = set(state.get("recorded", []))
+        self._failed = {name: list(epochs) for name, epochs in state.get("failed", {}).items()}
+
+    def _hand_off(self, trainer: "pl.Trainer") -> None:
+        """On rank 0 in a process other than the launching one: leave the state for the launching process."""
+        if os.getpid() == self._launcher_pid or not trainer.is_global_zero or self._dirpath is None:
+            return
+        state = {"dirpath": self._dirpath, "recorded": sorted(self._recorded), "failed": self._failed}
+        with contextlib.suppress(OSError, TypeError):
+            save_json(self._handoff, state)
+
+    @property
+    def failed_records(self) -> dict[str, list[int]]:
+        """The record numbers each analysis could not take (``on_error="warn"``), by name."""
+        self._adopt_handoff()
+        return {name: sorted(epochs) for name, epochs in self._failed.items()}
+
+    @property
+    def record_dirs(self) -> dict[str, str]:
+        """Each analysis's record directory, by name (known from the Trainer's setup on)."""
+        if self.dirpath is None:
+            return {}
+        return {a.name: self._record_dir(a, self.dirpath) for a in self.analyses}
+
+    def _record_dir(self, analysis: ProbeAnalysis, dirpath: str) -> str:
+        return os.path.join(dirpath, analysis.name)
+
+    def _default_dirpath(self, log_dir: str) -> str:
+        return log_dir
+
+    def _is_scheduled(self, epoch: int) -> bool:
+        if epoch == 0:
+            return True
+        if self.epochs is not None:
+            return epoch in self.epochs
+        return epoch % self.every_n_epochs == 0
+
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage not in ("fit", "validate", "test"):
+            return
+        if self._datamodule is not None:
+            self._probe, self._labels = _datamodule_probe(self._datamodule, type(self).__name__)
+        if trainer.fast_dev_run:
+            return
+        # trainer.log_dir broadcasts: every rank must call it.
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        if self._dirpath_arg is None:
+            self.dirpath = self._default_dirpath(log_dir)
+        self._check_no_shared_directory(trainer, log_dir)
+        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            scalars = "scalars go to the other loggers and " if trainer.loggers else ""
+            where = ", ".join(self.record_dirs.values())
+            rank_zero_warn(
+                f"{type(self).__name__}: the Trainer has no TensorBoardLogger, so no images are logged;"
+                f" {scalars}records are written to {where}"
+            )
+
+    def _check_no_shared_directory(self, trainer: "pl.Trainer", log_dir: str) -> None:
+        mine = {os.path.abspath(d): name for name, d in self.record_dirs.items()}
+        for other in trainer.callbacks:
+            if other is self or not isinstance(other, ProbeCallback):
+                continue
+            dirpath = other._dirpath_arg or other._default_dirpath(log_dir)
+            for analysis in other.analyses:
+                shared = os.path.abspath(other._record_dir(analysis, dirpath))
+                if shared in mine:
+                    raise ValueError(
+                        f"{type(self).__name__}: its analysis {mine[shared]!r} and {type(other).__name__}'s analysis"
+                        f" {analysis.name!r} would both write to {shared}; give the callbacks different `dirpath`s"
+                    )
+
+    @override
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        assert self._probe is not None
+        who = type(self).__name__
+        device = _module_device(pl_module)
+        probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
+        self._batch = probe
+        # Checked on every rank so that a bad argument stops all processes alike.
+        with _probing(pl_module):
+            try:
+                pl_module(probe)
+            except Exception as err:
+                raise ValueError(
+                    f"{who}(probe): the model cannot run the probe batch of shape {list(probe.shape)}"
+                    f" (the first dimension indexes the probe inputs, recorded together as one batch): {err}"
+                ) from err
+            for analysis in self.analyses:
+                analysis.check(pl_module, probe)
+        if trainer.fast_dev_run:
+            rank_zero_info(f"{who}: fast_dev_run checks the probe and the analyses only; nothing is recorded")
+            return
+        resuming = trainer.ckpt_path is not None
+        self._unstarted = []
+        if not resuming:
+            self._recorded = set()
+        if not trainer.is_global_zero:
+            # Other ranks only track the schedule, so that every rank saves the same state.
+            if not resuming:
+                self._recorded.add(0)
+            return
+        if resuming and self._dirpath_arg is None and self._checkpoint_dirpath:
+            if os.path.isdir(self._checkpoint_dirpath):
+                self.dirpath = self._checkpoint_dirpath
+        assert self.dirpath is not None
+        context = self._context(trainer, pl_module, trainer.current_epoch)
+        with _probing(pl_module):
+            for analysis in self.analyses:
+                analysis.setup(pl_module, probe, context)
+        self._stores = {}
+        layout: dict[str, Any] = {}
+        started = []
+        for analysis in self.analyses:
+            store = RecordStore(self._record_dir(analysis, self.dirpath))
+            if self._start_series(store, analysis, resuming):
+                started.append(analysis)
+            self._stores[analysis.name] = store
+            layout.update(analysis.custom_scalars() or {})
+        if layout:
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_custom_scalars(layout)
+        step = "record number" if self.log_step == "epoch" else "global step"
+        rank_zero_info(
+            f"{who}: records go to {', '.join(self.record_dirs.values())}; logged at the {step}"
+        )
+        if not resuming:
+            # The model is as setup saw it: the baseline shares its forward pass. Its errors always
+            # raise: no training is lost yet, and an analysis that cannot take it is misconfigured.
+            self._record(trainer, pl_module, 0, context, strict=True)
+        else:
+            # A checkpoint written without this callback (or whose records are gone) leaves no series
+            # to continue: the new one starts with the checkpoint's state, at on_train_start, once
+            # the Trainer has restored the epoch.
+            self._unstarted = started
+
+    @override
+    def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._start_unstarted(trainer, pl_module)
+        # After Lightning logged the model's hyperparameters (which it does after on_fit_start):
+        # TensorBoard's hparams plugin shows the last ones written, so they are merged.
+        if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
+            return
+        params: dict[str, Any] = {}
+        for analysis in self.analyses:
+            params.update({f"{analysis.prefix}/{k}": v for k, v in analysis.hparams().items()})
+        for logger in trainer.loggers:
+            if params:
+                logged = dict(getattr(logger, "hparams", None) or {})
+                logger.log_hyperparams({**logged, **params})
+            if isinstance(logger, TensorBoardLogger):
+                for analysis in self.analyses:
+                    text = analysis.describe()
+                    if text:
+                        logger.experiment.add_text(f"{analysis.prefix}/about", text, global_step=trainer.global_step)
+
+    def _start_unstarted(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        """The first record of series started on resume (see ``on_fit_start``), now that the epoch is restored."""
+        started, self._unstarted = self._unstarted, []
+        if not started:
+            return
+        who, epoch = type(self).__name__, trainer.current_epoch
+        rank_zero_warn(
+            f"{who}: resuming from a checkpoint with no record series to continue for"
+            f" {', '.join(a.name for a in started)} (the checkpoint was written without {who}, or its records"
+            f" are not in {self.dirpath}); a new series starts with record {epoch}, the checkpoint's state,"
+            " and has no baseline (record 0)"
+        )
+        self._record(trainer, pl_module, epoch, analyses=started)
+
+    def _context(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> ProbeContext:
+        assert self._batch is not None
+        return ProbeContext(
+            pl_module,
+            self._batch,
+            epoch=epoch,
+            global_step=trainer.global_step,
+            trainer=trainer,
+            labels=self._labels,
+            directories=self.record_dirs,
+        )
+
+    @override
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.fast_dev_run:
+            return
+        epoch = trainer.current_epoch + 1
+        if not self._is_scheduled(epoch) or epoch in self._recorded:
+            return
+        if trainer.is_global_zero:
+            self._record(trainer, pl_module, epoch)
+        else:
+            self._recorded.add(epoch)
+
+    @override
+    def on_validation_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._record_evaluation(trainer, pl_module)
+
+    @override
+    def on_test_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._record_evaluation(trainer, pl_module)
+
+    def _record_evaluation(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        """One record of the model that ``trainer.validate()`` or ``trainer.test()`` evaluates.
+
+        It is numbered with the Trainer's ``current_epoch`` (that of the checkpoint given
+        as ``ckpt_path``, else of the last fit) and joins the series in the record
+        directory if one exists there with the same configuration; a record of that
+        number already there is kept, not overwritten. Lightning runs these hooks in
+        inference mode: analyses that need gradients use ``context.enable_grad()``.
+        """
+        if not self.record_evaluation or trainer.fast_dev_run or self.dirpath is None:
+            return
+        assert self._probe is not None
+        device = _module_device(pl_module)
+        probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
+        self._batch = probe
+        with _probing(pl_module):
+            for analysis in self.analyses:
+                analysis.check(pl_module, probe)
+        epoch = trainer.current_epoch
+        if not trainer.is_global_zero:
+            return
+        stores = {a.name: RecordStore(self._record_dir(a, self.dirpath)) for a in self.analyses}
+        done = [name for name, store in stores.items()
+                if store.exists() and any(e["name"] == _records.record_name(epoch) for e in store.entries())]
+        if done:
+            rank_zero_info(f"{type(self).__name__}: {', '.join(done)} already recorded epoch {epoch}; nothing recorded")
+            return
+        context = self._context(trainer, pl_module, epoch)
+        with _probing(pl_module):
+            for analysis in self.analyses:
+                analysis.setup(pl_module, probe, context)
+        for analysis in self.analyses:
+            self._start_series(stores[analysis.name], analysis, resuming=stores[analysis.name].exists())
+        self._stores = stores
+        self._record(trainer, pl_module, epoch, context)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"recorded": sorted(self._recorded), "dirpath": self.dirpath}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._recorded = set(state_dict.get("recorded", self._recorded))
+        self._checkpoint_dirpath = state_dict.get("dirpath", self._checkpoint_dirpath)
+
+    def _start_series(self, store: RecordStore, analysis: ProbeAnalysis, resuming: bool) -> bool:
+        """Continue the series in ``store`` (on resume) or start one; True if a new series was started."""
+        who = type(self).__name__
+        header = analysis.header()
+        info = {"name": analysis.name, "class": class_path(type(analysis))}
+        try:
+            if resuming and store.exists():
+                store.attach()
+                found = store.analysis
+                if store.header != header or (found is not None and found.get("name") != analysis.name):
+                    store.close()
+                    raise ValueError(
+                        f"{who}: the records in {store.directory} were written with another configuration"
+                        f" ({store.header}); this run has {header}. Pass another `dirpath`."
+                    )
+                rank_zero_info(f"{who}: continuing the record series in {store.directory}")
+                return False
+            # A new series never overwrites or joins one: a directory that lists records is refused.
+            store.start(header, analysis=info)
+            return True
+        except RecordStoreError as err:
+            raise RecordStoreError(f"{who}: {err}") from None
+
+    @override
+    def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        # Releases the record directories' locks, so that a later fit may continue them.
+        for store in self._stores.values():
+            store.close()
+        self._hand_off(trainer)
+
+    @override
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        self.teardown(trainer, pl_module, "fit")
+
+    def _record(
+        self,
+        trainer: "pl.Trainer",
+        pl_module: "pl.LightningModule",
+        epoch: int,
+        context: ProbeContext | None = None,
+        analyses: Sequence[ProbeAnalysis] | None = None,
+        strict: bool = False,
+    ) -> None:
+        assert self._batch is not None
+        if context is None:
+            context = self._context(trainer, pl_module, epoch)
+        context.epoch = epoch
+        step = epoch if self.log_step == "epoch" else trainer.global_step
+        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        nonfinite = _nonfinite_parameters(pl_module)
+        with _probing(pl_module):
+            for analysis in self.analyses if analyses is None else analyses:
+                try:
+                    if nonfinite:
+                        raise ValueError(
+                            f"the model's parameters {nonfinite[:5]}{' and more' if len(nonfinite) > 5 else ''} hold"
+                            " non-finite values (nan or inf); training has diverged"
+                        )
+                    self._record_one(trainer, analysis, epoch, step, context, writers)
+                except RecordStoreError:
+                    raise  # another run took the directory over: never write on
+                except Exception as err:
+                    if strict or self.on_error == "raise":
+                        raise
+                    self._record_failed(trainer, analysis, epoch, step, err)
+        self._recorded.add(epoch)
+
+    def _record_one(
+        self,
+        trainer: "pl.Trainer",
+        analysis: ProbeAnalysis,
+        epoch: int,
+        step: int,
+        context: ProbeContext,
+        writers: list[Any],
+    ) -> None:
+        assert self._batch is not None
+        start = time.perf_counter()
+        record = analysis.compute(context.model, self._batch, context)
+        if not isinstance(record, AnalysisRecord):
+            raise TypeError(f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}")
+        sink = LogSink(analysis.prefix, step, enabled=bool(writers))
+        analysis.log(record, sink)
+        _flush(sink, writers)
+        scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
+        seconds = time.perf_counter() - start
+        scalars[f"{analysis.prefix}/record_seconds"] = seconds
+        _records.write_analysis_record(
+            self._stores[analysis.name],
+            record,
+            epoch=epoch,
+            global_step=trainer.global_step,
+            seconds=seconds,
+            store_scalars=analysis.store_scalars,
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
+
+    def _record_failed(
+        self, trainer: "pl.Trainer", analysis: ProbeAnalysis, epoch: int, step: int, err: Exception
+    ) -> None:
+        """A record ``analysis`` could not take (``on_error="warn"``): warn, log, list it as failed; training goes on."""
+        reason = f"{type(err).__name__}: {err}"
+        rank_zero_warn(
+            f"{type(self).__name__}: the analysis {analysis.name!r} could not take record {epoch} ({reason}); the record"
+            " is skipped and training goes on (on_error='raise' stops training instead)"
+        )
+        self._failed.setdefault(analysis.name, []).append(epoch)
+        for logger in trainer.loggers:
+            logger.log_metrics({f"{analysis.prefix}/record_failed": 1.0}, step=step)
+        self._stores[analysis.name].note_failure(_records.record_name(epoch), reason)
+
+
+def _flush(sink: LogSink, writers: list[Any]) -> None:
+    for writer in writers:
+        for kind, tag, value, options in sink.items:
+            if kind == "image":
+                writer.add_image(tag, value, global_step=sink.step, **options)
+            elif kind == "histogram":
+                writer.add_histogram(tag, value, global_step=sink.step, **options)
+            elif kind == "embedding":
+                writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
+            else:
+                writer.add_text(tag, value, global_step=sink.step)
+
+
+@contextlib.contextmanager
+def _probing(model: nn.Module) -> Iterator[None]:
+    """Eval mode, no grad, no autocast, RNG saved; every module's train flag and the RNG restored afterwards."""
+    modes = {name: module.training for name, module in model.named_modules()}
+    device = _module_device(model)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    accelerator = [] if device.type == "cpu" else [device]
+    try:
+        with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else "cuda"):
+            model.eval()
+            with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+                yield
+    finally:
+        for name, module in model.named_modules():
+            if name in modes:
+                module.training = modes[name]
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _nonfinite_parameters(model: nn.Module) -> list[str]:
+    """Names of the floating-point parameters that hold a nan or an infinity."""
+    return [
+        name for name, p in model.named_parameters()
+        if (p.is_floating_point() or p.is_complex()) and not bool(torch.isfinite(p.detach()).all())
+    ]
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _probe_dtype(model: nn.Module, probe: torch.Tensor) -> torch.dtype:
+    if not probe.is_floating_point():
+        return probe.dtype
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return probe.dtype
+
+
+def _check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:
+    listed = [analyses] if isinstance(analyses, ProbeAnalysis) else analyses
+    if not isinstance(listed, (list, tuple)) or not all(isinstance(a, ProbeAnalysis) for a in listed):
+        raise TypeError(f"{who}(analyses={analyses!r}): expected a ProbeAnalysis or a list of them")
+    if not listed:
+        raise ValueError(f"{who}(analyses=[]): expected at least one analysis")
+    names = [a.name for a in listed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"{who}(analyses=...): the names {repeated} repeat; each analysis writes to its own directory, named"
+            " after it (set `name` on one of them)"
+        )
+    return list(listed)
+
+
+def _probe_batch(probe: Any, who: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The probe tensor, and the labels where ``probe`` is a batch ``(x, y)`` with one label per input."""
+    source = probe
+    if isinstance(probe, DataLoader):
+        try:
+            probe = next(iter(probe))
+        except StopIteration:
+            raise ValueError(f"{who}(probe=<DataLoader>): the DataLoader yields no batch") from None
+    x = _probe_tensor(probe, who, source)
+    labels = None
+    if isinstance(probe, (tuple, list)) and len(probe) > 1 and isinstance(probe[1], torch.Tensor):
+        if probe[1].shape == (len(x),):
+            labels = probe[1].detach().cpu()
+    if len(x) > MANY_PROBES:
+        rank_zero_warn(
+            f"{who}(probe): the probe holds {len(x)} inputs, and every record analyses, stores and logs each of"
+            f" them (a spectrum logs 2 images per layer per input). A whole batch is rarely meant: pass a few"
+            f" inputs, e.g. `x[:4]`."
+        )
+    return x, labels
+
+
+def _probe_tensor(probe: Any, who: str, source: Any) -> torch.Tensor:
+    if isinstance(probe, (tuple, list)):
+        if not probe:
+            raise ValueError(f"{who}(probe): the batch is an empty {type(probe).__name__}")
+        probe = probe[0]
+    if not isinstance(probe, torch.Tensor):
+        raise TypeError(
+            f"{who}(probe): expected a tensor of shape (P, *input_shape), a batch whose first item is one,"
+            f" a DataLoader or a LightningDataModule, got {type(source).__name__}"
+            + (f" holding {type(probe).__name__}" if probe is not source else "")
+        )
+    if probe.dim() < 2:
+        raise ValueError(
+            f"{who}(probe): expected a tensor of shape (P, *input_shape), got shape {list(probe.shape)};"
+            " the first dimension indexes the probe inputs (one input is x[None])"
+        )
+    if probe.numel() == 0:
+        raise ValueError(f"{who}(probe): the probe is empty (shape {list(probe.shape)})")
+    if probe.is_complex():
+        raise TypeError(
+            f"{who}(probe): the probe is complex ({probe.dtype}); analyses record real activations and would drop"
+            " the imaginary part. Pass real inputs, e.g. torch.view_as_real(x)"
+        )
+    return probe.detach()
+
+
+def _datamodule_probe(datamodule: "pl.LightningDataModule", who: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    method = "val_dataloader" if is_overridden("val_dataloader", datamodule) else "train_dataloader"
+    try:
+        loader = getattr(datamodule, method)()
+        batch = next(iter(loader))
+    except Exception as err:
+        raise ValueError(
+            f"{who}(probe=<{type(datamodule).__name__}>): could not take a batch from its {method}()"
+            f" ({type(err).__name__}: {err}); pass the DataModule given to trainer.fit, or a tensor"
+        ) from err
+    return _probe_batch(batch, who)
+
+
+def _check_schedule(
+    every_n_epochs: int | None, epochs: Iterable[int] | None, who: str
+) -> tuple[int | None, frozenset[int] | None]:
+    if every_n_epochs is not None and epochs is not None:
+        raise ValueError(f"{who}(every_n_epochs={every_n_epochs!r}, epochs={epochs!r}): pass one of them, not both")
+    if epochs is not None:
+        if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
+            raise TypeError(f"{who}(epochs={epochs!r}): expected an iterable of ints >= 0")
+        values = list(epochs)
+        if not values or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 0 for e in values):
+            raise ValueError(f"{who}(epochs={epochs!r}): expected a non-empty collection of ints >= 0")
+        return None, frozenset(int(e) for e in values)
+    if every_n_epochs is None:
+        return 1, None
+    if not isinstance(every_n_epochs, Integral) or isinstance(every_n_epochs, bool) or every_n_epochs < 1:
+        raise ValueError(f"{who}(every_n_epochs={every_n_epochs!r}): expected an int >= 1")
+    return int(every_n_epochs), None

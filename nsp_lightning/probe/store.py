@@ -1,0 +1,505 @@
+"""Records: what a probe analysis writes at each recorded epoch, and spectrum records in particular.
+
+Every analysis of a :class:`~nsp_lightning.ProbeCallback` has a record directory (by default
+``<trainer.log_dir>/<name>``; ``<trainer.log_dir>/spectra`` for spectra) that holds
+``manifest.json`` and one ``epoch-NNNNNN.npz`` per record, in the format of
+:mod:`nsp.io.storage`: safe (no pickle) and written atomically. All of them are written by
+:func:`write_analysis_record` and read by :func:`read_records`, which returns each
+analysis's own record objects (:meth:`~nsp_lightning.ProbeAnalysis.read_record`): a
+:class:`SpectrumRecord` for spectra, a :class:`~nsp_lightning.ProbeRecord` by default.
+
+A record file holds the analysis's arrays; its stored scalars as a float64 array
+``__scalars__`` whose names are in the metadata under the same key; and the metadata
+(JSON, under ``__meta__``) with ``epoch``, ``global_step`` and ``seconds``. The manifest
+names the analysis (``"analysis": {"name": ..., "class": "module:qualname"}``); a manifest
+that names none was written before analyses were plug-ins and holds spectra.
+
+Spectrum records (by :class:`~nsp_lightning.SpectrumCallback`) read back with :func:`read_records`::
+
+    from nsp_lightning import read_records
+    for rec in read_records("lightning_logs/version_0/spectra"):
+        print(rec.epoch, rec.global_step, rec.log10_energy[0])
+
+Inside a record file, for recorded layer ``l`` (an index into ``layernames``) and ``P``
+probes, each array holding every probe (one array per layer keeps the file small and
+quick to write):
+
+========================  =====================================================
+``activations.{l}``       the layer's activations, shape ``(P, *layer_shape)``,
+                          in the model's dtype
+``spectrum.{l}``          the layer's spectra, float64, same shape
+``energy``                Σ ŝ² per probe and layer, float64, shape ``(P, L)``
+                          (``inf`` where it overflows float64)
+``log10_energy``          log10 of it, computed without overflow; ``-inf`` for
+                          an all-zero spectrum
+``__meta__``              JSON: epoch, global_step, fingerprints, rebuilt, seconds
+========================  =====================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import nsp.transforms.energy
+from nsp.io.storage import RecordStore, load_npz
+from nsp_lightning.probe.analysis import (
+    RESERVED_META,
+    SCALARS_KEY,
+    AnalysisRecord,
+    ProbeAnalysis,
+    analysis_class,
+)
+
+__all__ = [
+    "SpectrumRecord",
+    "make_record",
+    "record_name",
+    "write_record",
+    "write_analysis_record",
+    "read_header",
+    "read_records",
+    "read_series",
+    "read_series_records",
+]
+
+# What a manifest that names no analysis holds.
+_LEGACY_NAME = "spectra"
+
+
+@dataclass(frozen=True)
+class SpectrumRecord:
+    """Activations and spectra of every probe at one point of training.
+
+    Attributes
+    ----------
+    epoch : int
+        Training epochs completed when the record was taken: 0 is the baseline before any
+        training step, 1 the end of the first epoch (Lightning's ``current_epoch == 0``).
+    global_step : int
+        The Trainer's ``global_step`` at that time.
+    layernames : tuple of str
+        The recorded layers, in the model's execution order.
+    activations : tuple of tuple of numpy.ndarray
+        ``activations[p][l]``: probe ``p``, layer ``l``, without the batch dimension.
+    spectra : tuple of tuple of numpy.ndarray
+        ``spectra[p][l]``: float64, same shape as the activations.
+    energy : numpy.ndarray
+        Spectral energy Σ ŝ², float64, shape ``(P, L)``.
+    log10_energy : numpy.ndarray
+        ``log10(energy)`` computed without overflow, shape ``(P, L)``.
+    fingerprints : tuple of str
+        Per probe, the fingerprint of the graph the spectrum was computed on.
+    rebuilt : bool
+        Whether a graph was rebuilt for this record because its fingerprint changed
+        (INCL=False only).
+    seconds : float
+        Wall time taken to probe, transform and log this record.
+    """
+
+    epoch: int
+    global_step: int
+    layernames: tuple[str, ...]
+    activations: tuple[tuple[np.ndarray, ...], ...]
+    spectra: tuple[tuple[np.ndarray, ...], ...]
+    energy: np.ndarray
+    log10_energy: np.ndarray
+    fingerprints: tuple[str, ...]
+    rebuilt: bool
+    seconds: float
+
+    @property
+    def num_probes(self) -> int:
+        return len(self.activations)
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+        tensor = tensor.float()
+    return tensor.numpy()
+
+
+def make_record(
+    epoch: int,
+    global_step: int,
+    activations: Sequence[Any],
+    spectra: Sequence[Any],
+    layers: Sequence[int],
+    fingerprints: Sequence[str],
+    rebuilt: bool,
+    seconds: float,
+) -> SpectrumRecord:
+    """Turn nsp results for P probes into a :class:`SpectrumRecord`.
+
+    Parameters
+    ----------
+    epoch, global_step : int
+        As in :class:`SpectrumRecord`.
+    activations, spectra : sequence of nsp.Activations
+        One pattern and its spectrum (``NNGraph.transform``) per probe.
+    layers : sequence of int
+        Indices of the layers to keep, into ``activations[p].layernames``.
+    fingerprints : sequence of str
+        One graph fingerprint per probe.
+    rebuilt : bool
+        Whether a graph was rebuilt for this record.
+    seconds : float
+        Time the record took.
+
+    Returns
+    -------
+    SpectrumRecord
+
+    Raises
+    ------
+    ValueError
+        If the numbers of patterns, spectra and fingerprints differ, or there are none.
+    """
+    if not activations or not len(activations) == len(spectra) == len(fingerprints):
+        raise ValueError(
+            "nsp_lightning.make_record: expected one spectrum and one fingerprint per activation pattern, got "
+            f"{len(activations)} patterns, {len(spectra)} spectra, {len(fingerprints)} fingerprints"
+        )
+    acts = tuple(tuple(_numpy(a.layeractivations[i]) for i in layers) for a in activations)
+    specs = tuple(
+        tuple(np.asarray(_numpy(s.layeractivations[i]), dtype=np.float64) for i in layers) for s in spectra
+    )
+    return SpectrumRecord(
+        epoch=int(epoch),
+        global_step=int(global_step),
+        layernames=tuple(activations[0].layernames[i] for i in layers),
+        activations=acts,
+        spectra=specs,
+        energy=np.stack([nsp.energy.spectral_energy(list(s)) for s in specs]),
+        log10_energy=np.stack([nsp.energy.log10_energy(list(s)) for s in specs]),
+        fingerprints=tuple(fingerprints),
+        rebuilt=bool(rebuilt),
+        seconds=float(seconds),
+    )
+
+
+def record_name(epoch: int) -> str:
+    """The name of the record of ``epoch`` (its file is ``<name>.npz``).
+
+    Examples
+    --------
+    >>> record_name(12)
+    'epoch-000012'
+    """
+    return f"epoch-{epoch:06d}"
+
+
+def write_record(store: RecordStore, record: SpectrumRecord) -> Path:
+    """Write ``record`` into ``store`` atomically and list it in the manifest.
+
+    A record of the same epoch is replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        The record file.
+    """
+    return write_analysis_record(
+        store,
+        spectrum_analysis_record(record),
+        epoch=record.epoch,
+        global_step=record.global_step,
+        seconds=record.seconds,
+        store_scalars=False,
+    )
+
+
+def spectrum_analysis_record(record: SpectrumRecord) -> AnalysisRecord:
+    """A :class:`SpectrumRecord` as the arrays, scalars and metadata its record file keeps."""
+    arrays: dict[str, np.ndarray] = {"energy": record.energy, "log10_energy": record.log10_energy}
+    for l in range(len(record.layernames)):
+        arrays[f"activations.{l}"] = np.stack([probe[l] for probe in record.activations])
+        arrays[f"spectrum.{l}"] = np.stack([probe[l] for probe in record.spectra])
+    meta = {
+        "layernames": list(record.layernames),
+        "probes": record.num_probes,
+        "fingerprints": list(record.fingerprints),
+        "rebuilt": record.rebuilt,
+    }
+    scalars = {
+        f"log10_energy/probe_{p}/{name}": float(record.log10_energy[p, l])
+        for p in range(record.num_probes)
+        for l, name in enumerate(record.layernames)
+    }
+    return AnalysisRecord(arrays=arrays, scalars=scalars, meta=meta, summary={"rebuilt": record.rebuilt})
+
+
+def write_analysis_record(
+    store: RecordStore,
+    record: AnalysisRecord,
+    *,
+    epoch: int,
+    global_step: int,
+    seconds: float,
+    store_scalars: bool = True,
+) -> Path:
+    """Write one analysis record into ``store`` atomically, as ``epoch-NNNNNN.npz``, and list it.
+
+    The one place where records reach the disk, for every analysis.
+
+    Parameters
+    ----------
+    store : nsp.storage.RecordStore
+        The analysis's record directory, started (:meth:`~nsp.io.storage.RecordStore.start`).
+    record : AnalysisRecord
+        What the analysis computed.
+    epoch, global_step : int
+        The record number and the Trainer's global step, added to the metadata and the
+        manifest entry.
+    seconds : float
+        The time the record took, added to the metadata.
+    store_scalars : bool, default True
+        Keep ``record.scalars`` in the file (array ``__scalars__``).
+
+    Returns
+    -------
+    pathlib.Path
+        The record file.
+
+    Raises
+    ------
+    TypeError
+        If ``record`` is not an :class:`AnalysisRecord` or holds values of the wrong type.
+    ValueError
+        If its metadata uses a key the core writes, or an array name is reserved.
+    """
+    if not isinstance(record, AnalysisRecord):
+        raise TypeError(f"nsp_lightning.write_analysis_record: expected an AnalysisRecord, got {type(record).__name__}")
+    for field in ("arrays", "scalars", "meta", "summary"):
+        if not isinstance(getattr(record, field), Mapping):
+            raise TypeError(f"nsp_lightning.write_analysis_record: AnalysisRecord.{field} is not a dict")
+    reserved = [key for key in record.meta if key in RESERVED_META]
+    reserved += [key for key in record.arrays if key == SCALARS_KEY]
+    if reserved:
+        raise ValueError(f"nsp_lightning.write_analysis_record: the record uses the reserved names {reserved}")
+    arrays = {key: _numpy(value) if isinstance(value, torch.Tensor) else value for key, value in record.arrays.items()}
+    meta = {**record.meta, "epoch": int(epoch), "global_step": int(global_step), "seconds": float(seconds)}
+    if store_scalars and record.scalars:
+        meta[SCALARS_KEY] = list(record.scalars)
+        arrays[SCALARS_KEY] = np.array([float(v) for v in record.scalars.values()], dtype=np.float64)
+    summary = {**record.summary, "epoch": int(epoch), "global_step": int(global_step)}
+    return store.write(record_name(epoch), arrays, meta, summary=summary)
+
+
+def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str) -> SpectrumRecord:
+    try:
+        probes, names, fingerprints = meta["probes"], meta["layernames"], meta["fingerprints"]
+        rebuilt = meta["rebuilt"]
+        if not isinstance(probes, int) or isinstance(probes, bool) or probes < 1:
+            raise ValueError(f"probes {probes!r}, expected an int >= 1")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"layernames {_short(names)}, expected a non-empty list of strings")
+        if not isinstance(fingerprints, list) or not all(isinstance(f, str) for f in fingerprints):
+            raise ValueError(f"fingerprints {_short(fingerprints)}, expected a list of strings")
+        if not isinstance(rebuilt, bool):
+            raise ValueError(f"rebuilt {rebuilt!r}, expected true or false")
+        stacked = {kind: [arrays[f"{kind}.{l}"] for l in range(len(names))] for kind in ("activations", "spectrum")}
+        record = SpectrumRecord(
+            epoch=meta["epoch"],
+            global_step=meta["global_step"],
+            layernames=tuple(names),
+            activations=(),
+            spectra=(),
+            energy=arrays["energy"],
+            log10_energy=arrays["log10_energy"],
+            fingerprints=tuple(fingerprints),
+            rebuilt=rebuilt,
+            seconds=meta["seconds"],
+        )
+    except KeyError as err:
+        raise ValueError(f"nsp_lightning.read_records: {where} lacks {err}; it is not a spectrum record") from err
+    except ValueError as err:
+        raise ValueError(f"nsp_lightning.read_records: {where} has {err}") from None
+    short = [f"{kind}.{l}" for kind, rows in stacked.items() for l, a in enumerate(rows) if a.shape[:1] != (probes,)]
+    if short:
+        raise ValueError(f"nsp_lightning.read_records: in {where}, {short} do not hold one row per probe ({probes})")
+    return replace(
+        record,
+        activations=tuple(tuple(a[p] for a in stacked["activations"]) for p in range(probes)),
+        spectra=tuple(tuple(a[p] for a in stacked["spectrum"]) for p in range(probes)),
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any, least: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_core_meta(meta: Mapping[str, Any], path: Path, name: str) -> None:
+    """The metadata every probe record has (written by :func:`write_analysis_record`), checked."""
+    wrong = []
+    if "epoch" in meta and not (_is_int(meta["epoch"]) and record_name(meta["epoch"]) == name):
+        wrong.append(f"epoch {_short(meta['epoch'])} (the manifest lists it as {name!r})")
+    if "global_step" in meta and not _is_int(meta["global_step"]):
+        wrong.append(f"global_step {_short(meta['global_step'])}, expected an int >= 0")
+    seconds = meta.get("seconds", 0.0)
+    if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+            and seconds >= 0):
+        wrong.append(f"seconds {_short(seconds)}, expected a number >= 0")
+    if wrong:
+        raise ValueError(f"nsp_lightning.read_records: {path} has {'; '.join(wrong)}")
+
+
+def _named(err: Exception, path: Path, what: str) -> ValueError:
+    """``err`` as a ValueError whose message names ``path``."""
+    text = str(err)
+    if isinstance(err, ValueError) and str(path) in text:
+        return err
+    return ValueError(f"nsp_lightning.read_records: {path}: {what} failed ({type(err).__name__}: {text[:500]})")
+
+
+def read_header(dirpath: str | os.PathLike) -> dict[str, Any]:
+    """The run-level metadata of a record directory.
+
+    Returns
+    -------
+    dict
+        ``layernames``, ``shapes`` (per recorded layer, without the batch dimension),
+        ``probes``, ``probe_shape``, ``transform``, ``INCL`` and ``model`` (class name).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dirpath`` holds no manifest.
+    """
+    return RecordStore(dirpath).header
+
+
+def read_series(dirpath: str | os.PathLike) -> tuple[str, type[ProbeAnalysis]]:
+    """The name of the analysis that wrote a record directory, and the class that reads it.
+
+    Returns
+    -------
+    name : str
+        The analysis's name (``"spectra"`` for a directory written before analyses
+        were plug-ins).
+    cls : type
+        Its :class:`~nsp_lightning.ProbeAnalysis` subclass, or ``ProbeAnalysis`` itself
+        where that class is not available (see :func:`~nsp_lightning.probe.analysis.analysis_class`):
+        its records then read as :class:`~nsp_lightning.ProbeRecord`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dirpath`` holds no manifest.
+    ValueError
+        If the manifest is not readable.
+    """
+    store = RecordStore(dirpath)
+    info = store.analysis
+    if info is None:
+        return _LEGACY_NAME, analysis_class(None) or ProbeAnalysis
+    if (not isinstance(info, dict) or not isinstance(info.get("name"), str)
+            or not isinstance(info.get("class", ""), str)):
+        raise ValueError(
+            f"nsp_lightning.read_records: the manifest {store.manifest_path} has an invalid analysis entry {_short(info)}"
+        )
+    cls = analysis_class(info["class"]) if "class" in info else None
+    return info["name"], cls or ProbeAnalysis
+
+
+def read_records(dirpath: str | os.PathLike, *, skip_bad: bool = False) -> list[Any]:
+    """Every record listed in a record directory's manifest, by increasing epoch.
+
+    Each record is checked before it is returned: the core's metadata (``epoch`` matching
+    the record's name, ``global_step``, ``seconds``), that its file was written for this
+    directory's series, then the analysis's own checks (:meth:`~nsp_lightning.ProbeAnalysis.read_record`
+    and, against the series' header, :meth:`~nsp_lightning.ProbeAnalysis.check_record`;
+    spectra: the layers, their shapes, the number of probes, the dtypes).
+
+    Parameters
+    ----------
+    dirpath : str or os.PathLike
+        A record directory (``SpectrumCallback.dirpath``; ``ProbeCallback.record_dirs[name]``).
+    skip_bad : bool, default False
+        Leave out the records that fail these checks, with a warning each, rather than
+        raise. A manifest or header that fails them still raises.
+
+    Returns
+    -------
+    list
+        What the analysis's :meth:`~nsp_lightning.ProbeAnalysis.read_record` makes of
+        each record: :class:`SpectrumRecord` for spectra, :class:`~nsp_lightning.ProbeRecord`
+        by default.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``dirpath`` holds no manifest.
+    ValueError
+        If the manifest or its header is not readable or valid, or (unless ``skip_bad``)
+        a record it lists is not; the message names the file and what is wrong.
+    """
+    records, problems = read_series_records(dirpath, skip_bad=skip_bad)[3:]
+    for problem in problems:
+        warnings.warn(f"{problem}; the record is left out", stacklevel=2)
+    return records
+
+
+def read_series_records(
+    dirpath: str | os.PathLike, *, skip_bad: bool = False
+) -> tuple[str, type[ProbeAnalysis], dict[str, Any], list[Any], list[str]]:
+    """A record directory's series: its analysis, header and checked records (see :func:`read_records`).
+
+    Returns
+    -------
+    name : str
+        The analysis's name.
+    cls : type
+        The :class:`~nsp_lightning.ProbeAnalysis` subclass that reads the records.
+    header : dict
+        The series' header.
+    records : list
+        The records that passed the checks, by increasing epoch.
+    problems : list of str
+        With ``skip_bad``, one message per record left out, naming its file and what is
+        wrong (empty otherwise: the first bad record raises).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`read_records`.
+    """
+    store = RecordStore(dirpath)
+    manifest = store.manifest()
+    name, cls = read_series(dirpath)
+    header = manifest["header"]
+    try:
+        cls.check_header(header, store.manifest_path)
+    except Exception as err:
+        raise _named(err, store.manifest_path, f"{cls.__qualname__}.check_header") from None
+    records, problems = [], []
+    for entry in manifest["records"]:
+        path = store.directory / entry["file"]
+        try:
+            arrays, meta = store.read(entry["name"], manifest)
+            _check_core_meta(meta, path, entry["name"])
+            try:
+                record = cls.read_record(arrays, meta, path)
+                cls.check_record(record, header, path)
+            except Exception as err:
+                raise _named(err, path, f"{cls.__qualname__}.read_record") from None
+        except ValueError as err:
+            if not skip_bad:
+                raise
+            problems.append(str(err))
+            continue
+        records.append(record)
+    return name, cls, header, sorted(records, key=lambda r: r.epoch), problems
