@@ -192,4 +192,4 @@ def test_a_module_autograd_cannot_differentiate_is_refused_by_name():
             nsp.NNGraph(acts, INCL=False)
         assert nsp.NNGraph(acts).number_of_edges() == 16 + 12
     finally:
-        rules._MODULE_RULES.pop(Frozen)
+        rules.registry._MODULE_RULES.pop(Frozen)

@@ -37,7 +37,7 @@ def _net():
 
 @pytest.mark.parametrize("incl", [True, False])
 def test_user_rule_for_a_module_matches_the_reference(monkeypatch, incl):
-    monkeypatch.setattr(rules, "_MODULE_RULES", dict(rules._MODULE_RULES))
+    monkeypatch.setattr(rules.registry, "_MODULE_RULES", dict(rules.registry._MODULE_RULES))
     net, x = _net()
     with torch.no_grad():
         net[2].w[3] = 0.0  # a zero weight: INCL=False drops its edge, measured by autograd
@@ -154,7 +154,7 @@ def test_function_rules_match_the_reference(piece, incl):
 def test_readme_example_of_registering_a_rule_runs(monkeypatch):
     from pathlib import Path
 
-    monkeypatch.setattr(rules, "_MODULE_RULES", dict(rules._MODULE_RULES))
+    monkeypatch.setattr(rules.registry, "_MODULE_RULES", dict(rules.registry._MODULE_RULES))
     text = (Path(__file__).parents[2] / "README.md").read_text()
     section = text.split("### Registering a rule", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
@@ -162,7 +162,7 @@ def test_readme_example_of_registering_a_rule_runs(monkeypatch):
     exec(compile(code, "README 'Registering a rule'", "exec"), namespace)
     assert rules.rule_for_module(namespace["RunningProduct"]()) is not None
     # Without the rule the same network is refused by name.
-    monkeypatch.setattr(rules, "_MODULE_RULES", {k: v for k, v in rules._MODULE_RULES.items()
-                                                 if k is not namespace["RunningProduct"]})
+    monkeypatch.setattr(rules.registry, "_MODULE_RULES", {k: v for k, v in rules.registry._MODULE_RULES.items()
+                        if k is not namespace["RunningProduct"]})
     with pytest.raises(nsp.UnsupportedModuleError, match=r"cumprod in RunningProduct"):
         nsp.NNGraph(nsp.Activations(namespace["net"], torch.randn(1, 3), layers="leaves"))
