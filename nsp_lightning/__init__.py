@@ -27,7 +27,6 @@ MOVED_MODULES = {
     "nsp_lightning.callback": "nsp_lightning.analyses.spectrum.callback",
     "nsp_lightning.cli": "nsp_lightning.report.cli",
     "nsp_lightning.probe_callback": "nsp_lightning.probe.callback",
-    "nsp_lightning.records": "nsp_lightning.probe.store",
     "nsp_lightning.sections": "nsp_lightning.report.sections",
 }
 compat.install(MOVED_MODULES)
@@ -40,7 +39,8 @@ from nsp_lightning.probe.analysis import (  # noqa: E402
     ProbeRecord,
     ReportContext,
 )
-from nsp_lightning.probe.store import SpectrumRecord, read_header, read_records  # noqa: E402
+from nsp_lightning.analyses.spectrum.records import SpectrumRecord  # noqa: E402
+from nsp_lightning.probe.store import read_header, read_records  # noqa: E402
 from nsp_lightning.report.html import report  # noqa: E402
 
 __all__ = [

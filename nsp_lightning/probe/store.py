@@ -1,4 +1,4 @@
-"""Records: what a probe analysis writes at each recorded epoch, and spectrum records in particular.
+"""The record store: what every probe analysis writes at each recorded epoch, and how it is read back.
 
 Every analysis of a :class:`~nsp_lightning.ProbeCallback` has a record directory (by default
 ``<trainer.log_dir>/<name>``; ``<trainer.log_dir>/spectra`` for spectra) that holds
@@ -6,34 +6,23 @@ Every analysis of a :class:`~nsp_lightning.ProbeCallback` has a record directory
 :mod:`nsp.io.storage`: safe (no pickle) and written atomically. All of them are written by
 :func:`write_analysis_record` and read by :func:`read_records`, which returns each
 analysis's own record objects (:meth:`~nsp_lightning.ProbeAnalysis.read_record`): a
-:class:`SpectrumRecord` for spectra, a :class:`~nsp_lightning.ProbeRecord` by default.
+:class:`~nsp_lightning.SpectrumRecord` for spectra, a :class:`~nsp_lightning.ProbeRecord`
+by default. This module knows no particular analysis: the class that reads a directory
+is the one its manifest names, found through the analysis registry
+(:func:`~nsp_lightning.probe.analysis.analysis_class`).
 
 A record file holds the analysis's arrays; its stored scalars as a float64 array
 ``__scalars__`` whose names are in the metadata under the same key; and the metadata
 (JSON, under ``__meta__``) with ``epoch``, ``global_step`` and ``seconds``. The manifest
 names the analysis (``"analysis": {"name": ..., "class": "module:qualname"}``); a manifest
-that names none was written before analyses were plug-ins and holds spectra.
+that names none was written before analyses were plug-ins and holds spectra (their format:
+:mod:`nsp_lightning.analyses.spectrum.records`).
 
-Spectrum records (by :class:`~nsp_lightning.SpectrumCallback`) read back with :func:`read_records`::
+Records read back with :func:`read_records`::
 
     from nsp_lightning import read_records
     for rec in read_records("lightning_logs/version_0/spectra"):
         print(rec.epoch, rec.global_step, rec.log10_energy[0])
-
-Inside a record file, for recorded layer ``l`` (an index into ``layernames``) and ``P``
-probes, each array holding every probe (one array per layer keeps the file small and
-quick to write):
-
-========================  =====================================================
-``activations.{l}``       the layer's activations, shape ``(P, *layer_shape)``,
-                          in the model's dtype
-``spectrum.{l}``          the layer's spectra, float64, same shape
-``energy``                Σ ŝ² per probe and layer, float64, shape ``(P, L)``
-                          (``inf`` where it overflows float64)
-``log10_energy``          log10 of it, computed without overflow; ``-inf`` for
-                          an all-zero spectrum
-``__meta__``              JSON: epoch, global_step, fingerprints, rebuilt, seconds
-========================  =====================================================
 """
 
 from __future__ import annotations
@@ -41,15 +30,13 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-import nsp.transforms.energy
-from nsp.io.storage import RecordStore, load_npz
+from nsp.io.storage import RecordStore
 from nsp_lightning.probe.analysis import (
     RESERVED_META,
     SCALARS_KEY,
@@ -59,10 +46,8 @@ from nsp_lightning.probe.analysis import (
 )
 
 __all__ = [
-    "SpectrumRecord",
-    "make_record",
     "record_name",
-    "write_record",
+    "to_numpy",
     "write_analysis_record",
     "read_header",
     "read_records",
@@ -74,116 +59,18 @@ __all__ = [
 _LEGACY_NAME = "spectra"
 
 
-@dataclass(frozen=True)
-class SpectrumRecord:
-    """Activations and spectra of every probe at one point of training.
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as the numpy array a record keeps: detached, on the CPU, bfloat16 as float32 (exactly).
 
-    Attributes
-    ----------
-    epoch : int
-        Training epochs completed when the record was taken: 0 is the baseline before any
-        training step, 1 the end of the first epoch (Lightning's ``current_epoch == 0``).
-    global_step : int
-        The Trainer's ``global_step`` at that time.
-    layernames : tuple of str
-        The recorded layers, in the model's execution order.
-    activations : tuple of tuple of numpy.ndarray
-        ``activations[p][l]``: probe ``p``, layer ``l``, without the batch dimension.
-    spectra : tuple of tuple of numpy.ndarray
-        ``spectra[p][l]``: float64, same shape as the activations.
-    energy : numpy.ndarray
-        Spectral energy Σ ŝ², float64, shape ``(P, L)``.
-    log10_energy : numpy.ndarray
-        ``log10(energy)`` computed without overflow, shape ``(P, L)``.
-    fingerprints : tuple of str
-        Per probe, the fingerprint of the graph the spectrum was computed on.
-    rebuilt : bool
-        Whether a graph was rebuilt for this record because its fingerprint changed
-        (INCL=False only).
-    seconds : float
-        Wall time taken to probe, transform and log this record.
+    Examples
+    --------
+    >>> to_numpy(torch.ones(2, dtype=torch.bfloat16)).dtype
+    dtype('float32')
     """
-
-    epoch: int
-    global_step: int
-    layernames: tuple[str, ...]
-    activations: tuple[tuple[np.ndarray, ...], ...]
-    spectra: tuple[tuple[np.ndarray, ...], ...]
-    energy: np.ndarray
-    log10_energy: np.ndarray
-    fingerprints: tuple[str, ...]
-    rebuilt: bool
-    seconds: float
-
-    @property
-    def num_probes(self) -> int:
-        return len(self.activations)
-
-
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
         tensor = tensor.float()
     return tensor.numpy()
-
-
-def make_record(
-    epoch: int,
-    global_step: int,
-    activations: Sequence[Any],
-    spectra: Sequence[Any],
-    layers: Sequence[int],
-    fingerprints: Sequence[str],
-    rebuilt: bool,
-    seconds: float,
-) -> SpectrumRecord:
-    """Turn nsp results for P probes into a :class:`SpectrumRecord`.
-
-    Parameters
-    ----------
-    epoch, global_step : int
-        As in :class:`SpectrumRecord`.
-    activations, spectra : sequence of nsp.Activations
-        One pattern and its spectrum (``NNGraph.transform``) per probe.
-    layers : sequence of int
-        Indices of the layers to keep, into ``activations[p].layernames``.
-    fingerprints : sequence of str
-        One graph fingerprint per probe.
-    rebuilt : bool
-        Whether a graph was rebuilt for this record.
-    seconds : float
-        Time the record took.
-
-    Returns
-    -------
-    SpectrumRecord
-
-    Raises
-    ------
-    ValueError
-        If the numbers of patterns, spectra and fingerprints differ, or there are none.
-    """
-    if not activations or not len(activations) == len(spectra) == len(fingerprints):
-        raise ValueError(
-            "nsp_lightning.make_record: expected one spectrum and one fingerprint per activation pattern, got "
-            f"{len(activations)} patterns, {len(spectra)} spectra, {len(fingerprints)} fingerprints"
-        )
-    acts = tuple(tuple(_numpy(a.layeractivations[i]) for i in layers) for a in activations)
-    specs = tuple(
-        tuple(np.asarray(_numpy(s.layeractivations[i]), dtype=np.float64) for i in layers) for s in spectra
-    )
-    return SpectrumRecord(
-        epoch=int(epoch),
-        global_step=int(global_step),
-        layernames=tuple(activations[0].layernames[i] for i in layers),
-        activations=acts,
-        spectra=specs,
-        energy=np.stack([nsp.energy.spectral_energy(list(s)) for s in specs]),
-        log10_energy=np.stack([nsp.energy.log10_energy(list(s)) for s in specs]),
-        fingerprints=tuple(fingerprints),
-        rebuilt=bool(rebuilt),
-        seconds=float(seconds),
-    )
 
 
 def record_name(epoch: int) -> str:
@@ -195,46 +82,6 @@ def record_name(epoch: int) -> str:
     'epoch-000012'
     """
     return f"epoch-{epoch:06d}"
-
-
-def write_record(store: RecordStore, record: SpectrumRecord) -> Path:
-    """Write ``record`` into ``store`` atomically and list it in the manifest.
-
-    A record of the same epoch is replaced.
-
-    Returns
-    -------
-    pathlib.Path
-        The record file.
-    """
-    return write_analysis_record(
-        store,
-        spectrum_analysis_record(record),
-        epoch=record.epoch,
-        global_step=record.global_step,
-        seconds=record.seconds,
-        store_scalars=False,
-    )
-
-
-def spectrum_analysis_record(record: SpectrumRecord) -> AnalysisRecord:
-    """A :class:`SpectrumRecord` as the arrays, scalars and metadata its record file keeps."""
-    arrays: dict[str, np.ndarray] = {"energy": record.energy, "log10_energy": record.log10_energy}
-    for l in range(len(record.layernames)):
-        arrays[f"activations.{l}"] = np.stack([probe[l] for probe in record.activations])
-        arrays[f"spectrum.{l}"] = np.stack([probe[l] for probe in record.spectra])
-    meta = {
-        "layernames": list(record.layernames),
-        "probes": record.num_probes,
-        "fingerprints": list(record.fingerprints),
-        "rebuilt": record.rebuilt,
-    }
-    scalars = {
-        f"log10_energy/probe_{p}/{name}": float(record.log10_energy[p, l])
-        for p in range(record.num_probes)
-        for l, name in enumerate(record.layernames)
-    }
-    return AnalysisRecord(arrays=arrays, scalars=scalars, meta=meta, summary={"rebuilt": record.rebuilt})
 
 
 def write_analysis_record(
@@ -285,52 +132,13 @@ def write_analysis_record(
     reserved += [key for key in record.arrays if key == SCALARS_KEY]
     if reserved:
         raise ValueError(f"nsp_lightning.write_analysis_record: the record uses the reserved names {reserved}")
-    arrays = {key: _numpy(value) if isinstance(value, torch.Tensor) else value for key, value in record.arrays.items()}
+    arrays = {key: to_numpy(value) if isinstance(value, torch.Tensor) else value for key, value in record.arrays.items()}
     meta = {**record.meta, "epoch": int(epoch), "global_step": int(global_step), "seconds": float(seconds)}
     if store_scalars and record.scalars:
         meta[SCALARS_KEY] = list(record.scalars)
         arrays[SCALARS_KEY] = np.array([float(v) for v in record.scalars.values()], dtype=np.float64)
     summary = {**record.summary, "epoch": int(epoch), "global_step": int(global_step)}
     return store.write(record_name(epoch), arrays, meta, summary=summary)
-
-
-def _from_rows(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], where: str) -> SpectrumRecord:
-    try:
-        probes, names, fingerprints = meta["probes"], meta["layernames"], meta["fingerprints"]
-        rebuilt = meta["rebuilt"]
-        if not isinstance(probes, int) or isinstance(probes, bool) or probes < 1:
-            raise ValueError(f"probes {probes!r}, expected an int >= 1")
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"layernames {_short(names)}, expected a non-empty list of strings")
-        if not isinstance(fingerprints, list) or not all(isinstance(f, str) for f in fingerprints):
-            raise ValueError(f"fingerprints {_short(fingerprints)}, expected a list of strings")
-        if not isinstance(rebuilt, bool):
-            raise ValueError(f"rebuilt {rebuilt!r}, expected true or false")
-        stacked = {kind: [arrays[f"{kind}.{l}"] for l in range(len(names))] for kind in ("activations", "spectrum")}
-        record = SpectrumRecord(
-            epoch=meta["epoch"],
-            global_step=meta["global_step"],
-            layernames=tuple(names),
-            activations=(),
-            spectra=(),
-            energy=arrays["energy"],
-            log10_energy=arrays["log10_energy"],
-            fingerprints=tuple(fingerprints),
-            rebuilt=rebuilt,
-            seconds=meta["seconds"],
-        )
-    except KeyError as err:
-        raise ValueError(f"nsp_lightning.read_records: {where} lacks {err}; it is not a spectrum record") from err
-    except ValueError as err:
-        raise ValueError(f"nsp_lightning.read_records: {where} has {err}") from None
-    short = [f"{kind}.{l}" for kind, rows in stacked.items() for l, a in enumerate(rows) if a.shape[:1] != (probes,)]
-    if short:
-        raise ValueError(f"nsp_lightning.read_records: in {where}, {short} do not hold one row per probe ({probes})")
-    return replace(
-        record,
-        activations=tuple(tuple(a[p] for a in stacked["activations"]) for p in range(probes)),
-        spectra=tuple(tuple(a[p] for a in stacked["spectrum"]) for p in range(probes)),
-    )
 
 
 def _short(value: Any) -> str:
@@ -436,7 +244,7 @@ def read_records(dirpath: str | os.PathLike, *, skip_bad: bool = False) -> list[
     -------
     list
         What the analysis's :meth:`~nsp_lightning.ProbeAnalysis.read_record` makes of
-        each record: :class:`SpectrumRecord` for spectra, :class:`~nsp_lightning.ProbeRecord`
+        each record: :class:`~nsp_lightning.SpectrumRecord` for spectra, :class:`~nsp_lightning.ProbeRecord`
         by default.
 
     Raises

@@ -1,4 +1,6 @@
+import ast
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ from torch import nn
 import nsp
 from nsp.io.storage import RecordStore
 from nsp_lightning import read_header, read_records
-from nsp_lightning.probe.store import make_record, record_name, write_record
+from nsp_lightning.analyses.spectrum.records import make_record, write_record
+from nsp_lightning.probe.store import record_name
 
 
 def patterns():
@@ -102,3 +105,24 @@ def test_a_record_file_holds_one_array_per_layer_with_a_row_per_probe(tmp_path):
     store.write(record_name(3), arrays, meta)
     with pytest.raises(ValueError, match=r"\['spectrum.1'\] do not hold one row per probe \(2\)"):
         read_records(tmp_path)
+
+
+def test_the_old_module_path_still_imports_the_record_names():
+    from nsp_lightning.analyses.spectrum import records as spectrum_records
+    from nsp_lightning.probe import store
+    from nsp_lightning.records import SpectrumRecord, make_record as old_make_record, read_header as old_read_header
+    from nsp_lightning.records import read_records as old_read_records, write_record as old_write_record
+
+    assert SpectrumRecord is spectrum_records.SpectrumRecord
+    assert (old_make_record, old_write_record) == (spectrum_records.make_record, spectrum_records.write_record)
+    assert (old_read_records, old_read_header) == (store.read_records, store.read_header)
+
+
+def test_the_probe_core_imports_no_analysis_at_module_level():
+    # The core reads any analysis's records through the registry (legacy spectra included).
+    core = Path(__file__).parents[2] / "nsp_lightning" / "probe"
+    for path in sorted(core.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in tree.body if isinstance(node, ast.ImportFrom)]
+        assert not [n for n in names if n.startswith("nsp_lightning.analyses")], path.name

@@ -22,7 +22,7 @@ import nsp.viz.render
 from nsp.io.storage import RecordStore, load_json, save_json
 from nsp_lightning import SpectrumCallback, read_records
 from nsp_lightning.report.cli import main
-from nsp_lightning.probe.store import SpectrumRecord, write_record
+from nsp_lightning.analyses.spectrum.records import SpectrumRecord, write_record
 from nsp_lightning.report.html import HEATMAP_EPOCHS, report
 
 SECTIONS = ["run", "change", "energy", "share", "heatmaps", "grid"]

@@ -28,7 +28,13 @@ import nsp.transforms.energy
 import nsp.viz.render
 from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, ReportContext
 from nsp.io.storage import load_npz
-from nsp_lightning.probe.store import SpectrumRecord, _from_rows, make_record, record_name, spectrum_analysis_record
+from nsp_lightning.analyses.spectrum.records import (
+    SpectrumRecord,
+    make_record,
+    read_spectrum_record,
+    spectrum_analysis_record,
+)
+from nsp_lightning.probe.store import record_name
 from nsp_lightning.report.html import HEATMAP_EPOCHS
 from nsp_lightning.report.sections import Cell, Chart, Facts, Film, Frame, Grid, Image, Row, Section, Table, Text
 
@@ -205,7 +211,7 @@ class SpectrumAnalysis(ProbeAnalysis):
         self._baseline, self._history = None, []
         baseline = Path(context.directories.get(self.name, "")) / f"{record_name(0)}.npz"
         if self.name in context.directories and baseline.is_file():
-            self._baseline = _from_rows(*load_npz(baseline), where=str(baseline))
+            self._baseline = read_spectrum_record(*load_npz(baseline), where=str(baseline))
         self._header = {
             "layernames": self.layernames,
             "shapes": self.shapes,
@@ -354,13 +360,13 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> SpectrumRecord:
-        return _from_rows(arrays, meta, where=str(path))
+        return read_spectrum_record(arrays, meta, where=str(path))
 
     @classmethod
     def check_header(cls, header: dict[str, Any], path: Path) -> None:
         """The fields of a SpectrumCallback header that are present, typed and consistent.
 
-        A header may lack fields (records written through :func:`~nsp_lightning.probe.store.write_record`
+        A header may lack fields (records written through :func:`~nsp_lightning.analyses.spectrum.records.write_record`
         with a header of one's own); the report refuses one that lacks what it shows.
         """
         wrong = []
