@@ -82,13 +82,25 @@ import contextlib
 import importlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+# The record types and the sink are defined beside this module and are part of the
+# plug-in interface: an analysis imports everything it implements against from here.
+from nsp_lightning.probe.records import (
+    RESERVED_META,
+    SCALARS_KEY,
+    AnalysisRecord,
+    ProbeRecord,
+    check_arrays,
+    read_probe_record,
+)
+from nsp_lightning.probe.sinks import LogSink
 
 if TYPE_CHECKING:
     import nsp
@@ -101,75 +113,18 @@ __all__ = [
     "ProbeContext",
     "ProbeRecord",
     "ReportContext",
+    "RESERVED_META",
+    "SCALARS_KEY",
     "analysis_class",
     "check_arrays",
     "class_path",
+    "read_probe_record",
 ]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-# Keys of a record's metadata that the core writes; an analysis's meta may not use them.
-RESERVED_META = ("epoch", "global_step", "seconds", "__scalars__")
-# The array holding the scalars of a record (their names are in the metadata under the same key).
-SCALARS_KEY = "__scalars__"
 # Records written before analyses were plug-ins name no analysis: they are spectra.
 _LEGACY_CLASS = "nsp_lightning.analyses.spectrum:SpectrumAnalysis"
 _REGISTRY: dict[str, type["ProbeAnalysis"]] = {}
-
-
-@dataclass
-class AnalysisRecord:
-    """What :meth:`ProbeAnalysis.compute` returns for one record.
-
-    Attributes
-    ----------
-    arrays : dict of str to numpy.ndarray
-        What the record keeps: numeric or boolean arrays (no object or string dtypes),
-        written to ``<record dir>/epoch-NNNNNN.npz``. Names are free (letters, digits,
-        ``.``, ``_``, ``-``) except ``__meta__`` and ``__scalars__``.
-    scalars : dict of str to float
-        Logged by the core to every logger as ``<tag_prefix>/<key>`` at the record's step,
-        and kept in the record (unless the analysis sets ``store_scalars = False``).
-        Non-finite values are allowed.
-    meta : dict
-        JSON-serialisable metadata of the record (strict JSON: no NaN or infinity), kept
-        in the record file. ``epoch``, ``global_step`` and ``seconds`` are added by the core.
-    summary : dict
-        Small JSON fields copied into the record's manifest entry, so that a reader can
-        select records without opening them.
-    """
-
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    scalars: dict[str, float] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    """A record read back from disk (what :meth:`ProbeAnalysis.read_record` returns by default).
-
-    Attributes
-    ----------
-    epoch : int
-        Training epochs completed when the record was taken (0: the baseline).
-    global_step : int
-        The Trainer's ``global_step`` then.
-    seconds : float
-        Wall time the analysis took for this record (compute, log and write).
-    arrays : dict of str to numpy.ndarray
-        The record's arrays.
-    scalars : dict of str to float
-        Its scalars (empty if the analysis does not store them).
-    meta : dict
-        Its metadata, without ``epoch``, ``global_step`` and ``seconds``.
-    """
-
-    epoch: int
-    global_step: int
-    seconds: float
-    arrays: dict[str, np.ndarray]
-    scalars: dict[str, float]
-    meta: dict[str, Any]
 
 
 class ProbeContext:
@@ -286,79 +241,6 @@ class ProbeContext:
         finally:
             for p, grad in zip(parameters, saved):
                 p.grad = grad
-
-
-class LogSink:
-    """Where :meth:`ProbeAnalysis.log` puts images, histograms, text and embeddings for TensorBoard.
-
-    Tags are relative to the analysis's ``tag_prefix``: ``sink.image("conv/probe_0", x)``
-    logs ``<tag_prefix>/conv/probe_0``. Everything is logged at the record's step, to
-    every TensorBoard logger of the Trainer, after ``log`` returns (so that drawing does
-    not compete with TensorBoard's writer thread). Without a TensorBoard logger
-    ``enabled`` is False and whatever is put here is dropped: check it to skip drawing.
-
-    Attributes
-    ----------
-    prefix : str
-        The analysis's tag prefix.
-    step : int
-        The step the record is logged at (the record number, or the global step).
-    enabled : bool
-        Whether a TensorBoard logger will receive what is put here.
-    """
-
-    def __init__(self, prefix: str, step: int, enabled: bool) -> None:
-        self.prefix = prefix
-        self.step = int(step)
-        self.enabled = bool(enabled)
-        self.items: list[tuple[str, str, Any, dict[str, Any]]] = []
-
-    def _tag(self, tag: str) -> str:
-        if not isinstance(tag, str) or not tag:
-            raise ValueError(f"LogSink: expected a non-empty tag, got {tag!r}")
-        return f"{self.prefix}/{tag}"
-
-    def image(self, tag: str, image: np.ndarray | torch.Tensor, dataformats: str = "HWC") -> None:
-        """An image: uint8 (0 to 255) or float (0 to 1), laid out as ``dataformats`` (``"HWC"``, ``"CHW"``, ``"HW"``)."""
-        if self.enabled:
-            self.items.append(("image", self._tag(tag), image, {"dataformats": dataformats}))
-
-    def figure(self, tag: str, figure: Any) -> None:
-        """A matplotlib figure, drawn with Agg into an image."""
-        if self.enabled:
-            import nsp.viz.render
-
-            self.image(tag, nsp.render.figure_to_rgb(figure))
-
-    def histogram(self, tag: str, values: np.ndarray | torch.Tensor, bins: str = "tensorflow") -> None:
-        """A histogram of ``values`` (any shape; non-finite values are dropped)."""
-        if self.enabled:
-            array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
-            self.items.append(("histogram", self._tag(tag), array[np.isfinite(array)], {"bins": bins}))
-
-    def text(self, tag: str, text: str) -> None:
-        """Text (TensorBoard renders it as Markdown)."""
-        if self.enabled:
-            self.items.append(("text", self._tag(tag), str(text), {}))
-
-    def embedding(
-        self,
-        tag: str,
-        points: np.ndarray | torch.Tensor,
-        metadata: Sequence[Any] | None = None,
-        metadata_header: Sequence[str] | None = None,
-    ) -> None:
-        """Points ``(N, D)`` for TensorBoard's embedding projector, with one metadata row per point.
-
-        ``metadata`` is one label per point, or one list of columns per point with
-        ``metadata_header`` naming the columns (as ``SummaryWriter.add_embedding``).
-        """
-        if self.enabled:
-            array = torch.as_tensor(np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points))
-            if array.dim() != 2:
-                raise ValueError(f"LogSink.embedding: expected points of shape (N, D), got {list(array.shape)}")
-            options = {"metadata": metadata, "metadata_header": metadata_header}
-            self.items.append(("embedding", self._tag(tag), array, options))
 
 
 @dataclass(frozen=True)
@@ -633,73 +515,6 @@ def analysis_class(path: str | None) -> type[ProbeAnalysis] | None:
     # package (``nsp_lightning.analyses.spectrum:SpectrumAnalysis``), which re-exports it.
     cls = getattr(module, qualname, None)
     return cls if isinstance(cls, type) and _REGISTRY.get(class_path(cls)) is cls else None
-
-
-def read_probe_record(arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> ProbeRecord:
-    """A :class:`ProbeRecord` from a record file's contents (see :meth:`ProbeAnalysis.read_record`)."""
-    missing = [key for key in ("epoch", "global_step", "seconds") if key not in meta]
-    if missing:
-        raise ValueError(f"nsp_lightning.read_records: {path} lacks {missing}; it is not a probe record")
-    arrays = dict(arrays)
-    names = meta.get(SCALARS_KEY, [])
-    values = arrays.pop(SCALARS_KEY, np.zeros(0))
-    if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
-            or values.dtype.kind not in "biuf" or values.shape != (len(names),)):
-        raise ValueError(
-            f"nsp_lightning.read_records: in {path}, the scalar names {names!r} do not match the"
-            f" {SCALARS_KEY} array of shape {list(values.shape)}"
-        )
-    rest = {k: v for k, v in meta.items() if k not in RESERVED_META}
-    return ProbeRecord(
-        epoch=int(meta["epoch"]),
-        global_step=int(meta["global_step"]),
-        seconds=float(meta["seconds"]),
-        arrays=arrays,
-        scalars={str(k): float(v) for k, v in zip(names, values)},
-        meta=rest,
-    )
-
-
-def check_arrays(
-    arrays: Mapping[str, np.ndarray], path: Path, who: str, spec: Mapping[str, tuple[str, int | None]], rows: int | None = None
-) -> int:
-    """Check a record's arrays against ``spec`` before a report indexes them; raise ``ValueError`` naming ``path``.
-
-    Parameters
-    ----------
-    arrays : mapping of str to numpy.ndarray
-        The record's arrays.
-    path : pathlib.Path
-        The record file, for the message.
-    who : str
-        The analysis, for the message.
-    spec : mapping of str to (str, int or None)
-        For each array that must be there: the dtype kinds it may have (``numpy.dtype.kind``
-        letters, e.g. ``"f"``, ``"iu"``) and its number of dimensions (None: any, at least 1).
-    rows : int, optional
-        The length of the first dimension every array of ``spec`` must have (default:
-        that of the first one).
-
-    Returns
-    -------
-    int
-        The common first dimension (e.g. the number of probes).
-    """
-    for name, (kinds, ndim) in spec.items():
-        if name not in arrays:
-            raise ValueError(f"{who}: the record {path} lacks the array {name!r}")
-        array = arrays[name]
-        if array.dtype.kind not in kinds or array.ndim < 1 or (ndim is not None and array.ndim != ndim):
-            dims = "at least 1" if ndim is None else str(ndim)
-            raise ValueError(
-                f"{who}: the record {path} has {name!r} of shape {list(array.shape)} ({array.dtype}); expected {dims}"
-                f" dimension(s) of kind {kinds!r}"
-            )
-        if rows is None:
-            rows = array.shape[0]
-        elif array.shape[0] != rows:
-            raise ValueError(f"{who}: the record {path} has {name!r} with {array.shape[0]} rows, expected {rows}")
-    return 0 if rows is None else rows
 
 
 def _layers_key(layers: Any) -> Any:

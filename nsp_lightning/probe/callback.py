@@ -6,42 +6,46 @@ Run probe analyses (spectra, response maps, attributions, linear regions, your o
 fixed batch of probe inputs during training: one schedule, one record store, TensorBoard
 logging and a report section for each.
 
+:class:`ProbeCallback` is the Lightning callback: it says, hook by hook, what happens on
+which rank. The pieces it puts together are beside it in :mod:`nsp_lightning.probe`:
+
+==============================  ==========================================================
+:mod:`~.probe.schedule`         when to record (the baseline, every n epochs, chosen epochs)
+:mod:`~.probe.inputs`           the probe batch, on the model's device and dtype
+:mod:`~.probe.isolation`        probing without disturbing training (modes, grads, RNG)
+:mod:`~.probe.series`           the record directories rank 0 writes (locks, resume)
+:mod:`~.probe.handoff`          the state a spawned rank 0 hands back to the launching process
+:mod:`~.probe.sinks`            images, histograms and text to TensorBoard
+==============================  ==========================================================
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import random
-import tempfile
 import time
-import uuid
-from numbers import Integral
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
-import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 from typing_extensions import override
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from nsp.io.storage import RecordStore, RecordStoreError, save_json
-from nsp_lightning.probe import store as _records
-from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, class_path
+from nsp.io.storage import RecordStoreError
+from nsp_lightning.probe.analysis import AnalysisRecord, ProbeAnalysis, ProbeContext
+from nsp_lightning.probe.handoff import Handoff
+from nsp_lightning.probe.inputs import datamodule_probe, on_model, probe_batch
+from nsp_lightning.probe.isolation import nonfinite_parameters, probing
+from nsp_lightning.probe.schedule import Schedule
+from nsp_lightning.probe.series import RecordSeries
+from nsp_lightning.probe.sinks import LogSink, write_to_tensorboard
 
 __all__ = ["ProbeCallback"]
 
 _LOG_STEPS = ("epoch", "global_step")
-# More probe inputs than this is usually a whole batch passed by mistake.
-MANY_PROBES = 16
 _ON_ERROR = ("warn", "raise")
 
 
@@ -185,9 +189,10 @@ class ProbeCallback(Callback):
         if isinstance(probe, pl.LightningDataModule):
             self._datamodule = probe
         else:
-            self._probe, self._labels = _probe_batch(probe, who)
+            self._probe, self._labels = probe_batch(probe, who)
         self.analyses: list[ProbeAnalysis] = _check_analyses(analyses, who)
-        self.every_n_epochs, self.epochs = _check_schedule(every_n_epochs, epochs, who)
+        schedule = Schedule.from_arguments(every_n_epochs, epochs, who)
+        self.every_n_epochs, self.epochs = schedule.every_n_epochs, schedule.epochs
         if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
             raise TypeError(f"{who}(dirpath={dirpath!r}): expected a path or None")
         self._dirpath_arg = None if dirpath is None else os.fspath(dirpath)
@@ -197,13 +202,12 @@ class ProbeCallback(Callback):
 
         self._dirpath: str | None = self._dirpath_arg
         # Under ddp_spawn (or a fork) rank 0 runs in a child process, on a copy of this object:
-        # it hands its state back through this file, read when the launching process asks.
-        self._launcher_pid = os.getpid()
-        self._handoff = os.path.join(tempfile.gettempdir(), f"nsp-probe-{os.getpid()}-{uuid.uuid4().hex}.json")
+        # it hands its state back, read when the launching process asks.
+        self._handoff = Handoff()
         self._checkpoint_dirpath: str | None = None
         self._recorded: set[int] = set()
         self._batch: torch.Tensor | None = None
-        self._stores: dict[str, RecordStore] = {}
+        self._series: RecordSeries | None = None
         self._unstarted: list[ProbeAnalysis] = []
 
     @property
@@ -230,13 +234,8 @@ class ProbeCallback(Callback):
 
     def _adopt_handoff(self) -> None:
         """In the launching process: take the state a spawned or forked rank 0 left (see ``teardown``)."""
-        if os.getpid() != self._launcher_pid or not os.path.exists(self._handoff):
-            return
-        try:
-            with open(self._handoff, encoding="utf-8") as handle:
-                state = json.load(handle)
-            os.unlink(self._handoff)
-        except (OSError, ValueError):
+        state = self._handoff.take()
+        if state is None:
             return
         self._dirpath = state.get("dirpath", self._dirpath)
         self._recorded = set(state.get("recorded", []))
@@ -244,11 +243,9 @@ class ProbeCallback(Callback):
 
     def _hand_off(self, trainer: "pl.Trainer") -> None:
         """On rank 0 in a process other than the launching one: leave the state for the launching process."""
-        if os.getpid() == self._launcher_pid or not trainer.is_global_zero or self._dirpath is None:
+        if not trainer.is_global_zero or self._dirpath is None:
             return
-        state = {"dirpath": self._dirpath, "recorded": sorted(self._recorded), "failed": self._failed}
-        with contextlib.suppress(OSError, TypeError):
-            save_json(self._handoff, state)
+        self._handoff.leave({"dirpath": self._dirpath, "recorded": sorted(self._recorded), "failed": self._failed})
 
     @property
     def failed_records(self) -> dict[str, list[int]]:
@@ -270,18 +267,14 @@ class ProbeCallback(Callback):
         return log_dir
 
     def _is_scheduled(self, epoch: int) -> bool:
-        if epoch == 0:
-            return True
-        if self.epochs is not None:
-            return epoch in self.epochs
-        return epoch % self.every_n_epochs == 0
+        return Schedule(self.every_n_epochs, self.epochs).due(epoch)
 
     @override
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage not in ("fit", "validate", "test"):
             return
         if self._datamodule is not None:
-            self._probe, self._labels = _datamodule_probe(self._datamodule, type(self).__name__)
+            self._probe, self._labels = datamodule_probe(self._datamodule, type(self).__name__)
         if trainer.fast_dev_run:
             return
         # trainer.log_dir broadcasts: every rank must call it.
@@ -315,11 +308,10 @@ class ProbeCallback(Callback):
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         assert self._probe is not None
         who = type(self).__name__
-        device = _module_device(pl_module)
-        probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
+        probe = on_model(self._probe, pl_module)
         self._batch = probe
         # Checked on every rank so that a bad argument stops all processes alike.
-        with _probing(pl_module):
+        with probing(pl_module):
             try:
                 pl_module(probe)
             except Exception as err:
@@ -346,17 +338,15 @@ class ProbeCallback(Callback):
                 self.dirpath = self._checkpoint_dirpath
         assert self.dirpath is not None
         context = self._context(trainer, pl_module, trainer.current_epoch)
-        with _probing(pl_module):
+        with probing(pl_module):
             for analysis in self.analyses:
                 analysis.setup(pl_module, probe, context)
-        self._stores = {}
+        self._series = RecordSeries(self.record_dirs, who)
         layout: dict[str, Any] = {}
         started = []
         for analysis in self.analyses:
-            store = RecordStore(self._record_dir(analysis, self.dirpath))
-            if self._start_series(store, analysis, resuming):
+            if self._series.start(analysis, resuming):
                 started.append(analysis)
-            self._stores[analysis.name] = store
             layout.update(analysis.custom_scalars() or {})
         if layout:
             for logger in trainer.loggers:
@@ -455,28 +445,26 @@ class ProbeCallback(Callback):
         if not self.record_evaluation or trainer.fast_dev_run or self.dirpath is None:
             return
         assert self._probe is not None
-        device = _module_device(pl_module)
-        probe = self._probe.to(device=device, dtype=_probe_dtype(pl_module, self._probe))
+        probe = on_model(self._probe, pl_module)
         self._batch = probe
-        with _probing(pl_module):
+        with probing(pl_module):
             for analysis in self.analyses:
                 analysis.check(pl_module, probe)
         epoch = trainer.current_epoch
         if not trainer.is_global_zero:
             return
-        stores = {a.name: RecordStore(self._record_dir(a, self.dirpath)) for a in self.analyses}
-        done = [name for name, store in stores.items()
-                if store.exists() and any(e["name"] == _records.record_name(epoch) for e in store.entries())]
+        series = RecordSeries(self.record_dirs, type(self).__name__)
+        done = series.recorded(epoch)
         if done:
             rank_zero_info(f"{type(self).__name__}: {', '.join(done)} already recorded epoch {epoch}; nothing recorded")
             return
         context = self._context(trainer, pl_module, epoch)
-        with _probing(pl_module):
+        with probing(pl_module):
             for analysis in self.analyses:
                 analysis.setup(pl_module, probe, context)
         for analysis in self.analyses:
-            self._start_series(stores[analysis.name], analysis, resuming=stores[analysis.name].exists())
-        self._stores = stores
+            series.start(analysis, resuming=series.stores[analysis.name].exists())
+        self._series = series
         self._record(trainer, pl_module, epoch, context)
 
     @override
@@ -488,34 +476,11 @@ class ProbeCallback(Callback):
         self._recorded = set(state_dict.get("recorded", self._recorded))
         self._checkpoint_dirpath = state_dict.get("dirpath", self._checkpoint_dirpath)
 
-    def _start_series(self, store: RecordStore, analysis: ProbeAnalysis, resuming: bool) -> bool:
-        """Continue the series in ``store`` (on resume) or start one; True if a new series was started."""
-        who = type(self).__name__
-        header = analysis.header()
-        info = {"name": analysis.name, "class": class_path(type(analysis))}
-        try:
-            if resuming and store.exists():
-                store.attach()
-                found = store.analysis
-                if store.header != header or (found is not None and found.get("name") != analysis.name):
-                    store.close()
-                    raise ValueError(
-                        f"{who}: the records in {store.directory} were written with another configuration"
-                        f" ({store.header}); this run has {header}. Pass another `dirpath`."
-                    )
-                rank_zero_info(f"{who}: continuing the record series in {store.directory}")
-                return False
-            # A new series never overwrites or joins one: a directory that lists records is refused.
-            store.start(header, analysis=info)
-            return True
-        except RecordStoreError as err:
-            raise RecordStoreError(f"{who}: {err}") from None
-
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         # Releases the record directories' locks, so that a later fit may continue them.
-        for store in self._stores.values():
-            store.close()
+        if self._series is not None:
+            self._series.close()
         self._hand_off(trainer)
 
     @override
@@ -537,8 +502,8 @@ class ProbeCallback(Callback):
         context.epoch = epoch
         step = epoch if self.log_step == "epoch" else trainer.global_step
         writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        nonfinite = _nonfinite_parameters(pl_module)
-        with _probing(pl_module):
+        nonfinite = nonfinite_parameters(pl_module)
+        with probing(pl_module):
             for analysis in self.analyses if analyses is None else analyses:
                 try:
                     if nonfinite:
@@ -571,18 +536,12 @@ class ProbeCallback(Callback):
             raise TypeError(f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}")
         sink = LogSink(analysis.prefix, step, enabled=bool(writers))
         analysis.log(record, sink)
-        _flush(sink, writers)
+        write_to_tensorboard(sink, writers)
         scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
         seconds = time.perf_counter() - start
         scalars[f"{analysis.prefix}/record_seconds"] = seconds
-        _records.write_analysis_record(
-            self._stores[analysis.name],
-            record,
-            epoch=epoch,
-            global_step=trainer.global_step,
-            seconds=seconds,
-            store_scalars=analysis.store_scalars,
-        )
+        assert self._series is not None
+        self._series.write(analysis, record, epoch=epoch, global_step=trainer.global_step, seconds=seconds)
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
 
@@ -598,65 +557,8 @@ class ProbeCallback(Callback):
         self._failed.setdefault(analysis.name, []).append(epoch)
         for logger in trainer.loggers:
             logger.log_metrics({f"{analysis.prefix}/record_failed": 1.0}, step=step)
-        self._stores[analysis.name].note_failure(_records.record_name(epoch), reason)
-
-
-def _flush(sink: LogSink, writers: list[Any]) -> None:
-    for writer in writers:
-        for kind, tag, value, options in sink.items:
-            if kind == "image":
-                writer.add_image(tag, value, global_step=sink.step, **options)
-            elif kind == "histogram":
-                writer.add_histogram(tag, value, global_step=sink.step, **options)
-            elif kind == "embedding":
-                writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
-            else:
-                writer.add_text(tag, value, global_step=sink.step)
-
-
-@contextlib.contextmanager
-def _probing(model: nn.Module) -> Iterator[None]:
-    """Eval mode, no grad, no autocast, RNG saved; every module's train flag and the RNG restored afterwards."""
-    modes = {name: module.training for name, module in model.named_modules()}
-    device = _module_device(model)
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    accelerator = [] if device.type == "cpu" else [device]
-    try:
-        with torch.random.fork_rng(devices=accelerator, device_type=device.type if accelerator else "cuda"):
-            model.eval()
-            with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-                yield
-    finally:
-        for name, module in model.named_modules():
-            if name in modes:
-                module.training = modes[name]
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def _nonfinite_parameters(model: nn.Module) -> list[str]:
-    """Names of the floating-point parameters that hold a nan or an infinity."""
-    return [
-        name for name, p in model.named_parameters()
-        if (p.is_floating_point() or p.is_complex()) and not bool(torch.isfinite(p.detach()).all())
-    ]
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _probe_dtype(model: nn.Module, probe: torch.Tensor) -> torch.dtype:
-    if not probe.is_floating_point():
-        return probe.dtype
-    for parameter in model.parameters():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return probe.dtype
+        assert self._series is not None
+        self._series.note_failure(analysis, epoch, reason)
 
 
 def _check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:
@@ -673,83 +575,3 @@ def _check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:
             " after it (set `name` on one of them)"
         )
     return list(listed)
-
-
-def _probe_batch(probe: Any, who: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The probe tensor, and the labels where ``probe`` is a batch ``(x, y)`` with one label per input."""
-    source = probe
-    if isinstance(probe, DataLoader):
-        try:
-            probe = next(iter(probe))
-        except StopIteration:
-            raise ValueError(f"{who}(probe=<DataLoader>): the DataLoader yields no batch") from None
-    x = _probe_tensor(probe, who, source)
-    labels = None
-    if isinstance(probe, (tuple, list)) and len(probe) > 1 and isinstance(probe[1], torch.Tensor):
-        if probe[1].shape == (len(x),):
-            labels = probe[1].detach().cpu()
-    if len(x) > MANY_PROBES:
-        rank_zero_warn(
-            f"{who}(probe): the probe holds {len(x)} inputs, and every record analyses, stores and logs each of"
-            f" them (a spectrum logs 2 images per layer per input). A whole batch is rarely meant: pass a few"
-            f" inputs, e.g. `x[:4]`."
-        )
-    return x, labels
-
-
-def _probe_tensor(probe: Any, who: str, source: Any) -> torch.Tensor:
-    if isinstance(probe, (tuple, list)):
-        if not probe:
-            raise ValueError(f"{who}(probe): the batch is an empty {type(probe).__name__}")
-        probe = probe[0]
-    if not isinstance(probe, torch.Tensor):
-        raise TypeError(
-            f"{who}(probe): expected a tensor of shape (P, *input_shape), a batch whose first item is one,"
-            f" a DataLoader or a LightningDataModule, got {type(source).__name__}"
-            + (f" holding {type(probe).__name__}" if probe is not source else "")
-        )
-    if probe.dim() < 2:
-        raise ValueError(
-            f"{who}(probe): expected a tensor of shape (P, *input_shape), got shape {list(probe.shape)};"
-            " the first dimension indexes the probe inputs (one input is x[None])"
-        )
-    if probe.numel() == 0:
-        raise ValueError(f"{who}(probe): the probe is empty (shape {list(probe.shape)})")
-    if probe.is_complex():
-        raise TypeError(
-            f"{who}(probe): the probe is complex ({probe.dtype}); analyses record real activations and would drop"
-            " the imaginary part. Pass real inputs, e.g. torch.view_as_real(x)"
-        )
-    return probe.detach()
-
-
-def _datamodule_probe(datamodule: "pl.LightningDataModule", who: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    method = "val_dataloader" if is_overridden("val_dataloader", datamodule) else "train_dataloader"
-    try:
-        loader = getattr(datamodule, method)()
-        batch = next(iter(loader))
-    except Exception as err:
-        raise ValueError(
-            f"{who}(probe=<{type(datamodule).__name__}>): could not take a batch from its {method}()"
-            f" ({type(err).__name__}: {err}); pass the DataModule given to trainer.fit, or a tensor"
-        ) from err
-    return _probe_batch(batch, who)
-
-
-def _check_schedule(
-    every_n_epochs: int | None, epochs: Iterable[int] | None, who: str
-) -> tuple[int | None, frozenset[int] | None]:
-    if every_n_epochs is not None and epochs is not None:
-        raise ValueError(f"{who}(every_n_epochs={every_n_epochs!r}, epochs={epochs!r}): pass one of them, not both")
-    if epochs is not None:
-        if isinstance(epochs, (str, bytes)) or not isinstance(epochs, Iterable):
-            raise TypeError(f"{who}(epochs={epochs!r}): expected an iterable of ints >= 0")
-        values = list(epochs)
-        if not values or not all(isinstance(e, Integral) and not isinstance(e, bool) and e >= 0 for e in values):
-            raise ValueError(f"{who}(epochs={epochs!r}): expected a non-empty collection of ints >= 0")
-        return None, frozenset(int(e) for e in values)
-    if every_n_epochs is None:
-        return 1, None
-    if not isinstance(every_n_epochs, Integral) or isinstance(every_n_epochs, bool) or every_n_epochs < 1:
-        raise ValueError(f"{who}(every_n_epochs={every_n_epochs!r}): expected an int >= 1")
-    return int(every_n_epochs), None

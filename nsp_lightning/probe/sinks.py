@@ -1,0 +1,111 @@
+"""Where an analysis's pictures go: :class:`LogSink` collects them, :func:`write_to_tensorboard` logs them.
+
+:meth:`~nsp_lightning.ProbeAnalysis.log` puts images, figures, histograms, text and
+embeddings into a :class:`LogSink`; the callback then hands them to every TensorBoard
+writer of the Trainer at once, after the analysis returned (so that drawing does not
+compete with TensorBoard's writer thread). No Lightning.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["LogSink", "write_to_tensorboard"]
+
+
+class LogSink:
+    """Where :meth:`~nsp_lightning.ProbeAnalysis.log` puts images, histograms, text and embeddings for TensorBoard.
+
+    Tags are relative to the analysis's ``tag_prefix``: ``sink.image("conv/probe_0", x)``
+    logs ``<tag_prefix>/conv/probe_0``. Everything is logged at the record's step, to
+    every TensorBoard logger of the Trainer, after ``log`` returns (so that drawing does
+    not compete with TensorBoard's writer thread). Without a TensorBoard logger
+    ``enabled`` is False and whatever is put here is dropped: check it to skip drawing.
+
+    Attributes
+    ----------
+    prefix : str
+        The analysis's tag prefix.
+    step : int
+        The step the record is logged at (the record number, or the global step).
+    enabled : bool
+        Whether a TensorBoard logger will receive what is put here.
+    """
+
+    def __init__(self, prefix: str, step: int, enabled: bool) -> None:
+        self.prefix = prefix
+        self.step = int(step)
+        self.enabled = bool(enabled)
+        self.items: list[tuple[str, str, Any, dict[str, Any]]] = []
+
+    def _tag(self, tag: str) -> str:
+        if not isinstance(tag, str) or not tag:
+            raise ValueError(f"LogSink: expected a non-empty tag, got {tag!r}")
+        return f"{self.prefix}/{tag}"
+
+    def image(self, tag: str, image: np.ndarray | torch.Tensor, dataformats: str = "HWC") -> None:
+        """An image: uint8 (0 to 255) or float (0 to 1), laid out as ``dataformats`` (``"HWC"``, ``"CHW"``, ``"HW"``)."""
+        if self.enabled:
+            self.items.append(("image", self._tag(tag), image, {"dataformats": dataformats}))
+
+    def figure(self, tag: str, figure: Any) -> None:
+        """A matplotlib figure, drawn with Agg into an image."""
+        if self.enabled:
+            import nsp.viz.render
+
+            self.image(tag, nsp.render.figure_to_rgb(figure))
+
+    def histogram(self, tag: str, values: np.ndarray | torch.Tensor, bins: str = "tensorflow") -> None:
+        """A histogram of ``values`` (any shape; non-finite values are dropped)."""
+        if self.enabled:
+            array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+            self.items.append(("histogram", self._tag(tag), array[np.isfinite(array)], {"bins": bins}))
+
+    def text(self, tag: str, text: str) -> None:
+        """Text (TensorBoard renders it as Markdown)."""
+        if self.enabled:
+            self.items.append(("text", self._tag(tag), str(text), {}))
+
+    def embedding(
+        self,
+        tag: str,
+        points: np.ndarray | torch.Tensor,
+        metadata: Sequence[Any] | None = None,
+        metadata_header: Sequence[str] | None = None,
+    ) -> None:
+        """Points ``(N, D)`` for TensorBoard's embedding projector, with one metadata row per point.
+
+        ``metadata`` is one label per point, or one list of columns per point with
+        ``metadata_header`` naming the columns (as ``SummaryWriter.add_embedding``).
+        """
+        if self.enabled:
+            array = torch.as_tensor(np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points))
+            if array.dim() != 2:
+                raise ValueError(f"LogSink.embedding: expected points of shape (N, D), got {list(array.shape)}")
+            options = {"metadata": metadata, "metadata_header": metadata_header}
+            self.items.append(("embedding", self._tag(tag), array, options))
+
+
+def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
+    """Log what ``sink`` holds to every TensorBoard ``SummaryWriter`` in ``writers``, at ``sink.step``.
+
+    Parameters
+    ----------
+    sink : LogSink
+        What an analysis's :meth:`~nsp_lightning.ProbeAnalysis.log` put there.
+    writers : sequence of torch.utils.tensorboard.SummaryWriter
+        The writers (``TensorBoardLogger.experiment``) of the Trainer's loggers.
+    """
+    for writer in writers:
+        for kind, tag, value, options in sink.items:
+            if kind == "image":
+                writer.add_image(tag, value, global_step=sink.step, **options)
+            elif kind == "histogram":
+                writer.add_histogram(tag, value, global_step=sink.step, **options)
+            elif kind == "embedding":
+                writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
+            else:
+                writer.add_text(tag, value, global_step=sink.step)
