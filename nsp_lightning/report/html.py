@@ -8,7 +8,7 @@ epoch-slider script are inline, and nothing is fetched from the network. The com
 ``nsp-report`` (:mod:`nsp_lightning.report.cli`) calls it.
 
 The spectra of :class:`~nsp_lightning.SpectrumCallback` have these sections
-(:mod:`nsp_lightning.analyses.spectrum.analysis`):
+(:mod:`nsp_lightning.analyses.spectrum.report`):
 
 - **Run and model**: the model, transform, INCL, probes and recorded epochs, and the
   recorded layers with their shapes and neuron counts (and module descriptions and edge

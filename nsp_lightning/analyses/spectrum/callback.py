@@ -14,7 +14,7 @@ from typing import Any, Iterable, Literal
 
 from typing_extensions import override
 
-from nsp_lightning.analyses.spectrum.analysis import Layers, SpectrumAnalysis, _layers_text
+from nsp_lightning.analyses.spectrum.analysis import Layers, SpectrumAnalysis, layers_text
 from nsp_lightning.probe.analysis import ProbeAnalysis
 from nsp_lightning.probe.callback import ProbeCallback
 
@@ -193,7 +193,7 @@ class SpectrumCallback(ProbeCallback):
     def state_key(self) -> str:
         # As before analyses were plug-ins, so that older checkpoints resume.
         return self._generate_state_key(
-            layers=self.layers if isinstance(self.layers, (list, type(None))) else _layers_text(self.layers),
+            layers=self.layers if isinstance(self.layers, (list, type(None))) else layers_text(self.layers),
             transform=self.transform,
             INCL=self.INCL,
             dirpath=self._dirpath_arg,
