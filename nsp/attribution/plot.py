@@ -28,18 +28,18 @@ A map smaller than the input (Grad-CAM without upsampling) is enlarged to it (ne
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+
+from nsp.viz.colors import colour_table
 
 __all__ = ["MODES", "attribution_maps", "overlay_rgb", "overlay_figure", "grid_figure", "save_figure"]
 
@@ -112,13 +112,6 @@ def _base_rgb(image: Any, where: str) -> np.ndarray:
     return np.repeat((0.25 + 0.5 * np.nan_to_num(grey))[..., None], 3, axis=2)
 
 
-@functools.lru_cache(maxsize=8)
-def _lut(name: str) -> np.ndarray:
-    lut = matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3]
-    lut.flags.writeable = False
-    return lut
-
-
 def _scale_of(kind: str, m: np.ndarray, vmax: float | None) -> float:
     if vmax is not None:
         return vmax
@@ -128,7 +121,7 @@ def _scale_of(kind: str, m: np.ndarray, vmax: float | None) -> float:
 
 
 def _blend(base: np.ndarray, kind: str, m: np.ndarray, vmax: float, alpha: float) -> np.ndarray:
-    lut = _lut(_CMAPS[kind])
+    lut = colour_table(_CMAPS[kind], 256)
     m = np.nan_to_num(m)
     if kind == "signed":
         u = np.clip(m / vmax, -1, 1)
@@ -145,7 +138,7 @@ def _blend(base: np.ndarray, kind: str, m: np.ndarray, vmax: float, alpha: float
 def _colourbar(kind: str, height: int, width: int = 10) -> np.ndarray:
     ramp = np.linspace(1, 0, height) if kind != "signed" else np.linspace(1, -1, height)
     index = np.rint((ramp + 1) * 127.5 if kind == "signed" else ramp * 255).astype(np.int64)
-    return np.repeat(_lut(_CMAPS[kind])[index][:, None, :], width, axis=1)
+    return np.repeat(colour_table(_CMAPS[kind], 256)[index][:, None, :], width, axis=1)
 
 
 def overlay_rgb(image: Any, attribution: Any, *, mode: str = "signed", vmax: float | None = None,

@@ -254,23 +254,16 @@ def to_rgb(grid: np.ndarray, cmap: str = "viridis", vmin: float = 0.0, vmax: flo
     numpy.ndarray
         ``(H, W, 3)`` uint8.
     """
-    colormap = _colormap(cmap, "nsp.response_map.to_rgb")
-    lut = (colormap(np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    from nsp.viz.colors import colormap, colour_table
+
+    colormap(cmap, "nsp.response_map.to_rgb")
+    lut = (colour_table(cmap, 256) * 255).round().astype(np.uint8)
     finite = np.isfinite(grid)
     index = np.zeros(grid.shape, dtype=np.int64)
     index[finite] = np.clip((grid[finite] - vmin) / (vmax - vmin), 0, 1) * 255 + 0.5
     rgb = lut[index]
     rgb[~finite] = 255
     return rgb
-
-
-def _colormap(cmap: str, where: str) -> Any:
-    import matplotlib
-
-    try:
-        return matplotlib.colormaps[cmap]
-    except KeyError:
-        raise ValueError(f"{where}: unknown colormap `cmap`={cmap!r}; see matplotlib.colormaps") from None
 
 
 @dataclass
@@ -398,7 +391,9 @@ class NeuralResponseMap:
         """
         from matplotlib.figure import Figure
 
-        _colormap(cmap, "nsp.NeuralResponseMap.GenerateMap")
+        from nsp.viz.colors import colormap
+
+        colormap(cmap, "nsp.NeuralResponseMap.GenerateMap")
         grid = self.generate_map(inputs, method=method)
         figure = Figure(figsize=size)
         axes = figure.add_subplot()

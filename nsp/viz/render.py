@@ -61,6 +61,8 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from nsp.viz.colors import check_colormap, colour_table
+
 __all__ = [
     "SCALES",
     "signed_log10",
@@ -107,16 +109,6 @@ def _check_scale(scale: str, where: str, argname: str = "scale") -> str:
     if scale not in SCALES:
         raise ValueError(f"{where}: unknown {argname}={scale!r}; expected one of {', '.join(map(repr, SCALES))}")
     return scale
-
-
-def _check_cmap(cmap: str | Colormap, where: str, argname: str = "cmap") -> str | Colormap:
-    if isinstance(cmap, Colormap) or (isinstance(cmap, str) and cmap in matplotlib.colormaps):
-        return cmap
-    names = sorted((n for n in matplotlib.colormaps if not n.endswith("_r")), key=str.lower)
-    raise ValueError(
-        f"{where}: unknown {argname}={cmap!r}; expected a matplotlib Colormap or one of the names "
-        f"{', '.join(names)} (each also reversed with the suffix '_r')"
-    )
 
 
 def _positive_int(value: Any, argname: str, where: str, minimum: int) -> int:
@@ -381,8 +373,9 @@ class _Palette:
         return self.row(_BLACK_ROW if light else _WHITE_ROW)
 
 
-def _cmap_lut(cmap: Colormap) -> np.ndarray:
-    return np.ascontiguousarray(cmap(np.arange(cmap.N), bytes=True)[:, :3])
+def _cmap_lut(cmap: str | Colormap) -> np.ndarray:
+    # Truncated to bytes as matplotlib's cmap(..., bytes=True), so the colours are matplotlib's own.
+    return (colour_table(cmap) * 255).astype(np.uint8)
 
 
 def _background(luts: Sequence[np.ndarray]) -> tuple[int, int, int]:
@@ -393,7 +386,7 @@ def _background(luts: Sequence[np.ndarray]) -> tuple[int, int, int]:
     return candidates[int(np.argmax(gaps))]
 
 
-def _build_palette(cmap: Colormap, background: tuple[int, int, int] | None) -> _Palette:
+def _build_palette(cmap: str | Colormap, background: tuple[int, int, int] | None) -> _Palette:
     lut = _cmap_lut(cmap)
     separator = _background([lut])
     bg = background if background is not None else separator
@@ -404,7 +397,7 @@ def _build_palette(cmap: Colormap, background: tuple[int, int, int] | None) -> _
 
 @functools.lru_cache(maxsize=64)
 def _named_palette(name: str, background: tuple[int, int, int] | None) -> _Palette:
-    return _build_palette(matplotlib.colormaps[name], background)
+    return _build_palette(name, background)
 
 
 def _palette(cmap: str | Colormap, background: tuple[int, int, int] | None = None) -> _Palette:
@@ -749,7 +742,7 @@ def render_layer(
     """
     where = "nsp.render.render_layer"
     _check_scale(scale, where)
-    colormap = _check_cmap(cmap, where)
+    colormap = check_colormap(cmap, where)
     threshold = _check_threshold(threshold, where)
     upscale = _positive_int(upscale, "upscale", where, 1)
     separator = _positive_int(separator, "separator", where, 0)
@@ -817,7 +810,7 @@ def render_pattern(
     """
     where = "nsp.render.render_pattern"
     _check_scale(scale, where)
-    colormap = _check_cmap(cmap, where)
+    colormap = check_colormap(cmap, where)
     threshold = _check_threshold(threshold, where)
     if upscale is not None:
         upscale = _positive_int(upscale, "upscale", where, 1)
@@ -887,7 +880,7 @@ def render_side_by_side(
     where = "nsp.render.render_side_by_side"
     _check_scale(activation_scale, where, "activation_scale")
     _check_scale(spectrum_scale, where, "spectrum_scale")
-    cmaps = (_check_cmap(activation_cmap, where, "activation_cmap"), _check_cmap(spectrum_cmap, where, "spectrum_cmap"))
+    cmaps = (check_colormap(activation_cmap, where, "activation_cmap"), check_colormap(spectrum_cmap, where, "spectrum_cmap"))
     threshold = _check_threshold(threshold, where)
     if upscale is not None:
         upscale = _positive_int(upscale, "upscale", where, 1)
@@ -1016,7 +1009,7 @@ def render_card(
     """
     where = "nsp.render.render_card"
     _check_scale(scale, where)
-    colormap = _check_cmap(cmap, where)
+    colormap = check_colormap(cmap, where)
     threshold = _check_threshold(threshold, where)
     min_width = _positive_int(min_width, "min_width", where, 1)
     if vrange is not None:

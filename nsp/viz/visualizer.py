@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from nsp.viz import render
+from nsp.viz.colors import check_colormap
 
 __all__ = ["Visualizer"]
 
@@ -139,7 +140,7 @@ def _pages(
     """Check the arguments now, then yield ``(index, name, page)`` one layer at a time, so
     that only one figure is alive at once."""
     render._check_scale(scale, where)
-    render._check_cmap(cmap_style, where, "cmap_style")
+    check_colormap(cmap_style, where, "cmap_style")
     if not all(hasattr(activations, attr) for attr in ("layernames", "layeractivations")):
         raise TypeError(
             f"{where}: expected activations to be an nsp.Activations (with .layernames and .layeractivations), "

@@ -128,9 +128,9 @@ class ResponseMapAnalysis(ProbeAnalysis):
             raise ValueError(f"{where}: expected `scale` to be 'record' or 'fit', got {scale!r}")
         if int(refit_iter) < 1:
             raise ValueError(f"{where}: expected `refit_iter` >= 1, got {refit_iter!r}")
-        from nsp.response_map.core import _colormap
+        from nsp.viz.colors import colormap
 
-        _colormap(cmap, where)
+        colormap(cmap, where)
         if name is not None:
             self.name = name
         self.inputs = None if inputs is None else inputs.detach()
