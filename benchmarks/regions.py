@@ -31,7 +31,7 @@ from torch import nn
 
 import nsp
 from nsp.regions.local_affine import activation_patterns
-from nsp.regions.partition import Plane, linear_regions
+from nsp.regions import Plane, linear_regions
 
 
 def mlp() -> nn.Module:

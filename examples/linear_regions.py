@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from sklearn.datasets import make_moons
 from torch import nn
 
-from nsp.regions.partition import linear_regions, plot_regions
+from nsp.regions import linear_regions, plot_regions
 
 DOMAIN = (-1.5, 2.5, -1.0, 1.5)
 

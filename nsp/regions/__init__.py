@@ -3,10 +3,19 @@
 =================================  ==========================================================
 :mod:`nsp.regions.local_affine`    the affine map a network computes around one input, and
                                    the activation pattern that names its region
-:mod:`nsp.regions.partition`       exact linear regions on a plane, and their pictures
+:mod:`nsp.regions.plane`           the 2-D slice of input space, and its bounded box
+:mod:`nsp.regions.partition`       exact linear regions on a plane (:func:`linear_regions`)
+:mod:`nsp.regions.mesh`            convex polygons over shared vertices, and their cuts
+:mod:`nsp.regions.replay`          the network run on plane points up to a nonlinearity
+:mod:`nsp.regions.result`          :class:`Regions`, the partition and what it answers
+:mod:`nsp.regions.regioncam`       the regioncam backend
+:mod:`nsp.regions.plot`            pictures of a partition
 =================================  ==========================================================
 """
 
-from nsp.regions.partition import Plane, Regions, linear_regions, pattern_colors, plot_regions, regions_rgb
+from nsp.regions.partition import linear_regions
+from nsp.regions.plane import Plane
+from nsp.regions.plot import plot_regions, regions_rgb
+from nsp.regions.result import Regions, pattern_colors
 
 __all__ = ["Plane", "Regions", "linear_regions", "pattern_colors", "plot_regions", "regions_rgb"]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from nsp.regions.local_affine import NotPiecewiseLinearError, activation_patterns
-from nsp.regions.partition import Plane, linear_regions, plot_regions, regions_rgb
+from nsp.regions import Plane, linear_regions, plot_regions, regions_rgb
 
 
 def _mlp(seed: int, widths: list[int]) -> nn.Module:

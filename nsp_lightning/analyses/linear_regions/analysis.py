@@ -103,10 +103,10 @@ class LinearRegionsAnalysis(ProbeAnalysis):
             raise ValueError(f"{where}: expected `spans` to be a tensor (P, 2, *input_shape), got "
                              f"{type(spans).__name__ if not isinstance(spans, torch.Tensor) else list(spans.shape)}")
         if domain is not None:
-            from nsp.regions.partition import _check_domain
+            from nsp.regions.plane import check_domain
 
             try:
-                domain = _check_domain(domain)
+                domain = check_domain(domain)
             except ValueError as e:
                 raise ValueError(f"{where}(domain={domain!r}): {e}") from None
         if not (math.isfinite(margin) and margin >= 0):
@@ -126,7 +126,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
 
     def _planes(self, probes: torch.Tensor) -> list[tuple[Any, tuple[float, ...], np.ndarray]]:
         """Per probe: (plane, domain, the probe's plane coordinates)."""
-        from nsp.regions.partition import Plane
+        from nsp.regions import Plane
 
         x = probes.detach().to("cpu", torch.float64)
         where = "LinearRegionsAnalysis"
@@ -177,7 +177,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         }
 
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
-        from nsp.regions.partition import linear_regions, regions_rgb
+        from nsp.regions import linear_regions, regions_rgb
 
         arrays: dict[str, np.ndarray] = {}
         scalars: dict[str, float] = {}

@@ -1,0 +1,130 @@
+"""Pictures of a partition: :func:`plot_regions` with matplotlib, :func:`regions_rgb` without.
+
+Regions are coloured by activation pattern (:meth:`~nsp.regions.result.Regions.colors`).
+matplotlib is imported only when :func:`plot_regions` runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from nsp.regions.mesh import ragged_slots
+from nsp.regions.result import Regions
+
+__all__ = ["plot_regions", "regions_rgb"]
+
+
+def plot_regions(regions: Regions, ax: Any = None, *, decision: Callable | None = None, edgecolor: str = "k",
+                 linewidth: float = 0.3, seed: int = 0, probe: Sequence[float] | None = None) -> tuple[Any, Any]:
+    """Draw the regions, coloured by activation pattern, with their boundaries.
+
+    Parameters
+    ----------
+    regions : Regions
+    ax : matplotlib Axes, optional
+        Draw into it; otherwise a new figure is made (without pyplot).
+    decision : callable, optional
+        ``decision(outputs (n, *out)) -> (n,)`` values in [0, 1] (say, a class probability) shown as
+        a grey-scale underlay through semi-transparent regions, with its 0.5 level (the decision
+        boundary) in red.
+    probe : (u, v), optional
+        Mark this point.
+
+    Returns
+    -------
+    (Figure, Axes)
+    """
+    from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
+
+    if ax is None:
+        fig = Figure(figsize=(5, 5))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    colors = regions.colors(seed)
+    alpha = 1.0
+    if decision is not None:
+        img = _decision_raster(regions, decision, 256)
+        u0, u1, v0, v1 = regions.domain
+        ax.imshow(img, extent=(u0, u1, v0, v1), origin="lower", cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.contour(img, levels=[0.5], extent=(u0, u1, v0, v1), origin="lower", colors="red", linewidths=1.5)
+        alpha = 0.6
+    ax.add_collection(PolyCollection(regions.polygons(), facecolors=colors, edgecolors=edgecolor,
+                                     linewidths=linewidth, alpha=alpha))
+    if probe is not None:
+        ax.plot([probe[0]], [probe[1]], marker="*", color="red", markersize=10)
+    u0, u1, v0, v1 = regions.domain
+    ax.set_xlim(u0, u1)
+    ax.set_ylim(v0, v1)
+    ax.set_aspect("equal")
+    ax.set_title(f"{len(regions)} linear regions")
+    return fig, ax
+
+
+def _pixel_regions(regions: Regions, size: int) -> np.ndarray:
+    """``(size, size)`` index of the region under each pixel centre (row 0 at the top)."""
+    u0, u1, v0, v1 = regions.domain
+    us = u0 + (np.arange(size) + 0.5) * (u1 - u0) / size
+    vs = v1 - (np.arange(size) + 0.5) * (v1 - v0) / size
+    owner = np.full((size, size), -1, dtype=np.int64)
+    lens = np.diff(regions.face_offsets)
+    slot, face, nxt = ragged_slots(regions.face_offsets[:-1], lens)
+    p = regions.vertices[regions.face_vertices[slot]]
+    q = regions.vertices[regions.face_vertices[nxt]]
+    lo = np.full((len(regions), 2), np.inf)
+    hi = np.full((len(regions), 2), -np.inf)
+    np.minimum.at(lo, face, p)
+    np.maximum.at(hi, face, p)
+    # Candidate pixels: each region's bounding box; then the half-plane test of every edge.
+    c0 = np.clip(np.ceil((lo[:, 0] - u0) * size / (u1 - u0) - 0.5), 0, size).astype(np.int64)
+    c1 = np.clip(np.floor((hi[:, 0] - u0) * size / (u1 - u0) - 0.5), -1, size - 1).astype(np.int64)
+    r0 = np.clip(np.ceil((v1 - hi[:, 1]) * size / (v1 - v0) - 0.5), 0, size).astype(np.int64)
+    r1 = np.clip(np.floor((v1 - lo[:, 1]) * size / (v1 - v0) - 0.5), -1, size - 1).astype(np.int64)
+    nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
+    n_cand = nc * nr
+    region = np.repeat(np.arange(len(regions)), n_cand)
+    k = np.arange(n_cand.sum()) - np.repeat(np.cumsum(n_cand) - n_cand, n_cand)
+    col = c0[region] + k % np.maximum(nc[region], 1)
+    row = r0[region] + k // np.maximum(nc[region], 1)
+    inside = np.ones(len(region), dtype=bool)
+    for j in range(int(lens.max())):
+        has = lens > j
+        e = regions.face_offsets[:-1] + np.minimum(j, lens - 1)
+        e_next = regions.face_offsets[:-1] + (np.minimum(j, lens - 1) + 1) % lens
+        pa = regions.vertices[regions.face_vertices[e]][region]
+        pb = regions.vertices[regions.face_vertices[e_next]][region]
+        cross = (pb[:, 0] - pa[:, 0]) * (vs[row] - pa[:, 1]) - (pb[:, 1] - pa[:, 1]) * (us[col] - pa[:, 0])
+        inside &= ~has[region] | (cross >= 0)
+    owner[row[inside], col[inside]] = region[inside]
+    del p, q
+    return owner
+
+
+def regions_rgb(regions: Regions, size: int = 256, *, boundaries: bool = True, seed: int = 0) -> np.ndarray:
+    """The partition as an RGB image ``(size, size, 3)`` uint8 (``v`` upwards), without matplotlib:
+    each pixel takes its region's pattern colour; pixels whose neighbour lies in another region are
+    drawn dark when ``boundaries``."""
+    owner = _pixel_regions(regions, size)
+    colors = np.concatenate([regions.colors(seed), [[1.0, 1.0, 1.0]]])
+    img = (colors[owner] * 255).astype(np.uint8)
+    if boundaries:
+        edge = np.zeros_like(owner, dtype=bool)
+        edge[:, 1:] |= owner[:, 1:] != owner[:, :-1]
+        edge[1:, :] |= owner[1:, :] != owner[:-1, :]
+        img[edge] = (img[edge] * 0.3).astype(np.uint8)
+    return img
+
+
+def _decision_raster(regions: Regions, decision: Callable, size: int) -> np.ndarray:
+    owner = _pixel_regions(regions, size)[::-1]  # origin="lower"
+    u0, u1, v0, v1 = regions.domain
+    us = u0 + (np.arange(size) + 0.5) * (u1 - u0) / size
+    vs = v0 + (np.arange(size) + 0.5) * (v1 - v0) / size
+    uu, vv = np.meshgrid(us, vs)
+    a = regions.affine.reshape(len(regions), 3, -1)[np.maximum(owner, 0)]
+    out = uu[..., None] * a[..., 0, :] + vv[..., None] * a[..., 1, :] + a[..., 2, :]
+    vals = np.asarray(decision(out.reshape(size * size, *regions.vertex_outputs.shape[1:])), dtype=np.float64)
+    return vals.reshape(size, size)
