@@ -18,6 +18,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from nsp.graph.rules import is_leaf_module
+
 __all__ = ["Activations", "Op", "Program", "Ref"]
 
 
@@ -308,8 +310,6 @@ def top_level(network: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
     """Run ``network(input)`` once, recording every top-level child that runs."""
-    from nsp.graph.structure import is_leaf_module
-
     recorded = _Recorded(input.detach().to("cpu", copy=True))
     recorder = _Recorder(is_leaf_module)
     seen: set[str] = set()
@@ -383,8 +383,6 @@ def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
     module recorded whole (one with a rule, e.g. ``nn.MultiheadAttention``'s
     ``out_proj``) are left out.
     """
-    from nsp.graph.structure import is_leaf_module
-
     modules = dict(network.named_modules())
     del modules[""]
     whole = [n + "." for n, m in modules.items() if is_leaf_module(m)]
@@ -411,8 +409,6 @@ def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
 
 def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, str], strict: bool) -> _Recorded:
     """Run ``network(input)`` once, recording the whole dataflow and the chosen modules' outputs."""
-    from nsp.graph.structure import is_leaf_module
-
     recorded = _Recorded(input.detach().to("cpu", copy=True))
     recorder = _Recorder(is_leaf_module)
 

@@ -33,18 +33,16 @@ from nsp.graph.capture import Op, Program, Ref
 from nsp.graph.sparse_products import RowClasses
 from nsp.common.progress import Progress
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones_factor
-from nsp.graph.rules import ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, rule_for_function, rule_for_module, unsupported
+from nsp.graph.rules import (
+    ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, is_leaf_module, rule_for_function,
+    rule_for_module, unsupported,
+)
 
 __all__ = [
     "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
 ]
 
 _unsupported = unsupported
-
-
-def is_leaf_module(m: nn.Module) -> bool:
-    """Whether ``m`` has a rule (:mod:`nsp.rules`), so it is recorded whole rather than op by op."""
-    return rule_for_module(m) is not None
 
 
 @dataclass
@@ -334,7 +332,7 @@ class _Interpreter:
                     "can see (e.g. a round trip through numpy, or a custom extension)"
                 )
         else:
-            rule = rule_for_function(op.name)
+            rule = rule_for_function(op.target)
             label = _label(op)
         n_out = max(1, len(op.shapes))
         if not self.incl:

@@ -183,13 +183,10 @@ def test_a_module_autograd_cannot_differentiate_is_refused_by_name():
         def relations(self, call):
             return [rules.Term((np.ones((3, 4), dtype=bool),))]
 
-    rules.register_rule(Frozen, Dense())
     net = nn.Sequential(nn.Linear(4, 4), Frozen())
-    acts = nsp.Activations(net, torch.randn(1, 4))
-    try:
+    with rules.using({Frozen: Dense()}):
+        acts = nsp.Activations(net, torch.randn(1, 4))
         # Before: an empty Jacobian pattern, so a graph without the block's 12 edges.
         with pytest.raises(nsp.UnsupportedModuleError, match=r"'1' \(Frozen\).*output does not require grad"):
             nsp.NNGraph(acts, INCL=False)
         assert nsp.NNGraph(acts).number_of_edges() == 16 + 12
-    finally:
-        rules.registry._MODULE_RULES.pop(Frozen)

@@ -36,15 +36,14 @@ def _net():
 
 
 @pytest.mark.parametrize("incl", [True, False])
-def test_user_rule_for_a_module_matches_the_reference(monkeypatch, incl):
-    monkeypatch.setattr(rules.registry, "_MODULE_RULES", dict(rules.registry._MODULE_RULES))
+def test_user_rule_for_a_module_matches_the_reference(incl):
     net, x = _net()
     with torch.no_grad():
         net[2].w[3] = 0.0  # a zero weight: INCL=False drops its edge, measured by autograd
-    rules.register_rule(Shift, ShiftRule())
-    acts = nsp.Activations(net, x, layers="leaves")
-    assert acts.layernames == ["input", "0", "1", "2", "3"]  # Shift is recorded whole
-    graph = nsp.NNGraph(acts, INCL=incl)
+    with rules.using({Shift: ShiftRule()}):
+        acts = nsp.Activations(net, x, layers="leaves")
+        assert acts.layernames == ["input", "0", "1", "2", "3"]  # Shift is recorded whole
+        graph = nsp.NNGraph(acts, INCL=incl)
     blocks = reference_blocks(net, x, acts.layernames[1:], incl)
     assert {(l, k) for l, p in enumerate(graph.structure.parents) for k in p} == set(blocks)
     for (l, k), expected in blocks.items():
@@ -71,6 +70,96 @@ def test_register_rule_validates_its_arguments():
         rules.register_rule(Shift, object())
     with pytest.raises(TypeError, match="must be an nn.Module subclass, a function or its name"):
         rules.register_rule(3, ShiftRule())
+
+
+def _registry():
+    return list(rules.RULES.items())
+
+
+def test_registering_an_op_that_has_a_rule_is_refused_without_override():
+    before = _registry()
+    with pytest.raises(ValueError, match=r"torch\.relu already has a rule \(ElementwiseFunctionRule, registered as "
+                                         r"'relu'\); pass override=True"):
+        rules.register_rule(torch.relu, ShiftRule())
+    with pytest.raises(ValueError, match=r"'relu' already has a rule"):
+        rules.register_rule("relu", ShiftRule())
+    with pytest.raises(ValueError, match=r"torch\.nn\.modules\.linear\.Linear already has a rule \(LinearRule\)"):
+        rules.register_rule(nn.Linear, ShiftRule())
+    # A list that clashes anywhere registers none of its ops.
+    with pytest.raises(ValueError, match="'sigmoid' already has a rule"):
+        rules.register_rule([Shift, "sigmoid"], ShiftRule())
+    assert _registry() == before
+
+
+def test_override_gives_the_op_its_own_rule_and_unregister_takes_it_back():
+    relu = rules.rule_for_function("relu")
+    mine = ShiftRule()
+    try:
+        rules.register_rule(torch.relu, mine, override=True)
+        assert rules.rule_for_function(torch.relu) is mine
+        # The other functions of that name keep the rule of the name.
+        assert rules.rule_for_function(torch.nn.functional.relu) is relu
+    finally:
+        rules.unregister_rule(torch.relu)
+    assert rules.rule_for_function(torch.relu) is relu
+    with pytest.raises(KeyError, match=r"torch\.relu has no rule of its own; its rule is registered as 'relu'"):
+        rules.unregister_rule(torch.relu)
+    with pytest.raises(KeyError, match="'no_such_op' has no rule"):
+        rules.unregister_rule("no_such_op")
+
+
+def test_an_op_object_and_its_name_hit_the_same_rule():
+    relu = rules.rule_for_function("relu")
+    assert relu is not None
+    for op in (torch.relu, torch.nn.functional.relu, torch.Tensor.relu):
+        assert rules.rule_for_function(op) is relu
+    mine = ShiftRule()
+    with rules.using({torch.special.erf: mine}):
+        assert rules.rule_for_function(torch.special.erf) is mine
+        assert rules.rule_for_function("special_erf") is mine
+        with pytest.raises(ValueError, match=r"'special_erf' already has a rule \(ShiftRule, registered as "
+                                             r"torch\._C\._special\.special_erf\)"):
+            rules.register_rule("special_erf", ShiftRule())
+    with rules.using({"special_erf": mine}):
+        assert rules.rule_for_function(torch.special.erf) is mine
+        with pytest.raises(ValueError, match="already has a rule"):
+            rules.register_rule(torch.special.erf, ShiftRule())
+
+
+def test_using_restores_the_registry_on_exit_and_on_an_exception():
+    before = _registry()
+    mine = ShiftRule()
+    with rules.using({Shift: mine, torch.relu: mine, "relu": mine}):
+        assert rules.rule_for_module(Shift(3)) is mine
+        assert rules.rule_for_function(torch.nn.functional.relu) is mine
+        rules.register_rule(Cumprod, mine)  # registered inside the block: undone too
+        rules.unregister_rule(nn.Linear)  # removed inside the block: back after it
+    assert _registry() == before
+    with pytest.raises(RuntimeError, match="inside"):
+        with rules.using({nn.Linear: mine}):
+            rules.register_rule("my_op", mine)
+            raise RuntimeError("inside")
+    assert _registry() == before
+    assert rules.rule_for_module(nn.Linear(2, 2)) is not mine
+    with pytest.raises(TypeError, match="nsp.rules.using: expected a Rule"):
+        with rules.using({Shift: object()}):
+            pass
+    assert _registry() == before
+
+
+class Erf(nn.Module):
+    def forward(self, x):
+        return torch.special.erf(x)
+
+
+def test_torch_special_erf_is_registrable_by_object():
+    net = nn.Sequential(nn.Linear(3, 4), Erf(), nn.Linear(4, 2)).eval()
+    acts = nsp.Activations(net, torch.randn(1, 3), layers="leaves")
+    with pytest.raises(nsp.UnsupportedModuleError, match=r"special_erf in Erf\): no rule"):
+        nsp.NNGraph(acts)
+    with rules.using({torch.special.erf: rules.ElementwiseFunctionRule()}):
+        graph = nsp.NNGraph(acts)
+    assert graph.number_of_edges() == 3 * 4 + 4 + 4 * 2
 
 
 class _Piece(nn.Module):
@@ -151,18 +240,17 @@ def test_function_rules_match_the_reference(piece, incl):
     _check_against_reference(_Piece(PIECES[piece]).eval(), torch.randn(1, 2, 5, 5), "leaves", incl)
 
 
-def test_readme_example_of_registering_a_rule_runs(monkeypatch):
+def test_readme_example_of_registering_a_rule_runs():
     from pathlib import Path
 
-    monkeypatch.setattr(rules.registry, "_MODULE_RULES", dict(rules.registry._MODULE_RULES))
     text = (Path(__file__).parents[2] / "README.md").read_text()
     section = text.split("### Registering a rule", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict = {}
-    exec(compile(code, "README 'Registering a rule'", "exec"), namespace)
-    assert rules.rule_for_module(namespace["RunningProduct"]()) is not None
-    # Without the rule the same network is refused by name.
-    monkeypatch.setattr(rules.registry, "_MODULE_RULES", {k: v for k, v in rules.registry._MODULE_RULES.items()
-                        if k is not namespace["RunningProduct"]})
+    with rules.using({}):
+        exec(compile(code, "README 'Registering a rule'", "exec"), namespace)
+        assert rules.rule_for_module(namespace["RunningProduct"]()) is not None
+    # Without the rule (the block took it away) the same network is refused by name.
+    assert rules.rule_for_module(namespace["RunningProduct"]()) is None
     with pytest.raises(nsp.UnsupportedModuleError, match=r"cumprod in RunningProduct"):
         nsp.NNGraph(nsp.Activations(namespace["net"], torch.randn(1, 3), layers="leaves"))

@@ -14,12 +14,14 @@ handles). A rule gives, for one recorded call:
 
 Modules with a rule are recorded whole (their internals are not looked at); other
 modules are seen through, op by op. A user registers a rule for their own module or
-function with :func:`register_rule` (see its example and README "Supported operations").
+function with :func:`register_rule` (see its example and README "Supported operations"),
+removes one with :func:`unregister_rule`, and replaces rules within a block with
+:func:`using`. As in ``torch.utils.flop_counter``, a rule is never replaced silently.
 
 =======================================  ====================================================
 :mod:`nsp.graph.rules.call`              ``Call`` (one recorded call) and ``UnsupportedModuleError``
 :mod:`nsp.graph.rules.jacobian`          Jacobian patterns measured by autograd
-:mod:`nsp.graph.rules.registry`          ``Rule``, ``StructuralRule`` and the registry
+:mod:`nsp.graph.rules.registry`          ``Rule``, ``StructuralRule``, the registry, ``using``
 :mod:`nsp.graph.rules.factors`           per-axis factors shared by the families
 :mod:`nsp.graph.rules.leaf`              ``LeafRule``: module rules that prune their structure
 :mod:`nsp.graph.rules.elementwise`       activations, dropout, batch norm, broadcasting arithmetic
@@ -49,16 +51,17 @@ from nsp.graph.rules.linear import MAX_DENSE_EINSUM, ConvRule, EinsumRule, Linea
 from nsp.graph.rules.pooling import AdaptivePoolRule, FunctionalPoolRule, PoolRule, UpsampleRule
 from nsp.graph.rules.reductions import AxisRule, NormRule, ReductionRule
 from nsp.graph.rules.registry import (
-    Rule, StructuralRule, register_rule, rule_for_function, rule_for_module, supported,
+    RULES, Rule, StructuralRule, is_leaf_module, register_rule, rule_for_function, rule_for_module, supported,
+    unregister_rule, using,
 )
 from nsp.graph.rules.shapes import ConcatRule, IndexRule, ReshapeRule, StackRule
 
 __all__ = [
-    "Call", "Rule", "StructuralRule", "UnsupportedModuleError", "register_rule", "rule_for_module",
-    "rule_for_function", "supported", "unsupported", "jacobian_patterns", "elementwise_mask", "term_csr",
-    "relation_csr", "diagonal_csr", "Term", "Relation", "StructureError", "eye_factor", "ones_factor",
-    "eye", "window_factor", "adaptive_factor", "conv_padding", "channel_groups", "broadcast_term", "union_of_terms",
-    "LeafRule", "along", "broadcast_keep", "output_positions",
+    "Call", "Rule", "StructuralRule", "UnsupportedModuleError", "RULES", "register_rule", "unregister_rule", "using",
+    "rule_for_module", "rule_for_function", "is_leaf_module", "supported", "unsupported", "jacobian_patterns",
+    "elementwise_mask", "term_csr", "relation_csr", "diagonal_csr", "Term", "Relation", "StructureError",
+    "eye_factor", "ones_factor", "eye", "window_factor", "adaptive_factor", "conv_padding", "channel_groups",
+    "broadcast_term", "union_of_terms", "LeafRule", "along", "broadcast_keep", "output_positions",
     "ELEMENTWISE_MODULES", "ElementwiseModuleRule", "PassthroughRule", "BatchNormRule", "ElementwiseFunctionRule",
     "DetachRule", "BinaryRule", "LinearRule", "ConvRule", "LinearFunctionRule", "MatmulRule", "EinsumRule",
     "MAX_DENSE_EINSUM", "PoolRule", "AdaptivePoolRule", "UpsampleRule", "FunctionalPoolRule", "ReshapeRule",

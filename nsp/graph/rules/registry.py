@@ -2,23 +2,33 @@
 
 A :class:`Rule` gives, for one recorded :class:`~nsp.graph.rules.call.Call`, its structural
 relation, its Jacobian pattern and its fingerprint; :func:`register_rule` files it under a
-module type or a function, and the interpreter (:mod:`nsp.graph.structure`) looks it up
-with :func:`rule_for_module` and :func:`rule_for_function`.
+module class or a function (the op object, or its name), and the interpreter
+(:mod:`nsp.graph.structure`) looks it up with :func:`rule_for_module` and
+:func:`rule_for_function`. As in ``torch.utils.flop_counter``, registering refuses to
+replace a rule unless told to; :func:`unregister_rule` removes one, and :func:`using`
+replaces rules for the length of a ``with`` block.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import contextlib
+from collections.abc import Hashable, Mapping
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from torch import nn
 
+from nsp.common.registry import Registry
 from nsp.graph.relations import Relation, Term
 from nsp.graph.rules.call import Call
 from nsp.graph.rules.jacobian import jacobian_patterns, relation_csr
 
-__all__ = ["Rule", "StructuralRule", "register_rule", "rule_for_module", "rule_for_function", "supported"]
+__all__ = [
+    "RULES", "Rule", "StructuralRule", "register_rule", "unregister_rule", "using", "rule_for_module",
+    "rule_for_function", "is_leaf_module", "supported",
+]
 
 
 class Rule:
@@ -66,30 +76,89 @@ class StructuralRule(Rule):
 
 
 # -- the registry ------------------------------------------------------------------------
-_MODULE_RULES: dict[type, Rule] = {}
-_FUNCTION_RULES: dict[str, Rule] = {}
-# Rules for modules of other libraries, by qualified class name, so nsp needs not import them.
-_NAMED_MODULE_RULES: dict[str, Rule] = {}
+def _key(target: Any) -> Hashable:
+    """The registry key of a module class, a function or tensor method, or a name."""
+    if isinstance(target, str) and target:
+        return target
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return target
+    if callable(target) and not isinstance(target, type) and hasattr(target, "__name__"):
+        return target
+    raise TypeError(
+        f"nsp.rules.register_rule: `target` must be an nn.Module subclass, a function or its name, got {target!r}"
+    )
 
 
-def register_rule(target: type[nn.Module] | str | Callable | Iterable, rule: Rule) -> None:
-    """Register ``rule`` for a module type or a function.
+def _identity(key: Hashable) -> tuple[str, str]:
+    """What a key names: a module class by its qualified name, a function by its ``__name__``."""
+    if isinstance(key, type):
+        return "module", f"{key.__module__}.{key.__qualname__}"
+    if isinstance(key, str):
+        return ("module", key) if "." in key else ("function", key)
+    return "function", key.__name__
+
+
+def _describe(key: Hashable) -> str:
+    """A key as messages name it: ``'relu'``, ``torch.relu``, ``torch.Tensor.relu``, ``torch.nn.modules.conv.Conv2d``."""
+    if isinstance(key, str):
+        return repr(key)
+    if isinstance(key, type):
+        return f"{key.__module__}.{key.__qualname__}"
+    owner = getattr(key, "__objclass__", None)
+    if isinstance(owner, type):
+        # A tensor method's owner is torch.Tensor's C base class.
+        where = "torch.Tensor" if issubclass(torch.Tensor, owner) else owner.__qualname__
+        return f"{where}.{key.__name__}"
+    module = getattr(key, "__module__", None)
+    return f"{module}.{key.__name__}" if module else key.__name__
+
+
+def _check(key: Hashable, rule: Any, where: str) -> None:
+    if not isinstance(rule, Rule):
+        raise TypeError(f"{where}: expected a Rule, got {type(rule).__name__}")
+
+
+#: Every rule, by module class, qualified class name, function or tensor method, or function name.
+RULES: Registry[Rule] = Registry("nsp.rules", "rule", "using", _check, _identity, _describe)
+
+
+def _keys(target: Any) -> list[Hashable]:
+    if isinstance(target, (list, tuple, set, frozenset)):
+        return [k for t in target for k in _keys(t)]
+    return [_key(target)]
+
+
+def register_rule(target: type[nn.Module] | str | Callable | Iterable, rule: Rule, *, override: bool = False) -> None:
+    """Register ``rule`` for a module class or a function.
 
     Parameters
     ----------
-    target : type, str, callable or iterable of these
-        A subclass of ``nn.Module`` (its instances, and those of its subclasses without a
-        rule of their own, are then recorded whole), a function or tensor method, or its
-        name (``'relu'`` covers ``torch.relu``, ``F.relu`` and ``Tensor.relu``). A dotted
-        name is a module class of another library by its qualified name
-        (``'torchvision.models.swin_transformer.ShiftedWindowAttention'``), so nsp needs not
-        import that library.
+    target : type, callable, str or iterable of these
+        The op: a subclass of ``nn.Module`` (its instances, and those of its subclasses
+        without a rule of their own, are then recorded whole), or a function or tensor
+        method (``torch.special.erf``, ``F.relu``, ``torch.Tensor.relu``). A function's rule
+        also serves the functions and methods of its name that have none of their own. A
+        name stands for every function and method of that name (``'relu'`` covers
+        ``torch.relu``, ``F.relu`` and ``Tensor.relu``), and a dotted name for a module class
+        of another library by its qualified name
+        (``'torchvision.models.swin_transformer.ShiftedWindowAttention'``), so nsp needs
+        not import that library.
     rule : Rule
+    override : bool, default False
+        Replace an existing rule for ``target``. An op registered by object then has its
+        own rule, and the other ops of its name keep theirs.
 
     Raises
     ------
+    ValueError
+        If ``target``, or a name or object for the same op, already has a rule and
+        ``override`` is false (the message names both). Nothing is registered then.
     TypeError
         If ``rule`` is not a :class:`Rule` or ``target`` is none of the above.
+
+    See Also
+    --------
+    unregister_rule, using
 
     Examples
     --------
@@ -98,31 +167,66 @@ def register_rule(target: type[nn.Module] | str | Callable | Iterable, rule: Rul
     ...     def relations(self, call):
     ...         return [Term.identity(call.in_shape())]
     >>> register_rule("my_double", Double())
+    >>> register_rule("my_double", Double())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: nsp.rules.register_rule: 'my_double' already has a rule (Double); pass override=True ...
+    >>> unregister_rule("my_double")
     """
-    if not isinstance(rule, Rule):
-        raise TypeError(f"nsp.rules.register_rule: expected a Rule, got {type(rule).__name__}")
-    if isinstance(target, (list, tuple, set, frozenset)):
-        for t in target:
-            register_rule(t, rule)
-    elif isinstance(target, type) and issubclass(target, nn.Module):
-        _MODULE_RULES[target] = rule
-    elif isinstance(target, str) and "." in target:
-        _NAMED_MODULE_RULES[target] = rule
-    elif isinstance(target, str):
-        _FUNCTION_RULES[target] = rule
-    elif callable(target) and hasattr(target, "__name__"):
-        _FUNCTION_RULES[target.__name__] = rule
-    else:
-        raise TypeError(
-            "nsp.rules.register_rule: `target` must be an nn.Module subclass, a function or its name, "
-            f"got {target!r}"
-        )
+    keys = _keys(target)
+    _check(target, rule, "nsp.rules.register_rule")
+    if not override:
+        # All or nothing: a list that clashes anywhere registers none of its ops.
+        for key in keys:
+            if RULES.same(key):
+                RULES.register(key, rule)
+    for key in keys:
+        RULES.register(key, rule, override=True)
+
+
+def unregister_rule(target: type[nn.Module] | str | Callable | Iterable) -> None:
+    """Remove the rule registered for ``target`` (each of them, for an iterable).
+
+    Raises
+    ------
+    KeyError
+        If ``target`` has no rule of its own: none at all, or only through its name (the
+        message names the key to unregister). Nothing is removed then.
+    """
+    keys = _keys(target)
+    for key in keys:
+        if key not in RULES:
+            RULES.unregister(key)
+    for key in keys:
+        RULES.unregister(key)
+
+
+def using(overrides: Mapping[type[nn.Module] | str | Callable, Rule]) -> contextlib.AbstractContextManager[None]:
+    """A block in which ``overrides`` (``{op: rule}``) replace or add rules.
+
+    On leaving the block, also by an exception, the registry is exactly as it was before
+    it, rules registered inside the block included.
+
+    Examples
+    --------
+    >>> class Double(Rule):
+    ...     aligned = True
+    ...     def relations(self, call):
+    ...         return [Term.identity(call.in_shape())]
+    >>> with using({torch.special.erf: Double()}):
+    ...     type(rule_for_function(torch.special.erf)).__name__
+    'Double'
+    >>> rule_for_function(torch.special.erf) is None
+    True
+    """
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"nsp.rules.using: expected a mapping of ops to rules, got {type(overrides).__name__}")
+    return RULES.using({_key(op): rule for op, rule in overrides.items()})
 
 
 def rule_for_module(m: nn.Module) -> Rule | None:
     """The rule of ``m``'s most specific type that has one, or None."""
     for cls in type(m).__mro__:
-        rule = _MODULE_RULES.get(cls) or _NAMED_MODULE_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
+        rule = RULES.get(cls) or RULES.get(f"{cls.__module__}.{cls.__qualname__}")
         if rule is not None:
             # A subclass with its own forward (torchvision's LayerNorm2d) is another
             # operation: it is seen through, op by op, unless it has a rule of its own.
@@ -130,12 +234,35 @@ def rule_for_module(m: nn.Module) -> Rule | None:
     return None
 
 
-def rule_for_function(name: str) -> Rule | None:
-    """The rule of the function or tensor method called ``name``, or None."""
-    return _FUNCTION_RULES.get(name)
+def is_leaf_module(m: nn.Module) -> bool:
+    """Whether ``m`` has a rule, so it is recorded whole rather than op by op."""
+    return rule_for_module(m) is not None
+
+
+def rule_for_function(op: str | Callable) -> Rule | None:
+    """The rule of a function or tensor method, or of the functions called ``op``; None if it has none.
+
+    A function's own rule comes first, then the rule of its name, then that of another
+    function of its name registered by object (the first registered).
+    """
+    name = op if isinstance(op, str) else getattr(op, "__name__", None)
+    if not isinstance(name, str) or "." in name:
+        return None  # a dotted name is a module class
+    rule = None
+    if not isinstance(op, str):
+        try:
+            rule = RULES.get(op)
+        except TypeError:  # an unhashable callable has no rule of its own
+            pass
+    if rule is None:
+        rule = RULES.get(name)
+    if rule is None:
+        rule = next((RULES[k] for k in RULES.same(name)), None)
+    return rule
 
 
 def supported() -> str:
     """A one-line list of what has a rule (for error messages)."""
-    modules = sorted({t.__name__ for t in _MODULE_RULES} | {n.rsplit(".", 1)[-1] for n in _NAMED_MODULE_RULES})
-    return f"modules {', '.join(modules)}; functions {', '.join(sorted(_FUNCTION_RULES))}"
+    modules = sorted({_identity(k)[1].rsplit(".", 1)[-1] for k in RULES if _identity(k)[0] == "module"})
+    functions = sorted({_identity(k)[1] for k in RULES if _identity(k)[0] == "function"})
+    return f"modules {', '.join(modules)}; functions {', '.join(functions)}"
