@@ -7,6 +7,7 @@ one Python object per edge; the transforms never need it.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any, Sequence
@@ -15,7 +16,6 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 import torch
-from networkx.classes.digraph import _CachedPropertyResetterAdjAndSucc, _CachedPropertyResetterPred
 
 from nsp.common import memory
 from nsp.graph.capture import Activations
@@ -33,10 +33,16 @@ _EDGE_WARNING = 1_000_000
 
 
 class _Lazy:
-    """A networkx storage attribute that materialises the graph on first access."""
+    """A networkx storage attribute that materialises the graph on first access.
 
-    def __init__(self, name: str, resetter: Any = None) -> None:
-        self.name, self.resetter = name, resetter
+    Setting it goes through what ``networkx.DiGraph`` itself keeps under that name: a
+    descriptor that also resets the cached views (``adj``, ``succ``, ``pred``...) where
+    networkx has one, else the instance's own attribute.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.inner = inspect.getattr_static(nx.DiGraph, name, None)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         if obj is None:
@@ -46,8 +52,8 @@ class _Lazy:
         return obj.__dict__[self.name]
 
     def __set__(self, obj: Any, value: Any) -> None:
-        if self.resetter is not None:
-            self.resetter.__set__(obj, value)
+        if hasattr(self.inner, "__set__"):
+            self.inner.__set__(obj, value)
         else:
             obj.__dict__[self.name] = value
 
@@ -99,9 +105,9 @@ class NNGraph(nx.DiGraph):
     """
 
     _node = _Lazy("_node")
-    _adj = _Lazy("_adj", _CachedPropertyResetterAdjAndSucc())
+    _adj = _Lazy("_adj")
     _succ = _adj
-    _pred = _Lazy("_pred", _CachedPropertyResetterPred())
+    _pred = _Lazy("_pred")
 
     def __init__(self, activations: Activations | None = None, INCL: bool = True, **attr: Any) -> None:
         super().__init__(**attr)

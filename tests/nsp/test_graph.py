@@ -28,6 +28,17 @@ def test_networkx_view_matches_reference_edges(incl):
     assert nx.is_directed_acyclic_graph(graph)
 
 
+def test_replacing_the_storage_resets_networkx_cached_views():
+    graph, _ = _graph("readme_net")
+    node = next(iter(graph.nodes))
+    assert len(graph.succ) == len(graph.pred) == graph.number_of_nodes()  # cached views of the materialised view
+    graph._adj = {node: {}}
+    graph._pred = {node: {}}
+    assert graph._succ is graph._adj
+    assert dict(graph.succ) == dict(graph.adj) == {node: {}}
+    assert dict(graph.pred) == {node: {}}
+
+
 def test_counts_do_not_materialise_the_view():
     graph, ref = _graph()
     assert graph.number_of_edges() == ref.number_of_edges
