@@ -23,10 +23,16 @@ re-enabled under inference mode, guided backprop that is right on reused, in-pla
 ReLU6 modules and refuses functional ReLUs by name, Grad-CAM for chosen channels and
 refusal of reused layers, the sanity check (:mod:`nsp.attribution.sanity`) and pictures
 (:mod:`nsp.attribution.plot`, imported on first use: it needs matplotlib).
+
+:data:`METHODS` maps the names to the classes. A method of your own is added with
+:func:`register_method` (which refuses to replace one unless ``override=True``), removed
+with :func:`unregister_method`, and replaced for one block with :func:`using_methods`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
@@ -41,11 +47,15 @@ from nsp.attribution.occlusion import Occlusion
 from nsp.attribution.saliency import Saliency
 from nsp.attribution.sanity import randomize_top_layer, spearman, top_layer
 from nsp.attribution.smoothgrad import GuidedSmoothGrad, SmoothGrad
+from nsp.common.registry import Registry
 
 __all__ = [
     "METHODS",
     "SIGNS",
     "attribute",
+    "register_method",
+    "unregister_method",
+    "using_methods",
     "Attribution",
     "LayerAttribution",
     "Saliency",
@@ -61,11 +71,64 @@ __all__ = [
     "top_layer",
 ]
 
-METHODS: dict[str, type[Attribution]] = {
-    cls.name: cls
-    for cls in (Saliency, GuidedBackprop, SmoothGrad, GuidedSmoothGrad, IntegratedGradients, GradCam,
-                GuidedGradCam, Occlusion)
-}
+
+def _check(name: Hashable, cls: Any, where: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{where}: expected a method name (a non-empty str), got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, Attribution)):
+        raise TypeError(f"{where}: expected a subclass of nsp.attribution.Attribution, got {cls!r}")
+
+
+#: The methods by name: read like a dict; changed with :func:`register_method`,
+#: :func:`unregister_method` and :func:`using_methods`.
+METHODS: Registry[type[Attribution]] = Registry("nsp.attribution", "method", "using_methods", _check)
+
+
+def register_method(name: str, cls: type[Attribution], *, override: bool = False) -> None:
+    """Make ``cls`` the attribution method ``name`` (for :func:`attribute` and :data:`METHODS`).
+
+    Parameters
+    ----------
+    name : str
+        The method's name, usually ``cls.name``.
+    cls : type
+        A subclass of :class:`Attribution` (of :class:`LayerAttribution` for a method that
+        takes a layer).
+    override : bool, default False
+        Replace the method already called ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is taken and ``override`` is false.
+    TypeError
+        If ``name`` is not a non-empty str or ``cls`` not an :class:`Attribution` subclass.
+    """
+    METHODS.register(name, cls, override=override)
+
+
+def unregister_method(name: str) -> None:
+    """Remove the attribution method ``name``.
+
+    Raises
+    ------
+    KeyError
+        If there is no method called ``name``.
+    """
+    METHODS.unregister(name)
+
+
+def using_methods(overrides: Mapping[str, type[Attribution]]) -> contextlib.AbstractContextManager[None]:
+    """A block in which ``overrides`` (``{name: cls}``) replace or add attribution methods.
+
+    On leaving the block, also by an exception, :data:`METHODS` is exactly as before it.
+    """
+    return METHODS.using(overrides)
+
+
+for _cls in (Saliency, GuidedBackprop, SmoothGrad, GuidedSmoothGrad, IntegratedGradients, GradCam, GuidedGradCam,
+             Occlusion):
+    register_method(_cls.name, _cls)
 
 
 def method_class(method: str, where: str = "nsp.attribution.attribute") -> type[Attribution]:

@@ -21,13 +21,11 @@ from nsp.common import memory
 from nsp.graph.capture import Activations
 from nsp.graph.structure import NetworkStructure, build_structure
 from nsp.transforms.base import GraphTransform
-from nsp.transforms.causal import CausalTransform
-from nsp.transforms.laplacian import LaplacianTransform
 from nsp.transforms.laplacian_bands import LaplacianBands, LaplacianOperator
+from nsp.transforms.transformer import transform_builder
 
 __all__ = ["NNGraph"]
 
-TRANSFORM_TYPES = ("standard", "laplacian")
 # Beyond this many edges the networkx view takes minutes to build: warn first.
 _EDGE_WARNING = 1_000_000
 
@@ -206,23 +204,33 @@ class NNGraph(nx.DiGraph):
 
         Parameters
         ----------
-        type : {'standard', 'laplacian'}
-            ``'standard'``: the exact causal (Möbius) transform, :class:`CausalTransform`.
-            ``'laplacian'``: the graph-Laplacian transform, :class:`LaplacianTransform`.
+        type : str, default 'standard'
+            A name in :data:`nsp.transforms.transformer.TRANSFORMS`. ``'standard'``: the
+            exact causal (Möbius) transform, :class:`~nsp.transforms.causal.CausalTransform`.
+            ``'laplacian'``: the graph-Laplacian transform,
+            :class:`~nsp.transforms.laplacian.LaplacianTransform`. Others are added with
+            :func:`nsp.transforms.transformer.register_transform`.
 
         Returns
         -------
         GraphTransform
             An operator with ``forward``/``inverse`` on ``(N,)`` or ``(P, N)`` arrays.
+
+        Raises
+        ------
+        ValueError
+            If no transform is called ``type``.
+        TypeError
+            If a registered transform does not build a ``GraphTransform``.
         """
-        s = self._require_structure("get_transformer")
-        if type not in TRANSFORM_TYPES:
-            raise ValueError(f"nsp.NNGraph: unknown transform type={type!r}; expected one of {TRANSFORM_TYPES}")
+        self._require_structure("get_transformer")
+        build = transform_builder(type, "nsp.NNGraph")
         if type not in self._transformers:
-            if type == "standard":
-                self._transformers[type] = CausalTransform(s)
-            else:
-                self._transformers[type] = LaplacianTransform(self.adjacency())
+            transform = build(self)
+            if not isinstance(transform, GraphTransform):
+                raise TypeError(f"nsp.NNGraph.get_transformer: the transform {type!r} built a "
+                                f"{transform.__class__.__name__}, not a GraphTransform")
+            self._transformers[type] = transform
         return self._transformers[type]
 
     def laplacian_bands(self) -> LaplacianBands:
@@ -271,7 +279,7 @@ class NNGraph(nx.DiGraph):
             A pattern of the same network and input shape as the graph, or several
             (e.g. from ``Activations.from_batch``), transformed together in one
             vectorised pass.
-        type : {'standard', 'laplacian'}
+        type : str, default 'standard'
             The transform (see ``get_transformer``). For ``'laplacian'`` the coefficients
             are in ascending-eigenvalue order, cut into the layer shapes only for seed
             compatibility; use ``get_transformer('laplacian').eigenvalues`` with them.

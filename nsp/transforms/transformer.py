@@ -1,20 +1,117 @@
-"""The seed's ``Transformer`` functions, kept for compatibility.
+"""Transforms chosen by name, and the seed's ``Transformer`` functions, kept for compatibility.
+
+:data:`TRANSFORMS` maps a name (``NNGraph.get_transformer(type)``,
+``NNGraph.transform(..., type=)``) to a function that builds the transform of a graph:
+``'standard'`` (the exact causal transform) and ``'laplacian'``. A transform of your own is
+added with :func:`register_transform` (which refuses to replace one unless
+``override=True``), removed with :func:`unregister_transform`, and replaced for one block
+with :func:`using_transforms`.
 
 New code should use the operators from ``NNGraph.get_transformer`` directly: they never
-build an N×N matrix. These functions take a graph (or its matrices) as in the seed.
+build an N×N matrix. The ``Transformer`` functions take a graph (or its matrices) as in the seed.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Hashable, Mapping
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from nsp.common.registry import Registry
 from nsp.graph.capture import Activations
 from nsp.transforms.base import GraphTransform
+from nsp.transforms.causal import CausalTransform
+from nsp.transforms.laplacian import LaplacianTransform, laplacian_matrix
 
-__all__ = ["Transformer"]
+__all__ = [
+    "Transformer", "TRANSFORMS", "register_transform", "unregister_transform", "using_transforms", "transform_builder",
+]
+
+
+def _check(name: Hashable, build: Any, where: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{where}: expected a transform name (a non-empty str), got {name!r}")
+    if not callable(build):
+        raise TypeError(f"{where}: expected a function graph -> GraphTransform, got {build!r}")
+
+
+#: The transforms by name: read like a dict; changed with :func:`register_transform`,
+#: :func:`unregister_transform` and :func:`using_transforms`.
+TRANSFORMS: Registry[Callable[[Any], GraphTransform]] = Registry(
+    "nsp.transforms.transformer", "transform", "using_transforms", _check
+)
+
+
+def register_transform(name: str, build: Callable[[Any], GraphTransform], *, override: bool = False) -> None:
+    """Make ``build(graph)`` the transform called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The name ``NNGraph.get_transformer`` and ``NNGraph.transform`` take as ``type``.
+    build : callable
+        ``build(graph)`` returns the :class:`~nsp.transforms.base.GraphTransform` of an
+        ``NNGraph`` (``graph.structure`` and ``graph.adjacency()`` describe it).
+    override : bool, default False
+        Replace the transform already called ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is taken and ``override`` is false.
+    TypeError
+        If ``name`` is not a non-empty str or ``build`` is not callable.
+    """
+    TRANSFORMS.register(name, build, override=override)
+
+
+def unregister_transform(name: str) -> None:
+    """Remove the transform called ``name``.
+
+    Raises
+    ------
+    KeyError
+        If there is no transform called ``name``.
+    """
+    TRANSFORMS.unregister(name)
+
+
+def using_transforms(overrides: Mapping[str, Callable[[Any], GraphTransform]]) -> contextlib.AbstractContextManager[None]:
+    """A block in which ``overrides`` (``{name: build}``) replace or add transforms.
+
+    On leaving the block, also by an exception, :data:`TRANSFORMS` is exactly as before it.
+    A graph keeps the transforms it has built (``NNGraph.get_transformer`` caches them).
+    """
+    return TRANSFORMS.using(overrides)
+
+
+def transform_builder(name: str, where: str) -> Callable[[Any], GraphTransform]:
+    """The function that builds the transform called ``name``; ``where`` names the caller in the error.
+
+    Raises
+    ------
+    ValueError
+        If no transform is called ``name`` (the message lists the names).
+    """
+    if not isinstance(name, str) or name not in TRANSFORMS:
+        raise ValueError(f"{where}: unknown transform type={name!r}; expected one of {tuple(TRANSFORMS)}")
+    return TRANSFORMS[name]
+
+
+def _causal(graph: Any) -> GraphTransform:
+    return CausalTransform(graph.structure)
+
+
+def _laplacian(graph: Any) -> GraphTransform:
+    return LaplacianTransform(graph.adjacency())
+
+
+register_transform("standard", _causal)
+register_transform("laplacian", _laplacian)
 
 #: Largest graph for which the dense Fourier (Möbius) matrix is built.
 DENSE_LIMIT = 5_000
@@ -32,8 +129,6 @@ class Transformer:
         graph : NNGraph
             A graph built from ``Activations``.
         """
-        from nsp.transforms.laplacian import laplacian_matrix
-
         return laplacian_matrix(graph.adjacency())
 
     @staticmethod
@@ -43,11 +138,11 @@ class Transformer:
         Parameters
         ----------
         graph : NNGraph
-        type : {'standard', 'laplacian'}
+        type : str
             ``'standard'``: the zeta matrix ``inv_F`` (sparse, lower triangular; small
             graphs only). ``'laplacian'``: the Laplacian transform operator (the seed
             returned an LU factorisation of the orthogonal eigenvector matrix here,
-            which is never needed).
+            which is never needed). Another name in :data:`TRANSFORMS`: its operator.
         """
         if type == "standard":
             return graph.inv_F
@@ -90,17 +185,19 @@ class Transformer:
             For ``type='standard'``: the operator from ``graph.get_transformer()`` (exact,
             fast), or the seed's zeta matrix ``graph.inv_F``, which is solved exactly in
             integer arithmetic (slow; small graphs).
-        type : {'standard', 'laplacian'}
+        type : str
+            A name in :data:`TRANSFORMS`.
         lu_piv : GraphTransform
-            For ``type='laplacian'``: the operator from ``graph.get_transformer('laplacian')``.
+            For any other ``type`` than ``'standard'``: the operator from
+            ``graph.get_transformer(type)``.
 
         Raises
         ------
         ValueError
             If the operator the ``type`` needs is missing.
         """
-        if type not in ("standard", "laplacian"):
-            raise ValueError(f"nsp.Transformer: unknown type={type!r}; expected 'standard' or 'laplacian'")
+        if type not in TRANSFORMS:
+            raise ValueError(f"nsp.Transformer: unknown type={type!r}; expected one of {tuple(TRANSFORMS)}")
         op = inv_F if type == "standard" else lu_piv
         if op is None:
             needed = "inv_F" if type == "standard" else "lu_piv"
@@ -118,8 +215,6 @@ class Transformer:
 
 def _solve_zeta_exactly(zeta: sp.csr_matrix, signal: np.ndarray) -> np.ndarray:
     """Möbius inversion through an explicit zeta matrix, in Python integers, rounded once."""
-    from fractions import Fraction
-
     if zeta.shape != (signal.size, signal.size):
         raise ValueError(f"nsp.Transformer: inv_F has shape {zeta.shape}, the signal has {signal.size} values")
     values = [Fraction(v) for v in signal.tolist()]
