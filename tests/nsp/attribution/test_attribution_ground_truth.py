@@ -104,8 +104,10 @@ def test_occluding_a_patch_the_model_ignores_gives_zero():
     torch.manual_seed(3)
     model, x = _LeftHalf(), torch.randn(2, 2, 8, 8)
     a = attribute(model, x, "occlusion", target=1, window=4, stride=4)
-    assert torch.count_nonzero(a[..., 4:]) == 0
-    assert torch.count_nonzero(a[..., :4]) == a[..., :4].numel()
+    # The model runs on the inputs and on the occluded copies in batches of different sizes,
+    # so an unchanged output is equal only up to float32 rounding of the logits.
+    assert a[..., 4:].abs().max() <= 1e-6
+    assert (a[..., :4].abs() > 1e-3).all()
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
