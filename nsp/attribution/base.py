@@ -11,7 +11,6 @@ inference mode) and post-processes the sign.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import warnings
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from nsp.common.layers import find_layer
 from nsp.common.tracer import GUIDED_MODULES, Trace, trace
 
 __all__ = ["SIGNS", "Attribution", "LayerAttribution", "resolve_layer"]
@@ -157,7 +157,7 @@ class LayerAttribution(Attribution):
     Raises
     ------
     ValueError
-        If ``layer`` is not a submodule of ``model``.
+        If ``layer`` is not a submodule of ``model`` (the error lists the model's layers).
     """
 
     def __init__(self, model: nn.Module, layer: nn.Module | str | None = None) -> None:
@@ -191,20 +191,8 @@ class LayerAttribution(Attribution):
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str, where: str) -> nn.Module:
-    """The submodule ``layer`` of ``model`` (given as a module or a dotted name)."""
-    if isinstance(layer, str):
-        names = dict(model.named_modules())
-        if layer not in names or layer == "":
-            close = difflib.get_close_matches(layer, [n for n in names if n], n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"{where}: the model ({type(model).__name__}) has no submodule named {layer!r}{hint}")
-        return names[layer]
-    if isinstance(layer, nn.Module):
-        if not any(m is layer for m in model.modules()):
-            raise ValueError(f"{where}: layer ({type(layer).__name__}) is not a submodule of the model "
-                             f"({type(model).__name__})")
-        return layer
-    raise TypeError(f"{where}: expected layer to be a torch.nn.Module or a dotted name, got {type(layer).__name__}")
+    """The submodule ``layer`` of ``model`` (given as a module or a dotted name); see :func:`nsp.common.layers.find_layer`."""
+    return find_layer(model, layer, where, allow_model=True)[1]
 
 
 def _check_inputs(inputs: Any, where: str) -> None:

@@ -11,6 +11,8 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from nsp.common.layers import find_layer
+
 __all__ = ["top_layer", "randomize_top_layer", "spearman"]
 
 
@@ -48,11 +50,14 @@ def randomize_top_layer(model: nn.Module, layer: nn.Module | str | None = None, 
         The copy, in the same train/eval mode. Every parameter of the layer is redrawn:
         with the module's own ``reset_parameters`` where it has one, else from
         ``N(0, std)`` matched to the old values' standard deviation.
-    """
-    from nsp.attribution.base import resolve_layer
 
-    target = top_layer(model) if layer is None else resolve_layer(model, layer, "nsp.attribution.randomize_top_layer")
-    path = {id(m): n for n, m in model.named_modules()}[id(target)]
+    Raises
+    ------
+    ValueError
+        If ``layer`` is not a submodule of ``model`` (the error lists the model's layers).
+    """
+    chosen = top_layer(model) if layer is None else layer
+    path, _ = find_layer(model, chosen, "nsp.attribution.randomize_top_layer", allow_model=True)
     # A copy made in inference mode (Lightning's validation) would hold inference tensors,
     # which autograd refuses.
     with torch.inference_mode(False):

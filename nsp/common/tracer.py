@@ -1,19 +1,128 @@
-"""One instrumented forward pass: what ran, how often, and which ReLUs no module hook can see.
+"""The op tracer: a :class:`~torch.overrides.TorchFunctionMode` that knows which module is running.
 
-captum's layer methods hook one module and expect it to run once; guided backprop can only
-modify ReLUs that are modules. A forward pass under module hooks and a
-:class:`torch.overrides.TorchFunctionMode` tells both, and gives the model's output (for
-the default target) at the cost of one forward pass without grad.
+Three tools watch a forward pass torch call by torch call, and each needs to know the
+module whose forward made a call: :mod:`nsp.graph.capture` records the dataflow,
+:mod:`nsp.regions.local_affine` refuses operations that are not piecewise linear and names
+the module that ran them, and :func:`trace` (used by :mod:`nsp.attribution`) counts module
+calls and finds the ReLUs that no module hook can see. :class:`ModuleTracer` is what they
+share: forward hooks keep the stack of running modules, and subclasses override
+``__torch_function__`` (and :meth:`~ModuleTracer.entered` / :meth:`~ModuleTracer.left`
+for per-module bookkeeping).
+
+:func:`trace` runs one instrumented forward pass: captum's layer methods hook one module
+and expect it to run once, and guided backprop can only modify ReLUs that are modules. It
+tells both, and gives the model's output (for the default target) at the cost of one
+forward pass without grad.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+# torch 2.13 has no public pytree module (torch.utils.pytree does not exist); torch.func uses this one.
+from torch.utils._pytree import tree_flatten, tree_map
+
+__all__ = ["GUIDED_MODULES", "FunctionalReLU", "ModuleTracer", "Trace", "map_leaves", "tensors_in", "trace"]
+
+
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """The tensors in ``value`` (nested tuples, lists and dicts), in pytree order."""
+    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+
+
+def map_leaves(function: Callable[[Any], Any], value: Any) -> Any:
+    """``value`` with every leaf of its nested tuples, lists and dicts replaced by ``function(leaf)``."""
+    return tree_map(function, value)
+
+
+class ModuleTracer(TorchFunctionMode):
+    """A torch-function mode that knows the stack of running modules.
+
+    :meth:`watch` puts forward hooks on ``(path, module)`` pairs: while a watched module's
+    forward runs, ``(path, module)`` is on :attr:`stack`, so ``__torch_function__`` can
+    tell which module made each call (:attr:`path`, :attr:`module`). The hooks are
+    independent of the mode: a caller may watch modules without entering the mode (it
+    then pays nothing per torch call). The stack stays balanced when a forward raises.
+
+    Subclasses override ``__torch_function__`` (by default it runs the call) and may
+    override :meth:`entered` and :meth:`left`.
+
+    Attributes
+    ----------
+    stack : list of (str, torch.nn.Module)
+        The running watched modules, outermost first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, nn.Module]] = []
+        self._handles: list[Any] = []
+
+    @property
+    def path(self) -> str:
+        """The path of the innermost running watched module ('' when none runs)."""
+        return self.stack[-1][0] if self.stack else ""
+
+    @property
+    def module(self) -> nn.Module | None:
+        """The innermost running watched module (None when none runs)."""
+        return self.stack[-1][1] if self.stack else None
+
+    def watch(self, modules: Iterable[tuple[str, nn.Module]]) -> None:
+        """Hook ``(path, module)`` pairs, e.g. ``model.named_modules()``, until :meth:`unwatch`.
+
+        Hooks run in registration order, so a caller that hooks a module itself before
+        (after) calling this sees it before it is pushed (after it is popped).
+        """
+        for path, module in modules:
+            self._handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
+            self._handles.append(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
+
+    def unwatch(self) -> None:
+        """Remove every hook :meth:`watch` put."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @contextlib.contextmanager
+    def watching(self, modules: Iterable[tuple[str, nn.Module]]) -> Iterator["ModuleTracer"]:
+        """:meth:`watch` inside the block, :meth:`unwatch` after it."""
+        self.watch(modules)
+        try:
+            yield self
+        finally:
+            self.unwatch()
+
+    def entered(self, path: str, module: nn.Module, args: tuple) -> None:
+        """Called when a watched module's forward starts, after it is pushed."""
+
+    def left(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        """Called when a watched module's forward ends (``output`` is None if it raised), before it is popped."""
+
+    def _pre_hook(self, path: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            self.stack.append((path, module))
+            self.entered(path, module, args)
+
+        return hook
+
+    def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        try:
+            self.left(module, args, kwargs, output)
+        finally:
+            if self.stack:
+                self.stack.pop()
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        return func(*args, **(kwargs or {}))
+
 
 # The ReLU-type modules whose gradients guided backprop rectifies.
 GUIDED_MODULES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
@@ -66,21 +175,30 @@ class Trace:
         return f"module {name!r} ({type(module).__name__})" if name else f"the model's own forward ({type(module).__name__})"
 
 
-class _ReLUWatcher(TorchFunctionMode):
-    def __init__(self, stack: list[nn.Module], trace: Trace) -> None:
-        super().__init__()
-        self.stack, self.trace = stack, trace
+class _Tracer(ModuleTracer):
+    """Counts module calls and output shapes; as a mode, finds ReLUs computed outside ReLU modules."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __init__(self, result: Trace) -> None:
+        super().__init__()
+        self.result = result
+
+    def entered(self, path: str, module: nn.Module, args: tuple) -> None:
+        if module not in self.result.calls:
+            self.result.order.append(module)
+        self.result.calls[module] = self.result.calls.get(module, 0) + 1
+
+    def left(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self.result.output_shapes[module] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         label = _RELU_FUNCTIONS.get(func)
         if label is None and func in _HARDTANH and _hardtanh_min(args, kwargs) == 0.0:
             label = _HARDTANH[func]
-        if label is not None and self.stack and not isinstance(self.stack[-1], GUIDED_MODULES):
-            module = self.stack[-1]
-            found = FunctionalReLU(self.trace.name(module), type(module).__name__, label)
-            if found not in self.trace.functional_relus:
-                self.trace.functional_relus.append(found)
+        if label is not None and self.stack and not isinstance(self.module, GUIDED_MODULES):
+            found = FunctionalReLU(self.path, type(self.module).__name__, label)
+            if found not in self.result.functional_relus:
+                self.result.functional_relus.append(found)
         return func(*args, **kwargs)
 
 
@@ -100,33 +218,10 @@ def trace(model: nn.Module, inputs: torch.Tensor, watch_relus: bool = False) -> 
     -------
     Trace
     """
-    names = {m: n for n, m in model.named_modules()}
-    result = Trace(output=torch.empty(0), names=names)
-    stack: list[nn.Module] = []
-
-    def pre_hook(module: nn.Module, _inputs) -> None:
-        stack.append(module)
-        if module not in result.calls:
-            result.order.append(module)
-        result.calls[module] = result.calls.get(module, 0) + 1
-
-    def post_hook(module: nn.Module, _inputs, output) -> None:
-        stack.pop()
-        result.output_shapes[module] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
-
-    handles = []
-    try:
-        for module in names:
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
-        with torch.no_grad():
-            if watch_relus:
-                with _ReLUWatcher(stack, result):
-                    output = model(inputs)
-            else:
-                output = model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    named = list(model.named_modules())
+    result = Trace(output=torch.empty(0), names={m: n for n, m in named})
+    tracer = _Tracer(result)
+    with torch.no_grad(), tracer.watching(named), tracer if watch_relus else contextlib.nullcontext():
+        output = model(inputs)
     result.output = output
     return result

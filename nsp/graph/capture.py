@@ -15,8 +15,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
+
+from nsp.common.layers import find_layers
+from nsp.common.tracer import ModuleTracer, map_leaves, tensors_in
 
 from nsp.graph.rules import is_leaf_module
 
@@ -27,7 +28,7 @@ def first_tensor(value: Any) -> Any:
     """``value`` if it is a tensor, else its first tensor (a module returning a tuple gives its first output)."""
     if isinstance(value, torch.Tensor):
         return value
-    found = [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    found = tensors_in(value)
     return found[0] if found else value
 
 
@@ -51,7 +52,7 @@ class Op:
     a tensor, a value read into Python; ``args`` is then the reason). Tensor
     arguments that came from the child's input are replaced by :class:`Ref`; other
     arguments are kept as they were. ``shapes`` are the shapes of the tensor outputs, in
-    the order of ``torch.utils._pytree.tree_flatten`` (one for a tensor).
+    the order of :func:`nsp.common.tracer.tensors_in` (one for a tensor).
     """
 
     kind: str
@@ -81,7 +82,7 @@ class Program:
     output: Ref | None = None
 
 
-class _Recorder(TorchFunctionMode):
+class _Recorder(ModuleTracer):
     """Records, for each top-level child, the operations on data derived from its input.
 
     Modules for which ``is_leaf`` is true are recorded whole, through forward hooks;
@@ -100,7 +101,7 @@ class _Recorder(TorchFunctionMode):
         self.versions: dict[int, int | None] = {}
         self.alive: list[torch.Tensor] = []
         self.inside: nn.Module | None = None
-        self.paths: list[tuple[str, str]] = []
+        self.leaf: tuple[str, str] = ("", "")
 
     def begin(self, x: torch.Tensor) -> None:
         self.program = Program(tuple(x.shape))
@@ -126,22 +127,26 @@ class _Recorder(TorchFunctionMode):
         finally:
             self.inside = saved
 
+    def where(self) -> tuple[str, str]:
+        """``(path, owner)`` of the innermost running module, or of the module recorded whole that runs."""
+        if isinstance(self.inside, nn.Module):
+            return self.leaf
+        return (self.path, type(self.module).__name__) if self.stack else ("", "")
+
     def mark(self, index: int, output: torch.Tensor) -> None:
         """Record that ``output`` is layer ``index``: a ``'layer'`` op that later ops read."""
         ref = self.ids.get(id(output))
-        path, owner = self.paths[-1] if self.paths else ("", "")
-        self.program.ops.append(Op("layer", index, (ref,) if ref else (), {}, tuple(output.shape), path, owner))
+        self.program.ops.append(Op("layer", index, (ref,) if ref else (), {}, tuple(output.shape), *self.where()))
         self.ids[id(output)] = Ref(len(self.program.ops) - 1)
         self.versions[id(output)] = _version(output)
         self.alive.append(output)
 
     def _record(self, kind: str, target: Any, args: tuple, kwargs: dict, out: Any) -> None:
         ref = lambda v: self.ids.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
-        flat_out = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-        op_args, op_kwargs = tree_map(ref, args), tree_map(ref, kwargs)
+        flat_out = tensors_in(out)
+        op_args, op_kwargs = map_leaves(ref, args), map_leaves(ref, kwargs)
         shapes = tuple(tuple(t.shape) for t in flat_out)
-        where = self.paths[-1] if self.paths else ("", "")
-        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shapes[0] if shapes else (), *where, shapes))
+        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shapes[0] if shapes else (), *self.where(), shapes))
         index = len(self.program.ops) - 1
         for item, t in enumerate(flat_out):
             self.ids[id(t)] = Ref(index, item)
@@ -154,8 +159,7 @@ class _Recorder(TorchFunctionMode):
         Recording the pattern still works; building a graph from it raises
         :class:`~nsp.rules.UnsupportedModuleError` naming the operation and ``why``.
         """
-        where = self.paths[-1] if self.paths else ("", "")
-        self.program.ops.append(Op("refused", func, (why,), {}, (), *where))
+        self.program.ops.append(Op("refused", func, (why,), {}, (), *self.where()))
 
     def _stale(self, t: Any) -> bool:
         return isinstance(t, torch.Tensor) and id(t) in self.ids and self.versions.get(id(t)) != _version(t)
@@ -164,7 +168,7 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.program is None or self.inside is not None:
             return func(*args, **kwargs)
-        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        tensors = tensors_in((args, kwargs))
         inputs = [a for a in tensors if id(a) in self.ids]
         if not inputs or getattr(func, "__name__", "") in _CONSTANT_FACTORIES:
             return func(*args, **kwargs)
@@ -173,7 +177,7 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         changed = [a for a, v in zip(tensors, before) if _version(a) != v]
-        produces = any(isinstance(t, torch.Tensor) for t in tree_flatten(out)[0])
+        produces = bool(tensors_in(out))
         if stale and (produces or name in _VALUE_READS):
             self.refuse(func, "it reads a tensor derived from the input that was modified in place after it was "
                         "computed (item assignment, or an in-place operation on a view of it)")
@@ -190,25 +194,14 @@ class _Recorder(TorchFunctionMode):
             self._record("function", func, args, kwargs, out)
         return out
 
-    def pre_hook(self, path: str) -> Callable:
-        def hook(module: nn.Module, args: tuple) -> None:
-            if self.program is None or self.inside is not None:
-                return
-            self.paths.append((path, type(module).__name__))
-            if self.is_leaf(module):
-                self.inside = module
+    def entered(self, path: str, module: nn.Module, args: tuple) -> None:
+        if self.program is not None and self.inside is None and self.is_leaf(module):
+            self.inside, self.leaf = module, (path, type(module).__name__)
 
-        return hook
-
-    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        if self.program is None:
-            return
-        if self.inside is module:
+    def left(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if self.program is not None and self.inside is module:
             self.inside = None
             self._record("module", module, args, kwargs, output)
-            self.paths.pop()
-        elif self.inside is None and self.paths:
-            self.paths.pop()
 
 
 # Functions whose output takes only the shape, dtype and device of their tensor argument:
@@ -286,7 +279,7 @@ def _capture_pass(network: nn.Module, input: torch.Tensor, layers: Any) -> _Reco
         # The parent's forward does more between its children than hand one's output to
         # the next (ViT's class token, an LSTM classifier's last step): record its dataflow.
         return _record_dataflow(network, input, {id(m): n for n, m in zip(recorded.names, recorded.modules)}, False)
-    strict = isinstance(layers, (list, tuple))
+    strict = isinstance(layers, (list, tuple, nn.Module))
     return _record_dataflow(network, input, _choose(network, layers), strict)
 
 
@@ -358,13 +351,12 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
             # Registration order is call order: begin runs before the child's own
             # recorder hooks, end runs after them.
             handles.append(child.register_forward_pre_hook(begin(name)))
-            for sub_name, sub in child.named_modules(prefix=name):
-                handles.append(sub.register_forward_pre_hook(recorder.pre_hook(sub_name)))
-                handles.append(sub.register_forward_hook(recorder.post_hook, with_kwargs=True))
+            recorder.watch(child.named_modules(prefix=name))
             handles.append(child.register_forward_hook(end(name)))
         with torch.no_grad(), recorder:
             network(input)
     finally:
+        recorder.unwatch()
         for handle in handles:
             handle.remove()
     if not recorded.names:
@@ -389,18 +381,14 @@ def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
     visible = {n: m for n, m in modules.items() if not any(n.startswith(w) for w in whole)}
     if layers == "leaves":
         names = [n for n, m in visible.items() if next(m.children(), None) is None or is_leaf_module(m)]
+    elif isinstance(layers, (list, tuple, nn.Module)):
+        names = [n for n, _ in find_layers(network, layers, "nsp.Activations")]
     elif callable(layers):
         names = [n for n, m in visible.items() if layers(n, m)]
-    elif isinstance(layers, (list, tuple)) and all(isinstance(n, str) for n in layers):
-        unknown = [n for n in layers if n not in modules]
-        if unknown:
-            shown = ", ".join(list(modules)[:12]) + (", ..." if len(modules) > 12 else "")
-            raise ValueError(f"nsp.Activations: unknown layer name(s) {unknown}; the network's modules are: {shown}")
-        names = list(layers)
     else:
         raise TypeError(
-            "nsp.Activations: expected `layers` to be None, 'leaves', a list of module names or a predicate "
-            f"(name, module) -> bool, got {layers!r}"
+            "nsp.Activations: expected `layers` to be None, 'leaves', a list of module names or modules, a module, "
+            f"or a predicate (name, module) -> bool, got {layers!r}"
         )
     if not names:
         raise ValueError(f"nsp.Activations: `layers`={layers!r} chose no module of the network")
@@ -436,8 +424,7 @@ def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, 
     try:
         for name, module in network.named_modules():
             # The network itself is named by its class, so errors in its forward say where.
-            handles.append(module.register_forward_pre_hook(recorder.pre_hook(name or type(network).__name__)))
-            handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True))
+            recorder.watch([(name or type(network).__name__, module)])
             if id(module) in chosen:
                 handles.append(module.register_forward_hook(mark))
         recorder.begin(input)
@@ -445,6 +432,7 @@ def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, 
             output = network(input)
         recorded.programs.append(recorder.end(output))
     finally:
+        recorder.unwatch()
         for handle in handles:
             handle.remove()
     # 'leaves' and predicates describe which modules are layers when they run (a skipped
@@ -464,7 +452,7 @@ class Activations:
         The network under observation.
     input : torch.Tensor
         A single input *with* a batch dimension of size 1, e.g. shape ``(1, C, H, W)``.
-    layers : None, 'leaves', list of str or callable, optional
+    layers : None, 'leaves', list of str or modules, module, or callable, optional
         Which module outputs are layers (after the input), in execution order:
 
         - ``None`` (the seed's default): the top-level children (the items of a
@@ -474,12 +462,14 @@ class Activations:
           (ViT's class token, an LSTM classifier that reads its last step), the
           network's whole dataflow is recorded instead, as for a list of names.
         - ``'leaves'``: every module without children.
-        - a list of qualified module names at any depth, e.g. ``['layer1.0.conv1', 'fc']``.
+        - a list of qualified module names at any depth, e.g. ``['layer1.0.conv1', 'fc']``,
+          or of the submodules themselves (``[net.layer1[0].conv1, net.fc]``), or one
+          submodule.
         - a predicate ``(name, module) -> bool`` over ``network.named_modules()``.
 
         A chosen module that runs several times gives a layer per call, named
         ``name``, ``name:1``, ``name:2``, ... With ``'leaves'`` or a predicate, a chosen
-        module that does not run (a skipped branch) is no layer; a named one must run. A
+        module that does not run (a skipped branch) is no layer; a listed one must run. A
         module that returns a tuple (``nn.LSTM``) gives its first output. With a choice,
         edges come from the dataflow
         recorded during this forward pass:
@@ -504,7 +494,8 @@ class Activations:
         something other than one tensor.
     ValueError
         If ``input`` is not a batch of exactly one input, a top-level child runs more than
-        once (default layers), a layer name is unknown, or a chosen layer does not run.
+        once (default layers), a listed layer is not in the network, or a chosen layer
+        does not run.
 
     Examples
     --------

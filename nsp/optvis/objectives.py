@@ -3,7 +3,8 @@
 An :class:`Objective` maps the activations of one forward pass to one value per image of
 the batch, ``(B,)``, which :func:`nsp.optvis.optimize.render` maximises. Objectives add,
 subtract, negate and scale by numbers, so that ``channel("layer3", 7) - 0.1 * l2("layer2")``
-is an objective too. Each names the layers it reads (dotted module names); the render
+is an objective too. Each names the layers it reads (dotted module names, or the modules
+themselves: ``channel(net.layer3, 7)``); the render
 loop hooks exactly those, checks the indices against the first forward pass (an unknown
 channel or class is an error naming the layer and its size), and stops the forward pass
 once no further layer is needed.
@@ -36,6 +37,9 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import torch
+from torch import nn
+
+from nsp.common.layers import Layer
 
 __all__ = [
     "INPUT",
@@ -59,7 +63,7 @@ __all__ = [
 INPUT = "@input"
 OUTPUT = "@output"
 
-Activations = Mapping[str, torch.Tensor]
+Activations = Mapping[Layer, torch.Tensor]
 
 
 class Objective:
@@ -68,10 +72,11 @@ class Objective:
     Parameters
     ----------
     function : callable
-        ``function(acts) -> (B,) tensor``, where ``acts`` maps each name in ``layers`` (and
+        ``function(acts) -> (B,) tensor``, where ``acts`` maps each item of ``layers`` (and
         :data:`INPUT`, :data:`OUTPUT` when listed) to its activations ``(B, ...)``.
-    layers : sequence of str
-        The dotted module names (or :data:`INPUT`, :data:`OUTPUT`) the function reads.
+    layers : sequence of str or torch.nn.Module
+        The layers the function reads, as dotted module names or modules (or :data:`INPUT`,
+        :data:`OUTPUT`).
     description : str
         A short human-readable description, e.g. ``"channel layer3:7"``.
     check : callable, optional
@@ -82,7 +87,7 @@ class Objective:
     def __init__(
         self,
         function: Callable[[Activations], torch.Tensor],
-        layers: Sequence[str],
+        layers: Sequence[Layer],
         description: str,
         check: Callable[[Activations], None] | None = None,
     ) -> None:
@@ -152,10 +157,20 @@ def _index(value: int | None, what: str, where: str) -> int | None:
     return value
 
 
-def _layer(layer: str, where: str) -> str:
-    if not isinstance(layer, str) or not layer:
-        raise TypeError(f"{where}: expected a layer's dotted module name, got {layer!r}")
-    return layer
+def _layer(layer: Layer, where: str) -> Layer:
+    if isinstance(layer, nn.Module) or isinstance(layer, str) and layer:
+        return layer
+    raise TypeError(f"{where}: expected a layer's dotted module name or the module itself, got {layer!r}")
+
+
+def _text(layer: Layer) -> str:
+    """A layer in a description: its name, or its class for a module (whose name the model knows)."""
+    return layer if isinstance(layer, str) else type(layer).__name__
+
+
+def _repr(layer: Layer) -> str:
+    """A layer in a message: its quoted name, or its class for a module."""
+    return repr(layer) if isinstance(layer, str) else type(layer).__name__
 
 
 def _select(values: torch.Tensor, batch: int | None) -> torch.Tensor:
@@ -172,25 +187,25 @@ def _check_batch(batch: int | None, acts: torch.Tensor, where: str) -> None:
         raise ValueError(f"{where}: batch {batch} out of range: the render has {acts.shape[0]} image(s)")
 
 
-def _check_channel(layer: str, n: int, batch: int | None, where: str) -> Callable[[Activations], None]:
+def _check_channel(layer: Layer, n: int, batch: int | None, where: str) -> Callable[[Activations], None]:
     def check(acts: Activations) -> None:
         a = acts[layer]
         if a.dim() < 2:
-            raise ValueError(f"{where}: layer {layer!r} has output shape {list(a.shape)}; expected (B, C, ...)")
+            raise ValueError(f"{where}: layer {_repr(layer)} has output shape {list(a.shape)}; expected (B, C, ...)")
         if n >= a.shape[1]:
-            raise ValueError(f"{where}: channel {n} out of range: layer {layer!r} has {a.shape[1]} channels "
+            raise ValueError(f"{where}: channel {n} out of range: layer {_repr(layer)} has {a.shape[1]} channels "
                              f"(output shape {list(a.shape[1:])})")
         _check_batch(batch, a, where)
     return check
 
 
-def channel(layer: str, n: int, batch: int | None = None) -> Objective:
+def channel(layer: Layer, n: int, batch: int | None = None) -> Objective:
     """The mean of channel ``n`` of ``layer`` over its positions (for ``(B, C)`` layers, unit ``n``).
 
     Parameters
     ----------
-    layer : str
-        Dotted module name.
+    layer : str or torch.nn.Module
+        Dotted module name, or the module.
     n : int
         Channel index.
     batch : int, optional
@@ -201,18 +216,18 @@ def channel(layer: str, n: int, batch: int | None = None) -> Objective:
     -------
     Objective
     """
-    where = f"nsp.optvis.channel({layer!r}, {n!r})"
+    where = f"nsp.optvis.channel({_repr(layer)}, {n!r})"
     layer, n, batch = _layer(layer, where), _index(n, "channel", where), _index(batch, "batch", where)
     return Objective(lambda acts: _select(acts[layer][:, n].reshape(acts[layer].shape[0], -1).mean(1), batch),
-                     [layer], f"channel {layer}:{n}", _check_channel(layer, n, batch, where))
+                     [layer], f"channel {_text(layer)}:{n}", _check_channel(layer, n, batch, where))
 
 
-def neuron(layer: str, n: int, x: int | None = None, y: int | None = None, batch: int | None = None) -> Objective:
+def neuron(layer: Layer, n: int, x: int | None = None, y: int | None = None, batch: int | None = None) -> Objective:
     """Channel ``n`` of ``layer`` at one position: column ``x``, row ``y`` (default: the centre).
 
     For 4-d layers ``(B, C, H, W)`` only; see :func:`channel` for the other arguments.
     """
-    where = f"nsp.optvis.neuron({layer!r}, {n!r})"
+    where = f"nsp.optvis.neuron({_repr(layer)}, {n!r})"
     layer, n, batch = _layer(layer, where), _index(n, "channel", where), _index(batch, "batch", where)
     x, y = _index(x, "x", where), _index(y, "y", where)
 
@@ -228,21 +243,21 @@ def neuron(layer: str, n: int, x: int | None = None, y: int | None = None, batch
         _check_channel(layer, n, batch, where)(acts)
         a = acts[layer]
         if a.dim() != 4:
-            raise ValueError(f"{where}: layer {layer!r} has output shape {list(a.shape)}; a neuron needs (B, C, H, W)")
+            raise ValueError(f"{where}: layer {_repr(layer)} has output shape {list(a.shape)}; a neuron needs (B, C, H, W)")
         row, col = position(a)
         if row >= a.shape[2] or col >= a.shape[3]:
-            raise ValueError(f"{where}: position (x={col}, y={row}) out of range: layer {layer!r} is "
+            raise ValueError(f"{where}: position (x={col}, y={row}) out of range: layer {_repr(layer)} is "
                              f"{a.shape[2]}×{a.shape[3]}")
 
-    return Objective(function, [layer], f"neuron {layer}:{n}", check)
+    return Objective(function, [layer], f"neuron {_text(layer)}:{n}", check)
 
 
-def l2(layer: str, batch: int | None = None) -> Objective:
+def l2(layer: Layer, batch: int | None = None) -> Objective:
     """The mean square of ``layer``'s activations: deep dream's objective."""
-    where = f"nsp.optvis.l2({layer!r})"
+    where = f"nsp.optvis.l2({_repr(layer)})"
     layer, batch = _layer(layer, where), _index(batch, "batch", where)
     return Objective(lambda acts: _select(acts[layer].reshape(acts[layer].shape[0], -1).pow(2).mean(1), batch),
-                     [layer], f"l2 {layer}", lambda acts: _check_batch(batch, acts[layer], where))
+                     [layer], f"l2 {_text(layer)}", lambda acts: _check_batch(batch, acts[layer], where))
 
 
 deepdream = l2
@@ -276,9 +291,9 @@ def class_log_probability(n: int, batch: int | None = None) -> Objective:
                      f"log p {n}", _check_class(n, batch, where))
 
 
-def direction(layer: str, vector: torch.Tensor | Sequence[float], batch: int | None = None) -> Objective:
+def direction(layer: Layer, vector: torch.Tensor | Sequence[float], batch: int | None = None) -> Objective:
     """The mean over positions of ``<vector, acts[:, :, position]>``: a direction in activation space."""
-    where = f"nsp.optvis.direction({layer!r})"
+    where = f"nsp.optvis.direction({_repr(layer)})"
     layer, batch = _layer(layer, where), _index(batch, "batch", where)
     vec = torch.as_tensor(vector, dtype=torch.float32).reshape(-1)
 
@@ -290,19 +305,19 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float], batch: int | N
     def check(acts: Activations) -> None:
         a = acts[layer]
         if a.dim() < 2 or a.shape[1] != vec.numel():
-            raise ValueError(f"{where}: the vector has {vec.numel()} entries; layer {layer!r} has "
+            raise ValueError(f"{where}: the vector has {vec.numel()} entries; layer {_repr(layer)} has "
                              f"{a.shape[1] if a.dim() >= 2 else 'no'} channels")
         _check_batch(batch, a, where)
 
-    return Objective(function, [layer], f"direction {layer}", check)
+    return Objective(function, [layer], f"direction {_text(layer)}", check)
 
 
-def match(layer: str, target: torch.Tensor) -> Objective:
+def match(layer: Layer, target: torch.Tensor) -> Objective:
     """Minus the mean squared distance between ``layer``'s activations and ``target`` (inversion).
 
     ``target`` is ``(1, ...)`` or ``(B, ...)``, e.g. the activations of the image to invert.
     """
-    where = f"nsp.optvis.match({layer!r})"
+    where = f"nsp.optvis.match({_repr(layer)})"
     layer = _layer(layer, where)
     target = target.detach()
 
@@ -312,10 +327,10 @@ def match(layer: str, target: torch.Tensor) -> Objective:
 
     def check(acts: Activations) -> None:
         if acts[layer].shape[1:] != target.shape[1:]:
-            raise ValueError(f"{where}: layer {layer!r} gives shape {list(acts[layer].shape[1:])}, the target "
+            raise ValueError(f"{where}: layer {_repr(layer)} gives shape {list(acts[layer].shape[1:])}, the target "
                              f"{list(target.shape[1:])}: invert at the target image's size")
 
-    return Objective(function, [layer], f"match {layer}", check)
+    return Objective(function, [layer], f"match {_text(layer)}", check)
 
 
 def gram(acts: torch.Tensor) -> torch.Tensor:
@@ -325,9 +340,9 @@ def gram(acts: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (c * flat.shape[2])
 
 
-def gram_match(layer: str, target: torch.Tensor) -> Objective:
+def gram_match(layer: Layer, target: torch.Tensor) -> Objective:
     """Minus the mean squared distance between the Gram matrix of ``layer`` and ``target`` ``(1, C, C)`` (style)."""
-    where = f"nsp.optvis.gram_match({layer!r})"
+    where = f"nsp.optvis.gram_match({_repr(layer)})"
     layer = _layer(layer, where)
     target = target.detach()
 
@@ -337,10 +352,10 @@ def gram_match(layer: str, target: torch.Tensor) -> Objective:
 
     def check(acts: Activations) -> None:
         if acts[layer].shape[1] != target.shape[-1]:
-            raise ValueError(f"{where}: layer {layer!r} has {acts[layer].shape[1]} channels, the target Gram "
+            raise ValueError(f"{where}: layer {_repr(layer)} has {acts[layer].shape[1]} channels, the target Gram "
                              f"matrix {target.shape[-1]}")
 
-    return Objective(function, [layer], f"gram {layer}", check)
+    return Objective(function, [layer], f"gram {_text(layer)}", check)
 
 
 def total_variation() -> Objective:

@@ -3,7 +3,7 @@
 :func:`render` optimises a parameterised image (:mod:`nsp.optvis.param`) so that the
 model, shown randomly transformed copies of it (:mod:`nsp.optvis.augment`), raises an
 objective (:mod:`nsp.optvis.objectives`). It hooks the layers the objective names (dotted
-module names), stops each forward pass once the last of them has run (so a channel
+module names or the modules), stops each forward pass once the last of them has run (so a channel
 of an early layer costs only the layers before it, and a model whose classifier cannot
 take the image size can still be visualised at its convolutions), and keeps the image
 at chosen steps (``thresholds``).
@@ -29,7 +29,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import difflib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsp.common.layers import Layer, find_layer
 from nsp.optvis.objectives import INPUT, OUTPUT, Objective
 from nsp.optvis.param import ImageParam, fourier_image, pixel_image
 from nsp.optvis.augment import Transform, compose, standard_transforms
@@ -127,51 +127,53 @@ def normalized(
     return Normalized(model, mean, std, size)
 
 
-def _inner(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model a :class:`Normalized` wraps, or ``model`` itself: the one whose layer names optvis takes."""
     return model.model if isinstance(model, Normalized) else model
 
 
-def resolve(model: nn.Module, layer: str, where: str) -> nn.Module:
-    """The submodule of ``model`` (of the wrapped model, for :class:`Normalized`) with dotted name ``layer``."""
-    inner = _inner(model)
-    names = dict(inner.named_modules())
-    if layer not in names or layer == "":
-        close = difflib.get_close_matches(layer, [n for n in names if n], n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ValueError(f"{where}: unknown layer {layer!r}: the model ({type(inner).__name__}) has no submodule "
-                         f"of that name{hint}")
-    return names[layer]
+def resolve(model: nn.Module, layer: Layer, where: str) -> nn.Module:
+    """The submodule ``layer`` (a dotted name or the module) of ``model``, of the wrapped model for :class:`Normalized`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or a module that is not in the model, listing its layers.
+    """
+    return find_layer(unwrap(model), layer, where)[1]
 
 
 class _Stop(Exception):
     """Raised by a hook once every layer the objective needs has run."""
 
 
-def forward(model: nn.Module, images: torch.Tensor, layers: Sequence[str], where: str = "nsp.optvis") -> dict[str, torch.Tensor]:
-    """The activations of ``layers`` (dotted names, :data:`INPUT`, :data:`OUTPUT`) for ``images``.
+def forward(model: nn.Module, images: torch.Tensor, layers: Sequence[Layer],
+            where: str = "nsp.optvis") -> dict[Layer, torch.Tensor]:
+    """The activations of ``layers`` (dotted names or modules, :data:`INPUT`, :data:`OUTPUT`) for ``images``.
 
-    The forward pass stops after the last layer needed, unless the output is needed.
+    The result is keyed by the items of ``layers`` as given. The forward pass stops after
+    the last layer needed, unless the output is needed.
     """
     wanted = [l for l in layers if l not in (INPUT, OUTPUT)]
     need_output = OUTPUT in layers
-    modules = {name: resolve(model, name, where) for name in wanted}
-    acts: dict[str, torch.Tensor] = {INPUT: images}
+    found = {layer: find_layer(unwrap(model), layer, where) for layer in wanted}
+    acts: dict[Layer, torch.Tensor] = {INPUT: images}
     pending = set(wanted)
 
-    def make_hook(name: str) -> Callable:
+    def make_hook(layer: Layer, name: str) -> Callable:
         def hook(module: nn.Module, inputs: object, output: object) -> torch.Tensor | None:
             if not isinstance(output, torch.Tensor):
                 raise ValueError(f"{where}: layer {name!r} ({type(module).__name__}) returns "
                                  f"{type(output).__name__}, not a tensor; choose a layer that returns one")
-            acts[name] = output
-            pending.discard(name)
+            acts[layer] = output
+            pending.discard(layer)
             if not pending and not need_output:
                 raise _Stop
             # Downstream in-place operations (ReLU(inplace=True), +=) then change a copy.
             return output.clone()
         return hook
 
-    handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
+    handles = [module.register_forward_hook(make_hook(layer, name)) for layer, (name, module) in found.items()]
     try:
         output = model(images)
         if need_output:
@@ -181,7 +183,7 @@ def forward(model: nn.Module, images: torch.Tensor, layers: Sequence[str], where
     finally:
         for h in handles:
             h.remove()
-    missing = [l for l in wanted if l not in acts]
+    missing = [found[l][0] for l in wanted if l not in acts]
     if missing:
         raise ValueError(f"{where}: layer(s) {missing} did not run in the model's forward pass")
     return acts
@@ -232,7 +234,8 @@ class Render:
         return self.values[-1]
 
 
-def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+def device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of ``model``'s first floating-point parameter (CPU, float32 without one)."""
     for p in model.parameters():
         if p.is_floating_point():
             return p.device, p.dtype
@@ -297,7 +300,7 @@ def evaluate(model: nn.Module, objective: Objective, images: torch.Tensor, where
     ValueError
         For an unknown layer, an index out of range, or a model that cannot take the images.
     """
-    device, dtype = _device_dtype(model)
+    device, dtype = device_dtype(model)
     with eval_mode(model), torch.no_grad():
         acts = _checked_forward(model, images.to(device, dtype), objective, where)
         return objective(acts).detach().cpu()
@@ -315,7 +318,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _checked_forward(model: nn.Module, images: torch.Tensor, objective: Objective, where: str) -> dict[str, torch.Tensor]:
+def _checked_forward(model: nn.Module, images: torch.Tensor, objective: Objective, where: str) -> dict[Layer, torch.Tensor]:
     for layer in objective.layers:
         if layer not in (INPUT, OUTPUT):
             resolve(model, layer, where)
@@ -326,7 +329,7 @@ def _checked_forward(model: nn.Module, images: torch.Tensor, objective: Objectiv
             hint = f"; it is given images resized to {list(model.size)}"
         else:
             hint = "; give the size and channels it takes once, with nsp.optvis.normalized(model, mean, std, size)"
-        raise ValueError(f"{where}: the model ({type(_inner(model)).__name__}) cannot take images of shape "
+        raise ValueError(f"{where}: the model ({type(unwrap(model)).__name__}) cannot take images of shape "
                          f"{list(images.shape[1:])} (channels, height, width): {err}{hint}") from err
     objective.check(acts)
     return acts
@@ -403,7 +406,7 @@ def render(
     steps = kept[-1]
     if not isinstance(objective, Objective):
         raise TypeError(f"{where}: expected an nsp.optvis Objective, got {type(objective).__name__}")
-    device, dtype = _device_dtype(model)
+    device, dtype = device_dtype(model)
     image_param = make_param(param, image_shape(model, size, channels), seed).to(device, dtype)
     transform = _transforms(transforms, image_param.shape)
     generator = torch.Generator().manual_seed(int(seed))

@@ -11,7 +11,7 @@
 Each returns a :class:`~nsp.optvis.optimize.Render` (the images at the kept steps, the
 objective's values, and the task's own losses in ``extra``) and writes PNGs when given
 ``save="name.png"``. The model is plain or :func:`~nsp.optvis.optimize.normalized` (mean,
-std and size given once); layers are its dotted module names.
+std and size given once); layers are its dotted module names or the modules.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from nsp.optvis import objectives as obj
 from nsp.optvis.param import ImageParam, pixel_image
 from nsp.optvis.optimize import (
     Render,
-    _device_dtype,
-    _inner,
+    device_dtype,
     eval_mode,
     evaluate,
     forward,
@@ -36,6 +35,7 @@ from nsp.optvis.optimize import (
     render,
     resolve,
     save_images,
+    unwrap,
 )
 from nsp.optvis.augment import Transform, jitter
 
@@ -50,7 +50,7 @@ def _finish(result: Render, save: str | Path | None) -> Render:
 
 def visualize_channel(
     model: nn.Module,
-    layer: str,
+    layer: str | nn.Module,
     channel: int,
     *,
     size: int | tuple[int, int] | None = None,
@@ -69,8 +69,8 @@ def visualize_channel(
     ----------
     model : torch.nn.Module
         Plain or :func:`~nsp.optvis.optimize.normalized`.
-    layer : str
-        Dotted module name, e.g. ``"layer3"`` or ``"features.10"``.
+    layer : str or torch.nn.Module
+        Dotted module name, e.g. ``"layer3"`` or ``"features.10"``, or the module.
     channel : int
         The channel.
     size, steps, thresholds, param, transforms, lr, seed, progress
@@ -240,12 +240,12 @@ def _noise_image(shape: Sequence[int], seed: int) -> torch.Tensor:
 def _activations(model: nn.Module, image: torch.Tensor, layers: Sequence[str], where: str) -> dict[str, torch.Tensor]:
     for layer in layers:
         resolve(model, layer, where)
-    device, dtype = _device_dtype(model)
+    device, dtype = device_dtype(model)
     with eval_mode(model), torch.no_grad():
         try:
             return forward(model, image.to(device, dtype), list(layers), where)
         except RuntimeError as err:
-            raise ValueError(f"{where}: the model ({type(_inner(model)).__name__}) cannot take images of shape "
+            raise ValueError(f"{where}: the model ({type(unwrap(model)).__name__}) cannot take images of shape "
                              f"{list(image.shape[1:])} (channels, height, width): {err}") from err
 
 

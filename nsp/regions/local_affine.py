@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
+
+from nsp.common.tracer import ModuleTracer, map_leaves, tensors_in
 
 __all__ = ["LocalAffine", "NotPiecewiseLinearError", "local_affine", "activation_patterns", "same_region"]
 
@@ -82,11 +82,6 @@ PIECEWISE_LINEAR = (
 _TAG = "_nsp_input_dependent"
 
 
-def _tensors(args: Any, kwargs: dict) -> list[torch.Tensor]:
-    leaves, _ = tree_flatten((args, kwargs))
-    return [a for a in leaves if isinstance(a, torch.Tensor)]
-
-
 def _tagged(t: torch.Tensor) -> bool:
     return bool(t.__dict__.get(_TAG, False))
 
@@ -95,46 +90,6 @@ def _tag(t: Any) -> Any:
     if isinstance(t, torch.Tensor):
         setattr(t, _TAG, True)
     return t
-
-
-class _ModulePath:
-    """The path of the module whose forward is running, from hooks on every submodule."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.stack: list[tuple[str, nn.Module]] = []
-        self.handles: list[Any] = []
-
-    def __enter__(self) -> "_ModulePath":
-        self.stack = []
-        for name, module in self.model.named_modules():
-            self.handles.append(module.register_forward_pre_hook(self._push(name, module)))
-            self.handles.append(module.register_forward_hook(self._pop, always_call=True))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-    def _push(self, name: str, module: nn.Module) -> Callable:
-        def hook(mod: nn.Module, args: Any) -> None:
-            self.stack.append((name, module))
-
-        return hook
-
-    def _pop(self, mod: nn.Module, args: Any, out: Any) -> None:
-        if self.stack:
-            self.stack.pop()
-
-    def describe(self) -> str:
-        if not self.stack:
-            return f"'{type(self.model).__name__}'"
-        name, module = self.stack[-1]
-        return f"'{name or type(self.model).__name__}' ({type(module).__name__})"
-
-    def current(self) -> str:
-        return self.stack[-1][0] if self.stack else ""
 
 
 @dataclass
@@ -157,8 +112,21 @@ class Nonlinearity:
     args: tuple
     kwargs: dict
 
+    def clamp_knots(self) -> tuple[Any, Any]:
+        """``(lower, upper)`` knots of a clamp-like call (ReLU6, Hardtanh, clamp); None for an open side.
 
-class PiecewiseLinearGuard(TorchFunctionMode):
+        The knots are as the call was given them: numbers or tensors.
+        """
+        name = self.func.__name__.strip("_")
+        a, kw = self.args, self.kwargs
+        if name == "relu6":
+            return 0.0, 6.0
+        if name == "hardtanh":
+            return kw.get("min_val", a[1] if len(a) > 1 else -1.0), kw.get("max_val", a[2] if len(a) > 2 else 1.0)
+        return kw.get("min", a[1] if len(a) > 1 else None), kw.get("max", a[2] if len(a) > 2 else None)
+
+
+class PiecewiseLinearGuard(ModuleTracer):
     """Run a forward pass, rejecting non-piecewise-linear operations on the input.
 
     Every tensor computed from a tensor marked with :meth:`mark` is input-dependent. An
@@ -178,7 +146,7 @@ class PiecewiseLinearGuard(TorchFunctionMode):
 
     def __init__(self, model: nn.Module, linearise: bool = False, on_nonlinear: Callable | None = None):
         super().__init__()
-        self.paths = _ModulePath(model)
+        self.model = model
         self.linearise = linearise
         self.on_nonlinear = on_nonlinear
         self.non_pl: list[str] = []
@@ -189,17 +157,24 @@ class PiecewiseLinearGuard(TorchFunctionMode):
         return _tag(x)
 
     def __enter__(self) -> "PiecewiseLinearGuard":
-        self.paths.__enter__()
+        self.stack = []
+        self.watch(self.model.named_modules())
         return super().__enter__()
 
     def __exit__(self, *exc: Any) -> None:
         try:
             super().__exit__(*exc)
         finally:
-            self.paths.__exit__(*exc)
+            self.unwatch()
+
+    def _describe(self) -> str:
+        """The running module, for messages: its path (the model's class for the model) and class."""
+        if not self.stack:
+            return f"'{type(self.model).__name__}'"
+        return f"'{self.path or type(self.model).__name__}' ({type(self.module).__name__})"
 
     def _reject(self, name: str, why: str) -> None:
-        where = self.paths.describe()
+        where = self._describe()
         message = f"{where} calls {name}, which {why}"
         if not self.linearise:
             raise NotPiecewiseLinearError(
@@ -212,7 +187,7 @@ class PiecewiseLinearGuard(TorchFunctionMode):
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", repr(func))
-        dependent = [t for t in _tensors(args, kwargs) if _tagged(t)]
+        dependent = [t for t in tensors_in((args, kwargs)) if _tagged(t)]
         if not dependent or name in _QUERIES:
             return func(*args, **kwargs)
         kind = None
@@ -237,12 +212,11 @@ class PiecewiseLinearGuard(TorchFunctionMode):
             self._reject(name, "is not on nsp's allow-list of piecewise-linear operations")
 
         def run() -> Any:
-            return tree_map(_tag, func(*args, **kwargs))
+            return map_leaves(_tag, func(*args, **kwargs))
 
         if kind is None:
             return run()
-        path = self.paths.current()
-        base = f"{path}:{name.strip('_')}"
+        base = f"{self.path}:{name.strip('_')}"
         n = self._counts.get(base, 0)
         self._counts[base] = n + 1
         nl = Nonlinearity(base if n == 0 else f"{base}#{n}", kind, func, args, kwargs)
@@ -271,23 +245,13 @@ def _pattern(nl: Nonlinearity, out: Any) -> torch.Tensor:
     name = nl.func.__name__.strip("_")
     if name == "abs":
         return (x > 0).to(torch.int8).detach()
-    lo, hi = _clamp_knots(nl)
+    lo, hi = nl.clamp_knots()
     code = torch.zeros_like(x, dtype=torch.int8)
     if lo is not None:
         code = torch.where(x < lo, torch.tensor(-1, dtype=torch.int8), code)
     if hi is not None:
         code = torch.where(x > hi, torch.tensor(1, dtype=torch.int8), code)
     return code.detach()
-
-
-def _clamp_knots(nl: Nonlinearity) -> tuple[Any, Any]:
-    name = nl.func.__name__.strip("_")
-    a, kw = nl.args, nl.kwargs
-    if name == "relu6":
-        return 0.0, 6.0
-    if name == "hardtanh":
-        return kw.get("min_val", a[1] if len(a) > 1 else -1.0), kw.get("max_val", a[2] if len(a) > 2 else 1.0)
-    return kw.get("min", a[1] if len(a) > 1 else None), kw.get("max", a[2] if len(a) > 2 else None)
 
 
 def activation_patterns(model: nn.Module, x: torch.Tensor, *, linearise: bool = False,

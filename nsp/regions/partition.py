@@ -270,7 +270,5 @@ def linear_regions(
 
 
 def _clamp_knots_of(nl: Nonlinearity) -> tuple[float | None, float | None]:
-    from nsp.regions.local_affine import _clamp_knots
-
-    lo, hi = _clamp_knots(nl)
+    lo, hi = nl.clamp_knots()
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))

@@ -44,6 +44,8 @@ from scipy.spatial import Delaunay, cKDTree
 from scipy.stats import rankdata
 from torch import nn
 
+from nsp.common.layers import find_layers
+
 __all__ = ["NeuralResponseMap", "spearman_vectors", "tsne_layout", "to_rgb"]
 
 _MIN_INPUTS = 3
@@ -626,32 +628,13 @@ class NeuralResponseMap:
 
     def _choose(self, layers: Sequence[Any] | None, inputs: torch.Tensor) -> list[_Layer]:
         where = "nsp.NeuralResponseMap.TrainMap"
-        named = dict(self.model.named_modules())
-        del named[""]
         if layers is None:
             children = list(self.model.named_children())
             if not children:
                 raise ValueError(f"{where}: the model has no child modules; pass `layers`")
             order = self._execution_order([_Layer(n, m) for n, m in children], inputs[:1])
             return order[:-1] if len(order) > 1 else order
-        if isinstance(layers, (str, nn.Module)):
-            layers = [layers]
-        names_of = {id(m): n for n, m in named.items()}
-        chosen = []
-        for layer in layers:
-            if isinstance(layer, str):
-                if layer not in named:
-                    shown = ", ".join(list(named)[:12]) + (", ..." if len(named) > 12 else "")
-                    raise ValueError(f"{where}: unknown layer {layer!r}; the model's modules are: {shown}")
-                chosen.append(_Layer(layer, named[layer]))
-            elif isinstance(layer, nn.Module):
-                if id(layer) not in names_of:
-                    raise ValueError(f"{where}: layer {type(layer).__name__} is not a submodule of the model")
-                chosen.append(_Layer(names_of[id(layer)], layer))
-            else:
-                raise TypeError(
-                    f"{where}: expected `layers` to be None, module names or submodules, got an item {layer!r}"
-                )
+        chosen = [_Layer(name, module) for name, module in find_layers(self.model, layers, where)]
         if not chosen:
             raise ValueError(f"{where}: `layers` is empty")
         return chosen

@@ -194,8 +194,8 @@ def test_arguments_are_checked_early():
     with pytest.raises(TypeError, match=r"target=1.5"):
         AttributionAnalysis(target=1.5)
     model = DigitsModule()
-    with pytest.raises(ValueError, match=r"AttributionAnalysis\(layer\): the model \(DigitsModule\) has no submodule "
-                                         r"named 'conv2'; did you mean 'net.conv2'"):
+    with pytest.raises(ValueError, match=r"AttributionAnalysis\(layer\): unknown layer 'conv2' in `layer`: the model "
+                                         r"\(DigitsModule\) has no submodule of that name \(did you mean 'net.conv2'"):
         AttributionAnalysis(layer="conv2").check(model, _probes())
     with pytest.raises(ValueError, match=r"target=\[0, 10\].*each in 0..9"):
         AttributionAnalysis(target=[0, 10]).check(model, _probes()[:2])

@@ -122,8 +122,8 @@ def test_arguments_are_checked_early():
     with pytest.raises(ValueError, match=r"transforms='lucid'"):
         FeatureVisAnalysis(classes=[1], transforms="lucid")
     model, probes = DigitsModule().eval(), digits()[0][:2]
-    with pytest.raises(ValueError, match=r"FeatureVisAnalysis: unknown layer 'conv2': the model \(DigitsModule\) has "
-                                         r"no submodule of that name; did you mean 'net.conv2'"):
+    with pytest.raises(ValueError, match=r"FeatureVisAnalysis: unknown layer 'conv2' in `layer`: the model "
+                                         r"\(DigitsModule\) has no submodule of that name \(did you mean 'net.conv2'"):
         FeatureVisAnalysis({"conv2": [0]}).check(model, probes)
     with pytest.raises(ValueError, match=r"channel 16 out of range: layer 'net.conv2' has 16 channels"):
         FeatureVisAnalysis({"net.conv2": [16]}).check(model, probes)

@@ -27,11 +27,13 @@ def test_unknown_method():
 
 
 def test_layer_not_in_the_model():
-    with pytest.raises(ValueError, match=r"no submodule named '4'"):
+    with pytest.raises(ValueError, match=r"unknown layer '4' in `layer`: the model \(Sequential\) has no submodule "
+                                         r"of that name; its layers are: 0, 1, 2, 3$"):
         attribute(_net(), X, "gradcam", layer="4")
-    with pytest.raises(ValueError, match=r"no submodule named 'O'"):
+    with pytest.raises(ValueError, match=r"unknown layer 'O' in `layer`"):
         attribute(_net(), X, "gradcam", layer="O")
-    with pytest.raises(ValueError, match=r"layer \(Conv2d\) is not a submodule of the model \(Sequential\)"):
+    with pytest.raises(ValueError, match=r"`layer` \(Conv2d\) is not a submodule of the model \(Sequential\); "
+                                         r"its layers are: 0, 1, 2, 3$"):
         attribute(_net(), X, "guided_gradcam", layer=nn.Conv2d(1, 1, 1))
     with pytest.raises(ValueError, match=r"'saliency' takes no layer"):
         attribute(_net(), X, "saliency", layer="0")

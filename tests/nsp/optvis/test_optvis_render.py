@@ -85,8 +85,8 @@ def test_normalized_resizes_and_normalises_once():
 
 def test_bad_input_gets_a_clear_error_before_any_step():
     net = SmallCNN()
-    with pytest.raises(ValueError, match=r"unknown layer 'feature.3': the model \(SmallCNN\) has no submodule of "
-                                         r"that name; did you mean 'features.3'"):
+    with pytest.raises(ValueError, match=r"unknown layer 'feature.3' in `layer`: the model \(SmallCNN\) has no "
+                                         r"submodule of that name \(did you mean 'features.3'"):
         optvis.visualize_channel(net, "feature.3", 0, size=16)
     with pytest.raises(ValueError, match=r"nsp.optvis.channel\('features.3', 8\): channel 8 out of range: "
                                          r"layer 'features.3' has 8 channels"):

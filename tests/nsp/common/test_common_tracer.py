@@ -1,0 +1,114 @@
+"""nsp.common.tracer: the op tracer that capture, local_affine and attribution share."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nsp.common.tracer import ModuleTracer, map_leaves, tensors_in, trace
+
+
+class _Calls(ModuleTracer):
+    """Records the path of the module that made each call to torch.tanh."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+        self.events: list[str] = []
+
+    def entered(self, path: str, module: nn.Module, args: tuple) -> None:
+        self.events.append(f"+{path}")
+
+    def left(self, module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        self.events.append(f"-{self.path}")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.tanh:
+            self.seen.append(self.path)
+        return func(*args, **(kwargs or {}))
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x))
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = _Block(), _Block()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.b(self.a(x)))
+
+
+def test_each_call_is_attributed_to_the_module_that_made_it():
+    net, tracer = _Net(), _Calls()
+    with tracer.watching(net.named_modules()), tracer:
+        net(torch.ones(1, 3))
+    assert tracer.seen == ["a", "b", ""]
+    assert tracer.events == ["+", "+a", "+a.fc", "-a.fc", "-a", "+b", "+b.fc", "-b.fc", "-b", "-"]
+    assert tracer.stack == []
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+
+
+def test_the_stack_stays_balanced_when_a_forward_raises_and_the_model_goes_on():
+    class Fallback(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.risky, self.safe = _Block(), _Block()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            try:
+                return self.risky(x[:, :2])
+            except RuntimeError:
+                return self.safe(x)
+
+    net, tracer = Fallback(), _Calls()
+    with tracer.watching(net.named_modules()), tracer:
+        net(torch.ones(1, 3))
+    assert tracer.seen == ["safe"]
+    assert tracer.stack == []
+
+
+def test_hooks_without_the_mode_cost_no_torch_call():
+    net, tracer = _Net(), _Calls()
+    with tracer.watching(net.named_modules()):
+        net(torch.ones(1, 3))
+    assert tracer.seen == [] and tracer.events[:2] == ["+", "+a"]
+
+
+def test_trace_counts_calls_and_finds_functional_relus():
+    class Reused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act = nn.Linear(3, 3), nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.act(self.fc(self.act(x))))
+
+    net = Reused()
+    traced = trace(net, torch.ones(2, 3), watch_relus=True)
+    assert traced.calls[net.act] == 2 and traced.calls[net.fc] == 1
+    assert traced.order == [net, net.act, net.fc]
+    assert traced.output_shapes[net.fc] == (2, 3)
+    assert [(f.module, f.kind, f.function) for f in traced.functional_relus] == [("", "Reused", "torch.relu")]
+    assert trace(net, torch.ones(2, 3)).functional_relus == []
+
+
+def test_pytree_helpers():
+    a, b = torch.ones(1), torch.zeros(2)
+    assert [t is x for t, x in zip(tensors_in((a, {"k": [3, b]})), (a, b))] == [True, True]
+    assert map_leaves(lambda v: v * 2, (1, {"k": [2]})) == (2, {"k": [4]})
+
+
+@pytest.mark.parametrize("watch_relus", [False, True])
+def test_trace_leaves_no_hooks(watch_relus):
+    net = _Net()
+    trace(net, torch.ones(1, 3), watch_relus=watch_relus)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
