@@ -18,7 +18,6 @@ from torch import nn
 
 from nsp.common.layers import find_layers
 from nsp.common.tracer import ModuleTracer, map_leaves, tensors_in
-
 from nsp.graph.rules import is_leaf_module
 
 __all__ = ["Activations", "Op", "Program", "Ref"]
