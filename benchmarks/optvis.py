@@ -42,7 +42,7 @@ def small_cnn() -> nn.Module:
 
 
 class DigitsCNN(nn.Module):
-    """tests/digits_cnn.py's layout: two 3×3 convolutions, a max-pool and a linear classifier for 1×8×8."""
+    """tests/support/digits_cnn.py's layout: two 3×3 convolutions, a max-pool and a linear classifier for 1×8×8."""
 
     def __init__(self) -> None:
         super().__init__()

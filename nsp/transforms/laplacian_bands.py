@@ -46,7 +46,7 @@ far larger angle, so low-frequency bands are resolved at a much lower order.
 
 The Laplacians of networks have large clusters of equal eigenvalues, many of them at
 integers: 28 of the 74 eigenvalues of the seed README network equal 16, and 2,940 of the
-9,118 of LeNet-5 (tests/zoo.py) equal 26. A band edge on such a cluster splits the
+9,118 of LeNet-5 (tests/support/zoo.py) equal 26. A band edge on such a cluster splits the
 cluster's energy about evenly, where the dense transform puts it whole; put the edges
 between clusters (at half-integers, for instance), away from the eigenvalues.
 """

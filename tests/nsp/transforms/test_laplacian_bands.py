@@ -1,7 +1,7 @@
 """Tests of the structured Laplacian operator and the Chebyshev band energies.
 
 The operator is compared entry by entry with ``L = D - W`` built by hand from the
-reference edges of ``tests/reference.py`` (Jacobians of each child, independent of
+reference edges of ``tests/support/reference.py`` (Jacobians of each child, independent of
 nsp.structure). Band energies are compared with the dense ``LaplacianTransform``, with
 band edges placed between eigenvalue clusters, and the documented error bound is checked
 where it is tight: on diagonal operators whose eigenvalues sit exactly at the ends of the

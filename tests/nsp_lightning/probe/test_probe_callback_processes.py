@@ -18,7 +18,7 @@ from test_report import SECTIONS, section_ids, table
 
 from nsp_lightning import ProbeRecord, SpectrumRecord, read_records, report
 
-HELPERS = str(Path(__file__).parent)
+HELPERS = str(Path(__file__).parents[2] / "support")
 
 DDP = textwrap.dedent(
     """

@@ -149,7 +149,7 @@ def test_two_training_runs_into_one_record_directory(tmp_path):
     """Two SpectrumCallback runs started together on one dirpath: one fails at start, the other's series is whole."""
     from pathlib import Path
 
-    helpers = str(Path(__file__).parent)
+    helpers = str(Path(__file__).parents[2] / "support")
     go, directory = tmp_path / "go", tmp_path / "spectra"
     procs = [
         subprocess.Popen([sys.executable, "-c", _FIT.format(helpers=helpers), str(directory), str(go), str(seed)],

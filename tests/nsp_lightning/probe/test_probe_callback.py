@@ -29,7 +29,7 @@ from nsp_lightning.report.cli import main
 from nsp_lightning.report.html import report
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*the Trainer has no TensorBoardLogger")
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[3] / "README.md"
 
 
 def events(log_dir):
@@ -59,7 +59,7 @@ def channel_means(model, x):
 def test_the_readme_shows_the_tested_analysis():
     source = inspect.getsource(ChannelMeans)
     text = README.read_text(encoding="utf-8")
-    assert source in text, "README's ChannelMeans differs from tests/nsp_lightning/channel_means.py"
+    assert source in text, "README's ChannelMeans differs from tests/support/channel_means.py"
     assert len(source.strip().splitlines()) <= 30
 
 

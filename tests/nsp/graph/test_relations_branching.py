@@ -3,7 +3,7 @@
 Each concatenated branch adds a product term to a relation. Inclusion–exclusion over n
 terms needs 2^n − 1 of them; nsp cuts unions into disjoint products instead
 (:meth:`nsp.graph.relations.Relation.disjoint`). These networks are checked against the
-independent dense references: tests/reference.py for top-level children (autograd
+independent dense references: tests/support/reference.py for top-level children (autograd
 Jacobians and one-hot probing), and test_layers' hooked reference for every leaf.
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 import nsp
 import reference as R
 from nsp.graph.relations import Relation, Term
-from test_layers import _check_against_reference
+from test_structure_layers import _check_against_reference
 
 
 class DenseLayer(nn.Module):

@@ -175,7 +175,7 @@ def jacobian(module: nn.Module, inp: torch.Tensor, chunk: int = 512) -> torch.Te
     Row ``k`` is the gradient of output ``k``. The input is replicated along the batch
     dimension and output ``k`` of replica ``k`` is backpropagated, so one backward pass
     gives ``chunk`` rows. This equals ``torch.autograd.functional.jacobian`` (checked in
-    tests/nsp/test_reference.py) whenever the batch samples do not interact, which holds
+    tests/test_reference.py) whenever the batch samples do not interact, which holds
     for every module in eval mode that the zoo uses, and is much faster on wide layers.
 
     Parameters

@@ -151,7 +151,7 @@ def test_a_crop_between_children_is_followed_through_the_parents_dataflow(incl):
         def forward(self, x):
             return self.fc(self.conv(x)[:, :, :2, :2].flatten(1))
 
-    from test_layers import reference_blocks
+    from test_structure_layers import reference_blocks
 
     net, x = Crop().eval(), torch.randn(1, 1, 3, 3)
     acts = nsp.Activations(net, x)

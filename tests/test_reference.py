@@ -1,4 +1,4 @@
-"""Self-checks of the independent reference (tests/reference.py) and the zoo.
+"""Self-checks of the independent reference (tests/support/reference.py) and the zoo.
 
 The reference must reproduce what the original package computed where it was right
 (tests/data), agree with independent constructions (networkx reachability, autograd's own

@@ -16,7 +16,7 @@ from nsp.io.storage import RecordStore, load_json, load_npz
 from nsp_lightning import SpectrumCallback, SpectrumRecord, read_header, read_records, report
 from nsp_lightning.probe.store import read_series
 
-LEGACY = Path(__file__).parents[1] / "data" / "spectra-v0.1.0"
+LEGACY = Path(__file__).parents[2] / "data" / "spectra-v0.1.0"
 
 
 def test_records_of_the_previous_release_read_back():

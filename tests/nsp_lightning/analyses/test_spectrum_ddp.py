@@ -48,7 +48,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_record_on_rank_zero_only(tmp_path):
     script = tmp_path / "ddp_fit.py"
-    script.write_text(SCRIPT.format(helpers=str(Path(__file__).parent)))
+    script.write_text(SCRIPT.format(helpers=str(Path(__file__).parents[2] / "support")))
     launcher_vars = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(launcher_vars)}
     env["OMP_NUM_THREADS"] = "1"

@@ -6,8 +6,8 @@ with one block, a Swin stage with a shifted window (V1 and V2), a 2-layer
 ``nn.TransformerEncoder`` and LSTM/GRU classifiers. For INCL True and False, with
 top-level layers and with every leaf, the graph's blocks must equal the reference's
 (so the edge counts match) and every layer's spectrum must be within 1e-9 relative of
-the exact one. The reference (tests/nsp/test_layers.py) takes its edges from autograd
-Jacobians and one-hot bumps of the network itself, never from nsp's rules.
+the exact one. The reference (tests/nsp/graph/test_structure_layers.py) takes its edges
+from autograd Jacobians and one-hot bumps of the network itself, never from nsp's rules.
 """
 
 import numpy as np
@@ -19,7 +19,7 @@ from torch import nn
 
 import nsp
 import nsp.graph.structure
-from test_layers import exact_dag_spectrum, reference_blocks
+from test_structure_layers import exact_dag_spectrum, reference_blocks
 
 torchvision = pytest.importorskip("torchvision")
 from torchvision.models import convnext, efficientnet, mobilenetv3, shufflenetv2, swin_transformer  # noqa: E402

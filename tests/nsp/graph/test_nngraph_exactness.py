@@ -129,7 +129,7 @@ def test_matches_original_package(name, zoo_name):
     layers = [spectrum[offs[i]:offs[i + 1]] for i in range(len(shapes))]
     stored = [data["spectrum_standard"][offs[i]:offs[i + 1]] for i in range(len(shapes))]
     # The stored spectrum is float64 forward substitution, right to ~1e-16 on these
-    # shallow networks (tests/nsp/test_reference.py checks it against the exact one).
+    # shallow networks (tests/test_reference.py checks it against the exact one).
     assert max(R.relative_errors(layers, stored)) <= 1e-12
     own = graph.transform(acts).layeractivations
     assert max(R.relative_errors(own, zoo.cached(zoo_name, True)[2].spectrum)) <= TOLERANCE

@@ -7,7 +7,7 @@ from torch import nn
 
 import nsp
 import nsp.graph.rules as rules
-from test_layers import exact_dag_spectrum, reference_blocks
+from test_structure_layers import exact_dag_spectrum, reference_blocks
 
 
 class Shift(nn.Module):
@@ -234,7 +234,7 @@ PIECES = {
 @pytest.mark.parametrize("incl", [True, False])
 @pytest.mark.parametrize("piece", list(PIECES))
 def test_function_rules_match_the_reference(piece, incl):
-    from test_layers import _check_against_reference
+    from test_structure_layers import _check_against_reference
 
     torch.manual_seed(0)
     _check_against_reference(_Piece(PIECES[piece]).eval(), torch.randn(1, 2, 5, 5), "leaves", incl)
@@ -243,7 +243,7 @@ def test_function_rules_match_the_reference(piece, incl):
 def test_readme_example_of_registering_a_rule_runs():
     from pathlib import Path
 
-    text = (Path(__file__).parents[2] / "README.md").read_text()
+    text = (Path(__file__).parents[3] / "README.md").read_text()
     section = text.split("### Registering a rule", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict = {}

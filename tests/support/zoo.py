@@ -32,7 +32,7 @@ from torch import nn
 
 import reference
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 Factory = Callable[[], tuple[nn.Module, torch.Tensor]]
 

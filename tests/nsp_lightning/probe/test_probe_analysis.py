@@ -117,7 +117,7 @@ def test_records_and_reports_need_no_lightning(tmp_path):
     import subprocess
     import sys
 
-    legacy = Path(__file__).parents[1] / "data" / "spectra-v0.1.0"
+    legacy = Path(__file__).parents[2] / "data" / "spectra-v0.1.0"
     code = (
         "import sys, nsp_lightning\n"
         "from nsp_lightning import read_records, report\n"
@@ -137,7 +137,7 @@ def test_the_nsp_report_command_imports_no_lightning(tmp_path):
     import subprocess
     import sys
 
-    legacy = Path(__file__).parents[1] / "data" / "spectra-v0.1.0"
+    legacy = Path(__file__).parents[2] / "data" / "spectra-v0.1.0"
     # The installed console script's own entry point, with Lightning made unimportable: any
     # import of it on the way would fail the command.
     code = (
