@@ -4,7 +4,7 @@ Each concatenated branch adds a product term to a relation. Inclusion–exclusio
 terms needs 2^n − 1 of them; nsp cuts unions into disjoint products instead
 (:meth:`nsp.graph.relations.Relation.disjoint`). These networks are checked against the
 independent dense references: tests/support/reference.py for top-level children (autograd
-Jacobians and one-hot probing), and test_layers' hooked reference for every leaf.
+Jacobians and one-hot probing), and test_structure_layers' hooked reference for every leaf.
 """
 
 import numpy as np
