@@ -47,7 +47,7 @@ def _activations(neurons: int, inputs: int):
 def _vectors(neurons: int, inputs: int):
     import torch
 
-    from nsp.response_map.core import spearman_vectors
+    from nsp.response_map import spearman_vectors
 
     model, x = _activations(neurons, inputs)
     with torch.no_grad():

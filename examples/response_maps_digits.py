@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_digits import digits_loaders, fit  # noqa: E402
 
-from nsp.response_map.core import to_rgb  # noqa: E402
+from nsp.response_map import to_rgb  # noqa: E402
 from nsp_lightning import ProbeCallback, read_records, report  # noqa: E402
 from nsp_lightning.analyses import ResponseMapAnalysis  # noqa: E402
 

@@ -1,8 +1,19 @@
 """Neural response maps: neurons laid out by how they co-vary, coloured by one input's response.
 
-See :class:`NeuralResponseMap`.
+See :class:`NeuralResponseMap`. The steps, one module each:
+
+==========================================  ====================================================
+:mod:`nsp.response_map.responses`           the chosen layers' outputs as neurons; Spearman
+                                            unit vectors
+:mod:`nsp.response_map.layout`              the t-SNE layout, circle projection, the map's grid
+:mod:`nsp.response_map.drawing`             a map as RGB pixels or as a matplotlib figure
+:mod:`nsp.response_map.neural_response_map` :class:`NeuralResponseMap`, the seed's class
+==========================================  ====================================================
 """
 
-from nsp.response_map.core import NeuralResponseMap, spearman_vectors, to_rgb, tsne_layout
+from nsp.response_map.drawing import to_rgb
+from nsp.response_map.layout import tsne_layout
+from nsp.response_map.neural_response_map import NeuralResponseMap
+from nsp.response_map.responses import spearman_vectors
 
 __all__ = ["NeuralResponseMap", "spearman_vectors", "to_rgb", "tsne_layout"]

@@ -165,7 +165,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
             raise ValueError(f"ResponseMapAnalysis(layers={self.layers!r}): unknown layers {unknown}")
 
     def setup(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> None:
-        from nsp.response_map.core import NeuralResponseMap
+        from nsp.response_map import NeuralResponseMap
 
         self._inputs = (probes if self.inputs is None else self.inputs).to(probes.device, probes.dtype)
         self._map = NeuralResponseMap(
@@ -234,7 +234,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
         if not sink.enabled:
             return
-        from nsp.response_map.core import to_rgb
+        from nsp.response_map import to_rgb
 
         for p, grid in enumerate(record.arrays["maps"]):
             sink.image(f"probe_{p}", to_rgb(grid, self.cmap))
@@ -290,7 +290,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
 
     @classmethod
     def report(cls, records: Sequence[Any], header: Mapping[str, Any], context: Any) -> Any:
-        from nsp.response_map.core import to_rgb
+        from nsp.response_map import to_rgb
         from nsp_lightning.report.sections import Facts, Film, Frame, Image, Row, Section, Table, Text
 
         cmap = header.get("cmap", "viridis")

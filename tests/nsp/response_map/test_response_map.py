@@ -19,7 +19,8 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from nsp import NeuralResponseMap
-from nsp.response_map.core import circle_projection, spearman_vectors, to_rgb
+from nsp.response_map import spearman_vectors, to_rgb
+from nsp.response_map.layout import circle_projection
 
 
 def small_cnn() -> nn.Sequential:

@@ -162,7 +162,7 @@ def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from nsp.response_map.core import to_rgb
+    from nsp.response_map import to_rgb
     from nsp_lightning import read_records
 
     log_dir, record_dir = _fit(tmp_path, refit)

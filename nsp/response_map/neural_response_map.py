@@ -1,4 +1,4 @@
-"""Neural response maps: neurons laid out by how they co-vary, coloured by one input's response.
+"""The neural response map: neurons laid out by how they co-vary, coloured by one input's response.
 
 The seed ``neural-response-map`` (TensorFlow/Keras) in PyTorch, after DeepMind's response
 maps (arXiv 1807.01281). :class:`NeuralResponseMap` records the chosen layers' outputs over a
@@ -33,245 +33,22 @@ Deviations, and why:
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.spatial import Delaunay, cKDTree
-from scipy.stats import rankdata
 from torch import nn
 
-from nsp.common.layers import find_layers
+from nsp.response_map.drawing import map_figure
+from nsp.response_map.layout import Grid, circle_projection, scale_layout, tsne_layout
+from nsp.response_map.responses import ChosenLayer, choose_layers, record, spearman_vectors
 
-__all__ = ["NeuralResponseMap", "spearman_vectors", "tsne_layout", "to_rgb"]
+__all__ = ["NeuralResponseMap"]
 
 _MIN_INPUTS = 3
 _MIN_NEURONS = 5
-
-
-def _require_opentsne() -> Any:
-    try:
-        import openTSNE
-    except ImportError as err:
-        raise ImportError(
-            "nsp.NeuralResponseMap needs openTSNE for its layouts; install it with "
-            "`pip install nsp-lightning[response-maps]`"
-        ) from err
-    return openTSNE
-
-
-def spearman_vectors(activations: np.ndarray) -> np.ndarray:
-    """One unit vector per neuron whose dot products are Spearman's ρ.
-
-    Parameters
-    ----------
-    activations : numpy.ndarray
-        ``(P, N)``: ``P`` inputs by ``N`` neurons; no neuron may be constant.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N, P)`` float64: each neuron's ranks over the inputs (ties averaged, as in
-        ``scipy.stats.spearmanr``), centred and scaled to unit length, so that
-        ``u_i @ u_j = ρ_ij`` and ``‖u_i − u_j‖² = 2 (1 − ρ_ij)``.
-
-    Raises
-    ------
-    ValueError
-        If ``activations`` is not 2-D or a neuron is constant.
-    """
-    x = np.asarray(activations)
-    if x.ndim != 2:
-        raise ValueError(f"nsp.response_map.spearman_vectors: expected (inputs, neurons), got shape {x.shape}")
-    u = rankdata(x, axis=0).T
-    u -= u.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(u, axis=1, keepdims=True)
-    if np.any(norm == 0):
-        raise ValueError(
-            f"nsp.response_map.spearman_vectors: {int(np.sum(norm == 0))} neuron(s) are constant over the "
-            "inputs; their correlation is undefined"
-        )
-    u /= norm
-    return u
-
-
-def tsne_layout(
-    vectors: np.ndarray,
-    *,
-    perplexity: float = 30.0,
-    seed: int = 0,
-    n_jobs: int = 1,
-    initialization: np.ndarray | None = None,
-    n_iter: int | None = None,
-) -> np.ndarray:
-    """openTSNE layout of points under Euclidean distance (unscaled t-SNE coordinates).
-
-    Parameters
-    ----------
-    vectors : numpy.ndarray
-        ``(N, D)`` points, e.g. from :func:`spearman_vectors`.
-    perplexity : float
-        t-SNE perplexity; lowered to ``(N - 1) / 3`` for small ``N`` (openTSNE needs
-        ``3 * perplexity`` neighbours).
-    seed : int
-        openTSNE's random state (nearest-neighbour index and optimisation).
-    n_jobs : int
-        Threads; with 1 (the default) a layout is bit-for-bit reproducible.
-    initialization : numpy.ndarray, optional
-        ``(N, 2)`` start, e.g. a previous layout (unscaled). With it, the optimisation has no
-        early exaggeration and ``n_iter`` (default 250) iterations, so the layout stays
-        aligned with the start; without it, openTSNE's defaults (PCA start, 250 exaggerated
-        + 500 iterations).
-    n_iter : int, optional
-        Iterations after the early exaggeration.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N, 2)`` float64.
-    """
-    openTSNE = _require_opentsne()
-    n = len(vectors)
-    options: dict[str, Any] = dict(
-        perplexity=min(float(perplexity), (n - 1) / 3),
-        metric="euclidean",
-        n_jobs=n_jobs,
-        random_state=seed,
-        verbose=False,
-    )
-    if initialization is not None:
-        options.update(early_exaggeration_iter=0, n_iter=250 if n_iter is None else n_iter)
-    elif n_iter is not None:
-        options.update(n_iter=n_iter)
-    log = logging.getLogger("openTSNE.tsne")
-    level = log.level
-    try:
-        # A converged previous layout has a large spread on purpose (openTSNE warns about it).
-        if initialization is not None:
-            log.setLevel(logging.ERROR)
-        embedding = openTSNE.TSNE(**options).fit(np.ascontiguousarray(vectors), initialization=initialization)
-    finally:
-        log.setLevel(level)
-    return np.asarray(embedding, dtype=np.float64)
-
-
-def _scale_layout(raw: np.ndarray) -> np.ndarray:
-    """Each axis min-max scaled to [−1, 1] (the original's ``MinMaxScaler((-1, 1))``)."""
-    lo, hi = raw.min(axis=0), raw.max(axis=0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return 2 * (raw - lo) / span - 1
-
-
-def circle_projection(layout: np.ndarray, bins: int = 100) -> np.ndarray:
-    """Map a layout onto a disc: each point divided by its angular sector's extent.
-
-    A point at angle θ falls in sector ``round((θ + π) / 2π, 2)`` (the original's 101
-    rounding bins for ``bins=100``); the sector's extent is ``‖(max |x|, max |y|)‖`` over
-    its points. All extents are read from the layout before any point moves, so the
-    result does not depend on the order of the points.
-
-    Parameters
-    ----------
-    layout : numpy.ndarray
-        ``(N, 2)``.
-    bins : int
-        Sectors per turn.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N, 2)``, a new array.
-    """
-    layout = np.asarray(layout, dtype=np.float64)
-    angle = np.arctan2(layout[:, 1], layout[:, 0])
-    sector = np.rint((angle + np.pi) / (2 * np.pi) * bins).astype(np.int64)
-    extent = np.zeros((bins + 1, 2))
-    np.maximum.at(extent, sector, np.abs(layout))
-    norm = np.linalg.norm(extent[sector], axis=1, keepdims=True)
-    return layout / np.where(norm > 0, norm, 1.0)
-
-
-class _Grid:
-    """A layout's square grid, with each grid point's triangle, weights and nearest neuron.
-
-    Found once per layout (each part when a map first needs it): every map on the layout is
-    then a gather and a weighted sum, equal to ``griddata(layout, values, grid, method)``.
-    """
-
-    def __init__(self, layout: np.ndarray, resolution: int) -> None:
-        lo, hi = layout.min(axis=0), layout.max(axis=0)
-        self.layout = layout
-        self.extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
-        x = np.linspace(lo[0], hi[0], resolution)
-        y = np.linspace(hi[1], lo[1], resolution)  # row 0 is the top: no vertical flip
-        gx, gy = np.meshgrid(x, y)
-        self.points = np.column_stack([gx.ravel(), gy.ravel()])
-        triangulation = Delaunay(layout)
-        simplex = triangulation.find_simplex(self.points)
-        self.inside = simplex >= 0
-        self.simplex = simplex[self.inside]
-        self.triangulation = triangulation
-        self.shape = (resolution, resolution)
-        self._weights: tuple[np.ndarray, np.ndarray] | None = None
-        self._nearest: np.ndarray | None = None
-
-    def _linear(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._weights is None:
-            transform = self.triangulation.transform[self.simplex]
-            d = self.points[self.inside] - transform[:, 2]
-            b0 = transform[:, 0, 0] * d[:, 0] + transform[:, 0, 1] * d[:, 1]
-            b1 = transform[:, 1, 0] * d[:, 0] + transform[:, 1, 1] * d[:, 1]
-            self._weights = (self.triangulation.simplices[self.simplex], np.column_stack([b0, b1, 1 - b0 - b1]))
-        return self._weights
-
-    def map(self, values: np.ndarray, method: str) -> np.ndarray:
-        out = np.full(self.shape[0] * self.shape[1], np.nan)
-        if method == "linear":
-            vertices, weights = self._linear()
-            out[self.inside] = np.einsum("ij,ij->i", values[vertices], weights)
-        else:
-            if self._nearest is None:
-                self._nearest = cKDTree(self.layout).query(self.points[self.inside])[1]
-            out[self.inside] = values[self._nearest]
-        return out.reshape(self.shape)
-
-
-def to_rgb(grid: np.ndarray, cmap: str = "viridis", vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
-    """A map as an RGB image, by colormap lookup (no figure): NaN (outside the layout) is white.
-
-    Parameters
-    ----------
-    grid : numpy.ndarray
-        ``(H, W)`` map, row 0 at the top.
-    cmap : str
-        A matplotlib colormap name.
-    vmin, vmax : float
-        The values drawn with the colormap's ends; values beyond are clipped.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(H, W, 3)`` uint8.
-    """
-    from nsp.viz.colors import colormap, colour_table
-
-    colormap(cmap, "nsp.response_map.to_rgb")
-    lut = (colour_table(cmap, 256) * 255).round().astype(np.uint8)
-    finite = np.isfinite(grid)
-    index = np.zeros(grid.shape, dtype=np.int64)
-    index[finite] = np.clip((grid[finite] - vmin) / (vmax - vmin), 0, 1) * 255 + 0.5
-    rgb = lut[index]
-    rgb[~finite] = 255
-    return rgb
-
-
-@dataclass
-class _Layer:
-    name: str
-    module: nn.Module
+# The seed's method named in errors about the chosen layers (train_map and load_state choose them).
+_CHOOSE = "nsp.NeuralResponseMap.TrainMap"
 
 
 class NeuralResponseMap:
@@ -345,13 +122,13 @@ class NeuralResponseMap:
         self.layout: np.ndarray | None = None
         self.neurons: list[tuple[str, int]] = []
         self.layers: list[str] = []
-        self._chosen: list[_Layer] | None = None
+        self._chosen: list[ChosenLayer] | None = None
         self._input_shape: tuple[int, ...] | None = None
         self._keep: np.ndarray | None = None
         self._lo: np.ndarray | None = None
         self._span: np.ndarray | None = None
         self._raw: np.ndarray | None = None
-        self._grid: _Grid | None = None
+        self._grid: Grid | None = None
 
     # --- the seed's API -------------------------------------------------------------
 
@@ -391,19 +168,12 @@ class NeuralResponseMap:
         matplotlib.figure.Figure
             Not registered with pyplot, so it leaves no open figure behind.
         """
-        from matplotlib.figure import Figure
-
         from nsp.viz.colors import colormap
 
-        colormap(cmap, "nsp.NeuralResponseMap.GenerateMap")
+        where = "nsp.NeuralResponseMap.GenerateMap"
+        colormap(cmap, where)
         grid = self.generate_map(inputs, method=method)
-        figure = Figure(figsize=size)
-        axes = figure.add_subplot()
-        axes.imshow(grid, vmin=0, vmax=1, cmap=cmap, extent=self._grid.extent, interpolation="nearest")
-        axes.axis("off")
-        if file is not None:
-            figure.savefig(file)
-        return figure
+        return map_figure(grid, self._grid.extent, cmap, size, file, where)
 
     def CircleProjection(self) -> None:
         """Map the layout onto a disc (see :func:`circle_projection`)."""
@@ -424,7 +194,7 @@ class NeuralResponseMap:
         """
         where = "nsp.NeuralResponseMap.train_map"
         inputs = self._check_inputs(inputs, where, training=True)
-        self._chosen = self._choose(layers, inputs)
+        self._chosen = choose_layers(self.model, layers, inputs[:1], _CHOOSE)
         self._input_shape = tuple(inputs.shape[1:])
         values, widths = self._record(inputs, where)
         self.layers = [layer.name for layer in self._chosen]
@@ -445,7 +215,7 @@ class NeuralResponseMap:
         raw = tsne_layout(
             spearman_vectors(values[:, keep]), perplexity=self.perplexity, seed=self.seed, n_jobs=self.n_jobs
         )
-        self._set_layout(raw, _scale_layout(raw))
+        self._set_layout(raw, scale_layout(raw))
         return self.layout
 
     def refit(self, inputs: torch.Tensor, n_iter: int = 250) -> float:
@@ -485,7 +255,7 @@ class NeuralResponseMap:
         # A constant neuron is drawn at 0, as at training time: (x - lo) / span with span 1.
         self._lo, self._span = lo, np.where(varies, hi - lo, 1.0)
         previous = self.layout
-        layout = _scale_layout(raw)
+        layout = scale_layout(raw)
         self._set_layout(raw, layout)
         return float(procrustes(previous, layout)[2])
 
@@ -530,7 +300,7 @@ class NeuralResponseMap:
         if method not in ("nearest", "linear"):
             raise ValueError(f"{where}: expected `method` to be 'nearest' or 'linear', got {method!r}")
         if self._grid is None:
-            self._grid = _Grid(self.layout, self.resolution)
+            self._grid = Grid(self.layout, self.resolution)
         return self._grid.map(values, method)
 
     def circle_projection(self) -> np.ndarray:
@@ -582,7 +352,7 @@ class NeuralResponseMap:
         missing = [k for k in ("keep", "raw", "layout", "lo", "span") if k not in state]
         if missing:
             raise ValueError(f"{where}: the state lacks the array(s) {missing}")
-        chosen = self._choose(layers, inputs)
+        chosen = choose_layers(self.model, layers, inputs[:1], _CHOOSE)
         self._chosen = chosen
         widths = self._record(inputs[:1], where)[1]
         keep = np.asarray(state["keep"])
@@ -626,97 +396,5 @@ class NeuralResponseMap:
             )
         return inputs
 
-    def _choose(self, layers: Sequence[Any] | None, inputs: torch.Tensor) -> list[_Layer]:
-        where = "nsp.NeuralResponseMap.TrainMap"
-        if layers is None:
-            children = list(self.model.named_children())
-            if not children:
-                raise ValueError(f"{where}: the model has no child modules; pass `layers`")
-            order = self._execution_order([_Layer(n, m) for n, m in children], inputs[:1])
-            return order[:-1] if len(order) > 1 else order
-        chosen = [_Layer(name, module) for name, module in find_layers(self.model, layers, where)]
-        if not chosen:
-            raise ValueError(f"{where}: `layers` is empty")
-        return chosen
-
-    def _execution_order(self, layers: list[_Layer], sample: torch.Tensor) -> list[_Layer]:
-        ran: list[int] = []
-        handles = [
-            layer.module.register_forward_hook(lambda m, a, o, i=i: ran.append(i) if i not in ran else None)
-            for i, layer in enumerate(layers)
-        ]
-        try:
-            with self._inference():
-                self._forward(sample, "nsp.NeuralResponseMap.TrainMap")
-        finally:
-            for handle in handles:
-                handle.remove()
-        return [layers[i] for i in ran]
-
-    @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        """Eval mode without gradients; the modules' own train/eval flags are restored."""
-        modes = {m: m.training for m in self.model.modules()}
-        try:
-            self.model.eval()
-            with torch.no_grad():
-                yield
-        finally:
-            for module, training in modes.items():
-                module.train(training)
-
-    def _forward(self, batch: torch.Tensor, where: str) -> None:
-        device = next((p.device for p in self.model.parameters()), batch.device)
-        try:
-            self.model(batch.to(device))
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            if isinstance(err, _LayerError):
-                raise
-            raise ValueError(
-                f"{where}: the model failed on `inputs` of shape {list(batch.shape)}: {err}"
-            ) from err
-
     def _record(self, inputs: torch.Tensor, where: str) -> tuple[np.ndarray, list[int]]:
-        """``(B, all neurons)`` float64 values of the chosen layers, in layer order, and each
-        layer's neuron count (several calls of one module count as consecutive neurons)."""
-        chunks: list[list[np.ndarray]] = []
-        current: dict[int, list[np.ndarray]] = {}
-
-        def hook(index: int) -> Any:
-            def save(module: nn.Module, args: tuple, output: Any) -> None:
-                name = self._chosen[index].name
-                if not isinstance(output, torch.Tensor):
-                    raise _LayerError(
-                        f"{where}: layer {name!r} ({type(module).__name__}) returned {type(output).__name__}; "
-                        "a layer must output one tensor"
-                    )
-                current.setdefault(index, []).append(self._neurons_of(output.detach()).cpu().double().numpy())
-
-            return save
-
-        handles = [layer.module.register_forward_hook(hook(i)) for i, layer in enumerate(self._chosen)]
-        try:
-            with self._inference():
-                for start in range(0, inputs.shape[0], self.batch_size):
-                    current.clear()
-                    self._forward(inputs[start: start + self.batch_size], where)
-                    missing = [self._chosen[i].name for i in range(len(self._chosen)) if i not in current]
-                    if missing:
-                        raise ValueError(f"{where}: the chosen layer(s) {missing} did not run in the forward pass")
-                    chunks.append([np.concatenate(current[i], axis=1) for i in range(len(self._chosen))])
-        finally:
-            for handle in handles:
-                handle.remove()
-        per_layer = [np.concatenate([chunk[i] for chunk in chunks], axis=0) for i in range(len(self._chosen))]
-        return np.concatenate(per_layer, axis=1), [v.shape[1] for v in per_layer]
-
-    def _neurons_of(self, output: torch.Tensor) -> torch.Tensor:
-        if output.dim() <= 1:
-            return output.reshape(-1, 1)
-        if self.units == "channels" and output.dim() > 2:
-            return output.flatten(2).mean(dim=2)
-        return output.flatten(1)
-
-
-class _LayerError(TypeError):
-    """A chosen layer's output that cannot be read as neurons (raised from inside a hook)."""
+        return record(self.model, self._chosen, inputs, self.units, self.batch_size, where)
