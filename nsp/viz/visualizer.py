@@ -21,8 +21,11 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from nsp.viz import render
-from nsp.viz.colors import check_colormap
+from nsp.viz.colors import ROW_VOID, check_colormap, palette
+from nsp.viz.heatmaps import cell_size, grid_columns, layer_indices, natural_shape
+from nsp.viz.scales import Norm, Stats, check_scale, flag_text, layer_stats, pattern_norms, signed_log10_array
+from nsp.viz.text import format_number
+from nsp.viz.values import unpack_pattern
 
 __all__ = ["Visualizer"]
 
@@ -42,14 +45,14 @@ def _description(description: Any) -> str:
 
 
 def _page_upscale(v: np.ndarray, pixels: int = _PAGE_PIXELS) -> int:
-    count, h, w = render._natural(v)
-    cols = render._columns(count, h, w)
+    count, h, w = natural_shape(v)
+    cols = grid_columns(count, h, w)
     rows = -(-count // cols)
     longest = max(rows * h, cols * w, 1)
     return max(1, min(_MAX_UPSCALE, math.ceil(pixels / longest)))
 
 
-def _symlog_ticks(norm: render._Norm) -> np.ndarray:
+def _symlog_ticks(norm: Norm) -> np.ndarray:
     """Colour-bar tick positions (display units) on a signed-log scale: decades where the
     scale spans several, round data values where it does not, at least 1/8 bar apart."""
     lo, hi = norm.data_value(norm.lo), norm.data_value(norm.hi)
@@ -62,7 +65,7 @@ def _symlog_ticks(norm: render._Norm) -> np.ndarray:
         decades = decades[:: max(1, math.ceil(len(decades) / 3))]
         ticks = [0.0] + [sign * 10.0**k for k in decades for sign in (1.0, -1.0)]
     slack = 1e-9 * max(abs(lo), abs(hi))
-    positions = render._signed_log10(np.array([x for x in ticks if lo - slack <= x <= hi + slack]), norm.threshold)
+    positions = signed_log10_array(np.array([x for x in ticks if lo - slack <= x <= hi + slack]), norm.threshold)
     kept: list[float] = []
     for y in sorted(positions, key=abs):  # from 0 outwards, so 0 and small decades win
         if all(abs(y - k) >= (norm.hi - norm.lo) / 8 for k in kept):
@@ -85,17 +88,17 @@ def _page(
     name: str,
     description: Any,
     v: np.ndarray,
-    norm: render._Norm,
-    stats: render._Stats,
+    norm: Norm,
+    stats: Stats,
     cmap: Any,
     scale: str,
     for_png: bool,
 ) -> Figure:
-    pal = render._palette(cmap)
+    pal = palette(cmap)
     upscale = _page_upscale(v, _PNG_PIXELS if for_png else _PAGE_PIXELS)
-    indices = render._layer_indices(v, norm, stats, pal, render._cell(v, upscale), separator=1)
+    indices = layer_indices(v, norm, stats, pal, cell_size(v, upscale), separator=1)
     # Unused grid cells become transparent, so they read as page, not as data.
-    alpha = np.where(indices == pal.row(render._VOID), 0, 255).astype(np.uint8)
+    alpha = np.where(indices == pal.row(ROW_VOID), 0, 255).astype(np.uint8)
     image = np.dstack([pal.rgb(indices), alpha])
     height, width = image.shape[:2]
     fig_width = 7.0
@@ -110,13 +113,13 @@ def _page(
     ax.set_axis_off()
     lines = [f"Layer {index}: {name} \N{EM DASH} {_description(description)}"]
     facts = [f"shape {tuple(v.shape)}", _layout_note(v.shape) if v.size else "empty layer", scale]
-    flags = render._flag_text(stats)
+    flags = flag_text(stats)
     if flags:
         facts.append(flags + " (hatched)")
     if v.size and not stats.has_finite:
         facts.append("no finite values")
     elif v.size and norm.degenerate:
-        facts.append(f"every value {render._fmt(norm.data_value(norm.lo))} (hatched)")
+        facts.append(f"every value {format_number(norm.data_value(norm.lo))} (hatched)")
     lines.append(", ".join(facts))
     fig.suptitle("\n".join(lines), fontsize=9)
     lo, hi = norm.lo, norm.hi
@@ -128,8 +131,8 @@ def _page(
     bar = fig.colorbar(mappable, ax=ax, orientation="horizontal", shrink=0.8, aspect=35, pad=0.02)
     if norm.threshold is not None:
         bar.set_ticks(_symlog_ticks(norm))
-        bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda y, _pos: render._fmt(norm.data_value(y))))
-        bar.set_label(f"signed log10 scale: sign(x)·log10(1 + |x|/t), t = {render._fmt(norm.threshold)}", fontsize=8)
+        bar.ax.xaxis.set_major_formatter(FuncFormatter(lambda y, _pos: format_number(norm.data_value(y))))
+        bar.set_label(f"signed log10 scale: sign(x)·log10(1 + |x|/t), t = {format_number(norm.threshold)}", fontsize=8)
     bar.ax.tick_params(labelsize=8)
     return fig
 
@@ -139,19 +142,19 @@ def _pages(
 ) -> Iterator[tuple[int, str, Figure]]:
     """Check the arguments now, then yield ``(index, name, page)`` one layer at a time, so
     that only one figure is alive at once."""
-    render._check_scale(scale, where)
+    check_scale(scale, where)
     check_colormap(cmap_style, where, "cmap_style")
     if not all(hasattr(activations, attr) for attr in ("layernames", "layeractivations")):
         raise TypeError(
             f"{where}: expected activations to be an nsp.Activations (with .layernames and .layeractivations), "
             f"got {type(activations).__name__}"
         )
-    arrays, names, _ = render._unpack_pattern(activations, None, "activations", where)
+    arrays, names, _ = unpack_pattern(activations, None, "activations", where)
     descriptions = list(getattr(activations, "layerdescriptions", None) or [""] * len(arrays))
     if len(descriptions) != len(arrays):
         raise ValueError(f"{where}: activations has {len(descriptions)} layerdescriptions for {len(arrays)} layers")
-    stats = [render._stats(v, scale.endswith("symlog")) for v in arrays]
-    norms = render._norms(stats, scale, None)
+    stats = [layer_stats(v, scale.endswith("symlog")) for v in arrays]
+    norms = pattern_norms(stats, scale, None)
     return (
         (i, name, _page(i, name, d, v, norm, st, cmap_style, scale, for_png))
         for i, (name, d, v, norm, st) in enumerate(zip(names, descriptions, arrays, norms, stats))

@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from nsp.viz import render
+from nsp.viz import cards, colors, render, text
 
 VIRIDIS = matplotlib.colormaps["viridis"]
 RDBU = matplotlib.colormaps["RdBu_r"]
@@ -411,9 +411,9 @@ def test_energy_plot_errors():
         render.energy_bars([1.0, 2.0], ["a"])
 
 
-def _says(image: np.ndarray, text: str, cmap: str = "RdBu_r") -> bool:
-    """Whether ``text``, drawn as nsp.render draws it on that colormap's canvas, appears in ``image``."""
-    line = render._text(text, render._palette(cmap), render._CARD_FONT_PT)
+def _says(image: np.ndarray, words: str, cmap: str = "RdBu_r") -> bool:
+    """Whether ``words``, drawn as nsp.render draws them on that colormap's canvas, appear in ``image``."""
+    line = text.text_line(words, colors.palette(cmap), cards.CARD_FONT_PT)
     h, w = line.shape[:2]
     for y in range(image.shape[0] - h + 1):
         for x in range(image.shape[1] - w + 1):
@@ -425,6 +425,7 @@ def _says(image: np.ndarray, text: str, cmap: str = "RdBu_r") -> bool:
 def test_render_card_says_when_a_spectrum_is_exactly_zero():
     card = render.render_card(np.zeros((2, 2, 2)), title="04 flatten", scale="layersymlog", cmap="RdBu_r")
     assert _says(card, "note: all 8 finite values are exactly 0")
+    assert not _says(card, "note: all 9 finite values are exactly 0")  # the search tells lines apart
     # A fixed range from another record does not hide it either.
     fixed = render.render_card(
         np.zeros(10), title="04 flatten", scale="layersymlog", cmap="RdBu_r", vrange=(-5.0, 5.0), threshold=1e-3
@@ -438,7 +439,7 @@ def test_render_card_resolves_values_one_colour_step_cannot():
     plain = render.render_layer(values, scale="layersymlog", cmap="RdBu_r")
     assert len(np.unique(plain.reshape(-1, 3), axis=0)) == 1  # what the old heatmaps showed
     card = render.render_card(values, title="09 fc", scale="layersymlog", cmap="RdBu_r", min_width=320)
-    heatmap_row = card[4 + render._line_metrics(render._CARD_FONT_PT)[1] + 3 + 10]  # a row through the heatmap
+    heatmap_row = card[4 + text.line_metrics(cards.CARD_FONT_PT)[1] + 3 + 10]  # a row through the heatmap
     colours = {tuple(c) for c in heatmap_row[4:324]}
     assert len(colours) == 10  # every coefficient its own colour
     assert _says(card, "note: all values lie within -71000 ± 7.1, less than one colour step apart:")

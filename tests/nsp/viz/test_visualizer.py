@@ -14,7 +14,7 @@ from torch import nn
 
 import nsp
 import zoo
-from nsp.viz import render
+from nsp.viz import render, scales
 from nsp.viz.visualizer import Visualizer, _page_upscale, _pages
 
 
@@ -88,8 +88,8 @@ def test_png_names_are_safe(tmp_path):
 @pytest.mark.parametrize("scale", render.SCALES)
 def test_pages_show_the_renderer_image_with_title_and_colour_bar(scale):
     arrays = [np.asarray(v, dtype=np.float64) for v in SHAPES.layeractivations]
-    stats = [render._stats(v, scale.endswith("symlog")) for v in arrays]
-    norms = render._norms(stats, scale, None)
+    stats = [scales.layer_stats(v, scale.endswith("symlog")) for v in arrays]
+    norms = scales.pattern_norms(stats, scale, None)
     for (index, name, fig), v, norm in zip(_pages(SHAPES, scale, "viridis", "test"), arrays, norms):
         image_axes, bar_axes = fig.axes  # the image and its colour bar
         shown = image_axes.images[0].get_array()
