@@ -1,8 +1,9 @@
 """Recording the activation pattern that one probe input produces in a network.
 
 The pattern has one *layer* for the input and one for the output of every top-level
-child module, in execution order (GUIDE §2). Tensors are stored without the batch
-dimension, detached and on the CPU.
+child module, in execution order: the seed's layers, which every other choice of layers
+reduces to by default. Tensors are stored without the batch dimension, detached and on
+the CPU.
 """
 
 from __future__ import annotations
@@ -456,10 +457,11 @@ class Activations:
 
         - ``None`` (the seed's default): the top-level children (the items of a
           ``ModuleList`` or ``ModuleDict`` child in its place). A child's input is
-          taken to be an elementwise image of the previous layer (GUIDE §2). Where a
-          child receives a different number of values than the layer before it has
-          (ViT's class token, an LSTM classifier that reads its last step), the
-          network's whole dataflow is recorded instead, as for a list of names.
+          taken to be an elementwise image of the previous layer, possibly reshaped
+          row-major (as ``x.view(...)`` before a Linear). Where a child receives a
+          different number of values than the layer before it has (ViT's class token,
+          an LSTM classifier that reads its last step), the network's whole dataflow is
+          recorded instead, as for a list of names.
         - ``'leaves'``: every module without children.
         - a list of qualified module names at any depth, e.g. ``['layer1.0.conv1', 'fc']``,
           or of the submodules themselves (``[net.layer1[0].conv1, net.fc]``), or one

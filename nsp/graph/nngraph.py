@@ -61,8 +61,9 @@ class NNGraph(nx.DiGraph):
 
     Nodes are ``(layer_index, *index_in_layer)`` tuples, ordered layer by layer and
     row-major inside a layer; this order is topological. Edges go from layer ``L-1``
-    to layer ``L`` where an output of child ``L`` depends on an input position
-    (GUIDE §2).
+    to layer ``L`` where an output of child ``L`` depends on an input position of that
+    child, whose input is layer ``L-1`` up to an elementwise map and a row-major reshape
+    (as ``x.view(...)`` before a Linear).
 
     Parameters
     ----------

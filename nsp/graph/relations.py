@@ -1,7 +1,9 @@
 """0/1 relations between the index spaces of two layers, as unions of Kronecker products.
 
 With INCL=True the dependence of a neuron on an earlier layer is a product set,
-(channel set) × (row set) × (column set) (GUIDE §3, fact 2). A :class:`Term` stores such
+(channel set) × (row set) × (column set), for convolutions of any stride, padding,
+dilation and groups, pooling, Linear, flatten and elementwise layers; a union of products
+over product-shaped parent sets is again a product. A :class:`Term` stores such
 a relation as small per-axis 0/1 factors whose Kronecker product is the full relation,
 so composing relations layer by layer never forms the large matrix.
 

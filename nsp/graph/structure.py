@@ -1,7 +1,8 @@
 """How each module maps input positions to output positions, composed along the network.
 
 For every top-level child this module derives the relation "output x depends on input
-y" (GUIDE §2):
+y", the child's input being the previous layer up to an elementwise map and a row-major
+reshape:
 
 - ``INCL=True`` gives the structural pattern as a product :class:`~nsp.graph.relations.Relation`
   (per-axis 0/1 factors), independent of weights and data;

@@ -1,7 +1,8 @@
 """Exact ancestor sets of data-dependent (``INCL=False``) graphs, stored by receptive field.
 
 ``INCL=False`` graphs (argmax parents, zero weights, dead ReLU units) are not
-product-shaped (GUIDE §3, fact 4), so the causal transform needs the ancestor set of every
+product-shaped: a node's ancestors in an earlier layer are no longer a (channel set) ×
+(row set) × (column set) product. So the causal transform needs the ancestor set of every
 node explicitly. Packed bitsets over all earlier nodes cost ``N_L · N_{<L} / 8`` bytes per
 layer, which caps them near 2e5 neurons. But a node's ancestors inside an earlier layer K
 lie in its receptive field, which in a convolutional network is a small part of layer K,

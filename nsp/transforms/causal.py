@@ -1,10 +1,14 @@
 """The causal (Möbius) Fourier transform, computed exactly.
 
 The signal on a DAG is ``s(x) = Σ_{y ≤ x} ŝ(y)`` over the reachability order; the
-spectrum ``ŝ`` is its Möbius inversion ``ŝ(x) = s(x) − Σ_{y < x} ŝ(y)`` (GUIDE §3).
+spectrum ``ŝ`` is its Möbius inversion ``ŝ(x) = s(x) − Σ_{y < x} ŝ(y)`` over all strict
+ancestors ``y`` (Seifert, Wendler and Püschel, "Causal Fourier analysis on directed acyclic
+graphs and posets", arXiv 2209.07970).
 
-Float64 forward substitution loses every digit on deep networks (GUIDE §3, fact 3), so
-this module computes in exact integer arithmetic and rounds once:
+Float64 forward substitution loses every digit on deep networks: the Möbius function of
+these orders grows exponentially with depth, and spectra reach 1e54 on ResNet-18 while
+the activations stay below 1.4. So this module computes in exact integer arithmetic and
+rounds once:
 
 1. Float activations are binary rationals. Scaled by a common power of two (per probe)
    they become integers, held as *limbs*: ``value = Σ_j limb_j · 2^(j·b)`` in int64.

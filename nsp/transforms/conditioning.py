@@ -1,7 +1,8 @@
 """How far each layer's spectrum is determined by the activations themselves.
 
-The causal spectrum amplifies its input enormously on deep networks (GUIDE §3, fact 3):
-a change in the last bit of one activation can change a deep layer's spectrum
+The causal spectrum amplifies its input enormously on deep networks, because the Möbius
+function of the reachability order grows exponentially with depth: a change in the last
+bit of one activation can change a deep layer's spectrum
 completely. nsp computes spectra exactly, so the spectrum is right *for the recorded
 activations*; this indicator says whether it would survive the rounding that produced
 them.

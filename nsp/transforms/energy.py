@@ -1,7 +1,8 @@
 """Spectral energy per layer: the sum of squared spectral coefficients of each layer.
 
-The causal transform is not orthogonal, so this is not a Parseval quantity (GUIDE §3);
-it spans hundreds of decades, hence the log10 form.
+The causal transform is not orthogonal (its inverse is the zeta matrix of the
+reachability order), so this is not a Parseval quantity; it spans hundreds of decades,
+hence the log10 form.
 
 `change_since` measures how far a spectrum moved from a reference one (the baseline
 before training), per layer, with measures that stay meaningful when coefficients span

@@ -3,7 +3,7 @@
 Every numerical claim of ``nsp`` is tested against this module. It is slow, dense and
 deliberately simple, and it never imports ``nsp``.
 
-Semantics (shared/GUIDE.md section 2):
+Semantics (the seed's, made precise):
 
 - Layers are the network input, then the output of every top-level child, in execution
   order, without the batch dimension. Nodes are the scalars of the layers, numbered layer
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 #: Modules that act elementwise (or as the identity in eval mode). The structural
-#: pattern treats them as the identity (GUIDE section 2).
+#: pattern (INCL=True) treats them as the identity.
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU,
     nn.CELU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish,
@@ -500,8 +500,8 @@ def float64_spectrum(layers: Sequence, edges: Sequence[np.ndarray]) -> list[np.n
     """The causal spectrum by float64 forward substitution (the original package's method).
 
     Same recursion as :func:`mobius_integers`, ``s_hat_L = s_L - anc_L @ s_hat_{<L}``, in
-    float64. Right on shallow networks; loses every digit on deep ones (GUIDE section 3,
-    fact 3).
+    float64. Right on shallow networks; loses every digit on deep ones, where the Möbius
+    function of the reachability order grows exponentially with depth.
 
     Parameters
     ----------
