@@ -5,6 +5,7 @@
 :mod:`nsp.transforms.ancestor_sets`  its INCL=False kernel: ancestor sets stored in row chunks
 :mod:`nsp.transforms.laplacian`   the graph-Laplacian transform (dense eigenbasis)
 :mod:`nsp.transforms.laplacian_bands`  Laplacian band energies at scale (Chebyshev filters)
+:mod:`nsp.transforms.laplacian_operator`  the Laplacian as a structured operator, for band energies
 :mod:`nsp.transforms.transformer`  transforms by name (``register_transform``), the seed's ``Transformer``
 :mod:`nsp.transforms.energy`      per-layer spectral energy and its change over training
 :mod:`nsp.transforms.conditioning`  ``rounding_sensitivity`` of a spectrum

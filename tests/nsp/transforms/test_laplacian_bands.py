@@ -17,7 +17,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, aslinearoperator, eigsh
 
 import nsp
-import nsp.transforms.laplacian_bands as laplacian_bands
+import nsp.transforms.laplacian_operator as laplacian_operator
 import reference
 import zoo
 from nsp.graph.relations import Relation, Term
@@ -94,7 +94,7 @@ def test_operator_on_layers_with_several_parents() -> None:
 
 @pytest.mark.parametrize("name", ["readme_net", "cross_block"])
 def test_large_factors_are_applied_as_sparse_matrices(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(laplacian_bands, "_DENSE_FACTOR_ENTRIES", 0)
+    monkeypatch.setattr(laplacian_operator, "_DENSE_FACTOR_ENTRIES", 0)
     graph, _, ref = graph_and_signal(name, True)
     op = LaplacianOperator(graph.structure)
     assert any(sp.issparse(f) for *_, (_, _, down), _ in op._blocks for _, f in down)
