@@ -1,0 +1,232 @@
+"""Exact integers as int64 limbs, and their correctly rounded float64 values.
+
+An integer is held as *limbs* ``value = Σ_j limb_j · 2^(j·b)``, one int64 array per limb
+(the first axis of a limb array), for a limb width ``b`` of at most 32 bits that the caller
+chooses so that sums of limbs cannot overflow an int64 before the next carry pass.
+Additions run limb by limb with carries left pending; :func:`normalize` propagates them, so
+that limbs ``0..k-2`` lie in ``[0, 2^b)`` and the top limb carries the sign. Nothing is
+reduced modulo anything, so nothing needs division.
+
+Float64 values are binary rationals ``±m · 2^e`` (:func:`decompose`). Scaled by a common
+power of two ``2^-emin`` (per probe: :func:`small_scale` for float32 data, cheaply;
+:func:`general_scale` for any float64) they become integers (:func:`to_limbs`,
+:func:`split_int64`). :func:`from_limbs` rounds limbs times ``2^emin`` back to float64
+correctly (to nearest, ties to even): by the hardware's int64 conversion when the value fits
+in an int64, otherwise through a 63-bit window of its top bits with a sticky bit for any
+bit below, so that the conversion rounds exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "add_limbs",
+    "decompose",
+    "from_limbs",
+    "general_scale",
+    "normalize",
+    "small_scale",
+    "split_int64",
+    "to_limbs",
+]
+
+_MANTISSA = (1 << 52) - 1
+
+
+def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | None:
+    """The common case, cheaply: values with at most 24 significant bits (float32 data)
+    whose scaled integers fit in ``min(62, 2b - 1)`` bits.
+
+    Parameters
+    ----------
+    parts : list of numpy.ndarray
+        The layers' values, ``(P, N_L)`` each.
+
+    Returns
+    -------
+    (numpy.ndarray, int) or None
+        Per probe the exponent ``emin`` that makes every value ``v · 2^-emin`` an int64,
+        and the largest bit length; None when the values do not qualify, and the general
+        path (:func:`general_scale`) applies.
+    """
+    p = parts[0].shape[0]
+    peak, low = np.zeros(p), np.full(p, np.inf)
+    for v in parts:
+        magnitude = np.abs(v)
+        peak = np.maximum(peak, magnitude.max(axis=1, initial=0.0))
+        low = np.minimum(low, np.where(magnitude > 0, magnitude, np.inf).min(axis=1, initial=np.inf))
+    low = np.where(peak == 0, 1.0, low)
+    # A float32 value x = f · 2^(e-24) with integer f < 2^24, where x = m · 2^e, 0.5 <= m < 1.
+    emin = np.frexp(low)[1].astype(np.int64) - 24
+    bits = int((np.frexp(np.maximum(peak, low))[1] - emin).max(initial=0)) + 1
+    if bits > min(62, 2 * b - 1) or np.any(emin < -1000):
+        return None
+    scale = np.exp2(-emin.astype(np.float64))[:, None]
+    for v in parts:
+        scaled = v * scale
+        if not np.array_equal(np.trunc(scaled), scaled):
+            return None
+    return emin, bits
+
+
+def split_int64(v: np.ndarray, b: int, k: int) -> np.ndarray:
+    """``k`` limbs of int64 values below ``2^(2b-1)``: two hold them, the rest are zero."""
+    out = np.zeros((k,) + v.shape, dtype=np.int64)
+    if k == 1:
+        # A single limb is the top limb: it carries the sign.
+        out[0] = v
+        return out
+    np.bitwise_and(v, (1 << b) - 1, out=out[0])
+    np.right_shift(v, b, out=out[1])
+    return out
+
+
+def decompose(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer mantissa ``m`` (< 2^53), exponent ``e`` and sign with ``|v| = m · 2^e`` (float64 bits)."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+    field = (bits >> 52) & 0x7FF
+    normal = field != 0
+    m = (bits & _MANTISSA) | (normal.astype(np.int64) << 52)
+    e = field - 1075 + ~normal
+    return m, e, bits < 0
+
+
+def _low_bit(m: np.ndarray) -> np.ndarray:
+    """Exponent of the lowest set bit of each positive ``m`` (undefined for 0)."""
+    return (((m & -m).astype(np.float64).view(np.int64)) >> 52) - 1023
+
+
+def general_scale(parts: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Per probe the exponent ``emin`` with every ``m · 2^(e - emin)`` integral, and the max bit length.
+
+    ``parts`` are the layers' ``(P, N_L)`` values; any float64 values qualify.
+    """
+    big = np.iinfo(np.int64).max
+    p = parts[0].shape[0]
+    emin, high = np.full(p, big), np.full(p, -big)
+    for v in parts:
+        m, e, _ = decompose(v)
+        nz = m != 0
+        emin = np.minimum(emin, np.where(nz, e + _low_bit(m), big).min(axis=1, initial=big))
+        high = np.maximum(high, np.where(nz, e + 53, -big).max(axis=1, initial=-big))
+    emin = np.where(emin == big, 0, emin)
+    return emin.astype(np.int64), int(np.where(high > -big, high - emin, 0).max(initial=0))
+
+
+def to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarray, b: int, k: int) -> np.ndarray:
+    """Exact limbs ``(k, P, N)`` of ``±m · 2^(e - emin)``."""
+    shift = e - emin[:, None]
+    mask = np.int64((1 << b) - 1)
+    if int(shift.max(initial=0)) + 53 <= min(62, 2 * b - 1):
+        # Every value is an int64 already and two limbs hold it (the rest are zero). Limb 1
+        # may be negative: the representation need not be normalised, only bounded.
+        v = (m >> np.maximum(-shift, 0)) << np.maximum(shift, 0)
+        np.negative(v, out=v, where=negative)
+        return split_int64(v, b, k)
+    out = np.empty((k,) + m.shape, dtype=np.int64)
+    for j in range(k):
+        r = j * b - shift
+        # (m >> r) for r >= 0 and (m << -r) for r < 0, in one expression; numpy shifts of
+        # 64 or more give 0.
+        out[j] = ((m >> np.maximum(r, 0)) << np.maximum(-r, 0)) & mask
+    np.negative(out, out=out, where=negative[None])
+    return out
+
+
+def normalize(x: np.ndarray, b: int) -> None:
+    """Propagate carries so limbs 0..k-2 lie in [0, 2^b) and the top limb carries the sign."""
+    mask = (1 << b) - 1
+    for j in range(x.shape[0] - 1):
+        carry = x[j] >> b
+        x[j] &= mask
+        x[j + 1] += carry
+
+
+def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
+    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``."""
+    k, shape = x.shape[0], x.shape[1:]
+    flat = x.reshape(k, -1)
+    scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
+    # Values that fit in an int64 are converted by the hardware, which rounds correctly.
+    # With limbs normalised, a value fits when the limbs above the second are all zero
+    # (non-negative) or the sign extension of -1 (negative), and the second is in range.
+    head = 1 << (62 - b)
+    if k == 1:
+        low, fits = flat[0], np.ones(flat.shape[1], dtype=bool)
+    else:
+        # For b = 32 this wraps modulo 2^64, which is exactly right for the negative case.
+        low = flat[0] + (flat[1] << b)
+        if k == 2:
+            fits = np.abs(flat[1]) < head
+        else:
+            zero_above = ~flat[2:].any(axis=0)
+            minus_one_above = (flat[2:-1] == (1 << b) - 1).all(axis=0) & (flat[-1] == -1)
+            fits = (zero_above & (flat[1] < head)) | (minus_one_above & (flat[1] >= (1 << b) - head))
+            if b < 32:
+                low = np.where(minus_one_above, low - (np.int64(1) << (2 * b)), low)
+    if fits.all() and -1000 < int(emin.min()) and int(emin.max()) < 900:
+        # Scaling by a power of two is exact away from the float64 range's ends.
+        return (low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None])
+    out = np.empty(flat.shape[1], dtype=np.float64)
+    out[fits] = np.ldexp(low[fits].astype(np.float64), scale[fits].astype(np.int32))
+    rest = ~fits
+    if rest.any():
+        out[rest] = _round_window(flat[:, rest], b, scale[rest])
+    return out.reshape(shape)
+
+
+def _round_window(x: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
+    """The general case of ``from_limbs`` on ``(k, M)`` limbs.
+
+    The top 63 bits of each magnitude go into one int64, with a sticky bit for anything
+    below, so the hardware int64→float64 conversion rounds exactly once.
+    """
+    negative = x[-1] < 0
+    if negative.any():
+        x = np.where(negative[None], -x, x)
+        normalize(x, b)
+    k, count = x.shape
+    nonzero = x != 0
+    top = np.full(count, -1, dtype=np.int64)
+    for j in range(k):
+        top[nonzero[j]] = j
+    window = math.ceil(62 / b) + 1
+    column = np.arange(count)
+    linear = x.reshape(-1)
+
+    def limb(offset: int) -> np.ndarray:
+        idx = top - offset
+        return np.where(idx >= 0, linear[np.maximum(idx, 0) * count + column], 0)
+
+    t = limb(0)
+    b0 = ((t.astype(np.float64).view(np.int64) >> 52) - 1022) * (t > 0)
+    bits = b0.copy()
+    sticky = np.zeros(count, dtype=bool)
+    for i in range(1, window):
+        g = limb(i)
+        take = np.clip(63 - bits, 0, b)
+        t = (t << take) | (g >> (b - take))
+        sticky |= (g & ((np.int64(1) << (b - take)) - 1)) != 0
+        bits += take
+    if k > window:
+        below = np.logical_or.accumulate(nonzero, axis=0).reshape(-1)
+        idx = top - window
+        sticky |= np.where(idx >= 0, below[np.maximum(idx, 0) * count + column], False)
+    t |= sticky
+    exponent = top * b + b0 - bits + scale
+    out = np.ldexp(t.astype(np.float64), exponent.astype(np.int32))
+    out[top < 0] = 0.0
+    return np.where(negative, -out, out)
+
+
+
+def add_limbs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b`` for limb arrays whose limb counts (first axis) may differ."""
+    if a.shape[0] < b.shape[0]:
+        a, b = b, a
+    out = a.copy()
+    out[: b.shape[0]] += b
+    return out

@@ -1,0 +1,445 @@
+"""``Σ_{K<L} A_{L,K} X_K`` on int64 limbs, for ancestor relations that are products.
+
+The ``INCL=True`` kernel of :class:`~nsp.transforms.causal.CausalTransform`: the relations are
+unions of Kronecker products of small per-axis 0/1 factors (:mod:`nsp.graph.relations`),
+applied with axis sums and prefix sums in about O(N·L) work, never forming an N×N matrix.
+Every partial sum is a signed sum of limbs (:mod:`nsp.transforms.limbs`), so the limb width
+:class:`ProductKernel` chooses keeps it exact in int64.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones_factor
+from nsp.graph.structure import NetworkStructure
+from nsp.transforms.limbs import add_limbs
+
+__all__ = ["ProductKernel"]
+
+
+def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
+    """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims.
+
+    Returns the in- and out-dims, ``(axes to sum, remaining per-axis ops)`` and log2 of
+    the largest row count (for the majorant).
+    """
+    ops: list[tuple[int, str, Any]] = []
+    row_bits = 0.0
+    for axis, f in enumerate(term.factors):
+        p, q = f.shape
+        nonzero = f.size if f is ones_factor(p, q) else np.count_nonzero(f)
+        if nonzero == f.size:
+            row_bits += math.log2(q)
+            if not p == q == 1:
+                ops.append((axis, "ones", None))
+            continue
+        if p == q == nonzero and f.diagonal().all():
+            continue
+        lo = np.argmax(f, axis=1)
+        count = f.sum(axis=1)
+        row_bits += math.log2(max(1, int(count.max())))
+        hi = lo + count
+        cum = np.concatenate([np.zeros((p, 1), np.int64), np.cumsum(f, axis=1)], axis=1)
+        rows = np.arange(p)
+        contiguous = (cum[rows, hi] - cum[rows, lo]) == count
+        if contiguous.all():
+            lo = np.where(count > 0, lo, 0)
+            ops.append((axis, "intervals", (lo, np.where(count > 0, hi, 0))))
+        else:
+            ops.append((axis, "dense", f.astype(np.int64)))
+    ones = tuple(axis + 1 for axis, kind, _ in ops if kind == "ones")
+    rest = sorted((op for op in ops if op[1] != "ones"), key=lambda op: op[1] != "intervals")
+    return term.in_dims, term.out_dims, (ones, rest), row_bits
+
+
+def _summed_mask(natural: tuple[int, ...], in_dims: tuple[int, ...], ones: tuple[int, ...]) -> tuple[bool, ...] | None:
+    """Which axes of a layer's own shape (sizes 1 dropped) a sum over ``ones`` of ``in_dims`` covers.
+
+    None unless every axis of ``in_dims`` is a run of whole axes of ``natural`` (a
+    coarsening); ``ones`` counts axes from 1, as in ``_compile``.
+    """
+    mask: list[bool] = []
+    i = 0
+    for axis, d in enumerate(in_dims, start=1):
+        if d == 1:
+            continue
+        size, start = 1, i
+        while size < d and i < len(natural):
+            size *= natural[i]
+            i += 1
+        if size != d:
+            return None
+        mask += [axis in ones] * (i - start)
+    return tuple(mask) if i == len(natural) else None
+
+
+def _apply(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
+    for axis, kind, data in ops:
+        ax = axis + 1
+        if kind == "intervals":
+            lo, hi = data
+            shape = list(x.shape)
+            shape[ax] += 1
+            cum = np.zeros(shape, dtype=x.dtype)
+            np.cumsum(x, axis=ax, out=cum[(slice(None),) * ax + (slice(1, None),)])
+            x = np.take(cum, hi, axis=ax) - np.take(cum, lo, axis=ax)
+        else:
+            x = np.moveaxis(np.tensordot(x, data.astype(x.dtype), axes=([ax], [1])), -1, ax)
+    return x
+
+
+def _is_full(rel: Relation) -> bool:
+    """Whether some term of ``rel`` is all ones (every node reaches every node of the other layer)."""
+    return any(all(f is ones_factor(*f.shape) or f.all() for f in t.factors) for t in rel.terms)
+
+
+def _covers_rows(rel: Relation) -> bool:
+    """Whether some term of ``rel`` gives every output node at least one input node."""
+    return any(all(f is ones_factor(*f.shape) or f.any(axis=1).all() for f in t.factors) for t in rel.terms)
+
+
+def _is_identity(rel: Relation) -> bool:
+    if len(rel.terms) != 1 or rel.n_out != rel.n_in:
+        return False
+    return all(
+        f is eye_factor(f.shape[0]) or (f.shape[0] == f.shape[1] == np.count_nonzero(f) and bool(f.diagonal().all()))
+        for f in rel.terms[0].factors
+    )
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs ``[a, b)`` of consecutive integers in a sorted array."""
+    if values.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(values) != 1) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [values.size]])
+    return [(int(values[a]), int(values[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+class ProductKernel:
+    """``Σ_{K<L} A_{L,K} X_K`` for product-shaped ancestor relations.
+
+    A deep network has about L²/2 pairs of layers, and composing, cutting and applying a
+    relation per pair was most of the cost of a leaf-level transform (DenseNet-121:
+    67,000 pairs). Three facts cut the pairs down:
+
+    - *Full relations*: once every node of L lies above every node of K (receptive fields
+      cover the map), ``A_{L,K} X_K`` is K's total, broadcast. Such K are found without
+      composing (if every node of L has a parent in P, every K full below P is full
+      below L), and their totals are read from prefix sums over the layer order, so a
+      layer costs one subtraction per run of consecutive full layers.
+    - *Copies*: a layer whose only parent P feeds it through the identity (BatchNorm,
+      ReLU, dropout) has ``Σ_{K<L} A_{L,K} X_K = X_P + Σ_{K<P} A_{P,K} X_K``: P's own
+      sum, kept from P's turn, plus P's spectrum. It needs no relations at all.
+    - *Shared relations*: layers whose relation to L is the same object (the conv, norm
+      and activation of one stage, seen through identities) are summed first and the
+      relation applied once. Compositions and unions are memoised on their operands, so
+      identities keep relations shared.
+    """
+
+    def __init__(self, structure: NetworkStructure) -> None:
+        n_layers = len(structure.sizes)
+        self.sizes = structure.sizes
+        self.shapes = structure.shapes
+        self.copy_of: list[int | None] = [None] * n_layers
+        self.plans: list[list[tuple[tuple[int, ...], Any]]] = [[]]
+        self.full: list[np.ndarray] = [np.zeros(0, np.int64)]
+        # ancestors[L][K]: the nodes of layer K below each node of layer L, for the K that
+        # are not full below L (fulls[L]).
+        ancestors: list[dict[int, Relation]] = [{}]
+        fulls: list[frozenset[int]] = [frozenset()]
+        memo: dict[tuple, tuple] = {}
+
+        def cached(op: str, a: Relation, b: Relation) -> Relation:
+            # The operands are kept in the memo, so their ids stay theirs.
+            key = (op, id(a), id(b))
+            if key not in memo:
+                if op == "compose":
+                    # Through an identity the relation stays the same object, so it can be shared.
+                    result = a if identity_of(b) else b if identity_of(a) else a.compose(b)
+                else:
+                    result = a.union(b)
+                memo[key] = (a, b, result)
+            return memo[key][2]
+
+        identities: dict[int, tuple[Relation, bool]] = {}
+
+        def identity_of(rel: Relation) -> bool:
+            if id(rel) not in identities:
+                identities[id(rel)] = (rel, _is_identity(rel))
+            return identities[id(rel)][1]
+
+        covers: dict[int, tuple[Relation, Relation]] = {}
+
+        def cover_of(e: Relation, p: int) -> Relation:
+            """``e ∘ (all of layer p)``: which nodes of L have a parent in p (an N_L × 1 relation)."""
+            if id(e) not in covers:
+                column = Relation.of(Term(tuple(ones_factor(d, 1) for d in self.shapes[p] or (1,))))
+                covers[id(e)] = (e, e.compose(column))
+            return covers[id(e)][1]
+
+        rows: dict[int, Relation] = {}
+
+        def everything(k: int) -> Relation:
+            """Layer K seen from a single node: the 1 × N_K full relation."""
+            if k not in rows:
+                rows[k] = Relation.of(Term(tuple(ones_factor(1, d) for d in self.shapes[k] or (1,))))
+            return rows[k]
+
+        compiled: dict[int, tuple[Relation, list]] = {}
+        for layer in range(1, n_layers):
+            parents = {p: Relation.of(e) if isinstance(e, Term) else e for p, e in sorted(structure.parents[layer].items())}
+            covering = {p for p, e in parents.items() if _covers_rows(e)}
+            full: set[int] = set().union(*(fulls[p] for p in covering))
+            own: dict[int, Relation] = {}
+            identity = False
+            for p, e in parents.items():
+                identity = identity_of(e)
+                reach = [(p, e)] + [
+                    (k, rel if identity else cached("compose", e, rel)) for k, rel in ancestors[p].items() if k not in full
+                ]
+                for k, rel in reach:
+                    own[k] = cached("union", own[k], rel) if k in own else rel
+            # A layer full below a parent that gives only some nodes of L a parent there (a
+            # concatenation's part) is below those nodes entirely. Such layers are grouped
+            # by the parents they are full below, so each group costs one union of covers.
+            partial_parents: dict[int, list[int]] = {}
+            for p in parents:
+                if p not in covering:
+                    for k in fulls[p]:
+                        if k not in full:
+                            partial_parents.setdefault(k, []).append(p)
+            by_parents: dict[tuple[int, ...], list[int]] = {}
+            for k, ps in partial_parents.items():
+                by_parents.setdefault(tuple(ps), []).append(k)
+            for ps, ks in by_parents.items():
+                cover = functools.reduce(lambda a, b: cached("union", a, b), [cover_of(parents[p], p) for p in ps])
+                if _is_full(cover):
+                    full.update(ks)
+                    continue
+                for k in ks:
+                    rel = cached("compose", cover, everything(k))
+                    own[k] = cached("union", own[k], rel) if k in own else rel
+            for k in [k for k, rel in own.items() if k in full or _is_full(rel)]:
+                full.add(k)
+                del own[k]
+            ancestors.append(own)
+            fulls.append(frozenset(full))
+            self.full.append(np.array(sorted(full), dtype=np.int64))
+            if len(parents) == 1 and identity:
+                self.copy_of[layer] = next(iter(parents))
+                self.plans.append([])
+                continue
+            groups: dict[int, tuple[Relation, list[int]]] = {}
+            for k, rel in sorted(own.items()):
+                groups.setdefault(id(rel), (rel, []))[1].append(k)
+            plan = []
+            for rel, ks in groups.values():
+                if id(rel) not in compiled:
+                    compiled[id(rel)] = (rel, [_compile(term) for term in rel.disjoint()])
+                plan += [(tuple(ks), c) for c in compiled[id(rel)][1]]
+            self.plans.append(plan)
+        self.full_runs = [_runs(f) for f in self.full]
+        # Every partial sum of a layer is a signed sum of limbs below 2^b, at most one per
+        # node of the network (its own, its ancestors', or a prefix of layer totals).
+        self.limb_bits = min(32, 62 - math.ceil(math.log2(int(structure.n) + 1)))
+        self._schedule(structure)
+        if self.limb_bits < 8:
+            raise StructureError(f"nsp: the network is too large for int64 limb arithmetic ({structure.n:,} nodes)")
+
+    def _schedule(self, structure: NetworkStructure) -> None:
+        """Plan which axis sums each term reads, and when each layer's limbs can go.
+
+        A term that sums axes of a group of layers reads a sum kept in the pass's memo,
+        computed at its first use from the group's limbs or, when an earlier sum covers a
+        subset of its axes, from that sum. Sums are keyed by the summed axes of the
+        layers' own shape, so terms whose relations cut the index space differently share
+        them. A layer's limbs are then needed only until the last term that reads them
+        directly, and a sum until its last use. Copies read their parent's limbs and sum;
+        full relations read every layer's total once, at the next layer's turn.
+        """
+        n_layers = len(self.plans)
+        self.steps: list[list[tuple[Any, Any, tuple[int, ...]]]] = []
+        self.last_read = list(range(n_layers))
+        self._prefix = any(f.size for f in self.full)
+        if self._prefix:
+            # Layer totals enter the prefix sums at the next layer's turn.
+            self.last_read = [min(k + 1, n_layers - 1) for k in range(n_layers)]
+        last_use: dict[Any, int] = {}
+        made: dict[tuple[int, ...], list[Any]] = {}
+        copied: dict[int, int] = {}
+        for layer, plan in enumerate(self.plans):
+            q = self.copy_of[layer]
+            if q is not None:
+                self.last_read[q] = max(self.last_read[q], layer)
+                copied[q] = layer
+            steps = []
+            for group, (in_dims, _, (ones, _), _) in plan:
+                naturals = {tuple(d for d in structure.shapes[k] if d != 1) for k in group}
+                natural = next(iter(naturals))
+                mask = _summed_mask(natural, in_dims, ones) if ones and len(naturals) == 1 else None
+                if not ones or (mask is not None and not any(mask)):
+                    key, source, axes = None, None, ()
+                elif mask is None:
+                    key, source, axes = (group, in_dims, ones), None, ones
+                else:
+                    key = (group, mask)
+                    covering = [m for m in made.get(group, []) if len(m) == 2 and m[1] != mask
+                                and all(a <= b for a, b in zip(m[1], mask))]
+                    source = max(covering, key=lambda m: sum(m[1]), default=None)
+                    done = source[1] if source is not None else (False,) * len(mask)
+                    axes = tuple(i + 1 for i, (a, b) in enumerate(zip(done, mask)) if b and not a)
+                if key is not None and key in last_use:
+                    source = None
+                elif source is not None:
+                    last_use[source] = layer
+                else:
+                    for k in group:
+                        self.last_read[k] = max(self.last_read[k], layer)
+                if key is not None:
+                    if key not in last_use:
+                        made.setdefault(group, []).append(key)
+                    last_use[key] = layer
+                steps.append((key, source, axes))
+            self.steps.append(steps)
+        # A layer that a later layer copies keeps the sum below it until that layer's turn.
+        self._keeps_below = set(copied)
+        for q, layer in copied.items():
+            last_use[("below", q)] = layer
+        self._expiring: list[list[Any]] = [[] for _ in self.plans]
+        for key, layer in last_use.items():
+            self._expiring[layer].append(key)
+
+    def growth_bits(self) -> np.ndarray:
+        """Per layer, 1 + log2 of an upper bound on max G (see the module docstring).
+
+        ``G(x) ≤ 1 + Σ_K |anc_K(x)| · max G_K``, and ``|anc_K(x)|`` is at most the size of
+        layer K and at most the sum over the relation's disjoint terms of the product of
+        each factor's largest row count. A copy x of P(x) has ``G(x) = 2 G(P(x))``.
+        Computed in log2, so no depth overflows it.
+        """
+        out = np.zeros(len(self.sizes))
+        log_sizes = np.log2(np.maximum(np.asarray(self.sizes, dtype=np.float64), 1.0))
+        for layer, plan in enumerate(self.plans):
+            if layer == 0:
+                continue
+            q = self.copy_of[layer]
+            if q is not None:
+                out[layer] = np.logaddexp2(0.0, 1.0 + out[q])
+                continue
+            rows: dict[tuple[int, ...], float] = {}
+            for group, (_, _, _, row_bits) in plan:
+                rows[group] = np.logaddexp2(rows.get(group, -np.inf), row_bits)
+            total = -np.inf
+            for group, bits in rows.items():
+                for k in group:
+                    total = np.logaddexp2(total, min(bits, log_sizes[k]) + out[k])
+            full = self.full[layer]
+            if full.size:
+                total = np.logaddexp2(total, np.logaddexp2.reduce(log_sizes[full] + out[full]))
+            out[layer] = np.logaddexp2(0.0, total)
+        return out + 1
+
+    def _totals(self, layer: int, xs: Mapping[int, np.ndarray], memo: dict) -> np.ndarray | None:
+        """``Σ_{K full below L} (total of X_K)``, limbs ``(k, P)``, from prefix sums over layers."""
+        if not self._prefix:
+            return None
+        prefix = memo.setdefault("prefix", [])
+        while len(prefix) < layer:
+            total = xs[len(prefix)].sum(axis=2)
+            prefix.append(total if not prefix else add_limbs(prefix[-1], total))
+        out = None
+        # A copy reads what is below its parent instead.
+        runs = self.full_runs[layer] if self.copy_of[layer] is None else []
+        for a, b in runs:
+            part = prefix[b - 1] if a == 0 else add_limbs(prefix[b - 1], -prefix[a - 1])
+            out = part if out is None else add_limbs(out, part)
+        return out
+
+    def accumulate(self, layer: int, xs: Mapping[int, np.ndarray], acc: np.ndarray, sign: int, memo: dict) -> None:
+        """Add ``sign · Σ_K A_{L,K} xs[K]`` into ``acc``.
+
+        ``xs[K]`` holds layer K's limbs ``(k_K, P, N_K)`` with ``k_K`` at most ``acc``'s.
+        ``memo`` (one dict per pass over the layers) keeps axis sums of each earlier
+        layer: every later layer that sums the same axes (a full convolution sums all
+        channels) reuses them, and each is dropped after its last use.
+        """
+        p = acc.shape[1]
+        keep = layer in self._keeps_below
+        out = np.zeros_like(acc) if keep else acc
+        positive = sign > 0 or keep
+        totals = self._totals(layer, xs, memo)
+        q = self.copy_of[layer]
+        if q is not None:
+            below = memo.get(("below", q))
+            y = xs[q] if below is None else add_limbs(xs[q], below)
+            view = out[: y.shape[0]].reshape(y.shape)
+            if positive:
+                view += y
+            else:
+                view -= y
+        bases: dict[tuple[int, ...], np.ndarray] = {}
+
+        def base(group: tuple[int, ...]) -> np.ndarray:
+            if group not in bases:
+                parts = [xs[k] for k in group]
+                bases[group] = parts[0] if len(parts) == 1 else functools.reduce(add_limbs, parts)
+            return bases[group]
+
+        # Terms that broadcast over the layer (sums over whole axes: deep layers read most
+        # earlier layers this way) are summed among themselves first and added once.
+        broadcast: dict[tuple, np.ndarray] = {}
+        for (group, (in_dims, out_dims, (ones, rest), _)), (key, source, axes) in zip(
+            self.plans[layer], self.steps[layer]
+        ):
+            if key is None:
+                y = base(group).reshape((-1,) + in_dims)
+            else:
+                y = memo.get(key)
+                if y is None:
+                    if source is not None:
+                        start = memo[source]
+                    elif len(key) == 2:
+                        start = base(group).reshape((-1,) + tuple(d for d in self.shapes[group[0]] if d != 1))
+                    else:
+                        start = base(group).reshape((-1,) + in_dims)
+                    y = memo[key] = start.sum(axis=axes, keepdims=True)
+                y = y.reshape((-1,) + tuple(1 if a in ones else d for a, d in enumerate(in_dims, 1)))
+            limbs = y.shape[0] // p
+            y = _apply(y, rest)
+            view = out[:limbs].reshape((limbs * p,) + out_dims)
+            if 2 * y.size <= view.size:
+                group_key = (limbs, out_dims, y.shape)
+                if group_key not in broadcast:
+                    broadcast[group_key] = y.copy() if positive else -y
+                elif positive:
+                    broadcast[group_key] += y
+                else:
+                    broadcast[group_key] -= y
+            elif positive:
+                view += y
+            else:
+                view -= y
+        for (limbs, out_dims, _), y in broadcast.items():
+            view = out[:limbs].reshape((limbs * p,) + out_dims)
+            view += y
+        if totals is not None:
+            view = out[: totals.shape[0]]
+            if positive:
+                view += totals[:, :, None]
+            else:
+                view -= totals[:, :, None]
+        if keep:
+            memo[("below", layer)] = out
+            if sign > 0:
+                acc += out
+            else:
+                acc -= out
+        for key in self._expiring[layer]:
+            memo.pop(key, None)

@@ -1,0 +1,75 @@
+"""nsp.transforms.product_kernel: the INCL=True kernel of the exact causal transform, its plan
+(copies, full relations, shared relations and sums, when each layer's limbs can go) and its
+exactness against the reference."""
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+from torch import nn
+
+import nsp
+import reference
+import zoo
+from nsp.transforms.product_kernel import ProductKernel
+
+
+def _kernel(net, x, layers=None):
+    acts = nsp.Activations(net, x) if layers is None else nsp.Activations(net, x, layers=layers)
+    return ProductKernel(nsp.NNGraph(acts, INCL=True).structure)
+
+
+def test_layers_are_freed_after_their_last_direct_read():
+    # input → conv → relu → conv → relu → conv: a convolution sums all channels of
+    # everything below it, so a layer's limbs are needed up to the first convolution that
+    # sums them; the channel sums serve the later layers.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 3, 3), nn.ReLU(), nn.Conv2d(3, 2, 3)).eval()
+    assert _kernel(net, torch.randn(1, 2, 9, 9)).last_read == [1, 3, 3, 5, 5, 5]
+
+
+def test_sums_are_shared_across_relations_that_cut_a_layer_differently():
+    # Deep layers of a ResNet read early layers only through channel and full sums, which
+    # their relations express over different axes; with the sums shared, every layer's
+    # limbs are freed within its own block instead of lasting to the classifier.
+    net, x, _ = zoo.cached("tiny_resnet", True)
+    last_read = _kernel(net, x, layers="leaves").last_read
+    assert len(last_read) == 21
+    assert max(last - k for k, last in enumerate(last_read)) <= 8
+
+
+def _exact_inverse(ref, spectrum):
+    """s = ŝ + Σ over strict ancestors (the reference's own closure), in exact integers."""
+    scale = max(Fraction(v).denominator for v in spectrum)
+    ints = np.array([int(Fraction(v) * scale) for v in spectrum], dtype=object)
+    exact = [float(Fraction(int(v), scale)) for v in ints[: ref.edges[0].shape[1]]]
+    for anc in reference.ancestor_matrices(ref.edges):
+        start = anc.shape[1]
+        for x in range(anc.shape[0]):
+            exact.append(float(Fraction(int(ints[start + x] + sum(ints[:start][anc[x]], 0)), scale)))
+    return np.array(exact)
+
+
+def test_product_kernel_shortcuts_are_exact():
+    # BatchNorm and ReLU are copies of their parent; the later layers reach every node of
+    # the early ones (full relations, read from prefix sums); the two convolutions of a
+    # stage share their relation to it through the copies. Forward and inverse against the
+    # reference, on values spread over 2^±40.
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3),
+        nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 3 * 3, 5),
+    ).eval()
+    x = torch.randn(1, 2, 6, 6)
+    ref = reference.reference(net, x, True)
+    acts = nsp.Activations(net, x)
+    op = nsp.NNGraph(acts, INCL=True).get_transformer()
+    kernel = ProductKernel(nsp.NNGraph(acts, INCL=True).structure)
+    assert [i for i, q in enumerate(kernel.copy_of) if q is not None] == [2, 3, 5, 6, 9, 10]
+    assert kernel.full[-1].tolist() == list(range(11)) and kernel.plans[-1] == []
+    assert any(len(group) > 1 for plan in kernel.plans for group, _ in plan)
+    errors = reference.relative_errors(nsp.NNGraph(acts, INCL=True).transform(acts).layeractivations, ref.spectrum)
+    assert max(errors) <= 1e-9
+    rng = np.random.default_rng(2)
+    spectrum = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
+    np.testing.assert_array_equal(op.inverse(spectrum), _exact_inverse(ref, spectrum))
