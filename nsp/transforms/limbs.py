@@ -44,6 +44,8 @@ def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | Non
     ----------
     parts : list of numpy.ndarray
         The layers' values, ``(P, N_L)`` each.
+    b : int
+        The limb width: two limbs must hold every scaled value.
 
     Returns
     -------
@@ -73,7 +75,11 @@ def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | Non
 
 
 def split_int64(v: np.ndarray, b: int, k: int) -> np.ndarray:
-    """``k`` limbs of int64 values below ``2^(2b-1)``: two hold them, the rest are zero."""
+    """``k`` limbs ``(k, *v.shape)`` of int64 values below ``2^(2b-1)`` in magnitude.
+
+    Two limbs hold them, the rest are zero; limb 0 is in ``[0, 2^b)`` and limb 1 signed.
+    With ``k == 1`` the single limb is the value itself.
+    """
     out = np.zeros((k,) + v.shape, dtype=np.int64)
     if k == 1:
         # A single limb is the top limb: it carries the sign.
@@ -85,7 +91,14 @@ def split_int64(v: np.ndarray, b: int, k: int) -> np.ndarray:
 
 
 def decompose(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Integer mantissa ``m`` (< 2^53), exponent ``e`` and sign with ``|v| = m · 2^e`` (float64 bits)."""
+    """The exact binary form of finite float64 values, read from their bits.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        int64 mantissas ``m < 2^53``, int64 exponents ``e`` and the signs (True where the
+        sign bit is set), with ``|v| = m · 2^e`` exactly (subnormals included).
+    """
     bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
     field = (bits >> 52) & 0x7FF
     normal = field != 0
@@ -100,9 +113,19 @@ def _low_bit(m: np.ndarray) -> np.ndarray:
 
 
 def general_scale(parts: list[np.ndarray]) -> tuple[np.ndarray, int]:
-    """Per probe the exponent ``emin`` with every ``m · 2^(e - emin)`` integral, and the max bit length.
+    """The common scale of any finite float64 values.
 
-    ``parts`` are the layers' ``(P, N_L)`` values; any float64 values qualify.
+    Parameters
+    ----------
+    parts : list of numpy.ndarray
+        The layers' values, ``(P, N_L)`` each.
+
+    Returns
+    -------
+    (numpy.ndarray, int)
+        Per probe the largest exponent ``emin`` (at least -1074) with every ``v · 2^-emin``
+        an integer (0 for a probe whose values are all zero), and a bound on their bit
+        lengths: every ``|v| · 2^-emin < 2^bits``.
     """
     big = np.iinfo(np.int64).max
     p = parts[0].shape[0]
@@ -117,7 +140,11 @@ def general_scale(parts: list[np.ndarray]) -> tuple[np.ndarray, int]:
 
 
 def to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarray, b: int, k: int) -> np.ndarray:
-    """Exact limbs ``(k, P, N)`` of ``±m · 2^(e - emin)``."""
+    """Exact limbs ``(k, P, N)`` of ``±m · 2^(e - emin)``, for :func:`decompose`'s ``(P, N)`` output.
+
+    ``emin`` ``(P,)`` must make every value an integer (:func:`general_scale`), and ``k``
+    limbs of ``b`` bits must hold it with its sign. The limbs need not be normalised.
+    """
     shift = e - emin[:, None]
     mask = np.int64((1 << b) - 1)
     if int(shift.max(initial=0)) + 53 <= min(62, 2 * b - 1):
@@ -137,7 +164,11 @@ def to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarra
 
 
 def normalize(x: np.ndarray, b: int) -> None:
-    """Propagate carries so limbs 0..k-2 lie in [0, 2^b) and the top limb carries the sign."""
+    """Propagate carries in place so limbs ``0..k-2`` lie in ``[0, 2^b)`` and the top limb carries the sign.
+
+    The value is unchanged. Each limb of ``x`` ``(k, ...)`` must be below ``2^62`` in
+    magnitude, so that no carry overflows an int64.
+    """
     mask = (1 << b) - 1
     for j in range(x.shape[0] - 1):
         carry = x[j] >> b
@@ -146,7 +177,13 @@ def normalize(x: np.ndarray, b: int) -> None:
 
 
 def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
-    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``."""
+    """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``.
+
+    Rounds to nearest, ties to even, once; a value past the float64 range gives ``±inf``
+    (with numpy's overflow warning). ``emin`` ``(P,)`` is at least -1074, as
+    :func:`general_scale` gives it: every value with more than 53 bits is then a normal
+    float64, so the subnormal range never rounds a second time.
+    """
     k, shape = x.shape[0], x.shape[1:]
     flat = x.reshape(k, -1)
     scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
@@ -222,9 +259,8 @@ def _round_window(x: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
     return np.where(negative, -out, out)
 
 
-
 def add_limbs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a + b`` for limb arrays whose limb counts (first axis) may differ."""
+    """``a + b``, a new array, for limb arrays whose limb counts (first axis) may differ."""
     if a.shape[0] < b.shape[0]:
         a, b = b, a
     out = a.copy()
