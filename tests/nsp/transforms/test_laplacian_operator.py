@@ -1,7 +1,7 @@
 """Tests of the structured Laplacian operator (nsp.transforms.laplacian_operator).
 
 The operator is compared entry by entry with ``L = D - W`` built by hand from the
-reference edges of ``tests/reference.py`` (Jacobians of each child, independent of
+reference edges of ``tests/support/reference.py`` (Jacobians of each child, independent of
 nsp.structure).
 """
 
