@@ -5,6 +5,7 @@
                                    dataflow between layers (one op tracer, hooks)
 :mod:`nsp.graph.rules`             one rule per op: its relation, Jacobian pattern, fingerprint
 :mod:`nsp.graph.relations`         Kronecker-product relations between layers and their algebra
+:mod:`nsp.graph.permutations`      axis permutations kept aside, and undone where an op needs them
 :mod:`nsp.graph.sparse_products`   boolean sparse products of Jacobian patterns (INCL=False)
 :mod:`nsp.graph.structure`         the interpreter: rules composed along the recorded dataflow
 :mod:`nsp.graph.nngraph`           ``NNGraph``, the neuron DAG (a ``networkx.DiGraph``)

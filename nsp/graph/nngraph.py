@@ -8,7 +8,6 @@ one Python object per edge; the transforms never need it.
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from typing import Any, Sequence
 

@@ -19,21 +19,20 @@ found to depend on it; a wrong graph is never produced.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
-from nsp.graph.capture import Op, Program, Ref
-from nsp.graph.sparse_products import RowClasses
 from nsp.common.progress import Progress
-from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones_factor
+from nsp.graph.capture import Op, Program, Ref
+from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reorder_aligned
+from nsp.graph.relations import Relation, StructureError, Term, eye_factor
+from nsp.graph.sparse_products import RowClasses
 from nsp.graph.rules import (
     ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, is_leaf_module, rule_for_function,
     rule_for_module, unsupported,
@@ -42,8 +41,6 @@ from nsp.graph.rules import (
 __all__ = [
     "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
 ]
-
-_unsupported = unsupported
 
 
 @dataclass
@@ -65,125 +62,6 @@ def _substitute(tree: Any, values: dict[Ref, Any]) -> Any:
     return tree_map(lambda a: values[a] if isinstance(a, Ref) else a, tree)
 
 
-def _blocks(perm: tuple[int, ...]) -> list[tuple[int, int]]:
-    """The finest split of ``range(len(perm))`` into intervals that ``perm`` maps onto themselves."""
-    out, start, reach = [], 0, -1
-    for j, p in enumerate(perm):
-        reach = max(reach, p)
-        if reach == j:
-            out.append((start, j + 1))
-            start = j + 1
-    return out
-
-
-# Largest factor that undoing a permutation merges; beyond it the term is cut instead.
-_MERGED_PERMUTE_ENTRIES = 1 << 20
-
-
-def _permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> list[Term]:
-    """``term`` (out side in ``logical`` axis order) with its out side in the order ``perm``.
-
-    Axis ``j`` of the result is logical axis ``perm[j]``. Only the factors of the blocks
-    that ``perm`` moves are merged and their rows reordered, so a transpose inside one
-    axis group (a channel shuffle) stays as small as that group. Where that merged factor
-    would be large (ConvNeXt's and Swin's ``Permute`` layers move channels past both
-    spatial axes), the term is cut into a union instead (:func:`_permute_by_rows`).
-    """
-    blocks = _blocks(perm)
-    sizes = [math.prod(logical[a:b]) for a, b in blocks]
-    axes = None
-    if any(b - a > 1 for a, b in blocks):
-        try:
-            axes = term.to_side("out", [d for d in logical if d != 1])
-        except StructureError:
-            pass  # the out side is not a product along the logical axes: only merging can help
-    if axes is not None:
-        axis_of = _axes_of(axes, logical)
-        for a, b in blocks:
-            if b - a > 1 and math.prod(f.size for f, x in zip(axes.factors, axis_of)
-                                       if x is not None and a <= x < b) > _MERGED_PERMUTE_ENTRIES:
-                return _permute_by_rows(axes, logical, perm)
-    t = term.to_side("out", [s for s in sizes if s != 1])
-    factors = list(t.factors)
-    k = 0
-    for (a, b), size in zip(blocks, sizes):
-        if size == 1:
-            continue
-        while factors[k].shape[0] == 1:
-            k += 1
-        local = tuple(p - a for p in perm[a:b])
-        if local != tuple(range(b - a)):
-            rows = np.arange(size).reshape(logical[a:b]).transpose(local).reshape(-1)
-            factors[k] = factors[k][rows]
-        k += 1
-    return [Term(tuple(factors))]
-
-
-def _axes_of(term: Term, logical: tuple[int, ...]) -> list[int | None]:
-    """The logical axis of each factor of ``term`` (one factor per non-1 logical out axis); None for rows ``(1, q)``."""
-    nonone = iter(a for a, d in enumerate(logical) if d != 1)
-    return [None if f.shape[0] == 1 else next(nonone) for f in term.factors]
-
-
-def _permute_by_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) -> list[Term]:
-    """``term`` with its out axes reordered by ``perm``, as a union of products.
-
-    ``term`` has one factor per non-1 logical out axis (and row factors ``(1, q)``).
-    A Kronecker product keeps one order for both sides, so factors keep their place
-    only if they form an increasing run of the new order; the heaviest such run stays.
-    Every other factor ``F`` is written as ``Σ_u col_u ⊗ u`` over its distinct rows
-    ``u`` (``col_u`` marks the rows equal to ``u``): the column ``(p, 1)`` goes to the
-    axis's new place among the out axes, the row ``(1, q)`` stays at its place among
-    the in axes, and columns and rows commute. A channels-last ``Permute`` after a
-    depthwise convolution becomes one term per channel (or per position, whichever
-    axis is smaller), and composing with the next LayerNorm folds them back into one.
-    """
-    # An all-ones factor is a column times a row, and those move freely.
-    term = Term(tuple(g for f in term.factors for g in (
-        (ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])) if 1 not in f.shape and f is ones_factor(*f.shape)
-        else (f,))))
-    axis_of = _axes_of(term, logical)
-    new_place = {a: j for j, a in enumerate(perm)}
-    full = [i for i, f in enumerate(term.factors) if axis_of[i] is not None and f.shape[1] != 1]
-    # Heaviest increasing run of new places among full factors (weight: log of rows kept aside).
-    best: dict[int, tuple[float, list[int]]] = {}
-    for i in full:
-        prev = [best[j] for j in full if j < i and j in best and new_place[axis_of[j]] < new_place[axis_of[i]]]
-        w, run = max(prev, key=lambda b: b[0], default=(0.0, []))
-        best[i] = (w + math.log(term.factors[i].shape[0]), run + [i])
-    kept = max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
-    cut = [i for i in full if i not in kept]
-    choices = []
-    for i in cut:
-        f = term.factors[i]
-        rows, inverse = np.unique(f, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        choices.append([(inverse[:, None] == u, rows[u][None, :]) for u in range(len(rows)) if rows[u].any()])
-    out: list[Term] = []
-    for pick in itertools.product(*choices):
-        cols = {i: c for i, (c, _) in zip(cut, pick)}
-        rows_of = {i: r for i, (_, r) in zip(cut, pick)}
-        # The out sequence (new order) and the in sequence (old order) meet at the kept factors.
-        out_seq = sorted((i for i, a in enumerate(axis_of) if a is not None and i not in kept),
-                         key=lambda i: new_place[axis_of[i]])
-        factors: list[np.ndarray] = []
-        pending_in: list[np.ndarray] = []
-        for i, f in enumerate(term.factors):
-            if i in kept:
-                limit = new_place[axis_of[i]]
-                factors += [cols.get(j, term.factors[j]) for j in out_seq if new_place[axis_of[j]] < limit]
-                out_seq = [j for j in out_seq if new_place[axis_of[j]] > limit]
-                factors += pending_in + [f]
-                pending_in = []
-            elif i in rows_of:
-                pending_in.append(rows_of[i])
-            elif axis_of[i] is None:
-                pending_in.append(f)
-        factors += [cols.get(j, term.factors[j]) for j in out_seq] + pending_in
-        out.append(Term(tuple(factors)))
-    return out
-
-
 @dataclass
 class _Interpreter:
     """Composes the relations along a recorded program (see ``nsp.graph.capture.Program``).
@@ -197,7 +75,7 @@ class _Interpreter:
     ``j`` of the tensor being logical axis ``perm[j]``. Rules that act axis by axis
     (``Rule.aligned``) apply in logical order, so ConvNeXt's and Swin's channels-last
     detours never reorder a relation; anything else first reorders the rows
-    (:func:`_permute_rows`).
+    (:func:`~nsp.graph.permutations.permute_rows`).
 
     With ``digest`` set it only replays the program and feeds everything the INCL=False
     relations would depend on into the hash (see ``fingerprint``).
@@ -268,7 +146,7 @@ class _Interpreter:
             refs = _refs(op)
             if op.kind == "refused":
                 # Where the value went is unknown, so no later operation can be trusted.
-                raise _unsupported(path, _label(op), op.args[0])
+                raise unsupported(path, _label(op), op.args[0])
             blocked = next((maps[r] for r in refs if isinstance(maps[r], _Pending)), None)
             if blocked is None:
                 try:
@@ -279,13 +157,13 @@ class _Interpreter:
                 except UnsupportedModuleError as err:
                     blocked = _Pending(err)
                 except StructureError as err:
-                    blocked = _Pending(_unsupported(path, _label(op), str(err)))
+                    blocked = _Pending(unsupported(path, _label(op), str(err)))
             if op.kind == "layer":
                 raise blocked.error
             for ref in outs:
                 maps[ref] = blocked
         if program.output is None:
-            raise _unsupported(name, owner, "its output was not computed from its input by operations nsp can see")
+            raise unsupported(name, owner, "its output was not computed from its input by operations nsp can see")
         result = maps[program.output]
         if isinstance(result, _Pending):
             raise result.error
@@ -304,17 +182,17 @@ class _Interpreter:
             return deps
         logical = tuple(self.shapes[ref][1:][perm.index(j)] for j in range(len(perm)))
         try:
-            out = {k: Relation(tuple(p for t in r.terms for p in _permute_rows(t, logical, perm)), r.n_out, r.n_in)
+            out = {k: Relation(tuple(p for t in r.terms for p in permute_rows(t, logical, perm)), r.n_out, r.n_in)
                    for k, r in deps.items()}
         except StructureError as err:
-            raise _unsupported(path, what, f"undoing a permutation of axes: {err}") from None
+            raise unsupported(path, what, f"undoing a permutation of axes: {err}") from None
         self.perms[ref] = None
         return out
 
     def _op(self, op: Op, i: int, path: str, refs: list[Ref], maps: dict, values: dict, layers: dict) -> list[Any]:
         if op.kind == "layer":
             if not refs:
-                raise _unsupported(
+                raise unsupported(
                     path, op.owner, "its output was not computed from the recorded input by operations nsp can see "
                     "(e.g. a round trip through numpy, or a custom extension)"
                 )
@@ -328,7 +206,7 @@ class _Interpreter:
             rule = rule_for_module(op.target)
             label = type(op.target).__name__
             if not refs:
-                raise _unsupported(
+                raise unsupported(
                     path, label, "its input was not computed from the recorded input by operations nsp "
                     "can see (e.g. a round trip through numpy, or a custom extension)"
                 )
@@ -345,10 +223,10 @@ class _Interpreter:
             flat = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
             for k, t in enumerate(flat):
                 values[Ref(i, k)] = t
-        if op.name in _PERMUTE_NAMES and self.incl and rule is not None and len(refs) == 1:
+        if op.name in PERMUTE_NAMES and self.incl and rule is not None and len(refs) == 1:
             return [self._permute(op, refs[0], Ref(i), path, label, maps)]
         if rule is None:
-            raise _unsupported(path, label, "no rule for this operation")
+            raise unsupported(path, label, "no rule for this operation")
         results: list[Any] = []
         for k in range(n_out):
             try:
@@ -363,9 +241,9 @@ class _Interpreter:
         """``permute``/``transpose``/``movedim``: only the recorded axis order changes (INCL=True)."""
         n = len(self.shapes[src]) - 1
         before = self.perms[src] or tuple(range(n))
-        order = _axis_order(op, n + 1)
+        order = axis_order(op, n + 1)
         if order is None or order[0] != 0:
-            raise _unsupported(path, label, "it moves the batch dimension")
+            raise unsupported(path, label, "it moves the batch dimension")
         self.perms[dst] = tuple(before[a - 1] for a in order[1:])
         if self.perms[dst] == tuple(range(n)):
             self.perms[dst] = None
@@ -374,7 +252,7 @@ class _Interpreter:
     def _apply(self, rule: Rule, op: Op, i: int, item: int, path: str, label: str, refs: list[Ref],
                maps: dict, values: dict) -> Any:
         if op.kind == "module" and item > 0:
-            raise _unsupported(path, label, "only its first output has a rule")
+            raise unsupported(path, label, "only its first output has a rule")
         shapes = [self.shapes[r] for r in refs]
         if self.incl:
             stand_in = {r: torch.empty(self.shapes[r], device="meta") for r in refs}
@@ -404,54 +282,16 @@ class _Interpreter:
         exact = None if self.incl or not isinstance(rule, LeafRule) else rule.exact_term(call)
         rels = rule.relations(call) if self.incl else [exact] if exact is not None else rule.patterns(call)
         if len(rels) != len(refs):
-            raise _unsupported(path, label, f"its rule gave {len(rels)} relations for {len(refs)} inputs")
+            raise unsupported(path, label, f"its rule gave {len(rels)} relations for {len(refs)} inputs")
         out: dict[int, Any] = {}
         for r, rel in zip(refs, rels):
             if rel is None:
                 continue
             if keep_perm is not None:
-                rel = _reorder(rel, keep_perm, path, label)
+                rel = reorder_aligned(rel, keep_perm, path, label)
             out = self.union(out, self.compose(rel, maps[r]))
         self.perms[Ref(i, item)] = keep_perm
         return out
-
-
-def _reorder(rel: Term | Relation, perm: tuple[int, ...], path: str, label: str) -> Relation:
-    """An axis-aligned relation (factor ``j`` maps axis ``j`` to axis ``j``) in logical axis order."""
-    inverse = [perm.index(l) for l in range(len(perm))]
-    terms = (rel,) if isinstance(rel, Term) else rel.terms
-    out = []
-    for t in terms:
-        if len(t.factors) != len(perm):
-            raise _unsupported(path, label, "its rule's relation is not one factor per axis")
-        out.append(Term(tuple(t.factors[j] for j in inverse)))
-    return Relation(tuple(out), out[0].n_out, out[0].n_in)
-
-
-_PERMUTE_NAMES = {"permute", "transpose", "transpose_", "swapaxes", "swapdims", "movedim", "moveaxis"}
-
-
-def _axis_order(op: Op, ndim: int) -> tuple[int, ...] | None:
-    """The axis order (``order[j]``: source axis of axis ``j``) a permute-like op applies."""
-    args = list(op.args[1:])
-    norm = lambda d: d + ndim if d < 0 else d  # noqa: E731
-    if op.name == "permute":
-        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else (args or op.kwargs.get("dims"))
-        return tuple(norm(d) for d in dims)
-    if op.name in ("movedim", "moveaxis"):
-        src, dst = (args + [op.kwargs.get("source"), op.kwargs.get("destination")])[:2]
-        src = [norm(s) for s in (src if isinstance(src, (tuple, list)) else [src])]
-        dst = [norm(d) for d in (dst if isinstance(dst, (tuple, list)) else [dst])]
-        rest = [a for a in range(ndim) if a not in src]
-        order = [None] * ndim
-        for s, d in zip(src, dst):
-            order[d] = s
-        it = iter(rest)
-        return tuple(o if o is not None else next(it) for o in order)
-    d0, d1 = (args + [op.kwargs.get("dim0"), op.kwargs.get("dim1")])[:2]
-    order = list(range(ndim))
-    order[norm(d0)], order[norm(d1)] = order[norm(d1)], order[norm(d0)]
-    return tuple(order)
 
 
 def _label(op: Op) -> str:

@@ -6,8 +6,6 @@ the positions where the derivative is nonzero (a ReLU at a negative input keeps 
 
 from __future__ import annotations
 
-import numpy as np
-import torch
 from torch import nn
 
 from nsp.graph.relations import Term

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nsp
-import nsp.graph.structure
+import nsp.graph.permutations
 from test_structure_layers import exact_dag_spectrum, reference_blocks
 
 torchvision = pytest.importorskip("torchvision")
@@ -185,7 +185,7 @@ def test_top_level_layers_of_networks_that_do_more_than_chain_their_children():
 def test_convnext_permute_layers_cut_into_products(monkeypatch, incl):
     # At 32x32 a Permute layer's merged factor has 37.7 million entries; here the cut
     # into a union of products is forced at tiny size and checked against the reference.
-    monkeypatch.setattr(nsp.graph.structure, "_MERGED_PERMUTE_ENTRIES", 0)
+    monkeypatch.setattr(nsp.graph.permutations, "MERGED_PERMUTE_ENTRIES", 0)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), convnext.CNBlock(3, 0.5, 0.0)).eval()
     check(net, torch.randn(1, 2, 3, 4), "leaves", incl)
@@ -231,7 +231,7 @@ def test_permute_then_axis_rules_at_random_shapes(shape, data, incl, cut):
         def forward(self, x):
             return self.fc(torch.sigmoid(self.norm(self.conv(x).permute(0, *perm))))
 
-    limit = 0 if cut else nsp.graph.structure._MERGED_PERMUTE_ENTRIES
+    limit = 0 if cut else nsp.graph.permutations.MERGED_PERMUTE_ENTRIES
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(nsp.graph.structure, "_MERGED_PERMUTE_ENTRIES", limit)
+        mp.setattr(nsp.graph.permutations, "MERGED_PERMUTE_ENTRIES", limit)
         check(Permuted().eval(), torch.randn(1, *shape), "leaves", incl)
