@@ -85,9 +85,9 @@ def test_flatten_then_linear_keeps_per_axis_factors():
 
 
 def test_refuses_instead_of_materialising_huge_factors(monkeypatch):
-    import nsp.graph.relations as relations
+    import nsp.graph.relations.term as term
 
-    monkeypatch.setattr(relations, "MAX_FACTOR_ENTRIES", 100)
+    monkeypatch.setattr(term, "MAX_FACTOR_ENTRIES", 100)
     a = Term((np.eye(6, dtype=bool)[:, ::-1].copy(), np.eye(4, dtype=bool)))
     b = Term((np.eye(4, dtype=bool)[::-1].copy(), np.eye(6, dtype=bool)))
     with pytest.raises(StructureError, match="entry matrix"):
@@ -131,7 +131,7 @@ def test_union_merges_terms_that_differ_in_one_factor():
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_column_and_row_factors_pair_up_without_changing_the_product(data):
-    from nsp.graph.relations import _pair_vectors
+    from nsp.graph.relations import pair_vectors
 
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     shapes = data.draw(st.lists(st.sampled_from(["col", "row", "full"]), min_size=1, max_size=6))
@@ -140,7 +140,7 @@ def test_column_and_row_factors_pair_up_without_changing_the_product(data):
         n, m = data.draw(st.integers(2, 4)), data.draw(st.integers(2, 4))
         shape = {"col": (n, 1), "row": (1, m), "full": (n, m)}[kind]
         factors.append(np.ones(shape, bool) if data.draw(st.booleans()) else rng.random(shape) < 0.6)
-    paired = _pair_vectors(factors)
+    paired = pair_vectors(factors)
     np.testing.assert_array_equal(Term(paired).dense(), Term(tuple(factors)).dense())
     assert len(paired) <= len(factors) + sum(1 for f in factors if 1 not in f.shape and f.all())
 
@@ -159,7 +159,7 @@ def test_a_gate_broadcast_back_over_its_pooled_axes_stays_one_product():
 def test_bool_matmul_over_distinct_rows_matches_dense():
     # Factors large enough for the distinct-row path, with repeated rows and columns (the
     # channel factors of concatenations) and without.
-    from nsp.graph.relations import _bool_matmul
+    from nsp.graph.relations.term import _bool_matmul
 
     rng = np.random.default_rng(0)
     for repeat in (3, None):

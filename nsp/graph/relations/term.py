@@ -1,16 +1,10 @@
-"""0/1 relations between the index spaces of two layers, as unions of Kronecker products.
-
-With INCL=True the dependence of a neuron on an earlier layer is a product set,
-(channel set) × (row set) × (column set), for convolutions of any stride, padding,
-dilation and groups, pooling, Linear, flatten and elementwise layers; a union of products
-over product-shaped parent sets is again a product. A :class:`Term` stores such
-a relation as small per-axis 0/1 factors whose Kronecker product is the full relation,
-so composing relations layer by layer never forms the large matrix.
+"""One Kronecker product of per-axis 0/1 factors (:class:`Term`) and its algebra.
 
 A term's factor ``i`` maps an *out* axis of size ``p_i`` to an *in* axis of size ``q_i``.
 The out sizes are a mixed-radix (row-major) factorisation of the output's flat index,
-and the in sizes one of the input's; sizes of 1 are allowed on either side. A
-:class:`Relation` is a union of terms (a residual block gives main path ∪ skip path).
+and the in sizes one of the input's; sizes of 1 are allowed on either side. A term is
+re-factorised (split, merged, squeezed) to meet another's axes, and composed with it
+factor by factor, so composing relations layer by layer never forms the large matrix.
 """
 
 from __future__ import annotations
@@ -18,11 +12,14 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-__all__ = ["StructureError", "Term", "Relation"]
+__all__ = [
+    "MAX_FACTOR_ENTRIES", "StructureError", "Term", "refinement", "coarsening", "ones_factor", "eye_factor",
+    "distinct_rows", "is_vector", "pair_vectors",
+]
 
 # Coarsening merges factors by Kronecker product; beyond this many entries the relation
 # is not usefully a product and we refuse rather than allocate a near-dense matrix.
@@ -235,7 +232,7 @@ class Term:
         # along a deep network whose layers reach 1×1 maps (hundreds of axes, more than
         # numpy's 64 dimensions).
         kept = tuple(f for f in out if f.shape != (1, 1) or not f[0, 0])
-        return Term(_pair_vectors(kept) or (np.ones((1, 1), dtype=bool),))
+        return Term(pair_vectors(kept) or (np.ones((1, 1), dtype=bool),))
 
     def dense(self) -> np.ndarray:
         """The full ``n_out × n_in`` 0/1 matrix (small relations and tests only)."""
@@ -252,15 +249,16 @@ class Term:
         return out_idx, in_idx
 
 
-# Largest outer product of a column and a row factor that _pair_vectors forms.
+# Largest outer product of a column and a row factor that pair_vectors forms.
 _PAIR_ENTRIES = 1 << 22
 
 
-def _is_vector(f: np.ndarray) -> bool:
+def is_vector(f: np.ndarray) -> bool:
+    """Whether ``f`` is a column ``(p, 1)`` or a row ``(1, q)`` factor."""
     return f.shape[0] == 1 or f.shape[1] == 1
 
 
-def _pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     """The same product with columns ``(p, 1)`` merged with rows ``(1, p)`` of their size.
 
     A column and a row factor commute in a Kronecker product (``a ⊗ bᵀ = bᵀ ⊗ a = a bᵀ``),
@@ -270,7 +268,7 @@ def _pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     rows apart: an SE gate's "mean over (H, W), then broadcast back" comes out as
     ``(H,1) (W,1) (1,H) (1,W)``, which pairs to ``(H,H) (W,W)``, the form of the gated
     input's identity, so the two paths stay a product; a channels-last LayerNorm after a
-    permutation cut into terms (``structure._permute_by_rows``) pairs each term's spatial
+    permutation cut into terms (:func:`nsp.graph.permutations.permute_rows`) pairs each term's spatial
     column and row, so the terms differ in one factor at a time and merge back. Columns
     and rows are paired by size, in order (a longest common subsequence of the sizes).
     """
@@ -299,7 +297,7 @@ def _pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         if f.shape == (1, 1):
             flush()
             out.append(f)
-        elif _is_vector(f):
+        elif is_vector(f):
             run.append(f)
         elif f is ones_factor(*f.shape):
             run.extend((ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])))
@@ -394,326 +392,3 @@ def distinct_rows(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _is_identity(f: np.ndarray, nonzero: int) -> bool:
     return f.shape[0] == f.shape[1] == nonzero and bool(f.diagonal().all())
-
-
-def _common_forms(terms: Sequence[Term]) -> list[Term]:
-    """Re-factorise terms over the same spaces so their factors pair up one to one."""
-    terms = list(terms)
-    for side in ("out", "in"):
-        dims = [tuple(d for d in t._side(side) if d != 1) for t in terms]
-        if all(d == dims[0] for d in dims):
-            continue
-        fine = functools.reduce(lambda a, b: None if a is None else refinement(a, b), dims)
-        split = [t.split(side, fine) for t in terms] if fine is not None else [None]
-        if any(t is None for t in split):
-            coarse = functools.reduce(coarsening, dims)
-            split = [t.merge(side, coarse) for t in terms]
-        terms = split
-    if _same_shapes(terms):
-        return terms
-    terms = _drop_contained(terms)
-    if len(terms) == 1 or _same_shapes(terms):
-        return terms
-    vectors = [_vector_form(t) for t in terms]
-    if _same_shapes(vectors):
-        return vectors
-    for target in sorted({tuple(f.shape for f in t.factors) for t in terms + vectors}, key=len):
-        realised = [_realise(Term(tuple(_expanded(t))), target) for t in terms]
-        if all(t is not None for t in realised):
-            return realised
-    terms = [t.squeeze("out").squeeze("in") for t in terms]
-    if _same_shapes(terms):
-        return terms
-    return [Term((t.dense(),)) for t in terms]
-
-
-def _vector_form(term: Term) -> Term:
-    """``term`` with every rank-1 factor split into a column and a row, then paired by
-    :func:`_pair_vectors`: terms whose columns and rows have the same sizes, however
-    they were interleaved or paired, come out with the same factor shapes."""
-    return Term(_pair_vectors(_expanded(term)))
-
-
-def _expanded(term: Term) -> list[np.ndarray]:
-    """The factors of ``term`` with every rank-1 factor split into a column and a row."""
-    factors: list[np.ndarray] = []
-    for f in term.factors:
-        if 1 in f.shape:
-            factors.append(f)
-            continue
-        if f is ones_factor(*f.shape):
-            factors += [ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])]
-            continue
-        col, row = f.any(axis=1), f.any(axis=0)
-        if np.array_equal(f, col[:, None] & row[None, :]):
-            factors += [col[:, None], row[None, :]]
-        else:
-            factors.append(f)
-    return factors
-
-
-# Terms with at most this many pairs are checked pair by pair for containment in another.
-_CONTAINED_PAIRS = 1 << 16
-
-
-def _drop_contained(terms: list[Term]) -> list[Term]:
-    """``terms`` without the small ones contained in another (of any factor shapes).
-
-    A permutation of axes cut into terms (``structure._permute_by_rows``) gives one small
-    term per position; a path through a channel mix usually contains them all, and only
-    then do the remaining terms share a form.
-    """
-    order = sorted(range(len(terms)), key=lambda k: terms[k].nnz())
-    dropped: set[int] = set()
-    for k in order:
-        if terms[k].nnz() > _CONTAINED_PAIRS:
-            break
-        if any(j != k and j not in dropped and _contains(terms[j], terms[k]) for j in order[::-1]):
-            dropped.add(k)
-    return [t for k, t in enumerate(terms) if k not in dropped]
-
-
-def _contains(big: Term, small: Term) -> bool:
-    """Whether every pair of ``small`` is in ``big`` (same spaces, any factorisations)."""
-    if big.nnz() < small.nnz():
-        return False
-    out_idx, in_idx = small.edges()
-    ok = np.ones(out_idx.size, dtype=bool)
-    out_digits, in_digits = _digits(out_idx, big.out_dims), _digits(in_idx, big.in_dims)
-    for f, a, b in zip(big.factors, out_digits, in_digits):
-        ok &= f[a, b]
-        if not ok.any():
-            return False
-    return bool(ok.all())
-
-
-def _digits(index: np.ndarray, dims: Sequence[int]) -> list[np.ndarray]:
-    # numpy's unravel_index: one compiled pass instead of a division per axis.
-    return list(np.unravel_index(index, tuple(dims))) if len(dims) else []
-
-
-def _realise(term: Term, target: Sequence[tuple[int, int]]) -> Term | None:
-    """``term`` with factors of the shapes ``target``, or None.
-
-    Within a run of columns and rows only their orders among themselves matter, so a
-    column ``(p, 1)`` and a row ``(1, q)`` of one run may become one ``(p, q)`` factor;
-    a factor with both sides above 1 is kept as it is, and no vector moves past it.
-    """
-    items = [f for f in term.factors if f.shape != (1, 1) or not f[0, 0]]
-    cols: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    i = 0
-    out: list[np.ndarray] = []
-
-    def pull(want_col: bool, want_row: bool) -> None:
-        nonlocal i
-        while (want_col and not cols or want_row and not rows) and i < len(items) and _is_vector(items[i]) \
-                and items[i].shape != (1, 1):
-            (cols if items[i].shape[1] == 1 else rows).append(items[i])
-            i += 1
-
-    for p, q in target:
-        if p > 1 and q > 1:
-            if not cols and not rows and i < len(items) and items[i].shape == (p, q):
-                out.append(items[i])
-                i += 1
-                continue
-            pull(True, True)
-            if not (cols and rows and cols[0].shape[0] == p and rows[0].shape[1] == q):
-                return None
-            c, r = cols.pop(0), rows.pop(0)
-            both = c is ones_factor(*c.shape) and r is ones_factor(*r.shape)
-            out.append(ones_factor(p, q) if both else c & r)
-        elif (p, q) == (1, 1):
-            if i < len(items) and items[i].shape == (1, 1):
-                out.append(items[i])
-                i += 1
-            else:
-                out.append(np.ones((1, 1), dtype=bool))
-        elif q == 1:
-            pull(True, False)
-            if not cols or cols[0].shape[0] != p:
-                return None
-            out.append(cols.pop(0))
-        else:
-            pull(False, True)
-            if not rows or rows[0].shape[1] != q:
-                return None
-            out.append(rows.pop(0))
-    if cols or rows or i < len(items):
-        return None
-    return Term(tuple(out))
-
-
-def _same_shapes(terms: Sequence[Term]) -> bool:
-    shapes = [f.shape for f in terms[0].factors]
-    return all([f.shape for f in t.factors] == shapes for t in terms[1:])
-
-
-@dataclass(frozen=True)
-class Relation:
-    """A union of :class:`Term` s between the same two index spaces."""
-
-    terms: tuple[Term, ...]
-    n_out: int
-    n_in: int
-
-    @staticmethod
-    def of(term: Term) -> "Relation":
-        return Relation((term,), term.n_out, term.n_in)
-
-    @staticmethod
-    def identity(dims: Sequence[int]) -> "Relation":
-        return Relation.of(Term.identity(dims))
-
-    def union(self, other: "Relation") -> "Relation":
-        if (self.n_out, self.n_in) != (other.n_out, other.n_in):
-            raise StructureError(
-                f"nsp: cannot add relations of shapes {(self.n_out, self.n_in)} and {(other.n_out, other.n_in)}"
-            )
-        return Relation(_prune(self.terms + other.terms), self.n_out, self.n_in)
-
-    def compose(self, inner: "Relation") -> "Relation":
-        """``self ∘ inner``: pairs (x, z) with x related to some y related to z."""
-        terms = tuple(t.compose(u) for t in self.terms for u in inner.terms)
-        return Relation(_prune(terms), self.n_out, inner.n_in)
-
-    def disjoint(self) -> list[Term]:
-        """Pairwise disjoint terms whose sum is the indicator of the union.
-
-        Inclusion–exclusion over the union's n terms would need 2^n − 1 of them, and every
-        concatenated branch of a network adds a term (DenseNet-121: 17). Instead the
-        terms are cut along one axis at a time (:func:`_disjoint`): a union of products
-        whose factors nest, as windows of different widths and disjoint channel ranges
-        do, splits into a few pieces per axis.
-        """
-        terms = [t for t in self.terms if not t.is_empty()]
-        if len(terms) <= 1:
-            return terms
-        return [Term(f) for f in _disjoint([t.factors for t in _common_forms(terms)])]
-
-    def nnz(self) -> int:
-        return sum(term.nnz() for term in self.disjoint())
-
-    def edges(self) -> tuple[np.ndarray, np.ndarray]:
-        """Flat (out, in) index arrays of the union, sorted out-major without duplicates."""
-        pairs = [t.edges() for t in self.terms]
-        if not pairs:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        out = np.concatenate([p[0] for p in pairs])
-        inn = np.concatenate([p[1] for p in pairs])
-        keys = np.unique(out * self.n_in + inn)
-        return keys // self.n_in, keys % self.n_in
-
-    def dense(self) -> np.ndarray:
-        out = np.zeros((self.n_out, self.n_in), dtype=bool)
-        for t in self.terms:
-            out |= t.dense()
-        return out
-
-    def __iter__(self) -> Iterator[Term]:
-        return iter(self.terms)
-
-
-def _prune(terms: Sequence[Term]) -> tuple[Term, ...]:
-    """The union of ``terms`` with as few terms as cheap rules give.
-
-    Empty and contained terms are dropped, and terms equal on all axes but one are
-    merged into one (``A⊗B ∪ A'⊗B = (A ∪ A')⊗B``): the branches of a channel
-    concatenation differ only in their channel factors, so a DenseNet block's many
-    paths fold back into a few terms.
-    """
-    terms = [t for t in terms if not t.is_empty()]
-    if len(terms) <= 1:
-        return tuple(terms)
-    return tuple(Term(f) for f in _reduce([t.factors for t in _common_forms(terms)]))
-
-
-def _same(f: np.ndarray, g: np.ndarray) -> bool:
-    return f is g or np.array_equal(f, g)
-
-
-def _reduce(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
-    """Drop contained terms and merge terms that differ in one factor only (same factor shapes)."""
-    kept: list[tuple[np.ndarray, ...]] = []
-    queue = list(terms)
-    while queue:
-        t = queue.pop(0)
-        if any(all(not (g & ~f).any() for f, g in zip(k, t)) for k in kept):
-            continue
-        kept = [k for k in kept if not all(not (g & ~f).any() for f, g in zip(t, k))]
-        for i, k in enumerate(kept):
-            differ = [a for a, (f, g) in enumerate(zip(k, t)) if not _same(f, g)]
-            if len(differ) == 1:
-                a = differ[0]
-                merged = k[a] | t[a]
-                if merged.all():
-                    merged = ones_factor(*merged.shape)
-                # The merged term may now contain or merge with others: process it again.
-                del kept[i]
-                queue.insert(0, k[:a] + (merged,) + k[a + 1:])
-                break
-        else:
-            kept.append(t)
-    return kept
-
-
-def _classes(stack: np.ndarray) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
-    """Group the (out, in) pairs of one axis by the set of terms whose factor holds them.
-
-    ``stack`` is ``(n, p, q)``. Returns, per nonempty set, its members (bool ``(n,)``)
-    and a class label, and the label of every pair (flat).
-    """
-    n = stack.shape[0]
-    words = -(-n // 64)
-    keys = np.zeros((stack[0].size, words), dtype=np.uint64)
-    for i, f in enumerate(stack):
-        keys[:, i // 64] |= f.reshape(-1).astype(np.uint64) << np.uint64(i % 64)
-    if words == 1:
-        labels, inverse = np.unique(keys[:, 0], return_inverse=True)
-        labels = labels[:, None]
-    else:
-        labels, inverse = np.unique(keys, axis=0, return_inverse=True)
-    out = []
-    for c, key in enumerate(labels):
-        if key.any():
-            members = (key[np.arange(n) // 64] >> (np.arange(n) % 64).astype(np.uint64)) & np.uint64(1)
-            out.append((members.astype(bool), c))
-    return out, inverse.reshape(-1)
-
-
-def _disjoint(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
-    """Disjoint products whose sum is the indicator of the union of ``terms`` (same factor shapes).
-
-    One axis is cut at a time: its (out, in) pairs fall into classes by the set of terms
-    whose factor holds them, and each class, times the union of those terms over the
-    remaining axes (recursively), is one piece. The classes partition the axis, so the
-    pieces are disjoint. The axis cut is the one with the fewest classes; for factors
-    that nest (windows, channel ranges) there are at most n + 1 per axis, so the pieces
-    number at most (n + 1)^axes, against 2^n − 1 for inclusion–exclusion.
-    """
-    terms = _reduce(terms)
-    if len(terms) == 1 or not terms[0]:
-        return terms[:1]
-    n = len(terms)
-    best = None
-    for axis in range(len(terms[0])):
-        if all(_same(t[axis], terms[0][axis]) for t in terms[1:]):
-            # One class: the common factor comes out, with no search.
-            best = (axis, [(np.ones(n, bool), terms[0][axis])], None, None)
-            break
-        stack = np.stack([t[axis] for t in terms])
-        classes, inverse = _classes(stack)
-        if best is None or len(classes) < len(best[1]):
-            best = (axis, classes, inverse, stack.shape[1:])
-    axis, classes, inverse, shape = best
-    out: list[tuple[np.ndarray, ...]] = []
-    for members, piece in classes:
-        if inverse is not None:
-            piece = (inverse == piece).reshape(shape)
-            if piece.all():
-                piece = ones_factor(*shape)
-        rest = [t[:axis] + t[axis + 1:] for t, m in zip(terms, members) if m]
-        for r in _disjoint(rest):
-            out.append(r[:axis] + (piece,) + r[axis:])
-    return out
