@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map
 
 from nsp.common.progress import Progress
+from nsp.common.tracer import map_leaves, tensors_in
 from nsp.graph.capture import Op, Program, Ref
 from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reorder_aligned
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
@@ -51,15 +51,19 @@ class _Pending:
 
 
 def _refs(op: Op) -> list[Ref]:
+    """The recorded tensors an op reads, each once, in order of first appearance."""
     found: list[Ref] = []
-    for a in tree_flatten((op.args, op.kwargs))[0]:
+
+    def keep(a: Any) -> None:
         if isinstance(a, Ref) and a not in found:
             found.append(a)
+
+    map_leaves(keep, (op.args, op.kwargs))  # visits every leaf of the arguments, in order
     return found
 
 
 def _substitute(tree: Any, values: dict[Ref, Any]) -> Any:
-    return tree_map(lambda a: values[a] if isinstance(a, Ref) else a, tree)
+    return map_leaves(lambda a: values[a] if isinstance(a, Ref) else a, tree)
 
 
 @dataclass
@@ -220,7 +224,7 @@ class _Interpreter:
                 kwargs = _substitute(op.kwargs, values)
                 out = op.target(*[a.clone() if isinstance(a, torch.Tensor) and op.kind == "module" else a for a in args],
                                 **kwargs)
-            flat = [out] if isinstance(out, torch.Tensor) else [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+            flat = tensors_in(out)
             for k, t in enumerate(flat):
                 values[Ref(i, k)] = t
         if op.name in PERMUTE_NAMES and self.incl and rule is not None and len(refs) == 1:

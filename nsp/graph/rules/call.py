@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
 
+from nsp.common.tracer import map_leaves, tensors_in
 from nsp.graph.relations import StructureError
 
 __all__ = ["Call", "UnsupportedModuleError", "unsupported"]
@@ -86,7 +86,7 @@ class Call:
         """The call again with ``inputs`` in place of the recorded inputs; output ``item``."""
         swap = {id(a): b for a, b in zip(self.inputs, inputs)}
         sub = lambda v: swap.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
-        out = self.target(*tree_map(sub, self.args), **tree_map(sub, self.kwargs))
+        out = self.target(*map_leaves(sub, self.args), **map_leaves(sub, self.kwargs))
         if isinstance(out, torch.Tensor):
             return out
-        return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)][self.item]
+        return tensors_in(out)[self.item]

@@ -76,17 +76,15 @@ class StructuralRule(Rule):
 
 
 # -- the registry ------------------------------------------------------------------------
-def _key(target: Any) -> Hashable:
-    """The registry key of a module class, a function or tensor method, or a name."""
+def _key(target: Any, where: str) -> Hashable:
+    """The registry key of a module class, a function or tensor method, or a name; ``where`` names the caller."""
     if isinstance(target, str) and target:
         return target
     if isinstance(target, type) and issubclass(target, nn.Module):
         return target
     if callable(target) and not isinstance(target, type) and hasattr(target, "__name__"):
         return target
-    raise TypeError(
-        f"nsp.rules.register_rule: `target` must be an nn.Module subclass, a function or its name, got {target!r}"
-    )
+    raise TypeError(f"{where}: `target` must be an nn.Module subclass, a function or its name, got {target!r}")
 
 
 def _identity(key: Hashable) -> tuple[str, str]:
@@ -122,10 +120,10 @@ def _check(key: Hashable, rule: Any, where: str) -> None:
 RULES: Registry[Rule] = Registry("nsp.rules", "rule", "using", _check, _identity, _describe)
 
 
-def _keys(target: Any) -> list[Hashable]:
+def _keys(target: Any, where: str) -> list[Hashable]:
     if isinstance(target, (list, tuple, set, frozenset)):
-        return [k for t in target for k in _keys(t)]
-    return [_key(target)]
+        return [k for t in target for k in _keys(t, where)]
+    return [_key(target, where)]
 
 
 def register_rule(target: type[nn.Module] | str | Callable | Iterable, rule: Rule, *, override: bool = False) -> None:
@@ -172,7 +170,7 @@ def register_rule(target: type[nn.Module] | str | Callable | Iterable, rule: Rul
     ValueError: nsp.rules.register_rule: 'my_double' already has a rule (Double); pass override=True ...
     >>> unregister_rule("my_double")
     """
-    keys = _keys(target)
+    keys = _keys(target, "nsp.rules.register_rule")
     _check(target, rule, "nsp.rules.register_rule")
     if not override:
         # All or nothing: a list that clashes anywhere registers none of its ops.
@@ -192,7 +190,7 @@ def unregister_rule(target: type[nn.Module] | str | Callable | Iterable) -> None
         If ``target`` has no rule of its own: none at all, or only through its name (the
         message names the key to unregister). Nothing is removed then.
     """
-    keys = _keys(target)
+    keys = _keys(target, "nsp.rules.unregister_rule")
     for key in keys:
         if key not in RULES:
             RULES.unregister(key)
@@ -220,7 +218,7 @@ def using(overrides: Mapping[type[nn.Module] | str | Callable, Rule]) -> context
     """
     if not isinstance(overrides, Mapping):
         raise TypeError(f"nsp.rules.using: expected a mapping of ops to rules, got {type(overrides).__name__}")
-    return RULES.using({_key(op): rule for op, rule in overrides.items()})
+    return RULES.using({_key(op, "nsp.rules.using"): rule for op, rule in overrides.items()})
 
 
 def rule_for_module(m: nn.Module) -> Rule | None:

@@ -127,6 +127,9 @@ def test_an_op_object_and_its_name_hit_the_same_rule():
 
 
 def test_using_restores_the_registry_on_exit_and_on_an_exception():
+    import nsp.rules
+
+    assert nsp.rules.using is rules.using and nsp.rules.unregister_rule is rules.unregister_rule
     before = _registry()
     mine = ShiftRule()
     with rules.using({Shift: mine, torch.relu: mine, "relu": mine}):
