@@ -52,6 +52,7 @@ import re
 import sys
 import textwrap
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
@@ -119,80 +120,10 @@ class _Progress:
 # HTML
 # ---------------------------------------------------------------------------------------
 
-_CSS = """
-:root { color-scheme: light; --ink: #1b1f24; --muted: #5b6470; --rule: #d8dde3; --bar: #c9dcf2; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
-       background: #f6f7f9; }
-header.top { background: #1b1f24; color: #fff; padding: 1.2rem 2rem; }
-header.top h1 { margin: 0; font-size: 1.5rem; }
-header.top p { margin: .2rem 0 0; color: #aeb6c0; font-family: ui-monospace, monospace; font-size: .85rem;
-               word-break: break-all; }
-nav { padding: .5rem 2rem; background: #fff; border-bottom: 1px solid var(--rule); position: sticky; top: 0;
-      z-index: 1; }
-nav a { margin-right: 1.2rem; color: #0b5cad; text-decoration: none; }
-main { max-width: 1240px; margin: 0 auto; padding: 0 2rem 2rem; }
-section { background: #fff; border: 1px solid var(--rule); border-radius: 6px; margin: 1.2rem 0;
-          padding: .4rem 1.4rem 1.2rem; }
-h2 { font-size: 1.2rem; margin: .8rem 0 .6rem; }
-p.note { color: var(--muted); max-width: 60rem; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1.2rem; margin: .6rem 0;
-           flex: 1 1 30rem; }
-dl.facts dt { font-weight: 600; }
-dl.facts dd { margin: 0; }
-table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
-caption { text-align: left; font-weight: 600; padding-bottom: .3rem; white-space: nowrap; }
-th, td { border-bottom: 1px solid var(--rule); padding: .2rem .7rem; text-align: left; white-space: nowrap; }
-th { text-align: center; }
-td.num { text-align: right; }
-td.mono { font-family: ui-monospace, monospace; font-size: .8rem; }
-td.warn { background: #f8d7d3; }
-td.share { background: linear-gradient(to right, var(--bar) var(--s), transparent var(--s)); min-width: 5.5rem; }
-tr:last-child td { border-bottom: none; }
-.row { display: flex; flex-wrap: wrap; gap: .5rem 2.5rem; align-items: flex-start; }
-h3 { font-size: 1rem; margin: .8rem 0 .3rem; }
-img { max-width: 100%; height: auto; display: block; }
-.film { margin: .4rem 0 1rem; flex: 0 0 auto; min-width: 0; max-width: 100%; overflow-x: auto; }
-.film .controls { display: flex; gap: 1rem; align-items: center; margin-bottom: .5rem; flex-wrap: wrap; }
-.film input[type=range] { width: 14rem; }
-.film output { font-weight: 600; }
-.frame { margin: 0 0 1rem; }
-.frame figcaption { color: var(--muted); font-size: .85rem; margin-bottom: .2rem; }
-.frame .box { background: #fff; }
-.frame img { max-width: none; }
-.grid { overflow-x: auto; max-width: 100%; margin: .4rem 0 1rem; }
-.grid table { margin: 0; }
-.grid td, .grid th { padding: .15rem .3rem; vertical-align: middle; }
-.grid th[scope=row] { text-align: right; font-weight: 600; }
-.grid img { max-width: none; image-rendering: pixelated; }
-[hidden] { display: none !important; }
-footer { color: var(--muted); font-size: .8rem; text-align: center; padding: 1rem; }
-"""
 
-# Progressive: without script every frame shows (a filmstrip); with it, a slider picks one,
-# and moving one slider of a group (the probes of one section) moves all of them.
-_JS = """
-var films = Array.prototype.slice.call(document.querySelectorAll('.film'));
-function showFrame(film, i) {
-  var frames = film.querySelectorAll('.frame');
-  i = Math.max(0, Math.min(frames.length - 1, i));
-  film.querySelector('input[type=range]').value = String(i);
-  frames.forEach(function (frame, j) { frame.hidden = j !== i; });
-  film.querySelector('output').textContent = frames[i].getAttribute('data-label');
-}
-films.forEach(function (film) {
-  var slider = film.querySelector('input[type=range]');
-  var group = film.getAttribute('data-group');
-  slider.addEventListener('input', function () {
-    var i = Number(slider.value);
-    films.forEach(function (other) {
-      if (other === film || (group && other.getAttribute('data-group') === group)) { showFrame(other, i); }
-    });
-  });
-  film.querySelector('.controls').hidden = false;
-  showFrame(film, Number(slider.value));
-});
-"""
+def _static(name: str) -> str:
+    """A file of the report's package data (``nsp_lightning/report/static``), as text."""
+    return resources.files("nsp_lightning.report").joinpath("static", name).read_text(encoding="utf-8")
 
 
 def _esc(text: str) -> str:
@@ -291,10 +222,10 @@ def _html(document: _Document) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(document.title)}</title><style>{_CSS}</style></head>\n"
+        f"<title>{_esc(document.title)}</title><style>\n{_static('report.css')}</style></head>\n"
         f'<body><header class="top"><h1>{_esc(document.title)}</h1><p>{_esc(document.subtitle)}</p></header>'
         f"<nav>{nav}</nav><main>\n{chr(10).join(parts)}\n</main>"
-        f"<footer>{_esc(document.footer)}</footer><script>{_JS}</script></body></html>\n"
+        f"<footer>{_esc(document.footer)}</footer><script>\n{_static('report.js')}</script></body></html>\n"
     )
 
 

@@ -1,5 +1,6 @@
 import base64
 import dataclasses
+import fnmatch
 import html
 import importlib
 import io
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -333,6 +335,21 @@ def test_the_page_is_self_contained(run, tmp_path):
     assert "http://" not in page and "https://" not in page and "//" not in re.sub(r"data:[^\"]*", "", page)
     assert "<link" not in page and "<script src" not in page and "@import" not in page and "url(" not in page
     assert page.count("<script>") == 1
+
+
+def test_the_styles_and_script_are_package_data_that_every_page_embeds(run, tmp_path):
+    static = resources.files("nsp_lightning.report") / "static"
+    css, js = ((static / name).read_text(encoding="utf-8") for name in ("report.css", "report.js"))
+    assert "font:" in css and "function showFrame" in js
+    page = report(run, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"<style>\n{css}</style>" in page and f"<script>\n{js}</script>" in page
+    # What a wheel holds: pyproject.toml declares every file of static/ as package data.
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["nsp_lightning.report"]
+    names = sorted(item.name for item in static.iterdir())
+    assert names == ["report.css", "report.js"]
+    assert all(any(fnmatch.fnmatch(f"static/{name}", pattern) for pattern in patterns) for name in names)
 
 
 def test_a_log_directory_with_one_record_directory_is_enough(run):
