@@ -1,16 +1,10 @@
 """Records on disk: a directory with a small JSON manifest and one ``.npz`` file per record.
 
-Everything is written in safe formats only: arrays as ``.npz`` (read back with
-``allow_pickle=False``) and metadata as JSON. Nothing a user's file contains is ever
-unpickled.
-
-Every file is written atomically: to a temporary file in the same directory, flushed to
-disk (``fsync``), then moved over the target with ``os.replace``. Under its final name a
-file is therefore always complete, even after a power loss (which may undo the last
-rename, but never truncates a file). A run that dies in the middle of a write leaves at
-most a stray temporary file (``.*.tmp``) behind, and every record the manifest lists
-stays readable. A record file is always written before the manifest that lists it, so
-the manifest never names a file that is not complete.
+Records and manifests are safe files written atomically (:mod:`nsp.io.files`: no pickle;
+``fsync`` then ``os.replace``), so a run that dies in the middle of a write leaves at most
+a stray temporary file (``.*.tmp``) behind, and every record the manifest lists stays
+readable. A record file is always written before the manifest that lists it, so the
+manifest never names a file that is not complete.
 
 Layout of a record directory::
 
@@ -21,6 +15,7 @@ Layout of a record directory::
                           "failed": [{"name": ..., "error": ...}, ...] (optional)}
     <name>.npz           the record's arrays, plus its metadata as JSON under "__meta__"
                          (with the series id under "__series__")
+    .lock                the writer's lock (see :class:`RecordStore`)
 
 Every record file carries the id of the series it was written for, and
 :meth:`RecordStore.read` refuses a file listed in a series that is not its own (a file
@@ -30,20 +25,18 @@ copied in from another run), so that no mixed series is ever read.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import math
 import os
 import socket
-import tempfile
+import time
 import uuid
-import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
+import filelock
 import numpy as np
 
-from nsp.common import memory
+from nsp.io.files import load_json, load_npz, save_json, save_npz
 
 __all__ = [
     "FORMAT",
@@ -62,232 +55,19 @@ FORMAT = "nsp-records"
 VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-_META_KEY = "__meta__"
+# Who holds a directory's lock ("pid N on host"), noted by the holder for the message of a
+# writer it refuses. A file of its own: the lock file belongs to filelock.
+LOCK_HOLDER = ".lock.holder"
+# How long a refused writer waits for the holder to note itself (it does so right after
+# taking the lock, so only a writer refused in that instant waits).
+_HOLDER_WAIT = 1.0
 # The key under which RecordStore.write keeps the series id in a record's metadata.
 SERIES_KEY = "__series__"
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Any]:
-    """Yield a binary file that replaces ``path`` only once it is completely on disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates the file private (0o600); give it the permissions open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Path:
-    """Write arrays and JSON metadata to one ``.npz`` file, atomically.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Target file; its directory is created if needed.
-    arrays : mapping of str to numpy.ndarray
-        Numeric or boolean arrays. Object arrays are refused: they would need pickle.
-    meta : mapping
-        JSON-serialisable metadata, stored as a JSON string under ``"__meta__"``.
-
-    Returns
-    -------
-    pathlib.Path
-        The path written.
-
-    Raises
-    ------
-    ValueError
-        If a key is empty or ``"__meta__"``, or an array has an object or string dtype.
-    TypeError
-        If ``meta`` is not JSON-serialisable (non-finite floats included).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.npz"
-    >>> _ = save_npz(p, {"x": np.arange(3)}, {"epoch": 1})
-    >>> arrays, meta = load_npz(p)
-    >>> arrays["x"].tolist(), meta
-    ([0, 1, 2], {'epoch': 1})
-    """
-    path = Path(path)
-    checked: dict[str, np.ndarray] = {}
-    for key, value in arrays.items():
-        if not key or key == _META_KEY:
-            raise ValueError(f"nsp.storage.save_npz({path}): invalid array name {key!r}")
-        array = np.asarray(value)
-        if array.dtype.kind not in "biufc":
-            raise ValueError(
-                f"nsp.storage.save_npz({path}): array {key!r} has dtype {array.dtype}; "
-                "only numeric and boolean arrays are stored (no pickling)"
-            )
-        checked[key] = array
-    checked[_META_KEY] = np.asarray(_to_json(meta, path))
-    with _atomic(path) as handle:
-        np.savez(handle, **checked)
-    return path
-
-
-def load_npz(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file written by :func:`save_npz`, without unpickling anything.
-
-    Every member's ``.npy`` header is checked before its data is read: numeric dtype,
-    and a declared size that matches the member's size in the archive. The archive's
-    total uncompressed size must be at most ``max_bytes``, so a small crafted file cannot
-    make the reader allocate gigabytes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The ``.npz`` file.
-    max_bytes : int, optional
-        Largest total uncompressed size accepted. Default: the larger of 256 MiB and 16
-        times the file's size (``save_npz`` does not compress), and never more than the
-        memory available (:func:`nsp.memory.available_bytes`).
-
-    Returns
-    -------
-    arrays : dict of str to numpy.ndarray
-    meta : dict
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        If the file is not a readable ``.npz`` written by :func:`save_npz`; the message
-        names the file and what is wrong.
-    """
-    path = Path(path)
-    _check_regular_file(path, "nsp.storage.load_npz")
-    try:
-        _check_npz(path, max_bytes)
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise
-    except _BadFile as err:
-        raise ValueError(f"nsp.storage.load_npz: {path} is not a readable record file: it {err}") from None
-    except Exception as err:
-        raise ValueError(f"nsp.storage.load_npz: {path} is not a readable record file ({err})") from err
-    if _META_KEY not in arrays:
-        raise ValueError(f"nsp.storage.load_npz: {path} has no {_META_KEY!r} entry; it was not written by save_npz")
-    meta = arrays.pop(_META_KEY)
-    if meta.dtype.kind != "U" or meta.shape != ():
-        raise ValueError(f"nsp.storage.load_npz: {path} has a {_META_KEY!r} entry of dtype {meta.dtype}, not a JSON string")
-    return arrays, _parse_json(str(meta), f"nsp.storage.load_npz: {path}: {_META_KEY!r}")
-
-
-def _check_regular_file(path: Path, who: str) -> None:
-    """Refuse a path that is not a regular file (a FIFO would block the reader, a device never end)."""
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{who}: {path} is not a regular file")
-
-
-class _BadFile(Exception):
-    """What is wrong with a file, for the caller to prefix with its name."""
-
-
-def _check_npz(path: Path, max_bytes: int | None) -> None:
-    """Check an npz archive's members from their headers, before any data is read."""
-    with zipfile.ZipFile(path) as archive:
-        members = archive.infolist()
-        if max_bytes is None:
-            max_bytes = max(256 << 20, 16 * path.stat().st_size)
-            available = memory.available_bytes()
-            if available is not None:
-                max_bytes = min(max_bytes, available)
-        total = sum(m.file_size for m in members)
-        if total > max_bytes:
-            raise _BadFile(
-                f"would decompress to {memory.size(total)}, more than the {memory.size(max_bytes)} accepted "
-                "(max_bytes); it is corrupt or crafted"
-            )
-        for member in members:
-            if not member.filename.endswith(".npy"):
-                raise _BadFile(f"holds {member.filename!r}, which is not a .npy array")
-            with archive.open(member) as handle:
-                version = np.lib.format.read_magic(handle)
-                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, _, dtype = reader(handle, max_header_size=10_000)
-                header = handle.tell() if handle.seekable() else None
-            if dtype.hasobject or dtype.kind not in "biufcU" or dtype.fields is not None:
-                raise _BadFile(f"has array {member.filename[:-4]!r} of dtype {dtype}; only numeric arrays are read")
-            declared = math.prod(shape) * dtype.itemsize
-            if header is not None and declared != member.file_size - header:
-                raise _BadFile(
-                    f"has array {member.filename[:-4]!r} whose header declares {declared:,} bytes of data "
-                    f"but which holds {member.file_size - header:,}"
-                )
-
-
-def _parse_json(text: str, where: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as err:
-        # RecursionError: a deeply nested document (e.g. 100,000 brackets).
-        raise ValueError(f"{where} is not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
-    if not isinstance(obj, dict):
-        raise ValueError(f"{where} holds a {type(obj).__name__}, expected a JSON object")
-    return obj
-
-
-def save_json(path: str | os.PathLike, obj: Mapping[str, Any]) -> Path:
-    """Write a JSON object to ``path``, atomically.
-
-    Raises
-    ------
-    TypeError
-        If ``obj`` is not JSON-serialisable (non-finite floats included).
-    """
-    path = Path(path)
-    text = _to_json(obj, path)
-    with _atomic(path) as handle:
-        handle.write(text.encode("utf-8"))
-    return path
-
-
-def load_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON object written by :func:`save_json`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        If the file does not hold a JSON object.
-    """
-    path = Path(path)
-    _check_regular_file(path, "nsp.storage.load_json")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"nsp.storage.load_json: {path} is not UTF-8 text ({err})") from None
-    return _parse_json(text, f"nsp.storage.load_json: {path}")
 
 
 def _short(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _to_json(obj: Any, path: Path) -> str:
-    try:
-        # Strict JSON, so that any JSON reader can open a manifest; non-finite numbers belong in arrays.
-        return json.dumps(obj, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"nsp.storage: metadata for {path} is not JSON-serialisable ({err})") from err
 
 
 class RecordStoreError(RuntimeError):
@@ -298,12 +78,15 @@ class RecordStore:
     """A directory of records: ``manifest.json`` plus one ``<name>.npz`` per record.
 
     One series per directory, one writer at a time: :meth:`start` and :meth:`attach` take
-    an exclusive lock on ``<directory>/.lock`` (``fcntl.flock``; released when the store
-    is closed or the process ends), and every :meth:`write` checks that it still holds
-    the lock and that the manifest is still its series (a random ``"series"`` id), so a
-    second writer fails loudly at start, and a writer whose lock or series was taken
-    over fails at its next write instead of mixing records. :meth:`start` refuses a
-    directory that already lists records: earlier records are never overwritten.
+    an exclusive lock on ``<directory>/.lock`` (:class:`filelock.FileLock`: the operating
+    system's lock, ``flock`` or ``LockFileEx``, which it releases when the store is closed
+    or the process ends, so that the lock of a killed run never blocks the next one), and
+    every :meth:`write` checks that it still holds the lock and that the manifest is still
+    its series (a random ``"series"`` id), so a second writer fails loudly at start, naming
+    the process that holds the lock (noted in ``<directory>/.lock.holder``), and a writer
+    whose lock or series was taken over fails at its next write instead of mixing records.
+    :meth:`start` refuses a directory that already lists records: earlier records are
+    never overwritten.
 
     Parameters
     ----------
@@ -325,7 +108,10 @@ class RecordStore:
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
-        self._lock: int | None = None
+        self._lock: filelock.BaseFileLock | None = None
+        # The lock file this writer locked (device, inode), to notice it removed or replaced.
+        self._locked_file: tuple[int, int] | None = None
+        self._holder = ""
         self._series: str | None = None
 
     def __repr__(self) -> str:
@@ -338,6 +124,10 @@ class RecordStore:
     @property
     def lock_path(self) -> Path:
         return self.directory / LOCK
+
+    @property
+    def holder_path(self) -> Path:
+        return self.directory / LOCK_HOLDER
 
     def exists(self) -> bool:
         """Whether the directory holds a manifest."""
@@ -464,42 +254,54 @@ class RecordStore:
         if self._lock is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        # One lock per store, shared by its threads; timeout 0: a held lock is refused at once.
+        lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            try:
-                holder = self.lock_path.read_text().strip() or "unknown"
-            except OSError:
-                holder = "unknown"
+            lock.acquire()
+        except filelock.Timeout:
             raise RecordStoreError(
-                f"nsp.storage: another process ({holder}) is writing records to {self.directory}; two runs "
+                f"nsp.storage: another process ({self._lock_holder()}) is writing records to {self.directory}; two runs "
                 "must not share a record directory. Pass another directory"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
-        self._lock = fd
+        self._lock = lock
+        self._locked_file = _file_id(self.lock_path)
+        self._holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        with contextlib.suppress(OSError):
+            self.holder_path.write_text(self._holder, encoding="utf-8")
         # Only a writer holding the lock creates temporary files here, so these are strays.
         for stray in self.directory.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 stray.unlink()
 
+    def _lock_holder(self) -> str:
+        """The holder of the lock as it noted itself, or ``"unknown"``."""
+        deadline = time.monotonic() + _HOLDER_WAIT
+        while True:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                holder = self.holder_path.read_text(encoding="utf-8").strip()
+                if holder:
+                    return holder
+            if time.monotonic() >= deadline:
+                return "unknown"
+            time.sleep(0.01)
+
     def close(self) -> None:
         """Release the lock (a store that only reads holds none)."""
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+        if self._lock is None:
+            return
+        # The note is this writer's unless another took the directory over (see write).
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if self.holder_path.read_text(encoding="utf-8") == self._holder:
+                self.holder_path.unlink()
+        self._lock.release()
+        self._lock = None
+        self._locked_file = None
 
     def _check_writer(self) -> None:
         """Fail loudly where the lock or the series was taken over since :meth:`start`."""
         if self._lock is None:
             raise RecordStoreError(f"nsp.storage: {self.directory}: call start() or attach() before writing records")
-        try:
-            same = os.stat(self.lock_path).st_ino == os.fstat(self._lock).st_ino
-        except FileNotFoundError:
-            same = False
-        if not same:
+        if _file_id(self.lock_path) != self._locked_file:
             raise RecordStoreError(
                 f"nsp.storage: this run lost the lock of {self.directory} (its lock file was removed or replaced); "
                 "it stops writing records rather than mix them with another run's"
@@ -628,3 +430,12 @@ class RecordStore:
 
     def _save(self, manifest: Mapping[str, Any]) -> None:
         save_json(self.manifest_path, manifest)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of ``path``, or None if it does not exist."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino

@@ -59,7 +59,7 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
-from PIL import Image as _PILImage  # pillow: a dependency of matplotlib
+from PIL import Image as _PILImage
 
 import nsp
 from nsp.io.storage import MANIFEST, RecordStore

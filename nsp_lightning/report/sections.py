@@ -39,7 +39,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 from matplotlib.figure import Figure
-from PIL import Image as _PILImage  # pillow: a dependency of matplotlib
+from PIL import Image as _PILImage
 
 import nsp.viz.render
 

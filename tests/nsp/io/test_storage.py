@@ -1,5 +1,8 @@
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -183,3 +186,48 @@ def test_files_get_the_permissions_of_a_plain_open(tmp_path):
         os.umask(umask)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "r.npz").stat().st_mode & 0o777 == 0o644
+
+
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_nsp_and_nsp_lightning_import_and_lock_without_fcntl(tmp_path):
+    # As on Windows, which has no fcntl: records are still written, under filelock's lock.
+    code = (
+        "import sys; sys.modules['fcntl'] = None\n"
+        "import nsp, nsp_lightning\n"
+        "from nsp.io.storage import RecordStore\n"
+        "store = RecordStore(sys.argv[1]); store.start({}); store.write('r', {}, {}); store.close()\n"
+        "print(RecordStore(sys.argv[1]).names())\n"
+    )
+    result = _python(code, str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "['r']"
+
+
+def test_the_lock_of_a_killed_writer_does_not_block_the_next_one(tmp_path):
+    code = (
+        "import os, signal, sys\n"
+        "from nsp.io.storage import RecordStore\n"
+        "store = RecordStore(sys.argv[1]); store.start({}); store.write('r0', {}, {})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert _python(code, str(tmp_path)).returncode == -signal.SIGKILL
+    store = RecordStore(tmp_path)
+    store.attach()  # the kernel released the killed writer's lock
+    store.write("r1", {}, {})
+    assert store.names() == ["r0", "r1"]
+    store.close()
+
+
+def test_a_second_writer_is_refused_naming_the_process_that_holds_the_lock(tmp_path):
+    first = RecordStore(tmp_path)
+    first.start({})
+    with pytest.raises(RecordStoreError, match=rf"another process \(pid {os.getpid()} on .*\) is writing records"):
+        RecordStore(tmp_path).start({})
+    first.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "manifest.json"]
+    again = RecordStore(tmp_path)
+    again.attach()
+    again.close()
