@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ _WRITER = textwrap.dedent(
     import numpy as np
     from nsp.io.storage import RecordStore, RecordStoreError
     directory, run, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    open(f"{go}.ready-{run}", "w").close()
     while not os.path.exists(go):
         time.sleep(0.001)
     store = RecordStore(directory)
@@ -57,6 +59,10 @@ def test_two_processes_one_directory_one_fails_loudly_and_the_other_is_intact(tm
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for run in (1, 2)
     ]
+    # Both start writing at once, once both have imported (which takes seconds, unevenly).
+    deadline = time.monotonic() + 240
+    while not all((tmp_path / f"go.ready-{run}").exists() for run in (1, 2)) and time.monotonic() < deadline:
+        time.sleep(0.01)
     go.write_text("")
     results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _, _ in results)
