@@ -1,4 +1,4 @@
-"""Offline report: a run's probe records as one self-contained HTML page (and a PDF).
+"""Offline report: a run's probe records as one self-contained HTML page (and a PDF, :mod:`~nsp_lightning.report.pdf`).
 
 :func:`report` finds the record directories of a run (every ``manifest.json`` under it),
 reads each with :func:`~nsp_lightning.read_records`, and asks the analysis that wrote it
@@ -46,25 +46,19 @@ import base64
 import datetime
 import html
 import importlib
-import io
 import os
 import re
 import sys
-import textwrap
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
-import numpy as np
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.figure import Figure
-from PIL import Image as _PILImage
-
 import nsp
 from nsp.io.storage import MANIFEST, RecordStore
 from nsp_lightning.probe.analysis import ProbeAnalysis, ReportContext
 from nsp_lightning.probe.store import read_series_records
+from nsp_lightning.report.pdf import count_pages, write_pdf
 from nsp_lightning.report.sections import Chart, Facts, Film, Grid, Image, Row, Section, Table, Text, sections
 
 __all__ = ["HEATMAP_EPOCHS", "report"]
@@ -73,9 +67,6 @@ HEATMAP_EPOCHS = 12
 """The most epochs whose heatmaps a report shows (the first, the last and some between)."""
 
 _DEFAULT_NAME = "report.html"
-_PDF_PAGE = (8.27, 11.69)  # A4, inches
-_PDF_LINES = 72
-_PDF_COLUMNS = 100
 
 
 @dataclass(frozen=True)
@@ -230,118 +221,6 @@ def _html(document: _Document) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# PDF
-# ---------------------------------------------------------------------------------------
-
-
-def _text_table(table: Table) -> list[str]:
-    cells = [table.headers] + [[c.text for c in row] for row in table.rows]
-    widths = [max(len(row[j]) for row in cells) for j in range(len(table.headers))]
-    lines = [table.caption]
-    for k, row in enumerate(cells):
-        lines.append("  ".join(t.ljust(w) if j == 0 else t.rjust(w) for j, (t, w) in enumerate(zip(row, widths))))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines + [""]
-
-
-class _PdfWriter:
-    """Text flows onto A4 pages in a monospace font; every chart and heatmap gets a page of its own."""
-
-    def __init__(self, pdf: PdfPages, progress: _Progress) -> None:
-        self.pdf, self.progress = pdf, progress
-        self.lines: list[str] = []
-
-    def text(self, lines: list[str]) -> None:
-        for line in lines:
-            if len(self.lines) >= _PDF_LINES:
-                self.flush()
-            self.lines.append(line)
-
-    def flush(self) -> None:
-        if not self.lines:
-            return
-        figure = Figure(figsize=_PDF_PAGE)
-        figure.text(0.06, 0.96, "\n".join(self.lines), family="monospace", fontsize=7.5, va="top", linespacing=1.3)
-        self.pdf.savefig(figure)
-        self.lines = []
-
-    def chart(self, chart: Chart, what: str) -> None:
-        self.flush()
-        self.pdf.savefig(chart.figure)
-        self.progress.step(what)
-
-    def image(self, image: Image, caption: str) -> None:
-        self.flush()
-        rgb = np.asarray(_PILImage.open(io.BytesIO(image.png)).convert("RGB"))
-        # One image pixel per point, a margin and a caption line; viewers fit the page to the window.
-        width, height = rgb.shape[1] / 72, rgb.shape[0] / 72
-        margin, top = 0.3, 0.5
-        page_w, page_h = width + 2 * margin, height + margin + top
-        figure = Figure(figsize=(page_w, page_h), dpi=72)
-        ax = figure.add_axes((margin / page_w, margin / page_h, width / page_w, height / page_h))
-        ax.imshow(rgb, interpolation="none")
-        ax.set_axis_off()
-        figure.text(0.5, 1 - 0.2 / page_h, caption, ha="center", va="top", fontsize=10)
-        self.pdf.savefig(figure)
-        self.progress.step(f"PDF page: {caption}")
-
-
-def _pdf_block(writer: _PdfWriter, block: Any) -> None:
-    if isinstance(block, Facts):
-        width = max(len(k) for k, _ in block.items)
-        for key, value in block.items:
-            wrapped = textwrap.wrap(value, _PDF_COLUMNS - width - 2) or [""]
-            writer.text([f"{key.ljust(width)}  {wrapped[0]}"] + [" " * (width + 2) + w for w in wrapped[1:]])
-        writer.text([""])
-    elif isinstance(block, Text):
-        writer.text(textwrap.wrap(block.text, _PDF_COLUMNS) + [""])
-    elif isinstance(block, Table):
-        writer.text(_text_table(block))
-    elif isinstance(block, Chart):
-        writer.chart(block, f"PDF page: {block.image.alt}")
-    elif isinstance(block, Image):
-        writer.image(block, block.alt)
-    elif isinstance(block, Row):
-        if block.heading is not None:
-            writer.text([block.heading, ""])
-        for child in block.blocks:
-            _pdf_block(writer, child)
-    elif isinstance(block, Grid):
-        for label, images in block.rows:
-            writer.image(_grid_row(images), f"{block.caption}, {label}: {', '.join(block.columns)}")
-    else:
-        for frame in block.frames:
-            writer.image(frame.image, f"{block.caption}, {frame.label}")
-
-
-def _grid_row(images: Sequence[Image | None]) -> Image:
-    """One row of a grid as one image: the cells side by side, 4 white pixels apart."""
-    pixels = [np.asarray(_PILImage.open(io.BytesIO(im.png)).convert("RGB")) for im in images if im is not None]
-    height = max(p.shape[0] for p in pixels)
-    canvas = np.full((height, sum(p.shape[1] + 4 for p in pixels) - 4, 3), 255, dtype=np.uint8)
-    x = 0
-    for p in pixels:
-        canvas[: p.shape[0], x : x + p.shape[1]] = p
-        x += p.shape[1] + 4
-    return Image.from_rgb(canvas, "grid row")
-
-
-def _pdf(document: _Document, path: Path, progress: _Progress) -> None:
-    with PdfPages(path) as pdf:
-        writer = _PdfWriter(pdf, progress)
-        writer.text([document.title, document.subtitle, ""])
-        for section in document.sections:
-            writer.text([section.title.upper(), ""])
-            for block in section.blocks:
-                _pdf_block(writer, block)
-        writer.text(["", document.footer])
-        writer.flush()
-        pdf.infodict()["Title"] = document.title
-
-
-
-# ---------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------
 
@@ -420,21 +299,6 @@ def _unique_ids(parts: list[Section]) -> None:
             candidate, k = f"{base}-{k}", k + 1
         seen.add(candidate)
         section.id = candidate
-
-
-def _count_pages(blocks: Sequence[Any]) -> int:
-    """The image pages a PDF of ``blocks`` has: one per chart, image and frame."""
-    pages = 0
-    for block in blocks:
-        if isinstance(block, (Chart, Image)):
-            pages += 1
-        elif isinstance(block, Row):
-            pages += _count_pages(block.blocks)
-        elif isinstance(block, Film):
-            pages += len(block.frames)
-        elif isinstance(block, Grid):
-            pages += len(block.rows)
-    return pages
 
 
 def report(
@@ -574,11 +438,12 @@ def report(
             footer=f"Written by nsp-lightning {nsp.__version__} (nsp_lightning.report) on {now}.",
         )
         if pdf:
-            bar.total = max(bar.done + sum(_count_pages(s.blocks) for s in parts), 1)
+            bar.total = max(bar.done + sum(count_pages(s.blocks) for s in parts), 1)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(_html(document), encoding="utf-8")
         if pdf:
-            _pdf(document, target.with_suffix(".pdf"), bar)
+            write_pdf(document.title, document.subtitle, document.sections, document.footer,
+                      target.with_suffix(".pdf"), bar.step)
     finally:
         bar.close()
     return target
