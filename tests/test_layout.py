@@ -268,7 +268,7 @@ def test_no_import_cycle_among_the_modules_counting_imports_inside_functions():
 PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     # No public context manager turns __torch_function__ dispatch off; PyTorch's own
     # "Extending torch" notes use torch._C.DisableTorchFunctionSubclass the same way.
-    ("nsp.graph.capture", "torch._C.DisableTorchFunction"): "reads a version counter unrecorded",
+    ("nsp.graph.dataflow", "torch._C.DisableTorchFunction"): "reads a version counter unrecorded",
     # The op object a functional ReLU6 reaches a TorchFunctionMode as; an op is recognised
     # by identity, so the object itself is needed.
     ("nsp.common.tracer", "torch._C._nn.relu6"): "recognises a functional ReLU6 by its op",

@@ -23,6 +23,9 @@ from nsp.common.tracer import GUIDED_MODULES, Trace, trace
 
 __all__ = ["SIGNS", "Attribution", "LayerAttribution", "resolve_layer"]
 
+# The layers a layer method defaults to (the last one the model runs); lazy ones subclass these.
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
 SIGNS: tuple[str, ...] = ("signed", "absolute", "positive", "negative")
 
 Target = int | Sequence[int] | torch.Tensor | None
@@ -168,7 +171,7 @@ class LayerAttribution(Attribution):
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         where = self._where
         if self._requested is None:
-            convs = [m for m in traced.order if isinstance(m, nn.modules.conv._ConvNd) and traced.calls[m] == 1]
+            convs = [m for m in traced.order if isinstance(m, _CONVOLUTIONS) and traced.calls[m] == 1]
             if not convs:
                 raise ValueError(f"{where}: the model runs no convolution once per forward pass to default to; "
                                  f"pass layer= (a module or its dotted name)")

@@ -1,7 +1,7 @@
 """The op tracer: a :class:`~torch.overrides.TorchFunctionMode` that knows which module is running.
 
 Three tools watch a forward pass torch call by torch call, and each needs to know the
-module whose forward made a call: :mod:`nsp.graph.capture` records the dataflow,
+module whose forward made a call: :mod:`nsp.graph.dataflow` records the dataflow,
 :mod:`nsp.regions.local_affine` refuses operations that are not piecewise linear and names
 the module that ran them, and :func:`trace` (used by :mod:`nsp.attribution`) counts module
 calls and finds the ReLUs that no module hook can see. :class:`ModuleTracer` is what they

@@ -2,7 +2,8 @@
 
 =================================  ===========================================================
 :mod:`nsp.graph.capture`           ``Activations``: run the probe, record each layer and the
-                                   dataflow between layers (one op tracer, hooks)
+                                   dataflow between layers
+:mod:`nsp.graph.dataflow`          the recorder of that dataflow (``Op``, ``Program``, ``Ref``)
 :mod:`nsp.graph.rules`             one rule per op: its relation, Jacobian pattern, fingerprint
 :mod:`nsp.graph.relations`         Kronecker-product relations between layers and their algebra
 :mod:`nsp.graph.permutations`      axis permutations kept aside, and undone where an op needs them

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from nsp.graph.capture import Op
+from nsp.graph.dataflow import Op
 from nsp.graph.relations import Relation, StructureError, Term, ones_factor
 from nsp.graph.rules import unsupported
 

@@ -11,7 +11,7 @@ reshape:
 
 Each operation's relation comes from its rule (:mod:`nsp.rules`); the interpreter here
 composes them along the dataflow recorded during the probe's forward pass
-(:class:`nsp.graph.capture.Program`). An operation without a rule raises
+(:class:`nsp.graph.dataflow.Program`). An operation without a rule raises
 :class:`UnsupportedModuleError` naming it and its module path, once the output is
 found to depend on it; a wrong graph is never produced.
 """
@@ -29,7 +29,7 @@ from torch import nn
 
 from nsp.common.progress import Progress
 from nsp.common.tracer import map_leaves, tensors_in
-from nsp.graph.capture import Op, Program, Ref
+from nsp.graph.dataflow import Op, Program, Ref
 from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reorder_aligned
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
 from nsp.graph.sparse_products import RowClasses
@@ -68,7 +68,7 @@ def _substitute(tree: Any, values: dict[Ref, Any]) -> Any:
 
 @dataclass
 class _Interpreter:
-    """Composes the relations along a recorded program (see ``nsp.graph.capture.Program``).
+    """Composes the relations along a recorded program (see ``nsp.graph.dataflow.Program``).
 
     Every recorded value carries a map ``{layer: relation}``: how it depends on each
     layer that reaches it without passing through another layer. A ``'layer'`` op
