@@ -24,7 +24,6 @@ from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis,
 
 __all__ = ["AttributionAnalysis"]
 
-_LAYER_METHODS = ("gradcam", "guided_gradcam")
 
 
 class AttributionAnalysis(ProbeAnalysis):
@@ -180,7 +179,7 @@ class AttributionAnalysis(ProbeAnalysis):
         return {self.title or self.name: charts}
 
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
-        from nsp.attribution import attribute, randomize_top_layer, spearman
+        from nsp.attribution import METHODS, LayerAttribution, attribute, randomize_top_layer, spearman
 
         outputs = context.outputs()
         target = outputs.argmax(dim=1) if self.target is None else self.target
@@ -189,7 +188,7 @@ class AttributionAnalysis(ProbeAnalysis):
         with context.enable_grad():
             randomized = randomize_top_layer(model, self.sanity_layer, seed=self.seed) if self.sanity else None
             for method, options in self.methods.items():
-                layer = self.layer if method in _LAYER_METHODS else None
+                layer = self.layer if issubclass(METHODS[method], LayerAttribution) else None
                 results[method] = attribute(model, probes, method, target=target, layer=layer, **options).cpu()
                 if randomized is not None:
                     other = attribute(randomized, probes, method, target=target, layer=layer, **options).cpu()

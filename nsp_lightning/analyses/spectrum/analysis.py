@@ -22,6 +22,7 @@ from torch import nn
 import nsp
 import nsp.viz.render
 from nsp.io.storage import load_npz
+from nsp.transforms.transformer import TRANSFORMS
 from nsp_lightning.analyses.spectrum.drawing import (
     CHANGE,
     CHANGE_TEXT,
@@ -45,7 +46,6 @@ from nsp_lightning.report.sections import Section
 
 __all__ = ["Layers", "SpectrumAnalysis", "layers_text"]
 
-_TRANSFORMS = ("standard", "laplacian")
 _COLOUR_SCALES = ("baseline", "image")
 Layers = Union[None, str, Sequence[str], Callable[[str, nn.Module], bool]]
 # What read_header promises; "modules" (descriptions) and "edges" (an int, or one per layer) are optional.
@@ -134,8 +134,8 @@ class SpectrumAnalysis(ProbeAnalysis):
     ) -> None:
         self._who = _caller
         self.layers = _check_layers(layers, _caller)
-        if transform not in _TRANSFORMS:
-            raise ValueError(f"{_caller}(transform={transform!r}): expected one of {_TRANSFORMS}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"{_caller}(transform={transform!r}): expected one of {list(TRANSFORMS)}")
         self.transform = transform
         if not isinstance(INCL, bool):
             raise TypeError(f"{_caller}(INCL={INCL!r}): expected a bool")
@@ -246,7 +246,7 @@ class SpectrumAnalysis(ProbeAnalysis):
         )
         return (
             f"**Spectra of the probes' activation patterns** ({self._who})\n\n"
-            f"* transform: {TRANSFORM_TEXT[self.transform]}\n"
+            f"* transform: {TRANSFORM_TEXT.get(self.transform, self.transform)}\n"
             f"* INCL: {self.INCL} ({'structural graph' if self.INCL else 'data-dependent graph'})\n"
             f"* probes: {self._header.get('probes')} of shape {self._header.get('probe_shape', [])[1:]}\n"
             f"* layers ({layers_text(self.layers)}):\n\n| # | layer | shape |\n|---|---|---|\n{rows}\n\n"
