@@ -179,7 +179,11 @@ def test_float64_fails_on_deep_tanh_chain():
     # Layers: 0 input, odd = conv k, even >= 2 = tanh after conv k, 17 = Flatten.
     assert max(errors[:7]) <= 1e-14, errors
     assert max(errors[1:17:2]) <= 1e-14, errors
-    assert errors[8] > 1e-10
+    # The error grows by about two decades per tanh layer from the fifth conv on. Where it
+    # starts depends on the activations' last bits, which differ between CPU kernels (layer
+    # 8's error is 2e-8 with AVX-512's tanh and 0 with ATEN_CPU_CAPABILITY=default).
+    tanh = [errors[k] for k in range(10, 17, 2)]
+    assert tanh[0] > 1e-10 and all(b > 10 * a for a, b in zip(tanh, tanh[1:])), errors
     assert errors[16] > 1e-2
     assert not np.any(ref.spectrum[17])
     assert errors[17] == math.inf

@@ -36,7 +36,9 @@ def test_records_of_the_previous_release_read_back():
             np.testing.assert_allclose(
                 record.log10_energy[p], nsp.energy.log10_energy(list(record.spectra[p])), rtol=1e-14, atol=0
             )
-    np.testing.assert_array_equal(records[0].activations[1][0], probe(2)[1].numpy())
+    # The stored input is the probe the old release drew; torch.randn's vectorised kernels
+    # (AVX-512, AVX2, scalar) round its last bits differently, so a redraw matches to float32 rounding only.
+    np.testing.assert_allclose(records[0].activations[1][0], probe(2)[1].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_records_of_the_previous_release_report_with_every_section(tmp_path):
