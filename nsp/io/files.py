@@ -75,7 +75,8 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
     Raises
     ------
     ValueError
-        If a key is empty or ``"__meta__"``, or an array has an object or string dtype.
+        If a key is empty, ``"__meta__"``, ``"."`` or ``".."``, or holds ``/``, ``\\`` or
+        NUL, or an array has an object or string dtype.
     TypeError
         If ``meta`` is not JSON-serialisable (non-finite floats included).
 
@@ -91,8 +92,14 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
     path = Path(path)
     checked: dict[str, np.ndarray] = {}
     for key, value in arrays.items():
-        if not key or key == _META_KEY:
-            raise ValueError(f"nsp.storage.save_npz({path}): invalid array name {key!r}")
+        # A name is the archive member "<name>.npy": no path separators, no "." or "..", so
+        # that a reader extracting the archive never writes outside its directory.
+        if (not isinstance(key, str) or not key or key == _META_KEY or key in (".", "..")
+                or any(c in key for c in "/\\\0")):
+            raise ValueError(
+                f"nsp.storage.save_npz({path}): invalid array name {key!r} (a non-empty name without '/', '\\'"
+                " or NUL, other than '.' and '..')"
+            )
         array = np.asarray(value)
         if array.dtype.kind not in "biufc":
             raise ValueError(

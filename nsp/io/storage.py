@@ -25,16 +25,25 @@ copied in from another run), so that no mixed series is ever read.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import socket
+import stat
+import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import filelock
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock's LockFileEx
+    fcntl = None  # type: ignore[assignment]
 
 from nsp.io.files import load_json, load_npz, save_json, save_npz
 
@@ -56,13 +65,20 @@ VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 # Who holds a directory's lock ("pid N on host"), noted by the holder for the message of a
-# writer it refuses. A file of its own: the lock file belongs to filelock.
+# writer it refuses. A file of its own: nothing is ever written into the lock file.
 LOCK_HOLDER = ".lock.holder"
 # How long a refused writer waits for the holder to note itself (it does so right after
 # taking the lock, so only a writer refused in that instant waits).
 _HOLDER_WAIT = 1.0
 # The key under which RecordStore.write keeps the series id in a record's metadata.
 SERIES_KEY = "__series__"
+# The temporary files this store writes (nsp.io.files' atomic writes and the holder's note):
+# ".<target>.<random>.tmp", where <target> is a file the store writes. Only these are removed
+# as strays: a user's own ".*.tmp" file in a record directory is left alone.
+_TEMPORARY = re.compile(r"^\.(manifest\.json|[A-Za-z0-9_-]+\.npz|\.lock\.holder)\.[a-z0-9_]+\.tmp$")
+# Opening a file the store locks or reads its notes from: never through a symbolic link, never blocking on a FIFO.
+_NO_FOLLOW = os.O_NOFOLLOW if hasattr(os, "O_NOFOLLOW") else 0
+_OPEN_NOTE = os.O_RDONLY | _NO_FOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def _short(value: Any) -> str:
@@ -78,15 +94,22 @@ class RecordStore:
     """A directory of records: ``manifest.json`` plus one ``<name>.npz`` per record.
 
     One series per directory, one writer at a time: :meth:`start` and :meth:`attach` take
-    an exclusive lock on ``<directory>/.lock`` (:class:`filelock.FileLock`: the operating
-    system's lock, ``flock`` or ``LockFileEx``, which it releases when the store is closed
-    or the process ends, so that the lock of a killed run never blocks the next one), and
+    an exclusive lock on ``<directory>/.lock`` (the operating system's lock, ``flock``, or
+    ``LockFileEx`` through :class:`filelock.FileLock` where there is no ``fcntl``, which it
+    releases when the store is closed or the process ends, so that the lock of a killed
+    run never blocks the next one), and
     every :meth:`write` checks that it still holds the lock and that the manifest is still
     its series (a random ``"series"`` id), so a second writer fails loudly at start, naming
     the process that holds the lock (noted in ``<directory>/.lock.holder``), and a writer
     whose lock or series was taken over fails at its next write instead of mixing records.
     :meth:`start` refuses a directory that already lists records: earlier records are
     never overwritten.
+
+    The store never follows a symbolic link at the path of a file it writes, locks or
+    deletes (the lock file is opened with ``O_NOFOLLOW``; the manifest, the records and
+    the holder's note are replaced, never written through), and :meth:`read` refuses a
+    record file or manifest that is a symbolic link. Stray temporary files are removed
+    only where the store names them so (``.<file>.<random>.tmp``).
 
     Parameters
     ----------
@@ -108,7 +131,7 @@ class RecordStore:
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
-        self._lock: filelock.BaseFileLock | None = None
+        self._lock: _DirectoryLock | None = None
         # The lock file this writer locked (device, inode), to notice it removed or replaced.
         self._locked_file: tuple[int, int] | None = None
         self._holder = ""
@@ -146,8 +169,10 @@ class RecordStore:
         """
         if not self.exists():
             raise FileNotFoundError(f"nsp.storage: no {MANIFEST} in {self.directory}; is this a record directory?")
-        manifest = load_json(self.manifest_path)
         where = f"nsp.storage: {self.manifest_path}"
+        if self.manifest_path.is_symlink():
+            raise ValueError(f"{where} is a symbolic link; a record directory's manifest is read only from the directory")
+        manifest = load_json(self.manifest_path)
         if manifest.get("format") != FORMAT:
             raise ValueError(f"{where} is not an {FORMAT!r} manifest")
         if manifest.get("version") != VERSION:
@@ -254,31 +279,29 @@ class RecordStore:
         if self._lock is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        # One lock per store, shared by its threads; timeout 0: a held lock is refused at once.
-        lock = filelock.FileLock(self.lock_path, timeout=0, thread_local=False)
-        try:
-            lock.acquire()
-        except filelock.Timeout:
+        lock = _DirectoryLock(self.lock_path)
+        if not lock.acquire():
             raise RecordStoreError(
                 f"nsp.storage: another process ({self._lock_holder()}) is writing records to {self.directory}; two runs "
                 "must not share a record directory. Pass another directory"
-            ) from None
+            )
         self._lock = lock
         self._locked_file = _file_id(self.lock_path)
         self._holder = f"pid {os.getpid()} on {socket.gethostname()}"
         with contextlib.suppress(OSError):
-            self.holder_path.write_text(self._holder, encoding="utf-8")
-        # Only a writer holding the lock creates temporary files here, so these are strays.
+            _write_note(self.holder_path, self._holder)
+        # Only a writer holding the lock creates temporary files here, so the store's own are strays.
         for stray in self.directory.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                stray.unlink()
+            if _TEMPORARY.match(stray.name):
+                with contextlib.suppress(OSError):
+                    stray.unlink()  # unlink never follows a symbolic link: it removes the link
 
     def _lock_holder(self) -> str:
         """The holder of the lock as it noted itself, or ``"unknown"``."""
         deadline = time.monotonic() + _HOLDER_WAIT
         while True:
             with contextlib.suppress(OSError, UnicodeDecodeError):
-                holder = self.holder_path.read_text(encoding="utf-8").strip()
+                holder = _read_note(self.holder_path).strip()
                 if holder:
                     return holder
             if time.monotonic() >= deadline:
@@ -291,7 +314,7 @@ class RecordStore:
             return
         # The note is this writer's unless another took the directory over (see write).
         with contextlib.suppress(OSError, UnicodeDecodeError):
-            if self.holder_path.read_text(encoding="utf-8") == self._holder:
+            if _read_note(self.holder_path) == self._holder:
                 self.holder_path.unlink()
         self._lock.release()
         self._lock = None
@@ -414,28 +437,152 @@ class RecordStore:
         else:
             names = [e["name"] for e in manifest["records"]]
             raise KeyError(f"nsp.storage: {self.directory} lists no record {name!r}; it has {names}")
+        return self._read_entry(entry, manifest)
+
+    def _read_entry(
+        self, entry: Mapping[str, Any], manifest: Mapping[str, Any]
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         path = self.directory / entry["file"]
+        if path.is_symlink():
+            raise ValueError(
+                f"nsp.storage: {path} is a symbolic link; a record is read only from its own directory, never"
+                " through a link to a file elsewhere"
+            )
         try:
             arrays, meta = load_npz(path)
         except FileNotFoundError:
             raise ValueError(f"nsp.storage: {path} is missing, but {self.manifest_path} lists it") from None
         found, series = meta.pop(SERIES_KEY, None), manifest.get("series")
-        # Records written before series ids existed carry none, and neither does a legacy manifest.
-        if found is not None and series is not None and found != series:
+        # A manifest with a series id has had it stamped into every record written for it; a legacy
+        # manifest (written before series ids) has none, and neither have its records.
+        if series is not None and found != series:
+            whose = "carries no series id" if found is None else f"belongs to another record series (series {_short(found)})"
             raise ValueError(
-                f"nsp.storage: {path} belongs to another record series (series {_short(found)}, the manifest's "
-                f"{series!r}); it was copied in from another run, and is not read as part of this one"
+                f"nsp.storage: {path} {whose}, but the manifest's series is {series!r}; it was copied in from"
+                " another run, and is not read as part of this one"
             )
         return arrays, meta
+
+    def read_all(
+        self, manifest: Mapping[str, Any] | None = None
+    ) -> Iterator[tuple[dict[str, Any], tuple[dict[str, np.ndarray], dict[str, Any]] | ValueError]]:
+        """Every record the manifest lists, in the order written, each read as :meth:`read` reads it.
+
+        One pass over the manifest, so that reading ``n`` records takes time linear in ``n``.
+
+        Yields
+        ------
+        entry : dict
+            The record's manifest entry.
+        result : tuple or ValueError
+            Its ``(arrays, meta)``, or the ``ValueError`` that :meth:`read` would raise for
+            it (a missing, unreadable or foreign file).
+        """
+        manifest = self.manifest() if manifest is None else manifest
+        for entry in manifest["records"]:
+            try:
+                yield entry, self._read_entry(entry, manifest)
+            except ValueError as err:
+                yield entry, err
 
     def _save(self, manifest: Mapping[str, Any]) -> None:
         save_json(self.manifest_path, manifest)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
-    """The (device, inode) of ``path``, or None if it does not exist."""
+    """The (device, inode) of ``path`` itself (a symbolic link is not followed), or None if it does not exist."""
     try:
-        stat = os.stat(path)
+        found = os.lstat(path)
     except FileNotFoundError:
         return None
-    return stat.st_dev, stat.st_ino
+    return found.st_dev, found.st_ino
+
+
+def _symlink_error(path: Path, what: str) -> RecordStoreError:
+    return RecordStoreError(
+        f"nsp.storage: {path} ({what}) is a symbolic link; the record store never follows one, so that a shared"
+        " directory cannot make a writer overwrite another file. Remove the link"
+    )
+
+
+class _DirectoryLock:
+    """The exclusive lock of a record directory, on its lock file: ``flock``, or filelock where there is no fcntl.
+
+    The lock file is opened without following a symbolic link and without truncating
+    it: a link planted at its path is refused, never written through.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._fallback: filelock.BaseFileLock | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False if another process holds it.
+
+        Raises
+        ------
+        RecordStoreError
+            If the lock file is a symbolic link or not a regular file.
+        """
+        if fcntl is None:
+            # Windows has no O_NOFOLLOW; creating a symbolic link there takes a privilege.
+            if self.path.is_symlink():
+                raise _symlink_error(self.path, "the directory's lock file")
+            lock = filelock.FileLock(self.path, timeout=0, thread_local=False)
+            try:
+                lock.acquire()
+            except filelock.Timeout:
+                return False
+            self._fallback = lock
+            return True
+        flags = os.O_RDWR | os.O_CREAT | _NO_FOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.EMLINK) or self.path.is_symlink():
+                raise _symlink_error(self.path, "the directory's lock file") from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RecordStoreError(f"nsp.storage: {self.path} (the directory's lock file) is not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Release the lock (closing the file releases ``flock``); the lock file stays."""
+        if self._fallback is not None:
+            self._fallback.release()
+            self._fallback = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _write_note(path: Path, text: str) -> None:
+    """Write a small text file by replacing it: a link or hard link at ``path`` is replaced, never written through."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_note(path: Path, limit: int = 4096) -> str:
+    """The start of a small text file, not through a symbolic link (OSError for one) and only a regular file."""
+    fd = os.open(path, _OPEN_NOTE)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return handle.read(limit).decode("utf-8")

@@ -117,11 +117,14 @@ __all__ = [
     "SCALARS_KEY",
     "analysis_class",
     "check_arrays",
+    "check_name",
     "class_path",
     "read_probe_record",
 ]
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+# An analysis's name is a directory's: lowercase, no path separators, short enough for any file system.
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_NAME_RULE = "lowercase letters, digits, '_' and '-', starting with a letter, at most 64 characters"
 # Records written before analyses were plug-ins name no analysis: they are spectra.
 _LEGACY_CLASS = "nsp_lightning.analyses.spectrum:SpectrumAnalysis"
 _REGISTRY: dict[str, type["ProbeAnalysis"]] = {}
@@ -273,7 +276,8 @@ class ProbeAnalysis(abc.ABC):
     Attributes
     ----------
     name : str
-        The analysis's id, lowercase letters, digits, ``_`` and ``-``: its record
+        The analysis's id, lowercase letters, digits, ``_`` and ``-``, starting with a
+        letter, at most 64 characters (:func:`check_name`): its record
         directory (``<dirpath>/<name>``, e.g. ``lightning_logs/version_0/attribution``),
         its TensorBoard tag prefix (unless :attr:`tag_prefix` says otherwise) and its
         report section's id. A class attribute; an instance may override it, so that one
@@ -292,6 +296,8 @@ class ProbeAnalysis(abc.ABC):
     ------
     TypeError
         When a subclass sets an invalid :attr:`name`.
+    ValueError
+        When an instance sets an invalid :attr:`name` (e.g. ``name="../x"``).
     """
 
     name: ClassVar[str]
@@ -304,10 +310,16 @@ class ProbeAnalysis(abc.ABC):
         name = cls.__dict__.get("name")
         if name is not None and not (isinstance(name, str) and _NAME.match(name)):
             raise TypeError(
-                f"{cls.__qualname__}.name = {name!r}: expected lowercase letters, digits, '_' and '-',"
-                " starting with a letter (it names a directory and a TensorBoard tag)"
+                f"{cls.__qualname__}.name = {name!r}: expected {_NAME_RULE} (it names a directory and a TensorBoard tag)"
             )
         _REGISTRY[class_path(cls)] = cls
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # An instance's name (e.g. AttributionAnalysis(name=...)) names its record directory like a class's:
+        # checked when it is set, so that no name with a path in it ever reaches the disk.
+        if key == "name":
+            check_name(value, f"{type(self).__name__}(name={value!r})")
+        super().__setattr__(key, value)
 
     @property
     def prefix(self) -> str:
@@ -483,6 +495,26 @@ class ProbeAnalysis(abc.ABC):
             blocks.append(Text("The records hold no scalars or arrays."))
         context.step(f"section {context.name}")
         return Section(context.name, title, blocks)
+
+
+def check_name(name: Any, who: str) -> str:
+    """Check an analysis's name (a class's or an instance's), which names its record directory; return it.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not lowercase letters, digits, ``_`` and ``-``, starting with a
+        letter, at most 64 characters (so not a path, absolute or relative); the message
+        begins with ``who``.
+
+    Examples
+    --------
+    >>> check_name("saliency-2", "AttributionAnalysis(name='saliency-2')")
+    'saliency-2'
+    """
+    if not (isinstance(name, str) and _NAME.match(name)):
+        raise ValueError(f"{who}: expected {_NAME_RULE}; the name is a directory's and a TensorBoard tag's")
+    return name
 
 
 def class_path(cls: type) -> str:

@@ -31,8 +31,8 @@ class AnalysisRecord:
     ----------
     arrays : dict of str to numpy.ndarray
         What the record keeps: numeric or boolean arrays (no object or string dtypes),
-        written to ``<record dir>/epoch-NNNNNN.npz``. Names are free (letters, digits,
-        ``.``, ``_``, ``-``) except ``__meta__`` and ``__scalars__``.
+        written to ``<record dir>/epoch-NNNNNN.npz``. Names are letters, digits, ``.``,
+        ``_`` and ``-`` (not only dots), except ``__meta__`` and ``__scalars__``.
     scalars : dict of str to float
         Logged by the core to every logger as ``<tag_prefix>/<key>`` at the record's step,
         and kept in the record (unless the analysis sets ``store_scalars = False``).

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -43,6 +44,7 @@ from nsp_lightning.probe.analysis import (
     AnalysisRecord,
     ProbeAnalysis,
     analysis_class,
+    check_name,
 )
 
 __all__ = [
@@ -57,6 +59,8 @@ __all__ = [
 
 # What a manifest that names no analysis holds.
 _LEGACY_NAME = "spectra"
+# A record's array names (AnalysisRecord.arrays): letters, digits, ".", "_" and "-", not only dots.
+_ARRAY_NAME = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]+$")
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -121,13 +125,20 @@ def write_analysis_record(
     TypeError
         If ``record`` is not an :class:`AnalysisRecord` or holds values of the wrong type.
     ValueError
-        If its metadata uses a key the core writes, or an array name is reserved.
+        If its metadata uses a key the core writes, or an array name is reserved or
+        invalid (see :attr:`AnalysisRecord.arrays`).
     """
     if not isinstance(record, AnalysisRecord):
         raise TypeError(f"nsp_lightning.write_analysis_record: expected an AnalysisRecord, got {type(record).__name__}")
     for field in ("arrays", "scalars", "meta", "summary"):
         if not isinstance(getattr(record, field), Mapping):
             raise TypeError(f"nsp_lightning.write_analysis_record: AnalysisRecord.{field} is not a dict")
+    invalid = [key for key in record.arrays if not (isinstance(key, str) and _ARRAY_NAME.match(key))]
+    if invalid:
+        raise ValueError(
+            f"nsp_lightning.write_analysis_record: AnalysisRecord.arrays has the invalid names {invalid[:5]}; a name"
+            " is letters, digits, '.', '_' and '-', not only dots (it names a member of the record file)"
+        )
     reserved = [key for key in record.meta if key in RESERVED_META]
     reserved += [key for key in record.arrays if key == SCALARS_KEY]
     if reserved:
@@ -214,10 +225,15 @@ def read_series(dirpath: str | os.PathLike) -> tuple[str, type[ProbeAnalysis]]:
     info = store.analysis
     if info is None:
         return _LEGACY_NAME, analysis_class(None) or ProbeAnalysis
-    if (not isinstance(info, dict) or not isinstance(info.get("name"), str)
-            or not isinstance(info.get("class", ""), str)):
+    valid = isinstance(info, dict) and isinstance(info.get("class", ""), str)
+    try:
+        check_name(info.get("name") if valid else None, "")
+    except ValueError:
+        valid = False
+    if not valid:
         raise ValueError(
             f"nsp_lightning.read_records: the manifest {store.manifest_path} has an invalid analysis entry {_short(info)}"
+            " (an analysis's name is lowercase letters, digits, '_' and '-', starting with a letter)"
         )
     cls = analysis_class(info["class"]) if "class" in info else None
     return info["name"], cls or ProbeAnalysis
@@ -294,10 +310,12 @@ def read_series_records(
     except Exception as err:
         raise _named(err, store.manifest_path, f"{cls.__qualname__}.check_header") from None
     records, problems = [], []
-    for entry in manifest["records"]:
+    for entry, result in store.read_all(manifest):
         path = store.directory / entry["file"]
         try:
-            arrays, meta = store.read(entry["name"], manifest)
+            if isinstance(result, ValueError):
+                raise result
+            arrays, meta = result
             _check_core_meta(meta, path, entry["name"])
             try:
                 record = cls.read_record(arrays, meta, path)
