@@ -108,10 +108,12 @@ class ProbeCallback(Callback):
             ``"epoch"`` (the record number).
         record_evaluation: take one record under ``trainer.validate()`` and
             ``trainer.test()`` (see below).
-        on_error: what a record that cannot be taken does (an analysis that raises, or
-            parameters that became non-finite): ``"warn"`` (the default) warns, logs
+        on_error: what a record that cannot be taken does (an analysis that raises,
+            parameters that became non-finite, or a record file that cannot be written: a
+            full disk, any ``OSError``): ``"warn"`` (the default) warns, logs
             ``<prefix>/record_failed``, lists the record as failed in its directory's
-            manifest (``nsp-report`` shows it) and lets training go on, so that a
+            manifest (``nsp-report`` shows it; where the disk refuses that too, it warns
+            again and the record is missing) and lets training go on, so that a
             monitoring callback never ends a run (checkpoints are still saved);
             ``"raise"`` stops training with the error. Errors at the baseline, before any
             training step, always raise (nothing is lost yet; the analysis is likely
@@ -558,7 +560,16 @@ class ProbeCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics({f"{analysis.prefix}/record_failed": 1.0}, step=step)
         assert self._series is not None
-        self._series.note_failure(analysis, epoch, reason)
+        try:
+            self._series.note_failure(analysis, epoch, reason)
+        except OSError as note_err:
+            # A disk that refused the record (full, read-only, gone) may refuse this note too; training goes on,
+            # and the record is still missing from the manifest, so no reader sees it.
+            rank_zero_warn(
+                f"{type(self).__name__}: record {epoch} of {analysis.name!r} could not be listed as failed in"
+                f" {self._series.stores[analysis.name].manifest_path} either ({type(note_err).__name__}: {note_err});"
+                " it is missing from the series"
+            )
 
 
 def _check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:

@@ -1,0 +1,58 @@
+"""Reliability (issue 22, findings 2, 6 and 12): a full disk, validate-then-fit, and two callbacks on one directory.
+
+Part of the reliability suite (``pytest -m reliability``).
+"""
+
+import errno
+import warnings
+
+import lightning.pytorch as pl
+import pytest
+from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
+from lightning.pytorch.loggers import CSVLogger
+
+from nsp.io import storage
+from nsp.io.storage import RecordStore
+from nsp_lightning import AnalysisRecord, ProbeAnalysis, ProbeCallback, read_records
+
+pytestmark = pytest.mark.reliability
+
+
+class Means(ProbeAnalysis):
+    name = "means"
+
+    def compute(self, model, probes, context):
+        return AnalysisRecord(arrays={"out": context.outputs().numpy()}, scalars={"mean": float(context.outputs().mean())})
+
+
+def run(trainer, method, model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        getattr(trainer, method)(model, loader())
+    return [str(w.message) for w in caught]
+
+
+def test_a_full_disk_after_the_baseline_skips_records_and_training_goes_on(tmp_path, monkeypatch):
+    callback = ProbeCallback(probe(1), [Means()], dirpath=tmp_path)
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=3, logger=CSVLogger(tmp_path / "logs")), callbacks=[callback])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    class FillTheDisk(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            # Every write of the record store, the one that lists a record as failed included.
+            monkeypatch.setattr(storage, "save_npz", full)
+            monkeypatch.setattr(storage, "save_json", full)
+
+    trainer.callbacks.append(FillTheDisk())
+    messages = run(trainer, "fit", TinyNet())
+    monkeypatch.undo()
+    assert trainer.current_epoch == 3  # before: fit died at the end of epoch 0 with a raw OSError
+    assert callback.failed_records == {"means": [1, 2, 3]}
+    assert [r.epoch for r in read_records(tmp_path / "means")] == [0]
+    assert any("could not take record 1 (OSError: [Errno 28] No space left on device)" in m for m in messages), messages
+    assert any("record 1 of 'means' could not be listed as failed" in m and "No space left on device" in m
+               for m in messages), messages
+    metrics = (tmp_path / "logs" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
+    assert "means/record_failed" in metrics
