@@ -172,6 +172,11 @@ class Film:
     frames: list[Frame]
     group: str | None = None
 
+    def __post_init__(self) -> None:
+        # Refused here, inside the analysis's report(), so that the error names its record directory.
+        if not self.frames:
+            raise ValueError(f"nsp_lightning.sections.Film({self.caption!r}): a film needs at least one frame")
+
 
 @dataclass(frozen=True)
 class Grid:
