@@ -139,7 +139,9 @@ class ProbeCallback(Callback):
     With ``record_evaluation`` (the default), ``trainer.validate()`` and ``trainer.test()``
     take one record each, numbered with the Trainer's ``current_epoch`` (the checkpoint's,
     with ``ckpt_path``), before the evaluation; a record of that number already in the
-    directory is kept. Lightning runs evaluation in inference mode, so an analysis that
+    directory is kept. Their manifest entries say ``"stage": "validate"`` (or ``"test"``);
+    a later ``trainer.fit()`` continues a series that holds only such records (keeping their
+    record 0 as its baseline). Lightning runs evaluation in inference mode, so an analysis that
     needs gradients re-enables them with ``context.enable_grad()``. ``SpectrumCallback``
     records during fit only, as it always did.
 
@@ -361,7 +363,12 @@ class ProbeCallback(Callback):
         if not resuming:
             # The model is as setup saw it: the baseline shares its forward pass. Its errors always
             # raise: no training is lost yet, and an analysis that cannot take it is misconfigured.
-            self._record(trainer, pl_module, 0, context, strict=True)
+            # A series continued after trainer.validate() or test() may hold record 0 already: it is kept.
+            taken = self._series.recorded(0)
+            if taken:
+                rank_zero_info(f"{who}: {', '.join(taken)} recorded epoch 0 under evaluation already; it is kept")
+            self._record(trainer, pl_module, 0, context, [a for a in self.analyses if a.name not in taken],
+                         strict=True)
         else:
             # A checkpoint written without this callback (or whose records are gone) leaves no series
             # to continue: the new one starts with the checkpoint's state, at on_train_start, once
@@ -455,7 +462,7 @@ class ProbeCallback(Callback):
         epoch = trainer.current_epoch
         if not trainer.is_global_zero:
             return
-        series = RecordSeries(self.record_dirs, type(self).__name__)
+        series = RecordSeries(self.record_dirs, type(self).__name__, stage=trainer.state.fn.value)
         done = series.recorded(epoch)
         if done:
             rank_zero_info(f"{type(self).__name__}: {', '.join(done)} already recorded epoch {epoch}; nothing recorded")

@@ -29,6 +29,9 @@ class RecordSeries:
         Each analysis's record directory, by analysis name.
     who : str
         The callback, for the messages.
+    stage : str, default "fit"
+        The Trainer's stage that writes the records (``"fit"``, ``"validate"``, ``"test"``),
+        kept in each evaluation record's manifest entry.
 
     Attributes
     ----------
@@ -36,9 +39,10 @@ class RecordSeries:
         The stores, by analysis name.
     """
 
-    def __init__(self, directories: Mapping[str, str], who: str) -> None:
+    def __init__(self, directories: Mapping[str, str], who: str, stage: str = "fit") -> None:
         self.stores = {name: RecordStore(directory) for name, directory in directories.items()}
         self.who = who
+        self.stage = stage
 
     def recorded(self, epoch: int) -> list[str]:
         """The analyses whose directory lists record ``epoch`` already."""
@@ -51,7 +55,9 @@ class RecordSeries:
     def start(self, analysis: ProbeAnalysis, resuming: bool) -> bool:
         """Continue ``analysis``'s series (when ``resuming`` and one exists) or start one; True if started.
 
-        A new series never overwrites or joins one: a directory that lists records is refused.
+        A new series never overwrites or joins one: a directory that lists records is refused,
+        unless every record in it was taken by ``trainer.validate()`` or ``trainer.test()``
+        (a fit after an evaluation on the same Trainer): the fit continues that series.
 
         Raises
         ------
@@ -66,7 +72,7 @@ class RecordSeries:
         header = analysis.header()
         info = {"name": analysis.name, "class": class_path(type(analysis))}
         try:
-            if resuming and store.exists():
+            if store.exists() and (resuming or _evaluation_only(store)):
                 store.attach()
                 found = store.analysis
                 if store.header != header or (found is not None and found.get("name") != analysis.name):
@@ -92,6 +98,7 @@ class RecordSeries:
             global_step=global_step,
             seconds=seconds,
             store_scalars=analysis.store_scalars,
+            stage=self.stage,
         )
 
     def note_failure(self, analysis: ProbeAnalysis, epoch: int, reason: str) -> None:
@@ -102,3 +109,12 @@ class RecordSeries:
         """Release the directories' locks, so that a later fit may continue the series."""
         for store in self.stores.values():
             store.close()
+
+
+def _evaluation_only(store: RecordStore) -> bool:
+    """Whether ``store`` lists records and every one was taken by an evaluation (validate or test), none by a fit."""
+    try:
+        entries = store.entries()
+    except ValueError:
+        return False  # start() refuses an unreadable manifest, naming it
+    return bool(entries) and all(entry.get("stage") in ("validate", "test") for entry in entries)

@@ -96,6 +96,7 @@ def write_analysis_record(
     global_step: int,
     seconds: float,
     store_scalars: bool = True,
+    stage: str = "fit",
 ) -> Path:
     """Write one analysis record into ``store`` atomically, as ``epoch-NNNNNN.npz``, and list it.
 
@@ -114,6 +115,9 @@ def write_analysis_record(
         The time the record took, added to the metadata.
     store_scalars : bool, default True
         Keep ``record.scalars`` in the file (array ``__scalars__``).
+    stage : str, default "fit"
+        The Trainer's stage that took the record. Any other (``"validate"``, ``"test"``)
+        is kept in the manifest entry as ``"stage"``; an entry without one is a fit's.
 
     Returns
     -------
@@ -149,6 +153,8 @@ def write_analysis_record(
         meta[SCALARS_KEY] = list(record.scalars)
         arrays[SCALARS_KEY] = np.array([float(v) for v in record.scalars.values()], dtype=np.float64)
     summary = {**record.summary, "epoch": int(epoch), "global_step": int(global_step)}
+    if stage != "fit":
+        summary["stage"] = str(stage)
     return store.write(record_name(epoch), arrays, meta, summary=summary)
 
 

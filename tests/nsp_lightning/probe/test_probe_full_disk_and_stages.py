@@ -8,12 +8,14 @@ import warnings
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
 from lightning.pytorch.loggers import CSVLogger
 
 from nsp.io import storage
-from nsp.io.storage import RecordStore
+from nsp.io.storage import RecordStore, RecordStoreError
 from nsp_lightning import AnalysisRecord, ProbeAnalysis, ProbeCallback, read_records
+from nsp_lightning.report.cli import main
 
 pytestmark = pytest.mark.reliability
 
@@ -56,3 +58,29 @@ def test_a_full_disk_after_the_baseline_skips_records_and_training_goes_on(tmp_p
                for m in messages), messages
     metrics = (tmp_path / "logs" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
     assert "means/record_failed" in metrics
+
+
+class Validated(TinyNet):
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.cross_entropy(self(x), y))
+
+
+def test_validate_then_fit_on_one_trainer_keeps_both_stages_records_in_one_series(tmp_path):
+    callback = ProbeCallback(probe(1), [Means()], dirpath=tmp_path)
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=2), callbacks=[callback])
+    model = Validated()
+    run(trainer, "validate", model)
+    # Before: RecordStoreError "... already holds a record series" at fit start.
+    run(trainer, "fit", model)
+    assert trainer.current_epoch == 2
+    store = RecordStore(tmp_path / "means")
+    assert [(e["name"], e.get("stage", "fit")) for e in store.entries()] == [
+        ("epoch-000000", "validate"), ("epoch-000001", "fit"), ("epoch-000002", "fit")
+    ]
+    assert [r.epoch for r in read_records(tmp_path / "means")] == [0, 1, 2]
+    assert main([str(tmp_path), "-q", "-o", str(tmp_path / "r.html")]) == 0
+    # The fit's records stay a series of their own: a second fit on them is refused, as before.
+    with pytest.raises(RecordStoreError, match="already holds a record series"):
+        run(pl.Trainer(**trainer_kwargs(max_epochs=1), callbacks=[ProbeCallback(probe(1), [Means()], dirpath=tmp_path)]),
+            "fit", Validated())
