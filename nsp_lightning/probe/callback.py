@@ -74,7 +74,10 @@ class ProbeCallback(Callback):
     Several analyses: pass them to one callback, so that they share the schedule and the
     forward pass. Several callbacks also work (e.g. with different schedules): give them
     different ``dirpath``\ s or analyses of different names; two callbacks that would
-    write the same record directory are refused at setup.
+    write the same record directory are refused at setup, with a message that says so
+    (checkpoints keep the callback's :meth:`checkpoint_state` under
+    ``checkpoint["callbacks"][state_key]``, written by ``on_save_checkpoint``, so that
+    Lightning's check of ``state_dict`` keys does not refuse them first).
 
     Args:
         probe: the probe inputs, one of
@@ -476,9 +479,24 @@ class ProbeCallback(Callback):
         self._series = series
         self._record(trainer, pl_module, epoch, context)
 
-    @override
-    def state_dict(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the callback (under ``checkpoint["callbacks"][state_key]``).
+
+        Returns
+        -------
+        dict
+            ``recorded``: the record numbers taken; ``dirpath``: where the records go.
+        """
         return {"recorded": sorted(self._recorded), "dirpath": self.dirpath}
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
+    ) -> None:
+        # Where Lightning keeps a callback's state_dict() (and reads it back into load_state_dict), written here
+        # instead: Lightning refuses two callbacks with a state_dict() and one state_key when the Trainer is
+        # built, before setup() can say what is wrong (that they would write the same record directories).
+        checkpoint.setdefault("callbacks", {})[self.state_key] = self.checkpoint_state()
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

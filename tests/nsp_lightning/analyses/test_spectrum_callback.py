@@ -221,7 +221,8 @@ def test_resume_continues_the_series_without_duplicates(tmp_path, monkeypatch):
 
     first, trainer1 = run(2)
     assert written == [0, 1, 2]
-    assert first.state_dict() == {"recorded": [0, 1, 2], "dirpath": first.dirpath}
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"][first.state_key]
+    assert saved == first.checkpoint_state() == {"recorded": [0, 1, 2], "dirpath": first.dirpath}
     baseline = (tmp_path / "run" / "version_0" / "spectra" / "epoch-000000.npz").read_bytes()
     second, trainer2 = run(4, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert written == [0, 1, 2, 3, 4]

@@ -84,3 +84,14 @@ def test_validate_then_fit_on_one_trainer_keeps_both_stages_records_in_one_serie
     with pytest.raises(RecordStoreError, match="already holds a record series"):
         run(pl.Trainer(**trainer_kwargs(max_epochs=1), callbacks=[ProbeCallback(probe(1), [Means()], dirpath=tmp_path)]),
             "fit", Validated())
+
+
+@pytest.mark.parametrize("dirpath", ["given", None])
+def test_two_callbacks_on_one_directory_get_nsps_message_before_lightnings(tmp_path, dirpath):
+    where = None if dirpath is None else tmp_path
+    callbacks = [ProbeCallback(probe(1), [Means()], dirpath=where) for _ in range(2)]
+    # Before: Lightning's "Found more than one stateful callback of type `ProbeCallback`", here.
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=1, default_root_dir=tmp_path), callbacks=callbacks)
+    with pytest.raises(ValueError, match=r"ProbeCallback: its analysis 'means' and ProbeCallback's analysis 'means'"
+                                         r" would both write to .*means; give the callbacks different `dirpath`s"):
+        trainer.fit(TinyNet(), loader())
