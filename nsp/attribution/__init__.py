@@ -149,7 +149,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, method: str, target: Targe
         A batch ``(N, ...)``, floating point.
     method : str
         A name in :data:`METHODS`.
-    target : int, sequence of int or torch.Tensor, optional
+    target : int, sequence of int, numpy or torch integer array, optional
         One class for the batch or one per input; by default each input's prediction.
     layer : torch.nn.Module or str, optional
         For ``'gradcam'`` and ``'guided_gradcam'``: the layer, or its dotted name; by

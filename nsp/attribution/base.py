@@ -12,13 +12,16 @@ inference mode) and post-processes the sign.
 from __future__ import annotations
 
 import inspect
+import numbers
 import warnings
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from nsp.common.layers import find_layer
+from nsp.common.modes import eval_mode
 from nsp.common.tracer import GUIDED_MODULES, Trace, trace
 
 __all__ = ["SIGNS", "Attribution", "LayerAttribution", "resolve_layer"]
@@ -28,7 +31,7 @@ _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTra
 
 SIGNS: tuple[str, ...] = ("signed", "absolute", "positive", "negative")
 
-Target = int | Sequence[int] | torch.Tensor | None
+Target = int | Sequence[int] | np.ndarray | torch.Tensor | None
 
 
 class Attribution:
@@ -40,8 +43,9 @@ class Attribution:
     Parameters
     ----------
     model : torch.nn.Module
-        The network. Its train/eval mode is left as it is: call ``model.eval()`` first
-        for attributions of the deployed network (batch norm, dropout).
+        The network. It is explained as deployed: :meth:`attribute` runs it in eval mode
+        (batch norm with its running statistics, which it does not update; dropout off)
+        and gives every submodule its own mode back after (:func:`nsp.common.modes.eval_mode`).
 
     Raises
     ------
@@ -77,8 +81,9 @@ class Attribution:
         ----------
         inputs : torch.Tensor
             A batch ``(N, ...)`` of floating-point inputs. It is not modified.
-        target : int, sequence of int or torch.Tensor, optional
+        target : int, sequence of int, numpy or torch integer array, optional
             The output index (class) to explain: one for the whole batch or one per input.
+            Any integer type is taken (``numpy.int64``, a label tensor).
             By default each input's predicted class (the argmax of the model's output).
             Must be None when the model returns one value per input (shape ``(N,)``).
         sign : str, default 'signed'
@@ -115,7 +120,7 @@ class Attribution:
                             f"{', '.join(known) if known else 'no options'} (and sign)")
         # Lightning validates and tests under torch.inference_mode(): tensors made there
         # cannot enter autograd, so attribution works on a clone made with grad enabled.
-        with torch.inference_mode(False), torch.enable_grad():
+        with eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
             x = inputs.detach().clone().requires_grad_()
             try:
                 traced = trace(self.model, x, watch_relus=self.guided)
@@ -204,6 +209,9 @@ def _check_inputs(inputs: Any, where: str) -> None:
     if not inputs.is_floating_point():
         raise TypeError(f"{where}: inputs has dtype {inputs.dtype}, which has no gradient; attribution needs a "
                         f"floating-point tensor (for example inputs.float())")
+    if inputs.device.type == "meta":
+        raise ValueError(f"{where}: inputs are on the meta device, which holds shapes but no values; "
+                         f"move them (and the model) to a real device first")
     if inputs.dim() < 2 or inputs.shape[0] == 0:
         raise ValueError(f"{where}: expected inputs to be a non-empty batch (N, ...), got shape {tuple(inputs.shape)}")
 
@@ -227,12 +235,15 @@ def _resolve_target(target: Target, output: Any, batch: int, where: str) -> torc
             raise TypeError(f"{where}: expected target to be an int or integer indices, got a tensor of "
                             f"dtype {target.dtype} and shape {tuple(target.shape)}")
         values = target.reshape(-1).tolist()
-    elif isinstance(target, bool):
+    elif isinstance(target, (bool, np.bool_)):
         raise TypeError(f"{where}: expected target to be an int or a sequence of int, got a bool")
-    elif isinstance(target, int):
-        values = [target]
-    elif isinstance(target, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in target):
-        values = list(target)
+    elif isinstance(target, numbers.Integral):
+        values = [int(target)]
+    elif isinstance(target, np.ndarray) and target.dtype.kind in "iu" and target.ndim <= 1:
+        values = [int(t) for t in target.reshape(-1)]
+    elif isinstance(target, Sequence) and all(
+            isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)) for t in target):
+        values = [int(t) for t in target]
     else:
         raise TypeError(f"{where}: expected target to be an int, a sequence of int or an integer tensor, "
                         f"got {target!r}")

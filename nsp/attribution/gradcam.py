@@ -26,8 +26,9 @@ class GradCam(LayerAttribution):
     Options
     -------
     upsample : bool or str, default False
-        Interpolate the map to the input's spatial shape: True for 'bilinear', or a mode
-        of ``torch.nn.functional.interpolate`` ('nearest', 'bicubic', ...).
+        Interpolate the map to the input's spatial shape: True for 'linear', 'bilinear' or
+        'trilinear' (by the layer's 1, 2 or 3 spatial dimensions), or a mode of
+        ``torch.nn.functional.interpolate`` that takes them ('nearest', 'bicubic', ...).
     channels : int or sequence of int, optional
         Grad-CAM for these features of the layer only: the weighted maps of these
         channels are summed before the ReLU. By default every channel.
@@ -53,13 +54,14 @@ class GradCam(LayerAttribution):
                 raise ValueError(f"{self._where}: channel {bad[0]} is out of range for layer "
                                  f"{traced.describe(self.layer)} with {shape[1]} channels")
         upsample = options.get("upsample", False)
+        _upsample_mode(upsample, len(shape) - 2, self._where)
         if upsample is not False and len(shape) != inputs.dim():
             raise ValueError(f"{self._where}: cannot upsample layer {traced.describe(self.layer)} of shape {shape} "
                              f"to inputs of shape {tuple(inputs.shape)}: they differ in spatial dimensions")
 
     def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None, *, upsample: bool | str = False,
                    channels: int | Sequence[int] | None = None, relu: bool = True) -> torch.Tensor:
-        mode = _upsample_mode(upsample, self._where)
+        mode = _upsample_mode(upsample, inputs.dim() - 2, self._where)
         captum = captum_attr(self._where)
         cam = captum.LayerGradCam(self.model, self.layer)
         if channels is None:
@@ -75,11 +77,24 @@ class GradCam(LayerAttribution):
         return maps
 
 
-def _upsample_mode(upsample: bool | str, where: str) -> str | None:
+# The interpolation modes that take maps of each number of spatial dimensions.
+_MODE_DIMS = {"nearest": (1, 2, 3), "area": (1, 2, 3), "linear": (1,), "bilinear": (2,), "bicubic": (2,),
+              "trilinear": (3,)}
+_DEFAULT_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def _upsample_mode(upsample: bool | str, dims: int, where: str) -> str | None:
+    """The interpolation mode for ``upsample`` on maps with ``dims`` spatial dimensions."""
     if upsample is False:
         return None
     if upsample is True:
-        return "bilinear"
-    if upsample in _MODES:
-        return upsample  # type: ignore[return-value]
-    raise ValueError(f"{where}: expected upsample to be a bool or one of {', '.join(_MODES)}, got {upsample!r}")
+        if dims not in _DEFAULT_MODE:
+            raise ValueError(f"{where}: cannot upsample maps with {dims} spatial dimensions; pass upsample=False")
+        return _DEFAULT_MODE[dims]
+    if upsample not in _MODES:
+        raise ValueError(f"{where}: expected upsample to be a bool or one of {', '.join(_MODES)}, got {upsample!r}")
+    if dims not in _MODE_DIMS[upsample]:
+        fits = [m for m, d in _MODE_DIMS.items() if dims in d]
+        raise ValueError(f"{where}: upsample={upsample!r} interpolates maps with {_MODE_DIMS[upsample][0]} spatial "
+                         f"dimension(s), but this layer's have {dims}; use True or one of {', '.join(fits)}")
+    return upsample

@@ -28,12 +28,11 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -41,11 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from nsp.common.layers import Layer, find_layer
+from nsp.common.modes import eval_mode
 from nsp.optvis.objectives import INPUT, OUTPUT, Objective
 from nsp.optvis.param import ImageParam, fourier_image, pixel_image
 from nsp.optvis.augment import Transform, compose, standard_transforms
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalized", "Render", "eval_mode", "evaluate", "forward", "normalized",
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Normalized", "Render", "evaluate", "forward", "normalized",
            "render", "save_images"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -304,18 +304,6 @@ def evaluate(model: nn.Module, objective: Objective, images: torch.Tensor, where
     with eval_mode(model), torch.no_grad():
         acts = _checked_forward(model, images.to(device, dtype), objective, where)
         return objective(acts).detach().cpu()
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode inside the block; every submodule's own mode is restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _checked_forward(model: nn.Module, images: torch.Tensor, objective: Objective, where: str) -> dict[Layer, torch.Tensor]:

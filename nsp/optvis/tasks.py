@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nsp.common.modes import eval_mode
 from nsp.optvis import objectives as obj
 from nsp.optvis.param import ImageParam, pixel_image
 from nsp.optvis.optimize import (
     Render,
     device_dtype,
-    eval_mode,
     evaluate,
     forward,
     make_param,

@@ -18,6 +18,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from nsp.common.layers import Layer, find_layers
+from nsp.common.modes import eval_mode
 
 __all__ = ["ChosenLayer", "choose_layers", "inference", "neurons_of", "record", "spearman_vectors"]
 
@@ -116,15 +117,9 @@ def _execution_order(model: nn.Module, layers: list[ChosenLayer], sample: torch.
 
 @contextlib.contextmanager
 def inference(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode without gradients; the modules' own train/eval flags are restored after."""
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for module, training in modes.items():
-            module.train(training)
+    """``model`` in eval mode (:func:`nsp.common.modes.eval_mode`) without gradients."""
+    with eval_mode(model), torch.no_grad():
+        yield
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, where: str) -> None:
