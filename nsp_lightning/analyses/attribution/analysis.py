@@ -142,18 +142,46 @@ class AttributionAnalysis(ProbeAnalysis):
         if name is not None:
             self.name = name
         self._baseline: dict[str, torch.Tensor] | None = None
+        self._probe_count: int | None = None
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
+        """Check the probes, the model's output and every named layer against one forward pass.
+
+        Raises
+        ------
+        TypeError
+            If the probes are not floating-point.
+        ValueError
+            If the model's output is not a tensor ``(N, classes)`` or ``(N,)`` (what
+            :func:`nsp.attribution.attribute` explains), if ``layer`` or ``sanity_layer``
+            is unknown or never runs on the probes (the error lists the modules that ran),
+            or if ``target`` is out of range.
+        """
         from nsp.attribution.base import resolve_layer
+        from nsp.common.modes import eval_mode
+        from nsp.common.tracer import trace
 
         who = type(self).__name__
         if not probes.is_floating_point():
             raise TypeError(f"{who}: the probes have dtype {probes.dtype}; attribution needs floating-point inputs")
+        self._probe_count = int(probes.shape[0])
+        with eval_mode(model), torch.no_grad():
+            traced = trace(model, probes)
+        outputs = traced.output
+        if not isinstance(outputs, torch.Tensor) or outputs.dim() not in (1, 2) or outputs.shape[0] != probes.shape[0]:
+            got = list(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise ValueError(f"{who}: the model ({type(model).__name__}) returns {got} for {probes.shape[0]} probes; "
+                             f"attribution explains one output tensor (N, classes) or (N,). Wrap the model so that "
+                             f"it returns the logits to explain")
         for argname, value in (("layer", self.layer), ("sanity_layer", self.sanity_layer)):
-            if value is not None:
-                resolve_layer(model, value, f"{who}({argname})")
+            if value is None:
+                continue
+            module = resolve_layer(model, value, f"{who}({argname})")
+            if traced.calls.get(module, 0) == 0:
+                ran = [traced.name(m) for m in traced.order if traced.name(m)]
+                raise ValueError(f"{who}({argname}={value!r}): {value!r} never runs in the model's forward pass on "
+                                 f"the probes; the modules that run are: {', '.join(ran)}")
         if self.target is not None:
-            outputs = model(probes)
             classes = outputs.shape[1] if outputs.dim() == 2 else 0
             targets = [self.target] if isinstance(self.target, int) else self.target
             if len(targets) not in (1, probes.shape[0]) or not all(0 <= t < classes for t in targets):
@@ -166,7 +194,7 @@ class AttributionAnalysis(ProbeAnalysis):
     def header(self) -> dict[str, Any]:
         return {
             "methods": self.methods, "target": self.target, "layer": self.layer, "sanity_layer": self.sanity_layer,
-            "sanity": self.sanity, "mode": self.mode, "seed": self.seed,
+            "sanity": self.sanity, "mode": self.mode, "seed": self.seed, "probes": self._probe_count,
         }
 
     def custom_scalars(self) -> dict[str, dict[str, list[Any]]]:
@@ -182,7 +210,8 @@ class AttributionAnalysis(ProbeAnalysis):
         from nsp.attribution import METHODS, LayerAttribution, attribute, randomize_top_layer, spearman
 
         outputs = context.outputs()
-        target = outputs.argmax(dim=1) if self.target is None else self.target
+        # A model with one output per probe has no class to choose: attribute() explains it as is.
+        target = (outputs.argmax(dim=1) if outputs.dim() == 2 else None) if self.target is None else self.target
         results: dict[str, torch.Tensor] = {}
         scalars: dict[str, float] = {}
         with context.enable_grad():
@@ -205,7 +234,9 @@ class AttributionAnalysis(ProbeAnalysis):
                 scalars[f"{method}/probe_{p}/baseline_rho"] = float(rho)
         arrays = {method: values.float().numpy() for method, values in results.items()}
         arrays["probes"] = probes.detach().float().cpu().numpy()
-        arrays["target"] = torch.as_tensor(target).reshape(-1).expand(probes.shape[0]).cpu().numpy().astype(np.int64)
+        # -1: the model returns one value per probe, explained without a class.
+        arrays["target"] = torch.as_tensor(-1 if target is None else target).reshape(-1).expand(
+            probes.shape[0]).cpu().numpy().astype(np.int64)
         return AnalysisRecord(arrays=arrays, scalars=scalars, meta={"methods": list(results)})
 
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
@@ -223,6 +254,9 @@ class AttributionAnalysis(ProbeAnalysis):
         methods = header.get("methods", {})
         if not isinstance(methods, dict):
             raise ValueError(f"{cls.__name__}: the manifest {path} has methods {methods!r}, expected an object")
+        probes = header.get("probes")
+        if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
+            raise ValueError(f"{cls.__name__}: the manifest {path} has probes {probes!r}, expected an int >= 1")
 
     @classmethod
     def check_record(cls, record: Any, header: dict[str, Any], path: Path) -> None:
@@ -233,6 +267,10 @@ class AttributionAnalysis(ProbeAnalysis):
             raise ValueError(f"{who}: the record {path} has methods {methods!r}, expected a list of names")
         probes = check_arrays(record.arrays, path, who, {"probes": ("f", None)})
         check_arrays(record.arrays, path, who, {m: ("f", None) for m in methods if m in record.arrays}, rows=probes)
+        expected = header.get("probes")
+        if expected is not None and probes != expected:
+            raise ValueError(f"{who}: the record {path} holds {probes} probe(s), but its series has {expected} "
+                             f"(the manifest's header)")
 
     @classmethod
     def report_steps(cls, records: Sequence[Any], header: Mapping[str, Any]) -> int:
