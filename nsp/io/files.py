@@ -92,10 +92,7 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
     path = Path(path)
     checked: dict[str, np.ndarray] = {}
     for key, value in arrays.items():
-        # A name is the archive member "<name>.npy": no path separators, no "." or "..", so
-        # that a reader extracting the archive never writes outside its directory.
-        if (not isinstance(key, str) or not key or key == _META_KEY or key in (".", "..")
-                or any(c in key for c in "/\\\0")):
+        if not _valid_array_name(key) or key == _META_KEY:
             raise ValueError(
                 f"nsp.storage.save_npz({path}): invalid array name {key!r} (a non-empty name without '/', '\\'"
                 " or NUL, other than '.' and '..')"
@@ -111,6 +108,15 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
     with _atomic(path) as handle:
         np.savez(handle, **checked)
     return path
+
+
+def _valid_array_name(key: Any) -> bool:
+    """Whether ``key`` may name an array (the archive member ``<key>.npy``).
+
+    No path separator or NUL, and not ``.`` or ``..``: a reader that extracts the archive
+    never writes outside its directory.
+    """
+    return isinstance(key, str) and bool(key) and key not in (".", "..") and not any(c in key for c in "/\\\0")
 
 
 def load_npz(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -191,6 +197,8 @@ def _check_npz(path: Path, max_bytes: int | None) -> None:
         for member in members:
             if not member.filename.endswith(".npy"):
                 raise _BadFile(f"holds {member.filename!r}, which is not a .npy array")
+            if not _valid_array_name(member.filename[:-4]):
+                raise _BadFile(f"holds {member.filename!r}, whose name is a path (save_npz never writes one)")
             with archive.open(member) as handle:
                 version = np.lib.format.read_magic(handle)
                 reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0

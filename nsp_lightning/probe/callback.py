@@ -474,9 +474,22 @@ class ProbeCallback(Callback):
         with probing(pl_module):
             for analysis in self.analyses:
                 analysis.setup(pl_module, probe, context)
-        for analysis in self.analyses:
-            series.start(analysis, resuming=series.stores[analysis.name].exists())
         self._series = series
+        for analysis in self.analyses:
+            try:
+                series.start(analysis, resuming=series.stores[analysis.name].exists())
+            except OSError as err:
+                # A disk that refuses the manifest (full, read-only): as for a record that cannot be written.
+                if self.on_error == "raise":
+                    raise
+                rank_zero_warn(
+                    f"{type(self).__name__}: the records of epoch {epoch} cannot be written to"
+                    f" {series.stores[analysis.name].directory} ({type(err).__name__}: {err}); nothing is recorded and"
+                    " the evaluation goes on (on_error='raise' stops it instead)"
+                )
+                for skipped in self.analyses:
+                    self._failed.setdefault(skipped.name, []).append(epoch)
+                return
         self._record(trainer, pl_module, epoch, context)
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -587,9 +600,9 @@ class ProbeCallback(Callback):
         assert self._series is not None
         try:
             self._series.note_failure(analysis, epoch, reason)
-        except OSError as note_err:
-            # A disk that refused the record (full, read-only, gone) may refuse this note too; training goes on,
-            # and the record is still missing from the manifest, so no reader sees it.
+        except (OSError, ValueError) as note_err:
+            # A disk that refused the record (full, read-only, gone) may refuse this note too, and a manifest
+            # that became unreadable cannot take it: training goes on, and the record is missing from the series.
             rank_zero_warn(
                 f"{type(self).__name__}: record {epoch} of {analysis.name!r} could not be listed as failed in"
                 f" {self._series.stores[analysis.name].manifest_path} either ({type(note_err).__name__}: {note_err});"

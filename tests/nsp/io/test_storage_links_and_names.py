@@ -8,7 +8,7 @@ Part of the reliability suite (``pytest -m reliability``).
 import numpy as np
 import pytest
 
-from nsp.io.storage import RecordStore, RecordStoreError, save_npz
+from nsp.io.storage import RecordStore, RecordStoreError, load_npz, save_npz
 
 pytestmark = pytest.mark.reliability
 
@@ -129,3 +129,11 @@ def test_reading_every_record_is_one_pass_over_the_manifest(tmp_path, monkeypatc
     results = list(store.read_all(manifest))
     assert len(results) == n and all(isinstance(r, ValueError) and "is missing" in str(r) for _, r in results)
     assert Counted.passes == 1
+
+
+def test_a_crafted_record_whose_member_name_is_a_path_is_refused(tmp_path):
+    path = tmp_path / "crafted.npz"
+    np.savez(path, **{"../../x": np.zeros(1), "__meta__": np.asarray("{}")})
+    with pytest.raises(ValueError, match=r"crafted\.npz is not a readable record file: it holds '\.\./\.\./x\.npy',"
+                                         " whose name is a path"):
+        load_npz(path)

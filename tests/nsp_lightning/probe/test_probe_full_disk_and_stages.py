@@ -95,3 +95,16 @@ def test_two_callbacks_on_one_directory_get_nsps_message_before_lightnings(tmp_p
     with pytest.raises(ValueError, match=r"ProbeCallback: its analysis 'means' and ProbeCallback's analysis 'means'"
                                          r" would both write to .*means; give the callbacks different `dirpath`s"):
         trainer.fit(TinyNet(), loader())
+
+
+def test_a_full_disk_under_validate_skips_the_record_and_the_evaluation_goes_on(tmp_path, monkeypatch):
+    callback = ProbeCallback(probe(1), [Means()], dirpath=tmp_path)
+    trainer = pl.Trainer(**trainer_kwargs(), callbacks=[callback])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "save_json", full)
+    messages = run(trainer, "validate", Validated())  # before: a raw OSError from the manifest's write
+    assert callback.failed_records == {"means": [0]}
+    assert any("the records of epoch 0 cannot be written" in m and "No space left on device" in m for m in messages)
