@@ -28,11 +28,12 @@ Examples
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -280,6 +281,47 @@ def _transforms(transforms: str | Sequence[Transform] | Transform | None, shape:
     return compose(list(transforms))
 
 
+def require_memory(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, layers: Sequence[Layer],
+                   where: str) -> None:
+    """Refuse, before allocating, a render whose image and activations would not fit in memory.
+
+    The activations the objective needs are measured on the model at a small size and
+    scaled by the image's area (a convolutional network's grow with it); a model that takes no other size is
+    estimated by its image alone. A render keeps about three copies of the activations
+    (forward, gradient, transformed image) and about sixteen of the image (its
+    parameterisation, gradient, optimiser moments, transforms).
+    """
+    import nsp.common.memory as memory
+
+    _, channels, height, width = shape
+    element = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
+    image = 4 * channels * height * width
+    small = (min(height, 32), min(width, 32))
+    total = 0
+
+    def count(module: nn.Module, args: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * element
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        device, _ = device_dtype(model)
+        with eval_mode(model), torch.no_grad():
+            forward(model, torch.zeros(1, channels, *small, device=device, dtype=dtype), layers, where)
+        # A Normalized model with a size resamples every image to it: its activations do not grow.
+        fixed = isinstance(model, Normalized) and model.size is not None
+        activations = total if fixed else total * (height * width) / (small[0] * small[1])
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        activations = 0
+    finally:
+        for handle in handles:
+            handle.remove()
+    memory.require(int(3 * activations + 16 * image), f"{where}: rendering a {height}x{width} image",
+                   "choose a smaller size")
+
+
 def _optimizer(optimizer: str | Callable, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -394,25 +436,36 @@ def render(
     steps = kept[-1]
     if not isinstance(objective, Objective):
         raise TypeError(f"{where}: expected an nsp.optvis Objective, got {type(objective).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{where}: expected seed to be an int, got {seed!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ValueError(f"{where}: expected lr to be a positive number, got {lr!r}")
     device, dtype = device_dtype(model)
-    image_param = make_param(param, image_shape(model, size, channels), seed).to(device, dtype)
-    transform = _transforms(transforms, image_param.shape)
-    generator = torch.Generator().manual_seed(int(seed))
-    params = [p for p in image_param.parameters() if p.requires_grad]
-    opt = _optimizer(optimizer, params, lr)
+    # The image is optimised in float32 at least (its Fourier parameterisation needs complex
+    # numbers, which bfloat16 has not) and shown to the model in the model's dtype.
+    param_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
+    shape = image_shape(model, size, channels)
+    require_memory(model, shape, dtype, objective.layers, where)
     images: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
     losses: list[float] = []
     start = time.perf_counter()
+    # Under torch.inference_mode() (Lightning's validation) the image and its optimiser
+    # are made inside the block that re-enables autograd, or they could not be optimised.
     with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+        image_param = make_param(param, shape, seed).to(device, param_dtype)
+        transform = _transforms(transforms, image_param.shape)
+        generator = torch.Generator().manual_seed(seed)
+        params = [p for p in image_param.parameters() if p.requires_grad]
+        opt = _optimizer(optimizer, params, lr)
         with torch.no_grad():
-            initial = objective(_checked_forward(model, image_param(), objective, where)).detach().cpu()
+            initial = objective(_checked_forward(model, image_param().to(dtype), objective, where)).detach().cpu()
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
             image = image_param()
             shown = transform(image, generator) if transform is not None else image
-            acts = forward(model, shown, objective.layers, where)
+            acts = forward(model, shown.to(dtype), objective.layers, where)
             acts[INPUT] = image
             loss = -objective(acts).sum()
             grads = torch.autograd.grad(loss, params)
@@ -431,7 +484,7 @@ def render(
             if step in kept:
                 with torch.no_grad():
                     image = image_param()
-                    values.append(objective(forward(model, image, objective.layers, where)).detach().cpu())
+                    values.append(objective(forward(model, image.to(dtype), objective.layers, where)).detach().cpu())
                 images.append(image.detach().cpu())
             bar.update(1)
         bar.close()
