@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,11 @@ def to_rgb(grid: np.ndarray, cmap: str = "viridis", vmin: float = 0.0, vmax: flo
     from nsp.viz.colors import colormap, colour_table
 
     colormap(cmap, "nsp.response_map.to_rgb")
+    grid = np.asarray(grid)
+    if grid.ndim != 2 or grid.dtype.kind not in "fiub":
+        raise ValueError(f"nsp.response_map.to_rgb: expected a real (H, W) grid, got {grid.dtype} {list(grid.shape)}")
+    if not (math.isfinite(vmin) and math.isfinite(vmax) and vmin < vmax):
+        raise ValueError(f"nsp.response_map.to_rgb: expected finite vmin < vmax, got {vmin!r}, {vmax!r}")
     lut = (colour_table(cmap, 256) * 255).round().astype(np.uint8)
     finite = np.isfinite(grid)
     index = np.zeros(grid.shape, dtype=np.int64)

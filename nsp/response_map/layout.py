@@ -64,6 +64,12 @@ def tsne_layout(
         ``(N, 2)`` float64.
     """
     openTSNE = _require_opentsne()
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] < 2 or vectors.dtype.kind not in "fiu":
+        raise ValueError(f"nsp.response_map.tsne_layout: expected real points (N, D) with N >= 2, got "
+                         f"{vectors.dtype} {list(vectors.shape)}")
+    if not np.isfinite(vectors).all():
+        raise ValueError("nsp.response_map.tsne_layout: the points hold NaN or infinite values")
     n = len(vectors)
     options: dict[str, Any] = dict(
         perplexity=min(float(perplexity), (n - 1) / 3),

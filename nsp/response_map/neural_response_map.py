@@ -33,12 +33,15 @@ Deviations, and why:
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+import nsp.common.memory as memory
 from nsp.response_map.drawing import map_figure
 from nsp.response_map.layout import Grid, circle_projection, scale_layout, tsne_layout
 from nsp.response_map.responses import ChosenLayer, choose_layers, record, spearman_vectors
@@ -106,12 +109,18 @@ class NeuralResponseMap:
             raise TypeError(f"nsp.NeuralResponseMap: expected `model` to be a torch.nn.Module, got {type(model).__name__}")
         if units not in ("channels", "all"):
             raise ValueError(f"nsp.NeuralResponseMap: expected `units` to be 'channels' or 'all', got {units!r}")
-        if not perplexity > 0:
+        if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not 0 < perplexity < math.inf:
             raise ValueError(f"nsp.NeuralResponseMap: expected `perplexity` > 0, got {perplexity!r}")
-        if int(resolution) < 2:
-            raise ValueError(f"nsp.NeuralResponseMap: expected `resolution` >= 2, got {resolution!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"nsp.NeuralResponseMap: expected `batch_size` >= 1, got {batch_size!r}")
+        for argname, value, low in (("resolution", resolution, 2), ("batch_size", batch_size, 1), ("seed", seed, 0),
+                                    ("n_jobs", n_jobs, -1024)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"nsp.NeuralResponseMap: expected `{argname}` to be an int, got {value!r}")
+            if value < low:
+                raise ValueError(f"nsp.NeuralResponseMap: expected `{argname}` >= {low}, got {value!r}")
+        # The map's grid and its nearest-neuron index are resolution x resolution arrays, and
+        # each generated map is one more.
+        memory.require(4 * 8 * int(resolution) ** 2, f"nsp.NeuralResponseMap: a {resolution}x{resolution} map",
+                       "choose a smaller resolution")
         self.model = model
         self.units = units
         self.perplexity = float(perplexity)
@@ -389,6 +398,13 @@ class NeuralResponseMap:
             raise TypeError(f"{where}: expected `inputs` to be a torch.Tensor, got {type(inputs).__name__}")
         if inputs.dim() < 1 or inputs.shape[0] < 1:
             raise ValueError(f"{where}: expected `inputs` of shape (B, *input_shape) with B >= 1, got {list(inputs.shape)}")
+        if inputs.device.type == "meta":
+            raise ValueError(f"{where}: `inputs` are on the meta device, which holds shapes but no values")
+        if (inputs.is_floating_point() or inputs.is_complex()) and not torch.isfinite(inputs).all():
+            rows = (~torch.isfinite(inputs.reshape(inputs.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+            shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+            raise ValueError(f"{where}: `inputs` {shown} hold NaN or infinite values, which would silently drop "
+                             f"every neuron they reach; remove or repair them first")
         if not training and tuple(inputs.shape[1:]) != self._input_shape:
             raise ValueError(
                 f"{where}: expected `inputs` of shape (B, {', '.join(map(str, self._input_shape))}) like the "

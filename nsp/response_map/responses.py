@@ -189,11 +189,31 @@ def record(model: nn.Module, chosen: list[ChosenLayer], inputs: torch.Tensor, un
                 if missing:
                     raise ValueError(f"{where}: the chosen layer(s) {missing} did not run in the forward pass")
                 chunks.append([np.concatenate(current[i], axis=1) for i in range(len(chosen))])
+                if start == 0:
+                    _require_room(chunks[0], inputs.shape[0], units, where)
+                bad = [chosen[i].name for i, values in enumerate(chunks[-1]) if not np.isfinite(values).all()]
+                if bad:
+                    raise ValueError(f"{where}: layer(s) {bad} respond with NaN or infinite values to finite inputs "
+                                     f"{start}..{start + len(chunks[-1][0]) - 1}; a layout needs finite responses")
     finally:
         for handle in handles:
             handle.remove()
     per_layer = [np.concatenate([chunk[i] for chunk in chunks], axis=0) for i in range(len(chosen))]
     return np.concatenate(per_layer, axis=1), [v.shape[1] for v in per_layer]
+
+
+def _require_room(first: list[np.ndarray], inputs: int, units: str, where: str) -> None:
+    """Refuse, from the first batch's widths, responses that would not fit in memory.
+
+    The responses are float64 ``(inputs, neurons)``; their concatenation, ranks and unit
+    vectors make about four copies.
+    """
+    import nsp.common.memory as memory
+
+    neurons = sum(values.shape[1] for values in first)
+    advice = "use units='channels', fewer layers or fewer inputs" if units == "all" else "use fewer layers or inputs"
+    memory.require(4 * 8 * inputs * neurons, f"{where}: the responses of {neurons:,} neurons to {inputs:,} inputs",
+                   advice)
 
 
 def neurons_of(output: torch.Tensor, units: str) -> torch.Tensor:
