@@ -278,7 +278,12 @@ class RecordStore:
         """
         if self._lock is not None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            # The same OSError subclass (a caller may handle a full or read-only disk), with what nsp was doing.
+            raise type(err)(err.errno, f"nsp.storage: cannot create the record directory {self.directory}"
+                                       f" ({err.strerror})") from None
         lock = _DirectoryLock(self.lock_path)
         if not lock.acquire():
             raise RecordStoreError(

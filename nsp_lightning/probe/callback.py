@@ -152,7 +152,7 @@ class ProbeCallback(Callback):
         TypeError: if ``probe`` is none of the accepted types, or another argument has the
             wrong type.
         ValueError: if the probe is empty, analyses repeat a name, or ``every_n_epochs``,
-            ``epochs`` or ``log_step`` is invalid. At fit start: if the model cannot run
+            ``epochs`` or ``log_step`` is invalid, or ``dirpath`` is a file. At fit start: if the model cannot run
             the probe batch, an analysis's ``check`` fails, two callbacks would write the
             same record directory, or a record directory holds a series recorded with
             another configuration.
@@ -203,6 +203,8 @@ class ProbeCallback(Callback):
         if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
             raise TypeError(f"{who}(dirpath={dirpath!r}): expected a path or None")
         self._dirpath_arg = None if dirpath is None else os.fspath(dirpath)
+        if self._dirpath_arg is not None and os.path.exists(self._dirpath_arg) and not os.path.isdir(self._dirpath_arg):
+            raise ValueError(f"{who}(dirpath={self._dirpath_arg!r}): it is a file, expected a directory (or a new path)")
         if log_step not in _LOG_STEPS:
             raise ValueError(f"{who}(log_step={log_step!r}): expected one of {_LOG_STEPS}")
         self.log_step = log_step

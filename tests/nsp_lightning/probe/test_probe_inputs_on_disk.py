@@ -97,3 +97,12 @@ def test_skip_bad_reads_a_manifest_of_many_missing_records_in_one_pass(tmp_path,
     assert records == [] and len(problems) == n and "epoch-019999.npz is missing" in problems[-1]
     # Before: each record was looked up by name in the manifest, a pass over it per record (quadratic).
     assert len(passes) <= 4
+
+
+def test_a_dirpath_that_is_a_file_is_refused_naming_it(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"ProbeCallback\(dirpath='.*file\.txt'\): it is a file, expected a directory"):
+        ProbeCallback(probe(1), [Plain()], dirpath=tmp_path / "file.txt")
+    # Where the store finds out itself (the file appeared later): the OSError says what nsp was doing.
+    with pytest.raises(NotADirectoryError, match=r"nsp\.storage: cannot create the record directory .*file\.txt/plain"):
+        RecordStore(tmp_path / "file.txt" / "plain").start({})
