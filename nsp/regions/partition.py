@@ -26,6 +26,7 @@ The mesh and its cuts are in :mod:`nsp.regions.mesh`, the network's replay in
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -33,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nsp.regions.local_affine import Nonlinearity
+from nsp.common.modes import eval_mode
+from nsp.regions.local_affine import Nonlinearity, NotPiecewiseLinearError
 from nsp.regions.mesh import CallValues, Columns, Mesh
 from nsp.regions.plane import Plane, check_domain
 from nsp.regions.regioncam import regioncam_regions
@@ -122,6 +124,35 @@ def _split_maxpool(mesh: Mesh, base: np.ndarray, windows: np.ndarray, tol: float
 
 
 
+def _check_options(model: nn.Module, margin: float, tol: float, batch_size: int, backend: str) -> None:
+    """Refuse bad options by name before any forward pass."""
+    for argname, value in (("margin", margin), ("tol", tol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"nsp.linear_regions: expected `{argname}` to be a finite number >= 0, but got {value!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"nsp.linear_regions: expected `batch_size` to be an int >= 1, but got {batch_size!r}")
+    if backend not in ("nsp", "regioncam"):
+        raise ValueError(f"nsp.linear_regions: expected `backend` to be 'nsp' or 'regioncam', but got {backend!r}")
+    meta = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
+    if meta:
+        raise ValueError(f"nsp.linear_regions: the model's {meta[0]!r} is on the meta device, which holds shapes but "
+                         f"no values; load the weights first (e.g. model.to_empty(device='cpu') and a state dict)")
+
+
+def _check_input_space(model: nn.Module, params: dict, plane: Plane, batch_size: int) -> None:
+    """Without a plane, the plane is the input space: refuse a model that does not take 2-D inputs."""
+    try:
+        evaluate(model, params, plane, np.zeros((1, 2)), 0, batch_size)
+    except (RuntimeError, ValueError, IndexError) as err:
+        if isinstance(err, NotPiecewiseLinearError):
+            raise
+        raise ValueError(
+            "nsp.linear_regions: without `plane` or `points` the plane is the input space itself, so the model "
+            f"must take inputs of shape (N, 2); {type(model).__name__} failed on them ({err}). For another input "
+            "shape give points=(probe, a, b), three inputs of the model's shape, or a Plane in its input space"
+        ) from err
+
+
 def linear_regions(
     model: nn.Module,
     *,
@@ -138,8 +169,8 @@ def linear_regions(
     Parameters
     ----------
     model : nn.Module
-        A piecewise-linear network (see :func:`nsp.local_affine`), in eval mode. Its regions are
-        split at ReLU, LeakyReLU, PReLU, ReLU6/Hardtanh/clamp and MaxPool2d calls.
+        A piecewise-linear network (see :func:`nsp.local_affine`), partitioned in eval mode
+        (the mode of each submodule is restored after). Its regions are split at ReLU, LeakyReLU, PReLU, ReLU6/Hardtanh/clamp and MaxPool2d calls.
     plane : Plane, optional
         The slice. Default: the input space itself, for a network with 2-D input.
     points : sequence of three tensors, optional
@@ -182,6 +213,14 @@ def linear_regions(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"nsp.linear_regions: expected argument `model` to be an nn.Module, but got {type(model).__name__}")
+    _check_options(model, margin, tol, batch_size, backend)
+    # Regions of the network as deployed: dropout off, BatchNorm with its running statistics.
+    with eval_mode(model):
+        return _partition(model, plane, points, domain, margin, tol, batch_size, backend)
+
+
+def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Tensor] | None,
+               domain: Sequence[float] | None, margin: float, tol: float, batch_size: int, backend: str) -> Regions:
     if points is not None:
         if plane is not None:
             raise ValueError("nsp.linear_regions: give either `plane` or `points`, not both")
@@ -201,10 +240,9 @@ def linear_regions(
               for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
     if plane is None:
         plane = Plane(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+        _check_input_space(model, params, plane, batch_size)
     if backend == "regioncam":
         return regioncam_regions(model, params, plane, domain, batch_size)
-    if backend != "nsp":
-        raise ValueError(f"nsp.linear_regions: expected `backend` to be 'nsp' or 'regioncam', but got {backend!r}")
     u0, u1, v0, v1 = domain
     mesh = Mesh(
         xy=Columns(np.array([[u0, u1, u1, u0], [v0, v0, v1, v1]], dtype=np.float64)),
@@ -266,7 +304,6 @@ def linear_regions(
         _network=(model, params, index, batch_size),
     )
     return regions
-
 
 
 def _clamp_knots_of(nl: Nonlinearity) -> tuple[float | None, float | None]:
