@@ -93,10 +93,12 @@ def _chained(recorded: _Recorded) -> bool:
 
 def top_level(network: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules whose outputs are the default layers: the children, with the items of a
-    ``ModuleList``/``ModuleDict`` child in its place (those containers are never called)."""
+    ``ModuleList``/``ModuleDict`` child in its place when the container has no forward of
+    its own (it cannot be called then). A subclass with a forward (torchvision's
+    ``_DenseBlock``) is called like any module, and is one layer."""
     out = []
     for name, child in network.named_children():
-        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)) and type(child).forward is nn.Module.forward:
             out += [(f"{name}.{n}", m) for n, m in top_level(child)]
         else:
             out.append((name, child))
