@@ -171,7 +171,7 @@ class RecordStore:
             raise FileNotFoundError(f"nsp.storage: no {MANIFEST} in {self.directory}; is this a record directory?")
         where = f"nsp.storage: {self.manifest_path}"
         if self.manifest_path.is_symlink():
-            raise ValueError(f"{where} is a symbolic link; a record directory's manifest is read only from the directory")
+            raise ValueError(f"{where} is a symbolic link; a manifest is read only from its record directory")
         manifest = load_json(self.manifest_path)
         if manifest.get("format") != FORMAT:
             raise ValueError(f"{where} is not an {FORMAT!r} manifest")
@@ -461,7 +461,8 @@ class RecordStore:
         # A manifest with a series id has had it stamped into every record written for it; a legacy
         # manifest (written before series ids) has none, and neither have its records.
         if series is not None and found != series:
-            whose = "carries no series id" if found is None else f"belongs to another record series (series {_short(found)})"
+            whose = ("carries no series id" if found is None
+                     else f"belongs to another record series (series {_short(found)})")
             raise ValueError(
                 f"nsp.storage: {path} {whose}, but the manifest's series is {series!r}; it was copied in from"
                 " another run, and is not read as part of this one"

@@ -117,6 +117,7 @@ __all__ = [
     "SCALARS_KEY",
     "analysis_class",
     "check_arrays",
+    "check_analyses",
     "check_name",
     "class_path",
     "read_probe_record",
@@ -310,7 +311,8 @@ class ProbeAnalysis(abc.ABC):
         name = cls.__dict__.get("name")
         if name is not None and not (isinstance(name, str) and _NAME.match(name)):
             raise TypeError(
-                f"{cls.__qualname__}.name = {name!r}: expected {_NAME_RULE} (it names a directory and a TensorBoard tag)"
+                f"{cls.__qualname__}.name = {name!r}: expected {_NAME_RULE} (it names a directory and a"
+                " TensorBoard tag)"
             )
         _REGISTRY[class_path(cls)] = cls
 
@@ -495,6 +497,32 @@ class ProbeAnalysis(abc.ABC):
             blocks.append(Text("The records hold no scalars or arrays."))
         context.step(f"section {context.name}")
         return Section(context.name, title, blocks)
+
+
+def check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:
+    """``analyses`` (one :class:`ProbeAnalysis` or a sequence) as a list of analyses of distinct names.
+
+    Raises
+    ------
+    TypeError
+        If they are not analyses.
+    ValueError
+        If there are none, or two share a name (each writes to its own directory, named
+        after it); the message begins with ``who``.
+    """
+    listed = [analyses] if isinstance(analyses, ProbeAnalysis) else analyses
+    if not isinstance(listed, (list, tuple)) or not all(isinstance(a, ProbeAnalysis) for a in listed):
+        raise TypeError(f"{who}(analyses={analyses!r}): expected a ProbeAnalysis or a list of them")
+    if not listed:
+        raise ValueError(f"{who}(analyses=[]): expected at least one analysis")
+    names = [a.name for a in listed]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(
+            f"{who}(analyses=...): the names {repeated} repeat; each analysis writes to its own directory, named"
+            " after it (set `name` on one of them)"
+        )
+    return list(listed)
 
 
 def check_name(name: Any, who: str) -> str:

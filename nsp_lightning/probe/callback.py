@@ -35,7 +35,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from nsp.io.storage import RecordStoreError
-from nsp_lightning.probe.analysis import AnalysisRecord, ProbeAnalysis, ProbeContext
+from nsp_lightning.probe.analysis import AnalysisRecord, ProbeAnalysis, ProbeContext, check_analyses
 from nsp_lightning.probe.handoff import Handoff
 from nsp_lightning.probe.inputs import datamodule_probe, on_model, probe_batch
 from nsp_lightning.probe.isolation import nonfinite_parameters, probing
@@ -74,10 +74,7 @@ class ProbeCallback(Callback):
     Several analyses: pass them to one callback, so that they share the schedule and the
     forward pass. Several callbacks also work (e.g. with different schedules): give them
     different ``dirpath``\ s or analyses of different names; two callbacks that would
-    write the same record directory are refused at setup, with a message that says so
-    (checkpoints keep the callback's :meth:`checkpoint_state` under
-    ``checkpoint["callbacks"][state_key]``, written by ``on_save_checkpoint``, so that
-    Lightning's check of ``state_dict`` keys does not refuse them first).
+    write the same record directory are refused at setup, with a message that says so.
 
     Args:
         probe: the probe inputs, one of
@@ -197,14 +194,14 @@ class ProbeCallback(Callback):
             self._datamodule = probe
         else:
             self._probe, self._labels = probe_batch(probe, who)
-        self.analyses: list[ProbeAnalysis] = _check_analyses(analyses, who)
+        self.analyses: list[ProbeAnalysis] = check_analyses(analyses, who)
         schedule = Schedule.from_arguments(every_n_epochs, epochs, who)
         self.every_n_epochs, self.epochs = schedule.every_n_epochs, schedule.epochs
         if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
             raise TypeError(f"{who}(dirpath={dirpath!r}): expected a path or None")
         self._dirpath_arg = None if dirpath is None else os.fspath(dirpath)
         if self._dirpath_arg is not None and os.path.exists(self._dirpath_arg) and not os.path.isdir(self._dirpath_arg):
-            raise ValueError(f"{who}(dirpath={self._dirpath_arg!r}): it is a file, expected a directory (or a new path)")
+            raise ValueError(f"{who}(dirpath={self._dirpath_arg!r}): it is a file, expected a directory or a new path")
         if log_step not in _LOG_STEPS:
             raise ValueError(f"{who}(log_step={log_step!r}): expected one of {_LOG_STEPS}")
         self.log_step = log_step
@@ -477,31 +474,24 @@ class ProbeCallback(Callback):
             for analysis in self.analyses:
                 analysis.setup(pl_module, probe, context)
         self._series = series
-        for analysis in self.analyses:
-            try:
-                series.start(analysis, resuming=series.stores[analysis.name].exists())
-            except OSError as err:
-                # A disk that refuses the manifest (full, read-only): as for a record that cannot be written.
-                if self.on_error == "raise":
-                    raise
-                rank_zero_warn(
-                    f"{type(self).__name__}: the records of epoch {epoch} cannot be written to"
-                    f" {series.stores[analysis.name].directory} ({type(err).__name__}: {err}); nothing is recorded and"
-                    " the evaluation goes on (on_error='raise' stops it instead)"
-                )
-                for skipped in self.analyses:
-                    self._failed.setdefault(skipped.name, []).append(epoch)
-                return
+        try:
+            series.start_all(self.analyses)
+        except OSError as err:
+            # A disk that refuses the manifest (full, read-only): as for a record that cannot be written.
+            if self.on_error == "raise":
+                raise
+            rank_zero_warn(
+                f"{type(self).__name__}: the records of epoch {epoch} cannot be written to"
+                f" {', '.join(self.record_dirs.values())} ({type(err).__name__}: {err}); nothing is recorded and the"
+                " evaluation goes on (on_error='raise' stops it instead)"
+            )
+            for analysis in self.analyses:
+                self._failed.setdefault(analysis.name, []).append(epoch)
+            return
         self._record(trainer, pl_module, epoch, context)
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the callback (under ``checkpoint["callbacks"][state_key]``).
-
-        Returns
-        -------
-        dict
-            ``recorded``: the record numbers taken; ``dirpath``: where the records go.
-        """
+        """What checkpoints keep, under ``checkpoint["callbacks"][state_key]``: ``recorded``, ``dirpath``."""
         return {"recorded": sorted(self._recorded), "dirpath": self.dirpath}
 
     @override
@@ -600,29 +590,7 @@ class ProbeCallback(Callback):
         for logger in trainer.loggers:
             logger.log_metrics({f"{analysis.prefix}/record_failed": 1.0}, step=step)
         assert self._series is not None
-        try:
-            self._series.note_failure(analysis, epoch, reason)
-        except (OSError, ValueError) as note_err:
-            # A disk that refused the record (full, read-only, gone) may refuse this note too, and a manifest
-            # that became unreadable cannot take it: training goes on, and the record is missing from the series.
-            rank_zero_warn(
-                f"{type(self).__name__}: record {epoch} of {analysis.name!r} could not be listed as failed in"
-                f" {self._series.stores[analysis.name].manifest_path} either ({type(note_err).__name__}: {note_err});"
-                " it is missing from the series"
-            )
+        problem = self._series.note_failure(analysis, epoch, reason)
+        if problem is not None:
+            rank_zero_warn(f"{type(self).__name__}: {problem}")
 
-
-def _check_analyses(analyses: Any, who: str) -> list[ProbeAnalysis]:
-    listed = [analyses] if isinstance(analyses, ProbeAnalysis) else analyses
-    if not isinstance(listed, (list, tuple)) or not all(isinstance(a, ProbeAnalysis) for a in listed):
-        raise TypeError(f"{who}(analyses={analyses!r}): expected a ProbeAnalysis or a list of them")
-    if not listed:
-        raise ValueError(f"{who}(analyses=[]): expected at least one analysis")
-    names = [a.name for a in listed]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(
-            f"{who}(analyses=...): the names {repeated} repeat; each analysis writes to its own directory, named"
-            " after it (set `name` on one of them)"
-        )
-    return list(listed)

@@ -9,7 +9,7 @@ teardown; every record then goes through :func:`nsp_lightning.probe.store.write_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
@@ -101,9 +101,30 @@ class RecordSeries:
             stage=self.stage,
         )
 
-    def note_failure(self, analysis: ProbeAnalysis, epoch: int, reason: str) -> None:
-        """List record ``epoch`` of ``analysis`` as one that could not be taken, and why."""
-        self.stores[analysis.name].note_failure(record_store.record_name(epoch), reason)
+    def start_all(self, analyses: Sequence[ProbeAnalysis]) -> None:
+        """Continue each analysis's series where its directory holds one, else start one (as evaluations do)."""
+        for analysis in analyses:
+            self.start(analysis, resuming=self.stores[analysis.name].exists())
+
+    def note_failure(self, analysis: ProbeAnalysis, epoch: int, reason: str) -> str | None:
+        """List record ``epoch`` of ``analysis`` as one that could not be taken, and why.
+
+        Returns
+        -------
+        str or None
+            None; or, where the disk refuses this note too (full, read-only, gone) or the
+            manifest became unreadable, what went wrong: the record is then missing from
+            the series.
+        """
+        store = self.stores[analysis.name]
+        try:
+            store.note_failure(record_store.record_name(epoch), reason)
+        except (OSError, ValueError) as err:
+            return (
+                f"record {epoch} of {analysis.name!r} could not be listed as failed in {store.manifest_path} either"
+                f" ({type(err).__name__}: {err}); it is missing from the series"
+            )
+        return None
 
     def close(self) -> None:
         """Release the directories' locks, so that a later fit may continue the series."""
