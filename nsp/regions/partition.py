@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import nsp.common.memory as memory
 from nsp.common.modes import eval_mode
 from nsp.regions.local_affine import Nonlinearity, NotPiecewiseLinearError
 from nsp.regions.mesh import CallValues, Columns, Mesh
@@ -251,9 +252,14 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
 
     def forward(index: int) -> tuple[Nonlinearity | None, np.ndarray]:
         # A few vertices first: past the last nonlinearity, the outputs are left for Regions.affine.
-        nl, _ = evaluate(model, params, plane, mesh.xy.values.T[:4], index, batch_size)
+        nl, few = evaluate(model, params, plane, mesh.xy.values.T[:4], index, batch_size)
         if nl is None:
             return None, np.zeros(0)
+        # The call's input at every vertex, float64, and the split's working copies of it.
+        units = int(np.prod(few.shape[1:]))
+        memory.require(3 * 8 * units * mesh.xy.n,
+                       f"nsp.linear_regions: {nl.key} with {units:,} units at {mesh.xy.n:,} vertices",
+                       "partition a smaller domain (the regions grow with it) or a smaller network")
         return evaluate(model, params, plane, mesh.xy.values.T, index, batch_size, unit_major=True)
 
     calls: list[str] = []

@@ -86,6 +86,9 @@ def _probe_tensor(probe: Any, who: str, source: Any) -> torch.Tensor:
         )
     if probe.numel() == 0:
         raise ValueError(f"{who}(probe): the probe is empty (shape {list(probe.shape)})")
+    if probe.device.type == "meta":
+        raise ValueError(f"{who}(probe): the probe is on the meta device, which holds shapes but no values; "
+                         "pass real inputs (the callback moves them to the model's device)")
     if probe.is_complex():
         raise TypeError(
             f"{who}(probe): the probe is complex ({probe.dtype}); analyses record real activations and would drop"

@@ -59,3 +59,15 @@ def test_a_model_in_train_mode_is_partitioned_as_deployed_and_left_in_train_mode
     assert net.training and all(m.training for m in net.modules())
     assert torch.equal(net[3].running_mean, before)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_stage_that_would_not_fit_in_memory_is_refused_with_its_estimate(monkeypatch):
+    import nsp.common.memory as memory
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    R.linear_regions(net, domain=BOX)
+    monkeypatch.setattr(memory, "MEMORY_LIMIT", 1 << 16)
+    with pytest.raises(MemoryError, match=r"nsp.linear_regions: \S+relu with 64 units at [\d,]+ vertices needs about "
+                                          r"\d+ MiB, but only 0 MiB"):
+        R.linear_regions(net, domain=BOX)
