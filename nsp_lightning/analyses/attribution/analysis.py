@@ -56,10 +56,11 @@ class AttributionAnalysis(ProbeAnalysis):
             ``{"saliency": {}, "smoothgrad": {"samples": 10}}``.
         target: The class to explain for every probe (an int or one per probe). Default:
             each probe's prediction at the record.
-        layer: The layer of Grad-CAM and guided Grad-CAM, a dotted name in the
-            LightningModule (``"model.layer4"``). Default: the last convolution that runs.
-        sanity_layer: The dotted name of the layer the sanity check randomises. Default:
-            the last module with parameters (the output layer).
+        layer: The layer of Grad-CAM and guided Grad-CAM: a dotted name in the
+            LightningModule (``"model.layer4"``) or the module itself (recorded by its
+            name). Default: the last convolution that runs.
+        sanity_layer: The layer the sanity check randomises, a dotted name or the module.
+            Default: the last module with parameters (the output layer).
         sanity: Compute ``sanity_rho`` (it doubles the cost: a model copy per record).
         mode: How overlays are drawn: ``'signed'``, ``'absolute'`` or ``'posneg'``
             (``nsp.attribution.plot``).
@@ -90,8 +91,8 @@ class AttributionAnalysis(ProbeAnalysis):
         methods: Sequence[str] | Mapping[str, Mapping[str, Any]] = ("saliency", "gradcam"),
         *,
         target: int | Sequence[int] | None = None,
-        layer: str | None = None,
-        sanity_layer: str | None = None,
+        layer: str | nn.Module | None = None,
+        sanity_layer: str | nn.Module | None = None,
         sanity: bool = True,
         mode: str = "signed",
         seed: int = 0,
@@ -128,8 +129,8 @@ class AttributionAnalysis(ProbeAnalysis):
         ):
             raise TypeError(f"{who}(target={target!r}): expected None, an int or a sequence of int")
         for argname, value in (("layer", layer), ("sanity_layer", sanity_layer)):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"{who}({argname}={value!r}): expected a dotted module name or None")
+            if value is not None and not isinstance(value, (str, nn.Module)):
+                raise TypeError(f"{who}({argname}={value!r}): expected a dotted module name, a module or None")
         if mode not in MODES:
             raise ValueError(f"{who}(mode={mode!r}): expected one of {', '.join(map(repr, MODES))}")
         if not isinstance(sanity, bool):
@@ -177,9 +178,12 @@ class AttributionAnalysis(ProbeAnalysis):
             if value is None:
                 continue
             module = resolve_layer(model, value, f"{who}({argname})")
+            # Records and their header name the layer; a module given as such is named here.
+            name = next(n for n, m in model.named_modules() if m is module)
+            setattr(self, argname, name)
             if traced.calls.get(module, 0) == 0:
                 ran = [traced.name(m) for m in traced.order if traced.name(m)]
-                raise ValueError(f"{who}({argname}={value!r}): {value!r} never runs in the model's forward pass on "
+                raise ValueError(f"{who}({argname}={name!r}): {name!r} never runs in the model's forward pass on "
                                  f"the probes; the modules that run are: {', '.join(ran)}")
         if self.target is not None:
             classes = outputs.shape[1] if outputs.dim() == 2 else 0

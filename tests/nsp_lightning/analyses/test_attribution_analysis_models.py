@@ -82,3 +82,12 @@ def test_a_record_whose_probe_count_differs_from_its_series_is_refused():
         AttributionAnalysis.check_record(record, {"probes": 2}, Path("epoch-000001.npz"))
     with pytest.raises(ValueError, match=r"has probes 0, expected an int >= 1"):
         AttributionAnalysis.check_header({"methods": {}, "probes": 0}, Path("manifest.json"))
+
+
+def test_layers_may_be_given_as_modules_and_are_recorded_by_name(tmp_path):
+    from nsp_lightning import read_header
+
+    model = TinyNet()
+    analysis = AttributionAnalysis(["gradcam"], layer=model.conv, sanity_layer=model.fc)
+    header = read_header(_fit(tmp_path, model, analysis))
+    assert (header["layer"], header["sanity_layer"]) == ("conv", "fc")
