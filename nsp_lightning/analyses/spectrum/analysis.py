@@ -85,9 +85,13 @@ class SpectrumAnalysis(ProbeAnalysis):
         - scalars ``nsp/change/<measure>/probe_<p>/<ii>_<layer>``: the change since the
           baseline (:func:`nsp.energy.change_since`: ``relative``, ``log10_energy``,
           ``decades``, ``sign_flips``), ``<ii>`` the layer's index in execution order;
-        - scalars ``nsp/log10_energy/probe_<p>/<layer>``, ``nsp/record_seconds`` and
+        - scalars ``nsp/log10_energy/probe_<p>/<ii>_<layer>``, ``nsp/record_seconds`` and
           (``INCL=False``) ``nsp/graph_rebuilt``; custom-scalars charts per probe, the
-          change since the baseline first;
+          change since the baseline first. No scalar is ever ±inf or NaN: a layer whose
+          spectrum is exactly zero (a flatten layer, whose units copy one parent each)
+          is logged as ``nsp/energy/probe_<p>/<ii>_<layer>`` = 0 instead of its log10
+          energy (-inf), and a change that is not finite (a layer whose baseline
+          spectrum is zero, once it moves) is not logged;
         - images ``nsp/<ii>_<layer>/activations/probe_<p>`` and
           ``nsp/<ii>_<layer>/spectrum/probe_<p>`` (:func:`nsp.render.render_card`: title,
           colour bar with its range, scale and sign convention, notes), and
@@ -220,6 +224,10 @@ class SpectrumAnalysis(ProbeAnalysis):
             f"log10 spectral energy, probe {p}": ["Multiline", [rf"^{self.prefix}/log10_energy/probe_{p}/"]]
             for p in probes
         }
+        energy.update({
+            f"spectral energy exactly zero, probe {p}": ["Multiline", [rf"^{self.prefix}/energy/probe_{p}/"]]
+            for p in probes
+        })
         return {f"{self.prefix} change since the baseline": change, f"{self.prefix} spectra": energy}
 
     def hparams(self) -> dict[str, Any]:
@@ -283,11 +291,15 @@ class SpectrumAnalysis(ProbeAnalysis):
         if self._baseline is None:
             self._baseline = record  # the baseline, or the first record of a series whose baseline is missing
         result = spectrum_analysis_record(record)
+        result.scalars = self._energy_scalars(record)
         change = change_since_baseline(self._baseline, record)
         for measure, values in change.items():
             for p in range(record.num_probes):
-                for l, name in enumerate(record.layernames):
-                    result.scalars[f"change/{measure}/probe_{p}/{self._tag(l)}"] = float(values[p, l])
+                for l in range(len(record.layernames)):
+                    # A layer whose baseline spectrum is zero has no finite relative change
+                    # once it moves: charts cannot draw ±inf or NaN.
+                    if np.isfinite(values[p, l]):
+                        result.scalars[f"change/{measure}/probe_{p}/{self._tag(l)}"] = float(values[p, l])
         if not self.INCL:
             result.scalars["graph_rebuilt"] = float(rebuilt)
         self._history = [h for h in self._history if h[0] < context.epoch] + [(context.epoch, change)]
@@ -320,6 +332,22 @@ class SpectrumAnalysis(ProbeAnalysis):
             lines = ["| probe | label | prediction | probability |", "|---|---|---|---|"]
             lines += [f"| {p} | {lab or '—'} | {pred} | {prob} |" for p, (lab, pred, prob) in enumerate(predictions)]
             sink.text("predictions", f"**{where}**\n\n" + "\n".join(lines))
+
+    def _energy_scalars(self, record: SpectrumRecord) -> dict[str, float]:
+        """``log10_energy/probe_<p>/<ii>_<layer>``, or ``energy/...`` = 0 where the spectrum is exactly zero.
+
+        log10 of a zero energy is -inf, which TensorBoard cannot chart: such a layer is
+        logged once, as its plain energy 0, and in no log10 family.
+        """
+        scalars = {}
+        for p in range(record.num_probes):
+            for l in range(len(record.layernames)):
+                value = float(record.log10_energy[p, l])
+                if np.isfinite(value):
+                    scalars[f"log10_energy/probe_{p}/{self._tag(l)}"] = value
+                elif record.energy[p, l] == 0:
+                    scalars[f"energy/probe_{p}/{self._tag(l)}"] = 0.0
+        return scalars
 
     def _tag(self, l: int) -> str:
         """The tag of recorded layer ``l``: its index in execution order, then its name (``03_conv2``)."""

@@ -98,9 +98,9 @@ class SpectrumCallback(ProbeCallback):
           number of decades a coefficient moved) and ``sign_flips`` (the fraction of
           coefficients whose sign changed). Measures chosen to stay meaningful for
           spectra that span hundreds of decades; they move where log10 energies look flat.
-        - ``nsp/log10_energy/probe_<p>/<layer>``: log10 of the layer's spectral energy
-          Σ ŝ², to every logger in ``trainer.loggers``. ``-inf`` marks an exactly zero
-          spectrum (TensorBoard draws it as a non-finite point).
+        - ``nsp/log10_energy/probe_<p>/<ii>_<layer>``: log10 of the layer's spectral energy
+          Σ ŝ², to every logger in ``trainer.loggers``; an exactly zero spectrum is logged
+          as ``nsp/energy/probe_<p>/<ii>_<layer>`` = 0 instead (never ±inf or NaN).
         - ``nsp/record_seconds``: wall time of the record.
         - ``nsp/record_failed``: 1 at a record that could not be taken (``on_error="warn"``).
         - ``nsp/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0

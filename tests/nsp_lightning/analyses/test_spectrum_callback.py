@@ -54,7 +54,9 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
         for l, layer in enumerate(LAYERS):
             for kind in ("activations", "spectrum"):
                 assert [e.step for e in acc.Images(f"nsp/{l:02d}_{layer}/{kind}/probe_{p}")] == steps
-            scalars = acc.Scalars(f"nsp/log10_energy/probe_{p}/{layer}")
+            if layer == "flatten":
+                continue  # an exactly zero spectrum: below
+            scalars = acc.Scalars(f"nsp/log10_energy/probe_{p}/{l:02d}_{layer}")
             assert [s.step for s in scalars] == steps
             np.testing.assert_allclose(
                 [s.value for s in scalars], [r.log10_energy[p, l] for r in records], rtol=1e-6
@@ -65,7 +67,9 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     assert [s.step for s in acc.Scalars("nsp/record_seconds")] == steps
     assert "nsp/graph_rebuilt" not in tags["scalars"]
     # The flatten layer's spectrum is exactly 0: each unit just copies its one parent.
-    assert all(np.isneginf(s.value) for s in acc.Scalars("nsp/log10_energy/probe_0/flatten"))
+    # Its log10 energy is -inf, which TensorBoard cannot chart: its plain energy 0 is logged instead.
+    assert "nsp/log10_energy/probe_0/04_flatten" not in tags["scalars"]
+    assert [(s.step, s.value) for s in acc.Scalars("nsp/energy/probe_0/04_flatten")] == [(t, 0.0) for t in steps]
     # The fc layer's spectrum moves once the network trains.
     assert acc.Scalars("nsp/change/relative/probe_0/05_fc")[-1].value > 0
 
@@ -74,7 +78,8 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     charts = [list(chart.multiline.tag) for category in layout.category for chart in category.chart]
     assert layout.category[0].title == "nsp change since the baseline"
     assert charts[:2] == [["^nsp/change/relative/probe_0/"], ["^nsp/change/log10_energy/probe_0/"]]
-    assert charts[-2:] == [["^nsp/log10_energy/probe_0/"], ["^nsp/log10_energy/probe_1/"]]
+    assert charts[-4:] == [["^nsp/log10_energy/probe_0/"], ["^nsp/log10_energy/probe_1/"],
+                           ["^nsp/energy/probe_0/"], ["^nsp/energy/probe_1/"]]
 
     # The logged card is what nsp.render.render_card draws for the recorded spectrum, on the
     # colour range of the baseline record.
@@ -162,10 +167,10 @@ def test_scalars_go_to_other_loggers_too(tmp_path):
         fit([cb], logger=csv_logger, max_epochs=2)
     with open(os.path.join(csv_logger.log_dir, "metrics.csv")) as handle:
         rows = list(csv.DictReader(handle))
-    energy = [row for row in rows if row.get("nsp/log10_energy/probe_0/conv")]
+    energy = [row for row in rows if row.get("nsp/log10_energy/probe_0/01_conv")]
     assert [int(row["step"]) for row in energy] == [0, 2, 4]
     records = read_records(cb.dirpath)
-    assert [float(row["nsp/log10_energy/probe_0/conv"]) for row in energy] == pytest.approx(
+    assert [float(row["nsp/log10_energy/probe_0/01_conv"]) for row in energy] == pytest.approx(
         [r.log10_energy[0, 1] for r in records]
     )
     assert cb.dirpath == os.path.join(csv_logger.log_dir, "spectra")
@@ -186,7 +191,7 @@ def test_sanity_check_and_validation_add_no_records(tmp_path):
 def test_log_step_epoch(tmp_path):
     cb = SpectrumCallback(probe(1), layers=["fc"], log_step="epoch")
     trainer = fit([cb], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=2)
-    assert [s.step for s in events(trainer.log_dir).Scalars("nsp/log10_energy/probe_0/fc")] == [0, 1, 2]
+    assert [s.step for s in events(trainer.log_dir).Scalars("nsp/log10_energy/probe_0/05_fc")] == [0, 1, 2]
 
 
 def test_fast_dev_run_records_nothing_but_checks_arguments(tmp_path):
@@ -236,7 +241,7 @@ def test_resume_continues_the_series_without_duplicates(tmp_path, monkeypatch):
     # The resumed run's TensorBoard events start where the checkpoint left off, at the global step,
     # and its change since the baseline is measured from the first run's baseline record.
     acc = events(trainer2.log_dir)
-    assert [s.step for s in acc.Scalars("nsp/log10_energy/probe_0/fc")] == [6, 8]
+    assert [s.step for s in acc.Scalars("nsp/log10_energy/probe_0/05_fc")] == [6, 8]
     expected = [nsp.energy.change_since(records[0].spectra[0], r.spectra[0])["relative"][5] for r in records[3:]]
     np.testing.assert_allclose([s.value for s in acc.Scalars("nsp/change/relative/probe_0/05_fc")], expected, rtol=1e-6)
 

@@ -103,4 +103,4 @@ def test_ddp_two_cpu_processes_record_on_rank_zero_only(tmp_path):
     acc.Reload()
     steps = [r.global_step for r in records]  # logged at the global step, by default
     assert [e.step for e in acc.Images("nsp/05_fc/spectrum/probe_1")] == steps
-    assert [s.step for s in acc.Scalars("nsp/log10_energy/probe_0/conv")] == steps
+    assert [s.step for s in acc.Scalars("nsp/log10_energy/probe_0/01_conv")] == steps

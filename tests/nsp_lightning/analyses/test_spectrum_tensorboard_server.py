@@ -79,7 +79,7 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
         expected.add("nsp/00_change/probe_0")
         assert set(image_tags) == expected
         scalar_tags = json.loads(get(base, "/data/plugin/scalars/tags"))[run]
-        assert {"nsp/log10_energy/probe_0/conv", "nsp/log10_energy/probe_0/fc", "nsp/record_seconds"} <= set(
+        assert {"nsp/log10_energy/probe_0/01_conv", "nsp/log10_energy/probe_0/05_fc", "nsp/record_seconds"} <= set(
             scalar_tags
         )
 
@@ -89,7 +89,7 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
         png = get(base, "/data/plugin/images/individualImage?" + images[-1]["query"])
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
-        scalars = json.loads(get(base, "/data/plugin/scalars/scalars", run=run, tag="nsp/log10_energy/probe_0/fc"))
+        scalars = json.loads(get(base, "/data/plugin/scalars/scalars", run=run, tag="nsp/log10_energy/probe_0/05_fc"))
         assert [row[1] for row in scalars] == steps
         layout = json.loads(get(base, "/data/plugin/custom_scalars/layout"))
         assert layout["category"][0]["chart"][0]["multiline"]["tag"] == ["^nsp/change/relative/probe_0/"]

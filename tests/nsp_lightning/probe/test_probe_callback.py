@@ -115,7 +115,7 @@ def test_spectra_and_an_own_analysis_share_one_forward_pass_per_record(tmp_path,
         for p in range(2):
             np.testing.assert_allclose(s.activations[p][1].reshape(2, -1).mean(-1), m.arrays["conv"][p], rtol=1e-5, atol=1e-6)
     tags = events(trainer.log_dir).Tags()
-    assert "nsp/log10_energy/probe_1/fc" in tags["scalars"] and "nsp/01_conv/spectrum/probe_0" in tags["images"]
+    assert "nsp/log10_energy/probe_1/05_fc" in tags["scalars"] and "nsp/01_conv/spectrum/probe_0" in tags["images"]
     assert "channel_means/fc/mean" in tags["scalars"] and "channel_means/fc/channels" in tags["histograms"]
     page = report(tmp_path / "run", tmp_path / "r.html").read_text(encoding="utf-8")
     assert section_ids(page) == SECTIONS + ["channels"]
