@@ -82,7 +82,7 @@ def main() -> None:
     Image.fromarray(strip).save(log_dir / "maps.png")
     print(f"\nMaps of digits 0-3 (rows) at epochs {records[0].epoch}-{records[-1].epoch} (columns): {log_dir / 'maps.png'}")
     print(f"Records: {log_dir / analysis.name}  (read with nsp_lightning.read_records)")
-    print(f"TensorBoard: tensorboard --logdir {log_dir} --samples_per_plugin images=1000  (Images, and Projector)")
+    print(f"TensorBoard: tensorboard --logdir {log_dir} --samples_per_plugin images=100000  (Images, and Projector)")
     html = report(log_dir, log_dir / "report.html")
     print(f"Offline report: {html}")
 

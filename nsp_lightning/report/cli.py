@@ -15,7 +15,7 @@ _DESCRIPTION = """\
 Write a self-contained HTML report of the records that probe analyses wrote during
 training, a section per analysis. For spectra (SpectrumCallback): run and model summary,
 per-layer spectral energy across epochs, energy shares, and activation and spectrum
-heatmaps at up to 8 selected epochs with an epoch slider. The page embeds its images and
+heatmaps at up to 12 selected epochs with an epoch slider. The page embeds its images and
 opens from disk without a network.
 """
 

@@ -418,6 +418,8 @@ def test_cli_help(capsys):
     text = capsys.readouterr().out
     assert "usage: nsp-report [-h] [-o OUT] [--pdf] [-q] [--skip-bad] RUN_DIR" in text
     assert "--pdf" in text and "RUN_DIR" in text
+    # The help states the number of heatmap epochs the code selects (issue 21, #10: it said 8 for 12).
+    assert f"heatmaps at up to {HEATMAP_EPOCHS} selected epochs" in " ".join(text.split())
 
 
 def test_cli_error_names_the_directory(tmp_path, capsys):
