@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
-__all__ = ["Grid", "circle_projection", "scale_layout", "tsne_layout"]
+__all__ = ["Grid", "circle_projection", "scale_layout", "tsne_embedding", "tsne_layout"]
 
 
 def _require_opentsne() -> Any:
@@ -63,6 +63,20 @@ def tsne_layout(
     numpy.ndarray
         ``(N, 2)`` float64.
     """
+    return np.asarray(tsne_embedding(vectors, perplexity=perplexity, seed=seed, n_jobs=n_jobs,
+                                     initialization=initialization, n_iter=n_iter), dtype=np.float64)
+
+
+def tsne_embedding(
+    vectors: np.ndarray,
+    *,
+    perplexity: float = 30.0,
+    seed: int = 0,
+    n_jobs: int = 1,
+    initialization: np.ndarray | None = None,
+    n_iter: int | None = None,
+) -> Any:
+    """:func:`tsne_layout`'s openTSNE ``TSNEEmbedding`` itself, whose ``transform`` places new points."""
     openTSNE = _require_opentsne()
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[0] < 2 or vectors.dtype.kind not in "fiu":
@@ -88,10 +102,9 @@ def tsne_layout(
         # A converged previous layout has a large spread on purpose (openTSNE warns about it).
         if initialization is not None:
             log.setLevel(logging.ERROR)
-        embedding = openTSNE.TSNE(**options).fit(np.ascontiguousarray(vectors), initialization=initialization)
+        return openTSNE.TSNE(**options).fit(np.ascontiguousarray(vectors), initialization=initialization)
     finally:
         log.setLevel(level)
-    return np.asarray(embedding, dtype=np.float64)
 
 
 def scale_layout(raw: np.ndarray) -> np.ndarray:

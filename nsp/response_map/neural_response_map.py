@@ -29,6 +29,10 @@ Deviations, and why:
 - ``CircleProjection`` reads every sector's extent before moving any point; the original
   overwrote points while reading them, so its result depended on the order of the neurons.
 - Layouts are reproducible: ``seed`` fixes openTSNE's random state.
+
+Beyond the original: ``metric='pearson'`` or ``'cosine'`` instead of Spearman's ρ; a layout
+from a neuron × input matrix (:meth:`NeuralResponseMap.from_responses`); further neurons
+placed on a fitted layout (:meth:`NeuralResponseMap.add_neurons`, openTSNE's ``transform``).
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ from torch import nn
 
 import nsp.common.memory as memory
 from nsp.response_map.drawing import map_figure
-from nsp.response_map.layout import Grid, circle_projection, scale_layout, tsne_layout
-from nsp.response_map.responses import ChosenLayer, choose_layers, record, spearman_vectors
+from nsp.response_map.layout import Grid, circle_projection, scale_layout, tsne_embedding, tsne_layout
+from nsp.response_map.responses import METRICS, ChosenLayer, choose_layers, metric_vectors, record
 
 __all__ = ["NeuralResponseMap"]
 
@@ -75,6 +79,10 @@ class NeuralResponseMap:
         Inputs per forward pass.
     n_jobs : int
         openTSNE threads.
+    metric : {'spearman', 'pearson', 'cosine'}
+        The neurons' similarity: Spearman's ρ (the original's; robust to monotone scaling),
+        Pearson's r, or the cosine similarity of the raw responses. The layout's distance is
+        1 − similarity.
 
     Attributes
     ----------
@@ -104,9 +112,16 @@ class NeuralResponseMap:
         resolution: int = 1000,
         batch_size: int = 256,
         n_jobs: int = 1,
+        metric: str = "spearman",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"nsp.NeuralResponseMap: expected `model` to be a torch.nn.Module, got {type(model).__name__}")
+        self._configure(model, units, perplexity, seed, resolution, batch_size, n_jobs, metric)
+
+    def _configure(self, model: nn.Module | None, units: str, perplexity: float, seed: int, resolution: int,
+                   batch_size: int, n_jobs: int, metric: str) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"nsp.NeuralResponseMap: expected `metric` to be one of {METRICS}, got {metric!r}")
         if units not in ("channels", "all"):
             raise ValueError(f"nsp.NeuralResponseMap: expected `units` to be 'channels' or 'all', got {units!r}")
         if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not 0 < perplexity < math.inf:
@@ -128,6 +143,7 @@ class NeuralResponseMap:
         self.resolution = int(resolution)
         self.batch_size = int(batch_size)
         self.n_jobs = int(n_jobs)
+        self.metric = metric
         self.layout: np.ndarray | None = None
         self.neurons: list[tuple[str, int]] = []
         self.layers: list[str] = []
@@ -138,6 +154,66 @@ class NeuralResponseMap:
         self._span: np.ndarray | None = None
         self._raw: np.ndarray | None = None
         self._grid: Grid | None = None
+        # The fitted openTSNE embedding, which add_neurons places new neurons on; None after
+        # a refit or load_state, and once the layout is circle-projected.
+        self._embedding: Any = None
+        self._inputs_fitted = 0
+
+    @classmethod
+    def from_responses(
+        cls,
+        matrix: np.ndarray | torch.Tensor,
+        names: Sequence[str] | None = None,
+        *,
+        perplexity: float = 30.0,
+        seed: int = 0,
+        resolution: int = 1000,
+        n_jobs: int = 1,
+        metric: str = "spearman",
+    ) -> "NeuralResponseMap":
+        """A map laid out from responses recorded elsewhere: one row per neuron, one column per input.
+
+        The layout is the one :meth:`train_map` makes from the same responses under the same
+        options (constant neurons dropped, min-max scaling, t-SNE on the ``metric``). With no
+        model, maps are drawn with :meth:`map_values` (one value per laid-out neuron).
+
+        Parameters
+        ----------
+        matrix : numpy.ndarray or torch.Tensor
+            ``(N, P)`` real, finite responses of ``N`` neurons to ``P >= 3`` inputs.
+        names : sequence of str, optional
+            One name per row; default ``"0"``, ``"1"``, …. :attr:`neurons` holds
+            ``(name, row)`` for each laid-out neuron.
+        perplexity, seed, resolution, n_jobs, metric
+            As for :class:`NeuralResponseMap`.
+
+        Returns
+        -------
+        NeuralResponseMap
+            Fitted; :attr:`layers` is empty and ``model`` is None.
+
+        Raises
+        ------
+        TypeError
+            If ``matrix`` is not a real array or ``names`` not strings.
+        ValueError
+            If ``matrix`` is not 2-D, holds NaN or infinite values (the rows are named), has
+            fewer than 3 inputs or fewer than 5 neurons that vary, or ``names`` has another length.
+        """
+        where = "nsp.NeuralResponseMap.from_responses"
+        values = _response_matrix(matrix, "matrix", where)
+        if names is None:
+            labels = [str(i) for i in range(values.shape[0])]
+        else:
+            labels = list(names) if not isinstance(names, str) else [names]
+            if not all(isinstance(n, str) for n in labels):
+                raise TypeError(f"{where}: expected `names` to be strings, one per row of `matrix`")
+            if len(labels) != values.shape[0]:
+                raise ValueError(f"{where}: got {len(labels)} name(s) for {values.shape[0]} rows of `matrix`")
+        nrm = cls.__new__(cls)
+        nrm._configure(None, "channels", perplexity, seed, resolution, 1, n_jobs, metric)
+        nrm._fit(values.T, [(label, i) for i, label in enumerate(labels)], where)
+        return nrm
 
     # --- the seed's API -------------------------------------------------------------
 
@@ -208,6 +284,10 @@ class NeuralResponseMap:
         values, widths = self._record(inputs, where)
         self.layers = [layer.name for layer in self._chosen]
         names = [(layer.name, j) for layer, width in zip(self._chosen, widths) for j in range(width)]
+        return self._fit(values, names, where)
+
+    def _fit(self, values: np.ndarray, names: list[tuple[str, int]], where: str) -> np.ndarray:
+        """Lay out the neurons of ``values`` ``(inputs, neurons)``; returns the layout."""
         if values.shape[0] < _MIN_INPUTS:
             raise ValueError(
                 f"{where}: got {values.shape[0]} input(s); at least {_MIN_INPUTS} are needed to correlate neurons"
@@ -221,11 +301,69 @@ class NeuralResponseMap:
             )
         self._keep, self._lo, self._span = keep, lo[keep], (hi - lo)[keep]
         self.neurons = [n for n, k in zip(names, keep) if k]
-        raw = tsne_layout(
-            spearman_vectors(values[:, keep]), perplexity=self.perplexity, seed=self.seed, n_jobs=self.n_jobs
+        embedding = tsne_embedding(
+            metric_vectors(values[:, keep], self.metric), perplexity=self.perplexity, seed=self.seed, n_jobs=self.n_jobs
         )
+        raw = np.asarray(embedding, dtype=np.float64)
         self._set_layout(raw, scale_layout(raw))
+        self._embedding = embedding
+        self._inputs_fitted = values.shape[0]
         return self.layout
+
+    def add_neurons(self, responses: np.ndarray | torch.Tensor, perplexity: float = 5.0,
+                    n_iter: int = 250) -> np.ndarray:
+        """Place further neurons on the fitted layout, as openTSNE's ``transform`` does.
+
+        Each new neuron starts at the median of its nearest laid-out neurons (under the map's
+        metric) and is optimised against the laid-out neurons, which stay where they are; the
+        map itself is unchanged, so its maps stay comparable.
+
+        Parameters
+        ----------
+        responses : numpy.ndarray or torch.Tensor
+            ``(M, P)``: the new neurons' responses to the ``P`` inputs the layout was fitted
+            on, in the same order; real and finite, no neuron constant.
+        perplexity : float
+            openTSNE's ``transform`` perplexity (its default, 5).
+        n_iter : int
+            Optimisation iterations.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(M, 2)`` positions in the map's coordinates (those of :attr:`layout`; they may
+            fall outside [−1, 1]).
+
+        Raises
+        ------
+        RuntimeError
+            If the layout was not fitted in this session (after :meth:`load_state` or
+            :meth:`refit`) or was circle-projected.
+        ValueError
+            If ``responses`` is not ``(M, P)``, holds NaN or infinite values, or a neuron is constant.
+        """
+        where = "nsp.NeuralResponseMap.add_neurons"
+        self._require_layout(where)
+        if self._embedding is None:
+            raise RuntimeError(f"{where}: new neurons are placed on a layout fitted in this session by train_map or "
+                               "from_responses, not yet refitted or circle-projected; fit it again first")
+        values = _response_matrix(responses, "responses", where)
+        if values.shape[1] != self._inputs_fitted:
+            raise ValueError(f"{where}: expected `responses` of shape (M, {self._inputs_fitted}), one column per input "
+                             f"the layout was fitted on, got {list(values.shape)}")
+        if not (isinstance(perplexity, (int, float)) and 0 < perplexity < math.inf) or isinstance(perplexity, bool):
+            raise ValueError(f"{where}: expected `perplexity` > 0, got {perplexity!r}")
+        if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral) or n_iter < 1:
+            raise ValueError(f"{where}: expected `n_iter` to be an int >= 1, got {n_iter!r}")
+        memory.require(4 * 8 * values.size, f"{where}: {values.shape[0]:,} new neurons", "add fewer at a time")
+        vectors = metric_vectors(values.T, self.metric)
+        k = len(self._raw) - 1
+        raw = np.asarray(self._embedding.transform(
+            np.ascontiguousarray(vectors), perplexity=min(float(perplexity), k / 3), k=min(25, k), n_iter=int(n_iter),
+        ), dtype=np.float64)
+        lo, hi = self._raw.min(axis=0), self._raw.max(axis=0)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        return 2 * (raw - lo) / span - 1
 
     def refit(self, inputs: torch.Tensor, n_iter: int = 250) -> float:
         """Refit the layout on ``inputs`` for the current weights, starting from the present one.
@@ -254,7 +392,7 @@ class NeuralResponseMap:
         raw = self._raw.copy()
         if varies.sum() >= _MIN_NEURONS:
             raw[varies] = tsne_layout(
-                spearman_vectors(values[:, varies]),
+                metric_vectors(values[:, varies], self.metric),
                 perplexity=self.perplexity,
                 seed=self.seed,
                 n_jobs=self.n_jobs,
@@ -266,6 +404,7 @@ class NeuralResponseMap:
         previous = self.layout
         layout = scale_layout(raw)
         self._set_layout(raw, layout)
+        self._embedding = None
         return float(procrustes(previous, layout)[2])
 
     def rescale(self, inputs: torch.Tensor) -> None:
@@ -316,6 +455,7 @@ class NeuralResponseMap:
         """Map the layout onto a disc (see :func:`circle_projection`); returns the new layout."""
         self._require_layout("nsp.NeuralResponseMap.circle_projection")
         self._set_layout(self._raw, circle_projection(self.layout))
+        self._embedding = None
         return self.layout
 
     def state(self) -> dict[str, np.ndarray]:
@@ -383,6 +523,7 @@ class NeuralResponseMap:
         self.neurons = [name for name, k in zip(names, keep) if k]
         self._keep, self._lo, self._span = keep.copy(), arrays["lo"], arrays["span"]
         self._set_layout(arrays["raw"], arrays["layout"])
+        self._embedding = None
 
     # --- internals --------------------------------------------------------------------
 
@@ -394,6 +535,9 @@ class NeuralResponseMap:
             raise RuntimeError(f"{where}: no layout yet; call TrainMap (train_map) first")
 
     def _check_inputs(self, inputs: Any, where: str, training: bool = False) -> torch.Tensor:
+        if self.model is None:
+            raise RuntimeError(f"{where}: this map was made from a response matrix (from_responses) and has no model "
+                               "to run; draw responses with map_values")
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"{where}: expected `inputs` to be a torch.Tensor, got {type(inputs).__name__}")
         if inputs.dim() < 1 or inputs.shape[0] < 1:
@@ -414,3 +558,25 @@ class NeuralResponseMap:
 
     def _record(self, inputs: torch.Tensor, where: str) -> tuple[np.ndarray, list[int]]:
         return record(self.model, self._chosen, inputs, self.units, self.batch_size, where)
+
+
+def _response_matrix(matrix: Any, argname: str, where: str) -> np.ndarray:
+    """``matrix`` as a finite float64 ``(neurons, inputs)`` array, or an error naming its bad rows."""
+    if isinstance(matrix, torch.Tensor):
+        if matrix.device.type == "meta":
+            raise ValueError(f"{where}: `{argname}` is on the meta device, which holds shapes but no values")
+        matrix = matrix.detach().cpu().numpy()
+    if not isinstance(matrix, np.ndarray) or matrix.dtype.kind not in "fiub":
+        kind = matrix.dtype if isinstance(matrix, np.ndarray) else type(matrix).__name__
+        raise TypeError(f"{where}: expected `{argname}` to be a real numpy array or tensor, got {kind}")
+    if matrix.ndim != 2:
+        raise ValueError(f"{where}: expected `{argname}` of shape (neurons, inputs), got {list(matrix.shape)}")
+    memory.require(4 * 8 * matrix.size, f"{where}: `{argname}` of shape {list(matrix.shape)} as float64 vectors",
+                   "pass fewer neurons or inputs")
+    values = matrix.astype(np.float64)
+    bad = (~np.isfinite(values)).any(axis=1).nonzero()[0].tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise ValueError(f"{where}: rows {shown} of `{argname}` hold NaN or infinite values; remove or repair them "
+                         "(a neuron with a non-finite response has no place on a layout)")
+    return values

@@ -20,7 +20,11 @@ from torch import nn
 from nsp.common.layers import Layer, find_layers
 from nsp.common.modes import eval_mode
 
-__all__ = ["ChosenLayer", "choose_layers", "inference", "neurons_of", "record", "spearman_vectors"]
+__all__ = ["METRICS", "ChosenLayer", "choose_layers", "inference", "metric_vectors", "neurons_of", "record",
+           "spearman_vectors"]
+
+#: The similarities a layout can be made from (:func:`metric_vectors`).
+METRICS = ("spearman", "pearson", "cosine")
 
 
 def spearman_vectors(activations: np.ndarray) -> np.ndarray:
@@ -53,6 +57,50 @@ def spearman_vectors(activations: np.ndarray) -> np.ndarray:
         raise ValueError(
             f"nsp.response_map.spearman_vectors: {int(np.sum(norm == 0))} neuron(s) are constant over the "
             "inputs; their correlation is undefined"
+        )
+    u /= norm
+    return u
+
+
+def metric_vectors(activations: np.ndarray, metric: str = "spearman") -> np.ndarray:
+    """One unit vector per neuron whose dot products are the neurons' similarity under ``metric``.
+
+    Parameters
+    ----------
+    activations : numpy.ndarray
+        ``(P, N)``: ``P`` inputs by ``N`` neurons; no neuron may be constant (for
+        ``'cosine'``: all zero).
+    metric : {'spearman', 'pearson', 'cosine'}
+        ``'spearman'``: the ranks' correlation (:func:`spearman_vectors`); ``'pearson'``: the
+        values' correlation (centred, unit length); ``'cosine'``: the values' cosine
+        similarity (unit length, not centred).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, P)`` float64 with ``u_i @ u_j`` the similarity, so ``‖u_i − u_j‖² = 2 (1 − s_ij)``.
+
+    Raises
+    ------
+    ValueError
+        If ``metric`` is unknown, ``activations`` is not 2-D, or a neuron's vector has no
+        direction.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"nsp.response_map.metric_vectors: expected `metric` to be one of {METRICS}, got {metric!r}")
+    if metric == "spearman":
+        return spearman_vectors(activations)
+    x = np.asarray(activations, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"nsp.response_map.metric_vectors: expected (inputs, neurons), got shape {x.shape}")
+    u = x.T.copy()
+    if metric == "pearson":
+        u -= u.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(u, axis=1, keepdims=True)
+    if np.any(norm == 0):
+        raise ValueError(
+            f"nsp.response_map.metric_vectors: {int(np.sum(norm == 0))} neuron(s) are "
+            f"{'constant' if metric == 'pearson' else 'zero'} over the inputs; their {metric} similarity is undefined"
         )
     u /= norm
     return u
