@@ -41,7 +41,7 @@ from nsp_lightning.probe.inputs import datamodule_probe, on_model, probe_batch
 from nsp_lightning.probe.isolation import nonfinite_parameters, probing
 from nsp_lightning.probe.schedule import Schedule
 from nsp_lightning.probe.series import RecordSeries
-from nsp_lightning.probe.sinks import LogSink, write_to_tensorboard
+from nsp_lightning.probe.sinks import BackgroundWriter, LogSink
 
 __all__ = ["ProbeCallback"]
 
@@ -124,8 +124,10 @@ class ProbeCallback(Callback):
 
         - ``<prefix>/<key>`` for every scalar the analysis returns, to every logger in
           ``trainer.loggers``;
-        - ``<prefix>/record_seconds``: wall time of the analysis at the record (compute,
-          log and write);
+        - ``<prefix>/record_seconds``: wall time of the analysis at the record on the
+          training thread (compute, log and the record file); TensorBoard's writing of its
+          images (PNG encoding) runs on a background thread, in record order, and is
+          complete when fit, validate or test returns, or raises;
         - ``<prefix>/record_failed``: 1 at a record the analysis could not take
           (``on_error="warn"``);
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
@@ -215,6 +217,8 @@ class ProbeCallback(Callback):
         self._batch: torch.Tensor | None = None
         self._series: RecordSeries | None = None
         self._unstarted: list[ProbeAnalysis] = []
+        # Made at the first record and dropped at teardown: a thread cannot be pickled (ddp_spawn).
+        self._writer: BackgroundWriter | None = None
 
     @property
     @override
@@ -510,6 +514,11 @@ class ProbeCallback(Callback):
 
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        # Every image is in the event files before Lightning closes its loggers.
+        if self._writer is not None:
+            for problem in self._writer.close():
+                rank_zero_warn(f"{type(self).__name__}: TensorBoard could not take {problem}")
+            self._writer = None
         # Releases the record directories' locks, so that a later fit may continue them.
         if self._series is not None:
             self._series.close()
@@ -568,7 +577,10 @@ class ProbeCallback(Callback):
             raise TypeError(f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}")
         sink = LogSink(analysis.prefix, step, enabled=bool(writers))
         analysis.log(record, sink)
-        write_to_tensorboard(sink, writers)
+        # PNG encoding is most of a record's cost: it runs on the writer's thread while training goes on.
+        if self._writer is None:
+            self._writer = BackgroundWriter()
+        self._writer.submit(sink, writers)
         scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
         seconds = time.perf_counter() - start
         scalars[f"{analysis.prefix}/record_seconds"] = seconds

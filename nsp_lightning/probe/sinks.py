@@ -3,17 +3,25 @@
 :meth:`~nsp_lightning.ProbeAnalysis.log` puts images, figures, histograms, text and
 embeddings into a :class:`LogSink`; the callback then hands them to every TensorBoard
 writer of the Trainer at once, after the analysis returned (so that drawing does not
-compete with TensorBoard's writer thread). No Lightning.
+compete with TensorBoard's writer thread). :class:`BackgroundWriter` does that hand-over
+on a thread of its own, since encoding the images as PNG is most of a record's cost and
+training need not wait for it. No Lightning.
+
+The interface a sink for another logger needs is small: a function ``(sink, writers)``
+that reads ``sink.items`` (``(kind, tag, value, options)`` with ``kind`` one of
+``"image"``, ``"histogram"``, ``"text"``, ``"embedding"``) and ``sink.step``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import queue
+import threading
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["LogSink", "write_to_tensorboard"]
+__all__ = ["BackgroundWriter", "LogSink", "write_to_tensorboard"]
 
 
 class LogSink:
@@ -109,3 +117,66 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
                 writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
             else:
                 writer.add_text(tag, value, global_step=sink.step)
+
+
+class BackgroundWriter:
+    """Hands sinks to their writers on one background thread, in the order they were submitted.
+
+    :meth:`submit` returns at once unless ``capacity`` sinks are waiting already (then it
+    waits for room: a writer slower than training holds training back rather than letting
+    images pile up in memory). :meth:`close` waits until everything submitted is written;
+    call it before the writers are closed. The thread starts at the first :meth:`submit`
+    and ends at :meth:`close`; a later :meth:`submit` starts it again.
+
+    Parameters
+    ----------
+    write : callable, default :func:`write_to_tensorboard`
+        ``write(sink, writers)``, called on the background thread.
+    capacity : int, default 4
+        How many sinks may wait to be written.
+    """
+
+    def __init__(self, write: Callable[[LogSink, Sequence[Any]], None] = write_to_tensorboard, capacity: int = 4) -> None:
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+            raise ValueError(f"BackgroundWriter(capacity={capacity!r}): expected an int >= 1")
+        self._write = write
+        self._queue: queue.Queue[tuple[LogSink, Sequence[Any]] | None] = queue.Queue(maxsize=capacity)
+        self._thread: threading.Thread | None = None
+        self._errors: list[str] = []
+
+    def submit(self, sink: LogSink, writers: Sequence[Any]) -> None:
+        """Write ``sink`` to ``writers`` on the background thread, after everything submitted before it."""
+        if not sink.items or not writers:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            # A daemon, so that an interpreter ending without close() is not held up; close() is what
+            # guarantees that nothing is lost.
+            self._thread = threading.Thread(target=self._run, name="nsp-tensorboard-writer", daemon=True)
+            self._thread.start()
+        self._queue.put((sink, list(writers)))
+
+    def close(self) -> list[str]:
+        """Wait until every submitted sink is written, end the thread; return what could not be written.
+
+        Returns
+        -------
+        list of str
+            One line per sink whose writing raised (its tag prefix, step and the error), in order.
+        """
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        errors, self._errors = self._errors, []
+        return errors
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            sink, writers = item
+            try:
+                self._write(sink, writers)
+            except Exception as err:  # reported by close(): the training thread decides what to do
+                self._errors.append(f"{sink.prefix} at step {sink.step}: {type(err).__name__}: {err}")

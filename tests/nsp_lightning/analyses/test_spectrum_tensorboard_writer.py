@@ -1,0 +1,87 @@
+"""TensorBoard's PNG encoding runs off the training thread, in record order, and nothing is lost (issue 21, #7)."""
+
+import threading
+
+import numpy as np
+import pytest
+from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from nsp_lightning import SpectrumCallback, read_records
+from nsp_lightning.probe.sinks import BackgroundWriter, LogSink
+
+
+def sink(step: int) -> LogSink:
+    s = LogSink("mine", step, enabled=True)
+    s.text("t", f"step {step}")
+    return s
+
+
+def test_background_writer_returns_at_once_writes_in_order_and_reports_errors():
+    release = threading.Event()
+    written = []
+
+    def write(s, writers):
+        release.wait(10)
+        if s.step == 2:
+            raise OSError("disk full")
+        written.append((s.step, threading.current_thread().name, writers))
+
+    writer = BackgroundWriter(write, capacity=8)
+    for step in range(5):
+        writer.submit(sink(step), ["w"])  # returns although nothing can be written yet
+    writer.submit(LogSink("mine", 9, enabled=False), ["w"])  # nothing to write: never queued
+    assert written == []
+    release.set()
+    assert writer.close() == ["mine at step 2: OSError: disk full"]
+    assert written == [(s, "nsp-tensorboard-writer", ["w"]) for s in (0, 1, 3, 4)]
+    assert writer.close() == []  # errors are reported once
+    writer.submit(sink(7), ["w"])  # a closed writer starts again
+    assert writer.close() == [] and written[-1][0] == 7
+    with pytest.raises(ValueError, match=r"BackgroundWriter\(capacity=0\)"):
+        BackgroundWriter(capacity=0)
+
+
+class Boom(TinyNet):
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch == 2:
+            raise RuntimeError("boom")
+
+
+def images_by_step(log_dir, tag):
+    acc = EventAccumulator(str(log_dir), size_guidance={"images": 0})
+    acc.Reload()
+    return [e.step for e in acc.Images(tag)]
+
+
+def test_images_are_encoded_off_the_training_thread_and_all_written_by_fit_end(tmp_path, monkeypatch):
+    threads = set()
+    add_image = SummaryWriter.add_image
+
+    def spy(self, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return add_image(self, *args, **kwargs)
+
+    monkeypatch.setattr(SummaryWriter, "add_image", spy)
+    cb = SpectrumCallback(probe(1), layers=["input", "fc"], dirpath=tmp_path / "rec")
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, logger=TensorBoardLogger(tmp_path, name="tb")), callbacks=[cb])
+    trainer.fit(TinyNet(), loader())
+    assert threads == {"nsp-tensorboard-writer"}
+    assert not any(t.name == "nsp-tensorboard-writer" for t in threading.enumerate())  # ended at teardown
+    steps = [r.global_step for r in read_records(tmp_path / "rec")]
+    assert images_by_step(trainer.log_dir, "nsp/05_fc/spectrum/probe_0") == steps
+
+
+def test_a_fit_that_raises_still_writes_every_record_it_took(tmp_path):
+    cb = SpectrumCallback(probe(1), layers=["input", "fc"], dirpath=tmp_path / "rec")
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=4, logger=TensorBoardLogger(tmp_path, name="tb")), callbacks=[cb])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(Boom(), loader())
+    steps = [r.global_step for r in read_records(tmp_path / "rec")]
+    assert len(steps) == 3  # the baseline and two epochs
+    assert images_by_step(trainer.log_dir, "nsp/00_input/activations/probe_0") == steps
+    assert steps[0] == 0 and np.all(np.diff(steps) > 0)
