@@ -48,7 +48,7 @@ from torch import nn
 import nsp.common.memory as memory
 from nsp.response_map.drawing import map_figure
 from nsp.response_map.layout import Grid, circle_projection, scale_layout, tsne_embedding, tsne_layout
-from nsp.response_map.responses import METRICS, ChosenLayer, choose_layers, metric_vectors, record
+from nsp.response_map.responses import METRICS, ChosenLayer, choose_layers, metric_vectors, non_finite_rows, record
 
 __all__ = ["NeuralResponseMap"]
 
@@ -544,9 +544,8 @@ class NeuralResponseMap:
             raise ValueError(f"{where}: expected `inputs` of shape (B, *input_shape) with B >= 1, got {list(inputs.shape)}")
         if inputs.device.type == "meta":
             raise ValueError(f"{where}: `inputs` are on the meta device, which holds shapes but no values")
-        if (inputs.is_floating_point() or inputs.is_complex()) and not torch.isfinite(inputs).all():
-            rows = (~torch.isfinite(inputs.reshape(inputs.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
-            shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+        shown = non_finite_rows(inputs)
+        if shown:
             raise ValueError(f"{where}: `inputs` {shown} hold NaN or infinite values, which would silently drop "
                              f"every neuron they reach; remove or repair them first")
         if not training and tuple(inputs.shape[1:]) != self._input_shape:

@@ -20,8 +20,8 @@ from torch import nn
 from nsp.common.layers import Layer, find_layers
 from nsp.common.modes import eval_mode
 
-__all__ = ["METRICS", "ChosenLayer", "choose_layers", "inference", "metric_vectors", "neurons_of", "record",
-           "spearman_vectors"]
+__all__ = ["METRICS", "ChosenLayer", "choose_layers", "inference", "metric_vectors", "neurons_of",
+           "non_finite_rows", "record", "spearman_vectors"]
 
 #: The similarities a layout can be made from (:func:`metric_vectors`).
 METRICS = ("spearman", "pearson", "cosine")
@@ -104,6 +104,15 @@ def metric_vectors(activations: np.ndarray, metric: str = "spearman") -> np.ndar
         )
     u /= norm
     return u
+
+
+def non_finite_rows(inputs: torch.Tensor) -> str:
+    """The indices of the inputs ``(B, ...)`` that hold NaN or infinite values, for an error
+    ("3, 7 and 12 more"); empty where every value is finite."""
+    if not (inputs.is_floating_point() or inputs.is_complex()) or bool(torch.isfinite(inputs).all()):
+        return ""
+    rows = (~torch.isfinite(inputs.reshape(inputs.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+    return ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
 
 
 @dataclass

@@ -9,6 +9,8 @@ different epochs are comparable pixel for pixel.
 
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -16,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import nsp.common.memory as memory
+from nsp.response_map.responses import METRICS, non_finite_rows
 from nsp_lightning.probe.analysis import (
     AnalysisRecord,
     LogSink,
@@ -72,13 +76,18 @@ class ResponseMapAnalysis(ProbeAnalysis):
         refit_iter: t-SNE iterations of a refit.
         perplexity: t-SNE perplexity.
         seed: Seed of the layout.
+        metric: The neurons' similarity the layout is made from: ``'spearman'`` (the
+            default, as the original), ``'pearson'`` or ``'cosine'``.
         cmap: matplotlib colormap of the images.
         name: The analysis's name (record directory and tag prefix).
 
     Raises:
-        ValueError: If ``inputs`` has fewer than 3 inputs or another shape than the probes,
-            an argument is out of range, or (at fit start) a layer is unknown.
-        TypeError: If ``inputs`` is not a tensor.
+        ValueError: If ``inputs`` has fewer than 3 inputs, NaN or infinite values, or another
+            shape than the probes, an argument is out of range, or (at fit start) a layer is unknown.
+        TypeError: If ``inputs`` is not a tensor or a whole number is not an int.
+        MemoryError: If a map at ``resolution`` (when built) or the maps of every probe (at
+            fit start) would not fit in the memory available (:mod:`nsp.common.memory`); the
+            message gives the estimate.
 
     Example::
 
@@ -107,6 +116,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         perplexity: float = 30.0,
         seed: int = 0,
         cmap: str = "viridis",
+        metric: str = "spearman",
         name: str | None = None,
     ) -> None:
         where = "ResponseMapAnalysis"
@@ -118,16 +128,28 @@ class ResponseMapAnalysis(ProbeAnalysis):
                     f"{where}: expected `inputs` of shape (B, *input_shape) with B >= 3 to correlate neurons, "
                     f"got {list(inputs.shape)}"
                 )
+            shown = non_finite_rows(inputs)
+            if shown:
+                raise ValueError(f"{where}: `inputs` {shown} hold NaN or infinite values, which would silently drop "
+                                 "every neuron they reach; remove or repair them first")
+        for argname, value, low in (("resolution", resolution, 2), ("refit_iter", refit_iter, 1), ("seed", seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{where}: expected `{argname}` to be an int, got {value!r}")
+            if value < low:
+                raise ValueError(f"{where}: expected `{argname}` >= {low}, got {value!r}")
+        if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not 0 < perplexity < math.inf:
+            raise ValueError(f"{where}: expected `perplexity` > 0, got {perplexity!r}")
+        if metric not in METRICS:
+            raise ValueError(f"{where}: expected `metric` to be one of {METRICS}, got {metric!r}")
+        # The map's grid (NeuralResponseMap's estimate), refused here rather than at fit start.
+        memory.require(4 * 8 * int(resolution) ** 2, f"{where}: a {resolution}x{resolution} map",
+                       "choose a smaller `resolution`")
         if units not in ("channels", "all"):
             raise ValueError(f"{where}: expected `units` to be 'channels' or 'all', got {units!r}")
         if method not in ("linear", "nearest"):
             raise ValueError(f"{where}: expected `method` to be 'linear' or 'nearest', got {method!r}")
-        if int(resolution) < 2:
-            raise ValueError(f"{where}: expected `resolution` >= 2, got {resolution!r}")
         if scale not in ("record", "fit"):
             raise ValueError(f"{where}: expected `scale` to be 'record' or 'fit', got {scale!r}")
-        if int(refit_iter) < 1:
-            raise ValueError(f"{where}: expected `refit_iter` >= 1, got {refit_iter!r}")
         from nsp.viz.colors import colormap
 
         colormap(cmap, where)
@@ -144,6 +166,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self.perplexity = float(perplexity)
         self.seed = int(seed)
         self.cmap = cmap
+        self.metric = metric
         self._map: Any = None
         self._fitted_at: int | None = None
         self._trainer: Any = None
@@ -159,6 +182,14 @@ class ResponseMapAnalysis(ProbeAnalysis):
                 f"ResponseMapAnalysis: `inputs` have shape {list(self.inputs.shape)}, but the probes "
                 f"{list(probes.shape)}: they must be inputs of the same kind"
             )
+        shown = non_finite_rows(probes)
+        if shown:
+            raise ValueError(f"ResponseMapAnalysis: the probes {shown} hold NaN or infinite values; a map needs "
+                             "finite inputs")
+        # Every record holds one float32 map per probe.
+        memory.require(4 * probes.shape[0] * self.resolution ** 2,
+                       f"ResponseMapAnalysis: the maps of {probes.shape[0]} probes at {self.resolution}x{self.resolution}",
+                       "use fewer probes or a smaller `resolution`")
         names = dict(model.named_modules())
         unknown = [n for n in self.layers or [] if isinstance(n, str) and n not in names]
         if unknown:
@@ -169,7 +200,8 @@ class ResponseMapAnalysis(ProbeAnalysis):
 
         self._inputs = (probes if self.inputs is None else self.inputs).to(probes.device, probes.dtype)
         self._map = NeuralResponseMap(
-            model, units=self.units, perplexity=self.perplexity, seed=self.seed, resolution=self.resolution
+            model, units=self.units, perplexity=self.perplexity, seed=self.seed, resolution=self.resolution,
+            metric=self.metric,
         )
         directory = context.directories.get(self.name)
         last = _last_record(directory)
@@ -201,6 +233,9 @@ class ResponseMapAnalysis(ProbeAnalysis):
             "perplexity": self.perplexity,
             "seed": self.seed,
             "cmap": self.cmap,
+            # Only a metric other than the default is named, so that a series recorded before
+            # `metric` existed (the same configuration) can still be continued.
+            **({"metric": self.metric} if self.metric != "spearman" else {}),
         }
 
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
@@ -214,7 +249,9 @@ class ResponseMapAnalysis(ProbeAnalysis):
         elif self.scale == "record" and context.epoch != self._fitted_at:
             self._map.rescale(self._inputs)
         responses = self._map.scaled_responses(probes)
-        maps = np.stack([self._map.map_values(r, self.method) for r in responses]).astype(np.float32)
+        maps = np.empty((len(responses), self.resolution, self.resolution), dtype=np.float32)
+        for p, r in enumerate(responses):
+            maps[p] = self._map.map_values(r, self.method)
         layers = self._map.layers
         position = {name: i for i, name in enumerate(layers)}
         return AnalysisRecord(

@@ -250,3 +250,11 @@ def test_load_state_takes_back_a_layout_and_refuses_a_foreign_one():
         NeuralResponseMap(model).load_state(inputs(), LAYERS, dict(state, lo=state["lo"][:-1]))
     with pytest.raises(ValueError, match=r"lacks the array\(s\) \['span'\]"):
         NeuralResponseMap(model).load_state(inputs(), LAYERS, {k: v for k, v in state.items() if k != "span"})
+
+
+def test_the_metric_reaches_the_layout_and_the_header():
+    model = TinyNet().eval()
+    analysis = ResponseMapAnalysis(inputs(), LAYERS, resolution=16, metric="cosine")
+    records_of(analysis, model, 1)
+    assert analysis._map.metric == "cosine" and analysis.header()["metric"] == "cosine"
+    assert "metric" not in ResponseMapAnalysis(inputs()).header()
