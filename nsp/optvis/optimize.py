@@ -98,7 +98,8 @@ class Normalized(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.size is not None and tuple(images.shape[-2:]) != self.size:
             images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False)
-        return self.model((images - self.mean) / self.std)
+        # The buffers are float32; a bfloat16 or half model must still get images in its own dtype.
+        return self.model((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
 
 
 def normalized(
@@ -186,8 +187,24 @@ def forward(model: nn.Module, images: torch.Tensor, layers: Sequence[Layer],
             h.remove()
     missing = [found[l][0] for l in wanted if l not in acts]
     if missing:
-        raise ValueError(f"{where}: layer(s) {missing} did not run in the model's forward pass")
+        raise ValueError(f"{where}: layer(s) {missing} did not run in the model's forward pass; the modules that "
+                         f"run are: {', '.join(_modules_that_run(model, images))}")
     return acts
+
+
+def _modules_that_run(model: nn.Module, images: torch.Tensor) -> list[str]:
+    """The dotted names (in the wrapped model) of the submodules a forward pass on ``images`` calls, in order."""
+    inner = unwrap(model)
+    names = {m: n for n, m in inner.named_modules() if n}
+    ran: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda m, i: ran.append(names[m])) for m in names]
+    try:
+        with torch.no_grad():
+            model(images.detach())
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(ran))
 
 
 @dataclass

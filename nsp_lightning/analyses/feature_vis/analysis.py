@@ -196,8 +196,12 @@ class FeatureVisAnalysis(ProbeAnalysis):
             if values is not None and len(values) not in (1, probes.shape[1]):
                 raise ValueError(f"{who}({argname}={values}): expected one value per input channel "
                                  f"({probes.shape[1]})")
-        grey = torch.full(self._shape(probes), 0.5)
-        optvis.evaluate(self._model(model, probes), self._objective(), grey, where=who)
+        from nsp.optvis.optimize import device_dtype, require_memory
+
+        wrapped, objective, shape = self._model(model, probes), self._objective(), self._shape(probes)
+        # Before the grey image of that size is made and evaluated: compute() renders it.
+        require_memory(wrapped, shape, device_dtype(wrapped)[1], objective.layers, who)
+        optvis.evaluate(wrapped, objective, torch.full(shape, 0.5), where=who)
 
     def header(self) -> dict[str, Any]:
         return {
