@@ -11,11 +11,12 @@ backward passes, lucent side by side, and FeatureVisAnalysis's cost per record.
 2. lucent's comparison: a 64-step channel objective on a small CNN (three 3×3
    convolutions), with and without the default transforms, at lucent's defaults (a
    128-pixel image, shown to the model at 224 pixels). With ``--lucent DIR`` (a directory
-   holding ``torch-lucent==0.1.8`` and whatever lets it import), lucent renders the same
-   objective in the same run, interleaved with nsp's (minimum of ``--repeats`` runs each).
+   holding ``torch-lucent==0.1.8``, ``kornia==0.4.1`` and whatever else lets it import),
+   lucent renders the same objective in the same run, interleaved with nsp's (minimum of
+   ``--repeats`` runs each). ``--lucent-only`` runs this part alone.
 3. FeatureVisAnalysis.compute, as the callback runs it at each record.
 
-    python benchmarks/optvis.py [--threads 1] [--repeats 3] [--lucent /tmp/lucent_site:/tmp/lucent_stub]
+    python benchmarks/optvis.py [--threads 1] [--repeats 3] [--lucent /tmp/lucent_site:/tmp/lucent_stub] [--lucent-only]
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="runs of the lucent comparison (minimum shown)")
     parser.add_argument("--lucent", default=None, help="PYTHONPATH entries (':'-separated) where lucent imports")
+    parser.add_argument("--lucent-only", action="store_true", help="run the lucent comparison alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}")
@@ -110,12 +112,13 @@ def main() -> None:
     resnet = optvis.normalized(torchvision.models.resnet18().eval(), optvis.IMAGENET_MEAN, optvis.IMAGENET_STD)
     digits = optvis.normalized(DigitsCNN().eval(), [0.0], [1.0])
 
-    print("\n256-step channel visualisation at 128×128, seconds")
-    print("| model | render, default transforms | render, no transforms | 256 × (forward + backward) | "
-          "× fwd+bwd | × fwd+bwd, no transforms |")
-    print("|---|---|---|---|---|---|")
-    channel_vis("ResNet-18 (random)", resnet, "layer3", 3)
-    channel_vis("digits CNN (random)", digits, "relu2", 1)
+    if not args.lucent_only:
+        print("\n256-step channel visualisation at 128×128, seconds")
+        print("| model | render, default transforms | render, no transforms | 256 × (forward + backward) | "
+              "× fwd+bwd | × fwd+bwd, no transforms |")
+        print("|---|---|---|---|---|---|")
+        channel_vis("ResNet-18 (random)", resnet, "layer3", 3)
+        channel_vis("digits CNN (random)", digits, "relu2", 1)
 
     torch.manual_seed(0)
     cnn = small_cnn().eval()
@@ -148,6 +151,8 @@ def main() -> None:
     for label, cells in rows.items():
         shown = [c if isinstance(c, str) else f"{min(c):.2f}" for c in cells]
         print(f"| {label} | {' | '.join(shown)} |")
+    if args.lucent_only:
+        return
 
     print("\nFeatureVisAnalysis.compute per record, seconds")
     from nsp_lightning.analyses import FeatureVisAnalysis

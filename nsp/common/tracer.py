@@ -27,19 +27,57 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 # torch 2.13 has no public pytree module (torch.utils.pytree does not exist); torch.func uses this one.
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import SUPPORTED_NODES, tree_flatten, tree_map
 
 __all__ = ["GUIDED_MODULES", "FunctionalReLU", "ModuleTracer", "Trace", "map_leaves", "tensors_in", "trace"]
 
 
+def _plain(value: Any) -> bool:
+    """Whether ``value`` nests only plain tuples, lists and dicts, so that pytree would
+    flatten it as a Python walk does (dicts in insertion order). Run for every torch call
+    while recording, where pytree's generality costs more than the call itself."""
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return all(map(_plain, value))
+    if kind is dict:
+        return all(map(_plain, value.values()))
+    return not isinstance(value, (tuple, list, dict)) and kind not in SUPPORTED_NODES
+
+
+def _leaves(value: Any, out: list) -> None:
+    kind = type(value)
+    if kind is tuple or kind is list:
+        for v in value:
+            _leaves(v, out)
+    elif kind is dict:
+        for v in value.values():
+            _leaves(v, out)
+    else:
+        out.append(value)
+
+
+def _mapped(function: Callable[[Any], Any], value: Any) -> Any:
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return kind(_mapped(function, v) for v in value)
+    if kind is dict:
+        return {k: _mapped(function, v) for k, v in value.items()}
+    return function(value)
+
+
 def tensors_in(value: Any) -> list[torch.Tensor]:
     """The tensors in ``value`` (nested tuples, lists and dicts), in pytree order."""
-    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    if _plain(value):
+        leaves: list = []
+        _leaves(value, leaves)
+    else:
+        leaves = tree_flatten(value)[0]
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
 
 
 def map_leaves(function: Callable[[Any], Any], value: Any) -> Any:
     """``value`` with every leaf of its nested tuples, lists and dicts replaced by ``function(leaf)``."""
-    return tree_map(function, value)
+    return _mapped(function, value) if _plain(value) else tree_map(function, value)
 
 
 class ModuleTracer(TorchFunctionMode):
