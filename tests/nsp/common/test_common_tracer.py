@@ -112,3 +112,15 @@ def test_trace_leaves_no_hooks(watch_relus):
     net = _Net()
     trace(net, torch.ones(1, 3), watch_relus=watch_relus)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+
+
+def test_tensors_in_and_map_leaves_agree_with_pytree_on_plain_and_other_nodes():
+    from collections import OrderedDict, namedtuple
+
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    pair = namedtuple("pair", "a b")
+    a, b, c = torch.zeros(1), torch.ones(2), torch.full((3,), 2.0)
+    for value in [((a, 1), {"z": b, "y": [c, "s"]}), (pair(b, a), [OrderedDict(q=c, p=a)]), torch.max(c, 0), a]:
+        assert [id(t) for t in tensors_in(value)] == [id(t) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+        assert map_leaves(repr, value) == tree_map(repr, value)
