@@ -41,7 +41,7 @@ from nsp_lightning.probe.inputs import datamodule_probe, on_model, probe_batch
 from nsp_lightning.probe.isolation import nonfinite_parameters, probing
 from nsp_lightning.probe.schedule import Schedule
 from nsp_lightning.probe.series import RecordSeries
-from nsp_lightning.probe.sinks import BackgroundWriter, LogSink
+from nsp_lightning.probe.sinks import BackgroundWriter, LogSink, write_hparams
 
 __all__ = ["ProbeCallback"]
 
@@ -217,6 +217,7 @@ class ProbeCallback(Callback):
         self._batch: torch.Tensor | None = None
         self._series: RecordSeries | None = None
         self._unstarted: list[ProbeAnalysis] = []
+        self._hparams_pending = False
         # Made at the first record and dropped at teardown: a thread cannot be pickled (ddp_spawn).
         self._writer: BackgroundWriter | None = None
 
@@ -385,14 +386,19 @@ class ProbeCallback(Callback):
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._start_unstarted(trainer, pl_module)
         # After Lightning logged the model's hyperparameters (which it does after on_fit_start):
-        # TensorBoard's hparams plugin shows the last ones written, so they are merged.
+        # they are merged with the analyses' configuration.
         if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
             return
+        self._hparams_pending = True
         params: dict[str, Any] = {}
         for analysis in self.analyses:
             params.update({f"{analysis.prefix}/{k}": v for k, v in analysis.hparams().items()})
         for logger in trainer.loggers:
-            if params:
+            if params and isinstance(logger, TensorBoardLogger):
+                # TensorBoard keeps the first HParams summary of a run and takes its metric columns
+                # from it: it is written at the end of training, when the module's metrics exist.
+                logger.hparams.update(params)
+            elif params:
                 logged = dict(getattr(logger, "hparams", None) or {})
                 logger.log_hyperparams({**logged, **params})
             if isinstance(logger, TensorBoardLogger):
@@ -400,6 +406,23 @@ class ProbeCallback(Callback):
                     text = analysis.describe()
                     if text:
                         logger.experiment.add_text(f"{analysis.prefix}/about", text, global_step=trainer.global_step)
+
+    @override
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._write_hparams(trainer)
+
+    def _write_hparams(self, trainer: "pl.Trainer") -> None:
+        """TensorBoard's HParams summary, once per fit: the configuration and the metrics the module logged."""
+        if not self._hparams_pending:
+            return
+        self._hparams_pending = False
+        if not any(analysis.hparams() for analysis in self.analyses):
+            return
+        # The tags Lightning gave the logged metrics (`loss_step`, `loss_epoch`), which the columns read.
+        metrics = sorted(k for k, v in trainer.logged_metrics.items() if torch.as_tensor(v).numel() == 1)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                write_hparams(logger.experiment, dict(logger.hparams or {}), metrics, trainer.global_step)
 
     def _start_unstarted(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         """The first record of series started on resume (see ``on_fit_start``), now that the epoch is restored."""
@@ -526,6 +549,7 @@ class ProbeCallback(Callback):
 
     @override
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        self._write_hparams(trainer)
         self.teardown(trainer, pl_module, "fit")
 
     def _record(

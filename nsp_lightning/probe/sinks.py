@@ -9,19 +9,21 @@ training need not wait for it. No Lightning.
 
 The interface a sink for another logger needs is small: a function ``(sink, writers)``
 that reads ``sink.items`` (``(kind, tag, value, options)`` with ``kind`` one of
-``"image"``, ``"histogram"``, ``"text"``, ``"embedding"``) and ``sink.step``.
+``"image"``, ``"histogram"``, ``"text"``, ``"embedding"``, ``"scalars"``) and ``sink.step``.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Sequence
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["BackgroundWriter", "LogSink", "write_to_tensorboard"]
+__all__ = ["BackgroundWriter", "LogSink", "write_hparams", "write_to_tensorboard"]
 
 
 class LogSink:
@@ -77,6 +79,24 @@ class LogSink:
         if self.enabled:
             self.items.append(("text", self._tag(tag), str(text), {}))
 
+    def scalars(self, tag: str, values: Mapping[str, float]) -> None:
+        """One chart ``<prefix>/<tag>`` with one line per key of ``values`` (a layer, say), each its own run.
+
+        TensorBoard gives each run its own colour and lists the runs beside the charts, so
+        the lines are told apart and named. The run of key ``k`` is the directory
+        ``<prefix>_<k>`` in the logger's directory, as ``SummaryWriter.add_scalars`` names
+        its runs; one directory serves every chart with that key. Non-finite values are
+        dropped (TensorBoard cannot chart them).
+        """
+        if not self.enabled:
+            return
+        bad = [k for k in values if not isinstance(k, str) or not k or k in (".", "..") or "/" in k or os.sep in k]
+        if bad:
+            raise ValueError(f"LogSink.scalars({tag!r}): run names {bad} are not names of a directory")
+        finite = {k: float(v) for k, v in values.items() if np.isfinite(v)}
+        if finite:
+            self.items.append(("scalars", self._tag(tag), finite, {"run_prefix": self.prefix.replace("/", "_")}))
+
     def embedding(
         self,
         tag: str,
@@ -115,8 +135,61 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
                 writer.add_histogram(tag, value, global_step=sink.step, **options)
             elif kind == "embedding":
                 writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
+            elif kind == "scalars":
+                _write_runs(writer, tag, value, sink.step, options["run_prefix"])
             else:
                 writer.add_text(tag, value, global_step=sink.step)
+
+
+def write_hparams(writer: Any, params: Mapping[str, Any], metrics: Sequence[str], step: int) -> None:
+    """Write TensorBoard's HParams summary: ``params`` and the scalar tags ``metrics`` as its metric columns.
+
+    The HParams dashboard shows, for each run, the last such summary, and reads each
+    metric's value from the run's scalars of that tag: ``metrics`` names tags logged
+    already, and no scalar is written here.
+
+    Parameters
+    ----------
+    writer : torch.utils.tensorboard.SummaryWriter
+        The run's writer.
+    params : mapping
+        ``{name: value}``; nested mappings are flattened with ``/`` (``{"a": {"b": 1}}`` is
+        ``a/b``), values other than bool, int, float and str are written as text.
+    metrics : sequence of str
+        Scalar tags of the run.
+    step : int
+        The step the summary is written at.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    plain: dict[str, Any] = {}
+    pending = [("", params)]
+    while pending:
+        prefix, mapping = pending.pop()
+        for key, value in mapping.items():
+            if isinstance(value, Mapping):
+                pending.append((f"{prefix}{key}/", value))
+            else:
+                plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    experiment, start, end = hparams(plain, {tag: 0.0 for tag in metrics})
+    file_writer = writer._get_file_writer()
+    for summary in (experiment, start, end):
+        file_writer.add_summary(summary, step)
+
+
+def _write_runs(writer: Any, tag: str, values: Mapping[str, float], step: int, run_prefix: str) -> None:
+    """``values[k]`` as scalar ``tag`` of the run ``<log_dir>/<run_prefix>_<k>`` (``add_scalars``' runs, another tag)."""
+    from torch.utils.tensorboard.summary import scalar
+    from torch.utils.tensorboard.writer import FileWriter
+
+    walltime = time.time()
+    log_dir = writer._get_file_writer().get_logdir()
+    for key, value in values.items():
+        run = os.path.join(log_dir, f"{run_prefix}_{key}")
+        # SummaryWriter.all_writers is where add_scalars keeps its runs' writers: flush() and close() reach them.
+        if run not in writer.all_writers:
+            writer.all_writers[run] = FileWriter(run, writer.max_queue, writer.flush_secs, writer.filename_suffix)
+        writer.all_writers[run].add_summary(scalar(tag, value), step, walltime)
 
 
 class BackgroundWriter:

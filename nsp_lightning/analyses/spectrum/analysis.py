@@ -97,6 +97,10 @@ class SpectrumAnalysis(ProbeAnalysis):
           colour bar with its range, scale and sign convention, notes), and
           ``nsp/00_change/probe_0``, a chart of the first probe's change since the baseline
           with a legend;
+        - scalars ``nsp/00_change/<measure>/probe_<p>`` in one TensorBoard run per layer,
+          ``<log_dir>/nsp_<ii>_<layer>`` (as ``SummaryWriter.add_scalars`` makes them): one
+          chart per measure and probe, a line per layer in its own colour, named in the
+          run list (TensorBoard only; values that are not finite are left out);
         - histograms ``nsp/<ii>_<layer>/log10_abs_spectrum/probe_<p>`` of log10|ŝ| over
           the nonzero coefficients;
         - text ``nsp/predictions``: each probe's label (where the probe was a batch
@@ -328,6 +332,13 @@ class SpectrumAnalysis(ProbeAnalysis):
             if p == 0 and self._history:
                 # One chart, of the first probe: a matplotlib figure costs as much as a hundred cards.
                 sink.figure(f"00_change/probe_{p}", change_figure(self._history, names, p, self._layers))
+            if self._history:
+                # One run per layer: TensorBoard colours runs apart and names them, so these charts
+                # read at any card width, where a picture's legend does not.
+                for measure, values in self._history[-1][1].items():
+                    sink.scalars(
+                        f"00_change/{measure}/probe_{p}", {self._tag(l): values[p, l] for l in range(len(names))}
+                    )
         if predictions:
             lines = ["| probe | label | prediction | probability |", "|---|---|---|---|"]
             lines += [f"| {p} | {lab or '—'} | {pred} | {prob} |" for p, (lab, pred, prob) in enumerate(predictions)]

@@ -125,7 +125,9 @@ class SpectrumCallback(ProbeCallback):
           ``(x, y)``, and the model's prediction and its probability) and ``nsp/about``
           (the configuration and how to read the images); the configuration also as
           hparams ``nsp/transform``, ``nsp/INCL``, ``nsp/layers``, ... merged with the
-          model's.
+          model's, written at the end of training (or when it fails) with the metrics the
+          module logged as the HParams table's columns (TensorBoard keeps a run's first
+          HParams summary only).
 
     TensorBoard keeps only 10 images per tag (a random sample of the epochs) unless told
     otherwise. To see every epoch, give it a limit above the number of records::

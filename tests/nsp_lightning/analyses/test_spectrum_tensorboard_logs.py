@@ -1,5 +1,6 @@
 """What a researcher sees in TensorBoard (issue 11): inner layers, change since the baseline, context."""
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,11 @@ class SequentialNet(TinyNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("train_loss", loss, on_epoch=True)
+        return loss
 
 
 def events(log_dir):
@@ -85,6 +91,44 @@ def test_change_since_the_baseline_is_logged_per_layer_and_probe(leaves_run):
     assert [e.step for e in chart] == [r.global_step for r in records]
 
 
+def test_change_is_charted_with_one_run_per_layer_so_tensorboard_colours_and_names_the_layers(leaves_run):
+    _, trainer, _, records = leaves_run
+    runs = sorted(p.name for p in Path(trainer.log_dir).iterdir() if p.name.startswith("nsp_"))
+    assert runs == [f"nsp_{l:02d}_{name}" for l, name in enumerate(["input", *LEAVES])]
+    for l, run in enumerate(runs):
+        acc = events(Path(trainer.log_dir) / run)
+        assert sorted(acc.Tags()["scalars"]) == sorted(
+            f"nsp/00_change/{m}/probe_{p}" for m in nsp.energy.CHANGE_MEASURES for p in range(2)
+        )
+        for measure in nsp.energy.CHANGE_MEASURES:
+            for p in range(2):
+                expected = [
+                    (r.global_step, nsp.energy.change_since(records[0].spectra[p], r.spectra[p])[measure][l])
+                    for r in records
+                ]
+                expected = [(step, v) for step, v in expected if np.isfinite(v)]
+                logged = [(s.step, s.value) for s in acc.Scalars(f"nsp/00_change/{measure}/probe_{p}")]
+                assert [s for s, _ in logged] == [s for s, _ in expected]
+                np.testing.assert_allclose([v for _, v in logged], [v for _, v in expected], rtol=1e-6, atol=1e-12)
+
+
+def test_every_scalar_is_finite_and_every_per_layer_family_sorts_in_execution_order(leaves_run):
+    _, trainer, acc, _ = leaves_run
+    order = [f"{l:02d}_{name}" for l, name in enumerate(["input", *LEAVES])]
+    families = {}
+    for tag in acc.Tags()["scalars"]:
+        family, _, last = tag.rpartition("/")
+        if last in order:
+            families.setdefault(family, []).append(last)
+    assert {"nsp/log10_energy/probe_0", "nsp/change/relative/probe_1"} <= set(families)
+    for family, layers in families.items():
+        # TensorBoard sorts alphabetically; that is the execution order (flatten's zero energy is not in log10_energy).
+        assert sorted(layers) == [name for name in order if name in layers], family
+    runs = [acc] + [events(p) for p in Path(trainer.log_dir).iterdir() if p.name.startswith("nsp_")]
+    values = [s.value for run in runs for tag in run.Tags()["scalars"] for s in run.Scalars(tag)]
+    assert len(values) > 100 and np.all(np.isfinite(values))
+
+
 def test_histograms_text_and_hparams_say_what_was_recorded(leaves_run):
     _, _, acc, records = leaves_run
     histogram = acc.Histograms("nsp/01_net.0/log10_abs_spectrum/probe_0")[-1].histogram_value
@@ -108,6 +152,14 @@ def test_histograms_text_and_hparams_say_what_was_recorded(leaves_run):
     assert info.hparams["nsp/INCL"].number_value == 1  # Lightning logs bools as numbers
     assert info.hparams["nsp/layers"].string_value == ", ".join(["input", *LEAVES])
     assert info.hparams["nsp/probes"].number_value == 2
+    # The metrics the module logged are the table's columns.
+    experiment = acc.PluginTagToContent("hparams")["_hparams_/experiment"]
+    columns = [m.name.tag for m in plugin_data_pb2.HParamsPluginData.FromString(experiment).experiment.metric_infos]
+    assert "train_loss_epoch" in columns
+    assert "train_loss_epoch" in acc.Tags()["scalars"]
+    assert {h.name for h in plugin_data_pb2.HParamsPluginData.FromString(experiment).experiment.hparam_infos} >= {
+        "nsp/transform", "nsp/INCL", "nsp/layers", "nsp/probes"
+    }
 
 
 def test_a_model_hidden_in_one_container_gets_a_warning_naming_the_inner_layers(tmp_path):

@@ -46,6 +46,14 @@ def test_background_writer_returns_at_once_writes_in_order_and_reports_errors():
         BackgroundWriter(capacity=0)
 
 
+def test_scalars_of_runs_keep_finite_values_and_refuse_run_names_that_are_not_directory_names():
+    s = LogSink("nsp", 0, enabled=True)
+    s.scalars("00_change/relative/probe_0", {"00_input": 0.5, "04_flatten": float("nan"), "05_fc": np.inf})
+    assert s.items == [("scalars", "nsp/00_change/relative/probe_0", {"00_input": 0.5}, {"run_prefix": "nsp"})]
+    with pytest.raises(ValueError, match=r"LogSink.scalars\('x'\): run names \['a/b', '..'\]"):
+        s.scalars("x", {"a/b": 1.0, "..": 2.0})
+
+
 class Boom(TinyNet):
     def on_train_epoch_start(self) -> None:
         if self.current_epoch == 2:
