@@ -16,6 +16,7 @@ which rank. The pieces it puts together are beside it in :mod:`nsp_lightning.pro
 :mod:`~.probe.series`           the record directories rank 0 writes (locks, resume)
 :mod:`~.probe.handoff`          the state a spawned rank 0 hands back to the launching process
 :mod:`~.probe.sinks`            images, histograms and text to TensorBoard
+:mod:`~.probe.progress`         progress lines for steps longer than 2 s
 ==============================  ==========================================================
 """
 
@@ -39,9 +40,10 @@ from nsp_lightning.probe.analysis import AnalysisRecord, ProbeAnalysis, ProbeCon
 from nsp_lightning.probe.handoff import Handoff
 from nsp_lightning.probe.inputs import datamodule_probe, on_model, probe_batch
 from nsp_lightning.probe.isolation import nonfinite_parameters, probing
+from nsp_lightning.probe.progress import Progress
 from nsp_lightning.probe.schedule import Schedule
 from nsp_lightning.probe.series import RecordSeries
-from nsp_lightning.probe.sinks import BackgroundWriter, LogSink, write_hparams
+from nsp_lightning.probe.sinks import BackgroundWriter, LogSink, log_configuration, write_hparams
 
 __all__ = ["ProbeCallback"]
 
@@ -125,9 +127,7 @@ class ProbeCallback(Callback):
         - ``<prefix>/<key>`` for every scalar the analysis returns, to every logger in
           ``trainer.loggers``;
         - ``<prefix>/record_seconds``: wall time of the analysis at the record on the
-          training thread (compute, log and the record file); TensorBoard's writing of its
-          images (PNG encoding) runs on a background thread, in record order, and is
-          complete when fit, validate or test returns, or raises;
+          training thread (TensorBoard's PNG encoding runs on a background thread);
         - ``<prefix>/record_failed``: 1 at a record the analysis could not take
           (``on_error="warn"``);
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
@@ -217,9 +217,7 @@ class ProbeCallback(Callback):
         self._batch: torch.Tensor | None = None
         self._series: RecordSeries | None = None
         self._unstarted: list[ProbeAnalysis] = []
-        self._hparams_pending = False
-        # Made at the first record and dropped at teardown: a thread cannot be pickled (ddp_spawn).
-        self._writer: BackgroundWriter | None = None
+        self._writer = BackgroundWriter()
 
     @property
     @override
@@ -351,7 +349,8 @@ class ProbeCallback(Callback):
         context = self._context(trainer, pl_module, trainer.current_epoch)
         with probing(pl_module):
             for analysis in self.analyses:
-                analysis.setup(pl_module, probe, context)
+                with Progress(f"{who}: setup of {analysis.name!r}"):  # a t-SNE layout takes a minute
+                    analysis.setup(pl_module, probe, context)
         self._series = RecordSeries(self.record_dirs, who)
         layout: dict[str, Any] = {}
         started = []
@@ -385,44 +384,14 @@ class ProbeCallback(Callback):
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._start_unstarted(trainer, pl_module)
-        # After Lightning logged the model's hyperparameters (which it does after on_fit_start):
-        # they are merged with the analyses' configuration.
+        # After Lightning logged the model's hyperparameters (after on_fit_start), to merge with them.
         if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
             return
-        self._hparams_pending = True
-        params: dict[str, Any] = {}
-        for analysis in self.analyses:
-            params.update({f"{analysis.prefix}/{k}": v for k, v in analysis.hparams().items()})
-        for logger in trainer.loggers:
-            if params and isinstance(logger, TensorBoardLogger):
-                # TensorBoard keeps the first HParams summary of a run and takes its metric columns
-                # from it: it is written at the end of training, when the module's metrics exist.
-                logger.hparams.update(params)
-            elif params:
-                logged = dict(getattr(logger, "hparams", None) or {})
-                logger.log_hyperparams({**logged, **params})
-            if isinstance(logger, TensorBoardLogger):
-                for analysis in self.analyses:
-                    text = analysis.describe()
-                    if text:
-                        logger.experiment.add_text(f"{analysis.prefix}/about", text, global_step=trainer.global_step)
+        log_configuration(trainer.loggers, self.analyses, trainer.global_step)
 
     @override
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self._write_hparams(trainer)
-
-    def _write_hparams(self, trainer: "pl.Trainer") -> None:
-        """TensorBoard's HParams summary, once per fit: the configuration and the metrics the module logged."""
-        if not self._hparams_pending:
-            return
-        self._hparams_pending = False
-        if not any(analysis.hparams() for analysis in self.analyses):
-            return
-        # The tags Lightning gave the logged metrics (`loss_step`, `loss_epoch`), which the columns read.
-        metrics = sorted(k for k, v in trainer.logged_metrics.items() if torch.as_tensor(v).numel() == 1)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                write_hparams(logger.experiment, dict(logger.hparams or {}), metrics, trainer.global_step)
+        write_hparams(trainer.loggers, trainer.logged_metrics, trainer.global_step)
 
     def _start_unstarted(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         """The first record of series started on resume (see ``on_fit_start``), now that the epoch is restored."""
@@ -499,7 +468,8 @@ class ProbeCallback(Callback):
         context = self._context(trainer, pl_module, epoch)
         with probing(pl_module):
             for analysis in self.analyses:
-                analysis.setup(pl_module, probe, context)
+                with Progress(f"{type(self).__name__}: setup of {analysis.name!r}"):
+                    analysis.setup(pl_module, probe, context)
         self._series = series
         try:
             series.start_all(self.analyses)
@@ -538,10 +508,8 @@ class ProbeCallback(Callback):
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         # Every image is in the event files before Lightning closes its loggers.
-        if self._writer is not None:
-            for problem in self._writer.close():
-                rank_zero_warn(f"{type(self).__name__}: TensorBoard could not take {problem}")
-            self._writer = None
+        for problem in self._writer.close():
+            rank_zero_warn(f"{type(self).__name__}: TensorBoard could not take {problem}")
         # Releases the record directories' locks, so that a later fit may continue them.
         if self._series is not None:
             self._series.close()
@@ -549,7 +517,7 @@ class ProbeCallback(Callback):
 
     @override
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
-        self._write_hparams(trainer)
+        self.on_train_end(trainer, pl_module)
         self.teardown(trainer, pl_module, "fit")
 
     def _record(
@@ -596,14 +564,12 @@ class ProbeCallback(Callback):
     ) -> None:
         assert self._batch is not None
         start = time.perf_counter()
-        record = analysis.compute(context.model, self._batch, context)
+        with Progress(f"{type(self).__name__}: record {epoch} of {analysis.name!r}"):
+            record = analysis.compute(context.model, self._batch, context)
         if not isinstance(record, AnalysisRecord):
             raise TypeError(f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}")
         sink = LogSink(analysis.prefix, step, enabled=bool(writers))
         analysis.log(record, sink)
-        # PNG encoding is most of a record's cost: it runs on the writer's thread while training goes on.
-        if self._writer is None:
-            self._writer = BackgroundWriter()
         self._writer.submit(sink, writers)
         scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
         seconds = time.perf_counter() - start

@@ -5,7 +5,8 @@ embeddings into a :class:`LogSink`; the callback then hands them to every Tensor
 writer of the Trainer at once, after the analysis returned (so that drawing does not
 compete with TensorBoard's writer thread). :class:`BackgroundWriter` does that hand-over
 on a thread of its own, since encoding the images as PNG is most of a record's cost and
-training need not wait for it. No Lightning.
+training need not wait for it. :func:`log_configuration` and :func:`write_hparams` give
+the loggers the analyses' configuration.
 
 The interface a sink for another logger needs is small: a function ``(sink, writers)``
 that reads ``sink.items`` (``(kind, tag, value, options)`` with ``kind`` one of
@@ -23,7 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["BackgroundWriter", "LogSink", "write_hparams", "write_to_tensorboard"]
+__all__ = ["BackgroundWriter", "LogSink", "log_configuration", "write_hparams", "write_to_tensorboard"]
 
 
 class LogSink:
@@ -141,40 +142,76 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
                 writer.add_text(tag, value, global_step=sink.step)
 
 
-def write_hparams(writer: Any, params: Mapping[str, Any], metrics: Sequence[str], step: int) -> None:
-    """Write TensorBoard's HParams summary: ``params`` and the scalar tags ``metrics`` as its metric columns.
+def log_configuration(loggers: Sequence[Any], analyses: Sequence[Any], step: int) -> None:
+    """Give every logger the analyses' configuration (``hparams()``), and TensorBoard their ``describe()`` text.
 
-    The HParams dashboard shows, for each run, the last such summary, and reads each
-    metric's value from the run's scalars of that tag: ``metrics`` names tags logged
-    already, and no scalar is written here.
+    Other loggers get it as hyperparameters at once, merged with the module's. A
+    TensorBoardLogger keeps it in ``logger.hparams`` for :func:`write_hparams`:
+    TensorBoard shows a run's first HParams summary only, and takes the table's metric
+    columns from it, so the summary waits for the end of training, when the module's
+    metrics exist.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    params: dict[str, Any] = {}
+    for analysis in analyses:
+        params.update({f"{analysis.prefix}/{k}": v for k, v in analysis.hparams().items()})
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.hparams.update(params)
+            for analysis in analyses:
+                text = analysis.describe()
+                if text:
+                    logger.experiment.add_text(f"{analysis.prefix}/about", text, global_step=step)
+        elif params:
+            logger.log_hyperparams({**dict(getattr(logger, "hparams", None) or {}), **params})
+
+
+def write_hparams(loggers: Sequence[Any], metrics: Mapping[str, Any], step: int) -> None:
+    """Write each TensorBoardLogger's HParams summary: its ``hparams`` and the scalars ``metrics`` as columns.
+
+    On global rank 0 only; a logger without hparams and metrics is skipped. The HParams dashboard reads each metric's value from the run's scalars of that tag:
+    ``metrics`` (Lightning's ``trainer.logged_metrics``) names tags logged already, and no
+    scalar is written here.
 
     Parameters
     ----------
-    writer : torch.utils.tensorboard.SummaryWriter
-        The run's writer.
-    params : mapping
-        ``{name: value}``; nested mappings are flattened with ``/`` (``{"a": {"b": 1}}`` is
-        ``a/b``), values other than bool, int, float and str are written as text.
-    metrics : sequence of str
-        Scalar tags of the run.
+    loggers : sequence of Lightning loggers
+        The Trainer's loggers; those that are not TensorBoardLoggers are skipped.
+    metrics : mapping
+        ``{tag: value}``; the tags of one-value metrics become the table's columns.
     step : int
         The step the summary is written at.
+
+    Notes
+    -----
+    Nested mappings in ``hparams`` are flattened with ``/`` (``{"a": {"b": 1}}`` is
+    ``a/b``), values other than bool, int, float and str are written as text.
     """
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
     from torch.utils.tensorboard.summary import hparams
 
-    plain: dict[str, Any] = {}
-    pending = [("", params)]
-    while pending:
-        prefix, mapping = pending.pop()
-        for key, value in mapping.items():
-            if isinstance(value, Mapping):
-                pending.append((f"{prefix}{key}/", value))
-            else:
-                plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    experiment, start, end = hparams(plain, {tag: 0.0 for tag in metrics})
-    file_writer = writer._get_file_writer()
-    for summary in (experiment, start, end):
-        file_writer.add_summary(summary, step)
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    columns = {tag: 0.0 for tag, value in sorted(metrics.items()) if torch.as_tensor(value).numel() == 1}
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        plain: dict[str, Any] = {}
+        pending = [("", dict(logger.hparams or {}))]
+        while pending:
+            prefix, mapping = pending.pop()
+            for key, value in mapping.items():
+                if isinstance(value, Mapping):
+                    pending.append((f"{prefix}{key}/", value))
+                else:
+                    plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+        if not plain and not columns:
+            continue
+        file_writer = logger.experiment._get_file_writer()
+        for summary in hparams(plain, columns):
+            file_writer.add_summary(summary, step)
 
 
 def _write_runs(writer: Any, tag: str, values: Mapping[str, float], step: int, run_prefix: str) -> None:
@@ -198,8 +235,9 @@ class BackgroundWriter:
     :meth:`submit` returns at once unless ``capacity`` sinks are waiting already (then it
     waits for room: a writer slower than training holds training back rather than letting
     images pile up in memory). :meth:`close` waits until everything submitted is written;
-    call it before the writers are closed. The thread starts at the first :meth:`submit`
-    and ends at :meth:`close`; a later :meth:`submit` starts it again.
+    call it before the writers are closed. The thread and its queue are made at the first
+    :meth:`submit` and dropped at :meth:`close` (a later :meth:`submit` makes them again),
+    so that a closed writer can be pickled, as ``ddp_spawn`` pickles callbacks.
 
     Parameters
     ----------
@@ -213,7 +251,8 @@ class BackgroundWriter:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"BackgroundWriter(capacity={capacity!r}): expected an int >= 1")
         self._write = write
-        self._queue: queue.Queue[tuple[LogSink, Sequence[Any]] | None] = queue.Queue(maxsize=capacity)
+        self._capacity = capacity
+        self._queue: queue.Queue[tuple[LogSink, Sequence[Any]] | None] | None = None
         self._thread: threading.Thread | None = None
         self._errors: list[str] = []
 
@@ -221,10 +260,13 @@ class BackgroundWriter:
         """Write ``sink`` to ``writers`` on the background thread, after everything submitted before it."""
         if not sink.items or not writers:
             return
-        if self._thread is None or not self._thread.is_alive():
+        if self._thread is None or self._queue is None or not self._thread.is_alive():
+            self._queue = queue.Queue(maxsize=self._capacity)
             # A daemon, so that an interpreter ending without close() is not held up; close() is what
             # guarantees that nothing is lost.
-            self._thread = threading.Thread(target=self._run, name="nsp-tensorboard-writer", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(self._queue,), name="nsp-tensorboard-writer", daemon=True
+            )
             self._thread.start()
         self._queue.put((sink, list(writers)))
 
@@ -236,16 +278,16 @@ class BackgroundWriter:
         list of str
             One line per sink whose writing raised (its tag prefix, step and the error), in order.
         """
-        if self._thread is not None:
+        if self._thread is not None and self._queue is not None:
             self._queue.put(None)
             self._thread.join()
-            self._thread = None
+        self._thread = self._queue = None
         errors, self._errors = self._errors, []
         return errors
 
-    def _run(self) -> None:
+    def _run(self, jobs: queue.Queue[tuple[LogSink, Sequence[Any]] | None]) -> None:
         while True:
-            item = self._queue.get()
+            item = jobs.get()
             if item is None:
                 return
             sink, writers = item

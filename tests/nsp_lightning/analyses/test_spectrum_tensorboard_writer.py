@@ -1,5 +1,6 @@
 """TensorBoard's PNG encoding runs off the training thread, in record order, and nothing is lost (issue 21, #7)."""
 
+import pickle
 import threading
 
 import numpy as np
@@ -80,6 +81,7 @@ def test_images_are_encoded_off_the_training_thread_and_all_written_by_fit_end(t
     trainer.fit(TinyNet(), loader())
     assert threads == {"nsp-tensorboard-writer"}
     assert not any(t.name == "nsp-tensorboard-writer" for t in threading.enumerate())  # ended at teardown
+    pickle.dumps(cb)  # as ddp_spawn pickles callbacks: the closed writer holds no thread or queue
     steps = [r.global_step for r in read_records(tmp_path / "rec")]
     assert images_by_step(trainer.log_dir, "nsp/05_fc/spectrum/probe_0") == steps
 
