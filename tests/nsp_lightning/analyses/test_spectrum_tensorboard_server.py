@@ -154,3 +154,56 @@ def test_a_screenshot_of_the_time_series_page_shows_a_card_with_its_colour_bar(t
     # RdBu_r's blue end to its red end, shrunk to the card but still over 100 pixels long.
     assert np.abs(pixels[5, 5].astype(int) - [0xF5, 0x7C, 0x00]).max() <= 12
     assert max(rdbu_run(row) for row in pixels[100:]) > 100
+
+
+def line_hues(pixels: np.ndarray) -> dict[int, int]:
+    """Pixels of strong colour in ``pixels`` by hue, in bins of 30 degrees."""
+    rgb = pixels[..., :3].astype(float) / 255
+    high, low = rgb.max(axis=2), rgb.min(axis=2)
+    strong = high - low > 0.3
+    hue = np.degrees(np.arctan2(np.sqrt(3) * (rgb[..., 1] - rgb[..., 2]), 2 * rgb[..., 0] - rgb[..., 1] - rgb[..., 2]))
+    bins, counts = np.unique(((hue[strong] % 360) // 30).astype(int), return_counts=True)
+    return dict(zip(bins.tolist(), counts.tolist()))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: install the Debian package `chromium`")
+def test_the_change_chart_at_default_card_width_draws_each_layer_in_its_own_colour(tmp_path):
+    """One run per layer: TensorBoard colours the layers apart and lists them by name (issue 21, #2)."""
+    pl.seed_everything(0)
+    cb = SpectrumCallback(probe(1))
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=6, logger=TensorBoardLogger(tmp_path, name="tb")), callbacks=[cb])
+    trainer.fit(TinyNet(), loader())
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    layers = ["00_input", "01_conv", "02_relu", "03_pool", "04_flatten", "05_fc"]
+    try:
+        wait_for(base, server, 90)
+        deadline = time.monotonic() + 60
+        while len(json.loads(get(base, "/data/runs"))) < 1 + len(layers) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert json.loads(get(base, "/data/runs")) == ["tb/version_0"] + [f"tb/version_0/nsp_{name}" for name in layers]
+        # Headless Chromium has no WebGL: TensorBoard's SVG charts (forceSVG) draw the same lines.
+        for attempt in range(3):
+            shot = tmp_path / f"change-{attempt}.png"
+            result = subprocess.run(
+                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--window-size=1400,900",
+                 f"--screenshot={shot}", f"{base}/?forceSVG=true&tagFilter=00_change/relative#timeseries"],
+                capture_output=True, text=True, timeout=180,
+            )
+            assert result.returncode == 0, result.stderr[-2000:]
+            pixels = np.asarray(Image.open(shot).convert("RGB"))
+            # The chart's plot area in the first card at the default card width.
+            hues = line_hues(pixels[215:450, 360:700])
+            if sum(count > 40 for count in hues.values()) >= 3:
+                break
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    assert sum(count > 40 for count in hues.values()) >= 3, hues
