@@ -237,7 +237,8 @@ class BackgroundWriter:
     images pile up in memory). :meth:`close` waits until everything submitted is written;
     call it before the writers are closed. The thread and its queue are made at the first
     :meth:`submit` and dropped at :meth:`close` (a later :meth:`submit` makes them again),
-    so that a closed writer can be pickled, as ``ddp_spawn`` pickles callbacks.
+    so that a closed writer can be pickled, as ``ddp_spawn`` pickles callbacks. The thread runs at
+    the lowest priority where the system sets one per thread (Linux).
 
     Parameters
     ----------
@@ -286,6 +287,13 @@ class BackgroundWriter:
         return errors
 
     def _run(self, jobs: queue.Queue[tuple[LogSink, Sequence[Any]] | None]) -> None:
+        # The lowest priority (Linux sets it per thread): encoding takes the CPU time that
+        # training leaves, not training's.
+        if hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass
         while True:
             item = jobs.get()
             if item is None:
