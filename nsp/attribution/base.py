@@ -3,10 +3,18 @@
 An attribution method is a class constructed with the model (and a layer, for the layer
 methods), whose :meth:`Attribution.attribute` takes a batch of inputs and a target and
 returns one attribution per input, as captum's classes do. The base class does what is
-the same for every method: it validates the inputs, the target and the options, runs one
-instrumented forward pass (:mod:`nsp.common.tracer`) for the default target and the
-architecture checks, re-enables grad (attribution needs it even under Lightning's
-inference mode) and post-processes the sign.
+the same for every method: it validates the inputs, the target and the options, records
+the forward pass (:mod:`nsp.common.tracer`) for the default target and the architecture
+checks, re-enables grad (attribution needs it even under Lightning's inference mode) and
+post-processes the sign.
+
+The methods that differentiate one forward pass of the inputs themselves (saliency, guided
+backprop, Grad-CAM, guided Grad-CAM: :attr:`Attribution.one_pass`) record captum's own
+forward pass: captum is handed a module that runs the model, checks it, picks the target
+and returns the target's output, so they cost what captum costs (issue 23: a pass of its
+own had cost 1.5-2x captum on ResNet-18). The others (SmoothGrad, integrated gradients,
+occlusion) run the model on altered inputs, so their default target comes from a traced
+pass of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import warnings
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,7 +31,7 @@ from torch import nn
 
 from nsp.common.layers import find_layer
 from nsp.common.modes import eval_mode
-from nsp.common.tracer import GUIDED_MODULES, Trace, trace
+from nsp.common.tracer import GUIDED_MODULES, Trace, tracing
 
 __all__ = ["SIGNS", "Attribution", "LayerAttribution", "resolve_layer"]
 
@@ -57,11 +66,17 @@ class Attribution:
     name: str = ""
     #: Whether the method rectifies gradients at ReLUs (and so must see every ReLU).
     guided: bool = False
+    #: Whether ``_attribute`` runs the model on the inputs themselves, unaltered, through
+    #: ``self._explained``: it is then called with target None while ``self._explained``
+    #: is a module that checks the pass, picks the target and returns its output per
+    #: input. Otherwise ``_attribute`` gets the target from a traced pass of its own.
+    one_pass: bool = False
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self._where}: expected model to be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
+        self._explained: nn.Module = model
 
     @property
     def _where(self) -> str:
@@ -123,18 +138,14 @@ class Attribution:
         with eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
             x = inputs.detach().clone().requires_grad_()
             try:
-                traced = trace(self.model, x, watch_relus=self.guided)
-            except (RuntimeError, ValueError, TypeError, IndexError) as err:
-                raise ValueError(f"{where}: the model's forward pass ({type(self.model).__name__}) failed on inputs "
-                                 f"of shape {tuple(x.shape)}: {err}") from err
-            if self.guided:
-                _check_guided(traced, where)
-            target_t = _resolve_target(target, traced.output, x.shape[0], where)
-            self._prepare(traced, x, options)
-            try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
-                    result = self._attribute(x, target_t, **options)
+                    if self.one_pass:
+                        result = self._in_one_pass(x, target, options)
+                    else:
+                        with torch.no_grad(), tracing(self.model, watch_relus=self.guided) as traced:
+                            traced.output = _run_model(self.model, x, where)
+                        result = self._attribute(x, self._check(traced, target, x, options), **options)
             except RuntimeError as err:
                 cut = ("does not require grad", "does not have a grad_fn", "not have been used in the graph")
                 if any(text in str(err) for text in cut):
@@ -144,6 +155,27 @@ class Attribution:
                     ) from err
                 raise
         return _apply_sign(result.detach(), sign)
+
+    def _in_one_pass(self, x: torch.Tensor, target: Target, options: dict[str, Any]) -> torch.Tensor:
+        """``_attribute`` with captum's forward pass checked, for :attr:`one_pass` methods."""
+        self._explained = _CheckedForward(self, x, target, options)
+        try:
+            return self._attribute(x, None, **options)
+        finally:
+            self._explained = self.model
+
+    def _watched(self) -> list[nn.Module] | None:
+        """The modules whose calls the checks count (None: every module)."""
+        return None if self.guided else []
+
+    def _check(self, traced: Trace, target: Target, inputs: torch.Tensor,
+               options: dict[str, Any]) -> torch.Tensor | None:
+        """The checks against a forward pass of the inputs; the target per input (None for scalar outputs)."""
+        if self.guided:
+            _check_guided(traced, self._where)
+        target_t = _resolve_target(target, traced.output, inputs.shape[0], self._where)
+        self._prepare(traced, inputs, options)
+        return target_t
 
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         """Method-specific checks against the forward pass, before any gradient."""
@@ -172,6 +204,37 @@ class LayerAttribution(Attribution):
         super().__init__(model)
         self._requested = None if layer is None else resolve_layer(model, layer, self._where)
         self.layer: nn.Module | None = self._requested
+        self._guessing = False
+
+    def _in_one_pass(self, x: torch.Tensor, target: Target, options: dict[str, Any]) -> torch.Tensor:
+        if self._requested is not None:
+            self.layer = self._requested
+            return super()._in_one_pass(x, target, options)
+        # captum hooks the layer before the pass that tells which convolution runs last, so
+        # the pass checks a guess: the last call's default, or the last convolution defined.
+        convs = [m for m in self.model.modules() if isinstance(m, _CONVOLUTIONS)]
+        if not convs:
+            raise ValueError(f"{self._where}: the model has no convolution to default to; pass layer= (a module or "
+                             f"its dotted name)")
+        self.layer = _DEFAULT_LAYERS.get(self.model, convs[-1])
+        self._guessing = True
+        try:
+            result = super()._in_one_pass(x, target, options)
+        except _OtherDefault as found:
+            self.layer = found.layer
+            self._guessing = False
+            result = super()._in_one_pass(x, target, options)
+        finally:
+            self._guessing = False
+        _DEFAULT_LAYERS[self.model] = self.layer
+        return result
+
+    def _watched(self) -> list[nn.Module] | None:
+        if self.guided:
+            return None
+        if self._requested is not None:
+            return [self._requested]
+        return [m for m in self.model.modules() if isinstance(m, _CONVOLUTIONS)]
 
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         where = self._where
@@ -180,6 +243,8 @@ class LayerAttribution(Attribution):
             if not convs:
                 raise ValueError(f"{where}: the model runs no convolution once per forward pass to default to; "
                                  f"pass layer= (a module or its dotted name)")
+            if self._guessing and convs[-1] is not self.layer:
+                raise _OtherDefault(convs[-1])
             self.layer = convs[-1]
         layer = self.layer
         calls = traced.calls.get(layer, 0)
@@ -196,6 +261,62 @@ class LayerAttribution(Attribution):
         if shape is None or len(shape) < 2:
             raise ValueError(f"{where}: layer {traced.describe(layer)} must return one tensor of shape "
                              f"(N, channels, ...), got {shape!r}")
+
+
+class _OtherDefault(Exception):
+    """The pass of a one-pass layer method ran with a layer other than the default (found here)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__("internal: retry with the default layer")
+        self.layer = layer
+
+
+# The default layer each model's last one-pass call found: the next call's guess. Weak,
+# so that it keeps no model alive.
+_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+class _CheckedForward(nn.Module):
+    """What a one-pass method hands captum in place of the model: it runs the model, checks
+    the first pass as a traced pass would be checked (the architecture, the output, the
+    target, the method's options) and returns the target's output per input, so that captum
+    is called with target None. A later pass (guided Grad-CAM runs two) reuses that target.
+
+    Selecting the target here is what captum's ``_select_targets`` does with a target per
+    input (a gather along dimension 1), so the gradients are captum's, bit for bit.
+    """
+
+    def __init__(self, method: Attribution, inputs: torch.Tensor, target: Target, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = method.model
+        self._method = method
+        self._inputs = inputs
+        self._target = target
+        self._options = options
+        self._checked = False
+        self._target_t: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        method = self._method
+        if self._checked:
+            output = self.model(x)
+        else:
+            with tracing(self.model, method._watched(), watch_relus=method.guided) as traced:
+                traced.output = output = _run_model(self.model, x, method._where)
+            self._target_t = method._check(traced, self._target, self._inputs, self._options)
+            self._checked = True
+        if self._target_t is None:
+            return output
+        return torch.gather(output, 1, self._target_t.reshape(len(output), 1)).squeeze(-1)
+
+
+def _run_model(model: nn.Module, x: torch.Tensor, where: str) -> Any:
+    """``model(x)``, with a failure of the model's own forward reported as a ValueError."""
+    try:
+        return model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"{where}: the model's forward pass ({type(model).__name__}) failed on inputs "
+                         f"of shape {tuple(x.shape)}: {err}") from err
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str, where: str) -> nn.Module:

@@ -37,6 +37,7 @@ class GradCam(LayerAttribution):
     """
 
     name = "gradcam"
+    one_pass = True
 
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         super()._prepare(traced, inputs, options)
@@ -63,7 +64,7 @@ class GradCam(LayerAttribution):
                    channels: int | Sequence[int] | None = None, relu: bool = True) -> torch.Tensor:
         mode = _upsample_mode(upsample, inputs.dim() - 2, self._where)
         captum = captum_attr(self._where)
-        cam = captum.LayerGradCam(self.model, self.layer)
+        cam = captum.LayerGradCam(self._explained, self.layer)
         if channels is None:
             maps = cam.attribute(inputs, target=target, relu_attributions=relu)
         else:

@@ -72,6 +72,7 @@ class GuidedBackprop(Attribution):
 
     name = "guided_backprop"
     guided = True
+    one_pass = True
 
     def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        return captum_guided_backprop()(self.model).attribute(inputs, target=target)
+        return captum_guided_backprop()(self._explained).attribute(inputs, target=target)

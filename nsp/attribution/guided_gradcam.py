@@ -26,6 +26,7 @@ class GuidedGradCam(LayerAttribution):
 
     name = "guided_gradcam"
     guided = True
+    one_pass = True
 
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         super()._prepare(traced, inputs, options)
@@ -37,6 +38,6 @@ class GuidedGradCam(LayerAttribution):
     def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None, *,
                    interpolate: str = "nearest") -> torch.Tensor:
         captum = captum_attr(self._where)
-        method = captum.GuidedGradCam(self.model, self.layer)
-        method.guided_backprop = captum_guided_backprop()(self.model)
+        method = captum.GuidedGradCam(self._explained, self.layer)
+        method.guided_backprop = captum_guided_backprop()(self._explained)
         return method.attribute(inputs, target=target, interpolate_mode=interpolate)

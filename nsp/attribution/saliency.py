@@ -26,7 +26,8 @@ class Saliency(Attribution):
     """
 
     name = "saliency"
+    one_pass = True
 
     def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         captum = captum_attr(self._where)
-        return captum.Saliency(self.model).attribute(inputs, target=target, abs=False)
+        return captum.Saliency(self._explained).attribute(inputs, target=target, abs=False)

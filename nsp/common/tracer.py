@@ -12,7 +12,8 @@ for per-module bookkeeping).
 :func:`trace` runs one instrumented forward pass: captum's layer methods hook one module
 and expect it to run once, and guided backprop can only modify ReLUs that are modules. It
 tells both, and gives the model's output (for the default target) at the cost of one
-forward pass without grad.
+forward pass without grad. :func:`tracing` records the same from passes that someone else
+runs (captum's own forward pass, in :mod:`nsp.attribution`), at no extra pass.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 # torch 2.13 has no public pytree module (torch.utils.pytree does not exist); torch.func uses this one.
 from torch.utils._pytree import SUPPORTED_NODES, tree_flatten, tree_map
 
-__all__ = ["GUIDED_MODULES", "FunctionalReLU", "ModuleTracer", "Trace", "map_leaves", "tensors_in", "trace"]
+__all__ = ["GUIDED_MODULES", "FunctionalReLU", "ModuleTracer", "Trace", "map_leaves", "tensors_in", "trace", "tracing"]
 
 
 def _plain(value: Any) -> bool:
@@ -256,10 +257,43 @@ def trace(model: nn.Module, inputs: torch.Tensor, watch_relus: bool = False) -> 
     -------
     Trace
     """
+    with torch.no_grad(), tracing(model, watch_relus=watch_relus) as result:
+        result.output = model(inputs)
+    return result
+
+
+@contextlib.contextmanager
+def tracing(model: nn.Module, modules: Iterable[nn.Module] | None = None,
+            watch_relus: bool = False) -> Iterator[Trace]:
+    """Record what ``model``'s forward passes inside the block run, as :func:`trace` does
+    for a pass of its own: a caller that runs the model anyway (with grad, inside another
+    library) records it without a second pass.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    modules : iterable of torch.nn.Module, optional
+        Count calls and output shapes of these submodules only (a hook on each, so fewer
+        cost less); by default of every module of ``model``.
+    watch_relus : bool, default False
+        Also record ReLUs computed by functions outside ReLU modules. Telling which module
+        computed one needs every module watched, so ``modules`` must be None.
+
+    Yields
+    ------
+    Trace
+        Filled as the block runs; its ``output`` is left to the caller (an empty tensor).
+
+    Raises
+    ------
+    ValueError
+        If ``modules`` is given with ``watch_relus``.
+    """
+    if watch_relus and modules is not None:
+        raise ValueError("nsp.common.tracer.tracing: watch_relus needs every module watched; pass modules=None")
     named = list(model.named_modules())
     result = Trace(output=torch.empty(0), names={m: n for n, m in named})
+    watched = named if modules is None else [(result.name(m), m) for m in modules]
     tracer = _Tracer(result)
-    with torch.no_grad(), tracer.watching(named), tracer if watch_relus else contextlib.nullcontext():
-        output = model(inputs)
-    result.output = output
-    return result
+    with tracer.watching(watched), tracer if watch_relus else contextlib.nullcontext():
+        yield result
