@@ -180,12 +180,39 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def backend_against_direct(repeats: int) -> None:
+    """``linear_regions(backend="regioncam")`` against regioncam called directly on the MLP
+    (issue 23), and nsp's own backend: interleaved, order alternating, minimum of ``repeats`` after a warm-up."""
+    net, plane = mlp(), Plane(torch.zeros(2), torch.eye(2))
+    direct_net = mlp().double()
+    fns = {"backend": lambda: linear_regions(net, plane=plane, domain=(-1.0, 1.0, -1.0, 1.0), backend="regioncam"),
+           "direct": lambda: regioncam_partition(direct_net, plane, 1.0),
+           "nsp": lambda: linear_regions(net, plane=plane, domain=(-1.0, 1.0, -1.0, 1.0))}
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        fn()
+    for r in range(repeats):
+        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            best[name] = min(best[name], time.perf_counter() - start)
+    print(f"MLP 2-64-64-64-2 on [-1, 1]^2, minimum of {repeats} interleaved repeats: backend='regioncam' "
+          f"{best['backend'] * 1e3:.1f} ms, regioncam directly {best['direct'] * 1e3:.1f} ms, "
+          f"ratio {best['backend'] / best['direct']:.2f}; backend='nsp' {best['nsp'] * 1e3:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", type=int, default=256)
     parser.add_argument("--spacing", type=float, default=0.1)
     parser.add_argument("--only", default="mlp,digits-cnn,digits-cnn-maxpool,resnet")
+    parser.add_argument("--backend", action="store_true",
+                        help="only time backend='regioncam' against regioncam directly on the MLP")
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
+    if args.backend:
+        backend_against_direct(args.repeats)
+        return
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"nsp {nsp.__version__}")
     x, y = digits()
