@@ -187,8 +187,9 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
     float64, so the subnormal range never rounds a second time.
     """
     k, shape = x.shape[0], x.shape[1:]
+    if x.size == 0:
+        return np.zeros(shape)
     flat = x.reshape(k, -1)
-    scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
     # Values that fit in an int64 are converted by the hardware, which rounds correctly.
     # With limbs normalised, a value fits when the limbs above the second are all zero
     # (non-negative) or the sign extension of -1 (negative), and the second is in range.
@@ -200,7 +201,8 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
             # Scaling by a power of two is exact away from the float64 range's ends.
             return low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None]
     if b * (k - 1) <= _SHIFTED_BITS:
-        return _round_shifted(flat, b, scale).reshape(shape)
+        return _round_shifted(x.reshape(k, emin.size, -1), b, emin.astype(np.int64)).reshape(shape)
+    scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
     # Many narrow limbs (k >= 3 here): the 63-bit window, after the int64 values.
     low = flat[0] + (flat[1] << b)
     zero_above = ~flat[2:].any(axis=0)
@@ -216,8 +218,8 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _round_shifted(flat: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
-    """``from_limbs`` of normalised limbs ``(k, M)`` with ``b·(k-1) <= _SHIFTED_BITS``, without per-column gathers.
+def _round_shifted(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
+    """``from_limbs`` of normalised limbs ``(k, P, N)`` with ``b·(k-1) <= _SHIFTED_BITS``, without per-column gathers.
 
     Each value ``V`` is cut at its own bit ``s``, about 60 below its top:
     ``W = floor(V / 2^s)`` fits an int64, and OR-ing a sticky bit for ``V mod 2^s != 0``
@@ -230,26 +232,27 @@ def _round_shifted(flat: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
     ``k·2^-53·|V| + 2^(b·(k-1)-52)``, within a factor 2 of ``|V|`` wherever ``|V| >= 2^58``
     as long as ``b·(k-1)`` stays below about 100.
     """
-    k, count = flat.shape
-    estimate = flat[k - 1].astype(np.float64)
+    k = x.shape[0]
+    estimate = x[k - 1].astype(np.float64)
     for j in range(k - 2, -1, -1):
         estimate *= float(1 << b)
-        estimate += flat[j]
+        estimate += x[j]
     # |estimate| < 2^e: W keeps about 60 bits, 59 to 61 with the estimate's error.
     s = np.frexp(estimate)[1].astype(np.int64) - 60
     np.maximum(s, 0, out=s)
-    w = np.zeros(count, dtype=np.int64)
-    sticky = np.zeros(count, dtype=np.int64)
+    w = np.zeros(x.shape[1:], dtype=np.int64)
+    sticky = np.zeros(x.shape[1:], dtype=np.int64)
     for j in range(k):
         # numpy shifts of 64 or more give 0 (or -1 for a negative value shifted right), as
         # the sum modulo 2^64 needs; a limb wholly below the cut is non-negative.
         right = s - b * j
         left = np.maximum(-right, 0)
         np.maximum(right, 0, out=right)
-        w += (flat[j] >> right) << left
-        sticky |= flat[j] & ((np.int64(1) << right) - 1)
+        w += (x[j] >> right) << left
+        sticky |= x[j] & ((np.int64(1) << right) - 1)
     w |= sticky != 0
-    return np.ldexp(w.astype(np.float64), (s + scale).astype(np.int32))
+    s += emin[:, None]
+    return np.ldexp(w.astype(np.float64), s.astype(np.int32))
 
 
 def _round_window(x: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:
