@@ -99,6 +99,7 @@ class CausalTransform(GraphTransform):
         )
         self.limb_bits = self._kernel.limb_bits
         self.growth_bits = self._kernel.growth_bits()
+        self._peaks: dict[tuple[tuple[int, ...], bool], int] = {}
 
     def _limbs_per_layer(self, value_bits: int) -> list[int]:
         counts, current = [], 1
@@ -164,13 +165,17 @@ class CausalTransform(GraphTransform):
         """An estimate of the peak memory of ``_run``: the output, the limbs of the layers
         still read when each layer's turn comes, and that layer's own limbs and rounding
         temporaries. The INCL=False kernel also holds each read layer as float64."""
-        sizes = [int(n) for n in self.structure.sizes]
-        held = 2 if isinstance(self._kernel, AncestorSets) else 1
-        peak = 0
-        for layer, n in enumerate(sizes):
-            kept = sum(counts[k] * sizes[k] for k in range(layer) if self._kernel.last_read[k] >= layer)
-            peak = max(peak, held * kept + (counts[layer] + 1) * n * (3 if inverse else 2))
-        return 8 * p * (self.n + peak)
+        key = (tuple(counts), inverse)
+        if key not in self._peaks:
+            # Quadratic in the layers, in Python: once per limb plan, not once per signal.
+            sizes = [int(n) for n in self.structure.sizes]
+            held = 2 if isinstance(self._kernel, AncestorSets) else 1
+            peak = 0
+            for layer, n in enumerate(sizes):
+                kept = sum(counts[k] * sizes[k] for k in range(layer) if self._kernel.last_read[k] >= layer)
+                peak = max(peak, held * kept + (counts[layer] + 1) * n * (3 if inverse else 2))
+            self._peaks[key] = peak
+        return 8 * p * (self.n + self._peaks[key])
 
     def _round(self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray) -> None:
         """Round consecutive layers of equal limb count into ``out`` in one pass, and forget them.

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 _MANTISSA = (1 << 52) - 1
+# Up to this many bits below the top limb, from_limbs cuts each value at its own bit (_round_shifted).
+_SHIFTED_BITS = 100
 
 
 def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | None:
@@ -185,34 +187,72 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
     float64, so the subnormal range never rounds a second time.
     """
     k, shape = x.shape[0], x.shape[1:]
+    if x.size == 0:
+        return np.zeros(shape)
     flat = x.reshape(k, -1)
-    scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
     # Values that fit in an int64 are converted by the hardware, which rounds correctly.
     # With limbs normalised, a value fits when the limbs above the second are all zero
     # (non-negative) or the sign extension of -1 (negative), and the second is in range.
     head = 1 << (62 - b)
-    if k == 1:
-        low, fits = flat[0], np.ones(flat.shape[1], dtype=bool)
-    else:
+    if k <= 2:
         # For b = 32 this wraps modulo 2^64, which is exactly right for the negative case.
-        low = flat[0] + (flat[1] << b)
-        if k == 2:
-            fits = np.abs(flat[1]) < head
-        else:
-            zero_above = ~flat[2:].any(axis=0)
-            minus_one_above = (flat[2:-1] == (1 << b) - 1).all(axis=0) & (flat[-1] == -1)
-            fits = (zero_above & (flat[1] < head)) | (minus_one_above & (flat[1] >= (1 << b) - head))
-            if b < 32:
-                low = np.where(minus_one_above, low - (np.int64(1) << (2 * b)), low)
-    if fits.all() and -1000 < int(emin.min()) and int(emin.max()) < 900:
-        # Scaling by a power of two is exact away from the float64 range's ends.
-        return (low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None])
+        low = flat[0] if k == 1 else flat[0] + (flat[1] << b)
+        if (k == 1 or bool((np.abs(flat[1]) < head).all())) and -1000 < int(emin.min()) and int(emin.max()) < 900:
+            # Scaling by a power of two is exact away from the float64 range's ends.
+            return low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None]
+    if b * (k - 1) <= _SHIFTED_BITS:
+        return _round_shifted(x.reshape(k, emin.size, -1), b, emin.astype(np.int64)).reshape(shape)
+    scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
+    # Many narrow limbs (k >= 3 here): the 63-bit window, after the int64 values.
+    low = flat[0] + (flat[1] << b)
+    zero_above = ~flat[2:].any(axis=0)
+    minus_one_above = (flat[2:-1] == (1 << b) - 1).all(axis=0) & (flat[-1] == -1)
+    fits = (zero_above & (flat[1] < head)) | (minus_one_above & (flat[1] >= (1 << b) - head))
+    if b < 32:
+        low = np.where(minus_one_above, low - (np.int64(1) << (2 * b)), low)
     out = np.empty(flat.shape[1], dtype=np.float64)
     out[fits] = np.ldexp(low[fits].astype(np.float64), scale[fits].astype(np.int32))
     rest = ~fits
     if rest.any():
         out[rest] = _round_window(flat[:, rest], b, scale[rest])
     return out.reshape(shape)
+
+
+def _round_shifted(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
+    """``from_limbs`` of normalised limbs ``(k, P, N)`` with ``b·(k-1) <= _SHIFTED_BITS``, without per-column gathers.
+
+    Each value ``V`` is cut at its own bit ``s``, about 60 below its top:
+    ``W = floor(V / 2^s)`` fits an int64, and OR-ing a sticky bit for ``V mod 2^s != 0``
+    rounds ``V / 2^s`` to odd, so the hardware's int64→float64 conversion of ``W`` then
+    rounds once, correctly (``W`` has at least 55 bits whenever ``s > 0``). Limbs above the
+    cut are shifted left, the one across it right (floor, for either sign), those below
+    only set the sticky bit; the terms are summed modulo 2^64, which is exact because the
+    true ``W`` is below 2^62. ``s`` comes from a float64 estimate of ``V`` by Horner's rule,
+    whose partial sums are ``floor(V / 2^(b·j))``: its error is below
+    ``k·2^-53·|V| + 2^(b·(k-1)-52)``, within a factor 2 of ``|V|`` wherever ``|V| >= 2^58``
+    as long as ``b·(k-1)`` stays below about 100.
+    """
+    k = x.shape[0]
+    estimate = x[k - 1].astype(np.float64)
+    for j in range(k - 2, -1, -1):
+        estimate *= float(1 << b)
+        estimate += x[j]
+    # |estimate| < 2^e: W keeps about 60 bits, 59 to 61 with the estimate's error.
+    s = np.frexp(estimate)[1].astype(np.int64) - 60
+    np.maximum(s, 0, out=s)
+    w = np.zeros(x.shape[1:], dtype=np.int64)
+    sticky = np.zeros(x.shape[1:], dtype=np.int64)
+    for j in range(k):
+        # numpy shifts of 64 or more give 0 (or -1 for a negative value shifted right), as
+        # the sum modulo 2^64 needs; a limb wholly below the cut is non-negative.
+        right = s - b * j
+        left = np.maximum(-right, 0)
+        np.maximum(right, 0, out=right)
+        w += (x[j] >> right) << left
+        sticky |= x[j] & ((np.int64(1) << right) - 1)
+    w |= sticky != 0
+    s += emin[:, None]
+    return np.ldexp(w.astype(np.float64), s.astype(np.int32))
 
 
 def _round_window(x: np.ndarray, b: int, scale: np.ndarray) -> np.ndarray:

@@ -10,7 +10,9 @@ the loggers the analyses' configuration.
 
 The interface a sink for another logger needs is small: a function ``(sink, writers)``
 that reads ``sink.items`` (``(kind, tag, value, options)`` with ``kind`` one of
-``"image"``, ``"histogram"``, ``"text"``, ``"embedding"``, ``"scalars"``) and ``sink.step``.
+``"image"``, ``"figure"``, ``"histogram"``, ``"text"``, ``"embedding"``, ``"scalars"``) and
+``sink.step``. A ``"figure"`` is a matplotlib figure that the writer draws
+(``nsp.render.figure_to_rgb``), so that drawing it, too, leaves the training thread.
 """
 
 from __future__ import annotations
@@ -63,11 +65,12 @@ class LogSink:
             self.items.append(("image", self._tag(tag), image, {"dataformats": dataformats}))
 
     def figure(self, tag: str, figure: Any) -> None:
-        """A matplotlib figure, drawn with Agg into an image."""
-        if self.enabled:
-            import nsp.viz.render
+        """A matplotlib figure, drawn with Agg into an image when it is written (on the writer's thread).
 
-            self.image(tag, nsp.render.figure_to_rgb(figure))
+        The figure must not be changed after this call: the writer draws it later.
+        """
+        if self.enabled:
+            self.items.append(("figure", self._tag(tag), figure, {}))
 
     def histogram(self, tag: str, values: np.ndarray | torch.Tensor, bins: str = "tensorflow") -> None:
         """A histogram of ``values`` (any shape; non-finite values are dropped)."""
@@ -128,8 +131,16 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
     writers : sequence of torch.utils.tensorboard.SummaryWriter
         The writers (``TensorBoardLogger.experiment``) of the Trainer's loggers.
     """
+    import nsp.viz.render
+
+    # A figure is drawn once, however many writers there are.
+    items = [
+        ("image", tag, nsp.render.figure_to_rgb(value), {"dataformats": "HWC"}) if kind == "figure"
+        else (kind, tag, value, options)
+        for kind, tag, value, options in sink.items
+    ]
     for writer in writers:
-        for kind, tag, value, options in sink.items:
+        for kind, tag, value, options in items:
             if kind == "image":
                 writer.add_image(tag, value, global_step=sink.step, **options)
             elif kind == "histogram":

@@ -82,6 +82,31 @@ def test_from_limbs_rounds_correctly_at_ties_carries_and_limb_boundaries(data):
     np.testing.assert_array_equal(got, want)
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_from_limbs_rounds_few_limbs_correctly(data):
+    # Few limbs (b·(k-1) <= 100, the transform's usual case) take from_limbs's per-value cut
+    # (_round_shifted): ties, near-ties and limb boundaries up to the top limb's width, either
+    # sign, beside values of every smaller size (each value is cut at its own bit).
+    b = data.draw(widths)
+    k = data.draw(st.integers(1, 100 // b + 1))
+    top = b * (k - 1) + min(b, 62 - b) - 2 if k > 1 else 61
+    hard = hard_integers(b).filter(lambda v: abs(v).bit_length() <= top)
+    any_size = st.integers(1, top).flatmap(lambda n: st.integers(-(1 << n) + 1, (1 << n) - 1))
+    kinds = [hard, any_size]
+    if top > 54:
+        # Halfway between two floats, ± a bit far below: only the sticky bit tells them apart.
+        tie = st.tuples(st.integers(1 << 52, (1 << 53) - 1), st.integers(1, top - 54), st.sampled_from([0, 1, -1]),
+                        st.booleans())
+        kinds.append(tie.map(lambda t: ((t[0] << t[1]) + (1 << (t[1] - 1)) + t[2] * (t[1] > 1)) * (-1) ** t[3]))
+    values = data.draw(st.lists(st.one_of(kinds), min_size=2, max_size=8))
+    emin = data.draw(st.integers(-1074, 900))
+    limbs = limbs_of(values, b, k)[:, None, :]
+    with np.errstate(over="ignore"):
+        got = from_limbs(limbs, b, np.array([emin]))[0]
+    np.testing.assert_array_equal(got, [rounded(v, emin) for v in values])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(-(2**300), 2**300), st.integers(-200, 200), st.sampled_from([16, 24, 32]))
 def test_from_limbs_rounds_correctly(value, exponent, b):

@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.tensorboard import SummaryWriter
 
 import lightning.pytorch as pl
+import nsp.viz.render
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from nsp_lightning import SpectrumCallback, read_records
@@ -75,15 +76,26 @@ def test_images_are_encoded_off_the_training_thread_and_all_written_by_fit_end(t
         threads.add(threading.current_thread().name)
         return add_image(self, *args, **kwargs)
 
+    drawn = set()
+    figure_to_rgb = nsp.render.figure_to_rgb
+
+    def draw(figure):
+        drawn.add(threading.current_thread().name)
+        return figure_to_rgb(figure)
+
     monkeypatch.setattr(SummaryWriter, "add_image", spy)
+    monkeypatch.setattr(nsp.render, "figure_to_rgb", draw)
     cb = SpectrumCallback(probe(1), layers=["input", "fc"], dirpath=tmp_path / "rec")
     trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, logger=TensorBoardLogger(tmp_path, name="tb")), callbacks=[cb])
     trainer.fit(TinyNet(), loader())
     assert threads == {"nsp-tensorboard-writer"}
+    # The change chart (a matplotlib figure) is drawn there too, at every record.
+    assert drawn == {"nsp-tensorboard-writer"}
     assert not any(t.name == "nsp-tensorboard-writer" for t in threading.enumerate())  # ended at teardown
     pickle.dumps(cb)  # as ddp_spawn pickles callbacks: the closed writer holds no thread or queue
     steps = [r.global_step for r in read_records(tmp_path / "rec")]
     assert images_by_step(trainer.log_dir, "nsp/05_fc/spectrum/probe_0") == steps
+    assert images_by_step(trainer.log_dir, "nsp/00_change/probe_0") == steps
 
 
 def test_a_fit_that_raises_still_writes_every_record_it_took(tmp_path):

@@ -1,0 +1,138 @@
+"""Issue 23's acceptance figure: ResNet-18's exact pipeline against its forward pass.
+
+``benchmarks/networks.py``'s ResNet-18 at 32×32 (random weights with non-trivial
+BatchNorm statistics, eval mode), top-level layers, ``INCL=True``, one torch thread. In
+one process, interleaved (each repeat runs every phase once, so a slow moment of a shared
+machine hits all of them), the minimum of the repeats of:
+
+- ``forward``: the model's forward pass without grad, the unit of every ratio;
+- ``pipeline``: ``nsp.Activations`` + ``nsp.NNGraph`` + ``get_transformer()`` + the exact
+  spectrum (target: at most 2× the forward pass);
+- ``record``: ``nsp.Activations`` + the exact spectrum with the transformer already built,
+  what each record of a callback pays (target: at most 1.5×);
+- ``capture``, ``graph`` and ``transform`` alone, to say where the time goes.
+
+    python benchmarks/pipeline.py [--repeats 9] [--profile N] [--baseline DIR]
+
+``--profile N`` runs N pipelines under cProfile and prints the top entries by own time.
+``--baseline DIR`` also times, interleaved with the rest, the exact transform of another
+checkout (``DIR/nsp/transforms/causal.py`` and ``limbs.py``; the capture and the graph are
+this checkout's), so that a change to the transform is measured side by side in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import os
+import platform
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import nsp  # noqa: E402
+from networks import resnet18  # noqa: E402
+from transform import _randomise_batchnorm  # noqa: E402
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _baseline_transform(root: Path) -> type:
+    """``CausalTransform`` of the checkout at ``root``, reading that checkout's limbs."""
+    modules = {}
+    for name in ("limbs", "causal"):
+        spec = importlib.util.spec_from_file_location(f"baseline_{name}", root / "nsp" / "transforms" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    for attr in modules["limbs"].__all__:
+        if hasattr(modules["causal"], attr):
+            setattr(modules["causal"], attr, getattr(modules["limbs"], attr))
+    return modules["causal"].CausalTransform
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved repeats (minimum taken; default 9)")
+    parser.add_argument("--profile", type=int, default=0, help="profile this many pipelines instead of timing")
+    parser.add_argument("--baseline", type=Path, default=None, help="a checkout whose exact transform is timed too")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = _randomise_batchnorm(resnet18())
+    x = torch.randn(1, 3, 32, 32)
+    acts = nsp.Activations(net, x)
+    op = nsp.NNGraph(acts).get_transformer()
+    signal = acts.to_numpy()
+
+    def pipeline() -> np.ndarray:
+        a = nsp.Activations(net, x)
+        return nsp.NNGraph(a).get_transformer().forward(a.to_numpy())
+
+    def record() -> np.ndarray:
+        return op.forward(nsp.Activations(net, x).to_numpy())
+
+    def forward() -> None:
+        with torch.no_grad():
+            net(x)
+
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.profile):
+            pipeline()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return
+    phases: dict[str, Callable[[], object]] = {
+        "forward": forward,
+        "pipeline": pipeline,
+        "record": record,
+        "capture": lambda: nsp.Activations(net, x),
+        "graph": lambda: nsp.NNGraph(acts).get_transformer(),
+        "transform": lambda: op.forward(signal),
+    }
+    if args.baseline is not None:
+        baseline_op = _baseline_transform(args.baseline)(nsp.NNGraph(acts).structure)
+        if not np.array_equal(baseline_op.forward(signal), op.forward(signal)):
+            raise SystemExit(f"the baseline's spectrum differs from this checkout's ({args.baseline})")
+
+        def baseline_pipeline() -> np.ndarray:
+            a = nsp.Activations(net, x)
+            return type(baseline_op)(nsp.NNGraph(a).structure).forward(a.to_numpy())
+
+        phases["pipeline (baseline)"] = baseline_pipeline
+        phases["record (baseline)"] = lambda: baseline_op.forward(nsp.Activations(net, x).to_numpy())
+        phases["transform (baseline)"] = lambda: baseline_op.forward(signal)
+    for fn in phases.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in phases}
+    load_before = os.getloadavg()
+    for _ in range(args.repeats):
+        for name, fn in phases.items():
+            times[name].append(_seconds(fn))
+    load_after = os.getloadavg()
+    best = {name: min(t) * 1e3 for name, t in times.items()}
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+          f"torch {torch.__version__} on {torch.get_num_threads()} thread, numpy {np.__version__}")
+    print(f"load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    print(f"minimum of {args.repeats} interleaved repeats:")
+    for name, ms in best.items():
+        print(f"  {name:20s} {ms:8.2f} ms  {ms / best['forward']:5.2f}x forward")
+
+
+if __name__ == "__main__":
+    main()
