@@ -237,7 +237,10 @@ def colour_bar(pal: Palette, lo: float, hi: float, width: int, points: float = L
 
 def tile_grid(tiles: Sequence[np.ndarray], labels: Sequence[Sequence[str]], columns: int,
               pal: Palette | None = None, points: float = LABEL_PT, gap: int = 2 * GAP) -> np.ndarray:
-    """Tiles in rows of ``columns``, each with its lines of text above it (cut to the tile's width).
+    """Tiles in rows of ``columns``, each with its lines of text above it.
+
+    Every cell is as wide as the widest tile or label line, but at most twice the widest
+    tile: a longer line is cut short with an ellipsis (`fit_text`).
 
     Parameters
     ----------
@@ -262,7 +265,9 @@ def tile_grid(tiles: Sequence[np.ndarray], labels: Sequence[Sequence[str]], colu
         raise ValueError(f"nsp.viz.text.tile_grid: expected tiles with one list of lines each and columns >= 1, got "
                          f"{len(tiles)} tiles, {len(labels)} labels, columns={columns!r}")
     pal = label_palette() if pal is None else pal
-    width = max(t.shape[1] for t in tiles)
+    # Cells widen for their labels, up to twice the widest tile; longer lines are cut.
+    widest = max(t.shape[1] for t in tiles)
+    width = min(2 * widest, max([widest] + [_text_alpha(line, points).shape[1] for ls in labels for line in ls]))
     lines = max(len(ls) for ls in labels)
     _, line_height = line_metrics(points)
     cells = []
