@@ -105,7 +105,8 @@ class FeatureVisAnalysis(ProbeAnalysis):
 
     - images ``<prefix>/channels`` and ``<prefix>/classes``: one grid each, the targets
       in the order given, four to a row, each tile named (layer and channel, or class)
-      with the objective it reached, under a title naming the epoch and step;
+      with the objective it reached (a class's log-probability as its probability),
+      under a title naming the epoch and step;
     - scalars ``<prefix>/<layer>/channel_<c>/objective`` (the channel's mean activation
       on its image) and ``<prefix>/class_<k>/objective`` (the class's log-probability,
       or its logit with ``class_objective="logit"``), measured on the image itself.
@@ -286,16 +287,19 @@ class FeatureVisAnalysis(ProbeAnalysis):
         tiles = [feature_grid(images[k: k + 1], min_tile=CARD_TILE) for k in range(len(images))]
         when = record_caption(*self._shown)
         n = len(self.channels)
-        objective, meaning = ("log p", "log-probability") if self.class_objective == "log_probability" \
-            else ("logit", "logit")
         if n:
             labels = [[layer, f"channel {c}", f"mean {format_number(v)}"] for (layer, c), v in zip(self.channels, values)]
             sink.image("channels", titled(tile_grid(tiles[:n], labels, CARD_COLUMNS),
                                           [f"{self.name} · channels · {when}", "mean: the channel's mean activation"]))
         if self.classes:
-            labels = [[f"class {k}", f"{objective} {format_number(v)}"] for k, v in zip(self.classes, values[n:])]
+            # A log-probability is shown as the probability, which reads at a glance.
+            if self.class_objective == "log_probability":
+                reached, meaning = [f"p {math.exp(v):.3f}" for v in values[n:]], "p: the class's probability"
+            else:
+                reached, meaning = [f"logit {format_number(v)}" for v in values[n:]], "logit: the class's logit"
+            labels = [[f"class {k}", text] for k, text in zip(self.classes, reached)]
             sink.image("classes", titled(tile_grid(tiles[n:], labels, CARD_COLUMNS),
-                                         [f"{self.name} · classes · {when}", f"{objective}: the class's {meaning}"]))
+                                         [f"{self.name} · classes · {when}", f"{meaning} on its image"]))
 
     # ----------------------------------------------------------------- the report
 

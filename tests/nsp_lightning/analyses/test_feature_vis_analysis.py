@@ -105,7 +105,7 @@ def test_feature_visualisations_over_training_in_tensorboard_records_and_report(
                 if kind == "channels":
                     lines = ["net.relu2", f"channel {CHANNELS['net.relu2'][k]}", f"mean {values[k]:.3g}"]
                 else:
-                    lines = [f"class {CLASSES[k]}", f"log p {values[k]:.3g}"]
+                    lines = [f"class {CLASSES[k]}", f"p {np.exp(values[k]):.3f}"]
                 for line in lines:
                     assert has_text(pixels, line), (tag, record.epoch, line)
                 places.append(find(pixels, text_line(lines[-2], label_palette(), LABEL_PT)))
