@@ -78,7 +78,12 @@ def main() -> None:
     options = {"gradcam": {"layer": "conv2"}, "guided_gradcam": {"layer": "conv2"},
                "occlusion": {"window": 2, "stride": 1}}
     maps = {m: attribute(model, probes, m, **options.get(m, {})) for m in METHODS}
-    figure = grid_figure(probes, maps, mode="signed")
+    with torch.no_grad():
+        predicted = model(probes).argmax(1)
+    names = [f"probe {p}\nlabel {int(y[1500 + p])}, predicted {int(predicted[p])}" for p in range(len(probes))]
+    figure = grid_figure(probes, maps, mode="signed", probe_names=names,
+                         title=f"Every method on four validation digits after {args.epochs} epochs "
+                               "(each explains the predicted class; red raises its score, blue lowers it)")
     for suffix in (".png", ".pdf"):
         print("figure:", save_figure(figure, Path(args.root) / f"methods{suffix}"))
     if args.figure:

@@ -283,7 +283,7 @@ def overlay_figure(image: Any, attribution: Any, *, mode: str = "signed", vmax: 
 def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str, Sequence[Any] | torch.Tensor], *,
                 mode: str = "signed", vmax: float | str | None = "column", alpha: float = 0.8,
                 colourbar: bool = True, show_input: bool = True, probe_names: Sequence[str] | None = None,
-                panel_size: float = 1.8) -> Figure:
+                panel_size: float = 1.8, title: str | None = None) -> Figure:
     """A grid of overlays: one row per probe, one column per method (two with 'posneg').
 
     Parameters
@@ -302,7 +302,10 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
     show_input : bool, default True
         A first column with the inputs.
     probe_names : sequence of str, optional
-        Row labels; by default ``probe 0``, ``probe 1``, ...
+        Row labels; by default ``probe 0``, ``probe 1``, ... Name what a reader needs:
+        e.g. ``probe 0: label 3, predicted 3``.
+    title : str, optional
+        The figure's title (e.g. the model and its epoch).
 
     Returns
     -------
@@ -358,6 +361,8 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -288,7 +288,7 @@ def table_grid(cells: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
     cells : sequence of sequence of numpy.ndarray
         ``cells[r][c]``, ``uint8`` RGB; every row has one cell per column label.
     row_labels, column_labels : sequence of str
-        A name per row and per column (cut to the column's width).
+        A name per row and per column; a column is as wide as its widest cell or name.
 
     Returns
     -------
@@ -304,12 +304,12 @@ def table_grid(cells: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str],
         raise ValueError(f"nsp.viz.text.table_grid: expected {len(row_labels)} row(s) of {len(column_labels)} "
                          f"cell(s), got rows of {[len(r) for r in cells]}")
     pal = label_palette() if pal is None else pal
-    widths = [max(row[k].shape[1] for row in cells) for k in range(len(column_labels))]
+    heads = [text_line(label, pal, points) for label in column_labels]
+    widths = [max([h.shape[1]] + [row[k].shape[1] for row in cells]) for k, h in enumerate(heads)]
     names = [text_line(label, pal, points) for label in row_labels]
     name_width = max(n.shape[1] for n in names)
     header = [blank(line_metrics(points)[1], name_width, pal)]
-    header += [vstack([text_line(fit_text(label, w, points), pal, points)], pal, min_width=w)
-               for label, w in zip(column_labels, widths)]
+    header += [vstack([h], pal, min_width=w) for h, w in zip(heads, widths)]
     rows = [hstack(header, pal, gap=gap, centre=False)]
     for name, row in zip(names, cells):
         padded = [vstack([c], pal, min_width=w) for c, w in zip(row, widths)]
