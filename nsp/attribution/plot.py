@@ -319,7 +319,7 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
     names = list(probe_names) if probe_names is not None else [f"probe {i}" for i in range(len(images))]
     if len(names) != len(images):
         raise ValueError(f"{where}: {len(names)} probe_names for {len(images)} images")
-    columns: list[tuple[str, str, list[np.ndarray]]] = []  # (title, kind, per-probe maps)
+    columns: list[tuple[str, str, list[np.ndarray]]] = []  # (heading, kind, per-probe maps)
     bases = [_base_rgb(im, where) for im in images]
     for method, values in attributions.items():
         values = list(values)
@@ -327,8 +327,8 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
             raise ValueError(f"{where}: {len(values)} attributions of {method!r} for {len(images)} images")
         per_probe = [attribution_maps(v, mode, b.shape[:2]) for v, b in zip(values, bases)]
         for k, (kind, _) in enumerate(per_probe[0]):
-            title = method if len(per_probe[0]) == 1 else f"{method} ({kind})"
-            columns.append((title, kind, [maps[k][1] for maps in per_probe]))
+            heading = method if len(per_probe[0]) == 1 else f"{method} ({kind})"
+            columns.append((heading, kind, [maps[k][1] for maps in per_probe]))
     ncols = len(columns) + int(show_input)
     fig = Figure(figsize=(panel_size * ncols * (1.25 if colourbar else 1), panel_size * len(images) + 0.4),
                  layout="constrained")
@@ -342,15 +342,15 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
             if row == 0:
                 ax.set_title("input")
             col = 1
-        for title, kind, maps in columns:
+        for heading, kind, maps in columns:
             ax = axes[row, col]
             if vmax == "column":
                 scale = max(_scale_of(kind, m, None) for m in maps)
             else:
                 scale = _scale_of(kind, maps[row], vmax)  # type: ignore[arg-type]
             ax.imshow(_blend(base, kind, maps[row], scale, alpha), interpolation="nearest")
-            if row == 0 and title:
-                ax.set_title(title, fontsize=9)
+            if row == 0 and heading:
+                ax.set_title(heading, fontsize=9)
             if colourbar:
                 lo = -scale if kind == "signed" else 0.0
                 mappable = ScalarMappable(Normalize(lo, scale), _CMAPS[kind])

@@ -102,3 +102,13 @@ def test_overlay_card_shows_the_input_each_map_and_colour_bars_with_their_values
     assert has_text(signed, "-5") and has_text(signed, "5") and has_text(signed, "signed")
     with pytest.raises(ValueError, match="overlay_card: expected side"):
         overlay_card(image, a, side=0)
+
+
+def test_grid_figure_names_rows_columns_and_the_figure():
+    a = torch.from_numpy(_attribution()[None])
+    figure = grid_figure([IMAGE], {"saliency": a, "occlusion": a}, probe_names=["probe 0: label 3, predicted 3"],
+                         title="after 4 epochs")
+    axes = figure.axes
+    assert figure.get_suptitle() == "after 4 epochs"
+    assert axes[0].get_ylabel() == "probe 0: label 3, predicted 3"
+    assert [ax.get_title() for ax in axes if ax.get_title()] == ["input", "saliency", "occlusion"]
