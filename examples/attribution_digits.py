@@ -63,7 +63,7 @@ def main() -> None:
     analysis = AttributionAnalysis(["saliency", "gradcam", "guided_backprop", "integrated_gradients"], layer="conv2")
     trainer = pl.Trainer(max_epochs=args.epochs, logger=TensorBoardLogger(args.root, name="run"),
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         callbacks=[ProbeCallback(probes, [analysis])])
+                         callbacks=[ProbeCallback((probes, y[1500:1504]), [analysis])])
     trainer.fit(model, DataLoader(TensorDataset(x[:1500], y[:1500]), batch_size=50, shuffle=True))
     model.eval()
     with torch.no_grad():

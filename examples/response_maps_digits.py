@@ -78,7 +78,7 @@ def main() -> None:
     cells = [[to_rgb(r.arrays["maps"][p]) for r in records] for p in range(len(probes))]
     table = table_grid(cells, [f"probe {p}: digit {p}" for p in range(len(probes))],
                        [f"epoch {r.epoch}" for r in records])
-    bar = colour_bar(palette("viridis", WHITE), 0.0, 1.0, 320, label="response: each neuron scaled to its range")
+    bar = colour_bar(palette("viridis", WHITE), 0.0, 1.0, 320, label="each neuron scaled to its range")
     title = f"Neural response maps of {', '.join(layers)} ({int(counts.sum()):,} neurons) on one layout"
     Image.fromarray(vstack([titled(table, [title]), bar], label_palette())).save(log_dir / "maps.png")
     print(f"\nMaps of digits 0-3 (rows) at epochs {records[0].epoch}-{records[-1].epoch} (columns): {log_dir / 'maps.png'}")
