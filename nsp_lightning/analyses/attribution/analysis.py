@@ -37,7 +37,7 @@ class AttributionAnalysis(ProbeAnalysis):
       the probe as the TensorBoard image ``<prefix>/<method>/probe_<p>``: the input and the
       overlay side by side, each overlay's colour bar with its values, and a title naming
       the method, the epoch and step, the probe, its label (where the probe batch has
-      labels), its prediction and the class explained
+      labels), its prediction, the class explained and (Grad-CAM) the layer
       (:func:`nsp.attribution.plot.overlay_card`);
     - scalar ``<method>/probe_<p>/baseline_rho``: Spearman's rank correlation with the
       attribution of the series' first record (1 at the baseline; a resumed run reads
@@ -254,15 +254,17 @@ class AttributionAnalysis(ProbeAnalysis):
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
         if not sink.enabled:
             return
+        from nsp.attribution import METHODS, LayerAttribution
         from nsp.attribution.plot import overlay_card
 
         epoch, step, predictions = self._shown
         probes, targets = record.arrays["probes"], record.arrays["target"]
         for method in record.meta["methods"]:
+            at = f" · layer {self.layer or 'the last conv'}" if issubclass(METHODS[method], LayerAttribution) else ""
             for p, values in enumerate(record.arrays[method]):
-                explained = "the output (no classes)" if targets[p] < 0 else f"class {targets[p]}"
+                explained = "the output" if targets[p] < 0 else f"class {targets[p]}"
                 title = [f"{method} · {record_caption(epoch, step)}", probe_caption(p, predictions),
-                         f"explains {explained} · {self.mode}"]
+                         f"explains {explained} · {self.mode}{at}"]
                 sink.image(f"{method}/probe_{p}", overlay_card(probes[p], values, mode=self.mode, title=title))
 
     @classmethod

@@ -108,14 +108,15 @@ def test_attributions_over_training_in_tensorboard_records_and_report(tmp_path):
                 # Legible at TensorBoard's card width: the 8x8 input and its overlay, 160 px each.
                 assert pixels.shape[0] >= 200 and pixels.shape[1] >= 320
                 explained = int(record.arrays["target"][p])
+                at = " · layer net.conv2" if method == "gradcam" else ""
                 for line in (f"{method} · epoch {record.epoch} · step {record.global_step}",
-                             f"explains class {explained} · signed", "input", "signed", "0"):
+                             f"explains class {explained} · signed{at}", "input", "signed", "0"):
                     assert has_text(pixels, line), (method, p, record.epoch, line)
                 assert has_text(pixels, f"probe {p} · label {int(labels[p])} · predicted {explained} (p ")
             # The last record's card, drawn here from the trained model's own prediction.
             title = [f"{method} · epoch 2 · step {records[-1].global_step}",
                      f"probe {p} · label {int(labels[p])} · predicted {int(target[p])} (p {float(probability[p]):.3f})",
-                     f"explains class {int(target[p])} · signed"]
+                     f"explains class {int(target[p])} · signed{at}"]
             assert np.array_equal(pixels, overlay_card(records[-1].arrays["probes"][p], records[-1].arrays[method][p],
                                                        title=title))
             baseline = acc.Scalars(f"attribution/{method}/probe_{p}/baseline_rho")
