@@ -63,7 +63,7 @@ def main() -> None:
     analysis = AttributionAnalysis(["saliency", "gradcam", "guided_backprop", "integrated_gradients"], layer="conv2")
     trainer = pl.Trainer(max_epochs=args.epochs, logger=TensorBoardLogger(args.root, name="run"),
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                         callbacks=[ProbeCallback(probes, [analysis])])
+                         callbacks=[ProbeCallback((probes, y[1500:1504]), [analysis])])
     trainer.fit(model, DataLoader(TensorDataset(x[:1500], y[:1500]), batch_size=50, shuffle=True))
     model.eval()
     with torch.no_grad():
@@ -78,7 +78,12 @@ def main() -> None:
     options = {"gradcam": {"layer": "conv2"}, "guided_gradcam": {"layer": "conv2"},
                "occlusion": {"window": 2, "stride": 1}}
     maps = {m: attribute(model, probes, m, **options.get(m, {})) for m in METHODS}
-    figure = grid_figure(probes, maps, mode="signed")
+    with torch.no_grad():
+        predicted = model(probes).argmax(1)
+    names = [f"probe {p}\nlabel {int(y[1500 + p])}, predicted {int(predicted[p])}" for p in range(len(probes))]
+    figure = grid_figure(probes, maps, mode="signed", probe_names=names,
+                         title=f"Every method on four validation digits after {args.epochs} epochs "
+                               "(each explains the predicted class; red raises its score, blue lowers it)")
     for suffix in (".png", ".pdf"):
         print("figure:", save_figure(figure, Path(args.root) / f"methods{suffix}"))
     if args.figure:

@@ -4,7 +4,7 @@ Trains a CNN on scikit-learn's 8x8 digits (no download) with ``FeatureVisAnalysi
 rendering four channels of the second convolution and every class at each epoch (64
 steps at 16x16, one seed and one starting image for all records), writes the HTML report,
 prints each class's probability for its own picture at the last record, and saves the
-mosaic of all records (epochs down, targets across) as a PNG.
+mosaic of all records (epochs down, targets across, both named) as a PNG.
 
     python examples/feature_vis_digits.py [--epochs 4] [--root out/feature_vis_digits] [--figure docs/feature_vis_digits.png]
 """
@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from nsp_lightning import ProbeCallback, read_records, report
 from nsp_lightning.analyses import FeatureVisAnalysis
-from nsp_lightning.analyses.feature_vis.analysis import GAP, feature_grid
+from nsp_lightning.analyses.feature_vis.analysis import feature_mosaic
 
 
 class Digits(pl.LightningModule):
@@ -75,8 +75,7 @@ def main() -> None:
     print("seconds per record:", ", ".join(f"{r.seconds:.2f}" for r in records))
     probabilities = [np.exp(last.scalars[f"class_{k}/objective"]) for k in range(10)]
     print("class probabilities of their own pictures:", " ".join(f"{p:.3f}" for p in probabilities))
-    mosaic = np.concatenate([np.pad(feature_grid(r.arrays["images"]), ((0, GAP), (0, 0), (0, 0)),
-                                    constant_values=255) for r in records])
+    mosaic = feature_mosaic(records, analysis.labels())
     for path in [Path(args.root) / "mosaic.png"] + ([Path(args.figure)] if args.figure else []):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(mosaic).save(path)

@@ -9,7 +9,8 @@ digits (a 0, 1, 2 and 3) are drawn on that same layout, so the maps of different
 compare pixel for pixel: you see which groups of neurons each digit comes to drive.
 
 Writes TensorBoard logs (maps as images, the layout in the embedding projector), the
-records, the HTML report, and ``maps.png``: one row per digit, one column per record.
+records, the HTML report, and ``maps.png``: one row per digit, one column per record,
+both named, with the colour bar.
 
     python examples/response_maps_digits.py [--epochs 8] [--root out/response_maps] [--refit]
 """
@@ -30,7 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_digits import digits_loaders, fit  # noqa: E402
 
+from PIL import Image  # noqa: E402
+
 from nsp.response_map import to_rgb  # noqa: E402
+from nsp.viz.colors import WHITE, palette  # noqa: E402
+from nsp.viz.text import colour_bar, label_palette, table_grid, titled, vstack  # noqa: E402
 from nsp_lightning import ProbeCallback, read_records, report  # noqa: E402
 from nsp_lightning.analyses import ResponseMapAnalysis  # noqa: E402
 
@@ -50,8 +55,9 @@ def main() -> None:
     layout_inputs = train.dataset.tensors[0][:512]
     x_val, y_val = val.dataset.tensors
     probes = torch.cat([x_val[y_val == digit][:1] for digit in range(4)])
+    labels = torch.arange(4)  # the probes are a 0, 1, 2 and 3: their images name their labels
     analysis = ResponseMapAnalysis(layout_inputs, LAYERS, units="all", refit=args.refit)
-    callback = ProbeCallback(probes, [analysis])
+    callback = ProbeCallback((probes, labels), [analysis])
 
     start = time.perf_counter()
     trainer = fit(args.root, args.epochs, [callback])
@@ -69,17 +75,12 @@ def main() -> None:
         print(f"Procrustes disparity of each refit to the layout before: {moved}")
 
     # One row per probe digit, one column per record, on one layout: a glance at training.
-    gap = 4
-    rows = []
-    for p in range(len(probes)):
-        tiles = [to_rgb(r.arrays["maps"][p]) for r in records]
-        spacer = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
-        rows.append(np.concatenate([t for tile in tiles for t in (tile, spacer)][:-1], axis=1))
-    spacer = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
-    strip = np.concatenate([r for row in rows for r in (row, spacer)][:-1], axis=0)
-    from PIL import Image
-
-    Image.fromarray(strip).save(log_dir / "maps.png")
+    cells = [[to_rgb(r.arrays["maps"][p]) for r in records] for p in range(len(probes))]
+    table = table_grid(cells, [f"probe {p}: digit {p}" for p in range(len(probes))],
+                       [f"epoch {r.epoch}" for r in records])
+    bar = colour_bar(palette("viridis", WHITE), 0.0, 1.0, 320, label="each neuron scaled to its range")
+    title = f"Neural response maps of {', '.join(layers)} ({int(counts.sum()):,} neurons) on one layout"
+    Image.fromarray(vstack([titled(table, [title]), bar], label_palette())).save(log_dir / "maps.png")
     print(f"\nMaps of digits 0-3 (rows) at epochs {records[0].epoch}-{records[-1].epoch} (columns): {log_dir / 'maps.png'}")
     print(f"Records: {log_dir / analysis.name}  (read with nsp_lightning.read_records)")
     print(f"TensorBoard: tensorboard --logdir {log_dir} --samples_per_plugin images=100000  (Images, and Projector)")

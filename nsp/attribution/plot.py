@@ -3,8 +3,9 @@
 Two kinds of output:
 
 - :func:`overlay_rgb` draws one overlay straight into a ``uint8`` RGB array through a
-  colormap lookup (no matplotlib figure, well under a millisecond for a small image), for
-  TensorBoard images logged at every record;
+  colormap lookup (no matplotlib figure, well under a millisecond for a small image);
+  :func:`overlay_card` adds the input, a title and colour bars with their values, for
+  TensorBoard images logged at every record, which are shown without any other context;
 - :func:`overlay_figure` and :func:`grid_figure` are matplotlib figures with real
   colourbars, saved as PNG or PDF with :func:`save_figure`.
 
@@ -39,13 +40,19 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from nsp.viz.colors import colour_table
+from nsp.viz.colors import WHITE, colour_table, palette
+from nsp.viz.text import colour_bar, hstack, label_palette, titled, vstack
 
-__all__ = ["MODES", "attribution_maps", "overlay_rgb", "overlay_figure", "grid_figure", "save_figure"]
+__all__ = ["MODES", "attribution_maps", "overlay_rgb", "overlay_card", "overlay_figure", "grid_figure", "save_figure"]
 
 MODES: tuple[str, ...] = ("signed", "absolute", "posneg")
 _CMAPS = {"signed": "bwr", "absolute": "inferno", "positive": "Reds", "negative": "Blues"}
 _MIN_SIDE = 96  # pixels: small inputs (8x8 digits) are enlarged to at least this
+_CARD_SIDE = 160  # pixels: the least side of a card's pictures, which TensorBoard shrinks to its card
+# What the colours mean, written under a card's pictures.
+_MEANING = {"signed": "red: raises the explained score; blue: lowers it",
+            "absolute": "|attribution|: moves the score, either way",
+            "posneg": "left: what raises the explained score; right: what lowers it"}
 
 
 def _array(values: Any, argname: str, where: str) -> np.ndarray:
@@ -102,14 +109,19 @@ def attribution_maps(attribution: Any, mode: str = "signed", shape: tuple[int, i
     return [(kind, _resize(m, shape) if shape is not None else m) for kind, m in maps]
 
 
-def _base_rgb(image: Any, where: str) -> np.ndarray:
-    """The input as a dimmed greyscale RGB picture in [0, 1] (colour would fight the overlay)."""
+def _grey(image: Any, where: str) -> np.ndarray:
+    """The input's channel mean, stretched to [0, 1] (0 where not finite)."""
     img = _array(image, "image", where)
     grey = img.mean(0)
     finite = grey[np.isfinite(grey)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     grey = (grey - lo) / (hi - lo) if hi > lo else np.zeros_like(grey)
-    return np.repeat((0.25 + 0.5 * np.nan_to_num(grey))[..., None], 3, axis=2)
+    return np.nan_to_num(grey)
+
+
+def _base_rgb(image: Any, where: str) -> np.ndarray:
+    """The input as a dimmed greyscale RGB picture in [0, 1] (colour would fight the overlay)."""
+    return np.repeat((0.25 + 0.5 * _grey(image, where))[..., None], 3, axis=2)
 
 
 def _scale_of(kind: str, m: np.ndarray, vmax: float | None) -> float:
@@ -200,6 +212,61 @@ def overlay_rgb(image: Any, attribution: Any, *, mode: str = "signed", vmax: flo
     return np.rint(np.concatenate(panels, axis=1) * 255).astype(np.uint8)
 
 
+def overlay_card(image: Any, attribution: Any, *, mode: str = "signed", vmax: float | None = None,
+                 alpha: float = 0.8, title: Sequence[str] = (), side: int = _CARD_SIDE) -> np.ndarray:
+    """The input and its attribution overlay(s), each with a caption, a colour bar with values, and a title.
+
+    From left to right: the input (grey, stretched to its range), then each map of the
+    mode (:func:`overlay_rgb` without its bare ramp) with its colour bar under it, the
+    bar's ends (and 0) written in the attribution's units. ``title`` is written above,
+    one line each (e.g. the method, the probe, its label and prediction, the epoch), and
+    what the colours mean below.
+
+    Parameters
+    ----------
+    image, attribution, mode, vmax, alpha
+        As in :func:`overlay_rgb`.
+    title : sequence of str
+        Lines of text above the pictures.
+    side : int, default 160
+        The least side of each picture in pixels: small inputs are enlarged (nearest
+        neighbour) by the smallest integer factor that reaches it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` ``(height, width, 3)``, for ``add_image(..., dataformats='HWC')``.
+
+    Examples
+    --------
+    >>> card = overlay_card(np.zeros((1, 8, 8)), np.eye(8), title=["saliency · probe 0"])
+    >>> card.dtype, card.shape[1] >= 2 * 160
+    (dtype('uint8'), True)
+    """
+    where = "nsp.attribution.plot.overlay_card"
+    _check_mode(mode, where)
+    vmax = _check_vmax(vmax, where)
+    if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+        raise ValueError(f"{where}: expected side to be an int >= 1, got {side!r}")
+    grey = _grey(image, where)
+    upscale = max(1, math.ceil(side / min(grey.shape)))
+    text = label_palette()
+    panels = [titled(_enlarge(np.repeat(grey[..., None], 3, axis=2), upscale), ["input"], text)]
+    base = _base_rgb(image, where)
+    for kind, m in attribution_maps(attribution, mode, grey.shape):
+        scale = _scale_of(kind, m, vmax)
+        picture = _enlarge(_blend(base, kind, m, scale, alpha), upscale)
+        bar = colour_bar(palette(_CMAPS[kind], WHITE), -scale if kind == "signed" else 0.0, scale,
+                         picture.shape[1])
+        panels.append(titled(vstack([picture, bar], text), [kind], text))
+    return titled(hstack(panels, text, gap=8, centre=False), list(title), text, below=[_MEANING[mode]])
+
+
+def _enlarge(picture: np.ndarray, upscale: int) -> np.ndarray:
+    picture = picture if picture.dtype == np.uint8 else np.rint(picture * 255).astype(np.uint8)
+    return np.repeat(np.repeat(picture, upscale, axis=0), upscale, axis=1)
+
+
 def overlay_figure(image: Any, attribution: Any, *, mode: str = "signed", vmax: float | None = None,
                    alpha: float = 0.8, title: str | None = None, colourbar: bool = True) -> Figure:
     """:func:`overlay_rgb` as a matplotlib figure, with a labelled colourbar per map.
@@ -216,7 +283,7 @@ def overlay_figure(image: Any, attribution: Any, *, mode: str = "signed", vmax: 
 def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str, Sequence[Any] | torch.Tensor], *,
                 mode: str = "signed", vmax: float | str | None = "column", alpha: float = 0.8,
                 colourbar: bool = True, show_input: bool = True, probe_names: Sequence[str] | None = None,
-                panel_size: float = 1.8) -> Figure:
+                panel_size: float = 1.8, title: str | None = None) -> Figure:
     """A grid of overlays: one row per probe, one column per method (two with 'posneg').
 
     Parameters
@@ -235,7 +302,10 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
     show_input : bool, default True
         A first column with the inputs.
     probe_names : sequence of str, optional
-        Row labels; by default ``probe 0``, ``probe 1``, ...
+        Row labels; by default ``probe 0``, ``probe 1``, ... Name what a reader needs:
+        e.g. ``probe 0: label 3, predicted 3``.
+    title : str, optional
+        The figure's title (e.g. the model and its epoch).
 
     Returns
     -------
@@ -249,7 +319,7 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
     names = list(probe_names) if probe_names is not None else [f"probe {i}" for i in range(len(images))]
     if len(names) != len(images):
         raise ValueError(f"{where}: {len(names)} probe_names for {len(images)} images")
-    columns: list[tuple[str, str, list[np.ndarray]]] = []  # (title, kind, per-probe maps)
+    columns: list[tuple[str, str, list[np.ndarray]]] = []  # (heading, kind, per-probe maps)
     bases = [_base_rgb(im, where) for im in images]
     for method, values in attributions.items():
         values = list(values)
@@ -257,8 +327,8 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
             raise ValueError(f"{where}: {len(values)} attributions of {method!r} for {len(images)} images")
         per_probe = [attribution_maps(v, mode, b.shape[:2]) for v, b in zip(values, bases)]
         for k, (kind, _) in enumerate(per_probe[0]):
-            title = method if len(per_probe[0]) == 1 else f"{method} ({kind})"
-            columns.append((title, kind, [maps[k][1] for maps in per_probe]))
+            heading = method if len(per_probe[0]) == 1 else f"{method} ({kind})"
+            columns.append((heading, kind, [maps[k][1] for maps in per_probe]))
     ncols = len(columns) + int(show_input)
     fig = Figure(figsize=(panel_size * ncols * (1.25 if colourbar else 1), panel_size * len(images) + 0.4),
                  layout="constrained")
@@ -272,15 +342,15 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
             if row == 0:
                 ax.set_title("input")
             col = 1
-        for title, kind, maps in columns:
+        for heading, kind, maps in columns:
             ax = axes[row, col]
             if vmax == "column":
                 scale = max(_scale_of(kind, m, None) for m in maps)
             else:
                 scale = _scale_of(kind, maps[row], vmax)  # type: ignore[arg-type]
             ax.imshow(_blend(base, kind, maps[row], scale, alpha), interpolation="nearest")
-            if row == 0 and title:
-                ax.set_title(title, fontsize=9)
+            if row == 0 and heading:
+                ax.set_title(heading, fontsize=9)
             if colourbar:
                 lo = -scale if kind == "signed" else 0.0
                 mappable = ScalarMappable(Normalize(lo, scale), _CMAPS[kind])
@@ -291,6 +361,8 @@ def grid_figure(images: Sequence[Any] | torch.Tensor, attributions: Mapping[str,
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
     return fig
 
 

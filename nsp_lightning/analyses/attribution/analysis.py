@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsp_lightning.analyses.captions import probe_caption, probe_predictions, record_caption
 from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, check_arrays
 
 __all__ = ["AttributionAnalysis"]
@@ -33,7 +34,11 @@ class AttributionAnalysis(ProbeAnalysis):
 
     - the attribution (``nsp.attribution.attribute``) is kept in the record (array
       ``<method>``, shaped like the probes, or ``(P, 1, h, w)`` for Grad-CAM) and drawn over
-      the probe as the TensorBoard image ``<prefix>/<method>/probe_<p>``;
+      the probe as the TensorBoard image ``<prefix>/<method>/probe_<p>``: the input and the
+      overlay side by side, each overlay's colour bar with its values, and a title naming
+      the method, the epoch and step, the probe, its label (where the probe batch has
+      labels), its prediction, the class explained and (Grad-CAM) the layer
+      (:func:`nsp.attribution.plot.overlay_card`);
     - scalar ``<method>/probe_<p>/baseline_rho``: Spearman's rank correlation with the
       attribution of the series' first record (1 at the baseline; a resumed run reads
       that record back from the record directory);
@@ -144,6 +149,8 @@ class AttributionAnalysis(ProbeAnalysis):
             self.name = name
         self._baseline: dict[str, torch.Tensor] | None = None
         self._probe_count: int | None = None
+        # What the images of the last record name: its epoch, step and the probes' predictions.
+        self._shown: tuple[int, int, list[tuple[str, str, str]]] = (0, 0, [])
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
         """Check the probes, the model's output and every named layer against one forward pass.
@@ -241,17 +248,24 @@ class AttributionAnalysis(ProbeAnalysis):
         # -1: the model returns one value per probe, explained without a class.
         arrays["target"] = torch.as_tensor(-1 if target is None else target).reshape(-1).expand(
             probes.shape[0]).cpu().numpy().astype(np.int64)
+        self._shown = (context.epoch, context.global_step, probe_predictions(context))
         return AnalysisRecord(arrays=arrays, scalars=scalars, meta={"methods": list(results)})
 
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
         if not sink.enabled:
             return
-        from nsp.attribution.plot import overlay_rgb
+        from nsp.attribution import METHODS, LayerAttribution
+        from nsp.attribution.plot import overlay_card
 
-        probes = record.arrays["probes"]
+        epoch, step, predictions = self._shown
+        probes, targets = record.arrays["probes"], record.arrays["target"]
         for method in record.meta["methods"]:
+            at = f" · layer {self.layer or 'the last conv'}" if issubclass(METHODS[method], LayerAttribution) else ""
             for p, values in enumerate(record.arrays[method]):
-                sink.image(f"{method}/probe_{p}", overlay_rgb(probes[p], values, mode=self.mode))
+                explained = "the output" if targets[p] < 0 else f"class {targets[p]}"
+                title = [f"{method} · {record_caption(epoch, step)}", probe_caption(p, predictions),
+                         f"explains {explained} · {self.mode}{at}"]
+                sink.image(f"{method}/probe_{p}", overlay_card(probes[p], values, mode=self.mode, title=title))
 
     @classmethod
     def check_header(cls, header: dict[str, Any], path: Path) -> None:

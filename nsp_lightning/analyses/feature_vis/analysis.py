@@ -19,14 +19,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from nsp.viz.text import format_number
+from nsp_lightning.analyses.captions import record_caption
 from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, check_arrays
 
-__all__ = ["FeatureVisAnalysis", "feature_grid"]
+__all__ = ["FeatureVisAnalysis", "feature_grid", "feature_mosaic"]
 
 # Tiles smaller than this are enlarged (nearest neighbour) in the grids, so that an 8×8
 # digit stays visible.
 MIN_TILE = 64
 GAP = 2
+# TensorBoard's images: tiles at least this large, four to a row, fit a card about 400
+# pixels wide with their labels readable.
+CARD_TILE = 96
+CARD_COLUMNS = 4
 
 
 def feature_grid(images: np.ndarray, gap: int = GAP, min_tile: int = MIN_TILE) -> np.ndarray:
@@ -50,6 +56,36 @@ def feature_grid(images: np.ndarray, gap: int = GAP, min_tile: int = MIN_TILE) -
     return out
 
 
+def _short(label: str) -> str:
+    """A target's label in a few characters: ``'relu2:3'`` for ``'net.relu2/channel_3'``, ``'class 7'``."""
+    if label.startswith("class_"):
+        return f"class {label[len('class_'):]}"
+    layer, _, channel = label.rpartition("/channel_")
+    return f"{layer.rsplit('.', 1)[-1]}:{channel}"
+
+
+def feature_mosaic(records: Sequence[Any], labels: Sequence[str]) -> np.ndarray:
+    """Every record's images as one table: a row per record (named by its epoch), a column per target.
+
+    Parameters
+    ----------
+    records : sequence of records
+        Records read back (each with ``epoch`` and ``arrays["images"]``).
+    labels : sequence of str
+        The targets' labels (:meth:`FeatureVisAnalysis.labels`); columns are headed by a
+        short form, ``'relu2:3'`` for channel 3 of ``relu2``, ``'class 7'``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` RGB.
+    """
+    from nsp.viz.text import table_grid
+
+    cells = [[feature_grid(r.arrays["images"][k: k + 1]) for k in range(len(labels))] for r in records]
+    return table_grid(cells, [f"epoch {r.epoch}" for r in records], [_short(label) for label in labels])
+
+
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -68,7 +104,9 @@ class FeatureVisAnalysis(ProbeAnalysis):
     Logged (``<prefix>`` is the analysis's name, ``feature_vis`` by default):
 
     - images ``<prefix>/channels`` and ``<prefix>/classes``: one grid each, the targets
-      left to right in the order given (:func:`feature_grid`);
+      in the order given, four to a row, each tile named (layer and channel, or class)
+      with the objective it reached (a class's log-probability as its probability),
+      under a title naming the epoch and step;
     - scalars ``<prefix>/<layer>/channel_<c>/objective`` (the channel's mean activation
       on its image) and ``<prefix>/class_<k>/objective`` (the class's log-probability,
       or its logit with ``class_objective="logit"``), measured on the image itself.
@@ -157,6 +195,7 @@ class FeatureVisAnalysis(ProbeAnalysis):
         self.mean = None if mean is None else [float(m) for m in mean]
         self.std = None if std is None else [float(s) for s in std]
         self.class_objective = class_objective
+        self._shown = (0, 0)  # the epoch and step of the last record, which its images name
         if name is not None:
             self.name = name
 
@@ -235,18 +274,32 @@ class FeatureVisAnalysis(ProbeAnalysis):
         scalars = {f"{label}/objective": float(v) for label, v in zip(labels, result.value)}
         arrays = {"images": images, "values": result.value.double().numpy(),
                   "initial_values": result.initial_value.double().numpy()}
+        self._shown = (context.epoch, context.global_step)
         return AnalysisRecord(arrays=arrays, scalars=scalars,
                               meta={"labels": labels, "render_seconds": result.seconds})
 
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
         if not sink.enabled:
             return
-        images = record.arrays["images"]
+        from nsp.viz.text import tile_grid, titled
+
+        images, values = record.arrays["images"], record.arrays["values"]
+        tiles = [feature_grid(images[k: k + 1], min_tile=CARD_TILE) for k in range(len(images))]
+        when = record_caption(*self._shown)
         n = len(self.channels)
         if n:
-            sink.image("channels", feature_grid(images[:n]))
+            labels = [[layer, f"channel {c}", f"mean {format_number(v)}"] for (layer, c), v in zip(self.channels, values)]
+            sink.image("channels", titled(tile_grid(tiles[:n], labels, CARD_COLUMNS),
+                                          [f"{self.name} · channels · {when}", "mean: the channel's mean activation"]))
         if self.classes:
-            sink.image("classes", feature_grid(images[n:]))
+            # A log-probability is shown as the probability, which reads at a glance.
+            if self.class_objective == "log_probability":
+                reached, meaning = [f"p {math.exp(v):.3f}" for v in values[n:]], "p: the class's probability"
+            else:
+                reached, meaning = [f"logit {format_number(v)}" for v in values[n:]], "logit: the class's logit"
+            labels = [[f"class {k}", text] for k, text in zip(self.classes, reached)]
+            sink.image("classes", titled(tile_grid(tiles[n:], labels, CARD_COLUMNS),
+                                         [f"{self.name} · classes · {when}", f"{meaning} on its image"]))
 
     # ----------------------------------------------------------------- the report
 
@@ -302,8 +355,7 @@ class FeatureVisAnalysis(ProbeAnalysis):
                       for r in records]
             films.append(Film(f"{title}: {', '.join(labels[part])}", frames))
         blocks.append(Row(films, heading="Grids per epoch"))
-        mosaic = np.concatenate([np.pad(feature_grid(r.arrays["images"]), ((0, GAP), (0, 0), (0, 0)),
-                                        constant_values=255) for r in records])
+        mosaic = feature_mosaic(records, labels)
         blocks.append(Row([Image.from_rgb(mosaic, "all targets (across) at every record (down)")],
                           heading=f"How the features form: epochs {epochs[0]} (top) to {epochs[-1]} (bottom)"))
         context.step("grids")

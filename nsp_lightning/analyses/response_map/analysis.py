@@ -20,6 +20,7 @@ from torch import nn
 
 import nsp.common.memory as memory
 from nsp.response_map.responses import METRICS, non_finite_rows
+from nsp_lightning.analyses.captions import probe_caption, probe_predictions, record_caption
 from nsp_lightning.probe.analysis import (
     AnalysisRecord,
     LogSink,
@@ -51,7 +52,11 @@ class ResponseMapAnalysis(ProbeAnalysis):
     and scale).
 
     At every record: each probe's map (its neurons' activations scaled to [0, 1] by their
-    range over ``inputs``, interpolated over the layout) is kept in the record and logged to TensorBoard as the image ``<prefix>/probe_<p>``; the layout goes
+    range over ``inputs``, interpolated over the layout) is kept in the record and logged to
+    TensorBoard as the image ``<prefix>/probe_<p>``: the map with its colour bar (0 to 1),
+    beside it the layout's layer regions (each point coloured by its nearest neuron's
+    layer) with a legend, under a title naming the epoch and step, the probe, its label
+    and its prediction (:func:`nsp.response_map.map_card`); the layout goes
     to TensorBoard's embedding projector (tag ``<prefix>/layout``, each neuron's layer and
     index as metadata); the report shows every probe's maps with an epoch slider.
 
@@ -170,6 +175,8 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self._map: Any = None
         self._fitted_at: int | None = None
         self._trainer: Any = None
+        # What the images of the last record name: its epoch, step and the probes' predictions.
+        self._shown: tuple[int, int, list[tuple[str, str, str]]] = (0, 0, [])
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
         if self.inputs is None and probes.shape[0] < 3:
@@ -254,6 +261,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
             maps[p] = self._map.map_values(r, self.method)
         layers = self._map.layers
         position = {name: i for i, name in enumerate(layers)}
+        self._shown = (context.epoch, context.global_step, probe_predictions(context))
         return AnalysisRecord(
             arrays={
                 "layout": self._map.layout.copy(),
@@ -271,11 +279,18 @@ class ResponseMapAnalysis(ProbeAnalysis):
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
         if not sink.enabled:
             return
-        from nsp.response_map import to_rgb
+        from nsp.response_map import layer_regions, map_card
 
-        for p, grid in enumerate(record.arrays["maps"]):
-            sink.image(f"probe_{p}", to_rgb(grid, self.cmap))
         layers = record.meta["layers"]
+        epoch, step, predictions = self._shown
+        maps, neuron_layer = record.arrays["maps"], record.arrays["neuron_layer"]
+        counts = np.bincount(neuron_layer, minlength=len(layers)).tolist()
+        # Every map of a record shares one layout and grid: the regions are found once.
+        regions = layer_regions(record.arrays["layout"], neuron_layer, np.isfinite(maps[0])) if len(maps) else None
+        for p, grid in enumerate(maps):
+            title = [f"{self.name} · {record_caption(epoch, step)}", probe_caption(p, predictions)]
+            sink.image(f"probe_{p}", map_card(grid, regions, layers, title=title, counts=counts, cmap=self.cmap,
+                                              bar_label="each neuron scaled to its range"))
         metadata = [
             [layers[l], str(i)] for l, i in zip(record.arrays["neuron_layer"], record.arrays["neuron_index"])
         ]

@@ -23,6 +23,7 @@ import nsp
 import nsp.viz.render
 from nsp.io.storage import load_npz
 from nsp.transforms.transformer import TRANSFORMS
+from nsp_lightning.analyses.captions import probe_predictions
 from nsp_lightning.analyses.spectrum.drawing import (
     CHANGE,
     CHANGE_TEXT,
@@ -307,7 +308,7 @@ class SpectrumAnalysis(ProbeAnalysis):
         if not self.INCL:
             result.scalars["graph_rebuilt"] = float(rebuilt)
         self._history = [h for h in self._history if h[0] < context.epoch] + [(context.epoch, change)]
-        self._last = {"epoch": context.epoch, "step": context.global_step, "predictions": _predictions(context)}
+        self._last = {"epoch": context.epoch, "step": context.global_step, "predictions": probe_predictions(context)}
         return result
 
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
@@ -576,20 +577,3 @@ def _warn_if_hidden(model: nn.Module, layernames: Sequence[str], who: str) -> No
             f" {len(leaves)} modules, so only {list(layernames)} are recorded. Reach the inner layers with"
             f" layers='leaves' or names at any depth, e.g. layers={leaves[:2] + leaves[-1:]!r}."
         )
-
-
-def _predictions(context: ProbeContext) -> list[tuple[str, str, str]]:
-    """Per probe: its label (or ''), the predicted class and its softmax probability, for classifier outputs."""
-    try:
-        outputs = context.outputs()
-    except Exception:  # a model whose outputs are not one tensor has no prediction to show
-        return []
-    if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2 or outputs.shape[0] != len(context.probes):
-        return []
-    probs = torch.softmax(outputs.detach().double().cpu(), dim=1)
-    prob, pred = probs.max(dim=1)
-    labels = context.labels
-    return [
-        ("" if labels is None else str(int(labels[p])), str(int(pred[p])), f"{float(prob[p]):.3f}")
-        for p in range(len(pred))
-    ]

@@ -76,3 +76,39 @@ def test_grid_of_methods_by_probes_saves_as_png_and_pdf(tmp_path, suffix):
                 tmp_path / f"one{suffix}")
     with pytest.raises(ValueError, match=r"expected a .png or .pdf path"):
         save_figure(fig, tmp_path / "grid.jpg")
+
+
+def test_overlay_card_shows_the_input_each_map_and_colour_bars_with_their_values():
+    from image_text import find, has_text
+
+    from nsp.attribution.plot import overlay_card
+
+    rng = np.random.default_rng(3)
+    image, a = rng.random((1, 8, 8)), rng.normal(size=(2, 8, 8))
+    title = ["saliency · epoch 3 · step 120", "probe 1 · label 4 · predicted 4 (p 0.912)"]
+    card = overlay_card(image, a, mode="posneg", title=title)
+    # Large enough for TensorBoard's card: three pictures of 8 x 20 = 160 pixels.
+    assert card.shape[1] >= 3 * 160 and card.dtype == np.uint8
+    for line in title + ["input", "positive", "negative", "left: what raises the explained score; right: what lowers it"]:
+        assert has_text(card, line), line
+    # Each bar runs from 0 to its map's largest value (the channel sum, computed here).
+    for top in (np.clip(a, 0, None).sum(0).max(), np.clip(-a, 0, None).sum(0).max()):
+        assert has_text(card, f"{top:.3g}")
+    # The input, grey stretched to [0, 1] and enlarged 20x, is drawn as is.
+    grey = (image[0] - image.min()) / (image.max() - image.min())
+    expected = np.repeat(np.rint(np.kron(grey, np.ones((20, 20))) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    assert find(card, expected) is not None
+    signed = overlay_card(image, a, vmax=5.0)
+    assert has_text(signed, "-5") and has_text(signed, "5") and has_text(signed, "signed")
+    with pytest.raises(ValueError, match="overlay_card: expected side"):
+        overlay_card(image, a, side=0)
+
+
+def test_grid_figure_names_rows_columns_and_the_figure():
+    a = torch.from_numpy(_attribution()[None])
+    figure = grid_figure([IMAGE], {"saliency": a, "occlusion": a}, probe_names=["probe 0: label 3, predicted 3"],
+                         title="after 4 epochs")
+    axes = figure.axes
+    assert figure.get_suptitle() == "after 4 epochs"
+    assert axes[0].get_ylabel() == "probe 0: label 3, predicted 3"
+    assert [ax.get_title() for ax in axes if ax.get_title()] == ["input", "saliency", "occlusion"]

@@ -346,3 +346,30 @@ def test_circle_projection_random_layouts(n, seed):
     assert np.linalg.norm(ours, axis=1).max() <= 1 + 1e-12
     # Angles are kept: each point moves along its own ray.
     np.testing.assert_allclose(np.arctan2(ours[:, 1], ours[:, 0]), np.arctan2(layout[:, 1], layout[:, 0]), atol=1e-12)
+
+
+def test_layer_regions_are_the_nearest_neurons_layers_on_the_maps_grid():
+    """Against a dense search: every grid point's distance to every neuron."""
+    from image_text import has_text
+
+    from nsp.response_map import layer_regions, map_card
+
+    rng = np.random.default_rng(0)
+    layout, layer = rng.normal(size=(40, 2)), rng.integers(0, 3, 40)
+    inside = rng.random((24, 24)) < 0.8
+    regions = layer_regions(layout, layer, inside)
+    xs = np.linspace(layout[:, 0].min(), layout[:, 0].max(), 24)
+    ys = np.linspace(layout[:, 1].max(), layout[:, 1].min(), 24)  # row 0 at the top, as the maps
+    for r in range(24):
+        for c in range(24):
+            nearest = np.argmin(((layout - [xs[c], ys[r]]) ** 2).sum(1))
+            assert regions[r, c] == (layer[nearest] if inside[r, c] else -1)
+    grid = np.where(inside, rng.random((24, 24)), np.nan)
+    card = map_card(grid, regions, ["conv", "relu", "fc"], title=["probe 0 · label 3"], counts=[5, 30, 5],
+                    bar_label="scaled")
+    for line in ("probe 0 · label 3", "conv (5)", "relu (30)", "fc (5)", "0", "1", "scaled", "response"):
+        assert has_text(card, line), line
+    with pytest.raises(ValueError, match="map_card"):
+        map_card(grid, regions[:-1], ["conv", "relu", "fc"])
+    with pytest.raises(ValueError, match="layer_regions"):
+        layer_regions(layout, layer[:-1], inside)

@@ -22,8 +22,9 @@ pytest.importorskip("captum.attr")
 pytest.importorskip("sklearn")
 
 from digits_cnn import DigitsCNN, digits  # noqa: E402
+from image_text import has_text  # noqa: E402
 from nsp.attribution import attribute, randomize_top_layer, spearman  # noqa: E402
-from nsp.attribution.plot import overlay_rgb  # noqa: E402
+from nsp.attribution.plot import overlay_card  # noqa: E402
 from nsp_lightning import ProbeCallback, read_records, report  # noqa: E402
 from nsp_lightning.analyses import AttributionAnalysis  # noqa: E402
 
@@ -71,18 +72,19 @@ def _events(log_dir) -> EventAccumulator:
 
 def test_attributions_over_training_in_tensorboard_records_and_report(tmp_path):
     model = DigitsModule()
-    probes = _probes()
+    probes, labels = _probes(), digits()[1][1500:1503]
     analysis = AttributionAnalysis(METHODS, layer="net.conv2")
     logger = TensorBoardLogger(tmp_path, name="run")
     trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, logger=logger, limit_val_batches=0),
-                         callbacks=[ProbeCallback(probes, [analysis])])
+                         callbacks=[ProbeCallback((probes, labels), [analysis])])
     trainer.fit(model, _loader(0, 512))
 
     records = read_records(tmp_path / "run" / "version_0" / "attribution")
     assert [r.epoch for r in records] == [0, 1, 2]
     # The last record is the trained model's attribution, computed here independently.
     model.eval()
-    target = model(probes).argmax(1)
+    with torch.no_grad():
+        probability, target = torch.softmax(model(probes).double(), 1).max(1)
     assert np.array_equal(records[-1].arrays["target"], target.numpy())
     for method in METHODS:
         layer = "net.conv2" if method == "gradcam" else None
@@ -103,7 +105,20 @@ def test_attributions_over_training_in_tensorboard_records_and_report(tmp_path):
             assert [e.step for e in images] == steps
             for event, record in zip(images, records):
                 pixels = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
-                assert np.array_equal(pixels, overlay_rgb(record.arrays["probes"][p], record.arrays[method][p]))
+                # Legible at TensorBoard's card width: the 8x8 input and its overlay, 160 px each.
+                assert pixels.shape[0] >= 200 and pixels.shape[1] >= 320
+                explained = int(record.arrays["target"][p])
+                at = " · layer net.conv2" if method == "gradcam" else ""
+                for line in (f"{method} · epoch {record.epoch} · step {record.global_step}",
+                             f"explains class {explained} · signed{at}", "input", "signed", "0"):
+                    assert has_text(pixels, line), (method, p, record.epoch, line)
+                assert has_text(pixels, f"probe {p} · label {int(labels[p])} · predicted {explained} (p ")
+            # The last record's card, drawn here from the trained model's own prediction.
+            title = [f"{method} · epoch 2 · step {records[-1].global_step}",
+                     f"probe {p} · label {int(labels[p])} · predicted {int(target[p])} (p {float(probability[p]):.3f})",
+                     f"explains class {int(target[p])} · signed{at}"]
+            assert np.array_equal(pixels, overlay_card(records[-1].arrays["probes"][p], records[-1].arrays[method][p],
+                                                       title=title))
             baseline = acc.Scalars(f"attribution/{method}/probe_{p}/baseline_rho")
             sanity = acc.Scalars(f"attribution/{method}/probe_{p}/sanity_rho")
             assert [e.step for e in baseline] == steps and [e.step for e in sanity] == steps

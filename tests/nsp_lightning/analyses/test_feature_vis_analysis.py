@@ -25,7 +25,9 @@ from nsp import optvis  # noqa: E402
 from nsp.optvis.optimize import make_param  # noqa: E402
 from nsp_lightning import ProbeCallback, read_records, report  # noqa: E402
 from nsp_lightning.analyses import FeatureVisAnalysis  # noqa: E402
-from nsp_lightning.analyses.feature_vis.analysis import feature_grid  # noqa: E402
+from image_text import find, has_text  # noqa: E402
+from nsp.viz.text import LABEL_PT, label_palette, text_line  # noqa: E402
+from nsp_lightning.analyses.feature_vis.analysis import feature_mosaic  # noqa: E402
 
 CHANNELS = {"net.relu2": [0, 4, 7]}
 CLASSES = [0, 3]
@@ -90,12 +92,24 @@ def test_feature_visualisations_over_training_in_tensorboard_records_and_report(
     for tag, part in (("feature_vis/channels", slice(0, 3)), ("feature_vis/classes", slice(3, None))):
         events = acc.Images(tag)
         assert [e.step for e in events] == [r.global_step for r in records] == [0, 4, 8]
+        kind = tag.rpartition("/")[2]
         for event, record in zip(events, records):
             pixels = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
-            assert np.array_equal(pixels, feature_grid(record.arrays["images"][part]))
-            # Tile 0 is the record's first image, enlarged 4× (16 → 64 pixels).
-            tile = np.kron(record.arrays["images"][part][0, 0], np.ones((4, 4), dtype=np.uint8))
-            assert np.array_equal(pixels[:, :64, 0], tile)
+            assert has_text(pixels, f"feature_vis · {kind} · epoch {record.epoch} · step {record.global_step}")
+            images, values = record.arrays["images"][part], record.arrays["values"][part]
+            places = []
+            for k, name in enumerate(labels[part]):
+                # Each tile is the record's image enlarged 6× (16 → 96 pixels), its name and objective above it.
+                tile = np.repeat(np.kron(images[k, 0], np.ones((6, 6), dtype=np.uint8))[..., None], 3, axis=2)
+                assert find(pixels, tile) is not None, (tag, record.epoch, name)
+                if kind == "channels":
+                    lines = ["net.relu2", f"channel {CHANNELS['net.relu2'][k]}", f"mean {values[k]:.3g}"]
+                else:
+                    lines = [f"class {CLASSES[k]}", f"p {np.exp(values[k]):.3f}"]
+                for line in lines:
+                    assert has_text(pixels, line), (tag, record.epoch, line)
+                places.append(find(pixels, text_line(lines[-2], label_palette(), LABEL_PT)))
+            assert [x for _, x in places] == sorted(x for _, x in places)  # left to right, in the order given
     for label in labels:
         scalars = acc.Scalars(f"feature_vis/{label}/objective")
         assert [e.step for e in scalars] == [0, 4, 8]
@@ -103,6 +117,11 @@ def test_feature_visualisations_over_training_in_tensorboard_records_and_report(
             assert event.value == pytest.approx(record.scalars[f"{label}/objective"], rel=1e-6)
     # Training makes class 3's picture more class-3-like than at the start.
     assert records[-1].scalars["class_3/objective"] > records[-1].arrays["initial_values"][4]
+
+    # The report's and the example's mosaic: a row per epoch, a column per target, both named.
+    mosaic = feature_mosaic(records, labels)
+    for line in ["epoch 0", "epoch 1", "epoch 2", "relu2:0", "relu2:4", "relu2:7", "class 0", "class 3"]:
+        assert has_text(mosaic, line), line
 
     html = report(tmp_path / "run" / "version_0").read_text()
     assert "Grids per epoch" in html and "How the features form" in html

@@ -162,6 +162,8 @@ def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from image_text import find, has_text
+
     from nsp.response_map import to_rgb
     from nsp_lightning import read_records
 
@@ -178,7 +180,14 @@ def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
         assert [i.step for i in images] == steps
         for image, record in zip(images, records):
             pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
-            np.testing.assert_array_equal(pixels, to_rgb(record.arrays["maps"][p]))
+            # The recorded 32-px map, enlarged 7x to 224 px, within a card that names what it shows.
+            assert find(pixels, to_rgb(record.arrays["maps"][p]).repeat(7, axis=0).repeat(7, axis=1)) is not None
+            assert pixels.shape[1] >= 320
+            counts = np.bincount(record.arrays["neuron_layer"], minlength=len(LAYERS))
+            for line in [f"response_map · epoch {record.epoch} · step {record.global_step}", f"probe {p} · predicted ",
+                         "0", "1", "response", "layers (nearest neuron)",
+                         *(f"{name} ({count:,})" for name, count in zip(record.meta["layers"], counts))]:
+                assert has_text(pixels, line), (p, record.epoch, line)
     assert not np.array_equal(records[0].arrays["maps"], records[-1].arrays["maps"])  # the network learnt
 
     projector = _projector(log_dir)
