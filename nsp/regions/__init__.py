@@ -17,7 +17,8 @@
 from nsp.regions.estimate import RegionEstimate, estimate_regions
 from nsp.regions.partition import RegionBudgetError, linear_regions
 from nsp.regions.plane import Plane
-from nsp.regions.plot import plot_regions, regions_rgb
+from nsp.regions.plot import plot_regions, regions_picture, regions_rgb
 from nsp.regions.result import Regions, pattern_colors
 
-__all__ = ["Plane", "RegionBudgetError", "RegionEstimate", "Regions", "estimate_regions", "linear_regions", "pattern_colors", "plot_regions", "regions_rgb"]
+__all__ = ["Plane", "RegionBudgetError", "RegionEstimate", "Regions", "estimate_regions", "linear_regions",
+           "pattern_colors", "plot_regions", "regions_picture", "regions_rgb"]
