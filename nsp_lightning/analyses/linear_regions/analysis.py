@@ -72,8 +72,11 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     under ``ProbeCallback(on_error="warn")`` (the default) it is missing, with a warning that
     gives the estimate, and training goes on.
 
-    Cost: on the digits demo (4 probes, default box) a record takes about 0.2-0.5 s per probe
-    on one core; a partition's time grows about linearly with its regions, about 1 ms each.
+    Cost: on the digits demo's CNN after 6,000 training steps (4 probes, the default box, 22-349
+    regions a probe) a record took 1.3-1.5 s on one core of a loaded 2-core machine (load 5),
+    about a third each for the estimate, the partition and the picture; a partition's time grows
+    about linearly with its regions. Measured outside a fit; its share of the demo's fit is not
+    yet in BENCHMARKS.md.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.
