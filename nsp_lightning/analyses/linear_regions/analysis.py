@@ -74,7 +74,8 @@ class LinearRegionsAnalysis(ProbeAnalysis):
 
     Cost: on the digits demo's CNN after 6,000 training steps (4 probes, the default box, 22-349
     regions a probe) a record took 1.3-1.5 s on one core of a loaded 2-core machine (load 5),
-    about a third each for the estimate, the partition and the picture; a partition's time grows
+    of which (profiled, 1.2 s) the estimate took 0.18 s, the partition 0.54 s and the pictures
+    0.50 s; a partition's time grows
     about linearly with its regions. Measured outside a fit; its share of the demo's fit is not
     yet in BENCHMARKS.md.
 
