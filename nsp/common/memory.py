@@ -4,9 +4,10 @@ Large exact transforms allocate gigabytes. Failing halfway, inside numpy, with "
 allocate 200 MiB" loses the minutes already spent and says nothing about the whole; so the
 transforms estimate what they need first and refuse with the estimate (:func:`require`).
 
-The memory available is the smaller of the kernel's ``MemAvailable`` (``/proc/meminfo``)
-and what the process's cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes``) still
-allows: a container's limit, not the host's memory, is what kills a process.
+The memory available is the smallest of the kernel's ``MemAvailable`` (``/proc/meminfo``),
+what the process's cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes``) still
+allows (a container's limit, not the host's memory, is what kills a process), and what its
+address-space limit (``RLIMIT_AS``, as ``ulimit -v`` sets) leaves above its virtual size.
 """
 
 from __future__ import annotations
@@ -85,16 +86,36 @@ def _inactive_file(d: Path) -> int:
     return 0
 
 
+def _address_space_room() -> int | None:
+    """What ``RLIMIT_AS`` leaves above the process's virtual size (``VmSize``); None without a limit."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmSize:"):
+                    return max(0, soft - int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def available_bytes() -> int | None:
     """The memory this process can still allocate, in bytes; ``None`` where it cannot be read.
 
     Returns
     -------
     int or None
-        The smallest of ``MemAvailable``, the cgroup's remaining room and
-        :data:`MEMORY_LIMIT`.
+        The smallest of ``MemAvailable``, the cgroup's remaining room, the room under
+        ``RLIMIT_AS`` and :data:`MEMORY_LIMIT`.
     """
-    known = [v for v in (_mem_available(), _cgroup_room(), MEMORY_LIMIT) if v is not None]
+    known = [v for v in (_mem_available(), _cgroup_room(), _address_space_room(), MEMORY_LIMIT) if v is not None]
     return min(known) if known else None
 
 
@@ -124,5 +145,5 @@ def require(need: int, what: str, advice: str) -> None:
     if available is not None and need > available:
         raise MemoryError(
             f"nsp: {what} needs about {size(need)}, but only {size(available)} of memory is available "
-            f"(MemAvailable, the cgroup limit and nsp.memory.MEMORY_LIMIT); {advice}"
+            f"(MemAvailable, the cgroup limit, RLIMIT_AS and nsp.memory.MEMORY_LIMIT); {advice}"
         )

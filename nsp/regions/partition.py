@@ -36,14 +36,30 @@ from torch import nn
 
 import nsp.common.memory as memory
 from nsp.common.modes import eval_mode
+from nsp.common.progress import Progress
 from nsp.regions.local_affine import Nonlinearity, NotPiecewiseLinearError
+from nsp.regions.estimate import RegionEstimate, estimate_regions
 from nsp.regions.mesh import CallValues, Columns, Mesh
 from nsp.regions.plane import Plane, check_domain
 from nsp.regions.regioncam import regioncam_regions
 from nsp.regions.replay import evaluate
 from nsp.regions.result import Regions
 
-__all__ = ["linear_regions"]
+__all__ = ["RegionBudgetError", "linear_regions"]
+
+
+class RegionBudgetError(ValueError):
+    """A partition refused because it would hold more than ``max_regions`` regions.
+
+    Attributes
+    ----------
+    estimate : RegionEstimate or None
+        The estimate that refused it (None when the partition itself passed the budget).
+    """
+
+    def __init__(self, message: str, estimate: RegionEstimate | None = None) -> None:
+        super().__init__(message)
+        self.estimate = estimate
 
 _SPLIT_KINDS = "ReLU, LeakyReLU, PReLU, ReLU6/Hardtanh/clamp and MaxPool2d (ceil_mode=False)"
 
@@ -125,8 +141,11 @@ def _split_maxpool(mesh: Mesh, base: np.ndarray, windows: np.ndarray, tol: float
 
 
 
-def _check_options(model: nn.Module, margin: float, tol: float, batch_size: int, backend: str) -> None:
+def _check_options(model: nn.Module, margin: float, tol: float, batch_size: int, backend: str,
+                   max_regions: int | None) -> None:
     """Refuse bad options by name before any forward pass."""
+    if max_regions is not None and (isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 1):
+        raise ValueError(f"nsp.linear_regions: expected `max_regions` to be an int >= 1 or None, but got {max_regions!r}")
     for argname, value in (("margin", margin), ("tol", tol)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise ValueError(f"nsp.linear_regions: expected `{argname}` to be a finite number >= 0, but got {value!r}")
@@ -164,6 +183,7 @@ def linear_regions(
     tol: float = 1e-9,
     batch_size: int = 8192,
     backend: str = "nsp",
+    max_regions: int | None = None,
 ) -> Regions:
     """Partition a bounded box of a plane exactly into the network's linear (activation) regions.
 
@@ -189,6 +209,12 @@ def linear_regions(
     backend : {'nsp', 'regioncam'}
         ``'regioncam'`` partitions with the regioncam package (Rust, float32; ``pip install
         nsp-lightning[regions]``), for an ``nn.Sequential`` of Linear, ReLU and LeakyReLU layers.
+    max_regions : int, optional
+        Refuse a partition of more regions: first by an estimate (:func:`nsp.regions.estimate_regions`,
+        a grid scan that costs one batched forward pass), then, should the estimate fall short, as
+        soon as the partition holds more. With it, the estimated memory is also checked against
+        :mod:`nsp.common.memory`'s limit before anything is partitioned. Progress goes to the
+        ``"nsp"`` logger (INFO) when a partition runs long.
 
     Returns
     -------
@@ -198,6 +224,10 @@ def linear_regions(
     ------
     ValueError
         For a degenerate plane (collinear points), or an unbounded or empty domain.
+    RegionBudgetError
+        (a ValueError) With ``max_regions``, for a box estimated or found to hold more regions.
+    MemoryError
+        With ``max_regions``, when the estimated memory exceeds what is available, with the estimate.
     NotPiecewiseLinearError
         Naming the module that calls a non-piecewise-linear operation.
     NotImplementedError
@@ -214,14 +244,52 @@ def linear_regions(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"nsp.linear_regions: expected argument `model` to be an nn.Module, but got {type(model).__name__}")
-    _check_options(model, margin, tol, batch_size, backend)
+    _check_options(model, margin, tol, batch_size, backend, max_regions)
     # Regions of the network as deployed: dropout off, BatchNorm with its running statistics.
     with eval_mode(model):
-        return _partition(model, plane, points, domain, margin, tol, batch_size, backend)
+        return _partition(model, plane, points, domain, margin, tol, batch_size, backend, max_regions)
+
+
+def check_budget(model: nn.Module, plane: Plane, domain: tuple[float, float, float, float],
+                 max_regions: int) -> RegionEstimate:
+    """Estimate the partition of ``domain`` and refuse it, with the estimate, if it is over budget.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode.
+    plane : Plane
+    domain : (u_min, u_max, v_min, v_max)
+        Checked.
+    max_regions : int
+        The most regions allowed.
+
+    Returns
+    -------
+    RegionEstimate
+
+    Raises
+    ------
+    RegionBudgetError
+        If the estimate exceeds ``max_regions``.
+    MemoryError
+        If the estimated memory exceeds what is available (:func:`nsp.common.memory.require`).
+    """
+    estimate = estimate_regions(model, plane, domain)
+    box = ", ".join(f"{d:.4g}" for d in domain)
+    if estimate.regions > max_regions:
+        raise RegionBudgetError(
+            f"nsp.linear_regions: the box ({box}) holds {estimate.describe()}, more than max_regions={max_regions:,} "
+            f"(partition time and memory grow with the count); give a smaller `domain` or a larger `max_regions`",
+            estimate)
+    memory.require(estimate.nbytes, f"nsp.linear_regions: the box ({box}) with {estimate.describe()}",
+                   "give a smaller `domain` (the regions grow with it) or raise the memory limit")
+    return estimate
 
 
 def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Tensor] | None,
-               domain: Sequence[float] | None, margin: float, tol: float, batch_size: int, backend: str) -> Regions:
+               domain: Sequence[float] | None, margin: float, tol: float, batch_size: int, backend: str,
+               max_regions: int | None) -> Regions:
     if points is not None:
         if plane is not None:
             raise ValueError("nsp.linear_regions: give either `plane` or `points`, not both")
@@ -242,6 +310,9 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
     if plane is None:
         plane = Plane(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
         _check_input_space(model, params, plane, batch_size)
+    calls_expected: list[str] = []
+    if max_regions is not None:
+        calls_expected = list(check_budget(model, plane, domain, max_regions).calls)
     if backend == "regioncam":
         return regioncam_regions(model, params, plane, domain, batch_size)
     u0, u1, v0, v1 = domain
@@ -265,6 +336,7 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
     calls: list[str] = []
     stages: list[tuple[str, np.ndarray, np.ndarray]] = []  # (key, pattern per face, parent of each face)
     index = 0
+    progress = Progress("linear regions", calls_expected)
     while True:
         nl, values = forward(index)
         if nl is None:
@@ -297,6 +369,13 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
             raise NotImplementedError(f"nsp.linear_regions: '{nl.key}' ({nl.func.__name__}) is piecewise linear, but "
                                       f"linear_regions does not split regions at it. Supported: {_SPLIT_KINDS}")
         stages.append((nl.key, pattern, mesh.parent.copy()))
+        if max_regions is not None and mesh.n_faces > max_regions:
+            raise RegionBudgetError(
+                f"nsp.linear_regions: the partition holds {mesh.n_faces:,} regions after '{nl.key}' (call {index + 1}), "
+                f"more than max_regions={max_regions:,} although estimated within it; give a smaller `domain` or a "
+                f"larger `max_regions`")
+        if index < len(calls_expected):
+            progress.done(index)
         index += 1
     # Each stage's pattern, carried to the final regions through the later stages' parents.
     patterns: dict[str, torch.Tensor] = {}

@@ -133,7 +133,9 @@ class Regions:
                 out[i] = inside[np.argmax(worst[inside])]
         return out
 
-    def _inner_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def inner_edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every region's edges that are region boundaries (not the box's sides): ``(start, end, region)``,
+        ``(E, 2)``, ``(E, 2)`` and ``(E,)``; an edge between two regions appears once for each."""
         p, q, face = self._edges()
         u0, u1, v0, v1 = self.domain
         eps = 1e-12 * max(u1 - u0, v1 - v0)
@@ -148,7 +150,7 @@ class Regions:
         region = int(self.locate(np.asarray(point)[None])[0])
         if region < 0:
             raise ValueError(f"nsp.Regions.distance_to_boundary: the point {tuple(point)} lies outside the domain {self.domain}")
-        p, q, face = self._inner_edges()
+        p, q, face = self.inner_edges()
         mine = face == region
         d = _segment_distance(np.asarray(point, dtype=np.float64), p[mine], q[mine])
         return float(d.min()) if len(d) else math.inf

@@ -1,11 +1,14 @@
 """Linear regions over training
 ============================
 
-:class:`LinearRegionsAnalysis` partitions a plane around each probe exactly into the
-network's linear regions (:func:`nsp.regions.linear_regions`) at every record: how many
-there are, how dense they are near the probe, how far the probe is from the nearest region
-boundary, and a picture of the partition. "How the number of linear regions changes during
-training" (Hanin & Rolnick, 2019) becomes one callback argument.
+:class:`LinearRegionsAnalysis` partitions a small square of a plane around each probe exactly
+into the network's linear regions (:func:`nsp.regions.linear_regions`) at every record: how
+many there are, how dense they are near the probe, and a picture of the partition. "How the
+number of linear regions changes during training" (Hanin & Rolnick, 2019) becomes one
+callback argument. Before partitioning, a grid scan estimates the count and the memory and
+refuses, with the estimate, a box over ``max_regions`` or over the memory available: the
+record is then missing (with a warning, under the callback's ``on_error="warn"``) and
+training goes on.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from nsp_lightning.probe.analysis import (
 
 __all__ = ["LinearRegionsAnalysis"]
 
-_ARRAYS = ("regions", "density", "boundary_distance", "images")
+# Records written before issue 21 also hold "boundary_distance" (the distance from the probe to
+# its region's boundary); it was ~1e-17 for every probe, which sits on a max-pool tie, and is no
+# longer written. Old records stay readable.
+_ARRAYS = ("regions", "density", "images")
 
 
 class LinearRegionsAnalysis(ProbeAnalysis):
@@ -41,19 +47,39 @@ class LinearRegionsAnalysis(ProbeAnalysis):
       data's bounding box), the probe at its own coordinates;
     - otherwise the plane through the probe and two more inputs, ``spans[p]`` (default: the
       next two probes, cyclically, so at least 3 probes), with the probe at ``(0, 0)`` and an
-      orthonormal basis; the box is the three inputs' bounding box widened by ``margin`` times
-      its size on every side, unless ``domain`` gives it.
+      orthonormal basis. The box is ``domain`` if given; else, with ``zoom``, the square
+      centred on the probe whose side is ``zoom`` times the longer side of the three inputs'
+      bounding box; with ``zoom=None``, that bounding box widened by ``margin`` times its size
+      on every side (regions grow with the box: the digits CNN of ``examples/demo_digits.py``
+      has about 100-700 regions in its default square, and 15,000-55,000 in the widened box,
+      which takes minutes and gigabytes per probe).
 
-    At every record, per probe (scalars ``probe_<p>/regions``, ``probe_<p>/density`` and
-    ``probe_<p>/boundary_distance``; image ``probe_<p>``):
+    At every record, per probe (scalars ``probe_<p>/regions`` and ``probe_<p>/density``; image
+    ``probe_<p>``):
 
     - the number of regions in the box;
     - their density near the probe: the number of regions meeting the disc of ``radius``
       around it, per unit area;
-    - the distance in the plane from the probe to the nearest boundary of its region;
-    - the partition, each region coloured by its activation pattern, with the boundaries dark
-      (a ``resolution``² RGB raster). The record also keeps every partition's polygons
-      (``p<p>_vertices``, ``p<p>_face_vertices``, ``p<p>_face_offsets``).
+    - the partition, each region coloured by its activation pattern, every boundary drawn over
+      it, the probe ringed in red and the count in the title (``resolution`` pixels a side).
+      The record also keeps every partition's polygons (``p<p>_vertices``,
+      ``p<p>_face_vertices``, ``p<p>_face_offsets``) and the boxes (``domains``).
+
+    Before partitioning, each box's count and memory are estimated from the activation
+    patterns on a grid (:func:`nsp.regions.estimate_regions`); a box estimated (or found, as it
+    is partitioned) to hold more than ``max_regions`` regions, or to need more memory than is
+    available (:mod:`nsp.common.memory`), is refused with the estimate: the record fails, and
+    under ``ProbeCallback(on_error="warn")`` (the default) it is missing, with a warning that
+    gives the estimate, and training goes on.
+
+    Cost: on the digits demo's CNN after 6,000 training steps (4 probes, the default box, 22-349
+    regions a probe) a record took 1.3-1.5 s on one core of a loaded 2-core machine (load 5),
+    of which (profiled, 1.2 s) the estimate took 0.18 s, the partition 0.54 s and the pictures
+    0.50 s; a partition's time grows
+    about linearly with its regions. In a 3-epoch demo fit on that loaded machine (load 6-8;
+    two fits one after the other, not side by side) it added 23 % (25.1 s to 30.9 s): above the
+    10 % issue 21 asks for, which a smaller ``zoom`` or ``resolution`` buys. Not yet in
+    BENCHMARKS.md.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.
@@ -61,9 +87,11 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     Args:
         spans: ``(P, 2, *input_shape)``: the two inputs that span each probe's plane.
         domain: ``(u_min, u_max, v_min, v_max)``, the box in plane coordinates.
-        margin: See above.
+        zoom: See above (> 0), or None.
+        margin: See above; used only with ``zoom=None``.
         radius: Radius of the density's disc (default: a tenth of the box's longer side).
         resolution: Pixels per side of the images.
+        max_regions: The most regions a box may hold (see above).
         tol: As for :func:`nsp.regions.linear_regions`.
         name: The analysis's name (record directory and tag prefix).
 
@@ -92,9 +120,11 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         spans: torch.Tensor | None = None,
         *,
         domain: Sequence[float] | None = None,
+        zoom: float | None = 0.01,
         margin: float = 0.5,
         radius: float | None = None,
-        resolution: int = 128,
+        resolution: int = 256,
+        max_regions: int = 2000,
         tol: float = 1e-9,
         name: str | None = None,
     ) -> None:
@@ -109,20 +139,27 @@ class LinearRegionsAnalysis(ProbeAnalysis):
                 domain = check_domain(domain)
             except ValueError as e:
                 raise ValueError(f"{where}(domain={domain!r}): {e}") from None
+        if zoom is not None and not (isinstance(zoom, (int, float)) and math.isfinite(zoom) and zoom > 0):
+            raise ValueError(f"{where}: expected `zoom` > 0 or None, got {zoom!r}")
         if not (math.isfinite(margin) and margin >= 0):
             raise ValueError(f"{where}: expected `margin` >= 0, got {margin!r}")
         if radius is not None and not (math.isfinite(radius) and radius > 0):
             raise ValueError(f"{where}: expected `radius` > 0, got {radius!r}")
         if int(resolution) < 8:
             raise ValueError(f"{where}: expected `resolution` >= 8, got {resolution!r}")
+        if isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 1:
+            raise ValueError(f"{where}: expected `max_regions` to be an int >= 1, got {max_regions!r}")
         if name is not None:
             self.name = name
         self.spans = None if spans is None else spans.detach()
         self.domain = domain
+        self.zoom = None if zoom is None else float(zoom)
         self.margin = float(margin)
         self.radius = radius
         self.resolution = int(resolution)
+        self.max_regions = max_regions
         self.tol = float(tol)
+        self.input_shape: tuple[int, ...] | None = None
 
     def _planes(self, probes: torch.Tensor) -> list[tuple[Any, tuple[float, ...], np.ndarray]]:
         """Per probe: (plane, domain, the probe's plane coordinates)."""
@@ -152,8 +189,12 @@ class LinearRegionsAnalysis(ProbeAnalysis):
             if self.domain is None:
                 uv = plane.coordinates(torch.stack([x[p], spans[p, 0], spans[p, 1]]))
                 lo, hi = uv.min(axis=0), uv.max(axis=0)
-                pad = self.margin * (hi - lo).max()
-                domain = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
+                if self.zoom is not None:
+                    half = 0.5 * self.zoom * (hi - lo).max()
+                    domain = (-half, half, -half, half)
+                else:
+                    pad = self.margin * (hi - lo).max()
+                    domain = (lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad)
             else:
                 domain = self.domain
             out.append((plane, tuple(float(d) for d in domain), np.zeros(2)))
@@ -164,40 +205,57 @@ class LinearRegionsAnalysis(ProbeAnalysis):
 
         self._planes(probes)
         activation_patterns(model, probes[:1])  # raises, naming the module, if not piecewise linear
+        self.input_shape = tuple(probes.shape[1:])
 
     def header(self) -> dict[str, Any]:
+        dims = None if self.input_shape is None else math.prod(self.input_shape)
+        if self.spans is None and self.input_shape == (2,):
+            planes = "the input space (2-D)"
+        else:
+            planes = ("the plane through each probe and " + ("the next two probes" if self.spans is None else
+                      "its two `spans` inputs") + (f", in the {dims}-D input space" if dims else ""))
+        if self.domain is not None:
+            box = f"given: {list(self.domain)}"
+        elif self.zoom is not None:
+            box = (f"a square centred on the probe, of side {self.zoom:g} times the longer side of the three "
+                   "inputs' bounding box")
+        else:
+            box = f"the three inputs' bounding box, widened by {self.margin:g} of its size"
         return {
-            "planes": "the input space (2-D)" if self.spans is None and self.domain is not None else
-                      "through each probe and two more inputs" + (" (the next two probes)" if self.spans is None else ""),
+            "planes": planes,
+            "box": box,
             "domain": None if self.domain is None else list(self.domain),
+            "zoom": self.zoom,
             "margin": self.margin,
             "radius": self.radius,
             "resolution": self.resolution,
+            "max_regions": self.max_regions,
             "tol": self.tol,
         }
 
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
-        from nsp.regions import linear_regions, regions_rgb
+        from nsp.regions import linear_regions
+        from nsp.regions.plot import regions_picture
 
         arrays: dict[str, np.ndarray] = {}
         scalars: dict[str, float] = {}
-        counts, density, distance, images, domains = [], [], [], [], []
+        counts, density, images, domains = [], [], [], []
         for p, (plane, domain, at) in enumerate(self._planes(probes)):
-            regions = linear_regions(model, plane=plane, domain=domain, tol=self.tol)
+            try:
+                regions = linear_regions(model, plane=plane, domain=domain, tol=self.tol, max_regions=self.max_regions)
+            except (ValueError, MemoryError) as err:
+                raise type(err)(f"LinearRegionsAnalysis, probe {p}: {err}") from err
             radius = self.radius or 0.1 * max(domain[1] - domain[0], domain[3] - domain[2])
             counts.append(len(regions))
             density.append(regions.density_near(at, radius))
-            distance.append(regions.distance_to_boundary(at))
-            images.append(regions_rgb(regions, self.resolution))
+            images.append(regions_picture(regions, self.resolution, title=f"probe {p}, epoch {context.epoch}", probe=at))
             domains.append(domain)
             arrays[f"p{p}_vertices"] = regions.vertices
             arrays[f"p{p}_face_vertices"] = regions.face_vertices
             arrays[f"p{p}_face_offsets"] = regions.face_offsets
             scalars[f"probe_{p}/regions"] = float(len(regions))
             scalars[f"probe_{p}/density"] = density[-1]
-            scalars[f"probe_{p}/boundary_distance"] = distance[-1]
-        arrays.update(regions=np.array(counts, dtype=np.int64), density=np.array(density),
-                      boundary_distance=np.array(distance), images=np.stack(images),
+        arrays.update(regions=np.array(counts, dtype=np.int64), density=np.array(density), images=np.stack(images),
                       domains=np.array(domains, dtype=np.float64))
         return AnalysisRecord(arrays=arrays, scalars=scalars, meta={"regions": counts},
                               summary={"regions": counts})
@@ -221,7 +279,8 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     def check_record(cls, record: Any, header: dict[str, Any], path: Path) -> None:
         """One row per probe in every array the report reads; images as uint8 RGB(A)."""
         check_arrays(record.arrays, path, cls.__name__, {
-            "regions": ("iu", 1), "density": ("f", 1), "boundary_distance": ("f", 1), "images": ("u", 4),
+            "regions": ("iu", 1), "density": ("f", 1), "images": ("u", 4),
+            **({"boundary_distance": ("f", 1)} if "boundary_distance" in record.arrays else {}),
         })
         if record.arrays["images"].shape[-1] not in (3, 4):
             raise ValueError(f"{cls.__name__}: the record {path} has images of shape "
@@ -244,8 +303,8 @@ class LinearRegionsAnalysis(ProbeAnalysis):
                 ("records", str(context.directory)),
                 ("epochs", ", ".join(map(str, epochs))),
                 ("planes", str(header.get("planes"))),
-                ("box", "given: " + str(header["domain"]) if header.get("domain") else
-                        f"the three inputs' bounding box, widened by {header.get('margin')} of its size"),
+                ("box", header.get("box") or ("given: " + str(header["domain"]) if header.get("domain") else
+                        f"the three inputs' bounding box, widened by {header.get('margin')} of its size")),
             ]),
             scalar_chart(epochs, {f"probe {p}": [float(r.arrays["regions"][p]) for r in records] for p in range(probes)},
                          "number of linear regions"),
@@ -257,9 +316,9 @@ class LinearRegionsAnalysis(ProbeAnalysis):
             films.append(Film(f"probe {p}", frames))
             context.step(f"partitions of probe {p}")
         blocks.append(Row(films, heading="The partition per epoch"))
-        rows = [[str(r.epoch), str(p), f"{int(r.arrays['regions'][p]):,}", f"{r.arrays['density'][p]:.4g}",
-                 f"{r.arrays['boundary_distance'][p]:.4g}"] for r in records for p in range(probes)]
-        blocks.append(Table("regions, density near the probe (regions per unit area) and distance to the nearest "
-                            "boundary", ["epoch", "probe", "regions", "density", "distance"], rows))
+        rows = [[str(r.epoch), str(p), f"{int(r.arrays['regions'][p]):,}", f"{r.arrays['density'][p]:.4g}"]
+                for r in records for p in range(probes)]
+        blocks.append(Table("regions and their density near the probe (regions per unit area)",
+                            ["epoch", "probe", "regions", "density"], rows))
         context.step(f"section {context.name}")
         return Section(context.name.replace("_", "-"), cls.title or context.name, blocks)

@@ -87,8 +87,7 @@ def test_region_counts_and_partitions_over_training(tmp_path):
     for p in range(2):
         logged = [s.value for s in events.Scalars(f"linear_regions/probe_{p}/regions")]
         assert logged == [float(c) for c in counts[:, p]]
-        distance = [s.value for s in events.Scalars(f"linear_regions/probe_{p}/boundary_distance")]
-        np.testing.assert_allclose(distance, [r.arrays["boundary_distance"][p] for r in records], rtol=1e-6)
+        assert f"linear_regions/probe_{p}/boundary_distance" not in events.Tags()["scalars"]  # noise: dropped
         images = events.Images(f"linear_regions/probe_{p}")
         assert [i.step for i in images] == [r.global_step for r in records]  # Lightning's global step
         for image, record in zip(images, records):
@@ -112,13 +111,14 @@ def test_planes_through_probes_of_a_cnn():
     torch.manual_seed(0)
     model = TinyNet().eval()
     x = probe(3)
-    analysis = LinearRegionsAnalysis(resolution=32)
+    analysis = LinearRegionsAnalysis(zoom=None, resolution=32)
     analysis.check(model, x)
     with torch.no_grad():
         record = analysis.compute(model, x, ProbeContext(model, x, epoch=0, global_step=0))
-    assert record.arrays["images"].shape == (3, 32, 32, 3)
+    assert record.arrays["images"].shape == (3, 32 + 14, 32, 3)  # a 14-px title strip above the plane
     assert (record.arrays["regions"] > 1).all()
-    assert (record.arrays["boundary_distance"] > 0).all()
+    assert "boundary_distance" not in record.arrays
+    assert analysis.header()["planes"] == "the plane through each probe and the next two probes, in the 36-D input space"
     sink = LogSink("linear_regions", 0, True)
     analysis.log(record, sink)
     assert [tag for _, tag, _, _ in sink.items] == [f"linear_regions/probe_{p}" for p in range(3)]
@@ -129,6 +129,10 @@ def test_bad_arguments():
         LinearRegionsAnalysis(domain=(0, np.inf, 0, 1))
     with pytest.raises(ValueError, match="`resolution` >= 8"):
         LinearRegionsAnalysis(resolution=2)
+    with pytest.raises(ValueError, match="`zoom` > 0 or None"):
+        LinearRegionsAnalysis(zoom=0)
+    with pytest.raises(ValueError, match="`max_regions` to be an int >= 1"):
+        LinearRegionsAnalysis(max_regions=0.5)
     with pytest.raises(ValueError, match="input space is 2-D: give `domain`"):
         LinearRegionsAnalysis().check(MoonsNet(), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="pass `spans`"):
@@ -140,3 +144,56 @@ def test_bad_arguments():
         LinearRegionsAnalysis(domain=DOMAIN).check(nn.Sequential(nn.Linear(2, 2), nn.Tanh()), torch.zeros(1, 2))
     with pytest.raises(ValueError, match="lacks the array"):
         LinearRegionsAnalysis.read_record({"regions": np.zeros(2)}, {}, Path("r.npz"))
+
+
+def test_the_default_box_is_a_small_square_around_the_probe():
+    """zoom: a square centred on the probe (at (0, 0)), of side zoom × the three inputs' extent."""
+    from nsp.regions import Plane
+    from nsp_lightning.probe.analysis import ProbeContext
+
+    torch.manual_seed(0)
+    model, x = TinyNet().eval(), probe(3)
+    analysis = LinearRegionsAnalysis(zoom=0.05, resolution=16)
+    analysis.check(model, x)
+    with torch.no_grad():
+        record = analysis.compute(model, x, ProbeContext(model, x, epoch=0, global_step=0))
+    for p in range(3):
+        uv = Plane.through(x[p], x[(p + 1) % 3], x[(p + 2) % 3]).coordinates(torch.stack([x[p], x[(p + 1) % 3], x[(p + 2) % 3]]))
+        half = 0.5 * 0.05 * np.ptp(uv, axis=0).max()
+        np.testing.assert_allclose(record.arrays["domains"][p], [-half, half, -half, half], rtol=1e-12)
+    assert "a square centred on the probe, of side 0.05 times" in analysis.header()["box"]
+
+
+def test_a_record_over_max_regions_is_refused_with_the_estimate_and_training_goes_on(tmp_path):
+    """The first layer starts at zero (one region at the baseline); training makes more, which
+    max_regions=1 refuses at every later record, with a warning that gives the estimate."""
+    from nsp_lightning import ProbeCallback, read_records
+
+    torch.manual_seed(0)
+    model = MoonsNet()
+    with torch.no_grad():
+        model.net[0].weight.zero_()
+        model.net[0].bias.fill_(0.5)
+    probes = torch.tensor([[0.0, 0.5], [1.0, -0.3]])
+    callback = ProbeCallback(probes, [LinearRegionsAnalysis(domain=DOMAIN, max_regions=1, resolution=16)],
+                             dirpath=tmp_path / "records")
+    trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, callbacks=[callback]))
+    with pytest.warns(UserWarning, match=r"'linear_regions' could not take record 1 \(RegionBudgetError: "
+                                         r"LinearRegionsAnalysis, probe 0: nsp.linear_regions: the box \(.*\) holds "
+                                         r"about [\d,]+ regions \(extrapolated from [\d,]+ distinct activation patterns"):
+        trainer.fit(model, moons())
+    assert trainer.state.finished
+    assert callback.failed_records == {"linear_regions": [1, 2]}
+    records = read_records(tmp_path / "records" / "linear_regions")
+    assert [r.epoch for r in records] == [0] and list(records[0].arrays["regions"]) == [1, 1]
+
+
+def test_records_with_the_old_boundary_distance_stay_readable(tmp_path):
+    arrays = {"regions": np.array([3, 4]), "density": np.ones(2), "boundary_distance": np.full(2, 1e-17),
+              "images": np.zeros((2, 8, 8, 3), dtype=np.uint8)}
+    record = LinearRegionsAnalysis.read_record(arrays, {"epoch": 0, "global_step": 0, "seconds": 0.1}, tmp_path / "r.npz")
+    LinearRegionsAnalysis.check_record(record, {}, tmp_path / "r.npz")
+    with pytest.raises(ValueError, match="boundary_distance"):
+        bad = dict(arrays, boundary_distance=np.ones((2, 2)))
+        LinearRegionsAnalysis.check_record(LinearRegionsAnalysis.read_record(
+            bad, {"epoch": 0, "global_step": 0, "seconds": 0.1}, tmp_path / "r.npz"), {}, tmp_path / "r.npz")
