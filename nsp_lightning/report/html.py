@@ -413,7 +413,8 @@ def report(
         parts: list[Section] = []
         for s in series:
             before = bar.done
-            context = ReportContext(s.directory.resolve(), s.name, bar.step)
+            # The directory as given (relative when the run was): the page shows no more of the disk than asked.
+            context = ReportContext(s.directory, s.name, bar.step)
             who = f"{s.cls.__qualname__}.report"
             try:
                 parts += sections(s.cls.report(s.records, s.header, context), who)
@@ -437,9 +438,9 @@ def report(
         if len(series) == 1:
             only = series[0]
             title = only.cls.document_title(only.header) if only.cls is not ProbeAnalysis else f"{only.name} report"
-            subtitle = str(only.directory.resolve())
+            subtitle = str(only.directory)
         else:
-            title, subtitle = "Probe report: " + ", ".join(s.name for s in series), str(run_dir.resolve())
+            title, subtitle = "Probe report: " + ", ".join(s.name for s in series), str(run_dir)
         document = _Document(
             title=title,
             subtitle=subtitle,
