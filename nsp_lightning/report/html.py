@@ -3,7 +3,7 @@
 :func:`report` finds the record directories of a run (every ``manifest.json`` under it),
 reads each with :func:`~nsp_lightning.read_records`, and asks the analysis that wrote it
 (:meth:`~nsp_lightning.ProbeAnalysis.report`) for its sections, which it renders into one
-HTML file that needs nothing else: images are inline PNG data URIs, styles and the small
+HTML file that needs nothing else: images are inline WebP data URIs, styles and the small
 epoch-slider script are inline, and nothing is fetched from the network. The command
 ``nsp-report`` (:mod:`nsp_lightning.report.cli`) calls it.
 
@@ -360,7 +360,7 @@ def report(
     Records listed as not taken (a callback with ``on_error="warn"`` whose analysis
     failed at that record) are shown in "Left out of this report" too.
 
-    The page embeds everything (PNG data URIs, inline CSS and a few lines of inline
+    The page embeds everything (WebP data URIs, inline CSS and a few lines of inline
     script for the epoch sliders) and loads nothing from the network, so it opens from
     disk, offline, or as an e-mail attachment. Without script, the heatmaps of all
     selected epochs show one below the other. Spectral energies cover every record;

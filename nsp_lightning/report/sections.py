@@ -16,7 +16,7 @@ writes HTML itself, so nothing it shows can break the page.
 :class:`Row`        blocks side by side while the page is wide enough, with an
                     optional heading
 :class:`Film`       frames (one :class:`Frame` per record, say) with an epoch slider;
-                    films of one ``group`` share it
+                    the films of one section share it
 :class:`Grid`       images in a grid with row and column labels (a layer per row,
                     a record per column, say), for side-by-side comparison
 ==================  ================================================================
@@ -182,8 +182,9 @@ class Film:
     """Frames shown one at a time with a slider (all of them, one below the other, in a PDF).
 
     Every frame shows in a box of the largest frame's size, so images do not jump while
-    sliding. Films of one ``group`` (say, one per probe) with the same frame labels move
-    together: one slider sets all of them.
+    sliding, and shrinks to the page's column. The films of one section with as many
+    frames (say, one per probe) move together: one slider, on the first, sets all of them
+    frame by frame; ``group`` splits a section's films into groups with a slider each.
     """
 
     caption: str

@@ -1,4 +1,4 @@
-"""The five-analysis digits report as a person sees it at 1,400 px: no sideways scroll, at most 3 MB, one slider per analysis."""
+"""The five-analysis digits report at 1,400 px: no sideways scroll, at most 3 MB, one slider per analysis."""
 
 import re
 import subprocess
