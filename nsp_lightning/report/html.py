@@ -3,7 +3,7 @@
 :func:`report` finds the record directories of a run (every ``manifest.json`` under it),
 reads each with :func:`~nsp_lightning.read_records`, and asks the analysis that wrote it
 (:meth:`~nsp_lightning.ProbeAnalysis.report`) for its sections, which it renders into one
-HTML file that needs nothing else: images are inline PNG data URIs, styles and the small
+HTML file that needs nothing else: images are inline WebP data URIs, styles and the small
 epoch-slider script are inline, and nothing is fetched from the network. The command
 ``nsp-report`` (:mod:`nsp_lightning.report.cli`) calls it.
 
@@ -122,9 +122,9 @@ def _esc(text: str) -> str:
 
 
 def _html_image(image: Image) -> str:
-    data = base64.b64encode(image.png).decode("ascii")
+    data = base64.b64encode(image.data).decode("ascii")
     return (
-        f'<img src="data:image/png;base64,{data}" width="{image.width}" height="{image.height}" '
+        f'<img src="data:image/{image.format};base64,{data}" width="{image.width}" height="{image.height}" '
         f'alt="{_esc(image.alt)}">'
     )
 
@@ -148,22 +148,27 @@ def _html_table(table: Table) -> str:
     return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _html_film(film: Film, index: int) -> str:
+def _html_film(film: Film, index: int, group: str, controls: bool) -> str:
     last = len(film.frames) - 1
-    # Every frame in a box of the largest frame's size: images do not jump while sliding.
+    # Every frame in a box of the largest frame's size, shrunk to the column with its aspect
+    # ratio kept: images neither jump while sliding nor overflow the page.
     width = max(f.image.width for f in film.frames)
     height = max(f.image.height for f in film.frames)
     frames = "".join(
         f'<figure class="frame" data-label="{_esc(f.label)}"><figcaption>{_esc(f.label)}</figcaption>'
-        f'<div class="box" style="width:{width}px;height:{height}px">{_html_image(f.image)}</div></figure>'
+        f'<div class="box" style="width:{width}px;aspect-ratio:{width}/{height}">{_html_image(f.image)}</div></figure>'
         for f in film.frames
     )
-    group = f' data-group="{_esc(film.group)}"' if film.group else ""
-    return (
-        f'<div class="film" id="film-{index}"{group}><h3>{_esc(film.caption)}</h3>'
+    slider = (
         f'<div class="controls" hidden><input type="range" min="0" max="{last}" step="1" value="{last}" '
         f'aria-label="{_esc(film.caption)}: epoch"><output></output>'
-        f'<span class="count">{len(film.frames)} frames</span></div>{frames}</div>'
+        f'<span class="count">{len(film.frames)} frames</span></div>'
+        if controls
+        else ""
+    )
+    return (
+        f'<div class="film" id="film-{index}" data-group="{_esc(group)}"><h3>{_esc(film.caption)}</h3>'
+        f"{slider}{frames}</div>"
     )
 
 
@@ -181,7 +186,7 @@ def _html_grid(grid: Grid) -> str:
     )
 
 
-def _html_block(block: Any, films: list[int]) -> str:
+def _html_block(block: Any, films: list[str], section: str) -> str:
     if isinstance(block, Facts):
         items = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in block.items)
         return f'<dl class="facts">{items}</dl>'
@@ -195,18 +200,22 @@ def _html_block(block: Any, films: list[int]) -> str:
         return _html_image(block)
     if isinstance(block, Row):
         heading = "" if block.heading is None else f"<h3>{_esc(block.heading)}</h3>"
-        return f'{heading}<div class="row">{"".join(_html_block(b, films) for b in block.blocks)}</div>'
+        return f'{heading}<div class="row">{"".join(_html_block(b, films, section) for b in block.blocks)}</div>'
     if isinstance(block, Grid):
         return _html_grid(block)
-    films.append(len(films))  # gives every film a unique id
-    return _html_film(block, films[-1])
+    # One slider per section: its films (an analysis's probes or methods) move together, frame
+    # by frame, unless they name a group of their own; films of another length get their own.
+    group = f"{section}/{block.group or ''}/{len(block.frames)}"
+    controls = group not in films
+    films.append(group)  # its length gives every film a unique id
+    return _html_film(block, len(films) - 1, group, controls)
 
 
 def _html(document: _Document) -> str:
-    films: list[int] = []
+    films: list[str] = []
     parts = [
         f'<section id="{section.id}"><h2>{_esc(section.title)}</h2>'
-        f'{"".join(_html_block(block, films) for block in section.blocks)}</section>'
+        f'{"".join(_html_block(block, films, section.id) for block in section.blocks)}</section>'
         for section in document.sections
     ]
     nav = "".join(f'<a href="#{s.id}">{_esc(s.title)}</a>' for s in document.sections)
@@ -351,7 +360,7 @@ def report(
     Records listed as not taken (a callback with ``on_error="warn"`` whose analysis
     failed at that record) are shown in "Left out of this report" too.
 
-    The page embeds everything (PNG data URIs, inline CSS and a few lines of inline
+    The page embeds everything (WebP data URIs, inline CSS and a few lines of inline
     script for the epoch sliders) and loads nothing from the network, so it opens from
     disk, offline, or as an e-mail attachment. Without script, the heatmaps of all
     selected epochs show one below the other. Spectral energies cover every record;
@@ -404,7 +413,8 @@ def report(
         parts: list[Section] = []
         for s in series:
             before = bar.done
-            context = ReportContext(s.directory.resolve(), s.name, bar.step)
+            # The directory as given (relative when the run was): the page shows no more of the disk than asked.
+            context = ReportContext(s.directory, s.name, bar.step)
             who = f"{s.cls.__qualname__}.report"
             try:
                 parts += sections(s.cls.report(s.records, s.header, context), who)
@@ -428,9 +438,9 @@ def report(
         if len(series) == 1:
             only = series[0]
             title = only.cls.document_title(only.header) if only.cls is not ProbeAnalysis else f"{only.name} report"
-            subtitle = str(only.directory.resolve())
+            subtitle = str(only.directory)
         else:
-            title, subtitle = "Probe report: " + ", ".join(s.name for s in series), str(run_dir.resolve())
+            title, subtitle = "Probe report: " + ", ".join(s.name for s in series), str(run_dir)
         document = _Document(
             title=title,
             subtitle=subtitle,

@@ -78,7 +78,7 @@ class _PdfWriter:
 
     def image(self, image: Image, caption: str) -> None:
         self.flush()
-        rgb = np.asarray(_PILImage.open(io.BytesIO(image.png)).convert("RGB"))
+        rgb = np.asarray(_PILImage.open(io.BytesIO(image.data)).convert("RGB"))
         # One image pixel per point, a margin and a caption line; viewers fit the page to the window.
         width, height = rgb.shape[1] / 72, rgb.shape[0] / 72
         margin, top = 0.3, 0.5
@@ -122,7 +122,7 @@ def _pdf_block(writer: _PdfWriter, block: Any) -> None:
 
 def _grid_row(images: Sequence[Image | None]) -> Image:
     """One row of a grid as one image: the cells side by side, 4 white pixels apart."""
-    pixels = [np.asarray(_PILImage.open(io.BytesIO(im.png)).convert("RGB")) for im in images if im is not None]
+    pixels = [np.asarray(_PILImage.open(io.BytesIO(im.data)).convert("RGB")) for im in images if im is not None]
     height = max(p.shape[0] for p in pixels)
     canvas = np.full((height, sum(p.shape[1] + 4 for p in pixels) - 4, 3), 255, dtype=np.uint8)
     x = 0

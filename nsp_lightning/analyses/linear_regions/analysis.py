@@ -312,7 +312,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         films = []
         for p in range(probes):
             frames = [Frame(f"epoch {r.epoch}: {int(r.arrays['regions'][p]):,} regions",
-                            Image.from_rgb(r.arrays["images"][p], f"probe {p}, epoch {r.epoch}")) for r in records]
+                            Image.from_rgb(r.arrays["images"][p], f"probe {p}, epoch {r.epoch}", lossy=True)) for r in records]
             films.append(Film(f"probe {p}", frames))
             context.step(f"partitions of probe {p}")
         blocks.append(Row(films, heading="The partition per epoch"))

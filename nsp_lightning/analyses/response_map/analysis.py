@@ -368,7 +368,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
             frames = []
             for record in records:
                 frames.append(Frame(f"epoch {record.epoch} (global step {record.global_step})",
-                                    Image.from_rgb(to_rgb(record.arrays["maps"][p], cmap), f"probe {p}, epoch {record.epoch}")))
+                                    Image.from_rgb(to_rgb(record.arrays["maps"][p], cmap), f"probe {p}, epoch {record.epoch}", lossy=True)))
             films.append(Film(f"probe {p}", frames))
             context.step(f"maps of probe {p}")
         blocks.append(Row(films, heading="Maps per epoch"))

@@ -30,7 +30,9 @@ from nsp_lightning.analyses.spectrum.drawing import (
 )
 from nsp_lightning.analyses.spectrum.records import SpectrumRecord
 from nsp_lightning.report.html import HEATMAP_EPOCHS
-from nsp_lightning.report.sections import Cell, Chart, Facts, Film, Frame, Grid, Image, Row, Section, Table, Text
+from nsp_lightning.report.sections import (
+    Cell, Chart, Facts, Film, Frame, Grid, Image, Row, Section, Table, Text, integer_ticks,
+)
 
 __all__ = ["report_sections", "report_steps"]
 
@@ -73,7 +75,11 @@ def _count(n: int) -> str:
 
 
 def _share_text(share: float) -> str:
-    """A share for people: ``99.7 %``, ``0.052 %``, ``< 0.001 %``."""
+    """A share for people, two significant digits however small: ``99.7 %``, ``0.052 %``, ``3.1e-07 %``.
+
+    Energies span hundreds of decades, so most layers hold a tiny share: a floor such as
+    "< 0.001 %" would print the same text for all of them at every epoch.
+    """
     percent = 100 * share
     if percent == 0:
         return "0"
@@ -81,7 +87,7 @@ def _share_text(share: float) -> str:
         return f"{percent:.1f} %"
     if percent >= 1e-3:
         return f"{percent:.2g} %"
-    return "< 0.001 %"
+    return f"{percent:.1e} %"
 
 
 def _log10_text(value: float) -> str:
@@ -150,6 +156,7 @@ def _energy_charts(records: list[SpectrumRecord], p: int, progress: Callable[[st
     lines = _figure(5.6, 3.2)
     _, ax = nsp.render.energy_over_epochs(energy, epochs, names, kind="lines", ax=lines.add_subplot())
     ax.set_title("log10 spectral energy per layer", fontsize=10)
+    integer_ticks(ax)
     charts = [Chart.from_figure(lines, f"probe {p}: log10 spectral energy of every layer against the epoch")]
     progress(f"energy lines, probe {p}")
     heatmap = _figure(min(11.0, 2.6 + 0.25 * len(epochs)), 1.2 + 0.3 * max(len(names), 2))
@@ -282,8 +289,11 @@ def _change_section(records: list[SpectrumRecord], progress: Callable[[str], Non
     names = list(baseline.layernames)
     indices = list(range(len(names)))
     for p in range(baseline.num_probes):
+        figure = change_figure(history, names, p, indices)
+        for ax in figure.axes:
+            integer_ticks(ax)
         chart = Chart.from_figure(
-            change_figure(history, names, p, indices),
+            figure,
             f"probe {p}: relative change and decades moved since the baseline, per layer, against the epoch",
         )
         last = history[-1][1]

@@ -111,7 +111,7 @@ def test_one_slider_moves_every_probe(page, tmp_path):
     shown = dom(page, tmp_path, drag)
     assert visible_frames(shown) == [[False, True, False, False]] * 2
     outputs = re.findall(r"<output>(.*?)</output>", shown)
-    assert len(outputs) == 2 and len(set(outputs)) == 1 and outputs[0].startswith("epoch 1 (global step")
+    assert len(outputs) == 1 and outputs[0].startswith("epoch 1 (global step")
 
 
 @pytest.mark.slow
@@ -150,12 +150,13 @@ def test_report_renders_in_chromium_without_errors(page, tmp_path):
     # last selected and named.
     films = [part.split("</section>")[0] for part in dom.split('<div class="film" ')[1:]]
     assert len(films) == 2
+    # One slider for the section, on the first probe's film; it moves both.
+    assert ['<div class="controls">' in film for film in films] == [True, False]
     for film in films:
-        assert '<div class="controls">' in film
         frames = re.findall(r'<figure class="frame"[^>]*>', film)
         assert len(frames) == 4
         assert [("hidden" in f) for f in frames] == [True, True, True, False]
-        assert re.search(r"<output>epoch 3 \(global step \d+\)</output>", film)
+    assert re.search(r"<output>epoch 3 \(global step \d+\)</output>", films[0])
 
 
 def test_screenshot_shows_the_rendered_page(page, tmp_path):
