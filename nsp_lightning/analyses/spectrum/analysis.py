@@ -20,17 +20,15 @@ import torch
 from torch import nn
 
 import nsp
-import nsp.viz.render
 from nsp.io.storage import load_npz
 from nsp.transforms.transformer import TRANSFORMS
+from nsp_lightning.analyses.spectrum.cards import card_image, fixed_decades
 from nsp_lightning.analyses.spectrum.drawing import (
     CHANGE,
     CHANGE_TEXT,
-    HEATMAPS,
     TRANSFORM_TEXT,
     change_figure,
     change_since_baseline,
-    fixed_range,
     shape_text,
 )
 from nsp_lightning.analyses.spectrum.records import (
@@ -318,14 +316,25 @@ class SpectrumAnalysis(ProbeAnalysis):
         epoch = self._last.get("epoch", 0)
         where = f"epoch {epoch}, step {self._last.get('step', sink.step)}"
         predictions = self._last.get("predictions") or []
+        baseline = self._baseline
+        fixed: dict[str, list[Any]] = {"activations": [None] * len(names), "spectrum": [None] * len(names)}
+        if self.colour_scale == "baseline" and baseline is not None:
+            fixed = fixed_decades(baseline.activations, baseline.spectra)
         for p in range(record.meta["probes"]):
             label = f", label {predictions[p][0]}" if predictions and predictions[p][0] else ""
             for l, name in enumerate(names):
-                for kind in ("activations", "spectrum"):
-                    values = record.arrays[f"{kind}.{l}"][p]
-                    title = f"{self._tag(l)} · {kind} · probe {p}{label} · {shape_text(values.shape)} · {where}"
-                    sink.image(f"{self._tag(l)}/{kind}/probe_{p}", self._card(values, kind, p, l, title))
-                spectrum = record.arrays[f"spectrum.{l}"][p]
+                values = {kind: record.arrays[f"{kind}.{l}"][p] for kind in ("activations", "spectrum")}
+                # No difference at the baseline itself: nothing has changed yet.
+                if baseline is not None and epoch != baseline.epoch:
+                    values["difference"] = values["spectrum"] - baseline.spectra[p][l]
+                for kind, array in values.items():
+                    shown = "difference ŝ − ŝ₀" if kind == "difference" else kind
+                    title = f"{self._tag(l)} · {shown} · probe {p}{label} · {shape_text(array.shape)} · {where}"
+                    sink.image(f"{self._tag(l)}/{kind}/probe_{p}", card_image(
+                        kind, array, title, fixed=fixed.get(kind, [None] * len(names))[l],
+                        baseline_epoch=None if baseline is None else baseline.epoch,
+                        threshold_of=fixed["spectrum"][l]))
+                spectrum = values["spectrum"]
                 magnitudes = np.abs(spectrum[np.isfinite(spectrum) & (spectrum != 0)])
                 if magnitudes.size:
                     sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))
@@ -363,23 +372,6 @@ class SpectrumAnalysis(ProbeAnalysis):
     def _tag(self, l: int) -> str:
         """The tag of recorded layer ``l``: its index in execution order, then its name (``03_conv2``)."""
         return f"{self._layers[l]:02d}_{self.layernames[l]}"
-
-    def _card(self, values: np.ndarray, kind: str, p: int, l: int, title: str) -> np.ndarray:
-        options = dict(HEATMAPS[kind])
-        legend = []
-        if kind == "spectrum":
-            legend.append("signed log10: red > 0, blue < 0, white 0")
-        else:
-            legend.append("linear scale")
-        if self.colour_scale == "baseline" and self._baseline is not None:
-            base = (self._baseline.activations if kind == "activations" else self._baseline.spectra)[p][l]
-            options.update(fixed_range(np.asarray(base, dtype=np.float64), kind))
-            legend.append(f"colour range fixed from the baseline (epoch {self._baseline.epoch})")
-        else:
-            legend.append("colour range: this image's own values")
-        if options.get("threshold") is not None:
-            legend[0] += f"; |ŝ| < {options['threshold']:.3g} near white"
-        return nsp.render.render_card(values, title=title, legend=legend, **options)
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> SpectrumRecord:
