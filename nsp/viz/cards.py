@@ -156,7 +156,9 @@ def render_card(
     - ``title`` (e.g. the layer's index, name, shape and what is shown);
     - the heatmap (as `render_layer`), enlarged with crisp pixels to at least
       ``min_width`` pixels wide (at most 48 pixels per value; 1-D layers as a band);
-    - a colour bar with the values at its ends, and a tick at 0 where 0 lies inside;
+    - a colour bar with the values at its ends and a tick at 0 where 0 lies inside; on a
+      signed-log scale a tick per decade and labels ``10^k`` (as ``10³``, ``−10⁵``) where
+      they fit, in ``±`` pairs (see `nsp.viz.scales.decade_range` for ranges in decades);
     - the caller's ``legend`` lines (e.g. the scale, the sign convention, where the
       range comes from);
     - notes on what the colours cannot say: an exactly zero or constant layer, values
@@ -164,8 +166,11 @@ def render_card(
 
     Values that the colour scale cannot resolve (they differ, yet all fall within one
     colour step, as coefficients ``-7.1e4 ± 15`` on a signed-log scale do) are shown as
-    their deviation from the centre of their range instead, on a linear scale, and a
-    note says so.
+    their deviation from the centre of their range instead, on a linear scale rounded up
+    to a round number (so that the outermost stay off the end colours), and a note says so.
+
+    Every card is drawn on white (`CARD_BACKGROUND`), whatever its colormap, and the
+    heatmap has a 1-pixel frame in the separators' colour.
 
     Parameters
     ----------

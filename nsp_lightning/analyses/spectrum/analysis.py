@@ -72,10 +72,11 @@ class SpectrumAnalysis(ProbeAnalysis):
             max-pool argmax and dead ReLU units drop edges); it is rebuilt, with its
             transformer, only when the graph's fingerprint (:func:`nsp.fingerprint`)
             changes, and the rebuild is logged.
-        colour_scale: ``"baseline"`` (the default) fixes each layer's colour range, per
-            probe, from the baseline record (epoch 0), so that equal colours mean equal
-            values at every epoch (values beyond it take the end colours, and the image
-            says how many); ``"image"`` scales every image to its own values.
+        colour_scale: ``"baseline"`` (the default) fixes each layer's colours at the baseline
+            record (epoch 0), over all probes: signed log10 in whole decades, with 2 decades
+            of headroom above the layer's peak, so that equal colours mean equal values at
+            every epoch while the layer grows (a record that outgrows it is drawn on a
+            widened range, and the card says so); ``"image"`` gives every card its own range.
 
     Records (``<dirpath>/spectra``) are :class:`~nsp_lightning.SpectrumRecord`\ s; the tags,
     the record format and the report are those of :class:`~nsp_lightning.SpectrumCallback`:
@@ -90,9 +91,11 @@ class SpectrumAnalysis(ProbeAnalysis):
           is logged as ``nsp/energy/probe_<p>/<ii>_<layer>`` = 0 instead of its log10
           energy (-inf), and a change that is not finite (a layer whose baseline
           spectrum is zero, once it moves) is not logged;
-        - images ``nsp/<ii>_<layer>/activations/probe_<p>`` and
-          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` (:func:`nsp.render.render_card`: title,
-          colour bar with its range, scale and sign convention, notes), and
+        - images ``nsp/<ii>_<layer>/activations/probe_<p>``,
+          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` and, after the baseline,
+          ``nsp/<ii>_<layer>/difference/probe_<p>`` (``ŝ − ŝ₀`` on its own range)
+          (:mod:`~nsp_lightning.analyses.spectrum.cards`: title, colour bar in decades,
+          sign convention in words, where the range comes from, notes), and
           ``nsp/00_change/probe_0``, a chart of the first probe's change since the baseline
           with a legend;
         - scalars ``nsp/00_change/<measure>/probe_<p>`` in one TensorBoard run per layer,
@@ -245,10 +248,11 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     def describe(self) -> str:
         scale = (
-            "fixed per layer and probe from the baseline record (epoch 0): equal colours mean equal values at every"
-            " epoch; values beyond that range take its end colours, and the image says how many"
+            "fixed per layer at the baseline record (epoch 0), over all probes, with 2 decades of headroom above"
+            " the layer's peak: equal colours mean equal values at every epoch; a record that outgrows it is drawn"
+            " on a widened range, and the card says so"
             if self.colour_scale == "baseline"
-            else "each image's own range"
+            else "each card's own range"
         )
         rows = "\n".join(
             f"| {i:02d} | {name} | {'×'.join(map(str, shape))} |"
@@ -260,9 +264,11 @@ class SpectrumAnalysis(ProbeAnalysis):
             f"* INCL: {self.INCL} ({'structural graph' if self.INCL else 'data-dependent graph'})\n"
             f"* probes: {self._header.get('probes')} of shape {self._header.get('probe_shape', [])[1:]}\n"
             f"* layers ({layers_text(self.layers)}):\n\n| # | layer | shape |\n|---|---|---|\n{rows}\n\n"
-            "**Reading the images.** Activations: viridis, linear. Spectra: red positive, blue negative, white 0, on"
-            " a signed log10 scale sign(ŝ)·log10(1 + |ŝ|/t), since spectra span hundreds of decades; |ŝ| below t is"
-            f" near white. Colour range: {scale}.\n\n"
+            "**Reading the images.** Activations, spectra and differences ŝ − ŝ₀ (the spectrum now minus the"
+            " baseline's): red positive, blue negative, white 0, on a signed log10 scale in whole decades (colour"
+            " bars read −10^k … 0 … 10^k), since values grow by decades while a network trains and spectra span"
+            f" hundreds; magnitudes below the bar's smallest decade fade to white. Colour range: {scale}; a"
+            " difference card has its own range.\n\n"
             "**Change since the baseline** (`nsp/change/...`, chart `nsp/00_change`): relative change"
             " ‖ŝ − ŝ₀‖/‖ŝ₀‖ (the dominant coefficients), change of log10 energy (decades), the median number of"
             " decades a coefficient moved (every coefficient alike, whatever its magnitude), and the fraction of"
