@@ -12,19 +12,36 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.colors import Colormap
 
-from nsp.viz.colors import ROW_INK, Palette, check_colormap, palette
+from nsp.viz.colors import ROW_INK, ROW_SEP, WHITE, Palette, check_colormap, palette
 from nsp.viz.heatmaps import cell_size, colour_indices, grid_columns, layer_indices, natural_shape
-from nsp.viz.scales import Norm, check_scale, check_threshold, flag_text, layer_stats, make_norm
+from nsp.viz.scales import (
+    Norm,
+    check_scale,
+    check_threshold,
+    flag_text,
+    layer_stats,
+    make_norm,
+    signed_log10_array,
+)
 from nsp.viz.text import GAP, blank, format_number, line_metrics, text_line, vstack
 from nsp.viz.values import as_float64, positive_int
 
-__all__ = ["render_card", "CARD_FONT_PT"]
+__all__ = ["render_card", "CARD_FONT_PT", "CARD_BACKGROUND"]
 
 # Larger than the pattern labels: TensorBoard shrinks an image card to fit its box, about 350 x 230 pixels.
 CARD_FONT_PT = 11.0
 _CARD_BAR_WIDTH = 256
 _CARD_MAX_UPSCALE = 48
 _CARD_MAX_HEIGHT = 256
+# Every card is drawn on white, whatever its colormap, so that cards side by side match.
+CARD_BACKGROUND = WHITE
+_TICK = 3  # pixels: the ticks below the colour bar
+_LABEL_GAP = 6  # pixels at least between two labels of the colour bar
+_MIN_TICK_SPACING = 4  # pixels at least between two decade ticks
+_SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+# A range for values less than one colour step apart: the first of these (times a power of
+# ten) above their half-width, so that the outermost values stay off the end colours.
+_NICE = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
 
 def _overlay(canvas: np.ndarray, part: np.ndarray, x: int) -> None:
@@ -32,22 +49,92 @@ def _overlay(canvas: np.ndarray, part: np.ndarray, x: int) -> None:
     canvas[: part.shape[0], x: x + part.shape[1]] = part[:, : canvas.shape[1]]
 
 
-def _card_bar(lo_text: str, hi_text: str, zero_at: float | None, width: int, pal: Palette) -> np.ndarray:
-    """A colour bar ``width`` pixels wide with its end values (and 0, where it lies inside) below it."""
+def _decade_text(sign: float, k: int) -> str:
+    """``10³``, ``−10⁻²``: a power of ten as people write it."""
+    return ("−" if sign < 0 else "") + "10" + str(k).translate(_SUPERSCRIPTS)
+
+
+def _end_text(value: float) -> str:
+    """A colour bar's end: a power of ten as ``10^k``, other numbers with three digits."""
+    if value != 0 and math.isfinite(value):
+        k = round(math.log10(abs(value)))
+        if abs(math.log10(abs(value)) - k) < 1e-9:
+            return _decade_text(value, k)
+    return format_number(value).replace("-", "−")
+
+
+def _bar_ticks(norm: Norm, width: int, pal: Palette) -> tuple[list[float], list[list[tuple[float, str]]]]:
+    """Where a colour bar gets ticks, and its labels ``(position, text)`` in groups, most important first.
+
+    Positions are fractions of the bar. The ends come first, then 0. On a signed-log scale
+    every decade from the threshold out gets a tick (every ``m``-th where they would crowd),
+    and every ``L``-th decade from the outermost a label, ``L`` the smallest of 1, 2, 3, 4,
+    5, 10, 20, ... that leaves room for the widest label; ``10^k`` and ``-10^k`` form one
+    group, so that a symmetric scale is labelled symmetrically.
+    """
+    span = norm.hi - norm.lo
+    groups = [[(0.0, _end_text(norm.data_value(norm.lo))), (1.0, _end_text(norm.data_value(norm.hi)))]]
+    if norm.lo < 0 < norm.hi:
+        groups.append([((0.0 - norm.lo) / span, "0")])
+    ticks = [p for group in groups for p, _ in group]
+    if norm.threshold is None:
+        return ticks, groups
+    t = norm.threshold
+    first = math.ceil(math.log10(t) - 1e-9)
+    last = math.floor(math.log10(max(abs(norm.data_value(norm.lo)), abs(norm.data_value(norm.hi)))) + 1e-9)
+    decades: dict[int, list[tuple[float, str]]] = {}
+    for k in range(last, first - 1, -1):
+        y = float(signed_log10_array(np.float64(10.0 ** k), t))
+        inside = [((sign * y - norm.lo) / span, _decade_text(sign, k)) for sign in (1.0, -1.0)]
+        decades[k] = [(p, text) for p, text in inside if 0.0 < p < 1.0]
+    # Above the threshold a decade is one display unit, width / span pixels, wide.
+    decade_pixels = width / span
+    widest = max((text_line(text, pal, CARD_FONT_PT).shape[1] for g in decades.values() for _, text in g), default=0)
+    every = _step_above(_MIN_TICK_SPACING / decade_pixels)
+    step = _step_above((widest + _LABEL_GAP) / decade_pixels)
+    ticks += [p for k, group in decades.items() if k % every == 0 for p, _ in group]
+    groups += [group for k, group in decades.items() if (last - k) % step == 0 and group]
+    return ticks, groups
+
+
+def _step_above(x: float) -> int:
+    """The first of 1, 2, 3, 4, 5, 10, 20, 50, 100, 200, ... at or above ``x``."""
+    if x <= 5:
+        return max(1, math.ceil(x))
+    step = 10
+    while step < x:
+        step = step * 5 // 2 if str(step)[0] == "2" else step * 2
+    return step
+
+
+def _card_bar(norm: Norm, width: int, pal: Palette) -> np.ndarray:
+    """A colour bar ``width`` pixels wide with ticks and their labels below it.
+
+    Label groups are placed most important first; a group that would come closer than a
+    few pixels to a label already placed is left out whole.
+    """
     _, height = line_metrics(CARD_FONT_PT)
     ramp = np.linspace(0, pal.n - 1, width).round().astype(np.int64)
     bar = np.ascontiguousarray(np.broadcast_to(pal.lut[ramp], (height, width, 3)))
-    labels = blank(height, width, pal)
-    _overlay(labels, text_line(lo_text, pal, CARD_FONT_PT), 0)
-    hi = text_line(hi_text, pal, CARD_FONT_PT)
-    _overlay(labels, hi, width - hi.shape[1])
-    if zero_at is not None:
-        zero = text_line("0", pal, CARD_FONT_PT)
-        x = int(round(zero_at * (width - 1)))
-        labels[: height // 3, x: x + 1] = pal.lut[pal.row(ROW_INK)]
-        if zero.shape[1] + 8 < x < width - hi.shape[1] - zero.shape[1] - 8:
-            _overlay(labels, zero, x - zero.shape[1] // 2)
-    return vstack([bar, labels], pal, gap=1)
+    below = blank(height + _TICK, width, pal)
+    ink = pal.lut[pal.row(ROW_INK)]
+    ticks, groups = _bar_ticks(norm, width, pal)
+    for position in ticks:
+        x = int(round(position * (width - 1)))
+        below[:_TICK, x: x + 1] = ink
+    taken: list[tuple[int, int]] = []
+    for group in groups:
+        placed = []
+        for position, text in group:
+            line = text_line(text, pal, CARD_FONT_PT)
+            left = max(0, min(int(round(position * (width - 1))) - line.shape[1] // 2, width - line.shape[1]))
+            placed.append((left, line))
+        boxes = [(left, left + line.shape[1]) for left, line in placed]
+        if all(b + _LABEL_GAP <= c or d + _LABEL_GAP <= a for a, b in boxes for c, d in taken):
+            for left, line in placed:
+                _overlay(below[_TICK:], line, left)
+            taken += boxes
+    return vstack([bar, below], pal, gap=1)
 
 
 def render_card(
@@ -69,7 +156,9 @@ def render_card(
     - ``title`` (e.g. the layer's index, name, shape and what is shown);
     - the heatmap (as `render_layer`), enlarged with crisp pixels to at least
       ``min_width`` pixels wide (at most 48 pixels per value; 1-D layers as a band);
-    - a colour bar with the values at its ends, and a tick at 0 where 0 lies inside;
+    - a colour bar with the values at its ends and a tick at 0 where 0 lies inside; on a
+      signed-log scale a tick per decade and labels ``10^k`` (as ``10³``, ``−10⁵``) where
+      they fit, in ``±`` pairs (see `nsp.viz.scales.decade_range` for ranges in decades);
     - the caller's ``legend`` lines (e.g. the scale, the sign convention, where the
       range comes from);
     - notes on what the colours cannot say: an exactly zero or constant layer, values
@@ -77,8 +166,11 @@ def render_card(
 
     Values that the colour scale cannot resolve (they differ, yet all fall within one
     colour step, as coefficients ``-7.1e4 ± 15`` on a signed-log scale do) are shown as
-    their deviation from the centre of their range instead, on a linear scale, and a
-    note says so.
+    their deviation from the centre of their range instead, on a linear scale rounded up
+    to a round number (so that the outermost stay off the end colours), and a note says so.
+
+    Every card is drawn on white (`CARD_BACKGROUND`), whatever its colormap, and the
+    heatmap has a 1-pixel frame in the separators' colour.
 
     Parameters
     ----------
@@ -121,7 +213,7 @@ def render_card(
             raise ValueError(f"{where}: expected vrange=(vmin, vmax) finite with vmin <= vmax, got {vrange!r}")
         vrange = (lo, hi)
     v = as_float64(values, "values", where)
-    pal = palette(colormap)
+    pal = palette(colormap, CARD_BACKGROUND)
     stats = layer_stats(v, scale.endswith("symlog"))
     notes: list[str] = []
     norm = make_norm(stats, scale, vrange, threshold)
@@ -145,7 +237,7 @@ def render_card(
                 f"all values lie within {centre:.6g} ± {half:.2g}, less than one colour step apart:"
                 f" colours show x − ({centre:.6g})"
             )
-            shown, norm = v - centre, Norm(-half, half)
+            shown, norm = v - centre, Norm(-_nice_above(half), _nice_above(half))
         display = norm.display(finite)
         beyond = int(np.count_nonzero((display < norm.lo) | (display > norm.hi)))
         if beyond and shown is v:
@@ -161,14 +253,24 @@ def render_card(
     upscale = max(1, min(_CARD_MAX_UPSCALE, -(-min_width // natural_width), _CARD_MAX_HEIGHT // natural_height))
     image = pal.rgb(layer_indices(shown, norm, layer_stats(shown, False) if shown is not v else stats, pal,
                                    cell_size(v, upscale), 1))
-    parts = [text_line(title, pal, CARD_FONT_PT), image]
+    # A frame in the separators' colour: the colormap's light centre would melt into the canvas.
+    framed_image = np.empty((image.shape[0] + 2, image.shape[1] + 2, 3), dtype=np.uint8)
+    framed_image[:] = pal.lut[pal.row(ROW_SEP)]
+    framed_image[1:-1, 1:-1] = image
+    parts = [text_line(title, pal, CARD_FONT_PT), framed_image]
     if not norm.degenerate:
-        zero = None
-        if norm.lo < 0 < norm.hi:
-            zero = (0.0 - norm.lo) / (norm.hi - norm.lo)
-        parts.append(_card_bar(format_number(norm.data_value(norm.lo)), format_number(norm.data_value(norm.hi)), zero,
-                               max(_CARD_BAR_WIDTH, min(image.shape[1], 2 * _CARD_BAR_WIDTH)), pal))
+        parts.append(_card_bar(norm, max(min_width, _CARD_BAR_WIDTH, min(image.shape[1], 2 * _CARD_BAR_WIDTH)), pal))
     parts += [text_line(line, pal, CARD_FONT_PT) for line in legend]
     parts += [text_line("note: " + line, pal, CARD_FONT_PT) for line in notes]
     card = vstack(parts, pal, gap=3, min_width=max(min_width, _CARD_BAR_WIDTH))
-    return np.pad(card, ((GAP, GAP), (GAP, GAP), (0, 0)), mode="edge")
+    # Padded in the canvas colour: padding with the edge pixels smeared the first letter
+    # of each line into a mark left of it.
+    framed = blank(card.shape[0] + 2 * GAP, card.shape[1] + 2 * GAP, pal)
+    framed[GAP: GAP + card.shape[0], GAP: GAP + card.shape[1]] = card
+    return framed
+
+
+def _nice_above(half: float) -> float:
+    """The first of 1, 1.2, 1.5, 2, ... 8, 10 (times a power of ten) at least 2 % above ``half`` > 0."""
+    scale = 10.0 ** math.floor(math.log10(half * 1.02))
+    return next(scale * n for n in _NICE if scale * n >= half * 1.02)

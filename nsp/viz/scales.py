@@ -21,6 +21,11 @@ the data hold, and the smallest nonzero value sits ``log10 2`` from 0 on that ax
 Spectra span hundreds of decades, which no linear scale can show.
 
 Only finite values set a range; `Stats` counts the others.
+
+A range that must stay readable while values change (a network's layers while it
+trains) is best given in whole decades: `decade_range` sets a symmetric signed-log
+range ``±10**top`` with threshold ``10**bottom`` from a peak magnitude, with decades of
+headroom above it, and its colour bar can be labelled ``-10^top ... 0 ... 10^top``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ __all__ = [
     "make_norm",
     "pattern_norms",
     "flag_text",
+    "Decades",
+    "decade_range",
 ]
 
 SCALES: tuple[str, ...] = (
@@ -58,6 +65,8 @@ SCALES: tuple[str, ...] = (
 )
 
 _LN10 = math.log(10.0)
+# Whole decades whose powers of ten are normal float64 numbers.
+_MIN_DECADE, _MAX_DECADE = -307, 308
 
 
 def check_scale(scale: str, where: str, argname: str = "scale") -> str:
@@ -244,3 +253,71 @@ def flag_text(stats: Stats) -> str:
     parts = [f"{count} {what}" for count, what in ((stats.nan, "NaN"), (stats.posinf, "+inf"), (stats.neginf, "-inf"))
              if count]
     return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Decades:
+    """A symmetric signed-log colour range in whole decades.
+
+    The colours run from ``-10**top`` to ``10**top`` on the signed log with threshold
+    ``10**bottom`` (see `signed_log10`): a colour step is a fixed fraction of a decade
+    above the threshold, and magnitudes well below it fade to the colormap's centre.
+    """
+
+    bottom: int
+    top: int
+
+    @property
+    def threshold(self) -> float:
+        """The signed-log threshold ``10**bottom``."""
+        return 10.0 ** self.bottom
+
+    @property
+    def vrange(self) -> tuple[float, float]:
+        """``(-10**top, 10**top)``, in data units."""
+        return (-(10.0 ** self.top), 10.0 ** self.top)
+
+
+def decade_range(peak: float, smallest: float, headroom: float = 0.0) -> Decades:
+    """Whole decades from ``smallest`` to ``peak`` with ``headroom`` decades above the peak.
+
+    Parameters
+    ----------
+    peak : float
+        The largest magnitude to show, ``> 0``.
+    smallest : float
+        The smallest magnitude to tell apart from 0 (``0 < smallest <= peak``): the
+        threshold is the power of ten at or below it.
+    headroom : float, default 0
+        Decades kept free above ``peak``, ``>= 0``: the top is the power of ten at or above
+        ``peak * 10**headroom``, so magnitudes may grow that much before they take the end
+        colours.
+
+    Returns
+    -------
+    Decades
+        ``bottom < top``, both within float64's normal range (``-307 .. 308``).
+
+    Raises
+    ------
+    ValueError
+        If an argument is not a finite number in its range; the message names it.
+
+    Examples
+    --------
+    >>> decade_range(683.0, 186.0, headroom=2)
+    Decades(bottom=2, top=5)
+    >>> decade_range(0.5, 0.5)
+    Decades(bottom=-1, top=0)
+    """
+    where = "nsp.viz.scales.decade_range"
+    for name, value, low in (("peak", peak, 0.0), ("smallest", smallest, 0.0), ("headroom", headroom, None)):
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and (value > low if low is not None else value >= 0)):
+            expected = "a finite number > 0" if low is not None else "a finite number >= 0"
+            raise ValueError(f"{where}: expected {name} to be {expected}, got {value!r}")
+    if smallest > peak:
+        raise ValueError(f"{where}: expected smallest <= peak, got smallest={smallest!r} > peak={peak!r}")
+    top = min(_MAX_DECADE, max(_MIN_DECADE + 1, math.ceil(math.log10(peak) + headroom)))
+    bottom = max(_MIN_DECADE, min(math.floor(math.log10(smallest)), top - 1))
+    return Decades(bottom, top)

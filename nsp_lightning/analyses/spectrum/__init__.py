@@ -4,6 +4,7 @@
 :mod:`~.spectrum.analysis`                    ``SpectrumAnalysis``: compute, log, check records
 :mod:`~.spectrum.records`                     ``SpectrumRecord`` and the record format
 :mod:`~.spectrum.report`                      its sections of ``nsp-report``
+:mod:`~.spectrum.cards`                       the TensorBoard cards: activations, spectrum, difference
 :mod:`~.spectrum.drawing`                     what the TensorBoard cards and the report share
 :mod:`~.spectrum.callback`                    ``SpectrumCallback`` (imports Lightning)
 ============================================  ================================================

@@ -20,18 +20,16 @@ import torch
 from torch import nn
 
 import nsp
-import nsp.viz.render
 from nsp.io.storage import load_npz
 from nsp.transforms.transformer import TRANSFORMS
 from nsp_lightning.analyses.captions import probe_predictions
+from nsp_lightning.analyses.spectrum.cards import card_image, fixed_decades
 from nsp_lightning.analyses.spectrum.drawing import (
     CHANGE,
     CHANGE_TEXT,
-    HEATMAPS,
     TRANSFORM_TEXT,
     change_figure,
     change_since_baseline,
-    fixed_range,
     shape_text,
 )
 from nsp_lightning.analyses.spectrum.records import (
@@ -75,10 +73,11 @@ class SpectrumAnalysis(ProbeAnalysis):
             max-pool argmax and dead ReLU units drop edges); it is rebuilt, with its
             transformer, only when the graph's fingerprint (:func:`nsp.fingerprint`)
             changes, and the rebuild is logged.
-        colour_scale: ``"baseline"`` (the default) fixes each layer's colour range, per
-            probe, from the baseline record (epoch 0), so that equal colours mean equal
-            values at every epoch (values beyond it take the end colours, and the image
-            says how many); ``"image"`` scales every image to its own values.
+        colour_scale: ``"baseline"`` (the default) fixes each layer's colours at the baseline
+            record (epoch 0), over all probes: signed log10 in whole decades, with 2 decades
+            of headroom above the layer's peak, so that equal colours mean equal values at
+            every epoch while the layer grows (a record that outgrows it is drawn on a
+            widened range, and the card says so); ``"image"`` gives every card its own range.
 
     Records (``<dirpath>/spectra``) are :class:`~nsp_lightning.SpectrumRecord`\ s; the tags,
     the record format and the report are those of :class:`~nsp_lightning.SpectrumCallback`:
@@ -93,9 +92,11 @@ class SpectrumAnalysis(ProbeAnalysis):
           is logged as ``nsp/energy/probe_<p>/<ii>_<layer>`` = 0 instead of its log10
           energy (-inf), and a change that is not finite (a layer whose baseline
           spectrum is zero, once it moves) is not logged;
-        - images ``nsp/<ii>_<layer>/activations/probe_<p>`` and
-          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` (:func:`nsp.render.render_card`: title,
-          colour bar with its range, scale and sign convention, notes), and
+        - images ``nsp/<ii>_<layer>/activations/probe_<p>``,
+          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` and, after the baseline,
+          ``nsp/<ii>_<layer>/difference/probe_<p>`` (``ŝ − ŝ₀`` on its own range)
+          (:mod:`~nsp_lightning.analyses.spectrum.cards`: title, colour bar in decades,
+          sign convention in words, where the range comes from, notes), and
           ``nsp/00_change/probe_0``, a chart of the first probe's change since the baseline
           with a legend;
         - scalars ``nsp/00_change/<measure>/probe_<p>`` in one TensorBoard run per layer,
@@ -248,10 +249,11 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     def describe(self) -> str:
         scale = (
-            "fixed per layer and probe from the baseline record (epoch 0): equal colours mean equal values at every"
-            " epoch; values beyond that range take its end colours, and the image says how many"
+            "fixed per layer at the baseline record (epoch 0), over all probes, with 2 decades of headroom above"
+            " the layer's peak: equal colours mean equal values at every epoch; a record that outgrows it is drawn"
+            " on a widened range, and the card says so"
             if self.colour_scale == "baseline"
-            else "each image's own range"
+            else "each card's own range"
         )
         rows = "\n".join(
             f"| {i:02d} | {name} | {'×'.join(map(str, shape))} |"
@@ -263,9 +265,11 @@ class SpectrumAnalysis(ProbeAnalysis):
             f"* INCL: {self.INCL} ({'structural graph' if self.INCL else 'data-dependent graph'})\n"
             f"* probes: {self._header.get('probes')} of shape {self._header.get('probe_shape', [])[1:]}\n"
             f"* layers ({layers_text(self.layers)}):\n\n| # | layer | shape |\n|---|---|---|\n{rows}\n\n"
-            "**Reading the images.** Activations: viridis, linear. Spectra: red positive, blue negative, white 0, on"
-            " a signed log10 scale sign(ŝ)·log10(1 + |ŝ|/t), since spectra span hundreds of decades; |ŝ| below t is"
-            f" near white. Colour range: {scale}.\n\n"
+            "**Reading the images.** Activations, spectra and differences ŝ − ŝ₀ (the spectrum now minus the"
+            " baseline's): red positive, blue negative, white 0, on a signed log10 scale in whole decades (colour"
+            " bars read −10^k … 0 … 10^k), since values grow by decades while a network trains and spectra span"
+            f" hundreds; magnitudes below the bar's smallest decade fade to white. Colour range: {scale}; a"
+            " difference card has its own range.\n\n"
             "**Change since the baseline** (`nsp/change/...`, chart `nsp/00_change`): relative change"
             " ‖ŝ − ŝ₀‖/‖ŝ₀‖ (the dominant coefficients), change of log10 energy (decades), the median number of"
             " decades a coefficient moved (every coefficient alike, whatever its magnitude), and the fraction of"
@@ -319,14 +323,25 @@ class SpectrumAnalysis(ProbeAnalysis):
         epoch = self._last.get("epoch", 0)
         where = f"epoch {epoch}, step {self._last.get('step', sink.step)}"
         predictions = self._last.get("predictions") or []
+        baseline = self._baseline
+        fixed: dict[str, list[Any]] = {"activations": [None] * len(names), "spectrum": [None] * len(names)}
+        if self.colour_scale == "baseline" and baseline is not None:
+            fixed = fixed_decades(baseline.activations, baseline.spectra)
         for p in range(record.meta["probes"]):
             label = f", label {predictions[p][0]}" if predictions and predictions[p][0] else ""
             for l, name in enumerate(names):
-                for kind in ("activations", "spectrum"):
-                    values = record.arrays[f"{kind}.{l}"][p]
-                    title = f"{self._tag(l)} · {kind} · probe {p}{label} · {shape_text(values.shape)} · {where}"
-                    sink.image(f"{self._tag(l)}/{kind}/probe_{p}", self._card(values, kind, p, l, title))
-                spectrum = record.arrays[f"spectrum.{l}"][p]
+                values = {kind: record.arrays[f"{kind}.{l}"][p] for kind in ("activations", "spectrum")}
+                # No difference at the baseline itself: nothing has changed yet.
+                if baseline is not None and epoch != baseline.epoch:
+                    values["difference"] = values["spectrum"] - baseline.spectra[p][l]
+                for kind, array in values.items():
+                    shown = "difference ŝ − ŝ₀" if kind == "difference" else kind
+                    title = f"{self._tag(l)} · {shown} · probe {p}{label} · {shape_text(array.shape)} · {where}"
+                    sink.image(f"{self._tag(l)}/{kind}/probe_{p}", card_image(
+                        kind, array, title, fixed=fixed.get(kind, [None] * len(names))[l],
+                        baseline_epoch=None if baseline is None else baseline.epoch,
+                        threshold_of=fixed["spectrum"][l]))
+                spectrum = values["spectrum"]
                 magnitudes = np.abs(spectrum[np.isfinite(spectrum) & (spectrum != 0)])
                 if magnitudes.size:
                     sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))
@@ -364,23 +379,6 @@ class SpectrumAnalysis(ProbeAnalysis):
     def _tag(self, l: int) -> str:
         """The tag of recorded layer ``l``: its index in execution order, then its name (``03_conv2``)."""
         return f"{self._layers[l]:02d}_{self.layernames[l]}"
-
-    def _card(self, values: np.ndarray, kind: str, p: int, l: int, title: str) -> np.ndarray:
-        options = dict(HEATMAPS[kind])
-        legend = []
-        if kind == "spectrum":
-            legend.append("signed log10: red > 0, blue < 0, white 0")
-        else:
-            legend.append("linear scale")
-        if self.colour_scale == "baseline" and self._baseline is not None:
-            base = (self._baseline.activations if kind == "activations" else self._baseline.spectra)[p][l]
-            options.update(fixed_range(np.asarray(base, dtype=np.float64), kind))
-            legend.append(f"colour range fixed from the baseline (epoch {self._baseline.epoch})")
-        else:
-            legend.append("colour range: this image's own values")
-        if options.get("threshold") is not None:
-            legend[0] += f"; |ŝ| < {options['threshold']:.3g} near white"
-        return nsp.render.render_card(values, title=title, legend=legend, **options)
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> SpectrumRecord:

@@ -77,9 +77,10 @@ class SpectrumCallback(ProbeCallback):
         dirpath: the record directory. Default: ``<trainer.log_dir>/spectra``, e.g.
             ``lightning_logs/version_0/spectra``; on resume from a checkpoint, the
             checkpoint's record directory, so that the series continues there.
-        colour_scale: ``"baseline"`` (the default) fixes each layer's colour range, per
-            probe, from the baseline record, so that equal colours mean equal values at
-            every epoch; ``"image"`` scales every image to its own values.
+        colour_scale: ``"baseline"`` (the default) fixes each layer's colours at the baseline
+            record, over all probes: signed log10 in whole decades with 2 decades of
+            headroom above the layer's peak, so that equal colours mean equal values at
+            every epoch; ``"image"`` gives every card its own range.
         log_step: the step logged records are placed at: ``"global_step"`` (the default,
             so that they line up with the loss and the metrics Lightning logs) or
             ``"epoch"`` (the record number).
@@ -112,13 +113,14 @@ class SpectrumCallback(ProbeCallback):
           moved, one coloured line per layer, with a legend of the values at the last
           record (one chart per record: a matplotlib figure costs as much as a hundred
           cards).
-        - Images, to TensorBoard loggers only: ``nsp/<ii>_<layer>/activations/probe_<p>``
-          and ``nsp/<ii>_<layer>/spectrum/probe_<p>`` (a layer's two cards side by side):
-          :func:`nsp.render.render_card` images with a title (layer, probe, label,
-          shape, epoch and step), the heatmap enlarged to at least 320 pixels, a colour
-          bar with its range, the scale (spectra on a signed log10 scale: red positive,
-          blue negative, white 0) and notes for what colours cannot say (an exactly
-          zero layer, values beyond the fixed range, values too close to resolve).
+        - Images, to TensorBoard loggers only: ``nsp/<ii>_<layer>/activations/probe_<p>``,
+          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` and, from the first record after the
+          baseline, ``nsp/<ii>_<layer>/difference/probe_<p>`` (ŝ − ŝ₀, on its own range):
+          :func:`nsp.render.render_card` images with a title (layer, probe, label, shape,
+          epoch and step), the heatmap enlarged to at least 320 pixels, a colour bar in
+          decades (signed log10: red positive, blue negative, white 0), where the range
+          comes from, and notes for what colours cannot say (an exactly zero layer, values
+          beyond the range, values too close to resolve).
         - Histograms ``nsp/<ii>_<layer>/log10_abs_spectrum/probe_<p>``: log10|ŝ| over the
           layer's nonzero coefficients.
         - Text ``nsp/predictions`` (each probe's label, where the probe was a batch

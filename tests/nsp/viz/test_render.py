@@ -413,7 +413,7 @@ def test_energy_plot_errors():
 
 def _says(image: np.ndarray, words: str, cmap: str = "RdBu_r") -> bool:
     """Whether ``words``, drawn as nsp.render draws them on that colormap's canvas, appear in ``image``."""
-    line = text.text_line(words, colors.palette(cmap), cards.CARD_FONT_PT)
+    line = text.text_line(words, colors.palette(cmap, cards.CARD_BACKGROUND), cards.CARD_FONT_PT)
     h, w = line.shape[:2]
     for y in range(image.shape[0] - h + 1):
         for x in range(image.shape[1] - w + 1):
@@ -439,12 +439,13 @@ def test_render_card_resolves_values_one_colour_step_cannot():
     plain = render.render_layer(values, scale="layersymlog", cmap="RdBu_r")
     assert len(np.unique(plain.reshape(-1, 3), axis=0)) == 1  # what the old heatmaps showed
     card = render.render_card(values, title="09 fc", scale="layersymlog", cmap="RdBu_r", min_width=320)
-    heatmap_row = card[4 + text.line_metrics(cards.CARD_FONT_PT)[1] + 3 + 10]  # a row through the heatmap
-    colours = {tuple(c) for c in heatmap_row[4:324]}
+    # A row through the heatmap, inside its 1-pixel frame.
+    heatmap_row = card[4 + text.line_metrics(cards.CARD_FONT_PT)[1] + 3 + 1 + 10]
+    colours = {tuple(c) for c in heatmap_row[5:325]}
     assert len(colours) == 10  # every coefficient its own colour
     assert _says(card, "note: all values lie within -71000 ± 7.1, less than one colour step apart:")
     lut = matplotlib.colormaps["RdBu_r"](np.arange(256), bytes=True)[:, :3]
-    index = [int(np.argmin(np.abs(lut.astype(int) - np.array(c)).sum(axis=1))) for c in heatmap_row[4:324:32]]
+    index = [int(np.argmin(np.abs(lut.astype(int) - np.array(c)).sum(axis=1))) for c in heatmap_row[5:325:32]]
     # The values fall left to right: from the top of the colormap to its bottom.
     assert index == sorted(index, reverse=True) and index[0] > 225 and index[-1] < 30
 

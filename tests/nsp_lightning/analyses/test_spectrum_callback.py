@@ -25,6 +25,8 @@ import nsp_lightning.probe.store as records_module
 from nsp.io.storage import RecordStore
 from nsp_lightning import SpectrumCallback, read_header, read_records
 
+SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
 # Most tests run without a TensorBoard logger on purpose; the tests of that warning catch it explicitly.
 pytestmark = pytest.mark.filterwarnings("ignore:SpectrumCallback. the Trainer has no TensorBoardLogger")
 
@@ -54,6 +56,8 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
         for l, layer in enumerate(LAYERS):
             for kind in ("activations", "spectrum"):
                 assert [e.step for e in acc.Images(f"nsp/{l:02d}_{layer}/{kind}/probe_{p}")] == steps
+            # The change since the baseline: from the first record after it.
+            assert [e.step for e in acc.Images(f"nsp/{l:02d}_{layer}/difference/probe_{p}")] == steps[1:]
             if layer == "flatten":
                 continue  # an exactly zero spectrum: below
             scalars = acc.Scalars(f"nsp/log10_energy/probe_{p}/{l:02d}_{layer}")
@@ -82,20 +86,23 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
                            ["^nsp/energy/probe_0/"], ["^nsp/energy/probe_1/"]]
 
     # The logged card is what nsp.render.render_card draws for the recorded spectrum, on the
-    # colour range of the baseline record.
+    # decades fixed at the baseline for the layer over both probes: from the smallest nonzero
+    # |ŝ| to its largest, 2 decades of headroom above.
     event = acc.Images("nsp/01_conv/spectrum/probe_1")[-1]
     image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
-    base = np.abs(records[0].spectra[1][1])
+    base = np.abs(np.concatenate([records[0].spectra[p][1].ravel() for p in range(2)]))
+    top, bottom = int(np.ceil(np.log10(base.max()))) + 2, int(np.floor(np.log10(base[base > 0].min())))
     expected = nsp.render.render_card(
         records[-1].spectra[1][1],
         title="01_conv · spectrum · probe 1 · 2×4×4 · epoch 3, step 6",
         scale="layersymlog",
         cmap="RdBu_r",
-        vrange=(-base.max(), base.max()),
-        threshold=base[base > 0].min(),
+        vrange=(-(10.0 ** top), 10.0 ** top),
+        threshold=10.0 ** bottom,
         legend=[
-            f"signed log10: red > 0, blue < 0, white 0; |ŝ| < {base[base > 0].min():.3g} near white",
-            "colour range fixed from the baseline (epoch 0)",
+            "red: positive, blue: negative, white: 0",
+            f"signed log10 scale; |ŝ| below 10{str(bottom).translate(SUPERSCRIPT)} fades to white",
+            "colours fixed per layer at the baseline (epoch 0): its peak + 2 decades",
         ],
     )
     np.testing.assert_array_equal(image, expected)

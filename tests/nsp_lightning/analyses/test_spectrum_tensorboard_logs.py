@@ -64,10 +64,10 @@ def test_leaves_of_a_sequential_are_logged_in_execution_order(leaves_run):
     cb, _, acc, records = leaves_run
     assert records[0].layernames == ("input", *LEAVES)
     expected = [f"nsp/{i:02d}_{name}/{kind}/probe_0" for i, name in enumerate(["input", *LEAVES])
-                for kind in ("activations", "spectrum")]
+                for kind in ("activations", "difference", "spectrum")]
     logged = sorted(t for t in acc.Tags()["images"] if t.endswith("/probe_0") and "_change" not in t)
     # TensorBoard sorts tags alphabetically: the index prefix makes that the execution order,
-    # with each layer's activations and spectrum next to each other.
+    # with each layer's activations, change since the baseline and spectrum next to each other.
     assert logged == expected
     steps = [r.global_step for r in records]
     assert [e.step for e in acc.Images("nsp/05_net.4/spectrum/probe_1")] == steps
