@@ -169,7 +169,6 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self.metric = metric
         self._map: Any = None
         self._fitted_at: int | None = None
-        self._trainer: Any = None
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
         if self.inputs is None and probes.shape[0] < 3:
@@ -241,7 +240,6 @@ class ResponseMapAnalysis(ProbeAnalysis):
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
         if self._map is None:
             raise RuntimeError("ResponseMapAnalysis.compute: no layout; setup() runs first, at fit start")
-        self._trainer = context.trainer
         scalars: dict[str, float] = {}
         refitted = self.refit and context.epoch != self._fitted_at
         if refitted:
@@ -279,14 +277,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         metadata = [
             [layers[l], str(i)] for l, i in zip(record.arrays["neuron_layer"], record.arrays["neuron_index"])
         ]
-        for writer in _tensorboard_writers(self._trainer):
-            writer.add_embedding(
-                torch.as_tensor(record.arrays["layout"]),
-                metadata=metadata,
-                metadata_header=["layer", "index"],
-                global_step=sink.step,
-                tag=f"{sink.prefix}/layout",
-            )
+        sink.embedding("layout", record.arrays["layout"], metadata=metadata, metadata_header=["layer", "index"])
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> Any:
@@ -374,11 +365,3 @@ def _last_record(directory: str | None) -> Any:
     records = read_records(directory)
     return max(records, key=lambda r: r.epoch) if records else None
 
-
-def _tensorboard_writers(trainer: Any) -> list[Any]:
-    """The SummaryWriters of the Trainer's TensorBoard loggers (none outside Lightning)."""
-    if trainer is None:
-        return []
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
