@@ -313,8 +313,10 @@ def test_every_logger_gets_what_tensorboard_gets_from_a_digits_fit_with_all_anal
     got = set()
     for row in wandb_rows(run_dir):
         step = row.get("trainer/global_step")
-        for key, value in row.items():
-            kind = WANDB_KINDS.get(value.get("_type")) if isinstance(value, dict) else None
+        # A medium is stored flat: "<tag>/_type", "<tag>/path", ...
+        for key in [k[: -len("/_type")] for k in row if k.endswith("/_type")]:
+            value = {k[len(key) + 1:]: v for k, v in row.items() if k.startswith(key + "/")}
+            kind = WANDB_KINDS.get(value["_type"])
             if kind is None:
                 continue
             if kind == "table":
