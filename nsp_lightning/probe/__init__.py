@@ -5,7 +5,7 @@
                                       ``ProbeContext``, ``ReportContext``, the registry
                                       (no Lightning)
 :mod:`nsp_lightning.probe.records`    ``AnalysisRecord``, ``ProbeRecord`` and their checks
-:mod:`nsp_lightning.probe.sinks`      ``LogSink``: an analysis's pictures for TensorBoard
+:mod:`nsp_lightning.probe.sinks`      ``LogSink``: an analysis's pictures, one sink per logger
 :mod:`nsp_lightning.probe.store`      the record store: writing and reading record series
 :mod:`nsp_lightning.probe.callback`   ``ProbeCallback``, the Lightning callback (imports
                                       Lightning), and what it puts together:

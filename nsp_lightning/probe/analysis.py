@@ -10,7 +10,7 @@ the record store, logging and the report. An analysis only says
   :meth:`ProbeAnalysis.setup`, :meth:`ProbeAnalysis.header`);
 - what it computes and keeps at a record (:meth:`ProbeAnalysis.compute`, returning an
   :class:`AnalysisRecord` of arrays, scalars and JSON metadata);
-- how a record is drawn in TensorBoard (:meth:`ProbeAnalysis.log`, through a
+- how a record is drawn for the loggers (:meth:`ProbeAnalysis.log`, through a
   :class:`LogSink`: images, figures, histograms, text, embeddings) and in the report (:meth:`ProbeAnalysis.report`, returning
   :class:`~nsp_lightning.sections.Section` objects).
 
@@ -23,10 +23,10 @@ call                                        where                  when
 ``check(model, probes)``                    every rank             fit start, also under ``fast_dev_run``
 ``setup(model, probes, context)``           rank 0                 fit start, before the baseline
 ``header()``                                rank 0                 fit start, after ``setup``: the series' config
-``hparams()``, ``describe()``               rank 0                 train start: TensorBoard hparams and text card
+``hparams()``, ``describe()``               rank 0                 train start: hparams and text card (loggers)
 ``custom_scalars()``                        rank 0                 fit start: TensorBoard custom-scalars charts
 ``compute(model, probes, context)``         rank 0                 at every record
-``log(record, sink)``                       rank 0                 after ``compute``, if a TensorBoard logger
+``log(record, sink)``                       rank 0                 after ``compute``, if a logger that takes media
                                                                    exists (``sink.enabled``) or not
 ``report(records, header, context)``        ``nsp-report``         a classmethod; no model, no Lightning
 ``read_record(arrays, meta, path)``         any reader             a classmethod: validate a record read back
@@ -365,7 +365,8 @@ class ProbeAnalysis(abc.ABC):
     def describe(self) -> str | None:
         """A Markdown description of the series (configuration, what the colours mean); by default none.
 
-        The core logs it as the text card ``<tag_prefix>/about`` once training starts.
+        The core logs it as the text card ``<tag_prefix>/about`` once training starts, to every
+        logger that takes text.
         """
         return None
 
@@ -397,11 +398,11 @@ class ProbeAnalysis(abc.ABC):
         """
 
     def log(self, record: AnalysisRecord, sink: LogSink) -> None:
-        """Draw a record for TensorBoard: ``sink.image``, ``sink.figure``, ``sink.histogram``, ``sink.text``, ``sink.embedding``.
+        """Draw a record for the loggers: ``sink.image``, ``sink.figure``, ``sink.histogram``, ``sink.text``, ``sink.embedding``.
 
         Called on rank 0 after :meth:`compute`; by default nothing. Scalars need no
         code here: the core logs ``record.scalars`` to every logger. When
-        ``sink.enabled`` is False (no TensorBoard logger) skip the drawing.
+        ``sink.enabled`` is False (no logger takes media) skip the drawing.
         """
 
     @classmethod

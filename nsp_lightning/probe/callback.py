@@ -3,8 +3,8 @@ Probe Callback
 ==============
 
 Run probe analyses (spectra, response maps, attributions, linear regions, your own) on a
-fixed batch of probe inputs during training: one schedule, one record store, TensorBoard
-logging and a report section for each.
+fixed batch of probe inputs during training: one schedule, one record store, logging to
+every logger and a report section for each.
 
 :class:`ProbeCallback` is the Lightning callback: it says, hook by hook, what happens on
 which rank. The pieces it puts together are beside it in :mod:`nsp_lightning.probe`:
@@ -15,7 +15,7 @@ which rank. The pieces it puts together are beside it in :mod:`nsp_lightning.pro
 :mod:`~.probe.isolation`        probing without disturbing training (modes, grads, RNG)
 :mod:`~.probe.series`           the record directories rank 0 writes (locks, resume)
 :mod:`~.probe.handoff`          the state a spawned rank 0 hands back to the launching process
-:mod:`~.probe.sinks`            images, histograms and text to TensorBoard
+:mod:`~.probe.sinks`            images, histograms and text to each logger that takes them
 :mod:`~.probe.progress`         progress lines for steps longer than 2 s
 ==============================  ==========================================================
 """
@@ -31,7 +31,6 @@ from typing_extensions import override
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks.callback import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -43,7 +42,8 @@ from nsp_lightning.probe.isolation import nonfinite_parameters, probing
 from nsp_lightning.probe.progress import Progress
 from nsp_lightning.probe.schedule import Schedule
 from nsp_lightning.probe.series import RecordSeries
-from nsp_lightning.probe.sinks import BackgroundWriter, LogSink, log_configuration, write_hparams
+from nsp_lightning.probe.sinks import BackgroundWriter, LoggerSinks, LogSink, add_custom_scalars, log_configuration
+from nsp_lightning.probe.sinks import no_media_warning, write_hparams
 
 __all__ = ["ProbeCallback"]
 
@@ -127,15 +127,17 @@ class ProbeCallback(Callback):
         - ``<prefix>/<key>`` for every scalar the analysis returns, to every logger in
           ``trainer.loggers``;
         - ``<prefix>/record_seconds``: wall time of the analysis at the record on the
-          training thread (TensorBoard's PNG encoding runs on a background thread);
+          training thread (the loggers' image encoding runs on a background thread);
         - ``<prefix>/record_failed``: 1 at a record the analysis could not take
           (``on_error="warn"``);
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
-          TensorBoard loggers only.
+          every TensorBoard, Weights & Biases, MLflow and CSV logger (one sink each, see
+          :mod:`nsp_lightning.probe.sinks`); another logger is warned about once, naming
+          what it skips.
 
     At fit start the callback says (at INFO level) where the records go. Without a
-    TensorBoard logger the callback warns once and still logs scalars to the
-    other loggers and writes records; without any logger it still writes records. Under
+    logger that takes images the callback warns once and still logs scalars to the
+    loggers and writes records; without any logger it still writes records. Under
     ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
 
     With ``record_evaluation`` (the default), ``trainer.validate()`` and ``trainer.test()``
@@ -218,6 +220,7 @@ class ProbeCallback(Callback):
         self._series: RecordSeries | None = None
         self._unstarted: list[ProbeAnalysis] = []
         self._writer = BackgroundWriter()
+        self._sinks = LoggerSinks(who)
 
     @property
     @override
@@ -291,13 +294,9 @@ class ProbeCallback(Callback):
         if self._dirpath_arg is None:
             self.dirpath = self._default_dirpath(log_dir)
         self._check_no_shared_directory(trainer, log_dir)
-        if not any(isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
-            scalars = "scalars go to the other loggers and " if trainer.loggers else ""
-            where = ", ".join(self.record_dirs.values())
-            rank_zero_warn(
-                f"{type(self).__name__}: the Trainer has no TensorBoardLogger, so no images are logged;"
-                f" {scalars}records are written to {where}"
-            )
+        warning = no_media_warning(trainer.loggers, self.record_dirs.values(), type(self).__name__)
+        if warning:
+            rank_zero_warn(warning)
 
     def _check_no_shared_directory(self, trainer: "pl.Trainer", log_dir: str) -> None:
         mine = {os.path.abspath(d): name for name, d in self.record_dirs.items()}
@@ -358,10 +357,7 @@ class ProbeCallback(Callback):
             if self._series.start(analysis, resuming):
                 started.append(analysis)
             layout.update(analysis.custom_scalars() or {})
-        if layout:
-            for logger in trainer.loggers:
-                if isinstance(logger, TensorBoardLogger):
-                    logger.experiment.add_custom_scalars(layout)
+        add_custom_scalars(trainer.loggers, layout)
         step = "record number" if self.log_step == "epoch" else "global step"
         rank_zero_info(
             f"{who}: records go to {', '.join(self.record_dirs.values())}; logged at the {step}"
@@ -387,7 +383,9 @@ class ProbeCallback(Callback):
         # After Lightning logged the model's hyperparameters (after on_fit_start), to merge with them.
         if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
             return
-        log_configuration(trainer.loggers, self.analyses, trainer.global_step)
+        sinks = self._sinks.sinks(trainer.loggers)
+        for about in log_configuration(trainer.loggers, self.analyses, trainer.global_step):
+            self._writer.submit(about, sinks)
 
     @override
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -507,9 +505,10 @@ class ProbeCallback(Callback):
 
     @override
     def teardown(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        # Every image is in the event files before Lightning closes its loggers.
+        # Every image is with the loggers before Lightning closes them.
         for problem in self._writer.close():
-            rank_zero_warn(f"{type(self).__name__}: TensorBoard could not take {problem}")
+            rank_zero_warn(f"{type(self).__name__}: a logger could not take {problem}")
+        self._sinks.clear()
         # Releases the record directories' locks, so that a later fit may continue them.
         if self._series is not None:
             self._series.close()
@@ -534,7 +533,7 @@ class ProbeCallback(Callback):
             context = self._context(trainer, pl_module, epoch)
         context.epoch = epoch
         step = epoch if self.log_step == "epoch" else trainer.global_step
-        writers = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        writers = self._sinks.sinks(trainer.loggers)
         nonfinite = nonfinite_parameters(pl_module)
         with probing(pl_module):
             for analysis in self.analyses if analyses is None else analyses:
@@ -570,6 +569,7 @@ class ProbeCallback(Callback):
             raise TypeError(f"{type(analysis).__name__}.compute: expected an AnalysisRecord, got {type(record).__name__}")
         sink = LogSink(analysis.prefix, step, enabled=bool(writers))
         analysis.log(record, sink)
+        self._sinks.warn_skipped(sink, trainer.loggers)
         self._writer.submit(sink, writers)
         scalars = {f"{analysis.prefix}/{key}": float(value) for key, value in record.scalars.items()}
         seconds = time.perf_counter() - start

@@ -174,7 +174,6 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self.metric = metric
         self._map: Any = None
         self._fitted_at: int | None = None
-        self._trainer: Any = None
         # What the images of the last record name: its epoch, step and the probes' predictions.
         self._shown: tuple[int, int, list[tuple[str, str, str]]] = (0, 0, [])
 
@@ -248,7 +247,6 @@ class ResponseMapAnalysis(ProbeAnalysis):
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
         if self._map is None:
             raise RuntimeError("ResponseMapAnalysis.compute: no layout; setup() runs first, at fit start")
-        self._trainer = context.trainer
         scalars: dict[str, float] = {}
         refitted = self.refit and context.epoch != self._fitted_at
         if refitted:
@@ -294,14 +292,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         metadata = [
             [layers[l], str(i)] for l, i in zip(record.arrays["neuron_layer"], record.arrays["neuron_index"])
         ]
-        for writer in _tensorboard_writers(self._trainer):
-            writer.add_embedding(
-                torch.as_tensor(record.arrays["layout"]),
-                metadata=metadata,
-                metadata_header=["layer", "index"],
-                global_step=sink.step,
-                tag=f"{sink.prefix}/layout",
-            )
+        sink.embedding("layout", record.arrays["layout"], metadata=metadata, metadata_header=["layer", "index"])
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> Any:
@@ -388,12 +379,3 @@ def _last_record(directory: str | None) -> Any:
         return None
     records = read_records(directory)
     return max(records, key=lambda r: r.epoch) if records else None
-
-
-def _tensorboard_writers(trainer: Any) -> list[Any]:
-    """The SummaryWriters of the Trainer's TensorBoard loggers (none outside Lightning)."""
-    if trainer is None:
-        return []
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]

@@ -36,7 +36,9 @@ def records_of(analysis: ResponseMapAnalysis, model: torch.nn.Module, epochs: in
             record = analysis.compute(model, x, ProbeContext(model, x, epoch=epoch, global_step=10 * epoch))
             sink = LogSink(analysis.prefix, epoch, True)
             analysis.log(record, sink)
-            assert [tag for _, tag, _, _ in sink.items] == [f"response_map/probe_{p}" for p in range(3)]
+            assert [(kind, tag) for kind, tag, _, _ in sink.items] == [
+                *[("image", f"response_map/probe_{p}") for p in range(3)], ("embedding", "response_map/layout")]
+            assert np.array_equal(sink.items[-1][2].numpy(), record.arrays["layout"])
             meta = dict(record.meta, epoch=epoch, global_step=10 * epoch, seconds=0.0, __scalars__=list(record.scalars))
             arrays = dict(record.arrays, __scalars__=np.array(list(record.scalars.values()), dtype=np.float64))
             records.append(ResponseMapAnalysis.read_record(arrays, meta, Path("record.npz")))

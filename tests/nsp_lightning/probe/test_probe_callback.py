@@ -28,7 +28,7 @@ from nsp_lightning.analyses import SpectrumAnalysis
 from nsp_lightning.report.cli import main
 from nsp_lightning.report.html import report
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*the Trainer has no TensorBoardLogger")
+pytestmark = pytest.mark.filterwarnings("ignore:.*the Trainer has no logger that takes images")
 README = Path(__file__).parents[3] / "README.md"
 
 

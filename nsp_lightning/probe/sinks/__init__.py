@@ -1,0 +1,62 @@
+"""Where an analysis's pictures go: a :class:`LogSink` collects them, one sink per attached logger writes them.
+
+:meth:`~nsp_lightning.ProbeAnalysis.log` puts images, figures, histograms, text and
+embeddings into a :class:`LogSink`; the callback hands it to the sink of every logger of
+the Trainer at once, after the analysis returned, on a background thread
+(:class:`BackgroundWriter`: encoding images is most of a record's cost and training need
+not wait for it).
+
+=====================  =====================================  ==============================================
+logger                 sink (module)                          what it takes
+=====================  =====================================  ==============================================
+``TensorBoardLogger``  :class:`TensorBoardSink`               images, histograms, text, embeddings,
+                       (``tensorboard_sink``)                 charts of several runs (``LogSink.scalars``)
+``WandbLogger``        :class:`WandbSink` (``wandb_sink``)    ``wandb.Image``, ``wandb.Histogram``,
+                                                              text and embeddings as ``wandb.Table``
+``MLFlowLogger``       :class:`MLflowSink` (``mlflow_sink``)  ``log_image`` (key, step), ``log_text``;
+                                                              histograms (JSON) and embeddings (TSV) as
+                                                              artifacts
+``CSVLogger``          :class:`CSVSink` (``csv_sink``)        files beside ``metrics.csv`` listed in
+                                                              ``media.csv``
+any other              none                                   nothing: one warning names what is skipped
+=====================  =====================================  ==============================================
+
+:class:`LoggerSinks` makes each logger's sink once and warns once per logger that skips
+media; :func:`log_configuration` and :func:`write_hparams` give the loggers the
+analyses' configuration. A sink for another logger is a :class:`MediaSink` subclass: the
+kinds it ``takes`` and ``write_item(kind, tag, value, options, step)``, where ``kind`` is
+one of ``"image"``, ``"histogram"``, ``"text"``, ``"embedding"``, ``"scalars"``.
+"""
+
+from nsp_lightning.probe.sinks.csv_sink import CSVSink
+from nsp_lightning.probe.sinks.loggers import MEDIA_LOGGERS, LoggerSinks, log_configuration, no_media_warning
+from nsp_lightning.probe.sinks.mlflow_sink import MLflowSink
+from nsp_lightning.probe.sinks.sink import LogSink, MediaSink, require, rgb_uint8
+from nsp_lightning.probe.sinks.tensorboard_sink import (
+    TensorBoardSink,
+    add_custom_scalars,
+    write_hparams,
+    write_to_tensorboard,
+)
+from nsp_lightning.probe.sinks.wandb_sink import WandbSink
+from nsp_lightning.probe.sinks.writer import BackgroundWriter, write_sinks
+
+__all__ = [
+    "BackgroundWriter",
+    "CSVSink",
+    "LogSink",
+    "LoggerSinks",
+    "MEDIA_LOGGERS",
+    "MLflowSink",
+    "MediaSink",
+    "TensorBoardSink",
+    "WandbSink",
+    "add_custom_scalars",
+    "log_configuration",
+    "no_media_warning",
+    "require",
+    "rgb_uint8",
+    "write_hparams",
+    "write_sinks",
+    "write_to_tensorboard",
+]

@@ -1,0 +1,122 @@
+"""TensorBoard: every kind of item, the HParams summary and the custom-scalars layout."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from nsp_lightning.probe.sinks.sink import LogSink, MediaSink
+
+__all__ = ["TensorBoardSink", "add_custom_scalars", "write_hparams", "write_to_tensorboard"]
+
+
+class TensorBoardSink(MediaSink):
+    """A ``TensorBoardLogger``: images, histograms, text, embeddings (the projector) and charts of several runs."""
+
+    takes = frozenset({"image", "histogram", "text", "embedding", "scalars"})
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__(logger)
+        self.writer = logger.experiment
+
+    def write(self, sink: LogSink) -> None:
+        write_to_tensorboard(sink, [self.writer])
+
+
+def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
+    """Log what ``sink`` holds to every TensorBoard ``SummaryWriter`` in ``writers``, at ``sink.step``.
+
+    Parameters
+    ----------
+    sink : LogSink
+        What an analysis's :meth:`~nsp_lightning.ProbeAnalysis.log` put there.
+    writers : sequence of torch.utils.tensorboard.SummaryWriter
+        The writers (``TensorBoardLogger.experiment``) of the Trainer's loggers.
+    """
+    for writer in writers:
+        for kind, tag, value, options in sink.items:
+            if kind == "image":
+                writer.add_image(tag, value, global_step=sink.step, **options)
+            elif kind == "histogram":
+                writer.add_histogram(tag, value, global_step=sink.step, **options)
+            elif kind == "embedding":
+                writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
+            elif kind == "scalars":
+                _write_runs(writer, tag, value, sink.step, options["run_prefix"])
+            else:
+                writer.add_text(tag, value, global_step=sink.step)
+
+
+def add_custom_scalars(loggers: Sequence[Any], layout: Mapping[str, Any]) -> None:
+    """Give every TensorBoardLogger of ``loggers`` the custom-scalars ``layout`` (other loggers have none)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if layout:
+        for logger in loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_custom_scalars(dict(layout))
+
+
+def write_hparams(loggers: Sequence[Any], metrics: Mapping[str, Any], step: int) -> None:
+    """Write each TensorBoardLogger's HParams summary: its ``hparams`` and the scalars ``metrics`` as columns.
+
+    On global rank 0 only; a logger without hparams and metrics is skipped. The HParams dashboard reads each metric's value from the run's scalars of that tag:
+    ``metrics`` (Lightning's ``trainer.logged_metrics``) names tags logged already, and no
+    scalar is written here.
+
+    Parameters
+    ----------
+    loggers : sequence of Lightning loggers
+        The Trainer's loggers; those that are not TensorBoardLoggers are skipped.
+    metrics : mapping
+        ``{tag: value}``; the tags of one-value metrics become the table's columns.
+    step : int
+        The step the summary is written at.
+
+    Notes
+    -----
+    Nested mappings in ``hparams`` are flattened with ``/`` (``{"a": {"b": 1}}`` is
+    ``a/b``), values other than bool, int, float and str are written as text.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+    from torch.utils.tensorboard.summary import hparams
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    columns = {tag: 0.0 for tag, value in sorted(metrics.items()) if torch.as_tensor(value).numel() == 1}
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        plain: dict[str, Any] = {}
+        pending = [("", dict(logger.hparams or {}))]
+        while pending:
+            prefix, mapping = pending.pop()
+            for key, value in mapping.items():
+                if isinstance(value, Mapping):
+                    pending.append((f"{prefix}{key}/", value))
+                else:
+                    plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+        if not plain and not columns:
+            continue
+        file_writer = logger.experiment._get_file_writer()
+        for summary in hparams(plain, columns):
+            file_writer.add_summary(summary, step)
+
+
+def _write_runs(writer: Any, tag: str, values: Mapping[str, float], step: int, run_prefix: str) -> None:
+    """``values[k]`` as scalar ``tag`` of the run ``<log_dir>/<run_prefix>_<k>`` (``add_scalars``' runs, another tag)."""
+    from torch.utils.tensorboard.summary import scalar
+    from torch.utils.tensorboard.writer import FileWriter
+
+    walltime = time.time()
+    log_dir = writer._get_file_writer().get_logdir()
+    for key, value in values.items():
+        run = os.path.join(log_dir, f"{run_prefix}_{key}")
+        # SummaryWriter.all_writers is where add_scalars keeps its runs' writers: flush() and close() reach them.
+        if run not in writer.all_writers:
+            writer.all_writers[run] = FileWriter(run, writer.max_queue, writer.flush_secs, writer.filename_suffix)
+        writer.all_writers[run].add_summary(scalar(tag, value), step, walltime)
