@@ -51,7 +51,7 @@ def analyses(inputs: torch.Tensor) -> list:
         AttributionAnalysis(),
         FeatureVisAnalysis(channels={"conv2": [0, 1, 2, 3]}, classes=[0, 3, 7], steps=16),
         ResponseMapAnalysis(inputs=inputs, resolution=96),
-        LinearRegionsAnalysis(domain=(-0.3, 0.3, -0.3, 0.3), resolution=96),
+        LinearRegionsAnalysis(resolution=96),
     ]
 
 

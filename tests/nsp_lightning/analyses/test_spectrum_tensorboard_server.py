@@ -72,10 +72,10 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
         deadline = time.monotonic() + 60
         while True:  # the server loads event files in the background
             image_tags = json.loads(get(base, "/data/plugin/images/tags")).get(run, {})
-            if len(image_tags) == 5 or time.monotonic() > deadline:
+            if len(image_tags) == 7 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        expected = {f"nsp/{layer}/{kind}/probe_0" for kind in ("activations", "spectrum") for layer in ("01_conv", "05_fc")}
+        expected = {f"nsp/{layer}/{kind}/probe_0" for kind in ("activations", "spectrum", "difference") for layer in ("01_conv", "05_fc")}
         expected.add("nsp/00_change/probe_0")
         assert set(image_tags) == expected
         scalar_tags = json.loads(get(base, "/data/plugin/scalars/tags"))[run]
