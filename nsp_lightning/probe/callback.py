@@ -43,7 +43,7 @@ from nsp_lightning.probe.isolation import nonfinite_parameters, probing
 from nsp_lightning.probe.progress import Progress
 from nsp_lightning.probe.schedule import Schedule
 from nsp_lightning.probe.series import RecordSeries
-from nsp_lightning.probe.sinks import BackgroundWriter, LogSink, log_configuration, write_hparams
+from nsp_lightning.probe.sinks import BackgroundWriter, LogSink, log_configuration, start_hparams, write_hparams
 
 __all__ = ["ProbeCallback"]
 
@@ -74,9 +74,9 @@ class ProbeCallback(Callback):
     random stream of training are left untouched.
 
     Several analyses: pass them to one callback, so that they share the schedule and the
-    forward pass. Several callbacks also work (e.g. with different schedules): give them
-    different ``dirpath``\ s or analyses of different names; two callbacks that would
-    write the same record directory are refused at setup, with a message that says so.
+    forward pass. Several callbacks (e.g. with different schedules) need different
+    ``dirpath``\ s or analyses of different names: two that would write the same record
+    directory are refused at setup.
 
     Args:
         probe: the probe inputs, one of
@@ -131,12 +131,13 @@ class ProbeCallback(Callback):
         - ``<prefix>/record_failed``: 1 at a record the analysis could not take
           (``on_error="warn"``);
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
-          TensorBoard loggers only.
+          TensorBoard loggers only;
+        - HParams (TensorBoard, at fit start): the module's hyperparameters and each analysis's
+          ``hparams()`` as ``<prefix>/<key>``; the metrics the module logs are the columns.
 
     At fit start the callback says (at INFO level) where the records go. Without a
-    TensorBoard logger the callback warns once and still logs scalars to the
-    other loggers and writes records; without any logger it still writes records. Under
-    ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
+    TensorBoard logger it warns once, and still logs scalars to the other loggers and
+    writes records. Under ``fast_dev_run`` it checks the probe and the analyses only.
 
     With ``record_evaluation`` (the default), ``trainer.validate()`` and ``trainer.test()``
     take one record each, numbered with the Trainer's ``current_epoch`` (the checkpoint's,
@@ -342,15 +343,17 @@ class ProbeCallback(Callback):
             if not resuming:
                 self._recorded.add(0)
             return
-        if resuming and self._dirpath_arg is None and self._checkpoint_dirpath:
-            if os.path.isdir(self._checkpoint_dirpath):
-                self.dirpath = self._checkpoint_dirpath
+        if resuming and self._dirpath_arg is None and self._checkpoint_dirpath and os.path.isdir(self._checkpoint_dirpath):
+            self.dirpath = self._checkpoint_dirpath
         assert self.dirpath is not None
         context = self._context(trainer, pl_module, trainer.current_epoch)
         with probing(pl_module):
             for analysis in self.analyses:
                 with Progress(f"{who}: setup of {analysis.name!r}"):  # a t-SNE layout takes a minute
                     analysis.setup(pl_module, probe, context)
+        # Before Lightning logs the module's hyperparameters (right after this hook): TensorBoard keeps the first.
+        hparams = {**(trainer.datamodule.hparams_initial if trainer.datamodule else {}), **pl_module.hparams_initial}
+        start_hparams(trainer.loggers, hparams, self.analyses, trainer.global_step)
         self._series = RecordSeries(self.record_dirs, who)
         layout: dict[str, Any] = {}
         started = []
@@ -376,18 +379,16 @@ class ProbeCallback(Callback):
             self._record(trainer, pl_module, 0, context, [a for a in self.analyses if a.name not in taken],
                          strict=True)
         else:
-            # A checkpoint written without this callback (or whose records are gone) leaves no series
-            # to continue: the new one starts with the checkpoint's state, at on_train_start, once
-            # the Trainer has restored the epoch.
+            # A checkpoint written without this callback (or whose records are gone) leaves no series to
+            # continue: the new one starts with the checkpoint's state at on_train_start (the epoch restored).
             self._unstarted = started
 
     @override
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._start_unstarted(trainer, pl_module)
         # After Lightning logged the model's hyperparameters (after on_fit_start), to merge with them.
-        if trainer.fast_dev_run or not trainer.is_global_zero or not trainer.loggers:
-            return
-        log_configuration(trainer.loggers, self.analyses, trainer.global_step)
+        if not trainer.fast_dev_run and trainer.is_global_zero:
+            log_configuration(trainer.loggers, self.analyses, trainer.global_step)
 
     @override
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

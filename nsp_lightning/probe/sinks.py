@@ -5,8 +5,8 @@ embeddings into a :class:`LogSink`; the callback then hands them to every Tensor
 writer of the Trainer at once, after the analysis returned (so that drawing does not
 compete with TensorBoard's writer thread). :class:`BackgroundWriter` does that hand-over
 on a thread of its own, since encoding the images as PNG is most of a record's cost and
-training need not wait for it. :func:`log_configuration` and :func:`write_hparams` give
-the loggers the analyses' configuration.
+training need not wait for it. :func:`start_hparams`, :func:`log_configuration` and
+:func:`write_hparams` give the loggers the module's and the analyses' configuration.
 
 The interface a sink for another logger needs is small: a function ``(sink, writers)``
 that reads ``sink.items`` (``(kind, tag, value, options)`` with ``kind`` one of
@@ -24,7 +24,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["BackgroundWriter", "LogSink", "log_configuration", "write_hparams", "write_to_tensorboard"]
+__all__ = [
+    "BackgroundWriter", "LogSink", "configuration", "log_configuration", "start_hparams", "write_hparams",
+    "write_to_tensorboard",
+]
 
 
 class LogSink:
@@ -142,23 +145,60 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
                 writer.add_text(tag, value, global_step=sink.step)
 
 
-def log_configuration(loggers: Sequence[Any], analyses: Sequence[Any], step: int) -> None:
-    """Give every logger the analyses' configuration (``hparams()``), and TensorBoard their ``describe()`` text.
+def start_hparams(loggers: Sequence[Any], module_hparams: Mapping[str, Any], analyses: Sequence[Any], step: int) -> None:
+    """Write each TensorBoardLogger's HParams session: the module's hyperparameters and the analyses' configuration.
 
-    Other loggers get it as hyperparameters at once, merged with the module's. A
-    TensorBoardLogger keeps it in ``logger.hparams`` for :func:`write_hparams`:
-    TensorBoard shows a run's first HParams summary only, and takes the table's metric
-    columns from it, so the summary waits for the end of training, when the module's
-    metrics exist.
+    Called at fit start, before Lightning logs the module's hyperparameters: TensorBoard
+    keeps a run's first HParams summary only, so this one, which holds the configuration,
+    is the one it shows. It holds no metric value: the HParams table reads each metric
+    column from the run's scalars of that tag. Lightning's placeholder metric
+    ``hp_metric = -1`` (``TensorBoardLogger(default_hp_metric=True)``) is not written: its
+    summary would name ``hp_metric`` as the table's only column. Until the end of
+    training (:func:`write_hparams`) TensorBoard lists every scalar of the run as a
+    column; from then on, the metrics the module logged.
+
+    Parameters
+    ----------
+    loggers : sequence of Lightning loggers
+        The Trainer's loggers; those that are not TensorBoardLoggers are skipped.
+    module_hparams : mapping
+        The LightningModule's (and LightningDataModule's) ``hparams_initial``.
+    analyses : sequence of ProbeAnalysis
+        Their ``hparams()`` are logged as ``<tag_prefix>/<key>``.
+    step : int
+        The step the summary is written at.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.tensorboard.summary import hparams
+
+    params = {**module_hparams, **configuration(analyses)}
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        logger.hparams.update(params)
+        # The placeholder Lightning writes when it logs hyperparameters without metrics, right after on_fit_start.
+        logger._default_hp_metric = False
+        _, session_start, _ = hparams(_plain(logger.hparams), {})
+        logger.experiment._get_file_writer().add_summary(session_start, step)
+
+
+def configuration(analyses: Sequence[Any]) -> dict[str, Any]:
+    """The analyses' ``hparams()``, each key as ``<tag_prefix>/<key>``."""
+    return {f"{analysis.prefix}/{k}": v for analysis in analyses for k, v in analysis.hparams().items()}
+
+
+def log_configuration(loggers: Sequence[Any], analyses: Sequence[Any], step: int) -> None:
+    """Give TensorBoard the analyses' ``describe()`` text, and every other logger their configuration.
+
+    Other loggers get the configuration (``hparams()``) as hyperparameters, merged with
+    the module's: call it after Lightning logged those (at train start). TensorBoard got
+    it at fit start (:func:`start_hparams`).
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    params: dict[str, Any] = {}
-    for analysis in analyses:
-        params.update({f"{analysis.prefix}/{k}": v for k, v in analysis.hparams().items()})
+    params = configuration(analyses)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.hparams.update(params)
             for analysis in analyses:
                 text = analysis.describe()
                 if text:
@@ -170,9 +210,11 @@ def log_configuration(loggers: Sequence[Any], analyses: Sequence[Any], step: int
 def write_hparams(loggers: Sequence[Any], metrics: Mapping[str, Any], step: int) -> None:
     """Write each TensorBoardLogger's HParams summary: its ``hparams`` and the scalars ``metrics`` as columns.
 
-    On global rank 0 only; a logger without hparams and metrics is skipped. The HParams dashboard reads each metric's value from the run's scalars of that tag:
-    ``metrics`` (Lightning's ``trainer.logged_metrics``) names tags logged already, and no
-    scalar is written here.
+    On global rank 0 only; a logger without hparams and metrics is skipped. The HParams
+    dashboard reads each metric's value from the run's scalars of that tag: ``metrics``
+    (Lightning's ``trainer.logged_metrics``) names tags logged already, and no scalar is
+    written here. Where :func:`start_hparams` wrote the session at fit start, TensorBoard
+    keeps that one and takes only the columns from this summary.
 
     Parameters
     ----------
@@ -198,20 +240,26 @@ def write_hparams(loggers: Sequence[Any], metrics: Mapping[str, Any], step: int)
     for logger in loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
-        plain: dict[str, Any] = {}
-        pending = [("", dict(logger.hparams or {}))]
-        while pending:
-            prefix, mapping = pending.pop()
-            for key, value in mapping.items():
-                if isinstance(value, Mapping):
-                    pending.append((f"{prefix}{key}/", value))
-                else:
-                    plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+        plain = _plain(logger.hparams)
         if not plain and not columns:
             continue
         file_writer = logger.experiment._get_file_writer()
         for summary in hparams(plain, columns):
             file_writer.add_summary(summary, step)
+
+
+def _plain(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``params`` flattened with ``/``, each value a bool, int, float or str (anything else as its text)."""
+    plain: dict[str, Any] = {}
+    pending = [("", dict(params or {}))]
+    while pending:
+        prefix, mapping = pending.pop()
+        for key, value in mapping.items():
+            if isinstance(value, Mapping):
+                pending.append((f"{prefix}{key}/", value))
+            else:
+                plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return plain
 
 
 def _write_runs(writer: Any, tag: str, values: Mapping[str, float], step: int, run_prefix: str) -> None:
