@@ -9,6 +9,7 @@ different epochs are comparable pixel for pixel.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 from pathlib import Path
@@ -51,9 +52,17 @@ class ResponseMapAnalysis(ProbeAnalysis):
     and scale).
 
     At every record: each probe's map (its neurons' activations scaled to [0, 1] by their
-    range over ``inputs``, interpolated over the layout) is kept in the record and logged to TensorBoard as the image ``<prefix>/probe_<p>``; the layout goes
-    to TensorBoard's embedding projector (tag ``<prefix>/layout``, each neuron's layer and
-    index as metadata); the report shows every probe's maps with an epoch slider.
+    range over ``inputs``, interpolated over the layout) is kept in the record and logged
+    to TensorBoard as the image ``<prefix>/probe_<p>``; the report shows every probe's maps
+    with an epoch slider.
+
+    TensorBoard's embedding projector gets the 2-D layout, at the first record and again
+    only when it changes (a refit): every neuron (``<prefix>/layout/all``) and each
+    layer's neurons (``<prefix>/layout/<ii>_<layer>``, ``<ii>`` the layer's position).
+    Each neuron's metadata are its layer, its index in the layer and each probe's response
+    at that record (0 to 1, as in the maps): "Color by" colours the neurons by layer or by
+    a probe's response. The projector opens a 3-D PCA view; untick its third component to
+    see the layout as drawn in the maps.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every map.
@@ -169,7 +178,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self.metric = metric
         self._map: Any = None
         self._fitted_at: int | None = None
-        self._trainer: Any = None
+        self._logged_layout: str | None = None
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
         if self.inputs is None and probes.shape[0] < 3:
@@ -203,6 +212,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
             model, units=self.units, perplexity=self.perplexity, seed=self.seed, resolution=self.resolution,
             metric=self.metric,
         )
+        self._logged_layout = None
         directory = context.directories.get(self.name)
         last = _last_record(directory)
         if last is None:
@@ -241,7 +251,6 @@ class ResponseMapAnalysis(ProbeAnalysis):
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
         if self._map is None:
             raise RuntimeError("ResponseMapAnalysis.compute: no layout; setup() runs first, at fit start")
-        self._trainer = context.trainer
         scalars: dict[str, float] = {}
         refitted = self.refit and context.epoch != self._fitted_at
         if refitted:
@@ -275,18 +284,23 @@ class ResponseMapAnalysis(ProbeAnalysis):
 
         for p, grid in enumerate(record.arrays["maps"]):
             sink.image(f"probe_{p}", to_rgb(grid, self.cmap))
-        layers = record.meta["layers"]
-        metadata = [
-            [layers[l], str(i)] for l, i in zip(record.arrays["neuron_layer"], record.arrays["neuron_index"])
+        layout = record.arrays["layout"]
+        digest = hashlib.sha1(np.ascontiguousarray(layout).tobytes()).hexdigest()
+        if digest == self._logged_layout:
+            return  # the projector keeps every embedding it is given: a copy per record would list the same one
+        self._logged_layout = digest
+        layers, layer = record.meta["layers"], record.arrays["neuron_layer"]
+        responses = record.arrays["responses"]
+        header = ["layer", "index", *(f"response of probe {p}" for p in range(len(responses)))]
+        rows = [
+            [f"{l:02d}_{layers[l]}", str(i), *(f"{r:.4g}" for r in responses[:, n])]
+            for n, (l, i) in enumerate(zip(layer, record.arrays["neuron_index"]))
         ]
-        for writer in _tensorboard_writers(self._trainer):
-            writer.add_embedding(
-                torch.as_tensor(record.arrays["layout"]),
-                metadata=metadata,
-                metadata_header=["layer", "index"],
-                global_step=sink.step,
-                tag=f"{sink.prefix}/layout",
-            )
+        sink.embedding("layout/all", layout, rows, header)
+        for l, name in enumerate(layers):
+            members = np.flatnonzero(layer == l)
+            if members.size:
+                sink.embedding(f"layout/{l:02d}_{name}", layout[members], [rows[n] for n in members], header)
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> Any:
@@ -374,11 +388,3 @@ def _last_record(directory: str | None) -> Any:
     records = read_records(directory)
     return max(records, key=lambda r: r.epoch) if records else None
 
-
-def _tensorboard_writers(trainer: Any) -> list[Any]:
-    """The SummaryWriters of the Trainer's TensorBoard loggers (none outside Lightning)."""
-    if trainer is None:
-        return []
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
