@@ -83,7 +83,7 @@ def test_images_are_encoded_off_the_training_thread_and_all_written_by_fit_end(t
     assert not any(t.name == "nsp-tensorboard-writer" for t in threading.enumerate())  # ended at teardown
     pickle.dumps(cb)  # as ddp_spawn pickles callbacks: the closed writer holds no thread or queue
     steps = [r.global_step for r in read_records(tmp_path / "rec")]
-    assert images_by_step(trainer.log_dir, "nsp/05_fc/spectrum/probe_0") == steps
+    assert images_by_step(trainer.log_dir, "spectrum/05_fc/spectrum/probe_0") == steps
 
 
 def test_a_fit_that_raises_still_writes_every_record_it_took(tmp_path):
@@ -93,5 +93,5 @@ def test_a_fit_that_raises_still_writes_every_record_it_took(tmp_path):
         trainer.fit(Boom(), loader())
     steps = [r.global_step for r in read_records(tmp_path / "rec")]
     assert len(steps) == 3  # the baseline and two epochs
-    assert images_by_step(trainer.log_dir, "nsp/00_input/activations/probe_0") == steps
+    assert images_by_step(trainer.log_dir, "spectrum/00_input/activations/probe_0") == steps
     assert steps[0] == 0 and np.all(np.diff(steps) > 0)

@@ -64,13 +64,13 @@ def test_non_finite_weights_skip_the_record_and_training_and_checkpoints_go_on(t
         "epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"
     ]
     assert [r.epoch for r in read_records(tmp_path / "spectra")] == [0, 1]
-    assert callback.failed_records == {"spectra": [2, 3]}
+    assert callback.failed_records == {"spectrum": [2, 3]}
     assert any("could not take record 2" in m and "['conv.weight', 'conv.bias', 'fc.weight', 'fc.bias'] hold"
                " non-finite values" in m for m in messages)
     failures = RecordStore(tmp_path / "spectra").failures()
     assert [f["name"] for f in failures] == ["epoch-000002", "epoch-000003"]
     metrics = (tmp_path / "logs" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
-    assert "nsp/record_failed" in metrics
+    assert "spectrum/record_failed" in metrics
     page = report(tmp_path / "spectra", tmp_path / "r.html").read_text(encoding="utf-8")
     assert "epoch-000003.npz was not recorded: ValueError: the model&#x27;s parameters" in page
 
@@ -144,5 +144,5 @@ def test_under_ddp_spawn_the_launching_process_sees_the_records(tmp_path):
         trainer.fit(TinyNet(), loader())
     # Before: recorded_epochs == [] and dirpath is None here, in the process that called fit.
     assert callback.recorded_epochs == [0, 2]
-    assert callback.dirpath == str(tmp_path / "spectra")  # logger=False: the log dir is default_root_dir
+    assert callback.dirpath == str(tmp_path / "spectrum")  # logger=False: the log dir is default_root_dir
     assert [r.epoch for r in read_records(callback.dirpath)] == [0, 2]
