@@ -72,7 +72,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
     with tempfile.TemporaryDirectory() as tmp:
-        records = args.records or Path(tmp) / "spectra"
+        records = args.records or Path(tmp) / "spectrum"
         if not RecordStore(records).exists() or not RecordStore(records).names():
             seconds = record_run(records, args.epochs)
             print(f"recorded {args.epochs} epochs of the digits CNN in {seconds:.1f} s")

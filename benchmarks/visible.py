@@ -77,7 +77,7 @@ def report_times(run_dir: Path) -> None:
     nothing = fresh("pass")
     print(f"  import nsp_lightning.report: {report:.2f} s; import lightning.pytorch: {lightning:.2f} s;"
           f" an empty interpreter: {nothing:.2f} s")
-    records = read_records(run_dir / "spectra")
+    records = read_records(run_dir / "spectrum")
     seconds = np.array([r.seconds for r in records])
     print(f"  records: {len(records)}, {records[0].num_probes} probes x {len(records[0].layernames)} layers;"
           f" seconds per record in the callback: median {np.median(seconds):.2f}, max {seconds.max():.2f}")

@@ -7,7 +7,7 @@ Writes, with a TensorBoard server and headless Chromium (Debian package ``chromi
 
 - ``docs/tensorboard_change.png``: TensorBoard's time-series page (at twice the pixels,
   without the settings pane) filtered to the
-  change-since-baseline chart of probe 0 (``nsp/00_change/probe_0``), last record;
+  change-since-baseline chart of probe 0 (``spectrum/00_change/probe_0``), last record;
 - ``docs/tensorboard_cards.png``: the same page filtered to conv2's cards of probe 0
   (activations and spectrum, with their colour bars);
 - ``docs/report_screenshot.png``: the top of ``nsp-report``'s page for the run (run facts
@@ -83,7 +83,7 @@ def tensorboard_shots(logdir: Path, run: str, docs: Path) -> None:
         while True:
             try:
                 tags = json.loads(urllib.request.urlopen(f"{base}/data/plugin/images/tags", timeout=10).read())
-                if "nsp/00_change/probe_0" in tags.get(run, {}):
+                if "spectrum/00_change/probe_0" in tags.get(run, {}):
                     break
             except OSError:
                 pass
@@ -106,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     run_dir = Path(args.run_dir) if args.run_dir else sorted(Path("out/demo_digits/digits").glob("version_*"))[-1]
     docs = Path(args.docs)
-    records = read_records(run_dir / "spectra")
+    records = read_records(run_dir / "spectrum")
     change = nsp.energy.change_since(records[0].spectra[0], records[-1].spectra[0])
     print(f"change since the baseline at epoch {records[-1].epoch}, probe 0 (relative, decades, sign flips, "
           "log10 energy):")

@@ -684,8 +684,8 @@ def _lock_symlink():
     run = _tmp()
     victim = run / "victim.txt"
     victim.write_text("keep me\n")
-    (run / "records" / "spectra").mkdir(parents=True)
-    (run / "records" / "spectra" / ".lock").symlink_to(victim)
+    (run / "records" / "spectrum").mkdir(parents=True)
+    (run / "records" / "spectrum" / ".lock").symlink_to(victim)
     try:
         _fit([_spectrum()], dirpath=run / "records", epochs=1)
     finally:
@@ -696,22 +696,22 @@ def _lock_symlink():
 
 def _second_run_refused_first_intact():
     first = _fit([_spectrum()], epochs=2)
-    folder = first / "records" / "spectra"
+    folder = first / "records" / "spectrum"
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
-    count = len(_records(first, "spectra"))
+    count = len(_records(first, "spectrum"))
     try:
         _fit([_spectrum()], dirpath=first / "records", epochs=1)
     except Exception as err:  # noqa: BLE001 - refused is right; the check is on what is left
-        refused = "spectra" in str(err)
+        refused = "spectrum" in str(err)
     else:
         refused = False
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name in before}
-    return refused and before == after and len(_records(first, "spectra")) == count
+    return refused and before == after and len(_records(first, "spectrum")) == count
 
 
 def _user_tmp_file_kept():
     run = _tmp()
-    notes = run / "records" / "spectra" / ".notes.tmp"
+    notes = run / "records" / "spectrum" / ".notes.tmp"
     notes.parent.mkdir(parents=True)
     notes.write_text("mine")
     _fit([_spectrum()], dirpath=run / "records", epochs=1)
@@ -723,9 +723,9 @@ def _outside_record_symlinked():
 
     run = _fit([_spectrum()], epochs=1)
     other = _fit([_spectrum()], epochs=3)
-    folder = run / "records" / "spectra"
+    folder = run / "records" / "spectrum"
     (folder / "epoch-000001.npz").unlink()
-    (folder / "epoch-000001.npz").symlink_to(other / "records" / "spectra" / "epoch-000001.npz")
+    (folder / "epoch-000001.npz").symlink_to(other / "records" / "spectrum" / "epoch-000001.npz")
     return read_records(folder)
 
 
@@ -733,7 +733,7 @@ def _corrupt_record():
     from nsp_lightning import report
 
     run = _fit([_spectrum()], epochs=2)
-    (run / "records" / "spectra" / "epoch-000001.npz").write_bytes(b"not a zip")
+    (run / "records" / "spectrum" / "epoch-000001.npz").write_bytes(b"not a zip")
     return report(run / "records", run / "r.html")
 
 
@@ -803,7 +803,7 @@ PROBE = [
     Attempt("probe core", "a symlink at the lock path", _lock_symlink, check=bool, says=r"(?i)symlink|\.lock",
             errors=(ValueError, RuntimeError, OSError), failure=HOLE),
     Attempt("probe core", "validate, then fit, on one Trainer",
-            lambda: _fit_then_records("spectra", analyses=[_spectrum()], model=_TinyValidated(), validate_first=True,
+            lambda: _fit_then_records("spectrum", analyses=[_spectrum()], model=_TinyValidated(), validate_first=True,
                                       epochs=2),
             check=lambda n: n >= 2),
     Attempt("probe core", "a second run into the same directory", _second_run_refused_first_intact, check=bool,
@@ -839,8 +839,8 @@ PROBE = [
     Attempt("report", "a report written into a directory", _report_into_a_directory,
             check=lambda path: Path(path).is_file(), says=r"out"),
     Attempt("report", "a pickle in place of a record",
-            lambda: (lambda run: ((run / "records" / "spectra" / "epoch-000000.npz").write_bytes(pickle.dumps([1])),
-                                  __import__("nsp_lightning", fromlist=["x"]).read_records(run / "records" / "spectra"))
+            lambda: (lambda run: ((run / "records" / "spectrum" / "epoch-000000.npz").write_bytes(pickle.dumps([1])),
+                                  __import__("nsp_lightning", fromlist=["x"]).read_records(run / "records" / "spectrum"))
                      )(_fit([_spectrum()], epochs=1)),
             says=r"epoch-000000\.npz", errors=(ValueError, OSError), failure=HOLE),
 ]

@@ -42,8 +42,8 @@ from nsp_lightning.probe.isolation import nonfinite_parameters, probing
 from nsp_lightning.probe.progress import Progress
 from nsp_lightning.probe.schedule import Schedule
 from nsp_lightning.probe.series import RecordSeries
-from nsp_lightning.probe.sinks import BackgroundWriter, LoggerSinks, LogSink, add_custom_scalars, log_configuration
-from nsp_lightning.probe.sinks import no_media_warning, write_hparams
+from nsp_lightning.probe.sinks import BackgroundWriter, LoggerSinks, LogSink, add_custom_scalars, configuration
+from nsp_lightning.probe.sinks import log_configuration, no_media_warning, start_hparams, write_hparams
 
 __all__ = ["ProbeCallback"]
 
@@ -74,9 +74,9 @@ class ProbeCallback(Callback):
     random stream of training are left untouched.
 
     Several analyses: pass them to one callback, so that they share the schedule and the
-    forward pass. Several callbacks also work (e.g. with different schedules): give them
-    different ``dirpath``\ s or analyses of different names; two callbacks that would
-    write the same record directory are refused at setup, with a message that says so.
+    forward pass. Several callbacks (e.g. with different schedules) need different
+    ``dirpath``\ s or analyses of different names: two that would write the same record
+    directory are refused at setup.
 
     Args:
         probe: the probe inputs, one of
@@ -133,12 +133,13 @@ class ProbeCallback(Callback):
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to
           every TensorBoard, Weights & Biases, MLflow and CSV logger (one sink each, see
           :mod:`nsp_lightning.probe.sinks`); another logger is warned about once, naming
-          what it skips.
+          what it skips;
+        - hyperparameters: each analysis's ``hparams()`` as ``<prefix>/<key>`` (TensorBoard's HParams
+          at fit start, with the module's and the module's metrics as columns; others at train start).
 
     At fit start the callback says (at INFO level) where the records go. Without a
-    logger that takes images the callback warns once and still logs scalars to the
-    loggers and writes records; without any logger it still writes records. Under
-    ``fast_dev_run`` it only checks the probe and the analyses and records nothing.
+    logger that takes images it warns once and still logs scalars and writes records
+    (without any logger, records only). ``fast_dev_run`` only checks probe and analyses.
 
     With ``record_evaluation`` (the default), ``trainer.validate()`` and ``trainer.test()``
     take one record each, numbered with the Trainer's ``current_epoch`` (the checkpoint's,
@@ -341,15 +342,17 @@ class ProbeCallback(Callback):
             if not resuming:
                 self._recorded.add(0)
             return
-        if resuming and self._dirpath_arg is None and self._checkpoint_dirpath:
-            if os.path.isdir(self._checkpoint_dirpath):
-                self.dirpath = self._checkpoint_dirpath
+        if resuming and self._dirpath_arg is None and self._checkpoint_dirpath and os.path.isdir(self._checkpoint_dirpath):
+            self.dirpath = self._checkpoint_dirpath
         assert self.dirpath is not None
         context = self._context(trainer, pl_module, trainer.current_epoch)
         with probing(pl_module):
             for analysis in self.analyses:
                 with Progress(f"{who}: setup of {analysis.name!r}"):  # a t-SNE layout takes a minute
                     analysis.setup(pl_module, probe, context)
+        # Before Lightning logs the module's hyperparameters (right after this hook): TensorBoard keeps the first.
+        hparams = {**(trainer.datamodule.hparams_initial if trainer.datamodule else {}), **pl_module.hparams_initial}
+        start_hparams(trainer.loggers, hparams, configuration(self.analyses), trainer.global_step)
         self._series = RecordSeries(self.record_dirs, who)
         layout: dict[str, Any] = {}
         started = []
@@ -372,9 +375,8 @@ class ProbeCallback(Callback):
             self._record(trainer, pl_module, 0, context, [a for a in self.analyses if a.name not in taken],
                          strict=True)
         else:
-            # A checkpoint written without this callback (or whose records are gone) leaves no series
-            # to continue: the new one starts with the checkpoint's state, at on_train_start, once
-            # the Trainer has restored the epoch.
+            # A checkpoint written without this callback (or whose records are gone) leaves no series to
+            # continue: the new one starts with the checkpoint's state at on_train_start (the epoch restored).
             self._unstarted = started
 
     @override

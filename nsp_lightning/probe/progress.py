@@ -32,7 +32,7 @@ class Progress:
 
     Examples
     --------
-    >>> with Progress("ProbeCallback: 'spectra' record 3"):
+    >>> with Progress("ProbeCallback: 'spectrum' record 3"):
     ...     pass  # a step of under 2 s prints nothing
     """
 

@@ -1,7 +1,7 @@
 """The record store: what every probe analysis writes at each recorded epoch, and how it is read back.
 
 Every analysis of a :class:`~nsp_lightning.ProbeCallback` has a record directory (by default
-``<trainer.log_dir>/<name>``; ``<trainer.log_dir>/spectra`` for spectra) that holds
+``<trainer.log_dir>/<name>``; ``<trainer.log_dir>/spectrum`` for spectra) that holds
 ``manifest.json`` and one ``epoch-NNNNNN.npz`` per record, in the format of
 :mod:`nsp.io.storage`: safe (no pickle) and written atomically. All of them are written by
 :func:`write_analysis_record` and read by :func:`read_records`, which returns each
@@ -21,7 +21,7 @@ that names none was written before analyses were plug-ins and holds spectra (the
 Records read back with :func:`read_records`::
 
     from nsp_lightning import read_records
-    for rec in read_records("lightning_logs/version_0/spectra"):
+    for rec in read_records("lightning_logs/version_0/spectrum"):
         print(rec.epoch, rec.global_step, rec.log10_energy[0])
 """
 

@@ -22,7 +22,7 @@ opens from disk without a network.
 _EPILOG = """\
 examples:
   nsp-report lightning_logs/version_0
-  nsp-report lightning_logs/version_0/spectra -o out/report.html --pdf
+  nsp-report lightning_logs/version_0/spectrum -o out/report.html --pdf
   nsp-report lightning_logs/version_0 --import my_project.analyses
 """
 
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "run_dir",
         metavar="RUN_DIR",
         help="a run directory, e.g. lightning_logs/version_0 (every analysis's records inside it), "
-        "or one record directory (SpectrumCallback.dirpath, by default <log_dir>/spectra)",
+        "or one record directory (SpectrumCallback.dirpath, by default <log_dir>/spectrum)",
     )
     parser.add_argument(
         "-o",

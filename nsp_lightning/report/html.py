@@ -257,7 +257,7 @@ def _record_directories(run_dir: Path) -> list[Path]:
             f"nsp_lightning.report: no spectrum records in {run_dir} (nor records of any other probe analysis):"
             f" it holds no {MANIFEST}, nor does any directory inside it. Pass the run directory (e.g."
             " lightning_logs/version_0) or a record directory a callback wrote (SpectrumCallback.dirpath, by default"
-            " <log_dir>/spectra)."
+            " <log_dir>/spectrum)."
         )
     return found
 
@@ -326,7 +326,7 @@ def report(
         A run directory such as ``lightning_logs/version_0``: every record directory
         inside it is reported, one analysis after the other (spectra first). Or one
         record directory (``SpectrumCallback.dirpath``, by default
-        ``<trainer.log_dir>/spectra``).
+        ``<trainer.log_dir>/spectrum``).
     out : str or os.PathLike, optional
         The HTML file to write; an existing directory gets ``report.html`` inside it.
         Default: ``<run_dir>/report.html``. Missing parent directories are created.
@@ -402,8 +402,9 @@ def report(
             f"nsp_lightning.report: no {first.cls.title or 'probe'} records in {first.directory}:"
             " its manifest lists none yet"
         )
-    # Spectra first, as the report has always begun; then the others by directory.
-    series.sort(key=lambda s: (s.name != "spectra", str(s.directory)))
+    # Spectra first, as the report has always begun (in `spectra/` before the analysis was renamed); then the
+    # others by directory.
+    series.sort(key=lambda s: (s.name not in ("spectrum", "spectra"), str(s.directory)))
     target = run_dir / _DEFAULT_NAME if out is None else Path(out)
     if target.is_dir():
         target = target / _DEFAULT_NAME

@@ -9,6 +9,7 @@ different epochs are comparable pixel for pixel.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 from pathlib import Path
@@ -56,9 +57,16 @@ class ResponseMapAnalysis(ProbeAnalysis):
     TensorBoard as the image ``<prefix>/probe_<p>``: the map with its colour bar (0 to 1),
     beside it the layout's layer regions (each point coloured by its nearest neuron's
     layer) with a legend, under a title naming the epoch and step, the probe, its label
-    and its prediction (:func:`nsp.response_map.map_card`); the layout goes
-    to TensorBoard's embedding projector (tag ``<prefix>/layout``, each neuron's layer and
-    index as metadata); the report shows every probe's maps with an epoch slider.
+    and its prediction (:func:`nsp.response_map.map_card`); the report shows every probe's
+    maps with an epoch slider.
+
+    TensorBoard's embedding projector gets the 2-D layout, at the first record and again
+    only when it changes (a refit): every neuron (``<prefix>/layout/all``) and each
+    layer's neurons (``<prefix>/layout/<ii>_<layer>``, ``<ii>`` the layer's position).
+    Each neuron's metadata are its layer, its index in the layer and each probe's response
+    at that record (0 to 1, as in the maps): "Color by" colours the neurons by layer or by
+    a probe's response. The projector opens a 3-D PCA view; untick its third component to
+    see the layout as drawn in the maps.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every map.
@@ -176,6 +184,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
         self._fitted_at: int | None = None
         # What the images of the last record name: its epoch, step and the probes' predictions.
         self._shown: tuple[int, int, list[tuple[str, str, str]]] = (0, 0, [])
+        self._logged_layout: str | None = None
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
         if self.inputs is None and probes.shape[0] < 3:
@@ -209,6 +218,7 @@ class ResponseMapAnalysis(ProbeAnalysis):
             model, units=self.units, perplexity=self.perplexity, seed=self.seed, resolution=self.resolution,
             metric=self.metric,
         )
+        self._logged_layout = None
         directory = context.directories.get(self.name)
         last = _last_record(directory)
         if last is None:
@@ -289,10 +299,22 @@ class ResponseMapAnalysis(ProbeAnalysis):
             title = [f"{self.name} · {record_caption(epoch, step)}", probe_caption(p, predictions)]
             sink.image(f"probe_{p}", map_card(grid, regions, layers, title=title, counts=counts, cmap=self.cmap,
                                               bar_label="each neuron scaled to its range"))
-        metadata = [
-            [layers[l], str(i)] for l, i in zip(record.arrays["neuron_layer"], record.arrays["neuron_index"])
+        layout = record.arrays["layout"]
+        digest = hashlib.sha1(np.ascontiguousarray(layout).tobytes()).hexdigest()
+        if digest == self._logged_layout:
+            return  # the projector keeps every embedding it is given: a copy per record would list the same one
+        self._logged_layout = digest
+        responses = record.arrays["responses"]
+        header = ["layer", "index", *(f"response of probe {p}" for p in range(len(responses)))]
+        rows = [
+            [f"{l:02d}_{layers[l]}", str(i), *(f"{r:.4g}" for r in responses[:, n])]
+            for n, (l, i) in enumerate(zip(neuron_layer, record.arrays["neuron_index"]))
         ]
-        sink.embedding("layout", record.arrays["layout"], metadata=metadata, metadata_header=["layer", "index"])
+        sink.embedding("layout/all", layout, rows, header)
+        for l, name in enumerate(layers):
+            members = np.flatnonzero(neuron_layer == l)
+            if members.size:
+                sink.embedding(f"layout/{l:02d}_{name}", layout[members], [rows[n] for n in members], header)
 
     @classmethod
     def read_record(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path) -> Any:

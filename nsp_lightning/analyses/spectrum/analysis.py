@@ -79,35 +79,35 @@ class SpectrumAnalysis(ProbeAnalysis):
             every epoch while the layer grows (a record that outgrows it is drawn on a
             widened range, and the card says so); ``"image"`` gives every card its own range.
 
-    Records (``<dirpath>/spectra``) are :class:`~nsp_lightning.SpectrumRecord`\ s; the tags,
+    Records (``<dirpath>/spectrum``) are :class:`~nsp_lightning.SpectrumRecord`\ s; the tags,
     the record format and the report are those of :class:`~nsp_lightning.SpectrumCallback`:
 
-        - scalars ``nsp/change/<measure>/probe_<p>/<ii>_<layer>``: the change since the
+        - scalars ``spectrum/change/<measure>/probe_<p>/<ii>_<layer>``: the change since the
           baseline (:func:`nsp.energy.change_since`: ``relative``, ``log10_energy``,
           ``decades``, ``sign_flips``), ``<ii>`` the layer's index in execution order;
-        - scalars ``nsp/log10_energy/probe_<p>/<ii>_<layer>``, ``nsp/record_seconds`` and
-          (``INCL=False``) ``nsp/graph_rebuilt``; custom-scalars charts per probe, the
+        - scalars ``spectrum/log10_energy/probe_<p>/<ii>_<layer>``, ``spectrum/record_seconds`` and
+          (``INCL=False``) ``spectrum/graph_rebuilt``; custom-scalars charts per probe, the
           change since the baseline first. No scalar is ever ±inf or NaN: a layer whose
           spectrum is exactly zero (a flatten layer, whose units copy one parent each)
-          is logged as ``nsp/energy/probe_<p>/<ii>_<layer>`` = 0 instead of its log10
+          is logged as ``spectrum/energy/probe_<p>/<ii>_<layer>`` = 0 instead of its log10
           energy (-inf), and a change that is not finite (a layer whose baseline
           spectrum is zero, once it moves) is not logged;
-        - images ``nsp/<ii>_<layer>/activations/probe_<p>``,
-          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` and, after the baseline,
-          ``nsp/<ii>_<layer>/difference/probe_<p>`` (``ŝ − ŝ₀`` on its own range)
+        - images ``spectrum/<ii>_<layer>/activations/probe_<p>``,
+          ``spectrum/<ii>_<layer>/spectrum/probe_<p>`` and, after the baseline,
+          ``spectrum/<ii>_<layer>/difference/probe_<p>`` (``ŝ − ŝ₀`` on its own range)
           (:mod:`~nsp_lightning.analyses.spectrum.cards`: title, colour bar in decades,
           sign convention in words, where the range comes from, notes), and
-          ``nsp/00_change/probe_0``, a chart of the first probe's change since the baseline
+          ``spectrum/00_change/probe_0``, a chart of the first probe's change since the baseline
           with a legend;
-        - scalars ``nsp/00_change/<measure>/probe_<p>`` in one TensorBoard run per layer,
-          ``<log_dir>/nsp_<ii>_<layer>`` (as ``SummaryWriter.add_scalars`` makes them): one
+        - scalars ``spectrum/00_change/<measure>/probe_<p>`` in one TensorBoard run per layer,
+          ``<log_dir>/spectrum_<ii>_<layer>`` (as ``SummaryWriter.add_scalars`` makes them): one
           chart per measure and probe, a line per layer in its own colour, named in the
           run list (TensorBoard only; values that are not finite are left out);
-        - histograms ``nsp/<ii>_<layer>/log10_abs_spectrum/probe_<p>`` of log10|ŝ| over
+        - histograms ``spectrum/<ii>_<layer>/log10_abs_spectrum/probe_<p>`` of log10|ŝ| over
           the nonzero coefficients;
-        - text ``nsp/predictions``: each probe's label (where the probe was a batch
-          ``(x, y)``) and the model's prediction, and ``nsp/about``, the configuration
-          (also as hparams ``nsp/transform``, ``nsp/INCL``, ``nsp/layers``, ...).
+        - text ``spectrum/predictions``: each probe's label (where the probe was a batch
+          ``(x, y)``) and the model's prediction, and ``spectrum/about``, the configuration
+          (also as hparams ``spectrum/transform``, ``spectrum/INCL``, ``spectrum/layers``, ...).
 
     Raises:
         TypeError: if ``layers`` or ``INCL`` has the wrong type.
@@ -127,8 +127,7 @@ class SpectrumAnalysis(ProbeAnalysis):
     # change when the package's modules are reorganised.
     __module__ = "nsp_lightning.analyses.spectrum"
 
-    name = "spectra"
-    tag_prefix = "nsp"
+    name = "spectrum"
     title = "spectrum"
     # The energies are arrays of the record already; the record format predates stored scalars.
     store_scalars = False
@@ -234,7 +233,7 @@ class SpectrumAnalysis(ProbeAnalysis):
             f"spectral energy exactly zero, probe {p}": ["Multiline", [rf"^{self.prefix}/energy/probe_{p}/"]]
             for p in probes
         })
-        return {f"{self.prefix} change since the baseline": change, f"{self.prefix} spectra": energy}
+        return {f"{self.prefix} change since the baseline": change, f"{self.prefix} spectral energy": energy}
 
     def hparams(self) -> dict[str, Any]:
         return {
@@ -270,7 +269,7 @@ class SpectrumAnalysis(ProbeAnalysis):
             " bars read −10^k … 0 … 10^k), since values grow by decades while a network trains and spectra span"
             f" hundreds; magnitudes below the bar's smallest decade fade to white. Colour range: {scale}; a"
             " difference card has its own range.\n\n"
-            "**Change since the baseline** (`nsp/change/...`, chart `nsp/00_change`): relative change"
+            "**Change since the baseline** (`spectrum/change/...`, chart `spectrum/00_change`): relative change"
             " ‖ŝ − ŝ₀‖/‖ŝ₀‖ (the dominant coefficients), change of log10 energy (decades), the median number of"
             " decades a coefficient moved (every coefficient alike, whatever its magnitude), and the fraction of"
             " coefficients whose sign flipped."

@@ -74,8 +74,8 @@ class SpectrumCallback(ProbeCallback):
             baseline (record 0) is always taken.
         epochs: record after exactly these numbers of completed epochs (ints ``>= 0``),
             and the baseline; exclusive with ``every_n_epochs``.
-        dirpath: the record directory. Default: ``<trainer.log_dir>/spectra``, e.g.
-            ``lightning_logs/version_0/spectra``; on resume from a checkpoint, the
+        dirpath: the record directory. Default: ``<trainer.log_dir>/spectrum``, e.g.
+            ``lightning_logs/version_0/spectrum``; on resume from a checkpoint, the
             checkpoint's record directory, so that the series continues there.
         colour_scale: ``"baseline"`` (the default) fixes each layer's colours at the baseline
             record, over all probes: signed log10 in whole decades with 2 decades of
@@ -86,50 +86,49 @@ class SpectrumCallback(ProbeCallback):
             ``"epoch"`` (the record number).
         on_error: ``"warn"`` (the default): a record that cannot be taken (e.g. the
             weights became non-finite) is skipped with a warning, logged as
-            ``nsp/record_failed`` and listed as failed in the manifest; training goes on.
+            ``spectrum/record_failed`` and listed as failed in the manifest; training goes on.
             ``"raise"``: stop training instead.
 
     Logged metrics (``P`` probes, ``p < P``; ``<layer>`` a recorded layer name, ``<ii>``
     its index in execution order, so that TensorBoard's alphabetical order is the
     network's):
 
-        - ``nsp/change/<measure>/probe_<p>/<ii>_<layer>``: how far the layer's spectrum
+        - ``spectrum/change/<measure>/probe_<p>/<ii>_<layer>``: how far the layer's spectrum
           moved since the baseline record (:func:`nsp.energy.change_since`):
           ``relative`` ‖ŝ − ŝ₀‖/‖ŝ₀‖, ``log10_energy`` (decades), ``decades`` (the median
           number of decades a coefficient moved) and ``sign_flips`` (the fraction of
           coefficients whose sign changed). Measures chosen to stay meaningful for
           spectra that span hundreds of decades; they move where log10 energies look flat.
-        - ``nsp/log10_energy/probe_<p>/<ii>_<layer>``: log10 of the layer's spectral energy
+        - ``spectrum/log10_energy/probe_<p>/<ii>_<layer>``: log10 of the layer's spectral energy
           Σ ŝ², to every logger in ``trainer.loggers``; an exactly zero spectrum is logged
-          as ``nsp/energy/probe_<p>/<ii>_<layer>`` = 0 instead (never ±inf or NaN).
-        - ``nsp/record_seconds``: wall time of the record.
-        - ``nsp/record_failed``: 1 at a record that could not be taken (``on_error="warn"``).
-        - ``nsp/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0
+          as ``spectrum/energy/probe_<p>/<ii>_<layer>`` = 0 instead (never ±inf or NaN).
+        - ``spectrum/record_seconds``: wall time of the record.
+        - ``spectrum/record_failed``: 1 at a record that could not be taken (``on_error="warn"``).
+        - ``spectrum/graph_rebuilt``: 1 when a graph was rebuilt for this record, else 0
           (``INCL=False`` only).
         - Custom scalars ("CUSTOM SCALARS" tab): the change since the baseline first, one
           chart per measure and probe, then log10 energy. TensorBoard draws the series of
           one run in one colour (told apart by marker), so the image
-          ``nsp/00_change/probe_0`` draws the first probe's relative change and decades
+          ``spectrum/00_change/probe_0`` draws the first probe's relative change and decades
           moved, one coloured line per layer, with a legend of the values at the last
           record (one chart per record: a matplotlib figure costs as much as a hundred
           cards).
-        - Images, to TensorBoard loggers only: ``nsp/<ii>_<layer>/activations/probe_<p>``,
-          ``nsp/<ii>_<layer>/spectrum/probe_<p>`` and, from the first record after the
-          baseline, ``nsp/<ii>_<layer>/difference/probe_<p>`` (ŝ − ŝ₀, on its own range):
+        - Images, to TensorBoard loggers only: ``spectrum/<ii>_<layer>/activations/probe_<p>``,
+          ``spectrum/<ii>_<layer>/spectrum/probe_<p>`` and, from the first record after the
+          baseline, ``spectrum/<ii>_<layer>/difference/probe_<p>`` (ŝ − ŝ₀, on its own range):
           :func:`nsp.render.render_card` images with a title (layer, probe, label, shape,
           epoch and step), the heatmap enlarged to at least 320 pixels, a colour bar in
           decades (signed log10: red positive, blue negative, white 0), where the range
           comes from, and notes for what colours cannot say (an exactly zero layer, values
           beyond the range, values too close to resolve).
-        - Histograms ``nsp/<ii>_<layer>/log10_abs_spectrum/probe_<p>``: log10|ŝ| over the
+        - Histograms ``spectrum/<ii>_<layer>/log10_abs_spectrum/probe_<p>``: log10|ŝ| over the
           layer's nonzero coefficients.
-        - Text ``nsp/predictions`` (each probe's label, where the probe was a batch
-          ``(x, y)``, and the model's prediction and its probability) and ``nsp/about``
+        - Text ``spectrum/predictions`` (each probe's label, where the probe was a batch
+          ``(x, y)``, and the model's prediction and its probability) and ``spectrum/about``
           (the configuration and how to read the images); the configuration also as
-          hparams ``nsp/transform``, ``nsp/INCL``, ``nsp/layers``, ... merged with the
-          model's, written at the end of training (or when it fails) with the metrics the
-          module logged as the HParams table's columns (TensorBoard keeps a run's first
-          HParams summary only).
+          hparams ``spectrum/transform``, ``spectrum/INCL``, ``spectrum/layers``, ... beside
+          the model's, written at fit start, with the metrics the module logs as the HParams
+          table's columns.
 
     TensorBoard keeps only 10 images per tag (a random sample of the epochs) unless told
     otherwise. To see every epoch, give it a limit above the number of records::

@@ -4,7 +4,7 @@ Written through the probe core's record store (:mod:`nsp_lightning.probe.store`)
 back with :func:`~nsp_lightning.read_records`, which returns :class:`SpectrumRecord`\ s::
 
     from nsp_lightning import read_records
-    for rec in read_records("lightning_logs/version_0/spectra"):
+    for rec in read_records("lightning_logs/version_0/spectrum"):
         print(rec.epoch, rec.global_step, rec.log10_energy[0])
 
 Inside a record file, for recorded layer ``l`` (an index into ``layernames``) and ``P``

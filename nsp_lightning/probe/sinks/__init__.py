@@ -22,19 +22,27 @@ any other              none                                   nothing: one warni
 =====================  =====================================  ==============================================
 
 :class:`LoggerSinks` makes each logger's sink once and warns once per logger that skips
-media; :func:`log_configuration` and :func:`write_hparams` give the loggers the
-analyses' configuration. A sink for another logger is a :class:`MediaSink` subclass: the
+media; :func:`start_hparams` (TensorBoard's HParams session, at fit start),
+:func:`log_configuration` and :func:`write_hparams` give the loggers the module's and
+the analyses' configuration. A sink for another logger is a :class:`MediaSink` subclass: the
 kinds it ``takes`` and ``write_item(kind, tag, value, options, step)``, where ``kind`` is
 one of ``"image"``, ``"histogram"``, ``"text"``, ``"embedding"``, ``"scalars"``.
 """
 
 from nsp_lightning.probe.sinks.csv_sink import CSVSink
-from nsp_lightning.probe.sinks.loggers import MEDIA_LOGGERS, LoggerSinks, log_configuration, no_media_warning
+from nsp_lightning.probe.sinks.loggers import (
+    MEDIA_LOGGERS,
+    LoggerSinks,
+    configuration,
+    log_configuration,
+    no_media_warning,
+)
 from nsp_lightning.probe.sinks.mlflow_sink import MLflowSink
 from nsp_lightning.probe.sinks.sink import LogSink, MediaSink, require, rgb_uint8
 from nsp_lightning.probe.sinks.tensorboard_sink import (
     TensorBoardSink,
     add_custom_scalars,
+    start_hparams,
     write_hparams,
     write_to_tensorboard,
 )
@@ -52,10 +60,12 @@ __all__ = [
     "TensorBoardSink",
     "WandbSink",
     "add_custom_scalars",
+    "configuration",
     "log_configuration",
     "no_media_warning",
     "require",
     "rgb_uint8",
+    "start_hparams",
     "write_hparams",
     "write_sinks",
     "write_to_tensorboard",

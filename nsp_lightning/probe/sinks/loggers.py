@@ -7,7 +7,7 @@ from typing import Any, Iterable, Sequence
 
 from nsp_lightning.probe.sinks.sink import KIND_NAMES, LogSink, MediaSink
 
-__all__ = ["LoggerSinks", "MEDIA_LOGGERS", "log_configuration", "no_media_warning"]
+__all__ = ["LoggerSinks", "MEDIA_LOGGERS", "configuration", "log_configuration", "no_media_warning"]
 
 # The loggers that take media, by class name, and the sink of each (module, class).
 MEDIA_LOGGERS = {
@@ -123,14 +123,18 @@ def no_media_warning(loggers: Sequence[Any], where: Iterable[str], who: str) -> 
     )
 
 
-def log_configuration(loggers: Sequence[Any], analyses: Sequence[Any], step: int) -> list[LogSink]:
-    """Give every logger the analyses' configuration (``hparams()``); return their ``describe()`` text to log.
+def configuration(analyses: Sequence[Any]) -> dict[str, Any]:
+    """The analyses' ``hparams()``, each key as ``<tag_prefix>/<key>``."""
+    return {f"{analysis.prefix}/{k}": v for analysis in analyses for k, v in analysis.hparams().items()}
 
-    Loggers other than TensorBoard get it as hyperparameters at once, merged with the
-    module's. A TensorBoardLogger keeps it in ``logger.hparams`` for
-    :func:`~nsp_lightning.probe.sinks.tensorboard_sink.write_hparams`: TensorBoard shows a
-    run's first HParams summary only, and takes the table's metric columns from it, so the
-    summary waits for the end of training, when the module's metrics exist.
+
+def log_configuration(loggers: Sequence[Any], analyses: Sequence[Any], step: int) -> list[LogSink]:
+    """Give every logger but TensorBoard the analyses' configuration (``hparams()``); return their ``describe()`` text.
+
+    Loggers other than TensorBoard get the configuration as hyperparameters, merged with
+    the module's: call it after Lightning logged those (at train start). TensorBoard got
+    it at fit start, in its HParams session
+    (:func:`~nsp_lightning.probe.sinks.tensorboard_sink.start_hparams`).
 
     Returns
     -------
@@ -140,13 +144,9 @@ def log_configuration(loggers: Sequence[Any], analyses: Sequence[Any], step: int
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    params: dict[str, Any] = {}
-    for analysis in analyses:
-        params.update({f"{analysis.prefix}/{k}": v for k, v in analysis.hparams().items()})
+    params = configuration(analyses)
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.hparams.update(params)
-        elif params:
+        if params and not isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams({**dict(getattr(logger, "hparams", None) or {}), **params})
     texts = []
     for analysis in analyses:

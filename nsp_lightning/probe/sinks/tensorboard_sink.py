@@ -10,7 +10,7 @@ import torch
 
 from nsp_lightning.probe.sinks.sink import LogSink, MediaSink
 
-__all__ = ["TensorBoardSink", "add_custom_scalars", "write_hparams", "write_to_tensorboard"]
+__all__ = ["TensorBoardSink", "add_custom_scalars", "start_hparams", "write_hparams", "write_to_tensorboard"]
 
 
 class TensorBoardSink(MediaSink):
@@ -60,12 +60,54 @@ def add_custom_scalars(loggers: Sequence[Any], layout: Mapping[str, Any]) -> Non
                 logger.experiment.add_custom_scalars(dict(layout))
 
 
+def start_hparams(
+    loggers: Sequence[Any], module_hparams: Mapping[str, Any], configuration: Mapping[str, Any], step: int
+) -> None:
+    """Write each TensorBoardLogger's HParams session: the module's hyperparameters and the analyses' configuration.
+
+    Called at fit start, before Lightning logs the module's hyperparameters: TensorBoard
+    keeps a run's first HParams summary only, so this one, which holds the configuration,
+    is the one it shows. It holds no metric value: the HParams table reads each metric
+    column from the run's scalars of that tag. Lightning's placeholder metric
+    ``hp_metric = -1`` (``TensorBoardLogger(default_hp_metric=True)``) is not written: its
+    summary would name ``hp_metric`` as the table's only column. Until the end of
+    training (:func:`write_hparams`) TensorBoard lists every scalar of the run as a
+    column; from then on, the metrics the module logged.
+
+    Parameters
+    ----------
+    loggers : sequence of Lightning loggers
+        The Trainer's loggers; those that are not TensorBoardLoggers are skipped.
+    module_hparams : mapping
+        The LightningModule's (and LightningDataModule's) ``hparams_initial``.
+    configuration : mapping
+        The analyses' configuration, ``{"<tag_prefix>/<key>": value}``
+        (:func:`~nsp_lightning.probe.sinks.loggers.configuration`).
+    step : int
+        The step the summary is written at.
+    """
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from torch.utils.tensorboard.summary import hparams
+
+    params = {**module_hparams, **configuration}
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger):
+            continue
+        logger.hparams.update(params)
+        # The placeholder Lightning writes when it logs hyperparameters without metrics, right after on_fit_start.
+        logger._default_hp_metric = False
+        _, session_start, _ = hparams(_plain(logger.hparams), {})
+        logger.experiment._get_file_writer().add_summary(session_start, step)
+
+
 def write_hparams(loggers: Sequence[Any], metrics: Mapping[str, Any], step: int) -> None:
     """Write each TensorBoardLogger's HParams summary: its ``hparams`` and the scalars ``metrics`` as columns.
 
-    On global rank 0 only; a logger without hparams and metrics is skipped. The HParams dashboard reads each metric's value from the run's scalars of that tag:
-    ``metrics`` (Lightning's ``trainer.logged_metrics``) names tags logged already, and no
-    scalar is written here.
+    On global rank 0 only; a logger without hparams and metrics is skipped. The HParams
+    dashboard reads each metric's value from the run's scalars of that tag: ``metrics``
+    (Lightning's ``trainer.logged_metrics``) names tags logged already, and no scalar is
+    written here. Where :func:`start_hparams` wrote the session at fit start, TensorBoard
+    keeps that one and takes only the columns from this summary.
 
     Parameters
     ----------
@@ -91,20 +133,26 @@ def write_hparams(loggers: Sequence[Any], metrics: Mapping[str, Any], step: int)
     for logger in loggers:
         if not isinstance(logger, TensorBoardLogger):
             continue
-        plain: dict[str, Any] = {}
-        pending = [("", dict(logger.hparams or {}))]
-        while pending:
-            prefix, mapping = pending.pop()
-            for key, value in mapping.items():
-                if isinstance(value, Mapping):
-                    pending.append((f"{prefix}{key}/", value))
-                else:
-                    plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+        plain = _plain(logger.hparams)
         if not plain and not columns:
             continue
         file_writer = logger.experiment._get_file_writer()
         for summary in hparams(plain, columns):
             file_writer.add_summary(summary, step)
+
+
+def _plain(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``params`` flattened with ``/``, each value a bool, int, float or str (anything else as its text)."""
+    plain: dict[str, Any] = {}
+    pending = [("", dict(params or {}))]
+    while pending:
+        prefix, mapping = pending.pop()
+        for key, value in mapping.items():
+            if isinstance(value, Mapping):
+                pending.append((f"{prefix}{key}/", value))
+            else:
+                plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return plain
 
 
 def _write_runs(writer: Any, tag: str, values: Mapping[str, float], step: int, run_prefix: str) -> None:

@@ -229,9 +229,9 @@ def test_evaluation_records_can_be_turned_off_and_spectrum_callback_keeps_fit_on
         def validation_step(self, batch, batch_idx):
             return None
 
-    spectra = SpectrumCallback(probe(1), dirpath=tmp_path / "spectra")
+    spectra = SpectrumCallback(probe(1), dirpath=tmp_path / "spectrum")
     trainer = pl.Trainer(**trainer_kwargs(default_root_dir=tmp_path / "b"), callbacks=[spectra])
     trainer.validate(Validated(), loader())
-    assert not (tmp_path / "spectra").exists()
+    assert not (tmp_path / "spectrum").exists()
     with pytest.raises(TypeError, match=r"record_evaluation='yes'"):
         ProbeCallback(_probes(), [AttributionAnalysis()], record_evaluation="yes")

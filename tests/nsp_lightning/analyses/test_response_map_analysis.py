@@ -36,9 +36,8 @@ def records_of(analysis: ResponseMapAnalysis, model: torch.nn.Module, epochs: in
             record = analysis.compute(model, x, ProbeContext(model, x, epoch=epoch, global_step=10 * epoch))
             sink = LogSink(analysis.prefix, epoch, True)
             analysis.log(record, sink)
-            assert [(kind, tag) for kind, tag, _, _ in sink.items] == [
-                *[("image", f"response_map/probe_{p}") for p in range(3)], ("embedding", "response_map/layout")]
-            assert np.array_equal(sink.items[-1][2].numpy(), record.arrays["layout"])
+            images = [tag for kind, tag, _, _ in sink.items if kind == "image"]
+            assert images == [f"response_map/probe_{p}" for p in range(3)]
             meta = dict(record.meta, epoch=epoch, global_step=10 * epoch, seconds=0.0, __scalars__=list(record.scalars))
             arrays = dict(record.arrays, __scalars__=np.array(list(record.scalars.values()), dtype=np.float64))
             records.append(ResponseMapAnalysis.read_record(arrays, meta, Path("record.npz")))
@@ -139,19 +138,19 @@ def _fit(tmp_path: Path, refit: bool) -> tuple[Path, Any]:
     return Path(trainer.log_dir), Path(trainer.log_dir) / "response_map"
 
 
-def _projector(log_dir: Path) -> dict[int, tuple[np.ndarray, list[list[str]]]]:
-    """Every embedding of TensorBoard's projector config (parsed with its own protobuf), by step."""
+def _projector(log_dir: Path) -> dict[int, dict[str, tuple[np.ndarray, list[list[str]]]]]:
+    """Every embedding of TensorBoard's projector config (parsed with its own protobuf): by step, by tag."""
     from google.protobuf import text_format
     from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
     config = text_format.Parse((log_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
-    out = {}
+    out: dict[int, dict[str, Any]] = {}
     for embedding in config.embeddings:
         tag, _, step = embedding.tensor_name.rpartition(":")
-        assert tag == "response_map/layout"
         layout = np.loadtxt(log_dir / embedding.tensor_path, delimiter="\t", ndmin=2)
         rows = [line.split("\t") for line in (log_dir / embedding.metadata_path).read_text().splitlines()]
-        out[int(step)] = (layout, rows)
+        assert tag not in out.get(int(step), {})
+        out.setdefault(int(step), {})[tag] = (layout, rows)
     return out
 
 
@@ -193,20 +192,38 @@ def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
     assert not np.array_equal(records[0].arrays["maps"], records[-1].arrays["maps"])  # the network learnt
 
     projector = _projector(log_dir)
-    assert sorted(projector) == steps
+    # One embedding per layout: again at a record only where a refit moved it.
+    assert sorted(projector) == (steps if refit else steps[:1])
     at_step = {r.global_step: r for r in records}
     layers = records[0].meta["layers"]
-    for step, (layout, rows) in projector.items():
-        np.testing.assert_allclose(layout, at_step[step].arrays["layout"], rtol=1e-6)
-        assert rows[0] == ["layer", "index"]
-        assert rows[1:] == [[layers[l], str(i)] for l, i in zip(at_step[step].arrays["neuron_layer"], at_step[step].arrays["neuron_index"])]
-    same = [np.array_equal(projector[s][0], projector[0][0]) for s in steps[1:]]
+    assert len(layers) == 3
+    for step, embeddings in projector.items():
+        record = at_step[step]
+        tags = ["response_map/layout/all", *(f"response_map/layout/{l:02d}_{name}" for l, name in enumerate(layers))]
+        assert sorted(embeddings) == sorted(tags)
+        for tag in tags:
+            layout, rows = embeddings[tag]
+            members = np.arange(len(record.arrays["layout"]))
+            if not tag.endswith("/all"):
+                members = np.flatnonzero(record.arrays["neuron_layer"] == int(tag.rsplit("/", 1)[1][:2]))
+            assert layout.shape == (len(members), 2) and len(members) > 0  # the layout as drawn: 2-D
+            np.testing.assert_allclose(layout, record.arrays["layout"][members], rtol=1e-6)
+            assert rows[0] == ["layer", "index", "response of probe 0", "response of probe 1", "response of probe 2"]
+            expected = [
+                [f"{record.arrays['neuron_layer'][n]:02d}_{layers[record.arrays['neuron_layer'][n]]}",
+                 str(record.arrays["neuron_index"][n])]
+                for n in members
+            ]
+            assert [row[:2] for row in rows[1:]] == expected
+            # Colour by a probe's response: the record's responses, 0 to 1.
+            values = np.array([[float(v) for v in row[2:]] for row in rows[1:]])
+            np.testing.assert_allclose(values, record.arrays["responses"][:, members].T, rtol=1e-3, atol=1e-6)
     if refit:
-        assert not any(same)
+        assert all(not np.array_equal(projector[s]["response_map/layout/all"][0], projector[0]["response_map/layout/all"][0])
+                   for s in steps[1:])
         disparity = [s.value for s in events.Scalars("response_map/procrustes_disparity")]
         assert len(disparity) == 3 and all(0 <= d < 0.5 for d in disparity)
     else:
-        assert all(same)
         assert "response_map/procrustes_disparity" not in events.Tags()["scalars"]
         # The report's section: every probe's maps, a frame per record.
         from nsp_lightning import report

@@ -55,40 +55,40 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     for p in range(2):
         for l, layer in enumerate(LAYERS):
             for kind in ("activations", "spectrum"):
-                assert [e.step for e in acc.Images(f"nsp/{l:02d}_{layer}/{kind}/probe_{p}")] == steps
+                assert [e.step for e in acc.Images(f"spectrum/{l:02d}_{layer}/{kind}/probe_{p}")] == steps
             # The change since the baseline: from the first record after it.
-            assert [e.step for e in acc.Images(f"nsp/{l:02d}_{layer}/difference/probe_{p}")] == steps[1:]
+            assert [e.step for e in acc.Images(f"spectrum/{l:02d}_{layer}/difference/probe_{p}")] == steps[1:]
             if layer == "flatten":
                 continue  # an exactly zero spectrum: below
-            scalars = acc.Scalars(f"nsp/log10_energy/probe_{p}/{l:02d}_{layer}")
+            scalars = acc.Scalars(f"spectrum/log10_energy/probe_{p}/{l:02d}_{layer}")
             assert [s.step for s in scalars] == steps
             np.testing.assert_allclose(
                 [s.value for s in scalars], [r.log10_energy[p, l] for r in records], rtol=1e-6
             )
-            relative = acc.Scalars(f"nsp/change/relative/probe_{p}/{l:02d}_{layer}")
+            relative = acc.Scalars(f"spectrum/change/relative/probe_{p}/{l:02d}_{layer}")
             expected = [nsp.energy.change_since(records[0].spectra[p], r.spectra[p])["relative"][l] for r in records]
             np.testing.assert_allclose([s.value for s in relative], expected, rtol=1e-6)
-    assert [s.step for s in acc.Scalars("nsp/record_seconds")] == steps
-    assert "nsp/graph_rebuilt" not in tags["scalars"]
+    assert [s.step for s in acc.Scalars("spectrum/record_seconds")] == steps
+    assert "spectrum/graph_rebuilt" not in tags["scalars"]
     # The flatten layer's spectrum is exactly 0: each unit just copies its one parent.
     # Its log10 energy is -inf, which TensorBoard cannot chart: its plain energy 0 is logged instead.
-    assert "nsp/log10_energy/probe_0/04_flatten" not in tags["scalars"]
-    assert [(s.step, s.value) for s in acc.Scalars("nsp/energy/probe_0/04_flatten")] == [(t, 0.0) for t in steps]
+    assert "spectrum/log10_energy/probe_0/04_flatten" not in tags["scalars"]
+    assert [(s.step, s.value) for s in acc.Scalars("spectrum/energy/probe_0/04_flatten")] == [(t, 0.0) for t in steps]
     # The fc layer's spectrum moves once the network trains.
-    assert acc.Scalars("nsp/change/relative/probe_0/05_fc")[-1].value > 0
+    assert acc.Scalars("spectrum/change/relative/probe_0/05_fc")[-1].value > 0
 
     layout = layout_pb2.Layout()
     layout.ParseFromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = [list(chart.multiline.tag) for category in layout.category for chart in category.chart]
-    assert layout.category[0].title == "nsp change since the baseline"
-    assert charts[:2] == [["^nsp/change/relative/probe_0/"], ["^nsp/change/log10_energy/probe_0/"]]
-    assert charts[-4:] == [["^nsp/log10_energy/probe_0/"], ["^nsp/log10_energy/probe_1/"],
-                           ["^nsp/energy/probe_0/"], ["^nsp/energy/probe_1/"]]
+    assert [c.title for c in layout.category] == ["spectrum change since the baseline", "spectrum spectral energy"]
+    assert charts[:2] == [["^spectrum/change/relative/probe_0/"], ["^spectrum/change/log10_energy/probe_0/"]]
+    assert charts[-4:] == [["^spectrum/log10_energy/probe_0/"], ["^spectrum/log10_energy/probe_1/"],
+                           ["^spectrum/energy/probe_0/"], ["^spectrum/energy/probe_1/"]]
 
     # The logged card is what nsp.render.render_card draws for the recorded spectrum, on the
     # decades fixed at the baseline for the layer over both probes: from the smallest nonzero
     # |ŝ| to its largest, 2 decades of headroom above.
-    event = acc.Images("nsp/01_conv/spectrum/probe_1")[-1]
+    event = acc.Images("spectrum/01_conv/spectrum/probe_1")[-1]
     image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
     base = np.abs(np.concatenate([records[0].spectra[p][1].ravel() for p in range(2)]))
     top, bottom = int(np.ceil(np.log10(base.max()))) + 2, int(np.floor(np.log10(base[base > 0].min())))
@@ -163,7 +163,7 @@ def test_without_any_logger_it_warns_once_and_writes_records(tmp_path):
     with pytest.warns(UserWarning, match="no logger that takes images") as warned:
         fit([cb], default_root_dir=tmp_path, max_epochs=1)
     assert len([w for w in warned if "SpectrumCallback" in str(w.message)]) == 1
-    assert cb.dirpath == os.path.join(tmp_path, "spectra")
+    assert cb.dirpath == os.path.join(tmp_path, "spectrum")
     assert [r.epoch for r in read_records(cb.dirpath)] == [0, 1]
 
 
@@ -173,13 +173,13 @@ def test_scalars_go_to_other_loggers_too(tmp_path):
     fit([cb], logger=csv_logger, max_epochs=2)
     with open(os.path.join(csv_logger.log_dir, "metrics.csv")) as handle:
         rows = list(csv.DictReader(handle))
-    energy = [row for row in rows if row.get("nsp/log10_energy/probe_0/01_conv")]
+    energy = [row for row in rows if row.get("spectrum/log10_energy/probe_0/01_conv")]
     assert [int(row["step"]) for row in energy] == [0, 2, 4]
     records = read_records(cb.dirpath)
-    assert [float(row["nsp/log10_energy/probe_0/01_conv"]) for row in energy] == pytest.approx(
+    assert [float(row["spectrum/log10_energy/probe_0/01_conv"]) for row in energy] == pytest.approx(
         [r.log10_energy[0, 1] for r in records]
     )
-    assert cb.dirpath == os.path.join(csv_logger.log_dir, "spectra")
+    assert cb.dirpath == os.path.join(csv_logger.log_dir, "spectrum")
 
 
 class _Validated(TinyNet):
@@ -197,7 +197,7 @@ def test_sanity_check_and_validation_add_no_records(tmp_path):
 def test_log_step_epoch(tmp_path):
     cb = SpectrumCallback(probe(1), layers=["fc"], log_step="epoch")
     trainer = fit([cb], logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=2)
-    assert [s.step for s in events(trainer.log_dir).Scalars("nsp/log10_energy/probe_0/05_fc")] == [0, 1, 2]
+    assert [s.step for s in events(trainer.log_dir).Scalars("spectrum/log10_energy/probe_0/05_fc")] == [0, 1, 2]
 
 
 def test_fast_dev_run_records_nothing_but_checks_arguments(tmp_path):
@@ -234,7 +234,7 @@ def test_resume_continues_the_series_without_duplicates(tmp_path, monkeypatch):
     assert written == [0, 1, 2]
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"][first.state_key]
     assert saved == first.checkpoint_state() == {"recorded": [0, 1, 2], "dirpath": first.dirpath}
-    baseline = (tmp_path / "run" / "version_0" / "spectra" / "epoch-000000.npz").read_bytes()
+    baseline = (tmp_path / "run" / "version_0" / "spectrum" / "epoch-000000.npz").read_bytes()
     second, trainer2 = run(4, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert written == [0, 1, 2, 3, 4]
     assert trainer2.log_dir != trainer1.log_dir
@@ -243,13 +243,13 @@ def test_resume_continues_the_series_without_duplicates(tmp_path, monkeypatch):
     assert [r.epoch for r in records] == [0, 1, 2, 3, 4]
     assert [r.global_step for r in records] == [0, 2, 4, 6, 8]
     assert RecordStore(first.dirpath).names() == [f"epoch-00000{i}" for i in range(5)]
-    assert (tmp_path / "run" / "version_0" / "spectra" / "epoch-000000.npz").read_bytes() == baseline
+    assert (tmp_path / "run" / "version_0" / "spectrum" / "epoch-000000.npz").read_bytes() == baseline
     # The resumed run's TensorBoard events start where the checkpoint left off, at the global step,
     # and its change since the baseline is measured from the first run's baseline record.
     acc = events(trainer2.log_dir)
-    assert [s.step for s in acc.Scalars("nsp/log10_energy/probe_0/05_fc")] == [6, 8]
+    assert [s.step for s in acc.Scalars("spectrum/log10_energy/probe_0/05_fc")] == [6, 8]
     expected = [nsp.energy.change_since(records[0].spectra[0], r.spectra[0])["relative"][5] for r in records[3:]]
-    np.testing.assert_allclose([s.value for s in acc.Scalars("nsp/change/relative/probe_0/05_fc")], expected, rtol=1e-6)
+    np.testing.assert_allclose([s.value for s in acc.Scalars("spectrum/change/relative/probe_0/05_fc")], expected, rtol=1e-6)
 
 
 def test_resume_into_a_series_of_another_configuration_fails(tmp_path):
@@ -337,7 +337,7 @@ def test_incl_false_rebuilds_exactly_once_after_pruning(tmp_path, monkeypatch):
     trainer = fit([_PruneAtSecondEpoch(), cb], model=model, logger=TensorBoardLogger(tmp_path, name="tb"))
     records = read_records(cb.dirpath)
     assert [r.rebuilt for r in records] == [False, False, True, False]
-    assert [s.value for s in events(trainer.log_dir).Scalars("nsp/graph_rebuilt")] == [0, 0, 1, 0]
+    assert [s.value for s in events(trainer.log_dir).Scalars("spectrum/graph_rebuilt")] == [0, 0, 1, 0]
     fingerprints = [r.fingerprints for r in records]
     assert fingerprints[0] == fingerprints[1] != fingerprints[2] == fingerprints[3]
     # One graph per distinct fingerprint: built at fit start, then once more after pruning.

@@ -1,5 +1,6 @@
 """Spectrum records written by nsp-lightning 0.1.0 (tests/data/spectra-v0.1.0) still read and report."""
 
+import json
 import re
 import shutil
 import warnings
@@ -61,7 +62,7 @@ def test_this_version_writes_the_format_of_the_previous_release(tmp_path):
             TinyNet(), loader()
         )
     old, new = load_json(LEGACY / "manifest.json"), load_json(tmp_path / "spectra" / "manifest.json")
-    assert new.pop("analysis") == {"name": "spectra", "class": "nsp_lightning.analyses.spectrum:SpectrumAnalysis"}
+    assert new.pop("analysis") == {"name": "spectrum", "class": "nsp_lightning.analyses.spectrum:SpectrumAnalysis"}
     series = new.pop("series")
     assert len(series) == 32  # the writer's series id (reliability: no mixed series)
     assert new == old
@@ -79,3 +80,28 @@ def test_this_version_writes_the_format_of_the_previous_release(tmp_path):
         # Another CPU may round the forward pass differently; spectra magnify that, activations do not.
         for key in (k for k in old_arrays if re.fullmatch(r"activations\.\d+", k)):
             np.testing.assert_allclose(new_arrays[key], old_arrays[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_recorded_before_the_analysis_was_renamed_still_reads_and_reports_spectra_first(tmp_path):
+    """Before issue 21 the spectrum analysis was named `spectra` (its folder) and logged `nsp/` tags."""
+    from channel_means import ChannelMeans
+
+    from nsp_lightning import ProbeCallback
+    from nsp_lightning.analyses import SpectrumAnalysis
+
+    means = ChannelMeans()
+    means.name = "activity"  # sorts before either name of the spectrum's folder
+    callback = ProbeCallback(probe(1), [SpectrumAnalysis(), means], dirpath=tmp_path / "run", epochs=[1])
+    pl.Trainer(**trainer_kwargs(max_epochs=1), callbacks=[callback]).fit(TinyNet(), loader())
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["activity", "spectrum"]
+    new_page = report(tmp_path / "run", tmp_path / "new.html").read_text(encoding="utf-8")
+    assert section_ids(new_page) == SECTIONS + ["channels"]
+    # The same run as the previous version wrote it: the folder and the manifest's analysis named `spectra`.
+    (tmp_path / "run" / "spectrum").rename(tmp_path / "run" / "spectra")
+    manifest = load_json(tmp_path / "run" / "spectra" / "manifest.json")
+    manifest["analysis"]["name"] = "spectra"
+    (tmp_path / "run" / "spectra" / "manifest.json").write_text(json.dumps(manifest))
+    assert read_series(tmp_path / "run" / "spectra") == ("spectra", SpectrumAnalysis)
+    assert [r.epoch for r in read_records(tmp_path / "run" / "spectra")] == [0, 1]
+    page = report(tmp_path / "run", tmp_path / "old.html").read_text(encoding="utf-8")
+    assert section_ids(page) == SECTIONS + ["channels"]

@@ -63,14 +63,14 @@ def leaves_run(tmp_path_factory):
 def test_leaves_of_a_sequential_are_logged_in_execution_order(leaves_run):
     cb, _, acc, records = leaves_run
     assert records[0].layernames == ("input", *LEAVES)
-    expected = [f"nsp/{i:02d}_{name}/{kind}/probe_0" for i, name in enumerate(["input", *LEAVES])
+    expected = [f"spectrum/{i:02d}_{name}/{kind}/probe_0" for i, name in enumerate(["input", *LEAVES])
                 for kind in ("activations", "difference", "spectrum")]
     logged = sorted(t for t in acc.Tags()["images"] if t.endswith("/probe_0") and "_change" not in t)
     # TensorBoard sorts tags alphabetically: the index prefix makes that the execution order,
     # with each layer's activations, change since the baseline and spectrum next to each other.
     assert logged == expected
     steps = [r.global_step for r in records]
-    assert [e.step for e in acc.Images("nsp/05_net.4/spectrum/probe_1")] == steps
+    assert [e.step for e in acc.Images("spectrum/05_net.4/spectrum/probe_1")] == steps
     # The spectra are nsp's, on the graph of the leaves.
     model_spectra = records[-1].spectra[0]
     assert [s.shape for s in model_spectra] == [(1, 6, 6), (2, 4, 4), (2, 4, 4), (2, 2, 2), (8,), (3,)]
@@ -81,24 +81,24 @@ def test_change_since_the_baseline_is_logged_per_layer_and_probe(leaves_run):
     for measure in nsp.energy.CHANGE_MEASURES:
         for p in range(2):
             for l, name in enumerate(["input", *LEAVES]):
-                values = [s.value for s in acc.Scalars(f"nsp/change/{measure}/probe_{p}/{l:02d}_{name}")]
+                values = [s.value for s in acc.Scalars(f"spectrum/change/{measure}/probe_{p}/{l:02d}_{name}")]
                 expected = [nsp.energy.change_since(records[0].spectra[p], r.spectra[p])[measure][l] for r in records]
                 np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-12)
     # The baseline is unchanged from itself; the classifier's spectrum moves as it learns.
-    assert acc.Scalars("nsp/change/relative/probe_0/05_net.4")[0].value == 0
-    assert acc.Scalars("nsp/change/relative/probe_0/05_net.4")[-1].value > 1e-3
-    chart = acc.Images("nsp/00_change/probe_0")
+    assert acc.Scalars("spectrum/change/relative/probe_0/05_net.4")[0].value == 0
+    assert acc.Scalars("spectrum/change/relative/probe_0/05_net.4")[-1].value > 1e-3
+    chart = acc.Images("spectrum/00_change/probe_0")
     assert [e.step for e in chart] == [r.global_step for r in records]
 
 
 def test_change_is_charted_with_one_run_per_layer_so_tensorboard_colours_and_names_the_layers(leaves_run):
     _, trainer, _, records = leaves_run
-    runs = sorted(p.name for p in Path(trainer.log_dir).iterdir() if p.name.startswith("nsp_"))
-    assert runs == [f"nsp_{l:02d}_{name}" for l, name in enumerate(["input", *LEAVES])]
+    runs = sorted(p.name for p in Path(trainer.log_dir).iterdir() if p.name.startswith("spectrum_"))
+    assert runs == [f"spectrum_{l:02d}_{name}" for l, name in enumerate(["input", *LEAVES])]
     for l, run in enumerate(runs):
         acc = events(Path(trainer.log_dir) / run)
         assert sorted(acc.Tags()["scalars"]) == sorted(
-            f"nsp/00_change/{m}/probe_{p}" for m in nsp.energy.CHANGE_MEASURES for p in range(2)
+            f"spectrum/00_change/{m}/probe_{p}" for m in nsp.energy.CHANGE_MEASURES for p in range(2)
         )
         for measure in nsp.energy.CHANGE_MEASURES:
             for p in range(2):
@@ -107,7 +107,7 @@ def test_change_is_charted_with_one_run_per_layer_so_tensorboard_colours_and_nam
                     for r in records
                 ]
                 expected = [(step, v) for step, v in expected if np.isfinite(v)]
-                logged = [(s.step, s.value) for s in acc.Scalars(f"nsp/00_change/{measure}/probe_{p}")]
+                logged = [(s.step, s.value) for s in acc.Scalars(f"spectrum/00_change/{measure}/probe_{p}")]
                 assert [s for s, _ in logged] == [s for s, _ in expected]
                 np.testing.assert_allclose([v for _, v in logged], [v for _, v in expected], rtol=1e-6, atol=1e-12)
 
@@ -120,45 +120,45 @@ def test_every_scalar_is_finite_and_every_per_layer_family_sorts_in_execution_or
         family, _, last = tag.rpartition("/")
         if last in order:
             families.setdefault(family, []).append(last)
-    assert {"nsp/log10_energy/probe_0", "nsp/change/relative/probe_1"} <= set(families)
+    assert {"spectrum/log10_energy/probe_0", "spectrum/change/relative/probe_1"} <= set(families)
     for family, layers in families.items():
         # TensorBoard sorts alphabetically; that is the execution order (flatten's zero energy is not in log10_energy).
         assert sorted(layers) == [name for name in order if name in layers], family
-    runs = [acc] + [events(p) for p in Path(trainer.log_dir).iterdir() if p.name.startswith("nsp_")]
+    runs = [acc] + [events(p) for p in Path(trainer.log_dir).iterdir() if p.name.startswith("spectrum_")]
     values = [s.value for run in runs for tag in run.Tags()["scalars"] for s in run.Scalars(tag)]
     assert len(values) > 100 and np.all(np.isfinite(values))
 
 
 def test_histograms_text_and_hparams_say_what_was_recorded(leaves_run):
     _, _, acc, records = leaves_run
-    histogram = acc.Histograms("nsp/01_net.0/log10_abs_spectrum/probe_0")[-1].histogram_value
+    histogram = acc.Histograms("spectrum/01_net.0/log10_abs_spectrum/probe_0")[-1].histogram_value
     spectrum = records[-1].spectra[0][1]
     assert histogram.num == np.count_nonzero(spectrum)
     assert histogram.min == pytest.approx(np.log10(np.abs(spectrum[spectrum != 0]).min()))
     assert histogram.max == pytest.approx(np.log10(np.abs(spectrum).max()))
     # The flatten layer's spectrum is exactly zero: no coefficient to histogram.
-    assert "nsp/04_net.3/log10_abs_spectrum/probe_0" not in acc.Tags()["histograms"]
+    assert "spectrum/04_net.3/log10_abs_spectrum/probe_0" not in acc.Tags()["histograms"]
 
-    about = acc.Tensors("nsp/about/text_summary")[0].tensor_proto.string_val[0].decode()
+    about = acc.Tensors("spectrum/about/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "transform: standard" in about and "| 05 | net.4 | 3 |" in about and "red positive" in about
-    predictions = acc.Tensors("nsp/predictions/text_summary")
+    predictions = acc.Tensors("spectrum/predictions/text_summary")
     assert len(predictions) == len(records)
     table = predictions[-1].tensor_proto.string_val[0].decode()
     assert "| 0 | 2 |" in table and "| 1 | 0 |" in table  # each probe's label
 
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
-    assert info.hparams["nsp/transform"].string_value == "standard"
-    assert info.hparams["nsp/INCL"].number_value == 1  # Lightning logs bools as numbers
-    assert info.hparams["nsp/layers"].string_value == ", ".join(["input", *LEAVES])
-    assert info.hparams["nsp/probes"].number_value == 2
+    assert info.hparams["spectrum/transform"].string_value == "standard"
+    assert info.hparams["spectrum/INCL"].number_value == 1  # Lightning logs bools as numbers
+    assert info.hparams["spectrum/layers"].string_value == ", ".join(["input", *LEAVES])
+    assert info.hparams["spectrum/probes"].number_value == 2
     # The metrics the module logged are the table's columns.
     experiment = acc.PluginTagToContent("hparams")["_hparams_/experiment"]
     columns = [m.name.tag for m in plugin_data_pb2.HParamsPluginData.FromString(experiment).experiment.metric_infos]
     assert "train_loss_epoch" in columns
     assert "train_loss_epoch" in acc.Tags()["scalars"]
     assert {h.name for h in plugin_data_pb2.HParamsPluginData.FromString(experiment).experiment.hparam_infos} >= {
-        "nsp/transform", "nsp/INCL", "nsp/layers", "nsp/probes"
+        "spectrum/transform", "spectrum/INCL", "spectrum/layers", "spectrum/probes"
     }
 
 

@@ -75,25 +75,25 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
             if len(image_tags) == 7 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        expected = {f"nsp/{layer}/{kind}/probe_0" for kind in ("activations", "spectrum", "difference") for layer in ("01_conv", "05_fc")}
-        expected.add("nsp/00_change/probe_0")
+        expected = {f"spectrum/{layer}/{kind}/probe_0" for kind in ("activations", "spectrum", "difference") for layer in ("01_conv", "05_fc")}
+        expected.add("spectrum/00_change/probe_0")
         assert set(image_tags) == expected
         scalar_tags = json.loads(get(base, "/data/plugin/scalars/tags"))[run]
-        assert {"nsp/log10_energy/probe_0/01_conv", "nsp/log10_energy/probe_0/05_fc", "nsp/record_seconds"} <= set(
+        assert {"spectrum/log10_energy/probe_0/01_conv", "spectrum/log10_energy/probe_0/05_fc", "spectrum/record_seconds"} <= set(
             scalar_tags
         )
 
-        images = json.loads(get(base, "/data/plugin/images/images", run=run, tag="nsp/01_conv/spectrum/probe_0", sample=0))
+        images = json.loads(get(base, "/data/plugin/images/images", run=run, tag="spectrum/01_conv/spectrum/probe_0", sample=0))
         steps = [2 * epoch for epoch in range(EPOCHS + 1)]  # the global step: 2 batches an epoch
         assert [entry["step"] for entry in images] == steps
         png = get(base, "/data/plugin/images/individualImage?" + images[-1]["query"])
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
-        scalars = json.loads(get(base, "/data/plugin/scalars/scalars", run=run, tag="nsp/log10_energy/probe_0/05_fc"))
+        scalars = json.loads(get(base, "/data/plugin/scalars/scalars", run=run, tag="spectrum/log10_energy/probe_0/05_fc"))
         assert [row[1] for row in scalars] == steps
         layout = json.loads(get(base, "/data/plugin/custom_scalars/layout"))
-        assert layout["category"][0]["chart"][0]["multiline"]["tag"] == ["^nsp/change/relative/probe_0/"]
-        assert layout["category"][1]["chart"][0]["multiline"]["tag"] == ["^nsp/log10_energy/probe_0/"]
+        assert layout["category"][0]["chart"][0]["multiline"]["tag"] == ["^spectrum/change/relative/probe_0/"]
+        assert layout["category"][1]["chart"][0]["multiline"]["tag"] == ["^spectrum/log10_energy/probe_0/"]
     finally:
         server.kill()
         server.wait(timeout=30)
@@ -130,7 +130,7 @@ def test_a_screenshot_of_the_time_series_page_shows_a_card_with_its_colour_bar(t
     try:
         wait_for(base, server, 90)
         deadline = time.monotonic() + 60
-        while "nsp/01_conv/spectrum/probe_0" not in json.loads(get(base, "/data/plugin/images/tags")).get(
+        while "spectrum/01_conv/spectrum/probe_0" not in json.loads(get(base, "/data/plugin/images/tags")).get(
             "tb/version_0", {}
         ) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -187,7 +187,7 @@ def test_the_change_chart_at_default_card_width_draws_each_layer_in_its_own_colo
         deadline = time.monotonic() + 60
         while len(json.loads(get(base, "/data/runs"))) < 1 + len(layers) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert json.loads(get(base, "/data/runs")) == ["tb/version_0"] + [f"tb/version_0/nsp_{name}" for name in layers]
+        assert json.loads(get(base, "/data/runs")) == ["tb/version_0"] + [f"tb/version_0/spectrum_{name}" for name in layers]
         # Headless Chromium has no WebGL: TensorBoard's SVG charts (forceSVG) draw the same lines.
         for attempt in range(3):
             shot = tmp_path / f"change-{attempt}.png"

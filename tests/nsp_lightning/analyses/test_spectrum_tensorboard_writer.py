@@ -49,9 +49,9 @@ def test_background_writer_returns_at_once_writes_in_order_and_reports_errors():
 
 
 def test_scalars_of_runs_keep_finite_values_and_refuse_run_names_that_are_not_directory_names():
-    s = LogSink("nsp", 0, enabled=True)
+    s = LogSink("spectrum", 0, enabled=True)
     s.scalars("00_change/relative/probe_0", {"00_input": 0.5, "04_flatten": float("nan"), "05_fc": np.inf})
-    assert s.items == [("scalars", "nsp/00_change/relative/probe_0", {"00_input": 0.5}, {"run_prefix": "nsp"})]
+    assert s.items == [("scalars", "spectrum/00_change/relative/probe_0", {"00_input": 0.5}, {"run_prefix": "spectrum"})]
     with pytest.raises(ValueError, match=r"LogSink.scalars\('x'\): run names \['a/b', '..'\]"):
         s.scalars("x", {"a/b": 1.0, "..": 2.0})
 
@@ -94,8 +94,8 @@ def test_images_are_encoded_off_the_training_thread_and_all_written_by_fit_end(t
     assert not any(t.name == "nsp-tensorboard-writer" for t in threading.enumerate())  # ended at teardown
     pickle.dumps(cb)  # as ddp_spawn pickles callbacks: the closed writer holds no thread or queue
     steps = [r.global_step for r in read_records(tmp_path / "rec")]
-    assert images_by_step(trainer.log_dir, "nsp/05_fc/spectrum/probe_0") == steps
-    assert images_by_step(trainer.log_dir, "nsp/00_change/probe_0") == steps
+    assert images_by_step(trainer.log_dir, "spectrum/05_fc/spectrum/probe_0") == steps
+    assert images_by_step(trainer.log_dir, "spectrum/00_change/probe_0") == steps
 
 
 def test_a_fit_that_raises_still_writes_every_record_it_took(tmp_path):
@@ -105,5 +105,5 @@ def test_a_fit_that_raises_still_writes_every_record_it_took(tmp_path):
         trainer.fit(Boom(), loader())
     steps = [r.global_step for r in read_records(tmp_path / "rec")]
     assert len(steps) == 3  # the baseline and two epochs
-    assert images_by_step(trainer.log_dir, "nsp/00_input/activations/probe_0") == steps
+    assert images_by_step(trainer.log_dir, "spectrum/00_input/activations/probe_0") == steps
     assert steps[0] == 0 and np.all(np.diff(steps) > 0)

@@ -75,7 +75,7 @@ def test_rgb_uint8_gives_the_pixels_tensorboard_stores(image, dataformats):
 
 
 def test_file_names_keep_safe_characters_only():
-    assert file_name("nsp/01_net.0/activations/probe_0") == "nsp/01_net.0/activations/probe_0"
+    assert file_name("spectrum/01_net.0/activations/probe_0") == "spectrum/01_net.0/activations/probe_0"
     assert file_name("a b/../c:d//e") == "a_b/_../c_d/_/e"
 
 
@@ -106,7 +106,7 @@ def test_a_logger_without_a_sink_is_warned_about_once_naming_what_it_skips(tmp_p
         assert len(named) == min(len(first), 8)
         assert (f"and {len(first) - 8} more" in told[0]) == (len(first) > 8)
     # Its scalars still arrive.
-    assert any("nsp/log10_energy/probe_0/01_conv" in m for m in other.metrics)
+    assert any("spectrum/log10_energy/probe_0/01_conv" in m for m in other.metrics)
 
 
 def test_the_sinks_are_made_once_per_logger_and_forgotten_at_clear(tmp_path):

@@ -90,7 +90,7 @@ def test_own_analysis_through_three_epochs_tensorboard_and_report(tmp_path):
         assert histograms[-1].histogram_value.num == expected[layer].size
         assert histograms[-1].histogram_value.sum == pytest.approx(expected[layer].sum(), rel=1e-5, abs=1e-6)
     assert [s.step for s in acc.Scalars("channel_means/record_seconds")] == [0, 2, 4, 6]
-    assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("nsp/")]
+    assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("spectrum/")]
 
     page = report(trainer.log_dir, tmp_path / "r.html").read_text(encoding="utf-8")
     assert section_ids(page) == ["channels"]
@@ -109,17 +109,17 @@ def test_spectra_and_an_own_analysis_share_one_forward_pass_per_record(tmp_path,
     callback = ProbeCallback(x, [SpectrumAnalysis(), ChannelMeans()], dirpath=tmp_path / "run")
     trainer = fit([callback], logger=TensorBoardLogger(tmp_path, name="tb"))
     assert len(passes) == 4  # one per record: setup's pass is the baseline's
-    spectra, means = read_records(tmp_path / "run" / "spectra"), read_records(tmp_path / "run" / "channel_means")
+    spectra, means = read_records(tmp_path / "run" / "spectrum"), read_records(tmp_path / "run" / "channel_means")
     assert [r.epoch for r in spectra] == [r.epoch for r in means] == [0, 1, 2, 3]
     for s, m in zip(spectra, means):
         for p in range(2):
             np.testing.assert_allclose(s.activations[p][1].reshape(2, -1).mean(-1), m.arrays["conv"][p], rtol=1e-5, atol=1e-6)
     tags = events(trainer.log_dir).Tags()
-    assert "nsp/log10_energy/probe_1/05_fc" in tags["scalars"] and "nsp/01_conv/spectrum/probe_0" in tags["images"]
+    assert "spectrum/log10_energy/probe_1/05_fc" in tags["scalars"] and "spectrum/01_conv/spectrum/probe_0" in tags["images"]
     assert "channel_means/fc/mean" in tags["scalars"] and "channel_means/fc/channels" in tags["histograms"]
     page = report(tmp_path / "run", tmp_path / "r.html").read_text(encoding="utf-8")
     assert section_ids(page) == SECTIONS + ["channels"]
-    assert "<title>Probe report: spectra, channel_means</title>" in page
+    assert "<title>Probe report: spectrum, channel_means</title>" in page
 
 
 def test_several_callbacks_write_side_by_side_and_never_into_one_directory(tmp_path):
@@ -132,7 +132,7 @@ def test_several_callbacks_write_side_by_side_and_never_into_one_directory(tmp_p
     assert section_ids(report(trainer.log_dir, tmp_path / "r.html").read_text(encoding="utf-8")) == SECTIONS + [
         "channels"
     ]
-    with pytest.raises(ValueError, match=r"analysis 'spectra' .* would both write to .*spectra"):
+    with pytest.raises(ValueError, match=r"analysis 'spectrum' .* would both write to .*spectrum"):
         fit([SpectrumCallback(probe(1)), ProbeCallback(probe(1), [SpectrumAnalysis()])], default_root_dir=tmp_path)
 
 
@@ -231,7 +231,7 @@ class _Broken(ProbeAnalysis):
     [
         ([], ValueError, r"analyses=\[\]\): expected at least one"),
         ([ChannelMeans(), ChannelMeans()], ValueError, r"the names \['channel_means'\] repeat"),
-        (["spectra"], TypeError, "expected a ProbeAnalysis or a list of them"),
+        (["spectrum"], TypeError, "expected a ProbeAnalysis or a list of them"),
     ],
 )
 def test_bad_analyses_fail_at_construction(analyses, error, match):

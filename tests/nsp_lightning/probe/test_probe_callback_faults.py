@@ -55,7 +55,7 @@ def fit(callbacks, model=None, ckpt_path=None, **overrides):
 # -- 10: a monitoring callback must not end training ----------------------------------------
 def test_non_finite_weights_skip_the_record_and_training_and_checkpoints_go_on(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
-    callback = SpectrumCallback(probe(2), dirpath=tmp_path / "spectra")
+    callback = SpectrumCallback(probe(2), dirpath=tmp_path / "spectrum")
     trainer, messages = fit([callback, checkpoint], Diverging(), max_epochs=3, enable_checkpointing=True,
                             logger=CSVLogger(tmp_path / "logs"))
     # Before: the callback raised at the end of epoch 2, and fit stopped before ModelCheckpoint saved it.
@@ -63,15 +63,15 @@ def test_non_finite_weights_skip_the_record_and_training_and_checkpoints_go_on(t
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
         "epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"
     ]
-    assert [r.epoch for r in read_records(tmp_path / "spectra")] == [0, 1]
-    assert callback.failed_records == {"spectra": [2, 3]}
+    assert [r.epoch for r in read_records(tmp_path / "spectrum")] == [0, 1]
+    assert callback.failed_records == {"spectrum": [2, 3]}
     assert any("could not take record 2" in m and "['conv.weight', 'conv.bias', 'fc.weight', 'fc.bias'] hold"
                " non-finite values" in m for m in messages)
-    failures = RecordStore(tmp_path / "spectra").failures()
+    failures = RecordStore(tmp_path / "spectrum").failures()
     assert [f["name"] for f in failures] == ["epoch-000002", "epoch-000003"]
     metrics = (tmp_path / "logs" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
-    assert "nsp/record_failed" in metrics
-    page = report(tmp_path / "spectra", tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "spectrum/record_failed" in metrics
+    page = report(tmp_path / "spectrum", tmp_path / "r.html").read_text(encoding="utf-8")
     assert "epoch-000003.npz was not recorded: ValueError: the model&#x27;s parameters" in page
 
 
@@ -127,11 +127,11 @@ def test_probing_a_model_that_draws_random_numbers_leaves_training_unchanged(tmp
 def test_resuming_from_a_checkpoint_written_without_the_callback_warns_and_starts_with_that_state(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
     fit([checkpoint], max_epochs=2, enable_checkpointing=True)
-    callback = SpectrumCallback(probe(2), dirpath=tmp_path / "spectra")
+    callback = SpectrumCallback(probe(2), dirpath=tmp_path / "spectrum")
     trainer, messages = fit([callback], max_epochs=3, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     # Before: silently a series of one record, 3, without a baseline.
     assert any("checkpoint with no record series to continue" in m and "starts with record 2" in m for m in messages), messages
-    assert [r.epoch for r in read_records(tmp_path / "spectra")] == [2, 3]
+    assert [r.epoch for r in read_records(tmp_path / "spectrum")] == [2, 3]
 
 
 @pytest.mark.slow
@@ -144,5 +144,5 @@ def test_under_ddp_spawn_the_launching_process_sees_the_records(tmp_path):
         trainer.fit(TinyNet(), loader())
     # Before: recorded_epochs == [] and dirpath is None here, in the process that called fit.
     assert callback.recorded_epochs == [0, 2]
-    assert callback.dirpath == str(tmp_path / "spectra")  # logger=False: the log dir is default_root_dir
+    assert callback.dirpath == str(tmp_path / "spectrum")  # logger=False: the log dir is default_root_dir
     assert [r.epoch for r in read_records(callback.dirpath)] == [0, 2]

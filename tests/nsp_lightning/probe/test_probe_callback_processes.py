@@ -139,7 +139,7 @@ def test_a_kill_9_mid_record_leaves_every_completed_record_readable(tmp_path):
     run = tmp_path / "run"
     returncode, output = run_script(tmp_path, KILL, run)
     assert returncode == -signal.SIGKILL, output[-3000:]
-    spectra, means = read_records(run / "spectra"), read_records(run / "channel_means")
+    spectra, means = read_records(run / "spectrum"), read_records(run / "channel_means")
     assert [r.epoch for r in spectra] == [0, 1, 2] and all(isinstance(r, SpectrumRecord) for r in spectra)
     assert [r.epoch for r in means] == [0, 1] and all(isinstance(r, ProbeRecord) for r in means)
     assert all(r.arrays["conv"].shape == (2, 2) for r in means)

@@ -60,11 +60,11 @@ def test_record_array_names_that_are_paths_are_refused(tmp_path, name):
 def test_a_link_at_the_lock_path_stops_the_fit_naming_it_and_the_target_is_untouched(tmp_path):
     target = tmp_path / "bashrc"
     target.write_text("keep me\n")
-    (tmp_path / "logs" / "spectra").mkdir(parents=True)
-    (tmp_path / "logs" / "spectra" / ".lock").symlink_to(target)
+    (tmp_path / "logs" / "spectrum").mkdir(parents=True)
+    (tmp_path / "logs" / "spectrum" / ".lock").symlink_to(target)
     trainer = pl.Trainer(**trainer_kwargs(max_epochs=1),
                          callbacks=[ProbeCallback(probe(1), [SpectrumAnalysis()], dirpath=tmp_path / "logs")])
-    with pytest.raises(RecordStoreError, match=r"ProbeCallback: .*spectra/\.lock \(the directory's lock file\) is a"
+    with pytest.raises(RecordStoreError, match=r"ProbeCallback: .*spectrum/\.lock \(the directory's lock file\) is a"
                                                " symbolic link"):
         trainer.fit(TinyNet(), loader())
     assert target.read_text() == "keep me\n"

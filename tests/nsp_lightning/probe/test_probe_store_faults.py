@@ -156,7 +156,7 @@ def test_two_training_runs_into_one_record_directory(tmp_path):
     from pathlib import Path
 
     helpers = str(Path(__file__).parents[2] / "support")
-    go, directory = tmp_path / "go", tmp_path / "spectra"
+    go, directory = tmp_path / "go", tmp_path / "spectrum"
     procs = [
         subprocess.Popen([sys.executable, "-c", _FIT.format(helpers=helpers), str(directory), str(go), str(seed)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -34,7 +34,7 @@ IMAGE = re.compile(r'<img src="data:image/(?:png|webp);base64,([A-Za-z0-9+/=]+)"
 def train(directory: Path, INCL: bool = True, epochs: int = 2) -> Path:
     """A demo-like run: TinyNet trained for ``epochs`` epochs with the callback; returns its record directory."""
     pl.seed_everything(0, verbose=False)
-    records = directory / "spectra"
+    records = directory / "spectrum"
     callback = SpectrumCallback(probe(2), INCL=INCL, dirpath=records)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -239,7 +239,7 @@ def test_energy_shares_match_an_independent_computation(run, tmp_path):
 
 def test_tiny_energy_shares_keep_two_significant_digits(tmp_path):
     # Spectra spanning 10^-30 to 10^30: most layers hold a tiny share, which must still read differently.
-    run = synthetic_run(tmp_path / "spectra", 3)
+    run = synthetic_run(tmp_path / "spectrum", 3)
     page = report(run, tmp_path / "r.html").read_text(encoding="utf-8")
     records = read_records(run)
     tiny = 0
@@ -255,7 +255,7 @@ def test_tiny_energy_shares_keep_two_significant_digits(tmp_path):
 
 
 def test_a_hundred_epochs_give_at_most_twelve_heatmap_epochs_and_a_grid_of_all(tmp_path):
-    records = synthetic_run(tmp_path / "spectra", 100)
+    records = synthetic_run(tmp_path / "spectrum", 100)
     page = report(records, tmp_path / "r.html").read_text(encoding="utf-8")
     films = frame_labels(page)
     assert len(films) == 2
@@ -271,7 +271,7 @@ def test_a_hundred_epochs_give_at_most_twelve_heatmap_epochs_and_a_grid_of_all(t
 
 
 def test_rebuild_section_lists_the_records_whose_graph_changed(tmp_path):
-    records = synthetic_run(tmp_path / "spectra", 10, INCL=False, rebuilt_at={3: [1], 7: [0, 1]})
+    records = synthetic_run(tmp_path / "spectrum", 10, INCL=False, rebuilt_at={3: [1], 7: [0, 1]})
     page = report(records, tmp_path / "r.html").read_text(encoding="utf-8")
     assert section_ids(page) == SECTIONS + ["rebuilds"]
     assert "at 2 of 10 records; distinct graphs per probe: 2, 3." in page
@@ -307,7 +307,7 @@ def facts_value(page: str, key: str) -> str:
 
 def test_module_descriptions_and_edge_counts_show_when_the_header_has_them(tmp_path):
     header = {"modules": ["Input[1, 4, 4]", "Conv2d(1, 2, kernel_size=(2, 2))", "Linear(18, 3)"], "edges": [0, 72, 54]}
-    records = synthetic_run(tmp_path / "spectra", 2, header=header)
+    records = synthetic_run(tmp_path / "spectrum", 2, header=header)
     page = report(records, tmp_path / "r.html").read_text(encoding="utf-8")
     rows = table(page, "Recorded layers, in execution order")
     assert rows[0] == ["#", "layer", "module", "shape", "neurons", "edges in"]
@@ -317,7 +317,7 @@ def test_module_descriptions_and_edge_counts_show_when_the_header_has_them(tmp_p
 
 
 def test_conditioning_section_shows_only_where_records_carry_it(tmp_path, monkeypatch):
-    records = synthetic_run(tmp_path / "spectra", 3)
+    records = synthetic_run(tmp_path / "spectrum", 3)
     page = report(records, tmp_path / "plain.html").read_text(encoding="utf-8")
     assert "conditioning" not in section_ids(page)
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.reliability
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    return synthetic_run(tmp_path_factory.mktemp("base") / "spectra", 3)
+    return synthetic_run(tmp_path_factory.mktemp("base") / "spectrum", 3)
 
 
 def copy(base: Path, where: Path) -> Path:
@@ -100,7 +100,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_nsp_report_names_the_file_and_what_is_wrong(base, tmp_path, capsys, case):
     corrupt, file, what = CASES[case]
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     corrupt(run)
     assert main([str(run), "-q", "-o", str(tmp_path / "r.html")]) == 1  # before: a raw traceback for most
     err = capsys.readouterr().err
@@ -110,7 +110,7 @@ def test_nsp_report_names_the_file_and_what_is_wrong(base, tmp_path, capsys, cas
 
 
 def test_skip_bad_reports_the_rest_of_the_run_and_lists_what_it_left_out(base, tmp_path, capsys):
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     raw_meta(run, "{not json")
     out = tmp_path / "r.html"
     assert main([str(run), "-q", "--skip-bad", "-o", str(out)]) == 0
@@ -124,19 +124,19 @@ def test_skip_bad_reports_the_rest_of_the_run_and_lists_what_it_left_out(base, t
 
 def test_skip_bad_leaves_out_a_whole_corrupt_record_directory(base, tmp_path):
     run = tmp_path / "version_0"
-    copy(base, run / "spectra")
+    copy(base, run / "spectrum")
     other = synthetic_run(run / "other", 2)
     edit_manifest(other, lambda m: m.update(analysis={"name": "other", "class": "nsp_lightning.analyses.spectrum:SpectrumAnalysis"}))
-    (run / "spectra" / MANIFEST).write_text("{")
+    (run / "spectrum" / MANIFEST).write_text("{")
     with pytest.raises(ValueError, match="manifest.json is not valid JSON"):
         report(run, tmp_path / "strict.html")
     page = report(run, tmp_path / "r.html", skip_bad=True).read_text(encoding="utf-8")
-    assert str(run / "spectra" / MANIFEST) in page and "2 record(s) at epochs 0–1" in page
+    assert str(run / "spectrum" / MANIFEST) in page and "2 record(s) at epochs 0–1" in page
 
 
 # -- 9: records that contradict their header or their series --------------------------------
 def test_a_record_of_another_network_with_as_many_layers_is_refused(base, tmp_path):
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     other = synthetic_run(tmp_path / "other", 2)
     edit_manifest(other, lambda m: m["header"].update(shapes=[[1, 5, 5], [2, 4, 4], [3]]))
     edit_record(other, lambda a, m: a.update({f"activations.{l}": np.zeros((2, *s), np.float32) for l, s in
@@ -154,7 +154,7 @@ def test_a_record_of_another_network_with_as_many_layers_is_refused(base, tmp_pa
 
 
 def test_a_record_copied_in_from_another_run_is_refused_by_its_series_id(base, tmp_path):
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     other = synthetic_run(tmp_path / "other", 2)  # the same network: only the series tells the files apart
     shutil.copy(other / RECORD, run / RECORD)
     with pytest.raises(ValueError, match=rf"{RECORD} belongs to another record series"):
@@ -162,7 +162,7 @@ def test_a_record_copied_in_from_another_run_is_refused_by_its_series_id(base, t
 
 
 def test_a_duplicated_or_renamed_record_is_refused(base, tmp_path):
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     edit_manifest(run, lambda m: m["records"].insert(2, dict(m["records"][1])))
     with pytest.raises(ValueError, match="lists the record 'epoch-000001' twice"):
         read_records(run)  # before: epochs [0, 1, 1, 2]
@@ -174,14 +174,14 @@ def test_a_duplicated_or_renamed_record_is_refused(base, tmp_path):
 
 
 def test_a_shapes_list_shorter_than_the_layers_is_refused(base, tmp_path):
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     edit_manifest(run, lambda m: m["header"]["shapes"].pop())
     with pytest.raises(ValueError, match=rf"{MANIFEST} has 2 shapes for 3 layers"):
         read_records(run)  # before: read; the report zipped the layers with the shorter list
 
 
 def test_a_record_with_another_number_of_probes_is_refused(base, tmp_path):
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     edit_manifest(run, lambda m: m["header"].update(probes=3, probe_shape=[3, 1, 4, 4]))
     with pytest.raises(ValueError, match="holds 2 probe\\(s\\) and 2 fingerprint\\(s\\), but its series has 3"):
         read_records(run)
@@ -230,7 +230,7 @@ def _mutate(directory: Path, data) -> None:
 @given(data=st.data())
 def test_fuzz_read_records_reads_or_names_the_file(base, data):
     with tempfile.TemporaryDirectory() as tmp:
-        run = copy(base, Path(tmp) / "spectra")
+        run = copy(base, Path(tmp) / "spectrum")
         _mutate(run, data)
         try:
             with warnings.catch_warnings():
@@ -245,7 +245,7 @@ def test_fuzz_read_records_reads_or_names_the_file(base, data):
 @given(data=st.data())
 def test_fuzz_nsp_report_writes_a_report_or_an_error_naming_the_file(base, data, capsys):
     with tempfile.TemporaryDirectory() as tmp:
-        run = copy(base, Path(tmp) / "spectra")
+        run = copy(base, Path(tmp) / "spectrum")
         _mutate(run, data)
         flags = ["--skip-bad"] if data.draw(st.booleans()) else []
         capsys.readouterr()
@@ -304,7 +304,7 @@ def test_the_installed_command_prints_one_line_naming_the_file_no_traceback(base
     import subprocess
     import sys
 
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     header("shapes", "x")(run)  # before: a raw UFuncTypeError traceback
     script = sh.which("nsp-report", path=str(Path(sys.executable).parent))
     command = [script] if script else [sys.executable, "-m", "nsp_lightning.report.cli"]
@@ -319,7 +319,7 @@ def test_the_installed_command_prints_one_line_naming_the_file_no_traceback(base
 def test_a_record_that_is_not_a_regular_file_is_refused_not_read(base, tmp_path):
     import os
 
-    run = copy(base, tmp_path / "spectra")
+    run = copy(base, tmp_path / "spectrum")
     (run / RECORD).unlink()
     os.mkfifo(run / RECORD)  # before: the reader blocked forever on the pipe
     with pytest.raises(ValueError, match=rf"{RECORD} is not a regular file"):
