@@ -40,6 +40,7 @@ from nsp_lightning.probe.sinks.loggers import (
 from nsp_lightning.probe.sinks.mlflow_sink import MLflowSink
 from nsp_lightning.probe.sinks.sink import LogSink, MediaSink, require, rgb_uint8
 from nsp_lightning.probe.sinks.tensorboard_sink import (
+    RunWriters,
     TensorBoardSink,
     add_custom_scalars,
     start_hparams,
@@ -57,6 +58,7 @@ __all__ = [
     "MEDIA_LOGGERS",
     "MLflowSink",
     "MediaSink",
+    "RunWriters",
     "TensorBoardSink",
     "WandbSink",
     "add_custom_scalars",

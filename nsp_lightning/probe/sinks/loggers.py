@@ -108,7 +108,10 @@ class LoggerSinks:
         return message
 
     def clear(self) -> None:
-        """Forget the loggers (at teardown: a finished fit's loggers are not kept, and the callback pickles)."""
+        """Close the sinks and forget the loggers (at teardown, after the last write: the callback pickles)."""
+        for _, made in self._made:
+            if made is not None:
+                made.close()
         self._made, self._why, self._warned = [], {}, set()
 
 

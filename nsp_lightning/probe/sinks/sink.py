@@ -151,6 +151,9 @@ class MediaSink:
         """Write one item (``kind`` in ``takes``) at ``step``."""
         raise NotImplementedError(f"{type(self).__name__}.write_item")
 
+    def close(self) -> None:
+        """Release what the sink opened itself (not the logger), once nothing is written any more."""
+
 
 def rgb_uint8(image: np.ndarray | torch.Tensor, dataformats: str = "HWC") -> np.ndarray:
     """``image`` as TensorBoard stores it: ``(H, W, 3 or 4)`` uint8; floats scaled by 255 and clipped, grey made RGB.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any, Mapping, Sequence
 
@@ -10,7 +11,9 @@ import torch
 
 from nsp_lightning.probe.sinks.sink import LogSink, MediaSink
 
-__all__ = ["TensorBoardSink", "add_custom_scalars", "start_hparams", "write_hparams", "write_to_tensorboard"]
+__all__ = [
+    "RunWriters", "TensorBoardSink", "add_custom_scalars", "start_hparams", "write_hparams", "write_to_tensorboard",
+]
 
 
 class TensorBoardSink(MediaSink):
@@ -21,12 +24,65 @@ class TensorBoardSink(MediaSink):
     def __init__(self, logger: Any) -> None:
         super().__init__(logger)
         self.writer = logger.experiment
+        self.runs = RunWriters()
 
     def write(self, sink: LogSink) -> None:
-        write_to_tensorboard(sink, [self.writer])
+        write_to_tensorboard(sink, [self.writer], self.runs)
+        self.runs.flush()
+
+    def close(self) -> None:
+        self.runs.close()
 
 
-def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
+class RunWriters:
+    """The event-file writers of the runs that charts of several runs (``LogSink.scalars``) write to.
+
+    ``SummaryWriter.add_scalars`` keeps its runs' writers in the writer's ``all_writers``,
+    which ``SummaryWriter.flush()`` and ``close()`` iterate over. Lightning calls those on
+    the training thread (``TensorBoardLogger.save()``) while the callback's background
+    writer writes the charts: a run added then would change the dict during the iteration
+    ("dictionary changed size during iteration"). So the runs' writers are kept here, not
+    there, and flushed and closed by their sink. A lock guards them, so that ``close`` may
+    come from another thread than the writes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._writers: dict[str, Any] = {}
+
+    def add(self, writer: Any, tag: str, values: Mapping[str, float], step: int, run_prefix: str) -> None:
+        """``values[k]`` as scalar ``tag`` of the run ``<log_dir>/<run_prefix>_<k>`` of ``writer`` (a ``SummaryWriter``).
+
+        The runs are named and placed as ``add_scalars`` places its runs, with ``writer``'s
+        queue size, flush interval and file-name suffix.
+        """
+        from torch.utils.tensorboard.summary import scalar
+        from torch.utils.tensorboard.writer import FileWriter
+
+        walltime = time.time()
+        log_dir = writer.get_logdir()
+        with self._lock:
+            for key, value in values.items():
+                run = os.path.join(log_dir, f"{run_prefix}_{key}")
+                if run not in self._writers:
+                    self._writers[run] = FileWriter(run, writer.max_queue, writer.flush_secs, writer.filename_suffix)
+                self._writers[run].add_summary(scalar(tag, value), step, walltime)
+
+    def flush(self) -> None:
+        """Write every run's pending events to disk."""
+        with self._lock:
+            for run_writer in self._writers.values():
+                run_writer.flush()
+
+    def close(self) -> None:
+        """Flush and close every run's writer; a later :meth:`add` opens new event files."""
+        with self._lock:
+            writers, self._writers = self._writers, {}
+            for run_writer in writers.values():
+                run_writer.close()
+
+
+def write_to_tensorboard(sink: LogSink, writers: Sequence[Any], runs: RunWriters | None = None) -> None:
     """Log what ``sink`` holds to every TensorBoard ``SummaryWriter`` in ``writers``, at ``sink.step``.
 
     Parameters
@@ -35,7 +91,12 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
         What an analysis's :meth:`~nsp_lightning.ProbeAnalysis.log` put there.
     writers : sequence of torch.utils.tensorboard.SummaryWriter
         The writers (``TensorBoardLogger.experiment``) of the Trainer's loggers.
+    runs : RunWriters, optional
+        Where charts of several runs are written, to be flushed and closed by the caller.
+        Without it a :class:`RunWriters` is made and closed before this returns.
     """
+    own = runs is None
+    runs = RunWriters() if runs is None else runs
     for writer in writers:
         for kind, tag, value, options in sink.items:
             if kind == "image":
@@ -45,9 +106,11 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any]) -> None:
             elif kind == "embedding":
                 writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
             elif kind == "scalars":
-                _write_runs(writer, tag, value, sink.step, options["run_prefix"])
+                runs.add(writer, tag, value, sink.step, options["run_prefix"])
             else:
                 writer.add_text(tag, value, global_step=sink.step)
+    if own:
+        runs.close()
 
 
 def add_custom_scalars(loggers: Sequence[Any], layout: Mapping[str, Any]) -> None:
@@ -153,18 +216,3 @@ def _plain(params: Mapping[str, Any] | None) -> dict[str, Any]:
             else:
                 plain[f"{prefix}{key}"] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return plain
-
-
-def _write_runs(writer: Any, tag: str, values: Mapping[str, float], step: int, run_prefix: str) -> None:
-    """``values[k]`` as scalar ``tag`` of the run ``<log_dir>/<run_prefix>_<k>`` (``add_scalars``' runs, another tag)."""
-    from torch.utils.tensorboard.summary import scalar
-    from torch.utils.tensorboard.writer import FileWriter
-
-    walltime = time.time()
-    log_dir = writer._get_file_writer().get_logdir()
-    for key, value in values.items():
-        run = os.path.join(log_dir, f"{run_prefix}_{key}")
-        # SummaryWriter.all_writers is where add_scalars keeps its runs' writers: flush() and close() reach them.
-        if run not in writer.all_writers:
-            writer.all_writers[run] = FileWriter(run, writer.max_queue, writer.flush_secs, writer.filename_suffix)
-        writer.all_writers[run].add_summary(scalar(tag, value), step, walltime)
