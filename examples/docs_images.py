@@ -14,7 +14,10 @@ Writes, with a TensorBoard server and headless Chromium (Debian package ``chromi
   and the change since the baseline);
 
 and prints the change since the baseline of every layer at the last record (probe 0), the
-figures the README quotes.
+figures the README quotes. With ``--projector RUN`` (a run of
+``examples/response_maps_digits.py``, e.g. ``out/response_maps/digits/version_0``) it also
+writes ``docs/tensorboard_projector.png``: TensorBoard's embedding projector opened on
+that run's layout (WebGL drawn by Chromium's software renderer, SwiftShader).
 """
 
 from __future__ import annotations
@@ -37,13 +40,17 @@ from nsp_lightning import read_records, report
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+# The projector draws with WebGL: Chromium's software GL instead of --disable-gpu.
+WEBGL_FLAGS = ["--headless", "--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+               "--hide-scrollbars"]
 
 
-def screenshot(url: str, path: Path, size: tuple[int, int], budget_ms: int = 20000, scale: int = 1) -> np.ndarray:
+def screenshot(url: str, path: Path, size: tuple[int, int], budget_ms: int = 20000, scale: int = 1,
+               flags: list[str] = FLAGS) -> np.ndarray:
     """A headless Chromium screenshot, at ``scale`` device pixels per CSS pixel."""
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
+            [CHROMIUM, *flags, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}",
              f"--force-device-scale-factor={scale}", f"--window-size={size[0]},{size[1]}", f"--screenshot={path}", url],
             check=True, capture_output=True, timeout=300,
         )
@@ -70,14 +77,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tensorboard_shots(logdir: Path, run: str, docs: Path) -> None:
+def start_tensorboard(logdir: Path) -> tuple[subprocess.Popen, str]:
+    """A TensorBoard server on ``logdir`` and its address."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", "127.0.0.1", "--port",
          str(port), "--samples_per_plugin", "images=100000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    return server, f"http://127.0.0.1:{port}"
+
+
+def projector_shot(run_dir: Path, docs: Path) -> None:
+    """The projector on a response-map run: the layout of every neuron, flat in a 3-D PCA (100 % of the variance)."""
+    server, base = start_tensorboard(run_dir)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if json.loads(urllib.request.urlopen(f"{base}/data/plugin/projector/runs", timeout=10).read()):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("TensorBoard listed no projector run within 120 s")
+            time.sleep(1)
+        screenshot(f"{base}/#projector", docs / "tensorboard_projector.png", (1400, 900), budget_ms=40000,
+                   flags=WEBGL_FLAGS)
+        print(docs / "tensorboard_projector.png")
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+
+
+def tensorboard_shots(logdir: Path, run: str, docs: Path) -> None:
+    server, base = start_tensorboard(logdir)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -103,9 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", nargs="?", help="the demo's run directory")
     parser.add_argument("--docs", default="docs", help="where to write the pictures (default docs)")
+    parser.add_argument("--projector", metavar="RUN", help="a run of examples/response_maps_digits.py to show")
     args = parser.parse_args()
     run_dir = Path(args.run_dir) if args.run_dir else sorted(Path("out/demo_digits/digits").glob("version_*"))[-1]
     docs = Path(args.docs)
+    if args.projector:
+        projector_shot(Path(args.projector), docs)
     records = read_records(run_dir / "spectrum")
     change = nsp.energy.change_since(records[0].spectra[0], records[-1].spectra[0])
     print(f"change since the baseline at epoch {records[-1].epoch}, probe 0 (relative, decades, sign flips, "

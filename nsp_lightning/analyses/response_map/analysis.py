@@ -65,8 +65,11 @@ class ResponseMapAnalysis(ProbeAnalysis):
     layer's neurons (``<prefix>/layout/<ii>_<layer>``, ``<ii>`` the layer's position).
     Each neuron's metadata are its layer, its index in the layer and each probe's response
     at that record (0 to 1, as in the maps): "Color by" colours the neurons by layer or by
-    a probe's response. The projector opens a 3-D PCA view; untick its third component to
-    see the layout as drawn in the maps.
+    a probe's response. The projector always opens a 3-D PCA (TensorBoard has no setting
+    for its first view): the layout is written with a zero third column, so that it lies
+    flat in the plane of the first two components (100 % of the variance; a 2-column
+    tensor would read "NaN%" and show no point). Untick the PCA's 3-D box for a flat view;
+    PCA may turn or mirror the layout to its principal axes.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every map.

@@ -12,7 +12,8 @@ import torch
 from nsp_lightning.probe.sinks.sink import LogSink, MediaSink
 
 __all__ = [
-    "RunWriters", "TensorBoardSink", "add_custom_scalars", "start_hparams", "write_hparams", "write_to_tensorboard",
+    "RunWriters", "TensorBoardSink", "add_custom_scalars", "projector_points", "start_hparams", "write_hparams",
+    "write_to_tensorboard",
 ]
 
 
@@ -104,13 +105,27 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any], runs: RunWriters
             elif kind == "histogram":
                 writer.add_histogram(tag, value, global_step=sink.step, **options)
             elif kind == "embedding":
-                writer.add_embedding(value, tag=tag, global_step=sink.step, **options)
+                writer.add_embedding(projector_points(value), tag=tag, global_step=sink.step, **options)
             elif kind == "scalars":
                 runs.add(writer, tag, value, sink.step, options["run_prefix"])
             else:
                 writer.add_text(tag, value, global_step=sink.step)
     if own:
         runs.close()
+
+
+def projector_points(points: torch.Tensor) -> torch.Tensor:
+    """``points`` ``(N, D)`` as TensorBoard's projector is given them: with zero columns up to 3 where ``D < 3``.
+
+    The projector always opens a 3-D PCA of the tensor (TensorBoard 2.21 has no setting
+    for its first view). Of a 2-column tensor it has no third component: it reads "Total
+    variance described: NaN%" and draws no point. With a constant third column the third
+    component is that column, of zero variance: the projector reads 100 % and shows the
+    points in one plane, the 2-D layout (turned by PCA to its principal axes).
+    """
+    if points.dim() == 2 and points.shape[1] < 3:
+        return torch.cat([points, points.new_zeros(points.shape[0], 3 - points.shape[1])], dim=1)
+    return points
 
 
 def add_custom_scalars(loggers: Sequence[Any], layout: Mapping[str, Any]) -> None:

@@ -206,8 +206,9 @@ def test_callback_logs_maps_and_layouts_to_tensorboard(tmp_path, refit):
             members = np.arange(len(record.arrays["layout"]))
             if not tag.endswith("/all"):
                 members = np.flatnonzero(record.arrays["neuron_layer"] == int(tag.rsplit("/", 1)[1][:2]))
-            assert layout.shape == (len(members), 2) and len(members) > 0  # the layout as drawn: 2-D
-            np.testing.assert_allclose(layout, record.arrays["layout"][members], rtol=1e-6)
+            # The layout as drawn, and a zero third column: the projector's 3-D PCA shows it flat.
+            assert layout.shape == (len(members), 3) and len(members) > 0 and np.all(layout[:, 2] == 0)
+            np.testing.assert_allclose(layout[:, :2], record.arrays["layout"][members], rtol=1e-6)
             assert rows[0] == ["layer", "index", "response of probe 0", "response of probe 1", "response of probe 2"]
             expected = [
                 [f"{record.arrays['neuron_layer'][n]:02d}_{layers[record.arrays['neuron_layer'][n]]}",
