@@ -14,10 +14,11 @@ Writes, with a TensorBoard server and headless Chromium (Debian package ``chromi
   and the change since the baseline);
 
 and prints the change since the baseline of every layer at the last record (probe 0), the
-figures the README quotes. With ``--projector RUN`` (a run of
-``examples/response_maps_digits.py``, e.g. ``out/response_maps/digits/version_0``) it also
-writes ``docs/tensorboard_projector.png``: TensorBoard's embedding projector opened on
-that run's layout (WebGL drawn by Chromium's software renderer, SwiftShader).
+figures the README quotes. From a run of ``examples/response_maps_digits.py`` (``make
+demo`` writes one; default: the newest ``out/response_maps/digits/version_*``, or
+``--projector RUN``) it also writes ``docs/tensorboard_projector.png``: TensorBoard's
+embedding projector opened on that run's layout (WebGL drawn by Chromium's software
+renderer, SwiftShader).
 """
 
 from __future__ import annotations
@@ -137,12 +138,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", nargs="?", help="the demo's run directory")
     parser.add_argument("--docs", default="docs", help="where to write the pictures (default docs)")
-    parser.add_argument("--projector", metavar="RUN", help="a run of examples/response_maps_digits.py to show")
+    parser.add_argument("--projector", metavar="RUN",
+                        help="a run of examples/response_maps_digits.py (default: the newest in out/response_maps)")
     args = parser.parse_args()
     run_dir = Path(args.run_dir) if args.run_dir else sorted(Path("out/demo_digits/digits").glob("version_*"))[-1]
     docs = Path(args.docs)
-    if args.projector:
-        projector_shot(Path(args.projector), docs)
+    maps_runs = sorted(Path("out/response_maps/digits").glob("version_*"))
+    if args.projector or maps_runs:
+        projector_shot(Path(args.projector) if args.projector else maps_runs[-1], docs)
     records = read_records(run_dir / "spectrum")
     change = nsp.energy.change_since(records[0].spectra[0], records[-1].spectra[0])
     print(f"change since the baseline at epoch {records[-1].epoch}, probe 0 (relative, decades, sign flips, "
