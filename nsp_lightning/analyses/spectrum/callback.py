@@ -113,7 +113,8 @@ class SpectrumCallback(ProbeCallback):
           moved, one coloured line per layer, with a legend of the values at the last
           record (one chart per record: a matplotlib figure costs as much as a hundred
           cards).
-        - Images, to TensorBoard loggers only: ``spectrum/<ii>_<layer>/activations/probe_<p>``,
+        - Images, to every logger that takes them (TensorBoard, W&B, MLflow, CSV):
+          ``spectrum/<ii>_<layer>/activations/probe_<p>``,
           ``spectrum/<ii>_<layer>/spectrum/probe_<p>`` and, from the first record after the
           baseline, ``spectrum/<ii>_<layer>/difference/probe_<p>`` (ŝ − ŝ₀, on its own range):
           :func:`nsp.render.render_card` images with a title (layer, probe, label, shape,
