@@ -19,11 +19,12 @@ pass of their own.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import numbers
 import warnings
 import weakref
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from nsp.common.layers import find_layer
 from nsp.common.modes import eval_mode
 from nsp.common.tracer import GUIDED_MODULES, Trace, tracing
 
-__all__ = ["SIGNS", "Attribution", "LayerAttribution", "resolve_layer"]
+__all__ = ["SIGNS", "GRAPH_CUT", "Attribution", "LayerAttribution", "resolve_layer", "run_model", "seeded"]
 
 # The layers a layer method defaults to (the last one the model runs); lazy ones subclass these.
 _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -41,6 +42,10 @@ _CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTra
 SIGNS: tuple[str, ...] = ("signed", "absolute", "positive", "negative")
 
 Target = int | Sequence[int] | np.ndarray | torch.Tensor | None
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+# What a RuntimeError says when the model's output does not depend differentiably on the input.
+GRAPH_CUT = ("does not require grad", "does not have a grad_fn", "not have been used in the graph")
 
 
 class Attribution:
@@ -71,12 +76,18 @@ class Attribution:
     #: is a module that checks the pass, picks the target and returns its output per
     #: input. Otherwise ``_attribute`` gets the target from a traced pass of its own.
     one_pass: bool = False
+    #: Whether the method takes a tuple of input tensors (a model with several inputs).
+    tuple_inputs: bool = True
+    #: Whether the method passes ``additional_forward_args`` on to the model.
+    forward_args: bool = True
 
     def __init__(self, model: nn.Module) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self._where}: expected model to be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self._explained: nn.Module = model
+        # The call's additional_forward_args, as captum takes them (None or a tuple).
+        self._forward_args: tuple | None = None
 
     @property
     def _where(self) -> str:
@@ -88,14 +99,15 @@ class Attribution:
         params = inspect.signature(cls._attribute).parameters.values()
         return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
-    def attribute(self, inputs: torch.Tensor, target: Target = None, *, sign: str = "signed",
-                  **options: Any) -> torch.Tensor:
+    def attribute(self, inputs: Inputs, target: Target = None, *, sign: str = "signed",
+                  additional_forward_args: Any = None, **options: Any) -> Inputs:
         """Attributions of ``target`` for each input of a batch.
 
         Parameters
         ----------
-        inputs : torch.Tensor
-            A batch ``(N, ...)`` of floating-point inputs. It is not modified.
+        inputs : torch.Tensor or tuple of torch.Tensor
+            A batch ``(N, ...)`` of floating-point inputs, or a tuple of such batches (the
+            same ``N``) for a model called as ``model(*inputs)``. Not modified.
         target : int, sequence of int, numpy or torch integer array, optional
             The output index (class) to explain: one for the whole batch or one per input.
             Any integer type is taken (``numpy.int64``, a label tensor).
@@ -104,20 +116,26 @@ class Attribution:
         sign : str, default 'signed'
             One of :data:`SIGNS`: the attribution as computed, its absolute value, its
             positive part, or its negative part as a positive map (negative saliency).
+        additional_forward_args : object, optional
+            More arguments of the model, not attributed, as captum takes them: the model
+            is called as ``model(*inputs, *additional_forward_args)`` (a non-tuple is one
+            argument). Tensors among them with the batch's first dimension are expanded
+            with the inputs where a method runs the model on several copies.
         **options
             The method's own options (:meth:`options`).
 
         Returns
         -------
-        torch.Tensor
-            Detached, on the inputs' device: shaped like ``inputs`` for input
-            attributions, like the layer's output (one channel) for Grad-CAM.
+        torch.Tensor or tuple of torch.Tensor
+            Detached, on the inputs' device: shaped like ``inputs`` (a tuple for a tuple)
+            for input attributions, like the layer's output for layer methods (one
+            channel for Grad-CAM).
 
         Raises
         ------
         TypeError
-            If ``inputs`` is not a floating-point tensor (an integer tensor has no
-            gradient), or an option is unknown.
+            If ``inputs`` is not a floating-point tensor or a tuple of them (an integer
+            tensor has no gradient), or an option is unknown.
         ValueError
             For a target out of range, a bad option value, a model output that is not
             ``(N, classes)`` or ``(N,)``, a model whose output does not depend
@@ -125,7 +143,21 @@ class Attribution:
             does not run once, a ReLU that guided backprop cannot see).
         """
         where = self._where
-        _check_inputs(inputs, where)
+        several = isinstance(inputs, tuple)
+        if several and not self.tuple_inputs:
+            raise TypeError(f"{where}: {self.name!r} takes one input tensor, got a tuple of {len(inputs)}; for a "
+                            f"model with several inputs choose a method that takes them (see the README's table)")
+        if additional_forward_args is not None and not self.forward_args:
+            raise TypeError(f"{where}: {self.name!r} takes no additional_forward_args (see the README's table)")
+        parts = inputs if several else (inputs,)
+        if several and not parts:
+            raise ValueError(f"{where}: expected inputs to be a tensor or a non-empty tuple of tensors, got ()")
+        for i, part in enumerate(parts):
+            _check_inputs(part, where, f"inputs[{i}]" if several else "inputs")
+        if len({part.shape[0] for part in parts}) > 1:
+            raise ValueError(f"{where}: the input tensors must share their batch size (first dimension), got "
+                             f"shapes {', '.join(str(tuple(p.shape)) for p in parts)}")
+        extra = _forward_args(additional_forward_args)
         if sign not in SIGNS:
             raise ValueError(f"{where}: unknown sign={sign!r}; expected one of {', '.join(map(repr, SIGNS))}")
         known = self.options()
@@ -136,7 +168,9 @@ class Attribution:
         # Lightning validates and tests under torch.inference_mode(): tensors made there
         # cannot enter autograd, so attribution works on a clone made with grad enabled.
         with eval_mode(self.model), torch.inference_mode(False), torch.enable_grad():
-            x = inputs.detach().clone().requires_grad_()
+            xs = tuple(part.detach().clone().requires_grad_() for part in parts)
+            x = xs if several else xs[0]
+            self._forward_args = extra
             try:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
@@ -144,19 +178,22 @@ class Attribution:
                         result = self._in_one_pass(x, target, options)
                     else:
                         with torch.no_grad(), tracing(self.model, watch_relus=self.guided) as traced:
-                            traced.output = _run_model(self.model, x, where)
+                            traced.output = run_model(self.model, xs, extra, where)
                         result = self._attribute(x, self._check(traced, target, x, options), **options)
             except RuntimeError as err:
-                cut = ("does not require grad", "does not have a grad_fn", "not have been used in the graph")
-                if any(text in str(err) for text in cut):
+                if any(text in str(err) for text in GRAPH_CUT):
                     raise ValueError(
                         f"{where}: the model's output does not depend differentiably on its input "
                         f"(does its forward detach, round or index with the input?): {err}"
                     ) from err
                 raise
+            finally:
+                self._forward_args = None
+        if isinstance(result, tuple):
+            return tuple(_apply_sign(r.detach(), sign) for r in result)
         return _apply_sign(result.detach(), sign)
 
-    def _in_one_pass(self, x: torch.Tensor, target: Target, options: dict[str, Any]) -> torch.Tensor:
+    def _in_one_pass(self, x: Inputs, target: Target, options: dict[str, Any]) -> Inputs:
         """``_attribute`` with captum's forward pass checked, for :attr:`one_pass` methods."""
         self._explained = _CheckedForward(self, x, target, options)
         try:
@@ -168,19 +205,24 @@ class Attribution:
         """The modules whose calls the checks count (None: every module)."""
         return None if self.guided else []
 
-    def _check(self, traced: Trace, target: Target, inputs: torch.Tensor,
+    def _check(self, traced: Trace, target: Target, inputs: Inputs,
                options: dict[str, Any]) -> torch.Tensor | None:
         """The checks against a forward pass of the inputs; the target per input (None for scalar outputs)."""
         if self.guided:
-            _check_guided(traced, self._where)
-        target_t = _resolve_target(target, traced.output, inputs.shape[0], self._where)
+            _check_guided(traced, self._where, self.name)
+        batch = (inputs[0] if isinstance(inputs, tuple) else inputs).shape[0]
+        target_t = self._target(target, traced.output, batch)
         self._prepare(traced, inputs, options)
         return target_t
 
-    def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
+    def _target(self, target: Target, output: Any, batch: int) -> torch.Tensor | None:
+        """The target per input, checked against the model's output."""
+        return _resolve_target(target, output, batch, self._where)
+
+    def _prepare(self, traced: Trace, inputs: Inputs, options: dict[str, Any]) -> None:
         """Method-specific checks against the forward pass, before any gradient."""
 
-    def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def _attribute(self, inputs: Inputs, target: torch.Tensor | None) -> Inputs:
         raise NotImplementedError
 
 
@@ -206,7 +248,7 @@ class LayerAttribution(Attribution):
         self.layer: nn.Module | None = self._requested
         self._guessing = False
 
-    def _in_one_pass(self, x: torch.Tensor, target: Target, options: dict[str, Any]) -> torch.Tensor:
+    def _in_one_pass(self, x: Inputs, target: Target, options: dict[str, Any]) -> Inputs:
         if self._requested is not None:
             self.layer = self._requested
             return super()._in_one_pass(x, target, options)
@@ -286,7 +328,7 @@ class _CheckedForward(nn.Module):
     input (a gather along dimension 1), so the gradients are captum's, bit for bit.
     """
 
-    def __init__(self, method: Attribution, inputs: torch.Tensor, target: Target, options: dict[str, Any]) -> None:
+    def __init__(self, method: Attribution, inputs: Inputs, target: Target, options: dict[str, Any]) -> None:
         super().__init__()
         self.model = method.model
         self._method = method
@@ -296,13 +338,13 @@ class _CheckedForward(nn.Module):
         self._checked = False
         self._target_t: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *args: Any) -> torch.Tensor:
         method = self._method
         if self._checked:
-            output = self.model(x)
+            output = self.model(*args)
         else:
             with tracing(self.model, method._watched(), watch_relus=method.guided) as traced:
-                traced.output = output = _run_model(self.model, x, method._where)
+                traced.output = output = run_model(self.model, args, (), method._where)
             self._target_t = method._check(traced, self._target, self._inputs, self._options)
             self._checked = True
         if self._target_t is None:
@@ -310,13 +352,35 @@ class _CheckedForward(nn.Module):
         return torch.gather(output, 1, self._target_t.reshape(len(output), 1)).squeeze(-1)
 
 
-def _run_model(model: nn.Module, x: torch.Tensor, where: str) -> Any:
-    """``model(x)``, with a failure of the model's own forward reported as a ValueError."""
+def run_model(model: nn.Module, inputs: tuple, extra: tuple | None, where: str) -> Any:
+    """``model(*inputs, *extra)``, with a failure of the model's own forward reported as a ValueError."""
     try:
-        return model(x)
+        return model(*inputs, *(extra or ()))
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__ for x in inputs)
+        more = f" and {len(extra)} additional_forward_args" if extra else ""
         raise ValueError(f"{where}: the model's forward pass ({type(model).__name__}) failed on inputs "
-                         f"of shape {tuple(x.shape)}: {err}") from err
+                         f"of shape {shapes}{more}: {err}") from err
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """A block whose random draws are seeded by ``seed`` in a forked RNG (the caller's stream
+    is untouched), on the CPU and ``device``; None draws from the global RNG."""
+    if seed is None:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _forward_args(value: Any) -> tuple | None:
+    """``additional_forward_args`` as a tuple of the model's extra arguments (captum's convention)."""
+    if value is None:
+        return None
+    return value if isinstance(value, tuple) else (value,)
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str, where: str) -> nn.Module:
@@ -324,17 +388,19 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str, where: str) -> nn.Mo
     return find_layer(model, layer, where, allow_model=True)[1]
 
 
-def _check_inputs(inputs: Any, where: str) -> None:
+def _check_inputs(inputs: Any, where: str, argname: str = "inputs") -> None:
     if not isinstance(inputs, torch.Tensor):
-        raise TypeError(f"{where}: expected inputs to be a torch.Tensor (a batch), got {type(inputs).__name__}")
+        raise TypeError(f"{where}: expected {argname} to be a torch.Tensor (a batch) or a tuple of them, got "
+                        f"{type(inputs).__name__}")
     if not inputs.is_floating_point():
-        raise TypeError(f"{where}: inputs has dtype {inputs.dtype}, which has no gradient; attribution needs a "
+        raise TypeError(f"{where}: {argname} has dtype {inputs.dtype}, which has no gradient; attribution needs a "
                         f"floating-point tensor (for example inputs.float())")
     if inputs.device.type == "meta":
-        raise ValueError(f"{where}: inputs are on the meta device, which holds shapes but no values; "
+        raise ValueError(f"{where}: {argname} are on the meta device, which holds shapes but no values; "
                          f"move them (and the model) to a real device first")
     if inputs.dim() < 2 or inputs.shape[0] == 0:
-        raise ValueError(f"{where}: expected inputs to be a non-empty batch (N, ...), got shape {tuple(inputs.shape)}")
+        raise ValueError(f"{where}: expected {argname} to be a non-empty batch (N, ...), got shape "
+                         f"{tuple(inputs.shape)}")
 
 
 def _resolve_target(target: Target, output: Any, batch: int, where: str) -> torch.Tensor | None:
@@ -379,7 +445,7 @@ def _resolve_target(target: Target, output: Any, batch: int, where: str) -> torc
     return torch.tensor(values, dtype=torch.long, device=output.device)
 
 
-def _check_guided(traced: Trace, where: str) -> None:
+def _check_guided(traced: Trace, where: str, name: str) -> None:
     if not traced.functional_relus:
         return
     found = traced.functional_relus[0]
@@ -389,9 +455,9 @@ def _check_guided(traced: Trace, where: str) -> None:
         repr(f.module or f.kind) for f in traced.functional_relus[1:]) + ")" if more else ""
     kinds = "/".join(m.__name__ for m in GUIDED_MODULES)
     raise ValueError(
-        f"{where}: {module} computes a ReLU with {found.function} in its forward{others}. Guided backprop "
-        f"rectifies gradients only at {kinds} modules, so it would silently pass the vanilla gradient "
-        f"through this one. Use an nn.ReLU module there (a reused one is fine)."
+        f"{where}: {module} computes a ReLU with {found.function} in its forward{others}. {name!r} applies "
+        f"its rule at ReLU modules ({kinds}) only, so it would silently pass the vanilla gradient "
+        f"through this one. Use an nn.ReLU module there."
     )
 
 

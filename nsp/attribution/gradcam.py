@@ -38,6 +38,7 @@ class GradCam(LayerAttribution):
 
     name = "gradcam"
     one_pass = True
+    tuple_inputs = False
 
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         super()._prepare(traced, inputs, options)
@@ -66,10 +67,12 @@ class GradCam(LayerAttribution):
         captum = captum_attr(self._where)
         cam = captum.LayerGradCam(self._explained, self.layer)
         if channels is None:
-            maps = cam.attribute(inputs, target=target, relu_attributions=relu)
+            maps = cam.attribute(inputs, target=target, relu_attributions=relu,
+                                additional_forward_args=self._forward_args)
         else:
             index = [channels] if isinstance(channels, int) else list(channels)
-            per_channel = cam.attribute(inputs, target=target, relu_attributions=False, attr_dim_summation=False)
+            per_channel = cam.attribute(inputs, target=target, relu_attributions=False, attr_dim_summation=False,
+                                        additional_forward_args=self._forward_args)
             maps = per_channel[:, index].sum(dim=1, keepdim=True)
             if relu:
                 maps = F.relu(maps)

@@ -21,7 +21,7 @@ from torch import nn
 
 from nsp.attribution.backend import captum_attr
 from nsp.common.tracer import GUIDED_MODULES
-from nsp.attribution.base import Attribution
+from nsp.attribution.base import Attribution, Inputs
 
 __all__ = ["GuidedBackprop"]
 
@@ -74,5 +74,6 @@ class GuidedBackprop(Attribution):
     guided = True
     one_pass = True
 
-    def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        return captum_guided_backprop()(self._explained).attribute(inputs, target=target)
+    def _attribute(self, inputs: Inputs, target: torch.Tensor | None) -> Inputs:
+        return captum_guided_backprop()(self._explained).attribute(
+            inputs, target=target, additional_forward_args=self._forward_args)

@@ -27,6 +27,7 @@ class GuidedGradCam(LayerAttribution):
     name = "guided_gradcam"
     guided = True
     one_pass = True
+    tuple_inputs = False
 
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         super()._prepare(traced, inputs, options)
@@ -40,4 +41,5 @@ class GuidedGradCam(LayerAttribution):
         captum = captum_attr(self._where)
         method = captum.GuidedGradCam(self._explained, self.layer)
         method.guided_backprop = captum_guided_backprop()(self._explained)
-        return method.attribute(inputs, target=target, interpolate_mode=interpolate)
+        return method.attribute(inputs, target=target, interpolate_mode=interpolate,
+                                additional_forward_args=self._forward_args)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from nsp.attribution.backend import captum_attr
-from nsp.attribution.base import Attribution
+from nsp.attribution.base import Attribution, Inputs
 
 __all__ = ["IntegratedGradients"]
 
@@ -22,7 +24,8 @@ class IntegratedGradients(Attribution):
     Options
     -------
     baseline : float or torch.Tensor, default 0.0
-        A number, or a tensor broadcastable to the batch.
+        A number, or a tensor broadcastable to the batch; for tuple inputs, one for all
+        or a tuple of one per input tensor.
     steps : int, default 50
     quadrature : str, default 'gausslegendre'
         captum's ``method``: 'gausslegendre', 'riemann_left', 'riemann_right',
@@ -33,23 +36,38 @@ class IntegratedGradients(Attribution):
 
     name = "integrated_gradients"
 
-    def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None, *,
-                   baseline: float | torch.Tensor = 0.0, steps: int = 50, quadrature: str = "gausslegendre",
-                   batch_size: int | None = None) -> torch.Tensor:
+    def _attribute(self, inputs: Inputs, target: torch.Tensor | None, *,
+                   baseline: float | torch.Tensor | tuple = 0.0, steps: int = 50, quadrature: str = "gausslegendre",
+                   batch_size: int | None = None) -> Inputs:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"{self._where}: expected steps to be an int >= 1, got {steps!r}")
         methods = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
         if quadrature not in methods:
             raise ValueError(f"{self._where}: unknown quadrature={quadrature!r}; expected one of {', '.join(methods)}")
+        parts = inputs if isinstance(inputs, tuple) else (inputs,)
+        if isinstance(inputs, tuple):
+            if not isinstance(baseline, tuple):
+                baseline = (baseline,) * len(parts)
+            if len(baseline) != len(parts):
+                raise ValueError(f"{self._where}: expected one baseline per input tensor ({len(parts)}), "
+                                 f"got {len(baseline)}")
+            baselines = tuple(self._baseline(b, p) for b, p in zip(baseline, parts))
+        else:
+            baselines = self._baseline(baseline, inputs)
+        captum = captum_attr(self._where)
+        return captum.IntegratedGradients(self.model).attribute(
+            inputs, baselines=baselines, target=target, n_steps=steps, method=quadrature,
+            additional_forward_args=self._forward_args,
+            internal_batch_size=batch_size or max(parts[0].shape[0], 128))
+
+    def _baseline(self, baseline: Any, inputs: torch.Tensor) -> float | torch.Tensor:
+        """One input tensor's baseline: a number, or a tensor broadcast to the tensor's shape."""
         if isinstance(baseline, torch.Tensor):
             try:
-                baseline = torch.broadcast_to(baseline.to(inputs), inputs.shape)
+                return torch.broadcast_to(baseline.to(inputs), inputs.shape)
             except RuntimeError as err:
                 raise ValueError(f"{self._where}: baseline of shape {tuple(baseline.shape)} does not broadcast "
                                  f"to the inputs' shape {tuple(inputs.shape)}") from err
-        elif not isinstance(baseline, (int, float)) or isinstance(baseline, bool):
+        if not isinstance(baseline, (int, float)) or isinstance(baseline, bool):
             raise TypeError(f"{self._where}: expected baseline to be a number or a tensor, got {baseline!r}")
-        captum = captum_attr(self._where)
-        return captum.IntegratedGradients(self.model).attribute(
-            inputs, baselines=baseline, target=target, n_steps=steps, method=quadrature,
-            internal_batch_size=batch_size or max(inputs.shape[0], 128))
+        return baseline

@@ -40,6 +40,10 @@ class Occlusion(Attribution):
     """
 
     name = "occlusion"
+    # The copies are made here, not by captum: one input tensor, no extra arguments
+    # ('feature_ablation' takes both).
+    tuple_inputs = False
+    forward_args = False
 
     def _prepare(self, traced: Trace, inputs: torch.Tensor, options: dict[str, Any]) -> None:
         spatial = _spatial(inputs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nsp.attribution.backend import captum_attr
-from nsp.attribution.base import Attribution
+from nsp.attribution.base import Attribution, Inputs
 
 __all__ = ["Saliency"]
 
@@ -28,6 +28,7 @@ class Saliency(Attribution):
     name = "saliency"
     one_pass = True
 
-    def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def _attribute(self, inputs: Inputs, target: torch.Tensor | None) -> Inputs:
         captum = captum_attr(self._where)
-        return captum.Saliency(self._explained).attribute(inputs, target=target, abs=False)
+        return captum.Saliency(self._explained).attribute(inputs, target=target, abs=False,
+                                                          additional_forward_args=self._forward_args)

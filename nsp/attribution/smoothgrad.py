@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nsp.attribution.backend import captum_attr
-from nsp.attribution.base import Attribution
+from nsp.attribution.base import Attribution, Inputs, seeded
 from nsp.attribution.guided_backprop import captum_guided_backprop
 
 __all__ = ["SmoothGrad", "GuidedSmoothGrad"]
@@ -37,31 +37,27 @@ class SmoothGrad(Attribution):
     def _base(self):
         return captum_attr(self._where).Saliency(self.model), {"abs": False}
 
-    def _attribute(self, inputs: torch.Tensor, target: torch.Tensor | None, *, samples: int = 25,
-                   noise: float = 0.15, seed: int | None = 0, batch_size: int | None = None) -> torch.Tensor:
+    def _attribute(self, inputs: Inputs, target: torch.Tensor | None, *, samples: int = 25,
+                   noise: float = 0.15, seed: int | None = 0, batch_size: int | None = None) -> Inputs:
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise ValueError(f"{self._where}: expected samples to be an int >= 1, got {samples!r}")
         if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not noise >= 0:
             raise ValueError(f"{self._where}: expected noise to be a number >= 0, got {noise!r}")
         captum = captum_attr(self._where)
         base, kwargs = self._base()
+        parts = inputs if isinstance(inputs, tuple) else (inputs,)
         if batch_size is None:
-            batch_size = max(1, 64 // inputs.shape[0])
+            batch_size = max(1, 64 // parts[0].shape[0])
         elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"{self._where}: expected batch_size to be an int >= 1 or None, got {batch_size!r}")
-        stdev = float(noise) * float(inputs.detach().max() - inputs.detach().min())
+        # One noise level per input tensor, each a fraction of that tensor's range.
+        stdevs = tuple(float(noise) * float(p.detach().max() - p.detach().min()) for p in parts)
         tunnel = captum.NoiseTunnel(base)
-
-        def run() -> torch.Tensor:
-            return tunnel.attribute(inputs, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev,
-                                    nt_samples_batch_size=batch_size, target=target, **kwargs)
-
-        if seed is None:
-            return run()
-        devices = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            return run()
+        with seeded(seed, parts[0].device):
+            return tunnel.attribute(inputs, nt_type="smoothgrad", nt_samples=samples,
+                                    stdevs=stdevs if isinstance(inputs, tuple) else stdevs[0],
+                                    nt_samples_batch_size=batch_size, target=target,
+                                    additional_forward_args=self._forward_args, **kwargs)
 
 
 class GuidedSmoothGrad(SmoothGrad):
