@@ -14,7 +14,18 @@ name                     class                      result shape
 ``'gradcam'``            :class:`GradCam`           ``(N, 1, h, w)`` of the layer, or the input's
 ``'guided_gradcam'``     :class:`GuidedGradCam`     like the input
 ``'occlusion'``          :class:`Occlusion`         like the input
+``'deconvolution'``      :class:`Deconvolution`     like the input
 ======================== ========================== ===============================
+
+and the rest of captum 0.9's primary, layer and neuron methods, table-driven
+(:data:`CAPTUM_TABLE` in :mod:`nsp.attribution.captum_methods`): ``'input_x_gradient'``,
+``'deeplift'``, ``'gradient_shap'``, ``'feature_ablation'``, ``'lime'``, ``'kernel_shap'``,
+``'lrp'``, ``'layer_conductance'``, ``'neuron_integrated_gradients'``, ... Their options are
+captum's own keyword arguments; layer methods give the layer's shape, neuron methods
+(``neuron_selector=``) the input's.
+
+Every method takes a tensor or, except Grad-CAM, guided Grad-CAM and occlusion, a tuple of
+tensors for a model with several inputs, and ``additional_forward_args`` (not occlusion).
 
 The algorithms are captum's (the optional extra ``nsp-lightning[attribution]``),
 imported on first use. nsp adds: one interface with a checked target (the prediction by
@@ -38,7 +49,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nsp.attribution.base import SIGNS, Attribution, LayerAttribution, Target
+from nsp.attribution.base import SIGNS, Attribution, Inputs, LayerAttribution, Target
+from nsp.attribution.captum_methods import CAPTUM_TABLE, captum_classes
+from nsp.attribution.deconvolution import Deconvolution
 from nsp.attribution.gradcam import GradCam
 from nsp.attribution.guided_backprop import GuidedBackprop
 from nsp.attribution.guided_gradcam import GuidedGradCam
@@ -66,6 +79,8 @@ __all__ = [
     "GradCam",
     "GuidedGradCam",
     "Occlusion",
+    "Deconvolution",
+    "CAPTUM_TABLE",
     "randomize_top_layer",
     "spearman",
     "top_layer",
@@ -127,7 +142,7 @@ def using_methods(overrides: Mapping[str, type[Attribution]]) -> contextlib.Abst
 
 
 for _cls in (Saliency, GuidedBackprop, SmoothGrad, GuidedSmoothGrad, IntegratedGradients, GradCam, GuidedGradCam,
-             Occlusion):
+             Occlusion, Deconvolution, *captum_classes()):
     register_method(_cls.name, _cls)
 
 
@@ -138,30 +153,32 @@ def method_class(method: str, where: str = "nsp.attribution.attribute") -> type[
     return METHODS[method]
 
 
-def attribute(model: nn.Module, inputs: torch.Tensor, method: str, target: Target = None,
-              layer: nn.Module | str | None = None, **options: Any) -> torch.Tensor:
+def attribute(model: nn.Module, inputs: Inputs, method: str, target: Target = None,
+              layer: nn.Module | str | None = None, **options: Any) -> Inputs:
     """Attributions of ``model``'s ``target`` output for a batch of inputs.
 
     Parameters
     ----------
     model : torch.nn.Module
-    inputs : torch.Tensor
-        A batch ``(N, ...)``, floating point.
+    inputs : torch.Tensor or tuple of torch.Tensor
+        A batch ``(N, ...)``, floating point, or a tuple of them for ``model(*inputs)``.
     method : str
         A name in :data:`METHODS`.
     target : int, sequence of int, numpy or torch integer array, optional
         One class for the batch or one per input; by default each input's prediction.
     layer : torch.nn.Module or str, optional
-        For ``'gradcam'`` and ``'guided_gradcam'``: the layer, or its dotted name; by
-        default the last convolution that runs. Other methods take no layer.
+        For the layer and neuron methods (``'gradcam'``, ``'guided_gradcam'``,
+        ``'layer_*'``, ``'internal_influence'``, ``'neuron_*'``): the layer, or its dotted
+        name; by default the last convolution that runs. Other methods take no layer.
     **options
-        ``sign`` (one of :data:`SIGNS`) and the method's options (``METHODS[m].options()``).
+        ``sign`` (one of :data:`SIGNS`), ``additional_forward_args`` (more arguments of
+        the model, as captum takes them) and the method's options (``METHODS[m].options()``).
 
     Returns
     -------
-    torch.Tensor
+    torch.Tensor or tuple of torch.Tensor
         Shaped like ``inputs``; ``(N, 1, h, w)`` for Grad-CAM (the input's ``h, w`` with
-        ``upsample=True``).
+        ``upsample=True``); like the layer's output for the layer methods.
 
     Raises
     ------

@@ -365,15 +365,21 @@ def run_model(model: nn.Module, inputs: tuple, extra: tuple | None, where: str) 
 
 @contextlib.contextmanager
 def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """A block whose random draws are seeded by ``seed`` in a forked RNG (the caller's stream
-    is untouched), on the CPU and ``device``; None draws from the global RNG."""
+    """A block whose random draws are seeded by ``seed`` in forked RNGs (the caller's streams
+    are untouched): torch's on the CPU and ``device``, and numpy's global one (captum's
+    GradientShap draws its path points there); None draws from the global RNGs."""
     if seed is None:
         yield
         return
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+    state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(state)
 
 
 def _forward_args(value: Any) -> tuple | None:
