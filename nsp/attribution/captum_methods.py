@@ -18,7 +18,9 @@ modules, which decides what nsp checks before captum runs:
 A method's options are captum's own keyword arguments, of the class (``multiply_by_inputs``,
 ``interpretable_model``, ...) and of its ``attribute`` (``baselines``, ``n_steps``,
 ``feature_mask``, ``neuron_selector``, ...), with captum's defaults, less
-``return_convergence_delta`` (nsp returns attributions only). What captum refuses is
+``return_convergence_delta`` (nsp returns attributions only); captum's ``method`` (the
+quadrature of the path methods) is ``quadrature``, since ``attribute``'s ``method`` names
+the method. What captum refuses is
 re-raised as a ValueError that names the method.
 """
 
@@ -45,6 +47,9 @@ __all__ = ["CaptumSpec", "CAPTUM_TABLE", "CaptumAttribution", "CaptumLayerAttrib
 # extra forward arguments) or that would change what is returned.
 _OWN = {"self", "forward_func", "model", "layer", "layers", "device_ids", "inputs", "target",
         "additional_forward_args", "return_convergence_delta"}
+# captum's names that nsp spells otherwise: attribute()'s own ``method`` argument names the
+# method, so captum's quadrature rule is ``quadrature`` (as for 'integrated_gradients').
+_RENAMED = {"method": "quadrature"}
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,8 @@ class _CaptumMethod:
         init = inspect.signature(captum_cls.__init__).parameters
         call = inspect.signature(captum_cls.attribute).parameters
         usable = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return ({n: p for n, p in init.items() if n not in _OWN and p.kind in usable},
-                {n: p for n, p in call.items() if n not in _OWN and p.kind in usable})
+        return ({_RENAMED.get(n, n): p for n, p in init.items() if n not in _OWN and p.kind in usable},
+                {_RENAMED.get(n, n): p for n, p in call.items() if n not in _OWN and p.kind in usable})
 
     @classmethod
     def options(cls) -> dict[str, Any]:
@@ -159,8 +164,9 @@ class _CaptumMethod:
         captum_cls = getattr(captum_attr(self._where), spec.captum)
         init, call = self._parameters()
         seed = options.pop("seed", 0)
-        init_kw = {n: v for n, v in options.items() if n in init}
-        call_kw = {n: v for n, v in options.items() if n not in init}
+        captum_names = {new: old for old, new in _RENAMED.items()}
+        init_kw = {captum_names.get(n, n): v for n, v in options.items() if n in init}
+        call_kw = {captum_names.get(n, n): v for n, v in options.items() if n not in init}
         if self.takes_target():
             call_kw["target"] = target
         first = inputs[0] if isinstance(inputs, tuple) else inputs
