@@ -1,14 +1,15 @@
 """Deconvolution (Zeiler and Fergus, 2014): the gradient with the ReLUs' backward replaced
 by a ReLU of the gradient, whatever the forward pass did.
 
-captum's ``Deconvolution`` sets a full backward hook on each ``nn.ReLU`` module. That hook
-cannot take an in-place ReLU (torchvision's ResNet: torch raises), a reused module's calls
-share it, and ``nn.ReLU6`` is not touched at all (the vanilla gradient, silently). Here a
-pre-hook hands each call of an ``nn.ReLU`` or ``nn.ReLU6`` module a detached view of its
-input, so the module's own backward (which masks by the forward pass) never runs, and a
-forward hook returns the module's output through a function whose backward sends the
-positive part of the output's gradient to the original input. Each call gets its own node;
-an in-place module still writes its result into its input, so the forward values are the
+captum's ``Deconvolution`` sets a full backward hook on each ``nn.ReLU`` module, which is
+right on in-place and reused modules (torchvision's ResNet, tested) but leaves ``nn.ReLU6``
+alone: on MobileNetV2 captum gives the vanilla gradient there (1.62 relative error, tested).
+Here, as for guided backprop, the rule is applied to every ``nn.ReLU`` and ``nn.ReLU6``
+call: a pre-hook hands the call a detached view of its input, so the module's own backward
+(which masks by the forward pass) never runs, and a forward hook returns the module's output
+through a function whose backward sends the positive part of the output's gradient to the
+original input. Each call gets its own node; an in-place module still writes its result
+into its input, so the forward values are the
 model's own. ReLUs computed by functions cannot be hooked and are refused, as for guided
 backprop.
 """
@@ -70,8 +71,8 @@ def captum_deconvolution() -> type:
 class Deconvolution(Attribution):
     """Deconvolution through every ``nn.ReLU`` and ``nn.ReLU6`` module: at each call the
     gradient passed to the ReLU's input is the positive part of the gradient at its
-    output, unmasked by the forward pass (captum's rule for ``nn.ReLU``, right also on
-    in-place, reused and ReLU6 modules).
+    output, unmasked by the forward pass (captum's rule for ``nn.ReLU``, here also for
+    ``nn.ReLU6``, which captum skips).
 
     Raises
     ------
