@@ -23,10 +23,16 @@ from torch.utils.data import DataLoader, TensorDataset
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from nsp.attribution import METHODS, attribute
+from nsp.attribution import attribute
 from nsp.attribution.plot import grid_figure, save_figure
 from nsp_lightning import ProbeCallback, read_records, report
 from nsp_lightning.analyses import AttributionAnalysis
+
+
+# The methods drawn: those that explain a class on the input with no options to choose
+# (captum's others, in the README's table, need baselines, neurons or feature groups).
+FIGURE_METHODS = ("saliency", "guided_backprop", "smoothgrad", "guided_smoothgrad", "integrated_gradients", "gradcam",
+                  "guided_gradcam", "occlusion")
 
 
 class Digits(pl.LightningModule):
@@ -77,7 +83,7 @@ def main() -> None:
     # 2x2 occlusion windows: the default 8x8 window would cover a whole digit.
     options = {"gradcam": {"layer": "conv2"}, "guided_gradcam": {"layer": "conv2"},
                "occlusion": {"window": 2, "stride": 1}}
-    maps = {m: attribute(model, probes, m, **options.get(m, {})) for m in METHODS}
+    maps = {m: attribute(model, probes, m, **options.get(m, {})) for m in FIGURE_METHODS}
     with torch.no_grad():
         predicted = model(probes).argmax(1)
     names = [f"probe {p}\nlabel {int(y[1500 + p])}, predicted {int(predicted[p])}" for p in range(len(probes))]

@@ -181,8 +181,10 @@ class _CaptumMethod:
             if isinstance(err, RuntimeError) and any(text in str(err) for text in GRAPH_CUT):
                 raise
             given = ", ".join(sorted(set(options))) or "no options"
+            hint = (" (captum's LRP needs a rule for every module of the model, used or not; nn.Flatten has "
+                    "none: flatten with a function there)") if spec.rule == "lrp" else ""
             raise ValueError(f"{self._where}: captum's {spec.captum} failed ({given}): "
-                             f"{type(err).__name__}: {err}") from err
+                             f"{type(err).__name__}: {err}{hint}") from err
 
 
 def _check_module_rules(traced: Trace, spec: CaptumSpec, where: str) -> None:
