@@ -162,7 +162,7 @@ class _CaptumMethod:
                      options: dict[str, Any]) -> Inputs:
         spec = self.spec
         captum_cls = getattr(captum_attr(self._where), spec.captum)
-        init, call = self._parameters()
+        init, _ = self._parameters()
         seed = options.pop("seed", 0)
         captum_names = {new: old for old, new in _RENAMED.items()}
         init_kw = {captum_names.get(n, n): v for n, v in options.items() if n in init}
@@ -181,8 +181,8 @@ class _CaptumMethod:
             if isinstance(err, RuntimeError) and any(text in str(err) for text in GRAPH_CUT):
                 raise
             given = ", ".join(sorted(set(options))) or "no options"
-            hint = (" (captum's LRP needs a rule for every module of the model, used or not; nn.Flatten has "
-                    "none: flatten with a function there)") if spec.rule == "lrp" else ""
+            hint = (" (captum's LRP needs a rule for every module of the model, used or not: set module.rule, "
+                    "or compute nn.Flatten's and batch norm's work otherwise)") if spec.rule == "lrp" else ""
             raise ValueError(f"{self._where}: captum's {spec.captum} failed ({given}): "
                              f"{type(err).__name__}: {err}{hint}") from err
 

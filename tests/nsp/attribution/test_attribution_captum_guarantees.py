@@ -15,7 +15,8 @@ from torch import nn
 captum_attr = pytest.importorskip("captum.attr")
 torchvision = pytest.importorskip("torchvision")
 
-from nsp.attribution import attribute  # noqa: E402
+from nsp.attribution import CAPTUM_TABLE, METHODS, attribute  # noqa: E402
+from nsp.attribution.captum_methods import CaptumSpec  # noqa: E402
 from test_attribution_architectures import _FunctionalNet, _zoo  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -94,16 +95,29 @@ def test_any_integer_like_target(name, target):
                        attribute(model, A, name, target=2, **options))
 
 
-@pytest.mark.parametrize("name, options", [("deeplift", {}), ("feature_ablation", {}), ("lime", {"n_samples": 20}),
-                                           ("layer_integrated_gradients", {"layer": "0"}),
-                                           ("neuron_guided_backprop", {"layer": "0", "neuron_selector": (1,)}),
-                                           ("deconvolution", {})])
-def test_inference_mode_and_train_mode_are_handled(name, options):
+def _options(spec: CaptumSpec) -> dict:
+    """What each table method needs on the (5, 4) inputs A, for a model whose layer '0' is Linear(4, 6)."""
+    options: dict = {"layer": "0"} if spec.family != "primary" else {}
+    if spec.family == "neuron":
+        options["neuron_selector"] = (1,)
+    if spec.name.endswith(("deeplift_shap", "gradient_shap")):
+        options["baselines"] = torch.zeros(3, 4)
+    if spec.name in ("lime", "kernel_shap"):
+        options["n_samples"] = 20
+    return options
+
+
+@pytest.mark.parametrize("spec", [s for s in CAPTUM_TABLE if s.name != "layer_feature_permutation"] +
+                         [CaptumSpec("deconvolution", "Deconvolution", "primary")], ids=lambda s: s.name)
+def test_inference_mode_and_train_mode_are_handled(spec):
     pytest.importorskip("sklearn")
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 3)).train()
+    # captum's LRP has no rule for batch norm (nor nn.Identity): a second ReLU in its place.
+    norm = nn.ReLU() if spec.rule == "lrp" else nn.BatchNorm1d(6)
+    model = nn.Sequential(nn.Linear(4, 6), norm, nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 3)).train()
     before = copy.deepcopy(model.state_dict())
-    target = None if name.startswith("neuron") else 1
+    name, options = spec.name, _options(spec)
+    target = 1 if getattr(METHODS[name], "takes_target", lambda: True)() else None
     with torch.inference_mode():
         ours = attribute(model, A, name, target=target, **options)
     assert model.training and all(m.training for m in model.modules())
