@@ -26,7 +26,6 @@ re-raised as a ValueError that names the method.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -40,7 +39,7 @@ from nsp.attribution.deconvolution import captum_deconvolution
 from nsp.attribution.guided_backprop import captum_guided_backprop
 from nsp.common.tracer import Trace
 
-__all__ = ["CaptumSpec", "CAPTUM_TABLE", "CaptumAttribution", "CaptumLayerAttribution",
+__all__ = ["CaptumSpec", "CAPTUM_TABLE", "DEEPLIFT_NONLINEAR", "CaptumAttribution", "CaptumLayerAttribution",
            "CaptumNeuronAttribution", "captum_classes"]
 
 # Arguments that nsp fills in itself (the model, the layer, the inputs, the target, the
@@ -97,6 +96,12 @@ CAPTUM_TABLE: tuple[CaptumSpec, ...] = (
     CaptumSpec("neuron_guided_backprop", "NeuronGuidedBackprop", "neuron", rule="relu"),
     CaptumSpec("neuron_deconvolution", "NeuronDeconvolution", "neuron", rule="relu"),
 )
+
+#: The modules at which captum 0.9's DeepLift applies its multipliers (captum's private
+#: ``SUPPORTED_NON_LINEAR``, matched by exact type as captum does; a test compares them).
+DEEPLIFT_NONLINEAR: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+    nn.Softmax)
 
 # The neuron variants of the ReLU-rule methods keep captum's method in an attribute: nsp's
 # exact version replaces it.
@@ -189,12 +194,10 @@ class _CaptumMethod:
 
 def _check_module_rules(traced: Trace, spec: CaptumSpec, where: str) -> None:
     """Refuse the modules where captum's DeepLift or LRP rules would silently be wrong."""
-    # captum's table of the modules DeepLift has a rule for (not re-exported by captum.attr).
-    nonlinear = tuple(importlib.import_module("captum.attr._core.deep_lift").SUPPORTED_NON_LINEAR)
     for module in traced.order:
         if next(module.children(), None) is not None:
             continue
-        ruled = isinstance(module, nonlinear) if spec.rule == "deeplift" else True
+        ruled = type(module) in DEEPLIFT_NONLINEAR if spec.rule == "deeplift" else True
         if isinstance(module, nn.ReLU6) and spec.rule == "deeplift":
             raise ValueError(f"{where}: {traced.describe(module)} is a ReLU6, for which captum's DeepLift has no rule "
                              f"(it would silently pass the plain gradient); {spec.name!r} needs nn.ReLU there")

@@ -264,3 +264,11 @@ def test_bad_options_are_named():
         attribute(model, A, "input_x_gradient", layer="0")
     with pytest.raises(TypeError, match=r"expected seed to be an int or None"):
         attribute(model, A, "lime", seed=0.5)
+
+
+def test_the_deeplift_modules_are_captums():
+    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+
+    from nsp.attribution.captum_methods import DEEPLIFT_NONLINEAR
+
+    assert set(DEEPLIFT_NONLINEAR) == set(SUPPORTED_NON_LINEAR)
