@@ -91,3 +91,18 @@ def test_layers_may_be_given_as_modules_and_are_recorded_by_name(tmp_path):
     analysis = AttributionAnalysis(["gradcam"], layer=model.conv, sanity_layer=model.fc)
     header = read_header(_fit(tmp_path, model, analysis))
     assert (header["layer"], header["sanity_layer"]) == ("conv", "fc")
+
+
+def test_captums_table_methods_run_over_training(tmp_path):
+    # Methods of captum's menu that explain a class on the input (issue 24), with their options.
+    from nsp.attribution import attribute
+
+    methods = {"input_x_gradient": {}, "deeplift": {}, "feature_ablation": {}, "deconvolution": {}}
+    model = TinyNet()
+    records = read_records(_fit(tmp_path, model, AttributionAnalysis(methods, sanity=False)))
+    model.eval()
+    probes = torch.from_numpy(records[-1].arrays["probes"])
+    target = torch.from_numpy(records[-1].arrays["target"])
+    for method in methods:
+        expected = attribute(model, probes, method, target=target)
+        np.testing.assert_allclose(records[-1].arrays[method], expected.numpy(), rtol=1e-5, atol=1e-7)
