@@ -197,6 +197,10 @@ def attribute(model: nn.Module, inputs: Inputs, method: str, target: Target = No
     torch.Size([4, 1, 8, 8])
     >>> attribute(model, x, "gradcam", layer="0", upsample=True).shape
     torch.Size([4, 1, 8, 8])
+    >>> linear = torch.nn.Linear(3, 2)
+    >>> a = attribute(linear, torch.ones(4, 3), "input_x_gradient", target=1)    # captum's InputXGradient
+    >>> torch.equal(a, linear.weight[1].detach().expand(4, 3))
+    True
     """
     cls = method_class(method)
     if issubclass(cls, LayerAttribution):
