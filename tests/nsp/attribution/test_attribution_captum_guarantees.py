@@ -272,3 +272,23 @@ def test_the_deeplift_modules_are_captums():
     from nsp.attribution.captum_methods import DEEPLIFT_NONLINEAR
 
     assert set(DEEPLIFT_NONLINEAR) == set(SUPPORTED_NON_LINEAR)
+
+
+@pytest.mark.parametrize("name", ["neuron_guided_backprop", "neuron_deconvolution"])
+def test_neuron_variants_use_the_exact_relu_rules(name):
+    from test_attribution_architectures import reference_guided_backprop
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU6(), nn.Linear(6, 6), nn.ReLU(inplace=True), nn.Linear(6, 5),
+                          nn.Linear(5, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(4.0)  # some inputs of the ReLU6 above 6
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(5))
+    assert (model[0](x) > 6).any()
+    reference = reference_guided_backprop if name == "neuron_guided_backprop" else reference_deconvolution
+    expected = reference(model[:5], x, [2] * len(x))  # the network up to the neuron's layer '4'
+    ours = attribute(model, x, name, layer="4", neuron_selector=(2,))
+    torch.testing.assert_close(ours, expected)
+    captum_cls = getattr(captum_attr, "NeuronGuidedBackprop" if "guided" in name else "NeuronDeconvolution")
+    theirs = captum_cls(model, model[4]).attribute(x.clone().requires_grad_(), (2,))
+    assert not torch.allclose(theirs, expected)  # captum skips the ReLU6
