@@ -96,12 +96,19 @@ def test_layer_methods_on_a_linear_network():
         "layer_deeplift": (hidden - hidden0) * v[T],
         "layer_feature_ablation": hidden * v[T],  # each hidden unit set to 0
         "internal_influence": v[T].expand_as(hidden),  # the path-averaged gradient, not times anything
+        "layer_deeplift_shap": (hidden - hidden0) * v[T],  # the same baseline twice: their mean
+        "layer_gradient_shap": (hidden - hidden0) * v[T],
+        "layer_lrp": hidden * v[T],  # epsilon rule, bias-free: the output's share per unit
     }
     for name, expected in exact.items():
         options = {} if name in ("layer_activation", "layer_gradient_x_activation", "layer_feature_ablation") \
             else {"baselines": BASE}
         if name == "layer_conductance":
             options["quadrature"] = "riemann_trapezoid"  # the rule that is exact here (below)
+        if name == "layer_deeplift_shap":
+            options["baselines"] = BASE.repeat(2, 1)
+        if name == "layer_lrp":
+            options = {}
         target = None if name == "layer_activation" else T
         ours = attribute(model, X, name, target=target, layer="0", **options)
         # Gauss-Legendre weights sum to 1 within 1e-9 (conductance, integrated gradients).
@@ -124,11 +131,11 @@ def test_layer_conductance_with_captums_default_quadrature_is_off_by_a_tenth_of_
 @pytest.mark.parametrize("name, scaled", [("neuron_gradient", False), ("neuron_guided_backprop", False),
                                           ("neuron_deconvolution", False), ("neuron_integrated_gradients", True),
                                           ("neuron_deeplift", True), ("neuron_feature_ablation", True),
-                                          ("neuron_gradient_shap", True)])
+                                          ("neuron_gradient_shap", True), ("neuron_deeplift_shap", True)])
 def test_neuron_methods_on_a_linear_layer(name, scaled):
     model, j = _two_layers(), 1
     u = model[0].weight.detach()
-    options = {"baselines": BASE} if scaled else {}
+    options = {"baselines": BASE.repeat(2, 1) if name == "neuron_deeplift_shap" else BASE} if scaled else {}
     ours = attribute(model, X, name, layer="0", neuron_selector=(j,), **options)
     expected = u[j] * (X - BASE) if scaled else u[j].expand_as(X)
     torch.testing.assert_close(ours, expected, rtol=1e-8, atol=1e-8)
