@@ -9,12 +9,16 @@ checks, re-enables grad (attribution needs it even under Lightning's inference m
 post-processes the sign.
 
 The methods that differentiate one forward pass of the inputs themselves (saliency, guided
-backprop, Grad-CAM, guided Grad-CAM: :attr:`Attribution.one_pass`) record captum's own
-forward pass: captum is handed a module that runs the model, checks it, picks the target
-and returns the target's output, so they cost what captum costs (issue 23: a pass of its
-own had cost 1.5-2x captum on ResNet-18). The others (SmoothGrad, integrated gradients,
-occlusion) run the model on altered inputs, so their default target comes from a traced
-pass of their own.
+backprop, deconvolution, Grad-CAM, guided Grad-CAM: :attr:`Attribution.one_pass`) record
+captum's own forward pass: captum is handed a module that runs the model, checks it, picks
+the target and returns the target's output, so they cost what captum costs (issue 23: a
+pass of its own had cost 1.5-2x captum on ResNet-18). The others (SmoothGrad, integrated
+gradients, occlusion and captum's table methods, :mod:`nsp.attribution.captum_methods`)
+get their default target and their checks from a traced no-grad pass of their own.
+
+Inputs are a tensor or a tuple of tensors (a model called as ``model(*inputs)``), and the
+model's further arguments are captum's ``additional_forward_args``: the call's value is
+``self._forward_args`` while a method runs, for the method to hand to captum.
 """
 
 from __future__ import annotations
