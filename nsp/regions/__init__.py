@@ -5,6 +5,7 @@
                                    the activation pattern that names its region
 :mod:`nsp.regions.plane`           the 2-D slice of input space, and its bounded box
 :mod:`nsp.regions.partition`       exact linear regions on a plane (:func:`linear_regions`)
+:mod:`nsp.regions.line`            exact linear pieces along a segment (:func:`linear_pieces`)
 :mod:`nsp.regions.estimate`        the count and memory of a partition, estimated beforehand
 :mod:`nsp.regions.mesh`            convex polygons over shared vertices, and their cuts
 :mod:`nsp.regions.replay`          the network run on plane points up to a nonlinearity
@@ -15,10 +16,12 @@
 """
 
 from nsp.regions.estimate import RegionEstimate, estimate_regions
+from nsp.regions.line import Pieces, Segment, linear_pieces
 from nsp.regions.partition import RegionBudgetError, linear_regions
 from nsp.regions.plane import Plane
 from nsp.regions.plot import plot_regions, regions_picture, regions_rgb
 from nsp.regions.result import Regions, pattern_colors
 
-__all__ = ["Plane", "RegionBudgetError", "RegionEstimate", "Regions", "estimate_regions", "linear_regions",
+__all__ = ["Pieces", "Plane", "RegionBudgetError", "RegionEstimate", "Regions", "Segment", "estimate_regions",
+           "linear_pieces", "linear_regions",
            "pattern_colors", "plot_regions", "regions_picture", "regions_rgb"]

@@ -45,7 +45,7 @@ from nsp.regions.regioncam import regioncam_regions
 from nsp.regions.replay import evaluate
 from nsp.regions.result import Regions
 
-__all__ = ["RegionBudgetError", "linear_regions"]
+__all__ = ["RegionBudgetError", "SPLIT_KINDS", "check_options", "float64_params", "linear_regions", "maxpool_windows"]
 
 
 class RegionBudgetError(ValueError):
@@ -61,10 +61,10 @@ class RegionBudgetError(ValueError):
         super().__init__(message)
         self.estimate = estimate
 
-_SPLIT_KINDS = "ReLU, LeakyReLU, PReLU, ReLU6/Hardtanh/clamp and MaxPool2d (ceil_mode=False)"
+SPLIT_KINDS = "ReLU, LeakyReLU, PReLU, ReLU6/Hardtanh/clamp and MaxPool2d (ceil_mode=False)"
 
 
-def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
+def maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...]]:
     """``(windows, k)`` flat indices into ``(C, H, W)`` of each max-pool window (-1: padding), and
     the pool's output shape."""
     names = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
@@ -74,7 +74,7 @@ def _maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarr
     stride = given.get("stride") or kernel
     if given.get("ceil_mode", False):
         raise NotImplementedError(f"nsp.linear_regions: '{nl.key}' is a max-pool with ceil_mode=True, which "
-                                  f"linear_regions does not support. Supported: {_SPLIT_KINDS}")
+                                  f"linear_regions does not support. Supported: {SPLIT_KINDS}")
     c, h, w = shape
     idx = torch.arange(1, h * w + 1, dtype=torch.float64).reshape(1, 1, h, w)
     padding, dilation = given.get("padding", 0), given.get("dilation", 1)
@@ -141,22 +141,29 @@ def _split_maxpool(mesh: Mesh, base: np.ndarray, windows: np.ndarray, tol: float
 
 
 
-def _check_options(model: nn.Module, margin: float, tol: float, batch_size: int, backend: str,
-                   max_regions: int | None) -> None:
-    """Refuse bad options by name before any forward pass."""
+def check_options(model: nn.Module, margin: float, tol: float, batch_size: int, backend: str,
+                  max_regions: int | None, where: str = "nsp.linear_regions") -> None:
+    """Refuse bad options by name before any forward pass (``where`` names the function in messages)."""
     if max_regions is not None and (isinstance(max_regions, bool) or not isinstance(max_regions, int) or max_regions < 1):
-        raise ValueError(f"nsp.linear_regions: expected `max_regions` to be an int >= 1 or None, but got {max_regions!r}")
+        raise ValueError(f"{where}: expected `max_regions` to be an int >= 1 or None, but got {max_regions!r}")
     for argname, value in (("margin", margin), ("tol", tol)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise ValueError(f"nsp.linear_regions: expected `{argname}` to be a finite number >= 0, but got {value!r}")
+            raise ValueError(f"{where}: expected `{argname}` to be a finite number >= 0, but got {value!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"nsp.linear_regions: expected `batch_size` to be an int >= 1, but got {batch_size!r}")
+        raise ValueError(f"{where}: expected `batch_size` to be an int >= 1, but got {batch_size!r}")
     if backend not in ("nsp", "regioncam"):
-        raise ValueError(f"nsp.linear_regions: expected `backend` to be 'nsp' or 'regioncam', but got {backend!r}")
+        raise ValueError(f"{where}: expected `backend` to be 'nsp' or 'regioncam', but got {backend!r}")
     meta = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.device.type == "meta"]
     if meta:
-        raise ValueError(f"nsp.linear_regions: the model's {meta[0]!r} is on the meta device, which holds shapes but "
+        raise ValueError(f"{where}: the model's {meta[0]!r} is on the meta device, which holds shapes but "
                          f"no values; load the weights first (e.g. model.to_empty(device='cpu') and a state dict)")
+
+
+def float64_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    """float64 CPU copies of the model's parameters and buffers, for :func:`torch.func.functional_call`
+    (the user's model is left as it is)."""
+    return {k: v.detach().to("cpu", torch.float64 if v.is_floating_point() else v.dtype)
+            for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
 
 
 def _check_input_space(model: nn.Module, params: dict, plane: Plane, batch_size: int) -> None:
@@ -244,7 +251,7 @@ def linear_regions(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"nsp.linear_regions: expected argument `model` to be an nn.Module, but got {type(model).__name__}")
-    _check_options(model, margin, tol, batch_size, backend, max_regions)
+    check_options(model, margin, tol, batch_size, backend, max_regions)
     # Regions of the network as deployed: dropout off, BatchNorm with its running statistics.
     with eval_mode(model):
         return _partition(model, plane, points, domain, margin, tol, batch_size, backend, max_regions)
@@ -304,9 +311,7 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
     if domain is None:
         raise ValueError("nsp.linear_regions: unbounded domain: give domain=(u_min, u_max, v_min, v_max)")
     domain = check_domain(domain)
-    # float64 copies on the CPU, through functional_call: the user's model is left as it is.
-    params = {k: v.detach().to("cpu", torch.float64 if v.is_floating_point() else v.dtype)
-              for k, v in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items()}
+    params = float64_params(model)
     if plane is None:
         plane = Plane(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
         _check_input_space(model, params, plane, batch_size)
@@ -360,14 +365,14 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
                 code[at > lo_hi[1]] = 1
             pattern = code.reshape(-1, *unit_shape)
         elif nl.kind == "maxpool" and name in ("max_pool2d", "max_pool2d_with_indices") and len(unit_shape) == 3:
-            windows, out_shape = _maxpool_windows(nl, unit_shape)
+            windows, out_shape = maxpool_windows(nl, unit_shape)
             argmax, _ = _split_maxpool(mesh, call, windows, tol)
             hw = unit_shape[1] * unit_shape[2]
             pattern = (argmax % hw).reshape(-1, *out_shape)  # torch's indices: within each channel's plane
             mesh.compact()
         else:
             raise NotImplementedError(f"nsp.linear_regions: '{nl.key}' ({nl.func.__name__}) is piecewise linear, but "
-                                      f"linear_regions does not split regions at it. Supported: {_SPLIT_KINDS}")
+                                      f"linear_regions does not split regions at it. Supported: {SPLIT_KINDS}")
         stages.append((nl.key, pattern, mesh.parent.copy()))
         if max_regions is not None and mesh.n_faces > max_regions:
             raise RegionBudgetError(

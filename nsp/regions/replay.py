@@ -49,7 +49,7 @@ def _forward_to(model: nn.Module, params: dict, x: torch.Tensor, index: int) -> 
     return None, out
 
 
-def evaluate(model: nn.Module, params: dict, plane: Plane, uv: np.ndarray, index: int,
+def evaluate(model: nn.Module, params: dict, plane: Plane | Callable[[np.ndarray], torch.Tensor], uv: np.ndarray, index: int,
              batch_size: int, unit_major: bool = False) -> tuple[Nonlinearity | None, np.ndarray]:
     """The input of the ``index``-th nonlinearity call at plane points, or the output.
 
@@ -58,9 +58,10 @@ def evaluate(model: nn.Module, params: dict, plane: Plane, uv: np.ndarray, index
     model : nn.Module
     params : dict of str to torch.Tensor
         The model's parameters and buffers, float64 on the CPU.
-    plane : Plane
+    plane : Plane or callable
+        Maps coordinates to inputs (a :class:`~nsp.regions.line.Segment` maps ``(n,)`` parameters).
     uv : numpy.ndarray
-        ``(n, 2)`` plane coordinates.
+        ``(n, 2)`` plane coordinates (``(n,)`` for a segment).
     index : int
         Which nonlinearity call, counting from 0.
     batch_size : int

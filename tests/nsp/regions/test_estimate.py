@@ -15,26 +15,7 @@ import nsp.common.progress as progress
 import nsp.regions as R
 from nsp.regions.estimate import pattern_keys
 from nsp.regions.local_affine import activation_patterns
-
-
-def _mlp(seed: int, widths: list[int]) -> nn.Module:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1]).double().eval()
-
-
-def _cnn(seed: int) -> nn.Module:
-    """conv → ReLU → max-pool → linear on 1×6×6 inputs (max-pool switches cut the plane too)."""
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2)).double().eval()
-
-
-def _cnn_plane(seed: int) -> R.Plane:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(3, 1, 6, 6, generator=g, dtype=torch.float64)
-    return R.Plane.through(x[0], x[1], x[2])
+from region_models import cnn_plane, mlp, pool_cnn
 
 
 def _grid_count(net: nn.Module, plane: R.Plane, domain: tuple, n: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -49,11 +30,11 @@ def _grid_count(net: nn.Module, plane: R.Plane, domain: tuple, n: int) -> tuple[
 
 
 CASES = [
-    ("mlp 2-12-12", lambda: _mlp(0, [2, 12, 12, 1]), lambda: R.Plane(torch.zeros(2, dtype=torch.float64),
+    ("mlp 2-12-12", lambda: mlp(0, [2, 12, 12, 1]), lambda: R.Plane(torch.zeros(2, dtype=torch.float64),
                                                                         torch.eye(2, dtype=torch.float64)), (-2, 2, -2, 2)),
-    ("mlp 2-24-24", lambda: _mlp(1, [2, 24, 24, 1]), lambda: R.Plane(torch.zeros(2, dtype=torch.float64),
+    ("mlp 2-24-24", lambda: mlp(1, [2, 24, 24, 1]), lambda: R.Plane(torch.zeros(2, dtype=torch.float64),
                                                                         torch.eye(2, dtype=torch.float64)), (-3, 3, -3, 3)),
-    ("cnn", lambda: _cnn(0), lambda: _cnn_plane(0), (-0.5, 1.5, -0.5, 1.5)),
+    ("cnn", lambda: pool_cnn(0), lambda: cnn_plane(0), (-0.5, 1.5, -0.5, 1.5)),
 ]
 
 

@@ -4,12 +4,12 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import zoo
+from region_models import mlp, residual_cnn
 from nsp.regions.local_affine import NotPiecewiseLinearError, activation_patterns, local_affine, same_region
 
 # Smooth (or discontinuous) functions the zoo uses; a rejection must name one of them.
@@ -39,18 +39,10 @@ def _check_exact_in_region(model: nn.Module, x: torch.Tensor, scale: float = 1e-
     assert (err[same] < 1e-10).all(), err
 
 
-def _mlp(seed: int, widths: list[int]) -> nn.Module:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1]).double().eval()
-
-
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 10_000), depth=st.integers(1, 4), width=st.integers(2, 24), d_in=st.integers(1, 6))
 def test_random_relu_mlps_exact_in_region_and_not_across(seed, depth, width, d_in):
-    net = _mlp(seed, [d_in] + [width] * depth + [3])
+    net = mlp(seed, [d_in] + [width] * depth + [3])
     x = torch.randn(6, d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     _check_exact_in_region(net, x)
     # Far away (another region, where the map changes) the affine map of x no longer holds.
@@ -63,39 +55,8 @@ def test_random_relu_mlps_exact_in_region_and_not_across(seed, depth, width, d_i
     assert (err[changed] > 1e-8).all()
 
 
-class ResBlock(nn.Module):
-    """A residual block with batch norm, a concatenated skip and a functional max-pool."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
-        self.bn = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
-        self.mix = nn.Conv2d(2 * c, c, 1)
-
-    def forward(self, x):
-        h = F.relu(self.bn(self.conv1(x)))
-        h = self.conv2(h) + x
-        h = self.mix(torch.cat([h, x], dim=1))
-        return F.max_pool2d(torch.relu(h), 2)
-
-
-def _cnn() -> nn.Module:
-    torch.manual_seed(3)
-    net = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2), nn.Dropout(0.3),
-        ResBlock(4), nn.AvgPool2d(2, 1), nn.Flatten(), nn.Linear(4, 5), nn.LeakyReLU(0.1), nn.Identity(),
-        nn.Linear(5, 3),
-    )
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return net.double().eval()
-
-
 def test_cnn_with_maxpool_residual_concat_exact_in_region():
-    net = _cnn()
+    net = residual_cnn()
     x = torch.randn(5, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     _check_exact_in_region(net, x, scale=1e-7)
     la = local_affine(net, x)

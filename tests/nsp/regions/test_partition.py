@@ -6,27 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from nsp.regions.local_affine import NotPiecewiseLinearError, activation_patterns
 from nsp.regions import Plane, linear_regions, plot_regions, regions_rgb
-
-
-def _mlp(seed: int, widths: list[int]) -> nn.Module:
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1]).double().eval()
-
-
-def _pattern_keys(patterns: dict[str, torch.Tensor]) -> np.ndarray:
-    """One hashable row (bytes) per input for the whole activation pattern."""
-    flat = np.concatenate([p.reshape(len(p), -1).to(torch.int64).numpy() for p in patterns.values()], axis=1)
-    return np.ascontiguousarray(flat.astype(np.int16)).view(np.dtype((np.void, 2 * flat.shape[1]))).ravel()
+from region_models import SmallCNN, mlp, pattern_rows
 
 
 def _check_partition(net: nn.Module, regions, samples: int = 3) -> None:
@@ -40,7 +26,7 @@ def _check_partition(net: nn.Module, regions, samples: int = 3) -> None:
     assert pats.keys() == regions.patterns.keys()
     for key, p in pats.items():
         assert torch.equal(p, regions.patterns[key][owner]), key
-    keys = _pattern_keys(regions.patterns)
+    keys = pattern_rows(regions.patterns)
     assert len(np.unique(keys)) == len(regions)  # activation regions are convex: one polygon each
     # The affine map of each region reproduces the network at its interior points.
     with torch.no_grad():
@@ -70,7 +56,7 @@ def _arrangement_count(w: np.ndarray, b: np.ndarray, box: tuple[float, float, fl
 
 @pytest.mark.parametrize("seed, units", [(0, 5), (1, 12), (2, 30)])
 def test_one_hidden_layer_is_a_line_arrangement(seed, units):
-    net = _mlp(seed, [2, units, 1])
+    net = mlp(seed, [2, units, 1])
     w, b = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
     # A box containing every crossing: Zaslavsky's count for n lines in general position.
     pts = [np.linalg.solve(np.stack([w[i], w[j]]), -np.array([b[i], b[j]])) for i, j in itertools.combinations(range(units), 2)]
@@ -86,7 +72,7 @@ def test_one_hidden_layer_is_a_line_arrangement(seed, units):
 
 @pytest.mark.parametrize("seed, widths", [(3, [2, 10, 10, 10, 2]), (4, [2, 16, 8, 16, 1]), (5, [2, 6, 6, 6, 6, 6, 3])])
 def test_deeper_mlps_tile_and_share_patterns(seed, widths):
-    net = _mlp(seed, widths)
+    net = mlp(seed, widths)
     _check_partition(net, linear_regions(net, domain=(-2, 2, -1.5, 2.5)))
 
 
@@ -97,15 +83,15 @@ def _grid_patterns(net, regions, size):
     grid = np.stack(np.meshgrid(us, vs), axis=-1).reshape(-1, 2)
     keys = []
     for chunk in np.array_split(grid, 16):
-        keys.append(_pattern_keys(activation_patterns(net, regions.plane(chunk))[1]))
+        keys.append(pattern_rows(activation_patterns(net, regions.plane(chunk))[1]))
     return np.unique(np.concatenate(keys))
 
 
 def test_grid_1024_finds_no_pattern_the_partition_lacks():
-    net = _mlp(6, [2, 12, 12, 12, 1])
+    net = mlp(6, [2, 12, 12, 12, 1])
     regions = linear_regions(net, domain=(-1, 1, -1, 1))
     found = _grid_patterns(net, regions, 1024)
-    assert np.isin(found, _pattern_keys(regions.patterns)).all()
+    assert np.isin(found, pattern_rows(regions.patterns)).all()
     assert len(found) <= len(regions)
 
 
@@ -123,7 +109,7 @@ def _regioncam_partition(net: nn.Module, size: float):
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), depth=st.integers(1, 3), width=st.integers(2, 16))
 def test_random_mlps_equal_regioncam(seed, depth, width):
-    net = _mlp(seed, [2] + [width] * depth + [2])
+    net = mlp(seed, [2] + [width] * depth + [2])
     regions = linear_regions(net, domain=(-1, 1, -1, 1))
     rc = _regioncam_partition(net, 1.0)
     assert len(regions) == rc.num_faces
@@ -135,28 +121,12 @@ def test_random_mlps_equal_regioncam(seed, depth, width):
         a = np.asarray(rc.face_activations(layer))  # (faces, 3, units): [u, v, 1] @ a
         pre = np.einsum("fi,fiu->fu", np.concatenate([centroids, np.ones((len(centroids), 1))], axis=1), a)
         rc_pats[key] = torch.from_numpy(pre > 0)
-    assert np.array_equal(np.unique(_pattern_keys(rc_pats)), np.unique(_pattern_keys(regions.patterns)))
-
-
-class _SmallCNN(nn.Module):
-    def __init__(self, pool: nn.Module):
-        super().__init__()
-        torch.manual_seed(7)
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
-        self.pool = pool
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        h = self.pool(torch.relu(self.conv1(x)))
-        h = F.relu(self.bn(self.conv2(h))) + h  # a residual block
-        return self.fc(h.flatten(1))
+    assert np.array_equal(np.unique(pattern_rows(rc_pats)), np.unique(pattern_rows(regions.patterns)))
 
 
 @pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1), nn.AvgPool2d(2)])
 def test_cnn_plane_through_three_inputs(pool):
-    net = _SmallCNN(pool).double().eval()
+    net = SmallCNN(pool).double().eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=g)
     points = [x[0], x[0] + 0.15 * (x[1] - x[0]), x[0] + 0.15 * (x[2] - x[0])]
@@ -165,13 +135,13 @@ def test_cnn_plane_through_three_inputs(pool):
     assert any("max_pool2d" in c for c in regions.calls) == isinstance(pool, nn.MaxPool2d)
     _check_partition(net, regions)
     found = _grid_patterns(net, regions, 256)
-    assert np.isin(found, _pattern_keys(regions.patterns)).all()
+    assert np.isin(found, pattern_rows(regions.patterns)).all()
     # The probe sits at (0, 0); its region's map is the local affine map's restriction to the plane.
     assert regions.locate(np.zeros((1, 2)))[0] >= 0
 
 
 def test_distance_to_boundary_and_density_one_layer():
-    net = _mlp(8, [2, 9, 1])
+    net = mlp(8, [2, 9, 1])
     w, b = net[0].weight.detach().numpy(), net[0].bias.detach().numpy()
     regions = linear_regions(net, domain=(-3, 3, -3, 3))
     probe = np.array([0.1, -0.2])
@@ -185,7 +155,7 @@ def test_distance_to_boundary_and_density_one_layer():
 
 
 def test_pictures():
-    net = _mlp(9, [2, 8, 8, 2])
+    net = mlp(9, [2, 8, 8, 2])
     regions = linear_regions(net, domain=(-1, 1, -1, 1))
     fig, ax = plot_regions(regions, decision=lambda out: 1 / (1 + np.exp(-(out[:, 0] - out[:, 1]))), probe=(0, 0))
     from matplotlib.collections import PolyCollection
@@ -206,35 +176,35 @@ def test_pictures():
 
 
 def test_bad_input():
-    net = _mlp(0, [2, 4, 1])
+    net = mlp(0, [2, 4, 1])
     with pytest.raises(ValueError, match="unbounded domain"):
         linear_regions(net)
     with pytest.raises(ValueError, match="unbounded domain"):
         linear_regions(net, domain=(-1, math.inf, -1, 1))
     with pytest.raises(ValueError, match="empty domain"):
         linear_regions(net, domain=(1, -1, -1, 1))
-    cnn = _SmallCNN(nn.MaxPool2d(2)).eval()
+    cnn = SmallCNN(nn.MaxPool2d(2)).eval()
     x = torch.randn(1, 8, 8)
     with pytest.raises(ValueError, match="collinear"):
         linear_regions(cnn, points=[x, 2 * x, 3 * x])
     with pytest.raises(NotPiecewiseLinearError, match=r"'1' \(Tanh\) calls tanh"):
         linear_regions(nn.Sequential(nn.Linear(2, 3), nn.Tanh()), domain=(-1, 1, -1, 1))
     with pytest.raises(NotImplementedError, match=r"'pool:max_pool2d' is a max-pool with ceil_mode=True"):
-        linear_regions(_SmallCNN(nn.MaxPool2d(3, 2, ceil_mode=True)).eval(), points=[x, x + 1, x - torch.rand(1, 8, 8)])
+        linear_regions(SmallCNN(nn.MaxPool2d(3, 2, ceil_mode=True)).eval(), points=[x, x + 1, x - torch.rand(1, 8, 8)])
     with pytest.raises(ValueError, match="collinear"):
         Plane.through(torch.zeros(3), torch.ones(3), 2 * torch.ones(3))
 
 
 def test_regioncam_backend_gives_the_same_partition():
     pytest.importorskip("regioncam")
-    net = _mlp(11, [2, 10, 10, 3])
+    net = mlp(11, [2, 10, 10, 3])
     net[3] = nn.LeakyReLU(0.1)
     domain = (-0.5, 1.5, -2.0, 0.25)
     ours = linear_regions(net, domain=domain)
     theirs = linear_regions(net, domain=domain, backend="regioncam")
     assert len(theirs) == len(ours) and theirs.calls == ours.calls == ["1:relu", "3:leaky_relu"]
-    assert np.array_equal(np.unique(_pattern_keys(theirs.patterns)), np.unique(_pattern_keys(ours.patterns)))
+    assert np.array_equal(np.unique(pattern_rows(theirs.patterns)), np.unique(pattern_rows(ours.patterns)))
     assert theirs.areas().sum() == pytest.approx(2.0 * 2.25, rel=1e-6)  # regioncam computes in float32
     assert (theirs.areas() > 0).all()
     with pytest.raises(NotImplementedError, match="backend='nsp'"):
-        linear_regions(_SmallCNN(nn.MaxPool2d(2)).eval(), points=[torch.randn(1, 8, 8) for _ in range(3)], backend="regioncam")
+        linear_regions(SmallCNN(nn.MaxPool2d(2)).eval(), points=[torch.randn(1, 8, 8) for _ in range(3)], backend="regioncam")
