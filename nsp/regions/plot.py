@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nsp.regions.decision import decision_boundary
 from nsp.regions.mesh import ragged_slots
 from nsp.regions.result import Regions
 
@@ -18,7 +19,8 @@ __all__ = ["plot_regions", "regions_picture", "regions_rgb"]
 
 
 def plot_regions(regions: Regions, ax: Any = None, *, decision: Callable | None = None, edgecolor: str = "k",
-                 linewidth: float = 0.3, seed: int = 0, probe: Sequence[float] | None = None) -> tuple[Any, Any]:
+                 linewidth: float = 0.3, seed: int = 0, probe: Sequence[float] | None = None,
+                 class_boundary: bool = False) -> tuple[Any, Any]:
     """Draw the regions, coloured by activation pattern, with their boundaries.
 
     Parameters
@@ -32,12 +34,15 @@ def plot_regions(regions: Regions, ax: Any = None, *, decision: Callable | None 
         boundary) in red.
     probe : (u, v), optional
         Mark this point.
+    class_boundary : bool
+        Draw the exact class decision boundary (:func:`nsp.regions.decision_boundary`: where the
+        argmax of the logits changes) over the regions, in red.
 
     Returns
     -------
     (Figure, Axes)
     """
-    from matplotlib.collections import PolyCollection
+    from matplotlib.collections import LineCollection, PolyCollection
     from matplotlib.figure import Figure
 
     if ax is None:
@@ -55,6 +60,9 @@ def plot_regions(regions: Regions, ax: Any = None, *, decision: Callable | None 
         alpha = 0.6
     ax.add_collection(PolyCollection(regions.polygons(), facecolors=colors, edgecolors=edgecolor,
                                      linewidths=linewidth, alpha=alpha))
+    if class_boundary:
+        found = decision_boundary(regions)
+        ax.add_collection(LineCollection(np.stack([found.start, found.end], axis=1), colors="red", linewidths=1.5))
     if probe is not None:
         ax.plot([probe[0]], [probe[1]], marker="*", color="red", markersize=10)
     u0, u1, v0, v1 = regions.domain
@@ -120,7 +128,7 @@ def regions_rgb(regions: Regions, size: int = 256, *, boundaries: bool = True, s
 
 
 def regions_picture(regions: Regions, size: int = 256, *, title: str = "", probe: Sequence[float] | None = None,
-                    seed: int = 0) -> np.ndarray:
+                    seed: int = 0, class_boundary: bool = False) -> np.ndarray:
     """The partition as a titled RGB image, ``(size + header, size, 3)`` uint8, without matplotlib.
 
     Regions are filled with their pattern colours, and every region boundary is drawn over them
@@ -139,6 +147,9 @@ def regions_picture(regions: Regions, size: int = 256, *, title: str = "", probe
         A point of the plane to mark.
     seed : int
         For the pattern colours.
+    class_boundary : bool
+        Draw the exact class decision boundary (:func:`nsp.regions.decision_boundary`) in red,
+        two pixels wide.
 
     Returns
     -------
@@ -165,6 +176,10 @@ def regions_picture(regions: Regions, size: int = 256, *, title: str = "", probe
     ends[swap] = ends[swap][:, [2, 3, 0, 1]]
     for a, b, c, d in np.unique(ends, axis=0):
         draw.line([(a, b), (c, d)], fill=(40, 40, 40), width=1)
+    if class_boundary:
+        found = decision_boundary(regions)
+        for (a, b), (c, d) in zip(pixel(found.start), pixel(found.end)):
+            draw.line([(a, b), (c, d)], fill=(220, 0, 0), width=2)
     if probe is not None:
         (x, y), = pixel(np.asarray([probe], dtype=np.float64))
         r = max(3, size // 64)
