@@ -79,13 +79,19 @@ def test_a_cnn_with_max_pool_and_a_residual_block_matches_a_dense_scan(pool):
     assert any("max_pool2d" in c for c in pieces.calls)
 
 
-def test_a_point_and_a_direction_with_clamps_and_leaky_relu():
+class _Abs(nn.Module):
+    def forward(self, x):
+        return torch.abs(x)
+
+
+def test_a_point_and_a_direction_with_clamps_abs_and_leaky_relu():
     torch.manual_seed(4)
     net = nn.Sequential(nn.Linear(3, 12), nn.ReLU6(), nn.Linear(12, 12), nn.Hardtanh(-0.5, 0.5), nn.Linear(12, 8),
-                        nn.LeakyReLU(0.1), nn.Linear(8, 2)).double().eval()
+                        nn.LeakyReLU(0.1), nn.Linear(8, 6), _Abs(), nn.Linear(6, 2)).double().eval()
     x, d = torch.tensor([0.2, -0.1, 0.3], dtype=torch.float64), torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)
     pieces = _check_against_scan(net, x, x + d, domain=(-3.0, 3.0))
     assert pieces.t[0] == -3.0 and pieces.t[-1] == 3.0
+    assert [c.split(":")[1] for c in pieces.calls] == ["hardtanh", "hardtanh", "leaky_relu", "abs"]  # ReLU6 calls hardtanh
     assert len(pieces) > 10
 
 
