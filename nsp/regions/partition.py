@@ -118,7 +118,9 @@ def _split_maxpool(mesh: Mesh, base: np.ndarray, windows: np.ndarray, tol: float
     values = CallValues(mesh, base)
     for row in windows[moving]:
         taps = row[row >= 0]
-        best = values.column(mesh, taps[0])
+        # A copy: before the call's first cut, column() is a view of the call's values, which the
+        # running maximum below must not overwrite.
+        best = values.column(mesh, taps[0]).copy()
         for tap in taps[1:]:
             since = mesh.xy.n
             mesh.split(values.column(mesh, tap) - best, tol * scale)

@@ -208,3 +208,20 @@ def test_regioncam_backend_gives_the_same_partition():
     assert (theirs.areas() > 0).all()
     with pytest.raises(NotImplementedError, match="backend='nsp'"):
         linear_regions(SmallCNN(nn.MaxPool2d(2)).eval(), points=[torch.randn(1, 8, 8) for _ in range(3)], backend="regioncam")
+
+
+def test_a_max_pool_window_whose_first_tap_loses_keeps_its_true_argmax():
+    """Regression (found on the digits demo, where border pixels are constant on every plane): the
+    tournament's running maximum was written into the first tap's own values when the window was
+    the first of its call to be cut, so the first tap looked like the maximum everywhere and
+    every face took it as the argmax."""
+    net = nn.Sequential(nn.MaxPool2d(2), nn.Flatten()).double().eval()
+    probe = torch.zeros(1, 4, 4, dtype=torch.float64)
+    probe[0, 1, 0] = 0.5                       # tap 4 of window (0, 0): constant on the plane
+    a, b = probe.clone(), probe.clone()
+    a[0, 1, 1] = 1.0                           # tap 5 varies: above tap 4 on one side of u = 0.5
+    b[0, 3, 3] = 1.0                           # another window, so that the plane is not degenerate
+    regions = linear_regions(net, points=[probe, a, b], domain=(-1, 2, -1, 2))
+    _check_partition(net, regions)
+    windows = regions.patterns["0:max_pool2d"][:, 0, 0, 0]
+    assert set(windows.tolist()) == {4, 5}
