@@ -160,16 +160,21 @@ def regions_picture(regions: Regions, size: int = 256, *, title: str = "", probe
     if int(size) < 8:
         raise ValueError(f"nsp.regions_picture: expected `size` >= 8, but got {size!r}")
     size = int(size)
-    owner = _pixel_regions(regions, size)
-    colors = np.concatenate([regions.colors(seed), [[1.0, 1.0, 1.0]]])
-    plane = Image.fromarray((colors[owner] * 255).astype(np.uint8))
-    draw = ImageDraw.Draw(plane)
     u0, u1, v0, v1 = regions.domain
     p, q, _ = regions.inner_edges()
 
     def pixel(uv: np.ndarray) -> np.ndarray:
         return np.stack([(uv[:, 0] - u0) / (u1 - u0) * size, (v1 - uv[:, 1]) / (v1 - v0) * size], axis=1)
 
+    # Polygons filled by PIL (pixel centres at half-integers), 5-20x faster than testing every
+    # pixel centre against every region (_pixel_regions) on the digits demo; the boundaries are
+    # drawn over the fill's edges.
+    plane = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(plane)
+    corners = [tuple(c) for c in (pixel(regions.vertices) - 0.5).tolist()]
+    for i, colour in enumerate(map(tuple, np.round(regions.colors(seed) * 255).astype(int).tolist())):
+        draw.polygon([corners[v] for v in regions.face_vertices[regions.face_offsets[i]: regions.face_offsets[i + 1]]],
+                     fill=colour)
     # Each inner edge belongs to the two regions it separates: draw it once.
     ends = np.round(np.concatenate([pixel(p), pixel(q)], axis=1), 1)
     swap = (ends[:, 0] > ends[:, 2]) | ((ends[:, 0] == ends[:, 2]) & (ends[:, 1] > ends[:, 3]))
