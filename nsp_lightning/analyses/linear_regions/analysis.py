@@ -61,7 +61,9 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     - their density near the probe: the number of regions meeting the disc of ``radius``
       around it, per unit area;
     - the partition, each region coloured by its activation pattern, every boundary drawn over
-      it, the probe ringed in red and the count in the title (``resolution`` pixels a side).
+      it, the probe ringed in red and the count in the title (``resolution`` pixels a side); with
+      ``class_boundary=True``, the exact class decision boundary (where the argmax of the
+      logits changes, :func:`nsp.regions.decision_boundary`) in red.
       The record also keeps every partition's polygons (``p<p>_vertices``,
       ``p<p>_face_vertices``, ``p<p>_face_offsets``) and the boxes (``domains``).
 
@@ -93,6 +95,8 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         resolution: Pixels per side of the images.
         max_regions: The most regions a box may hold (see above).
         tol: As for :func:`nsp.regions.linear_regions`.
+        class_boundary: Draw the class decision boundary on the pictures (one more forward pass
+            over the partition's vertices per probe).
         name: The analysis's name (record directory and tag prefix).
 
     Raises:
@@ -126,6 +130,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         resolution: int = 256,
         max_regions: int = 2000,
         tol: float = 1e-9,
+        class_boundary: bool = False,
         name: str | None = None,
     ) -> None:
         where = "LinearRegionsAnalysis"
@@ -159,6 +164,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         self.resolution = int(resolution)
         self.max_regions = max_regions
         self.tol = float(tol)
+        self.class_boundary = bool(class_boundary)
         self.input_shape: tuple[int, ...] | None = None
 
     def _planes(self, probes: torch.Tensor) -> list[tuple[Any, tuple[float, ...], np.ndarray]]:
@@ -231,6 +237,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
             "resolution": self.resolution,
             "max_regions": self.max_regions,
             "tol": self.tol,
+            "class_boundary": self.class_boundary,
         }
 
     def compute(self, model: nn.Module, probes: torch.Tensor, context: ProbeContext) -> AnalysisRecord:
@@ -248,7 +255,8 @@ class LinearRegionsAnalysis(ProbeAnalysis):
             radius = self.radius or 0.1 * max(domain[1] - domain[0], domain[3] - domain[2])
             counts.append(len(regions))
             density.append(regions.density_near(at, radius))
-            images.append(regions_picture(regions, self.resolution, title=f"probe {p}, epoch {context.epoch}", probe=at))
+            images.append(regions_picture(regions, self.resolution, title=f"probe {p}, epoch {context.epoch}", probe=at,
+                                          class_boundary=self.class_boundary))
             domains.append(domain)
             arrays[f"p{p}_vertices"] = regions.vertices
             arrays[f"p{p}_face_vertices"] = regions.face_vertices

@@ -124,6 +124,29 @@ def test_planes_through_probes_of_a_cnn():
     assert [tag for _, tag, _, _ in sink.items] == [f"linear_regions/probe_{p}" for p in range(3)]
 
 
+def test_the_pictures_can_draw_the_class_decision_boundary():
+    """class_boundary=True: red segments where the argmax of the two-moons logits changes, nowhere else."""
+    from nsp_lightning.probe.analysis import ProbeContext
+
+    torch.manual_seed(0)
+    model = MoonsNet().eval()
+    x = torch.tensor([[0.0, 0.5], [1.0, 0.0]])
+    reds = []
+    for flag in (False, True):
+        analysis = LinearRegionsAnalysis(domain=DOMAIN, resolution=128, class_boundary=flag)
+        analysis.check(model, x)
+        image = analysis.compute(model, x, ProbeContext(model, x, epoch=0, global_step=0)).arrays["images"][0]
+        red = (image[..., 0] > 200) & (image[..., 1] < 40) & (image[..., 2] < 40)
+        reds.append(int(red.sum()))
+        assert analysis.header()["class_boundary"] is flag
+    # The probe's ring is red in both; the boundary (1.2 units long here) adds a red line two pixels wide.
+    from nsp.regions import decision_boundary, linear_regions
+
+    length = decision_boundary(linear_regions(model, domain=DOMAIN)).length()
+    assert length > 1
+    assert reds[1] - reds[0] > 0.5 * length * 128 / 2.5
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unbounded domain"):
         LinearRegionsAnalysis(domain=(0, np.inf, 0, 1))
