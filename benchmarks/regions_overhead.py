@@ -12,6 +12,10 @@ time, the overhead against no callback from the fastest fits (the least disturbe
 the medians, and what the callback's hooks took per record.
 
     python benchmarks/regions_overhead.py [--epochs 3] [--repeats 3] [--baseline /path/to/other/checkout]
+    python benchmarks/regions_overhead.py --records 0.01,0.005 [--baseline ...]
+
+``--records`` times the analysis's record alone (``compute``, the minimum of ``--repeats``), for
+each zoom, on the untrained demo CNN and after ``--epochs`` epochs, in each checkout's process.
 """
 
 from __future__ import annotations
@@ -72,6 +76,43 @@ def child(epochs: int, with_callback: bool) -> None:
     print(json.dumps({"seconds": seconds, "hooks": callbacks[0].hooks if callbacks else []}))
 
 
+def child_records(epochs: int, zooms: list[float], repeats: int) -> None:
+    """Time ``LinearRegionsAnalysis.compute`` alone at fit start and after ``epochs`` epochs; prints JSON."""
+    import logging
+    import types
+    import warnings
+
+    sys.path.insert(0, str(HERE / "examples"))
+    import demo_digits
+    import torch
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from nsp_lightning.analyses.linear_regions import LinearRegionsAnalysis
+
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    _, val = demo_digits.digits_loaders()
+    probes = next(iter(val))[0][: demo_digits.PROBES]
+    torch.manual_seed(0)
+    models = {0: demo_digits.DigitsCNN().eval()}
+    with tempfile.TemporaryDirectory() as root:
+        models[epochs] = demo_digits.fit(root, epochs, []).lightning_module.eval()
+    rows = []
+    for epoch, model in models.items():
+        for zoom in zooms:
+            analysis = LinearRegionsAnalysis(zoom=zoom)
+            analysis.check(model, probes)
+            context = types.SimpleNamespace(epoch=epoch)
+            analysis.compute(model, probes, context)  # warm-up
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                record = analysis.compute(model, probes, context)
+                seconds.append(time.perf_counter() - start)
+            rows.append({"epoch": epoch, "zoom": zoom, "seconds": min(seconds), "regions": record.meta["regions"]})
+    print(json.dumps(rows))
+
+
 def run(checkout: Path | None, epochs: int) -> dict[str, Any]:
     """One fit in a fresh process: without a callback (``checkout`` None) or with that checkout's analysis."""
     env = {**os.environ, "PYTHONPATH": str(checkout or HERE), "OMP_NUM_THREADS": "1"}
@@ -81,8 +122,36 @@ def run(checkout: Path | None, epochs: int) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def records(args: argparse.Namespace) -> None:
+    """Each checkout's record time (minimum of ``--repeats``), per zoom, at fit start and after training."""
+    checkouts = [HERE] + ([args.baseline.resolve()] if args.baseline else [])
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"machine: {cpu()}, {os.cpu_count()} logical CPUs, one torch thread; load average before: {load()}")
+    table: dict[Path, list[dict[str, Any]]] = {}
+    for checkout in checkouts:
+        env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "records", "--records", args.records,
+               "--epochs", str(args.epochs), "--repeats", str(args.repeats)]
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+        table[checkout] = json.loads(out.strip().splitlines()[-1])
+    print(f"load average after: {load()}")
+    print("\n| epoch | zoom | regions per probe | " + " | ".join(f"{c} s" for c in checkouts) + " |")
+    print("|---|---|---|" + "---|" * len(checkouts))
+    for i, row in enumerate(table[HERE]):
+        times = " | ".join(f"{table[c][i]['seconds']:.3f}" for c in checkouts)
+        print(f"| {row['epoch']} | {row['zoom']:g} | {', '.join(map(str, row['regions']))} | {times} |")
 
 
 def main() -> None:
@@ -90,17 +159,26 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="training epochs per fit (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="timed fits of each kind (default 3)")
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout whose analysis is timed too")
-    parser.add_argument("--child", choices=("with", "without"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--records", type=str, default=None,
+                        help="instead of fits: time the analysis's records alone at these zooms (comma-separated), "
+                             "at fit start and after --epochs epochs, in each checkout")
+    parser.add_argument("--child", choices=("with", "without", "records"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "records":
+        child_records(args.epochs, [float(z) for z in args.records.split(",")], args.repeats)
+        return
     if args.child:
         child(args.epochs, args.child == "with")
+        return
+    if args.records:
+        records(args)
         return
     kinds: dict[str, Path | None] = {"without callback": None, f"LinearRegionsAnalysis ({HERE})": HERE}
     if args.baseline:
         kinds[f"LinearRegionsAnalysis ({args.baseline.resolve()})"] = args.baseline.resolve()
     names = list(kinds)
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, one torch thread "
+    print(f"machine: {cpu()}, {os.cpu_count()} logical CPUs, one torch thread "
           f"per fit; Python {platform.python_version()}")
     print(f"load average before: {load()}")
     for name in names:  # warm-up: file caches, the dataset

@@ -74,14 +74,14 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     under ``ProbeCallback(on_error="warn")`` (the default) it is missing, with a warning that
     gives the estimate, and training goes on.
 
-    Cost: on the digits demo's CNN after 6,000 training steps (4 probes, the default box, 22-349
-    regions a probe) a record took 1.3-1.5 s on one core of a loaded 2-core machine (load 5),
-    of which (profiled, 1.2 s) the estimate took 0.18 s, the partition 0.54 s and the pictures
-    0.50 s; a partition's time grows
-    about linearly with its regions. In a 3-epoch demo fit on that loaded machine (load 6-8;
-    two fits one after the other, not side by side) it added 23 % (25.1 s to 30.9 s): above the
-    10 % issue 21 asks for, which a smaller ``zoom`` or ``resolution`` buys. Not yet in
-    BENCHMARKS.md.
+    Cost (``python benchmarks/regions_overhead.py``; a 2-core Xeon shared with other jobs, load
+    average 6-9, one torch thread): a record of the digits demo's 4 probes at the defaults took
+    0.44 s on the untrained CNN (255 regions in all) and 1.07 s after 3 epochs (2,013 regions),
+    against 1.12 s and 2.07 s before issue 21's changes, in the same run; it grows about linearly
+    with the regions. In 3-epoch demo fits (4 records each) the records took 15.8 % of the fit
+    (median of 3 fits; 26.1 % before): above the 10 % issue 21 asks for. A smaller ``zoom`` is
+    cheaper: at ``zoom=0.005`` a record after 3 epochs took 0.61 s (1,026 regions; its share of
+    a fit not measured).
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.
