@@ -253,7 +253,15 @@ def linear_pieces(
         t = np.array([t0, t1])
         calls: list[str] = []
         while True:
-            nl, values = evaluate(model, params, segment, t, len(calls), batch_size, unit_major=True)
+            try:
+                nl, values = evaluate(model, params, segment, t, len(calls), batch_size, unit_major=True)
+            except (RuntimeError, IndexError) as err:
+                if calls:
+                    raise
+                raise ValueError(
+                    f"nsp.linear_pieces: {type(model).__name__} failed on inputs of shape (N, "
+                    f"{', '.join(map(str, segment.start.shape))}) ({err}); `start` and `end` are single inputs, "
+                    "without the batch dimension") from err
             if nl is None:
                 break
             calls.append(nl.key)

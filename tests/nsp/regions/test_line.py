@@ -174,6 +174,8 @@ def test_bad_input_is_refused_by_name():
         R.linear_pieces(net, x, torch.ones(2), tol=-1)
     with pytest.raises(TypeError, match="`model`"):
         R.linear_pieces(lambda z: z, x, torch.ones(2))
+    with pytest.raises(ValueError, match=r"without the batch dimension"):
+        R.linear_pieces(net, torch.zeros(1, 3), torch.ones(1, 3))
     with pytest.raises(NotImplementedError, match="linear_pieces does not split"):
         R.linear_pieces(_Maximum(), x, torch.ones(2))
 
