@@ -200,6 +200,9 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
         if (k == 1 or bool((np.abs(flat[1]) < head).all())) and -1000 < int(emin.min()) and int(emin.max()) < 900:
             # Scaling by a power of two is exact away from the float64 range's ends.
             return low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None]
+    if 3 <= k <= 4 and -1000 < int(emin.min()) and int(emin.max()) < 900 and -(1 << (61 - b)) <= int(flat[-1].min()) \
+            and int(flat[-1].max()) < 1 << (61 - b):
+        return _round_two_doubles(x.reshape(k, emin.size, -1), b, emin.astype(np.int64)).reshape(shape)
     if b * (k - 1) <= _SHIFTED_BITS:
         return _round_shifted(x.reshape(k, emin.size, -1), b, emin.astype(np.int64)).reshape(shape)
     scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
@@ -216,6 +219,49 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
     if rest.any():
         out[rest] = _round_window(flat[:, rest], b, scale[rest])
     return out.reshape(shape)
+
+
+def _round_two_doubles(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
+    """``from_limbs`` of normalised limbs ``(k, P, N)``, ``k`` 3 or 4, as one float64 addition.
+
+    Each value is ``V = A·2^(b(k-2)) + R`` with ``A`` its top two limbs (an int64: the
+    caller checks that the top limb is below ``2^(61-b)``) and ``R >= 0`` the rest. Where
+    ``|A| < 2^53`` both ``A·2^(b(k-2))`` and ``R`` (cut to 53 bits) are exact float64
+    values, and IEEE addition rounds their sum once, correctly. With four limbs of more
+    than 26 bits ``R`` has up to ``2b`` bits: its low ``c = 2b - 53`` bits are replaced by
+    a sticky bit (round to odd at ``2^c``), which leaves the rounding to 53 bits unchanged
+    wherever ``|V| >= 2^(c+54)``, i.e. wherever ``|A| >= 3``. Other values (rare: tiny or
+    past 2^53 in their top limbs) take :func:`_round_shifted`. ``emin`` must lie in
+    (-1000, 900), so that scaling by ``2^emin`` is exact.
+
+    About a dozen numpy passes over the values, against some fifty for the per-value cut;
+    this rounds the deep layers of convolutional networks (3–4 limbs of 32 bits).
+    """
+    k = x.shape[0]
+    high = x[k - 1] << b
+    high += x[k - 2]
+    cut = max(0, 2 * b - 53) if k == 4 else 0
+    if k == 3:
+        low = x[0]
+    else:
+        low = (x[1] << (b - cut)) | (x[0] >> cut)
+        if cut:
+            low |= (x[0] & ((1 << cut) - 1)) != 0
+    floor = 3 if cut else 0
+    magnitude = np.abs(high)
+    magnitude -= floor
+    # Unsigned, |A| below `floor` wraps past the bound too.
+    others = np.flatnonzero(magnitude.view(np.uint64) >= (1 << 53) - floor)
+    out = high.astype(np.float64)
+    out *= np.exp2((emin + b * (k - 2)).astype(np.float64))[:, None]
+    rest = low.astype(np.float64)
+    rest *= np.exp2((emin + cut).astype(np.float64))[:, None]
+    out += rest
+    if others.size:
+        columns = x.reshape(k, -1)[:, others]
+        per_column = np.repeat(emin, x.shape[2])[others]
+        out.reshape(-1)[others] = _round_shifted(columns[:, :, None], b, per_column)[:, 0]
+    return out
 
 
 def _round_shifted(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:

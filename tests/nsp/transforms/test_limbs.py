@@ -107,6 +107,32 @@ def test_from_limbs_rounds_few_limbs_correctly(data):
     np.testing.assert_array_equal(got, [rounded(v, emin) for v in values])
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_from_limbs_rounds_three_and_four_limbs_by_one_addition(data):
+    # Three or four limbs take from_limbs's single float64 addition (_round_two_doubles):
+    # V = A·2^(b(k-2)) + R, with R's low 2b-53 bits folded into a sticky bit for four wide
+    # limbs. Ties and near-ties whose deciding bit lies anywhere below the 53-bit mantissa
+    # (below the cut too), and top parts A next to the bounds of that path (|A| = 3, 2^53),
+    # either sign; the top limb stays below 2^(61-b), as the transform's limb counts keep it.
+    b = data.draw(st.integers(20, 32))
+    k = data.draw(st.sampled_from([3, 4]))
+    top = b * (k - 1) + 60 - b
+    step = 1 << (b * (k - 2))
+    tie = st.tuples(st.integers(1 << 52, (1 << 53) - 1), st.integers(1, top - 54),
+                    st.sampled_from([0, 1, -1, 2, -2])).map(
+        lambda t: (t[0] << t[1]) + (1 << (t[1] - 1)) + t[2] * (t[1] > 2))
+    edge = st.tuples(st.sampled_from([0, 1, 2, 3, 4, (1 << 53) - 1, 1 << 53]), st.integers(0, step - 1)).map(
+        lambda t: t[0] * step + t[1])
+    small = st.integers(0, (1 << top) - 1)
+    magnitudes = st.lists(st.one_of(tie, edge, small), min_size=2, max_size=8)
+    values = [v * data.draw(st.sampled_from([1, -1])) for v in data.draw(magnitudes)]
+    emin = data.draw(st.integers(-999, 899))
+    limbs = limbs_of(values, b, k)[:, None, :]
+    got = from_limbs(limbs, b, np.array([emin]))[0]
+    np.testing.assert_array_equal(got, [rounded(v, emin) for v in values])
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.integers(-(2**300), 2**300), st.integers(-200, 200), st.sampled_from([16, 24, 32]))
 def test_from_limbs_rounds_correctly(value, exponent, b):
