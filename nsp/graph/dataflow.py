@@ -148,7 +148,7 @@ class Recorder(ModuleTracer):
         index = len(self.program.ops) - 1
         for item, t in enumerate(flat_out):
             self.ids[id(t)] = Ref(index, item)
-            self.versions[id(t)] = _version(t)
+            self.versions[id(t)] = _unhooked_version(t)
             self.alive.append(t)
 
     def refuse(self, func: Any, why: str) -> None:
@@ -170,11 +170,12 @@ class Recorder(ModuleTracer):
         inputs = [a for a in tensors if id(a) in self.ids]
         if not inputs or getattr(func, "__name__", "") in _CONSTANT_FACTORIES:
             return func(*args, **kwargs)
-        stale = any(self._stale(a) for a in inputs)
-        before = [_version(a) for a in tensors]
+        # This handler runs with the mode popped, so the version counters are read directly.
+        stale = any(self.versions.get(id(a)) != _unhooked_version(a) for a in inputs)
+        before = [_unhooked_version(a) for a in tensors]
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        changed = [a for a, v in zip(tensors, before) if _version(a) != v]
+        changed = [a for a, v in zip(tensors, before) if _unhooked_version(a) != v]
         produces = bool(tensors_in(out))
         if stale and (produces or name in _VALUE_READS):
             self.refuse(func, "it reads a tensor derived from the input that was modified in place after it was "
@@ -199,7 +200,9 @@ class Recorder(ModuleTracer):
     def left(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.program is not None and self.inside is module:
             self.inside = None
-            self._record("module", module, args, kwargs, output)
+            # From a hook, every tensor attribute read (the output's shape) would reach this mode.
+            with torch._C.DisableTorchFunction():
+                self._record("module", module, args, kwargs, output)
 
 
 # Functions whose output takes only the shape, dtype and device of their tensor argument:
@@ -212,6 +215,14 @@ _CONSTANT_FACTORIES = frozenset({
 
 # Tensor methods that hand values to Python or numpy, where the recorder cannot follow them.
 _VALUE_READS = frozenset({"__float__", "__int__", "__index__", "__complex__", "item", "tolist", "numpy", "__array__"})
+
+
+def _unhooked_version(t: torch.Tensor) -> int | None:
+    """``t``'s version counter where no torch-function mode is active (inside the mode's handler)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 def _version(t: torch.Tensor) -> int | None:

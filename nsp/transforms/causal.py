@@ -55,9 +55,11 @@ from nsp.transforms.product_kernel import ProductKernel
 
 __all__ = ["CausalTransform"]
 
-# Consecutive layers of equal limb count are rounded together up to this many limbs; a
-# larger layer is rounded alone, without copying it into a group.
+# Consecutive small layers of equal limb count are rounded together up to this many limbs
+# (numpy's per-call overhead dominates rounding a small layer); a layer of at least
+# _ROUND_ALONE limbs is rounded alone, without copying it into a group.
 _ROUND_GROUP = 1 << 20
+_ROUND_ALONE = 1 << 14
 
 
 class CausalTransform(GraphTransform):
@@ -128,6 +130,9 @@ class CausalTransform(GraphTransform):
             "transform fewer signals at a time, or use fewer or smaller probe layers or a smaller input",
         )
         scale = np.exp2(-emin.astype(np.float64))[:, None]
+        # |ŝ| < 2^(value_bits + growth + emin) (the majorant): where that is inside the
+        # float64 range, rounding needs no check for overflow.
+        finite = (value_bits + self.growth_bits + int(emin.max()) < 1020).tolist()
         out = np.empty(values.shape)
         # Layers stream through: each is converted to limbs when its turn comes and kept
         # only while a later layer still reads it (its axis sums outlive it in `memo`), so
@@ -149,16 +154,21 @@ class CausalTransform(GraphTransform):
             normalize(acc, b)
             if self._kernel.last_read[layer] > layer:
                 reads[layer] = given if inverse else acc
+            alone = acc.size >= _ROUND_ALONE
             if pending and (
-                counts[layer] != counts[pending[0]] or sum(results[k].size for k in pending) + acc.size > _ROUND_GROUP
+                alone or counts[layer] != counts[pending[0]]
+                or sum(results[k].size for k in pending) + acc.size > _ROUND_GROUP
             ):
-                self._round(pending, results, out, emin)
+                self._round(pending, results, out, emin, finite)
             pending.append(layer)
             results[layer] = acc
+            if alone:
+                self._round(pending, results, out, emin, finite)
             for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
                 del reads[k]
             progress.done(layer)
-        self._round(pending, results, out, emin)
+        if pending:
+            self._round(pending, results, out, emin, finite)
         return out
 
     def _peak_bytes(self, counts: list[int], p: int, inverse: bool) -> int:
@@ -177,18 +187,21 @@ class CausalTransform(GraphTransform):
             self._peaks[key] = peak
         return 8 * p * (self.n + self._peaks[key])
 
-    def _round(self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray) -> None:
+    def _round(
+        self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray, finite: list[bool]
+    ) -> None:
         """Round consecutive layers of equal limb count into ``out`` in one pass, and forget them.
 
         numpy's per-call overhead, not arithmetic, dominates rounding on small layers, so
         they are rounded together; padding every layer to the widest limb count would
-        multiply the work of the large early layers.
+        multiply the work of the large early layers. ``finite[L]`` says that the majorant
+        keeps layer L's coefficients inside the float64 range (no check needed).
         """
         offsets = self.structure.offsets
         limbs = np.concatenate([results.pop(k) for k in layers], axis=2) if len(layers) > 1 else results.pop(layers[0])
         with np.errstate(over="ignore"):
             rounded = from_limbs(limbs, self.limb_bits, emin)
-        if not np.isfinite(rounded).all():
+        if not all(finite[k] for k in layers) and not np.isfinite(rounded).all():
             # The exact value exists but float64 cannot hold it: refuse rather than return ±inf.
             column = int(np.argwhere(~np.isfinite(rounded))[0, 1]) + int(offsets[layers[0]])
             layer = int(np.searchsorted(offsets, column, side="right")) - 1
