@@ -369,13 +369,16 @@ class ProductKernel:
         ``memo`` (one dict per pass over the layers) keeps axis sums of each earlier
         layer: every later layer that sums the same axes (a full convolution sums all
         channels) reuses them, and each is dropped after its last use.
+
+        The forward transform (``sign < 0``) handles a copy (``copy_of[layer]``) itself:
+        its spectrum is its signal less its parent's, and nothing is added here.
         """
         p = acc.shape[1]
-        keep = layer in self._keeps_below
+        keep = sign > 0 and layer in self._keeps_below
         out = np.zeros_like(acc) if keep else acc
         positive = sign > 0 or keep
         totals = self._totals(layer, xs, memo)
-        q = self.copy_of[layer]
+        q = self.copy_of[layer] if sign > 0 else None
         if q is not None:
             below = memo.get(("below", q))
             y = xs[q] if below is None else add_limbs(xs[q], below)
@@ -404,17 +407,25 @@ class ProductKernel:
                 y = memo.get(key)
                 if y is None:
                     if source is not None:
-                        start = memo[source]
-                    elif len(key) == 2:
-                        start = base(group).reshape((-1,) + tuple(d for d in self.shapes[group[0]] if d != 1))
+                        y = memo[source].sum(axis=axes, keepdims=True)
                     else:
-                        start = base(group).reshape((-1,) + in_dims)
-                    y = memo[key] = start.sum(axis=axes, keepdims=True)
+                        # Each layer summed first, then the small sums added: no full-size
+                        # copy of the group's limbs.
+                        shape = tuple(d for d in self.shapes[group[0]] if d != 1) if len(key) == 2 else in_dims
+                        y = functools.reduce(
+                            add_limbs, [xs[k].reshape((-1,) + shape).sum(axis=axes, keepdims=True) for k in group]
+                        )
+                    memo[key] = y
                 y = y.reshape((-1,) + tuple(1 if a in ones else d for a, d in enumerate(in_dims, 1)))
             limbs = y.shape[0] // p
             y = _apply(y, rest)
             view = out[:limbs].reshape((limbs * p,) + out_dims)
             if 2 * y.size <= view.size:
+                # Axes of size 1 dropped, so that terms whose relations cut the layer's index
+                # space differently still sum among themselves.
+                kept = [i for i, d in enumerate(out_dims) if d != 1]
+                y = y.reshape((y.shape[0],) + tuple(y.shape[i + 1] for i in kept))
+                out_dims = tuple(out_dims[i] for i in kept)
                 group_key = (limbs, out_dims, y.shape)
                 if group_key not in broadcast:
                     broadcast[group_key] = y.copy() if positive else -y

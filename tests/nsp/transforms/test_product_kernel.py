@@ -11,6 +11,7 @@ from torch import nn
 import nsp
 import reference
 import zoo
+from nsp.transforms.limbs import small_scale
 from nsp.transforms.product_kernel import ProductKernel
 
 
@@ -73,3 +74,43 @@ def test_product_kernel_shortcuts_are_exact():
     rng = np.random.default_rng(2)
     spectrum = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
     np.testing.assert_array_equal(op.inverse(spectrum), _exact_inverse(ref, spectrum))
+
+
+def _exact_forward(ref, signal):
+    """ŝ = s − Σ over strict ancestors of ŝ, by forward substitution in exact integers."""
+    scale = max(Fraction(v).denominator for v in signal)
+    ints = [int(Fraction(v) * scale) for v in signal]
+    start = ref.edges[0].shape[1]
+    spectrum = ints[:start]
+    for anc in reference.ancestor_matrices(ref.edges):
+        for x in range(anc.shape[0]):
+            spectrum.append(ints[start + x] - sum(spectrum[k] for k in np.flatnonzero(anc[x])))
+        start += anc.shape[0]
+    return np.array([float(Fraction(v, scale)) for v in spectrum])
+
+
+def test_forward_of_copies_is_the_signal_less_the_parent_signal():
+    # The forward transform takes a copy's spectrum (BatchNorm, ReLU) as its signal less its
+    # parent's, in int64 where both fit and in limbs otherwise. Exact against forward
+    # substitution, for the probe's own float32 values, float32 values whose scaled
+    # integers take 62 bits (the difference would not fit: limbs), and float64 values over
+    # 2^±40 (the general path).
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(3 * 4 * 4, 4), nn.ReLU(),
+    ).eval()
+    x = torch.randn(1, 2, 4, 4)
+    ref = reference.reference(net, x, True)
+    acts = nsp.Activations(net, x)
+    op = nsp.NNGraph(acts, INCL=True).get_transformer()
+    # BatchNorm, the ReLUs and the Flatten.
+    assert [i for i, q in enumerate(_kernel(net, x).copy_of) if q is not None] == [2, 3, 5, 6, 8]
+    rng = np.random.default_rng(3)
+    magnitudes = rng.uniform(1, 2, op.n) * 2.0 ** rng.integers(-14, 21, op.n) * rng.choice([-1, 1], op.n)
+    wide32 = magnitudes.astype(np.float32).astype(np.float64)
+    wide32[:2] = [2.0 ** -14, -1.5 * 2.0 ** 23]
+    assert small_scale([wide32[None]], op.limb_bits)[1] == 62
+    wide64 = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
+    for signal in (acts.to_numpy(), wide32, wide64):
+        np.testing.assert_array_equal(op.forward(signal), _exact_forward(ref, signal))
