@@ -15,14 +15,16 @@ machine hits all of them), the minimum of the repeats of:
     python benchmarks/pipeline.py [--repeats 9] [--profile N] [--baseline DIR]
 
 ``--profile N`` runs N pipelines under cProfile and prints the top entries by own time.
-``--baseline DIR`` also times, interleaved with the rest, the exact transform of another
-checkout (``DIR/nsp/transforms/causal.py`` and ``limbs.py``; the capture and the graph are
-this checkout's), so that a change to the transform is measured side by side in one process.
+``--baseline DIR`` also times, interleaved with the rest, the capture and exact transform of
+another checkout (its ``nsp/transforms/{causal,product_kernel,limbs}.py`` and the
+``Recorder`` of its ``nsp/graph/dataflow.py``; the graph and the rest of the capture are
+this checkout's), so that a change is measured side by side in one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import importlib.util
 import os
@@ -31,7 +33,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import nsp  # noqa: E402
+from nsp.graph import capture  # noqa: E402
 from networks import resnet18  # noqa: E402
 from transform import _randomise_batchnorm  # noqa: E402
 
@@ -49,18 +52,40 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _baseline_transform(root: Path) -> type:
-    """``CausalTransform`` of the checkout at ``root``, reading that checkout's limbs."""
-    modules = {}
-    for name in ("limbs", "causal"):
-        spec = importlib.util.spec_from_file_location(f"baseline_{name}", root / "nsp" / "transforms" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(modules[name])
-    for attr in modules["limbs"].__all__:
-        if hasattr(modules["causal"], attr):
-            setattr(modules["causal"], attr, getattr(modules["limbs"], attr))
-    return modules["causal"].CausalTransform
+def _load(root: Path, relative: str, **names: object) -> object:
+    """The module at ``root / relative``, its imported ``names`` replaced (another checkout's)."""
+    spec = importlib.util.spec_from_file_location(f"baseline_{Path(relative).stem}", root / relative)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    for attr, value in names.items():
+        if hasattr(module, attr):
+            setattr(module, attr, value)
+    return module
+
+
+def _baseline(root: Path) -> tuple[type, type]:
+    """``CausalTransform`` of the checkout at ``root`` (its limbs and INCL=True kernel) and
+    its dataflow ``Recorder`` (what ``nsp.Activations`` records with)."""
+    limbs = _load(root, "nsp/transforms/limbs.py")
+    exported = {attr: getattr(limbs, attr) for attr in limbs.__all__}
+    kernel = _load(root, "nsp/transforms/product_kernel.py", **exported)
+    causal = _load(root, "nsp/transforms/causal.py", ProductKernel=kernel.ProductKernel, **exported)
+    # Its recorder writes this checkout's Op, Program and Ref, which NNGraph reads.
+    dataflow = _load(root, "nsp/graph/dataflow.py")
+    dataflow.Op, dataflow.Program, dataflow.Ref = capture.Op, capture.Program, capture.Ref
+    return causal.CausalTransform, dataflow.Recorder
+
+
+@contextlib.contextmanager
+def _recording_with(recorder: type) -> Iterator[None]:
+    saved = capture.Recorder
+    capture.Recorder = recorder
+    try:
+        yield
+    finally:
+        capture.Recorder = saved
 
 
 def main() -> None:
@@ -105,16 +130,22 @@ def main() -> None:
         "transform": lambda: op.forward(signal),
     }
     if args.baseline is not None:
-        baseline_op = _baseline_transform(args.baseline)(nsp.NNGraph(acts).structure)
+        transform, recorder = _baseline(args.baseline)
+        baseline_op = transform(nsp.NNGraph(acts).structure)
         if not np.array_equal(baseline_op.forward(signal), op.forward(signal)):
             raise SystemExit(f"the baseline's spectrum differs from this checkout's ({args.baseline})")
 
+        def baseline_capture() -> nsp.Activations:
+            with _recording_with(recorder):
+                return nsp.Activations(net, x)
+
         def baseline_pipeline() -> np.ndarray:
-            a = nsp.Activations(net, x)
-            return type(baseline_op)(nsp.NNGraph(a).structure).forward(a.to_numpy())
+            a = baseline_capture()
+            return transform(nsp.NNGraph(a).structure).forward(a.to_numpy())
 
         phases["pipeline (baseline)"] = baseline_pipeline
-        phases["record (baseline)"] = lambda: baseline_op.forward(nsp.Activations(net, x).to_numpy())
+        phases["record (baseline)"] = lambda: baseline_op.forward(baseline_capture().to_numpy())
+        phases["capture (baseline)"] = baseline_capture
         phases["transform (baseline)"] = lambda: baseline_op.forward(signal)
     for fn in phases.values():  # warm-up
         fn()
