@@ -1,7 +1,8 @@
 """torchvision's classification models: graph and exact causal transform against the forward pass.
 
 Run ``python benchmarks/zoo.py`` (INCL=True, top-level layers and every leaf) and
-``python benchmarks/zoo.py --incl-false`` (the data-dependent graph). Every model gets
+``python benchmarks/zoo.py --incl-false`` (the data-dependent graph);
+``--profile N`` prints each case's N costliest functions instead (cProfile, own time). Every model gets
 random weights (no downloads), eval mode, one random 3×32×32 input and one torch thread
 (nsp's transform is single-threaded numpy, so both sides use one core). Each case runs
 in its own process, under a time limit, and measures side by side:
@@ -94,6 +95,33 @@ def measure(name: str, layers: str, incl: bool, repeats: int) -> dict:
     return result
 
 
+def profile(name: str, layers: str, incl: bool, top: int) -> str:
+    """cProfile of one capture + graph + transform, the ``top`` entries by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    import torchvision
+
+    import nsp
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, name)(num_classes=10, **MODELS[name]).eval()
+    x = torch.rand(1, 3, 32, 32)
+    kwargs = {} if layers == "top" else {"layers": "leaves"}
+    nsp.NNGraph(nsp.Activations(net, x, **kwargs), INCL=incl).get_transformer()  # warm-up
+    profiler = cProfile.Profile()
+    profiler.enable()
+    acts = nsp.Activations(net, x, **kwargs)
+    nsp.NNGraph(acts, INCL=incl).get_transformer().forward(acts.to_numpy())
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    return f"### {name}, {layers}, INCL={incl}\n" + out.getvalue()
+
+
 def _run(name: str, layers: str, incl: bool, repeats: int, timeout: float) -> dict:
     command = [sys.executable, __file__, "--one", name, layers, str(incl), "--repeats", str(repeats)]
     try:
@@ -130,8 +158,15 @@ def main() -> None:
     parser.add_argument("--incl-false", action="store_true", help="measure INCL=False (the data-dependent graph)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of capture, graph and transform (median)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="instead of timing, print each case's N costliest functions (cProfile, own time)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "LAYERS", "INCL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        for name in args.models:
+            for layers in args.layers:
+                print(profile(name, layers, not args.incl_false, args.profile), flush=True)
+        return
     if args.one:
         name, layers, incl = args.one
         print(json.dumps(measure(name, layers, incl == "True", args.repeats)))
