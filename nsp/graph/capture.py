@@ -181,8 +181,13 @@ def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
     """
     modules = dict(network.named_modules())
     del modules[""]
-    whole = [n + "." for n, m in modules.items() if is_leaf_module(m)]
-    visible = {n: m for n, m in modules.items() if not any(n.startswith(w) for w in whole)}
+    whole = {n for n, m in modules.items() if is_leaf_module(m)}
+    # Hidden: a module inside one recorded whole, i.e. one with a proper dotted prefix in `whole`
+    # (a set lookup per prefix; comparing every pair of names was quadratic: DenseNet has 430).
+    visible = {
+        n: m for n, m in modules.items()
+        if not any(".".join(parts[:i]) in whole for parts in [n.split(".")] for i in range(1, len(parts)))
+    }
     if layers == "leaves":
         names = [n for n, m in visible.items() if next(m.children(), None) is None or is_leaf_module(m)]
     elif isinstance(layers, (list, tuple, nn.Module)):
@@ -367,9 +372,15 @@ class Activations:
     def _set(self, recorded: "_Recorded", p: int) -> None:
         self.layernames = ["input"] + recorded.names
         self.layerdescriptions = [f"Input[1, {', '.join(map(str, recorded.input.shape[1:]))}]"] + recorded.modules
-        self.layeractivations = [recorded.input[p].clone()] + [out[p].clone() for out in recorded.outputs]
+
+        # The recorded tensors are nsp's own copies: with one probe, its item is all of one
+        # and needs no second copy; with several, each probe's is copied out of the batch.
+        def item(t: torch.Tensor) -> torch.Tensor:
+            return t[p] if t.shape[0] == 1 else t[p].clone()
+
+        self.layeractivations = [item(recorded.input)] + [item(out) for out in recorded.outputs]
         # What each child received; NNGraph needs it for data-dependent (INCL=False) edges.
-        self._layerinputs = [None] + [x[p].clone() for x in recorded.inputs]
+        self._layerinputs = [None] + [item(x) for x in recorded.inputs]
         # How each child maps its input to its output, recorded during the same pass; or,
         # with layers chosen at any depth, the dataflow of the whole network.
         self._programs = [None] + recorded.programs if recorded.inputs else None

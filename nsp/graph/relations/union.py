@@ -94,18 +94,26 @@ def _drop_contained(terms: list[Term]) -> list[Term]:
     for k in order:
         if terms[k].nnz() > _CONTAINED_PAIRS:
             break
-        if any(j != k and j not in dropped and _contains(terms[j], terms[k]) for j in order[::-1]):
+        # The small term's pairs, and their digits in each factorisation, are computed once
+        # for all the terms it is compared with (ShuffleNet: a term per shuffled position).
+        edges = terms[k].edges()
+        digits: dict[tuple, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        if any(j != k and j not in dropped and _contains(terms[j], terms[k], edges, digits) for j in order[::-1]):
             dropped.add(k)
     return [t for k, t in enumerate(terms) if k not in dropped]
 
 
-def _contains(big: Term, small: Term) -> bool:
-    """Whether every pair of ``small`` is in ``big`` (same spaces, any factorisations)."""
+def _contains(big: Term, small: Term, edges: tuple[np.ndarray, np.ndarray], digits: dict) -> bool:
+    """Whether every pair of ``small`` (its ``edges()``) is in ``big`` (same spaces, any
+    factorisations); ``digits`` caches the pairs' digits per factorisation of ``big``."""
     if big.nnz() < small.nnz():
         return False
-    out_idx, in_idx = small.edges()
+    out_idx, in_idx = edges
     ok = np.ones(out_idx.size, dtype=bool)
-    out_digits, in_digits = _digits(out_idx, big.out_dims), _digits(in_idx, big.in_dims)
+    key = (big.out_dims, big.in_dims)
+    if key not in digits:
+        digits[key] = (_digits(out_idx, big.out_dims), _digits(in_idx, big.in_dims))
+    out_digits, in_digits = digits[key]
     for f, a, b in zip(big.factors, out_digits, in_digits):
         ok &= f[a, b]
         if not ok.any():
