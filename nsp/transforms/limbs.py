@@ -12,8 +12,9 @@ power of two ``2^-emin`` (per probe: :func:`small_scale` for float32 data, cheap
 :func:`general_scale` for any float64) they become integers (:func:`to_limbs`,
 :func:`split_int64`). :func:`from_limbs` rounds limbs times ``2^emin`` back to float64
 correctly (to nearest, ties to even): by the hardware's int64 conversion when the value fits
-in an int64, otherwise through a 63-bit window of its top bits with a sticky bit for any
-bit below, so that the conversion rounds exactly once.
+in an int64, by one float64 addition of two exact parts for three or four limbs, otherwise
+through a window of its top bits with a sticky bit for any bit below, so that the
+conversion rounds exactly once.
 """
 
 from __future__ import annotations
