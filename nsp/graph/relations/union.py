@@ -10,7 +10,6 @@ at a time (:meth:`Relation.disjoint`).
 from __future__ import annotations
 
 import collections
-
 import functools
 from dataclasses import dataclass
 from typing import Iterator, Sequence
