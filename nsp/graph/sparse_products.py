@@ -149,6 +149,13 @@ class RowClasses:
         return RowClasses(sp.identity(n, dtype=bool, format="csr"), np.arange(n))
 
     @staticmethod
+    def all_or_nothing(whole: np.ndarray, n_cols: int) -> "RowClasses":
+        """Rows that hold every one of ``n_cols`` columns where ``whole`` is true, and none elsewhere."""
+        rows = sp.csr_matrix((np.ones(n_cols, dtype=bool), np.arange(n_cols), np.array([0, n_cols, n_cols])),
+                             shape=(2, n_cols))
+        return RowClasses(rows, np.where(whole, 0, 1))
+
+    @staticmethod
     def of(a: sp.spmatrix) -> "RowClasses":
         return RowClasses(*unique_rows(a))
 
@@ -202,9 +209,31 @@ class RowClasses:
 
     def union(self, other: "RowClasses") -> "RowClasses":
         """The entrywise OR with ``other`` (same shape)."""
+        n_cols = self.rows.shape[1]
+        full_self = np.diff(self.rows.indptr) == n_cols
+        full_other = np.diff(other.rows.indptr) == n_cols
+        if n_cols and (full_self.any() or full_other.any()):
+            # A row that holds every column absorbs the other side's row: after attention
+            # each row is the whole input, and a residual sum adds the identity's n rows.
+            full = full_self[self.inverse] | full_other[other.inverse]
+            if full.any():
+                return self._union_with_full(other, full)
         pairs = self.inverse.astype(np.int64) * other.rows.shape[0] + other.inverse
         keys, classes = np.unique(pairs, return_inverse=True)
         a = self.rows[keys // other.rows.shape[0]].astype(np.int8)
         b = other.rows[keys % other.rows.shape[0]].astype(np.int8)
         rows, merged = unique_rows((a + b).tocsr())
         return RowClasses(rows, merged[classes.reshape(-1)])
+
+    def _union_with_full(self, other: "RowClasses", full: np.ndarray) -> "RowClasses":
+        """:meth:`union` where the rows under ``full`` are known to hold every column."""
+        n_rows, n_cols = self.shape
+        inverse = np.zeros(n_rows, dtype=np.int64)
+        rest = np.flatnonzero(~full)
+        whole = sp.csr_matrix((np.ones(n_cols, dtype=bool), np.arange(n_cols), np.array([0, n_cols])),
+                              shape=(1, n_cols))
+        if rest.size == 0:
+            return RowClasses(whole, inverse)
+        part = RowClasses(self.rows, self.inverse[rest]).union(RowClasses(other.rows, other.inverse[rest]))
+        inverse[rest] = part.inverse + 1
+        return RowClasses(sp.vstack([whole, part.rows], format="csr"), inverse)

@@ -103,6 +103,8 @@ class _Interpreter:
             return {k: outer.compose(r) for k, r in deps.items()}
         if isinstance(outer, tuple):
             return {k: r.after_pruned(*outer) for k, r in deps.items()}
+        if isinstance(outer, Term):
+            return {k: r.after_term(outer) for k, r in deps.items()}
         return {k: r.after(outer) for k, r in deps.items()}
 
     def union(self, a: dict[int, Any], b: dict[int, Any]) -> dict[int, Any]:
@@ -283,8 +285,12 @@ class _Interpreter:
             else:
                 for r in refs:
                     maps[r] = self._plain(r, maps[r], path, label)
+        if not self.incl and not isinstance(rule, LeafRule):
+            whole = _reach_whole(rule, call, [maps[r] for r in refs])
+            if whole is not None:
+                return whole
         exact = None if self.incl or not isinstance(rule, LeafRule) else rule.exact_term(call)
-        rels = rule.relations(call) if self.incl else [exact] if exact is not None else rule.patterns(call)
+        rels = rule.relations(call) if self.incl else [exact] if exact is not None else rule.measured(call)
         if len(rels) != len(refs):
             raise unsupported(path, label, f"its rule gave {len(rels)} relations for {len(refs)} inputs")
         out: dict[int, Any] = {}
@@ -296,6 +302,38 @@ class _Interpreter:
             out = self.union(out, self.compose(rel, maps[r]))
         self.perms[Ref(i, item)] = keep_perm
         return out
+
+
+def _all_or_nothing(deps: dict[int, RowClasses]) -> dict[int, np.ndarray] | None:
+    """Per layer, the positions whose row holds all of it, if every row holds all of it or none."""
+    out = {}
+    for k, r in deps.items():
+        lengths = np.diff(r.rows.indptr)
+        whole = lengths == r.rows.shape[1]
+        if not (whole | (lengths == 0)).all():
+            return None
+        out[k] = whole[r.inverse]
+    return out
+
+
+def _reach_whole(rule: Rule, call: Call, deps: list[dict[int, RowClasses]]) -> dict[int, RowClasses] | None:
+    """``INCL=False`` where each input position reaches all of an earlier layer or none of it.
+
+    An output then reaches all of that layer exactly where its Jacobian row is nonzero at
+    a position that does, so only those rows are measured (:meth:`Rule.reached_rows`), not
+    the pattern: ViT's attention after the first block. None where this does not apply.
+    """
+    marks = [_all_or_nothing(d) for d in deps]
+    if not marks or any(m is None for m in marks) or not any(marks):
+        return None
+    out: dict[int, RowClasses] = {}
+    for k in sorted({k for m in marks for k in m}):
+        reached = rule.reached_rows(call, [m.get(k) for m in marks])
+        if reached is None:
+            return None
+        n_cols = next(d[k].shape[1] for d in deps if k in d)
+        out[k] = RowClasses.all_or_nothing(reached, n_cols)
+    return out
 
 
 def _label(op: Op) -> str:

@@ -23,7 +23,7 @@ from torch import nn
 from nsp.common.registry import Registry
 from nsp.graph.relations import Relation, Term
 from nsp.graph.rules.call import Call
-from nsp.graph.rules.jacobian import jacobian_patterns, relation_csr
+from nsp.graph.rules.jacobian import jacobian_patterns, jacobian_reached_rows, jacobian_relations, relation_csr
 
 __all__ = [
     "RULES", "Rule", "StructuralRule", "register_rule", "unregister_rule", "using", "rule_for_module",
@@ -55,6 +55,24 @@ class Rule:
     def patterns(self, call: Call) -> list[sp.csr_matrix | None]:
         """Per input, the Jacobian's nonzero pattern at the recorded values (``call.values``)."""
         return jacobian_patterns(call, self.relations(call))
+
+    def measured(self, call: Call) -> list[Term | sp.csr_matrix | None]:
+        """Per input, :meth:`patterns`, or the structural product itself where the Jacobian is
+        nonzero on all of it (``INCL=False`` then composes it without listing its pairs).
+
+        A subclass that measures its own :meth:`patterns` keeps them.
+        """
+        if type(self).patterns is not Rule.patterns:
+            return self.patterns(call)
+        return jacobian_relations(call, self.relations(call))
+
+    def reached_rows(self, call: Call, sources: list[np.ndarray | None]) -> np.ndarray | None:
+        """Which output positions have a Jacobian nonzero at the input positions ``sources``
+        (see :func:`~nsp.graph.rules.jacobian.jacobian_reached_rows`); None where the
+        rule measures its own :meth:`patterns`, which are then composed in full."""
+        if type(self).patterns is not Rule.patterns:
+            return None
+        return jacobian_reached_rows(call, self.relations(call), sources)
 
     def fingerprint(self, call: Call) -> np.ndarray | None:
         """What the Jacobian pattern depends on beyond the shapes (None: nothing)."""

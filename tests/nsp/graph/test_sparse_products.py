@@ -99,3 +99,15 @@ def test_a_few_zero_weights_inside_a_child_match_the_reference():
     order = np.lexsort((dst, src))
     np.testing.assert_array_equal(np.stack([src[order], dst[order]], 1), R.edge_array(ref.edges))
     assert max(R.relative_errors(graph.transform(acts).layeractivations, ref.spectrum)) <= 1e-9
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_union_with_rows_that_hold_every_column_matches_dense(every):
+    rng = np.random.default_rng(every)
+    a, b = _random(rng, 30, 7, 0.4, 30), _random(rng, 30, 7, 0.4, 30)
+    a[::every] = True
+    b[1::5] = True
+    union = RowClasses.of(sp.csr_matrix(a)).union(RowClasses.of(sp.csr_matrix(b)))
+    np.testing.assert_array_equal(union.to_csr().toarray(), a | b)
+    whole = RowClasses.all_or_nothing(a.all(axis=1), 7)
+    np.testing.assert_array_equal(whole.to_csr().toarray(), a.all(axis=1)[:, None] & np.ones((1, 7), dtype=bool))
