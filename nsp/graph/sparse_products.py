@@ -170,10 +170,15 @@ class RowClasses:
             (np.ones(outer.indices.size, dtype=np.int32), self.inverse[outer.indices], outer.indptr),
             shape=(outer.shape[0], self.rows.shape[0]),
         )
-        reached, classes = unique_rows(mapped)
-        product = (reached.astype(np.int32) @ self.rows.astype(np.int32)).tocsr()
-        rows, merged = unique_rows(product)
-        return RowClasses(rows, merged[classes])
+        return RowClasses.over(mapped, self.rows)
+
+    @staticmethod
+    def over(reached: sp.csr_matrix, rows: sp.csr_matrix) -> "RowClasses":
+        """The boolean product ``reached ∘ rows``: row x is the OR of the ``rows`` that row x of ``reached`` holds."""
+        distinct, classes = unique_rows(reached)
+        product = (distinct.astype(np.int32) @ rows.astype(np.int32)).tocsr()
+        out, merged = unique_rows(product)
+        return RowClasses(out, merged[classes])
 
     def after_term(self, term: Term) -> "RowClasses":
         """``term ∘ self`` for a Kronecker product ``term``, from its distinct rows only.

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -37,6 +38,10 @@ from nsp.graph.rules import (
     ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, is_leaf_module, rule_for_function,
     rule_for_module, unsupported,
 )
+
+# Classes of input rows are measured one directional derivative each where they number at
+# most this share of the backward passes that measuring the whole pattern takes.
+_CLASS_SHARE = 4
 
 __all__ = [
     "UnsupportedModuleError", "NetworkStructure", "build_structure", "fingerprint", "is_leaf_module", "ELEMENTWISE_MODULES",
@@ -88,6 +93,7 @@ class _Interpreter:
     incl: bool
     digest: Any = None
     progress: Progress | None = None
+    row_classes: dict[int, np.ndarray] = field(default_factory=dict)
 
     def identity(self, shape: tuple[int, ...]) -> Any:
         if self.incl:
@@ -176,10 +182,17 @@ class _Interpreter:
         return self._export(self._plain(program.output, result, name, owner)), layers
 
     def _export(self, deps: Any) -> Any:
-        """A dependence map as the structure stores it (``INCL=False``: CSR matrices)."""
+        """A dependence map as the structure stores it (``INCL=False``: CSR matrices).
+
+        Each matrix's row classes are kept in ``row_classes`` under its ``id``, for
+        :attr:`NetworkStructure.row_classes`.
+        """
         if self.incl or self.digest is not None or isinstance(deps, _Pending):
             return deps
-        return {k: r.to_csr() for k, r in deps.items()}
+        out = {k: r.to_csr() for k, r in deps.items()}
+        for k, r in deps.items():
+            self.row_classes[id(out[k])] = r.inverse
+        return out
 
     def _plain(self, ref: Ref, deps: Any, path: str, what: str) -> Any:
         """The map of ``ref`` with its rows in the tensor's own order (permutation applied)."""
@@ -286,7 +299,7 @@ class _Interpreter:
                 for r in refs:
                     maps[r] = self._plain(r, maps[r], path, label)
         if not self.incl and not isinstance(rule, LeafRule):
-            whole = _reach_whole(rule, call, [maps[r] for r in refs])
+            whole = _reach_classes(rule, call, [maps[r] for r in refs])
             if whole is not None:
                 return whole
         exact = None if self.incl or not isinstance(rule, LeafRule) else rule.exact_term(call)
@@ -304,35 +317,38 @@ class _Interpreter:
         return out
 
 
-def _all_or_nothing(deps: dict[int, RowClasses]) -> dict[int, np.ndarray] | None:
-    """Per layer, the positions whose row holds all of it, if every row holds all of it or none."""
-    out = {}
-    for k, r in deps.items():
-        lengths = np.diff(r.rows.indptr)
-        whole = lengths == r.rows.shape[1]
-        if not (whole | (lengths == 0)).all():
-            return None
-        out[k] = whole[r.inverse]
-    return out
+def _reach_classes(rule: Rule, call: Call, deps: list[dict[int, RowClasses]]) -> dict[int, RowClasses] | None:
+    """``INCL=False`` for a rule measured by autograd, from the classes of its inputs' rows.
 
-
-def _reach_whole(rule: Rule, call: Call, deps: list[dict[int, RowClasses]]) -> dict[int, RowClasses] | None:
-    """``INCL=False`` where each input position reaches all of an earlier layer or none of it.
-
-    An output then reaches all of that layer exactly where its Jacobian row is nonzero at
-    a position that does, so only those rows are measured (:meth:`Rule.reached_rows`), not
-    the pattern: ViT's attention after the first block. None where this does not apply.
+    Input positions of one class reach the same set of an earlier layer, so an output's
+    set is the union of the classes its Jacobian row touches, and that is all there is to
+    measure: one directional derivative per class (:meth:`Rule.reached_rows`), instead of
+    one backward pass per colour of outputs. Once attention has mixed the tokens every
+    row is one class, the whole layer. None where the classes are too many for this to
+    pay, or where the rule measures its own patterns.
     """
-    marks = [_all_or_nothing(d) for d in deps]
-    if not marks or any(m is None for m in marks) or not any(marks):
+    jobs = []
+    for i, d in enumerate(deps):
+        for k, r in d.items():
+            used = np.unique(r.inverse)
+            jobs += [(k, i, c) for c in used[np.diff(r.rows.indptr)[used] > 0]]
+    if not jobs:
+        return None
+    passes = rule.autograd_passes(call)
+    if passes is None or len(jobs) * _CLASS_SHARE > passes:
         return None
     out: dict[int, RowClasses] = {}
-    for k in sorted({k for m in marks for k in m}):
-        reached = rule.reached_rows(call, [m.get(k) for m in marks])
-        if reached is None:
-            return None
-        n_cols = next(d[k].shape[1] for d in deps if k in d)
-        out[k] = RowClasses.all_or_nothing(reached, n_cols)
+    for k in sorted({k for k, _, _ in jobs}):
+        reached, rows = [], []
+        for _, i, c in (job for job in jobs if job[0] == k):
+            sources: list[np.ndarray | None] = [None] * len(deps)
+            sources[i] = deps[i][k].inverse == c
+            found = rule.reached_rows(call, sources)
+            if found is None:
+                return None
+            reached.append(found)
+            rows.append(deps[i][k].rows[int(c)])
+        out[k] = RowClasses.over(sp.csr_matrix(np.stack(reached, axis=1)), sp.vstack(rows, format="csr"))
     return out
 
 
@@ -355,12 +371,17 @@ class NetworkStructure:
         ``parents[L][K]`` relates layer ``L`` (rows) to an earlier layer ``K`` (columns)
         that feeds it directly: a :class:`~nsp.graph.relations.Relation` if ``incl``, else a
         scipy CSR boolean matrix. With top-level children, ``K = L - 1`` only.
+    row_classes : list of dict or None
+        ``INCL=False`` only: ``row_classes[L][K][x]`` is a class of row x of
+        ``parents[L][K]`` such that rows of one class are equal (the composition knows them;
+        finding them again costs a pass over every entry). Where missing, unknown.
     """
 
     names: list[str]
     shapes: list[tuple[int, ...]]
     incl: bool
     parents: list[dict[int, Any]]
+    row_classes: list[dict[int, np.ndarray]] | None = None
     sizes: np.ndarray = field(init=False)
     offsets: np.ndarray = field(init=False)
 
@@ -419,7 +440,7 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
         x = None if incl else _to_modules(activations.layerdescriptions[1:], activations.layeractivations[0].unsqueeze(0))
         _, layers = interpreter.run(activations._dataflow, "network", "network", x, 0)
         parents = [{}] + [layers[layer] for layer in range(1, len(shapes))]
-        return NetworkStructure(list(activations.layernames), shapes, incl, parents)
+        return NetworkStructure(list(activations.layernames), shapes, incl, parents, _classes(interpreter, parents))
     parents: list[dict[int, Any]] = [{}]
     for layer in range(1, len(shapes)):
         name = activations.layernames[layer]
@@ -435,7 +456,14 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
         x = None if incl else _to_module(child, activations._layerinputs[layer].unsqueeze(0))
         parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1, shapes[layer - 1])[0])
         progress.done(layer)
-    return NetworkStructure(list(activations.layernames), shapes, incl, parents)
+    return NetworkStructure(list(activations.layernames), shapes, incl, parents, _classes(interpreter, parents))
+
+
+def _classes(interpreter: _Interpreter, parents: list[dict[int, Any]]) -> list[dict[int, np.ndarray]] | None:
+    """The row classes the interpreter kept for each exported relation (``INCL=False``)."""
+    if interpreter.incl:
+        return None
+    return [{k: interpreter.row_classes[id(e)] for k, e in p.items() if id(e) in interpreter.row_classes} for p in parents]
 
 
 def _to_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:

@@ -355,7 +355,8 @@ class AncestorSets:
             if source is None:
                 # Rows equal in every parent relation have the same ancestors everywhere (deep in
                 # a ResNet stage almost all do): the sets are built for one row per class.
-                codes = np.stack([unique_rows(e)[1] for e in parents.values()], axis=1)
+                known = structure.row_classes[layer] if structure.row_classes is not None else {}
+                codes = np.stack([known[j] if j in known else unique_rows(e)[1] for j, e in parents.items()], axis=1)
                 _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
                 if 2 * first.size <= sizes[layer]:
                     classes = inverse.reshape(-1)

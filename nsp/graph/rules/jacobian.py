@@ -21,7 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from nsp.graph.relations import Relation, Term
 from nsp.graph.rules.call import Call
 
-__all__ = ["jacobian_patterns", "jacobian_relations", "jacobian_reached_rows", "elementwise_mask", "term_csr", "relation_csr", "diagonal_csr"]
+__all__ = ["jacobian_patterns", "jacobian_relations", "jacobian_reached_rows", "colour_count", "elementwise_mask", "term_csr", "relation_csr", "diagonal_csr"]
 
 # Entries of the per-colour gradients kept at once when a pattern is measured by autograd.
 _GRADIENT_ENTRIES = 1 << 24
@@ -166,8 +166,13 @@ def jacobian_reached_rows(call: Call, relations: Sequence[Term | Relation | None
         tangent = _directional_derivative(call, primals, tangents)
         if tangent is None:
             return None
-        reached = np.zeros(n_out, dtype=bool) if tangent is None else (tangent != 0).reshape(-1).cpu().numpy()
-        unsure = np.flatnonzero(~reached)
+        reached = (tangent != 0).reshape(-1).cpu().numpy()
+        possible = np.zeros(n_out, dtype=bool)
+        for rel, marked in zip(relations, sources):
+            if rel is not None and marked is not None:
+                possible |= _rows_reaching(rel, marked)
+        # Only rows the structure lets reach a marked position, and the derivative missed, are measured.
+        unsure = np.flatnonzero(possible & ~reached)
         if unsure.size == 0:
             return reached
         leaves = [x.requires_grad_(x.is_floating_point()) for x in primals]
@@ -180,6 +185,23 @@ def jacobian_reached_rows(call: Call, relations: Sequence[Term | Relation | None
             grads = _colour_gradients(y, leaf, codes, 0, unsure.size)
             reached[unsure] |= (grads & marked.reshape(1, -1)).any(axis=1)
     return reached
+
+
+def colour_count(relations: Sequence[Term | Relation | None]) -> int:
+    """The backward passes that :func:`jacobian_patterns` takes for these relations."""
+    return sum(_row_colours(r)[1] for r in relations if r is not None)
+
+
+def _rows_reaching(rel: Term | Relation, marked: np.ndarray) -> np.ndarray:
+    """The output positions with a structural pair at a marked input position, factor by factor."""
+    out = np.zeros(rel.n_out, dtype=bool)
+    for t in _terms(rel):
+        m = marked.reshape([f.shape[1] for f in t.factors]).astype(np.float32)
+        for a, f in enumerate(t.factors):
+            # Counts below 2^24 are exact in float32; only whether they are positive matters.
+            m = (np.moveaxis(np.tensordot(f.astype(np.float32), m, axes=([1], [a])), 0, a) > 0).astype(np.float32)
+        out |= m.reshape(-1) > 0
+    return out
 
 
 def _directional_derivative(call: Call, primals: list[torch.Tensor], tangents: list[torch.Tensor | None]

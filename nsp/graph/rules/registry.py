@@ -23,7 +23,9 @@ from torch import nn
 from nsp.common.registry import Registry
 from nsp.graph.relations import Relation, Term
 from nsp.graph.rules.call import Call
-from nsp.graph.rules.jacobian import jacobian_patterns, jacobian_reached_rows, jacobian_relations, relation_csr
+from nsp.graph.rules.jacobian import (
+    colour_count, jacobian_patterns, jacobian_reached_rows, jacobian_relations, relation_csr,
+)
 
 __all__ = [
     "RULES", "Rule", "StructuralRule", "register_rule", "unregister_rule", "using", "rule_for_module",
@@ -73,6 +75,12 @@ class Rule:
         if type(self).patterns is not Rule.patterns:
             return None
         return jacobian_reached_rows(call, self.relations(call), sources)
+
+    def autograd_passes(self, call: Call) -> int | None:
+        """The backward passes that measuring :meth:`patterns` takes; None where the rule measures its own."""
+        if type(self).patterns is not Rule.patterns:
+            return None
+        return colour_count(self.relations(call))
 
     def fingerprint(self, call: Call) -> np.ndarray | None:
         """What the Jacobian pattern depends on beyond the shapes (None: nothing)."""

@@ -103,3 +103,34 @@ def test_reached_rows_equal_the_rows_of_the_jacobian():
     for marked in (np.ones(24, dtype=bool), np.arange(24) % 8 == 1, np.zeros(24, dtype=bool)):
         reached = jacobian_reached_rows(call, rule.relations(call), [marked])
         np.testing.assert_array_equal(reached, jac[:, torch.as_tensor(marked)].any(dim=1).numpy())
+
+
+def _residual_cnn():
+    torch.manual_seed(2)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            with torch.no_grad():
+                self.conv2.weight[1, 2] = 0  # a zero weight: some rows lose part of their window
+
+        def forward(self, x):
+            return torch.relu(x + self.conv2(torch.relu(self.conv1(x))))
+
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), Block(), nn.MaxPool2d(2), Block()).eval()
+    return net, torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("make", [lambda: _net("blocks"), lambda: _net("dead rows"), _residual_cnn])
+def test_row_classes_of_the_structure_hold_equal_rows(make):
+    net, x = make()
+    structure = nsp.NNGraph(nsp.Activations(net, x), INCL=False).structure
+    assert structure.row_classes is not None
+    for layer, parents in enumerate(structure.parents):
+        assert set(structure.row_classes[layer]) == set(parents)
+        for k, e in parents.items():
+            classes, dense = structure.row_classes[layer][k], e.toarray()
+            for c in np.unique(classes):
+                rows = dense[classes == c]
+                assert (rows == rows[:1]).all(), (layer, k, c)
