@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="every classification model, not one per family")
     parser.add_argument("--models", nargs="*", help="these models only")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
+    parser.add_argument("--incl", choices=["True", "False"], help="only the INCL=True or only the INCL=False columns")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "LAYERS", "INCL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -113,6 +114,7 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, limit {args.timeout:.0f} s per case")
     cases = [("top", True), ("top", False), ("leaves", True), ("leaves", False)]
+    cases = [(layers, incl) for layers, incl in cases if args.incl is None or str(incl) == args.incl]
     print("| model | input | " + " | ".join(f"{layers}, INCL={incl}" for layers, incl in cases) + " |")
     print("|" + "---|" * (len(cases) + 2))
     for name in names:

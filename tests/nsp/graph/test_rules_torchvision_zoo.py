@@ -39,8 +39,12 @@ EXPECTED = {
         "resnet18", "vgg11_bn", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "densenet121",
         "shufflenet_v2_x0_5", "squeezenet1_1", "googlenet", "regnet_y_400mf", "mnasnet0_5", "convnext_tiny",
         "vit_b_16", "swin_t"]},
+    # Every family at top level with INCL=False (issue 23: ViT and Swin took minutes, measured
+    # per class of rows now; each under 30 s at load 8, see BENCHMARKS).
     **{(name, "top", False): "works" for name in [
-        "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1", "mnasnet0_5"]},
+        "resnet18", "vgg11_bn", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "densenet121",
+        "shufflenet_v2_x0_5", "squeezenet1_1", "googlenet", "regnet_y_400mf", "mnasnet0_5", "convnext_tiny",
+        "vit_b_16", "swin_t"]},
     **{(name, "leaves", True): "works" for name in [
         "resnet18", "vgg11_bn", "mobilenet_v3_small", "mobilenet_v2", "efficientnet_b0", "squeezenet1_1",
         "shufflenet_v2_x0_5"]},
