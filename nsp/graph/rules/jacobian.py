@@ -21,7 +21,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from nsp.graph.relations import Relation, Term
 from nsp.graph.rules.call import Call
 
-__all__ = ["jacobian_patterns", "jacobian_relations", "jacobian_reached_rows", "colour_count", "elementwise_mask", "term_csr", "relation_csr", "diagonal_csr"]
+__all__ = [
+    "jacobian_patterns", "jacobian_relations", "jacobian_reached_rows", "colour_count", "elementwise_mask", "term_csr",
+    "relation_csr", "diagonal_csr",
+]
 
 # Entries of the per-colour gradients kept at once when a pattern is measured by autograd.
 _GRADIENT_ENTRIES = 1 << 24
@@ -142,15 +145,17 @@ def jacobian_reached_rows(call: Call, relations: Sequence[Term | Relation | None
                           sources: Sequence[np.ndarray | None]) -> np.ndarray | None:
     """The output positions whose Jacobian row is nonzero at some input position in ``sources``.
 
-    ``sources[i]`` marks positions of input ``i`` (None: none of them). This is all the
-    composition needs where every position reaches either the whole of an earlier layer
-    or none of it, as in a transformer once attention has mixed the tokens: an output
-    then reaches the whole layer exactly where its row is nonzero at such a position.
+    ``sources[i]`` marks positions of input ``i`` (None: none of them), typically a class
+    of positions that reach the same set of an earlier layer: an output reaches that set
+    exactly where its row is nonzero at one of them. In a transformer, once attention has
+    mixed the tokens, every position is one class.
 
     A row is nonzero where one directional derivative, along a random direction over the
-    marked positions (forward mode), is nonzero; the rows where it is zero are measured
-    one backward pass each. So a whole attention layer costs about two passes instead of
-    one per output. None where forward mode cannot run the call.
+    marked positions, is nonzero; of the rows where it is zero, those the structure lets
+    reach a marked position are measured one backward pass each. So a whole attention
+    layer costs about two passes instead of one per output. Only structural pairs count,
+    as in :func:`jacobian_patterns`. None where neither forward mode nor double backward
+    can run the call.
     """
     generator = torch.Generator().manual_seed(0)
     n_out = math.prod(call.out_shape)
@@ -166,11 +171,11 @@ def jacobian_reached_rows(call: Call, relations: Sequence[Term | Relation | None
         tangent = _directional_derivative(call, primals, tangents)
         if tangent is None:
             return None
-        reached = (tangent != 0).reshape(-1).cpu().numpy()
         possible = np.zeros(n_out, dtype=bool)
         for rel, marked in zip(relations, sources):
             if rel is not None and marked is not None:
                 possible |= _rows_reaching(rel, marked)
+        reached = (tangent != 0).reshape(-1).cpu().numpy() & possible
         # Only rows the structure lets reach a marked position, and the derivative missed, are measured.
         unsure = np.flatnonzero(possible & ~reached)
         if unsure.size == 0:
@@ -182,8 +187,11 @@ def jacobian_reached_rows(call: Call, relations: Sequence[Term | Relation | None
         for leaf, rel, marked in zip(leaves, relations, sources):
             if rel is None or marked is None or not leaf.requires_grad or not y.requires_grad:
                 continue
-            grads = _colour_gradients(y, leaf, codes, 0, unsure.size)
-            reached[unsure] |= (grads & marked.reshape(1, -1)).any(axis=1)
+            step = max(1, _GRADIENT_ENTRIES // max(1, leaf.numel()))
+            for start in range(0, unsure.size, step):
+                stop = min(unsure.size, start + step)
+                grads = _colour_gradients(y, leaf, codes, start, stop)
+                reached[unsure[start:stop]] |= (grads & marked.reshape(1, -1)).any(axis=1)
     return reached
 
 
