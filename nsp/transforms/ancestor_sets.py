@@ -228,6 +228,25 @@ class _Block:
             out[c.start: c.stop] = c.full_bits() if c.bits is not None else _csr_to_bits(c.indptr, c.indices, rows, self.n_cols)
         return out
 
+    def unique_bits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows as packed bitsets and the class of every row, from each chunk's
+        own distinct rows: a block whose rows share a few sets is never expanded row by row."""
+        words = (self.n_cols + 63) // 64
+        parts = [np.zeros((1, words), dtype=np.uint64)]  # rows no chunk covers are empty
+        codes = np.zeros(self.n_rows, dtype=np.int64)
+        offset = 1
+        for c in self.chunks:
+            rows = c.stop - c.start
+            if c.bits is None:
+                bits, local = _csr_to_bits(c.indptr, c.indices, rows, self.n_cols), np.arange(rows)
+            else:
+                bits, local = c.bits, (np.arange(rows) if c.classes is None else c.classes)
+            parts.append(bits)
+            codes[c.start: c.stop] = local + offset
+            offset += bits.shape[0]
+        distinct, again = _unique_bit_rows(np.concatenate(parts))
+        return distinct, again[codes]
+
     def matmul(self, rhs: np.ndarray, ones: np.ndarray) -> np.ndarray:
         """``A @ rhs`` for the 0/1 matrix ``A`` of the block; ``ones`` is a long float64 array of 1s."""
         out = np.empty((self.n_rows, rhs.shape[1]), dtype=rhs.dtype)
@@ -282,6 +301,14 @@ class _Gathered:
         bits = self.base.to_bits()[np.maximum(self.source, 0)]
         bits[~self.kept] = 0
         return bits
+
+    def unique_bits(self) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`_Block.unique_bits`, read at each unit's parent (a unit without one is empty)."""
+        distinct, inverse = self.base.unique_bits()
+        bits = np.concatenate([distinct, np.zeros((1, distinct.shape[1]), dtype=np.uint64)])
+        codes = np.where(self.kept, inverse[np.maximum(self.source, 0)], distinct.shape[0])
+        again_distinct, again = _unique_bit_rows(bits)
+        return again_distinct, again[codes]
 
     def gather(self, product: np.ndarray) -> np.ndarray:
         """This block's product from its base block's product with the same limbs."""
@@ -416,7 +443,7 @@ class AncestorSets:
         if n_rows == 0:
             return block
         dense = any(src is not None and src.has_dense for _, src in sources)
-        prepared = [(e, None if src is None else (_unique_bit_rows(src.to_bits()) if dense else src.to_csr()))
+        prepared = [(e, None if src is None else (src.unique_bits() if dense else src.to_csr()))
                     for e, src in sources]
         if dense:
             bound[:] = n_cols

@@ -32,6 +32,10 @@ def _check(net, x, ref):
         for k, block in sets.blocks[layer].items():
             bits = np.unpackbits(block.to_bits().view(np.uint8), axis=1, count=block.n_cols).astype(bool)
             got[:, offsets[k]: offsets[k + 1]] = bits
+            # The distinct rows read from the chunks (what later layers OR) give the same rows.
+            distinct, classes = block.unique_bits()
+            assert len({r.tobytes() for r in distinct}) == distinct.shape[0]
+            np.testing.assert_array_equal(distinct[classes], block.to_bits())
         np.testing.assert_array_equal(got, expected, err_msg=graph.structure.names[layer])
     errors = R.relative_errors(graph.transform(acts).layeractivations, ref.spectrum)
     assert max(errors) <= 1e-9, errors
