@@ -23,7 +23,7 @@ import nsp
 from nsp.io.storage import load_npz
 from nsp.transforms.transformer import TRANSFORMS
 from nsp_lightning.analyses.captions import probe_predictions
-from nsp_lightning.analyses.spectrum.cards import card_image, fixed_decades
+from nsp_lightning.analyses.spectrum.cards import CARD_KINDS, card_image, difference_card, fixed_decades
 from nsp_lightning.analyses.spectrum.drawing import (
     CHANGE,
     CHANGE_TEXT,
@@ -326,21 +326,25 @@ class SpectrumAnalysis(ProbeAnalysis):
         fixed: dict[str, list[Any]] = {"activations": [None] * len(names), "spectrum": [None] * len(names)}
         if self.colour_scale == "baseline" and baseline is not None:
             fixed = fixed_decades(baseline.activations, baseline.spectra)
+        since = None if baseline is None else baseline.epoch
         for p in range(record.meta["probes"]):
             label = f", label {predictions[p][0]}" if predictions and predictions[p][0] else ""
-            for l, name in enumerate(names):
-                values = {kind: record.arrays[f"{kind}.{l}"][p] for kind in ("activations", "spectrum")}
+            for l in range(len(names)):
+                spectrum = record.arrays[f"spectrum.{l}"][p]
                 # No difference at the baseline itself: nothing has changed yet.
-                if baseline is not None and epoch != baseline.epoch:
-                    values["difference"] = values["spectrum"] - baseline.spectra[p][l]
-                for kind, array in values.items():
+                kinds = CARD_KINDS if baseline is not None and epoch != since else CARD_KINDS[:2]
+                for kind in kinds:
                     shown = "difference ŝ − ŝ₀" if kind == "difference" else kind
-                    title = f"{self._tag(l)} · {shown} · probe {p}{label} · {shape_text(array.shape)} · {where}"
-                    sink.image(f"{self._tag(l)}/{kind}/probe_{p}", card_image(
-                        kind, array, title, fixed=fixed.get(kind, [None] * len(names))[l],
-                        baseline_epoch=None if baseline is None else baseline.epoch,
-                        threshold_of=fixed["spectrum"][l]))
-                spectrum = values["spectrum"]
+                    title = f"{self._tag(l)} · {shown} · probe {p}{label} · {shape_text(spectrum.shape)} · {where}"
+                    # Drawn on the writer's thread: the record's arrays are its own, and nothing changes them.
+                    tag = f"{self._tag(l)}/{kind}/probe_{p}"
+                    if kind == "difference":
+                        assert baseline is not None
+                        sink.image_later(tag, difference_card, spectrum, baseline.spectra[p][l], title,
+                                         baseline_epoch=since, threshold_of=fixed["spectrum"][l])
+                    else:
+                        sink.image_later(tag, card_image, kind, record.arrays[f"{kind}.{l}"][p], title,
+                                         fixed=fixed[kind][l], baseline_epoch=since)
                 magnitudes = np.abs(spectrum[np.isfinite(spectrum) & (spectrum != 0)])
                 if magnitudes.size:
                     sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))

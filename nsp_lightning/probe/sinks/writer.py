@@ -22,9 +22,10 @@ def write_sinks(sink: LogSink, targets: Sequence[MediaSink]) -> None:
     """
     import nsp.viz.render
 
-    # A figure is drawn once, on this (the writer's) thread, however many loggers take it.
+    # Figures and images drawn later are drawn once, on this (the writer's) thread, however many loggers take them.
     sink.items = [
         ("image", tag, nsp.render.figure_to_rgb(value), {"dataformats": "HWC"}) if kind == "figure"
+        else ("image", tag, value[0](*value[1], **value[2]), options) if kind == "later"
         else (kind, tag, value, options)
         for kind, tag, value, options in sink.items
     ]
