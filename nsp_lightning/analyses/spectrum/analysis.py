@@ -161,6 +161,8 @@ class SpectrumAnalysis(ProbeAnalysis):
         self._baseline: SpectrumRecord | None = None
         self._history: list[tuple[int, dict[str, np.ndarray]]] = []
         self._last: dict[str, Any] = {}
+        # The colour ranges fixed at the baseline, computed once per baseline record.
+        self._fixed: tuple[Any, dict[str, list[Any]]] = (None, {})
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
         """Resolve the layers; raise ``ValueError`` naming an unknown one, warn if the top level hides them."""
@@ -325,7 +327,9 @@ class SpectrumAnalysis(ProbeAnalysis):
         baseline = self._baseline
         fixed: dict[str, list[Any]] = {"activations": [None] * len(names), "spectrum": [None] * len(names)}
         if self.colour_scale == "baseline" and baseline is not None:
-            fixed = fixed_decades(baseline.activations, baseline.spectra)
+            if self._fixed[0] is not baseline:
+                self._fixed = (baseline, fixed_decades(baseline.activations, baseline.spectra))
+            fixed = self._fixed[1]
         since = None if baseline is None else baseline.epoch
         for p in range(record.meta["probes"]):
             label = f", label {predictions[p][0]}" if predictions and predictions[p][0] else ""
@@ -350,7 +354,8 @@ class SpectrumAnalysis(ProbeAnalysis):
                     sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))
             if p == 0 and self._history:
                 # One chart, of the first probe: a matplotlib figure costs as much as a hundred cards.
-                sink.figure(f"00_change/probe_{p}", change_figure(self._history, names, p, self._layers))
+                # Built and drawn on the writer's thread; the history list is copied, its arrays are never changed.
+                sink.image_later(f"00_change/probe_{p}", _change_chart, list(self._history), names, p, self._layers)
             if self._history:
                 # One run per layer: TensorBoard colours runs apart and names them, so these charts
                 # read at any card width, where a picture's legend does not.
@@ -528,6 +533,12 @@ class SpectrumAnalysis(ProbeAnalysis):
         graph.get_transformer(type=self.transform)
         rank_zero_info(f"{self._who}: Laplacian eigendecomposition done in {time.perf_counter() - start:.1f} s")
         return graph
+
+
+def _change_chart(history: Sequence[tuple[int, dict[str, np.ndarray]]], names: Sequence[str], p: int,
+                  indices: Sequence[int]) -> np.ndarray:
+    """The change chart of probe ``p`` (`change_figure`) as RGB pixels: built and drawn on the writer's thread."""
+    return nsp.render.figure_to_rgb(change_figure(history, names, p, indices))
 
 
 def _is_count(value: Any) -> bool:
