@@ -71,13 +71,16 @@ class LogSink:
             self.items.append(("figure", self._tag(tag), figure, {}))
 
     def image_later(self, tag: str, draw: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> None:
-        """An image drawn when it is written, on the writer's thread: ``draw(*args, **kwargs)``, uint8 ``(H, W, 3)``.
+        """An image drawn when it is written, off the training thread: ``draw(*args, **kwargs)``, uint8 ``(H, W, 3)``.
 
         What an analysis draws for the loggers only (a card, say) need not hold up training.
+        Where ``draw`` and its arguments pickle (a module-level function and arrays), it runs
+        in the drawing helper process (:mod:`~nsp_lightning.probe.sinks.drawer`), whose
+        Python does not hold the GIL training needs; otherwise on the writer's thread.
         ``draw`` runs after ``log`` returns and training has gone on, so its arguments must
         be values that nothing changes afterwards: arrays of the record, or copies, never
         the model's live tensors. An error in ``draw`` is reported as the writer's are (a
-        warning at the end of the fit), and the image is missing.
+        warning at the end of the fit), and that image is missing.
         """
         if self.enabled:
             self.items.append(("later", self._tag(tag), (draw, args, kwargs), {"dataformats": "HWC"}))
