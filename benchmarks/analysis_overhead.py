@@ -24,6 +24,11 @@ with one. Reported, per analysis:
   one child, then the median over children: the primary figure, since the background
   writer's work (drawing and encoding images) costs the epoch through the shared CPU and
   the GIL, not only through the hook;
+- ``CPU``: under load the wall times above follow the machine more than the code, so the
+  CPU time of each epoch period is measured too: of the training thread (the hook's own
+  work, without waiting for a core or the GIL) and of the whole process plus the drawing
+  helper process (everything the analysis costs, wherever it runs, spread over the
+  records), each against the fits without a callback;
 - ``fit``: the whole fit (fit start, the baseline record and the wait for the writer at
   the end included) against the fit without a callback, median over children of the
   paired ratios.
@@ -74,6 +79,7 @@ def _child(kinds: list[str], epochs: int) -> None:
     sys.path.insert(0, str(ROOT / "examples"))
     import demo_digits
     import lightning.pytorch as pl
+    import numpy as np
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
     from nsp_lightning import ProbeCallback
@@ -101,25 +107,48 @@ def _child(kinds: list[str], epochs: int) -> None:
         """Placed after the probe callback: each period includes the record taken at its end."""
 
         def __init__(self) -> None:
-            self.marks: list[float] = []
+            self.marks: list[tuple[float, float, float]] = []
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            self.marks.append(time.perf_counter())
+            # Wall time, this (the training) thread's CPU time, and the CPU time of all of the process's threads.
+            self.marks.append((time.perf_counter(), time.thread_time(), time.process_time()))
 
     _, val = demo_digits.digits_loaders()
     probe = next(iter(val))[0][: demo_digits.PROBES]
 
+    try:
+        from nsp_lightning.probe.sinks import drawer
+    except ImportError:  # a checkout from before the drawing helper
+        drawer = None
+    if drawer is not None:
+        # Started (its imports done) before the fits, as a process's first record starts it once for all fits.
+        drawer.draw_images([(np.zeros, ((1, 1, 3),), {"dtype": np.uint8})])
+
+    def helper_cpu() -> float:
+        """The CPU seconds the drawing helper process has used so far (Linux: /proc)."""
+        helper = getattr(drawer, "_helper", None)
+        if helper is None:
+            return 0.0
+        with open(f"/proc/{helper.process.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def fit(kind: str, n: int) -> dict[str, Any]:
         callback = None if kind == "none" else Timed(probe, [_analysis(kind)])
         clock = EpochClock()
+        helper = helper_cpu()
         with tempfile.TemporaryDirectory() as root:
             start = time.perf_counter()
             demo_digits.fit(root, n, [callback, clock] if callback else [clock])
             seconds = time.perf_counter() - start
+        marks = clock.marks
         return {
             "kind": kind,
             "fit": seconds,
-            "periods": [b - a for a, b in zip(clock.marks, clock.marks[1:])],
+            "periods": [b[0] - a[0] for a, b in zip(marks, marks[1:])],
+            "thread_cpu": [b[1] - a[1] for a, b in zip(marks, marks[1:])],
+            "process_cpu": [b[2] - a[2] for a, b in zip(marks, marks[1:])],
+            "helper_cpu": helper_cpu() - helper,
             "fit_start": callback.fit_start if callback else 0.0,
             "records": callback.records if callback else [],
             "failed": callback.failed_records if callback else {},
@@ -144,14 +173,15 @@ def _median(values: list[float]) -> float:
 
 
 def _summary(children: list[list[dict[str, Any]]], kinds: list[str]) -> None:
-    print("| analysis | record on the training thread, min / median | epoch, none → with (median) | epoch overhead"
-          " | fit, none → with (median) | fit overhead | failed records |")
-    print("|---|---|---|---|---|---|---|")
+    print("| analysis | record on the training thread, min / median | epoch wall, none → with | epoch wall overhead"
+          " | training thread CPU per epoch | all CPU per epoch (process + helper) | fit wall overhead |"
+          " failed records |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         if kind == "none":
             continue
-        records, epochs, fits, failed = [], [], [], set()
-        base_epoch, with_epoch, base_fit, with_fit = [], [], [], []
+        records, epochs, threads, cpus, fits, failed = [], [], [], [], [], set()
+        base_epoch, with_epoch = [], []
         for fits_of_child in children:
             by = {f["kind"]: f for f in fits_of_child}
             none, mine = by["none"], by[kind]
@@ -161,15 +191,18 @@ def _summary(children: list[list[dict[str, Any]]], kinds: list[str]) -> None:
             base_epoch.append(a)
             with_epoch.append(b)
             epochs.append(b / a - 1)
-            base_fit.append(none["fit"])
-            with_fit.append(mine["fit"])
+            threads.append(_median(mine["thread_cpu"]) / _median(none["thread_cpu"]) - 1)
+            # The helper's CPU time spread over the fit's records (the baseline's included).
+            helper = mine["helper_cpu"] / max(1, len(mine["records"]) + 1)
+            cpus.append((_median(mine["process_cpu"]) + helper) / _median(none["process_cpu"]) - 1)
             fits.append(mine["fit"] / none["fit"] - 1)
         print(
             f"| {kind} | {1000 * min(records):.0f} ms / {1000 * _median(records):.0f} ms"
-            f" | {_median(base_epoch):.2f} → {_median(with_epoch):.2f} s | **{100 * _median(epochs):+.1f} %**"
+            f" | {_median(base_epoch):.2f} → {_median(with_epoch):.2f} s | {100 * _median(epochs):+.1f} %"
             f" ({', '.join(f'{100 * e:+.1f}' for e in epochs)})"
-            f" | {_median(base_fit):.1f} → {_median(with_fit):.1f} s | {100 * _median(fits):+.1f} %"
-            f" | {', '.join(sorted(failed)) or 'none'} |"
+            f" | **{100 * _median(threads):+.1f} %** ({', '.join(f'{100 * e:+.1f}' for e in threads)})"
+            f" | {100 * _median(cpus):+.1f} % ({', '.join(f'{100 * e:+.1f}' for e in cpus)})"
+            f" | {100 * _median(fits):+.1f} % | {', '.join(sorted(failed)) or 'none'} |"
         )
 
 

@@ -138,10 +138,14 @@ def _write_image(writer: Any, tag: str, image: Any, step: int, dataformats: str)
     from torch.utils.tensorboard.summary import Summary
 
     from nsp.viz.png import encode_png
+    from nsp_lightning.probe.sinks.drawer import EncodedImage
 
-    rgb = rgb_uint8(image, dataformats)
-    height, width, channels = rgb.shape
-    encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encode_png(rgb))
+    if isinstance(image, EncodedImage):  # encoded by the drawing helper already
+        (height, width, channels), png = image.shape, image.png
+    else:
+        rgb = rgb_uint8(image, dataformats)
+        (height, width, channels), png = rgb.shape, encode_png(rgb)
+    encoded = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=encoded)]), step)
 
 

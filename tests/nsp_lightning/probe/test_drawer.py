@@ -33,7 +33,11 @@ def test_cards_drawn_in_the_helper_are_the_cards_drawn_here():
     ]
     drawn = drawer.draw_images(jobs)
     for (draw, args, kwargs), image in zip(jobs, drawn):
-        assert image.dtype == np.uint8 and np.array_equal(image, draw(*args, **kwargs))
+        # Encoded as PNG in the helper: the pixels decode exactly (Pillow reads them back).
+        assert isinstance(image, drawer.EncodedImage)
+        expected = draw(*args, **kwargs)
+        assert image.shape == expected.shape and np.array_equal(np.asarray(image), expected)
+        assert np.asarray(image, dtype=np.float32).dtype == np.float32
 
 
 def test_a_drawing_that_fails_is_reported_and_the_others_are_written():
