@@ -18,7 +18,9 @@ one-epoch warm-up. Every child's fits without a callback are the reference of it
 with one. Reported, per analysis:
 
 - ``record``: the time a record after an epoch holds the training thread (the callback's
-  ``on_train_epoch_end``), min and median over all records;
+  ``on_train_epoch_end``), min and median over all records, and its median against the
+  median epoch period without a callback in the same child (the issue's "cost of a record
+  against the demo's epoch", measured under the same load);
 - ``epoch``: the epoch period (one epoch end to the next: training, validation and the
   record) with the analysis against without, from the medians of each kind's periods in
   one child, then the median over children: the primary figure, since the background
@@ -29,6 +31,8 @@ with one. Reported, per analysis:
   work, without waiting for a core or the GIL) and of the whole process plus the drawing
   helper process (everything the analysis costs, wherever it runs, spread over the
   records), each against the fits without a callback;
+- ``hooks ÷ fit``: the time the callback's hooks held the training thread in a fit (fit
+  start: setup and the baseline record; every record) against the fit without a callback;
 - ``fit``: the whole fit (fit start, the baseline record and the wait for the writer at
   the end included) against the fit without a callback, median over children of the
   paired ratios.
@@ -173,14 +177,15 @@ def _median(values: list[float]) -> float:
 
 
 def _summary(children: list[list[dict[str, Any]]], kinds: list[str]) -> None:
-    print("| analysis | record on the training thread, min / median | epoch wall, none → with | epoch wall overhead"
-          " | training thread CPU per epoch | all CPU per epoch (process + helper) | fit wall overhead |"
-          " failed records |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| analysis | record on the training thread, min / median | record ÷ epoch without (median)"
+          " | epoch wall, none → with | epoch wall overhead"
+          " | training thread CPU per epoch | all CPU per epoch (process + helper) | fit wall overhead"
+          " | hooks ÷ fit without (fit start + records) | failed records |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for kind in kinds:
         if kind == "none":
             continue
-        records, epochs, threads, cpus, fits, failed = [], [], [], [], [], set()
+        records, shares, epochs, threads, cpus, fits, hooks, failed = [], [], [], [], [], [], [], set()
         base_epoch, with_epoch = [], []
         for fits_of_child in children:
             by = {f["kind"]: f for f in fits_of_child}
@@ -188,6 +193,7 @@ def _summary(children: list[list[dict[str, Any]]], kinds: list[str]) -> None:
             records += mine["records"]
             failed.update(f"{name} {epochs}" for name, epochs in mine["failed"].items())
             a, b = _median(none["periods"]), _median(mine["periods"])
+            shares.append(_median(mine["records"]) / a)
             base_epoch.append(a)
             with_epoch.append(b)
             epochs.append(b / a - 1)
@@ -196,13 +202,16 @@ def _summary(children: list[list[dict[str, Any]]], kinds: list[str]) -> None:
             helper = mine["helper_cpu"] / max(1, len(mine["records"]) + 1)
             cpus.append((_median(mine["process_cpu"]) + helper) / _median(none["process_cpu"]) - 1)
             fits.append(mine["fit"] / none["fit"] - 1)
+            hooks.append((mine["fit_start"] + sum(mine["records"])) / none["fit"])
         print(
             f"| {kind} | {1000 * min(records):.0f} ms / {1000 * _median(records):.0f} ms"
+            f" | **{100 * _median(shares):.1f} %** ({', '.join(f'{100 * e:.1f}' for e in shares)})"
             f" | {_median(base_epoch):.2f} → {_median(with_epoch):.2f} s | {100 * _median(epochs):+.1f} %"
             f" ({', '.join(f'{100 * e:+.1f}' for e in epochs)})"
             f" | **{100 * _median(threads):+.1f} %** ({', '.join(f'{100 * e:+.1f}' for e in threads)})"
             f" | {100 * _median(cpus):+.1f} % ({', '.join(f'{100 * e:+.1f}' for e in cpus)})"
-            f" | {100 * _median(fits):+.1f} % | {', '.join(sorted(failed)) or 'none'} |"
+            f" | {100 * _median(fits):+.1f} % | **{100 * _median(hooks):.1f} %** ({', '.join(f'{100 * e:.1f}' for e in hooks)})"
+            f" | {', '.join(sorted(failed)) or 'none'} |"
         )
 
 
@@ -212,6 +221,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="child processes per checkout (default 3)")
     parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=list(KINDS[1:]), help="analyses to time")
     parser.add_argument("--baseline", type=Path, help="another checkout, timed with the same fits, alternating")
+    parser.add_argument("--json", type=Path, help="also write every fit's measurements to this file")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -239,6 +249,8 @@ def main() -> None:
             print(f"  child {repeat + 1}/{args.repeats} of {name}: {time.perf_counter() - start:.0f} s,"
                   f" load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({name: results[name] for name in checkouts}, indent=1))
     for name in checkouts:
         print(f"\n{name} ({checkouts[name]}): digits demo, {args.epochs} epochs, {args.repeats} children\n")
         _summary(results[name], kinds)
