@@ -59,15 +59,12 @@ class SpectrumAnalysis(ProbeAnalysis):
     (the probes' patterns come from the record's shared forward pass,
     ``context.activations()``).
 
-    Cost (the digits demo's defaults: 4 probes, 9 layers, 108 cards and one chart a record;
-    ``benchmarks/analysis_overhead.py``, BENCHMARKS.md "Per-analysis overhead"): a record
-    holds the training thread for the transform, the change measures and the record file:
-    27 ms (min) / 85-103 ms (median) on the 2-core development machine at load 6-11, 0.6 %
-    of the demo's epoch measured beside it (about 4 % of a 2.2-s epoch on a quiet machine);
-    0.8 % of a fit. The cards and the chart are drawn and PNG-encoded in the drawing helper
-    process and written on the writer thread (:mod:`nsp_lightning.probe.sinks`): CPU time
-    that a free core takes, but that competes with training where none is free (the
-    epoch-level overhead was within that machine's ±20 % noise).
+    Cost (digits demo: 4 probes, 9 layers, 108 cards and a chart a record; BENCHMARKS.md
+    "Per-analysis overhead"): a record holds the training thread 27 ms (min) / 85-103 ms
+    (median) for the transform, the change measures and the record file on the 2-core
+    development machine at load 6-11: 0.6 % of the demo's epoch beside it, 0.8 % of a fit.
+    Cards and chart are drawn and encoded in the drawing helper process, off that thread
+    (:mod:`nsp_lightning.probe.sinks`): CPU time a free core takes.
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
