@@ -60,11 +60,12 @@ class SpectrumAnalysis(ProbeAnalysis):
     ``context.activations()``).
 
     Cost (digits demo: 4 probes, 9 layers, 108 cards and a chart a record; BENCHMARKS.md
-    "Per-analysis overhead"): a record holds the training thread 27 ms (min) / 85-103 ms
-    (median) for the transform, the change measures and the record file on the 2-core
-    development machine at load 6-11: 0.6 % of the demo's epoch beside it, 0.8 % of a fit.
-    Cards and chart are drawn and encoded in the drawing helper process, off that thread
-    (:mod:`nsp_lightning.probe.sinks`): CPU time a free core takes.
+    "Per-analysis overhead"): a record holds the training thread 18-23 ms at load 3 on the
+    2-core development machine (27-103 ms at load 6-11) for the transform, the change
+    measures and the record file: 1.0 % of the demo's epoch beside it, 1.3 % of a fit. The
+    cards and chart are drawn and encoded in the drawing helper process, off that thread
+    (:mod:`nsp_lightning.probe.sinks`): CPU time a free core takes; with none free (load 3
+    on 2 CPUs) the epoch still took 21 % longer.
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
