@@ -6,6 +6,7 @@ a card therefore carries its own title, colour bar, legend and notes in large te
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -108,11 +109,20 @@ def _step_above(x: float) -> int:
 
 
 def _card_bar(norm: Norm, width: int, pal: Palette) -> np.ndarray:
-    """A colour bar ``width`` pixels wide with ticks and their labels below it.
+    """A colour bar ``width`` pixels wide with ticks and their labels below it (read-only; see `_drawn_bar`)."""
+    return _drawn_bar(norm, width, pal.lut.tobytes(), pal.n)
+
+
+@functools.lru_cache(maxsize=256)
+def _drawn_bar(norm: Norm, width: int, lut: bytes, n: int) -> np.ndarray:
+    """The colour bar of `_card_bar`, drawn once per range, width and palette.
 
     Label groups are placed most important first; a group that would come closer than a
-    few pixels to a label already placed is left out whole.
+    few pixels to a label already placed is left out whole. Cached: a layer's range fixed
+    at the baseline gives every probe's card at every record the same bar, whose decade
+    labels were most of a card's text.
     """
+    pal = Palette(np.frombuffer(lut, dtype=np.uint8).reshape(-1, 3).copy(), n)
     _, height = line_metrics(CARD_FONT_PT)
     ramp = np.linspace(0, pal.n - 1, width).round().astype(np.int64)
     bar = np.ascontiguousarray(np.broadcast_to(pal.lut[ramp], (height, width, 3)))
@@ -134,7 +144,9 @@ def _card_bar(norm: Norm, width: int, pal: Palette) -> np.ndarray:
             for left, line in placed:
                 _overlay(below[_TICK:], line, left)
             taken += boxes
-    return vstack([bar, below], pal, gap=1)
+    drawn = vstack([bar, below], pal, gap=1)
+    drawn.flags.writeable = False
+    return drawn
 
 
 def render_card(

@@ -127,7 +127,7 @@ class ProbeCallback(Callback):
         - ``<prefix>/<key>`` for every scalar the analysis returns, to every logger in
           ``trainer.loggers``;
         - ``<prefix>/record_seconds``: wall time of the analysis at the record on the
-          training thread (the loggers' image encoding runs on a background thread);
+          training thread (images are drawn and encoded off it, see :mod:`nsp_lightning.probe.sinks`);
         - ``<prefix>/record_failed``: 1 at a record the analysis could not take
           (``on_error="warn"``);
         - images, histograms and text that the analysis logs (``<prefix>/<tag>``), to

@@ -23,7 +23,7 @@ import nsp
 from nsp.io.storage import load_npz
 from nsp.transforms.transformer import TRANSFORMS
 from nsp_lightning.analyses.captions import probe_predictions
-from nsp_lightning.analyses.spectrum.cards import card_image, fixed_decades
+from nsp_lightning.analyses.spectrum.cards import CARD_KINDS, card_image, difference_card, fixed_decades
 from nsp_lightning.analyses.spectrum.drawing import (
     CHANGE,
     CHANGE_TEXT,
@@ -58,6 +58,14 @@ class SpectrumAnalysis(ProbeAnalysis):
     every record it computes the spectrum of each probe's activation pattern on that graph
     (the probes' patterns come from the record's shared forward pass,
     ``context.activations()``).
+
+    Cost (digits demo: 4 probes, 9 layers, 108 cards and a chart a record; BENCHMARKS.md
+    "Per-analysis overhead"): a record holds the training thread 18-23 ms at load 3 on the
+    2-core development machine (27-103 ms at load 6-11) for the transform, the change
+    measures and the record file: 1.0 % of the demo's epoch beside it, 1.3 % of a fit. The
+    cards and chart are drawn and encoded in the drawing helper process, off that thread
+    (:mod:`nsp_lightning.probe.sinks`): CPU time a free core takes; with none free (load 3
+    on 2 CPUs) the epoch still took 21 % longer.
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
@@ -161,6 +169,8 @@ class SpectrumAnalysis(ProbeAnalysis):
         self._baseline: SpectrumRecord | None = None
         self._history: list[tuple[int, dict[str, np.ndarray]]] = []
         self._last: dict[str, Any] = {}
+        # The colour ranges fixed at the baseline, computed once per baseline record.
+        self._fixed: tuple[Any, dict[str, list[Any]]] = (None, {})
 
     def check(self, model: nn.Module, probes: torch.Tensor) -> None:
         """Resolve the layers; raise ``ValueError`` naming an unknown one, warn if the top level hides them."""
@@ -325,28 +335,35 @@ class SpectrumAnalysis(ProbeAnalysis):
         baseline = self._baseline
         fixed: dict[str, list[Any]] = {"activations": [None] * len(names), "spectrum": [None] * len(names)}
         if self.colour_scale == "baseline" and baseline is not None:
-            fixed = fixed_decades(baseline.activations, baseline.spectra)
+            if self._fixed[0] is not baseline:
+                self._fixed = (baseline, fixed_decades(baseline.activations, baseline.spectra))
+            fixed = self._fixed[1]
+        since = None if baseline is None else baseline.epoch
         for p in range(record.meta["probes"]):
             label = f", label {predictions[p][0]}" if predictions and predictions[p][0] else ""
-            for l, name in enumerate(names):
-                values = {kind: record.arrays[f"{kind}.{l}"][p] for kind in ("activations", "spectrum")}
+            for l in range(len(names)):
+                spectrum = record.arrays[f"spectrum.{l}"][p]
                 # No difference at the baseline itself: nothing has changed yet.
-                if baseline is not None and epoch != baseline.epoch:
-                    values["difference"] = values["spectrum"] - baseline.spectra[p][l]
-                for kind, array in values.items():
+                kinds = CARD_KINDS if baseline is not None and epoch != since else CARD_KINDS[:2]
+                for kind in kinds:
                     shown = "difference ŝ − ŝ₀" if kind == "difference" else kind
-                    title = f"{self._tag(l)} · {shown} · probe {p}{label} · {shape_text(array.shape)} · {where}"
-                    sink.image(f"{self._tag(l)}/{kind}/probe_{p}", card_image(
-                        kind, array, title, fixed=fixed.get(kind, [None] * len(names))[l],
-                        baseline_epoch=None if baseline is None else baseline.epoch,
-                        threshold_of=fixed["spectrum"][l]))
-                spectrum = values["spectrum"]
+                    title = f"{self._tag(l)} · {shown} · probe {p}{label} · {shape_text(spectrum.shape)} · {where}"
+                    # Drawn on the writer's thread: the record's arrays are its own, and nothing changes them.
+                    tag = f"{self._tag(l)}/{kind}/probe_{p}"
+                    if kind == "difference":
+                        assert baseline is not None
+                        sink.image_later(tag, difference_card, spectrum, baseline.spectra[p][l], title,
+                                         baseline_epoch=since, threshold_of=fixed["spectrum"][l])
+                    else:
+                        sink.image_later(tag, card_image, kind, record.arrays[f"{kind}.{l}"][p], title,
+                                         fixed=fixed[kind][l], baseline_epoch=since)
                 magnitudes = np.abs(spectrum[np.isfinite(spectrum) & (spectrum != 0)])
                 if magnitudes.size:
                     sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))
             if p == 0 and self._history:
                 # One chart, of the first probe: a matplotlib figure costs as much as a hundred cards.
-                sink.figure(f"00_change/probe_{p}", change_figure(self._history, names, p, self._layers))
+                # Built and drawn on the writer's thread; the history list is copied, its arrays are never changed.
+                sink.image_later(f"00_change/probe_{p}", _change_chart, list(self._history), names, p, self._layers)
             if self._history:
                 # One run per layer: TensorBoard colours runs apart and names them, so these charts
                 # read at any card width, where a picture's legend does not.
@@ -524,6 +541,12 @@ class SpectrumAnalysis(ProbeAnalysis):
         graph.get_transformer(type=self.transform)
         rank_zero_info(f"{self._who}: Laplacian eigendecomposition done in {time.perf_counter() - start:.1f} s")
         return graph
+
+
+def _change_chart(history: Sequence[tuple[int, dict[str, np.ndarray]]], names: Sequence[str], p: int,
+                  indices: Sequence[int]) -> np.ndarray:
+    """The change chart of probe ``p`` (`change_figure`) as RGB pixels: built and drawn on the writer's thread."""
+    return nsp.render.figure_to_rgb(change_figure(history, names, p, indices))
 
 
 def _is_count(value: Any) -> bool:

@@ -27,7 +27,8 @@ import numpy as np
 import nsp.viz.render
 from nsp.viz.scales import Decades, decade_range
 
-__all__ = ["ACTIVATION_DECADES", "CARD_CMAP", "CARD_KINDS", "HEADROOM", "card_image", "fixed_decades"]
+__all__ = ["ACTIVATION_DECADES", "CARD_CMAP", "CARD_KINDS", "HEADROOM", "card_image", "difference_card",
+           "fixed_decades"]
 
 CARD_CMAP = "RdBu_r"
 CARD_KINDS = ("activations", "spectrum", "difference")
@@ -83,6 +84,26 @@ def fixed_decades(activations: Sequence[Sequence[np.ndarray]], spectra: Sequence
         kind: [_decades(kind, _magnitudes([probe[l] for probe in rows]), HEADROOM) for l in range(layers)]
         for kind, rows in (("activations", activations), ("spectrum", spectra))
     }
+
+
+def difference_card(spectrum: np.ndarray, baseline: np.ndarray, title: str, *, baseline_epoch: int | None,
+                    threshold_of: Decades | None) -> np.ndarray:
+    """The card of ``spectrum − baseline`` (`card_image` of kind ``'difference'``), subtracted where it is drawn.
+
+    Parameters
+    ----------
+    spectrum, baseline : numpy.ndarray
+        One layer's spectrum now and at the baseline, of one shape.
+    title, baseline_epoch, threshold_of
+        As in `card_image`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` RGB, shape ``(height, width, 3)``.
+    """
+    return card_image("difference", spectrum - baseline, title, baseline_epoch=baseline_epoch,
+                      threshold_of=threshold_of)
 
 
 def _decade_text(k: int) -> str:

@@ -4,7 +4,9 @@
 embeddings into a :class:`LogSink`; the callback hands it to the sink of every logger of
 the Trainer at once, after the analysis returned, on a background thread
 (:class:`BackgroundWriter`: encoding images is most of a record's cost and training need
-not wait for it).
+not wait for it). Images an analysis has drawn later (``LogSink.image_later``: the
+spectrum's cards) are drawn in a helper process (:mod:`~nsp_lightning.probe.sinks.drawer`),
+where their Python does not hold the GIL that training needs.
 
 =====================  =====================================  ==============================================
 logger                 sink (module)                          what it takes

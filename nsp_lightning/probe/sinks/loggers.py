@@ -19,6 +19,8 @@ MEDIA_LOGGERS = {
 # The kinds a warning names: a chart of several runs is TensorBoard's layout of scalars that
 # every logger gets as scalars anyway (LogSink.scalars), not media that is lost.
 _MEDIA = ("image", "histogram", "text", "embedding")
+# The kinds the writer draws into images.
+_DRAWN = ("figure", "later")
 # How many tags a warning lists of each kind.
 _LISTED = 8
 
@@ -80,9 +82,9 @@ class LoggerSinks:
         """Warn once per logger of ``loggers`` that skips media ``sink`` holds; return the warning (None if none)."""
         from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-        # A figure is an image once the writer has drawn it.
-        media = [("image" if kind == "figure" else kind, tag) for kind, tag, _, _ in sink.items
-                 if kind in _MEDIA or kind == "figure"]
+        # A figure, or an image drawn later, is an image once the writer has drawn it.
+        media = [("image" if kind in _DRAWN else kind, tag) for kind, tag, _, _ in sink.items
+                 if kind in _MEDIA or kind in _DRAWN]
         if not media:
             return None
         lines = []

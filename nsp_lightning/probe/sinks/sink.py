@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -69,6 +69,21 @@ class LogSink:
         """
         if self.enabled:
             self.items.append(("figure", self._tag(tag), figure, {}))
+
+    def image_later(self, tag: str, draw: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> None:
+        """An image drawn when it is written, off the training thread: ``draw(*args, **kwargs)``, uint8 ``(H, W, 3)``.
+
+        What an analysis draws for the loggers only (a card, say) need not hold up training.
+        Where ``draw`` and its arguments pickle (a module-level function and arrays), it runs
+        in the drawing helper process (:mod:`~nsp_lightning.probe.sinks.drawer`), whose
+        Python does not hold the GIL training needs; otherwise on the writer's thread.
+        ``draw`` runs after ``log`` returns and training has gone on, so its arguments must
+        be values that nothing changes afterwards: arrays of the record, or copies, never
+        the model's live tensors. An error in ``draw`` is reported as the writer's are (a
+        warning at the end of the fit), and that image is missing.
+        """
+        if self.enabled:
+            self.items.append(("later", self._tag(tag), (draw, args, kwargs), {"dataformats": "HWC"}))
 
     def histogram(self, tag: str, values: np.ndarray | torch.Tensor, bins: str = "tensorflow") -> None:
         """A histogram of ``values`` (any shape; non-finite values are dropped); ``bins`` is TensorBoard's."""
@@ -178,9 +193,11 @@ def rgb_uint8(image: np.ndarray | torch.Tensor, dataformats: str = "HWC") -> np.
     hwc = array.transpose([layout.find(c) for c in "HWC"]) if array.ndim == 3 else array[:, :, None]
     if hwc.shape[2] == 1:
         hwc = np.concatenate([hwc] * 3, axis=2)
-    scale = 1 if hwc.dtype == np.uint8 else 255
+    if hwc.dtype == np.uint8:
+        # Already what the loggers store: three float32 passes over a card cost more than encoding it.
+        return np.ascontiguousarray(hwc)
     # As torch.utils.tensorboard.summary.image: the same bytes in every logger.
-    return (hwc.astype(np.float32) * scale).clip(0, 255).astype(np.uint8)
+    return (hwc.astype(np.float32) * 255).clip(0, 255).astype(np.uint8)
 
 
 def histogram_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,20 +15,35 @@ __all__ = ["BackgroundWriter", "write_sinks"]
 def write_sinks(sink: LogSink, targets: Sequence[MediaSink]) -> None:
     """Write ``sink`` to every logger's sink in ``targets``; one that fails does not keep the others from theirs.
 
+    Images drawn later (:meth:`LogSink.image_later`) are drawn first, in the drawing helper
+    process (:mod:`~nsp_lightning.probe.sinks.drawer`); one whose drawing fails is left
+    out, and the others are written.
+
     Raises
     ------
     RuntimeError
-        Naming each logger that could not take ``sink`` and its error, after all were tried.
+        Naming each image that could not be drawn and each logger that could not take
+        ``sink``, with their errors, after all were tried.
     """
     import nsp.viz.render
+    from nsp_lightning.probe.sinks.drawer import DrawingError, draw_images
 
-    # A figure is drawn once, on this (the writer's) thread, however many loggers take it.
-    sink.items = [
-        ("image", tag, nsp.render.figure_to_rgb(value), {"dataformats": "HWC"}) if kind == "figure"
-        else (kind, tag, value, options)
-        for kind, tag, value, options in sink.items
-    ]
-    failed = []
+    # Figures and images drawn later are drawn once, however many loggers take them: figures on this (the
+    # writer's) thread, images drawn later in the drawing helper process (which holds no GIL of training's).
+    drawn = iter(draw_images([value for kind, _, value, _ in sink.items if kind == "later"]))
+    items, failed = [], []
+    for kind, tag, value, options in sink.items:
+        if kind == "figure":
+            items.append(("image", tag, nsp.render.figure_to_rgb(value), {"dataformats": "HWC"}))
+        elif kind == "later":
+            image = next(drawn)
+            if isinstance(image, DrawingError):
+                failed.append(f"drawing {tag}: {image}")
+            else:
+                items.append(("image", tag, image, options))
+        else:
+            items.append((kind, tag, value, options))
+    sink.items = items
     for target in targets:
         try:
             target.write(sink)

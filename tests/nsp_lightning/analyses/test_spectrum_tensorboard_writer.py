@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.tensorboard import SummaryWriter
 
 import lightning.pytorch as pl
 import nsp.viz.render
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from nsp_lightning import SpectrumCallback, read_records
+from nsp_lightning.analyses.spectrum import analysis as spectrum_analysis
+from nsp_lightning.probe.sinks import tensorboard_sink
 from nsp_lightning.probe.sinks import BackgroundWriter, LogSink
+from nsp_lightning.probe.sinks.writer import write_sinks
 
 
 def sink(step: int) -> LogSink:
@@ -68,13 +70,24 @@ def images_by_step(log_dir, tag):
     return [e.step for e in acc.Images(tag)]
 
 
-def test_images_are_encoded_off_the_training_thread_and_all_written_by_fit_end(tmp_path, monkeypatch):
+def test_images_are_drawn_and_encoded_off_the_training_thread_and_all_written_by_fit_end(tmp_path, monkeypatch):
     threads = set()
-    add_image = SummaryWriter.add_image
+    write_image = tensorboard_sink._write_image
 
-    def spy(self, *args, **kwargs):
+    def spy(*args, **kwargs):
         threads.add(threading.current_thread().name)
-        return add_image(self, *args, **kwargs)
+        return write_image(*args, **kwargs)
+
+    cards = set()
+    card_image, difference_card = spectrum_analysis.card_image, spectrum_analysis.difference_card
+
+    def card(*args, **kwargs):
+        cards.add(threading.current_thread().name)
+        return card_image(*args, **kwargs)
+
+    def difference(*args, **kwargs):
+        cards.add(threading.current_thread().name)
+        return difference_card(*args, **kwargs)
 
     drawn = set()
     figure_to_rgb = nsp.render.figure_to_rgb
@@ -83,12 +96,16 @@ def test_images_are_encoded_off_the_training_thread_and_all_written_by_fit_end(t
         drawn.add(threading.current_thread().name)
         return figure_to_rgb(figure)
 
-    monkeypatch.setattr(SummaryWriter, "add_image", spy)
+    monkeypatch.setattr(tensorboard_sink, "_write_image", spy)
+    monkeypatch.setattr(spectrum_analysis, "card_image", card)
+    monkeypatch.setattr(spectrum_analysis, "difference_card", difference)
     monkeypatch.setattr(nsp.render, "figure_to_rgb", draw)
     cb = SpectrumCallback(probe(1), layers=["input", "fc"], dirpath=tmp_path / "rec")
     trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, logger=TensorBoardLogger(tmp_path, name="tb")), callbacks=[cb])
     trainer.fit(TinyNet(), loader())
     assert threads == {"nsp-tensorboard-writer"}
+    # The cards, activations, spectra and differences alike, are drawn there, not in the hook.
+    assert cards == {"nsp-tensorboard-writer"}
     # The change chart (a matplotlib figure) is drawn there too, at every record.
     assert drawn == {"nsp-tensorboard-writer"}
     assert not any(t.name == "nsp-tensorboard-writer" for t in threading.enumerate())  # ended at teardown
@@ -107,3 +124,33 @@ def test_a_fit_that_raises_still_writes_every_record_it_took(tmp_path):
     assert len(steps) == 3  # the baseline and two epochs
     assert images_by_step(trainer.log_dir, "spectrum/00_input/activations/probe_0") == steps
     assert steps[0] == 0 and np.all(np.diff(steps) > 0)
+
+
+def test_an_image_drawn_later_is_drawn_once_when_written_for_every_logger():
+    calls = []
+
+    def draw(width, fill=0):
+        calls.append((width, fill))
+        return np.full((2, width, 3), fill, dtype=np.uint8)
+
+    s = LogSink("mine", 3, enabled=True)
+    s.image_later("card", draw, 4, fill=9)
+    LogSink("mine", 3, enabled=False).image_later("card", draw, 4)  # nothing drawn for no logger
+    assert calls == [] and s.items[0][:2] == ("later", "mine/card")
+
+    class Target:
+        name = "target"
+
+        def __init__(self):
+            self.items = []
+
+        def write(self, sink):
+            self.items += sink.items
+
+    targets = [Target(), Target()]
+    write_sinks(s, targets)
+    assert calls == [(4, 9)]
+    for target in targets:
+        [(kind, tag, image, options)] = target.items
+        assert (kind, tag, options) == ("image", "mine/card", {"dataformats": "HWC"})
+        assert np.array_equal(image, np.full((2, 4, 3), 9, dtype=np.uint8))

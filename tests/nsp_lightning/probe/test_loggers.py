@@ -74,6 +74,35 @@ def test_rgb_uint8_gives_the_pixels_tensorboard_stores(image, dataformats):
         rgb_uint8(np.zeros((1, 2, 2, 3)), "NHWC")
 
 
+@pytest.mark.parametrize(
+    ("image", "dataformats"),
+    [
+        (np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 13, "HWC"),
+        (np.linspace(-0.2, 1.3, 2 * 4 * 3, dtype=np.float32).reshape(3, 2, 4), "CHW"),
+        (torch.linspace(0, 1, 12).reshape(3, 4), "HW"),
+        (np.random.default_rng(1).integers(0, 256, (37, 41, 3), dtype=np.uint8), "HWC"),
+    ],
+)
+def test_tensorboard_images_hold_the_pixels_add_image_would_write(tmp_path, image, dataformats):
+    # nsp encodes TensorBoard's images itself (issue 21, #7): same tag, step, size and pixels as add_image.
+    from torch.utils.tensorboard import SummaryWriter
+
+    from nsp_lightning.probe.sinks.tensorboard_sink import write_to_tensorboard
+
+    sink = LogSink("nsp", 7, enabled=True)
+    sink.image("a/b", image, dataformats=dataformats)
+    writer = SummaryWriter(tmp_path)
+    write_to_tensorboard(sink, [writer])
+    writer.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    acc.Reload()
+    [event] = acc.Images("nsp/a/b")
+    expected = tensorboard_image("t", np.asarray(image), dataformats=dataformats).value[0].image
+    assert (event.step, event.width, event.height) == (7, expected.width, expected.height)
+    stored = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+    assert np.array_equal(stored, np.asarray(Image.open(io.BytesIO(expected.encoded_image_string))))
+
+
 def test_file_names_keep_safe_characters_only():
     assert file_name("spectrum/01_net.0/activations/probe_0") == "spectrum/01_net.0/activations/probe_0"
     assert file_name("a b/../c:d//e") == "a_b/_../c_d/_/e"

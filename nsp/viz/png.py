@@ -1,0 +1,79 @@
+"""PNG encoding of RGB and RGBA arrays, fast and off the GIL.
+
+Pillow encodes a PNG with adaptive filtering (every filter tried on every row) and
+TensorBoard's ``add_image`` first converts each image to float32 and back; for the cards a
+probe callback logs at every record (about 100 images of 0.2 megapixels) that was most of
+a record's cost. `encode_png` filters every row with PNG's *Up* filter (the row minus the
+row above: the rows of an enlarged heatmap repeat, so they become zeros) in numpy, and
+deflates with zlib at a low level; both release the GIL on large arrays, so that a writer
+thread encoding images leaves the training thread free. The pixels are exactly those given
+(PNG is lossless); the files are a little larger than Pillow's at level 6.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+__all__ = ["PNG_LEVEL", "encode_png"]
+
+# zlib's level: 1 is several times faster than Pillow's default 6, for files about 15 % larger.
+PNG_LEVEL = 1
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOUR_TYPE = {1: 0, 3: 2, 4: 6}  # grey, RGB, RGBA
+_UP = 2
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def encode_png(image: np.ndarray, level: int = PNG_LEVEL) -> bytes:
+    """``image`` as the bytes of a PNG file, 8 bits per channel.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``uint8``, shape ``(H, W)`` (grey), ``(H, W, 1)``, ``(H, W, 3)`` (RGB) or
+        ``(H, W, 4)`` (RGBA), with ``H, W >= 1``.
+    level : int, default `PNG_LEVEL`
+        zlib's compression level, 0 (none) to 9.
+
+    Returns
+    -------
+    bytes
+        A PNG file that decodes to exactly ``image``.
+
+    Raises
+    ------
+    TypeError
+        If ``image`` is not a uint8 numpy array.
+    ValueError
+        If its shape is none of the above, or ``level`` is not an int from 0 to 9.
+
+    Examples
+    --------
+    >>> encode_png(np.zeros((2, 3, 3), dtype=np.uint8))[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    True
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise TypeError(f"nsp.viz.png.encode_png: expected a uint8 numpy array, got {type(image).__name__}"
+                        f"{' of ' + str(image.dtype) if isinstance(image, np.ndarray) else ''}")
+    array = image[:, :, None] if image.ndim == 2 else image
+    if array.ndim != 3 or array.shape[2] not in _COLOUR_TYPE or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"nsp.viz.png.encode_png: expected an image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) with"
+                         f" H, W >= 1, got shape {list(image.shape)}")
+    if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 9:
+        raise ValueError(f"nsp.viz.png.encode_png(level={level!r}): expected an int from 0 to 9")
+    height, width, channels = array.shape
+    rows = np.ascontiguousarray(array).reshape(height, width * channels)
+    # Each scanline is its filter type, then the row minus the row above, modulo 256.
+    raw = np.empty((height, width * channels + 1), dtype=np.uint8)
+    raw[:, 0] = _UP
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPE[channels], 0, 0, 0)
+    return b"".join([_SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", zlib.compress(raw.data, level)),
+                     _chunk(b"IEND", b"")])
