@@ -223,6 +223,15 @@ class CallValues:
         self._sync(mesh)
         return np.concatenate([self.base[unit], self._new(unit, 0)])
 
+    def everywhere(self, mesh: Mesh) -> np.ndarray:
+        """Every unit at every vertex, ``(P, V)``."""
+        self._sync(mesh)
+        src, wts = self.src.values, self.wts.values
+        new = self.base[:, src[0]] * wts[0]
+        new += self.base[:, src[1]] * wts[1]
+        new += self.base[:, src[2]] * wts[2]
+        return np.concatenate([self.base, new], axis=1)
+
     def at_new(self, mesh: Mesh, unit: int, since: int) -> np.ndarray:
         """Unit ``unit`` at the vertices made since vertex count ``since``."""
         self._sync(mesh)

@@ -26,21 +26,27 @@ class _Stop(Exception):
         self.nl = nl
 
 
-def _stopper(index: int) -> Callable:
+def _stopper(index: int, chained: list[bool] | None) -> Callable:
     count = [0]
+    last: list[Any] = [None]
 
     def on_nonlinear(nl: Nonlinearity, run: Callable) -> Any:
         if count[0] == index:
+            if chained is not None:
+                x = nl.args[0] if nl.args else next(iter(nl.kwargs.values()))
+                chained.append(last[0] is not None and x is last[0])
             raise _Stop(nl)
         count[0] += 1
-        return run()
+        last[0] = run()
+        return last[0]
 
     return on_nonlinear
 
 
-def _forward_to(model: nn.Module, params: dict, x: torch.Tensor, index: int) -> tuple[Nonlinearity | None, Any]:
+def _forward_to(model: nn.Module, params: dict, x: torch.Tensor, index: int,
+                chained: list[bool] | None = None) -> tuple[Nonlinearity | None, Any]:
     """Run the float64 model up to its ``index``-th nonlinearity call: ``(call, None)``, or ``(None, output)``."""
-    guard = PiecewiseLinearGuard(model, on_nonlinear=_stopper(index))
+    guard = PiecewiseLinearGuard(model, on_nonlinear=_stopper(index, chained))
     try:
         with torch.no_grad(), guard:
             out = torch.func.functional_call(model, params, (guard.mark(x.clone()),))
@@ -50,7 +56,8 @@ def _forward_to(model: nn.Module, params: dict, x: torch.Tensor, index: int) -> 
 
 
 def evaluate(model: nn.Module, params: dict, plane: Plane | Callable[[np.ndarray], torch.Tensor], uv: np.ndarray, index: int,
-             batch_size: int, unit_major: bool = False) -> tuple[Nonlinearity | None, np.ndarray]:
+             batch_size: int, unit_major: bool = False, chained: list[bool] | None = None,
+             ) -> tuple[Nonlinearity | None, np.ndarray]:
     """The input of the ``index``-th nonlinearity call at plane points, or the output.
 
     Parameters
@@ -69,6 +76,9 @@ def evaluate(model: nn.Module, params: dict, plane: Plane | Callable[[np.ndarray
     unit_major : bool
         Return ``(*units, n)`` instead of ``(n, *units)``, filled batch by batch, so that only
         one copy is ever held.
+    chained : list of bool, optional
+        If given, whether the call's input is the previous nonlinearity call's output tensor
+        itself (no operation between them) is appended, once per batch.
 
     Returns
     -------
@@ -78,7 +88,7 @@ def evaluate(model: nn.Module, params: dict, plane: Plane | Callable[[np.ndarray
     """
     out_array, nl = None, None
     for start in range(0, len(uv), batch_size):
-        nl, out = _forward_to(model, params, plane(uv[start: start + batch_size]), index)
+        nl, out = _forward_to(model, params, plane(uv[start: start + batch_size]), index, chained)
         if nl is not None:
             out = nl.args[0] if nl.args else next(iter(nl.kwargs.values()))
         elif not isinstance(out, torch.Tensor):

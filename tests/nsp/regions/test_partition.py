@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn import functional as F
 
 from nsp.regions.local_affine import NotPiecewiseLinearError, activation_patterns
 from nsp.regions import Plane, linear_regions, plot_regions, regions_rgb
@@ -225,3 +226,51 @@ def test_a_max_pool_window_whose_first_tap_loses_keeps_its_true_argmax():
     _check_partition(net, regions)
     windows = regions.patterns["0:max_pool2d"][:, 0, 0, 0]
     assert set(windows.tolist()) == {4, 5}
+
+
+class _ReluPool(nn.Module):
+    """conv → ReLU → max-pool → conv → ReLU → linear; ``apart`` puts ``+ 0`` between the ReLU and the
+    pool, which changes nothing but makes the pool's input a new tensor."""
+
+    def __init__(self, apart: bool):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+        self.apart = apart
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        h = F.max_pool2d(h + 0 if self.apart else h, 2)
+        return self.fc(torch.relu(self.conv2(h)).flatten(1))
+
+
+def test_a_pool_fed_by_a_relu_reads_its_values_without_a_forward_pass(monkeypatch):
+    """The max-pool's input at the vertices comes from the ReLU's values (affine on the faces its cuts
+    started from) instead of a forward pass: the same partition as with the forward pass."""
+    import nsp.regions.partition as partition
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=g)
+    points = [x[0], x[0] + 0.2 * (x[1] - x[0]), x[0] + 0.2 * (x[2] - x[0])]
+    passes = []
+
+    def counted(model, params, plane, uv, index, *args, **kwargs):
+        passes.append(len(uv))
+        return evaluate(model, params, plane, uv, index, *args, **kwargs)
+
+    evaluate = partition.evaluate
+    monkeypatch.setattr(partition, "evaluate", counted)
+    results = {}
+    for apart in (False, True):
+        net = _ReluPool(apart).double().eval()
+        passes.clear()
+        results[apart] = linear_regions(net, points=points)
+        results[apart, "full passes"] = sum(n > 4 for n in passes)
+        _check_partition(net, results[apart])
+    chained, apart = results[False], results[True]
+    assert len(chained) == len(apart) > 50
+    # The forward pass over every vertex before the pool is skipped (and only that one).
+    assert results[True, "full passes"] == results[False, "full passes"] + 1
+    np.testing.assert_array_equal(np.sort(pattern_rows(chained.patterns)), np.sort(pattern_rows(apart.patterns)))
+    np.testing.assert_allclose(np.sort(chained.areas()), np.sort(apart.areas()), rtol=1e-9, atol=1e-15)
