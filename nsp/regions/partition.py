@@ -85,11 +85,13 @@ def maxpool_windows(nl: Nonlinearity, shape: tuple[int, ...]) -> tuple[np.ndarra
     return per_channel.reshape(-1, taps.shape[1]), (c, *out_hw)
 
 
-def _split_relu(mesh: Mesh, base: np.ndarray, thresholds: Sequence[float], tol: float) -> tuple[np.ndarray, CallValues]:
+def _split_relu(mesh: Mesh, base: np.ndarray, thresholds: Sequence[float], tol: float,
+                budget: tuple[int, str, str] | None = None) -> tuple[np.ndarray, CallValues]:
     """Cut at every unit's thresholds; returns each face's unit values at its centroid, ``(F, P)``,
     and the call's values (which give them at the vertices made by the cuts).
 
-    ``base``: the call's input at the current vertices, ``(P, V0)``."""
+    ``base``: the call's input at the current vertices, ``(P, V0)``. ``budget``: ``(max_regions,
+    call key, note)``: refuse as soon as the faces outnumber it (cuts only add faces in this call)."""
     lo, hi = base.min(axis=1), base.max(axis=1)
     scale = np.maximum(np.abs(lo), np.abs(hi))
     # A unit whose values at the call's first vertices do not straddle t is on one side everywhere.
@@ -98,6 +100,10 @@ def _split_relu(mesh: Mesh, base: np.ndarray, thresholds: Sequence[float], tol: 
     for t, cutting in zip(thresholds, live):
         for u in cutting:
             mesh.split(values.column(mesh, u) - t, tol * scale[u])
+            if budget is not None and mesh.n_faces > budget[0]:
+                raise RegionBudgetError(
+                    f"nsp.linear_regions: the partition holds {mesh.n_faces:,} regions while cutting at '{budget[1]}', "
+                    f"more than max_regions={budget[0]:,}{budget[2]}; give a smaller `domain` or a larger `max_regions`")
     at = np.broadcast_to(base.mean(axis=1), (mesh.n_faces, len(base))).copy()
     units = np.unique(np.concatenate(live))
     if len(units):
@@ -147,6 +153,10 @@ def _split_maxpool(mesh: Mesh, base: np.ndarray, windows: np.ndarray, tol: float
                 seen = taps[: int(np.flatnonzero(taps == tap)[0])]
                 best = np.concatenate([best, np.max([values.at_new(mesh, j, since) for j in seen], axis=0)])
             np.maximum(best, values.column(mesh, tap), out=best)
+    # The argmax of every window per face, and a block of taps at the faces' centroids.
+    memory.require(8 * mesh.n_faces * (len(windows) + 2 * 64 * windows.shape[1]),
+                   f"nsp.linear_regions: the argmax of {len(windows):,} max-pool windows on {mesh.n_faces:,} faces",
+                   "partition a smaller domain (the regions grow with it) or a smaller network")
     first_tap = windows[np.arange(len(windows)), valid.argmax(axis=1)]
     argmax = np.broadcast_to(first_tap, (mesh.n_faces, len(windows))).copy()
     which = np.flatnonzero(moving)
@@ -212,6 +222,7 @@ def linear_regions(
     batch_size: int = 8192,
     backend: str = "nsp",
     max_regions: int | None = None,
+    estimate: bool = True,
 ) -> Regions:
     """Partition a bounded box of a plane exactly into the network's linear (activation) regions.
 
@@ -243,6 +254,12 @@ def linear_regions(
         soon as the partition holds more. With it, the estimated memory is also checked against
         :mod:`nsp.common.memory`'s limit before anything is partitioned. Progress goes to the
         ``"nsp"`` logger (INFO) when a partition runs long.
+    estimate : bool
+        With ``max_regions``: run the estimate first (the default). ``False`` skips its grid scan
+        (e.g. when the same box held far fewer regions a moment ago); the partition is then
+        refused only as it grows: in a ReLU-like call as soon as it holds more than
+        ``max_regions`` regions, after every other call, and before any forward pass or max-pool
+        argmax that would need more memory than is available.
 
     Returns
     -------
@@ -273,9 +290,11 @@ def linear_regions(
     if not isinstance(model, nn.Module):
         raise TypeError(f"nsp.linear_regions: expected argument `model` to be an nn.Module, but got {type(model).__name__}")
     check_options(model, margin, tol, batch_size, backend, max_regions)
+    if not isinstance(estimate, bool):
+        raise ValueError(f"nsp.linear_regions: expected `estimate` to be True or False, but got {estimate!r}")
     # Regions of the network as deployed: dropout off, BatchNorm with its running statistics.
     with eval_mode(model):
-        return _partition(model, plane, points, domain, margin, tol, batch_size, backend, max_regions)
+        return _partition(model, plane, points, domain, margin, tol, batch_size, backend, max_regions, estimate)
 
 
 def check_budget(model: nn.Module, plane: Plane, domain: tuple[float, float, float, float],
@@ -317,7 +336,7 @@ def check_budget(model: nn.Module, plane: Plane, domain: tuple[float, float, flo
 
 def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Tensor] | None,
                domain: Sequence[float] | None, margin: float, tol: float, batch_size: int, backend: str,
-               max_regions: int | None) -> Regions:
+               max_regions: int | None, estimate: bool = True) -> Regions:
     if points is not None:
         if plane is not None:
             raise ValueError("nsp.linear_regions: give either `plane` or `points`, not both")
@@ -337,7 +356,7 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
         plane = Plane(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
         _check_input_space(model, params, plane, batch_size)
     calls_expected: list[str] = []
-    if max_regions is not None:
+    if max_regions is not None and estimate:
         calls_expected = list(check_budget(model, plane, domain, max_regions).calls)
     if backend == "regioncam":
         return regioncam_regions(model, params, plane, domain, batch_size)
@@ -380,17 +399,18 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
         calls.append(nl.key)
         mesh.start_call()
         unit_shape = values.shape[:-1]
+        budget = None if max_regions is None else (max_regions, nl.key, " although estimated within it" * estimate)
         call = values.reshape(-1, values.shape[-1])  # (units, V0), a view
         name = nl.func.__name__.strip("_")
         if nl.kind == "relu":
-            at, split_values = _split_relu(mesh, call, [0.0], tol)
+            at, split_values = _split_relu(mesh, call, [0.0], tol, budget)
             del call, values
             if name == "relu":
                 relu = split_values
             pattern = (at > 0).reshape(-1, *unit_shape)
         elif nl.kind == "clamp" and name != "abs":
             lo_hi = _clamp_knots_of(nl)
-            at, _ = _split_relu(mesh, call, [t for t in lo_hi if t is not None], tol)
+            at, _ = _split_relu(mesh, call, [t for t in lo_hi if t is not None], tol, budget)
             code = np.zeros(at.shape, dtype=np.int8)
             if lo_hi[0] is not None:
                 code[at < lo_hi[0]] = -1
@@ -410,8 +430,8 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
         if max_regions is not None and mesh.n_faces > max_regions:
             raise RegionBudgetError(
                 f"nsp.linear_regions: the partition holds {mesh.n_faces:,} regions after '{nl.key}' (call {index + 1}), "
-                f"more than max_regions={max_regions:,} although estimated within it; give a smaller `domain` or a "
-                f"larger `max_regions`")
+                f"more than max_regions={max_regions:,}{budget[2]}; give a "
+                f"smaller `domain` or a larger `max_regions`")
         if index < len(calls_expected):
             progress.done(index)
         index += 1

@@ -166,6 +166,8 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         self.tol = float(tol)
         self.class_boundary = bool(class_boundary)
         self.input_shape: tuple[int, ...] | None = None
+        # Each probe's count at its last record: the estimate is skipped while it is far under budget.
+        self.last_counts: dict[int, int] = {}
 
     def _planes(self, probes: torch.Tensor) -> list[tuple[Any, tuple[float, ...], np.ndarray]]:
         """Per probe: (plane, domain, the probe's plane coordinates)."""
@@ -210,6 +212,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         from nsp.regions.local_affine import activation_patterns
 
         self._planes(probes)
+        self.last_counts = {}
         activation_patterns(model, probes[:1])  # raises, naming the module, if not piecewise linear
         self.input_shape = tuple(probes.shape[1:])
 
@@ -248,10 +251,15 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         scalars: dict[str, float] = {}
         counts, density, images, domains = [], [], [], []
         for p, (plane, domain, at) in enumerate(self._planes(probes)):
+            # The box is the same at every record; while its last count was under a quarter of the
+            # budget, the grid scan is skipped and the partition is refused only as it outgrows it.
+            far_under = self.last_counts.pop(p, self.max_regions) <= self.max_regions // 4
             try:
-                regions = linear_regions(model, plane=plane, domain=domain, tol=self.tol, max_regions=self.max_regions)
+                regions = linear_regions(model, plane=plane, domain=domain, tol=self.tol, max_regions=self.max_regions,
+                                         estimate=not far_under)
             except (ValueError, MemoryError) as err:
                 raise type(err)(f"LinearRegionsAnalysis, probe {p}: {err}") from err
+            self.last_counts[p] = len(regions)
             radius = self.radius or 0.1 * max(domain[1] - domain[0], domain[3] - domain[2])
             counts.append(len(regions))
             density.append(regions.density_near(at, radius))

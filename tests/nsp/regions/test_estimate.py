@@ -89,7 +89,7 @@ def test_a_partition_that_outgrows_an_underestimate_is_stopped(monkeypatch):
     exact = len(R.linear_regions(net, domain=domain))
     low = R.RegionEstimate(regions=1, seen=1, seen_coarse=1, grid=32, nbytes=0, calls=("1:relu", "3:relu"))
     monkeypatch.setattr(partition, "estimate_regions", lambda *a, **k: low)
-    with pytest.raises(R.RegionBudgetError, match=rf"holds [\d,]+ regions after '\S+' \(call \d\), more than "
+    with pytest.raises(R.RegionBudgetError, match=rf"holds [\d,]+ regions (after '\S+' \(call \d\)|while cutting at '\S+'), more than "
                                                    rf"max_regions={exact - 1:,} although estimated within it"):
         R.linear_regions(net, domain=domain, max_regions=exact - 1)
 
@@ -157,3 +157,44 @@ def test_the_picture_draws_every_boundary_and_titles_the_count():
     red = (plane[..., 0] > 180) & (plane[..., 1] < 60) & (plane[..., 2] < 60)
     ys, xs = np.nonzero(red)
     assert abs(xs.mean() - 20) < 2 and abs(ys.mean() - 20) < 2  # the ring around (-0.5, 0.5)
+
+
+def test_without_the_estimate_the_partition_is_the_same_and_is_refused_as_it_outgrows_the_budget(monkeypatch):
+    """estimate=False skips the grid scan (it must not run) but keeps the budget: a ReLU call stops as
+    soon as the faces outnumber it (a cut at most doubles them), and every call is checked after."""
+    import nsp.regions.partition as partition
+
+    net, domain = CASES[1][1](), CASES[1][3]
+    exact = R.linear_regions(net, domain=domain)
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("estimate_regions ran with estimate=False")
+
+    monkeypatch.setattr(partition, "estimate_regions", no_scan)
+    again = R.linear_regions(net, domain=domain, max_regions=len(exact), estimate=False)
+    assert len(again) == len(exact)
+    np.testing.assert_allclose(again.areas(), exact.areas(), rtol=1e-12)
+    with pytest.raises(R.RegionBudgetError, match=r"holds ([\d,]+) regions while cutting at '1:relu', more than "
+                                                   r"max_regions=10; give a smaller `domain`") as err:
+        R.linear_regions(net, domain=domain, max_regions=10, estimate=False)
+    assert 10 < int(str(err.value).split("holds ")[1].split(" ")[0]) <= 20 and err.value.estimate is None
+    with pytest.raises(R.RegionBudgetError, match=rf"more than max_regions={len(exact) - 1:,}; give a smaller"):
+        R.linear_regions(net, domain=domain, max_regions=len(exact) - 1, estimate=False)
+    with pytest.raises(ValueError, match="expected `estimate` to be True or False, but got 'no'"):
+        R.linear_regions(net, domain=domain, max_regions=10, estimate="no")
+
+
+def test_the_max_pool_argmax_is_checked_against_the_memory_limit(monkeypatch):
+    """Without the estimate nothing bounds the faces of a max-pool call before its merge: the
+    argmax arrays over them are checked against the memory limit first."""
+    asked = []
+    require = memory.require
+    monkeypatch.setattr(memory, "require", lambda need, what, advice: (asked.append((need, what)), require(need, what, advice)))
+    regions = R.linear_regions(pool_cnn(0), plane=cnn_plane(0), domain=(-0.5, 1.5, -0.5, 1.5), max_regions=10**6,
+                               estimate=False)
+    argmax = [(need, what) for need, what in asked if "max-pool windows" in what]
+    assert len(argmax) == 1 and argmax[0][0] >= 8 * len(regions) * 12
+    monkeypatch.setattr(memory, "MEMORY_LIMIT", argmax[0][0] - 1)
+    with pytest.raises(MemoryError, match="the argmax of 12 max-pool windows on [\\d,]+ faces"):
+        R.linear_regions(pool_cnn(0), plane=cnn_plane(0), domain=(-0.5, 1.5, -0.5, 1.5), estimate=False,
+                         max_regions=10**6)

@@ -220,3 +220,44 @@ def test_records_with_the_old_boundary_distance_stay_readable(tmp_path):
         bad = dict(arrays, boundary_distance=np.ones((2, 2)))
         LinearRegionsAnalysis.check_record(LinearRegionsAnalysis.read_record(
             bad, {"epoch": 0, "global_step": 0, "seconds": 0.1}, tmp_path / "r.npz"), {}, tmp_path / "r.npz")
+
+
+def test_the_estimate_is_skipped_while_the_last_count_is_far_under_budget(monkeypatch):
+    """The box is the same at every record: after a count of at most a quarter of max_regions the
+    next record of that probe skips the grid scan, and its partition is the same; a count above it,
+    a new fit (check) or a refused record brings the scan back."""
+    import nsp.regions.partition as partition
+    from nsp_lightning.probe.analysis import ProbeContext
+
+    scans = []
+    check_budget = partition.check_budget
+    monkeypatch.setattr(partition, "check_budget", lambda *a, **k: (scans.append(1), check_budget(*a, **k))[1])
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    x = probe(3)
+    context = ProbeContext(model, x, epoch=0, global_step=0)
+    first_count = LinearRegionsAnalysis(zoom=None, resolution=16)
+    first_count.check(model, x)
+    counts = first_count.compute(model, x, context).arrays["regions"]
+    budget = 4 * int(counts[1])  # probe 1 is at a quarter of it; the others above or below
+    analysis = LinearRegionsAnalysis(zoom=None, resolution=16, max_regions=budget)
+    analysis.check(model, x)
+    scans.clear()
+    first = analysis.compute(model, x, context)
+    assert len(scans) == 3
+    scans.clear()
+    second = analysis.compute(model, x, context)
+    assert len(scans) == int((counts > budget // 4).sum()) < 3
+    np.testing.assert_array_equal(second.arrays["regions"], first.arrays["regions"])
+    for p in range(3):
+        np.testing.assert_allclose(second.arrays[f"p{p}_vertices"], first.arrays[f"p{p}_vertices"], rtol=1e-9, atol=1e-12)
+    scans.clear()
+    analysis.check(model, x)
+    analysis.compute(model, x, context)
+    assert len(scans) == 3
+    # A refused record: the refused probe's next record scans again.
+    assert counts[0] > 1 and 0 in analysis.last_counts
+    analysis.max_regions = int(counts[0]) - 1
+    with pytest.raises(ValueError, match="LinearRegionsAnalysis, probe 0: nsp.linear_regions"):
+        analysis.compute(model, x, context)
+    assert 0 not in analysis.last_counts
