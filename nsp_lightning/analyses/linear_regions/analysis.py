@@ -51,8 +51,8 @@ class LinearRegionsAnalysis(ProbeAnalysis):
       centred on the probe whose side is ``zoom`` times the longer side of the three inputs'
       bounding box; with ``zoom=None``, that bounding box widened by ``margin`` times its size
       on every side (regions grow with the box: the digits CNN of ``examples/demo_digits.py``
-      has about 100-700 regions in its default square, and 15,000-55,000 in the widened box,
-      which takes minutes and gigabytes per probe).
+      has 7-720 regions per probe in its default square over 3 epochs, and 15,000-55,000 in
+      the widened box, which takes minutes and gigabytes per probe).
 
     At every record, per probe (scalars ``probe_<p>/regions`` and ``probe_<p>/density``; image
     ``probe_<p>``):
@@ -72,16 +72,21 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     is partitioned) to hold more than ``max_regions`` regions, or to need more memory than is
     available (:mod:`nsp.common.memory`), is refused with the estimate: the record fails, and
     under ``ProbeCallback(on_error="warn")`` (the default) it is missing, with a warning that
-    gives the estimate, and training goes on.
+    gives the estimate, and training goes on. A probe's box is the same at every record, so
+    while its last count was at most a quarter of ``max_regions`` the grid scan is skipped
+    (``linear_regions(..., estimate=False)``): the partition is then refused as it grows, as
+    soon as a ReLU call's cuts make more than ``max_regions`` regions, after every other call,
+    and before any step that would need more memory than is available; the warning then gives
+    the count found instead of an estimate.
 
     Cost (``python benchmarks/regions_overhead.py``; a 2-core Xeon shared with other jobs, load
-    average 6-9, one torch thread): a record of the digits demo's 4 probes at the defaults took
-    0.44 s on the untrained CNN (255 regions in all) and 1.07 s after 3 epochs (2,013 regions),
-    against 1.12 s and 2.07 s before issue 21's changes, in the same run; it grows about linearly
-    with the regions. In 3-epoch demo fits (4 records each) the records took 15.8 % of the fit
-    (median of 3 fits; 26.1 % before): above the 10 % issue 21 asks for. A smaller ``zoom`` is
-    cheaper: at ``zoom=0.005`` a record after 3 epochs took 0.61 s (1,026 regions; its share of
-    a fit not measured).
+    average 4-9, one torch thread): in 3-epoch digits demo fits (4 probes, 4 records each) the
+    records at the defaults took **8.1 %** of the fit (median of 3 fits; 15.7 % before issue 21's
+    second round, at the old ``zoom=0.01``, in the same run). A record after the first took
+    0.07 s on the untrained CNN (140 regions in all) and 0.24 s after 3 epochs (966 regions),
+    against 0.32 s and 0.48 s before at the same zoom; the record at fit start also scans every
+    box first. ``zoom=0.01`` (a square twice as wide, about twice the regions) took 0.08 s and
+    0.37 s.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.
@@ -124,7 +129,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         spans: torch.Tensor | None = None,
         *,
         domain: Sequence[float] | None = None,
-        zoom: float | None = 0.01,
+        zoom: float | None = 0.005,
         margin: float = 0.5,
         radius: float | None = None,
         resolution: int = 256,
