@@ -366,9 +366,10 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
         fv=np.arange(4, dtype=np.int64), fo=np.array([0, 4]), parent=np.zeros(1, dtype=np.int64),
     )
 
-    def forward(index: int, relu: CallValues | None) -> tuple[Nonlinearity | None, np.ndarray]:
-        """The ``index``-th call and its input at every vertex, ``(*units, V)``; ``relu``: the values of
-        the previous call when it was a plain ReLU whose cuts are the mesh's latest."""
+    def forward(index: int, held: list[CallValues]) -> tuple[Nonlinearity | None, np.ndarray]:
+        """The ``index``-th call and its input at every vertex, ``(*units, V)``; ``held``: the values of
+        the previous call when it was a plain ReLU whose cuts are the mesh's latest (taken out of it,
+        so that they are freed before a forward pass that does not need them)."""
         # A few vertices first: past the last nonlinearity, the outputs are left for Regions.affine.
         chained: list[bool] = []
         nl, few = evaluate(model, params, plane, mesh.xy.values.T[:4], index, batch_size, chained=chained)
@@ -379,21 +380,23 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
         memory.require(3 * 8 * units * mesh.xy.n,
                        f"nsp.linear_regions: {nl.key} with {units:,} units at {mesh.xy.n:,} vertices",
                        "partition a smaller domain (the regions grow with it) or a smaller network")
+        relu = held.pop() if held else None
         if relu is not None and chained[0]:
             # The call's input is the ReLU's output tensor (ReLU then max-pool, say): it is the ReLU of
             # that call's input, which is affine on the faces the ReLU's cuts started from, so the
             # vertices need no forward pass (on the digits demo, half the forward passes' time).
-            return nl, np.maximum(relu.everywhere(mesh), 0.0).reshape(*few.shape[1:], mesh.xy.n)
+            full = relu.everywhere(mesh)
+            return nl, np.maximum(full, 0.0, out=full).reshape(*few.shape[1:], mesh.xy.n)
+        del relu
         return evaluate(model, params, plane, mesh.xy.values.T, index, batch_size, unit_major=True)
 
     calls: list[str] = []
     stages: list[tuple[str, np.ndarray, np.ndarray]] = []  # (key, pattern per face, parent of each face)
     index = 0
     progress = Progress("linear regions", calls_expected)
-    relu: CallValues | None = None
+    held: list[CallValues] = []
     while True:
-        nl, values = forward(index, relu)
-        relu = None
+        nl, values = forward(index, held)
         if nl is None:
             break
         calls.append(nl.key)
@@ -404,9 +407,9 @@ def _partition(model: nn.Module, plane: Plane | None, points: Sequence[torch.Ten
         name = nl.func.__name__.strip("_")
         if nl.kind == "relu":
             at, split_values = _split_relu(mesh, call, [0.0], tol, budget)
-            del call, values
             if name == "relu":
-                relu = split_values
+                held.append(split_values)
+            del call, values, split_values
             pattern = (at > 0).reshape(-1, *unit_shape)
         elif nl.kind == "clamp" and name != "abs":
             lo_hi = _clamp_knots_of(nl)
