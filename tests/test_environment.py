@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_torchvision_models_import_and_run():
     import torch
@@ -13,6 +15,7 @@ def test_torchvision_models_import_and_run():
         assert model(torch.rand(1, 3, 32, 32)).shape == (1, 3)
 
 
+@pytest.mark.slow
 def test_lightning_imports_beside_torchvision_in_a_subprocess():
     # Lightning imports torchvision when it is installed; DDP workers are fresh interpreters.
     code = "import lightning.pytorch, torchvision, sys; sys.exit(0)"

@@ -342,6 +342,7 @@ def test_no_private_name_is_taken_from_another_module_or_a_dependency():
     assert allowed == set(PRIVATE_ALLOWED), f"allowed but no longer used: {set(PRIVATE_ALLOWED) - allowed}"
 
 
+@pytest.mark.slow
 def test_nsp_and_nsp_lightning_import_without_fcntl():
     # Windows has no fcntl; every module, not only the packages, must import without it.
     code = (

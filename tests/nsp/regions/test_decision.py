@@ -74,6 +74,7 @@ def test_an_mlp_with_four_classes_matches_a_dense_argmax():
     assert boundary.length() > 1
 
 
+@pytest.mark.slow
 def test_a_cnn_plane_through_three_inputs_matches_a_dense_argmax():
     net = SmallCNN(nn.MaxPool2d(2)).double().eval()
     g = torch.Generator().manual_seed(0)

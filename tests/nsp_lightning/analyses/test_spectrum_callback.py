@@ -43,6 +43,7 @@ def fit(callbacks, model=None, data=None, **overrides):
     return trainer
 
 
+@pytest.mark.slow
 def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_path):
     cb = SpectrumCallback(probe(2))
     trainer = fit([cb], logger=TensorBoardLogger(tmp_path, name="tb"))

@@ -101,6 +101,7 @@ def test_own_analysis_through_three_epochs_tensorboard_and_report(tmp_path):
     assert rows[-1][2] == f"{expected['conv'].mean():.4g}"
 
 
+@pytest.mark.slow
 def test_spectra_and_an_own_analysis_share_one_forward_pass_per_record(tmp_path, monkeypatch):
     passes = []
     real = nsp.Activations.from_batch

@@ -130,6 +130,7 @@ def frame_labels(page: str) -> list[list[str]]:
     return [[html.unescape(x) for x in re.findall(r'<figure class="frame" data-label="([^"]*)">', f)] for f in films]
 
 
+@pytest.mark.slow
 def test_report_of_a_trained_run_has_every_section_and_every_image_decodes(run, tmp_path):
     out = report(run, tmp_path / "report.html")
     assert out == tmp_path / "report.html"
@@ -254,6 +255,7 @@ def test_tiny_energy_shares_keep_two_significant_digits(tmp_path):
     assert tiny > 0  # the case a floor like "< 0.001 %" would hide
 
 
+@pytest.mark.slow
 def test_a_hundred_epochs_give_at_most_twelve_heatmap_epochs_and_a_grid_of_all(tmp_path):
     records = synthetic_run(tmp_path / "spectrum", 100)
     page = report(records, tmp_path / "r.html").read_text(encoding="utf-8")
@@ -270,6 +272,7 @@ def test_a_hundred_epochs_give_at_most_twelve_heatmap_epochs_and_a_grid_of_all(t
     assert len(page) < 3_000_000
 
 
+@pytest.mark.slow
 def test_rebuild_section_lists_the_records_whose_graph_changed(tmp_path):
     records = synthetic_run(tmp_path / "spectrum", 10, INCL=False, rebuilt_at={3: [1], 7: [0, 1]})
     page = report(records, tmp_path / "r.html").read_text(encoding="utf-8")
@@ -360,6 +363,7 @@ def test_the_page_is_self_contained(run, tmp_path):
     assert page.count("<script>") == 1
 
 
+@pytest.mark.slow
 def test_the_styles_and_script_are_package_data_that_every_page_embeds(run, tmp_path):
     static = resources.files("nsp_lightning.report") / "static"
     css, js = ((static / name).read_text(encoding="utf-8") for name in ("report.css", "report.js"))
@@ -381,6 +385,7 @@ def test_a_log_directory_with_one_record_directory_is_enough(run):
     assert section_ids(out.read_text(encoding="utf-8")) == SECTIONS
 
 
+@pytest.mark.slow
 def test_an_output_directory_gets_report_html(run, tmp_path):
     assert report(run, tmp_path) == tmp_path / "report.html"
     assert report(run, tmp_path / "new" / "dir" / "x.html").is_file()
@@ -404,6 +409,7 @@ def test_clear_errors_for_directories_without_records(tmp_path):
         report(tmp_path / "two")
 
 
+@pytest.mark.slow
 def test_cli_writes_html_and_pdf_and_draws_progress(run, tmp_path, capsys):
     out = tmp_path / "cli" / "report.html"
     assert main([str(run), "-o", str(out), "--pdf"]) == 0

@@ -159,6 +159,7 @@ def test_report_renders_in_chromium_without_errors(page, tmp_path):
     assert re.search(r"<output>epoch 3 \(global step \d+\)</output>", films[0])
 
 
+@pytest.mark.slow
 def test_screenshot_shows_the_rendered_page(page, tmp_path):
     shot = tmp_path / "report.png"
     result = chromium(page, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400")
