@@ -40,6 +40,7 @@ from nsp_lightning.analyses.spectrum.records import (
 )
 from nsp_lightning.analyses.spectrum.report import report_sections, report_steps
 from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, ReportContext
+from nsp_lightning.probe.sinks.drawer import drawable
 from nsp_lightning.probe.store import record_name
 from nsp_lightning.report.sections import Section
 
@@ -348,7 +349,7 @@ class SpectrumAnalysis(ProbeAnalysis):
                 for kind in kinds:
                     shown = "difference ŝ − ŝ₀" if kind == "difference" else kind
                     title = f"{self._tag(l)} · {shown} · probe {p}{label} · {shape_text(spectrum.shape)} · {where}"
-                    # Drawn on the writer's thread: the record's arrays are its own, and nothing changes them.
+                    # Drawn later, off the training thread: the record's arrays are its own, and nothing changes them.
                     tag = f"{self._tag(l)}/{kind}/probe_{p}"
                     if kind == "difference":
                         assert baseline is not None
@@ -361,8 +362,7 @@ class SpectrumAnalysis(ProbeAnalysis):
                 if magnitudes.size:
                     sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))
             if p == 0 and self._history:
-                # One chart, of the first probe: a matplotlib figure costs as much as a hundred cards.
-                # Built and drawn on the writer's thread; the history list is copied, its arrays are never changed.
+                # One chart, of the first probe (a figure costs a hundred cards); drawn later, from a copied history.
                 sink.image_later(f"00_change/probe_{p}", _change_chart, list(self._history), names, p, self._layers)
             if self._history:
                 # One run per layer: TensorBoard colours runs apart and names them, so these charts
@@ -543,9 +543,10 @@ class SpectrumAnalysis(ProbeAnalysis):
         return graph
 
 
+@drawable
 def _change_chart(history: Sequence[tuple[int, dict[str, np.ndarray]]], names: Sequence[str], p: int,
                   indices: Sequence[int]) -> np.ndarray:
-    """The change chart of probe ``p`` (`change_figure`) as RGB pixels: built and drawn on the writer's thread."""
+    """The change chart of probe ``p`` (`change_figure`) as RGB pixels: drawn later, in the drawing helper process."""
     return nsp.render.figure_to_rgb(change_figure(history, names, p, indices))
 
 

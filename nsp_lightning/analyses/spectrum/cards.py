@@ -26,6 +26,7 @@ import numpy as np
 
 import nsp.viz.render
 from nsp.viz.scales import Decades, decade_range
+from nsp_lightning.probe.sinks.drawer import drawable, drawable_value
 
 __all__ = ["ACTIVATION_DECADES", "CARD_CMAP", "CARD_KINDS", "HEADROOM", "card_image", "difference_card",
            "fixed_decades"]
@@ -86,6 +87,10 @@ def fixed_decades(activations: Sequence[Sequence[np.ndarray]], spectra: Sequence
     }
 
 
+drawable_value(Decades)  # a card's colour range, sent to the drawing helper
+
+
+@drawable
 def difference_card(spectrum: np.ndarray, baseline: np.ndarray, title: str, *, baseline_epoch: int | None,
                     threshold_of: Decades | None) -> np.ndarray:
     """The card of ``spectrum − baseline`` (`card_image` of kind ``'difference'``), subtracted where it is drawn.
@@ -110,6 +115,7 @@ def _decade_text(k: int) -> str:
     return "10" + str(k).translate(str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻"))
 
 
+@drawable
 def card_image(
     kind: str,
     values: np.ndarray,

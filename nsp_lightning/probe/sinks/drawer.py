@@ -14,17 +14,22 @@ The helper also encodes each RGB(A) image as PNG (`EncodedImage`): about 2 MB of
 spectrum record cross the pipe instead of about 60 MB of pixels, and TensorBoard takes the
 bytes as they are.
 
-A job ``(draw, args, kwargs)`` whose function or arguments cannot be pickled (a lambda, say)
-is drawn in the calling thread; so is every job once the helper cannot be started or has
-died (with one warning). No Lightning.
+Nothing crossing the pipe is pickled. A job names its function (``module:qualname``), which
+must be registered with :func:`drawable`; its arguments are JSON (numbers, strings, lists,
+tuples, dicts, the dataclasses registered with :func:`drawable_value`) and numpy arrays
+saved with ``allow_pickle=False``. A job that cannot be sent so (a lambda, say) is drawn in
+the calling thread; so is every job once the helper cannot be started or has died (with
+one warning). No Lightning.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import importlib
 import io
+import json
 import os
-import pickle
 import struct
 import subprocess
 import sys
@@ -34,14 +39,14 @@ from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DrawingError", "EncodedImage", "draw_images", "stop_drawing"]
+__all__ = ["DrawingError", "EncodedImage", "draw_images", "drawable", "drawable_value", "stop_drawing"]
 
 Job = tuple[Callable[..., np.ndarray], tuple[Any, ...], dict[str, Any]]
 _FRAME = struct.Struct(">Q")
 
 
 class DrawingError(RuntimeError):
-    """A drawing function raised: its error, as text (the helper's exceptions may not pickle)."""
+    """A drawing function raised: its error, as text (the helper sends text, not exceptions)."""
 
 
 class EncodedImage:
@@ -68,6 +73,131 @@ class EncodedImage:
         with Image.open(io.BytesIO(self.png)) as image:
             array = np.asarray(image)
         return array if dtype is None else array.astype(dtype)
+
+
+_DRAWINGS: dict[str, Callable[..., np.ndarray]] = {}
+_VALUES: dict[str, type] = {}
+
+
+def _name(obj: Any) -> str:
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def drawable(draw: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Register ``draw`` (a module-level function) as one the helper process may run; returns it.
+
+    The helper imports ``draw``'s module by name and runs it only if that import registered it.
+    """
+    _DRAWINGS[_name(draw)] = draw
+    return draw
+
+
+def drawable_value(cls: type) -> type:
+    """Register a dataclass whose instances may be a drawing's argument (rebuilt from its fields); returns it."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"nsp_lightning drawer: {cls!r} is not a dataclass")
+    _VALUES[_name(cls)] = cls
+    return cls
+
+
+def _encode(value: Any, blobs: list[np.ndarray]) -> Any:
+    """``value`` as JSON, its arrays appended to ``blobs``; TypeError for anything else."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.hasobject:
+            raise TypeError("an object array")
+        blobs.append(array)
+        return {"$a": len(blobs) - 1}
+    if isinstance(value, bytes):
+        blobs.append(np.frombuffer(value, np.uint8))
+        return {"$b": len(blobs) - 1}
+    if isinstance(value, (list, tuple)):
+        items = [_encode(v, blobs) for v in value]
+        return items if isinstance(value, list) else {"$t": items}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"$d": {k: _encode(v, blobs) for k, v in value.items()}}
+    if _name(type(value)) in _VALUES:
+        return {"$c": _name(type(value)),
+                "f": {f.name: _encode(getattr(value, f.name), blobs) for f in dataclasses.fields(value)}}
+    raise TypeError(f"{type(value).__qualname__} cannot be sent to the drawing helper")
+
+
+def _decode(value: Any, blobs: list[np.ndarray]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, blobs) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "$a" in value:
+        array = blobs[value["$a"]]
+        return array[()] if array.ndim == 0 else array
+    if "$b" in value:
+        return blobs[value["$b"]].tobytes()
+    if "$t" in value:
+        return tuple(_decode(v, blobs) for v in value["$t"])
+    if "$d" in value:
+        return {k: _decode(v, blobs) for k, v in value["$d"].items()}
+    if value["$c"] not in _VALUES:
+        raise TypeError(f"nsp_lightning drawing helper: {value['$c']} is not registered with drawable_value()")
+    return _VALUES[value["$c"]](**{k: _decode(v, blobs) for k, v in value["f"].items()})
+
+
+def _pack(tree: Any) -> bytes:
+    """``tree`` as bytes: its JSON, then each array as a ``.npy`` file; TypeError if it cannot be sent."""
+    blobs: list[np.ndarray] = []
+    head = json.dumps(_encode(tree, blobs)).encode()
+    out = io.BytesIO()
+    out.write(_FRAME.pack(len(head)) + head)
+    for array in blobs:
+        data = io.BytesIO()
+        np.save(data, array, allow_pickle=False)
+        out.write(_FRAME.pack(data.tell()) + data.getvalue())
+    return out.getvalue()
+
+
+def _read(payload: bytes) -> tuple[Any, list[np.ndarray]]:
+    """`_pack`'s JSON and arrays, read back (arrays with ``allow_pickle=False``), not yet decoded."""
+    source = io.BytesIO(payload)
+    (size,) = _FRAME.unpack(source.read(_FRAME.size))
+    tree = json.loads(source.read(size))
+    blobs = []
+    while head := source.read(_FRAME.size):
+        (size,) = _FRAME.unpack(head)
+        blobs.append(np.load(io.BytesIO(source.read(size)), allow_pickle=False))
+    return tree, blobs
+
+
+def _pack_jobs(jobs: Sequence[Job]) -> bytes:
+    names = []
+    for draw, _, _ in jobs:
+        name = _name(draw) if hasattr(draw, "__qualname__") and hasattr(draw, "__module__") else ""
+        if _DRAWINGS.get(name) is not draw or name.startswith("__main__:"):
+            # The helper's own __main__ is not the caller's script: it could not find the drawing there.
+            raise TypeError(f"{draw!r} is not registered with drawable() in an importable module")
+        names.append(name)
+    return _pack([[name, list(args), kwargs] for name, (_, args, kwargs) in zip(names, jobs)])
+
+
+def _unpack_jobs(payload: bytes) -> list[Job]:
+    tree, blobs = _read(payload)
+    for name, _, _ in tree:
+        # Importing a drawing's module registers it and the values it takes, before they are decoded.
+        importlib.import_module(name.partition(":")[0])
+        if name not in _DRAWINGS:
+            raise TypeError(f"nsp_lightning drawing helper: {name} is not registered with drawable()")
+    return [(_DRAWINGS[name], tuple(_decode(args, blobs)), _decode(kwargs, blobs)) for name, args, kwargs in tree]
+
+
+def _pack_images(images: Sequence[np.ndarray | EncodedImage | DrawingError]) -> bytes:
+    tree = [{"png": image.png, "shape": list(image.shape)} if isinstance(image, EncodedImage)
+            else {"error": str(image)} if isinstance(image, DrawingError) else image for image in images]
+    return _pack(tree)
+
+
+def _unpack_images(payload: bytes) -> list[np.ndarray | EncodedImage | DrawingError]:
+    return [EncodedImage(item["png"], tuple(item["shape"])) if isinstance(item, dict) and "png" in item
+            else DrawingError(item["error"]) if isinstance(item, dict) else item for item in _decode(*_read(payload))]
 
 
 def _draw(job: Job) -> np.ndarray | DrawingError:
@@ -125,7 +255,7 @@ class _Helper:
             answer = _receive(self.process.stdout)
         if answer is None:
             raise EOFError(f"nsp_lightning drawing helper ended (exit code {self.process.poll()})")
-        return pickle.loads(answer)
+        return _unpack_images(answer)
 
     def stop(self) -> None:
         with self.lock:
@@ -168,7 +298,7 @@ def draw_images(jobs: Sequence[Job]) -> list[np.ndarray | EncodedImage | Drawing
     Parameters
     ----------
     jobs : sequence of (callable, tuple, dict)
-        The drawing functions (module-level, so that they pickle) and their arguments.
+        The drawing functions (registered with `drawable`) and their arguments.
 
     Returns
     -------
@@ -180,14 +310,14 @@ def draw_images(jobs: Sequence[Job]) -> list[np.ndarray | EncodedImage | Drawing
     if not jobs:
         return []
     try:
-        payload = pickle.dumps(list(jobs), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # a lambda or a local function: drawn here
+        payload = _pack_jobs(jobs)
+    except TypeError:  # an unregistered function or an argument JSON cannot carry: drawn here
         return [_draw(job) for job in jobs]
     helper = _the_helper()
     if helper is not None:
         try:
             return helper.draw(payload)
-        except (OSError, EOFError, pickle.UnpicklingError) as err:
+        except (OSError, EOFError, ValueError) as err:
             with _start_lock:
                 _broken, _helper = True, None
             helper.process.kill()
@@ -220,6 +350,10 @@ def _serve() -> None:
         payload = _receive(source)
         if payload is None:
             return
-        _send(out, pickle.dumps([_draw_encoded(job) for job in pickle.loads(payload)],
-                                protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            answer = _pack_images([_draw_encoded(job) for job in _unpack_jobs(payload)])
+        except Exception as err:  # a job it cannot read: the caller hears it as the helper's failure
+            print(f"nsp_lightning drawing helper: {type(err).__name__}: {err}", file=sys.stderr)
+            return
+        _send(out, answer)
 

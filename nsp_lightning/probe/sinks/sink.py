@@ -74,7 +74,8 @@ class LogSink:
         """An image drawn when it is written, off the training thread: ``draw(*args, **kwargs)``, uint8 ``(H, W, 3)``.
 
         What an analysis draws for the loggers only (a card, say) need not hold up training.
-        Where ``draw`` and its arguments pickle (a module-level function and arrays), it runs
+        Where ``draw`` is registered with `~nsp_lightning.probe.sinks.drawer.drawable` and its
+        arguments are arrays, JSON values and registered dataclasses, it runs
         in the drawing helper process (:mod:`~nsp_lightning.probe.sinks.drawer`), whose
         Python does not hold the GIL training needs; otherwise on the writer's thread.
         ``draw`` runs after ``log`` returns and training has gone on, so its arguments must

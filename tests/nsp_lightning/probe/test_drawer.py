@@ -3,22 +3,63 @@
 from __future__ import annotations
 
 import os
-import pickle
 
 import numpy as np
 import pytest
+from drawing_jobs import process_id
 
 from nsp_lightning.analyses.spectrum.cards import card_image, difference_card, fixed_decades
 from nsp_lightning.probe.sinks import LogSink, drawer
 from nsp_lightning.probe.sinks.writer import write_sinks
 
 
-def test_jobs_run_in_another_process_and_unpicklable_ones_here():
-    [there] = drawer.draw_images([(os.getpid, (), {})])
+def test_registered_jobs_run_in_another_process_and_the_others_here():
+    [there] = drawer.draw_images([(process_id, (), {})])
     assert int(there) != os.getpid()
-    [here] = drawer.draw_images([(lambda: os.getpid(), (), {})])
+    [here] = drawer.draw_images([(lambda: np.array(os.getpid()), (), {})])
+    assert int(here) == os.getpid()
+    [here] = drawer.draw_images([(os.getpid, (), {})])  # not registered with drawable()
     assert int(here) == os.getpid()
     assert drawer.draw_images([]) == []
+
+
+def test_jobs_cross_the_pipe_as_json_and_npy_never_pickle(monkeypatch):
+    from nsp.viz.scales import Decades
+
+    args = (np.arange(6.0).reshape(2, 3), [1, (2.5, "x")], {"k": np.float32(3)}, None, True, b"\x89PNG")
+    payload = drawer._pack_jobs([(card_image, args, {"fixed": Decades(-2, 3)})])
+    assert b"pickle" not in payload and b"\x80\x05" not in payload[:2]
+    [(draw, back, kwargs)] = drawer._unpack_jobs(payload)
+    assert draw is card_image and kwargs == {"fixed": Decades(-2, 3)}
+    assert np.array_equal(back[0], args[0]) and back[1:] == ([1, (2.5, "x")], {"k": 3.0}, None, True, b"\x89PNG")
+    with pytest.raises(TypeError, match="not registered"):
+        drawer._pack_jobs([(os.getpid, (), {})])
+    def in_a_script() -> np.ndarray:
+        return np.array(os.getpid())
+
+    in_a_script.__module__ = "__main__"  # the helper's __main__ is not the caller's script
+    monkeypatch.setitem(drawer._DRAWINGS, f"__main__:{in_a_script.__qualname__}", in_a_script)
+    with pytest.raises(TypeError, match="importable module"):
+        drawer._pack_jobs([(in_a_script, (), {})])
+    assert int(drawer.draw_images([(in_a_script, (), {})])[0]) == os.getpid()
+    with pytest.raises(TypeError, match="cannot be sent"):
+        drawer._pack_jobs([(card_image, (object(),), {})])
+    with pytest.raises(TypeError, match="an object array"):
+        drawer._pack_jobs([(card_image, (np.array([None]),), {})])
+
+
+def test_the_helper_refuses_a_function_or_a_class_nobody_registered():
+    import json
+
+    def crafted(tree):  # a payload as a hostile writer to the pipe would send it: JSON, no arrays
+        head = json.dumps(tree).encode()
+        return drawer._FRAME.pack(len(head)) + head
+
+    with pytest.raises(TypeError, match="os:system is not registered"):
+        drawer._unpack_jobs(crafted([["os:system", {"$t": ["echo hacked"]}, {"$d": {}}]]))
+    popen = {"$c": "subprocess:Popen", "f": {"args": "ls"}}
+    with pytest.raises(TypeError, match="subprocess:Popen is not registered"):
+        drawer._unpack_jobs(crafted([["drawing_jobs:process_id", {"$t": []}, {"$d": {"x": popen}}]]))
 
 
 def test_cards_drawn_in_the_helper_are_the_cards_drawn_here():
@@ -66,15 +107,15 @@ def test_a_helper_that_dies_leaves_drawing_to_this_thread_with_a_warning(monkeyp
     helper.process.kill()
     helper.process.wait()
     with pytest.warns(RuntimeWarning, match="drawing helper process failed"):
-        [image] = drawer.draw_images([(os.getpid, (), {})])
+        [image] = drawer.draw_images([(process_id, (), {})])
     assert int(image) == os.getpid()
     assert drawer._broken and drawer._helper is None
-    [image] = drawer.draw_images([(os.getpid, (), {})])  # no second warning, drawn here
+    [image] = drawer.draw_images([(process_id, (), {})])  # no second warning, drawn here
     assert int(image) == os.getpid()
 
 
 def test_the_spectrum_analysis_logs_only_jobs_that_reach_the_helper():
-    # A job that does not pickle would be drawn on the writer thread, holding the GIL training needs.
+    # A job that cannot be sent would be drawn on the writer thread, holding the GIL training needs.
     from lightning_helpers import TinyNet, probe
 
     from nsp_lightning.analyses import SpectrumAnalysis
@@ -93,5 +134,5 @@ def test_the_spectrum_analysis_logs_only_jobs_that_reach_the_helper():
         sinks.append(sink)
     later = [value for s in sinks for kind, _, value, _ in s.items if kind == "later"]
     assert len(later) > 10
-    pickle.loads(pickle.dumps(later))
+    drawer._unpack_jobs(drawer._pack_jobs(later))
     assert not any(kind == "figure" for s in sinks for kind, _, _, _ in s.items)
