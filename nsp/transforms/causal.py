@@ -50,6 +50,7 @@ from nsp.graph.relations import StructureError
 from nsp.graph.structure import NetworkStructure
 from nsp.transforms.ancestor_sets import AncestorSets
 from nsp.transforms.base import GraphTransform
+from nsp.transforms.growth import growth_bound
 from nsp.transforms.limbs import decompose, from_limbs, general_scale, normalize, small_scale, split_int64, to_limbs
 from nsp.transforms.product_kernel import ProductKernel
 
@@ -78,8 +79,9 @@ class CausalTransform(GraphTransform):
         For an ``INCL=False`` graph whose ancestor sets would exceed
         ``nsp.transforms.ancestor_sets.ANCESTOR_MEMORY_LIMIT``; the message says where.
     StructureError
-        If spectra could exceed the float64 range (a network far deeper than any
-        measured), so the limb count cannot be bounded.
+        If spectra could exceed the float64 range, so the limb count cannot be bounded
+        (with ``INCL=False``, from :func:`nsp.transforms.growth.growth_bound`, before the
+        ancestor sets are built: densenet121 with every leaf is refused in seconds).
 
     Examples
     --------
@@ -96,6 +98,9 @@ class CausalTransform(GraphTransform):
     def __init__(self, structure: NetworkStructure) -> None:
         self.structure = structure
         self.n = structure.n
+        if not structure.incl:
+            # Refuses a graph too deep for float64 in seconds, not after minutes of ancestor sets.
+            growth_bound(structure)
         self._kernel: ProductKernel | AncestorSets = (
             ProductKernel(structure) if structure.incl else AncestorSets(structure)
         )
