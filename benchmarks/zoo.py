@@ -82,7 +82,14 @@ def measure(name: str, layers: str, incl: bool, repeats: int) -> dict:
             start = time.perf_counter()
             graph = nsp.NNGraph(acts, INCL=incl)
             middle = time.perf_counter()
-            graph.transform(acts)
+            try:
+                graph.transform(acts)
+            except (nsp.StructureError, MemoryError) as err:
+                # A refusal is a result too: how long it took to come matters (issue 23).
+                result.update(refused=str(err), neurons=graph.number_of_nodes(), layer_count=len(acts.layernames),
+                              capture_ms=capture * 1e3, graph_ms=(middle - start) * 1e3,
+                              transform_ms=(time.perf_counter() - middle) * 1e3)
+                return result
             graphs.append(middle - start)
             transforms.append(time.perf_counter() - middle)
     except nsp.UnsupportedModuleError as err:
@@ -144,6 +151,11 @@ def _row(r: dict) -> str:
     if "unsupported" in r:
         return head + f" – | {r['forward_ms']:.1f} |" + " – |" * (cells - 2) + f" unsupported: {r['unsupported']} |"
     f = r["forward_ms"]
+    if "refused" in r:
+        return head + (f" {r['neurons']:,} ({r['layer_count']} layers) | {f:.1f} | {r['capture_ms'] / 1e3:.2f} s | "
+                       f"{r['graph_ms'] / 1e3:.1f} s | {r['transform_ms'] / 1e3:.1f} s to the refusal | "
+                       f"**refused after {(r['graph_ms'] + r['transform_ms']) / 1e3:.1f} s** |" + " – |" * (cells - 6)
+                       + f" {r['refused']} |")
     total = (r["graph_ms"] + r["transform_ms"]) / f
     if r["incl"]:
         pipeline = total + r["capture_ms"] / f

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 __all__ = ["Progress"]
 
@@ -31,6 +32,9 @@ class Progress:
         What is being computed, e.g. ``"exact transform"``.
     names : list of str
         The layer names, in order.
+    note : callable, optional
+        ``note(layer, seconds)`` gives text appended to each message (e.g. an estimate of
+        what is left); called only when a message is logged.
 
     Examples
     --------
@@ -38,8 +42,8 @@ class Progress:
     >>> progress.done(1)   # logs only once INTERVAL seconds have passed
     """
 
-    def __init__(self, what: str, names: list[str]) -> None:
-        self.what, self.names = what, names
+    def __init__(self, what: str, names: list[str], note: Callable[[int, float], str] | None = None) -> None:
+        self.what, self.names, self.note = what, names, note
         self.start = self.last = time.perf_counter()
 
     def done(self, layer: int) -> None:
@@ -49,6 +53,7 @@ class Progress:
             return
         self.last = now
         logger.info(
-            "nsp: %s: layer %d of %d ('%s') done after %.0f s",
+            "nsp: %s: layer %d of %d ('%s') done after %.0f s%s",
             self.what, layer + 1, len(self.names), self.names[layer], now - self.start,
+            "" if self.note is None else "; " + self.note(layer, now - self.start),
         )

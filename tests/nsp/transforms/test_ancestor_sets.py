@@ -16,6 +16,7 @@ import nsp
 import chunks
 import reference as R
 import zoo
+from nsp.transforms import ancestor_sets
 from nsp.transforms.ancestor_sets import AncestorSets
 
 NETWORKS = ["conv_relu_maxpool2d", "pruned_cnn", "pruned_mlp", "dead_relu", "maxpool2d_ceil_pad_dilation",
@@ -71,3 +72,23 @@ def test_chunks_choose_the_smaller_form():
     assert sets.nbytes < bitsets / 4
     # Each layer's limbs are read once, by the next layer; the float64 copy serves the rest.
     assert sets.last_read == [1, 2, 3, 4, 4]
+
+
+def test_progress_estimates_the_time_and_memory_left(monkeypatch, caplog):
+    import logging
+
+    from nsp.common import progress
+
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)
+    net, x, _ = zoo.cached("basicblock_downsample", False)
+    graph = nsp.NNGraph(nsp.Activations(net, x), INCL=False)
+    with caplog.at_level(logging.INFO, logger="nsp"):
+        sets = AncestorSets(graph.structure)
+    messages = [r.getMessage() for r in caplog.records if "ancestor sets:" in r.getMessage()]
+    assert len(messages) == len(graph.structure.names) - 1
+    assert all(" of ancestor sets so far; at this rate about " in m and " in all, against a limit of " in m
+               for m in messages)
+    # After the last layer nothing is left, and the extrapolation is what the sets hold.
+    total = ancestor_sets._size(sets.nbytes)
+    assert messages[-1].endswith(f"at this rate about 0 s more and {total} in all, against a limit of "
+                                 f"{ancestor_sets._size(sets._limit[0])}")
