@@ -5,6 +5,7 @@
 :mod:`nsp.transforms.limbs`              its exact integers as int64 limbs, rounded once
 :mod:`nsp.transforms.product_kernel`     its INCL=True kernel: relations that are products
 :mod:`nsp.transforms.ancestor_sets`      its INCL=False kernel: ancestor sets in row chunks
+:mod:`nsp.transforms.growth`             its INCL=False growth bound, checked before the sets
 :mod:`nsp.transforms.laplacian`          the graph-Laplacian transform (dense eigenbasis)
 :mod:`nsp.transforms.laplacian_operator` the graph Laplacian as an operator, at scale
 :mod:`nsp.transforms.laplacian_bands`    Laplacian band energies at scale (Chebyshev filters)
