@@ -370,7 +370,8 @@ class AncestorSets:
         self._limit = min(limits, default=None)
         largest = 1
         done = np.cumsum(sizes)
-        progress = Progress("INCL=False ancestor sets", structure.names, lambda layer, seconds: self._estimate(done, layer, seconds))
+        progress = Progress("INCL=False ancestor sets", structure.names,
+                            lambda layer, seconds: self._estimate(done, layer, seconds))
         for layer in range(1, len(sizes)):
             parents = {j: e.tocsr() for j, e in structure.parents[layer].items()}
             targets = sorted(set(parents).union(*(self.blocks[j] for j in parents)))
@@ -483,7 +484,7 @@ class AncestorSets:
         (32×32), from a tenth of the build on, the total time it implies was 0.15–1.44× the
         real one (googlenet's later layers cost more per neuron): an order of magnitude.
         """
-        share = float(done[layer]) / float(done[-1])
+        share = max(float(done[layer]), 1.0) / max(float(done[-1]), 1.0)
         limit = "" if self._limit is None else f", against a limit of {_size(self._limit[0])}"
         return (f"{_size(self.nbytes)} of ancestor sets so far; at this rate about {seconds * (1 / share - 1):.0f} s "
                 f"more and {_size(int(self.nbytes / share))} in all{limit}")
