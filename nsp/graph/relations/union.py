@@ -77,7 +77,8 @@ def _expanded(term: Term) -> list[np.ndarray]:
     return factors
 
 
-# Terms with at most this many pairs are checked pair by pair for containment in another.
+# Terms with at most this many pairs are checked for containment in another (pair by pair
+# where the two have no common form).
 _CONTAINED_PAIRS = 1 << 16
 
 
@@ -90,34 +91,82 @@ def _drop_contained(terms: list[Term]) -> list[Term]:
     """
     order = sorted(range(len(terms)), key=lambda k: terms[k].nnz())
     dropped: set[int] = set()
+    expanded: dict[int, Term] = {}
+
+    def contains(j: int, k: int, pairs: _Pairs) -> bool:
+        for i in (j, k):
+            if i not in expanded:
+                expanded[i] = Term(tuple(_expanded(terms[i])))
+        return _contains(terms[j], terms[k], (expanded[j], expanded[k]), pairs)
+
     for k in order:
         if terms[k].nnz() > _CONTAINED_PAIRS:
             break
-        # The small term's pairs, and their digits in each factorisation, are computed once
-        # for all the terms it is compared with (ShuffleNet: a term per shuffled position).
-        edges = terms[k].edges()
-        digits: dict[tuple, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-        if any(j != k and j not in dropped and _contains(terms[j], terms[k], edges, digits) for j in order[::-1]):
+        pairs = _Pairs(terms[k])
+        if any(j != k and j not in dropped and contains(j, k, pairs) for j in order[::-1]):
             dropped.add(k)
     return [t for k, t in enumerate(terms) if k not in dropped]
 
 
-def _contains(big: Term, small: Term, edges: tuple[np.ndarray, np.ndarray], digits: dict) -> bool:
-    """Whether every pair of ``small`` (its ``edges()``) is in ``big`` (same spaces, any
-    factorisations); ``digits`` caches the pairs' digits per factorisation of ``big``."""
+class _Pairs:
+    """The pairs of a small term and their digits in each factorisation, computed on first
+    use and once for all the terms it is compared with (ShuffleNet: a term per shuffled
+    position)."""
+
+    def __init__(self, term: Term) -> None:
+        self.term = term
+        self.digits: dict[tuple, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+
+    @functools.cached_property
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.term.edges()
+
+    def of(self, out_dims: tuple[int, ...], in_dims: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The digits of every pair's out and in index in the mixed radices ``out_dims``, ``in_dims``."""
+        if (out_dims, in_dims) not in self.digits:
+            out_idx, in_idx = self.edges
+            self.digits[(out_dims, in_dims)] = (_digits(out_idx, out_dims), _digits(in_idx, in_dims))
+        return self.digits[(out_dims, in_dims)]
+
+
+def _contains(big: Term, small: Term, expanded: tuple[Term, Term], pairs: _Pairs) -> bool:
+    """Whether every pair of ``small`` is in ``big`` (same spaces, any factorisations).
+
+    Where both terms can be written with factors of the same shapes (:func:`_paired_forms`,
+    from their ``expanded`` forms) this is factor by factor; otherwise every pair of
+    ``small`` is looked up in ``big``.
+    """
     if big.nnz() < small.nnz():
         return False
-    out_idx, in_idx = edges
-    ok = np.ones(out_idx.size, dtype=bool)
-    key = (big.out_dims, big.in_dims)
-    if key not in digits:
-        digits[key] = (_digits(out_idx, big.out_dims), _digits(in_idx, big.in_dims))
-    out_digits, in_digits = digits[key]
+    forms = _paired_forms(big, small, expanded)
+    if forms is not None:
+        # A nonempty product lies in another iff each factor lies in the other's.
+        return small.is_empty() or all(not (g & ~f).any() for f, g in zip(*forms))
+    out_digits, in_digits = pairs.of(big.out_dims, big.in_dims)
+    ok = np.ones(out_digits[0].size if out_digits else 1, dtype=bool)
     for f, a, b in zip(big.factors, out_digits, in_digits):
         ok &= f[a, b]
         if not ok.any():
             return False
     return bool(ok.all())
+
+
+def _paired_forms(
+    a: Term, b: Term, expanded: tuple[Term, Term]
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] | None:
+    """The factors of ``a`` and ``b`` re-expressed with the same shapes, or None.
+
+    ``expanded`` holds both terms with their rank-1 factors split (:func:`_expanded`).
+    Columns and rows commute (:func:`_realise`): a gate's ``(1, 4) (1, 4) (2, 1) (2, 1)``
+    meets a window term's ``(2, 4) (2, 4)`` without listing a single pair.
+    """
+    if _same_shapes([a, b]):
+        return a.factors, b.factors
+    for target in ([f.shape for f in a.factors], [f.shape for f in b.factors]):
+        ra, rb = (_realise(t, target) for t in expanded)
+        if ra is not None and rb is not None:
+            return ra.factors, rb.factors
+    return None
 
 
 def _digits(index: np.ndarray, dims: Sequence[int]) -> list[np.ndarray]:

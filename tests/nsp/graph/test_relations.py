@@ -216,3 +216,52 @@ def test_union_of_terms_in_different_forms_matches_dense():
     np.testing.assert_array_equal(union.dense(), dense)
     assert union.nnz() == int(dense.sum())
     np.testing.assert_array_equal(sum(t.dense().astype(int) for t in union.disjoint()), dense.astype(int))
+
+
+def _window_or_gate(rng, kind, keep=None):
+    """A term over out (3, 2, 2), in (2, 4, 4): windows ``(2, 4) (2, 4)`` or a gate's
+    rows and columns ``(1, 4) (1, 4) (2, 1) (2, 1)``; ``keep`` draws a subset of a given one."""
+    if kind == "window":
+        shapes = [(3, 2), (2, 4), (2, 4)]
+    else:
+        shapes = [(3, 2), (1, 4), (1, 4), (2, 1), (2, 1)]
+    if keep is not None:
+        return Term(tuple(f & (rng.random(f.shape) < 0.8) for f in keep.factors))
+    return Term(tuple(rng.random(s) < 0.7 for s in shapes))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_containment_across_factor_shapes_matches_dense(data):
+    # Small terms in another term's form or its own, contained in a big one or not: terms
+    # found contained are dropped, and the union must still be the dense one.
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    big = [_window_or_gate(rng, k) for k in ("window", "gate")]
+    small = [_window_or_gate(rng, data.draw(st.sampled_from(["window", "gate"])),
+                             keep=data.draw(st.sampled_from([None, *big])))
+             for _ in range(data.draw(st.integers(1, 4)))]
+    union = Relation.of(big[0])
+    for t in big[1:] + small:
+        union = union.union(Relation.of(t))
+    dense = np.zeros((union.n_out, union.n_in), bool)
+    for t in big + small:
+        dense |= t.dense()
+    np.testing.assert_array_equal(union.dense(), dense)
+    np.testing.assert_array_equal(sum(t.dense().astype(int) for t in union.disjoint()), dense.astype(int))
+
+
+def test_a_gate_term_inside_a_window_term_is_dropped():
+    # The gate's columns and rows realise as (2, 4) factors inside the windows: checked
+    # factor by factor, without listing pairs; one bit outside keeps it.
+    from nsp.graph.relations import ones_factor
+
+    window = np.zeros((2, 4), bool)
+    window[0, :3], window[1, 1:] = True, True
+    big = Term((ones_factor(3, 2), window, window))
+    col, row = np.array([[True], [False]]), np.array([[False, True, True, False]])
+    inside = Term((ones_factor(3, 2), row, row, col, col))
+    assert Relation.of(big).union(Relation.of(inside)).terms == (big,)
+    outside = Term((ones_factor(3, 2), row | np.array([[False, False, False, True]]), row, col, col))
+    union = Relation.of(big).union(Relation.of(outside))
+    assert len(union.terms) == 2
+    np.testing.assert_array_equal(union.dense(), big.dense() | outside.dense())
