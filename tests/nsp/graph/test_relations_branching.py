@@ -156,3 +156,52 @@ def test_disjoint_pieces_of_many_crossing_windows_stay_polynomial():
     for t in terms:
         union |= t.dense()
     np.testing.assert_array_equal(total, union)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet v2's unit: half the channels pass through (or a strided branch), the
+    other half through a depthwise branch, concatenated, then the channel shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        half = cout // 2
+        self.stride = stride
+        self.branch1 = nn.Sequential(
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin), nn.BatchNorm2d(cin), nn.Conv2d(cin, half, 1), nn.ReLU(),
+        ) if stride > 1 else nn.Identity()
+        inner = cin if stride > 1 else half
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(inner, half, 1), nn.ReLU(), nn.Conv2d(half, half, 3, stride, 1, groups=half),
+            nn.BatchNorm2d(half), nn.Conv2d(half, half, 1), nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        b, c, h, w = out.shape
+        return out.view(b, 2, c // 2, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+def _shufflenet() -> nn.Module:
+    torch.manual_seed(2)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(3, 2, 1), ShuffleUnit(4, 8, 2), ShuffleUnit(8, 8, 1),
+        ShuffleUnit(8, 8, 1), nn.Conv2d(8, 6, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    )
+    _randomize(net)
+    return net.eval()
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_shufflenet_style_units_match_reference(incl):
+    # The shuffled halves meet again in unions of terms of different factor shapes (a
+    # window term and a gate-like term of columns and rows), whose contained terms are
+    # found factor by factor.
+    _check_top_level(_shufflenet(), torch.randn(1, 2, 8, 8), incl)
+
+
+def test_shufflenet_style_leaves_match_reference():
+    _check_against_reference(_shufflenet(), torch.randn(1, 2, 8, 8), "leaves", True)
