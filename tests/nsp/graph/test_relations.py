@@ -265,3 +265,39 @@ def test_a_gate_term_inside_a_window_term_is_dropped():
     union = Relation.of(big).union(Relation.of(outside))
     assert len(union.terms) == 2
     np.testing.assert_array_equal(union.dense(), big.dense() | outside.dense())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_composing_unions_of_many_terms_matches_dense(data):
+    # More than 16 pairs of terms: only the pairs whose middle sides meet are composed.
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    mid = (3, 4)
+
+    def sparse_term(out_dims, in_dims):
+        # Mostly one-hot factors, so that many pairs of terms do not meet.
+        return Term(tuple((rng.random((p, q)) < (0.2 if data.draw(st.booleans()) else 0.6)) for p, q in zip(out_dims, in_dims)))
+
+    outer = [sparse_term((2, 3), mid) for _ in range(data.draw(st.integers(3, 8)))]
+    inner = [sparse_term(mid, (2, 2)) for _ in range(data.draw(st.integers(6, 8)))]
+    composed = Relation(tuple(outer), 6, 12).compose(Relation(tuple(inner), 12, 4))
+    a = np.zeros((6, 12), bool)
+    b = np.zeros((12, 4), bool)
+    for t in outer:
+        a |= t.dense()
+    for u in inner:
+        b |= u.dense()
+    np.testing.assert_array_equal(composed.dense(), _bool_product(a, b))
+
+
+def test_a_permutation_cut_into_terms_composed_with_its_inverse_is_the_identity():
+    # ConvNeXt: (C,H,W) -> (H,W,C) and back, each cut into one term per (h, w); of the
+    # 12 × 12 pairs only the 12 that meet are composed.
+    c, h, w = 5, 3, 4
+    eye_h, eye_w = np.eye(h, dtype=bool), np.eye(w, dtype=bool)
+    there = Relation(tuple(Term((eye_h[:, [a]], eye_w[:, [b]], np.eye(c, dtype=bool), eye_h[[a]], eye_w[[b]]))
+                           for a in range(h) for b in range(w)), h * w * c, c * h * w)
+    back = Relation(tuple(Term((eye_h[[a]], eye_w[[b]], np.eye(c, dtype=bool), eye_h[:, [a]], eye_w[:, [b]]))
+                          for a in range(h) for b in range(w)), c * h * w, h * w * c)
+    np.testing.assert_array_equal(back.compose(there).dense(), np.eye(c * h * w, dtype=bool))
+    np.testing.assert_array_equal(there.compose(back).dense(), np.eye(h * w * c, dtype=bool))
