@@ -362,21 +362,29 @@ class _Factors:
     def __init__(self) -> None:
         self.numbers: dict[tuple, int] = {}
         self.seen: dict[int, tuple[np.ndarray, int]] = {}
+        self.arrays: list[np.ndarray] = []
         self.inside: dict[tuple[int, int], bool] = {}
 
     def number(self, f: np.ndarray) -> int:
         if id(f) not in self.seen:
             key = (f.shape, f.dtype.str, f.tobytes())
+            if key not in self.numbers:
+                self.numbers[key] = len(self.arrays)
+                self.arrays.append(f)
             # The array is kept with its number, so its id stays its own.
-            self.seen[id(f)] = (f, self.numbers.setdefault(key, len(self.numbers)))
+            self.seen[id(f)] = (f, self.numbers[key])
         return self.seen[id(f)][1]
 
-    def contains(self, f: np.ndarray, g: np.ndarray) -> bool:
-        """Whether every pair of ``g`` is in ``f``."""
-        key = (self.number(f), self.number(g))
+    def contains(self, i: int, j: int) -> bool:
+        """Whether every pair of factor number ``j`` is in factor number ``i``."""
+        key = (i, j)
         if key not in self.inside:
-            self.inside[key] = key[0] == key[1] or not (g & ~f).any()
+            self.inside[key] = i == j or not (self.arrays[j] & ~self.arrays[i]).any()
         return self.inside[key]
+
+    def term_contains(self, big: tuple[int, ...], small: tuple[int, ...]) -> bool:
+        """Whether the term of factor numbers ``small`` lies in ``big``, factor by factor."""
+        return all(self.contains(i, j) for i, j in zip(big, small))
 
 
 def _reduce(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
@@ -407,11 +415,11 @@ def _reduce(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]
         )
         if partner is not None:
             a, s = partner
-            k, _ = kept[s]
-            if factors.contains(k[a], t[a]):
+            k, kn = kept[s]
+            if factors.contains(kn[a], numbers[a]):
                 continue
             forget(s)
-            if factors.contains(t[a], k[a]):
+            if factors.contains(numbers[a], kn[a]):
                 queue.appendleft(t)
                 continue
             merged = k[a] | t[a]
@@ -420,9 +428,9 @@ def _reduce(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]
             # The merged term may now contain or merge with others: process it again.
             queue.appendleft(k[:a] + (merged,) + k[a + 1:])
             continue
-        if any(all(factors.contains(f, g) for f, g in zip(k, t)) for k, _ in kept.values()):
+        if any(factors.term_contains(kn, numbers) for _, kn in kept.values()):
             continue
-        for s in [s for s, (k, _) in kept.items() if all(factors.contains(f, g) for f, g in zip(t, k))]:
+        for s in [s for s, (_, kn) in kept.items() if factors.term_contains(numbers, kn)]:
             forget(s)
         kept[serial] = (t, numbers)
         for a in range(len(t)):
