@@ -300,7 +300,7 @@ class Relation:
 # Up to this many pairs of terms, every pair is composed; beyond, only the pairs that meet.
 _FEW_PAIRS = 16
 # Largest table of supports (terms × middle positions) that _meeting builds.
-_SUPPORT_ENTRIES = 1 << 24
+_SUPPORT_ENTRIES = 1 << 22
 
 
 def _meeting(outer: Sequence[Term], inner: Sequence[Term]) -> list[tuple[Term, Term]]:
