@@ -147,22 +147,22 @@ class CausalTransform(GraphTransform):
         pending: list[int] = []
         results: dict[int, np.ndarray] = {}
         progress = Progress("exact inverse transform" if inverse else "exact transform", self.structure.names)
-        copy_of = getattr(self._kernel, "copy_of", None)
+        gathers = None if inverse else getattr(self._kernel, "parent_signals", None)
         for layer, part in enumerate(parts):
-            # A copy L of P (P its only parent, through the identity: BatchNorm, ReLU) has
-            # every node's ancestors the node of P and P's ancestors, whose spectra sum to
-            # s_P: so ŝ_L = s_L − s_P, with no relation to apply.
-            parent = None if inverse or copy_of is None else copy_of[layer]
+            # A node whose one parent node is y (a copy of its layer's parent through the
+            # identity: BatchNorm, ReLU; or a concatenation) has as ancestors y and y's
+            # ancestors, whose spectra sum to s_y: so ŝ = s − s_y, with no relation to apply.
+            parent = None if gathers is None else gathers(layer, parts)
             if small is not None:
                 v = (part * scale).astype(np.int64)
                 if parent is not None and small[1] + 1 <= min(62, 2 * b - 1):
-                    v -= (parts[parent] * scale).astype(np.int64)
+                    v -= (parent * scale).astype(np.int64)
                     parent = None
                 given = split_int64(v, b, counts[layer])
             else:
                 given = to_limbs(*decompose(part), emin, b, counts[layer])
             if parent is not None:
-                given -= to_limbs(*decompose(parts[parent]), emin, b, counts[layer])
+                given -= to_limbs(*decompose(parent), emin, b, counts[layer])
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:

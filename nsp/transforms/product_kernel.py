@@ -118,6 +118,33 @@ def _is_identity(rel: Relation) -> bool:
     )
 
 
+def _as_slice(index: np.ndarray) -> np.ndarray | slice:
+    """``index`` as a slice when it is a run of consecutive integers (a view, not a copy)."""
+    if index.size and index[-1] - index[0] == index.size - 1 and (index.size == 1 or (np.diff(index) == 1).all()):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def _single_parents(parents: Mapping[int, Relation], n_out: int) -> list[tuple[int, Any, Any]] | None:
+    """Per parent layer P, ``(P, rows, nodes)``: the nodes of L with their one parent node in P.
+
+    None unless every node of L has exactly one parent node among all its parent layers (a
+    concatenation, a slice, a permutation). Terms with more than one node per row are
+    ruled out from their factors, before any pair is listed.
+    """
+    for e in parents.values():
+        for t in e.terms:
+            if any(f.shape[1] > 1 and (f is ones_factor(*f.shape) or f.sum(axis=1).max() > 1) for f in t.factors):
+                return None
+    if sum(t.nnz() for e in parents.values() for t in e.terms) != n_out:
+        return None
+    pairs = {p: e.edges() for p, e in parents.items()}
+    rows = np.concatenate([out for out, _ in pairs.values()])
+    if rows.size != n_out or np.unique(rows).size != n_out:
+        return None
+    return [(p, _as_slice(out), _as_slice(inn)) for p, (out, inn) in pairs.items() if out.size]
+
+
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs ``[a, b)`` of consecutive integers in a sorted array."""
     if values.size == 0:
@@ -154,6 +181,9 @@ class ProductKernel:
         self.sizes = structure.sizes
         self.shapes = structure.shapes
         self.copy_of: list[int | None] = [None] * n_layers
+        # Layers whose every node has one parent node (a concatenation): per parent layer,
+        # the nodes of L and their parents there (slices or index arrays).
+        self.gathers: list[list[tuple[int, Any, Any]] | None] = [None] * n_layers
         self.plans: list[list[tuple[tuple[int, ...], Any]]] = [[]]
         self.full: list[np.ndarray] = [np.zeros(0, np.int64)]
         # ancestors[L][K]: the nodes of layer K below each node of layer L, for the K that
@@ -242,6 +272,11 @@ class ProductKernel:
                 self.copy_of[layer] = next(iter(parents))
                 self.plans.append([])
                 continue
+            gather = _single_parents(parents, next(iter(parents.values())).n_out)
+            if gather is not None:
+                self.gathers[layer] = gather
+                self.plans.append([])
+                continue
             groups: dict[int, tuple[Relation, list[int]]] = {}
             for k, rel in sorted(own.items()):
                 groups.setdefault(id(rel), (rel, []))[1].append(k)
@@ -252,6 +287,10 @@ class ProductKernel:
                 plan += [(tuple(ks), c) for c in compiled[id(rel)][1]]
             self.plans.append(plan)
         self.full_runs = [_runs(f) for f in self.full]
+        # A copy is a gather from one parent, with every node in place.
+        self.sources: list[list[tuple[int, Any, Any]] | None] = [
+            [(q, slice(None), slice(None))] if q is not None else g for q, g in zip(self.copy_of, self.gathers)
+        ]
         # Every partial sum of a layer is a signed sum of limbs below 2^b, at most one per
         # node of the network (its own, its ancestors', or a prefix of layer totals).
         self.limb_bits = min(32, 62 - math.ceil(math.log2(int(structure.n) + 1)))
@@ -281,8 +320,7 @@ class ProductKernel:
         made: dict[tuple[int, ...], list[Any]] = {}
         copied: dict[int, int] = {}
         for layer, plan in enumerate(self.plans):
-            q = self.copy_of[layer]
-            if q is not None:
+            for q, _, _ in self.sources[layer] or ():
                 self.last_read[q] = max(self.last_read[q], layer)
                 copied[q] = layer
             steps = []
@@ -327,7 +365,8 @@ class ProductKernel:
 
         ``G(x) ≤ 1 + Σ_K |anc_K(x)| · max G_K``, and ``|anc_K(x)|`` is at most the size of
         layer K and at most the sum over the relation's disjoint terms of the product of
-        each factor's largest row count. A copy x of P(x) has ``G(x) = 2 G(P(x))``.
+        each factor's largest row count. A copy or gather x of its one parent node y has
+        ``G(x) = 1 + G(y)`` at most, bounded here by ``1 + 2 max G`` over the parent layers.
         Computed in log2, so no depth overflows it.
         """
         out = np.zeros(len(self.sizes))
@@ -335,9 +374,9 @@ class ProductKernel:
         for layer, plan in enumerate(self.plans):
             if layer == 0:
                 continue
-            q = self.copy_of[layer]
-            if q is not None:
-                out[layer] = np.logaddexp2(0.0, 1.0 + out[q])
+            sources = self.sources[layer]
+            if sources is not None:
+                out[layer] = np.logaddexp2(0.0, 1.0 + max(out[q] for q, _, _ in sources))
                 continue
             rows: dict[tuple[int, ...], float] = {}
             for group, (_, _, _, row_bits) in plan:
@@ -352,6 +391,23 @@ class ProductKernel:
             out[layer] = np.logaddexp2(0.0, total)
         return out + 1
 
+    def parent_signals(self, layer: int, signals: list[np.ndarray]) -> np.ndarray | None:
+        """The signals of the one parent node of each node of a copy or gather, else None.
+
+        ``signals[K]`` is layer K's ``(P, N_K)`` block. With INCL=True a node whose only
+        parent node is y has ``Σ_{ancestors} ŝ = s_y``, so its spectrum is ``s_x − s_y``.
+        """
+        sources = self.sources[layer]
+        if sources is None:
+            return None
+        if len(sources) == 1 and sources[0][1] == slice(None):
+            q, _, nodes = sources[0]
+            return signals[q][:, nodes]
+        out = np.empty((signals[layer].shape[0], int(self.sizes[layer])), dtype=signals[layer].dtype)
+        for q, rows, nodes in sources:
+            out[:, rows] = signals[q][:, nodes]
+        return out
+
     def _totals(self, layer: int, xs: Mapping[int, np.ndarray], memo: dict) -> np.ndarray | None:
         """``Σ_{K full below L} (total of X_K)``, limbs ``(k, P)``, from prefix sums over layers."""
         if not self._prefix:
@@ -361,8 +417,8 @@ class ProductKernel:
             total = xs[len(prefix)].sum(axis=2)
             prefix.append(total if not prefix else add_limbs(prefix[-1], total))
         out = None
-        # A copy reads what is below its parent instead.
-        runs = self.full_runs[layer] if self.copy_of[layer] is None else []
+        # A copy or gather reads what is below its parents instead.
+        runs = self.full_runs[layer] if self.sources[layer] is None else []
         for a, b in runs:
             part = prefix[b - 1] if a == 0 else add_limbs(prefix[b - 1], -prefix[a - 1])
             out = part if out is None else add_limbs(out, part)
@@ -376,23 +432,24 @@ class ProductKernel:
         layer: every later layer that sums the same axes (a full convolution sums all
         channels) reuses them, and each is dropped after its last use.
 
-        The forward transform (``sign < 0``) handles a copy (``copy_of[layer]``) itself:
-        its spectrum is its signal less its parent's, and nothing is added here.
+        The forward transform (``sign < 0``) handles a copy or gather (``sources[layer]``)
+        itself: its spectrum is its signal less its parents' (:meth:`parent_signals`), and
+        nothing is added here.
         """
         p = acc.shape[1]
         keep = sign > 0 and layer in self._keeps_below
         out = np.zeros_like(acc) if keep else acc
         positive = sign > 0 or keep
         totals = self._totals(layer, xs, memo)
-        q = self.copy_of[layer] if sign > 0 else None
-        if q is not None:
+        # Each node's one parent node and what is below it: the parent's signal.
+        for q, rows, nodes in (self.sources[layer] or ()) if sign > 0 else ():
             below = memo.get(("below", q))
             y = xs[q] if below is None else add_limbs(xs[q], below)
-            view = out[: y.shape[0]].reshape(y.shape)
+            view = out[: y.shape[0]]
             if positive:
-                view += y
+                view[:, :, rows] += y[:, :, nodes]
             else:
-                view -= y
+                view[:, :, rows] -= y[:, :, nodes]
         bases: dict[tuple[int, ...], np.ndarray] = {}
 
         def base(group: tuple[int, ...]) -> np.ndarray:
