@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -145,6 +145,26 @@ def _single_parents(parents: Mapping[int, Relation], n_out: int) -> list[tuple[i
     return [(p, _as_slice(out), _as_slice(inn)) for p, (out, inn) in pairs.items() if out.size]
 
 
+def _merge_pieces(
+    pieces: list[tuple[Relation, frozenset[int]]], union: Callable[[Relation, Relation], Relation]
+) -> list[tuple[Relation, frozenset[int]]]:
+    """Regroup ``(mask, layers)`` pieces so that each layer is in one: a layer in several
+    pieces is below the union of their masks. One union per distinct set of pieces."""
+    pieces = [(m, ks) for m, ks in pieces if ks]
+    if len(pieces) <= 1:
+        return pieces
+    where: dict[int, list[int]] = {}
+    for i, (_, ks) in enumerate(pieces):
+        for k in ks:
+            where.setdefault(k, []).append(i)
+    by_pieces: dict[tuple[int, ...], list[int]] = {}
+    for k, found in where.items():
+        by_pieces.setdefault(tuple(found), []).append(k)
+    return [
+        (functools.reduce(union, [pieces[i][0] for i in found]), frozenset(ks)) for found, ks in by_pieces.items()
+    ]
+
+
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs ``[a, b)`` of consecutive integers in a sorted array."""
     if values.size == 0:
@@ -190,6 +210,12 @@ class ProductKernel:
         # are not full below L (fulls[L]).
         ancestors: list[dict[int, Relation]] = [{}]
         fulls: list[frozenset[int]] = [frozenset()]
+        # masks[L]: (an N_L × 1 relation M, layers ks): the nodes of M lie above every node
+        # of each K in ks. A K full below L (fulls[L]) is in neither ancestors[L] nor
+        # masks[L], and in at most one mask; A_{L,K} is the union of the other two.
+        masks: list[list[tuple[Relation, frozenset[int]]]] = [[]]
+        # Per layer, (ks, their runs, the compiled mask): masks[L] as the pass applies them.
+        self.masked: list[list[tuple[np.ndarray, list[tuple[int, int]], list]]] = [[]]
         memo: dict[tuple, tuple] = {}
 
         def cached(op: str, a: Relation, b: Relation) -> Relation:
@@ -229,10 +255,34 @@ class ProductKernel:
             return rows[k]
 
         compiled: dict[int, tuple[Relation, list]] = {}
+
+        def compile_once(rel: Relation) -> list:
+            if id(rel) not in compiled:
+                compiled[id(rel)] = (rel, [_compile(term) for term in rel.disjoint()])
+            return compiled[id(rel)][1]
+
         for layer in range(1, n_layers):
+            self.masked.append([])
             parents = {p: Relation.of(e) if isinstance(e, Term) else e for p, e in sorted(structure.parents[layer].items())}
             covering = {p for p, e in parents.items() if _covers_rows(e)}
             full: set[int] = set().union(*(fulls[p] for p in covering))
+            # A layer full below a parent that gives only some nodes of L a parent there (a
+            # concatenation's part) is below those nodes entirely: a row mask of L times all
+            # of K. Such layers are kept in groups sharing one mask, carried from parent to
+            # child one group at a time, never one relation per layer (DenseNet: 10,000).
+            pieces: list[tuple[Relation, frozenset[int]]] = []
+            for p, e in parents.items():
+                if p not in covering and fulls[p]:
+                    pieces.append((cover_of(e, p), fulls[p] - full))
+                pieces += [(cached("compose", e, m), ks - full) for m, ks in masks[p]]
+            groups: list[tuple[Relation, frozenset[int]]] = []
+            for mask, ks in _merge_pieces(pieces, lambda a, b: cached("union", a, b)):
+                if _is_full(mask):
+                    full.update(ks)
+                else:
+                    groups.append((mask, ks))
+            # A layer may also be below other nodes of L partly (ancestors[L][K]): the two
+            # are kept apart, as a union, and joined only in a plan that sums over them.
             own: dict[int, Relation] = {}
             identity = False
             for p, e in parents.items():
@@ -242,29 +292,10 @@ class ProductKernel:
                 ]
                 for k, rel in reach:
                     own[k] = cached("union", own[k], rel) if k in own else rel
-            # A layer full below a parent that gives only some nodes of L a parent there (a
-            # concatenation's part) is below those nodes entirely. Such layers are grouped
-            # by the parents they are full below, so each group costs one union of covers.
-            partial_parents: dict[int, list[int]] = {}
-            for p in parents:
-                if p not in covering:
-                    for k in fulls[p]:
-                        if k not in full:
-                            partial_parents.setdefault(k, []).append(p)
-            by_parents: dict[tuple[int, ...], list[int]] = {}
-            for k, ps in partial_parents.items():
-                by_parents.setdefault(tuple(ps), []).append(k)
-            for ps, ks in by_parents.items():
-                cover = functools.reduce(lambda a, b: cached("union", a, b), [cover_of(parents[p], p) for p in ps])
-                if _is_full(cover):
-                    full.update(ks)
-                    continue
-                for k in ks:
-                    rel = cached("compose", cover, everything(k))
-                    own[k] = cached("union", own[k], rel) if k in own else rel
             for k in [k for k, rel in own.items() if k in full or _is_full(rel)]:
                 full.add(k)
                 del own[k]
+            masks.append([(m, ks - full) for m, ks in groups if ks - full])
             ancestors.append(own)
             fulls.append(frozenset(full))
             self.full.append(np.array(sorted(full), dtype=np.int64))
@@ -277,14 +308,21 @@ class ProductKernel:
                 self.gathers[layer] = gather
                 self.plans.append([])
                 continue
-            groups: dict[int, tuple[Relation, list[int]]] = {}
-            for k, rel in sorted(own.items()):
-                groups.setdefault(id(rel), (rel, []))[1].append(k)
+            summed = dict(own)
+            for m, ks in masks[layer]:
+                # The plan sums each node once: a layer both under the mask and partly below
+                # other nodes gets the union as one relation.
+                for k in ks & own.keys():
+                    summed[k] = cached("union", own[k], cached("compose", m, everything(k)))
+                ks_array = np.array(sorted(ks - own.keys()), dtype=np.int64)
+                if ks_array.size:
+                    self.masked[layer].append((ks_array, _runs(ks_array), compile_once(m)))
+            shared: dict[int, tuple[Relation, list[int]]] = {}
+            for k, rel in sorted(summed.items()):
+                shared.setdefault(id(rel), (rel, []))[1].append(k)
             plan = []
-            for rel, ks in groups.values():
-                if id(rel) not in compiled:
-                    compiled[id(rel)] = (rel, [_compile(term) for term in rel.disjoint()])
-                plan += [(tuple(ks), c) for c in compiled[id(rel)][1]]
+            for rel, ks in shared.values():
+                plan += [(tuple(ks), c) for c in compile_once(rel)]
             self.plans.append(plan)
         self.full_runs = [_runs(f) for f in self.full]
         # A copy is a gather from one parent, with every node in place.
@@ -312,7 +350,7 @@ class ProductKernel:
         n_layers = len(self.plans)
         self.steps: list[list[tuple[Any, Any, tuple[int, ...]]]] = []
         self.last_read = list(range(n_layers))
-        self._prefix = any(f.size for f in self.full)
+        self._prefix = any(f.size for f in self.full) or any(self.masked)
         if self._prefix:
             # Layer totals enter the prefix sums at the next layer's turn.
             self.last_read = [min(k + 1, n_layers - 1) for k in range(n_layers)]
@@ -385,6 +423,8 @@ class ProductKernel:
             for group, bits in rows.items():
                 for k in group:
                     total = np.logaddexp2(total, min(bits, log_sizes[k]) + out[k])
+            for ks, _, _ in self.masked[layer]:
+                total = np.logaddexp2(total, np.logaddexp2.reduce(log_sizes[ks] + out[ks]))
             full = self.full[layer]
             if full.size:
                 total = np.logaddexp2(total, np.logaddexp2.reduce(log_sizes[full] + out[full]))
@@ -408,8 +448,8 @@ class ProductKernel:
             out[:, rows] = signals[q][:, nodes]
         return out
 
-    def _totals(self, layer: int, xs: Mapping[int, np.ndarray], memo: dict) -> np.ndarray | None:
-        """``Σ_{K full below L} (total of X_K)``, limbs ``(k, P)``, from prefix sums over layers."""
+    def _totals(self, layer: int, runs: list[tuple[int, int]], xs: Mapping[int, np.ndarray], memo: dict) -> np.ndarray | None:
+        """``Σ_{K in runs} (total of X_K)``, limbs ``(k, P)``, from prefix sums over layers."""
         if not self._prefix:
             return None
         prefix = memo.setdefault("prefix", [])
@@ -417,8 +457,6 @@ class ProductKernel:
             total = xs[len(prefix)].sum(axis=2)
             prefix.append(total if not prefix else add_limbs(prefix[-1], total))
         out = None
-        # A copy or gather reads what is below its parents instead.
-        runs = self.full_runs[layer] if self.sources[layer] is None else []
         for a, b in runs:
             part = prefix[b - 1] if a == 0 else add_limbs(prefix[b - 1], -prefix[a - 1])
             out = part if out is None else add_limbs(out, part)
@@ -440,7 +478,8 @@ class ProductKernel:
         keep = sign > 0 and layer in self._keeps_below
         out = np.zeros_like(acc) if keep else acc
         positive = sign > 0 or keep
-        totals = self._totals(layer, xs, memo)
+        # A copy or gather reads what is below its parents instead.
+        totals = self._totals(layer, self.full_runs[layer] if self.sources[layer] is None else [], xs, memo)
         # Each node's one parent node and what is below it: the parent's signal.
         for q, rows, nodes in (self.sources[layer] or ()) if sign > 0 else ():
             below = memo.get(("below", q))
@@ -503,6 +542,17 @@ class ProductKernel:
         for (limbs, out_dims, _), y in broadcast.items():
             view = out[:limbs].reshape((limbs * p,) + out_dims)
             view += y
+        # Layers below every node of a mask: their totals, spread over the mask.
+        for _, runs, terms in self.masked[layer]:
+            total = self._totals(layer, runs, xs, memo)
+            limbs = total.shape[0]
+            for in_dims, out_dims, (_, rest), _ in terms:
+                y = _apply(total.reshape((-1,) + in_dims), rest)
+                view = out[:limbs].reshape((limbs * p,) + out_dims)
+                if positive:
+                    view += y
+                else:
+                    view -= y
         if totals is not None:
             view = out[: totals.shape[0]]
             if positive:

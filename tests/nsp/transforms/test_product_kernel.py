@@ -5,6 +5,7 @@ exactness against the reference."""
 from fractions import Fraction
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -14,6 +15,8 @@ import zoo
 from nsp.transforms.limbs import small_scale
 from nsp.graph.relations import Term
 from nsp.transforms.product_kernel import ProductKernel, _apply, _compile
+from test_relations_branching import _densenet, _inception
+from test_structure_layers import _check_against_reference
 
 
 def _kernel(net, x, layers=None):
@@ -132,3 +135,47 @@ def test_terms_shrink_axes_before_growing_others():
     x = np.arange(2 * 3 * 8).reshape(1, 2, 3, 8)
     want = np.einsum("ai,bj,ck,pijk->pabc", grow.astype(int), dense.astype(int), shrink.astype(int), x)
     np.testing.assert_array_equal(_apply(x, rest), want)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_concatenations_are_gathers_and_masks_exactly(seed):
+    # DenseNet-like networks of random block counts, depths, growth rates and map sizes,
+    # every leaf a layer: each dense layer's BatchNorm reads the concatenation of all earlier
+    # outputs, so every node has one parent node (a gather: no relation applied), and the
+    # layers full below some of the concatenated parts are carried as masks (some nodes of
+    # L above all of K) until the next convolution makes them full. Forward against the
+    # DAG's exact spectrum (hooked reference, Fractions); the inverse against the forward.
+    rng = np.random.default_rng(seed)
+    blocks = tuple(int(b) for b in rng.integers(2, 6, size=int(rng.integers(1, 4))))
+    net = _densenet(blocks, growth=int(rng.integers(1, 3)))
+    side = int(rng.choice([4, 6]))
+    x = torch.randn(1, 2, side, side)
+    acts, _ = _check_against_reference(net, x, "leaves", True)
+    graph = nsp.NNGraph(acts, INCL=True)
+    kernel = ProductKernel(graph.structure)
+    # The BatchNorm of every concatenation of two or more parts: in each dense layer but a
+    # block's first (which reads its block's input alone, a copy) and in each transition;
+    # the last concatenation's average pool too, on a 1×1 map.
+    last_side = side >> (len(blocks) - 1)
+    assert sum(g is not None for g in kernel.gathers) == sum(blocks) - 1 + (last_side == 1)
+    _check_inverse(graph)
+
+
+def _check_inverse(graph):
+    # Integer spectra have integer signals, exact in float64: the forward transform, checked
+    # against the reference, must give them back bit for bit.
+    op = graph.get_transformer()
+    spectrum = np.random.default_rng(4).integers(-1000, 1000, op.n).astype(np.float64)
+    np.testing.assert_array_equal(op.forward(op.inverse(spectrum)), spectrum)
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_masks_of_concatenated_parts_are_summed_exactly(width):
+    # A max-pool after an Inception block's concatenation mixes no channels: a layer full
+    # below one branch is below that branch's channels of the pool entirely and below no
+    # other channel, a mask that the plan applies as the layer's total spread over it.
+    acts, _ = _check_against_reference(_inception(2, width), torch.randn(1, 2, 4, 4), "leaves", True)
+    graph = nsp.NNGraph(acts, INCL=True)
+    masked = ProductKernel(graph.structure).masked
+    assert any(masked)
+    _check_inverse(graph)
