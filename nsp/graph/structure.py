@@ -307,14 +307,20 @@ class _Interpreter:
         if len(rels) != len(refs):
             raise unsupported(path, label, f"its rule gave {len(rels)} relations for {len(refs)} inputs")
         out: dict[int, Any] = {}
+        parts: dict[int, list[Relation]] = {}
         for r, rel in zip(refs, rels):
             if rel is None:
                 continue
             if keep_perm is not None:
                 rel = reorder_aligned(rel, keep_perm, path, label)
-            out = self.union(out, self.compose(rel, maps[r]))
+            if not self.incl:
+                out = self.union(out, self.compose(rel, maps[r]))
+                continue
+            # All the inputs' relations to a layer are unioned at once (a concatenation's parts).
+            for k, composed in self.compose(rel, maps[r]).items():
+                parts.setdefault(k, []).append(composed)
         self.perms[Ref(i, item)] = keep_perm
-        return out
+        return out if not self.incl else {k: rs[0].union(*rs[1:]) if len(rs) > 1 else rs[0] for k, rs in parts.items()}
 
 
 def _reach_classes(rule: Rule, call: Call, deps: list[dict[int, RowClasses]]) -> dict[int, RowClasses] | None:

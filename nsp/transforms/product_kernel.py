@@ -138,7 +138,13 @@ def _single_parents(parents: Mapping[int, Relation], n_out: int) -> list[tuple[i
                 return None
     if sum(t.nnz() for e in parents.values() for t in e.terms) != n_out:
         return None
-    pairs = {p: e.edges() for p, e in parents.items()}
+    pairs = {}
+    for p, e in parents.items():
+        # The terms' own pairs: overlapping terms repeat a node, which the count below refuses.
+        found = [t.edges() for t in e.terms]
+        out, inn = np.concatenate([o for o, _ in found]), np.concatenate([i for _, i in found])
+        order = np.argsort(out, kind="stable")
+        pairs[p] = (out[order], inn[order])
     rows = np.concatenate([out for out, _ in pairs.values()])
     if rows.size != n_out or np.unique(rows).size != n_out:
         return None
@@ -153,16 +159,24 @@ def _merge_pieces(
     pieces = [(m, ks) for m, ks in pieces if ks]
     if len(pieces) <= 1:
         return pieces
-    where: dict[int, list[int]] = {}
+    # Which pieces hold each layer, as bit columns: one numpy pass instead of a Python loop
+    # over every layer of every piece (DenseNet: each concatenated part is full over most
+    # of the network).
+    member = np.zeros((len(pieces), max(max(ks) for _, ks in pieces) + 1), dtype=bool)
     for i, (_, ks) in enumerate(pieces):
-        for k in ks:
-            where.setdefault(k, []).append(i)
-    by_pieces: dict[tuple[int, ...], list[int]] = {}
-    for k, found in where.items():
-        by_pieces.setdefault(tuple(found), []).append(k)
-    return [
-        (functools.reduce(union, [pieces[i][0] for i in found]), frozenset(ks)) for found, ks in by_pieces.items()
-    ]
+        member[i, np.fromiter(ks, np.int64, len(ks))] = True
+    layers = np.flatnonzero(member.any(axis=0))
+    columns = np.packbits(member[:, layers], axis=0).T
+    _, first, inverse = np.unique(columns, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    out = []
+    for c, column in enumerate(first):
+        found = np.flatnonzero(member[:, layers[column]])
+        # Folded from the last piece: sets of pieces that share their tail (the parts of a
+        # concatenation after some layer) share their unions through the caller's memo.
+        mask = functools.reduce(union, [pieces[i][0] for i in found[::-1]])
+        out.append((mask, frozenset(layers[inverse == c].tolist())))
+    return out
 
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:

@@ -248,12 +248,18 @@ class Relation:
     def identity(dims: Sequence[int]) -> "Relation":
         return Relation.of(Term.identity(dims))
 
-    def union(self, other: "Relation") -> "Relation":
-        if (self.n_out, self.n_in) != (other.n_out, other.n_in):
-            raise StructureError(
-                f"nsp: cannot add relations of shapes {(self.n_out, self.n_in)} and {(other.n_out, other.n_in)}"
-            )
-        return Relation(_prune(self.terms + other.terms), self.n_out, self.n_in)
+    def union(self, *others: "Relation") -> "Relation":
+        """The union with each of ``others``, pruned once.
+
+        A concatenation of n parts unions n relations: pruned pair by pair, its terms were
+        pruned n times over (a DenseNet block's concatenations: O(n²) per block).
+        """
+        for other in others:
+            if (self.n_out, self.n_in) != (other.n_out, other.n_in):
+                raise StructureError(
+                    f"nsp: cannot add relations of shapes {(self.n_out, self.n_in)} and {(other.n_out, other.n_in)}"
+                )
+        return Relation(_prune(self.terms + sum((other.terms for other in others), ())), self.n_out, self.n_in)
 
     def compose(self, inner: "Relation") -> "Relation":
         """``self ∘ inner``: pairs (x, z) with x related to some y related to z."""
