@@ -194,7 +194,7 @@ class ProductKernel:
 
     A deep network has about L²/2 pairs of layers, and composing, cutting and applying a
     relation per pair was most of the cost of a leaf-level transform (DenseNet-121:
-    67,000 pairs). Three facts cut the pairs down:
+    67,000 pairs). Five facts cut the pairs down:
 
     - *Full relations*: once every node of L lies above every node of K (receptive fields
       cover the map), ``A_{L,K} X_K`` is K's total, broadcast. Such K are found without
@@ -204,6 +204,12 @@ class ProductKernel:
     - *Copies*: a layer whose only parent P feeds it through the identity (BatchNorm,
       ReLU, dropout) has ``Σ_{K<L} A_{L,K} X_K = X_P + Σ_{K<P} A_{P,K} X_K``: P's own
       sum, kept from P's turn, plus P's spectrum. It needs no relations at all.
+    - *Gathers*: the same holds node by node wherever every node of L has one parent node
+      (the BatchNorm of a concatenation, a slice): each node reads its parent's sum.
+    - *Masks*: a layer K full below one part of a concatenation is below every node of
+      that part: a row mask of L times all of K. Such K are kept in groups sharing a mask,
+      carried to the children one group at a time (a convolution after the concatenation
+      usually makes them full), and summed as prefix-sum totals spread over the mask.
     - *Shared relations*: layers whose relation to L is the same object (the conv, norm
       and activation of one stage, seen through identities) are summed first and the
       relation applied once. Compositions and unions are memoised on their operands, so
