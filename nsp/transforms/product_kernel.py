@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones_factor
 from nsp.graph.structure import NetworkStructure
+from nsp.transforms.concatenations import Parts, content_key, merge_pieces, single_parents
 from nsp.transforms.limbs import add_limbs
 
 __all__ = ["ProductKernel"]
@@ -118,67 +119,6 @@ def _is_identity(rel: Relation) -> bool:
     )
 
 
-def _as_slice(index: np.ndarray) -> np.ndarray | slice:
-    """``index`` as a slice when it is a run of consecutive integers (a view, not a copy)."""
-    if index.size and index[-1] - index[0] == index.size - 1 and (index.size == 1 or (np.diff(index) == 1).all()):
-        return slice(int(index[0]), int(index[-1]) + 1)
-    return index
-
-
-def _single_parents(parents: Mapping[int, Relation], n_out: int) -> list[tuple[int, Any, Any]] | None:
-    """Per parent layer P, ``(P, rows, nodes)``: the nodes of L with their one parent node in P.
-
-    None unless every node of L has exactly one parent node among all its parent layers (a
-    concatenation, a slice, a permutation). Terms with more than one node per row are
-    ruled out from their factors, before any pair is listed.
-    """
-    for e in parents.values():
-        for t in e.terms:
-            if any(f.shape[1] > 1 and (f is ones_factor(*f.shape) or f.sum(axis=1).max() > 1) for f in t.factors):
-                return None
-    if sum(t.nnz() for e in parents.values() for t in e.terms) != n_out:
-        return None
-    pairs = {}
-    for p, e in parents.items():
-        # The terms' own pairs: overlapping terms repeat a node, which the count below refuses.
-        found = [t.edges() for t in e.terms]
-        out, inn = np.concatenate([o for o, _ in found]), np.concatenate([i for _, i in found])
-        order = np.argsort(out, kind="stable")
-        pairs[p] = (out[order], inn[order])
-    rows = np.concatenate([out for out, _ in pairs.values()])
-    if rows.size != n_out or np.unique(rows).size != n_out:
-        return None
-    return [(p, _as_slice(out), _as_slice(inn)) for p, (out, inn) in pairs.items() if out.size]
-
-
-def _merge_pieces(
-    pieces: list[tuple[Relation, frozenset[int]]], union: Callable[[Relation, Relation], Relation]
-) -> list[tuple[Relation, frozenset[int]]]:
-    """Regroup ``(mask, layers)`` pieces so that each layer is in one: a layer in several
-    pieces is below the union of their masks. One union per distinct set of pieces."""
-    pieces = [(m, ks) for m, ks in pieces if ks]
-    if len(pieces) <= 1:
-        return pieces
-    # Which pieces hold each layer, as bit columns: one numpy pass instead of a Python loop
-    # over every layer of every piece (DenseNet: each concatenated part is full over most
-    # of the network).
-    member = np.zeros((len(pieces), max(max(ks) for _, ks in pieces) + 1), dtype=bool)
-    for i, (_, ks) in enumerate(pieces):
-        member[i, np.fromiter(ks, np.int64, len(ks))] = True
-    layers = np.flatnonzero(member.any(axis=0))
-    columns = np.packbits(member[:, layers], axis=0).T
-    _, first, inverse = np.unique(columns, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    out = []
-    for c, column in enumerate(first):
-        found = np.flatnonzero(member[:, layers[column]])
-        # Folded from the last piece: sets of pieces that share their tail (the parts of a
-        # concatenation after some layer) share their unions through the caller's memo.
-        mask = functools.reduce(union, [pieces[i][0] for i in found[::-1]])
-        out.append((mask, frozenset(layers[inverse == c].tolist())))
-    return out
-
-
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs ``[a, b)`` of consecutive integers in a sorted array."""
     if values.size == 0:
@@ -228,7 +168,7 @@ class ProductKernel:
         self.full: list[np.ndarray] = [np.zeros(0, np.int64)]
         # ancestors[L][K]: the nodes of layer K below each node of layer L, for the K that
         # are not full below L (fulls[L]).
-        ancestors: list[dict[int, Relation]] = [{}]
+        ancestors: list[dict[int, Relation | Parts]] = [{}]
         fulls: list[frozenset[int]] = [frozenset()]
         # masks[L]: (an N_L × 1 relation M, layers ks): the nodes of M lie above every node
         # of each K in ks. A K full below L (fulls[L]) is in neither ancestors[L] nor
@@ -274,6 +214,33 @@ class ProductKernel:
                 rows[k] = Relation.of(Term(tuple(ones_factor(1, d) for d in self.shapes[k] or (1,))))
             return rows[k]
 
+        # One object per content for the relations a gather's child composes with the
+        # gather's parts (a 1×1 convolution after any of a block's concatenations), so that
+        # the compositions are memoised across the block: ids of compositions, and contents.
+        interned: dict[Any, Relation] = {}
+
+        def intern(rel: Relation) -> Relation:
+            if id(rel) not in interned:
+                key = (rel.n_out, rel.n_in, tuple(tuple(content_key(f) for f in t.factors) for t in rel.terms))
+                interned[id(rel)] = interned.setdefault(key, rel)
+            return interned[id(rel)]
+
+        def union_all(rels: list[Relation]) -> Relation:
+            # In part order: the unions of a concatenation's first parts are shared by the later ones.
+            return functools.reduce(lambda a, b: cached("union", a, b), rels)
+
+        def through(e: Relation, rel: Relation | Parts) -> Relation:
+            """``e ∘ rel``, a gather's parts composed one by one."""
+            if not isinstance(rel, Parts):
+                return cached("compose", e, rel)
+            firsts = [intern(cached("compose", e, outer)) for outer, _ in rel.parts]
+            return union_all([f if inner is None else cached("compose", f, inner) for f, (_, inner) in zip(firsts, rel.parts)])
+
+        def whole(rel: Relation | Parts) -> Relation:
+            if not isinstance(rel, Parts):
+                return rel
+            return union_all([outer if inner is None else cached("compose", outer, inner) for outer, inner in rel.parts])
+
         compiled: dict[int, tuple[Relation, list]] = {}
 
         def compile_once(rel: Relation) -> list:
@@ -296,44 +263,49 @@ class ProductKernel:
                     pieces.append((cover_of(e, p), fulls[p] - full))
                 pieces += [(cached("compose", e, m), ks - full) for m, ks in masks[p]]
             groups: list[tuple[Relation, frozenset[int]]] = []
-            for mask, ks in _merge_pieces(pieces, lambda a, b: cached("union", a, b)):
+            for mask, ks in merge_pieces(pieces, lambda a, b: cached("union", a, b)):
                 if _is_full(mask):
                     full.update(ks)
                 else:
                     groups.append((mask, ks))
             # A layer may also be below other nodes of L partly (ancestors[L][K]): the two
             # are kept apart, as a union, and joined only in a plan that sums over them.
-            own: dict[int, Relation] = {}
-            identity = False
+            copy = len(parents) == 1 and identity_of(next(iter(parents.values())))
+            gather = None if copy else single_parents(parents, next(iter(parents.values())).n_out)
+            own: dict[int, Relation | Parts] = {}
             for p, e in parents.items():
                 identity = identity_of(e)
+                if gather is not None:
+                    # A gather keeps its relations as parts (see :class:`~nsp.transforms.concatenations.Parts`).
+                    for k, rel in [(p, None)] + [(k, whole(r)) for k, r in ancestors[p].items() if k not in full]:
+                        own[k] = Parts((own[k].parts if k in own else ()) + ((e, rel),))
+                    continue
                 reach = [(p, e)] + [
-                    (k, rel if identity else cached("compose", e, rel)) for k, rel in ancestors[p].items() if k not in full
+                    (k, rel if identity else through(e, rel)) for k, rel in ancestors[p].items() if k not in full
                 ]
                 for k, rel in reach:
-                    own[k] = cached("union", own[k], rel) if k in own else rel
-            for k in [k for k, rel in own.items() if k in full or _is_full(rel)]:
+                    own[k] = cached("union", whole(own[k]), whole(rel)) if k in own else rel
+            for k in [k for k, rel in own.items() if k in full or not isinstance(rel, Parts) and _is_full(rel)]:
                 full.add(k)
                 del own[k]
             masks.append([(m, ks - full) for m, ks in groups if ks - full])
             ancestors.append(own)
             fulls.append(frozenset(full))
             self.full.append(np.array(sorted(full), dtype=np.int64))
-            if len(parents) == 1 and identity:
+            if copy:
                 self.copy_of[layer] = next(iter(parents))
                 self.plans.append([])
                 continue
-            gather = _single_parents(parents, next(iter(parents.values())).n_out)
             if gather is not None:
                 self.gathers[layer] = gather
                 self.plans.append([])
                 continue
-            summed = dict(own)
+            summed = {k: whole(rel) for k, rel in own.items()}
             for m, ks in masks[layer]:
                 # The plan sums each node once: a layer both under the mask and partly below
                 # other nodes gets the union as one relation.
                 for k in ks & own.keys():
-                    summed[k] = cached("union", own[k], cached("compose", m, everything(k)))
+                    summed[k] = cached("union", summed[k], cached("compose", m, everything(k)))
                 ks_array = np.array(sorted(ks - own.keys()), dtype=np.int64)
                 if ks_array.size:
                     self.masked[layer].append((ks_array, _runs(ks_array), compile_once(m)))
