@@ -65,7 +65,12 @@ def single_parents(parents: Mapping[int, Relation], n_out: int) -> list[tuple[in
         order = np.argsort(out, kind="stable")
         pairs[p] = (out[order], inn[order])
     rows = np.concatenate([out for out, _ in pairs.values()])
-    if rows.size != n_out or np.unique(rows).size != n_out:
+    if rows.size != n_out:
+        return None
+    # n_out pairs that reach every node: each node once (no sort).
+    seen = np.zeros(n_out, dtype=bool)
+    seen[rows] = True
+    if not seen.all():
         return None
     return [(p, _as_slice(out), _as_slice(inn)) for p, (out, inn) in pairs.items() if out.size]
 
