@@ -8,8 +8,9 @@ machine hits all of them), the minimum of the repeats of:
 - ``forward``: the model's forward pass without grad, the unit of every ratio;
 - ``pipeline``: ``nsp.Activations`` + ``nsp.NNGraph`` + ``get_transformer()`` + the exact
   spectrum (target: at most 2× the forward pass);
-- ``record``: ``nsp.Activations`` + the exact spectrum with the transformer already built,
-  what each record of a callback pays (target: at most 1.5×);
+- ``record``: the layers' values (``nsp.Activations(net, x, like=pattern)``, no dataflow
+  recorder) + the exact spectrum with the transformer already built, what each record of
+  a callback pays (target: at most 1.5×);
 - ``capture``, ``graph`` and ``transform`` alone, to say where the time goes.
 
     python benchmarks/pipeline.py [--repeats 9] [--profile N] [--baseline DIR]
@@ -18,7 +19,9 @@ machine hits all of them), the minimum of the repeats of:
 ``--baseline DIR`` also times, interleaved with the rest, the capture and exact transform of
 another checkout (its ``nsp/transforms/{causal,product_kernel,limbs}.py`` and the
 ``Recorder`` of its ``nsp/graph/dataflow.py``; the graph and the rest of the capture are
-this checkout's), so that a change is measured side by side in one process.
+this checkout's), so that a change is measured side by side in one process. Its ``record``
+captures in full with its recorder (a checkout from before issue 23's values-only capture
+has no other).
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def main() -> None:
         return nsp.NNGraph(a).get_transformer().forward(a.to_numpy())
 
     def record() -> np.ndarray:
-        return op.forward(nsp.Activations(net, x).to_numpy())
+        return op.forward(nsp.Activations(net, x, like=acts).to_numpy())
 
     def forward() -> None:
         with torch.no_grad():
@@ -126,6 +129,7 @@ def main() -> None:
         "pipeline": pipeline,
         "record": record,
         "capture": lambda: nsp.Activations(net, x),
+        "capture (values only)": lambda: nsp.Activations(net, x, like=acts),
         "graph": lambda: nsp.NNGraph(acts).get_transformer(),
         "transform": lambda: op.forward(signal),
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ class _Recorded:
     """One forward pass: per executed top-level child, its name, module, input, output and program."""
 
     input: torch.Tensor
+    # The layer choice as given (``layers=``) and the modules it chose, for ``like=``.
+    layers: Any = None
+    chosen: list[tuple[str, nn.Module]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     modules: list[nn.Module] = field(default_factory=list)
     inputs: list[torch.Tensor] = field(default_factory=list)
@@ -52,13 +55,15 @@ class _Recorded:
 _RUNNING_STATISTICS = frozenset({"running_mean", "running_var", "num_batches_tracked"})
 
 
-def _capture(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
+def _capture(network: nn.Module, input: torch.Tensor, layers: Any, like: "Activations | None" = None) -> _Recorded:
     # A normalisation layer in training mode updates its running statistics on every pass:
     # recording a pattern must leave the network as it was (NNGraph then refuses such a layer).
     norms = [m for m in network.modules() if m.training and _RUNNING_STATISTICS & {n for n, _ in m.named_buffers(recurse=False)}]
     saved = [{k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None} for m in norms]
     try:
-        recorded = _capture_pass(network, input, layers)
+        recorded = _record_outputs(network, input, like) if like is not None else None
+        if recorded is None:
+            recorded = _capture_pass(network, input, layers)
     finally:
         with torch.no_grad():
             for module, buffers in zip(norms, saved):
@@ -74,15 +79,66 @@ def _capture(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
 
 
 def _capture_pass(network: nn.Module, input: torch.Tensor, layers: Any) -> _Recorded:
+    chosen = _candidates(network, layers)
     if layers is None:
-        recorded = _record(network, input)
-        if _chained(recorded):
-            return recorded
-        # The parent's forward does more between its children than hand one's output to
-        # the next (ViT's class token, an LSTM classifier's last step): record its dataflow.
-        return _record_dataflow(network, input, {id(m): n for n, m in zip(recorded.names, recorded.modules)}, False)
-    strict = isinstance(layers, (list, tuple, nn.Module))
-    return _record_dataflow(network, input, _choose(network, layers), strict)
+        recorded = _record(network, input, chosen)
+        if not _chained(recorded):
+            # The parent's forward does more between its children than hand one's output to
+            # the next (ViT's class token, an LSTM classifier's last step): record its dataflow.
+            recorded = _record_dataflow(network, input, list(zip(recorded.names, recorded.modules)), False)
+    else:
+        recorded = _record_dataflow(network, input, chosen, isinstance(layers, (list, tuple, nn.Module)))
+    recorded.layers, recorded.chosen = layers, chosen
+    return recorded
+
+
+def _candidates(network: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]:
+    """The modules whose outputs are layers when they run, with their names."""
+    return top_level(network) if layers is None else _choose(network, layers)
+
+
+def _record_outputs(network: nn.Module, input: torch.Tensor, like: "Activations") -> _Recorded | None:
+    """The layers of ``like`` from one pass of ``network(input)``, outputs only; None where they differ.
+
+    A forward hook on each module that ``like``'s choice of layers chose, and nothing
+    else: no dataflow recorder and no torch-function mode, so the pass costs about a plain
+    forward pass. The result is None (the caller records in full) unless the choice picks
+    the same modules under the same names now, and the layers that run have ``like``'s
+    names, in its order, and its shapes.
+    """
+    layers, chosen = like._choice
+    now = _candidates(network, layers)
+    if len(now) != len(chosen) or any(n != m or a is not b for (n, a), (m, b) in zip(now, chosen)):
+        return None
+    recorded = _Recorded(input.detach().to("cpu", copy=True), layers, chosen)
+    calls: dict[str, int] = {}
+
+    def keep(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            # Named as the full capture names a module called again (name, name:1, ...).
+            calls[name] = calls.get(name, 0) + 1
+            output = first_tensor(output)
+            recorded.names.append(name if calls[name] == 1 else f"{name}:{calls[name] - 1}")
+            recorded.modules.append(module)
+            # Cloned: a later in-place op (e.g. ReLU(inplace=True)) would overwrite it.
+            recorded.outputs.append(output.detach().to("cpu", copy=True) if isinstance(output, torch.Tensor) else None)
+
+        return hook
+
+    handles = []
+    try:
+        for name, module in chosen:
+            handles.append(module.register_forward_hook(keep(name)))
+        with torch.no_grad():
+            network(input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    shapes = like.shapes
+    same = recorded.names == like.layernames[1:] and tuple(recorded.input.shape[1:]) == shapes[0] and all(
+        out is not None and tuple(out.shape[1:]) == shape for out, shape in zip(recorded.outputs, shapes[1:])
+    )
+    return recorded if same else None
 
 
 def _chained(recorded: _Recorded) -> bool:
@@ -105,8 +161,8 @@ def top_level(network: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
-    """Run ``network(input)`` once, recording every top-level child that runs."""
+def _record(network: nn.Module, input: torch.Tensor, children: list[tuple[str, nn.Module]]) -> _Recorded:
+    """Run ``network(input)`` once, recording every top-level child (``children``) that runs."""
     recorded = _Recorded(input.detach().to("cpu", copy=True))
     recorder = Recorder(is_leaf_module)
     seen: set[str] = set()
@@ -151,7 +207,7 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
 
     handles = []
     try:
-        for name, child in top_level(network):
+        for name, child in children:
             # Registration order is call order: begin runs before the child's own
             # recorder hooks, end runs after them.
             handles.append(child.register_forward_pre_hook(begin(name)))
@@ -172,8 +228,8 @@ def _record(network: nn.Module, input: torch.Tensor) -> _Recorded:
     return recorded
 
 
-def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
-    """``{id(module): qualified name}`` of the modules whose outputs are layers.
+def _choose(network: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]:
+    """``(qualified name, module)`` of the modules whose outputs are layers.
 
     ``'leaves'`` and predicates choose among the modules that nsp can see run: parts of a
     module recorded whole (one with a rule, e.g. ``nn.MultiheadAttention``'s
@@ -201,12 +257,15 @@ def _choose(network: nn.Module, layers: Any) -> dict[int, str]:
         )
     if not names:
         raise ValueError(f"nsp.Activations: `layers`={layers!r} chose no module of the network")
-    return {id(modules[n]): n for n in names}
+    return [(n, modules[n]) for n in names]
 
 
-def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, str], strict: bool) -> _Recorded:
-    """Run ``network(input)`` once, recording the whole dataflow and the chosen modules' outputs."""
+def _record_dataflow(
+    network: nn.Module, input: torch.Tensor, modules: list[tuple[str, nn.Module]], strict: bool
+) -> _Recorded:
+    """Run ``network(input)`` once, recording the whole dataflow and the outputs of ``modules``."""
     recorded = _Recorded(input.detach().to("cpu", copy=True))
+    chosen = {id(m): n for n, m in modules}
     recorder = Recorder(is_leaf_module)
 
     calls: dict[str, int] = {}
@@ -252,6 +311,17 @@ def _record_dataflow(network: nn.Module, input: torch.Tensor, chosen: dict[int, 
     return recorded
 
 
+def _layers_of(layers: Any, like: Any, who: str) -> Any:
+    """The layer choice: ``layers``, or ``like``'s where ``like`` is given."""
+    if like is None:
+        return layers
+    if not isinstance(like, Activations) or not hasattr(like, "_choice"):
+        raise TypeError(f"{who}: expected `like` to be a pattern recorded by nsp.Activations, got {type(like).__name__}")
+    if layers is not None:
+        raise ValueError(f"{who}: pass `layers` or `like` (which records like's layers), not both")
+    return like._choice[0]
+
+
 class Activations:
     """The activation pattern generated by one input of a network.
 
@@ -287,6 +357,18 @@ class Activations:
         residual additions, concatenations) is composed, and a layer may feed any later
         one (skips and merges make a DAG). For ``INCL=False`` elementwise functions
         between layers count like modules, so a dead functional ReLU drops edges.
+    like : Activations, optional
+        A pattern of this network recorded in full (without ``like``), whose graph is
+        built already: record the same layers, their values only, at about the cost of
+        a plain forward pass (a forward hook on each layer's module; no dataflow). The
+        result cannot build a graph (``has_dataflow`` is False); it is for transforming
+        on ``like``'s graph, as a training callback does at every record. Where the
+        layers differ from ``like``'s (the choice now picks other modules, or the
+        layers that run have other names, order or shapes), the pattern is recorded in
+        full instead, as without ``like``. A change inside a layer that keeps its
+        output's shape (a smaller kernel in a block) is not seen: compare the modules'
+        structure yourself where the model may change so (``SpectrumAnalysis`` hashes
+        each layer module's ``repr``). Pass ``layers`` or ``like``, not both.
 
     Attributes
     ----------
@@ -301,11 +383,12 @@ class Activations:
     ------
     TypeError
         If ``network`` is not a module or ``input`` is not a tensor, or a child returns
-        something other than one tensor.
+        something other than one tensor, or ``like`` is not a pattern recorded by
+        ``nsp.Activations``.
     ValueError
         If ``input`` is not a batch of exactly one input, a top-level child runs more than
-        once (default layers), a listed layer is not in the network, or a chosen layer
-        does not run.
+        once (default layers), a listed layer is not in the network, a chosen layer
+        does not run, or both ``layers`` and ``like`` are given.
 
     Examples
     --------
@@ -317,7 +400,9 @@ class Activations:
     [(2,), (3,), (3,)]
     """
 
-    def __init__(self, network: nn.Module, input: torch.Tensor, layers: Any = None) -> None:
+    def __init__(
+        self, network: nn.Module, input: torch.Tensor, layers: Any = None, *, like: "Activations | None" = None
+    ) -> None:
         _check_arguments(network, input)
         if input.dim() < 2 or input.shape[0] != 1:
             raise ValueError(
@@ -325,10 +410,13 @@ class Activations:
                 f"got shape {list(input.shape)}; pass e.g. x[:1] or x.unsqueeze(0), "
                 "or use Activations.from_batch for several probes"
             )
-        self._set(_capture(network, input, layers), 0)
+        layers = _layers_of(layers, like, "nsp.Activations")
+        self._set(_capture(network, input, layers, like), 0)
 
     @classmethod
-    def from_batch(cls, network: nn.Module, inputs: torch.Tensor, layers: Any = None) -> list["Activations"]:
+    def from_batch(
+        cls, network: nn.Module, inputs: torch.Tensor, layers: Any = None, *, like: "Activations | None" = None
+    ) -> list["Activations"]:
         """Record the patterns of ``P`` probe inputs in one forward pass.
 
         Parameters
@@ -339,6 +427,9 @@ class Activations:
             independently (eval mode: no batch statistics).
         layers : optional
             As for ``Activations``.
+        like : Activations, optional
+            As for ``Activations``: one pattern (e.g. the first probe's) recorded in
+            full, whose layers every probe's pattern then has.
 
         Returns
         -------
@@ -361,7 +452,8 @@ class Activations:
                 f"nsp.Activations.from_batch: expected `inputs` of shape (P, *input_shape) with P >= 1, "
                 f"got {list(inputs.shape)}"
             )
-        recorded = _capture(network, inputs, layers)
+        layers = _layers_of(layers, like, "nsp.Activations.from_batch")
+        recorded = _capture(network, inputs, layers, like)
         patterns = []
         for p in range(inputs.shape[0]):
             pattern = cls.__new__(cls)
@@ -384,7 +476,8 @@ class Activations:
         # How each child maps its input to its output, recorded during the same pass; or,
         # with layers chosen at any depth, the dataflow of the whole network.
         self._programs = [None] + recorded.programs if recorded.inputs else None
-        self._dataflow = None if recorded.inputs else recorded.programs[0]
+        self._dataflow = None if recorded.inputs or not recorded.programs else recorded.programs[0]
+        self._choice = (recorded.layers, recorded.chosen)
 
     def __len__(self) -> int:
         return len(self.layeractivations)
@@ -392,6 +485,15 @@ class Activations:
     def __repr__(self) -> str:
         layers = ", ".join(f"{n}{list(a.shape)}" for n, a in zip(self.layernames, self.layeractivations))
         return f"Activations({layers})"
+
+    @property
+    def has_dataflow(self) -> bool:
+        """Whether the dataflow between the layers was recorded, so that ``NNGraph`` can be built
+        from this pattern (False for one recorded with ``like=`` or read back from a file)."""
+        programs = getattr(self, "_programs", None)
+        return getattr(self, "_dataflow", None) is not None or (
+            programs is not None and all(p is not None for p in programs[1:])
+        )
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:

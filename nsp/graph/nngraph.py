@@ -90,6 +90,9 @@ class NNGraph(nx.DiGraph):
     ------
     UnsupportedModuleError
         If a child cannot be analysed; the message names the module path and type.
+    ValueError
+        If ``activations`` was recorded without its dataflow (``Activations(..., like=...)``,
+        or read back from a file).
 
     Examples
     --------

@@ -438,7 +438,10 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
     ------
     UnsupportedModuleError
         If a child (or a part of it) cannot be analysed; the message names its path.
+    ValueError
+        If the pattern was recorded without its dataflow (``Activations(..., like=...)``).
     """
+    _require_dataflow(activations, "nsp.NNGraph")
     progress = Progress("INCL=True graph" if incl else "INCL=False graph", list(activations.layernames))
     interpreter = _Interpreter(incl, progress=progress)
     shapes = [tuple(a.shape) for a in activations.layeractivations]
@@ -463,6 +466,14 @@ def build_structure(activations: Any, incl: bool) -> NetworkStructure:
         parents.append(interpreter.run(program, name, type(child).__name__, x, layer - 1, shapes[layer - 1])[0])
         progress.done(layer)
     return NetworkStructure(list(activations.layernames), shapes, incl, parents, _classes(interpreter, parents))
+
+
+def _require_dataflow(activations: Any, who: str) -> None:
+    if not activations.has_dataflow:
+        raise ValueError(
+            f"{who}: this pattern was recorded without the dataflow between its layers (with `like=`, or read "
+            "back from a file), so its graph cannot be built; record it with nsp.Activations(network, input)"
+        )
 
 
 def _classes(interpreter: _Interpreter, parents: list[dict[int, Any]]) -> list[dict[int, np.ndarray]] | None:
@@ -510,6 +521,7 @@ def fingerprint(activations: Any) -> str:
     str
         32 hexadecimal digits.
     """
+    _require_dataflow(activations, "nsp.fingerprint")
     digest = hashlib.blake2b(digest_size=16)
     digest.update(repr([(n, tuple(a.shape)) for n, a in zip(activations.layernames, activations.layeractivations)]).encode())
     interpreter = _Interpreter(incl=False, digest=digest)

@@ -181,13 +181,19 @@ class ProbeContext:
         self._activations: dict[Any, list[Any]] = {}
         self._outputs: torch.Tensor | None = None
 
-    def activations(self, layers: Any = None) -> "list[nsp.Activations]":
+    def activations(self, layers: Any = None, like: "nsp.Activations | None" = None) -> "list[nsp.Activations]":
         """Each probe's activation pattern, one forward pass for all analyses that ask.
 
         Parameters
         ----------
         layers : None, 'leaves', list of str or callable, optional
             As for :class:`nsp.Activations` (default: the model's top-level children).
+        like : nsp.Activations, optional
+            A pattern recorded earlier with the same ``layers``, whose graph the caller
+            has built: the values of its layers are enough, recorded at about the cost of
+            a forward pass, without the dataflow (``nsp.Activations``'s ``like``). Where
+            the layers differ from ``like``'s, or another analysis asked for them in full
+            already, the patterns come in full.
 
         Returns
         -------
@@ -198,8 +204,13 @@ class ProbeContext:
         import nsp
 
         key = _layers_key(layers)
-        if key not in self._activations:
-            self._activations[key] = nsp.Activations.from_batch(self.model, self.probes, layers)
+        cached = self._activations.get(key)
+        if cached is None or (like is None and not cached[0].has_dataflow):
+            # A pattern recorded in full serves a request for values only, not the other way round.
+            if like is None:
+                self._activations[key] = nsp.Activations.from_batch(self.model, self.probes, layers)
+            else:
+                self._activations[key] = nsp.Activations.from_batch(self.model, self.probes, like=like)
         return self._activations[key]
 
     def layers(self, layers: Any = None) -> dict[str, torch.Tensor]:

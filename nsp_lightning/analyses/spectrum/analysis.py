@@ -57,8 +57,8 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     At setup it builds the network's :class:`nsp.NNGraph` and its transformer once; at
     every record it computes the spectrum of each probe's activation pattern on that graph
-    (the probes' patterns come from the record's shared forward pass,
-    ``context.activations()``).
+    (the probes' patterns come from the record's shared forward pass, ``context.activations()``;
+    with ``INCL=True``, values only while the layers keep their modules: a forward pass's cost).
 
     Cost (digits demo: 4 probes, 9 layers, 108 cards and a chart a record; BENCHMARKS.md
     "Per-analysis overhead"): a record holds the training thread 18-23 ms at load 3 on the
@@ -166,6 +166,7 @@ class SpectrumAnalysis(ProbeAnalysis):
         self._layers: list[int] = []
         self._capture: Any = None
         self._graphs: dict[str, Any] = {}
+        self._reference: Any = None  # the pattern the last graph was built from
         self._header: dict[str, Any] = {}
         self._baseline: SpectrumRecord | None = None
         self._history: list[tuple[int, dict[str, np.ndarray]]] = []
@@ -236,14 +237,10 @@ class SpectrumAnalysis(ProbeAnalysis):
             for p in probes
             for m in CHANGE
         }
-        energy = {
-            f"log10 spectral energy, probe {p}": ["Multiline", [rf"^{self.prefix}/log10_energy/probe_{p}/"]]
-            for p in probes
-        }
-        energy.update({
-            f"spectral energy exactly zero, probe {p}": ["Multiline", [rf"^{self.prefix}/energy/probe_{p}/"]]
-            for p in probes
-        })
+        energy = {f"log10 spectral energy, probe {p}": ["Multiline", [rf"^{self.prefix}/log10_energy/probe_{p}/"]]
+                  for p in probes}
+        energy.update({f"spectral energy exactly zero, probe {p}": ["Multiline", [rf"^{self.prefix}/energy/probe_{p}/"]]
+                       for p in probes})
         return {f"{self.prefix} change since the baseline": change, f"{self.prefix} spectral energy": energy}
 
     def hparams(self) -> dict[str, Any]:
@@ -506,11 +503,13 @@ class SpectrumAnalysis(ProbeAnalysis):
         return f"Spectral report: {header['model']}"
 
     def _update(self, context: ProbeContext) -> tuple[list[Any], list[str], bool]:
-        activations = context.activations(self._capture)
+        activations = context.activations(self._capture, like=self._reference if self.INCL and self._graphs else None)
         if self.INCL:
             first = activations[0]
             structure = repr(list(zip(first.layernames, [a.shape for a in first.layeractivations], first.layerdescriptions)))
             fingerprints = [hashlib.blake2b(structure.encode(), digest_size=16).hexdigest()] * len(activations)
+            if fingerprints[0] not in self._graphs and not first.has_dataflow:
+                activations = context.activations(self._capture)  # a module changed inside: a new graph
         else:
             fingerprints = [nsp.fingerprint(acts) for acts in activations]
         had_graphs = bool(self._graphs)
@@ -524,6 +523,7 @@ class SpectrumAnalysis(ProbeAnalysis):
 
     def _build(self, acts: Any) -> Any:
         graph = nsp.NNGraph(acts, INCL=self.INCL)
+        self._reference = acts
         if self.transform != "laplacian":
             graph.get_transformer(type=self.transform)
             return graph

@@ -46,6 +46,18 @@ def test_context_runs_one_forward_pass_per_choice_of_layers(monkeypatch):
     assert len(calls) == 2
 
 
+def test_context_records_values_only_like_a_reference_and_in_full_when_asked():
+    model, x = TinyNet().eval(), probe(2)
+    reference = nsp.Activations(model, x[:1])
+    context = ProbeContext(model, x, epoch=1, global_step=1)
+    cheap = context.activations(like=reference)
+    assert not cheap[0].has_dataflow and context.activations(like=reference) is cheap
+    # A pattern without the dataflow does not serve a request for the full one; the full one serves both.
+    full = context.activations()
+    assert full[0].has_dataflow and context.activations(like=reference) is full
+    assert all(torch.equal(a, b) for a, b in zip(cheap[1].layeractivations, full[1].layeractivations))
+
+
 def test_enable_grad_allows_autograd_and_leaves_parameter_grads_alone():
     model = TinyNet().eval()
     for p in model.parameters():
