@@ -153,11 +153,16 @@ class CausalTransform(GraphTransform):
             # identity: BatchNorm, ReLU; or a concatenation) has as ancestors y and y's
             # ancestors, whose spectra sum to s_y: so ŝ = s − s_y, with no relation to apply.
             parent = None if gathers is None else gathers(layer, parts)
+            direct = None
             if small is not None:
                 v = (part * scale).astype(np.int64)
                 if parent is not None and small[1] + 1 <= min(62, 2 * b - 1):
                     v -= (parent * scale).astype(np.int64)
                     parent = None
+                    # ŝ = v · 2^emin, exactly v (the kernel adds nothing for a copy or gather):
+                    # its limbs need no carries (one or two limbs are normalised as split), and
+                    # it is rounded by one int64 → float64 conversion.
+                    direct = v if counts[layer] <= 2 and finite[layer] and not self._kernel.plans[layer] else None
                 given = split_int64(v, b, counts[layer])
             else:
                 given = to_limbs(*decompose(part), emin, b, counts[layer])
@@ -166,19 +171,25 @@ class CausalTransform(GraphTransform):
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:
+                # For a copy the kernel adds nothing (it keeps the prefix sums of layer totals).
                 self._kernel.accumulate(layer, reads, acc, +1 if inverse else -1, memo)
-            normalize(acc, b)
+            if direct is None:
+                normalize(acc, b)
             if self._kernel.last_read[layer] > layer:
                 reads[layer] = given if inverse else acc
-            alone = acc.size >= _ROUND_ALONE
+            alone = acc.size >= _ROUND_ALONE or direct is not None
             if pending and (
                 alone or counts[layer] != counts[pending[0]]
                 or sum(results[k].size for k in pending) + acc.size > _ROUND_GROUP
             ):
                 self._round(pending, results, out, emin, finite)
-            pending.append(layer)
-            results[layer] = acc
-            if alone:
+            if direct is not None:
+                np.multiply(direct, np.exp2(emin.astype(np.float64))[:, None],
+                            out=out[:, int(offsets[layer]): int(offsets[layer + 1])])
+            else:
+                pending.append(layer)
+                results[layer] = acc
+            if alone and pending:
                 self._round(pending, results, out, emin, finite)
             for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
                 del reads[k]
@@ -216,7 +227,9 @@ class CausalTransform(GraphTransform):
         offsets = self.structure.offsets
         limbs = np.concatenate([results.pop(k) for k in layers], axis=2) if len(layers) > 1 else results.pop(layers[0])
         with np.errstate(over="ignore"):
-            rounded = from_limbs(limbs, self.limb_bits, emin)
+            # The limb counts come from the majorant, |ŝ · 2^-emin| < 2^(k·b - 3): one or two
+            # limbs always hold an int64.
+            rounded = from_limbs(limbs, self.limb_bits, emin, int64=True)
         if not all(finite[k] for k in layers) and not np.isfinite(rounded).all():
             # The exact value exists but float64 cannot hold it: refuse rather than return ±inf.
             column = int(np.argwhere(~np.isfinite(rounded))[0, 1]) + int(offsets[layers[0]])

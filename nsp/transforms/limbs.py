@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 _MANTISSA = (1 << 52) - 1
+_MAGNITUDE = (1 << 63) - 1
+# The float64 mantissa bits that a float32 value (24 significant bits) leaves 0.
+_BELOW_FLOAT32 = (1 << 29) - 1
 # Up to this many bits below the top limb, from_limbs cuts each value at its own bit (_round_shifted).
 _SHIFTED_BITS = 100
 
@@ -46,7 +49,7 @@ def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | Non
     Parameters
     ----------
     parts : list of numpy.ndarray
-        The layers' values, ``(P, N_L)`` each.
+        The layers' finite values, ``(P, N_L)`` each.
     b : int
         The limb width: two limbs must hold every scaled value.
 
@@ -58,22 +61,29 @@ def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | Non
         path (:func:`general_scale`) applies.
     """
     p = parts[0].shape[0]
-    peak, low = np.zeros(p), np.full(p, np.inf)
+    # Read from the bits, in integer passes: a float64's bits without the sign order like
+    # its magnitude, and a value of at most 24 significant bits has its 29 low mantissa bits 0.
+    peak = np.zeros(p, dtype=np.int64)
+    low = np.full(p, -1, dtype=np.int64).view(np.uint64)
     for v in parts:
-        magnitude = np.abs(v)
-        peak = np.maximum(peak, magnitude.max(axis=1, initial=0.0))
-        low = np.minimum(low, np.where(magnitude > 0, magnitude, np.inf).min(axis=1, initial=np.inf))
-    low = np.where(peak == 0, 1.0, low)
-    # A float32 value x = f · 2^(e-24) with integer f < 2^24, where x = m · 2^e, 0.5 <= m < 1.
+        bits = np.ascontiguousarray(v, dtype=np.float64).view(np.int64)
+        magnitude = bits & _MAGNITUDE
+        if (magnitude & _BELOW_FLOAT32).any():
+            return None
+        peak = np.maximum(peak, magnitude.max(axis=1, initial=0))
+        # Zeros wrap to the largest unsigned value, so the minimum is the smallest nonzero magnitude, less 1.
+        magnitude -= 1
+        low = np.minimum(low, magnitude.view(np.uint64).min(axis=1, initial=np.iinfo(np.uint64).max))
+    zero = low == np.iinfo(np.uint64).max
+    low = np.where(zero, 1.0, (low + np.uint64(1)).view(np.float64))
+    peak = np.where(zero, 1.0, peak.view(np.float64))
+    # A float32 value x = f · 2^(e-24) with integer f < 2^24, where x = m · 2^e, 0.5 <= m < 1;
+    # every nonzero value is at least `low`, so its e is at least low's: v · 2^-emin is an integer.
     emin = np.frexp(low)[1].astype(np.int64) - 24
     bits = int((np.frexp(np.maximum(peak, low))[1] - emin).max(initial=0)) + 1
+    # Below 2^-1000 float64 values may be subnormal, whose low bits say nothing of float32.
     if bits > min(62, 2 * b - 1) or np.any(emin < -1000):
         return None
-    scale = np.exp2(-emin.astype(np.float64))[:, None]
-    for v in parts:
-        scaled = v * scale
-        if not np.array_equal(np.trunc(scaled), scaled):
-            return None
     return emin, bits
 
 
@@ -83,7 +93,8 @@ def split_int64(v: np.ndarray, b: int, k: int) -> np.ndarray:
     Two limbs hold them, the rest are zero; limb 0 is in ``[0, 2^b)`` and limb 1 signed.
     With ``k == 1`` the single limb is the value itself.
     """
-    out = np.zeros((k,) + v.shape, dtype=np.int64)
+    out = np.empty((k,) + v.shape, dtype=np.int64)
+    out[2:] = 0
     if k == 1:
         # A single limb is the top limb: it carries the sign.
         out[0] = v
@@ -179,13 +190,15 @@ def normalize(x: np.ndarray, b: int) -> None:
         x[j + 1] += carry
 
 
-def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
+def from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool = False) -> np.ndarray:
     """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``.
 
     Rounds to nearest, ties to even, once; a value past the float64 range gives ``±inf``
     (with numpy's overflow warning). ``emin`` ``(P,)`` is at least -1074, as
     :func:`general_scale` gives it: every value with more than 53 bits is then a normal
-    float64, so the subnormal range never rounds a second time.
+    float64, so the subnormal range never rounds a second time. ``int64=True`` promises
+    that every value (the limbs' integer) is below ``2^62`` in magnitude, as a majorant
+    can tell: with two limbs or one they are then converted without checking.
     """
     k, shape = x.shape[0], x.shape[1:]
     if x.size == 0:
@@ -198,7 +211,8 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
     if k <= 2:
         # For b = 32 this wraps modulo 2^64, which is exactly right for the negative case.
         low = flat[0] if k == 1 else flat[0] + (flat[1] << b)
-        if (k == 1 or bool((np.abs(flat[1]) < head).all())) and -1000 < int(emin.min()) and int(emin.max()) < 900:
+        if (k == 1 or int64 or bool((np.abs(flat[1]) < head).all())) and -1000 < int(emin.min()) \
+                and int(emin.max()) < 900:
             # Scaling by a power of two is exact away from the float64 range's ends.
             return low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None]
     if 3 <= k <= 4 and -1000 < int(emin.min()) and int(emin.max()) < 900 and -(1 << (61 - b)) <= int(flat[-1].min()) \

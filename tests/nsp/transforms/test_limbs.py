@@ -1,5 +1,6 @@
 """nsp.transforms.limbs: exact integers as int64 limbs, against Python's integers and fractions."""
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -279,3 +280,51 @@ def test_small_scale_takes_float32_data_of_a_modest_range(rows, signs, b):
 def test_small_scale_leaves_wide_or_fine_values_to_the_general_path():
     assert small_scale([np.array([[1.0, 2.0**-60]])], 32) is None  # more than 62 bits
     assert small_scale([np.array([[1.0 + 2.0**-40]])], 32) is None  # more than 24 significant bits
+
+
+def _small_scale_reference(rows: list[list[float]], b: int) -> tuple[list[int], int] | None:
+    """``small_scale`` from its definition, in Python integers: values of at most 24 significant
+    bits, each probe's ``emin`` 24 below the exponent of its smallest nonzero magnitude."""
+    emins, bits = [], 0
+    for row in rows:
+        nonzero = [Fraction(v) for v in row if v != 0]
+        if any(len(bin(abs(f.numerator)).rstrip("0")) - 2 > 24 for f in nonzero):
+            return None
+        low = min((abs(f) for f in nonzero), default=Fraction(1))
+        peak = max([abs(f) for f in nonzero] + [low])
+        exponent = lambda f: math.frexp(float(f))[1]  # noqa: E731  (f = m · 2^e, 0.5 <= m < 1)
+        emin = exponent(low) - 24
+        emins.append(emin)
+        bits = max(bits, exponent(peak) - emin + 1)
+    if bits > min(62, 2 * b - 1) or min(emins) < -1000:
+        return None
+    return emins, bits
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.just(0.0), st.floats(width=32, allow_nan=False, allow_infinity=False),
+                                   st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=6),
+                min_size=1, max_size=3).filter(lambda rows: len({len(r) for r in rows}) == 1),
+       st.sampled_from([16, 31, 32]))
+def test_small_scale_matches_its_definition(rows, b):
+    # float32 values (24 significant bits) and any float64: small_scale reads them from their bits.
+    x = np.array(rows, dtype=np.float64)
+    cut = x.shape[1] // 2
+    got = small_scale([x[:, :cut], x[:, cut:]], b)
+    expected = _small_scale_reference(rows, b)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and got[0].tolist() == expected[0] and got[1] == expected[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(1 << 62) + 1, (1 << 62) - 1), min_size=1, max_size=6), st.integers(-990, 890),
+       st.sampled_from([1, 2]), st.sampled_from([31, 32]))
+def test_from_limbs_takes_values_promised_below_2_62_unchecked(values, exponent, k, b):
+    # The transform's limb counts come from a majorant that keeps one or two limbs below 2^62.
+    if k == 1:
+        values = [v >> b for v in values]
+    limbs = limbs_of(values, b, k)[:, None, :]
+    got = from_limbs(limbs, b, np.array([exponent]), int64=True)[0]
+    assert got.tolist() == [rounded(v, exponent) for v in values]
