@@ -155,9 +155,13 @@ class CausalTransform(GraphTransform):
             parent = None if gathers is None else gathers(layer, parts)
             direct = None
             if small is not None:
-                v = (part * scale).astype(np.int64)
+                v = np.empty(part.shape, dtype=np.int64)
+                # Exact integers below 2^62: the cast in the product's own pass truncates nothing.
+                np.multiply(part, scale, out=v, casting="unsafe")
                 if parent is not None and small[1] + 1 <= min(62, 2 * b - 1):
-                    v -= (parent * scale).astype(np.int64)
+                    below = np.empty(parent.shape, dtype=np.int64)
+                    np.multiply(parent, scale, out=below, casting="unsafe")
+                    v -= below
                     parent = None
                     # ŝ = v · 2^emin, exactly v (the kernel adds nothing for a copy or gather):
                     # its limbs need no carries (one or two limbs are normalised as split), and
@@ -226,10 +230,11 @@ class CausalTransform(GraphTransform):
         """
         offsets = self.structure.offsets
         limbs = np.concatenate([results.pop(k) for k in layers], axis=2) if len(layers) > 1 else results.pop(layers[0])
+        rounded = out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])]
         with np.errstate(over="ignore"):
             # The limb counts come from the majorant, |ŝ · 2^-emin| < 2^(k·b - 3): one or two
             # limbs always hold an int64.
-            rounded = from_limbs(limbs, self.limb_bits, emin, int64=True)
+            from_limbs(limbs, self.limb_bits, emin, int64=True, out=rounded)
         if not all(finite[k] for k in layers) and not np.isfinite(rounded).all():
             # The exact value exists but float64 cannot hold it: refuse rather than return ±inf.
             column = int(np.argwhere(~np.isfinite(rounded))[0, 1]) + int(offsets[layers[0]])
@@ -239,5 +244,4 @@ class CausalTransform(GraphTransform):
                 "exceed the float64 range (|value| > 1.8e308); the network is too deep, or its activations too "
                 "large, for a float64 result"
             )
-        out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])] = rounded
         layers.clear()

@@ -190,7 +190,9 @@ def normalize(x: np.ndarray, b: int) -> None:
         x[j + 1] += carry
 
 
-def from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool = False) -> np.ndarray:
+def from_limbs(
+    x: np.ndarray, b: int, emin: np.ndarray, int64: bool = False, out: np.ndarray | None = None
+) -> np.ndarray:
     """Correctly rounded float64 ``(P, N)`` of normalised limbs ``(k, P, N)`` times ``2^emin``.
 
     Rounds to nearest, ties to even, once; a value past the float64 range gives ``±inf``
@@ -198,11 +200,24 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool = False) -> 
     :func:`general_scale` gives it: every value with more than 53 bits is then a normal
     float64, so the subnormal range never rounds a second time. ``int64=True`` promises
     that every value (the limbs' integer) is below ``2^62`` in magnitude, as a majorant
-    can tell: with two limbs or one they are then converted without checking.
+    can tell: with two limbs or one they are then converted without checking. ``out``, a
+    float64 array of shape ``(P, N)``, receives the result, which is returned.
     """
     k, shape = x.shape[0], x.shape[1:]
+    if out is None:
+        out = np.empty(shape)
     if x.size == 0:
-        return np.zeros(shape)
+        out[...] = 0.0
+        return out
+    result = _from_limbs(x, b, emin, int64, out)
+    if result is not out:
+        out[...] = result
+    return out
+
+
+def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool, out: np.ndarray) -> np.ndarray:
+    """``from_limbs``'s result, written into ``out`` by the paths that write each value once (and returned)."""
+    k, shape = x.shape[0], x.shape[1:]
     flat = x.reshape(k, -1)
     # Values that fit in an int64 are converted by the hardware, which rounds correctly.
     # With limbs normalised, a value fits when the limbs above the second are all zero
@@ -214,10 +229,13 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool = False) -> 
         if (k == 1 or int64 or bool((np.abs(flat[1]) < head).all())) and -1000 < int(emin.min()) \
                 and int(emin.max()) < 900:
             # Scaling by a power of two is exact away from the float64 range's ends.
-            return low.reshape(shape) * np.exp2(emin.astype(np.float64))[:, None]
+            return np.multiply(low.reshape(shape), np.exp2(emin.astype(np.float64))[:, None], out=out)
     if 3 <= k <= 4 and -1000 < int(emin.min()) and int(emin.max()) < 900 and -(1 << (61 - b)) <= int(flat[-1].min()) \
             and int(flat[-1].max()) < 1 << (61 - b):
-        return _round_two_doubles(x.reshape(k, emin.size, -1), b, emin.astype(np.int64)).reshape(shape)
+        # A view of ``out`` as (P, N), unless ``out`` is a view that cannot be seen so (then a copy).
+        target = out.reshape(emin.size, -1)
+        result = _round_two_doubles(x.reshape(k, emin.size, -1), b, emin.astype(np.int64), target)
+        return out if np.may_share_memory(target, out) else result.reshape(shape)
     if b * (k - 1) <= _SHIFTED_BITS:
         return _round_shifted(x.reshape(k, emin.size, -1), b, emin.astype(np.int64)).reshape(shape)
     scale = np.repeat(emin.astype(np.int64), flat.shape[1] // max(1, emin.size))
@@ -236,7 +254,7 @@ def from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool = False) -> 
     return out.reshape(shape)
 
 
-def _round_two_doubles(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
+def _round_two_doubles(x: np.ndarray, b: int, emin: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``from_limbs`` of normalised limbs ``(k, P, N)``, ``k`` 3 or 4, as one float64 addition.
 
     Each value is ``V = A·2^(b(k-2)) + R`` with ``A`` its top two limbs (an int64: the
@@ -267,15 +285,15 @@ def _round_two_doubles(x: np.ndarray, b: int, emin: np.ndarray) -> np.ndarray:
     magnitude -= floor
     # Unsigned, |A| below `floor` wraps past the bound too.
     others = np.flatnonzero(magnitude.view(np.uint64) >= (1 << 53) - floor)
-    out = high.astype(np.float64)
-    out *= np.exp2((emin + b * (k - 2)).astype(np.float64))[:, None]
+    np.multiply(high, np.exp2((emin + b * (k - 2)).astype(np.float64))[:, None], out=out)
     rest = low.astype(np.float64)
     rest *= np.exp2((emin + cut).astype(np.float64))[:, None]
     out += rest
     if others.size:
         columns = x.reshape(k, -1)[:, others]
         per_column = np.repeat(emin, x.shape[2])[others]
-        out.reshape(-1)[others] = _round_shifted(columns[:, :, None], b, per_column)[:, 0]
+        # By row and column: ``out`` may be a view into a wider array.
+        out[np.divmod(others, x.shape[2])] = _round_shifted(columns[:, :, None], b, per_column)[:, 0]
     return out
 
 

@@ -132,6 +132,15 @@ def test_from_limbs_rounds_three_and_four_limbs_by_one_addition(data):
     limbs = limbs_of(values, b, k)[:, None, :]
     got = from_limbs(limbs, b, np.array([emin]))[0]
     np.testing.assert_array_equal(got, [rounded(v, emin) for v in values])
+    # Two probes written into a view of a wider array (the transform's output), as the
+    # transform rounds a layer in place: the values that leave the one-addition path too.
+    other = data.draw(st.integers(-999, 899))
+    wide = np.full((2, len(values) + 3), 7.0)
+    limbs = np.stack([limbs_of(values, b, k), limbs_of(values[::-1], b, k)], axis=1)
+    from_limbs(limbs, b, np.array([emin, other]), out=wide[:, 1:-2])
+    np.testing.assert_array_equal(wide[0, 1:-2], [rounded(v, emin) for v in values])
+    np.testing.assert_array_equal(wide[1, 1:-2], [rounded(v, other) for v in values[::-1]])
+    assert (wide[:, 0] == 7.0).all() and (wide[:, -2:] == 7.0).all()
 
 
 @settings(max_examples=300, deadline=None)
