@@ -8,11 +8,15 @@ The memory available is the smallest of the kernel's ``MemAvailable`` (``/proc/m
 what the process's cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes``) still
 allows (a container's limit, not the host's memory, is what kills a process), and what its
 address-space limit (``RLIMIT_AS``, as ``ulimit -v`` sets) leaves above its virtual size.
+The cgroup's figures are re-read at most once a second: their dozen file reads cost as much
+as the arithmetic of a small transform run at every training record.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
 
 __all__ = ["MEMORY_LIMIT", "available_bytes", "require"]
@@ -75,6 +79,20 @@ def _cgroup_room() -> int | None:
     return best
 
 
+# The cgroup's figures take a dozen small file reads (0.1 ms, more on a busy machine), which
+# a transform run at every record paid each time: they are re-read at most this often.
+_CGROUP_REREAD_SECONDS = 1.0
+_cgroup_read: list = [-math.inf, None]
+
+
+def _recent_cgroup_room() -> int | None:
+    """:func:`_cgroup_room`, as read at most ``_CGROUP_REREAD_SECONDS`` ago."""
+    now = time.monotonic()
+    if now - _cgroup_read[0] >= _CGROUP_REREAD_SECONDS:
+        _cgroup_read[:] = [now, _cgroup_room()]
+    return _cgroup_read[1]
+
+
 def _inactive_file(d: Path) -> int:
     try:
         for line in (d / "memory.stat").read_text().splitlines():
@@ -115,7 +133,7 @@ def available_bytes() -> int | None:
         The smallest of ``MemAvailable``, the cgroup's remaining room, the room under
         ``RLIMIT_AS`` and :data:`MEMORY_LIMIT`.
     """
-    known = [v for v in (_mem_available(), _cgroup_room(), _address_space_room(), MEMORY_LIMIT) if v is not None]
+    known = [v for v in (_mem_available(), _recent_cgroup_room(), _address_space_room(), MEMORY_LIMIT) if v is not None]
     return min(known) if known else None
 
 

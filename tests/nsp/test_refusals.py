@@ -78,6 +78,17 @@ def test_available_memory_is_read_from_the_system():
     assert available <= total
 
 
+def test_the_cgroup_room_is_read_again_after_a_second(monkeypatch):
+    reads = []
+    monkeypatch.setattr(memory, "_cgroup_room", lambda: reads.append(1) or 10_000)
+    monkeypatch.setattr(memory, "_cgroup_read", [float("-inf"), None])
+    assert memory.available_bytes() <= 10_000 and memory.available_bytes() <= 10_000
+    assert len(reads) == 1
+    monkeypatch.setattr(memory, "_CGROUP_REREAD_SECONDS", 0.0)
+    memory.available_bytes()
+    assert len(reads) == 2
+
+
 def test_causal_transform_refuses_before_allocating(monkeypatch):
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3))
     acts = nsp.Activations(net, torch.randn(1, 3, 16, 16))
