@@ -128,12 +128,15 @@ class CausalTransform(GraphTransform):
         small = small_scale(parts, b)
         emin, value_bits = small if small is not None else general_scale(parts)
         counts = self._limbs_per_layer(value_bits)
+        need = self._peak_bytes(counts, values.shape[0], inverse)
         memory.require(
-            self._peak_bytes(counts, values.shape[0], inverse),
+            need,
             f"the exact {'inverse ' if inverse else ''}transform of {values.shape[0]} signal(s) on this "
             f"{self.n:,}-node graph",
             "transform fewer signals at a time, or use fewer or smaller probe layers or a smaller input",
         )
+        # Else every call gets its limbs' pages from the kernel afresh, zeroed (a third of the time).
+        memory.keep_freed(need)
         scale = np.exp2(-emin.astype(np.float64))[:, None]
         # |ŝ| < 2^(value_bits + growth + emin) (the majorant): where that is inside the
         # float64 range, rounding needs no check for overflow.
