@@ -100,6 +100,7 @@ class Recorder(ModuleTracer):
         self.alive: list[torch.Tensor] = []
         self.inside: nn.Module | None = None
         self.leaf: tuple[str, str] = ("", "")
+        self._stepped_off: "Recorder | None" = None
 
     def begin(self, x: torch.Tensor) -> None:
         self.program = Program(tuple(x.shape))
@@ -196,10 +197,18 @@ class Recorder(ModuleTracer):
     def entered(self, path: str, module: nn.Module, args: tuple) -> None:
         if self.program is not None and self.inside is None and self.is_leaf(module):
             self.inside, self.leaf = module, (path, type(module).__name__)
+            # Nothing inside a module recorded whole is recorded, so this mode steps off the
+            # stack while it runs: a convolution or BatchNorm paid its dispatch for nothing.
+            # Only this mode: a tensor subclass's own __torch_function__ still runs.
+            if torch.overrides._get_current_function_mode() is self:
+                self._stepped_off = torch._C._pop_torch_function_stack()
 
     def left(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.program is not None and self.inside is module:
             self.inside = None
+            if self._stepped_off is not None:
+                torch._C._push_on_torch_function_stack(self._stepped_off)
+                self._stepped_off = None
             # From a hook, every tensor attribute read (the output's shape) would reach this mode.
             with torch._C.DisableTorchFunction():
                 self._record("module", module, args, kwargs, output)

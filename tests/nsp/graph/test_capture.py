@@ -114,3 +114,43 @@ def test_from_batch_equals_single_recordings():
             torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match=r"\(P, \*input_shape\) with P >= 1"):
         nsp.Activations.from_batch(net, torch.randn(0, 1, 4, 4))
+
+
+class _Logged(torch.Tensor):
+    """A tensor subclass that notes every torch function it sees."""
+
+    seen: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.seen.append(getattr(func, "__name__", str(func)))
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def test_modules_recorded_whole_run_without_the_recorders_mode_but_with_a_subclass_own(monkeypatch):
+    # The recorder steps off the torch-function stack inside a module it records whole
+    # (its internals are never recorded): only its own mode, not a tensor subclass's handler.
+    from nsp.graph import dataflow
+
+    calls = []
+    real = dataflow.Recorder.__torch_function__
+    monkeypatch.setattr(dataflow.Recorder, "__torch_function__",
+                        lambda self, func, *a, **k: (calls.append(getattr(func, "__name__", "")), real(self, func, *a, **k))[1])
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(1, 3)
+    nsp.Activations(net, x, "leaves")
+    assert "linear" not in calls and "relu" not in calls
+    _Logged.seen = []
+    acts = nsp.Activations(net, x.as_subclass(_Logged))
+    assert "linear" in _Logged.seen and "relu" in _Logged.seen
+    assert torch.equal(acts.layeractivations[-1].as_subclass(torch.Tensor), net(x)[0].detach())
+
+
+def test_the_recorders_mode_is_restored_when_a_module_recorded_whole_raises():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2))
+    with pytest.raises(RuntimeError):
+        nsp.Activations(net, torch.randn(1, 3))
+    assert torch.overrides._get_current_function_mode() is None
+    acts = nsp.Activations(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), torch.randn(1, 3))
+    assert acts.layernames == ["input", "0", "1"] and nsp.NNGraph(acts).number_of_edges() == 16
