@@ -269,6 +269,9 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     # No public context manager turns __torch_function__ dispatch off; PyTorch's own
     # "Extending torch" notes use torch._C.DisableTorchFunctionSubclass the same way.
     ("nsp.graph.dataflow", "torch._C.DisableTorchFunction"): "reads a version counter unrecorded",
+    # No public function reads the innermost torch-function mode; the recorder steps off the
+    # stack (its own __exit__/__enter__) inside a module it records whole only when it is that mode.
+    ("nsp.graph.dataflow", "torch.overrides._get_current_function_mode"): "steps off only from the top",
     # The op object a functional ReLU6 reaches a TorchFunctionMode as; an op is recognised
     # by identity, so the object itself is needed.
     ("nsp.common.tracer", "torch._C._nn.relu6"): "recognises a functional ReLU6 by its op",

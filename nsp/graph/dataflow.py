@@ -100,7 +100,7 @@ class Recorder(ModuleTracer):
         self.alive: list[torch.Tensor] = []
         self.inside: nn.Module | None = None
         self.leaf: tuple[str, str] = ("", "")
-        self._stepped_off: "Recorder | None" = None
+        self._stepped_off = False
 
     def begin(self, x: torch.Tensor) -> None:
         self.program = Program(tuple(x.shape))
@@ -201,14 +201,15 @@ class Recorder(ModuleTracer):
             # stack while it runs: a convolution or BatchNorm paid its dispatch for nothing.
             # Only this mode: a tensor subclass's own __torch_function__ still runs.
             if torch.overrides._get_current_function_mode() is self:
-                self._stepped_off = torch._C._pop_torch_function_stack()
+                self.__exit__(None, None, None)
+                self._stepped_off = True
 
     def left(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         if self.program is not None and self.inside is module:
             self.inside = None
-            if self._stepped_off is not None:
-                torch._C._push_on_torch_function_stack(self._stepped_off)
-                self._stepped_off = None
+            if self._stepped_off:
+                self._stepped_off = False
+                self.__enter__()
             # From a hook, every tensor attribute read (the output's shape) would reach this mode.
             with torch._C.DisableTorchFunction():
                 self._record("module", module, args, kwargs, output)

@@ -216,9 +216,10 @@ class ProbeContext:
     def layers(self, layers: Any = None) -> dict[str, torch.Tensor]:
         """Every recorded layer's activations for all probes, as ``name -> (P, *layer_shape)``.
 
-        Built from :meth:`activations` (the same forward pass), with the input as ``"input"``.
+        Built from :meth:`activations` (the same forward pass), with the input as ``"input"``;
+        values only, so patterns recorded without the dataflow serve too.
         """
-        patterns = self.activations(layers)
+        patterns = self._activations.get(_layers_key(layers)) or self.activations(layers)
         names = patterns[0].layernames
         return {
             name: torch.stack([p.layeractivations[l] for p in patterns]) for l, name in enumerate(names)
