@@ -60,7 +60,11 @@ class GraphTransform(abc.ABC):
                 f"{type(self).__name__}: expected `{name}` of shape ({self.n},) or (P, {self.n}), "
                 f"got {array.shape}"
             )
-        if not np.all(np.isfinite(array)):
+        # A sum is finite where every value is (one pass, no temporary); values whose sum
+        # overflows are looked at one by one.
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = array.sum()
+        if not np.isfinite(total) and not np.all(np.isfinite(array)):
             bad = np.flatnonzero(~np.isfinite(array.reshape(-1)))
             raise ValueError(
                 f"{type(self).__name__}: `{name}` has {bad.size} non-finite values "

@@ -67,9 +67,10 @@ def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | Non
     low = np.full(p, -1, dtype=np.int64).view(np.uint64)
     for v in parts:
         bits = np.ascontiguousarray(v, dtype=np.float64).view(np.int64)
-        magnitude = bits & _MAGNITUDE
-        if (magnitude & _BELOW_FLOAT32).any():
+        # One reduction, no temporary: a low bit set anywhere is set in the OR of all.
+        if int(np.bitwise_or.reduce(bits, axis=None, initial=0)) & _BELOW_FLOAT32:
             return None
+        magnitude = bits & _MAGNITUDE
         peak = np.maximum(peak, magnitude.max(axis=1, initial=0))
         # Zeros wrap to the largest unsigned value, so the minimum is the smallest nonzero magnitude, less 1.
         magnitude -= 1

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -76,10 +77,16 @@ def test_operator_rejects_bad_signals():
     op, _ = _operator("readme_net")
     with pytest.raises(ValueError, match=r"expected `signal` of shape"):
         op.forward(np.zeros(op.n + 1))
-    bad = np.zeros(op.n)
-    bad[0] = np.nan
-    with pytest.raises(ValueError, match="non-finite"):
-        op.forward(bad)
+    for value in (np.nan, np.inf, -np.inf):
+        bad = np.zeros(op.n)
+        bad[-1] = value
+        with pytest.raises(ValueError, match=r"1 non-finite values \(first at flat index"):
+            op.forward(bad)
+    # Finite values whose sum overflows are finite values.
+    big = np.full((2, op.n), 1.7e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(op._as_batch(big, "signal")[0], big)
 
 
 @pytest.mark.parametrize("incl", [True, False])
