@@ -169,8 +169,9 @@ def require(need: int, what: str, advice: str) -> None:
         )
 
 
-# glibc's largest dynamic mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX).
-_MMAP_THRESHOLD_MAX = 32 << 20
+# glibc's largest dynamic mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX), less
+# room for the block's header and page rounding: a block of exactly 32 MiB is past it.
+_MMAP_THRESHOLD_MAX = (32 << 20) - (1 << 16)
 
 
 def keep_freed(nbytes: int) -> None:
@@ -183,7 +184,7 @@ def keep_freed(nbytes: int) -> None:
     every call (an exact transform at each training record) then gets its memory back
     from the kernel each time, one zeroed page at a time: on ResNet-18 at 32×32, 1,300
     page faults, a third of the transform's time. Allocating and freeing one block of
-    ``nbytes`` (at most 32 MiB) raises the threshold as a computation that freed such a
+    ``nbytes`` (just under 32 MiB at most) raises the threshold as a computation that freed such a
     block itself would; the process may then hold up to twice that in freed memory.
     Elsewhere (another allocator, or a threshold set with ``mallopt``) this only costs
     the allocation.
