@@ -37,12 +37,22 @@ with one. Reported, per analysis:
   the end included) against the fit without a callback, median over children of the
   paired ratios.
 
+Where the spectrum's epoch overhead goes is measured with variants, each a kind of its
+own (``--kinds spectrum spectrum/no-crc ...``), changed in the child for that fit only, by
+patching (experiments, not settings):
+
+    spectrum/no-images       no card or chart (``LogSink.image_later`` drops them)
+    spectrum/no-image-events cards drawn and encoded, none written to TensorBoard
+    spectrum/no-crc          TensorBoard's (and nsp's) event-record CRC-32C replaced by 0
+    spectrum/no-histograms   no histogram (``LogSink.histogram`` drops them)
+
     python benchmarks/analysis_overhead.py [--epochs 8] [--repeats 3] [--kinds spectrum ...] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -50,10 +60,59 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("none", "spectrum", "attribution", "feature_vis", "response_map", "linear_regions")
+VARIANTS = ("no-images", "no-image-events", "no-crc", "no-histograms")
+
+
+def _kind(text: str) -> str:
+    """An analysis of KINDS, or ``spectrum/<variant>`` (argparse's type)."""
+    analysis, _, variant = text.partition("/")
+    if analysis not in KINDS[1:] or (variant and (analysis != "spectrum" or variant not in VARIANTS)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one of {KINDS[1:]} or spectrum/<one of {VARIANTS}>")
+    return text
+
+
+@contextlib.contextmanager
+def _variant(name: str) -> Iterator[None]:
+    """Patch what the variant ``name`` leaves out, for one fit (an experiment: event files without CRCs are invalid)."""
+    from tensorboard.summary.writer import record_writer
+
+    from nsp_lightning.probe.sinks import sink, tensorboard_sink
+
+    patches: list[tuple[Any, str, Any]] = []
+    if name == "no-images":
+        patches.append((sink.LogSink, "image_later", lambda self, *args, **kwargs: None))
+    elif name == "no-image-events":
+        patches.append((tensorboard_sink, "_write_image", lambda *args, **kwargs: None))
+        try:
+            from nsp_lightning.probe.sinks import events
+        except ImportError:  # a checkout from before nsp's own event files
+            pass
+        else:
+            patches.append((events, "write_image_events", lambda *args, **kwargs: None))
+    elif name == "no-crc":
+        patches.append((record_writer, "masked_crc32c", lambda data: 0))
+        try:
+            from nsp_lightning.probe.sinks import events
+        except ImportError:
+            pass
+        else:
+            patches.append((events, "crc32c_many", lambda messages: np.zeros(len(messages), np.uint32)))
+    elif name == "no-histograms":
+        patches.append((sink.LogSink, "histogram", lambda self, *args, **kwargs: None))
+    saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
+    for owner, attr, value in patches:
+        setattr(owner, attr, value)
+    try:
+        yield
+    finally:
+        for owner, attr, value in saved:
+            setattr(owner, attr, value)
 
 
 def _analysis(kind: str) -> Any:
@@ -83,7 +142,6 @@ def _child(kinds: list[str], epochs: int) -> None:
     sys.path.insert(0, str(ROOT / "examples"))
     import demo_digits
     import lightning.pytorch as pl
-    import numpy as np
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
     from nsp_lightning import ProbeCallback
@@ -138,10 +196,11 @@ def _child(kinds: list[str], epochs: int) -> None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def fit(kind: str, n: int) -> dict[str, Any]:
-        callback = None if kind == "none" else Timed(probe, [_analysis(kind)])
+        analysis, _, variant = kind.partition("/")
+        callback = None if kind == "none" else Timed(probe, [_analysis(analysis)])
         clock = EpochClock()
         helper = helper_cpu()
-        with tempfile.TemporaryDirectory() as root:
+        with tempfile.TemporaryDirectory() as root, _variant(variant):
             start = time.perf_counter()
             demo_digits.fit(root, n, [callback, clock] if callback else [clock])
             seconds = time.perf_counter() - start
@@ -219,7 +278,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=8, help="training epochs per fit (default 8, as the demo)")
     parser.add_argument("--repeats", type=int, default=3, help="child processes per checkout (default 3)")
-    parser.add_argument("--kinds", nargs="+", choices=KINDS[1:], default=list(KINDS[1:]), help="analyses to time")
+    parser.add_argument("--kinds", nargs="+", type=_kind, default=list(KINDS[1:]),
+                        help="analyses to time, and variants of the spectrum (spectrum/no-crc, ...)")
     parser.add_argument("--baseline", type=Path, help="another checkout, timed with the same fits, alternating")
     parser.add_argument("--json", type=Path, help="also write every fit's measurements to this file")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)

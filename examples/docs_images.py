@@ -118,7 +118,8 @@ def tensorboard_shots(logdir: Path, run: str, docs: Path) -> None:
         while True:
             try:
                 tags = json.loads(urllib.request.urlopen(f"{base}/data/plugin/images/tags", timeout=10).read())
-                if "spectrum/00_change/probe_0" in tags.get(run, {}):
+                # The cards and the chart are in their own run, which the drawing helper writes.
+                if "spectrum/00_change/probe_0" in tags.get(f"{run}/spectrum_images", {}):
                     break
             except OSError:
                 pass

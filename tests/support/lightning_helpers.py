@@ -88,3 +88,20 @@ def fresh_spectra(model: nn.Module, x: torch.Tensor, INCL: bool = True, type: st
         return out
     finally:
         model.train(was_training)
+
+
+def image_run(log_dir: Any, prefix: str = "spectrum") -> Any:
+    """TensorBoard's reader of the run ``<log_dir>/<prefix>_images``, where the drawing helper writes the cards.
+
+    Loaded once, every image kept.
+    """
+    import os
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = os.path.join(str(log_dir), f"{prefix.replace('/', '_')}_images")
+    if not os.path.isdir(run):
+        raise FileNotFoundError(f"no image run {run}")
+    acc = EventAccumulator(run, size_guidance={"images": 0})
+    acc.Reload()
+    return acc

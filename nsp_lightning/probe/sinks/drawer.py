@@ -11,8 +11,10 @@ with the parent's ``sys.path``, so the user's main module is never imported agai
 ``multiprocessing``'s spawn would).
 
 The helper also encodes each RGB(A) image as PNG (`EncodedImage`): about 2 MB of PNG a
-spectrum record cross the pipe instead of about 60 MB of pixels, and TensorBoard takes the
-bytes as they are.
+spectrum record instead of about 60 MB of pixels. Given `ImageEvents`, it writes them to
+TensorBoard event files itself (:mod:`~nsp_lightning.probe.sinks.events`), so that neither
+the PNG nor TensorBoard's checksum of it costs the training process anything; then only
+their shapes come back, unless another logger needs the images.
 
 Nothing crossing the pipe is pickled. A job names its function (``module:qualname``), which
 must be registered with :func:`drawable`; its arguments are JSON (numbers, strings, lists,
@@ -39,7 +41,7 @@ from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["DrawingError", "EncodedImage", "draw_images", "drawable", "drawable_value", "stop_drawing"]
+__all__ = ["DrawingError", "EncodedImage", "ImageEvents", "draw_images", "drawable", "drawable_value", "stop_drawing"]
 
 Job = tuple[Callable[..., np.ndarray], tuple[Any, ...], dict[str, Any]]
 _FRAME = struct.Struct(">Q")
@@ -73,6 +75,28 @@ class EncodedImage:
         with Image.open(io.BytesIO(self.png)) as image:
             array = np.asarray(image)
         return array if dtype is None else array.astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEvents:
+    """Where :func:`draw_images` writes the images it draws as TensorBoard image summaries.
+
+    Parameters
+    ----------
+    directories : list of str
+        Run directories only nsp's event writer writes to (`~nsp_lightning.probe.sinks.events`).
+    tags : list of str
+        One tag per job.
+    step : int
+        The step of every image.
+    keep : bool
+        Whether the images are returned too (another logger takes them), or only written.
+    """
+
+    directories: list[str]
+    tags: list[str]
+    step: int
+    keep: bool
 
 
 _DRAWINGS: dict[str, Callable[..., np.ndarray]] = {}
@@ -168,7 +192,7 @@ def _read(payload: bytes) -> tuple[Any, list[np.ndarray]]:
     return tree, blobs
 
 
-def _pack_jobs(jobs: Sequence[Job]) -> bytes:
+def _pack_jobs(jobs: Sequence[Job], events: ImageEvents | None = None) -> bytes:
     names = []
     for draw, _, _ in jobs:
         name = _name(draw) if hasattr(draw, "__qualname__") and hasattr(draw, "__module__") else ""
@@ -176,26 +200,31 @@ def _pack_jobs(jobs: Sequence[Job]) -> bytes:
             # The helper's own __main__ is not the caller's script: it could not find the drawing there.
             raise TypeError(f"{draw!r} is not registered with drawable() in an importable module")
         names.append(name)
-    return _pack([[name, list(args), kwargs] for name, (_, args, kwargs) in zip(names, jobs)])
+    where = None if events is None else dataclasses.asdict(events)
+    return _pack({"jobs": [[name, list(args), kwargs] for name, (_, args, kwargs) in zip(names, jobs)], "events": where})
 
 
-def _unpack_jobs(payload: bytes) -> list[Job]:
+def _unpack_jobs(payload: bytes) -> tuple[list[Job], ImageEvents | None]:
     tree, blobs = _read(payload)
+    where = tree["$d"]["events"]
+    events = None if where is None else ImageEvents(**_decode(where, blobs))
+    tree = tree["$d"]["jobs"]
     for name, _, _ in tree:
         # Importing a drawing's module registers it and the values it takes, before they are decoded.
         importlib.import_module(name.partition(":")[0])
         if name not in _DRAWINGS:
             raise TypeError(f"nsp_lightning drawing helper: {name} is not registered with drawable()")
-    return [(_DRAWINGS[name], tuple(_decode(args, blobs)), _decode(kwargs, blobs)) for name, args, kwargs in tree]
+    jobs = [(_DRAWINGS[name], tuple(_decode(args, blobs)), _decode(kwargs, blobs)) for name, args, kwargs in tree]
+    return jobs, events
 
 
-def _pack_images(images: Sequence[np.ndarray | EncodedImage | DrawingError]) -> bytes:
+def _pack_images(images: Sequence[np.ndarray | EncodedImage | DrawingError | None]) -> bytes:
     tree = [{"png": image.png, "shape": list(image.shape)} if isinstance(image, EncodedImage)
             else {"error": str(image)} if isinstance(image, DrawingError) else image for image in images]
     return _pack(tree)
 
 
-def _unpack_images(payload: bytes) -> list[np.ndarray | EncodedImage | DrawingError]:
+def _unpack_images(payload: bytes) -> list[np.ndarray | EncodedImage | DrawingError | None]:
     return [EncodedImage(item["png"], tuple(item["shape"])) if isinstance(item, dict) and "png" in item
             else DrawingError(item["error"]) if isinstance(item, dict) else item for item in _decode(*_read(payload))]
 
@@ -217,6 +246,25 @@ def _draw_encoded(job: Job) -> np.ndarray | EncodedImage | DrawingError:
             and image.shape[0] and image.shape[1]:
         return EncodedImage(encode_png(image), image.shape)
     return image
+
+
+def _draw_all(jobs: Sequence[Job], events: ImageEvents | None) -> list[np.ndarray | EncodedImage | DrawingError | None]:
+    """Every job drawn and encoded here; with ``events``, written as TensorBoard events, and None where not kept."""
+    from nsp_lightning.probe.sinks.events import write_image_events
+
+    images = [_draw_encoded(job) for job in jobs]
+    if events is None:
+        return images
+    # An image the loggers could not take as it is (not RGB(A) uint8) is refused, as it would be by TensorBoard.
+    images = [image if isinstance(image, (EncodedImage, DrawingError))
+              else DrawingError(f"{getattr(job[0], '__qualname__', job[0])}: expected a uint8 (H, W, 3 or 4) image,"
+                                f" got {image.dtype} {list(image.shape)}") for image, job in zip(images, jobs)]
+    try:
+        write_image_events(events.directories, events.tags,
+                           [(i.png, i.shape) if isinstance(i, EncodedImage) else None for i in images], events.step)
+    except OSError as err:  # a full disk, say: every image of the call is reported missing
+        return [DrawingError(f"writing TensorBoard events: {type(err).__name__}: {err}")] * len(images)
+    return [image if events.keep or isinstance(image, DrawingError) else None for image in images]
 
 
 def _send(stream: BinaryIO, payload: bytes) -> None:
@@ -292,27 +340,36 @@ def _the_helper() -> _Helper | None:
         return _helper
 
 
-def draw_images(jobs: Sequence[Job]) -> list[np.ndarray | EncodedImage | DrawingError]:
+def draw_images(
+    jobs: Sequence[Job], events: ImageEvents | None = None
+) -> list[np.ndarray | EncodedImage | DrawingError | None]:
     """Run every ``draw(*args, **kwargs)`` of ``jobs``, in the helper process where they can be sent there.
 
     Parameters
     ----------
     jobs : sequence of (callable, tuple, dict)
         The drawing functions (registered with `drawable`) and their arguments.
+    events : ImageEvents, optional
+        Write every image as a TensorBoard image summary there, from the process that drew
+        it (the helper, or this one where the helper cannot draw them). An image that is
+        not RGB(A) uint8 is then a `DrawingError`.
 
     Returns
     -------
     list
-        Per job, its image: an `EncodedImage` where the helper drew an RGB(A) uint8 image,
-        else a numpy array; or a `DrawingError` saying why it failed.
+        Per job, its image: an `EncodedImage` where an RGB(A) uint8 image was drawn (in the
+        helper, or here with ``events``), else a numpy array; None where ``events`` wrote it
+        and does not keep it; or a `DrawingError` saying why it failed.
     """
     global _broken, _helper
     if not jobs:
         return []
+    if events is not None and len(events.tags) != len(jobs):
+        raise ValueError(f"draw_images: {len(jobs)} jobs but {len(events.tags)} tags in events")
     try:
-        payload = _pack_jobs(jobs)
+        payload = _pack_jobs(jobs, events)
     except TypeError:  # an unregistered function or an argument JSON cannot carry: drawn here
-        return [_draw(job) for job in jobs]
+        return _draw_all(jobs, events) if events is not None else [_draw(job) for job in jobs]
     helper = _the_helper()
     if helper is not None:
         try:
@@ -323,7 +380,7 @@ def draw_images(jobs: Sequence[Job]) -> list[np.ndarray | EncodedImage | Drawing
             helper.process.kill()
             warnings.warn(f"nsp_lightning: the drawing helper process failed ({type(err).__name__}: {err}); images are"
                           " drawn on the writer thread from now on", RuntimeWarning, stacklevel=2)
-    return [_draw(job) for job in jobs]
+    return _draw_all(jobs, events) if events is not None else [_draw(job) for job in jobs]
 
 
 @atexit.register
@@ -351,7 +408,7 @@ def _serve() -> None:
         if payload is None:
             return
         try:
-            answer = _pack_images([_draw_encoded(job) for job in _unpack_jobs(payload)])
+            answer = _pack_images(_draw_all(*_unpack_jobs(payload)))
         except Exception as err:  # a job it cannot read: the caller hears it as the helper's failure
             print(f"nsp_lightning drawing helper: {type(err).__name__}: {err}", file=sys.stderr)
             return

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-__all__ = ["HISTOGRAM_BINS", "KIND_NAMES", "LogSink", "MediaSink", "embedding_rows", "embedding_tsv", "file_name", "histogram_counts",
+__all__ = ["HISTOGRAM_BINS", "IMAGE_RUN", "KIND_NAMES", "LogSink", "MediaSink", "embedding_rows", "embedding_tsv", "file_name", "histogram_counts",
            "require", "rgb_uint8"]
 
 # How each kind of item is named in messages (plural), in the order they are listed.
@@ -24,6 +24,8 @@ KIND_NAMES = {"image": "images", "histogram": "histograms", "text": "text", "emb
               "scalars": "charts of several runs"}
 # Loggers other than TensorBoard get histograms as counts in this many equal bins.
 HISTOGRAM_BINS = 64
+# TensorBoard shows the images drawn later in the run ``<prefix>_images`` (written by the drawing helper).
+IMAGE_RUN = "images"
 
 
 class LogSink:
@@ -81,7 +83,10 @@ class LogSink:
         ``draw`` runs after ``log`` returns and training has gone on, so its arguments must
         be values that nothing changes afterwards: arrays of the record, or copies, never
         the model's live tensors. An error in ``draw`` is reported as the writer's are (a
-        warning at the end of the fit), and that image is missing.
+        warning at the end of the fit), and that image is missing. TensorBoard shows these
+        images in a run of their own, ``<log_dir>/<prefix>_images`` (the prefix's ``/`` as
+        ``_``), which the drawing helper writes itself: their PNG never passes through the
+        training process.
         """
         if self.enabled:
             self.items.append(("later", self._tag(tag), (draw, args, kwargs), {"dataformats": "HWC"}))
@@ -110,9 +115,11 @@ class LogSink:
         """
         if not self.enabled:
             return
-        bad = [k for k in values if not isinstance(k, str) or not k or k in (".", "..") or "/" in k or os.sep in k]
+        bad = [k for k in values
+               if not isinstance(k, str) or not k or k in (".", "..", IMAGE_RUN) or "/" in k or os.sep in k]
         if bad:
-            raise ValueError(f"LogSink.scalars({tag!r}): run names {bad} are not names of a directory")
+            raise ValueError(f"LogSink.scalars({tag!r}): run names {bad} are not names of a directory"
+                             f" ({IMAGE_RUN!r} is the run of the images drawn later)")
         finite = {k: float(v) for k, v in values.items() if np.isfinite(v)}
         if finite:
             self.items.append(("scalars", self._tag(tag), finite, {"run_prefix": self.prefix.replace("/", "_")}))
@@ -156,6 +163,15 @@ class MediaSink:
     def __init__(self, logger: Any) -> None:
         self.logger = logger
         self.name = type(logger).__name__
+
+    def image_runs(self, sink: LogSink) -> list[str]:
+        """The directories where the drawing helper writes ``sink``'s images drawn later, as TensorBoard events.
+
+        None by default: the images are drawn and handed to :meth:`write` with the others.
+        A logger that names directories here gets them in :meth:`write` with the option
+        ``in_image_runs`` True, written already, and must not write them again.
+        """
+        return []
 
     def write(self, sink: LogSink) -> None:
         """Write every item of ``sink`` whose kind this logger takes, at ``sink.step``."""

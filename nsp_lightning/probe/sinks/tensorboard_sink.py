@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from nsp_lightning.probe.sinks.sink import LogSink, MediaSink, rgb_uint8
+from nsp_lightning.probe.sinks.sink import IMAGE_RUN, LogSink, MediaSink, rgb_uint8
 
 __all__ = [
     "RunWriters", "TensorBoardSink", "add_custom_scalars", "projector_points", "start_hparams", "write_hparams",
@@ -26,6 +26,14 @@ class TensorBoardSink(MediaSink):
         super().__init__(logger)
         self.writer = logger.experiment
         self.runs = RunWriters()
+
+    def image_runs(self, sink: LogSink) -> list[str]:
+        """``<log_dir>/<prefix>_images``: the run of the images drawn later, which only the drawing helper writes.
+
+        TensorBoard reads one event file of a run directory at a time, so the logger's own
+        writer must not write there too.
+        """
+        return [os.path.join(self.writer.get_logdir(), f"{sink.prefix.replace('/', '_')}_{IMAGE_RUN}")]
 
     def write(self, sink: LogSink) -> None:
         write_to_tensorboard(sink, [self.writer], self.runs)
@@ -100,6 +108,8 @@ def write_to_tensorboard(sink: LogSink, writers: Sequence[Any], runs: RunWriters
     runs = RunWriters() if runs is None else runs
     for writer in writers:
         for kind, tag, value, options in sink.items:
+            if kind == "image" and options.get("in_image_runs"):
+                continue  # written to TensorBoardSink.image_runs by the drawing helper
             if kind == "image":
                 _write_image(writer, tag, value, sink.step, options["dataformats"])
             elif kind == "histogram":

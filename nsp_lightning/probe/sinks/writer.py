@@ -16,8 +16,9 @@ def write_sinks(sink: LogSink, targets: Sequence[MediaSink]) -> None:
     """Write ``sink`` to every logger's sink in ``targets``; one that fails does not keep the others from theirs.
 
     Images drawn later (:meth:`LogSink.image_later`) are drawn first, in the drawing helper
-    process (:mod:`~nsp_lightning.probe.sinks.drawer`); one whose drawing fails is left
-    out, and the others are written.
+    process (:mod:`~nsp_lightning.probe.sinks.drawer`), which also writes them to the
+    TensorBoard runs of the sinks that name one (:meth:`MediaSink.image_runs`); one whose
+    drawing fails is left out, and the others are written.
 
     Raises
     ------
@@ -26,11 +27,18 @@ def write_sinks(sink: LogSink, targets: Sequence[MediaSink]) -> None:
         ``sink``, with their errors, after all were tried.
     """
     import nsp.viz.render
-    from nsp_lightning.probe.sinks.drawer import DrawingError, draw_images
+    from nsp_lightning.probe.sinks.drawer import DrawingError, ImageEvents, draw_images
 
     # Figures and images drawn later are drawn once, however many loggers take them: figures on this (the
     # writer's) thread, images drawn later in the drawing helper process (which holds no GIL of training's).
-    drawn = iter(draw_images([value for kind, _, value, _ in sink.items if kind == "later"]))
+    later = [(tag, value) for kind, tag, value, _ in sink.items if kind == "later"]
+    # A target that is no MediaSink takes images and names no run of its own.
+    own = [getattr(target, "image_runs", lambda _: [])(sink) for target in targets]
+    runs = [run for runs_of_target in own for run in runs_of_target]
+    # The helper writes the TensorBoard runs itself: the images come back only for a logger that takes them here.
+    keep = any("image" in getattr(target, "takes", {"image"}) and not mine for target, mine in zip(targets, own))
+    events = ImageEvents(runs, [tag for tag, _ in later], sink.step, keep) if runs and later else None
+    drawn = iter(draw_images([value for _, value in later], events))
     items, failed = [], []
     for kind, tag, value, options in sink.items:
         if kind == "figure":
@@ -39,8 +47,8 @@ def write_sinks(sink: LogSink, targets: Sequence[MediaSink]) -> None:
             image = next(drawn)
             if isinstance(image, DrawingError):
                 failed.append(f"drawing {tag}: {image}")
-            else:
-                items.append(("image", tag, image, options))
+            elif image is not None:
+                items.append(("image", tag, image, {**options, "in_image_runs": True} if events else options))
         else:
             items.append((kind, tag, value, options))
     sink.items = items

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from lightning_helpers import LAYERS, TinyNet, fresh_spectra, loader, probe, trainer_kwargs
+from lightning_helpers import LAYERS, TinyNet, fresh_spectra, image_run, loader, probe, trainer_kwargs
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -48,6 +48,7 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     cb = SpectrumCallback(probe(2))
     trainer = fit([cb], logger=TensorBoardLogger(tmp_path, name="tb"))
     acc = events(trainer.log_dir)
+    cards = image_run(trainer.log_dir)  # written by the drawing helper, in a run of their own
     records = read_records(cb.dirpath)
     assert [r.epoch for r in records] == [0, 1, 2, 3]
     steps = [r.global_step for r in records]
@@ -56,9 +57,9 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     for p in range(2):
         for l, layer in enumerate(LAYERS):
             for kind in ("activations", "spectrum"):
-                assert [e.step for e in acc.Images(f"spectrum/{l:02d}_{layer}/{kind}/probe_{p}")] == steps
+                assert [e.step for e in cards.Images(f"spectrum/{l:02d}_{layer}/{kind}/probe_{p}")] == steps
             # The change since the baseline: from the first record after it.
-            assert [e.step for e in acc.Images(f"spectrum/{l:02d}_{layer}/difference/probe_{p}")] == steps[1:]
+            assert [e.step for e in cards.Images(f"spectrum/{l:02d}_{layer}/difference/probe_{p}")] == steps[1:]
             if layer == "flatten":
                 continue  # an exactly zero spectrum: below
             scalars = acc.Scalars(f"spectrum/log10_energy/probe_{p}/{l:02d}_{layer}")
@@ -89,7 +90,7 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     # The logged card is what nsp.render.render_card draws for the recorded spectrum, on the
     # decades fixed at the baseline for the layer over both probes: from the smallest nonzero
     # |ŝ| to its largest, 2 decades of headroom above.
-    event = acc.Images("spectrum/01_conv/spectrum/probe_1")[-1]
+    event = cards.Images("spectrum/01_conv/spectrum/probe_1")[-1]
     image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
     base = np.abs(np.concatenate([records[0].spectra[p][1].ravel() for p in range(2)]))
     top, bottom = int(np.ceil(np.log10(base.max()))) + 2, int(np.floor(np.log10(base[base > 0].min())))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning_helpers import LAYERS, TinyNet, probe
+from lightning_helpers import LAYERS, TinyNet, image_run, probe
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import nsp
@@ -102,5 +102,5 @@ def test_ddp_two_cpu_processes_record_on_rank_zero_only(tmp_path):
     acc = EventAccumulator(ranks[0]["log_dir"], size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     steps = [r.global_step for r in records]  # logged at the global step, by default
-    assert [e.step for e in acc.Images("spectrum/05_fc/spectrum/probe_1")] == steps
+    assert [e.step for e in image_run(ranks[0]["log_dir"]).Images("spectrum/05_fc/spectrum/probe_1")] == steps
     assert [s.step for s in acc.Scalars("spectrum/log10_energy/probe_0/01_conv")] == steps

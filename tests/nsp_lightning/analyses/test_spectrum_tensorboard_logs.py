@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
+from lightning_helpers import TinyNet, image_run, loader, probe, trainer_kwargs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from torch import nn
@@ -61,7 +61,8 @@ def leaves_run(tmp_path_factory):
 
 
 def test_leaves_of_a_sequential_are_logged_in_execution_order(leaves_run):
-    cb, _, acc, records = leaves_run
+    cb, trainer, _, records = leaves_run
+    acc = image_run(trainer.log_dir)  # the cards: in the run the drawing helper writes
     assert records[0].layernames == ("input", *LEAVES)
     expected = [f"spectrum/{i:02d}_{name}/{kind}/probe_0" for i, name in enumerate(["input", *LEAVES])
                 for kind in ("activations", "difference", "spectrum")]
@@ -77,7 +78,7 @@ def test_leaves_of_a_sequential_are_logged_in_execution_order(leaves_run):
 
 
 def test_change_since_the_baseline_is_logged_per_layer_and_probe(leaves_run):
-    _, _, acc, records = leaves_run
+    _, trainer, acc, records = leaves_run
     for measure in nsp.energy.CHANGE_MEASURES:
         for p in range(2):
             for l, name in enumerate(["input", *LEAVES]):
@@ -87,7 +88,7 @@ def test_change_since_the_baseline_is_logged_per_layer_and_probe(leaves_run):
     # The baseline is unchanged from itself; the classifier's spectrum moves as it learns.
     assert acc.Scalars("spectrum/change/relative/probe_0/05_net.4")[0].value == 0
     assert acc.Scalars("spectrum/change/relative/probe_0/05_net.4")[-1].value > 1e-3
-    chart = acc.Images("spectrum/00_change/probe_0")
+    chart = image_run(trainer.log_dir).Images("spectrum/00_change/probe_0")
     assert [e.step for e in chart] == [r.global_step for r in records]
 
 

@@ -69,9 +69,10 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
     try:
         wait_for(base, server, 90)
         run = "tb/version_0"
+        cards = f"{run}/spectrum_images"  # the run the drawing helper writes the cards to
         deadline = time.monotonic() + 60
         while True:  # the server loads event files in the background
-            image_tags = json.loads(get(base, "/data/plugin/images/tags")).get(run, {})
+            image_tags = json.loads(get(base, "/data/plugin/images/tags")).get(cards, {})
             if len(image_tags) == 7 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -83,7 +84,7 @@ def test_tensorboard_server_shows_every_epoch_with_the_documented_flag(tmp_path)
             scalar_tags
         )
 
-        images = json.loads(get(base, "/data/plugin/images/images", run=run, tag="spectrum/01_conv/spectrum/probe_0", sample=0))
+        images = json.loads(get(base, "/data/plugin/images/images", run=cards, tag="spectrum/01_conv/spectrum/probe_0", sample=0))
         steps = [2 * epoch for epoch in range(EPOCHS + 1)]  # the global step: 2 batches an epoch
         assert [entry["step"] for entry in images] == steps
         png = get(base, "/data/plugin/images/individualImage?" + images[-1]["query"])
@@ -131,7 +132,7 @@ def test_a_screenshot_of_the_time_series_page_shows_a_card_with_its_colour_bar(t
         wait_for(base, server, 90)
         deadline = time.monotonic() + 60
         while "spectrum/01_conv/spectrum/probe_0" not in json.loads(get(base, "/data/plugin/images/tags")).get(
-            "tb/version_0", {}
+            "tb/version_0/spectrum_images", {}
         ) and time.monotonic() < deadline:
             time.sleep(0.5)
         # The page loads its data and images asynchronously; a slow machine may need another try.
@@ -185,9 +186,11 @@ def test_the_change_chart_at_default_card_width_draws_each_layer_in_its_own_colo
     try:
         wait_for(base, server, 90)
         deadline = time.monotonic() + 60
-        while len(json.loads(get(base, "/data/runs"))) < 1 + len(layers) and time.monotonic() < deadline:
+        while len(json.loads(get(base, "/data/runs"))) < 2 + len(layers) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert json.loads(get(base, "/data/runs")) == ["tb/version_0"] + [f"tb/version_0/spectrum_{name}" for name in layers]
+        # The layers' runs, and the run of the cards (written by the drawing helper).
+        runs = ["tb/version_0"] + [f"tb/version_0/spectrum_{name}" for name in layers] + ["tb/version_0/spectrum_images"]
+        assert json.loads(get(base, "/data/runs")) == runs
         # Headless Chromium has no WebGL: TensorBoard's SVG charts (forceSVG) draw the same lines.
         for attempt in range(3):
             shot = tmp_path / f"change-{attempt}.png"

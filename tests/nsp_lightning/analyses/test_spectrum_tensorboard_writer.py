@@ -5,8 +5,7 @@ import threading
 
 import numpy as np
 import pytest
-from lightning_helpers import TinyNet, loader, probe, trainer_kwargs
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from lightning_helpers import TinyNet, image_run, loader, probe, trainer_kwargs
 
 import lightning.pytorch as pl
 import nsp.viz.render
@@ -65,9 +64,8 @@ class Boom(TinyNet):
 
 
 def images_by_step(log_dir, tag):
-    acc = EventAccumulator(str(log_dir), size_guidance={"images": 0})
-    acc.Reload()
-    return [e.step for e in acc.Images(tag)]
+    """The steps of ``tag``'s images, from the run the drawing helper writes the spectrum's cards to."""
+    return [e.step for e in image_run(log_dir).Images(tag)]
 
 
 def test_images_are_drawn_and_encoded_off_the_training_thread_and_all_written_by_fit_end(tmp_path, monkeypatch):

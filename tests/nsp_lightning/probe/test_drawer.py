@@ -6,7 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from drawing_jobs import process_id
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from drawing_jobs import float_image, pid_image, pid_of, process_id
+from lightning_helpers import image_run
 
 from nsp_lightning.analyses.spectrum.cards import card_image, difference_card, fixed_decades
 from nsp_lightning.probe.sinks import LogSink, drawer
@@ -29,7 +31,8 @@ def test_jobs_cross_the_pipe_as_json_and_npy_never_pickle(monkeypatch):
     args = (np.arange(6.0).reshape(2, 3), [1, (2.5, "x")], {"k": np.float32(3)}, None, True, b"\x89PNG")
     payload = drawer._pack_jobs([(card_image, args, {"fixed": Decades(-2, 3)})])
     assert b"pickle" not in payload and b"\x80\x05" not in payload[:2]
-    [(draw, back, kwargs)] = drawer._unpack_jobs(payload)
+    [(draw, back, kwargs)], events = drawer._unpack_jobs(payload)
+    assert events is None
     assert draw is card_image and kwargs == {"fixed": Decades(-2, 3)}
     assert np.array_equal(back[0], args[0]) and back[1:] == ([1, (2.5, "x")], {"k": 3.0}, None, True, b"\x89PNG")
     with pytest.raises(TypeError, match="not registered"):
@@ -52,7 +55,7 @@ def test_the_helper_refuses_a_function_or_a_class_nobody_registered():
     import json
 
     def crafted(tree):  # a payload as a hostile writer to the pipe would send it: JSON, no arrays
-        head = json.dumps(tree).encode()
+        head = json.dumps({"$d": {"jobs": tree, "events": None}}).encode()
         return drawer._FRAME.pack(len(head)) + head
 
     with pytest.raises(TypeError, match="os:system is not registered"):
@@ -136,3 +139,81 @@ def test_the_spectrum_analysis_logs_only_jobs_that_reach_the_helper():
     assert len(later) > 10
     drawer._unpack_jobs(drawer._pack_jobs(later))
     assert not any(kind == "figure" for s in sinks for kind, _, _, _ in s.items)
+
+
+def cards_in(run) -> dict[str, np.ndarray]:
+    """Each image tag of the TensorBoard run directory ``run``: its last image, decoded."""
+    import io
+
+    from PIL import Image
+
+    acc = image_run(run.parent, run.name[: -len("_images")])
+    return {tag: np.asarray(Image.open(io.BytesIO(acc.Images(tag)[-1].encoded_image_string)))
+            for tag in acc.Tags()["images"]}
+
+
+def test_with_image_events_the_helper_writes_them_and_sends_back_only_what_is_kept(tmp_path):
+    runs = [str(tmp_path / "one" / "mine_images"), str(tmp_path / "two" / "mine_images")]
+    jobs = [(pid_image, (4,), {}), (pid_image, (6,), {}), (float_image, (), {})]
+    events = drawer.ImageEvents(runs, ["mine/a", "mine/b", "mine/float"], 5, keep=False)
+    a, b, refused = drawer.draw_images(jobs, events)
+    assert a is None and b is None  # written there: no PNG came back
+    assert isinstance(refused, drawer.DrawingError) and "expected a uint8 (H, W, 3 or 4) image" in str(refused)
+    for run in runs:
+        cards = cards_in(tmp_path / run)
+        assert sorted(cards) == ["mine/a", "mine/b"] and cards["mine/b"].shape == (1, 6, 3)
+        assert pid_of(cards["mine/a"]) == drawer._helper.process.pid != os.getpid()  # drawn and written there
+    [kept] = drawer.draw_images(jobs[:1], drawer.ImageEvents(runs[:1], ["mine/a"], 6, keep=True))
+    assert isinstance(kept, drawer.EncodedImage) and np.array_equal(np.asarray(kept), cards_in(tmp_path / runs[0])["mine/a"])
+
+
+def test_without_the_helper_this_process_writes_the_image_events(tmp_path, monkeypatch):
+    monkeypatch.setattr(drawer, "_helper", None)
+    monkeypatch.setattr(drawer, "_broken", True)  # as after a helper that could not start
+    run = tmp_path / "mine_images"
+    local = lambda: np.zeros((1, 1, 3), np.uint8)  # cannot be sent: drawn here either way
+    assert drawer.draw_images([(pid_image, (3,), {}), (local, (), {})],
+                              drawer.ImageEvents([str(run)], ["mine/p", "mine/l"], 0, keep=False)) == [None, None]
+    cards = cards_in(run)
+    assert sorted(cards) == ["mine/l", "mine/p"] and pid_of(cards["mine/p"]) == os.getpid()
+
+
+def test_images_drawn_later_reach_a_tensorboard_run_of_their_own_and_every_other_logger(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from nsp_lightning.probe.sinks import TensorBoardSink
+
+    class Logger:
+        def __init__(self):
+            self.experiment = SummaryWriter(str(tmp_path / "tb"))
+
+    class Pixels:
+        name, takes = "pixels", frozenset({"image"})
+
+        def __init__(self):
+            self.items = []
+
+        def image_runs(self, sink):
+            return []
+
+        def write(self, sink):
+            self.items += sink.items
+
+    sink = LogSink("spec/x", 4, enabled=True)
+    sink.image_later("card", pid_image, 5)
+    sink.image("plain", np.zeros((2, 2, 3), np.uint8))
+    tensorboard, other = TensorBoardSink(Logger()), Pixels()
+    write_sinks(sink, [tensorboard, other])
+    tensorboard.logger.experiment.close()
+    assert sorted(cards_in(tmp_path / "tb" / "spec_x_images")) == ["spec/x/card"]  # "/" in the prefix as "_"
+    main = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    main.Reload()
+    assert main.Tags()["images"] == ["spec/x/plain"]  # the card is not written twice
+    [(kind, tag, card, options), plain] = other.items
+    assert (kind, tag, options["in_image_runs"]) == ("image", "spec/x/card", True)
+    assert np.array_equal(np.asarray(card), cards_in(tmp_path / "tb" / "spec_x_images")["spec/x/card"])
+    assert plain[:2] == ("image", "spec/x/plain")
+    only = LogSink("spec/x", 5, enabled=True)
+    only.image_later("card", pid_image, 5)
+    write_sinks(only, [tensorboard])  # no other logger: the card does not come back
+    assert only.items == []

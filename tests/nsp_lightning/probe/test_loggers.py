@@ -157,15 +157,25 @@ def test_the_sinks_are_made_once_per_logger_and_forgotten_at_clear(tmp_path):
 
 
 def tensorboard_entries(log_dir: Path, values: dict | None = None) -> set[tuple[str, str, int]]:
-    """``(kind, tag, step)`` of every image, histogram and text in the run; ``values`` gets what each holds."""
+    """``(kind, tag, step)`` of every image, histogram and text in the run; ``values`` gets what each holds.
+
+    Images drawn later are in the runs ``<prefix>_images`` (written by the drawing helper):
+    they are read there, and no image is in two runs.
+    """
     acc = EventAccumulator(str(log_dir), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
     acc.Reload()
     found = set()
     values = {} if values is None else values
-    for tag in acc.Tags()["images"]:
-        for event in acc.Images(tag):
-            found.add(("image", tag, event.step))
-            values["image", tag, event.step] = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+    image_runs = [acc]
+    for run in sorted(log_dir.glob("*_images")):
+        image_runs.append(EventAccumulator(str(run), size_guidance={"images": 0}))
+        image_runs[-1].Reload()
+    for run in image_runs:
+        for tag in run.Tags()["images"]:
+            for event in run.Images(tag):
+                assert ("image", tag, event.step) not in found, f"{tag} at step {event.step} is in two runs"
+                found.add(("image", tag, event.step))
+                values["image", tag, event.step] = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
     for tag in acc.Tags()["histograms"]:
         for event in acc.Histograms(tag):
             found.add(("histogram", tag, event.step))

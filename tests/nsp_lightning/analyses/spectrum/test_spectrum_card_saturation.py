@@ -19,8 +19,8 @@ import pytest
 import torch
 from card_decoding import decode, saturated
 from digits_cnn import DigitsCNN, digits
+from lightning_helpers import image_run
 from PIL import Image
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -70,9 +70,7 @@ def digits_run(tmp_path_factory):
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     trainer.fit(DigitsModule(), train)
-    events = EventAccumulator(trainer.log_dir, size_guidance={"images": 0})
-    events.Reload()
-    return read_records(callback.dirpath), events
+    return read_records(callback.dirpath), image_run(trainer.log_dir)
 
 
 def last_cards(records, events) -> dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]]:
