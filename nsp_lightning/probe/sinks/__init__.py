@@ -6,7 +6,8 @@ the Trainer at once, after the analysis returned, on a background thread
 (:class:`BackgroundWriter`: encoding images is most of a record's cost and training need
 not wait for it). Images an analysis has drawn later (``LogSink.image_later``: the
 spectrum's cards) are drawn in a helper process (:mod:`~nsp_lightning.probe.sinks.drawer`),
-where their Python does not hold the GIL that training needs.
+where their Python does not hold the GIL that training needs; the helper writes them to
+TensorBoard itself, in the run ``<prefix>_images`` (:mod:`~nsp_lightning.probe.sinks.events`).
 
 =====================  =====================================  ==============================================
 logger                 sink (module)                          what it takes

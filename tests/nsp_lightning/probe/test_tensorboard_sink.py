@@ -122,3 +122,11 @@ def test_projector_points_pad_to_3_columns_with_zeros_only_where_fewer(columns):
     padded = projector_points(points)
     assert padded.shape == (4, max(3, columns)) and padded.dtype == torch.float64
     assert torch.equal(padded[:, :columns], points) and not padded[:, columns:].any()
+
+
+@pytest.mark.parametrize("key", ["images", "a/b", "..", ""])
+def test_a_chart_of_several_runs_refuses_a_run_that_is_no_directory_or_the_cards_run(key):
+    from nsp_lightning.probe.sinks import LogSink
+
+    with pytest.raises(ValueError, match="not names of a directory.*'images' is the run of the images drawn later"):
+        LogSink("mine", 0, enabled=True).scalars("chart", {key: 1.0, "fine": 2.0})
