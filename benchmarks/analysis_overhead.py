@@ -225,7 +225,8 @@ def _child(kinds: list[str], epochs: int) -> None:
 def _run_child(checkout: Path, kinds: list[str], epochs: int) -> list[dict[str, Any]]:
     env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, str(Path(__file__).resolve()), "--child", *kinds, "--epochs", str(epochs)]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+    # In the checkout measured: a process started there (a drawing helper of an older checkout, say) imports its modules.
+    run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=checkout)
     if run.returncode != 0:
         raise RuntimeError(f"benchmark child in {checkout} failed:\n{run.stderr[-3000:]}")
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]

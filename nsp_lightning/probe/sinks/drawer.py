@@ -292,7 +292,10 @@ class _Helper:
         self.lock = threading.Lock()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "OMP_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from nsp_lightning.probe.sinks.drawer import _serve; _serve()"],
+            # `-c` puts the working directory first on sys.path: dropped, so that another checkout there is not
+            # imported instead of this process's own modules (the parent's sys.path is the PYTHONPATH above).
+            [sys.executable, "-c",
+             "import sys; del sys.path[0]; from nsp_lightning.probe.sinks.drawer import _serve; _serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
 

@@ -217,3 +217,19 @@ def test_images_drawn_later_reach_a_tensorboard_run_of_their_own_and_every_other
     only.image_later("card", pid_image, 5)
     write_sinks(only, [tensorboard])  # no other logger: the card does not come back
     assert only.items == []
+
+
+def test_the_helper_imports_this_process_s_modules_not_a_checkout_in_the_working_directory(tmp_path, monkeypatch):
+    # A helper started from a directory holding another nsp_lightning must not import that one.
+    (tmp_path / "nsp_lightning").mkdir()
+    (tmp_path / "nsp_lightning" / "__init__.py").write_text("raise ImportError('the wrong checkout')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(drawer, "_helper", None)
+    monkeypatch.setattr(drawer, "_broken", False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a helper that failed would warn
+        [image] = drawer.draw_images([(process_id, (), {})])
+    assert int(image) == drawer._helper.process.pid != os.getpid()
+    drawer.stop_drawing()
