@@ -61,12 +61,12 @@ class SpectrumAnalysis(ProbeAnalysis):
     with ``INCL=True``, values only while the layers keep their modules: a forward pass's cost).
 
     Cost (digits demo: 4 probes, 9 layers, 108 cards and a chart a record; BENCHMARKS.md
-    "Per-analysis overhead"): a record holds the training thread 18-23 ms at load 3 on the
-    2-core development machine (27-103 ms at load 6-11) for the transform, the change
-    measures and the record file: 1.0 % of the demo's epoch beside it, 1.3 % of a fit. The
-    cards and chart are drawn and encoded in the drawing helper process, off that thread
-    (:mod:`nsp_lightning.probe.sinks`): CPU time a free core takes; with none free (load 3
-    on 2 CPUs) the epoch still took 21 % longer.
+    "Per-analysis overhead"): a record holds the training thread 19-32 ms (1-2 % of the
+    demo's epoch) for the transform, the change measures and the record file. The drawing
+    helper process draws, encodes and writes the cards and the chart to TensorBoard (run
+    ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`): about 1 s of CPU a
+    record, which a free core takes; the training process's other threads 0.06 s. With no
+    core free (load 3-4 on 2 CPUs) the epoch took 9 % longer (main beside it: +26 %).
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
