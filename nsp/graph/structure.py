@@ -143,6 +143,7 @@ class _Interpreter:
         start = Ref(-1)
         self.shapes: dict[Ref, tuple[int, ...]] = {start: program.input_shape}
         self.perms: dict[Ref, tuple[int, ...] | None] = {start: None}
+        self.stand_ins: dict[Ref, torch.Tensor] = {}
         own = program.input_shape[1:]
         if source_shape is not None and math.prod(source_shape) == math.prod(own):
             own = source_shape
@@ -256,6 +257,13 @@ class _Interpreter:
                 results.append(_Pending(err))
         return results
 
+    def _meta(self, ref: Ref) -> torch.Tensor:
+        """The ``meta`` tensor that stands in for ``ref`` (``INCL=True``): one per value, made
+        once, since a value is the output of one call and the input of the next ones."""
+        if ref not in self.stand_ins:
+            self.stand_ins[ref] = torch.empty(self.shapes[ref], device="meta")
+        return self.stand_ins[ref]
+
     def _permute(self, op: Op, src: Ref, dst: Ref, path: str, label: str, maps: dict) -> Any:
         """``permute``/``transpose``/``movedim``: only the recorded axis order changes (INCL=True)."""
         n = len(self.shapes[src]) - 1
@@ -274,8 +282,8 @@ class _Interpreter:
             raise unsupported(path, label, "only its first output has a rule")
         shapes = [self.shapes[r] for r in refs]
         if self.incl:
-            stand_in = {r: torch.empty(self.shapes[r], device="meta") for r in refs}
-            output = torch.empty(self.shapes[Ref(i, item)], device="meta")
+            stand_in = {r: self._meta(r) for r in refs}
+            output = self._meta(Ref(i, item))
         else:
             stand_in = {r: values[r] for r in refs}
             output = values[Ref(i, item)]

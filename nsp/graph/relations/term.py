@@ -206,9 +206,14 @@ class Term:
         """The boolean product ``self ∘ inner`` (``inner`` is applied first)."""
         a = tuple(d for d in self.in_dims if d != 1)
         b = tuple(d for d in inner.out_dims if d != 1)
-        mid = refinement(a, b)
-        outer_t = self.split("in", mid) if mid is not None else None
-        inner_t = inner.split("out", mid) if mid is not None else None
+        if a == b:
+            # The middle axes already agree (a layer composed with the next): splitting
+            # to them would rebuild both terms unchanged.
+            outer_t, inner_t = self, inner
+        else:
+            mid = refinement(a, b)
+            outer_t = self.split("in", mid) if mid is not None else None
+            inner_t = inner.split("out", mid) if mid is not None else None
         if outer_t is None or inner_t is None:
             mid = coarsening(a, b)
             outer_t, inner_t = self.merge("in", mid), inner.merge("out", mid)
