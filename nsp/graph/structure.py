@@ -287,7 +287,8 @@ class _Interpreter:
         else:
             stand_in = {r: values[r] for r in refs}
             output = values[Ref(i, item)]
-        call = Call(op.target, _substitute(op.args, stand_in), _substitute(op.kwargs, stand_in),
+        args, kwargs = _substitute((op.args, op.kwargs), stand_in)
+        call = Call(op.target, args, kwargs,
                     [stand_in[r] for r in refs], output, path, op.name if op.kind != "module" else label, item,
                     not self.incl, label)
         rule.check(call, self.incl)
