@@ -318,6 +318,9 @@ def _matching(cols: list[np.ndarray], rows: list[np.ndarray]) -> list[tuple[int,
     n, m = len(cols), len(rows)
     if not n or not m:
         return []
+    if n == m == 1:
+        # An all-ones channel factor split in two (most compositions): no table needed.
+        return [(0, 0)] if cols[0].shape[0] == rows[0].shape[1] else []
     best = np.zeros((n + 1, m + 1), dtype=np.int64)
     for i in range(n - 1, -1, -1):
         for j in range(m - 1, -1, -1):
@@ -359,6 +362,9 @@ def _bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     # Channel factors are mostly all-ones or the identity; those need no product.
     shape = (f.shape[0], g.shape[1])
     f_ones, g_ones = f is ones_factor(*f.shape), g is ones_factor(*g.shape)
+    if f_ones and g_ones:
+        # Channels after channels (every convolution of a chain): known without a pass.
+        return ones_factor(*shape)
     nf = f.size if f_ones else np.count_nonzero(f)
     ng = g.size if g_ones else np.count_nonzero(g)
     if ng == g.size or nf == f.size:
