@@ -48,8 +48,8 @@ def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
         # A row is an interval iff at most one run of ones starts in it.
         starts = f[:, 0] + np.count_nonzero(f[:, 1:] & ~f[:, :-1], axis=1)
         if starts.max() <= 1:
-            lo = np.where(count > 0, lo, 0)
-            ops.append((axis, "intervals", (lo, np.where(count > 0, hi, 0))))
+            # A row without ones has argmax 0 and count 0, so its interval is [0, 0) already.
+            ops.append((axis, "intervals", (lo, hi)))
         else:
             ops.append((axis, "dense", f.astype(np.int64)))
     ones = tuple(axis + 1 for axis, kind, _ in ops if kind == "ones")
