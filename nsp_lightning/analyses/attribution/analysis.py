@@ -56,9 +56,9 @@ class AttributionAnalysis(ProbeAnalysis):
     ``--samples_per_plugin images=N``; the records keep every attribution.
 
     Cost at the defaults on the digits demo (4 probes; ``benchmarks/analysis_overhead.py``,
-    BENCHMARKS.md "Per-analysis overhead"): 128 ms (min) / 182 ms (median) a record on the
-    training thread at load 9-11, 1.1 % of the demo's epoch measured beside it; 1.6 % of a
-    fit.
+    BENCHMARKS.md "Per-analysis overhead"; quiet 2-core machine, one torch thread): 29 ms
+    (min) / 30 ms (median) a record on the training thread, 1.3 % of the demo's epoch
+    measured beside it; 2.2 % of a fit.
 
     Args:
         methods: Names in ``nsp.attribution.METHODS``, or a mapping of names to their

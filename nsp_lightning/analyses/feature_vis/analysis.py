@@ -103,8 +103,9 @@ class FeatureVisAnalysis(ProbeAnalysis):
 
     Cost with ``classes=range(10)`` and the other arguments at their defaults on the digits
     demo (``benchmarks/analysis_overhead.py``, BENCHMARKS.md "Per-analysis overhead"):
-    480 ms (min) / 819 ms (median) a record on the training thread at load 9-11, 5.4 % of
-    the demo's epoch measured beside it; 7.1 % of a fit.
+    143 ms (min) / 157 ms (median) a record on the training thread of a quiet 2-core machine
+    (one torch thread), 6.5 % of the demo's epoch measured beside it; 8.3 % of a fit. The
+    cost scales with ``steps`` and the number of targets.
 
     Logged (``<prefix>`` is the analysis's name, ``feature_vis`` by default):
 

@@ -86,7 +86,9 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     0.07 s on the untrained CNN (140 regions in all) and 0.24 s after 3 epochs (966 regions),
     against 0.32 s and 0.48 s before at the same zoom; the record at fit start also scans every
     box first. ``zoom=0.01`` (a square twice as wide, about twice the regions) took 0.08 s and
-    0.37 s.
+    0.37 s. On a quiet 2-core machine (``benchmarks/analysis_overhead.py``, one torch thread)
+    a record held the training thread 101 ms (min) / 143 ms (median), 6.4 % of the demo's
+    epoch; 8.6 % of a fit.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.

@@ -75,9 +75,9 @@ class ResponseMapAnalysis(ProbeAnalysis):
     ``--samples_per_plugin images=N``; the records keep every map.
 
     Cost at the defaults on the digits demo (4 probes; ``benchmarks/analysis_overhead.py``,
-    BENCHMARKS.md "Per-analysis overhead"): the layout at fit start and 133 ms (min) /
-    215 ms (median) a record on the training thread at load 9-11, 1.3 % of the demo's epoch
-    measured beside it; 4.7 % of a fit, the layout included.
+    BENCHMARKS.md "Per-analysis overhead"; quiet 2-core machine, one torch thread): the
+    layout at fit start and 42 ms (min) / 43 ms (median) a record on the training thread,
+    1.8 % of the demo's epoch measured beside it; 7.1 % of a fit, the layout included.
 
     Args:
         inputs: The fixed inputs ``(B, *input_shape)`` the layout is fitted on, B >= 3
