@@ -65,10 +65,8 @@ class SpectrumAnalysis(ProbeAnalysis):
     demo's epoch) for the transform, the change measures and the record file. The drawing
     helper process draws, encodes and writes the cards and the chart to TensorBoard (run
     ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`): about 1 s of CPU a
-    record, which a free core takes; the training process's other threads 0.06 s. On a
-    quiet 2-core machine (one torch thread) the epoch took 2.6-7.8 % longer (the median of
-    two runs of 2 and 3 fits; 17 % before the helper wrote the cards, measured beside it);
-    with no core free (load 3-4) 9 % longer (+26 % before).
+    record, which a free core takes; the training process's other threads 0.06 s. The
+    epoch took 2.6-7.8 % longer on a quiet 2-core machine, 9 % with no core free.
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
