@@ -64,9 +64,9 @@ class SpectrumAnalysis(ProbeAnalysis):
     "Per-analysis overhead"): a record holds the training thread 19-32 ms (1-2 % of the
     demo's epoch) for the transform, the change measures and the record file. The drawing
     helper process draws, encodes and writes the cards and the chart to TensorBoard (run
-    ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`): about 1 s of CPU a
-    record, which a free core takes; the training process's other threads 0.06 s. The
-    epoch took 2.6-7.8 % longer on a quiet 2-core machine, 9 % with no core free.
+    ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`): about 0.45 s of CPU
+    a record, which a free core takes; the training process's other threads 0.06 s. The
+    epoch took 2.6-8.4 % longer on a quiet 2-core machine, 9 % with no core free.
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
