@@ -4,9 +4,18 @@ regioncam (Rust, float32; ``pip install nsp-lightning[regions]``) partitions an
 ``nn.Sequential`` of Linear, ReLU and LeakyReLU layers; :func:`regioncam_regions` hands it the
 network with the plane composed into the first layer, and returns its partition as
 :class:`~nsp.regions.result.Regions`, oriented and labelled as nsp's own.
+
+The result holds regioncam's partition and reads it out on first use: the faces when any of
+``vertices``, ``face_vertices`` or ``face_offsets`` is first read, the activation patterns
+when ``patterns`` is. Reading them costs about a quarter of regioncam's own time on a
+2-64-64-64-2 MLP (BENCHMARKS.md), which a caller that wants only some of them (the count,
+the areas, the pictures without the patterns) does not pay for the rest.
 """
 
 from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,27 +81,82 @@ def regioncam_regions(model: nn.Module, params: dict, plane: Plane, domain: tupl
             pre_layers.append(rc.num_layers - 1)
             keys.append(f"{i}:{'relu' if isinstance(m, nn.ReLU) else 'leaky_relu'}")
             rc.relu() if isinstance(m, nn.ReLU) else rc.leaky_relu(m.negative_slope)
-    box = np.asarray(rc.vertex_inputs, dtype=np.float64)
-    # regioncam gives faces one Python object at a time; everything after this walk is done
-    # on the flat index array, per-face numpy calls having cost 2.3-2.8x regioncam's own time.
-    faces = [f.vertex_ids for f in rc.faces]
-    lengths = np.fromiter(map(len, faces), dtype=np.int64, count=len(faces))
-    flat = np.concatenate(faces).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    starts = offsets[:-1]
-    face_of = np.repeat(np.arange(len(faces)), lengths)
-    position = np.arange(len(flat)) - starts[face_of]
-    following = flat[starts[face_of] + (position + 1) % lengths[face_of]]
-    vertices = centre + box * half
-    p, q = vertices[flat], vertices[following]
-    area = np.add.reduceat(p[:, 0] * q[:, 1] - p[:, 1] * q[:, 0], starts)
-    # Counter-clockwise polygons, as nsp's own partition gives them.
-    flip = (area <= 0)[face_of]
-    flat = np.where(flip, flat[starts[face_of] + lengths[face_of] - 1 - position], flat)
-    mean = np.add.reduceat(box[flat], starts, axis=0) / lengths[:, None]
-    ones = np.concatenate([mean, np.ones((len(mean), 1))], axis=1)
-    patterns = {key: torch.from_numpy(np.einsum("fi,fiu->fu", ones, np.asarray(rc.face_activations(layer))) > 0)
-                for key, layer in zip(keys, pre_layers)}
-    return Regions(vertices=vertices, face_vertices=flat, face_offsets=offsets, patterns=patterns,
-                   plane=plane, domain=domain, calls=keys, _network=(model, params, len(keys), batch_size))
+    return _RegioncamRegions(rc, dict(zip(keys, pre_layers)), centre, half, plane, domain,
+                             (model, params, len(keys), batch_size))
 
+
+class _RegioncamRegions(Regions):
+    """:class:`Regions` whose arrays are read out of a regioncam partition on first use.
+
+    ``Regions.__init__`` is not called: its four array fields are properties here. The regioncam
+    object is let go once both the faces and the patterns have been read.
+    """
+
+    def __init__(self, rc: Any, pre_layers: dict[str, int], centre: np.ndarray, half: np.ndarray, plane: Plane,
+                 domain: tuple[float, float, float, float], network: tuple[nn.Module, dict, int, int]) -> None:
+        self.plane, self.domain, self.calls = plane, domain, list(pre_layers)
+        self._network, self._outputs, self._affine = network, None, None
+        self._rc, self._pre_layers, self._centre, self._half = rc, pre_layers, centre, half
+        self._faces: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._patterns: dict[str, torch.Tensor] | None = None
+
+    @property
+    def vertices(self) -> np.ndarray:
+        """As :class:`Regions`'s; read out of regioncam on first use."""
+        return self._read_faces()[0]
+
+    @property
+    def face_vertices(self) -> np.ndarray:
+        """As :class:`Regions`'s; read out of regioncam on first use."""
+        return self._read_faces()[1]
+
+    @property
+    def face_offsets(self) -> np.ndarray:
+        """As :class:`Regions`'s; read out of regioncam on first use."""
+        return self._read_faces()[2]
+
+    @property
+    def patterns(self) -> dict[str, torch.Tensor]:
+        """As :class:`Regions`'s; computed from regioncam's affine maps of the faces on first use."""
+        return self._read_patterns()
+
+    def _read_patterns(self) -> dict[str, torch.Tensor]:
+        """The activation patterns; the regioncam object is let go after (the faces are read first)."""
+        if self._patterns is None:
+            _, flat, offsets, box = self._read_faces()
+            # The pattern at each face's centre: [x, y, 1] @ regioncam's affine map of the layer on the face.
+            centres = np.add.reduceat(box[flat], offsets[:-1], axis=0) / np.diff(offsets)[:, None]
+            rows = np.concatenate([centres, np.ones((len(centres), 1))], axis=1)
+            self._patterns = {key: torch.from_numpy(np.einsum("fi,fiu->fu", rows, self._rc.face_activations(layer)) > 0)
+                              for key, layer in self._pre_layers.items()}
+            self._rc = None
+        return self._patterns
+
+    def _read_faces(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(vertices, face_vertices, face_offsets, box)``, ``box`` the vertices in regioncam's [-1, 1]^2."""
+        if self._faces is None:
+            # regioncam gives each face's vertex ids as one Python object; everything after this
+            # walk works on the flat array.
+            ids = [face.vertex_ids for face in self._rc.faces]
+            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+            offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            flat = np.concatenate(ids, dtype=np.int64, casting="unsafe")  # regioncam's ids are usize
+            box = np.asarray(self._rc.vertex_inputs, dtype=np.float64)
+            following = np.arange(1, len(flat) + 1)
+            following[offsets[1:] - 1] = offsets[:-1]
+            p = box[flat]
+            q = p[following]
+            # regioncam's faces all turn the way its square does (a split keeps the turn of the face
+            # it splits); nsp's turn counter-clockwise. The sign of the total area (the box's) says
+            # which way that is, where a sliver's own area could have either sign in float32.
+            if p[:, 0] @ q[:, 1] - p[:, 1] @ q[:, 0] < 0:
+                face = np.repeat(np.arange(len(ids)), lengths)
+                flat = flat[offsets[face] + offsets[face + 1] - 1 - np.arange(len(flat))]
+            self._faces = (self._centre + box * self._half, flat, offsets, box)
+        return self._faces
+
+    def __getstate__(self) -> dict:
+        """Everything read out of regioncam first: its objects do not pickle."""
+        self._read_patterns()  # reads the faces too, and lets the regioncam object go
+        return self.__dict__
