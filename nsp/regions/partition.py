@@ -247,7 +247,9 @@ def linear_regions(
         Vertices per forward pass.
     backend : {'nsp', 'regioncam'}
         ``'regioncam'`` partitions with the regioncam package (Rust, float32; ``pip install
-        nsp-lightning[regions]``), for an ``nn.Sequential`` of Linear, ReLU and LeakyReLU layers.
+        nsp-lightning[regions]``), for an ``nn.Sequential`` of Linear, ReLU and LeakyReLU layers;
+        the result reads its faces and patterns out of regioncam on first use
+        (:mod:`nsp.regions.regioncam`).
     max_regions : int, optional
         Refuse a partition of more regions: first by an estimate (:func:`nsp.regions.estimate_regions`,
         a grid scan that costs one batched forward pass), then, should the estimate fall short, as

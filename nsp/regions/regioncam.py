@@ -7,9 +7,9 @@ network with the plane composed into the first layer, and returns its partition 
 
 The result holds regioncam's partition and reads it out on first use: the faces when any of
 ``vertices``, ``face_vertices`` or ``face_offsets`` is first read, the activation patterns
-when ``patterns`` is. Reading them costs about a quarter of regioncam's own time on a
-2-64-64-64-2 MLP (BENCHMARKS.md), which a caller that wants only some of them (the count,
-the areas, the pictures without the patterns) does not pay for the rest.
+when ``patterns`` is (``len`` asks regioncam). The call then costs what regioncam does;
+reading every array adds 7-27 % of regioncam's time on a 2-64-64-64-2 MLP (BENCHMARKS.md),
+which a caller that wants only the count, or the faces without the patterns, does not pay.
 """
 
 from __future__ import annotations
@@ -99,6 +99,10 @@ class _RegioncamRegions(Regions):
         self._rc, self._pre_layers, self._centre, self._half = rc, pre_layers, centre, half
         self._faces: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._patterns: dict[str, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        # The count without reading the faces: regioncam keeps it.
+        return self._rc.num_faces if self._faces is None else len(self._faces[2]) - 1
 
     @property
     def vertices(self) -> np.ndarray:

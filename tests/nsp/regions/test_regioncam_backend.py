@@ -27,7 +27,9 @@ def test_backend_equals_nsps_partition_region_by_region(domain):
     net = _net()
     ours = linear_regions(net, domain=domain)
     theirs = linear_regions(net, domain=domain, backend="regioncam")
+    # The count first: regioncam's own, before any array is read.
     assert len(theirs) == len(ours) > 100 and theirs.calls == ours.calls == ["1:relu", "3:leaky_relu", "5:relu"]
+    assert len(theirs.face_offsets) - 1 == len(theirs)
     # The same regions, matched by pattern: the same areas and centres to regioncam's float32.
     mine, other = pattern_rows(ours.patterns), pattern_rows(theirs.patterns)
     assert len(np.unique(other)) == len(theirs)
