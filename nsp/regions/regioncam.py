@@ -14,7 +14,6 @@ which a caller that wants only the count, or the faces without the patterns, doe
 
 from __future__ import annotations
 
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
