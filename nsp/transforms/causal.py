@@ -25,8 +25,14 @@ axis sums they need (a convolution sums all channels below it), kept until their
 use. ResNet-50 at 224×224 with every leaf module as a layer (480 M neurons) holds a few
 layers' limbs at a time, not 70 GB of them.
 
-The number of limbs per layer comes from a majorant computed once per graph:
-``|ŝ(x)| ≤ max|s| · G(x)`` with ``G(x) = 1 + Σ_{y<x} G(y)``.
+The number of limbs per layer comes from the values, not from a bound: a layer takes the
+limbs of the widest layer it reads (the partial sums then fit, limb by limb, whatever
+their size), and after the carry pass :func:`~nsp.transforms.limbs.fit` cuts the result to
+the limbs it needs, adding one where the sum outgrew them. The majorant
+``|ŝ(x)| ≤ max|s| · G(x)`` with ``G(x) = 1 + Σ_{y<x} G(y)``, computed once per graph,
+bounds the memory only: on MobileNet-v2 with every leaf it asks 16 limbs of 32 bits at
+depth where the spectra need 12, and BatchNorm and ReLU, whose spectra are their signal
+less their parent's, need 3.
 
 Two kernels evaluate ``Σ_K A_{L,K} X_K``:
 
@@ -51,7 +57,7 @@ from nsp.graph.structure import NetworkStructure
 from nsp.transforms.ancestor_sets import AncestorSets
 from nsp.transforms.base import GraphTransform
 from nsp.transforms.growth import growth_bound
-from nsp.transforms.limbs import decompose, from_limbs, general_scale, normalize, small_scale, split_int64, to_limbs
+from nsp.transforms.limbs import decompose, fit, from_limbs, general_scale, normalize, small_scale, split_int64, to_limbs
 from nsp.transforms.product_kernel import ProductKernel
 
 __all__ = ["CausalTransform"]
@@ -127,8 +133,9 @@ class CausalTransform(GraphTransform):
         parts = [values[:, int(offsets[i]): int(offsets[i + 1])] for i in range(offsets.size - 1)]
         small = small_scale(parts, b)
         emin, value_bits = small if small is not None else general_scale(parts)
-        counts = self._limbs_per_layer(value_bits)
-        need = self._peak_bytes(counts, values.shape[0], inverse)
+        # The majorant's limb counts bound the memory; the pass itself takes as many limbs as
+        # the values need (see below), never more than these.
+        need = self._peak_bytes(self._limbs_per_layer(value_bits), values.shape[0], inverse)
         memory.require(
             need,
             f"the exact {'inverse ' if inverse else ''}transform of {values.shape[0]} signal(s) on this "
@@ -138,9 +145,11 @@ class CausalTransform(GraphTransform):
         # Else every call gets its limbs' pages from the kernel afresh, zeroed (a third of the time).
         memory.keep_freed(need)
         scale = np.exp2(-emin.astype(np.float64))[:, None]
-        # |ŝ| < 2^(value_bits + growth + emin) (the majorant): where that is inside the
-        # float64 range, rounding needs no check for overflow.
-        finite = (value_bits + self.growth_bits + int(emin.max()) < 1020).tolist()
+        # With k limbs of a layer fitted (limbs.fit), |ŝ · 2^-emin| < 2^(k·b - 3): where that
+        # is inside the float64 range, rounding needs no check for overflow.
+        emax = int(emin.max())
+        # A layer's own values (or a copy's signal less its parent's) need this many limbs.
+        own = max(1, math.ceil((value_bits + 4) / b))
         out = np.empty(values.shape)
         # Layers stream through: each is converted to limbs when its turn comes and kept
         # only while a later layer still reads it (its axis sums outlive it in `memo`), so
@@ -149,6 +158,7 @@ class CausalTransform(GraphTransform):
         memo: dict = {}
         pending: list[int] = []
         results: dict[int, np.ndarray] = {}
+        widest = 0
         progress = Progress("exact inverse transform" if inverse else "exact transform", self.structure.names)
         gathers = None if inverse else getattr(self._kernel, "parent_signals", None)
         for layer, part in enumerate(parts):
@@ -156,6 +166,11 @@ class CausalTransform(GraphTransform):
             # identity: BatchNorm, ReLU; or a concatenation) has as ancestors y and y's
             # ancestors, whose spectra sum to s_y: so ŝ = s − s_y, with no relation to apply.
             parent = None if gathers is None else gathers(layer, parts)
+            # The limbs are the values' own, or as many as the widest layer read so far when
+            # the kernel adds earlier layers in: every partial sum then fits, limb by limb,
+            # and the result may need more, which `fit` adds after the carry pass. For a copy
+            # or gather the forward kernel adds nothing; the inverse reads its inputs (`own`).
+            count = own if parent is not None or not layer else max(own, widest)
             direct = None
             if small is not None:
                 v = np.empty(part.shape, dtype=np.int64)
@@ -169,12 +184,13 @@ class CausalTransform(GraphTransform):
                     # ŝ = v · 2^emin, exactly v (the kernel adds nothing for a copy or gather):
                     # its limbs need no carries (one or two limbs are normalised as split), and
                     # it is rounded by one int64 → float64 conversion.
-                    direct = v if counts[layer] <= 2 and finite[layer] and not self._kernel.plans[layer] else None
-                given = split_int64(v, b, counts[layer])
+                    direct = v if count <= 2 and count * b - 3 + emax < 1020 and not self._kernel.plans[layer] \
+                        else None
+                given = split_int64(v, b, count)
             else:
-                given = to_limbs(*decompose(part), emin, b, counts[layer])
+                given = to_limbs(*decompose(part), emin, b, count)
             if parent is not None:
-                given -= to_limbs(*decompose(parent), emin, b, counts[layer])
+                given -= to_limbs(*decompose(parent), emin, b, count)
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:
@@ -182,14 +198,16 @@ class CausalTransform(GraphTransform):
                 self._kernel.accumulate(layer, reads, acc, +1 if inverse else -1, memo)
             if direct is None:
                 normalize(acc, b)
+            acc = fit(acc, b)
             if self._kernel.last_read[layer] > layer:
                 reads[layer] = given if inverse else acc
+                widest = max(widest, reads[layer].shape[0])
             alone = acc.size >= _ROUND_ALONE or direct is not None
             if pending and (
-                alone or counts[layer] != counts[pending[0]]
+                alone or acc.shape[0] != results[pending[0]].shape[0]
                 or sum(results[k].size for k in pending) + acc.size > _ROUND_GROUP
             ):
-                self._round(pending, results, out, emin, finite)
+                self._round(pending, results, out, emin)
             if direct is not None:
                 np.multiply(direct, np.exp2(emin.astype(np.float64))[:, None],
                             out=out[:, int(offsets[layer]): int(offsets[layer + 1])])
@@ -197,12 +215,12 @@ class CausalTransform(GraphTransform):
                 pending.append(layer)
                 results[layer] = acc
             if alone and pending:
-                self._round(pending, results, out, emin, finite)
+                self._round(pending, results, out, emin)
             for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
                 del reads[k]
             progress.done(layer)
         if pending:
-            self._round(pending, results, out, emin, finite)
+            self._round(pending, results, out, emin)
         return out
 
     def _peak_bytes(self, counts: list[int], p: int, inverse: bool) -> int:
@@ -221,24 +239,21 @@ class CausalTransform(GraphTransform):
             self._peaks[key] = peak
         return 8 * p * (self.n + self._peaks[key])
 
-    def _round(
-        self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray, finite: list[bool]
-    ) -> None:
+    def _round(self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray) -> None:
         """Round consecutive layers of equal limb count into ``out`` in one pass, and forget them.
 
         numpy's per-call overhead, not arithmetic, dominates rounding on small layers, so
         they are rounded together; padding every layer to the widest limb count would
-        multiply the work of the large early layers. ``finite[L]`` says that the majorant
-        keeps layer L's coefficients inside the float64 range (no check needed).
+        multiply the work of the large early layers. The limbs are fitted
+        (:func:`~nsp.transforms.limbs.fit`): ``|value| < 2^(k·b - 3)``.
         """
         offsets = self.structure.offsets
         limbs = np.concatenate([results.pop(k) for k in layers], axis=2) if len(layers) > 1 else results.pop(layers[0])
         rounded = out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])]
         with np.errstate(over="ignore"):
-            # The limb counts come from the majorant, |ŝ · 2^-emin| < 2^(k·b - 3): one or two
-            # limbs always hold an int64.
+            # One or two fitted limbs always hold an int64.
             from_limbs(limbs, self.limb_bits, emin, int64=True, out=rounded)
-        if not all(finite[k] for k in layers) and not np.isfinite(rounded).all():
+        if limbs.shape[0] * self.limb_bits - 3 + int(emin.max()) >= 1020 and not np.isfinite(rounded).all():
             # The exact value exists but float64 cannot hold it: refuse rather than return ±inf.
             column = int(np.argwhere(~np.isfinite(rounded))[0, 1]) + int(offsets[layers[0]])
             layer = int(np.searchsorted(offsets, column, side="right")) - 1

@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "add_limbs",
     "decompose",
+    "fit",
     "from_limbs",
     "general_scale",
     "normalize",
@@ -169,12 +170,15 @@ def to_limbs(m: np.ndarray, e: np.ndarray, negative: np.ndarray, emin: np.ndarra
         np.negative(v, out=v, where=negative)
         return split_int64(v, b, k)
     out = np.empty((k,) + m.shape, dtype=np.int64)
-    for j in range(k):
+    # Every |value| is below 2^(max shift + 53): the limbs above its top one are 0.
+    used = min(k, max(1, (int(shift.max(initial=0)) + 53) // b + 1))
+    out[used:] = 0
+    for j in range(used):
         r = j * b - shift
         # (m >> r) for r >= 0 and (m << -r) for r < 0, in one expression; numpy shifts of
         # 64 or more give 0.
         out[j] = ((m >> np.maximum(r, 0)) << np.maximum(-r, 0)) & mask
-    np.negative(out, out=out, where=negative[None])
+    np.negative(out[:used], out=out[:used], where=negative[None])
     return out
 
 
@@ -189,6 +193,33 @@ def normalize(x: np.ndarray, b: int) -> None:
         carry = x[j] >> b
         x[j] &= mask
         x[j + 1] += carry
+
+
+def fit(x: np.ndarray, b: int) -> np.ndarray:
+    """Normalised limbs ``(k, ...)`` of the same integers in the fewest limbs whose top limb
+    lies in ``[-2^(b-3), 2^(b-3))``, so that ``|value| < 2^(k'·b - 3)``.
+
+    Limbs are dropped while the top one is only the sign of the next (0 or -1 everywhere),
+    and added while the top one is out of range (after a carry pass its magnitude may reach
+    ``2^62``); no limb width ever overflows, so the value is unchanged. Returns ``x`` itself,
+    a view of it (whose top limb may have been rewritten in place) or, when a limb is
+    added, a new array.
+    """
+    bound = 1 << (b - 3)
+    top = x[-1]
+    while int(top.min(initial=0)) < -bound or int(top.max(initial=0)) >= bound:
+        x = np.concatenate([x, (top >> b)[None]])
+        x[-2] &= (1 << b) - 1
+        top = x[-1]
+    while x.shape[0] > 1 and int(top.min(initial=0)) >= -1 and int(top.max(initial=0)) <= 0:
+        # With limbs below the top in [0, 2^b), the top two read as one signed limb.
+        merged = x[-2] + (top << b)
+        if int(merged.min(initial=0)) < -bound or int(merged.max(initial=0)) >= bound:
+            break
+        x = x[:-1]
+        x[-1] = merged
+        top = x[-1]
+    return x
 
 
 def from_limbs(

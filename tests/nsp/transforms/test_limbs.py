@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from nsp.transforms.limbs import (
     add_limbs,
     decompose,
+    fit,
     from_limbs,
     general_scale,
     normalize,
@@ -167,6 +168,26 @@ def test_normalize_propagates_carries_and_keeps_the_value(b, k, data):
     assert value_of(x, b) == before
     assert ((x[:-1] >= 0) & (x[:-1] < 1 << b)).all()
     assert ((x[-1] < 0) == (np.array(before) < 0)).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(widths, st.integers(1, 6), st.data())
+def test_fit_keeps_the_value_in_the_fewest_limbs_whose_top_is_in_range(b, k, data):
+    # After a carry pass the top limb may be anything up to 2^62 (a sum that outgrew the
+    # limb count the pass chose), or only the sign of the limb below it (more limbs than
+    # the values need): the values at the range's edges 2^(k'·b - 3) are the hard ones.
+    edge = st.integers(1, 8).flatmap(lambda n: st.sampled_from([1 << (n * b - 3), (1 << (n * b - 3)) - 1]))
+    top = 1 << (b * (k - 1) + 61)
+    value = st.one_of(st.integers(-top, top - 1), edge, edge.map(lambda v: -v), st.sampled_from([0, -1, 1]))
+    values = data.draw(st.lists(value.filter(lambda v: -top <= v < top), min_size=1, max_size=6))
+    x = limbs_of(values, b, k)
+    got = fit(x, b)
+    assert value_of(got, b) == values
+    bound = 1 << (b - 3)
+    assert ((got[:-1] >= 0) & (got[:-1] < 1 << b)).all() and ((got[-1] >= -bound) & (got[-1] < bound)).all()
+    # Fewest: one limb less could not hold the largest value so.
+    n = got.shape[0]
+    assert n == 1 or any(not -(1 << ((n - 1) * b - 3)) <= v < 1 << ((n - 1) * b - 3) for v in values)
 
 
 @settings(max_examples=200, deadline=None)

@@ -121,6 +121,28 @@ def test_forward_of_copies_is_the_signal_less_the_parent_signal():
 
 
 
+@pytest.mark.parametrize("values", ["float32", "float64"])
+def test_spectra_that_outgrow_their_first_limbs_stay_exact(values):
+    # A layer's limbs are as many as the widest layer it reads (or its own values'), and a
+    # sum that outgrows them gets more after the carry pass (limbs.fit). Down a chain of
+    # 8-wide linear layers the spectra grow about 7× a layer, from 1 limb to 4 of 32 bits
+    # (2^100, while the signal has at most 62 bits): every few layers the sum needs a limb
+    # that none of its inputs had. Forward and inverse against exact integers.
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Linear(8, 8) for _ in range(36)]).eval()
+    x = torch.randn(1, 8)
+    ref = reference.reference(net, x, True)
+    op = nsp.NNGraph(nsp.Activations(net, x), INCL=True).get_transformer()
+    rng = np.random.default_rng(4)
+    signal = rng.integers(-(1 << 20), 1 << 20, op.n).astype(np.float64)
+    if values == "float64":
+        signal *= 2.0 ** rng.integers(-20, 20, op.n)
+    spectrum = op.forward(signal)
+    np.testing.assert_array_equal(spectrum, _exact_forward(ref, signal))
+    assert np.abs(spectrum).max() / np.abs(signal[signal != 0]).min() > 2.0 ** 100
+    np.testing.assert_array_equal(op.inverse(spectrum), _exact_inverse(ref, spectrum))
+
+
 def test_terms_shrink_axes_before_growing_others():
     # ConvNeXt's channels-last permutes relate a layer to earlier ones through terms whose
     # axes grow on one side (1 → 8) and shrink on the other (8 → 1); applied in axis order,
