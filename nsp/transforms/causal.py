@@ -57,7 +57,17 @@ from nsp.graph.structure import NetworkStructure
 from nsp.transforms.ancestor_sets import AncestorSets
 from nsp.transforms.base import GraphTransform
 from nsp.transforms.growth import growth_bound
-from nsp.transforms.limbs import decompose, fit, from_limbs, general_scale, normalize, small_scale, split_int64, to_limbs
+from nsp.transforms.limbs import (
+    decompose,
+    fit,
+    float32_scale,
+    float_limbs,
+    from_limbs,
+    general_scale,
+    normalize,
+    split_int64,
+    to_limbs,
+)
 from nsp.transforms.product_kernel import ProductKernel
 
 __all__ = ["CausalTransform"]
@@ -131,8 +141,9 @@ class CausalTransform(GraphTransform):
         b = self.limb_bits
         offsets = self.structure.offsets
         parts = [values[:, int(offsets[i]): int(offsets[i + 1])] for i in range(offsets.size - 1)]
-        small = small_scale(parts, b)
-        emin, value_bits = small if small is not None else general_scale(parts)
+        scaled = float32_scale(parts)
+        small = scaled if scaled is not None and scaled[1] <= min(62, 2 * b - 1) else None
+        emin, value_bits = scaled if scaled is not None else general_scale(parts)
         # The majorant's limb counts bound the memory; the pass itself takes as many limbs as
         # the values need (see below), never more than these.
         need = self._peak_bytes(self._limbs_per_layer(value_bits), values.shape[0], inverse)
@@ -145,6 +156,8 @@ class CausalTransform(GraphTransform):
         # Else every call gets its limbs' pages from the kernel afresh, zeroed (a third of the time).
         memory.keep_freed(need)
         scale = np.exp2(-emin.astype(np.float64))[:, None]
+        # Scaled by 2^-emin, the values are exact float64 integers, cut into limbs in float64.
+        floats = small is None and value_bits <= 1000 and int(emin.min()) > -1000
         # With k limbs of a layer fitted (limbs.fit), |ŝ · 2^-emin| < 2^(k·b - 3): where that
         # is inside the float64 range, rounding needs no check for overflow.
         emax = int(emin.max())
@@ -187,10 +200,15 @@ class CausalTransform(GraphTransform):
                     direct = v if count <= 2 and count * b - 3 + emax < 1020 and not self._kernel.plans[layer] \
                         else None
                 given = split_int64(v, b, count)
+            elif floats:
+                given = np.empty((count,) + part.shape, dtype=np.int64)
+                given[own:] = 0
+                float_limbs(part * scale, b, out=given[:own])
             else:
                 given = to_limbs(*decompose(part), emin, b, count)
             if parent is not None:
-                given -= to_limbs(*decompose(parent), emin, b, count)
+                given[:own] -= float_limbs(parent * scale, b, np.empty((own,) + parent.shape, dtype=np.int64)) \
+                    if floats else to_limbs(*decompose(parent), emin, b, own)
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:

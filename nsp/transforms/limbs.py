@@ -27,6 +27,8 @@ __all__ = [
     "add_limbs",
     "decompose",
     "fit",
+    "float32_scale",
+    "float_limbs",
     "from_limbs",
     "general_scale",
     "normalize",
@@ -61,6 +63,26 @@ def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | Non
         and the largest bit length; None when the values do not qualify, and the general
         path (:func:`general_scale`) applies.
     """
+    scaled = float32_scale(parts)
+    return scaled if scaled is not None and scaled[1] <= min(62, 2 * b - 1) else None
+
+
+def float32_scale(parts: list[np.ndarray]) -> tuple[np.ndarray, int] | None:
+    """:func:`general_scale` for values with at most 24 significant bits (float32 data),
+    read from their bits in a few integer passes; None for other values (or values below
+    2^-1000, which may be subnormal).
+
+    Parameters
+    ----------
+    parts : list of numpy.ndarray
+        The layers' finite values, ``(P, N_L)`` each.
+
+    Returns
+    -------
+    (numpy.ndarray, int) or None
+        Per probe an exponent ``emin`` that makes every ``v · 2^-emin`` an integer, and
+        a bound on their bit lengths: every ``|v| · 2^-emin < 2^bits``.
+    """
     p = parts[0].shape[0]
     # Read from the bits, in integer passes: a float64's bits without the sign order like
     # its magnitude, and a value of at most 24 significant bits has its 29 low mantissa bits 0.
@@ -84,7 +106,7 @@ def small_scale(parts: list[np.ndarray], b: int) -> tuple[np.ndarray, int] | Non
     emin = np.frexp(low)[1].astype(np.int64) - 24
     bits = int((np.frexp(np.maximum(peak, low))[1] - emin).max(initial=0)) + 1
     # Below 2^-1000 float64 values may be subnormal, whose low bits say nothing of float32.
-    if bits > min(62, 2 * b - 1) or np.any(emin < -1000):
+    if np.any(emin < -1000):
         return None
     return emin, bits
 
@@ -103,6 +125,32 @@ def split_int64(v: np.ndarray, b: int, k: int) -> np.ndarray:
         return out
     np.bitwise_and(v, (1 << b) - 1, out=out[0])
     np.right_shift(v, b, out=out[1])
+    return out
+
+
+def float_limbs(t: np.ndarray, b: int, out: np.ndarray) -> np.ndarray:
+    """Limbs of integer-valued float64 ``t`` with ``|t| < 2^(k·b)``, written into ``out``
+    ``(k, *t.shape)`` (int64) and returned.
+
+    Limbs below the top are in ``[0, 2^b)``, the top one signed, taken by floor division by
+    ``2^b`` in float64: every step is exact (a floor, a product by a power of two, and a
+    difference that is an integer below ``2^b``). ``|t|`` must stay below ``2^1000``.
+    About five passes a limb, against a dozen for :func:`decompose` and :func:`to_limbs`.
+    """
+    k = out.shape[0]
+    rest = t
+    quotient, low = np.empty(t.shape), np.empty(t.shape)
+    for j in range(k - 1):
+        np.multiply(rest, 2.0 ** -b, out=quotient)
+        np.floor(quotient, out=quotient)
+        np.multiply(quotient, 2.0 ** b, out=low)
+        np.subtract(rest, low, out=low)
+        out[j] = low
+        # The quotient is the next step's rest; the old rest's memory (not t's) takes the next quotient.
+        if rest is t:
+            rest = np.empty(t.shape)
+        rest, quotient = quotient, rest
+    out[k - 1] = rest
     return out
 
 

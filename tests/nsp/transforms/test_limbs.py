@@ -11,6 +11,8 @@ from nsp.transforms.limbs import (
     add_limbs,
     decompose,
     fit,
+    float32_scale,
+    float_limbs,
     from_limbs,
     general_scale,
     normalize,
@@ -312,9 +314,10 @@ def test_small_scale_leaves_wide_or_fine_values_to_the_general_path():
     assert small_scale([np.array([[1.0 + 2.0**-40]])], 32) is None  # more than 24 significant bits
 
 
-def _small_scale_reference(rows: list[list[float]], b: int) -> tuple[list[int], int] | None:
+def _small_scale_reference(rows: list[list[float]], b: int | None) -> tuple[list[int], int] | None:
     """``small_scale`` from its definition, in Python integers: values of at most 24 significant
-    bits, each probe's ``emin`` 24 below the exponent of its smallest nonzero magnitude."""
+    bits, each probe's ``emin`` 24 below the exponent of its smallest nonzero magnitude
+    (``float32_scale`` for ``b=None``: no cap on the bits)."""
     emins, bits = [], 0
     for row in rows:
         nonzero = [Fraction(v) for v in row if v != 0]
@@ -326,7 +329,7 @@ def _small_scale_reference(rows: list[list[float]], b: int) -> tuple[list[int], 
         emin = exponent(low) - 24
         emins.append(emin)
         bits = max(bits, exponent(peak) - emin + 1)
-    if bits > min(62, 2 * b - 1) or min(emins) < -1000:
+    if (b is not None and bits > min(62, 2 * b - 1)) or min(emins) < -1000:
         return None
     return emins, bits
 
@@ -342,17 +345,33 @@ def test_small_scale_matches_its_definition(rows, b):
     cut = x.shape[1] // 2
     got = small_scale([x[:, :cut], x[:, cut:]], b)
     expected = _small_scale_reference(rows, b)
-    if expected is None:
-        assert got is None
-    else:
-        assert got is not None and got[0].tolist() == expected[0] and got[1] == expected[1]
+    for got, expected in ((got, expected), (float32_scale([x[:, :cut], x[:, cut:]]), _small_scale_reference(rows, None))):
+        if expected is None:
+            assert got is None
+        else:
+            assert got is not None and got[0].tolist() == expected[0] and got[1] == expected[1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(widths, st.data())
+def test_float_limbs_cut_float_integers_exactly(b, data):
+    # Integers of up to 53 significant bits anywhere below 2^1000, either sign: float64 floor
+    # division by 2^b is exact at every step.
+    k = data.draw(st.integers(1, 1000 // b + 1))
+    top = min(k * b, 1000)
+    value = st.builds(lambda m, s: m << s, st.integers(0, (1 << 53) - 1), st.integers(0, 1000)).filter(
+        lambda v: v < 1 << top)
+    values = [v if data.draw(st.booleans()) else -v for v in data.draw(st.lists(value, min_size=1, max_size=6))]
+    got = float_limbs(np.array([float(v) for v in values]), b, np.empty((k, len(values)), dtype=np.int64))
+    assert value_of(got, b) == values
+    assert ((got[:-1] >= 0) & (got[:-1] < 1 << b)).all() and (np.abs(got[-1]) <= 1 << b).all()
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(-(1 << 62) + 1, (1 << 62) - 1), min_size=1, max_size=6), st.integers(-990, 890),
        st.sampled_from([1, 2]), st.sampled_from([31, 32]))
 def test_from_limbs_takes_values_promised_below_2_62_unchecked(values, exponent, k, b):
-    # The transform's limb counts come from a majorant that keeps one or two limbs below 2^62.
+    # The transform fits its limbs (fit): one or two limbs then hold values below 2^61.
     if k == 1:
         values = [v >> b for v in values]
     limbs = limbs_of(values, b, k)[:, None, :]
