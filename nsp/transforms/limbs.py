@@ -310,8 +310,8 @@ def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool, out: np.nd
                 and int(emin.max()) < 900:
             # Scaling by a power of two is exact away from the float64 range's ends.
             return np.multiply(low.reshape(shape), np.exp2(emin.astype(np.float64))[:, None], out=out)
-    if 3 <= k <= 4 and -1000 < int(emin.min()) and int(emin.max()) < 900 and -(1 << (61 - b)) <= int(flat[-1].min()) \
-            and int(flat[-1].max()) < 1 << (61 - b):
+    if k >= 3 and -1000 < int(emin.min()) and int(emin.max()) + b * max(0, k - 4) < 900 \
+            and -(1 << (61 - b)) <= int(flat[-1].min()) and int(flat[-1].max()) < 1 << (61 - b):
         # A view of ``out`` as (P, N), unless ``out`` is a view that cannot be seen so (then a copy).
         target = out.reshape(emin.size, -1)
         result = _round_two_doubles(x.reshape(k, emin.size, -1), b, emin.astype(np.int64), target)
@@ -335,45 +335,55 @@ def _from_limbs(x: np.ndarray, b: int, emin: np.ndarray, int64: bool, out: np.nd
 
 
 def _round_two_doubles(x: np.ndarray, b: int, emin: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``from_limbs`` of normalised limbs ``(k, P, N)``, ``k`` 3 or 4, as one float64 addition.
+    """``from_limbs`` of normalised limbs ``(k, P, N)``, ``k >= 3``, as one float64 addition.
 
     Each value is ``V = A·2^(b(k-2)) + R`` with ``A`` its top two limbs (an int64: the
     caller checks that the top limb is below ``2^(61-b)``) and ``R >= 0`` the rest. Where
     ``|A| < 2^53`` both ``A·2^(b(k-2))`` and ``R`` (cut to 53 bits) are exact float64
-    values, and IEEE addition rounds their sum once, correctly. With four limbs of more
-    than 26 bits ``R`` has up to ``2b`` bits: its low ``c = 2b - 53`` bits are replaced by
-    a sticky bit (round to odd at ``2^c``), which leaves the rounding to 53 bits unchanged
-    wherever ``|V| >= 2^(c+54)``, i.e. wherever ``|A| >= 3``. Other values (rare: tiny or
-    past 2^53 in their top limbs) take :func:`_round_shifted`. ``emin`` must lie in
-    (-1000, 900), so that scaling by ``2^emin`` is exact.
+    values, and IEEE addition rounds their sum once, correctly. Of ``R`` the two limbs
+    below ``A`` are kept; their low ``c`` bits (``c = 2b - 53`` for limbs of more than 26
+    bits, else 1 where limbs lie below those two, 0 otherwise) and any limb below them are
+    replaced by a sticky bit (round to odd at ``2^c``), which leaves the rounding to 53
+    bits unchanged wherever ``|V| >= 2^(c+54) · 2^(b(k-4))``, i.e. wherever
+    ``|A| >= 2^(c+54-2b) + 1``. Other values (tiny, or past 2^53 in their top limbs)
+    take :func:`_round_shifted` or, for many limbs, :func:`_round_window`. ``emin`` and
+    ``emin + b(k-4)`` must lie in (-1000, 900), so that scaling by powers of two is exact.
 
-    About a dozen numpy passes over the values, against some fifty for the per-value cut;
-    this rounds the deep layers of convolutional networks (3–4 limbs of 32 bits).
+    About a dozen numpy passes over the values (and one per limb below the top four),
+    against some fifty for the per-value cut; this rounds the deep layers of
+    convolutional networks.
     """
     k = x.shape[0]
     high = x[k - 1] << b
     high += x[k - 2]
-    cut = max(0, 2 * b - 53) if k == 4 else 0
+    cut = 0 if k == 3 else max(1 if k > 4 else 0, 2 * b - 53)
+    base = emin + b * max(0, k - 4)
     if k == 3:
         low = x[0]
     else:
-        low = (x[1] << (b - cut)) | (x[0] >> cut)
+        low = (x[k - 3] << (b - cut)) | (x[k - 4] >> cut)
         if cut:
-            low |= (x[0] & ((1 << cut) - 1)) != 0
-    floor = 3 if cut else 0
+            sticky = (x[k - 4] & ((1 << cut) - 1)) != 0
+            for j in range(k - 4):
+                sticky |= x[j] != 0
+            low |= sticky
+    floor = (1 << (cut + 54 - 2 * b)) + 1 if cut else 0
     magnitude = np.abs(high)
     magnitude -= floor
     # Unsigned, |A| below `floor` wraps past the bound too.
     others = np.flatnonzero(magnitude.view(np.uint64) >= (1 << 53) - floor)
-    np.multiply(high, np.exp2((emin + b * (k - 2)).astype(np.float64))[:, None], out=out)
+    np.multiply(high, np.exp2((base + b * 2 if k > 3 else emin + b).astype(np.float64))[:, None], out=out)
     rest = low.astype(np.float64)
-    rest *= np.exp2((emin + cut).astype(np.float64))[:, None]
+    rest *= np.exp2((base + cut).astype(np.float64))[:, None]
     out += rest
     if others.size:
         columns = x.reshape(k, -1)[:, others]
         per_column = np.repeat(emin, x.shape[2])[others]
         # By row and column: ``out`` may be a view into a wider array.
-        out[np.divmod(others, x.shape[2])] = _round_shifted(columns[:, :, None], b, per_column)[:, 0]
+        out[np.divmod(others, x.shape[2])] = (
+            _round_shifted(columns[:, :, None], b, per_column)[:, 0] if b * (k - 1) <= _SHIFTED_BITS
+            else _round_window(columns, b, per_column)
+        )
     return out
 
 

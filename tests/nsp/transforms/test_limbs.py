@@ -113,34 +113,46 @@ def test_from_limbs_rounds_few_limbs_correctly(data):
 
 @settings(max_examples=400, deadline=None)
 @given(st.data())
-def test_from_limbs_rounds_three_and_four_limbs_by_one_addition(data):
-    # Three or four limbs take from_limbs's single float64 addition (_round_two_doubles):
-    # V = A·2^(b(k-2)) + R, with R's low 2b-53 bits folded into a sticky bit for four wide
-    # limbs. Ties and near-ties whose deciding bit lies anywhere below the 53-bit mantissa
-    # (below the cut too), and top parts A next to the bounds of that path (|A| = 3, 2^53),
-    # either sign; the top limb stays below 2^(61-b), as the transform's limb counts keep it.
-    b = data.draw(st.integers(20, 32))
-    k = data.draw(st.sampled_from([3, 4]))
+def test_from_limbs_rounds_three_limbs_or_more_by_one_addition(data):
+    # Three limbs or more take from_limbs's single float64 addition (_round_two_doubles):
+    # V = A·2^(b(k-2)) + R, with R cut below its top two limbs: their low c bits and every
+    # limb below them folded into a sticky bit (c = 2b-53 for wide limbs, 1 for narrow ones
+    # with limbs below). Ties and near-ties whose deciding bit lies anywhere below the 53-bit
+    # mantissa (below the cut too, down to the lowest limb), and top parts A next to the
+    # bounds of that path (|A| = 2^(c+54-2b) + 1, 2^53), either sign; the top limb stays
+    # below 2^(61-b), as fitted limbs keep it.
+    b = data.draw(st.integers(12, 32))
+    k = data.draw(st.integers(3, 8))
     top = b * (k - 1) + 60 - b
     step = 1 << (b * (k - 2))
+    cut = 0 if k == 3 else max(1 if k > 4 else 0, 2 * b - 53)
+    floor = (1 << (cut + 54 - 2 * b)) + 1 if cut else 3
     tie = st.tuples(st.integers(1 << 52, (1 << 53) - 1), st.integers(1, top - 54),
                     st.sampled_from([0, 1, -1, 2, -2])).map(
         lambda t: (t[0] << t[1]) + (1 << (t[1] - 1)) + t[2] * (t[1] > 2))
-    edge = st.tuples(st.sampled_from([0, 1, 2, 3, 4, (1 << 53) - 1, 1 << 53]), st.integers(0, step - 1)).map(
-        lambda t: t[0] * step + t[1])
+    edge = st.tuples(st.sampled_from([0, 1, 2, floor - 1, floor, floor + 1, (1 << 53) - 1, 1 << 53]),
+                     st.integers(0, step - 1)).map(lambda t: t[0] * step + t[1])
     small = st.integers(0, (1 << top) - 1)
     magnitudes = st.lists(st.one_of(tie, edge, small), min_size=2, max_size=8)
     values = [v * data.draw(st.sampled_from([1, -1])) for v in data.draw(magnitudes)]
+    # Signed top parts at the bounds, with R's bit c clear and bits below it set: a sticky
+    # bit that a 54-bit intermediate would take for a tie.
+    bounds = [sign * a for a in (floor - 1, floor, floor + 1, (1 << 53) - 1) for sign in (1, -1)]
+    near = st.tuples(st.sampled_from(bounds), st.integers(0, max(0, (step >> (cut + 1)) - 1)),
+                     st.integers(1, max(1, (1 << cut) - 1))).map(lambda t: t[0] * step + (t[1] << (cut + 1)) + t[2])
+    values += data.draw(st.lists(near, max_size=4))
     emin = data.draw(st.integers(-999, 899))
     limbs = limbs_of(values, b, k)[:, None, :]
-    got = from_limbs(limbs, b, np.array([emin]))[0]
+    with np.errstate(over="ignore"):
+        got = from_limbs(limbs, b, np.array([emin]))[0]
     np.testing.assert_array_equal(got, [rounded(v, emin) for v in values])
     # Two probes written into a view of a wider array (the transform's output), as the
     # transform rounds a layer in place: the values that leave the one-addition path too.
     other = data.draw(st.integers(-999, 899))
     wide = np.full((2, len(values) + 3), 7.0)
     limbs = np.stack([limbs_of(values, b, k), limbs_of(values[::-1], b, k)], axis=1)
-    from_limbs(limbs, b, np.array([emin, other]), out=wide[:, 1:-2])
+    with np.errstate(over="ignore"):
+        from_limbs(limbs, b, np.array([emin, other]), out=wide[:, 1:-2])
     np.testing.assert_array_equal(wide[0, 1:-2], [rounded(v, emin) for v in values])
     np.testing.assert_array_equal(wide[1, 1:-2], [rounded(v, other) for v in values[::-1]])
     assert (wide[:, 0] == 7.0).all() and (wide[:, -2:] == 7.0).all()
