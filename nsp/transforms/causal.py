@@ -144,8 +144,9 @@ class CausalTransform(GraphTransform):
         scaled = float32_scale(parts)
         small = scaled if scaled is not None and scaled[1] <= min(62, 2 * b - 1) else None
         emin, value_bits = scaled if scaled is not None else general_scale(parts)
-        # The majorant's limb counts bound the memory; the pass itself takes as many limbs as
-        # the values need (see below), never more than these.
+        # The majorant's limb counts size the memory check; the pass itself takes as many
+        # limbs as the values need (see below): as many as these at most, or one more where
+        # a value lies within a factor 2 of the majorant (fit keeps a 3-bit margin, it 2).
         need = self._peak_bytes(self._limbs_per_layer(value_bits), values.shape[0], inverse)
         memory.require(
             need,
