@@ -493,20 +493,26 @@ def _classes(interpreter: _Interpreter, parents: list[dict[int, Any]]) -> list[d
 
 
 def _to_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """``x`` on the device and in the floating dtype of the first parameter among ``modules``."""
+    """A copy of ``x`` on the device and in the floating dtype of the first parameter among ``modules``."""
     for m in modules:
         if next(m.parameters(), None) is not None:
             return _to_module(m, x)
-    return x
+    return x.clone()
 
 
 def _to_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` on the device and in the floating dtype of ``m``'s parameters."""
+    """A copy of ``x`` on the device and in the floating dtype of ``m``'s parameters.
+
+    A copy: the replay may write into it in place (``x.mul_(2)`` in a forward), and ``x``
+    is the pattern's own value (a child's input shares the previous layer's).
+    """
     p = next(m.parameters(), None)
     if p is None:
-        return x
+        return x.clone()
     # Token ids stay integers (an embedding reads them as indices).
-    return x.to(device=p.device, dtype=p.dtype) if x.is_floating_point() else x.to(device=p.device)
+    if not x.is_floating_point():
+        return x.to(device=p.device, copy=True)
+    return x.to(device=p.device, dtype=p.dtype, copy=True)
 
 
 def fingerprint(activations: Any) -> str:
