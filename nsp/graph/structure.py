@@ -35,9 +35,13 @@ from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reor
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
 from nsp.graph.sparse_products import RowClasses
 from nsp.graph.rules import (
-    ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, is_leaf_module, rule_for_function,
-    rule_for_module, unsupported,
+    ELEMENTWISE_MODULES, BatchNormRule, Call, ElementwiseModuleRule, LeafRule, Rule, UnsupportedModuleError,
+    is_leaf_module, rule_for_function, rule_for_module, unsupported,
 )
+
+# Module rules whose INCL=True relation is the identity of the input's shape, whatever the
+# module (exactly these classes: a subclass may have other terms or checks).
+_COPY_RULES = (ElementwiseModuleRule, BatchNormRule)
 
 # Classes of input rows are measured one directional derivative each where they number at
 # most this share of the backward passes that measuring the whole pattern takes.
@@ -280,6 +284,14 @@ class _Interpreter:
                maps: dict, values: dict) -> Any:
         if op.kind == "module" and item > 0:
             raise unsupported(path, label, "only its first output has a rule")
+        if self.incl and type(rule) in _COPY_RULES and len(op.args) == 1 and op.args[0] is refs[0] and not op.kwargs \
+                and self.shapes[refs[0]] == self.shapes[Ref(i)]:
+            # BatchNorm or an activation module: its identity term leaves the relations as
+            # they are (what the general path below returns, without building or composing it).
+            x, out = self._meta(refs[0]), self._meta(Ref(i))
+            rule.check(Call(op.target, (x,), {}, [x], out, path, label, 0, False, label), True)
+            self.perms[Ref(i)] = self.perms[refs[0]]
+            return dict(maps[refs[0]])
         shapes = [self.shapes[r] for r in refs]
         if self.incl:
             stand_in = {r: self._meta(r) for r in refs}
