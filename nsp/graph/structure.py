@@ -264,9 +264,10 @@ class _Interpreter:
     def _meta(self, ref: Ref) -> torch.Tensor:
         """The ``meta`` tensor that stands in for ``ref`` (``INCL=True``): one per value, made
         once, since a value is the output of one call and the input of the next ones."""
-        if ref not in self.stand_ins:
-            self.stand_ins[ref] = torch.empty(self.shapes[ref], device="meta")
-        return self.stand_ins[ref]
+        stand_in = self.stand_ins.get(ref)
+        if stand_in is None:
+            stand_in = self.stand_ins[ref] = torch.empty(self.shapes[ref], device="meta")
+        return stand_in
 
     def _permute(self, op: Op, src: Ref, dst: Ref, path: str, label: str, maps: dict) -> Any:
         """``permute``/``transpose``/``movedim``: only the recorded axis order changes (INCL=True)."""
