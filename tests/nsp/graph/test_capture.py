@@ -93,12 +93,28 @@ def test_child_without_tensor_output_is_refused():
         nsp.Activations(net, torch.randn(1, 3))
 
 
-def test_hooks_are_removed_even_after_an_error():
-    net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+def _common_hooks() -> list[int]:
+    """The sizes of torch's tables of forward hooks common to all modules."""
+    from torch.nn.modules import module
+
+    return [len(module._global_forward_pre_hooks), len(module._global_forward_hooks),
+            len(module._global_forward_hooks_with_kwargs), len(module._global_forward_hooks_always_called)]
+
+
+@pytest.mark.parametrize("layers", [None, "leaves"])
+def test_hooks_are_removed_even_after_an_error(layers):
+    before = _common_hooks()
+    block = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    net = nn.Sequential(block, nn.Linear(4, 3))
+    with pytest.raises(RuntimeError):
+        nsp.Activations(net, torch.randn(1, 3), layers)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    assert _common_hooks() == before
     net[1] = net[0]
     with pytest.raises(ValueError):
         nsp.Activations(net, torch.randn(1, 3))
     assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks
+    assert _common_hooks() == before
 
 
 def test_from_batch_equals_single_recordings():
