@@ -242,7 +242,26 @@ def _unhooked_version(t: torch.Tensor) -> int | None:
 
 
 def version_counter(t: torch.Tensor) -> int | None:
-    """``t``'s in-place version counter (None for inference tensors, which have none)."""
+    """``t``'s in-place version counter, read past any torch-function mode.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+
+    Returns
+    -------
+    int or None
+        The counter, which every in-place write into ``t`` or a view of it raises; None
+        for an inference tensor, which has none.
+
+    Examples
+    --------
+    >>> x = torch.zeros(2)
+    >>> before = version_counter(x)
+    >>> _ = x.add_(1)
+    >>> version_counter(x) == before + 1
+    True
+    """
     # Read without the recorder: from a hook, the attribute access would reach its mode.
     with torch._C.DisableTorchFunction():
         try:
