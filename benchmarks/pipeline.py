@@ -16,27 +16,30 @@ machine hits all of them), the minimum of the repeats of:
     python benchmarks/pipeline.py [--repeats 9] [--profile N] [--baseline DIR]
 
 ``--profile N`` runs N pipelines under cProfile and prints the top entries by own time.
-``--baseline DIR`` also times, interleaved with the rest, the capture and exact transform of
-another checkout (its ``nsp/transforms/{causal,product_kernel,limbs}.py`` and the
-``Recorder`` of its ``nsp/graph/dataflow.py``; the graph and the rest of the capture are
-this checkout's), so that a change is measured side by side in one process. Its ``record``
-captures in full with its recorder (a checkout from before issue 23's values-only capture
-has no other).
+``--baseline DIR`` also times, interleaved with the rest, every phase with another
+checkout's whole ``nsp`` package (copied to a temporary directory as ``nsp_baseline``, its
+imports of ``nsp`` renamed), so that a change anywhere in capture, graph or transform is
+measured side by side in one process. A checkout from before issue 23's values-only
+capture records in full in its ``record``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import atexit
 import cProfile
-import importlib.util
+import importlib
+import inspect
 import os
 import platform
 import pstats
+import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,7 +47,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import nsp  # noqa: E402
-from nsp.graph import capture  # noqa: E402
 from networks import resnet18  # noqa: E402
 from transform import _randomise_batchnorm  # noqa: E402
 
@@ -55,40 +57,19 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _load(root: Path, relative: str, **names: object) -> object:
-    """The module at ``root / relative``, its imported ``names`` replaced (another checkout's)."""
-    spec = importlib.util.spec_from_file_location(f"baseline_{Path(relative).stem}", root / relative)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    for attr, value in names.items():
-        if hasattr(module, attr):
-            setattr(module, attr, value)
-    return module
-
-
-def _baseline(root: Path) -> tuple[type, type]:
-    """``CausalTransform`` of the checkout at ``root`` (its limbs and INCL=True kernel) and
-    its dataflow ``Recorder`` (what ``nsp.Activations`` records with)."""
-    limbs = _load(root, "nsp/transforms/limbs.py")
-    exported = {attr: getattr(limbs, attr) for attr in limbs.__all__}
-    kernel = _load(root, "nsp/transforms/product_kernel.py", **exported)
-    causal = _load(root, "nsp/transforms/causal.py", ProductKernel=kernel.ProductKernel, **exported)
-    # Its recorder writes this checkout's Op, Program and Ref, which NNGraph reads.
-    dataflow = _load(root, "nsp/graph/dataflow.py")
-    dataflow.Op, dataflow.Program, dataflow.Ref = capture.Op, capture.Program, capture.Ref
-    return causal.CausalTransform, dataflow.Recorder
-
-
-@contextlib.contextmanager
-def _recording_with(recorder: type) -> Iterator[None]:
-    saved = capture.Recorder
-    capture.Recorder = recorder
-    try:
-        yield
-    finally:
-        capture.Recorder = saved
+def _baseline(root: Path) -> object:
+    """The ``nsp`` package of the checkout at ``root``, imported as ``nsp_baseline``."""
+    copy = Path(tempfile.mkdtemp(prefix="nsp_baseline_"))
+    atexit.register(shutil.rmtree, copy, True)
+    shutil.copytree(root / "nsp", copy / "nsp_baseline")
+    for path in (copy / "nsp_baseline").rglob("*.py"):
+        text = path.read_text()
+        text = re.sub(r"\bimport nsp\.", "import nsp_baseline.", text)
+        text = re.sub(r"\bfrom nsp\b", "from nsp_baseline", text)
+        text = re.sub(r"^import nsp$", "import nsp_baseline as nsp", text, flags=re.M)
+        path.write_text(text)
+    sys.path.insert(0, str(copy))
+    return importlib.import_module("nsp_baseline")
 
 
 def main() -> None:
@@ -134,23 +115,22 @@ def main() -> None:
         "transform": lambda: op.forward(signal),
     }
     if args.baseline is not None:
-        transform, recorder = _baseline(args.baseline)
-        baseline_op = transform(nsp.NNGraph(acts).structure)
-        if not np.array_equal(baseline_op.forward(signal), op.forward(signal)):
+        base = _baseline(args.baseline)
+        base_acts = base.Activations(net, x)
+        base_op = base.NNGraph(base_acts).get_transformer()
+        if not np.array_equal(base_op.forward(base_acts.to_numpy()), op.forward(signal)):
             raise SystemExit(f"the baseline's spectrum differs from this checkout's ({args.baseline})")
-
-        def baseline_capture() -> nsp.Activations:
-            with _recording_with(recorder):
-                return nsp.Activations(net, x)
+        like = {"like": base_acts} if "like" in inspect.signature(base.Activations).parameters else {}
 
         def baseline_pipeline() -> np.ndarray:
-            a = baseline_capture()
-            return transform(nsp.NNGraph(a).structure).forward(a.to_numpy())
+            a = base.Activations(net, x)
+            return base.NNGraph(a).get_transformer().forward(a.to_numpy())
 
         phases["pipeline (baseline)"] = baseline_pipeline
-        phases["record (baseline)"] = lambda: baseline_op.forward(baseline_capture().to_numpy())
-        phases["capture (baseline)"] = baseline_capture
-        phases["transform (baseline)"] = lambda: baseline_op.forward(signal)
+        phases["record (baseline)"] = lambda: base_op.forward(base.Activations(net, x, **like).to_numpy())
+        phases["capture (baseline)"] = lambda: base.Activations(net, x)
+        phases["graph (baseline)"] = lambda: base.NNGraph(base_acts).get_transformer()
+        phases["transform (baseline)"] = lambda: base_op.forward(signal)
     for fn in phases.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in phases}

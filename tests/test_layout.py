@@ -272,6 +272,9 @@ PRIVATE_ALLOWED: dict[tuple[str, str], str] = {
     # No public function reads the innermost torch-function mode; the recorder steps off the
     # stack (its own __exit__/__enter__) inside a module it records whole only when it is that mode.
     ("nsp.graph.dataflow", "torch.overrides._get_current_function_mode"): "steps off only from the top",
+    # torch's handle of a forward hook common to all modules, registered with kwargs, leaves
+    # its entry in this table when removed; the tracer removes it (one per capture would pile up).
+    ("nsp.common.tracer", "torch.nn.modules.module._global_forward_hooks_with_kwargs"): "removes what torch leaves",
     # The op object a functional ReLU6 reaches a TorchFunctionMode as; an op is recognised
     # by identity, so the object itself is needed.
     ("nsp.common.tracer", "torch._C._nn.relu6"): "recognises a functional ReLU6 by its op",

@@ -62,6 +62,14 @@ class Registry(Mapping[Hashable, V], Generic[V]):
     def __getitem__(self, key: Hashable) -> V:
         return self._entries[key]
 
+    # Mapping's own get and __contains__ go through __getitem__ and a KeyError per miss;
+    # rule look-ups (every module and op of a recorded forward pass) mostly miss.
+    def get(self, key: Hashable, default: V | None = None) -> V | None:
+        return self._entries.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
     def __iter__(self) -> Iterator[Hashable]:
         return iter(self._entries)
 

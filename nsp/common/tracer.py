@@ -19,12 +19,16 @@ runs (captum's own forward pass, in :mod:`nsp.attribution`), at no extra pass.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import (
+    _global_forward_hooks_with_kwargs, register_module_forward_hook, register_module_forward_pre_hook,
+)
 from torch.overrides import TorchFunctionMode
 
 # torch 2.13 has no public pytree module (torch.utils.pytree does not exist); torch.func uses this one.
@@ -33,34 +37,45 @@ from torch.utils._pytree import SUPPORTED_NODES, tree_flatten, tree_map
 __all__ = ["GUIDED_MODULES", "FunctionalReLU", "ModuleTracer", "Trace", "map_leaves", "tensors_in", "trace", "tracing"]
 
 
+_CONTAINERS = (tuple, list, dict)
+
+
 def _plain(value: Any) -> bool:
     """Whether ``value`` nests only plain tuples, lists and dicts, so that pytree would
     flatten it as a Python walk does (dicts in insertion order). Run for every torch call
-    while recording, where pytree's generality costs more than the call itself."""
+    while recording, where pytree's generality costs more than the call itself: a leaf is
+    checked in the loop, without a call of its own."""
     kind = type(value)
-    if kind is tuple or kind is list:
-        return all(map(_plain, value))
     if kind is dict:
-        return all(map(_plain, value.values()))
-    return not isinstance(value, (tuple, list, dict)) and kind not in SUPPORTED_NODES
+        value = value.values()
+    elif kind is not tuple and kind is not list:
+        return not isinstance(value, _CONTAINERS) and kind not in SUPPORTED_NODES
+    for v in value:
+        kind = type(v)
+        if kind is tuple or kind is list or kind is dict:
+            if not _plain(v):
+                return False
+        elif kind in SUPPORTED_NODES or isinstance(v, _CONTAINERS):
+            return False
+    return True
 
 
-def _leaves(value: Any, out: list) -> None:
+def _tensors(value: Any, out: list) -> None:
     kind = type(value)
     if kind is tuple or kind is list:
         for v in value:
-            _leaves(v, out)
+            _tensors(v, out)
     elif kind is dict:
         for v in value.values():
-            _leaves(v, out)
-    else:
+            _tensors(v, out)
+    elif isinstance(value, torch.Tensor):
         out.append(value)
 
 
 def _mapped(function: Callable[[Any], Any], value: Any) -> Any:
     kind = type(value)
     if kind is tuple or kind is list:
-        return kind(_mapped(function, v) for v in value)
+        return kind([_mapped(function, v) for v in value])
     if kind is dict:
         return {k: _mapped(function, v) for k, v in value.items()}
     return function(value)
@@ -68,12 +83,13 @@ def _mapped(function: Callable[[Any], Any], value: Any) -> Any:
 
 def tensors_in(value: Any) -> list[torch.Tensor]:
     """The tensors in ``value`` (nested tuples, lists and dicts), in pytree order."""
+    if type(value) is torch.Tensor:
+        return [value]
+    found: list[torch.Tensor] = []
     if _plain(value):
-        leaves: list = []
-        _leaves(value, leaves)
-    else:
-        leaves = tree_flatten(value)[0]
-    return [t for t in leaves if isinstance(t, torch.Tensor)]
+        _tensors(value, found)
+        return found
+    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
 
 
 def map_leaves(function: Callable[[Any], Any], value: Any) -> Any:
@@ -103,6 +119,9 @@ class ModuleTracer(TorchFunctionMode):
         super().__init__()
         self.stack: list[tuple[str, nn.Module]] = []
         self._handles: list[Any] = []
+        # Modules watched through the hooks common to all modules: id -> (path, module).
+        self._shared: dict[int, tuple[str, nn.Module]] = {}
+        self._thread: int | None = None
 
     @property
     def path(self) -> str:
@@ -114,26 +133,52 @@ class ModuleTracer(TorchFunctionMode):
         """The innermost running watched module (None when none runs)."""
         return self.stack[-1][1] if self.stack else None
 
-    def watch(self, modules: Iterable[tuple[str, nn.Module]]) -> None:
+    def watch(self, modules: Iterable[tuple[str, nn.Module]], shared: bool = False) -> None:
         """Hook ``(path, module)`` pairs, e.g. ``model.named_modules()``, until :meth:`unwatch`.
 
         Hooks run in registration order, so a caller that hooks a module itself before
         (after) calling this sees it before it is pushed (after it is popped).
+
+        With ``shared``, the modules are watched through two hooks common to all modules
+        (``torch.nn.modules.module.register_module_forward_pre_hook`` and
+        ``register_module_forward_hook``), registered once for this tracer, rather than
+        two hooks per module: registering and removing those cost about as much as a
+        small network's forward pass. Torch runs the common hooks before a module's own,
+        so a caller that must see a module before it is pushed watches that one without
+        ``shared``. They see only the thread that first watched (another thread running
+        the same modules is not traced). A module is watched once, under its first path.
+        A module that has hooks of its own is hooked as without ``shared``, after them.
         """
+        if not shared:
+            for path, module in modules:
+                self._handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
+                self._handles.append(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
+            return
         for path, module in modules:
-            self._handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
-            self._handles.append(module.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True))
+            if module._forward_pre_hooks or module._forward_hooks:
+                # A module with hooks of its own: they keep running before this tracer's
+                # (a pre-hook that rewrites the input is seen as ops before the module).
+                self.watch([(path, module)])
+            else:
+                self._shared.setdefault(id(module), (path, module))
+        if self._thread is None:
+            self._thread = threading.get_ident()
+            self._handles.append(register_module_forward_pre_hook(self._shared_pre_hook))
+            post = register_module_forward_hook(self._shared_post_hook, with_kwargs=True, always_call=True)
+            self._handles.append(post)
+            # torch's handle does not remove a common hook's entry in this table.
+            self._handles.append(_KwargsEntry(post.id))
 
     def unwatch(self) -> None:
         """Remove every hook :meth:`watch` put."""
         for handle in self._handles:
             handle.remove()
-        self._handles = []
+        self._handles, self._shared, self._thread = [], {}, None
 
     @contextlib.contextmanager
-    def watching(self, modules: Iterable[tuple[str, nn.Module]]) -> Iterator["ModuleTracer"]:
+    def watching(self, modules: Iterable[tuple[str, nn.Module]], shared: bool = False) -> Iterator["ModuleTracer"]:
         """:meth:`watch` inside the block, :meth:`unwatch` after it."""
-        self.watch(modules)
+        self.watch(modules, shared)
         try:
             yield self
         finally:
@@ -159,8 +204,30 @@ class ModuleTracer(TorchFunctionMode):
             if self.stack:
                 self.stack.pop()
 
+    def _shared_pre_hook(self, module: nn.Module, args: tuple) -> None:
+        entry = self._shared.get(id(module))
+        if entry is not None and threading.get_ident() == self._thread:
+            self.stack.append(entry)
+            self.entered(entry[0], module, args)
+
+    def _shared_post_hook(self, module: nn.Module, args: tuple, *rest: Any) -> None:
+        # (kwargs, output); torch passes (output,) alone when the forward raised.
+        if id(module) in self._shared and threading.get_ident() == self._thread:
+            self._post_hook(module, args, rest[0] if len(rest) == 2 else {}, rest[-1])
+
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         return func(*args, **(kwargs or {}))
+
+
+class _KwargsEntry:
+    """Removes a common forward hook's entry from torch's table of hooks that take keyword
+    arguments, which the hook's own handle leaves behind (one entry per capture would pile up)."""
+
+    def __init__(self, hook_id: int) -> None:
+        self.hook_id = hook_id
+
+    def remove(self) -> None:
+        _global_forward_hooks_with_kwargs.pop(self.hook_id, None)
 
 
 # The ReLU-type modules whose gradients guided backprop rectifies.

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nsp.common.layers import find_layers
-from nsp.graph.dataflow import Op, Program, Recorder, Ref, first_tensor
+from nsp.graph.dataflow import Op, Program, Recorder, Ref, first_tensor, version_counter
 from nsp.graph.rules import is_leaf_module
 
 __all__ = ["Activations", "Op", "Program", "Ref"]
@@ -167,6 +167,8 @@ def _record(network: nn.Module, input: torch.Tensor, children: list[tuple[str, n
     recorder = Recorder(is_leaf_module)
     seen: set[str] = set()
     pending: dict[str, torch.Tensor] = {}
+    # The last child's output, its version counter then, and nsp's copy of it.
+    last: list[Any] = [None, None, None]
 
     def begin(name: str):
         def hook(module: nn.Module, args: tuple) -> None:
@@ -181,8 +183,10 @@ def _record(network: nn.Module, input: torch.Tensor, children: list[tuple[str, n
                     f"nsp.Activations: child '{name}' ({type(module).__name__}) was not called with a tensor "
                     "as its first argument"
                 )
-            # Cloned now: an in-place op inside the child may overwrite its input.
-            pending[name] = args[0].detach().to("cpu", copy=True)
+            # Cloned now: an in-place op inside the child may overwrite its input. The
+            # previous child's output, unchanged since (a chain), was cloned already.
+            unchanged = args[0] is last[0] and last[1] is not None and version_counter(args[0]) == last[1]
+            pending[name] = last[2] if unchanged else _copy(args[0])
             recorder.begin(args[0])
 
         return hook
@@ -199,20 +203,24 @@ def _record(network: nn.Module, input: torch.Tensor, children: list[tuple[str, n
             recorded.names.append(name)
             recorded.modules.append(module)
             # Cloned: a later in-place op (e.g. ReLU(inplace=True)) would overwrite it.
-            recorded.outputs.append(output.detach().to("cpu", copy=True))
+            recorded.outputs.append(_copy(output))
             recorded.inputs.append(pending.pop(name))
             recorded.programs.append(program)
+            last[:] = output, version_counter(output), recorded.outputs[-1]
 
         return hook
 
     handles = []
+    tops = {id(child) for _, child in children}
     try:
         for name, child in children:
             # Registration order is call order: begin runs before the child's own
-            # recorder hooks, end runs after them.
+            # recorder hooks, end runs after them. What runs inside a child is watched
+            # through the hooks common to all modules (two in all; torch runs them first).
             handles.append(child.register_forward_pre_hook(begin(name)))
-            recorder.watch(child.named_modules(prefix=name))
+            recorder.watch([(name, child)])
             handles.append(child.register_forward_hook(end(name)))
+            recorder.watch([(n, m) for n, m in child.named_modules(prefix=name) if id(m) not in tops], shared=True)
         with torch.no_grad(), recorder:
             network(input)
     finally:
@@ -226,6 +234,11 @@ def _record(network: nn.Module, input: torch.Tensor, children: list[tuple[str, n
             "e.g. nn.Sequential(module), or choose layers with `layers=`"
         )
     return recorded
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """nsp's own copy of a recorded tensor, on the CPU."""
+    return t.detach().to("cpu", copy=True)
 
 
 def _choose(network: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]:
@@ -290,9 +303,11 @@ def _record_dataflow(
 
     handles = []
     try:
+        # The network itself is named by its class, so errors in its forward say where.
+        # Torch runs these common hooks before a module's own: mark sees a layer after the
+        # recorder has recorded its module.
+        recorder.watch([(name or type(network).__name__, m) for name, m in network.named_modules()], shared=True)
         for name, module in network.named_modules():
-            # The network itself is named by its class, so errors in its forward say where.
-            recorder.watch([(name or type(network).__name__, module)])
             if id(module) in chosen:
                 handles.append(module.register_forward_hook(mark))
         recorder.begin(input)

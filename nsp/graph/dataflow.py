@@ -19,7 +19,7 @@ from torch import nn
 
 from nsp.common.tracer import ModuleTracer, map_leaves, tensors_in
 
-__all__ = ["Op", "Program", "Recorder", "Ref", "first_tensor"]
+__all__ = ["Op", "Program", "Recorder", "Ref", "first_tensor", "version_counter"]
 
 
 def first_tensor(value: Any) -> Any:
@@ -105,7 +105,7 @@ class Recorder(ModuleTracer):
     def begin(self, x: torch.Tensor) -> None:
         self.program = Program(tuple(x.shape))
         self.ids = {id(x): Ref(-1)}
-        self.versions = {id(x): _version(x)}
+        self.versions = {id(x): version_counter(x)}
         self.alive = [x]
 
     def end(self, output: Any) -> Program:
@@ -137,18 +137,24 @@ class Recorder(ModuleTracer):
         ref = self.ids.get(id(output))
         self.program.ops.append(Op("layer", index, (ref,) if ref else (), {}, tuple(output.shape), *self.where()))
         self.ids[id(output)] = Ref(len(self.program.ops) - 1)
-        self.versions[id(output)] = _version(output)
+        self.versions[id(output)] = version_counter(output)
         self.alive.append(output)
 
     def _record(self, kind: str, target: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        ref = lambda v: self.ids.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        ids = self.ids
+        if not kwargs and type(args) is tuple and all(type(a) is torch.Tensor for a in args):
+            # A module called with tensors (nearly every one): no tree to walk.
+            op_args, op_kwargs = tuple([ids.get(id(a), a) for a in args]), {}
+        else:
+            ref = lambda v: ids.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+            op_args, op_kwargs = map_leaves(ref, args), map_leaves(ref, kwargs)
         flat_out = tensors_in(out)
-        op_args, op_kwargs = map_leaves(ref, args), map_leaves(ref, kwargs)
-        shapes = tuple(tuple(t.shape) for t in flat_out)
-        self.program.ops.append(Op(kind, target, op_args, op_kwargs, shapes[0] if shapes else (), *self.where(), shapes))
-        index = len(self.program.ops) - 1
+        shapes = tuple([tuple(t.shape) for t in flat_out])
+        ops = self.program.ops
+        ops.append(Op(kind, target, op_args, op_kwargs, shapes[0] if shapes else (), *self.where(), shapes))
+        index = len(ops) - 1
         for item, t in enumerate(flat_out):
-            self.ids[id(t)] = Ref(index, item)
+            ids[id(t)] = Ref(index, item)
             self.versions[id(t)] = _unhooked_version(t)
             self.alive.append(t)
 
@@ -161,7 +167,7 @@ class Recorder(ModuleTracer):
         self.program.ops.append(Op("refused", func, (why,), {}, (), *self.where()))
 
     def _stale(self, t: Any) -> bool:
-        return isinstance(t, torch.Tensor) and id(t) in self.ids and self.versions.get(id(t)) != _version(t)
+        return isinstance(t, torch.Tensor) and id(t) in self.ids and self.versions.get(id(t)) != version_counter(t)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -235,8 +241,27 @@ def _unhooked_version(t: torch.Tensor) -> int | None:
         return None
 
 
-def _version(t: torch.Tensor) -> int | None:
-    """``t``'s in-place version counter (None for inference tensors, which have none)."""
+def version_counter(t: torch.Tensor) -> int | None:
+    """``t``'s in-place version counter, read past any torch-function mode.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+
+    Returns
+    -------
+    int or None
+        The counter, which every in-place write into ``t`` or a view of it raises; None
+        for an inference tensor, which has none.
+
+    Examples
+    --------
+    >>> x = torch.zeros(2)
+    >>> before = version_counter(x)
+    >>> _ = x.add_(1)
+    >>> version_counter(x) == before + 1
+    True
+    """
     # Read without the recorder: from a hook, the attribute access would reach its mode.
     with torch._C.DisableTorchFunction():
         try:

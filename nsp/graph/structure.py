@@ -35,9 +35,13 @@ from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reor
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
 from nsp.graph.sparse_products import RowClasses
 from nsp.graph.rules import (
-    ELEMENTWISE_MODULES, Call, LeafRule, Rule, UnsupportedModuleError, is_leaf_module, rule_for_function,
-    rule_for_module, unsupported,
+    ELEMENTWISE_MODULES, BatchNormRule, Call, ElementwiseModuleRule, LeafRule, Rule, UnsupportedModuleError,
+    is_leaf_module, rule_for_function, rule_for_module, unsupported,
 )
+
+# Module rules whose INCL=True relation is the identity of the input's shape, whatever the
+# module (exactly these classes: a subclass may have other terms or checks).
+_COPY_RULES = (ElementwiseModuleRule, BatchNormRule)
 
 # Classes of input rows are measured one directional derivative each where they number at
 # most this share of the backward passes that measuring the whole pattern takes.
@@ -260,9 +264,10 @@ class _Interpreter:
     def _meta(self, ref: Ref) -> torch.Tensor:
         """The ``meta`` tensor that stands in for ``ref`` (``INCL=True``): one per value, made
         once, since a value is the output of one call and the input of the next ones."""
-        if ref not in self.stand_ins:
-            self.stand_ins[ref] = torch.empty(self.shapes[ref], device="meta")
-        return self.stand_ins[ref]
+        stand_in = self.stand_ins.get(ref)
+        if stand_in is None:
+            stand_in = self.stand_ins[ref] = torch.empty(self.shapes[ref], device="meta")
+        return stand_in
 
     def _permute(self, op: Op, src: Ref, dst: Ref, path: str, label: str, maps: dict) -> Any:
         """``permute``/``transpose``/``movedim``: only the recorded axis order changes (INCL=True)."""
@@ -280,6 +285,14 @@ class _Interpreter:
                maps: dict, values: dict) -> Any:
         if op.kind == "module" and item > 0:
             raise unsupported(path, label, "only its first output has a rule")
+        if self.incl and type(rule) in _COPY_RULES and len(op.args) == 1 and op.args[0] is refs[0] and not op.kwargs \
+                and self.shapes[refs[0]] == self.shapes[Ref(i)]:
+            # BatchNorm or an activation module: its identity term leaves the relations as
+            # they are (what the general path below returns, without building or composing it).
+            x, out = self._meta(refs[0]), self._meta(Ref(i))
+            rule.check(Call(op.target, (x,), {}, [x], out, path, label, 0, False, label), True)
+            self.perms[Ref(i)] = self.perms[refs[0]]
+            return dict(maps[refs[0]])
         shapes = [self.shapes[r] for r in refs]
         if self.incl:
             stand_in = {r: self._meta(r) for r in refs}
@@ -493,20 +506,26 @@ def _classes(interpreter: _Interpreter, parents: list[dict[int, Any]]) -> list[d
 
 
 def _to_modules(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """``x`` on the device and in the floating dtype of the first parameter among ``modules``."""
+    """A copy of ``x`` on the device and in the floating dtype of the first parameter among ``modules``."""
     for m in modules:
         if next(m.parameters(), None) is not None:
             return _to_module(m, x)
-    return x
+    return x.clone()
 
 
 def _to_module(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` on the device and in the floating dtype of ``m``'s parameters."""
+    """A copy of ``x`` on the device and in the floating dtype of ``m``'s parameters.
+
+    A copy: the replay may write into it in place (``x.mul_(2)`` in a forward), and ``x``
+    is the pattern's own value (a child's input shares the previous layer's).
+    """
     p = next(m.parameters(), None)
     if p is None:
-        return x
+        return x.clone()
     # Token ids stay integers (an embedding reads them as indices).
-    return x.to(device=p.device, dtype=p.dtype) if x.is_floating_point() else x.to(device=p.device)
+    if not x.is_floating_point():
+        return x.to(device=p.device, copy=True)
+    return x.to(device=p.device, dtype=p.dtype, copy=True)
 
 
 def fingerprint(activations: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -47,17 +49,40 @@ class _Net(nn.Module):
         return torch.tanh(self.b(self.a(x)))
 
 
-def test_each_call_is_attributed_to_the_module_that_made_it():
+def _common_hooks() -> list[int]:
+    """The sizes of torch's tables of forward hooks common to all modules."""
+    from torch.nn.modules import module
+
+    return [len(module._global_forward_pre_hooks), len(module._global_forward_hooks),
+            len(module._global_forward_hooks_with_kwargs), len(module._global_forward_hooks_always_called)]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_each_call_is_attributed_to_the_module_that_made_it(shared):
+    before = _common_hooks()
     net, tracer = _Net(), _Calls()
-    with tracer.watching(net.named_modules()), tracer:
+    with tracer.watching(net.named_modules(), shared), tracer:
         net(torch.ones(1, 3))
     assert tracer.seen == ["a", "b", ""]
     assert tracer.events == ["+", "+a", "+a.fc", "-a.fc", "-a", "+b", "+b.fc", "-b.fc", "-b", "-"]
     assert tracer.stack == []
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    assert _common_hooks() == before
 
 
-def test_the_stack_stays_balanced_when_a_forward_raises_and_the_model_goes_on():
+def test_common_hooks_trace_only_the_thread_that_watched():
+    net, tracer = _Net(), _Calls()
+    with tracer.watching(net.named_modules(), shared=True):
+        other = threading.Thread(target=net, args=(torch.ones(1, 3),))
+        other.start()
+        other.join()
+        assert tracer.events == []
+        net(torch.ones(1, 3))
+    assert tracer.events[:3] == ["+", "+a", "+a.fc"] and tracer.stack == []
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_stack_stays_balanced_when_a_forward_raises_and_the_model_goes_on(shared):
     class Fallback(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -70,7 +95,7 @@ def test_the_stack_stays_balanced_when_a_forward_raises_and_the_model_goes_on():
                 return self.safe(x)
 
     net, tracer = Fallback(), _Calls()
-    with tracer.watching(net.named_modules()), tracer:
+    with tracer.watching(net.named_modules(), shared), tracer:
         net(torch.ones(1, 3))
     assert tracer.seen == ["safe"]
     assert tracer.stack == []

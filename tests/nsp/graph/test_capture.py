@@ -93,12 +93,28 @@ def test_child_without_tensor_output_is_refused():
         nsp.Activations(net, torch.randn(1, 3))
 
 
-def test_hooks_are_removed_even_after_an_error():
-    net = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+def _common_hooks() -> list[int]:
+    """The sizes of torch's tables of forward hooks common to all modules."""
+    from torch.nn.modules import module
+
+    return [len(module._global_forward_pre_hooks), len(module._global_forward_hooks),
+            len(module._global_forward_hooks_with_kwargs), len(module._global_forward_hooks_always_called)]
+
+
+@pytest.mark.parametrize("layers", [None, "leaves"])
+def test_hooks_are_removed_even_after_an_error(layers):
+    before = _common_hooks()
+    block = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+    net = nn.Sequential(block, nn.Linear(4, 3))
+    with pytest.raises(RuntimeError):
+        nsp.Activations(net, torch.randn(1, 3), layers)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+    assert _common_hooks() == before
     net[1] = net[0]
     with pytest.raises(ValueError):
         nsp.Activations(net, torch.randn(1, 3))
     assert not net[0]._forward_hooks and not net[0]._forward_pre_hooks
+    assert _common_hooks() == before
 
 
 def test_from_batch_equals_single_recordings():
@@ -154,3 +170,71 @@ def test_the_recorders_mode_is_restored_when_a_module_recorded_whole_raises():
     assert torch.overrides._get_current_function_mode() is None
     acts = nsp.Activations(nn.Sequential(nn.Linear(3, 4), nn.ReLU()), torch.randn(1, 3))
     assert acts.layernames == ["input", "0", "1"] and nsp.NNGraph(acts).number_of_edges() == 16
+
+
+class _ScaledBetween(nn.Module):
+    """The parent doubles the first child's output in place before the second child reads it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.ReLU()
+
+    def forward(self, x):
+        h = self.a(x)
+        h.mul_(2)
+        return self.b(h)
+
+
+def test_a_childs_input_is_what_it_received_also_when_its_parent_wrote_into_the_last_output():
+    # A child's input is the previous child's copied output only while that output is
+    # unchanged: here the parent doubled it in place in between.
+    torch.manual_seed(0)
+    net, x = _ScaledBetween(), torch.randn(1, 3)
+    acts = nsp.Activations(net, x)
+    out = net.a(x)[0].detach()
+    assert torch.equal(acts.layeractivations[1], out)
+    assert torch.equal(acts._layerinputs[2], 2 * out)
+    assert torch.equal(acts._layerinputs[1], x[0])
+
+
+class _DoubleInPlace(nn.Module):
+    def forward(self, x):
+        return x.mul_(2)
+
+
+def test_building_an_incl_false_graph_leaves_the_pattern_as_it_was():
+    # The INCL=False replay runs the child's x.mul_(2) on its recorded input, which is the
+    # previous layer's recorded output: on a copy of it.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), _DoubleInPlace(), nn.ReLU())
+    acts = nsp.Activations(net, torch.randn(1, 3))
+    before = [a.clone() for a in acts.layeractivations]
+    first = nsp.NNGraph(acts, INCL=False).number_of_edges()
+    assert all(torch.equal(a, b) for a, b in zip(acts.layeractivations, before))
+    assert nsp.NNGraph(acts, INCL=False).number_of_edges() == first
+
+
+class _Inner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("layers", [None, "leaves"])
+def test_a_users_pre_hook_on_an_inner_module_is_part_of_the_dataflow(layers):
+    # The hook reverses the conv's input: output position i reads input position 3 - i.
+    # The recorder's hooks run after the module's own, so the flip is recorded.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 1, 1), _Inner())
+    handle = net[1].conv.register_forward_pre_hook(lambda m, a: (a[0].flip(-1),))
+    try:
+        acts = nsp.Activations(net, torch.randn(1, 1, 4), layers)
+        adjacency = nsp.NNGraph(acts).adjacency().toarray()
+    finally:
+        handle.remove()
+    last, before = slice(len(adjacency) - 4, None), slice(len(adjacency) - 8, len(adjacency) - 4)
+    block = adjacency[before, last] + adjacency[last, before].T
+    assert (block != 0).astype(int).tolist() == np.fliplr(np.eye(4, dtype=int)).tolist()

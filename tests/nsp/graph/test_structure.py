@@ -1,11 +1,16 @@
-"""INCL=False leaf patterns built in slices of output rows equal the reference's edges."""
+"""INCL=False leaf patterns built in slices of output rows equal the reference's edges; INCL=True
+relations through BatchNorm and activations equal the general path's."""
+
+import dataclasses
 
 import pytest
+import torch
+from torch import nn
 
 import nsp
 import reference as R
 import zoo
-from nsp.graph import rules
+from nsp.graph import rules, structure
 
 
 @pytest.mark.parametrize("name", ["pruned_cnn", "conv2d_groups", "conv1d_stride_pad_dilation", "maxpool2d_ceil_pad_dilation",
@@ -18,3 +23,50 @@ def test_leaf_patterns_in_slices_match_the_reference(monkeypatch, name):
     assert set(graph.edges()) == R.edge_node_pairs(ref.capture.shapes, ref.edges)
     for _, _, rel in graph.structure.blocks():
         assert rel.has_sorted_indices
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)) + x)
+
+
+class _ChannelsLast(nn.Module):
+    """Activations applied with the channels last (ConvNeXt's detour), then BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act, self.gelu, self.bn = nn.Conv2d(2, 3, 2), nn.ReLU(), nn.GELU(), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.gelu(self.act(self.conv(x).permute(0, 2, 3, 1)))
+        return self.bn(y.permute(0, 3, 1, 2))
+
+
+def _terms(structure):
+    """Every relation of a structure, factor by factor (shape, dtype, bytes) with its other fields."""
+    out = []
+    for parents in structure.parents:
+        for k, rel in sorted(parents.items()):
+            for term in rel.terms:
+                fields = {f.name: getattr(term, f.name) for f in dataclasses.fields(term)}
+                factors = [(f.shape, f.dtype.str, f.tobytes()) for f in fields.pop("factors")]
+                out.append((k, rel.n_out, rel.n_in, factors, repr(fields)))
+    return out
+
+
+@pytest.mark.parametrize("layers", [None, "leaves"])
+@pytest.mark.parametrize("make", [lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), _Block()),
+                                  lambda: nn.Sequential(_ChannelsLast(), nn.ReLU(inplace=True))], ids=["block", "channels_last"])
+def test_batchnorm_and_activations_keep_their_input_relations_as_the_general_path_composes_them(monkeypatch, make, layers):
+    # INCL=True takes BatchNorm and activation modules' relations straight from their input;
+    # the general path (the rule's identity term, composed) must give the same relations.
+    torch.manual_seed(0)
+    net = make().eval()
+    acts = nsp.Activations(net, torch.randn(1, 1 if isinstance(net[0], nn.Conv2d) else 2, 5, 5), layers)
+    fast = _terms(nsp.NNGraph(acts).structure)
+    monkeypatch.setattr(structure, "_COPY_RULES", ())
+    assert _terms(nsp.NNGraph(acts).structure) == fast
