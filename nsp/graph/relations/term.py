@@ -102,11 +102,13 @@ class Term:
 
     factors: tuple[np.ndarray, ...]
 
-    @property
+    # Computed once per term: a plan asks a term for its sides and emptiness again at every
+    # union and composition it enters (GoogLeNet with every leaf: thousands of times).
+    @functools.cached_property
     def out_dims(self) -> tuple[int, ...]:
         return tuple(f.shape[0] for f in self.factors)
 
-    @property
+    @functools.cached_property
     def in_dims(self) -> tuple[int, ...]:
         return tuple(f.shape[1] for f in self.factors)
 
@@ -122,6 +124,10 @@ class Term:
         return math.prod(int(f.sum()) for f in self.factors)
 
     def is_empty(self) -> bool:
+        return self._empty
+
+    @functools.cached_property
+    def _empty(self) -> bool:
         return any(not f.any() for f in self.factors)
 
     @staticmethod
