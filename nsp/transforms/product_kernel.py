@@ -23,35 +23,29 @@ from nsp.transforms.limbs import add_limbs
 __all__ = ["ProductKernel"]
 
 
-def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
+def _compile(term: Term, memo: dict[int, tuple[np.ndarray, str | None, Any, float]] | None = None) -> tuple[
+    tuple[int, ...], tuple[int, ...], Any, float
+]:
     """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims.
 
     Returns the in- and out-dims, ``(axes to sum, remaining per-axis ops)`` and log2 of
-    the largest row count (for the majorant).
+    the largest row count (for the majorant). ``memo`` keeps each factor's operation by
+    ``id``: a plan's terms share most of their factors (one window per map size).
     """
     ops: list[tuple[int, str, Any]] = []
     row_bits = 0.0
     for axis, f in enumerate(term.factors):
-        p, q = f.shape
-        nonzero = f.size if f is ones_factor(p, q) else np.count_nonzero(f)
-        if nonzero == f.size:
-            row_bits += math.log2(q)
-            if not p == q == 1:
-                ops.append((axis, "ones", None))
-            continue
-        if p == q == nonzero and f.diagonal().all():
-            continue
-        lo = np.argmax(f, axis=1)
-        count = f.sum(axis=1)
-        row_bits += math.log2(max(1, int(count.max())))
-        hi = lo + count
-        # A row is an interval iff at most one run of ones starts in it.
-        starts = f[:, 0] + np.count_nonzero(f[:, 1:] & ~f[:, :-1], axis=1)
-        if starts.max() <= 1:
-            # A row without ones has argmax 0 and count 0, so its interval is [0, 0) already.
-            ops.append((axis, "intervals", (lo, hi)))
+        if memo is None or id(f) not in memo:
+            found = (f,) + _factor_op(f)
+            if memo is not None:
+                # The factor is kept with its operation, so its id stays its own.
+                memo[id(f)] = found
         else:
-            ops.append((axis, "dense", f.astype(np.int64)))
+            found = memo[id(f)]
+        _, kind, data, bits = found
+        row_bits += bits
+        if kind is not None:
+            ops.append((axis, kind, data))
     ones = tuple(axis + 1 for axis, kind, _ in ops if kind == "ones")
     # Axes that shrink first, those that grow last: the other order made ConvNeXt's
     # permuted layers pass 8×8-times-larger intermediates through every cumulative sum.
@@ -61,6 +55,27 @@ def _compile(term: Term) -> tuple[tuple[int, ...], tuple[int, ...], Any, float]:
         key=lambda op: (term.factors[op[0]].shape[0] / term.factors[op[0]].shape[1], op[1] != "intervals"),
     )
     return term.in_dims, term.out_dims, (ones, rest), row_bits
+
+
+def _factor_op(f: np.ndarray) -> tuple[str | None, Any, float]:
+    """One factor's operation in ``_compile`` (None for the identity or a 1 × 1 factor)
+    and log2 of its largest row count."""
+    p, q = f.shape
+    nonzero = f.size if f is ones_factor(p, q) else np.count_nonzero(f)
+    if nonzero == f.size:
+        return (None if p == q == 1 else "ones"), None, math.log2(q)
+    if p == q == nonzero and f.diagonal().all():
+        return None, None, 0.0
+    lo = np.argmax(f, axis=1)
+    count = f.sum(axis=1)
+    bits = math.log2(max(1, int(count.max())))
+    hi = lo + count
+    # A row is an interval iff at most one run of ones starts in it.
+    starts = f[:, 0] + np.count_nonzero(f[:, 1:] & ~f[:, :-1], axis=1)
+    if starts.max() <= 1:
+        # A row without ones has argmax 0 and count 0, so its interval is [0, 0) already.
+        return "intervals", (lo, hi), bits
+    return "dense", f.astype(np.int64), bits
 
 
 def _summed_mask(natural: tuple[int, ...], in_dims: tuple[int, ...], ones: tuple[int, ...]) -> tuple[bool, ...] | None:
@@ -241,10 +256,11 @@ class ProductKernel:
             return union_all([outer if inner is None else cached("compose", outer, inner) for outer, inner in rel.parts])
 
         compiled: dict[int, tuple[Relation, list]] = {}
+        factor_ops: dict[int, tuple[np.ndarray, str | None, Any, float]] = {}
 
         def compile_once(rel: Relation) -> list:
             if id(rel) not in compiled:
-                compiled[id(rel)] = (rel, [_compile(term) for term in rel.disjoint()])
+                compiled[id(rel)] = (rel, [_compile(term, factor_ops) for term in rel.disjoint()])
             return compiled[id(rel)][1]
 
         for layer in range(1, n_layers):

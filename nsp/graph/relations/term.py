@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -96,17 +96,33 @@ def _split_out(f: np.ndarray, p1: int, p2: int) -> list[np.ndarray] | None:
     return None if parts is None else [part.T for part in parts]
 
 
+class _once:
+    """A property computed on first use and stored on the instance (a frozen dataclass
+    too): ``functools.cached_property`` takes a lock per first use on Python 3.11."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn, self.name = fn, fn.__name__
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.fn(obj)
+        return value
+
+
 @dataclass(frozen=True)
 class Term:
     """A Kronecker product of 0/1 factors (see the module docstring)."""
 
     factors: tuple[np.ndarray, ...]
 
-    @property
+    # Computed once per term: a plan asks a term for its sides and emptiness again at every
+    # union and composition it enters (GoogLeNet with every leaf: thousands of times).
+    @_once
     def out_dims(self) -> tuple[int, ...]:
         return tuple(f.shape[0] for f in self.factors)
 
-    @property
+    @_once
     def in_dims(self) -> tuple[int, ...]:
         return tuple(f.shape[1] for f in self.factors)
 
@@ -122,6 +138,10 @@ class Term:
         return math.prod(int(f.sum()) for f in self.factors)
 
     def is_empty(self) -> bool:
+        return self._empty
+
+    @_once
+    def _empty(self) -> bool:
         return any(not f.any() for f in self.factors)
 
     @staticmethod

@@ -469,6 +469,15 @@ def _classes(stack: np.ndarray) -> tuple[list[tuple[np.ndarray, int]], np.ndarra
     return out, inverse.reshape(-1)
 
 
+def _pairwise_disjoint(terms: list[tuple[np.ndarray, ...]]) -> bool:
+    """Whether no two of ``terms`` (same factor shapes) share a pair: each pair of terms
+    has an axis whose two factors share none."""
+    return all(
+        any(not (f is ones_factor(*f.shape) and g is ones_factor(*g.shape)) and not (f & g).any() for f, g in zip(a, b))
+        for i, a in enumerate(terms) for b in terms[i + 1:]
+    )
+
+
 def _disjoint(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
     """Disjoint products whose sum is the indicator of the union of ``terms`` (same factor shapes).
 
@@ -482,6 +491,10 @@ def _disjoint(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...
     terms = _reduce(terms)
     if len(terms) == 1 or not terms[0]:
         return terms[:1]
+    if _pairwise_disjoint(terms):
+        # Concatenated branches relate disjoint channel ranges: already pieces, with no
+        # class table (GoogLeNet: 512 × 512 channel factors, a sort of 262,144 keys each).
+        return terms
     n = len(terms)
     best = None
     for axis in range(len(terms[0])):

@@ -113,6 +113,35 @@ def test_disjoint_pieces_sum_to_the_union(data):
     assert rel.nnz() == int(union.sum())
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_disjoint_keeps_terms_that_share_no_pair(data):
+    # Inception-like: each branch owns a channel range (axis 0), with its own window, so
+    # the terms are pieces already; a last term may overlap them, which needs the cut.
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n = data.draw(st.integers(2, 5))
+    width, size = data.draw(st.integers(1, 3)), data.draw(st.integers(2, 6))
+    channels = n * width
+    found = []
+    for i in range(n):
+        column = np.zeros((channels, 1), bool)
+        column[i * width:(i + 1) * width] = True
+        window = np.abs(np.subtract.outer(np.arange(size), np.arange(size))) <= data.draw(st.integers(0, 2))
+        found.append(Term((column & (rng.random((1, 4)) < 0.7), window)))
+    overlap = data.draw(st.booleans())
+    if overlap:
+        found.append(Term((rng.random((channels, 4)) < 0.5, rng.random((size, size)) < 0.5)))
+    rel = Relation(tuple(found), channels * size, 4 * size)
+    union = np.zeros((rel.n_out, rel.n_in), bool)
+    for t in rel.terms:
+        union |= t.dense()
+    pieces = rel.disjoint()
+    np.testing.assert_array_equal(sum(t.dense().astype(int) for t in pieces), union.astype(int))
+    if not overlap:
+        # Terms with equal windows may merge; none is cut.
+        assert len(pieces) <= sum(not t.is_empty() for t in found)
+
+
 def test_union_merges_terms_that_differ_in_one_factor():
     # Concatenated branches: disjoint channel ranges, the same spatial factor.
     spatial = np.eye(5, dtype=bool) | np.eye(5, k=1, dtype=bool)

@@ -201,3 +201,23 @@ def test_masks_of_concatenated_parts_are_summed_exactly(width):
     masked = ProductKernel(graph.structure).masked
     assert any(masked)
     _check_inverse(graph)
+
+
+@pytest.mark.parametrize("layers", [None, "leaves"])
+def test_inception_branches_are_disjoint_pieces_exactly(monkeypatch, layers):
+    # GoogLeNet-like: each branch of a concatenation owns its channel range, so a relation
+    # through an Inception block is a union of terms that share no pair, which the plan
+    # applies as they are (no class table). The exact spectrum against the hooked reference.
+    from nsp.graph.relations import union
+
+    found = []
+    pairwise_disjoint = union._pairwise_disjoint
+
+    def spy(terms):
+        found.append(pairwise_disjoint(terms))
+        return found[-1]
+
+    monkeypatch.setattr(union, "_pairwise_disjoint", spy)
+    acts, _ = _check_against_reference(_inception(2, 2), torch.randn(1, 2, 6, 6), layers, True)
+    assert any(found)
+    _check_inverse(nsp.NNGraph(acts, INCL=True))
