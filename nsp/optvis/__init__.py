@@ -28,6 +28,8 @@ from nsp.optvis.objectives import (
     OUTPUT,
     Objective,
     channel,
+    channel_batch,
+    class_batch,
     class_log_probability,
     class_logit,
     deepdream,
@@ -44,8 +46,8 @@ from nsp.optvis.tasks import deep_dream, invert, style_transfer, visualize_chann
 from nsp.optvis.augment import compose, jitter, pad, random_rotate, random_scale, standard_transforms
 
 __all__ = [
-    "INPUT", "OUTPUT", "Objective", "channel", "class_log_probability", "class_logit", "deepdream", "direction",
-    "gram_match", "l2", "match", "neuron", "total_variation",
+    "INPUT", "OUTPUT", "Objective", "channel", "channel_batch", "class_batch", "class_log_probability", "class_logit",
+    "deepdream", "direction", "gram_match", "l2", "match", "neuron", "total_variation",
     "FourierImage", "ImageParam", "PixelImage", "fourier_image", "pixel_image",
     "IMAGENET_MEAN", "IMAGENET_STD", "Normalized", "Render", "evaluate", "normalized", "render", "save_images",
     "deep_dream", "invert", "style_transfer", "visualize_channel", "visualize_class",

@@ -15,6 +15,8 @@ once no further layer is needed.
 :func:`l2`, :func:`deepdream`      mean square of a whole layer (deep dream)
 :func:`class_logit`                one output logit
 :func:`class_log_probability`      one output's log-softmax
+:func:`channel_batch`              a channel per image of the batch, in one evaluation
+:func:`class_batch`                a class per image of the batch, in one evaluation
 :func:`direction`                  mean over positions of the dot product with a vector
 :func:`match`                      minus the mean squared distance to given activations
 :func:`gram_match`                 minus the squared distance of Gram matrices (style)
@@ -46,6 +48,8 @@ __all__ = [
     "OUTPUT",
     "Objective",
     "channel",
+    "channel_batch",
+    "class_batch",
     "class_log_probability",
     "class_logit",
     "deepdream",
@@ -289,6 +293,113 @@ def class_log_probability(n: int, batch: int | None = None) -> Objective:
     n, batch = _index(n, "class", where), _index(batch, "batch", where)
     return Objective(lambda acts: _select(torch.log_softmax(acts[OUTPUT], dim=1)[:, n], batch), [OUTPUT],
                      f"log p {n}", _check_class(n, batch, where))
+
+
+def _targets(targets: Sequence[int], batches: Sequence[int] | None, what: str,
+             where: str) -> tuple[list[int], list[int]]:
+    """``targets`` and the image of each (default ``0, 1, ...``), checked: ints >= 0, one target per image."""
+    targets = [_index(t, what, where) for t in targets]
+    rows = list(range(len(targets))) if batches is None else [_index(b, "batch", where) for b in batches]
+    if not targets or len(rows) != len(targets):
+        raise ValueError(f"{where}: expected one or more {what}s and one batch index per {what}, got {len(targets)} "
+                         f"{what}(s) and {len(rows)} batch index(es)")
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"{where}: batch indices {rows} repeat: each image gets one {what}")
+    return targets, rows
+
+
+def _scatter(values: torch.Tensor, rows: torch.Tensor, size: int) -> torch.Tensor:
+    """``(size,)`` zeros holding ``values`` at ``rows`` (differentiable)."""
+    return values.new_zeros(size).index_put((rows,), values)
+
+
+def channel_batch(layer: Layer, channels: Sequence[int], batches: Sequence[int] | None = None) -> Objective:
+    """Channel ``channels[i]`` of ``layer`` for image ``batches[i]`` (default ``i``); the other images score 0.
+
+    The same values as ``sum(channel(layer, c, batch=b) for c, b in zip(channels, batches))``,
+    in one indexing operation instead of one masked mean per channel: several channels of one
+    layer rendered in one batch cost about one channel's objective.
+
+    Parameters
+    ----------
+    layer : str or torch.nn.Module
+        Dotted module name, or the module.
+    channels : sequence of int
+        One channel per rendered image.
+    batches : sequence of int, optional
+        The image of each channel, all different (default ``0, 1, ...``).
+
+    Returns
+    -------
+    Objective
+
+    Examples
+    --------
+    >>> acts = {"conv": torch.arange(8.0).reshape(2, 2, 2)}
+    >>> channel_batch("conv", [1, 0])(acts)
+    tensor([2.5000, 4.5000])
+    """
+    where = f"nsp.optvis.channel_batch({_repr(layer)}, {list(channels)!r})"
+    layer = _layer(layer, where)
+    targets, rows = _targets(channels, batches, "channel", where)
+    index, at = torch.tensor(targets), torch.tensor(rows)
+
+    def function(acts: Activations) -> torch.Tensor:
+        a = acts[layer]
+        picked = a[at.to(a.device), index.to(a.device)]
+        return _scatter(picked.reshape(len(rows), -1).mean(1), at.to(a.device), a.shape[0])
+
+    def check(acts: Activations) -> None:
+        _check_channel(layer, max(targets), max(rows), where)(acts)
+
+    return Objective(function, [layer], f"channels {_text(layer)}:{targets}", check)
+
+
+def class_batch(classes: Sequence[int], batches: Sequence[int] | None = None,
+                kind: str = "log_probability") -> Objective:
+    """Class ``classes[i]`` for image ``batches[i]`` (default ``i``): its log-softmax, or its logit; the others score 0.
+
+    The same values as the sum of :func:`class_log_probability` (or :func:`class_logit`)
+    objectives, one per image, with the softmax computed once for the batch instead of once
+    per class.
+
+    Parameters
+    ----------
+    classes : sequence of int
+        One class per rendered image.
+    batches : sequence of int, optional
+        The image of each class, all different (default ``0, 1, ...``).
+    kind : {'log_probability', 'logit'}
+        What is maximised.
+
+    Returns
+    -------
+    Objective
+
+    Examples
+    --------
+    >>> from nsp.optvis import OUTPUT
+    >>> class_batch([2, 0], kind="logit")({OUTPUT: torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])})
+    tensor([2., 3.])
+    """
+    where = f"nsp.optvis.class_batch({list(classes)!r})"
+    if kind not in ("log_probability", "logit"):
+        raise ValueError(f"{where}: expected kind 'log_probability' or 'logit', got {kind!r}")
+    targets, rows = _targets(classes, batches, "class", where)
+    index, at = torch.tensor(targets), torch.tensor(rows)
+
+    def function(acts: Activations) -> torch.Tensor:
+        out = acts[OUTPUT]
+        i, r = index.to(out.device), at.to(out.device)
+        picked = out[r]
+        if kind == "log_probability":
+            picked = torch.log_softmax(picked, dim=1)
+        return _scatter(picked[torch.arange(len(rows), device=out.device), i], r, out.shape[0])
+
+    def check(acts: Activations) -> None:
+        _check_class(max(targets), max(rows), where)(acts)
+
+    return Objective(function, [OUTPUT], f"{'log p' if kind == 'log_probability' else 'logit'} {targets}", check)
 
 
 def direction(layer: Layer, vector: torch.Tensor | Sequence[float], batch: int | None = None) -> Objective:

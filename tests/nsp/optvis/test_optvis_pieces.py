@@ -79,6 +79,53 @@ def test_objective_checks_name_the_index_and_the_size():
         optvis.channel("conv", 1.5)
 
 
+def test_batched_objectives_equal_the_sums_of_one_objective_per_image_and_their_gradients():
+    g = torch.Generator().manual_seed(1)
+    conv, out = torch.randn(5, 3, 4, 5, generator=g), torch.randn(5, 4, generator=g)
+    a, o = conv.numpy().astype(np.float64), out.numpy().astype(np.float64)
+    acts = {"conv": conv, obj.OUTPUT: out}
+    # Images 3, 0, 4 get channels 2, 0, 2; images 1 and 2 nothing (0).
+    expected = np.zeros(5)
+    expected[[3, 0, 4]] = [a[3, 2].mean(), a[0, 0].mean(), a[4, 2].mean()]
+    np.testing.assert_allclose(optvis.channel_batch("conv", [2, 0, 2], [3, 0, 4])(acts), expected, rtol=1e-6)
+    log_p = o - np.log(np.exp(o).sum(1, keepdims=True))
+    expected = np.zeros(5)
+    expected[[1, 2]] = [log_p[1, 3], log_p[2, 0]]
+    np.testing.assert_allclose(optvis.class_batch([3, 0], [1, 2])(acts), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(optvis.class_batch([1, 2, 3], kind="logit")(acts)[:3], [o[0, 1], o[1, 2], o[2, 3]])
+    # The same gradient as the sum it replaces.
+    for batched, summed in (
+        (optvis.channel_batch("conv", [2, 0, 2], [3, 0, 4]),
+         sum(optvis.channel("conv", c, batch=b) for c, b in ((2, 3), (0, 0), (2, 4)))),
+        (optvis.class_batch([3, 0], [1, 2]), optvis.class_log_probability(3, batch=1) + optvis.class_log_probability(0, batch=2)),
+    ):
+        grads = []
+        for objective in (batched, summed):
+            leaves = {k: v.clone().requires_grad_() for k, v in acts.items()}
+            objective(leaves).sum().backward()
+            grads.append([leaves[k].grad if leaves[k].grad is not None else torch.zeros_like(v) for k, v in acts.items()])
+        for mine, theirs in zip(*grads):
+            torch.testing.assert_close(mine, theirs)
+
+
+def test_batched_objectives_refuse_bad_targets_by_name():
+    acts = _acts()
+    with pytest.raises(ValueError, match=r"channel_batch\('conv', \[0, 3\]\): channel 3 out of range: layer 'conv' has 3"):
+        optvis.channel_batch("conv", [0, 3]).check(acts)
+    with pytest.raises(ValueError, match=r"class 4 out of range: the model has 4 classes"):
+        optvis.class_batch([4]).check(acts)
+    with pytest.raises(ValueError, match=r"batch 2 out of range"):
+        optvis.class_batch([0], [2]).check(acts)
+    with pytest.raises(ValueError, match=r"batch indices \[1, 1\] repeat"):
+        optvis.class_batch([0, 1], [1, 1])
+    with pytest.raises(ValueError, match=r"one batch index per class"):
+        optvis.class_batch([0, 1], [0])
+    with pytest.raises(ValueError, match=r"expected kind 'log_probability' or 'logit'"):
+        optvis.class_batch([0], kind="probability")
+    with pytest.raises(TypeError, match=r"expected channel to be an int"):
+        optvis.channel_batch("conv", [1.5])
+
+
 def _numpy_fourier(spectrum: np.ndarray, h: int, w: int) -> np.ndarray:
     """lucid's fft_image in numpy: scale by 1/max(f, 1/max(h, w)), inverse real FFT (orthonormal), / 4."""
     fy = np.fft.fftfreq(h)[:, None]
