@@ -9,12 +9,13 @@ value per neuron over the layout as ``scipy.interpolate.griddata`` does.
 from __future__ import annotations
 
 import logging
+import numbers
 from typing import Any
 
 import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
-__all__ = ["Grid", "circle_projection", "scale_layout", "tsne_embedding", "tsne_layout"]
+__all__ = ["Grid", "check_iterations", "circle_projection", "scale_layout", "tsne_embedding", "tsne_layout"]
 
 
 def _require_opentsne() -> Any:
@@ -26,6 +27,17 @@ def _require_opentsne() -> Any:
             "`pip install nsp-lightning[response-maps]`"
         ) from err
     return openTSNE
+
+
+def check_iterations(iterations: Any, where: str, argname: str = "iterations") -> None:
+    """Refuse ``iterations`` other than None or ``(early exaggeration >= 0, plain >= 1)`` ints, naming ``where``."""
+    if iterations is None:
+        return
+    if not (isinstance(iterations, (tuple, list)) and len(iterations) == 2
+            and all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in iterations)
+            and iterations[0] >= 0 and iterations[1] >= 1):
+        raise ValueError(f"{where}: expected `{argname}` to be None or two ints (early exaggeration >= 0, "
+                         f"then plain >= 1), got {iterations!r}")
 
 
 def tsne_layout(
@@ -75,8 +87,13 @@ def tsne_embedding(
     n_jobs: int = 1,
     initialization: np.ndarray | None = None,
     n_iter: int | None = None,
+    exaggeration_iter: int | None = None,
 ) -> Any:
-    """:func:`tsne_layout`'s openTSNE ``TSNEEmbedding`` itself, whose ``transform`` places new points."""
+    """:func:`tsne_layout`'s openTSNE ``TSNEEmbedding`` itself, whose ``transform`` places new points.
+
+    ``exaggeration_iter``: the early exaggeration's iterations of a fit without
+    ``initialization`` (default openTSNE's 250).
+    """
     openTSNE = _require_opentsne()
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[0] < 2 or vectors.dtype.kind not in "fiu":
@@ -94,8 +111,11 @@ def tsne_embedding(
     )
     if initialization is not None:
         options.update(early_exaggeration_iter=0, n_iter=250 if n_iter is None else n_iter)
-    elif n_iter is not None:
-        options.update(n_iter=n_iter)
+    else:
+        if n_iter is not None:
+            options.update(n_iter=n_iter)
+        if exaggeration_iter is not None:
+            options.update(early_exaggeration_iter=exaggeration_iter)
     log = logging.getLogger("openTSNE.tsne")
     level = log.level
     try:

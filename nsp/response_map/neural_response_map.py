@@ -47,7 +47,7 @@ from torch import nn
 
 import nsp.common.memory as memory
 from nsp.response_map.drawing import map_figure
-from nsp.response_map.layout import Grid, circle_projection, scale_layout, tsne_embedding, tsne_layout
+from nsp.response_map.layout import Grid, check_iterations, circle_projection, scale_layout, tsne_embedding, tsne_layout
 from nsp.response_map.responses import METRICS, ChosenLayer, choose_layers, metric_vectors, non_finite_rows, record
 
 __all__ = ["NeuralResponseMap"]
@@ -266,8 +266,12 @@ class NeuralResponseMap:
 
     # --- arrays -----------------------------------------------------------------------
 
-    def train_map(self, inputs: torch.Tensor, layers: Sequence[Any] | None = None) -> np.ndarray:
+    def train_map(self, inputs: torch.Tensor, layers: Sequence[Any] | None = None, *,
+                  iterations: tuple[int, int] | None = None) -> np.ndarray:
         """Fit the layout; returns it, ``(N, 2)`` in [−1, 1].
+
+        ``iterations``: t-SNE's ``(early exaggeration, then plain)`` iterations; default
+        openTSNE's ``(250, 500)``. Fewer cost proportionally less and give a coarser layout.
 
         Raises
         ------
@@ -278,15 +282,17 @@ class NeuralResponseMap:
             If ``inputs`` is not a tensor, or a layer does not output one tensor.
         """
         where = "nsp.NeuralResponseMap.train_map"
+        check_iterations(iterations, where)
         inputs = self._check_inputs(inputs, where, training=True)
         self._chosen = choose_layers(self.model, layers, inputs[:1], _CHOOSE)
         self._input_shape = tuple(inputs.shape[1:])
         values, widths = self._record(inputs, where)
         self.layers = [layer.name for layer in self._chosen]
         names = [(layer.name, j) for layer, width in zip(self._chosen, widths) for j in range(width)]
-        return self._fit(values, names, where)
+        return self._fit(values, names, where, iterations)
 
-    def _fit(self, values: np.ndarray, names: list[tuple[str, int]], where: str) -> np.ndarray:
+    def _fit(self, values: np.ndarray, names: list[tuple[str, int]], where: str,
+             iterations: tuple[int, int] | None = None) -> np.ndarray:
         """Lay out the neurons of ``values`` ``(inputs, neurons)``; returns the layout."""
         if values.shape[0] < _MIN_INPUTS:
             raise ValueError(
@@ -301,8 +307,10 @@ class NeuralResponseMap:
             )
         self._keep, self._lo, self._span = keep, lo[keep], (hi - lo)[keep]
         self.neurons = [n for n, k in zip(names, keep) if k]
+        exaggeration, plain = (None, None) if iterations is None else (int(iterations[0]), int(iterations[1]))
         embedding = tsne_embedding(
-            metric_vectors(values[:, keep], self.metric), perplexity=self.perplexity, seed=self.seed, n_jobs=self.n_jobs
+            metric_vectors(values[:, keep], self.metric), perplexity=self.perplexity, seed=self.seed,
+            n_jobs=self.n_jobs, n_iter=plain, exaggeration_iter=exaggeration,
         )
         raw = np.asarray(embedding, dtype=np.float64)
         self._set_layout(raw, scale_layout(raw))

@@ -143,6 +143,28 @@ def test_layout_is_reproducible_and_scaled(planted_map):
     np.testing.assert_allclose(nrm.layout.max(axis=0), [1, 1])
 
 
+def test_a_shorter_schedule_is_openTSNEs_with_those_iterations_and_keeps_the_planted_groups(planted_map):
+    from sklearn.manifold import trustworthiness
+
+    nrm, x, groups = planted_map
+    full = NeuralResponseMap(nrm.model).train_map(x, ["0"], iterations=(250, 500))
+    np.testing.assert_array_equal(full, nrm.layout)  # openTSNE's own schedule is the default
+    short = NeuralResponseMap(nrm.model).train_map(x, ["0"], iterations=(100, 150))
+    assert not np.array_equal(short, full)
+    # ResponseMapAnalysis's schedule still puts each planted group together, judged against the
+    # dense correlation distance.
+    d = ((short[:, None] - short[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (groups[np.argsort(d, axis=1)[:, :10]] == groups[:, None]).mean() >= 0.9
+    values = nrm.model[0](x).detach().numpy()
+    distance = 1 - spearmanr(values)[0]
+    np.fill_diagonal(distance, 0)
+    assert trustworthiness(distance, short, n_neighbors=10, metric="precomputed") >= 0.9
+    for bad in [(100,), (100, 0), (-1, 10), (1.5, 10), "250"]:
+        with pytest.raises(ValueError, match=r"train_map: expected `iterations` to be None or two ints"):
+            NeuralResponseMap(nrm.model).train_map(x, ["0"], iterations=bad)
+
+
 @pytest.mark.parametrize("method", ["linear", "nearest"])
 def test_maps_equal_griddata(planted_map, method):
     """A map is griddata on the layout's grid, with row 0 at the top (no vertical flip)."""

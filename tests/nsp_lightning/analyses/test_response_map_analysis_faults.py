@@ -56,6 +56,8 @@ def test_the_maps_of_many_probes_are_refused_with_their_estimate_at_check(monkey
     ({"seed": "0"}, TypeError, r"expected `seed` to be an int, got '0'"),
     ({"perplexity": float("nan")}, ValueError, r"expected `perplexity` > 0, got nan"),
     ({"metric": "kendall"}, ValueError, r"expected `metric` to be one of .*, got 'kendall'"),
+    ({"fit_iter": (100,)}, ValueError, r"expected `fit_iter` to be None or two ints .*, got \(100,\)"),
+    ({"fit_iter": (100, 0)}, ValueError, r"expected `fit_iter` .*plain >= 1\), got \(100, 0\)"),
 ])
 def test_bad_numbers_are_refused_by_name_when_built(kwargs, error, message):
     with pytest.raises(error, match=rf"ResponseMapAnalysis: {message}"):
