@@ -18,7 +18,7 @@ from torch import nn
 from nsp.regions.local_affine import Nonlinearity, PiecewiseLinearGuard
 from nsp.regions.plane import Plane
 
-__all__ = ["evaluate"]
+__all__ = ["calls_at", "evaluate"]
 
 
 class _Stop(Exception):
@@ -106,3 +106,38 @@ def evaluate(model: nn.Module, params: dict, plane: Plane | Callable[[np.ndarray
         out_array = out_array.reshape(*unit_shape, len(uv))
     return nl, out_array
 
+
+
+def calls_at(model: nn.Module, params: dict, plane: Plane, uv: np.ndarray) -> list[tuple[Nonlinearity, bool, np.ndarray]]:
+    """Every nonlinearity call of one pass of the float64 model at a few plane points, in order.
+
+    Parameters
+    ----------
+    model : nn.Module
+    params : dict of str to torch.Tensor
+        The model's parameters and buffers, float64 on the CPU.
+    plane : Plane
+    uv : numpy.ndarray
+        ``(n, 2)`` plane coordinates, a few (one batch).
+
+    Returns
+    -------
+    list of (Nonlinearity, bool, numpy.ndarray)
+        Per call: the call, whether its input is the previous call's output tensor itself (no
+        operation between them), and its input at the points, ``(n, *units)``.
+    """
+    found: list[tuple[Nonlinearity, bool, np.ndarray]] = []
+    last: list[Any] = [None]
+
+    def on_nonlinear(nl: Nonlinearity, run: Callable) -> Any:
+        x = nl.args[0] if nl.args else next(iter(nl.kwargs.values()))
+        found.append((nl, last[0] is not None and x is last[0], x.detach().numpy().copy()))
+        last[0] = run()
+        return last[0]
+
+    guard = PiecewiseLinearGuard(model, on_nonlinear=on_nonlinear)
+    with torch.no_grad(), guard:
+        out = torch.func.functional_call(model, params, (guard.mark(plane(uv).clone()),))
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"nsp.linear_regions: expected the model to return one tensor, but got {type(out).__name__}")
+    return found

@@ -274,3 +274,21 @@ def test_a_pool_fed_by_a_relu_reads_its_values_without_a_forward_pass(monkeypatc
     assert results[True, "full passes"] == results[False, "full passes"] + 1
     np.testing.assert_array_equal(np.sort(pattern_rows(chained.patterns)), np.sort(pattern_rows(apart.patterns)))
     np.testing.assert_allclose(np.sort(chained.areas()), np.sort(apart.areas()), rtol=1e-9, atol=1e-15)
+
+
+def test_a_partition_runs_the_model_once_at_the_corners_and_once_per_call_it_cannot_derive():
+    """One pass at the box's corners finds the calls, their sizes and which take the previous call's
+    output; the first call's input is read from it and the pool's from the ReLU's values, so only
+    the second ReLU needs a pass over the vertices (there were a pass per call at the corners, too)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=g)
+    net = _ReluPool(apart=False).double().eval()
+    runs = []
+    handle = net.register_forward_pre_hook(lambda module, args: runs.append(len(args[0])))
+    try:
+        regions = linear_regions(net, points=[x[0], x[0] + 0.2 * (x[1] - x[0]), x[0] + 0.2 * (x[2] - x[0])])
+    finally:
+        handle.remove()
+    assert runs[0] == 4 and len(runs) == 2 and runs[1] > 4, runs
+    assert len(regions.calls) == 3
+    _check_partition(net, regions)
