@@ -131,7 +131,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
         spans: torch.Tensor | None = None,
         *,
         domain: Sequence[float] | None = None,
-        zoom: float | None = 0.005,
+        zoom: float | None = 0.0035,
         margin: float = 0.5,
         radius: float | None = None,
         resolution: int = 256,

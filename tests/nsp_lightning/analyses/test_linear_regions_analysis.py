@@ -185,8 +185,8 @@ def test_the_default_box_is_a_small_square_around_the_probe():
         half = 0.5 * 0.05 * np.ptp(uv, axis=0).max()
         np.testing.assert_allclose(record.arrays["domains"][p], [-half, half, -half, half], rtol=1e-12)
     assert "a square centred on the probe, of side 0.05 times" in analysis.header()["box"]
-    # The default (issue 21: a record's cost on the digits demo): half a percent of the extent.
-    assert LinearRegionsAnalysis().header()["zoom"] == 0.005
+    # The default (issue 21: a record's cost on the digits demo): 0.35 % of the extent.
+    assert LinearRegionsAnalysis().header()["zoom"] == 0.0035
 
 
 def test_a_record_over_max_regions_is_refused_with_the_estimate_and_training_goes_on(tmp_path):
