@@ -51,7 +51,7 @@ class LinearRegionsAnalysis(ProbeAnalysis):
       centred on the probe whose side is ``zoom`` times the longer side of the three inputs'
       bounding box; with ``zoom=None``, that bounding box widened by ``margin`` times its size
       on every side (regions grow with the box: the digits CNN of ``examples/demo_digits.py``
-      has 7-720 regions per probe in its default square over 3 epochs, and 15,000-55,000 in
+      has 5-301 regions per probe in its default square over 4 epochs, and 15,000-55,000 in
       the widened box, which takes minutes and gigabytes per probe).
 
     At every record, per probe (scalars ``probe_<p>/regions`` and ``probe_<p>/density``; image
