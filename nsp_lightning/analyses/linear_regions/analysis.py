@@ -86,9 +86,11 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     0.07 s on the untrained CNN (140 regions in all) and 0.24 s after 3 epochs (966 regions),
     against 0.32 s and 0.48 s before at the same zoom; the record at fit start also scans every
     box first. ``zoom=0.01`` (a square twice as wide, about twice the regions) took 0.08 s and
-    0.37 s. On a quiet 2-core machine (``benchmarks/analysis_overhead.py``, one torch thread)
-    a record held the training thread 101 ms (min) / 143 ms (median), 6.4 % of the demo's
-    epoch; 8.6 % of a fit.
+    0.37 s. Since issue 21's budgets (``zoom=0.0035`` from 0.005; one pass at the corners per
+    partition), beside the defaults before in 4-epoch fits on a 2-core machine at load 11-15
+    (``benchmarks/analysis_overhead.py``, one torch thread): a record held the training thread
+    228 ms (min) / 438 ms (median) against 448 / 648 ms, 2.7 % of the demo's epoch against
+    4.5 %, and 4.3 % of a fit against 5.7 % (8.6 % before on a quiet machine).
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.

@@ -78,9 +78,11 @@ class ResponseMapAnalysis(ProbeAnalysis):
     ``--samples_per_plugin images=N``; the records keep every map.
 
     Cost at the defaults on the digits demo (4 probes; ``benchmarks/analysis_overhead.py``,
-    BENCHMARKS.md "Per-analysis overhead"; quiet 2-core machine, one torch thread): the
-    layout at fit start and 42 ms (min) / 43 ms (median) a record on the training thread,
-    1.8 % of the demo's epoch measured beside it; 7.1 % of a fit, the layout included.
+    BENCHMARKS.md "Per-analysis overhead", branch ``budgets``): the layout at fit start (the
+    t-SNE of 240 channels: 153 ms of CPU, 456 ms with openTSNE's schedule) and a record of
+    42 ms (min) / 43 ms (median) on the training thread of a quiet 2-core machine (one torch
+    thread; measured before, a record does not use the schedule), 1.8 % of the demo's epoch. Of a fit, the layout included: 3.6 % at load 11-15,
+    against 6.0 % with openTSNE's schedule beside it (7.1 % on a quiet machine).
 
     Args:
         inputs: The fixed inputs ``(B, *input_shape)`` the layout is fitted on, B >= 3
