@@ -107,8 +107,9 @@ class FeatureVisAnalysis(ProbeAnalysis):
     issue 21's budgets, 64 steps and an objective per target): a record's render takes 113 ms
     of CPU after 4 epochs (208 ms before); a record held the training thread 389 ms (min) /
     493 ms (median), 3.2 % of the demo's epoch measured beside it, and 4.5 % of a fit (7.3 %
-    and 9.5 % before beside it; 6.5 % and 8.3 % before on a quiet machine). The cost scales
-    with ``steps`` and the number of targets.
+    and 9.5 % before beside it; 6.5 % and 8.3 % before on a quiet machine; a second run, at a
+    falling load: 6.1 % of a fit against 7.2 %). The cost scales with ``steps`` and the number
+    of targets.
 
     Logged (``<prefix>`` is the analysis's name, ``feature_vis`` by default):
 

@@ -90,7 +90,9 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     partition), beside the defaults before in 4-epoch fits on a 2-core machine at load 11-15
     (``benchmarks/analysis_overhead.py``, one torch thread): a record held the training thread
     228 ms (min) / 438 ms (median) against 448 / 648 ms, 2.7 % of the demo's epoch against
-    4.5 %, and 4.3 % of a fit against 5.7 % (8.6 % before on a quiet machine).
+    4.5 %, and 4.3 % of a fit against 5.7 % (8.6 % before on a quiet machine; a second run, at
+    a falling load: 118 / 243 ms against 226 / 371 ms, and 6.1 % of a fit against 5.9 %, within
+    its noise).
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.

@@ -82,7 +82,8 @@ class ResponseMapAnalysis(ProbeAnalysis):
     t-SNE of 240 channels: 153 ms of CPU, 456 ms with openTSNE's schedule) and a record of
     42 ms (min) / 43 ms (median) on the training thread of a quiet 2-core machine (one torch
     thread; measured before, a record does not use the schedule), 1.8 % of the demo's epoch. Of a fit, the layout included: 3.6 % at load 11-15,
-    against 6.0 % with openTSNE's schedule beside it (7.1 % on a quiet machine).
+    against 6.0 % with openTSNE's schedule beside it (7.1 % on a quiet machine; a second run,
+    at a falling load: 4.7 % against 5.5 %).
 
     Args:
         inputs: The fixed inputs ``(B, *input_shape)`` the layout is fitted on, B >= 3
