@@ -81,17 +81,16 @@ def main() -> None:
     def draw(indices: list[int]) -> list[Any]:
         return [drawer._draw_encoded(jobs[i]) for i in indices]
 
-    def draw_only(indices: list[int]) -> list[np.ndarray]:
-        return [np.asarray(jobs[i][0](*jobs[i][1], **jobs[i][2])) for i in indices]
+    def draw_only(indices: list[int]) -> list[Any]:
+        # As drawn: an RGB array, or a PalettedImage (one byte a pixel) where the checkout draws those.
+        return [jobs[i][0](*jobs[i][1], **jobs[i][2]) for i in indices]
 
     drawn = draw_only(cards)  # warms every cache
     card_draw, drawn = _cpu(lambda: draw_only(cards), args.repeats)
-    encode = getattr(drawer, "_encode_image", None)
-    if encode is None:
-        from nsp.viz.png import encode_png
+    from nsp.viz.png import encode_png
 
-        def encode(image: np.ndarray) -> Any:
-            return drawer.EncodedImage(encode_png(image), image.shape)
+    def encode(image: Any) -> Any:
+        return drawer.EncodedImage(encode_png(image), image.shape)
     card_encode, encoded = _cpu(lambda: [encode(image) for image in drawn], args.repeats)
     chart_all, chart = _cpu(lambda: draw(charts), args.repeats)
     everything = encoded + chart
@@ -99,7 +98,7 @@ def main() -> None:
         order = cards + charts
         write, _ = _cpu(lambda: write_image_events([out], [tags[i] or f"image_{i}" for i in order],
                                                    [(e.png, e.shape) for e in everything], 1), args.repeats)
-    pixels = sum(int(np.prod(image.shape)) for image in drawn)
+    pixels = sum(int(np.prod(image.shape)) for image in drawn)  # as RGB
     png = sum(len(e.png) for e in encoded)
     widths = sorted(image.shape[1] for image in drawn)
     total = card_draw + card_encode + chart_all + write

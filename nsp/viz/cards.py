@@ -128,6 +128,14 @@ def _text(text: str, pal: Palette) -> np.ndarray:
     return text_coverage(text, CARD_FONT_PT).astype(np.uint16) + np.uint16(pal.row(_TEXT_ROW))
 
 
+@functools.lru_cache(maxsize=4)
+def _identity_rows(size: int) -> np.ndarray:
+    """A card's own indices, unchanged (``remap`` of `_card_indices` for RGB)."""
+    rows = np.arange(size, dtype=np.uint16)
+    rows.flags.writeable = False
+    return rows
+
+
 @functools.lru_cache(maxsize=16)
 def _card_colours(lut: bytes, n: int) -> Palette:
     """The colours of a card's index image: the palette's rows, the flags (never left in a card), the text's."""
@@ -304,15 +312,22 @@ def render_card_paletted(values: Any, **options: Any) -> PalettedImage:
     >>> card.indices.dtype, card.colours.shape[0] <= 256, card.shape == render_card(np.arange(4.0), title="1: fc (activations)").shape
     (dtype('uint8'), True, True)
     """
-    indices, pal = _card_indices(values, **options)
+    pal = palette(check_colormap(options.get("cmap", "viridis"), "nsp.render.render_card_paletted"), CARD_BACKGROUND)
     remap, colours = _paletted_colours(pal.lut.tobytes(), pal.n)
-    return PalettedImage(remap[indices], colours)
+    # Each part mapped to the PNG's palette as it is placed: one byte a pixel from the start.
+    indices, _ = _card_indices(values, remap=remap, **options)
+    return PalettedImage(indices, colours)
 
 
 def _card_indices(values: Any, *, title: str, scale: str = "layerscale", cmap: str | Colormap = "viridis",
                   vrange: tuple[float, float] | None = None, threshold: float | None = None,
-                  legend: Sequence[str] = (), min_width: int = 320) -> tuple[np.ndarray, Palette]:
-    """`render_card`'s card as a ``uint16`` index image into ``_card_colours`` of the palette returned with it."""
+                  legend: Sequence[str] = (), min_width: int = 320, remap: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, Palette]:
+    """`render_card`'s card as an index image into ``_card_colours`` of the palette returned with it.
+
+    ``uint16``; or, given ``remap`` (a table from those indices to others), those others in
+    ``remap``'s dtype.
+    """
     where = "nsp.render.render_card"
     check_scale(scale, where)
     colormap = check_colormap(cmap, where)
@@ -365,17 +380,20 @@ def _card_indices(values: Any, *, title: str, scale: str = "layerscale", cmap: s
     image = layer_indices(shown, norm, layer_stats(shown, False) if shown is not v else stats, pal,
                           cell_size(v, upscale), 1)
     # A frame in the separators' colour: the colormap's light centre would melt into the canvas.
-    framed_image = np.full((image.shape[0] + 2, image.shape[1] + 2), pal.row(ROW_SEP), dtype=np.uint16)
-    framed_image[1:-1, 1:-1] = image
-    parts = [_text(title, pal), framed_image]
+    if remap is None:
+        remap = _identity_rows(pal.row(_TEXT_ROW) + 256)
+    framed_image = np.full((image.shape[0] + 2, image.shape[1] + 2), remap[pal.row(ROW_SEP)], dtype=remap.dtype)
+    framed_image[1:-1, 1:-1] = remap[image]
+    parts = [remap[_text(title, pal)], framed_image]
     if not norm.degenerate:
-        parts.append(_card_bar(norm, max(min_width, _CARD_BAR_WIDTH, min(image.shape[1], 2 * _CARD_BAR_WIDTH)), pal))
-    parts += [_text(line, pal) for line in legend]
-    parts += [_text("note: " + line, pal) for line in notes]
-    card = vstack(parts, pal, gap=3, min_width=max(min_width, _CARD_BAR_WIDTH))
+        parts.append(remap[_card_bar(norm, max(min_width, _CARD_BAR_WIDTH, min(image.shape[1], 2 * _CARD_BAR_WIDTH)),
+                                     pal)])
+    parts += [remap[_text(line, pal)] for line in legend]
+    parts += [remap[_text("note: " + line, pal)] for line in notes]
+    card = vstack(parts, pal, gap=3, min_width=max(min_width, _CARD_BAR_WIDTH), background=int(remap[pal.row(ROW_BG)]))
     # Padded in the canvas colour: padding with the edge pixels smeared the first letter
     # of each line into a mark left of it.
-    framed = np.full((card.shape[0] + 2 * GAP, card.shape[1] + 2 * GAP), pal.row(ROW_BG), dtype=np.uint16)
+    framed = np.full((card.shape[0] + 2 * GAP, card.shape[1] + 2 * GAP), remap[pal.row(ROW_BG)], dtype=remap.dtype)
     framed[GAP: GAP + card.shape[0], GAP: GAP + card.shape[1]] = card
     return framed, pal
 

@@ -29,7 +29,7 @@ __all__ = ["PNG_LEVEL", "PalettedImage", "encode_png"]
 PNG_LEVEL = 1
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPE = {1: 0, 3: 2, 4: 6}  # grey, RGB, RGBA
-_UP = 2
+_NONE, _UP = 0, 2  # PNG's row filters
 _PALETTE = 3  # PNG's colour type of an image of palette indices
 
 
@@ -125,11 +125,17 @@ def encode_png(image: np.ndarray | PalettedImage, level: int = PNG_LEVEL) -> byt
         raise ValueError(f"nsp.viz.png.encode_png(level={level!r}): expected an int from 0 to 9")
     height, width, channels = array.shape
     rows = np.ascontiguousarray(array).reshape(height, width * channels)
-    # Each scanline is its filter type, then the row minus the row above, modulo 256.
     raw = np.empty((height, width * channels + 1), dtype=np.uint8)
-    raw[:, 0] = _UP
-    raw[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
+    if colours is not None:
+        # Palette indices are not intensities: a row's difference to the one above compresses no better
+        # (measured on the spectrum's cards: 10 % larger, and a pass more), so each row is as it is.
+        raw[:, 0] = _NONE
+        raw[:, 1:] = rows
+    else:
+        # Each scanline is its filter type, then the row minus the row above, modulo 256.
+        raw[:, 0] = _UP
+        raw[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])
     kind = _COLOUR_TYPE[channels] if colours is None else _PALETTE
     header = struct.pack(">IIBBBBB", width, height, 8, kind, 0, 0, 0)
     table = [] if colours is None else [_chunk(b"PLTE", np.ascontiguousarray(colours).tobytes())]

@@ -144,16 +144,17 @@ def hstack(parts: Sequence[np.ndarray], pal: Palette, gap: int = GAP, centre: bo
     return out
 
 
-def vstack(parts: Sequence[np.ndarray], pal: Palette, gap: int = GAP, min_width: int = 0) -> np.ndarray:
+def vstack(parts: Sequence[np.ndarray], pal: Palette, gap: int = GAP, min_width: int = 0,
+           background: int | None = None) -> np.ndarray:
     """Parts one below the other, left-aligned, on the background.
 
-    RGB parts ``(h, w, 3)`` give RGB; index parts ``(h, w)`` (rows of ``pal``, as a card
-    draws them) give a ``uint16`` index image on the canvas row.
+    RGB parts ``(h, w, 3)`` give RGB; index parts ``(h, w)`` (as a card draws them) give an
+    index image of their dtype on index ``background`` (by default ``pal``'s canvas row).
     """
     width = max([min_width] + [p.shape[1] for p in parts])
     height = sum(p.shape[0] for p in parts) + gap * (len(parts) - 1)
     out = (blank(height, width, pal) if parts[0].ndim == 3
-           else np.full((height, width), pal.row(ROW_BG), dtype=np.uint16))
+           else np.full((height, width), pal.row(ROW_BG) if background is None else background, dtype=parts[0].dtype))
     y = 0
     for p in parts:
         out[y: y + p.shape[0], : p.shape[1]] = p

@@ -69,14 +69,6 @@ def test_a_paletted_image_decodes_to_its_rgb_pixels(shape, colours):
     assert np.array_equal(np.asarray(image), expected) and image.shape == (*shape, 3)
 
 
-def test_a_paletted_image_is_about_a_third_of_its_rgb_png():
-    # A card-like picture: bands of a few colours.
-    table = np.random.default_rng(1).integers(0, 256, (200, 3), dtype=np.uint8)
-    indices = (np.arange(300)[:, None] // 7 + np.arange(400)[None, :] // 11).astype(np.uint8) % 200
-    image = PalettedImage(indices, table)
-    assert len(encode_png(image)) < 0.5 * len(encode_png(np.asarray(image)))
-
-
 @pytest.mark.parametrize("indices, colours, error, words", [
     (np.zeros((2, 2), dtype=np.int64), np.zeros((1, 3), dtype=np.uint8), TypeError, "indices"),
     (np.zeros((2, 2), dtype=np.uint8), np.zeros((1, 4), dtype=np.uint8), ValueError, "(K, 3)"),
