@@ -8,15 +8,18 @@ drawn, their PNG encoding, the change chart drawn and encoded, and the TensorBoa
 records written; and says the pixels and PNG bytes. CPU time (``time.process_time``), the
 minimum over ``--repeats`` passes, so that load moves it little.
 
-    python benchmarks/spectrum_cards.py [--epochs 3] [--repeats 5] [--save DIR]
+    python benchmarks/spectrum_cards.py [--epochs 3] [--repeats 5] [--save DIR] [--baseline DIR]
 
-``--save DIR`` writes the last record's chart and a few cards as PNG files, to look at.
+``--save DIR`` writes the last record's chart and probe 0's cards as PNG files, to look at;
+``--baseline DIR`` measures another checkout the same way first, each in a child process
+with its own checkout on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -68,7 +71,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--save", type=Path, help="write the chart and some cards here as PNG")
+    parser.add_argument("--baseline", type=Path, help="another checkout, measured first")
     args = parser.parse_args()
+    if args.baseline is not None:
+        for checkout in (args.baseline.resolve(), ROOT):
+            print(f"{checkout}:", flush=True)
+            command = [sys.executable, str(Path(__file__).resolve()), "--epochs", str(args.epochs), "--repeats",
+                       str(args.repeats)]
+            env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
+            run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=checkout)
+            if run.returncode != 0:
+                raise RuntimeError(f"child in {checkout} failed:\n{run.stderr[-3000:]}")
+            print("\n".join(run.stdout.strip().splitlines()[-3:]), flush=True)
+        return
     import numpy as np
 
     from nsp_lightning.probe.sinks import drawer

@@ -62,10 +62,9 @@ class SpectrumAnalysis(ProbeAnalysis):
     Cost (digits demo: 4 probes, 9 layers, 108 cards and a chart a record; BENCHMARKS.md
     "Per-analysis overhead"): a record holds the training thread 19-32 ms (1-2 % of the
     demo's epoch) for the transform, the change measures and the record file. The drawing
-    helper process draws, encodes and writes the cards and the chart to TensorBoard (run
-    ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`): about 0.45 s of CPU
-    a record, which a free core takes; the training process's other threads 0.06 s. The
-    epoch took 2.6-8.4 % longer on a quiet 2-core machine, 9 % with no core free.
+    helper process draws, encodes and writes the cards (palette PNGs) and the chart (Pillow)
+    to TensorBoard (run ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`):
+    WALLCAP_HELPER; the training process's other threads 0.06 s. The epoch: WALLCAP_EPOCH.
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
