@@ -27,8 +27,10 @@ __all__ = ["change_chart"]
 _TITLE_PT, _LABEL_PT, _TICK_PT = 12.0, 11.0, 10.0
 _PLOT = (230, 220)  # width, height of each panel's plot area, in pixels
 _LEFT, _TOP, _BETWEEN = 58, 62, 80  # the first panel's tick labels, the titles above, the second's tick labels
-# The relative change spans decades, from 0: a linear scale below this, log above (matplotlib's symlog).
+# The relative change spans decades, from 0: a linear scale below this, log above (matplotlib's symlog,
+# whose linear part is 1 / (1 - 1/10) decades long by default).
 _LINTHRESH = 1e-3
+_LINSCALE = 1.0 / (1.0 - 0.1)
 _AXIS, _GRID, _WHITE = (80, 80, 80), (225, 225, 225), (255, 255, 255)
 # matplotlib's default line colours, and dashes (pixels on, off, ...) for the 11th layer on, as matplotlib's
 # "-", "--", ":", "-.".
@@ -38,10 +40,10 @@ _MEASURES = (("relative", "relative change"), ("decades", "median decades moved"
 
 
 def _symlog(y: np.ndarray) -> np.ndarray:
-    """matplotlib's symlog with ``linthresh`` `_LINTHRESH`: linear to 1 below it, one unit a decade above."""
+    """matplotlib's symlog (base 10, ``linthresh`` `_LINTHRESH`, ``linscale`` 1), in units of ``linthresh``."""
     a = np.abs(y) / _LINTHRESH
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.sign(y) * np.where(a <= 1, a, 1 + np.log10(np.maximum(a, 1)))
+        return np.sign(y) * np.where(a <= 1, a * _LINSCALE, _LINSCALE + np.log10(np.maximum(a, 1)))
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
