@@ -9,6 +9,10 @@ the CPU time a thread takes for the same work moves far less: it says which thre
 the work, and so which work waits for the GIL beside training (every thread of the
 training process but the helper's work, which is another process).
 
+The helper's CPU a record counts its start (a Python interpreter importing torch and
+nsp) over the fit's few records; its *steady state* is measured after the fit, by sending
+it the last record's images three more times (drawn, encoded and written again).
+
     python benchmarks/spectrum_threads.py [--epochs 3] [--repeats 2] [--baseline DIR]
 """
 
@@ -53,12 +57,28 @@ def _child(epochs: int) -> None:
         names[self.native_id] = f"{type(self).__name__} {self.name}"
 
     threading.Thread.start = named_start  # type: ignore[method-assign]
+    sent: list[tuple[Any, Any]] = []
+    draw_images = drawer.draw_images
+
+    def keep(jobs: Any, events: Any = None) -> Any:
+        sent[:] = [(jobs, events)]
+        return draw_images(jobs, events)
+
+    drawer.draw_images = keep  # the writer looks it up in the module at each record
     _, val = demo_digits.digits_loaders()
     probe = next(iter(val))[0][: demo_digits.PROBES]
     with tempfile.TemporaryDirectory() as root:
         began = time.perf_counter()
         demo_digits.fit(root, epochs, [ProbeCallback(probe, [SpectrumAnalysis()])])
         wall = time.perf_counter() - began
+        # The helper in steady state: the last record's images sent to it again (drawn, encoded and written).
+        steady = []
+        helper = getattr(drawer, "_helper", None)
+        if helper is not None and sent:
+            for _ in range(3):
+                before = _cpu_of(Path(f"/proc/{helper.process.pid}/stat").read_text())
+                draw_images(*sent[0])
+                steady.append(_cpu_of(Path(f"/proc/{helper.process.pid}/stat").read_text()) - before)
     threads: dict[str, float] = {}
     for tid in os.listdir("/proc/self/task"):
         with open(f"/proc/self/task/{tid}/stat") as handle:
@@ -71,7 +91,8 @@ def _child(epochs: int) -> None:
     if helper is not None:
         with open(f"/proc/{helper.process.pid}/stat") as handle:
             helper_cpu = _cpu_of(handle.read())
-    print(json.dumps({"wall": wall, "records": epochs + 1, "threads": threads, "ended": ended, "helper": helper_cpu}))
+    print(json.dumps({"wall": wall, "records": epochs + 1, "threads": threads, "ended": ended, "helper": helper_cpu,
+                      "steady": steady}))
 
 
 def main() -> None:
@@ -102,6 +123,7 @@ def main() -> None:
                               sorted(result["threads"].items(), key=lambda item: -item[1]) if seconds > 0)
             print(f"{name}, child {repeat + 1}: fit {result['wall']:.1f} s, {per} records; CPU s a record: {parts},"
                   f" ended threads {result['ended'] / per:.3f}, drawing helper {result['helper'] / per:.3f}"
+                  f" (steady state: {', '.join(f'{s:.3f}' for s in result.get('steady', []))} s a record)"
                   f" (load {os.getloadavg()[0]:.2f})", flush=True)
 
 

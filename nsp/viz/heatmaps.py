@@ -141,19 +141,22 @@ def _mosaic(tiles: np.ndarray, upscale: tuple[int, int], separator: int, fill: i
 
 
 def _resolve_flags(image: np.ndarray, pal: Palette, stripe: int) -> None:
-    """Replace flag codes in an index image by two-colour hatches, in place."""
-    flagged = image >= pal.row(FLAG_NAN)
-    if not flagged.any():
+    """Replace flag codes in an index image by two-colour hatches, in place.
+
+    The hatches repeat every ``2 * stripe`` pixels both ways: one period is drawn and tiled
+    over the image (a card of a constant layer is all hatch, a hundred thousand pixels).
+    """
+    if not image.size or int(image.max()) < pal.row(FLAG_NAN):
         return
-    ys, xs = np.nonzero(flagged)
-    codes = image[ys, xs]
-    first = ((ys + xs) // stripe) % 2 == 0
-    cross = first | (((ys - xs) // stripe) % 2 == 0)
+    period = np.arange(2 * stripe)
+    first = ((period[:, None] + period[None, :]) // stripe) % 2 == 0
+    cross = first | (((period[:, None] - period[None, :]) // stripe) % 2 == 0)
+    reps = (-(-image.shape[0] // (2 * stripe)), -(-image.shape[1] // (2 * stripe)))
     for code, (a, b) in _hatch_pairs(pal).items():
-        sel = codes == code
+        sel = image == code
         if sel.any():
-            pick = cross[sel] if code == pal.row(FLAG_EMPTY) else first[sel]
-            image[ys[sel], xs[sel]] = np.where(pick, a, b)
+            pick = np.tile(cross if code == pal.row(FLAG_EMPTY) else first, reps)[: image.shape[0], : image.shape[1]]
+            image[sel] = np.where(pick, a, b)[sel]
 
 
 def layer_indices(

@@ -7,6 +7,7 @@ This is the public module ``nsp.render``; it gathers the drawing functions of `n
 `render_pattern`       every layer of a pattern, labelled, one below the other
 `render_side_by_side`  activations and their spectrum, layer by layer
 `render_card`          one layer with title, colour bar, legend and notes (`nsp.viz.cards`)
+`render_card_paletted` the same card in at most 256 colours, to encode as a palette PNG
 `energy_bars`          log10 spectral energy per layer (`nsp.viz.charts`)
 `energy_over_epochs`   log10 spectral energy of every layer across epochs
 `figure_to_rgb`        a matplotlib figure's pixels
@@ -47,7 +48,7 @@ of ``H x W`` tiles in row-major order (`nsp.viz.heatmaps` says more).
 
 from __future__ import annotations
 
-from nsp.viz.cards import render_card
+from nsp.viz.cards import render_card, render_card_paletted
 from nsp.viz.charts import energy_bars, energy_over_epochs, figure_to_rgb
 from nsp.viz.heatmaps import render_layer, render_pattern, render_side_by_side
 from nsp.viz.scales import SCALES, signed_log10
@@ -59,6 +60,7 @@ __all__ = [
     "render_pattern",
     "render_side_by_side",
     "render_card",
+    "render_card_paletted",
     "energy_bars",
     "energy_over_epochs",
     "figure_to_rgb",

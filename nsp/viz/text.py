@@ -31,6 +31,8 @@ __all__ = [
     "GAP",
     "line_metrics",
     "text_line",
+    "text_coverage",
+    "ink_colours",
     "fit_text",
     "blank",
     "hstack",
@@ -92,10 +94,26 @@ def text_line(text: str, pal: Palette, points: float = FONT_PT) -> np.ndarray:
     numpy.ndarray
         ``uint8``, shape ``(line_metrics(points)[1], width, 3)``; as wide as the text.
     """
-    bg, ink = pal.lut[pal.row(ROW_BG)], pal.lut[pal.row(ROW_INK)]
     # One gather from a table of the 256 coverages, not a float blend per pixel: cards draw
     # hundreds of lines per record.
-    return _blend_table(bg.tobytes(), ink.tobytes())[_text_alpha(text, points)]
+    return ink_colours(pal)[_text_alpha(text, points)]
+
+
+def text_coverage(text: str, points: float = FONT_PT) -> np.ndarray:
+    """How much of each pixel ``text`` covers, 0 to 255, in a box as `text_line` draws it.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8``, shape ``(line_metrics(points)[1], width)``, read-only (cached);
+        ``ink_colours(pal)[text_coverage(text)]`` is ``text_line(text, pal)``.
+    """
+    return _text_alpha(text, points)
+
+
+def ink_colours(pal: Palette) -> np.ndarray:
+    """``(256, 3)`` uint8, read-only: the colour of each coverage 0 (canvas) to 255 (ink) of text in ``pal``."""
+    return _blend_table(pal.lut[pal.row(ROW_BG)].tobytes(), pal.lut[pal.row(ROW_INK)].tobytes())
 
 
 @functools.lru_cache(maxsize=64)
@@ -126,10 +144,17 @@ def hstack(parts: Sequence[np.ndarray], pal: Palette, gap: int = GAP, centre: bo
     return out
 
 
-def vstack(parts: Sequence[np.ndarray], pal: Palette, gap: int = GAP, min_width: int = 0) -> np.ndarray:
-    """Parts one below the other, left-aligned, on the background."""
+def vstack(parts: Sequence[np.ndarray], pal: Palette, gap: int = GAP, min_width: int = 0,
+           background: int | None = None) -> np.ndarray:
+    """Parts one below the other, left-aligned, on the background.
+
+    RGB parts ``(h, w, 3)`` give RGB; index parts ``(h, w)`` (as a card draws them) give an
+    index image of their dtype on index ``background`` (by default ``pal``'s canvas row).
+    """
     width = max([min_width] + [p.shape[1] for p in parts])
-    out = blank(sum(p.shape[0] for p in parts) + gap * (len(parts) - 1), width, pal)
+    height = sum(p.shape[0] for p in parts) + gap * (len(parts) - 1)
+    out = (blank(height, width, pal) if parts[0].ndim == 3
+           else np.full((height, width), pal.row(ROW_BG) if background is None else background, dtype=parts[0].dtype))
     y = 0
     for p in parts:
         out[y: y + p.shape[0], : p.shape[1]] = p

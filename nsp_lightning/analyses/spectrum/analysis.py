@@ -24,11 +24,11 @@ from nsp.io.storage import load_npz
 from nsp.transforms.transformer import TRANSFORMS
 from nsp_lightning.analyses.captions import probe_predictions
 from nsp_lightning.analyses.spectrum.cards import CARD_KINDS, card_image, difference_card, fixed_decades
+from nsp_lightning.analyses.spectrum.chart import change_chart
 from nsp_lightning.analyses.spectrum.drawing import (
     CHANGE,
     CHANGE_TEXT,
     TRANSFORM_TEXT,
-    change_figure,
     change_since_baseline,
     shape_text,
 )
@@ -40,7 +40,6 @@ from nsp_lightning.analyses.spectrum.records import (
 )
 from nsp_lightning.analyses.spectrum.report import report_sections, report_steps
 from nsp_lightning.probe.analysis import AnalysisRecord, LogSink, ProbeAnalysis, ProbeContext, ReportContext
-from nsp_lightning.probe.sinks.drawer import drawable
 from nsp_lightning.probe.store import record_name
 from nsp_lightning.report.sections import Section
 
@@ -63,10 +62,11 @@ class SpectrumAnalysis(ProbeAnalysis):
     Cost (digits demo: 4 probes, 9 layers, 108 cards and a chart a record; BENCHMARKS.md
     "Per-analysis overhead"): a record holds the training thread 19-32 ms (1-2 % of the
     demo's epoch) for the transform, the change measures and the record file. The drawing
-    helper process draws, encodes and writes the cards and the chart to TensorBoard (run
-    ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`): about 0.45 s of CPU
-    a record, which a free core takes; the training process's other threads 0.06 s. The
-    epoch took 2.6-8.4 % longer on a quiet 2-core machine, 9 % with no core free.
+    helper process draws, encodes and writes the cards (palette PNGs) and the chart (Pillow)
+    to TensorBoard (run ``<log_dir>/spectrum_images``; :mod:`nsp_lightning.probe.sinks`):
+    0.13-0.18 s of CPU a record in steady state (0.40-0.57 s before palette cards and a Pillow
+    chart, side by side under load), which a free core takes; the training process's other
+    threads 0.06 s. Before that cut the epoch took 2.6-8.4 % longer on a quiet 2-core machine.
 
     Args:
         layers: the layers, as :class:`nsp.Activations` takes them: ``None`` (the default:
@@ -360,7 +360,7 @@ class SpectrumAnalysis(ProbeAnalysis):
                     sink.histogram(f"{self._tag(l)}/log10_abs_spectrum/probe_{p}", np.log10(magnitudes))
             if p == 0 and self._history:
                 # One chart, of the first probe (a figure costs a hundred cards); drawn later, from a copied history.
-                sink.image_later(f"00_change/probe_{p}", _change_chart, list(self._history), names, p, self._layers)
+                sink.image_later(f"00_change/probe_{p}", change_chart, list(self._history), names, p, self._layers)
             if self._history:
                 # One run per layer: TensorBoard colours runs apart and names them, so these charts
                 # read at any card width, where a picture's legend does not.
@@ -541,13 +541,6 @@ class SpectrumAnalysis(ProbeAnalysis):
         graph.get_transformer(type=self.transform)
         rank_zero_info(f"{self._who}: Laplacian eigendecomposition done in {time.perf_counter() - start:.1f} s")
         return graph
-
-
-@drawable
-def _change_chart(history: Sequence[tuple[int, dict[str, np.ndarray]]], names: Sequence[str], p: int,
-                  indices: Sequence[int]) -> np.ndarray:
-    """The change chart of probe ``p`` (`change_figure`) as RGB pixels: drawn later, in the drawing helper process."""
-    return nsp.render.figure_to_rgb(change_figure(history, names, p, indices))
 
 
 def _is_count(value: Any) -> bool:

@@ -15,7 +15,8 @@ trains is values that grow or shrink by decades:
 - ``difference``: ``ŝ − ŝ₀``, the spectrum now minus the baseline's, on its own range (the
   card's largest change, rounded up to a decade), down to the spectrum card's threshold.
 
-No Lightning: the cards are plain RGB arrays.
+No Lightning: the cards are `~nsp.viz.png.PalettedImage` s (``numpy.asarray`` gives their RGB
+pixels), which the drawing helper encodes as palette PNGs: a third of an RGB PNG's bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 import nsp.viz.render
+from nsp.viz.png import PalettedImage
 from nsp.viz.scales import Decades, decade_range
 from nsp_lightning.probe.sinks.drawer import drawable, drawable_value
 
@@ -92,7 +94,7 @@ drawable_value(Decades)  # a card's colour range, sent to the drawing helper
 
 @drawable
 def difference_card(spectrum: np.ndarray, baseline: np.ndarray, title: str, *, baseline_epoch: int | None,
-                    threshold_of: Decades | None) -> np.ndarray:
+                    threshold_of: Decades | None) -> PalettedImage:
     """The card of ``spectrum − baseline`` (`card_image` of kind ``'difference'``), subtracted where it is drawn.
 
     Parameters
@@ -104,8 +106,8 @@ def difference_card(spectrum: np.ndarray, baseline: np.ndarray, title: str, *, b
 
     Returns
     -------
-    numpy.ndarray
-        ``uint8`` RGB, shape ``(height, width, 3)``.
+    PalettedImage
+        The card, of RGB shape ``(height, width, 3)``.
     """
     return card_image("difference", spectrum - baseline, title, baseline_epoch=baseline_epoch,
                       threshold_of=threshold_of)
@@ -124,8 +126,8 @@ def card_image(
     fixed: Decades | None = None,
     baseline_epoch: int | None = None,
     threshold_of: Decades | None = None,
-) -> np.ndarray:
-    """A card of one layer of one probe.
+) -> PalettedImage:
+    """A card of one layer of one probe (`nsp.render.render_card_paletted`).
 
     Parameters
     ----------
@@ -146,8 +148,8 @@ def card_image(
 
     Returns
     -------
-    numpy.ndarray
-        ``uint8`` RGB, shape ``(height, width, 3)``.
+    PalettedImage
+        The card, of RGB shape ``(height, width, 3)``.
     """
     magnitudes = _magnitudes([values])
     own = _decades(kind, magnitudes, _OWN_MARGIN)
@@ -172,10 +174,10 @@ def card_image(
         scope = "colours: this card's own range, its peak rounded up to a decade"
     if decades is None:
         # Exactly zero (or without finite values): the card says so in a note.
-        return nsp.render.render_card(values, title=title, scale="layersymlog", cmap=CARD_CMAP, legend=legend)
+        return nsp.render.render_card_paletted(values, title=title, scale="layersymlog", cmap=CARD_CMAP, legend=legend)
     legend.append(f"signed log10 scale; |{_SYMBOL[kind]}| below {_decade_text(decades.bottom)} fades to white")
     legend.append(scope)
-    return nsp.render.render_card(
+    return nsp.render.render_card_paletted(
         values, title=title, scale="layersymlog", cmap=CARD_CMAP, vrange=decades.vrange,
         threshold=decades.threshold, legend=legend,
     )

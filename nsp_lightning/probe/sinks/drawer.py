@@ -41,6 +41,8 @@ from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 
+from nsp.viz.png import PalettedImage, encode_png
+
 __all__ = ["DrawingError", "EncodedImage", "ImageEvents", "draw_images", "drawable", "drawable_value", "stop_drawing"]
 
 Job = tuple[Callable[..., np.ndarray], tuple[Any, ...], dict[str, Any]]
@@ -73,7 +75,8 @@ class EncodedImage:
         from PIL import Image
 
         with Image.open(io.BytesIO(self.png)) as image:
-            array = np.asarray(image)
+            # A palette PNG (a card) reads as its indices: its RGB pixels are what was drawn.
+            array = np.asarray(image.convert("RGB") if image.mode == "P" else image)
         return array if dtype is None else array.astype(dtype)
 
 
@@ -229,19 +232,24 @@ def _unpack_images(payload: bytes) -> list[np.ndarray | EncodedImage | DrawingEr
             else DrawingError(item["error"]) if isinstance(item, dict) else item for item in _decode(*_read(payload))]
 
 
-def _draw(job: Job) -> np.ndarray | DrawingError:
+def _draw(job: Job, paletted: bool = False) -> np.ndarray | PalettedImage | DrawingError:
+    """The job's image, as an array (a `PalettedImage` kept as it is if ``paletted``), or why it failed."""
     draw, args, kwargs = job
     try:
-        return np.asarray(draw(*args, **kwargs))
+        image = draw(*args, **kwargs)
+        return image if paletted and isinstance(image, PalettedImage) else np.asarray(image)
     except Exception as err:  # reported per image by the caller; the others are still drawn
         return DrawingError(f"{getattr(draw, '__qualname__', draw)}: {type(err).__name__}: {err}")
 
 
 def _draw_encoded(job: Job) -> np.ndarray | EncodedImage | DrawingError:
-    """`_draw`, with an RGB(A) uint8 image encoded here: a PNG crosses the pipe, not 30 times its bytes in pixels."""
-    from nsp.viz.png import encode_png
+    """`_draw`, with an RGB(A) uint8 image encoded here: a PNG crosses the pipe, not 30 times its bytes in pixels.
 
-    image = _draw(job)
+    A `PalettedImage` (a card) is encoded as a palette PNG, a third of the bytes to compress and write.
+    """
+    image = _draw(job, paletted=True)
+    if isinstance(image, PalettedImage):
+        return EncodedImage(encode_png(image), image.shape)
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4) \
             and image.shape[0] and image.shape[1]:
         return EncodedImage(encode_png(image), image.shape)

@@ -103,3 +103,51 @@ def test_values_one_colour_step_apart_are_shown_off_the_end_colours():
     assert len(set(index.tolist())) == 10 and saturated(index, name) == 0
     # The range is a round number a little beyond the outermost deviation (7.1): ±8.
     assert says(card, "−8") and says(card, "8")
+
+
+def _layer(seed: int, shape=(16, 8, 8)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape) * 10.0 ** rng.integers(-4, 4, shape)
+
+
+@pytest.mark.parametrize("cmap, kwargs", [
+    ("RdBu_r", {"scale": "layersymlog", "vrange": (-1e3, 1e3), "threshold": 1e-3}),
+    ("RdBu_r", {"scale": "layersymlog"}),
+    ("viridis", {"scale": "layerscale"}),
+])
+def test_a_paletted_card_is_the_card_in_at_most_256_colours(cmap, kwargs):
+    values = _layer(len(kwargs))
+    values[0, 0, :3] = [np.nan, np.inf, 0.0]
+    options = dict(title="04_conv2 · spectrum · probe 0", cmap=cmap, legend=["red: positive", "signed log10"], **kwargs)
+    rgb = render_card(values, **options)
+    card = cards.render_card_paletted(values, **options)
+    pixels = np.asarray(card)
+    assert card.indices.dtype == np.uint8 and card.colours.shape[0] <= 256 and pixels.shape == rgb.shape
+    # Text in 16 levels of ink, the colormap's 256 colours in 232 steps: no pixel moves far.
+    assert np.abs(pixels.astype(int) - rgb.astype(int)).max() <= 9
+    # The heatmap reads back as the same colour steps, and a value drawn in an end colour is so in both.
+    name, index = decode(rgb, values.shape)
+    name_p, index_p = decode(pixels, values.shape)
+    read = index >= 0  # not the NaN's hatch
+    assert name_p == name and np.array_equal(index_p >= 0, read) and np.abs(index_p - index)[read].max() <= 2
+    assert saturated(index_p, name) == saturated(index, name) > 0 or cmap == "viridis"
+    assert np.array_equal((index_p == 0) | (index_p == 255), (index == 0) | (index == 255))
+
+
+def test_a_colormap_of_few_colours_keeps_them_exactly():
+    few = matplotlib.colors.ListedColormap(["#2040a0", "#f0f0f0", "#c03020"], name="three")
+    values = _layer(3, (4, 5, 5))
+    rgb = render_card(values, title="three colours", cmap=few)
+    pixels = np.asarray(cards.render_card_paletted(values, title="three colours", cmap=few))
+    different = np.any(pixels != rgb, axis=2)
+    # Only antialiased text differs (a grey between ink and canvas, in both).
+    assert different.any() and np.all(np.ptp(rgb[different], axis=1) == 0) and np.all(np.ptp(pixels[different], axis=1) == 0)
+
+
+def test_a_paletted_card_encodes_in_at_most_60_percent_of_the_bytes():
+    from nsp.viz.png import encode_png
+
+    values = _layer(5)
+    options = dict(title="02_relu1 · spectrum · probe 0", scale="layersymlog", cmap="RdBu_r",
+                   legend=["red: positive, blue: negative, white: 0"])
+    assert len(encode_png(cards.render_card_paletted(values, **options))) <= 0.6 * len(encode_png(render_card(values, **options)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nsp.viz.png import encode_png
+from nsp.viz.png import PalettedImage, encode_png
 
 
 def _decoded(data: bytes) -> np.ndarray:
@@ -53,3 +53,29 @@ def test_bad_images_are_refused_by_name(bad, error, words):
 def test_bad_level_is_refused():
     with pytest.raises(ValueError, match="level=10"):
         encode_png(np.zeros((1, 1, 3), dtype=np.uint8), 10)
+
+
+@pytest.mark.parametrize("shape, colours", [((1, 1), 1), ((5, 7), 3), ((40, 33), 256), ((9, 1), 17)])
+def test_a_paletted_image_decodes_to_its_rgb_pixels(shape, colours):
+    rng = np.random.default_rng(colours)
+    table = rng.integers(0, 256, (colours, 3), dtype=np.uint8)
+    image = PalettedImage(rng.integers(0, colours, shape, dtype=np.uint8), table)
+    data = encode_png(image)
+    decoded = Image.open(io.BytesIO(data))
+    assert decoded.mode == "P"
+    # The RGB pixels, looked up by hand from the table: not by PalettedImage's own conversion.
+    expected = np.array([[table[i] for i in row] for row in image.indices.tolist()], dtype=np.uint8)
+    assert np.array_equal(np.asarray(decoded.convert("RGB")), expected)
+    assert np.array_equal(np.asarray(image), expected) and image.shape == (*shape, 3)
+
+
+@pytest.mark.parametrize("indices, colours, error, words", [
+    (np.zeros((2, 2), dtype=np.int64), np.zeros((1, 3), dtype=np.uint8), TypeError, "indices"),
+    (np.zeros((2, 2), dtype=np.uint8), np.zeros((1, 4), dtype=np.uint8), ValueError, "(K, 3)"),
+    (np.zeros((2, 2), dtype=np.uint8), np.zeros((0, 3), dtype=np.uint8), ValueError, "1 <= K <= 256"),
+    (np.full((2, 2), 3, dtype=np.uint8), np.zeros((3, 3), dtype=np.uint8), ValueError, "index 3 has no colour"),
+])
+def test_bad_paletted_images_are_refused_by_name(indices, colours, error, words):
+    with pytest.raises(error, match="PalettedImage") as info:
+        PalettedImage(indices, colours)
+    assert words in str(info.value)

@@ -87,14 +87,14 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
     assert charts[-4:] == [["^spectrum/log10_energy/probe_0/"], ["^spectrum/log10_energy/probe_1/"],
                            ["^spectrum/energy/probe_0/"], ["^spectrum/energy/probe_1/"]]
 
-    # The logged card is what nsp.render.render_card draws for the recorded spectrum, on the
+    # The logged card is what nsp.render.render_card_paletted draws for the recorded spectrum, on the
     # decades fixed at the baseline for the layer over both probes: from the smallest nonzero
     # |ŝ| to its largest, 2 decades of headroom above.
     event = cards.Images("spectrum/01_conv/spectrum/probe_1")[-1]
     image = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
     base = np.abs(np.concatenate([records[0].spectra[p][1].ravel() for p in range(2)]))
     top, bottom = int(np.ceil(np.log10(base.max()))) + 2, int(np.floor(np.log10(base[base > 0].min())))
-    expected = nsp.render.render_card(
+    expected = nsp.render.render_card_paletted(
         records[-1].spectra[1][1],
         title="01_conv · spectrum · probe 1 · 2×4×4 · epoch 3, step 6",
         scale="layersymlog",
@@ -107,7 +107,7 @@ def test_tensorboard_has_images_and_scalars_for_every_layer_at_every_record(tmp_
             "colours fixed per layer at the baseline (epoch 0): its peak + 2 decades",
         ],
     )
-    np.testing.assert_array_equal(image, expected)
+    np.testing.assert_array_equal(image, np.asarray(expected))
     assert image.shape[1] >= 320
 
 

@@ -8,7 +8,6 @@ import pytest
 from lightning_helpers import TinyNet, image_run, loader, probe, trainer_kwargs
 
 import lightning.pytorch as pl
-import nsp.viz.render
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from nsp_lightning import SpectrumCallback, read_records
@@ -88,24 +87,24 @@ def test_images_are_drawn_and_encoded_off_the_training_thread_and_all_written_by
         return difference_card(*args, **kwargs)
 
     drawn = set()
-    figure_to_rgb = nsp.render.figure_to_rgb
+    change_chart = spectrum_analysis.change_chart
 
-    def draw(figure):
+    def chart(*args, **kwargs):
         drawn.add(threading.current_thread().name)
-        return figure_to_rgb(figure)
+        return change_chart(*args, **kwargs)
 
     # These cards are drawn here (a patched drawing cannot be sent to the helper), so written here too.
     monkeypatch.setattr(events, "write_image_events", spy)
     monkeypatch.setattr(spectrum_analysis, "card_image", card)
     monkeypatch.setattr(spectrum_analysis, "difference_card", difference)
-    monkeypatch.setattr(nsp.render, "figure_to_rgb", draw)
+    monkeypatch.setattr(spectrum_analysis, "change_chart", chart)
     cb = SpectrumCallback(probe(1), layers=["input", "fc"], dirpath=tmp_path / "rec")
     trainer = pl.Trainer(**trainer_kwargs(max_epochs=2, logger=TensorBoardLogger(tmp_path, name="tb")), callbacks=[cb])
     trainer.fit(TinyNet(), loader())
     assert threads == {"nsp-tensorboard-writer"}
     # The cards, activations, spectra and differences alike, are drawn there, not in the hook.
     assert cards == {"nsp-tensorboard-writer"}
-    # The change chart (a matplotlib figure) is drawn there too, at every record.
+    # The change chart is drawn there too, at every record.
     assert drawn == {"nsp-tensorboard-writer"}
     assert not any(t.name == "nsp-tensorboard-writer" for t in threading.enumerate())  # ended at teardown
     pickle.dumps(cb)  # as ddp_spawn pickles callbacks: the closed writer holds no thread or queue

@@ -79,7 +79,7 @@ def test_cards_drawn_in_the_helper_are_the_cards_drawn_here():
     for (draw, args, kwargs), image in zip(jobs, drawn):
         # Encoded as PNG in the helper: the pixels decode exactly (Pillow reads them back).
         assert isinstance(image, drawer.EncodedImage)
-        expected = draw(*args, **kwargs)
+        expected = np.asarray(draw(*args, **kwargs))
         assert image.shape == expected.shape and np.array_equal(np.asarray(image), expected)
         assert np.asarray(image, dtype=np.float32).dtype == np.float32
 

@@ -175,7 +175,8 @@ def tensorboard_entries(log_dir: Path, values: dict | None = None) -> set[tuple[
             for event in run.Images(tag):
                 assert ("image", tag, event.step) not in found, f"{tag} at step {event.step} is in two runs"
                 found.add(("image", tag, event.step))
-                values["image", tag, event.step] = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
+                # As a viewer shows it: the spectrum's cards are palette PNGs, which decode to indices.
+                values["image", tag, event.step] = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
     for tag in acc.Tags()["histograms"]:
         for event in acc.Histograms(tag):
             found.add(("histogram", tag, event.step))
