@@ -107,14 +107,18 @@ def _block_copies(parents: Mapping[int, Relation]) -> list[tuple[int, slice, sli
         if not all(g.shape[0] == g.shape[1] and (g is eye_factor(g.shape[0]) or np.array_equal(g, eye_factor(g.shape[0])))
                    for g in rest):
             return None
-        rows, cols = np.nonzero(factors[lead])
-        width = rows.size
-        if not width or rows[-1] - rows[0] != width - 1 or cols[-1] - cols[0] != width - 1:
+        f = factors[lead]
+        width = int(np.count_nonzero(f))
+        rows = f.any(axis=1)
+        a = int(rows.argmax())
+        # As many ones as rows with one, in a run of rows: one a row; then the diagonal
+        # from the first row's one holds them all.
+        if not width or np.count_nonzero(rows) != width or not rows[a:a + width].all():
             return None
-        if width > 1 and not ((np.diff(rows) == 1).all() and (np.diff(cols) == 1).all()):
+        c = int(f[a].argmax())
+        if c + width > f.shape[1] or not f[np.arange(a, a + width), np.arange(c, c + width)].all():
             return None
         size = math.prod(g.shape[0] for g in rest)
-        a, c = int(rows[0]), int(cols[0])
         out.append((p, slice(a * size, (a + width) * size), slice(c * size, (c + width) * size)))
     return out
 
