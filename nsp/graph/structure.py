@@ -279,8 +279,7 @@ class _Interpreter:
         for m in range(len(parts) - 1, 1, -1):
             earlier = self.cats.get((dim, parts[:m]))
             if earlier is not None and not isinstance(maps.get(earlier), _Pending):
-                # Only where those parts reach a layer together: with every leaf a layer
-                # there is no union to save, and nested slices cost a product per layer.
+                # Only where those parts reach a layer together: else nesting saves no union.
                 reached = [k for p in set(parts[:m]) if not isinstance(maps[p], _Pending) for k in maps[p]]
                 if len(set(reached)) < len(reached):
                     return replace(op, args=([earlier, *parts[m:]], dim), kwargs={})
