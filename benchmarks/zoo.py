@@ -50,12 +50,16 @@ MODELS: dict[str, dict] = {
 }
 
 
+# The clock of every measurement: the wall clock, or with --cpu the process's CPU time.
+_clock: Callable[[], float] = time.perf_counter
+
+
 def _median_time(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = _clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(_clock() - start)
     return statistics.median(times)
 
 
@@ -79,19 +83,19 @@ def measure(name: str, layers: str, incl: bool, repeats: int) -> dict:
         acts = nsp.Activations(net, x, **kwargs)
         graphs, transforms = [], []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = _clock()
             graph = nsp.NNGraph(acts, INCL=incl)
-            middle = time.perf_counter()
+            middle = _clock()
             try:
                 graph.transform(acts)
             except (nsp.StructureError, MemoryError) as err:
                 # A refusal is a result too: how long it took to come matters (issue 23).
                 result.update(refused=str(err), neurons=graph.number_of_nodes(), layer_count=len(acts.layernames),
                               capture_ms=capture * 1e3, graph_ms=(middle - start) * 1e3,
-                              transform_ms=(time.perf_counter() - middle) * 1e3)
+                              transform_ms=(_clock() - middle) * 1e3)
                 return result
             graphs.append(middle - start)
-            transforms.append(time.perf_counter() - middle)
+            transforms.append(_clock() - middle)
     except nsp.UnsupportedModuleError as err:
         result["unsupported"] = str(err).split(". Supported:")[0]
         return result
@@ -129,8 +133,8 @@ def profile(name: str, layers: str, incl: bool, top: int) -> str:
     return f"### {name}, {layers}, INCL={incl}\n" + out.getvalue()
 
 
-def _run(name: str, layers: str, incl: bool, repeats: int, timeout: float) -> dict:
-    command = [sys.executable, __file__, "--one", name, layers, str(incl), "--repeats", str(repeats)]
+def _run(name: str, layers: str, incl: bool, repeats: int, timeout: float, cpu: bool = False) -> dict:
+    command = [sys.executable, __file__, "--one", name, layers, str(incl), "--repeats", str(repeats)] + ["--cpu"] * cpu
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -176,8 +180,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="instead of timing, print each case's N costliest functions (cProfile, own time)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time with the process's CPU time instead of the wall clock (under load, leaves out the "
+                             "time a process waits for a core; one torch thread, so the two agree on a quiet machine)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "LAYERS", "INCL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu:
+        global _clock
+        _clock = time.process_time
     if args.profile:
         for name in args.models:
             for layers in args.layers:
@@ -199,7 +209,7 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for name in args.models:
         for layers in args.layers:
-            print(_row(_run(name, layers, incl, 1 if not incl else args.repeats, args.timeout)), flush=True)
+            print(_row(_run(name, layers, incl, 1 if not incl else args.repeats, args.timeout, args.cpu)), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,8 +35,8 @@ from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reor
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
 from nsp.graph.sparse_products import RowClasses
 from nsp.graph.rules import (
-    ELEMENTWISE_MODULES, BatchNormRule, Call, ElementwiseModuleRule, LeafRule, Rule, UnsupportedModuleError,
-    is_leaf_module, rule_for_function, rule_for_module, unsupported,
+    ELEMENTWISE_MODULES, BatchNormRule, Call, ConcatRule, ElementwiseModuleRule, LeafRule, Rule,
+    UnsupportedModuleError, is_leaf_module, rule_for_function, rule_for_module, unsupported,
 )
 
 # Module rules whose INCL=True relation is the identity of the input's shape, whatever the
@@ -64,11 +64,12 @@ def _refs(op: Op) -> list[Ref]:
     found: list[Ref] = []
 
     def keep(a: Any) -> None:
-        if isinstance(a, Ref) and a not in found:
+        if isinstance(a, Ref):
             found.append(a)
 
     map_leaves(keep, (op.args, op.kwargs))  # visits every leaf of the arguments, in order
-    return found
+    # One hash each: a DenseNet concatenation of n parts compared n²/2 pairs.
+    return list(dict.fromkeys(found))
 
 
 def _substitute(tree: Any, values: dict[Ref, Any]) -> Any:
@@ -148,6 +149,7 @@ class _Interpreter:
         self.shapes: dict[Ref, tuple[int, ...]] = {start: program.input_shape}
         self.perms: dict[Ref, tuple[int, ...] | None] = {start: None}
         self.stand_ins: dict[Ref, torch.Tensor] = {}
+        self.cats: dict[tuple[int, tuple[Ref, ...]], Ref] = {}
         own = program.input_shape[1:]
         if source_shape is not None and math.prod(source_shape) == math.prod(own):
             own = source_shape
@@ -251,6 +253,9 @@ class _Interpreter:
             return [self._permute(op, refs[0], Ref(i), path, label, maps)]
         if rule is None:
             raise unsupported(path, label, "no rule for this operation")
+        if self.incl and isinstance(rule, ConcatRule):
+            op = self._nested_cat(op, i, maps)
+            refs = _refs(op)
         results: list[Any] = []
         for k in range(n_out):
             try:
@@ -260,6 +265,26 @@ class _Interpreter:
                     raise
                 results.append(_Pending(err))
         return results
+
+    def _nested_cat(self, op: Op, i: int, maps: dict) -> Op:
+        """``cat([a, ..., y, z])`` as ``cat([cat([a, ..., y]), z])``, the same map, where an
+        earlier concatenation joined those leading parts along the same axis (INCL=True):
+        a DenseNet block's n concatenations unioned O(n²) parts, in different factor forms.
+        """
+        key = _cat_key(op, len(self.shapes[Ref(i)]))
+        if key is None:
+            return op
+        dim, parts = key
+        self.cats.setdefault(key, Ref(i))
+        for m in range(len(parts) - 1, 1, -1):
+            earlier = self.cats.get((dim, parts[:m]))
+            if earlier is not None and not isinstance(maps.get(earlier), _Pending):
+                # Only where those parts reach a layer together: else nesting saves no union.
+                reached = [k for p in set(parts[:m]) if not isinstance(maps[p], _Pending) for k in maps[p]]
+                if len(set(reached)) < len(reached):
+                    return replace(op, args=([earlier, *parts[m:]], dim), kwargs={})
+                return op
+        return op
 
     def _meta(self, ref: Ref) -> torch.Tensor:
         """The ``meta`` tensor that stands in for ``ref`` (``INCL=True``): one per value, made
@@ -378,6 +403,17 @@ def _reach_classes(rule: Rule, call: Call, deps: list[dict[int, RowClasses]]) ->
             rows.append(deps[i][k].rows[int(c)])
         out[k] = RowClasses.over(sp.csr_matrix(np.stack(reached, axis=1)), sp.vstack(rows, format="csr"))
     return out
+
+
+def _cat_key(op: Op, ndim: int) -> tuple[int, tuple[Ref, ...]] | None:
+    """A concatenation's non-negative axis and parts, or None unless every part is a recorded tensor."""
+    if set(op.kwargs) - {"tensors", "dim"}:
+        return None
+    parts = op.args[0] if op.args else op.kwargs.get("tensors")
+    dim = op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", 0)
+    if not isinstance(parts, (list, tuple)) or not all(isinstance(p, Ref) for p in parts) or not isinstance(dim, int):
+        return None
+    return (dim + ndim if dim < 0 else dim), tuple(parts)
 
 
 def _label(op: Op) -> str:

@@ -124,6 +124,21 @@ def _covers_rows(rel: Relation) -> bool:
     return any(all(f is ones_factor(*f.shape) or f.any(axis=1).all() for f in t.factors) for t in rel.terms)
 
 
+def _rows_reached(rel: Relation) -> Relation:
+    """``rel`` composed with the all-ones column of its in side: each term's rows with a
+    pair, factor by factor, without splitting the column to the term's axes."""
+    if not rel.terms:
+        return Relation((), rel.n_out, 1)
+    terms = []
+    for t in rel.terms:
+        kept = tuple(
+            ones_factor(f.shape[0], 1) if f is ones_factor(*f.shape) else f.any(axis=1, keepdims=True)
+            for f in t.factors if f.shape[0] > 1 or not f.any()
+        )
+        terms.append(Term(kept or (np.ones((1, 1), dtype=bool),)))
+    return Relation.of(terms[0]).union(*(Relation.of(t) for t in terms[1:]))
+
+
 def _is_identity(rel: Relation) -> bool:
     if len(rel.terms) != 1 or rel.n_out != rel.n_in:
         return False
@@ -205,6 +220,14 @@ class ProductKernel:
             return memo[key][2]
 
         identities: dict[int, tuple[Relation, bool]] = {}
+        # A relation shared by many pairs (a copy's, seen through identities) is checked
+        # once: every layer asked it again of each relation it holds.
+        fullness: dict[int, tuple[Relation, bool]] = {}
+
+        def full_of(rel: Relation) -> bool:
+            if id(rel) not in fullness:
+                fullness[id(rel)] = (rel, _is_full(rel))
+            return fullness[id(rel)][1]
 
         def identity_of(rel: Relation) -> bool:
             if id(rel) not in identities:
@@ -213,11 +236,10 @@ class ProductKernel:
 
         covers: dict[int, tuple[Relation, Relation]] = {}
 
-        def cover_of(e: Relation, p: int) -> Relation:
-            """``e ∘ (all of layer p)``: which nodes of L have a parent in p (an N_L × 1 relation)."""
+        def cover_of(e: Relation) -> Relation:
+            """``e ∘ (all of its parent layer)``: which nodes of L have a parent there (an N_L × 1 relation)."""
             if id(e) not in covers:
-                column = Relation.of(Term(tuple(ones_factor(d, 1) for d in self.shapes[p] or (1,))))
-                covers[id(e)] = (e, e.compose(column))
+                covers[id(e)] = (e, _rows_reached(e))
             return covers[id(e)][1]
 
         rows: dict[int, Relation] = {}
@@ -275,11 +297,11 @@ class ProductKernel:
             pieces: list[tuple[Relation, frozenset[int]]] = []
             for p, e in parents.items():
                 if p not in covering and fulls[p]:
-                    pieces.append((cover_of(e, p), fulls[p] - full))
+                    pieces.append((cover_of(e), fulls[p] - full))
                 pieces += [(cached("compose", e, m), ks - full) for m, ks in masks[p]]
             groups: list[tuple[Relation, frozenset[int]]] = []
             for mask, ks in merge_pieces(pieces, lambda a, b: cached("union", a, b)):
-                if _is_full(mask):
+                if full_of(mask):
                     full.update(ks)
                 else:
                     groups.append((mask, ks))
@@ -300,7 +322,7 @@ class ProductKernel:
                 ]
                 for k, rel in reach:
                     own[k] = cached("union", whole(own[k]), whole(rel)) if k in own else rel
-            for k in [k for k, rel in own.items() if k in full or not isinstance(rel, Parts) and _is_full(rel)]:
+            for k in [k for k, rel in own.items() if k in full or not isinstance(rel, Parts) and full_of(rel)]:
                 full.add(k)
                 del own[k]
             masks.append([(m, ks - full) for m, ks in groups if ks - full])

@@ -142,7 +142,9 @@ class Term:
 
     @_once
     def _empty(self) -> bool:
-        return any(not f.any() for f in self.factors)
+        # A broadcast factor (strides 0: the shared all-ones) holds one value; reading it
+        # beats a pass over its virtual entries (a mask's 1 × N_K row of all of K).
+        return any(f.size == 0 or not (f[0, 0] if f.strides == (0, 0) else f.any()) for f in self.factors)
 
     @staticmethod
     def identity(dims: Sequence[int]) -> "Term":

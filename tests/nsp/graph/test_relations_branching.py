@@ -121,6 +121,53 @@ def test_densenet_style_blocks_match_reference(incl):
         assert max(len(plan) for plan in plans) <= 11
 
 
+class Prefixes(nn.Module):
+    """Concatenations that repeat an earlier one's leading parts, and some that must not reuse it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 3, padding=1)
+        self.b = nn.Conv2d(4, 1, 3, padding=1)
+        self.c = nn.Conv2d(5, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a(x)
+        ab = torch.cat([x, a], 1)
+        b = self.b(ab)
+        abc = torch.cat([x, a, b], dim=-3)  # the same axis, written from the end
+        c = self.c(abc)
+        outs = [
+            torch.cat(tensors=[x, a, b, c], dim=1),  # keywords; nests abc, which nests ab
+            torch.cat([x, a, b, x], 1),  # a part read twice
+            torch.cat([x, a, a], 2),  # another axis: ab does not apply
+            torch.cat([a, x, b], 1),  # another order
+            torch.cat([x, a], 1)[:, 1:],
+        ]
+        return torch.cat([o.flatten(1) for o in outs], 1)
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_concatenations_of_earlier_concatenations_parts_match_reference(incl, monkeypatch):
+    # With INCL=True a concatenation whose leading parts an earlier one joined (a DenseNet
+    # block's, each one part longer) is composed as the concatenation of that one's output
+    # and the rest: every union then has at most two parts from the earlier ones.
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 4)
+    net = nn.Sequential(Prefixes(), nn.Linear(Prefixes()(x).shape[1], 3)).eval()
+    union, sizes = Relation.union, []
+
+    def counted(self, *others):
+        sizes.append(1 + len(others))
+        return union(self, *others)
+
+    monkeypatch.setattr(Relation, "union", counted)
+    _check_top_level(net, x, incl)
+    if incl:
+        # Unions of the parts before the output's five: of three parts for [a, x, b]
+        # alone (unnested, [x, a, b] and [x, a, b, c] gave three and four).
+        assert max(sizes[:-1]) <= 3 and sizes.count(3) == 1, sizes
+
+
 @pytest.mark.parametrize("incl", [True, False])
 def test_inception_style_blocks_match_reference(incl):
     _check_top_level(_inception(3, width=2), torch.randn(1, 2, 8, 8), incl)

@@ -13,8 +13,8 @@ import nsp
 import reference
 import zoo
 from nsp.transforms.limbs import small_scale
-from nsp.graph.relations import Term
-from nsp.transforms.product_kernel import ProductKernel, _apply, _compile
+from nsp.graph.relations import Relation, Term, ones_factor
+from nsp.transforms.product_kernel import ProductKernel, _apply, _compile, _rows_reached
 from test_relations_branching import _densenet, _inception
 from test_structure_layers import _check_against_reference
 
@@ -157,6 +157,27 @@ def test_terms_shrink_axes_before_growing_others():
     x = np.arange(2 * 3 * 8).reshape(1, 2, 3, 8)
     want = np.einsum("ai,bj,ck,pijk->pabc", grow.astype(int), dense.astype(int), shrink.astype(int), x)
     np.testing.assert_array_equal(_apply(x, rest), want)
+
+
+def test_rows_reached_are_the_rows_of_the_dense_relation_with_a_pair():
+    # The masks' covers, read factor by factor: unions of terms over the same axes with
+    # random, all-ones, empty and 1 × 1 factors against the dense relation's nonempty rows.
+    rng = np.random.default_rng(3)
+    shapes = [(1, 1), (3, 2), (1, 4), (2, 2)]
+    for _ in range(50):
+        terms = []
+        for _ in range(int(rng.integers(1, 4))):
+            factors = []
+            for p, q in shapes:
+                kind = rng.integers(4)
+                f = ones_factor(p, q) if kind == 0 else np.zeros((p, q), bool) if kind == 1 and rng.random() < 0.3 \
+                    else rng.random((p, q)) < 0.4
+                factors.append(f)
+            terms.append(Term(tuple(factors)))
+        rel = Relation(tuple(terms), 3 * 2, 2 * 4 * 2)
+        got = _rows_reached(rel)
+        assert (got.n_out, got.n_in) == (rel.n_out, 1)
+        np.testing.assert_array_equal(got.dense()[:, 0], rel.dense().any(axis=1))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
