@@ -208,7 +208,14 @@ def _relation(arrays: dict[str, np.ndarray], prefix: str, counts: Any, n_out: in
                 raise _Invalid(f"has factor {key!r} with entries other than 0 and 1")
             factors.append(factor.astype(bool))
             used.add(key)
-        term = Term(tuple(factors))
+        order = None
+        if f"{prefix}t{t}.order" in arrays:
+            key = f"{prefix}t{t}.order"
+            order = tuple(int(i) for i in _array(arrays, key, "iu", ndim=1))
+            if sorted(order) != list(range(count)):
+                raise _Invalid(f"has {key!r} = {_short(list(order))}, expected a permutation of range({count})")
+            used.add(key)
+        term = Term(tuple(factors), order)
         if term.n_out != n_out or term.n_in != n_in:
             raise _Invalid(
                 f"has term {prefix}t{t} relating {term.n_out} to {term.n_in} nodes, but its layers have {n_out} and {n_in}"
@@ -251,6 +258,9 @@ def _graph_arrays(graph: NNGraph) -> tuple[dict[str, np.ndarray], dict[str, Any]
             for t, term in enumerate(rel.terms):
                 for f, factor in enumerate(term.factors):
                     arrays[f"b{b}.t{t}.f{f}"] = factor
+                if term.in_order is not None:
+                    # The order of the in axes (a permutation of axes): see Term.in_order.
+                    arrays[f"b{b}.t{t}.order"] = np.array(term.in_order, dtype=np.int64)
                 terms.append(len(term.factors))
             layout.append([layer, k, terms])
         else:

@@ -135,7 +135,8 @@ class LaplacianOperator(LinearOperator):
         self._blocks: list[tuple[int, int, tuple, tuple]] = []
         if structure.incl:
             for layer, k, relation in structure.blocks():
-                for term in relation.disjoint():
+                # The per-factor operations below read the factor order on both sides.
+                for term in relation.plain().disjoint():
                     down = _factor_ops(term)
                     up = _factor_ops(Term(tuple(f.T for f in term.factors)))
                     self._blocks.append((layer, k, down, up))

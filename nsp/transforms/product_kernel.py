@@ -46,7 +46,9 @@ def _compile(term: Term, memo: dict[int, tuple[np.ndarray, str | None, Any, floa
         row_bits += bits
         if kind is not None:
             ops.append((axis, kind, data))
-    ones = tuple(axis + 1 for axis, kind, _ in ops if kind == "ones")
+    # Sums over whole axes are taken on the input as it comes, in the term's in order.
+    place = {factor: k for k, factor in enumerate(term.in_sequence)}
+    ones = tuple(place[axis] + 1 for axis, kind, _ in ops if kind == "ones")
     # Axes that shrink first, those that grow last: the other order made ConvNeXt's
     # permuted layers pass 8×8-times-larger intermediates through every cumulative sum.
     # Within a growth, intervals before dense products.
@@ -54,6 +56,10 @@ def _compile(term: Term, memo: dict[int, tuple[np.ndarray, str | None, Any, floa
         (op for op in ops if op[1] != "ones"),
         key=lambda op: (term.factors[op[0]].shape[0] / term.factors[op[0]].shape[1], op[1] != "intervals"),
     )
+    if term.in_order is not None:
+        # A relabelled term (a permutation of axes): the per-factor operations read the
+        # input's axes in factor order, a view.
+        rest = [(-1, "transpose", (0,) + tuple(place[i] + 1 for i in range(len(term.factors))))] + rest
     return term.in_dims, term.out_dims, (ones, rest), row_bits
 
 
@@ -102,7 +108,9 @@ def _summed_mask(natural: tuple[int, ...], in_dims: tuple[int, ...], ones: tuple
 def _apply(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
     for axis, kind, data in ops:
         ax = axis + 1
-        if kind == "intervals":
+        if kind == "transpose":
+            x = x.transpose(data)
+        elif kind == "intervals":
             lo, hi = data
             shape = list(x.shape)
             shape[ax] += 1
@@ -140,7 +148,7 @@ def _rows_reached(rel: Relation) -> Relation:
 
 
 def _is_identity(rel: Relation) -> bool:
-    if len(rel.terms) != 1 or rel.n_out != rel.n_in:
+    if len(rel.terms) != 1 or rel.n_out != rel.n_in or rel.terms[0].in_order is not None:
         return False
     return all(
         f is eye_factor(f.shape[0]) or (f.shape[0] == f.shape[1] == np.count_nonzero(f) and bool(f.diagonal().all()))
@@ -257,7 +265,8 @@ class ProductKernel:
 
         def intern(rel: Relation) -> Relation:
             if id(rel) not in interned:
-                key = (rel.n_out, rel.n_in, tuple(tuple(content_key(f) for f in t.factors) for t in rel.terms))
+                key = (rel.n_out, rel.n_in, tuple((t.in_order,) + tuple(content_key(f) for f in t.factors)
+                                                  for t in rel.terms))
                 interned[id(rel)] = interned.setdefault(key, rel)
             return interned[id(rel)]
 

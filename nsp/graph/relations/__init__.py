@@ -15,16 +15,17 @@ and the in sizes one of the input's; sizes of 1 are allowed on either side. A
 ==================================  ==========================================================
 :mod:`nsp.graph.relations.term`     ``Term``: one Kronecker product, re-factorised and composed
 :mod:`nsp.graph.relations.union`    ``Relation``: unions of terms, pruned and cut into disjoint pieces
+:mod:`nsp.graph.relations.reorder`  terms with relabelled axes: permutations of axes, cut into plain terms
 ==================================  ==========================================================
 """
 
 from nsp.graph.relations.term import (
-    MAX_FACTOR_ENTRIES, StructureError, Term, coarsening, distinct_rows, eye_factor, is_vector, ones_factor,
-    pair_vectors, refinement,
+    MAX_FACTOR_ENTRIES, StructureError, Term, Unaligned, coarsening, distinct_rows, eye_factor, is_vector,
+    ones_factor, ordered_term, pair_vectors, refinement,
 )
 from nsp.graph.relations.union import Relation
 
 __all__ = [
     "StructureError", "Term", "Relation", "MAX_FACTOR_ENTRIES", "refinement", "coarsening", "ones_factor",
-    "eye_factor", "distinct_rows", "is_vector", "pair_vectors",
+    "eye_factor", "distinct_rows", "is_vector", "pair_vectors", "Unaligned", "ordered_term",
 ]

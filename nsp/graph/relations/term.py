@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 __all__ = [
-    "MAX_FACTOR_ENTRIES", "StructureError", "Term", "refinement", "coarsening", "ones_factor", "eye_factor",
+    "MAX_FACTOR_ENTRIES", "StructureError", "Unaligned", "Term", "ordered_term", "refinement", "coarsening", "ones_factor", "eye_factor",
     "distinct_rows", "is_vector", "pair_vectors",
 ]
 
@@ -28,6 +28,11 @@ MAX_FACTOR_ENTRIES = 1 << 24
 
 class StructureError(NotImplementedError):
     """A network or relation that the structured (product-set) machinery cannot express."""
+
+
+class Unaligned(StructureError):
+    """A term with relabelled in axes met an operation that needs the factor order;
+    cutting it into plain terms (:func:`nsp.graph.relations.reorder.cut`) resolves it."""
 
 
 def _boundaries(dims: Sequence[int]) -> set[int]:
@@ -112,9 +117,22 @@ class _once:
 
 @dataclass(frozen=True)
 class Term:
-    """A Kronecker product of 0/1 factors (see the module docstring)."""
+    """A Kronecker product of 0/1 factors (see the module docstring).
+
+    ``in_order`` relabels the in side: in-axis ``k`` (row-major, ``k = 0`` slowest) is
+    the in side of factor ``in_order[k]``, while the out axes keep the factor order. A
+    permutation of axes (a channels-last ``Permute``) is a product of identities in
+    another order, so it stays one term instead of one per position. None is the
+    factor order (a plain Kronecker product); a term is built with None wherever its
+    in order is the factor order.
+    """
 
     factors: tuple[np.ndarray, ...]
+    in_order: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.in_order is not None and list(self.in_order) == sorted(self.in_order):
+            object.__setattr__(self, "in_order", None)
 
     # Computed once per term: a plan asks a term for its sides and emptiness again at every
     # union and composition it enters (GoogLeNet with every leaf: thousands of times).
@@ -124,7 +142,12 @@ class Term:
 
     @_once
     def in_dims(self) -> tuple[int, ...]:
-        return tuple(f.shape[1] for f in self.factors)
+        return tuple(self.factors[i].shape[1] for i in self.in_sequence)
+
+    @property
+    def in_sequence(self) -> tuple[int, ...]:
+        """The factors in the order of the in axes (``in_order``, or the factor order)."""
+        return self.in_order if self.in_order is not None else tuple(range(len(self.factors)))
 
     @property
     def n_out(self) -> int:
@@ -157,9 +180,11 @@ class Term:
     def split(self, side: str, target: Sequence[int]) -> "Term | None":
         """Refine ``side`` to the sizes ``target`` (no 1s) by splitting factors."""
         splitter = _split_in if side == "in" else _split_out
-        out: list[np.ndarray] = []
+        groups: dict[int, list[np.ndarray]] = {}
         queue = list(target)
-        for f in self.factors:
+        for index in (self.in_sequence if side == "in" else range(len(self.factors))):
+            f = self.factors[index]
+            out = groups[index] = []
             d = f.shape[1] if side == "in" else f.shape[0]
             if d == 1:
                 out.append(f)
@@ -178,10 +203,16 @@ class Term:
                 out.append(pieces[0])
                 current = pieces[1]
             out.append(current)
-        return Term(tuple(out))
+        # A factor's pieces follow one another on both sides, so the in order carries over.
+        start = np.cumsum([0] + [len(groups[i]) for i in range(len(self.factors))])
+        factors = tuple(g for i in range(len(self.factors)) for g in groups[i])
+        if self.in_order is None:
+            return Term(factors)
+        return Term(factors, tuple(int(start[i]) + j for i in self.in_order for j in range(len(groups[i]))))
 
     def merge(self, side: str, target: Sequence[int]) -> "Term":
         """Coarsen ``side`` to the sizes ``target`` by Kronecker-merging neighbours."""
+        self._require_plain("merged")
         groups: list[list[np.ndarray]] = []
         queue = list(target)
         acc = None
@@ -198,6 +229,7 @@ class Term:
 
     def squeeze(self, side: str) -> "Term":
         """Merge factors of size 1 on ``side`` into a neighbour, so every factor has size > 1 there."""
+        self._require_plain("squeezed")
         groups: list[list[np.ndarray]] = []
         pending: list[np.ndarray] = []
         for f in self.factors:
@@ -223,11 +255,23 @@ class Term:
                 return split
         return self.merge(side, coarsening(current, dims)).split(side, dims) or _raise_product(self, dims)
 
+    def _require_plain(self, what: str) -> None:
+        if self.in_order is not None:
+            raise Unaligned(f"nsp: a term with relabelled in axes {self.in_order} cannot be {what}")
+
     # -- algebra ---------------------------------------------------------------------
     def compose(self, inner: "Term") -> "Term":
-        """The boolean product ``self ∘ inner`` (``inner`` is applied first)."""
+        """The boolean product ``self ∘ inner`` (``inner`` is applied first).
+
+        Raises :class:`Unaligned` where a term has relabelled in axes and the middle
+        axes do not already agree (the caller cuts it into plain terms).
+        """
         a = tuple(d for d in self.in_dims if d != 1)
         b = tuple(d for d in inner.out_dims if d != 1)
+        if self.in_order is not None or inner.in_order is not None:
+            if a != b:
+                raise Unaligned(f"nsp: middle axes {a} and {b} of relabelled terms differ")
+            return _compose_ordered(self, inner)
         if a == b:
             # The middle axes already agree (a layer composed with the next): splitting
             # to them would rebuild both terms unchanged.
@@ -263,16 +307,31 @@ class Term:
 
     def dense(self) -> np.ndarray:
         """The full ``n_out × n_in`` 0/1 matrix (small relations and tests only)."""
-        return _kron_all(self.factors)
+        if self.in_order is None:
+            return _kron_all(self.factors)
+        out = np.zeros((self.n_out, self.n_in), dtype=bool)
+        out[self.edges()] = True
+        return out
 
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
         """Flat (out, in) index arrays of every pair in the relation, out-major."""
         out_idx = np.zeros(1, dtype=np.int64)
         in_idx = np.zeros(1, dtype=np.int64)
-        for f in self.factors:
+        if self.in_order is None:
+            for f in self.factors:
+                o, i = np.nonzero(f)
+                out_idx = (out_idx[:, None] * f.shape[0] + o[None, :]).reshape(-1)
+                in_idx = (in_idx[:, None] * f.shape[1] + i[None, :]).reshape(-1)
+            return out_idx, in_idx
+        # Pairs are listed out-major as above; each factor's in digit gets the stride of
+        # its place among the in axes.
+        strides = np.ones(len(self.factors), dtype=np.int64)
+        for k in range(len(self.in_order) - 2, -1, -1):
+            strides[self.in_order[k]] = strides[self.in_order[k + 1]] * self.factors[self.in_order[k + 1]].shape[1]
+        for f, stride in zip(self.factors, strides):
             o, i = np.nonzero(f)
             out_idx = (out_idx[:, None] * f.shape[0] + o[None, :]).reshape(-1)
-            in_idx = (in_idx[:, None] * f.shape[1] + i[None, :]).reshape(-1)
+            in_idx = (in_idx[:, None] + stride * i[None, :]).reshape(-1)
         return out_idx, in_idx
 
 
@@ -333,6 +392,125 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
             out.append(f)
     flush()
     return tuple(out)
+
+
+def ordered_term(factors: Sequence[np.ndarray], in_sequence: Sequence[int]) -> Term:
+    """The term with ``factors`` (in the out order) whose in axes come in the order ``in_sequence``.
+
+    True 1×1 factors are dropped. The term is plain (``in_order`` None, vectors paired by
+    :func:`pair_vectors`) wherever a plain form exists: a column ``(p, 1)`` has no in
+    axis and a row ``(1, q)`` no out axis, so they move freely, and an all-ones or other
+    rank-1 factor is a column times a row. What must keep its place are the factors of
+    rank above 1, and the term is plain iff those come in the same order on both sides
+    (a LayerNorm after a channels-last ``Permute``: ``(H, H) (W, W) ones(C, C)``, with
+    C first on the in side, is ``(1, C) (H, H) (W, W) (C, 1)``).
+
+    Parameters
+    ----------
+    factors : sequence of ndarray
+        0/1 factors, in the order of the out axes.
+    in_sequence : sequence of int
+        ``in_sequence[k]``: the factor whose in side is in-axis ``k``; a permutation of
+        ``range(len(factors))``.
+
+    Returns
+    -------
+    Term
+    """
+    keep = [i for i, f in enumerate(factors) if f.shape != (1, 1) or not f[0, 0]]
+    if not keep:
+        return Term((np.ones((1, 1), dtype=bool),))
+    new_id = {i: k for k, i in enumerate(keep)}
+    kept = [factors[i] for i in keep]
+    sequence = [new_id[i] for i in in_sequence if i in new_id]
+    if sequence == sorted(sequence):
+        return Term(pair_vectors(kept))
+    split = [_rank_one(f) for f in kept]
+    big = [i for i, (f, parts) in enumerate(zip(kept, split)) if parts is None and f.shape[0] > 1 and f.shape[1] > 1]
+    big_set = set(big)
+    if [i for i in sequence if i in big_set] != big:
+        return Term(tuple(kept), tuple(sequence))
+    # Between consecutive factors of rank above 1, the rows (in-axis order) and then
+    # the columns (out-axis order) of that stretch.
+    rows: list[list[np.ndarray]] = [[] for _ in range(len(big) + 1)]
+    cols: list[list[np.ndarray]] = [[] for _ in range(len(big) + 1)]
+    seen = 0
+    for i in sequence:
+        if i in big_set:
+            seen += 1
+        elif split[i] is not None:
+            rows[seen].append(split[i][1])
+        elif kept[i].shape[0] == 1:
+            rows[seen].append(kept[i])
+    seen = 0
+    for i, f in enumerate(kept):
+        if i in big_set:
+            seen += 1
+        elif split[i] is not None:
+            cols[seen].append(split[i][0])
+        elif f.shape[0] != 1:
+            cols[seen].append(f)
+    plain: list[np.ndarray] = []
+    for g in range(len(big) + 1):
+        plain += rows[g] + cols[g] + ([kept[big[g]]] if g < len(big) else [])
+    return Term(pair_vectors(plain) or (np.ones((1, 1), dtype=bool),))
+
+
+def _rank_one(f: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(column, row)`` whose product is ``f``, for a rank-1 factor with both sides above 1; else None."""
+    p, q = f.shape
+    if p == 1 or q == 1:
+        return None
+    if f is ones_factor(p, q):
+        return ones_factor(p, 1), ones_factor(1, q)
+    col, row = f.any(axis=1), f.any(axis=0)
+    if np.array_equal(f, col[:, None] & row[None, :]):
+        return col[:, None], row[None, :]
+    return None
+
+
+def _compose_ordered(outer: Term, inner: Term) -> Term:
+    """``outer ∘ inner`` where a term has relabelled in axes and the middle axes agree.
+
+    Outer's factors are walked in its in order and inner's in its (out) factor order; a
+    factor of size 1 on the middle side passes through, and goes, on the side where it
+    has no axis, next to the factor walked before it.
+    """
+    fo, fi = outer.factors, inner.factors
+    new: list[np.ndarray] = []
+    of_outer: dict[int, int] = {}
+    of_inner: dict[int, int] = {}
+    i = j = 0
+    mid = outer.in_sequence
+    while i < len(mid) or j < len(fi):
+        if i < len(mid) and fo[mid[i]].shape[1] == 1:
+            of_outer[mid[i]] = len(new)
+            new.append(fo[mid[i]])
+            i += 1
+        elif j < len(fi) and fi[j].shape[0] == 1:
+            of_inner[j] = len(new)
+            new.append(fi[j])
+            j += 1
+        else:
+            of_outer[mid[i]] = of_inner[j] = len(new)
+            new.append(_bool_matmul(fo[mid[i]], fi[j]))
+            i += 1
+            j += 1
+    out_sequence = _with_strays([of_outer[k] for k in range(len(fo))], len(new))
+    in_sequence = _with_strays([of_inner[k] for k in inner.in_sequence], len(new))
+    place = {n: k for k, n in enumerate(out_sequence)}
+    return ordered_term([new[n] for n in out_sequence], [place[n] for n in in_sequence])
+
+
+def _with_strays(sequence: list[int], n: int) -> list[int]:
+    """``sequence`` with the missing ones of ``range(n)`` each inserted after its predecessor in ``range(n)``."""
+    present = set(sequence)
+    out = list(sequence)
+    for m in range(n):
+        if m not in present:
+            out.insert(out.index(m - 1) + 1 if m > 0 else 0, m)
+            present.add(m)
+    return out
 
 
 def _matching(cols: list[np.ndarray], rows: list[np.ndarray]) -> list[tuple[int, int]]:

@@ -16,7 +16,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from nsp.graph.relations.term import StructureError, Term, coarsening, is_vector, ones_factor, pair_vectors, refinement
+from nsp.graph.relations.reorder import cut
+from nsp.graph.relations.term import (
+    StructureError, Term, Unaligned, coarsening, is_vector, ones_factor, pair_vectors, refinement,
+)
 
 __all__ = ["Relation"]
 
@@ -263,8 +266,14 @@ class Relation:
 
     def compose(self, inner: "Relation") -> "Relation":
         """``self ∘ inner``: pairs (x, z) with x related to some y related to z."""
-        terms = tuple(t.compose(u) for t, u in _meeting(self.terms, inner.terms))
+        terms = tuple(c for t, u in _meeting(self.terms, inner.terms) for c in _compose(t, u))
         return Relation(_prune(terms), self.n_out, inner.n_in)
+
+    def plain(self) -> "Relation":
+        """The same relation with every term plain (relabelled terms cut, :func:`~nsp.graph.relations.reorder.cut`)."""
+        if all(t.in_order is None for t in self.terms):
+            return self
+        return Relation(tuple(p for t in self.terms for p in cut(t)), self.n_out, self.n_in)
 
     def disjoint(self) -> list[Term]:
         """Pairwise disjoint terms whose sum is the indicator of the union.
@@ -278,7 +287,8 @@ class Relation:
         terms = [t for t in self.terms if not t.is_empty()]
         if len(terms) <= 1:
             return terms
-        return [Term(f) for f in _disjoint([t.factors for t in _common_forms(terms)])]
+        terms, order = _one_order(terms)
+        return [Term(f, order) for f in _disjoint([t.factors for t in _common_forms(terms)])]
 
     def nnz(self) -> int:
         return sum(term.nnz() for term in self.disjoint())
@@ -333,8 +343,8 @@ def _meeting(outer: Sequence[Term], inner: Sequence[Term]) -> list[tuple[Term, T
 def _support(term: Term, axis: int) -> np.ndarray:
     """The flat positions of ``term``'s in side (``axis`` 0) or out side (``axis`` 1) that it relates."""
     out = np.ones(1, dtype=bool)
-    for f in term.factors:
-        out = (out[:, None] & f.any(axis=axis)[None, :]).reshape(-1)
+    for i in term.in_sequence if axis == 0 else range(len(term.factors)):
+        out = (out[:, None] & term.factors[i].any(axis=axis)[None, :]).reshape(-1)
     return out
 
 
@@ -349,7 +359,31 @@ def _prune(terms: Sequence[Term]) -> tuple[Term, ...]:
     terms = [t for t in terms if not t.is_empty()]
     if len(terms) <= 1:
         return tuple(terms)
-    return tuple(Term(f) for f in _reduce([t.factors for t in _common_forms(terms)]))
+    terms, order = _one_order(terms)
+    return tuple(Term(f, order) for f in _reduce([t.factors for t in _common_forms(terms)]))
+
+
+def _one_order(terms: list[Term]) -> tuple[list[Term], tuple[int, ...] | None]:
+    """Terms over one order of their in axes: ``(terms, in_order)``.
+
+    Terms with the same factor shapes and the same relabelling are one relabelling of
+    plain products, so they are pruned and cut factor by factor as they are (the returned
+    terms, given the order). Otherwise relabelled terms are cut into plain ones.
+    """
+    order = terms[0].in_order
+    if order is None and all(t.in_order is None for t in terms):
+        return terms, None
+    if all(t.in_order == order for t in terms) and _same_shapes(terms):
+        return [Term(t.factors) for t in terms], order
+    return [p for t in terms for p in cut(t)], None
+
+
+def _compose(outer: Term, inner: Term) -> list[Term]:
+    """``outer ∘ inner`` as terms: relabelled terms whose middle axes do not agree are cut first."""
+    try:
+        return [outer.compose(inner)]
+    except Unaligned:
+        return [a.compose(b) for a in cut(outer) for b in cut(inner)]
 
 
 def _same(f: np.ndarray, g: np.ndarray) -> bool:
