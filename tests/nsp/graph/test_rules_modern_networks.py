@@ -235,3 +235,77 @@ def test_permute_then_axis_rules_at_random_shapes(shape, data, incl, cut):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(nsp.graph.permutations, "MERGED_PERMUTE_ENTRIES", limit)
         check(Permuted().eval(), torch.randn(1, *shape), "leaves", incl)
+
+
+class _Transpose(nn.Module):
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x):
+        return x.transpose(self.a, self.b)
+
+
+class _Cumsum(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return x.cumsum(self.dim)
+
+
+class _Reshape(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=3), data=st.data(), incl=st.booleans())
+def test_random_chains_of_permutes_transposes_and_reshapes_match_the_reference(shape, data, incl):
+    # Every permutation is a layer, so relabelled terms (Term.in_order) reach the graph's
+    # blocks and the transform's ancestor relations, meet reshapes that split or merge
+    # the relabelled axes, and meet the other branch of a residual add.
+    shape_in, shape = list(shape), list(shape)
+    layers: list[nn.Module] = []
+    # A permutation first, then any chain (prefix sums twice as likely, as they keep terms relabelled).
+    kinds = ["permute"] + data.draw(st.lists(st.sampled_from(
+        ["permute", "transpose", "reshape", "linear", "cumsum", "cumsum"]), min_size=1, max_size=4))
+    for kind in kinds:
+        if kind == "permute":
+            perm = data.draw(st.permutations(range(len(shape))))
+            layers.append(convnext.Permute([0] + [p + 1 for p in perm]))
+            shape = [shape[p] for p in perm]
+        elif kind == "transpose":
+            a, b = data.draw(st.lists(st.integers(0, len(shape) - 1), min_size=2, max_size=2, unique=True))
+            layers.append(_Transpose(a + 1, b + 1))
+            shape[a], shape[b] = shape[b], shape[a]
+        elif kind == "reshape":
+            n = int(np.prod(shape))
+            first = data.draw(st.sampled_from([d for d in range(1, n + 1) if n % d == 0]))
+            shape = [first, n // first]
+            layers.append(_Reshape(tuple(shape)))
+        elif kind == "cumsum":
+            # Prefix sums along one axis: a factor of rank above 1 that keeps a term relabelled.
+            layers.append(_Cumsum(data.draw(st.integers(1, len(shape)))))
+        else:
+            layers.append(nn.Linear(shape[-1], shape[-1]))
+    torch.manual_seed(0)
+
+    class Chain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(*layers)
+            self.head = nn.Linear(shape[-1], 2)
+
+        def forward(self, x):
+            y = self.body(x)
+            return self.head(torch.tanh(y) + y)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nsp.graph.permutations, "MERGED_PERMUTE_ENTRIES", 0)
+        check(Chain().eval(), torch.randn(1, *shape_in), "leaves", incl)
