@@ -142,7 +142,9 @@ class Term:
 
     @_once
     def in_dims(self) -> tuple[int, ...]:
-        return tuple(self.factors[i].shape[1] for i in self.in_sequence)
+        if self.in_order is None:
+            return tuple(f.shape[1] for f in self.factors)
+        return tuple(self.factors[i].shape[1] for i in self.in_order)
 
     @property
     def in_sequence(self) -> tuple[int, ...]:
