@@ -356,7 +356,7 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     rows apart: an SE gate's "mean over (H, W), then broadcast back" comes out as
     ``(H,1) (W,1) (1,H) (1,W)``, which pairs to ``(H,H) (W,W)``, the form of the gated
     input's identity, so the two paths stay a product; a channels-last LayerNorm after a
-    permutation cut into terms (:func:`nsp.graph.permutations.permute_rows`) pairs each term's spatial
+    permutation cut into terms (:func:`nsp.graph.relations.reorder.cut`) pairs each term's spatial
     column and row, so the terms differ in one factor at a time and merge back. Columns
     and rows are paired by size, in order (a longest common subsequence of the sizes).
     """

@@ -88,7 +88,7 @@ _CONTAINED_PAIRS = 1 << 16
 def _drop_contained(terms: list[Term]) -> list[Term]:
     """``terms`` without the small ones contained in another (of any factor shapes).
 
-    A permutation of axes cut into terms (:func:`nsp.graph.permutations.permute_rows`) gives one small
+    A permutation of axes cut into terms (:func:`nsp.graph.relations.reorder.cut`) gives one small
     term per position; a path through a channel mix usually contains them all, and only
     then do the remaining terms share a form.
     """
@@ -325,9 +325,9 @@ def _meeting(outer: Sequence[Term], inner: Sequence[Term]) -> list[tuple[Term, T
     ``t ∘ u`` has a pair iff some middle position is on both ``t``'s in side and ``u``'s
     out side, and a product term's side is the product of its factors' sides: one
     matrix product over the supports finds the pairs that meet. A permutation cut into
-    one term per position (ConvNeXt's channels-last ``Permute``, and the one back) meets
-    its inverse in 64 of 64 × 64 pairs on an 8 × 8 map, where composing every pair took
-    a second.
+    one term per position (:func:`~nsp.graph.relations.reorder.cut`, where a relabelled
+    term meets terms in another order) meets its inverse in 64 of 64 × 64 pairs on an
+    8 × 8 map, where composing every pair took a second.
     """
     pairs = [(t, u) for t in outer for u in inner]
     n_mid = outer[0].n_in if outer else 0

@@ -183,8 +183,8 @@ def test_top_level_layers_of_networks_that_do_more_than_chain_their_children():
 
 @pytest.mark.parametrize("incl", [True, False])
 def test_convnext_permute_layers_cut_into_products(monkeypatch, incl):
-    # At 32x32 a Permute layer's merged factor has 37.7 million entries; here the cut
-    # into a union of products is forced at tiny size and checked against the reference.
+    # At 32x32 a Permute layer's merged factor has 37.7 million entries; here the
+    # relabelled term (Term.in_order) is forced at tiny size and checked against the reference.
     monkeypatch.setattr(nsp.graph.permutations, "MERGED_PERMUTE_ENTRIES", 0)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), convnext.CNBlock(3, 0.5, 0.0)).eval()

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nsp
+import nsp.graph.permutations
 from nsp.io.storage import load_npz
 
 pytestmark = pytest.mark.reliability
@@ -99,6 +100,7 @@ def test_corrupt_incl_false_graph_files_name_the_file_and_the_fault(tmp_path, co
         (lambda a, m: m["layout"][0].__setitem__(2, [1] * 40), r"1 to 16 factor counts"),
         (lambda a, m: m["layout"][0].__setitem__(2, ["x"]), r"b0\.t0 factor count = 'x'"),
         (lambda a, m: a.update({"extra": np.zeros(3)}), r"arrays that no block uses: \['extra'\]"),
+        (lambda a, m: a.update({"b0.t0.order": np.array([5, 5])}), r"'b0\.t0\.order' = \[5, 5\], expected a permutation"),
     ],
 )
 def test_corrupt_incl_true_graph_files_name_the_file_and_the_fault(tmp_path, corrupt, match):
@@ -260,3 +262,23 @@ def test_fuzz_corrupted_bytes_are_loaded_or_refused_by_name(tmp_path, data):
     path = tmp_path / "fuzz.npz"
     path.write_bytes(bytes(raw))
     _load_and_use(path)
+
+
+class _ChannelsLast(nn.Module):
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
+def test_a_graph_with_a_relabelled_permutation_round_trips(tmp_path, monkeypatch):
+    # A permutation of axes is one term with its in axes relabelled (Term.in_order);
+    # the file keeps the order, so the loaded relations are the same matrices.
+    monkeypatch.setattr(nsp.graph.permutations, "MERGED_PERMUTE_ENTRIES", 0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 1), _ChannelsLast(), nn.Linear(3, 2))
+    graph = nsp.NNGraph(nsp.Activations(net, torch.randn(1, 2, 2, 3), layers="leaves"))
+    assert any(t.in_order is not None for p in graph.structure.parents for r in p.values() for t in r.terms)
+    nsp.OutputLoader.save(graph, tmp_path / "graph.npz")
+    back = nsp.OutputLoader.load(tmp_path / "graph.npz")
+    for layer, parents in enumerate(graph.structure.parents):
+        assert parents.keys() == back.structure.parents[layer].keys()
+        for k, rel in parents.items():
+            np.testing.assert_array_equal(back.structure.parents[layer][k].dense(), rel.dense())
