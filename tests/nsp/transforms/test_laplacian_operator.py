@@ -91,6 +91,22 @@ def test_overlapping_terms_of_a_union_count_once() -> None:
     np.testing.assert_array_equal(LaplacianOperator(structure) @ np.eye(5), np.diag(w.sum(1)) - w)
 
 
+def test_a_relabelled_term_is_applied_as_the_matrix_it_stands_for() -> None:
+    # A channels-last permutation (2, 3, 2) -> (3, 2, 2) after a random mix, as one term
+    # with its in axes relabelled (Term.in_order); the matrix comes from numpy's kron and
+    # transpose, not from nsp.
+    rng = np.random.default_rng(0)
+    factors = (rng.random((3, 3)) < 0.5, rng.random((2, 2)) < 0.5, np.eye(2, dtype=bool))
+    term = Term(factors, (2, 0, 1))
+    kron = np.kron(np.kron(factors[0], factors[1]), factors[2])
+    matrix = kron.reshape(12, 3, 2, 2).transpose(0, 3, 1, 2).reshape(12, 12)
+    structure = NetworkStructure(["input", "out"], [(2, 3, 2), (3, 2, 2)], True, [{}, {0: Relation.of(term)}])
+    w = np.zeros((24, 24))
+    w[12:, :12] = matrix
+    w = w + w.T
+    np.testing.assert_array_equal(LaplacianOperator(structure) @ np.eye(24), np.diag(w.sum(1)) - w)
+
+
 def test_structured_operator_forms_no_edge_list_or_dense_relation(monkeypatch: pytest.MonkeyPatch) -> None:
     graph, s, ref = graph_and_signal("cross_block", True)
 
