@@ -412,8 +412,7 @@ def ordered_term(factors: Sequence[np.ndarray], in_sequence: Sequence[int]) -> T
     factors : sequence of ndarray
         0/1 factors, in the order of the out axes.
     in_sequence : sequence of int
-        ``in_sequence[k]``: the factor whose in side is in-axis ``k``; a permutation of
-        ``range(len(factors))``.
+        ``in_sequence[k]``: the factor whose in side is in-axis ``k`` (a permutation).
 
     Returns
     -------
@@ -472,12 +471,9 @@ def _rank_one(f: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _compose_ordered(outer: Term, inner: Term) -> Term:
-    """``outer ∘ inner`` where a term has relabelled in axes and the middle axes agree.
-
-    Outer's factors are walked in its in order and inner's in its (out) factor order; a
-    factor of size 1 on the middle side passes through, and goes, on the side where it
-    has no axis, next to the factor walked before it.
-    """
+    """``outer ∘ inner`` where a term has relabelled in axes and the middle axes agree: outer's
+    factors walked in its in order, inner's in factor order; a factor of size 1 on the middle
+    side passes through, next to the factor walked before it on the side where it has no axis."""
     fo, fi = outer.factors, inner.factors
     new: list[np.ndarray] = []
     of_outer: dict[int, int] = {}
@@ -506,12 +502,9 @@ def _compose_ordered(outer: Term, inner: Term) -> Term:
 
 def _with_strays(sequence: list[int], n: int) -> list[int]:
     """``sequence`` with the missing ones of ``range(n)`` each inserted after its predecessor in ``range(n)``."""
-    present = set(sequence)
     out = list(sequence)
-    for m in range(n):
-        if m not in present:
-            out.insert(out.index(m - 1) + 1 if m > 0 else 0, m)
-            present.add(m)
+    for m in sorted(set(range(n)) - set(sequence)):
+        out.insert(out.index(m - 1) + 1 if m > 0 else 0, m)
     return out
 
 
