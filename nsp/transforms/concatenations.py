@@ -95,7 +95,8 @@ def _block_copies(parents: Mapping[int, Relation]) -> list[tuple[int, slice, sli
     """
     out = []
     for p, e in parents.items():
-        if len(e.terms) != 1:
+        # A relabelled term (a permutation of axes) is not a copy in order.
+        if len(e.terms) != 1 or e.terms[0].in_order is not None:
             return None
         factors = e.terms[0].factors
         lead = 0

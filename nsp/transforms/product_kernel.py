@@ -26,11 +26,11 @@ __all__ = ["ProductKernel"]
 def _compile(term: Term, memo: dict[int, tuple[np.ndarray, str | None, Any, float]] | None = None) -> tuple[
     tuple[int, ...], tuple[int, ...], Any, float
 ]:
-    """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims.
+    """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims, in its in order (a relabelled term's
+    input is summed over all-ones axes as it comes, then viewed in factor order).
 
-    Returns the in- and out-dims, ``(axes to sum, remaining per-axis ops)`` and log2 of
-    the largest row count (for the majorant). ``memo`` keeps each factor's operation by
-    ``id``: a plan's terms share most of their factors (one window per map size).
+    Returns the in- and out-dims, ``(axes to sum, remaining per-axis ops)`` and log2 of the largest row count (for
+    the majorant). ``memo`` keeps each factor's operation by ``id`` (a plan's terms share their factors).
     """
     ops: list[tuple[int, str, Any]] = []
     row_bits = 0.0
@@ -46,20 +46,16 @@ def _compile(term: Term, memo: dict[int, tuple[np.ndarray, str | None, Any, floa
         row_bits += bits
         if kind is not None:
             ops.append((axis, kind, data))
-    # Sums over whole axes are taken on the input as it comes, in the term's in order.
-    place = {factor: k for k, factor in enumerate(term.in_sequence)}
-    ones = tuple(place[axis] + 1 for axis, kind, _ in ops if kind == "ones")
-    # Axes that shrink first, those that grow last: the other order made ConvNeXt's
-    # permuted layers pass 8×8-times-larger intermediates through every cumulative sum.
-    # Within a growth, intervals before dense products.
+    place = {factor: k + 1 for k, factor in enumerate(term.in_sequence)}
+    ones = tuple(place[axis] for axis, kind, _ in ops if kind == "ones")
+    # Axes that shrink first, those that grow last: the other order made ConvNeXt's permuted layers pass
+    # 8×8-times-larger intermediates through every cumulative sum. Within a growth, intervals before dense products.
     rest = sorted(
         (op for op in ops if op[1] != "ones"),
         key=lambda op: (term.factors[op[0]].shape[0] / term.factors[op[0]].shape[1], op[1] != "intervals"),
     )
     if term.in_order is not None:
-        # A relabelled term (a permutation of axes): the per-factor operations read the
-        # input's axes in factor order, a view.
-        rest = [(-1, "transpose", (0,) + tuple(place[i] + 1 for i in range(len(term.factors))))] + rest
+        rest = [(-1, "transpose", (0,) + tuple(place[i] for i in range(len(term.factors))))] + rest
     return term.in_dims, term.out_dims, (ones, rest), row_bits
 
 
@@ -265,8 +261,7 @@ class ProductKernel:
 
         def intern(rel: Relation) -> Relation:
             if id(rel) not in interned:
-                key = (rel.n_out, rel.n_in, tuple((t.in_order,) + tuple(content_key(f) for f in t.factors)
-                                                  for t in rel.terms))
+                key = (rel.n_out, rel.n_in, tuple((t.in_order, *map(content_key, t.factors)) for t in rel.terms))
                 interned[id(rel)] = interned.setdefault(key, rel)
             return interned[id(rel)]
 
@@ -299,10 +294,9 @@ class ProductKernel:
             parents = {p: Relation.of(e) if isinstance(e, Term) else e for p, e in sorted(structure.parents[layer].items())}
             covering = {p for p, e in parents.items() if _covers_rows(e)}
             full: set[int] = set().union(*(fulls[p] for p in covering))
-            # A layer full below a parent that gives only some nodes of L a parent there (a
-            # concatenation's part) is below those nodes entirely: a row mask of L times all
-            # of K. Such layers are kept in groups sharing one mask, carried from parent to
-            # child one group at a time, never one relation per layer (DenseNet: 10,000).
+            # A layer full below a parent that gives only some nodes of L a parent there (a concatenation's part) is
+            # below those nodes entirely: a row mask of L times all of K. Such layers are kept in groups sharing one
+            # mask, carried from parent to child one group at a time, never one relation per layer (DenseNet: 10,000).
             pieces: list[tuple[Relation, frozenset[int]]] = []
             for p, e in parents.items():
                 if p not in covering and fulls[p]:
@@ -549,8 +543,7 @@ class ProductKernel:
                     if source is not None:
                         y = memo[source].sum(axis=axes, keepdims=True)
                     else:
-                        # Each layer summed first, then the small sums added: no full-size
-                        # copy of the group's limbs.
+                        # Each layer summed first, then the small sums added: no full-size copy of the group's limbs.
                         shape = tuple(d for d in self.shapes[group[0]] if d != 1) if len(key) == 2 else in_dims
                         y = functools.reduce(
                             add_limbs, [xs[k].reshape((-1,) + shape).sum(axis=axes, keepdims=True) for k in group]
