@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from nsp.common import memory
 from nsp.io.storage import RecordStoreError
 from nsp_lightning.probe.analysis import AnalysisRecord, ProbeAnalysis, ProbeContext, check_analyses
 from nsp_lightning.probe.handoff import Handoff
@@ -212,8 +213,7 @@ class ProbeCallback(Callback):
         self.log_step = log_step
 
         self._dirpath: str | None = self._dirpath_arg
-        # Under ddp_spawn (or a fork) rank 0 runs in a child process, on a copy of this object:
-        # it hands its state back, read when the launching process asks.
+        # Under ddp_spawn (or a fork) rank 0 runs on a copy of this object and hands its state back.
         self._handoff = Handoff()
         self._checkpoint_dirpath: str | None = None
         self._recorded: set[int] = set()
@@ -346,6 +346,8 @@ class ProbeCallback(Callback):
             self.dirpath = self._checkpoint_dirpath
         assert self.dirpath is not None
         context = self._context(trainer, pl_module, trainer.current_epoch)
+        # Else glibc hands a record's freed MiB back to the kernel, and training faults them in again.
+        memory.keep_freed(1 << 25)
         with probing(pl_module):
             for analysis in self.analyses:
                 with Progress(f"{who}: setup of {analysis.name!r}"):  # a t-SNE layout takes a minute
@@ -492,12 +494,9 @@ class ProbeCallback(Callback):
         return {"recorded": sorted(self._recorded), "dirpath": self.dirpath}
 
     @override
-    def on_save_checkpoint(
-        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]
-    ) -> None:
-        # Where Lightning keeps a callback's state_dict() (and reads it back into load_state_dict), written here
-        # instead: Lightning refuses two callbacks with a state_dict() and one state_key when the Trainer is
-        # built, before setup() can say what is wrong (that they would write the same record directories).
+    def on_save_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", checkpoint: dict[str, Any]) -> None:
+        # Where Lightning keeps a callback's state_dict(), written here: Lightning refuses two callbacks with a
+        # state_dict() and one state_key when the Trainer is built, before setup() can say they would share records.
         checkpoint.setdefault("callbacks", {})[self.state_key] = self.checkpoint_state()
 
     @override

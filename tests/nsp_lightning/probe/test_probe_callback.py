@@ -273,3 +273,13 @@ def test_images_figures_text_and_embeddings_reach_tensorboard(tmp_path):
     assert [t.tensor_proto.string_val[0].decode() for t in texts] == ["record at step 0", "record at step 2"]
     config = (Path(trainer.log_dir) / "projector_config.pbtxt").read_text()
     assert config.count('tensor_name: "drawing/outputs:') == 2
+
+
+def test_a_probe_callback_keeps_freed_memory_from_fit_start(monkeypatch, tmp_path):
+    """Training after a record must not fault in again what the record freed (issue 21, #7)."""
+    from nsp.common import memory
+
+    asked = []
+    monkeypatch.setattr(memory, "keep_freed", lambda nbytes: asked.append(nbytes))
+    fit([SpectrumCallback(probe(1))], default_root_dir=tmp_path, max_epochs=1)
+    assert asked and max(asked) >= 32 << 20
