@@ -102,14 +102,12 @@ class FeatureVisAnalysis(ProbeAnalysis):
     when classes are rendered). BENCHMARKS.md gives the cost per record.
 
     Cost with ``classes=range(10)`` and the other arguments at their defaults on the digits
-    demo (``benchmarks/analysis_overhead.py``, BENCHMARKS.md "Per-analysis overhead", branch
-    ``budgets``; one torch thread on a 2-core machine at load 11-15, beside the defaults before
-    issue 21's budgets, 64 steps and an objective per target): a record's render takes 113 ms
-    of CPU after 4 epochs (208 ms before); a record held the training thread 389 ms (min) /
-    493 ms (median), 3.2 % of the demo's epoch measured beside it, and 4.5 % of a fit (7.3 %
-    and 9.5 % before beside it; 6.5 % and 8.3 % before on a quiet machine; a second run, at a
-    falling load: 6.1 % of a fit against 7.2 %). The cost scales with ``steps`` and the number
-    of targets.
+    demo (``benchmarks/analysis_overhead.py``, BENCHMARKS.md "Quiet rerun of issue 21's and
+    23's acceptance figures"; a quiet 2-core machine, one torch thread, 4-epoch fits): a record
+    holds the training thread 91 ms (min) / 97 ms (median), 4.1 % of the demo's epoch; the
+    epoch takes 5.4 % longer and the fit 6.2 % (the hooks 5.4 % of it), against 160 ms, +9.3 %
+    and +9.8 % for the defaults before issue 21's budgets (64 steps, an objective per target)
+    measured beside it. The cost scales with ``steps`` and the number of targets.
 
     Logged (``<prefix>`` is the analysis's name, ``feature_vis`` by default):
 

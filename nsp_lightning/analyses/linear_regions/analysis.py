@@ -87,12 +87,11 @@ class LinearRegionsAnalysis(ProbeAnalysis):
     against 0.32 s and 0.48 s before at the same zoom; the record at fit start also scans every
     box first. ``zoom=0.01`` (a square twice as wide, about twice the regions) took 0.08 s and
     0.37 s. Since issue 21's budgets (``zoom=0.0035`` from 0.005; one pass at the corners per
-    partition), beside the defaults before in 4-epoch fits on a 2-core machine at load 11-15
-    (``benchmarks/analysis_overhead.py``, one torch thread): a record held the training thread
-    228 ms (min) / 438 ms (median) against 448 / 648 ms, 2.7 % of the demo's epoch against
-    4.5 %, and 4.3 % of a fit against 5.7 % (8.6 % before on a quiet machine; a second run, at
-    a falling load: 118 / 243 ms against 226 / 371 ms, and 6.1 % of a fit against 5.9 %, within
-    its noise).
+    partition), on a quiet 2-core machine in 4-epoch fits (``benchmarks/analysis_overhead.py``,
+    one torch thread, BENCHMARKS.md "Quiet rerun of issue 21's and 23's acceptance figures"):
+    a record holds the training thread 62 ms (min) / 94 ms (median), 4.0 % of the demo's
+    epoch; the epoch takes 4.2 % longer and the fit 6.8 %, against 103 / 134 ms, +7.9 % and
+    +9.3 % for the defaults before, measured beside it.
 
     TensorBoard shows at most 10 images per tag unless started with
     ``--samples_per_plugin images=N``; the records keep every image.

@@ -78,12 +78,12 @@ class ResponseMapAnalysis(ProbeAnalysis):
     ``--samples_per_plugin images=N``; the records keep every map.
 
     Cost at the defaults on the digits demo (4 probes; ``benchmarks/analysis_overhead.py``,
-    BENCHMARKS.md "Per-analysis overhead", branch ``budgets``): the layout at fit start (the
-    t-SNE of 240 channels: 153 ms of CPU, 456 ms with openTSNE's schedule) and a record of
-    42 ms (min) / 43 ms (median) on the training thread of a quiet 2-core machine (one torch
-    thread; measured before, a record does not use the schedule), 1.8 % of the demo's epoch. Of a fit, the layout included: 3.6 % at load 11-15,
-    against 6.0 % with openTSNE's schedule beside it (7.1 % on a quiet machine; a second run,
-    at a falling load: 4.7 % against 5.5 %).
+    BENCHMARKS.md "Quiet rerun of issue 21's and 23's acceptance figures"; a quiet 2-core
+    machine, one torch thread, 4-epoch fits): the layout at fit start (the t-SNE of 240
+    channels: 153 ms of CPU, 456 ms with openTSNE's schedule) and a record of 44 ms (min) /
+    51 ms (median) on the training thread, 2.1 % of the demo's epoch; the hooks, the layout
+    included, hold 5.0 % of a fit (7.0 % with openTSNE's schedule beside it), and the fit
+    takes 7.6 % longer (6.4 % beside it, within two children's noise).
 
     Args:
         inputs: The fixed inputs ``(B, *input_shape)`` the layout is fitted on, B >= 3
