@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib
 import matplotlib.scale
 import numpy as np
+from image_text import find
 
 from nsp.viz.text import label_palette, text_line
 from nsp_lightning.analyses.spectrum import chart
@@ -31,17 +32,6 @@ def test_the_relative_scale_is_matplotlibs_symlog():
     np.testing.assert_allclose(chart._symlog(y), reference, rtol=1e-12, atol=1e-12)
 
 
-def find(image: np.ndarray, part: np.ndarray) -> bool:
-    """Whether ``part`` appears in ``image`` exactly (text as `text_line` draws it)."""
-    h, w = part.shape[:2]
-    for y in range(image.shape[0] - h + 1):
-        rows = image[y: y + h]
-        for x in range(image.shape[1] - w + 1):
-            if np.array_equal(rows[:, x: x + w], part):
-                return True
-    return False
-
-
 def test_every_layer_has_its_colour_and_a_legend_line_with_its_last_values():
     past = history(5, len(NAMES))
     image = chart.change_chart(past, NAMES, 1, list(range(len(NAMES))))
@@ -53,7 +43,7 @@ def test_every_layer_has_its_colour_and_a_legend_line_with_its_last_values():
         assert np.count_nonzero(np.all(image == colour, axis=2)) > 100, name
     last = past[-1][1]
     line = f"{4:02d} {NAMES[4]}: {number_text(last['relative'][1, 4])} | {number_text(last['decades'][1, 4])}"
-    assert find(image, text_line(line, label_palette(), chart._LABEL_PT))
+    assert find(image, text_line(line, label_palette(), chart._LABEL_PT)) is not None
 
 
 def test_a_long_legend_widens_the_chart_and_non_finite_values_leave_gaps():
