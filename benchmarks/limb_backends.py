@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -195,6 +196,30 @@ def replay(calls: list[Call], backends: list[tuple[str, int]], repeats: int, ker
     return best
 
 
+class _Count(TorchDispatchMode):
+    """Counts the aten operations run under it that are not views (on a device, each a kernel launch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        self.count += not func.is_view
+        return func(*args, **(kwargs or {}))
+
+
+def operation_count(calls: list[Call], kernel: Any) -> int:
+    """The aten operations, views left out, of one torch replay of ``calls``."""
+    compiled = torch_limbs.plans(kernel)
+    counter = _Count()
+    for call in calls:
+        prepare, run = runner(call, "torch", kernel, compiled)
+        args = prepare()
+        with counter:
+            run(*args)
+    return counter.count
+
+
 def pipeline_times(net: torch.nn.Module, x: torch.Tensor, kwargs: dict, repeats: int) -> dict[str, float]:
     """CPU seconds, minimum of ``repeats``: forward pass, pipeline, transform alone."""
     acts = nsp.Activations(net, x, **kwargs)
@@ -268,11 +293,44 @@ def dispatch() -> str:
     return f"one int64 addition of 64 elements: numpy {costs[0]:.1f} µs, torch {costs[1]:.1f} µs CPU"
 
 
+def operations(n: int = 98_304) -> None:
+    """One-thread CPU µs (minimum of 200) of the operations the kernels are made of, on two
+    limbs of ``n`` values (ResNet-18's 3-limb layers have 98,304): the per-value cost of each
+    library, without the per-call cost."""
+    a = np.random.default_rng(0).integers(-(1 << 40), 1 << 40, size=(2, 1, n))
+    f = a[0].astype(np.float64)
+    t, tf = torch.from_numpy(a.copy()), torch.from_numpy(f.copy())
+    pairs = {
+        "x + y": (lambda: a[0] + a[1], lambda: t[0] + t[1]),
+        "x += y (a limb, in place)": (lambda: a[0].__iadd__(a[1]), lambda: t[0].__iadd__(t[1])),
+        "x >> 32": (lambda: a >> 32, lambda: t >> 32),
+        "x & (2^32 - 1)": (lambda: a & 0xFFFFFFFF, lambda: t & 0xFFFFFFFF),
+        "sum over the nodes": (lambda: a.sum(axis=2), lambda: t.sum(dim=2)),
+        "cumulative sum": (lambda: np.cumsum(a, axis=2), lambda: t.cumsum(dim=2)),
+        "min and max": (lambda: (a.min(), a.max()), lambda: torch.aminmax(t)),
+        "int64 -> float64": (lambda: a.astype(np.float64), lambda: t.double()),
+        "frexp": (lambda: np.frexp(f), lambda: torch.frexp(tf)),
+    }
+    print(f"\n| operation ({n:,} values, 2 limbs) | numpy µs | torch 1t µs | torch ÷ numpy |\n|---|---|---|---|")
+    torch.set_num_threads(1)
+    for name, fns in pairs.items():
+        cost = []
+        for fn in fns:
+            times = []
+            for _ in range(200):
+                start = time.process_time()
+                fn()
+                times.append(time.process_time() - start)
+            cost.append(min(times) * 1e6)
+        print(f"| {name} | {cost[0]:.1f} | {cost[1]:.1f} | {cost[1] / cost[0]:.2f}x |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS[:3]))
     parser.add_argument("--repeats", type=int, default=5, help="timed replays of every call (minimum kept)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts")
+    parser.add_argument("--ops", action="store_true", help="also time single operations on large limb arrays")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     backends = [("numpy", 1)] + [("torch", t) for t in args.threads]
@@ -280,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
           f"torch {torch.__version__}, numpy {np.__version__}; load average {os.getloadavg()[0]:.2f}")
     print(dispatch())
+    if args.ops:
+        operations()
     for name in args.models:
         net, x, kwargs = model(name)
         acts = nsp.Activations(net, x, **kwargs)
@@ -287,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
         calls = capture(op, acts.to_numpy())
         best = replay(calls, backends, args.repeats, op._kernel)
         report(name, calls, best, pipeline_times(net, x, kwargs, args.repeats))
+        ops = operation_count(calls, op._kernel)
+        print(f"torch operations other than views: {ops:,} ({ops / len(calls):.1f} a call)")
     print(f"\nevery backend's results bit-identical to the transform's own; load average {os.getloadavg()[0]:.2f}")
 
 
