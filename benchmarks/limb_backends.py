@@ -1,6 +1,6 @@
 """Issue 23, option (c): the exact transform's limb arithmetic in numpy (as it is) against torch int64 ops.
 
-``python benchmarks/limb_backends.py [--models M ...] [--repeats 5] [--threads 1 2]``
+``python benchmarks/limb_backends.py [--models M ...] [--repeats 5] [--threads 1 2] [--ops]``
 
 For each model the exact forward transform (``INCL=True``) runs once with its limb kernels
 wrapped, recording every call's operands and result: ``split_int64`` (a layer's values as
@@ -21,6 +21,9 @@ depends on whether a second core is free (the load average is printed). The mode
 one-thread forward pass, the pipeline (capture + ``NNGraph`` + transformer + transform)
 and the transform alone are timed too (CPU, minimum of the repeats), so that the kernels'
 share of the pipeline, and the pipeline's time if they ran in torch, can be read off.
+Each model's torch replay also counts its operations other than views (on a device, each
+would be a kernel launch); ``--ops`` times single operations on large limb arrays, each
+library's cost per value without the per-call cost.
 
 Models: ``resnet18-top`` (issue 23's acceptance case: ``benchmarks/networks.py``'s ResNet-18,
 32×32, top-level layers), ``mobilenet_v2-leaves`` and ``densenet121-leaves`` (torchvision,
@@ -154,6 +157,8 @@ def runner(call: Call, backend: str, kernel: Any, compiled: Any) -> tuple[Callab
     args = call.args if backend == "numpy" else tuple(_tensor(a) for a in call.args)
     if kind == "accumulate":
         layer, xs, acc, sign, memo = args
+        if sign > 0:
+            raise ValueError("torch_limbs.accumulate ports the forward transform only (sign < 0)")
         if backend == "numpy":
             return (lambda: (layer, xs, acc.copy(), sign, _memo_copy(memo)),
                     lambda *a: (kernel.accumulate(*a), a[2])[1])
