@@ -13,15 +13,16 @@ and the in sizes one of the input's; sizes of 1 are allowed on either side. A
 :class:`Relation` is a union of terms (a residual block gives main path ∪ skip path).
 
 ==================================  ==========================================================
+:mod:`nsp.graph.relations.boolean`  0/1 factors: shared all-ones and identities, splits, boolean products
 :mod:`nsp.graph.relations.term`     ``Term``: one Kronecker product, re-factorised and composed
 :mod:`nsp.graph.relations.union`    ``Relation``: unions of terms, pruned and cut into disjoint pieces
 :mod:`nsp.graph.relations.reorder`  terms with relabelled axes: permutations of axes, cut into plain terms
 ==================================  ==========================================================
 """
 
+from nsp.graph.relations.boolean import distinct_rows, eye_factor, is_vector, ones_factor
 from nsp.graph.relations.term import (
-    MAX_FACTOR_ENTRIES, StructureError, Term, Unaligned, coarsening, distinct_rows, eye_factor, is_vector,
-    ones_factor, ordered_term, pair_vectors, refinement,
+    MAX_FACTOR_ENTRIES, StructureError, Term, Unaligned, coarsening, ordered_term, pair_vectors, refinement,
 )
 from nsp.graph.relations.union import Relation
 

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-from nsp.graph.relations.term import Term, ones_factor, ordered_term
+from nsp.graph.relations.boolean import ones_factor
+from nsp.graph.relations.term import Term, ordered_term
 
 __all__ = ["axes_of", "cut", "permute_by_rows", "relabel_out"]
 

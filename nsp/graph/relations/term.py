@@ -9,12 +9,15 @@ factor by factor, so composing relations layer by layer never forms the large ma
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from nsp.graph.relations.boolean import (
+    bool_matmul, distinct_rows, eye_factor, is_vector, kron_all, ones_factor, rank_one, split_in, split_out,
+)
 
 __all__ = [
     "MAX_FACTOR_ENTRIES", "StructureError", "Unaligned", "Term", "ordered_term", "refinement", "coarsening", "ones_factor", "eye_factor",
@@ -59,46 +62,6 @@ def refinement(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
 def coarsening(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
     """The finest mixed radix that both ``a`` and ``b`` refine (no 1s)."""
     return _dims_from_boundaries(_boundaries(a) & _boundaries(b))
-
-
-@functools.lru_cache(maxsize=None)
-def ones_factor(p: int, q: int) -> np.ndarray:
-    """The all-ones ``p × q`` factor: one shared, read-only array per shape.
-
-    The channel factors of deep layers are almost all all-ones (every channel reaches
-    every channel after one convolution); sharing them, and knowing them by identity,
-    saved most of the memory and time of building ResNet-50's relations.
-    """
-    # A broadcast view: a classifier's (4096, 25088) factor costs no memory.
-    return np.broadcast_to(np.ones((1, 1), dtype=bool), (p, q))
-
-
-@functools.lru_cache(maxsize=None)
-def eye_factor(n: int) -> np.ndarray:
-    """The ``n × n`` identity factor: one shared, read-only array per size."""
-    f = np.eye(n, dtype=bool)
-    f.flags.writeable = False
-    return f
-
-
-def _split_in(f: np.ndarray, q1: int, q2: int) -> list[np.ndarray] | None:
-    """Write ``f`` (p × q1·q2) as a Kronecker product of two factors, if it is one."""
-    p, q = f.shape
-    if f is ones_factor(p, q):
-        return [ones_factor(p, q1), ones_factor(1, q2)]
-    if f is eye_factor(p) or (p == q and np.array_equal(f, eye_factor(p))):
-        return [eye_factor(q1), eye_factor(q2)]
-    g = f.reshape(p, q1, q2)
-    if (g == g[:, :, :1]).all():
-        return [g[:, :, 0].copy(), ones_factor(1, q2)]
-    if (g == g[:, :1, :]).all():
-        return [ones_factor(1, q1), g[:, 0, :].copy()]
-    return None
-
-
-def _split_out(f: np.ndarray, p1: int, p2: int) -> list[np.ndarray] | None:
-    parts = _split_in(f.T, p1, p2)
-    return None if parts is None else [part.T for part in parts]
 
 
 class _once:
@@ -181,7 +144,7 @@ class Term:
 
     def split(self, side: str, target: Sequence[int]) -> "Term | None":
         """Refine ``side`` to the sizes ``target`` (no 1s) by splitting factors."""
-        splitter = _split_in if side == "in" else _split_out
+        splitter = split_in if side == "in" else split_out
         groups: dict[int, list[np.ndarray]] = {}
         queue = list(target)
         for index in (self.in_sequence if side == "in" else range(len(self.factors))):
@@ -298,7 +261,7 @@ class Term:
                 out.append(fi[j])
                 j += 1
             else:
-                out.append(_bool_matmul(fo[i], fi[j]))
+                out.append(bool_matmul(fo[i], fi[j]))
                 i += 1
                 j += 1
         # A true 1×1 factor is the identity of a size-1 axis. Left in, they would pile up
@@ -339,11 +302,6 @@ class Term:
 
 # Largest outer product of a column and a row factor that pair_vectors forms.
 _PAIR_ENTRIES = 1 << 22
-
-
-def is_vector(f: np.ndarray) -> bool:
-    """Whether ``f`` is a column ``(p, 1)`` or a row ``(1, q)`` factor."""
-    return f.shape[0] == 1 or f.shape[1] == 1
 
 
 def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -426,7 +384,7 @@ def ordered_term(factors: Sequence[np.ndarray], in_sequence: Sequence[int]) -> T
     sequence = [new_id[i] for i in in_sequence if i in new_id]
     if sequence == sorted(sequence):
         return Term(pair_vectors(kept))
-    split = [_rank_one(f) for f in kept]
+    split = [rank_one(f) for f in kept]
     big = [i for i, (f, parts) in enumerate(zip(kept, split)) if parts is None and f.shape[0] > 1 and f.shape[1] > 1]
     big_set = set(big)
     if [i for i in sequence if i in big_set] != big:
@@ -457,19 +415,6 @@ def ordered_term(factors: Sequence[np.ndarray], in_sequence: Sequence[int]) -> T
     return Term(pair_vectors(plain) or (np.ones((1, 1), dtype=bool),))
 
 
-def _rank_one(f: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(column, row)`` whose product is ``f``, for a rank-1 factor with both sides above 1; else None."""
-    p, q = f.shape
-    if p == 1 or q == 1:
-        return None
-    if f is ones_factor(p, q):
-        return ones_factor(p, 1), ones_factor(1, q)
-    col, row = f.any(axis=1), f.any(axis=0)
-    if np.array_equal(f, col[:, None] & row[None, :]):
-        return col[:, None], row[None, :]
-    return None
-
-
 def _compose_ordered(outer: Term, inner: Term) -> Term:
     """``outer ∘ inner`` where a term has relabelled in axes and the middle axes agree: outer's
     factors walked in its in order, inner's in factor order; a factor of size 1 on the middle
@@ -491,7 +436,7 @@ def _compose_ordered(outer: Term, inner: Term) -> Term:
             j += 1
         else:
             of_outer[mid[i]] = of_inner[j] = len(new)
-            new.append(_bool_matmul(fo[mid[i]], fi[j]))
+            new.append(bool_matmul(fo[mid[i]], fi[j]))
             i += 1
             j += 1
     out_sequence = _with_strays([of_outer[k] for k in range(len(fo))], len(new))
@@ -547,54 +492,4 @@ def _kron_all(factors: Sequence[np.ndarray]) -> np.ndarray:
             f"nsp: merging factors {[f.shape for f in factors]} would need a {size:,}-entry matrix; "
             "the relation is not a product along these axes"
         )
-    out = np.ones((1, 1), dtype=bool)
-    for f in factors:
-        out = np.kron(out, f).astype(bool)
-    return out
-
-
-def _bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
-    # Channel factors are mostly all-ones or the identity; those need no product.
-    shape = (f.shape[0], g.shape[1])
-    f_ones, g_ones = f is ones_factor(*f.shape), g is ones_factor(*g.shape)
-    if f_ones and g_ones:
-        # Channels after channels (every convolution of a chain): known without a pass.
-        return ones_factor(*shape)
-    nf = f.size if f_ones else np.count_nonzero(f)
-    ng = g.size if g_ones else np.count_nonzero(g)
-    if ng == g.size or nf == f.size:
-        if ng == g.size:
-            # g all ones: a row of f with any edge reaches every column.
-            rows, cols = np.ones(shape[0], bool) if f_ones else f.any(axis=1), np.ones(shape[1], bool)
-        else:
-            # f all ones: every row reaches the columns that some row of g reaches.
-            rows, cols = np.ones(shape[0], bool), g.any(axis=0)
-        if rows.all() and cols.all():
-            return ones_factor(*shape)
-        return rows[:, None] & cols[None, :]
-    if _is_identity(f, nf):
-        return g
-    if _is_identity(g, ng):
-        return f
-    if f.shape[0] * f.shape[1] * g.shape[1] <= 1 << 20:
-        return (f.astype(np.float32) @ g.astype(np.float32)) > 0
-    # Channel factors of concatenations repeat rows (one per branch) and columns: the
-    # product of the distinct rows and columns only, then gathered (GoogLeNet: 832² factors).
-    rows, row_of = distinct_rows(f)
-    cols, col_of = distinct_rows(g.T)
-    product = (rows.astype(np.float32) @ cols.T.astype(np.float32)) > 0
-    return product[row_of][:, col_of]
-
-
-def distinct_rows(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of a 0/1 matrix, and each row's index among them."""
-    seen: dict[bytes, int] = {}
-    packed = np.packbits(f, axis=1)
-    row_of = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in packed], dtype=np.int64)
-    first = np.zeros(len(seen), dtype=np.int64)
-    first[row_of[::-1]] = np.arange(f.shape[0])[::-1]
-    return f[first], row_of
-
-
-def _is_identity(f: np.ndarray, nonzero: int) -> bool:
-    return f.shape[0] == f.shape[1] == nonzero and bool(f.diagonal().all())
+    return kron_all(factors)

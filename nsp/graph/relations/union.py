@@ -16,10 +16,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from nsp.graph.relations.boolean import is_vector, ones_factor
 from nsp.graph.relations.reorder import cut
-from nsp.graph.relations.term import (
-    StructureError, Term, Unaligned, coarsening, is_vector, ones_factor, pair_vectors, refinement,
-)
+from nsp.graph.relations.term import StructureError, Term, Unaligned, coarsening, pair_vectors, refinement
 
 __all__ = ["Relation"]
 

@@ -188,7 +188,7 @@ def test_a_gate_broadcast_back_over_its_pooled_axes_stays_one_product():
 def test_bool_matmul_over_distinct_rows_matches_dense():
     # Factors large enough for the distinct-row path, with repeated rows and columns (the
     # channel factors of concatenations) and without.
-    from nsp.graph.relations.term import _bool_matmul
+    from nsp.graph.relations.boolean import bool_matmul
 
     rng = np.random.default_rng(0)
     for repeat in (3, None):
@@ -197,7 +197,7 @@ def test_bool_matmul_over_distinct_rows_matches_dense():
         if repeat:
             f = f[rng.integers(0, repeat, 150)]
             g = g[:, rng.integers(0, repeat, 90)]
-        np.testing.assert_array_equal(_bool_matmul(f, g), (f.astype(int) @ g.astype(int)) > 0)
+        np.testing.assert_array_equal(bool_matmul(f, g), (f.astype(int) @ g.astype(int)) > 0)
 
 
 def test_a_permutation_cut_into_terms_merges_back_after_a_channel_mix():

@@ -1,0 +1,135 @@
+"""0/1 factor matrices: the shared all-ones and identity factors, splitting a factor into
+a Kronecker product of two, and the boolean products that composing terms is made of.
+
+A factor is a 2-d bool array, never written to once built: the all-ones and identity
+factors are one shared array per shape (:func:`ones_factor`, :func:`eye_factor`) and are
+recognised by identity, which spares a pass over their entries wherever they meet.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "ones_factor", "eye_factor", "split_in", "split_out", "is_vector", "rank_one", "kron_all", "bool_matmul",
+    "distinct_rows", "is_identity",
+]
+
+
+@functools.lru_cache(maxsize=None)
+def ones_factor(p: int, q: int) -> np.ndarray:
+    """The all-ones ``p × q`` factor: one shared, read-only array per shape.
+
+    The channel factors of deep layers are almost all all-ones (every channel reaches
+    every channel after one convolution); sharing them, and knowing them by identity,
+    saved most of the memory and time of building ResNet-50's relations.
+    """
+    # A broadcast view: a classifier's (4096, 25088) factor costs no memory.
+    return np.broadcast_to(np.ones((1, 1), dtype=bool), (p, q))
+
+
+@functools.lru_cache(maxsize=None)
+def eye_factor(n: int) -> np.ndarray:
+    """The ``n × n`` identity factor: one shared, read-only array per size."""
+    f = np.eye(n, dtype=bool)
+    f.flags.writeable = False
+    return f
+
+
+def split_in(f: np.ndarray, q1: int, q2: int) -> list[np.ndarray] | None:
+    """Write ``f`` (p × q1·q2) as a Kronecker product of two factors, if it is one."""
+    p, q = f.shape
+    if f is ones_factor(p, q):
+        return [ones_factor(p, q1), ones_factor(1, q2)]
+    if f is eye_factor(p) or (p == q and np.array_equal(f, eye_factor(p))):
+        return [eye_factor(q1), eye_factor(q2)]
+    g = f.reshape(p, q1, q2)
+    if (g == g[:, :, :1]).all():
+        return [g[:, :, 0].copy(), ones_factor(1, q2)]
+    if (g == g[:, :1, :]).all():
+        return [ones_factor(1, q1), g[:, 0, :].copy()]
+    return None
+
+
+def split_out(f: np.ndarray, p1: int, p2: int) -> list[np.ndarray] | None:
+    """Write ``f`` (p1·p2 × q) as a Kronecker product of two factors, if it is one."""
+    parts = split_in(f.T, p1, p2)
+    return None if parts is None else [part.T for part in parts]
+
+
+def is_vector(f: np.ndarray) -> bool:
+    """Whether ``f`` is a column ``(p, 1)`` or a row ``(1, q)`` factor."""
+    return f.shape[0] == 1 or f.shape[1] == 1
+
+
+def rank_one(f: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(column, row)`` whose product is ``f``, for a rank-1 factor with both sides above 1; else None."""
+    p, q = f.shape
+    if p == 1 or q == 1:
+        return None
+    if f is ones_factor(p, q):
+        return ones_factor(p, 1), ones_factor(1, q)
+    col, row = f.any(axis=1), f.any(axis=0)
+    if np.array_equal(f, col[:, None] & row[None, :]):
+        return col[:, None], row[None, :]
+    return None
+
+
+def kron_all(factors: Sequence[np.ndarray]) -> np.ndarray:
+    """The Kronecker product of ``factors``, a new bool array (``[[True]]`` for none)."""
+    out = np.ones((1, 1), dtype=bool)
+    for f in factors:
+        out = np.kron(out, f).astype(bool)
+    return out
+
+
+def bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """The boolean product of two factors: ``(f @ g) > 0``, shared factors where it is one."""
+    # Channel factors are mostly all-ones or the identity; those need no product.
+    shape = (f.shape[0], g.shape[1])
+    f_ones, g_ones = f is ones_factor(*f.shape), g is ones_factor(*g.shape)
+    if f_ones and g_ones:
+        # Channels after channels (every convolution of a chain): known without a pass.
+        return ones_factor(*shape)
+    nf = f.size if f_ones else np.count_nonzero(f)
+    ng = g.size if g_ones else np.count_nonzero(g)
+    if ng == g.size or nf == f.size:
+        if ng == g.size:
+            # g all ones: a row of f with any edge reaches every column.
+            rows, cols = np.ones(shape[0], bool) if f_ones else f.any(axis=1), np.ones(shape[1], bool)
+        else:
+            # f all ones: every row reaches the columns that some row of g reaches.
+            rows, cols = np.ones(shape[0], bool), g.any(axis=0)
+        if rows.all() and cols.all():
+            return ones_factor(*shape)
+        return rows[:, None] & cols[None, :]
+    if is_identity(f, nf):
+        return g
+    if is_identity(g, ng):
+        return f
+    if f.shape[0] * f.shape[1] * g.shape[1] <= 1 << 20:
+        return (f.astype(np.float32) @ g.astype(np.float32)) > 0
+    # Channel factors of concatenations repeat rows (one per branch) and columns: the
+    # product of the distinct rows and columns only, then gathered (GoogLeNet: 832² factors).
+    rows, row_of = distinct_rows(f)
+    cols, col_of = distinct_rows(g.T)
+    product = (rows.astype(np.float32) @ cols.T.astype(np.float32)) > 0
+    return product[row_of][:, col_of]
+
+
+def distinct_rows(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a 0/1 matrix, and each row's index among them."""
+    seen: dict[bytes, int] = {}
+    packed = np.packbits(f, axis=1)
+    row_of = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in packed], dtype=np.int64)
+    first = np.zeros(len(seen), dtype=np.int64)
+    first[row_of[::-1]] = np.arange(f.shape[0])[::-1]
+    return f[first], row_of
+
+
+def is_identity(f: np.ndarray, nonzero: int) -> bool:
+    """Whether ``f``, with ``nonzero`` entries set, is a square identity."""
+    return f.shape[0] == f.shape[1] == nonzero and bool(f.diagonal().all())
