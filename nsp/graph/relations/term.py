@@ -300,8 +300,10 @@ class Term:
         return out_idx, in_idx
 
 
-# Largest outer product of a column and a row factor that pair_vectors forms.
+# Largest outer product of a column and a row factor that pair_vectors forms; of two
+# that are not both all-ones (and so need an array of their own), _PAIR_DENSE.
 _PAIR_ENTRIES = 1 << 22
+_PAIR_DENSE = 1 << 16
 
 
 def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -317,6 +319,13 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     permutation cut into terms (:func:`nsp.graph.relations.reorder.cut`) pairs each term's spatial
     column and row, so the terms differ in one factor at a time and merge back. Columns
     and rows are paired by size, in order (a longest common subsequence of the sizes).
+
+    A column and a row that are not both all-ones stay apart beyond ``_PAIR_DENSE``
+    entries: where a block's input and output channels have the same count (GoogLeNet's
+    inception 4b, 4c and 5a at top level: 512 and 832), a branch's output channels and
+    every input channel would otherwise pair into a dense rank-1 factor of 832 × 832,
+    which every later union hashes and compares by content (5 ms for 5a's concatenation
+    alone), where as vectors they cost their 832 entries.
     """
     out: list[np.ndarray] = []
     run: list[np.ndarray] = []
@@ -331,9 +340,11 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
             out.extend(rows[j:b] + cols[i:a])
             if a < len(cols):
                 c, r = cols[a], rows[b]
-                if c.shape[0] * r.shape[1] > _PAIR_ENTRIES:
+                size = c.shape[0] * r.shape[1]
+                ones = c is ones_factor(*c.shape) and r is ones_factor(*r.shape)
+                if size > _PAIR_ENTRIES or not ones and size > _PAIR_DENSE:
                     out.extend((c, r))
-                elif c is ones_factor(*c.shape) and r is ones_factor(*r.shape):
+                elif ones:
                     out.append(ones_factor(c.shape[0], r.shape[1]))
                 else:
                     out.append(c & r)

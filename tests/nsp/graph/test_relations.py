@@ -1,6 +1,7 @@
 """Product relations against dense boolean matrices (the obviously right reference)."""
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -169,9 +170,63 @@ def test_column_and_row_factors_pair_up_without_changing_the_product(data):
         n, m = data.draw(st.integers(2, 4)), data.draw(st.integers(2, 4))
         shape = {"col": (n, 1), "row": (1, m), "full": (n, m)}[kind]
         factors.append(np.ones(shape, bool) if data.draw(st.booleans()) else rng.random(shape) < 0.6)
-    paired = pair_vectors(factors)
+    # A bound of 0 keeps every pair that is not all-ones apart (the path of large channel counts).
+    with mock.patch("nsp.graph.relations.term._PAIR_DENSE", data.draw(st.sampled_from([0, 1 << 16]))):
+        paired = pair_vectors(factors)
     np.testing.assert_array_equal(Term(paired).dense(), Term(tuple(factors)).dense())
     assert len(paired) <= len(factors) + sum(1 for f in factors if 1 not in f.shape and f.all())
+
+
+def _branch_column(n: int, start: int, stop: int) -> np.ndarray:
+    column = np.zeros((n, 1), bool)
+    column[start:stop] = True
+    return column
+
+
+@pytest.mark.parametrize("channels, apart", [(512, True), (832, True), (8, False)])
+def test_a_branch_column_and_an_all_ones_row_pair_up_only_below_the_dense_bound(channels, apart):
+    from nsp.graph.relations import ones_factor, pair_vectors
+
+    column = _branch_column(channels, 0, channels // 4)
+    row = ones_factor(1, channels)
+    paired = pair_vectors([row, column, np.eye(2, dtype=bool)])
+    assert sorted(f.shape for f in paired[:-1]) == ([(1, channels), (channels, 1)] if apart else [(channels, channels)])
+    np.testing.assert_array_equal(Term(paired).dense(), Term((row, column, np.eye(2, dtype=bool))).dense())
+    # Two all-ones vectors pair into the shared all-ones factor at any size.
+    assert pair_vectors([ones_factor(channels, 1), row])[0] is ones_factor(channels, channels)
+
+
+def test_an_inception_block_with_as_many_channels_in_as_out_stays_in_vectors_and_exact():
+    # GoogLeNet's inception 4b at top level: 512 channels in and out on a 2 × 2 map; each
+    # branch is "every input channel to the branch's channels, through a window", placed
+    # into its range of the concatenation. Composed, a branch's range (a column) and every
+    # input channel (an all-ones row) have the same size, 512.
+    from nsp.graph.relations import ones_factor
+
+    n, widths, eye2, ones2 = 512, (160, 224, 64, 64), np.eye(2, dtype=bool), np.ones((2, 2), bool)
+    stops = np.cumsum((0,) + widths)
+    branches = []
+    for k, width in enumerate(widths):
+        place = np.zeros((n, width), bool)
+        place[stops[k]:stops[k + 1]] = np.eye(width, dtype=bool)
+        window = eye2 if k == 0 else ones2
+        # The convolution after the block's input, as the graph composes it (its all-ones
+        # channel factor comes out as a column and a row of different sizes), then placed.
+        conv = Relation.of(Term((ones_factor(width, n), window, window))).compose(Relation.identity((n, 2, 2)))
+        branch = Relation.of(Term((place, eye2, eye2))).compose(conv)
+        assert all(f.shape != (n, n) for t in branch.terms for f in t.factors), [f.shape for f in branch.terms[0].factors]
+        expected = (np.kron(np.kron(place, eye2), eye2).astype(int) @ np.kron(np.kron(np.ones((width, n)), window), window)) > 0
+        np.testing.assert_array_equal(branch.dense(), expected)
+        branches.append(branch)
+    union = branches[0].union(*branches[1:])
+    expected = np.zeros((4 * n, 4 * n), bool)
+    for b in branches:
+        expected |= b.dense()
+    np.testing.assert_array_equal(union.dense(), expected)
+    # The 1×1 branch and the merged windowed branches: two disjoint pieces, no dense channel factor.
+    pieces = union.disjoint()
+    assert len(pieces) == 2 and all(f.shape != (n, n) for t in pieces for f in t.factors)
+    np.testing.assert_array_equal(sum(t.dense().astype(int) for t in pieces), expected.astype(int))
 
 
 def test_a_gate_broadcast_back_over_its_pooled_axes_stays_one_product():

@@ -173,6 +173,18 @@ def test_inception_style_blocks_match_reference(incl):
     _check_top_level(_inception(3, width=2), torch.randn(1, 2, 8, 8), incl)
 
 
+@pytest.mark.parametrize("layers", ["top", "leaves"])
+def test_inception_blocks_with_branch_columns_kept_as_vectors_match_reference(layers, monkeypatch):
+    # A bound of 0: every column and row that are not both all-ones stay apart, as a block
+    # of 512 channels in and out keeps them (GoogLeNet's inception 4b), here at 8 channels.
+    monkeypatch.setattr("nsp.graph.relations.term._PAIR_DENSE", 0)
+    net, x = _inception(3, width=2), torch.randn(1, 2, 8, 8)
+    if layers == "top":
+        _check_top_level(net, x, True)
+    else:
+        _check_against_reference(net, x, "leaves", True)
+
+
 def test_densenet_style_leaves_match_reference():
     # Every leaf a layer: each layer reads the concatenation of all earlier ones, so layers
     # have up to 7 parents and their ancestor relations are unions of many paths.
