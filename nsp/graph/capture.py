@@ -299,7 +299,7 @@ def _record_dataflow(
         recorded.modules.append(module)
         with recorder.paused():
             recorded.outputs.append(output.detach().to("cpu", copy=True))
-        recorder.mark(len(recorded.names), output)
+            recorder.mark(len(recorded.names), output)
 
     handles = []
     try:

@@ -119,11 +119,21 @@ class Recorder(ModuleTracer):
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """Do not record the ops run inside (nsp's own copies in hooks)."""
+        """Do not record the ops run inside (nsp's own copies in hooks).
+
+        Where this mode is the innermost one it steps off the stack for the block, so that
+        the block's torch calls and attribute reads (a layer's ``.shape``, its copy) do not
+        pass through it at all: a tensor subclass's own ``__torch_function__`` still runs.
+        """
         saved, self.inside = self.inside, self
+        stepped_off = torch.overrides._get_current_function_mode() is self
+        if stepped_off:
+            self.__exit__(None, None, None)
         try:
             yield
         finally:
+            if stepped_off:
+                self.__enter__()
             self.inside = saved
 
     def where(self) -> tuple[str, str]:

@@ -163,6 +163,27 @@ def test_modules_recorded_whole_run_without_the_recorders_mode_but_with_a_subcla
     assert torch.equal(acts.layeractivations[-1].as_subclass(torch.Tensor), net(x)[0].detach())
 
 
+def test_a_layers_copy_and_shape_bypass_the_recorders_mode_but_not_a_subclass_own(monkeypatch):
+    # Reading each chosen layer (its copy, its shape) is nsp's own work: the mode steps off
+    # for it (it cost three Python dispatches per layer); a subclass's handler still sees it.
+    from nsp.graph import dataflow
+
+    calls = []
+    real = dataflow.Recorder.__torch_function__
+    monkeypatch.setattr(dataflow.Recorder, "__torch_function__",
+                        lambda self, func, *a, **k: (calls.append(getattr(func, "__name__", "")), real(self, func, *a, **k))[1])
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(1, 3)
+    acts = nsp.Activations(net, x, "leaves")
+    assert calls == []
+    assert torch.overrides._get_current_function_mode() is None
+    assert nsp.NNGraph(acts).number_of_edges() == 3 * 4 + 4 + 4 * 2
+    _Logged.seen = []
+    nsp.Activations(net, x.as_subclass(_Logged), "leaves")
+    assert "detach" in _Logged.seen and "to" in _Logged.seen
+
+
 def test_the_recorders_mode_is_restored_when_a_module_recorded_whole_raises():
     net = nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2))
     with pytest.raises(RuntimeError):
