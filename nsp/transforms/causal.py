@@ -46,6 +46,7 @@ Two kernels evaluate ``Σ_K A_{L,K} X_K``:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -221,20 +222,21 @@ class CausalTransform(GraphTransform):
             if self._kernel.last_read[layer] > layer:
                 reads[layer] = given if inverse else acc
                 widest = max(widest, reads[layer].shape[0])
-            alone = acc.size >= _ROUND_ALONE or direct is not None
-            if pending and (
-                alone or acc.shape[0] != results[pending[0]].shape[0]
-                or sum(results[k].size for k in pending) + acc.size > _ROUND_GROUP
-            ):
-                self._round(pending, results, out, emin)
             if direct is not None:
+                # Rounded by its own conversion: the layers pending around it stay one group.
                 np.multiply(direct, np.exp2(emin.astype(np.float64))[:, None],
                             out=out[:, int(offsets[layer]): int(offsets[layer + 1])])
             else:
+                alone = acc.size >= _ROUND_ALONE
+                if pending and (
+                    alone or acc.shape[0] != results[pending[0]].shape[0]
+                    or sum(results[k].size for k in pending) + acc.size > _ROUND_GROUP
+                ):
+                    self._round(pending, results, out, emin)
                 pending.append(layer)
                 results[layer] = acc
-            if alone and pending:
-                self._round(pending, results, out, emin)
+                if alone:
+                    self._round(pending, results, out, emin)
             for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
                 del reads[k]
             progress.done(layer)
@@ -259,23 +261,33 @@ class CausalTransform(GraphTransform):
         return 8 * p * (self.n + self._peaks[key])
 
     def _round(self, layers: list[int], results: dict[int, np.ndarray], out: np.ndarray, emin: np.ndarray) -> None:
-        """Round consecutive layers of equal limb count into ``out`` in one pass, and forget them.
+        """Round layers of equal limb count into ``out`` in one pass, and forget them.
 
         numpy's per-call overhead, not arithmetic, dominates rounding on small layers, so
         they are rounded together; padding every layer to the widest limb count would
-        multiply the work of the large early layers. The limbs are fitted
-        (:func:`~nsp.transforms.limbs.fit`): ``|value| < 2^(k·b - 3)``.
+        multiply the work of the large early layers. Layers in a row are rounded straight
+        into ``out``; others (a copy between them was converted on its own) through one
+        temporary. The limbs are fitted (:func:`~nsp.transforms.limbs.fit`):
+        ``|value| < 2^(k·b - 3)``.
         """
         offsets = self.structure.offsets
         limbs = np.concatenate([results.pop(k) for k in layers], axis=2) if len(layers) > 1 else results.pop(layers[0])
-        rounded = out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])]
+        in_a_row = layers[-1] - layers[0] == len(layers) - 1
+        if in_a_row:
+            rounded = out[:, int(offsets[layers[0]]): int(offsets[layers[-1] + 1])]
+        else:
+            rounded = np.empty((out.shape[0], limbs.shape[2]))
         with np.errstate(over="ignore"):
             # One or two fitted limbs always hold an int64.
             from_limbs(limbs, self.limb_bits, emin, int64=True, out=rounded)
+        starts = list(itertools.accumulate((int(offsets[k + 1] - offsets[k]) for k in layers), initial=0))
+        if not in_a_row:
+            for k, a, b in zip(layers, starts, starts[1:]):
+                out[:, int(offsets[k]): int(offsets[k + 1])] = rounded[:, a:b]
         if limbs.shape[0] * self.limb_bits - 3 + int(emin.max()) >= 1020 and not np.isfinite(rounded).all():
             # The exact value exists but float64 cannot hold it: refuse rather than return ±inf.
-            column = int(np.argwhere(~np.isfinite(rounded))[0, 1]) + int(offsets[layers[0]])
-            layer = int(np.searchsorted(offsets, column, side="right")) - 1
+            column = int(np.argwhere(~np.isfinite(rounded))[0, 1])
+            layer = layers[int(np.searchsorted(starts, column, side="right")) - 1]
             raise StructureError(
                 f"nsp: {int((~np.isfinite(rounded)).sum())} exact coefficient(s) of layer '{self.structure.names[layer]}' "
                 "exceed the float64 range (|value| > 1.8e308); the network is too deep, or its activations too "

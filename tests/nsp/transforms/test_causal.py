@@ -139,3 +139,31 @@ def test_repeated_transforms_reuse_their_memory_instead_of_faulting_it_in_again(
     faults = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout)
     assert faults < 50, f"{faults} page faults per transform"
+
+
+def test_layers_rounded_as_one_group_around_copies_land_in_their_own_columns(monkeypatch):
+    # Each ReLU's spectrum is its signal less its parent's, converted on its own; the
+    # convolutions between them (equal limb counts) are rounded as one group with gaps,
+    # through a temporary. Exact against forward substitution in integers.
+    from test_product_kernel import _exact_forward
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3),
+    ).eval()
+    x = torch.randn(1, 2, 4, 4)
+    ref = reference.reference(net, x, True)
+    acts = nsp.Activations(net, x)
+    op = nsp.NNGraph(acts).get_transformer()
+    groups = []
+    real = causal.CausalTransform._round
+    monkeypatch.setattr(causal.CausalTransform, "_round",
+                        lambda self, layers, *args: (groups.append(list(layers)), real(self, layers, *args))[1])
+    signal = acts.to_numpy()
+    np.testing.assert_array_equal(op.forward(signal), _exact_forward(ref, signal))
+    assert any(g[-1] - g[0] >= len(g) for g in groups), groups
+    # Float64 values over 2^±40 take the general path, where copies are limbs like any layer.
+    rng = np.random.default_rng(5)
+    signal = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
+    np.testing.assert_array_equal(op.forward(signal), _exact_forward(ref, signal))
