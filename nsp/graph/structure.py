@@ -31,6 +31,7 @@ from torch import nn
 from nsp.common.progress import Progress
 from nsp.common.tracer import map_leaves, tensors_in
 from nsp.graph.dataflow import Op, Program, Ref
+from nsp.graph.network_structure import NetworkStructure
 from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reorder_aligned
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
 from nsp.graph.sparse_products import RowClasses
@@ -421,67 +422,6 @@ def _label(op: Op) -> str:
 
 
 # -- the whole network -------------------------------------------------------------------
-@dataclass
-class NetworkStructure:
-    """The layers of a recorded pattern and the edges into each layer.
-
-    Attributes
-    ----------
-    names, shapes : list
-        Layer names and shapes (without batch dimension), in a topological order.
-    incl : bool
-        ``True`` for structural edges (product relations), ``False`` for Jacobian nonzeros.
-    parents : list of dict
-        ``parents[L][K]`` relates layer ``L`` (rows) to an earlier layer ``K`` (columns)
-        that feeds it directly: a :class:`~nsp.graph.relations.Relation` if ``incl``, else a
-        scipy CSR boolean matrix. With top-level children, ``K = L - 1`` only.
-    row_classes : list of dict or None
-        ``INCL=False`` only: ``row_classes[L][K][x]`` is a class of row x of
-        ``parents[L][K]`` such that rows of one class are equal (the composition knows them;
-        finding them again costs a pass over every entry). Where missing, unknown.
-    """
-
-    names: list[str]
-    shapes: list[tuple[int, ...]]
-    incl: bool
-    parents: list[dict[int, Any]]
-    row_classes: list[dict[int, np.ndarray]] | None = None
-    sizes: np.ndarray = field(init=False)
-    offsets: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sizes = np.array([math.prod(s) for s in self.shapes], dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
-        if len(self.parents) != len(self.shapes) or any(k >= l for l, p in enumerate(self.parents) for k in p):
-            raise ValueError("nsp.NetworkStructure: every layer needs a parent map over earlier layers only")
-
-    @property
-    def n(self) -> int:
-        return int(self.offsets[-1])
-
-    def blocks(self) -> list[tuple[int, int, Any]]:
-        """Every ``(L, K, relation)``, layer by layer."""
-        return [(layer, k, rel) for layer, parents in enumerate(self.parents) for k, rel in sorted(parents.items())]
-
-    def number_of_edges(self) -> int:
-        return int(sum(rel.nnz() if self.incl else rel.nnz for _, _, rel in self.blocks()))
-
-    def edge_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Global (source, target) node indices of every edge, layer by layer."""
-        src, dst = [], []
-        for layer, k, rel in self.blocks():
-            if self.incl:
-                out_idx, in_idx = rel.edges()
-            else:
-                coo = rel.tocoo()
-                out_idx, in_idx = coo.row.astype(np.int64), coo.col.astype(np.int64)
-            src.append(in_idx + self.offsets[k])
-            dst.append(out_idx + self.offsets[layer])
-        if not src:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(src), np.concatenate(dst)
-
-
 def build_structure(activations: Any, incl: bool) -> NetworkStructure:
     """Derive the edges between consecutive layers of a recorded pattern.
 
