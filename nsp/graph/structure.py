@@ -62,6 +62,9 @@ class _Pending:
 
 def _refs(op: Op) -> list[Ref]:
     """The recorded tensors an op reads, each once, in order of first appearance."""
+    if not op.kwargs and type(op.args) is tuple and len(op.args) == 1 and type(op.args[0]) is Ref:
+        # A module or layer reading one tensor (nearly every op): no tree to walk.
+        return [op.args[0]]
     found: list[Ref] = []
 
     def keep(a: Any) -> None:

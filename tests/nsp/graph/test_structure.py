@@ -70,3 +70,20 @@ def test_batchnorm_and_activations_keep_their_input_relations_as_the_general_pat
     fast = _terms(nsp.NNGraph(acts).structure)
     monkeypatch.setattr(structure, "_COPY_RULES", ())
     assert _terms(nsp.NNGraph(acts).structure) == fast
+
+
+def test_the_tensors_an_op_reads_each_once_in_order():
+    # One tensor argument (nearly every op) takes a shortcut past the tree walk; keyword
+    # arguments, nested lists and repeats take the walk.
+    from nsp.graph.dataflow import Op, Ref
+
+    a, b, c = Ref(-1), Ref(0), Ref(2, 1)
+
+    def op(args, kwargs=None):
+        return Op("function", torch.add, args, kwargs or {}, (1,), "", "")
+
+    assert structure._refs(op((b,))) == [b]
+    assert structure._refs(op((b,), {"other": a})) == [b, a]
+    assert structure._refs(op(([c, a, c], 1))) == [c, a]
+    assert structure._refs(op((b, 2.0, b), {"alpha": 3})) == [b]
+    assert structure._refs(op((1.0,))) == []
