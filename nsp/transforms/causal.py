@@ -78,6 +78,9 @@ __all__ = ["CausalTransform"]
 # _ROUND_ALONE limbs is rounded alone, without copying it into a group.
 _ROUND_GROUP = 1 << 20
 _ROUND_ALONE = 1 << 14
+# Columns of the signals read at once for their scale: their temporaries stay in cache (one
+# slice of all of ResNet-18's 323,000 values took 0.55 ms against 0.38 ms in slices of this).
+_SCALE_SPAN = 1 << 16
 
 
 class CausalTransform(GraphTransform):
@@ -124,6 +127,10 @@ class CausalTransform(GraphTransform):
         self.limb_bits = self._kernel.limb_bits
         self.growth_bits = self._kernel.growth_bits()
         self._peaks: dict[tuple[tuple[int, ...], bool], int] = {}
+        # The scale is read from the values a few numpy passes per array: consecutive small
+        # layers are read as one slice of the signals (a large layer alone), so that a net
+        # of many small layers pays those passes a few times, not once per layer.
+        self._scale_spans = _spans([int(n) for n in structure.sizes], _SCALE_SPAN)
 
     def _limbs_per_layer(self, value_bits: int) -> list[int]:
         counts, current = [], 1
@@ -142,9 +149,10 @@ class CausalTransform(GraphTransform):
         b = self.limb_bits
         offsets = self.structure.offsets
         parts = [values[:, int(offsets[i]): int(offsets[i + 1])] for i in range(offsets.size - 1)]
-        scaled = float32_scale(parts)
+        spans = [values[:, a:z] for a, z in self._scale_spans]
+        scaled = float32_scale(spans)
         small = scaled if scaled is not None and scaled[1] <= min(62, 2 * b - 1) else None
-        emin, value_bits = scaled if scaled is not None else general_scale(parts)
+        emin, value_bits = scaled if scaled is not None else general_scale(spans)
         # The majorant's limb counts size the memory check; the pass itself takes as many
         # limbs as the values need (see below): as many as these at most, or one more where
         # a value lies within a factor 2 of the majorant (fit keeps a 3-bit margin, it 2).
@@ -294,3 +302,18 @@ class CausalTransform(GraphTransform):
                 "large, for a float64 result"
             )
         layers.clear()
+
+
+def _spans(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """Column ranges ``[a, z)`` of the signals that cover the layers of ``sizes`` in order:
+    consecutive layers together up to ``limit`` columns, a larger layer alone."""
+    spans: list[tuple[int, int]] = []
+    start = end = 0
+    for n in sizes:
+        if end > start and end - start + n > limit:
+            spans.append((start, end))
+            start = end
+        end += n
+    if end > start or not spans:
+        spans.append((start, end))
+    return spans

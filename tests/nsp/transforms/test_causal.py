@@ -12,6 +12,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import nsp
@@ -167,3 +169,21 @@ def test_layers_rounded_as_one_group_around_copies_land_in_their_own_columns(mon
     rng = np.random.default_rng(5)
     signal = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
     np.testing.assert_array_equal(op.forward(signal), _exact_forward(ref, signal))
+
+
+@given(st.lists(st.integers(0, 40), max_size=12), st.integers(1, 50))
+def test_scale_spans_cover_the_layers_in_order_and_group_only_small_ones(sizes, limit):
+    # The scale is read from these slices of the signals: together they are every column,
+    # each on layer boundaries, and only a single layer is wider than the limit.
+    spans = causal._spans(sizes, limit)
+    bounds = [int(v) for v in np.cumsum([0] + sizes)]
+    assert spans[0][0] == 0 and spans[-1][1] == bounds[-1]
+    assert all(z == a for (_, z), (a, _) in zip(spans, spans[1:]))
+    for a, z in spans:
+        assert a in bounds and z in bounds
+        inside = [n for n, lo, hi in zip(sizes, bounds, bounds[1:]) if a <= lo and hi <= z]
+        assert z - a <= limit or max(inside) == z - a
+    # Not one span per layer: consecutive layers that fit the limit together share one.
+    assert len(spans) <= max(1, sum(1 for n in sizes if n))
+    if sizes and sum(sizes) <= limit:
+        assert spans == [(0, sum(sizes))]
