@@ -166,6 +166,7 @@ class CausalTransform(GraphTransform):
         # Else every call gets its limbs' pages from the kernel afresh, zeroed (a third of the time).
         memory.keep_freed(need)
         scale = np.exp2(-emin.astype(np.float64))[:, None]
+        unscale = np.exp2(emin.astype(np.float64))[:, None]
         # Scaled by 2^-emin, the values are exact float64 integers, cut into limbs in float64.
         floats = small is None and value_bits <= 1000 and int(emin.min()) > -1000
         # With k limbs of a layer fitted (limbs.fit), |ŝ · 2^-emin| < 2^(k·b - 3): where that
@@ -232,8 +233,7 @@ class CausalTransform(GraphTransform):
                 widest = max(widest, reads[layer].shape[0])
             if direct is not None:
                 # Rounded by its own conversion: the layers pending around it stay one group.
-                np.multiply(direct, np.exp2(emin.astype(np.float64))[:, None],
-                            out=out[:, int(offsets[layer]): int(offsets[layer + 1])])
+                np.multiply(direct, unscale, out=out[:, int(offsets[layer]): int(offsets[layer + 1])])
             else:
                 alone = acc.size >= _ROUND_ALONE
                 if pending and (
