@@ -128,6 +128,9 @@ def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[in
     if not valid.any():
         return Term((np.zeros((src.size, math.prod(in_shape)), dtype=bool),)) if src.size * math.prod(in_shape) <= 1 << 24 \
             else _dense_gather(src, in_shape, out_shape, call)
+    block = _leading_block(src, i_dims, o_dims)
+    if block is not None:
+        return block
     coords = np.stack(np.unravel_index(np.where(src >= 0, src, 0), i_dims), axis=-1).reshape(tuple(o_dims) + (len(i_dims),))
     star = tuple(int(i) for i in np.argwhere(valid)[0])
     drivers: list[int | None] = []
@@ -174,6 +177,19 @@ def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[in
     if not (np.array_equal(out_idx, rows) and np.array_equal(in_idx, src[rows])):
         return _dense_gather(src, in_shape, out_shape, call)
     return term
+
+
+def _leading_block(src: np.ndarray, i_dims: list[int], o_dims: list[int]) -> Term | None:
+    """The term of a run of whole slices along the first axis (``chunk``, ``split`` or ``narrow`` of the
+    channels: ShuffleNet's every block), known from the run's start; None for any other map."""
+    if len(o_dims) != len(i_dims) or o_dims[1:] != i_dims[1:]:
+        return None
+    stride = math.prod(i_dims[1:])
+    start = int(src[0])
+    if start % stride or not np.array_equal(src, np.arange(start, start + src.size)):
+        return None
+    first = np.eye(o_dims[0], i_dims[0], start // stride, dtype=bool)
+    return Term((first, *(eye(d) for d in o_dims[1:])))
 
 
 def _constant_along(c: np.ndarray, valid: np.ndarray, axis: int) -> bool:
