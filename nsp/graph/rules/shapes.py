@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from nsp.common.tracer import map_leaves
 from nsp.graph.relations import Term
 from nsp.graph.rules.call import Call
 from nsp.graph.rules.factors import eye, union_of_terms
@@ -89,16 +90,26 @@ class IndexRule(StructuralRule):
     per pair of matching axes, or refused where it is not such a product.
     """
 
+    # The last call's runs, every output's: a chunk's outputs are asked for one at a time.
+    _last: tuple[Any, list[list[np.ndarray]]] | None = None
+
     def _sources(self, call) -> tuple[np.ndarray, tuple[int, ...]]:
         if len(call.inputs) != 1:
             raise call.unsupported("an index computed from the input")
         (x,) = call.inputs
         n = x.numel()
-        runs = []
-        for offset in (1, n + 1):
-            idx = torch.arange(offset, offset + n, dtype=torch.float64).reshape(x.shape)
-            with torch.no_grad():
-                runs.append(call.run(idx).reshape(-1).numpy())
+        key = _reuse_key(call)
+        last = self._last
+        if key is None or last is None or last[0] != key:
+            outs = []
+            for offset in (1, n + 1):
+                idx = torch.arange(offset, offset + n, dtype=torch.float64).reshape(x.shape)
+                with torch.no_grad():
+                    outs.append([t.reshape(-1).numpy() for t in call.run_all(idx)])
+            last = self._last = (key, outs) if key is not None else None
+        else:
+            outs = last[1]
+        runs = [out[call.item] for out in outs]
         src = runs[0] - 1
         ok = (runs[1] - runs[0] == n) & (src >= 0) & (src < n) & (src == np.round(src))
         return np.where(ok, src, -1).astype(np.int64), tuple(x.shape[1:])
@@ -113,6 +124,16 @@ class IndexRule(StructuralRule):
         src, in_shape = self._sources(call)
         out_shape = call.out_shape
         return [_gather_term(src, in_shape, out_shape, call)]
+
+
+def _reuse_key(call) -> tuple | None:
+    """Everything a call's positions' map depends on (its function, its input's shape, its other
+    arguments), or None where an argument is another tensor (an index) and the map is not reused."""
+    (x,) = call.inputs
+    others = []
+    described = repr(map_leaves(lambda v: others.append(v) if isinstance(v, torch.Tensor) and v is not x
+                                else "<input>" if v is x else v, (call.args, call.kwargs)))
+    return None if others else (call.target, tuple(x.shape), described)
 
 
 def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...], call: Call) -> Term:

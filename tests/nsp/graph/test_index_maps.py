@@ -1,9 +1,10 @@
 """Index maps (``IndexRule``) as product terms, against the map's own pairs.
 
-The reference is the pattern the rule reads off the op run on the positions themselves
-(``IndexRule.patterns``, a CSR matrix of "output o copies input src[o]"); the term is
-built without it where the map is a run of whole slices along the first axis (ShuffleNet's
-``chunk``), and by the general per-axis factorisation elsewhere.
+The reference is the op run here on the positions themselves: output ``o`` holding ``y``
+copies input ``y`` (every output of a ``chunk`` or ``split``, which the rule reads from one
+shared run). The term is built without that pattern where the map is a run of whole
+slices along the first axis (ShuffleNet's ``chunk``), and by the general per-axis
+factorisation elsewhere.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ def _calls(op, shape, a, b):
 def test_index_terms_match_the_pairs_of_the_map(op, c, h, w, a, b):
     a, b = min(a, c - 1), min(b, c - min(a, c - 1))
     rule = IndexRule()
-    for call in _calls(op, (c, h, w), a, b):
+    n = c * h * w
+    positions = OPS[op](torch.arange(n, dtype=torch.float64).reshape(1, c, h, w), a, b)
+    for call, out in zip(_calls(op, (c, h, w), a, b), positions if isinstance(positions, tuple) else (positions,)):
         (term,) = rule.relations(call)
-        (reference,) = rule.patterns(call)
-        assert (term.n_out, term.n_in) == reference.shape
-        np.testing.assert_array_equal(term.dense(), reference.toarray())
+        reference = np.zeros((out.numel(), n), dtype=bool)
+        reference[np.arange(out.numel()), out.reshape(-1).numpy().astype(np.int64)] = True
+        np.testing.assert_array_equal(term.dense(), reference)
 
 
 @pytest.mark.parametrize("op, shape, factors", [
@@ -60,3 +63,28 @@ def test_channel_slices_are_one_shifted_identity(op, shape, factors):
     (term,) = IndexRule().relations(_calls(op, shape, 1, 2)[0])
     assert [f.shape for f in term.factors] == factors
     assert all(np.array_equal(f, np.eye(*f.shape, dtype=bool)) for f in term.factors[1:] if f.shape[0] == f.shape[1])
+
+
+
+def test_one_rule_reuses_a_run_only_for_the_same_call():
+    # A chunk's outputs share one run of the op; the same function with other arguments,
+    # or with another index tensor, on the same input must not read it.
+    x = torch.empty(1, 6, 2, 2, device="meta")
+    positions = torch.arange(24, dtype=torch.float64).reshape(1, 6, 2, 2)
+    calls = [
+        (torch.Tensor.chunk, (2,), {"dim": 1}, 0), (torch.Tensor.chunk, (2,), {"dim": 1}, 1),
+        (torch.Tensor.chunk, (3,), {"dim": 1}, 1), (torch.Tensor.chunk, (3,), {"dim": 1}, 2),
+        (torch.Tensor.chunk, (3,), {"dim": 2}, 1), (torch.Tensor.chunk, (2,), {"dim": 1}, 1),
+        (torch.narrow, (1, 1, 3), {}, 0), (torch.narrow, (1, 2, 3), {}, 0),
+        (torch.index_select, (1, torch.tensor([5, 0])), {}, 0), (torch.index_select, (1, torch.tensor([1, 2])), {}, 0),
+    ]
+    rule = IndexRule()
+    for fn, args, kwargs, item in calls:
+        outs = fn(x, *args, **kwargs)
+        out = outs[item] if isinstance(outs, tuple) else outs
+        (term,) = rule.relations(Call(fn, (x, *args), kwargs, [x], out, "net", "op", item, False, "op"))
+        expected = fn(positions, *args, **kwargs)
+        expected = (expected[item] if isinstance(expected, tuple) else expected).reshape(-1).numpy().astype(np.int64)
+        reference = np.zeros((expected.size, 24), dtype=bool)
+        reference[np.arange(expected.size), expected] = True
+        np.testing.assert_array_equal(term.dense(), reference)
