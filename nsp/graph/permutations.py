@@ -49,7 +49,9 @@ def permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) ->
     blocks = _blocks(perm)
     sizes = [math.prod(logical[a:b]) for a, b in blocks]
     axes = None
-    if any(b - a > 1 for a, b in blocks):
+    # A merged factor has at most (its rows) × (the term's in size) entries: a channel
+    # shuffle's never reach the bound, and only terms that might are split to check.
+    if any(b - a > 1 and size * term.n_in > MERGED_PERMUTE_ENTRIES for (a, b), size in zip(blocks, sizes)):
         try:
             axes = term.to_side("out", [d for d in logical if d != 1])
         except StructureError:
@@ -79,8 +81,12 @@ def permute_rows(term: Term, logical: tuple[int, ...], perm: tuple[int, ...]) ->
     return [Term(tuple(factors))]
 
 
-def reorder_aligned(rel: Term | Relation, perm: tuple[int, ...], path: str, label: str) -> Relation:
-    """An axis-aligned relation (factor ``j`` maps axis ``j`` to axis ``j``) in logical axis order."""
+def reorder_aligned(rel: Term | Relation, perm: tuple[int, ...], path: str, label: str) -> Term | Relation:
+    """An axis-aligned relation (factor ``j`` maps axis ``j`` to axis ``j``) in logical axis order.
+
+    A term stays a term, so an identity (a channel shuffle's ``contiguous``) is still
+    known as one by the interpreter, which then leaves the relations as they are.
+    """
     inverse = [perm.index(l) for l in range(len(perm))]
     terms = (rel,) if isinstance(rel, Term) else rel.terms
     out = []
@@ -88,7 +94,7 @@ def reorder_aligned(rel: Term | Relation, perm: tuple[int, ...], path: str, labe
         if len(t.factors) != len(perm):
             raise unsupported(path, label, "its rule's relation is not one factor per axis")
         out.append(Term(tuple(t.factors[j] for j in inverse)))
-    return Relation(tuple(out), out[0].n_out, out[0].n_in)
+    return out[0] if isinstance(rel, Term) else Relation(tuple(out), out[0].n_out, out[0].n_in)
 
 
 PERMUTE_NAMES = {"permute", "transpose", "transpose_", "swapaxes", "swapdims", "movedim", "moveaxis"}

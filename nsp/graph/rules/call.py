@@ -84,9 +84,13 @@ class Call:
 
     def run(self, *inputs: torch.Tensor) -> torch.Tensor:
         """The call again with ``inputs`` in place of the recorded inputs; output ``item``."""
+        return self.run_all(*inputs)[self.item]
+
+    def run_all(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The call again with ``inputs`` in place of the recorded inputs; every tensor output, in order."""
         swap = {id(a): b for a, b in zip(self.inputs, inputs)}
         sub = lambda v: swap.get(id(v), v) if isinstance(v, torch.Tensor) else v  # noqa: E731
         out = self.target(*map_leaves(sub, self.args), **map_leaves(sub, self.kwargs))
         if isinstance(out, torch.Tensor):
-            return out
-        return tensors_in(out)[self.item]
+            return [out]
+        return tensors_in(out)

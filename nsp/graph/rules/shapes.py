@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from nsp.common.tracer import map_leaves
 from nsp.graph.relations import Term
 from nsp.graph.rules.call import Call
 from nsp.graph.rules.factors import eye, union_of_terms
@@ -89,16 +90,26 @@ class IndexRule(StructuralRule):
     per pair of matching axes, or refused where it is not such a product.
     """
 
+    # The last call's runs, every output's: a chunk's outputs are asked for one at a time.
+    _last: tuple[Any, list[list[np.ndarray]]] | None = None
+
     def _sources(self, call) -> tuple[np.ndarray, tuple[int, ...]]:
         if len(call.inputs) != 1:
             raise call.unsupported("an index computed from the input")
         (x,) = call.inputs
         n = x.numel()
-        runs = []
-        for offset in (1, n + 1):
-            idx = torch.arange(offset, offset + n, dtype=torch.float64).reshape(x.shape)
-            with torch.no_grad():
-                runs.append(call.run(idx).reshape(-1).numpy())
+        key = _reuse_key(call)
+        last = self._last
+        if key is None or last is None or last[0] != key:
+            outs = []
+            for offset in (1, n + 1):
+                idx = torch.arange(offset, offset + n, dtype=torch.float64).reshape(x.shape)
+                with torch.no_grad():
+                    outs.append([t.reshape(-1).numpy() for t in call.run_all(idx)])
+            last = self._last = (key, outs) if key is not None else None
+        else:
+            outs = last[1]
+        runs = [out[call.item] for out in outs]
         src = runs[0] - 1
         ok = (runs[1] - runs[0] == n) & (src >= 0) & (src < n) & (src == np.round(src))
         return np.where(ok, src, -1).astype(np.int64), tuple(x.shape[1:])
@@ -115,6 +126,16 @@ class IndexRule(StructuralRule):
         return [_gather_term(src, in_shape, out_shape, call)]
 
 
+def _reuse_key(call) -> tuple | None:
+    """Everything a call's positions' map depends on (its function, its input's shape, its other
+    arguments), or None where an argument is another tensor (an index) and the map is not reused."""
+    (x,) = call.inputs
+    others = []
+    described = repr(map_leaves(lambda v: others.append(v) if isinstance(v, torch.Tensor) and v is not x
+                                else "<input>" if v is x else v, (call.args, call.kwargs)))
+    return None if others else (call.target, tuple(x.shape), described)
+
+
 def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...], call: Call) -> Term:
     """The Kronecker form of "output o copies input src[o]" (-1: nothing), axis by axis.
 
@@ -128,6 +149,9 @@ def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[in
     if not valid.any():
         return Term((np.zeros((src.size, math.prod(in_shape)), dtype=bool),)) if src.size * math.prod(in_shape) <= 1 << 24 \
             else _dense_gather(src, in_shape, out_shape, call)
+    block = _leading_block(src, i_dims, o_dims)
+    if block is not None:
+        return block
     coords = np.stack(np.unravel_index(np.where(src >= 0, src, 0), i_dims), axis=-1).reshape(tuple(o_dims) + (len(i_dims),))
     star = tuple(int(i) for i in np.argwhere(valid)[0])
     drivers: list[int | None] = []
@@ -174,6 +198,19 @@ def _gather_term(src: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[in
     if not (np.array_equal(out_idx, rows) and np.array_equal(in_idx, src[rows])):
         return _dense_gather(src, in_shape, out_shape, call)
     return term
+
+
+def _leading_block(src: np.ndarray, i_dims: list[int], o_dims: list[int]) -> Term | None:
+    """The term of a run of whole slices along the first axis (``chunk``, ``split`` or ``narrow`` of the
+    channels: ShuffleNet's every block), known from the run's start; None for any other map."""
+    if len(o_dims) != len(i_dims) or o_dims[1:] != i_dims[1:]:
+        return None
+    stride = math.prod(i_dims[1:])
+    start = int(src[0])
+    if start % stride or not np.array_equal(src, np.arange(start, start + src.size)):
+        return None
+    first = np.eye(o_dims[0], i_dims[0], start // stride, dtype=bool)
+    return Term((first, *(eye(d) for d in o_dims[1:])))
 
 
 def _constant_along(c: np.ndarray, valid: np.ndarray, axis: int) -> bool:
