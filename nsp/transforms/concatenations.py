@@ -7,7 +7,7 @@ a relation per pair of layers:
 - a layer whose every node has one parent node (a concatenation's BatchNorm) is a
   *gather* (:func:`single_parents`): each node reads its parent's signal;
 - layers full below some parts are below every node of those parts, a row mask times
-  all of K, kept in groups (:func:`merge_pieces`);
+  all of K, kept in groups (:class:`MaskGroups`, :func:`merge_pieces`);
 - a gather's other relations stay as their parts (:class:`Parts`), composed by its
   children one part at a time.
 """
@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from nsp.graph.relations import Relation, eye_factor, ones_factor
+from nsp.graph.relations import Relation, Term, eye_factor, ones_factor
 
-__all__ = ["Parts", "content_key", "merge_pieces", "single_parents"]
+__all__ = ["MaskGroups", "Parts", "content_key", "covers_rows", "merge_pieces", "rows_reached", "single_parents"]
 
 
 def _as_slice(index: np.ndarray) -> np.ndarray | slice:
@@ -147,24 +147,43 @@ def merge_pieces(
     pieces = [(m, ks) for m, ks in pieces if ks]
     if len(pieces) <= 1:
         return pieces
-    # Which pieces hold each layer, as bit columns: one numpy pass instead of a Python loop
-    # over every layer of every piece (DenseNet: each concatenated part is full over most
-    # of the network).
-    member = np.zeros((len(pieces), max(max(ks) for _, ks in pieces) + 1), dtype=bool)
-    for i, (_, ks) in enumerate(pieces):
-        member[i, np.fromiter(ks, np.int64, len(ks))] = True
+    # Folded from the last piece: sets of pieces that share their tail (the parts of a
+    # concatenation after some layer) share their unions through the caller's memo.
+    return [
+        (functools.reduce(union, [pieces[i][0] for i in found[::-1]]), ks)
+        for found, ks in _regroup([ks for _, ks in pieces])
+    ]
+
+
+def _regroup(sets: list[frozenset[int]]) -> list[tuple[np.ndarray, frozenset[int]]]:
+    """Per distinct set of ``sets`` holding some layer: ``(their indices, ascending; those layers)``.
+
+    Nested sets (the parts of a DenseNet concatenation: a layer full below one part is
+    full below every later one) are differences of consecutive ones. Otherwise which sets
+    hold each layer is read as bit columns, in one numpy pass instead of a Python loop
+    over every layer of every set.
+    """
+    order = sorted((i for i, ks in enumerate(sets) if ks), key=lambda i: len(sets[i]))
+    if not order:
+        return []
+    if all(sets[a] <= sets[b] for a, b in zip(order, order[1:])):
+        out, before = [], frozenset()
+        for k, i in enumerate(order):
+            if len(sets[i]) > len(before):
+                out.append((np.sort(np.array(order[k:])), sets[i] - before))
+            before = sets[i]
+        return out
+    member = np.zeros((len(sets), max(max(sets[i]) for i in order) + 1), dtype=bool)
+    for i in order:
+        member[i, np.fromiter(sets[i], np.int64, len(sets[i]))] = True
     layers = np.flatnonzero(member.any(axis=0))
     columns = np.packbits(member[:, layers], axis=0).T
     _, first, inverse = np.unique(columns, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    out = []
-    for c, column in enumerate(first):
-        found = np.flatnonzero(member[:, layers[column]])
-        # Folded from the last piece: sets of pieces that share their tail (the parts of a
-        # concatenation after some layer) share their unions through the caller's memo.
-        mask = functools.reduce(union, [pieces[i][0] for i in found[::-1]])
-        out.append((mask, frozenset(layers[inverse == c].tolist())))
-    return out
+    return [
+        (np.flatnonzero(member[:, layers[column]]), frozenset(layers[inverse == c].tolist()))
+        for c, column in enumerate(first)
+    ]
 
 
 class Parts:
@@ -195,3 +214,189 @@ def content_key(f: np.ndarray) -> Any:
     if f.shape[0] == f.shape[1] and f is eye_factor(f.shape[0]):
         return ("eye", f.shape[0])
     return (f.shape, f.tobytes())
+
+
+def covers_rows(rel: Relation) -> bool:
+    """Whether some term of ``rel`` gives every output node at least one input node."""
+    return any(all(f is ones_factor(*f.shape) or f.any(axis=1).all() for f in t.factors) for t in rel.terms)
+
+
+def rows_reached(rel: Relation) -> Relation:
+    """``rel`` composed with the all-ones column of its in side: each term's rows with a
+    pair, factor by factor, without splitting the column to the term's axes."""
+    if not rel.terms:
+        return Relation((), rel.n_out, 1)
+    terms = []
+    for t in rel.terms:
+        kept = tuple(
+            ones_factor(f.shape[0], 1) if f is ones_factor(*f.shape) else f.any(axis=1, keepdims=True)
+            for f in t.factors if f.shape[0] > 1 or not f.any()
+        )
+        terms.append(Term(kept or (np.ones((1, 1), dtype=bool),)))
+    return Relation.of(terms[0]).union(*(Relation.of(t) for t in terms[1:]))
+
+
+def _column_split(shape: tuple[int, ...], gather: list[tuple[int, Any, Any]]) -> tuple[int, tuple[int, ...]] | None:
+    """``(n, rest)`` where L's nodes are ``n`` runs of ``prod(rest)`` nodes (its first axis
+    longer than 1, then the others) and every slice of ``gather`` is a run of such runs;
+    None where some part is not (an index array, a slice within the runs)."""
+    dims = [d for d in shape if d != 1]
+    if not dims:
+        return None
+    rest = tuple(dims[1:])
+    size = math.prod(rest)
+    for _, rows, _ in gather:
+        if not isinstance(rows, slice) or rows.start % size or rows.stop % size:
+            return None
+    return dims[0], rest
+
+
+class MaskGroups:
+    """Per layer L, which earlier layers are full below L and which are below some nodes
+    of L entirely, in groups sharing one N_L × 1 mask (see the module docstring).
+
+    A concatenation's part P feeds a run of L's first axis, and a layer full below P is
+    below all of it. At a gather of such parts each group's mask is a column over that
+    axis times all of the others, so the masks of a k-part concatenation (a DenseNet
+    block's) are k columns and their ``or``, one term each, not unions of relations. The
+    columns are kept: a mask holding the column of one whose composition with a child's
+    relation is full is full there too, and is not composed.
+
+    Parameters
+    ----------
+    compose, union : callable
+        The caller's memoised ``compose(a, b)`` (``a ∘ b``) and ``union(a, b)``.
+    full_of : callable
+        Whether a relation is full (every node reaches every node).
+    """
+
+    def __init__(
+        self,
+        compose: Callable[[Relation, Relation], Relation],
+        union: Callable[[Relation, Relation], Relation],
+        full_of: Callable[[Relation], bool],
+    ) -> None:
+        self.compose, self.union, self.full_of = compose, union, full_of
+        self.covers: dict[int, tuple[Relation, Relation]] = {}
+        # id of a mask built from columns -> (the mask, (axis length, other axes), its
+        # column); the mask is kept, so that its id stays its own.
+        self.columns: dict[int, tuple[Relation, tuple[int, tuple[int, ...]], np.ndarray]] = {}
+
+    def cover_of(self, e: Relation) -> Relation:
+        """``e ∘ (all of its parent layer)``: which nodes of L have a parent there (an N_L × 1 relation)."""
+        if id(e) not in self.covers:
+            self.covers[id(e)] = (e, rows_reached(e))
+        return self.covers[id(e)][1]
+
+    def groups(
+        self,
+        shape: tuple[int, ...],
+        parents: Mapping[int, Relation],
+        fulls: list[frozenset[int]],
+        masks: list[list[tuple[Relation, frozenset[int]]]],
+        copy: bool,
+        gather: list[tuple[int, Any, Any]] | None,
+    ) -> tuple[set[int], list[tuple[Relation, frozenset[int]]]]:
+        """The layers full below L, and the others below whole masks of L.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            L's shape.
+        parents : mapping of int to Relation
+            L's relation to each parent layer.
+        fulls, masks : list
+            Per earlier layer K, the layers full below K, and K's groups ``(mask, layers)``.
+        copy : bool
+            Whether L is its one parent through the identity.
+        gather : list or None
+            :func:`single_parents` of L.
+
+        Returns
+        -------
+        (set of int, list of (Relation, frozenset of int))
+            The full layers, and masks (none full) with disjoint sets of layers.
+        """
+        if copy:
+            # The identity keeps every mask as it is, each already apart from the full layers.
+            (p,) = parents
+            return set(fulls[p]), list(masks[p])
+        if gather is not None and len(gather) > 1 and not any(masks[p] for p in parents):
+            split = _column_split(shape, gather)
+            if split is not None:
+                return self._column_groups(split, gather, fulls)
+        covering = {p for p, e in parents.items() if covers_rows(e)}
+        full: set[int] = set().union(*(fulls[p] for p in covering))
+        if len(parents) == 1:
+            (p, e), = parents.items()
+            return full, self._one_parent(full, e, frozenset() if p in covering else fulls[p], masks[p])
+        pieces: list[tuple[Relation, frozenset[int]]] = []
+        for p, e in parents.items():
+            if p not in covering and fulls[p]:
+                pieces.append((self.cover_of(e), fulls[p] - full))
+            pieces += [(self.compose(e, m), ks - full) for m, ks in masks[p]]
+        groups = []
+        for mask, ks in merge_pieces(pieces, self.union):
+            if self.full_of(mask):
+                full.update(ks)
+            else:
+                groups.append((mask, ks))
+        return full, groups
+
+    def _one_parent(
+        self, full: set[int], e: Relation, below: frozenset[int], masks: list[tuple[Relation, frozenset[int]]]
+    ) -> list[tuple[Relation, frozenset[int]]]:
+        """The groups of a layer with one parent (``e``): its cover over the layers full
+        below the parent (``below``, unless it covers every row), and each mask of the
+        parent composed with ``e``. They hold disjoint layers, so nothing is regrouped.
+
+        ``e ∘ m`` grows with ``m``, so a column mask holding the column of one whose
+        composition is full is full too, and is not composed: the nested masks of a
+        DenseNet concatenation, all made full by the 1×1 convolution after it, cost one
+        composition instead of one per part. Layers of full masks go to ``full``.
+        """
+        groups = []
+        if below:
+            cover = self.cover_of(e)
+            if self.full_of(cover):
+                full.update(below)
+            else:
+                groups.append((cover, below))
+        # Smaller columns first, so that the larger ones are found full by containment.
+        ordered = sorted(masks, key=lambda mk: int(self.columns[id(mk[0])][2].sum()) if id(mk[0]) in self.columns else 0)
+        done: list[tuple[tuple[int, tuple[int, ...]], np.ndarray]] = []
+        for m, ks in ordered:
+            column = self.columns.get(id(m))
+            if column is not None and any(split == column[1] and not (c & ~column[2]).any() for split, c in done):
+                full.update(ks)
+                continue
+            mask = self.compose(e, m)
+            if not self.full_of(mask):
+                groups.append((mask, ks))
+                continue
+            full.update(ks)
+            if column is not None:
+                done.append((column[1], column[2]))
+        return groups
+
+    def _column_groups(
+        self, split: tuple[int, tuple[int, ...]], gather: list[tuple[int, Any, Any]], fulls: list[frozenset[int]]
+    ) -> tuple[set[int], list[tuple[Relation, frozenset[int]]]]:
+        """:func:`merge_pieces` of the parts' covers, as columns over L's first axis: the
+        layers below every part (then full below L), and the groups."""
+        n, rest = split
+        size = math.prod(rest)
+        columns = np.zeros((len(gather), n), dtype=bool)
+        for i, (_, rows, _) in enumerate(gather):
+            columns[i, rows.start // size: rows.stop // size] = True
+        full: set[int] = set()
+        groups = []
+        for found, ks in _regroup([fulls[p] for p, _, _ in gather]):
+            column = columns[found].any(axis=0)
+            if column.all():
+                full.update(ks)
+                continue
+            mask = Relation.of(Term((column[:, None],) + tuple(ones_factor(d, 1) for d in rest)))
+            self.columns[id(mask)] = (mask, split, column)
+            groups.append((mask, ks))
+        return full, groups

@@ -17,7 +17,7 @@ import numpy as np
 
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones_factor
 from nsp.graph.structure import NetworkStructure
-from nsp.transforms.concatenations import Parts, content_key, merge_pieces, single_parents
+from nsp.transforms.concatenations import MaskGroups, Parts, content_key, single_parents
 from nsp.transforms.limbs import add_limbs
 
 __all__ = ["ProductKernel"]
@@ -123,26 +123,6 @@ def _is_full(rel: Relation) -> bool:
     return any(all(f is ones_factor(*f.shape) or f.all() for f in t.factors) for t in rel.terms)
 
 
-def _covers_rows(rel: Relation) -> bool:
-    """Whether some term of ``rel`` gives every output node at least one input node."""
-    return any(all(f is ones_factor(*f.shape) or f.any(axis=1).all() for f in t.factors) for t in rel.terms)
-
-
-def _rows_reached(rel: Relation) -> Relation:
-    """``rel`` composed with the all-ones column of its in side: each term's rows with a
-    pair, factor by factor, without splitting the column to the term's axes."""
-    if not rel.terms:
-        return Relation((), rel.n_out, 1)
-    terms = []
-    for t in rel.terms:
-        kept = tuple(
-            ones_factor(f.shape[0], 1) if f is ones_factor(*f.shape) else f.any(axis=1, keepdims=True)
-            for f in t.factors if f.shape[0] > 1 or not f.any()
-        )
-        terms.append(Term(kept or (np.ones((1, 1), dtype=bool),)))
-    return Relation.of(terms[0]).union(*(Relation.of(t) for t in terms[1:]))
-
-
 def _is_identity(rel: Relation) -> bool:
     if len(rel.terms) != 1 or rel.n_out != rel.n_in or rel.terms[0].in_order is not None:
         return False
@@ -238,14 +218,6 @@ class ProductKernel:
                 identities[id(rel)] = (rel, _is_identity(rel))
             return identities[id(rel)][1]
 
-        covers: dict[int, tuple[Relation, Relation]] = {}
-
-        def cover_of(e: Relation) -> Relation:
-            """``e ∘ (all of its parent layer)``: which nodes of L have a parent there (an N_L × 1 relation)."""
-            if id(e) not in covers:
-                covers[id(e)] = (e, _rows_reached(e))
-            return covers[id(e)][1]
-
         rows: dict[int, Relation] = {}
 
         def everything(k: int) -> Relation:
@@ -281,6 +253,10 @@ class ProductKernel:
                 return rel
             return union_all([outer if inner is None else cached("compose", outer, inner) for outer, inner in rel.parts])
 
+        # A layer full below a parent that gives only some nodes of L a parent there (a concatenation's part) is
+        # below those nodes entirely: a row mask of L times all of K. Such layers are kept in groups sharing one
+        # mask, carried from parent to child one group at a time, never one relation per layer (DenseNet: 10,000).
+        grouping = MaskGroups(lambda a, b: cached("compose", a, b), lambda a, b: cached("union", a, b), full_of)
         compiled: dict[int, tuple[Relation, list]] = {}
         factor_ops: dict[int, tuple[np.ndarray, str | None, Any, float]] = {}
 
@@ -292,26 +268,11 @@ class ProductKernel:
         for layer in range(1, n_layers):
             self.masked.append([])
             parents = {p: Relation.of(e) if isinstance(e, Term) else e for p, e in sorted(structure.parents[layer].items())}
-            covering = {p for p, e in parents.items() if _covers_rows(e)}
-            full: set[int] = set().union(*(fulls[p] for p in covering))
-            # A layer full below a parent that gives only some nodes of L a parent there (a concatenation's part) is
-            # below those nodes entirely: a row mask of L times all of K. Such layers are kept in groups sharing one
-            # mask, carried from parent to child one group at a time, never one relation per layer (DenseNet: 10,000).
-            pieces: list[tuple[Relation, frozenset[int]]] = []
-            for p, e in parents.items():
-                if p not in covering and fulls[p]:
-                    pieces.append((cover_of(e), fulls[p] - full))
-                pieces += [(cached("compose", e, m), ks - full) for m, ks in masks[p]]
-            groups: list[tuple[Relation, frozenset[int]]] = []
-            for mask, ks in merge_pieces(pieces, lambda a, b: cached("union", a, b)):
-                if full_of(mask):
-                    full.update(ks)
-                else:
-                    groups.append((mask, ks))
             # A layer may also be below other nodes of L partly (ancestors[L][K]): the two
             # are kept apart, as a union, and joined only in a plan that sums over them.
             copy = len(parents) == 1 and identity_of(next(iter(parents.values())))
             gather = None if copy else single_parents(parents, next(iter(parents.values())).n_out)
+            full, groups = grouping.groups(self.shapes[layer], parents, fulls, masks, copy, gather)
             own: dict[int, Relation | Parts] = {}
             for p, e in parents.items():
                 identity = identity_of(e)

@@ -2,9 +2,10 @@
 the regrouping of masks, against relations written out by hand."""
 
 import numpy as np
+import pytest
 
-from nsp.graph.relations import Relation, Term
-from nsp.transforms.concatenations import merge_pieces, single_parents
+from nsp.graph.relations import Relation, Term, ones_factor
+from nsp.transforms.concatenations import MaskGroups, _regroup, merge_pieces, single_parents
 
 
 def _rows(n_out: int, n_in: int, pairs: list[tuple[int, int]]) -> Relation:
@@ -93,3 +94,125 @@ def test_slices_are_read_from_their_factors_as_the_dense_check_finds_them(monkey
             np.testing.assert_array_equal(_expand(rows, 42), want[0])
             np.testing.assert_array_equal(_expand(nodes, dense[p].shape[1]), want[1])
     assert tiled >= 30
+
+
+def _holders(sets):
+    """Per layer, the indices of the sets that hold it (the regrouping's definition, by hand)."""
+    out = {}
+    for i, ks in enumerate(sets):
+        for k in ks:
+            out.setdefault(k, set()).add(i)
+    return out
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_regroup_gives_each_layer_the_sets_that_hold_it(nested):
+    # Nested sets (a DenseNet concatenation's parts, read as differences) and random ones
+    # (bit columns), empty sets among them: every layer in exactly one group, whose
+    # indices are the sets holding it, and no two groups with the same indices.
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        if nested:
+            cuts = np.sort(rng.integers(0, 30, size=int(rng.integers(1, 7))))
+            sets = [frozenset(range(int(c))) for c in rng.permutation(cuts)]
+        else:
+            sets = [frozenset(rng.choice(30, size=int(rng.integers(0, 12)), replace=False).tolist())
+                    for _ in range(int(rng.integers(1, 7)))]
+        got = _regroup(sets)
+        holders = _holders(sets)
+        assert sorted(k for _, ks in got for k in ks) == sorted(holders)
+        for found, ks in got:
+            assert list(found) == sorted(found)
+            assert all(holders[k] == set(found.tolist()) for k in ks)
+        assert len({tuple(found) for found, _ in got}) == len(got)
+
+
+def _tiling(rng, parents_at, channels, cuts=None):
+    """Channel slices of parent layers ``parents_at`` tiling ``channels`` channels of a
+    (channels, 2, 3) layer in order (cut at ``cuts``, else at random), as the structure
+    writes a concatenation."""
+    if cuts is None:
+        cuts = np.sort(rng.choice(np.arange(1, channels), size=len(parents_at) - 1, replace=False))
+    runs = list(zip([0, *cuts], [*cuts, channels]))
+    eye2, eye3 = np.eye(2, dtype=bool), np.eye(3, dtype=bool)
+    parents = {}
+    for p, (a, b) in zip(parents_at, runs):
+        f = np.zeros((channels, b - a), dtype=bool)
+        f[np.arange(a, b), np.arange(b - a)] = True
+        parents[p] = Relation.of(Term((f, eye2, eye3)))
+    return parents
+
+
+def _dense_groups(full, groups):
+    return {k: "full" for k in full} | {k: tuple(np.flatnonzero(m.dense()[:, 0])) for m, ks in groups for k in ks}
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_masks_of_a_concatenation_are_columns_as_the_dense_relations_give_them(nested):
+    # A gather of channel slices from 2-4 parents, each with layers full below it (nested
+    # as in DenseNet, or random): every such layer is below the rows of L fed by the parts
+    # that hold it, all of L when all do. The column path, the relations' path (no gather
+    # given) and the dense rows must agree layer by layer.
+    rng = np.random.default_rng(6 + nested)
+    columns = 0
+    for _ in range(30):
+        at = sorted(rng.choice(np.arange(10, 20), size=int(rng.integers(2, 5)), replace=False).tolist())
+        parents = _tiling(rng, at, 7)
+        fulls = [frozenset()] * 20
+        for i, p in enumerate(at):
+            fulls[p] = frozenset(range(i + int(rng.integers(0, 4)))) if nested else \
+                frozenset(rng.choice(10, size=int(rng.integers(0, 6)), replace=False).tolist())
+        masks = [[] for _ in range(20)]
+        gather = single_parents(parents, 42)
+        want = {}
+        for p, e in parents.items():
+            rows = e.dense().any(axis=1)
+            for k in fulls[p]:
+                want[k] = want.get(k, np.zeros(42, dtype=bool)) | rows
+        want = {k: "full" if v.all() else tuple(np.flatnonzero(v)) for k, v in want.items()}
+        for g in (gather, None):
+            grouping = MaskGroups(lambda a, b: a.compose(b), lambda a, b: a.union(b), lambda r: bool(r.dense().all()))
+            full, groups = grouping.groups((7, 2, 3), parents, fulls, masks, False, g)
+            assert _dense_groups(full, groups) == want
+            assert sum(len(ks) for _, ks in groups) == len({k for _, ks in groups for k in ks})
+            columns += len(grouping.columns)
+    assert columns > 30
+
+
+def test_a_child_finds_masks_full_by_containment_exactly():
+    # The column masks of a concatenation of four parts (channels 0-1, 2, 3-4, 5-6), the
+    # layers full below its last three parts nested as in DenseNet, then a child of one
+    # parent: a 1×1 convolution (all channels at each position) makes every mask full,
+    # found with one composition; a child reading channels 2-4 reaches the mask of the
+    # second part's suffix entirely, the third's partly and the last's not at all. Both
+    # against the dense composition of every mask.
+    at = [10, 11, 12, 13]
+    parents = _tiling(None, at, 7, cuts=[2, 3, 5])
+    fulls = [frozenset()] * 20
+    for i, p in enumerate(at):
+        fulls[p] = frozenset(range(4 - i, 4))
+    grouping = MaskGroups(lambda a, b: a.compose(b), lambda a, b: a.union(b), lambda r: bool(r.dense().all()))
+    full, groups = grouping.groups((7, 2, 3), parents, fulls, [[] for _ in range(20)], False, single_parents(parents, 42))
+    assert not full and len(groups) == 3 and all(id(m) in grouping.columns for m, _ in groups)
+    masks = [[] for _ in range(20)] + [groups]
+    fulls = fulls + [frozenset()]
+    composed = []
+
+    def compose(a, b):
+        composed.append((a, b))
+        return a.compose(b)
+
+    eye2, eye3 = np.eye(2, dtype=bool), np.eye(3, dtype=bool)
+    conv = Relation.of(Term((ones_factor(5, 7), eye2, eye3)))
+    middle = Relation.of(Term((np.eye(3, 7, k=2, dtype=bool), eye2, eye3)))
+    for child, n_composed in ((conv, 1), (middle, 3)):
+        grouping.compose = compose
+        composed.clear()
+        full, got = grouping.groups(child.terms[0].out_dims, {20: child}, fulls, masks, False, None)
+        assert len(composed) == n_composed
+        want = {}
+        for m, ks in groups:
+            rows = (child.dense().astype(int) @ m.dense().astype(int))[:, 0] > 0
+            want |= {k: "full" if rows.all() else tuple(np.flatnonzero(rows)) for k in ks}
+        assert _dense_groups(full, got) == want
+        assert list(want.values()).count("full") == (3 if child is conv else 1)

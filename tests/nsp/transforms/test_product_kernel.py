@@ -14,7 +14,8 @@ import reference
 import zoo
 from nsp.transforms.limbs import small_scale
 from nsp.graph.relations import Relation, Term, ones_factor
-from nsp.transforms.product_kernel import ProductKernel, _apply, _compile, _rows_reached
+from nsp.transforms.concatenations import MaskGroups, rows_reached
+from nsp.transforms.product_kernel import ProductKernel, _apply, _compile
 from test_relations_branching import _densenet, _inception
 from test_structure_layers import _check_against_reference
 
@@ -175,13 +176,13 @@ def test_rows_reached_are_the_rows_of_the_dense_relation_with_a_pair():
                 factors.append(f)
             terms.append(Term(tuple(factors)))
         rel = Relation(tuple(terms), 3 * 2, 2 * 4 * 2)
-        got = _rows_reached(rel)
+        got = rows_reached(rel)
         assert (got.n_out, got.n_in) == (rel.n_out, 1)
         np.testing.assert_array_equal(got.dense()[:, 0], rel.dense().any(axis=1))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_concatenations_are_gathers_and_masks_exactly(seed):
+def test_concatenations_are_gathers_and_masks_exactly(monkeypatch, seed):
     # DenseNet-like networks of random block counts, depths, growth rates and map sizes,
     # every leaf a layer: each dense layer's BatchNorm reads the concatenation of all earlier
     # outputs, so every node has one parent node (a gather: no relation applied), and the
@@ -195,12 +196,17 @@ def test_concatenations_are_gathers_and_masks_exactly(seed):
     x = torch.randn(1, 2, side, side)
     acts, _ = _check_against_reference(net, x, "leaves", True)
     graph = nsp.NNGraph(acts, INCL=True)
+    columns = []
+    column_groups = MaskGroups._column_groups
+    monkeypatch.setattr(MaskGroups, "_column_groups", lambda self, *a: columns.append(a) or column_groups(self, *a))
     kernel = ProductKernel(graph.structure)
     # The BatchNorm of every concatenation of two or more parts: in each dense layer but a
     # block's first (which reads its block's input alone, a copy) and in each transition;
-    # the last concatenation's average pool too, on a 1×1 map.
+    # the last concatenation's average pool too, on a 1×1 map. The masks of every gather
+    # of several parts are columns over the channels.
     last_side = side >> (len(blocks) - 1)
     assert sum(g is not None for g in kernel.gathers) == sum(blocks) - 1 + (last_side == 1)
+    assert len(columns) == sum(g is not None and len(g) > 1 for g in kernel.gathers) >= sum(blocks) - 1
     _check_inverse(graph)
 
 
