@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nsp.graph.relations import Relation, Term, ones_factor
-from nsp.transforms.concatenations import MaskGroups, _regroup, merge_pieces, single_parents
+from nsp.transforms.concatenations import MaskGroups, _block_copies, _regroup, merge_pieces, single_parents
 
 
 def _rows(n_out: int, n_in: int, pairs: list[tuple[int, int]]) -> Relation:
@@ -216,3 +216,34 @@ def test_a_child_finds_masks_full_by_containment_exactly():
             want |= {k: "full" if rows.all() else tuple(np.flatnonzero(rows)) for k in ks}
         assert _dense_groups(full, got) == want
         assert list(want.values()).count("full") == (3 if child is conv else 1)
+
+
+def test_a_copied_run_is_found_only_where_the_dense_pairs_are_one():
+    # Random 6 × 5 channel factors (shifted identities, cut short by an edge or not, with
+    # a one moved, added or removed, anti-diagonals, random sparse ones), then the
+    # identity over a 2 × 2 map: a run is reported iff the dense pairs are (a0 + t,
+    # b0 + t) for t < n and nothing else, with those runs.
+    rng = np.random.default_rng(9)
+    eye2 = np.eye(2, dtype=bool)
+    found = 0
+    for _ in range(300):
+        kind = rng.integers(4)
+        f = np.zeros((6, 5), dtype=bool)
+        a, c, n = int(rng.integers(0, 6)), int(rng.integers(0, 5)), int(rng.integers(1, 6))
+        for t in range(n):
+            if a + t < 6 and c + t < 5:
+                f[a + t, c + t if kind != 1 else max(c - t, 0)] = True
+        if kind == 2:
+            f[int(rng.integers(0, 6)), int(rng.integers(0, 5))] ^= True
+        elif kind == 3:
+            f = rng.random((6, 5)) < 0.15
+        rel = Relation.of(Term((f, eye2, eye2)))
+        got = _block_copies({4: rel})
+        o, i = np.nonzero(rel.dense())
+        run = o.size > 0 and (np.diff(o) == 1).all() and (np.diff(i) == 1).all()
+        if not run:
+            assert got is None
+            continue
+        found += 1
+        assert got == [(4, slice(int(o[0]), int(o[-1]) + 1), slice(int(i[0]), int(i[-1]) + 1))]
+    assert found > 100
