@@ -268,6 +268,10 @@ class ProductKernel:
         for layer in range(1, n_layers):
             self.masked.append([])
             parents = {p: Relation.of(e) if isinstance(e, Term) else e for p, e in sorted(structure.parents[layer].items())}
+            if len(parents) == 1:
+                # One object per content (a block's convolutions, layer after layer), so that the compositions through
+                # it are memoised across the block.
+                parents = {p: intern(e) for p, e in parents.items()}
             # A layer may also be below other nodes of L partly (ancestors[L][K]): the two
             # are kept apart, as a union, and joined only in a plan that sums over them.
             copy = len(parents) == 1 and identity_of(next(iter(parents.values())))

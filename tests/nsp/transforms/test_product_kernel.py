@@ -181,6 +181,22 @@ def test_rows_reached_are_the_rows_of_the_dense_relation_with_a_pair():
         np.testing.assert_array_equal(got.dense()[:, 0], rel.dense().any(axis=1))
 
 
+def test_equal_relations_are_composed_once_per_distance(monkeypatch):
+    # Eight 3×3 convolutions of one shape on a 10×10 map, none full below another: layer
+    # i reaches layer j through a window of i − j, whoever i is. The structure writes
+    # each layer's relation anew; read as one object per content, the plan composes each
+    # distance once (7), not each pair (28). The exact spectrum against the reference.
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Conv2d(2, 2, 3, padding=1) for _ in range(8)]).eval()
+    acts, _ = _check_against_reference(net, torch.randn(1, 2, 10, 10), None, True)
+    structure = nsp.NNGraph(acts, INCL=True).structure
+    composed = []
+    compose = Relation.compose
+    monkeypatch.setattr(Relation, "compose", lambda self, inner: composed.append(1) or compose(self, inner))
+    ProductKernel(structure)
+    assert len(composed) == 7
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_concatenations_are_gathers_and_masks_exactly(monkeypatch, seed):
     # DenseNet-like networks of random block counts, depths, growth rates and map sizes,
