@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -152,7 +153,7 @@ def merge_pieces(
     ]
 
 
-def _regroup(sets: list[frozenset[int]]) -> list[tuple[np.ndarray, frozenset[int]]]:
+def _regroup(sets: list[frozenset[int]]) -> list[tuple[Any, frozenset[int]]]:
     """Per distinct set of ``sets`` holding some layer: ``(their indices, ascending; those layers)``.
 
     Nested sets (the parts of a DenseNet concatenation: a layer full below one part is
@@ -167,7 +168,7 @@ def _regroup(sets: list[frozenset[int]]) -> list[tuple[np.ndarray, frozenset[int
         out, before = [], frozenset()
         for k, i in enumerate(order):
             if len(sets[i]) > len(before):
-                out.append((np.sort(np.array(order[k:])), sets[i] - before))
+                out.append((sorted(order[k:]), sets[i] - before))
             before = sets[i]
         return out
     member = np.zeros((len(sets), max(max(sets[i]) for i in order) + 1), dtype=bool)
@@ -178,7 +179,7 @@ def _regroup(sets: list[frozenset[int]]) -> list[tuple[np.ndarray, frozenset[int
     _, first, inverse = np.unique(columns, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     return [
-        (np.flatnonzero(member[:, layers[column]]), frozenset(layers[inverse == c].tolist()))
+        (np.flatnonzero(member[:, layers[column]]).tolist(), frozenset(layers[inverse == c].tolist()))
         for c, column in enumerate(first)
     ]
 
@@ -276,8 +277,9 @@ class MaskGroups:
         self.compose, self.union, self.full_of = compose, union, full_of
         self.covers: dict[int, tuple[Relation, Relation]] = {}
         # id of a mask built from columns -> (the mask, (axis length, other axes), its
-        # column); the mask is kept, so that its id stays its own.
-        self.columns: dict[int, tuple[Relation, tuple[int, tuple[int, ...]], np.ndarray]] = {}
+        # column as the bits of an int, their count); the mask is kept, so that its id
+        # stays its own. Python ints: a child tests containment once per mask.
+        self.columns: dict[int, tuple[Relation, tuple[int, tuple[int, ...]], int, int]] = {}
 
     def cover_of(self, e: Relation) -> Relation:
         """``e ∘ (all of its parent layer)``: which nodes of L have a parent there (an N_L × 1 relation)."""
@@ -360,11 +362,11 @@ class MaskGroups:
             else:
                 groups.append((cover, below))
         # Smaller columns first, so that the larger ones are found full by containment.
-        ordered = sorted(masks, key=lambda mk: int(self.columns[id(mk[0])][2].sum()) if id(mk[0]) in self.columns else 0)
-        done: list[tuple[tuple[int, tuple[int, ...]], np.ndarray]] = []
+        ordered = sorted(masks, key=lambda mk: self.columns[id(mk[0])][3] if id(mk[0]) in self.columns else 0)
+        done: list[tuple[tuple[int, tuple[int, ...]], int]] = []
         for m, ks in ordered:
             column = self.columns.get(id(m))
-            if column is not None and any(split == column[1] and not (c & ~column[2]).any() for split, c in done):
+            if column is not None and any(split == column[1] and not c & ~column[2] for split, c in done):
                 full.update(ks)
                 continue
             mask = self.compose(e, m)
@@ -384,16 +386,19 @@ class MaskGroups:
         n, rest = split
         size = math.prod(rest)
         columns = np.zeros((len(gather), n), dtype=bool)
+        bits = []
         for i, (_, rows, _) in enumerate(gather):
             columns[i, rows.start // size: rows.stop // size] = True
+            bits.append(((1 << (rows.stop - rows.start) // size) - 1) << rows.start // size)
         full: set[int] = set()
         groups = []
         for found, ks in _regroup([fulls[p] for p, _, _ in gather]):
-            column = columns[found].any(axis=0)
-            if column.all():
+            held = functools.reduce(operator.or_, [bits[i] for i in found])
+            if held == (1 << n) - 1:
                 full.update(ks)
                 continue
+            column = columns[found].any(axis=0)
             mask = Relation.of(Term((column[:, None],) + tuple(ones_factor(d, 1) for d in rest)))
-            self.columns[id(mask)] = (mask, split, column)
+            self.columns[id(mask)] = (mask, split, held, held.bit_count())
             groups.append((mask, ks))
         return full, groups

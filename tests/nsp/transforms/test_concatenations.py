@@ -123,7 +123,7 @@ def test_regroup_gives_each_layer_the_sets_that_hold_it(nested):
         assert sorted(k for _, ks in got for k in ks) == sorted(holders)
         for found, ks in got:
             assert list(found) == sorted(found)
-            assert all(holders[k] == set(found.tolist()) for k in ks)
+            assert all(holders[k] == set(found) for k in ks)
         assert len({tuple(found) for found, _ in got}) == len(got)
 
 
