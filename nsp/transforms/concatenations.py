@@ -113,7 +113,7 @@ def _block_copies(parents: Mapping[int, Relation]) -> list[tuple[int, slice, sli
         width = int(np.count_nonzero(f))
         # The first one (row-major) starts the diagonal; a diagonal of ``width`` ones
         # from it then holds every one. Three numpy calls: this runs for every part of
-        # every concatenation (DenseNet-121: 535 parts).
+        # every concatenation (DenseNet-121: 593 parts).
         a, c = divmod(int(f.argmax()), f.shape[1])
         if not width or f[a:a + width, c:c + width].diagonal().sum() != width:
             return None
