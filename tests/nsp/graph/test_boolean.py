@@ -1,0 +1,87 @@
+"""The 0/1 factor helpers of :mod:`nsp.graph.relations.boolean` against numpy's dense
+operations (``np.kron``, an integer matrix product), on random shapes and the shared factors."""
+
+import functools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nsp.graph.relations import Term
+from nsp.graph.relations.boolean import bool_matmul, eye_factor, is_identity, is_ones, kron_all, ones_factor
+
+
+def _factor(data, rng, p, q):
+    """A ``p × q`` factor of one of the kinds terms hold: random, all-ones (shared or
+    materialised), the shared identity, all zeros, or 0/1 of an integer dtype."""
+    kind = data.draw(st.sampled_from(["random", "ones", "shared ones", "eye", "zeros", "uint8"]))
+    if kind == "ones":
+        return np.ones((p, q), bool)
+    if kind == "shared ones":
+        return ones_factor(p, q)
+    if kind == "eye" and p == q:
+        return eye_factor(p)
+    if kind == "zeros":
+        return np.zeros((p, q), bool)
+    f = rng.random((p, q)) < data.draw(st.sampled_from([0.1, 0.5, 0.9]))
+    return f.astype(np.uint8) if kind == "uint8" else f
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_kron_all_matches_numpy_kron(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shapes = data.draw(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=0, max_size=4))
+    factors = [_factor(data, rng, p, q) for p, q in shapes]
+    expected = functools.reduce(np.kron, factors, np.ones((1, 1), dtype=int)).astype(bool)
+    out = kron_all(factors)
+    assert out.dtype == bool and out.shape == expected.shape
+    np.testing.assert_array_equal(out, expected)
+    # A new array: the callers' factors are shared and must not be written through it.
+    assert all(not np.shares_memory(out, f) for f in factors)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_bool_matmul_matches_an_integer_product(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    # Up to 24 per side: products on both sides of the bool-matmul threshold (4,096).
+    p, k, q = (data.draw(st.integers(1, 24)) for _ in range(3))
+    f, g = _factor(data, rng, p, k), _factor(data, rng, k, q)
+    expected = (f.astype(np.int64) @ g.astype(np.int64)) > 0
+    out = bool_matmul(f, g)
+    assert out.dtype == bool
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_bool_matmul_of_square_factors_past_the_threshold_matches_an_integer_product():
+    rng = np.random.default_rng(0)
+    for n in (15, 16, 17, 40):
+        f, g = rng.random((n, n)) < 0.1, rng.random((n, n)) < 0.1
+        np.testing.assert_array_equal(bool_matmul(f, g), (f.astype(int) @ g.astype(int)) > 0)
+
+
+def test_is_ones_knows_the_shared_factor_by_identity_only():
+    assert is_ones(ones_factor(3, 5)) and is_ones(ones_factor(1, 7))
+    assert not is_ones(np.ones((3, 5), bool))
+    # Another broadcast view of a True is not the shared factor.
+    assert not is_ones(np.broadcast_to(np.ones((1, 1), bool), (3, 5)))
+    assert not is_ones(eye_factor(3))
+
+
+def test_is_identity_needs_the_count_and_the_diagonal():
+    eye = np.eye(4, dtype=bool)
+    assert is_identity(eye, 4) and is_identity(eye_factor(4), 4)
+    anti = eye[::-1].copy()
+    assert not is_identity(anti, 4)
+    assert not is_identity(np.ones((4, 4), bool), 16)
+    assert not is_identity(np.eye(4, 5, dtype=bool), 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_term_is_empty_iff_its_dense_matrix_is(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shapes = data.draw(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=4))
+    term = Term(tuple(_factor(data, rng, p, q) for p, q in shapes))
+    assert term.is_empty() == (not term.dense().any())
