@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nsp.graph.relations.boolean import (
-    bool_matmul, distinct_rows, eye_factor, is_vector, kron_all, ones_factor, rank_one, split_in, split_out,
+    bool_matmul, distinct_rows, eye_factor, is_ones, is_vector, kron_all, ones_factor, rank_one, split_in, split_out,
 )
 
 __all__ = [
@@ -132,7 +132,10 @@ class Term:
     def _empty(self) -> bool:
         # A broadcast factor (strides 0: the shared all-ones) holds one value; reading it
         # beats a pass over its virtual entries (a mask's 1 × N_K row of all of K).
-        return any(f.size == 0 or not (f[0, 0] if f.strides == (0, 0) else f.any()) for f in self.factors)
+        # count_nonzero: a third of the cost of ``any()`` on the small factors of most terms.
+        return any(
+            f.size == 0 or not (f[0, 0] if f.strides == (0, 0) else np.count_nonzero(f)) for f in self.factors
+        )
 
     @staticmethod
     def identity(dims: Sequence[int]) -> "Term":
@@ -331,6 +334,8 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     run: list[np.ndarray] = []
 
     def flush() -> None:
+        if not run:
+            return
         cols = [f for f in run if f.shape[1] == 1]
         rows = [f for f in run if f.shape[1] != 1]
         run.clear()
@@ -341,7 +346,7 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
             if a < len(cols):
                 c, r = cols[a], rows[b]
                 size = c.shape[0] * r.shape[1]
-                ones = c is ones_factor(*c.shape) and r is ones_factor(*r.shape)
+                ones = is_ones(c) and is_ones(r)
                 if size > _PAIR_ENTRIES or not ones and size > _PAIR_DENSE:
                     out.extend((c, r))
                 elif ones:
@@ -350,13 +355,17 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
                     out.append(c & r)
             i, j = a + 1, b + 1
 
+    if not any(is_vector(f) or is_ones(f) for f in factors):
+        # No column, row or all-ones factor (the windows and channel mixes of most layers):
+        # nothing to pair.
+        return tuple(factors)
     for f in factors:
         if f.shape == (1, 1):
             flush()
             out.append(f)
         elif is_vector(f):
             run.append(f)
-        elif f is ones_factor(*f.shape):
+        elif is_ones(f):
             run.extend((ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])))
         else:
             flush()

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from nsp.graph.relations.boolean import is_vector, ones_factor
+from nsp.graph.relations.boolean import is_ones, is_vector, ones_factor
 from nsp.graph.relations.reorder import cut
 from nsp.graph.relations.term import StructureError, Term, Unaligned, coarsening, pair_vectors, refinement
 
@@ -68,7 +68,7 @@ def _expanded(term: Term) -> list[np.ndarray]:
         if 1 in f.shape:
             factors.append(f)
             continue
-        if f is ones_factor(*f.shape):
+        if is_ones(f):
             factors += [ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])]
             continue
         col, row = f.any(axis=1), f.any(axis=0)
@@ -142,15 +142,16 @@ def _contains(big: Term, small: Term, expanded: tuple[Term, Term], pairs: _Pairs
         return False
     forms = _paired_forms(big, small, expanded)
     if forms is not None:
-        # A nonempty product lies in another iff each factor lies in the other's.
-        return small.is_empty() or all(not (g & ~f).any() for f, g in zip(*forms))
+        # A nonempty product lies in another iff each factor lies in the other's (for 0/1
+        # entries g > f is g & ~f, in one pass).
+        return small.is_empty() or all(not np.count_nonzero(g > f) for f, g in zip(*forms))
     out_digits, in_digits = pairs.of(big.out_dims, big.in_dims)
     ok = np.ones(out_digits[0].size if out_digits else 1, dtype=bool)
     for f, a, b in zip(big.factors, out_digits, in_digits):
         ok &= f[a, b]
-        if not ok.any():
+        if not np.count_nonzero(ok):
             return False
-    return bool(ok.all())
+    return np.count_nonzero(ok) == ok.size
 
 
 def _paired_forms(
@@ -206,7 +207,7 @@ def _realise(term: Term, target: Sequence[tuple[int, int]]) -> Term | None:
             if not (cols and rows and cols[0].shape[0] == p and rows[0].shape[1] == q):
                 return None
             c, r = cols.pop(0), rows.pop(0)
-            both = c is ones_factor(*c.shape) and r is ones_factor(*r.shape)
+            both = is_ones(c) and is_ones(r)
             out.append(ones_factor(p, q) if both else c & r)
         elif (p, q) == (1, 1):
             if i < len(items) and items[i].shape == (1, 1):
@@ -418,7 +419,7 @@ class _Factors:
         """Whether every pair of factor number ``j`` is in factor number ``i``."""
         key = (i, j)
         if key not in self.inside:
-            self.inside[key] = i == j or not (self.arrays[j] & ~self.arrays[i]).any()
+            self.inside[key] = i == j or not np.count_nonzero(self.arrays[j] > self.arrays[i])
         return self.inside[key]
 
     def term_contains(self, big: tuple[int, ...], small: tuple[int, ...]) -> bool:
@@ -462,7 +463,7 @@ def _reduce(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]
                 queue.appendleft(t)
                 continue
             merged = k[a] | t[a]
-            if merged.all():
+            if np.count_nonzero(merged) == merged.size:
                 merged = ones_factor(*merged.shape)
             # The merged term may now contain or merge with others: process it again.
             queue.appendleft(k[:a] + (merged,) + k[a + 1:])
@@ -506,7 +507,7 @@ def _pairwise_disjoint(terms: list[tuple[np.ndarray, ...]]) -> bool:
     """Whether no two of ``terms`` (same factor shapes) share a pair: each pair of terms
     has an axis whose two factors share none."""
     return all(
-        any(not (f is ones_factor(*f.shape) and g is ones_factor(*g.shape)) and not (f & g).any() for f, g in zip(a, b))
+        any(not (is_ones(f) and is_ones(g)) and not np.count_nonzero(f & g) for f, g in zip(a, b))
         for i, a in enumerate(terms) for b in terms[i + 1:]
     )
 
