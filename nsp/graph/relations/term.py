@@ -101,13 +101,22 @@ class Term:
     # union and composition it enters (GoogLeNet with every leaf: thousands of times).
     @_once
     def out_dims(self) -> tuple[int, ...]:
-        return tuple(f.shape[0] for f in self.factors)
+        return tuple([f.shape[0] for f in self.factors])
 
     @_once
     def in_dims(self) -> tuple[int, ...]:
         if self.in_order is None:
-            return tuple(f.shape[1] for f in self.factors)
-        return tuple(self.factors[i].shape[1] for i in self.in_order)
+            return tuple([f.shape[1] for f in self.factors])
+        return tuple([self.factors[i].shape[1] for i in self.in_order])
+
+    # The sides without their sizes of 1: what a composition matches up.
+    @_once
+    def _out_core(self) -> tuple[int, ...]:
+        return tuple([d for d in self.out_dims if d != 1])
+
+    @_once
+    def _in_core(self) -> tuple[int, ...]:
+        return tuple([d for d in self.in_dims if d != 1])
 
     @property
     def in_sequence(self) -> tuple[int, ...]:
@@ -234,8 +243,7 @@ class Term:
         Raises :class:`Unaligned` where a term has relabelled in axes and the middle
         axes do not already agree (the caller cuts it into plain terms).
         """
-        a = tuple(d for d in self.in_dims if d != 1)
-        b = tuple(d for d in inner.out_dims if d != 1)
+        a, b = self._in_core, inner._out_core
         if self.in_order is not None or inner.in_order is not None:
             if a != b:
                 raise Unaligned(f"nsp: middle axes {a} and {b} of relabelled terms differ")
