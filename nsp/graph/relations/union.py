@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from nsp.graph.relations.boolean import is_ones, is_vector, ones_factor
+from nsp.graph.relations.boolean import is_ones, is_vector, ones_factor, rank_one, same_entries
 from nsp.graph.relations.reorder import cut
 from nsp.graph.relations.term import StructureError, Term, Unaligned, coarsening, pair_vectors, refinement
 
@@ -65,17 +65,11 @@ def _expanded(term: Term) -> list[np.ndarray]:
     """The factors of ``term`` with every rank-1 factor split into a column and a row."""
     factors: list[np.ndarray] = []
     for f in term.factors:
-        if 1 in f.shape:
+        parts = rank_one(f)
+        if parts is None:
             factors.append(f)
-            continue
-        if is_ones(f):
-            factors += [ones_factor(f.shape[0], 1), ones_factor(1, f.shape[1])]
-            continue
-        col, row = f.any(axis=1), f.any(axis=0)
-        if np.array_equal(f, col[:, None] & row[None, :]):
-            factors += [col[:, None], row[None, :]]
         else:
-            factors.append(f)
+            factors += parts
     return factors
 
 
@@ -387,7 +381,7 @@ def _compose(outer: Term, inner: Term) -> list[Term]:
 
 
 def _same(f: np.ndarray, g: np.ndarray) -> bool:
-    return f is g or np.array_equal(f, g)
+    return f is g or same_entries(f, g)
 
 
 class _Factors:

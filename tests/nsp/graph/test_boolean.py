@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nsp.graph.relations import Term
-from nsp.graph.relations.boolean import bool_matmul, eye_factor, is_identity, is_ones, kron_all, ones_factor
+from nsp.graph.relations.boolean import (
+    bool_matmul, eye_factor, is_identity, is_ones, kron_all, ones_factor, same_entries, split_in, split_out,
+)
 
 
 def _factor(data, rng, p, q):
@@ -87,3 +89,41 @@ def test_a_term_is_empty_iff_its_dense_matrix_is(data):
     shapes = data.draw(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=4))
     term = Term(tuple(_factor(data, rng, p, q) for p, q in shapes))
     assert term.is_empty() == (not term.dense().any())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_same_entries_is_array_equal(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    p, q = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    f = _factor(data, rng, p, q)
+    g = data.draw(st.sampled_from([f, f.copy(), ~np.asarray(f, bool), np.ones((p, q), bool), np.ones((q, p), bool)]))
+    assert same_entries(f, g) == np.array_equal(f, g)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_split_in_and_out_give_the_factor_back(data):
+    # A factor built as a product of two splits (the test's reference is the kron of the parts);
+    # a random one splits only where it is a product.
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    p, q1, q2 = (data.draw(st.integers(1, 4)) for _ in range(3))
+    kind = data.draw(st.sampled_from(["left", "right", "random", "eye"]))
+    if kind == "left":
+        f = np.kron(_factor(data, rng, p, q1), np.ones((1, q2), bool)).astype(bool)
+    elif kind == "right":
+        f = np.kron(np.ones((1, q1), bool), _factor(data, rng, p, q2)).astype(bool)
+    elif kind == "eye":
+        q1 = q2 = p = 2
+        f = np.kron(np.eye(2, dtype=bool), np.eye(2, dtype=bool))
+    else:
+        f = rng.random((p, q1 * q2)) < 0.5
+    parts = split_in(f, q1, q2)
+    if kind != "random":
+        assert parts is not None
+    if parts is not None:
+        assert [part.shape[1] for part in parts] == [q1, q2]
+        np.testing.assert_array_equal(kron_all(parts), f)
+    parts = split_out(f.T, q1, q2)
+    if parts is not None:
+        np.testing.assert_array_equal(kron_all(parts), f.T)
