@@ -159,12 +159,17 @@ def bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def distinct_rows(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct rows of a 0/1 matrix, and each row's index among them."""
-    seen: dict[bytes, int] = {}
-    packed = np.packbits(f, axis=1)
-    row_of = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in packed], dtype=np.int64)
-    first = np.zeros(len(seen), dtype=np.int64)
-    first[row_of[::-1]] = np.arange(f.shape[0])[::-1]
-    return f[first], row_of
+    if f.shape[0] == 0 or f.shape[1] == 0:
+        return f[:min(1, f.shape[0])], np.zeros(f.shape[0], dtype=np.int64)
+    # Each packed row as one opaque item, so np.unique compares whole rows in one sort.
+    packed = np.ascontiguousarray(np.packbits(f, axis=1))
+    items = packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(items, return_index=True, return_inverse=True)
+    # Distinct rows numbered in the order they first appear.
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return f[first[order]], rank[inverse.reshape(-1)].astype(np.int64)
 
 
 def is_identity(f: np.ndarray, nonzero: int) -> bool:

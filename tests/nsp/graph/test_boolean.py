@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from nsp.graph.relations import Term
 from nsp.graph.relations.boolean import (
-    bool_matmul, eye_factor, is_identity, is_ones, kron_all, ones_factor, same_entries, split_in, split_out,
+    bool_matmul, distinct_rows, eye_factor, is_identity, is_ones, kron_all, ones_factor, same_entries, split_in,
+    split_out,
 )
 
 
@@ -127,3 +128,19 @@ def test_split_in_and_out_give_the_factor_back(data):
     parts = split_out(f.T, q1, q2)
     if parts is not None:
         np.testing.assert_array_equal(kron_all(parts), f.T)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_distinct_rows_numbers_rows_in_order_of_first_appearance(data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n, m = data.draw(st.integers(0, 40)), data.draw(st.integers(0, 20))
+    pool = rng.random((data.draw(st.integers(1, 4)), m)) < 0.5
+    f = pool[rng.integers(0, len(pool), n)]
+    rows, row_of = distinct_rows(f)
+    # Reference: walk the rows, numbering each new one.
+    seen: list[bytes] = []
+    expected = [seen.index(r.tobytes()) if r.tobytes() in seen else seen.append(r.tobytes()) or len(seen) - 1 for r in f]
+    assert row_of.dtype == np.int64 and row_of.tolist() == expected
+    assert len(rows) == max(len(seen), min(1, n))
+    np.testing.assert_array_equal(rows[row_of], f)
