@@ -401,7 +401,7 @@ class _Factors:
 
     def number(self, f: np.ndarray) -> int:
         if id(f) not in self.seen:
-            key = (f.shape, f.dtype.str, f.tobytes())
+            key = _ones_key(f.shape) if is_ones(f) else (f.shape, f.dtype.str, f.tobytes())
             if key not in self.numbers:
                 self.numbers[key] = len(self.arrays)
                 self.arrays.append(f)
@@ -413,12 +413,22 @@ class _Factors:
         """Whether every pair of factor number ``j`` is in factor number ``i``."""
         key = (i, j)
         if key not in self.inside:
-            self.inside[key] = i == j or not np.count_nonzero(self.arrays[j] > self.arrays[i])
+            # The shared all-ones factor holds every pair: known without a pass over it.
+            big, small = self.arrays[i], self.arrays[j]
+            self.inside[key] = i == j or is_ones(big) or not np.count_nonzero(small > big)
         return self.inside[key]
 
     def term_contains(self, big: tuple[int, ...], small: tuple[int, ...]) -> bool:
         """Whether the term of factor numbers ``small`` lies in ``big``, factor by factor."""
         return all(self.contains(i, j) for i, j in zip(big, small))
+
+
+@functools.lru_cache(maxsize=256)
+def _ones_key(shape: tuple[int, int]) -> tuple:
+    """:class:`_Factors`' content key of the shared all-ones factor of ``shape``, built once: its
+    bytes (a broadcast view, written out in full) and their hash are then computed once per shape."""
+    f = ones_factor(*shape)
+    return (f.shape, f.dtype.str, f.tobytes())
 
 
 def _reduce(terms: list[tuple[np.ndarray, ...]]) -> list[tuple[np.ndarray, ...]]:
