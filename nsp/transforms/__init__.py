@@ -4,6 +4,7 @@
 :mod:`nsp.transforms.causal`             the exact causal (Möbius) transform and its inverse
 :mod:`nsp.transforms.limbs`              its exact integers as int64 limbs, rounded once
 :mod:`nsp.transforms.product_kernel`     its INCL=True kernel: relations that are products
+:mod:`nsp.transforms.product_ops`        that kernel's per-term operations, compiled once
 :mod:`nsp.transforms.concatenations`     that kernel's gathers, masks and parts (concatenations)
 :mod:`nsp.transforms.ancestor_sets`      its INCL=False kernel: ancestor sets in row chunks
 :mod:`nsp.transforms.growth`             its INCL=False growth bound, checked before the sets

@@ -19,103 +19,9 @@ from nsp.graph.relations import Relation, StructureError, Term, eye_factor, ones
 from nsp.graph.structure import NetworkStructure
 from nsp.transforms.concatenations import MaskGroups, Parts, content_key, single_parents
 from nsp.transforms.limbs import add_limbs
+from nsp.transforms.product_ops import apply_ops, compile_term, summed_mask
 
 __all__ = ["ProductKernel"]
-
-
-def _compile(term: Term, memo: dict[int, tuple[np.ndarray, str | None, Any, float]] | None = None) -> tuple[
-    tuple[int, ...], tuple[int, ...], Any, float
-]:
-    """Per-axis operations that apply ``term`` to a tensor shaped by its in-dims, in its in order (a relabelled term's
-    input is summed over all-ones axes as it comes, then viewed in factor order).
-
-    Returns the in- and out-dims, ``(axes to sum, remaining per-axis ops)`` and log2 of the largest row count (for
-    the majorant). ``memo`` keeps each factor's operation by ``id`` (a plan's terms share their factors).
-    """
-    ops: list[tuple[int, str, Any]] = []
-    row_bits = 0.0
-    for axis, f in enumerate(term.factors):
-        if memo is None or id(f) not in memo:
-            found = (f,) + _factor_op(f)
-            if memo is not None:
-                # The factor is kept with its operation, so its id stays its own.
-                memo[id(f)] = found
-        else:
-            found = memo[id(f)]
-        _, kind, data, bits = found
-        row_bits += bits
-        if kind is not None:
-            ops.append((axis, kind, data))
-    place = {factor: k + 1 for k, factor in enumerate(term.in_sequence)}
-    ones = tuple(place[axis] for axis, kind, _ in ops if kind == "ones")
-    # Axes that shrink first, those that grow last: the other order made ConvNeXt's permuted layers pass
-    # 8×8-times-larger intermediates through every cumulative sum. Within a growth, intervals before dense products.
-    rest = sorted(
-        (op for op in ops if op[1] != "ones"),
-        key=lambda op: (term.factors[op[0]].shape[0] / term.factors[op[0]].shape[1], op[1] != "intervals"),
-    )
-    if term.in_order is not None:
-        rest = [(-1, "transpose", (0,) + tuple(place[i] for i in range(len(term.factors))))] + rest
-    return term.in_dims, term.out_dims, (ones, rest), row_bits
-
-
-def _factor_op(f: np.ndarray) -> tuple[str | None, Any, float]:
-    """One factor's operation in ``_compile`` (None for the identity or a 1 × 1 factor)
-    and log2 of its largest row count."""
-    p, q = f.shape
-    nonzero = f.size if f is ones_factor(p, q) else np.count_nonzero(f)
-    if nonzero == f.size:
-        return (None if p == q == 1 else "ones"), None, math.log2(q)
-    if p == q == nonzero and f.diagonal().all():
-        return None, None, 0.0
-    lo = np.argmax(f, axis=1)
-    count = f.sum(axis=1)
-    bits = math.log2(max(1, int(count.max())))
-    hi = lo + count
-    # A row is an interval iff at most one run of ones starts in it.
-    starts = f[:, 0] + np.count_nonzero(f[:, 1:] & ~f[:, :-1], axis=1)
-    if starts.max() <= 1:
-        # A row without ones has argmax 0 and count 0, so its interval is [0, 0) already.
-        return "intervals", (lo, hi), bits
-    return "dense", f.astype(np.int64), bits
-
-
-def _summed_mask(natural: tuple[int, ...], in_dims: tuple[int, ...], ones: tuple[int, ...]) -> tuple[bool, ...] | None:
-    """Which axes of a layer's own shape (sizes 1 dropped) a sum over ``ones`` of ``in_dims`` covers.
-
-    None unless every axis of ``in_dims`` is a run of whole axes of ``natural`` (a
-    coarsening); ``ones`` counts axes from 1, as in ``_compile``.
-    """
-    mask: list[bool] = []
-    i = 0
-    for axis, d in enumerate(in_dims, start=1):
-        if d == 1:
-            continue
-        size, start = 1, i
-        while size < d and i < len(natural):
-            size *= natural[i]
-            i += 1
-        if size != d:
-            return None
-        mask += [axis in ones] * (i - start)
-    return tuple(mask) if i == len(natural) else None
-
-
-def _apply(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
-    for axis, kind, data in ops:
-        ax = axis + 1
-        if kind == "transpose":
-            x = x.transpose(data)
-        elif kind == "intervals":
-            lo, hi = data
-            shape = list(x.shape)
-            shape[ax] += 1
-            cum = np.zeros(shape, dtype=x.dtype)
-            np.cumsum(x, axis=ax, out=cum[(slice(None),) * ax + (slice(1, None),)])
-            x = np.take(cum, hi, axis=ax) - np.take(cum, lo, axis=ax)
-        else:
-            x = np.moveaxis(np.tensordot(x, data.astype(x.dtype), axes=([ax], [1])), -1, ax)
-    return x
 
 
 def _is_full(rel: Relation) -> bool:
@@ -262,7 +168,7 @@ class ProductKernel:
 
         def compile_once(rel: Relation) -> list:
             if id(rel) not in compiled:
-                compiled[id(rel)] = (rel, [_compile(term, factor_ops) for term in rel.disjoint()])
+                compiled[id(rel)] = (rel, [compile_term(term, factor_ops) for term in rel.disjoint()])
             return compiled[id(rel)][1]
 
         for layer in range(1, n_layers):
@@ -362,7 +268,7 @@ class ProductKernel:
             for group, (in_dims, _, (ones, _), _) in plan:
                 naturals = {tuple(d for d in structure.shapes[k] if d != 1) for k in group}
                 natural = next(iter(naturals))
-                mask = _summed_mask(natural, in_dims, ones) if ones and len(naturals) == 1 else None
+                mask = summed_mask(natural, in_dims, ones) if ones and len(naturals) == 1 else None
                 if not ones or (mask is not None and not any(mask)):
                     key, source, axes = None, None, ()
                 elif mask is None:
@@ -516,7 +422,7 @@ class ProductKernel:
                     memo[key] = y
                 y = y.reshape((-1,) + tuple(1 if a in ones else d for a, d in enumerate(in_dims, 1)))
             limbs = y.shape[0] // p
-            y = _apply(y, rest)
+            y = apply_ops(y, rest)
             view = out[:limbs].reshape((limbs * p,) + out_dims)
             if 2 * y.size <= view.size:
                 # Axes of size 1 dropped, so that terms whose relations cut the layer's index
@@ -543,7 +449,7 @@ class ProductKernel:
             total = self._totals(layer, runs, xs, memo)
             limbs = total.shape[0]
             for in_dims, out_dims, (_, rest), _ in terms:
-                y = _apply(total.reshape((-1,) + in_dims), rest)
+                y = apply_ops(total.reshape((-1,) + in_dims), rest)
                 view = out[:limbs].reshape((limbs * p,) + out_dims)
                 if positive:
                     view += y

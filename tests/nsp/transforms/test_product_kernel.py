@@ -15,7 +15,8 @@ import zoo
 from nsp.transforms.limbs import small_scale
 from nsp.graph.relations import Relation, Term, ones_factor
 from nsp.transforms.concatenations import MaskGroups, rows_reached
-from nsp.transforms.product_kernel import ProductKernel, _apply, _compile
+from nsp.transforms.product_kernel import ProductKernel
+from nsp.transforms.product_ops import apply_ops, compile_term
 from test_relations_branching import _densenet, _inception
 from test_structure_layers import _check_against_reference
 
@@ -152,12 +153,12 @@ def test_terms_shrink_axes_before_growing_others():
     grow = np.repeat(np.eye(2, dtype=bool), 4, axis=0)  # 2 → 8, intervals
     shrink = grow.T.copy()  # 8 → 2
     dense = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]], dtype=bool)  # 3 → 3, not intervals
-    _, _, (ones, rest), _ = _compile(Term((grow, dense, shrink)))
+    _, _, (ones, rest), _ = compile_term(Term((grow, dense, shrink)))
     assert ones == ()
     assert [(axis, kind) for axis, kind, _ in rest] == [(2, "intervals"), (1, "dense"), (0, "intervals")]
     x = np.arange(2 * 3 * 8).reshape(1, 2, 3, 8)
     want = np.einsum("ai,bj,ck,pijk->pabc", grow.astype(int), dense.astype(int), shrink.astype(int), x)
-    np.testing.assert_array_equal(_apply(x, rest), want)
+    np.testing.assert_array_equal(apply_ops(x, rest), want)
 
 
 def test_rows_reached_are_the_rows_of_the_dense_relation_with_a_pair():
