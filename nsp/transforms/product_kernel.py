@@ -72,7 +72,8 @@ class ProductKernel:
     - *Shared relations*: layers whose relation to L is the same object (the conv, norm
       and activation of one stage, seen through identities) are summed first and the
       relation applied once. Compositions and unions are memoised on their operands, so
-      identities keep relations shared.
+      identities keep relations shared, and relations are interned by content, so equal
+      relations of repeated units are one object.
     """
 
     def __init__(self, structure: NetworkStructure) -> None:
@@ -106,7 +107,7 @@ class ProductKernel:
                     result = a if identity_of(b) else b if identity_of(a) else a.compose(b)
                 else:
                     result = a.union(b)
-                memo[key] = (a, b, result)
+                memo[key] = (a, b, intern(result))
             return memo[key][2]
 
         identities: dict[int, tuple[Relation, bool]] = {}
@@ -129,19 +130,21 @@ class ProductKernel:
         def everything(k: int) -> Relation:
             """Layer K seen from a single node: the 1 × N_K full relation."""
             if k not in rows:
-                rows[k] = Relation.of(Term(tuple(ones_factor(1, d) for d in self.shapes[k] or (1,))))
+                rows[k] = intern(Relation.of(Term(tuple(ones_factor(1, d) for d in self.shapes[k] or (1,)))))
             return rows[k]
 
-        # One object per content for the relations a gather's child composes with the
-        # gather's parts (a 1×1 convolution after any of a block's concatenations), so that
-        # the compositions are memoised across the block: ids of compositions, and contents.
-        interned: dict[Any, Relation] = {}
+        # One object per content for every relation the plan holds (a single parent's relation,
+        # each composition and union), so that the memo, keyed on ids, also serves equal
+        # relations of other layers: a network's repeated units (ShuffleNet's), a gather's
+        # child composing the parts of any of a block's concatenations. Ids, and contents.
+        interned: dict[int, tuple[Relation, Relation]] = {}
+        contents: dict[Any, Relation] = {}
 
         def intern(rel: Relation) -> Relation:
             if id(rel) not in interned:
                 key = (rel.n_out, rel.n_in, tuple((t.in_order, *map(content_key, t.factors)) for t in rel.terms))
-                interned[id(rel)] = interned.setdefault(key, rel)
-            return interned[id(rel)]
+                interned[id(rel)] = (rel, contents.setdefault(key, rel))
+            return interned[id(rel)][1]
 
         def union_all(rels: list[Relation]) -> Relation:
             # In part order: the unions of a concatenation's first parts are shared by the later ones.
@@ -151,7 +154,7 @@ class ProductKernel:
             """``e ∘ rel``, a gather's parts composed one by one."""
             if not isinstance(rel, Parts):
                 return cached("compose", e, rel)
-            firsts = [intern(cached("compose", e, outer)) for outer, _ in rel.parts]
+            firsts = [cached("compose", e, outer) for outer, _ in rel.parts]
             return union_all([f if inner is None else cached("compose", f, inner) for f, (_, inner) in zip(firsts, rel.parts)])
 
         def whole(rel: Relation | Parts) -> Relation:
