@@ -270,8 +270,8 @@ def test_inception_branches_are_disjoint_pieces_exactly(monkeypatch, layers):
 def test_relations_equal_in_content_are_composed_and_compiled_once():
     # Five identical conv → ReLU stages: a layer's relation to the stage j below it is the
     # same stencil power at every depth, composed from different parent objects. Interned
-    # by content, each is composed and compiled once and the plans share it (ShuffleNet's
-    # repeated units: its plan 122 → 78 ms CPU); the spectrum stays exact.
+    # by content (the single parents, then the compositions), each is composed and compiled
+    # once and the plans share it; the spectrum stays exact.
     torch.manual_seed(0)
     net = nn.Sequential(*[m for _ in range(5) for m in (nn.Conv2d(2, 2, 3, padding=1), nn.ReLU())]).eval()
     x = torch.randn(1, 2, 16, 16)
@@ -280,3 +280,24 @@ def test_relations_equal_in_content_are_composed_and_compiled_once():
     assert plans[7][(3, 4)] is plans[9][(5, 6)]
     assert plans[3][(0,)] is plans[5][(1, 2)]
     _check_against_reference(net, x, None, True)
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(2, 2, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x)) + x
+
+
+def test_unions_equal_in_content_are_interned_across_residual_units():
+    # Identical residual units: a layer's relation to a unit below it is a union of
+    # compositions through the skip and through the convolution, made anew at every depth.
+    # Interned by content, the unions of equal content are one object, compiled once.
+    torch.manual_seed(0)
+    net = nn.Sequential(*[_Residual() for _ in range(5)]).eval()
+    x = torch.randn(1, 2, 16, 16)
+    plans = [dict(plan) for plan in _kernel(net, x, layers="leaves").plans]
+    assert plans[5][(1, 2)] is plans[7][(3, 4)] is plans[9][(5, 6)]
+    _check_against_reference(net, x, "leaves", True)
