@@ -18,7 +18,7 @@ from nsp.transforms.concatenations import MaskGroups, rows_reached
 from nsp.transforms.product_kernel import ProductKernel
 from nsp.transforms.product_ops import apply_ops, compile_term
 from test_relations_branching import _densenet, _inception
-from test_structure_layers import _check_against_reference
+from test_structure_layers import _check_against_reference, exact_dag_spectrum, reference_blocks
 
 
 def _kernel(net, x, layers=None):
@@ -301,3 +301,38 @@ def test_unions_equal_in_content_are_interned_across_residual_units():
     plans = [dict(plan) for plan in _kernel(net, x, layers="leaves").plans]
     assert plans[5][(1, 2)] is plans[7][(3, 4)] is plans[9][(5, 6)]
     _check_against_reference(net, x, "leaves", True)
+
+
+def test_empty_parent_relations_are_not_composed(monkeypatch):
+    # Four stride-1 ShuffleNet units: the identity halves reach the next concatenation
+    # through no layer, so a unit's first convolution has a parent layer per earlier unit,
+    # and the shuffle leaves some of those relations empty (no channel of that layer
+    # reaches it any more). Such a parent adds nothing: nothing is composed through it,
+    # and the spectrum stays exact against the dense reference.
+    from test_relations_branching import ShuffleUnit, _randomize
+
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), ShuffleUnit(4, 8, 2), *[ShuffleUnit(8, 8, 1) for _ in range(4)],
+        nn.Conv2d(8, 3, 1),
+    )
+    _randomize(net)
+    net.eval()
+    x = torch.randn(1, 2, 8, 8)
+    acts = nsp.Activations(net, x, layers="leaves")
+    graph = nsp.NNGraph(acts, INCL=True)
+    parents = graph.structure.parents
+    empty = {(l, k) for l, ps in enumerate(parents) for k, rel in ps.items() if not rel.dense().any()}
+    assert empty and max(len(ps) for ps in parents) >= 4
+    composed = []
+    compose = Relation.compose
+    monkeypatch.setattr(Relation, "compose", lambda self, inner: composed.append(compose(self, inner)) or composed[-1])
+    ProductKernel(graph.structure)
+    assert composed and not any(all(t.is_empty() for t in rel.terms) for rel in composed)
+    monkeypatch.undo()
+    blocks = reference_blocks(net, x, acts.layernames[1:], True)
+    assert {(l, k) for l, ps in enumerate(parents) for k in ps} - empty == set(blocks)
+    sizes = [a.numel() for a in acts.layeractivations]
+    exact = exact_dag_spectrum(acts.to_numpy(), blocks, sizes)
+    spectrum = graph.transform(acts).to_numpy()
+    assert np.linalg.norm(spectrum - exact) <= 1e-9 * np.linalg.norm(exact)
