@@ -315,6 +315,8 @@ class Term:
 # that are not both all-ones (and so need an array of their own), _PAIR_DENSE.
 _PAIR_ENTRIES = 1 << 22
 _PAIR_DENSE = 1 << 16
+# Largest axis whose all-ones column and row of different sizes pair (:func:`_ones_pairs`).
+_PAIR_AXIS = 64
 
 
 def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -350,7 +352,7 @@ def pair_vectors(factors: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         pairs = _matching(cols, rows)
         i = j = 0
         for a, b in pairs + [(len(cols), len(rows))]:
-            out.extend(rows[j:b] + cols[i:a])
+            out.extend(_ones_pairs(rows[j:b], cols[i:a]))
             if a < len(cols):
                 c, r = cols[a], rows[b]
                 size = c.shape[0] * r.shape[1]
@@ -479,6 +481,24 @@ def _with_strays(sequence: list[int], n: int) -> list[int]:
     for m in sorted(set(range(n)) - set(sequence)):
         out.insert(out.index(m - 1) + 1 if m > 0 else 0, m)
     return out
+
+
+def _ones_pairs(rows: list[np.ndarray], cols: list[np.ndarray]) -> list[np.ndarray]:
+    """The unmatched rows and columns between two pairs of :func:`pair_vectors`, with the
+    first ones paired in order into all-ones factors where all of them are all-ones.
+
+    Zipping in order keeps the columns' order and the rows' order, so the product is the
+    same whatever their sizes. A window that has grown to the whole map, ``ones(2, 4)``
+    per spatial axis, would otherwise come out as ``(1, 4) (1, 4) (2, 1) (2, 1)`` and
+    every union with a term of ``(2, 4) (2, 4)`` windows would need a common form
+    (ShuffleNet's stride-1 blocks at top level: every chunk and concatenation). Only axes
+    up to ``_PAIR_AXIS`` pair so: a channel count's all-ones factor stays a column and a
+    row, which a later branch placement turns into a column, not a dense square (GoogLeNet).
+    """
+    k = min(len(rows), len(cols))
+    if not k or not all(is_ones(f) and max(f.shape) <= _PAIR_AXIS for f in rows + cols):
+        return rows + cols
+    return [ones_factor(c.shape[0], r.shape[1]) for c, r in zip(cols, rows)] + rows[k:] + cols[k:]
 
 
 def _matching(cols: list[np.ndarray], rows: list[np.ndarray]) -> list[tuple[int, int]]:

@@ -177,6 +177,38 @@ def test_column_and_row_factors_pair_up_without_changing_the_product(data):
     assert len(paired) <= len(factors) + sum(1 for f in factors if 1 not in f.shape and f.all())
 
 
+def test_a_window_grown_to_the_whole_map_keeps_the_shapes_of_a_window():
+    # ShuffleNet at top level: a 3 × 3 depthwise convolution on a 2 × 2 map after a
+    # stride 2 from 4 × 4 relates each output to the whole map, ones(2, 4) per spatial
+    # axis. Composed, it came out as columns and rows (1, 4) (1, 4) (2, 1) (2, 1), and
+    # every union with the identity half's (2, 4) windows went through a common form.
+    from nsp.graph.relations import ones_factor
+    from nsp.graph.relations import union as union_module
+
+    c, rng = 3, np.random.default_rng(0)
+    window = np.zeros((2, 4), bool)
+    window[[0, 0, 1, 1], [0, 1, 2, 3]] = True
+    conv = Term((np.eye(c, dtype=bool), ones_factor(2, 2), ones_factor(2, 2)))
+    inner = Term((rng.random((c, c)) < 0.5, window, window))
+    whole = Relation.of(conv).compose(Relation.of(inner))
+    assert [f.shape for t in whole.terms for f in t.factors] == [(c, c), (2, 4), (2, 4)]
+    np.testing.assert_array_equal(whole.dense(), (conv.dense().astype(int) @ inner.dense().astype(int)) > 0)
+    half = Relation.of(Term((np.eye(c, dtype=bool), window, window)))
+    with mock.patch.object(union_module, "_drop_contained", side_effect=AssertionError("common form needed")):
+        union = half.union(whole)
+    np.testing.assert_array_equal(union.dense(), half.dense() | whole.dense())
+
+
+@pytest.mark.parametrize("size, paired", [(64, True), (65, False)])
+def test_all_ones_columns_and_rows_of_different_sizes_pair_only_up_to_the_axis_bound(size, paired):
+    from nsp.graph.relations import ones_factor, pair_vectors
+
+    factors = [ones_factor(1, size), ones_factor(1, 3), ones_factor(2, 1), ones_factor(5, 1), np.eye(2, dtype=bool)]
+    out = pair_vectors(factors)
+    assert [f.shape for f in out[:-1]] == ([(2, size), (5, 3)] if paired else [(1, size), (1, 3), (2, 1), (5, 1)])
+    np.testing.assert_array_equal(Term(out).dense(), Term(tuple(factors)).dense())
+
+
 def _branch_column(n: int, start: int, stop: int) -> np.ndarray:
     column = np.zeros((n, 1), bool)
     column[start:stop] = True
