@@ -143,18 +143,22 @@ class _Logged(torch.Tensor):
         return super().__torch_function__(func, types, args, kwargs or {})
 
 
-def test_modules_recorded_whole_run_without_the_recorders_mode_but_with_a_subclass_own(monkeypatch):
-    # The recorder steps off the torch-function stack inside a module it records whole
-    # (its internals are never recorded): only its own mode, not a tensor subclass's handler.
+def _mode_calls_and_mlp(monkeypatch) -> tuple[list[str], nn.Module, torch.Tensor]:
+    """The names of the torch functions the recorder's mode sees from now on, a small MLP and its input."""
     from nsp.graph import dataflow
 
-    calls = []
+    calls: list[str] = []
     real = dataflow.Recorder.__torch_function__
     monkeypatch.setattr(dataflow.Recorder, "__torch_function__",
                         lambda self, func, *a, **k: (calls.append(getattr(func, "__name__", "")), real(self, func, *a, **k))[1])
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    x = torch.randn(1, 3)
+    return calls, nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), torch.randn(1, 3)
+
+
+def test_modules_recorded_whole_run_without_the_recorders_mode_but_with_a_subclass_own(monkeypatch):
+    # The recorder steps off the torch-function stack inside a module it records whole
+    # (its internals are never recorded): only its own mode, not a tensor subclass's handler.
+    calls, net, x = _mode_calls_and_mlp(monkeypatch)
     nsp.Activations(net, x, "leaves")
     assert "linear" not in calls and "relu" not in calls
     _Logged.seen = []
@@ -166,15 +170,7 @@ def test_modules_recorded_whole_run_without_the_recorders_mode_but_with_a_subcla
 def test_a_layers_copy_and_shape_bypass_the_recorders_mode_but_not_a_subclass_own(monkeypatch):
     # Reading each chosen layer (its copy, its shape) is nsp's own work: the mode steps off
     # for it (it cost three Python dispatches per layer); a subclass's handler still sees it.
-    from nsp.graph import dataflow
-
-    calls = []
-    real = dataflow.Recorder.__torch_function__
-    monkeypatch.setattr(dataflow.Recorder, "__torch_function__",
-                        lambda self, func, *a, **k: (calls.append(getattr(func, "__name__", "")), real(self, func, *a, **k))[1])
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    x = torch.randn(1, 3)
+    calls, net, x = _mode_calls_and_mlp(monkeypatch)
     acts = nsp.Activations(net, x, "leaves")
     assert calls == []
     assert torch.overrides._get_current_function_mode() is None
