@@ -227,7 +227,7 @@ class _Interpreter:
                     "(e.g. a round trip through numpy, or a custom extension)"
                 )
             src = refs[0]
-            layers[op.target] = self._export(self._plain(src, maps[src], path, op.owner))
+            layers[op.target] = _reaching(self._export(self._plain(src, maps[src], path, op.owner)))
             values[Ref(i)] = values.get(src)
             if self.progress is not None:
                 self.progress.done(op.target)
@@ -407,6 +407,25 @@ def _reach_classes(rule: Rule, call: Call, deps: list[dict[int, RowClasses]]) ->
             rows.append(deps[i][k].rows[int(c)])
         out[k] = RowClasses.over(sp.csr_matrix(np.stack(reached, axis=1)), sp.vstack(rows, format="csr"))
     return out
+
+
+def _reaching(deps: dict[int, Any]) -> dict[int, Any]:
+    """A layer's parents less those it keeps no node of (unless none would be left).
+
+    ShuffleNet's shuffle sends ever fewer channels of an earlier unit on through the identity
+    halves, until none reaches a later unit's branch; the map still names that unit's layer,
+    with an empty relation: no edge, and no block in the dense reference.
+    """
+    kept = {k: r for k, r in deps.items() if not _is_empty(r)}
+    return kept if kept and len(kept) < len(deps) else deps
+
+
+def _is_empty(rel: Any) -> bool:
+    if isinstance(rel, Relation):
+        return all(t.is_empty() for t in rel.terms)
+    if isinstance(rel, Term):
+        return rel.is_empty()
+    return rel.count_nonzero() == 0
 
 
 def _cat_key(op: Op, ndim: int) -> tuple[int, tuple[Ref, ...]] | None:

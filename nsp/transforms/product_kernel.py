@@ -177,9 +177,6 @@ class ProductKernel:
         for layer in range(1, n_layers):
             self.masked.append([])
             parents = {p: Relation.of(e) if isinstance(e, Term) else e for p, e in sorted(structure.parents[layer].items())}
-            # A parent whose relation is empty (ShuffleNet: a shuffled half that no longer reaches the layer) adds
-            # nothing, but would carry its ancestors into this layer's as empty relations, composed at every later layer.
-            parents = {p: e for p, e in parents.items() if not all(t.is_empty() for t in e.terms)} or parents
             if len(parents) == 1:
                 # One object per content (a block's convolutions, layer after layer), so that the compositions through
                 # it are memoised across the block.
