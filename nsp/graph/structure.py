@@ -416,6 +416,8 @@ def _reaching(deps: dict[int, Any]) -> dict[int, Any]:
     halves, until none reaches a later unit's branch; the map still names that unit's layer,
     with an empty relation: no edge, and no block in the dense reference.
     """
+    if len(deps) < 2:
+        return deps
     kept = {k: r for k, r in deps.items() if not _is_empty(r)}
     return kept if kept and len(kept) < len(deps) else deps
 
