@@ -36,7 +36,7 @@ from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reor
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
 from nsp.graph.sparse_products import RowClasses
 from nsp.graph.rules import (
-    ELEMENTWISE_MODULES, BatchNormRule, Call, ConcatRule, ElementwiseModuleRule, LeafRule, Rule,
+    ELEMENTWISE_MODULES, BatchNormRule, Call, ConcatRule, ElementwiseModuleRule, LeafRule, ReshapeRule, Rule,
     UnsupportedModuleError, is_leaf_module, rule_for_function, rule_for_module, unsupported,
 )
 
@@ -322,6 +322,13 @@ class _Interpreter:
             rule.check(Call(op.target, (x,), {}, [x], out, path, label, 0, False, label), True)
             self.perms[Ref(i)] = self.perms[refs[0]]
             return dict(maps[refs[0]])
+        if self.incl and type(rule) is ReshapeRule and len(refs) == 1 and self.perms[refs[0]] is None:
+            # A view or reshape of a tensor in its own axis order (each of ShuffleNet's channel
+            # shuffles starts with one): ReshapeRule's identity leaves the relations as they are,
+            # known without building the call. One that moves the batch takes the rule's refusal.
+            before, after = self.shapes[refs[0]], self.shapes[Ref(i, item)]
+            if before[:1] == after[:1] and math.prod(before) == math.prod(after):
+                return dict(maps[refs[0]])
         shapes = [self.shapes[r] for r in refs]
         if self.incl:
             stand_in = {r: self._meta(r) for r in refs}
