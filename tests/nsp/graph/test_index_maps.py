@@ -101,8 +101,7 @@ SLICES = {
     "split_function": lambda x, a, b, d: (torch.split, (a, d), {}),
     "split_sections": lambda x, a, b, d: (torch.Tensor.split, ([min(a, x.shape[d]), x.shape[d] - min(a, x.shape[d])],),
                                           {"dim": d}),
-    "narrow": lambda x, a, b, d: (torch.narrow, (d, min(a, x.shape[d] - 1), min(b, x.shape[d] - min(a, x.shape[d] - 1))),
-                                  {}),
+    "narrow": lambda x, a, b, d: (torch.narrow, (d, min(a, x.shape[d] - 1), max(0, min(b, x.shape[d] - a))), {}),
     "narrow_negative": lambda x, a, b, d: (torch.Tensor.narrow, (d, -min(a, x.shape[d]), min(a, x.shape[d])), {}),
 }
 

@@ -91,8 +91,8 @@ def test_the_tensors_an_op_reads_each_once_in_order():
 
 
 class _Reshapes(nn.Module):
-    """Views that split and merge axes in place, a channel shuffle (a view after a transpose)
-    and a flatten, between convolutions."""
+    """Views that split and merge axes in place, a channel shuffle (a view after a transpose and
+    copies), a copy in the tensor's own order and a flatten, between convolutions."""
 
     def __init__(self):
         super().__init__()
@@ -101,19 +101,23 @@ class _Reshapes(nn.Module):
     def forward(self, x):
         y, n = self.a(x), x.shape[0]
         y = y.view(n, 2, 2, 5, 5).reshape(n, 4, 25).unflatten(2, (5, 5))
-        y = y.view(n, 2, 2, 5, 5).transpose(1, 2).contiguous().view(n, 4, 5, 5)
-        return self.fc(torch.flatten(self.b(y)[..., :2, :2], 1))
+        y = y.view(n, 2, 2, 5, 5).transpose(1, 2).clone().contiguous().view(n, 4, 5, 5)
+        return self.fc(torch.flatten(self.b(y.clone())[..., :2, :2], 1))
 
 
+@pytest.mark.parametrize("shortcut, off", [("ReshapeRule", type("NotReshape", (), {})), ("_COPY_METHODS", frozenset())],
+                         ids=["reshape", "copy"])
 @pytest.mark.parametrize("layers", [None, "leaves"])
-def test_reshapes_keep_their_input_relations_as_the_general_path_composes_them(monkeypatch, layers):
-    # INCL=True takes a view's or reshape's relations straight from its input, unless a
-    # transpose is kept aside; the general path (ReshapeRule's identity, composed) must agree.
+def test_reshapes_and_copies_keep_their_input_relations_as_the_general_path_composes_them(monkeypatch, layers, shortcut,
+                                                                                         off):
+    # INCL=True takes a view's or reshape's relations straight from its input unless a
+    # transpose is kept aside, and a copy's (contiguous, clone) with the transpose still
+    # aside; the general path (the rules' identity, composed) must agree.
     torch.manual_seed(0)
     net, x = _Reshapes().eval(), torch.randn(1, 2, 5, 5)
     acts = nsp.Activations(net, x, layers)
     fast = _terms(nsp.NNGraph(acts).structure)
-    monkeypatch.setattr(structure, "ReshapeRule", type("NotReshape", (), {}))
+    monkeypatch.setattr(structure, shortcut, off)
     assert _terms(nsp.NNGraph(acts).structure) == fast
     monkeypatch.undo()
     _check_against_reference(net, x, "leaves" if layers else [n for n, _ in net.named_children()], True)
