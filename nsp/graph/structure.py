@@ -331,12 +331,13 @@ class _Interpreter:
             # The same for a copy (a channel shuffle's contiguous), which the rule checks for nothing.
             self.perms[Ref(i)] = self.perms[refs[0]]
             return dict(maps[refs[0]])
-        if self.incl and type(rule) is ReshapeRule and len(refs) == 1 and self.perms[refs[0]] is None:
-            # A view or reshape of a tensor in its own axis order (each of ShuffleNet's channel
-            # shuffles starts with one): ReshapeRule's identity leaves the relations as they are,
-            # known without building the call. One that moves the batch takes the rule's refusal.
+        if self.incl and type(rule) is ReshapeRule and len(refs) == 1:
+            # A view or reshape (ShuffleNet's channel shuffles: two each): ReshapeRule's identity
+            # leaves the relations, in the tensor's own axis order, as they are, known without
+            # building the call. One that moves the batch takes the rule's refusal.
             before, after = self.shapes[refs[0]], self.shapes[Ref(i, item)]
             if before[:1] == after[:1] and math.prod(before) == math.prod(after):
+                maps[refs[0]] = self._plain(refs[0], maps[refs[0]], path, label)
                 return dict(maps[refs[0]])
         shapes = [self.shapes[r] for r in refs]
         if self.incl:

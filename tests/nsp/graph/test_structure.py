@@ -110,8 +110,8 @@ class _Reshapes(nn.Module):
 @pytest.mark.parametrize("layers", [None, "leaves"])
 def test_reshapes_and_copies_keep_their_input_relations_as_the_general_path_composes_them(monkeypatch, layers, shortcut,
                                                                                          off):
-    # INCL=True takes a view's or reshape's relations straight from its input unless a
-    # transpose is kept aside, and a copy's (contiguous, clone) with the transpose still
+    # INCL=True takes a view's or reshape's relations straight from its input, a transpose
+    # kept aside applied first, and a copy's (contiguous, clone) with the transpose still
     # aside; the general path (the rules' identity, composed) must agree.
     torch.manual_seed(0)
     net, x = _Reshapes().eval(), torch.randn(1, 2, 5, 5)
