@@ -36,13 +36,17 @@ from nsp.graph.permutations import PERMUTE_NAMES, axis_order, permute_rows, reor
 from nsp.graph.relations import Relation, StructureError, Term, eye_factor
 from nsp.graph.sparse_products import RowClasses
 from nsp.graph.rules import (
-    ELEMENTWISE_MODULES, BatchNormRule, Call, ConcatRule, ElementwiseModuleRule, LeafRule, Rule,
-    UnsupportedModuleError, is_leaf_module, rule_for_function, rule_for_module, unsupported,
+    ELEMENTWISE_MODULES, BatchNormRule, Call, ConcatRule, ElementwiseFunctionRule, ElementwiseModuleRule, LeafRule,
+    ReshapeRule, Rule, UnsupportedModuleError, is_leaf_module, rule_for_function, rule_for_module, unsupported,
 )
 
 # Module rules whose INCL=True relation is the identity of the input's shape, whatever the
 # module (exactly these classes: a subclass may have other terms or checks).
 _COPY_RULES = (ElementwiseModuleRule, BatchNormRule)
+
+# Tensor methods without arguments that return a copy of their tensor: ElementwiseFunctionRule's
+# identity, under the same kept-aside permutation.
+_COPY_METHODS = frozenset({"contiguous", "clone"})
 
 # Classes of input rows are measured one directional derivative each where they number at
 # most this share of the backward passes that measuring the whole pattern takes.
@@ -322,6 +326,19 @@ class _Interpreter:
             rule.check(Call(op.target, (x,), {}, [x], out, path, label, 0, False, label), True)
             self.perms[Ref(i)] = self.perms[refs[0]]
             return dict(maps[refs[0]])
+        if self.incl and type(rule) is ElementwiseFunctionRule and op.name in _COPY_METHODS and len(op.args) == 1 \
+                and op.args[0] is refs[0] and not op.kwargs and self.shapes[refs[0]] == self.shapes[Ref(i)]:
+            # The same for a copy (a channel shuffle's contiguous), which the rule checks for nothing.
+            self.perms[Ref(i)] = self.perms[refs[0]]
+            return dict(maps[refs[0]])
+        if self.incl and type(rule) is ReshapeRule and len(refs) == 1:
+            # A view or reshape (ShuffleNet's channel shuffles: two each): ReshapeRule's identity
+            # leaves the relations, in the tensor's own axis order, as they are, known without
+            # building the call. One that moves the batch takes the rule's refusal.
+            before, after = self.shapes[refs[0]], self.shapes[Ref(i, item)]
+            if before[:1] == after[:1] and math.prod(before) == math.prod(after):
+                maps[refs[0]] = self._plain(refs[0], maps[refs[0]], path, label)
+                return dict(maps[refs[0]])
         shapes = [self.shapes[r] for r in refs]
         if self.incl:
             stand_in = {r: self._meta(r) for r in refs}

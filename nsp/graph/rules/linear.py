@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -47,11 +48,8 @@ class ConvRule(LeafRule):
     def term(self, m, call, in_shape, out_shape):
         if m.padding_mode != "zeros":
             raise call.unsupported(f"padding_mode='{m.padding_mode}' (only 'zeros')")
-        pads = conv_padding(m)
-        factors = [channel_groups(out_shape[0], in_shape[0], m.groups)]
-        for n_o, n_i, k, s, p, d in zip(out_shape[1:], in_shape[1:], m.kernel_size, m.stride, pads, m.dilation):
-            factors.append(window_factor(n_o, n_i, k, s, p, d))
-        return Term(tuple(factors))
+        return _conv_term(tuple(out_shape), tuple(in_shape), m.groups, tuple(m.kernel_size), tuple(m.stride),
+                          conv_padding(m), tuple(m.dilation))
 
     def evidence(self, m, x):
         return m.weight.detach().cpu().numpy() != 0
@@ -70,6 +68,22 @@ class ConvRule(LeafRule):
     def cut_rows(self, m, evidence, term):
         # The first factor is the output channels.
         return np.flatnonzero(~evidence.reshape(evidence.shape[0], -1).all(axis=1))
+
+
+# A network repeats a few convolution geometries (ShuffleNet: 56 convolutions, 13 geometries);
+# a term is immutable, so one per geometry serves every graph.
+@functools.lru_cache(maxsize=1024)
+def _conv_term(out_shape: tuple[int, ...], in_shape: tuple[int, ...], groups: int, kernel: tuple[int, ...],
+               stride: tuple[int, ...], pads: tuple[int, ...], dilation: tuple[int, ...]) -> Term:
+    """A convolution's structural term: its channel groups, then one window factor per spatial axis
+    (every factor read-only, as the term is shared)."""
+    groups_factor = channel_groups(out_shape[0], in_shape[0], groups)
+    if groups_factor.flags.writeable:
+        groups_factor.flags.writeable = False
+    factors = [groups_factor]
+    for n_o, n_i, k, s, p, d in zip(out_shape[1:], in_shape[1:], kernel, stride, pads, dilation):
+        factors.append(window_factor(n_o, n_i, k, s, p, d))
+    return Term(tuple(factors))
 
 
 class LinearFunctionRule(Rule):

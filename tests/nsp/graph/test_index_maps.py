@@ -9,6 +9,8 @@ factorisation elsewhere.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nsp.graph.rules.call import Call
-from nsp.graph.rules.shapes import IndexRule
+from nsp.graph.rules.shapes import IndexRule, _slice_term
 
 OPS = {
     "chunk": lambda x, a, b: x.chunk(a + 1, dim=1),
@@ -88,3 +90,51 @@ def test_one_rule_reuses_a_run_only_for_the_same_call():
         reference = np.zeros((expected.size, 24), dtype=bool)
         reference[np.arange(expected.size), expected] = True
         np.testing.assert_array_equal(term.dense(), reference)
+
+
+# torch's chunk, split and narrow, as recorded (a function or a tensor method), with their
+# arguments positional or by keyword: the rule reads their slice from the arguments.
+SLICES = {
+    "chunk_method": lambda x, a, b, d: (torch.Tensor.chunk, (a,), {"dim": d}),
+    "chunk_function": lambda x, a, b, d: (torch.chunk, (a, d), {}),
+    "split_method": lambda x, a, b, d: (torch.Tensor.split, (a,), {"dim": d}),
+    "split_function": lambda x, a, b, d: (torch.split, (a, d), {}),
+    "split_sections": lambda x, a, b, d: (torch.Tensor.split, ([min(a, x.shape[d]), x.shape[d] - min(a, x.shape[d])],),
+                                          {"dim": d}),
+    "narrow": lambda x, a, b, d: (torch.narrow, (d, min(a, x.shape[d] - 1), max(0, min(b, x.shape[d] - a))), {}),
+    "narrow_negative": lambda x, a, b, d: (torch.Tensor.narrow, (d, -min(a, x.shape[d]), min(a, x.shape[d])), {}),
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(op=st.sampled_from(sorted(SLICES)), shape=st.lists(st.integers(1, 7), min_size=1, max_size=3),
+       a=st.integers(1, 8), b=st.integers(0, 8), axis=st.integers(1, 3), negative=st.booleans())
+def test_torch_slices_read_from_their_arguments_match_the_pairs_of_the_map(op, shape, a, b, axis, negative):
+    x = torch.empty((1, *shape), device="meta")
+    dim = min(axis, len(shape))
+    fn, args, kwargs = SLICES[op](x, a, b, dim - x.dim() if negative else dim)
+    outs = fn(x, *args, **kwargs)
+    positions = fn(torch.arange(x.numel(), dtype=torch.float64).reshape(x.shape), *args, **kwargs)
+    outs, positions = (outs, positions) if isinstance(outs, tuple) else ((outs,), (positions,))
+    for k, (out, expected) in enumerate(zip(outs, positions)):
+        call = Call(fn, (x, *args), kwargs, [x], out, "net", op, k, False, op)
+        # The term is built from the arguments, without the runs on the positions.
+        with mock.patch.object(IndexRule, "_sources", side_effect=AssertionError("ran the op")):
+            (term,) = IndexRule().relations(call)
+        reference = np.zeros((out.numel(), x.numel()), dtype=bool)
+        reference[np.arange(out.numel()), expected.reshape(-1).numpy().astype(np.int64)] = True
+        np.testing.assert_array_equal(term.dense(), reference)
+
+
+def test_slices_of_other_functions_or_of_the_batch_take_the_general_path():
+    # A function named like torch's but of another module is run on the positions, and so
+    # is a chunk of the batch axis.
+    x = torch.empty(1, 6, 2, device="meta")
+
+    def chunk(t, n, dim):
+        return tuple(reversed(torch.chunk(t, n, dim)))
+
+    outs = chunk(x, 3, 1)
+    (term,) = IndexRule().relations(Call(chunk, (x, 3, 1), {}, [x], outs[0], "net", "chunk", 0, False, "chunk"))
+    assert term.dense().nonzero()[1].min() == 8  # the last pair of channels, as this chunk orders them
+    assert _slice_term(Call(torch.Tensor.chunk, (x, 1), {"dim": 0}, [x], x, "net", "chunk", 0, False, "chunk")) is None

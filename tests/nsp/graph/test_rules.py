@@ -7,7 +7,7 @@ from torch import nn
 
 import nsp
 import nsp.graph.rules as rules
-from test_structure_layers import exact_dag_spectrum, reference_blocks
+from test_structure_layers import _check_against_reference, exact_dag_spectrum, reference_blocks
 
 
 class Shift(nn.Module):
@@ -257,3 +257,26 @@ def test_readme_example_of_registering_a_rule_runs():
     assert rules.rule_for_module(namespace["RunningProduct"]()) is None
     with pytest.raises(nsp.UnsupportedModuleError, match=r"cumprod in RunningProduct"):
         nsp.NNGraph(nsp.Activations(namespace["net"], torch.randn(1, 3), layers="leaves"))
+
+
+class _SameShapesOtherWindows(nn.Module):
+    """Convolutions whose input and output shapes are all 4 × 5 × 5 but whose windows, groups and
+    dilations differ: their terms are shared per geometry, never per shape alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 3, padding=2, dilation=2),
+            nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.Conv2d(4, 4, 3, padding=1, groups=4),
+            nn.Conv2d(4, 4, (1, 3), padding=(0, 1)), nn.Conv2d(4, 4, (3, 1), padding=(1, 0)),
+        )
+
+    def forward(self, x):
+        return self.convs(x)
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_convolutions_of_one_shape_and_other_geometries_match_the_reference(incl):
+    net, x = _SameShapesOtherWindows().eval(), torch.randn(1, 4, 5, 5)
+    for _ in range(2):  # the second graph reads the terms the first one built
+        _check_against_reference(net, x, "leaves", incl)

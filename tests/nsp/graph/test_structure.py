@@ -9,6 +9,7 @@ from torch import nn
 
 import nsp
 import reference as R
+from test_structure_layers import _check_against_reference
 import zoo
 from nsp.graph import rules, structure
 
@@ -87,3 +88,49 @@ def test_the_tensors_an_op_reads_each_once_in_order():
     assert structure._refs(op(([c, a, c], 1))) == [c, a]
     assert structure._refs(op((b, 2.0, b), {"alpha": 3})) == [b]
     assert structure._refs(op((1.0,))) == []
+
+
+class _Reshapes(nn.Module):
+    """Views that split and merge axes in place, a channel shuffle (a view after a transpose and
+    copies), a copy in the tensor's own order and a flatten, between convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.fc = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, groups=4), nn.Linear(16, 3)
+
+    def forward(self, x):
+        y, n = self.a(x), x.shape[0]
+        y = y.view(n, 2, 2, 5, 5).reshape(n, 4, 25).unflatten(2, (5, 5))
+        y = y.view(n, 2, 2, 5, 5).transpose(1, 2).clone().contiguous().view(n, 4, 5, 5)
+        return self.fc(torch.flatten(self.b(y.clone())[..., :2, :2], 1))
+
+
+@pytest.mark.parametrize("shortcut, off", [("ReshapeRule", type("NotReshape", (), {})), ("_COPY_METHODS", frozenset())],
+                         ids=["reshape", "copy"])
+@pytest.mark.parametrize("layers", [None, "leaves"])
+def test_reshapes_and_copies_keep_their_input_relations_as_the_general_path_composes_them(monkeypatch, layers, shortcut,
+                                                                                         off):
+    # INCL=True takes a view's or reshape's relations straight from its input, a transpose
+    # kept aside applied first, and a copy's (contiguous, clone) with the transpose still
+    # aside; the general path (the rules' identity, composed) must agree.
+    torch.manual_seed(0)
+    net, x = _Reshapes().eval(), torch.randn(1, 2, 5, 5)
+    acts = nsp.Activations(net, x, layers)
+    fast = _terms(nsp.NNGraph(acts).structure)
+    monkeypatch.setattr(structure, shortcut, off)
+    assert _terms(nsp.NNGraph(acts).structure) == fast
+    monkeypatch.undo()
+    _check_against_reference(net, x, "leaves" if layers else [n for n, _ in net.named_children()], True)
+
+
+def test_a_reshape_that_moves_the_batch_is_still_refused():
+    class Fold(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):
+            return self.a(x).reshape(2, 1, 5, 5)
+
+    with pytest.raises(rules.UnsupportedModuleError, match="moves the batch dimension"):
+        nsp.NNGraph(nsp.Activations(nn.Sequential(Fold()), torch.randn(1, 2, 5, 5)))
