@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from threading import get_ident
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -227,16 +228,22 @@ class ModuleTracer(TorchFunctionMode):
             if self.stack:
                 self.stack.pop()
 
+    # The common hooks run for every module call of the pass: the thread is read by a
+    # module-level name and the post hook does _post_hook's work without a call of its own.
     def _shared_pre_hook(self, module: nn.Module, args: tuple) -> None:
         entry = self._shared.get(id(module))
-        if entry is not None and threading.get_ident() == self._thread:
+        if entry is not None and get_ident() == self._thread:
             self.stack.append(entry)
             self.entered(entry[0], module, args)
 
     def _shared_post_hook(self, module: nn.Module, args: tuple, *rest: Any) -> None:
         # (kwargs, output); torch passes (output,) alone when the forward raised.
-        if id(module) in self._shared and threading.get_ident() == self._thread:
-            self._post_hook(module, args, rest[0] if len(rest) == 2 else {}, rest[-1])
+        if id(module) in self._shared and get_ident() == self._thread:
+            try:
+                self.left(module, args, rest[0] if len(rest) == 2 else {}, rest[-1])
+            finally:
+                if self.stack:
+                    self.stack.pop()
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         return func(*args, **(kwargs or {}))
