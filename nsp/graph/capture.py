@@ -331,8 +331,9 @@ def _record_dataflow(
         # The network itself is named by its class, so errors in its forward say where.
         # Torch runs these common hooks before a module's own: mark sees a layer after the
         # recorder has recorded its module.
-        recorder.watch([(name or type(network).__name__, m) for name, m in network.named_modules()], shared=True)
-        for name, module in network.named_modules():
+        named = list(network.named_modules())
+        recorder.watch([(name or type(network).__name__, m) for name, m in named], shared=True)
+        for name, module in named:
             if id(module) in chosen:
                 handles.append(module.register_forward_hook(mark))
         recorder.begin(input)
