@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from threading import get_ident
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -38,6 +39,15 @@ __all__ = ["GUIDED_MODULES", "FunctionalReLU", "ModuleTracer", "Trace", "map_lea
 
 
 _CONTAINERS = (tuple, list, dict)
+_NESTING = frozenset(_CONTAINERS)
+# Leaf types of torch calls' arguments that hold no tensor and that pytree does not walk
+# into: checked first, by one set lookup, since nearly every leaf is a tensor or one of them.
+_SCALARS = frozenset({int, float, bool, str, type(None), slice, type(Ellipsis), torch.dtype, torch.device,
+                      torch.layout, torch.memory_format})
+
+
+class _NotPlain(Exception):
+    """Raised inside :func:`_collect` at a node that pytree flattens otherwise than a Python walk."""
 
 
 def _plain(value: Any) -> bool:
@@ -49,9 +59,12 @@ def _plain(value: Any) -> bool:
     if kind is dict:
         value = value.values()
     elif kind is not tuple and kind is not list:
-        return not isinstance(value, _CONTAINERS) and kind not in SUPPORTED_NODES
+        return kind is torch.Tensor or kind in _SCALARS or (
+            not isinstance(value, _CONTAINERS) and kind not in SUPPORTED_NODES)
     for v in value:
         kind = type(v)
+        if kind is torch.Tensor or kind in _SCALARS:
+            continue
         if kind is tuple or kind is list or kind is dict:
             if not _plain(v):
                 return False
@@ -60,36 +73,47 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def _tensors(value: Any, out: list) -> None:
-    kind = type(value)
-    if kind is tuple or kind is list:
-        for v in value:
-            _tensors(v, out)
-    elif kind is dict:
-        for v in value.values():
-            _tensors(v, out)
-    elif isinstance(value, torch.Tensor):
-        out.append(value)
+def _collect(items: Iterable, out: list) -> None:
+    """Append the tensors among ``items`` (nested plain tuples, lists and dicts) to ``out``,
+    in pytree order; raise :class:`_NotPlain` at any other container. One walk: checking
+    first and collecting after walked every torch call's arguments twice."""
+    for v in items:
+        kind = type(v)
+        if kind is torch.Tensor:
+            out.append(v)
+        elif kind in _SCALARS or kind is torch.Size:  # a size holds ints only
+            continue
+        elif kind is tuple or kind is list:
+            _collect(v, out)
+        elif kind is dict:
+            _collect(v.values(), out)
+        elif kind in SUPPORTED_NODES or isinstance(v, _CONTAINERS):
+            raise _NotPlain
+        elif isinstance(v, torch.Tensor):
+            out.append(v)
 
 
 def _mapped(function: Callable[[Any], Any], value: Any) -> Any:
+    # A leaf is mapped in the comprehension, without a call of _mapped of its own.
     kind = type(value)
     if kind is tuple or kind is list:
-        return kind([_mapped(function, v) for v in value])
+        return kind([_mapped(function, v) if type(v) in _NESTING else function(v) for v in value])
     if kind is dict:
-        return {k: _mapped(function, v) for k, v in value.items()}
+        return {k: _mapped(function, v) if type(v) in _NESTING else function(v) for k, v in value.items()}
     return function(value)
 
 
 def tensors_in(value: Any) -> list[torch.Tensor]:
     """The tensors in ``value`` (nested tuples, lists and dicts), in pytree order."""
-    if type(value) is torch.Tensor:
+    kind = type(value)
+    if kind is torch.Tensor:
         return [value]
     found: list[torch.Tensor] = []
-    if _plain(value):
-        _tensors(value, found)
-        return found
-    return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    try:
+        _collect(value.values() if kind is dict else value if kind is tuple or kind is list else (value,), found)
+    except _NotPlain:
+        return [t for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+    return found
 
 
 def map_leaves(function: Callable[[Any], Any], value: Any) -> Any:
@@ -204,16 +228,22 @@ class ModuleTracer(TorchFunctionMode):
             if self.stack:
                 self.stack.pop()
 
+    # The common hooks run for every module call of the pass: the thread is read by a
+    # module-level name and the post hook does _post_hook's work without a call of its own.
     def _shared_pre_hook(self, module: nn.Module, args: tuple) -> None:
         entry = self._shared.get(id(module))
-        if entry is not None and threading.get_ident() == self._thread:
+        if entry is not None and get_ident() == self._thread:
             self.stack.append(entry)
             self.entered(entry[0], module, args)
 
     def _shared_post_hook(self, module: nn.Module, args: tuple, *rest: Any) -> None:
         # (kwargs, output); torch passes (output,) alone when the forward raised.
-        if id(module) in self._shared and threading.get_ident() == self._thread:
-            self._post_hook(module, args, rest[0] if len(rest) == 2 else {}, rest[-1])
+        if id(module) in self._shared and get_ident() == self._thread:
+            try:
+                self.left(module, args, rest[0] if len(rest) == 2 else {}, rest[-1])
+            finally:
+                if self.stack:
+                    self.stack.pop()
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         return func(*args, **(kwargs or {}))

@@ -248,17 +248,9 @@ def _choose(network: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]:
     module recorded whole (one with a rule, e.g. ``nn.MultiheadAttention``'s
     ``out_proj``) are left out.
     """
-    modules = dict(network.named_modules())
-    del modules[""]
-    whole = {n for n, m in modules.items() if is_leaf_module(m)}
-    # Hidden: a module inside one recorded whole, i.e. one with a proper dotted prefix in `whole`
-    # (a set lookup per prefix; comparing every pair of names was quadratic: DenseNet has 430).
-    visible = {
-        n: m for n, m in modules.items()
-        if not any(".".join(parts[:i]) in whole for parts in [n.split(".")] for i in range(1, len(parts)))
-    }
+    modules, visible, leaves = _walk(network)
     if layers == "leaves":
-        names = [n for n, m in visible.items() if next(m.children(), None) is None or is_leaf_module(m)]
+        names = leaves
     elif isinstance(layers, (list, tuple, nn.Module)):
         names = [n for n, _ in find_layers(network, layers, "nsp.Activations")]
     elif callable(layers):
@@ -271,6 +263,39 @@ def _choose(network: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]:
     if not names:
         raise ValueError(f"nsp.Activations: `layers`={layers!r} chose no module of the network")
     return [(n, modules[n]) for n in names]
+
+
+def _walk(network: nn.Module) -> tuple[dict[str, nn.Module], dict[str, nn.Module], list[str]]:
+    """The network's modules by qualified name (``named_modules()`` order, without the network);
+    those nsp can see run (no proper ancestor recorded whole); the names of the visible leaves.
+
+    One walk with an explicit stack that hands "inside a module recorded whole" down, and one
+    rule look-up per type (a rule depends on the type alone): name prefixes, per-module
+    look-ups and nested generators took 1.2 ms of ShuffleNet's capture.
+    """
+    modules: dict[str, nn.Module] = {}
+    visible: dict[str, nn.Module] = {}
+    leaves: list[str] = []
+    whole_types: dict[type, bool] = {}
+    # As named_modules: a module met again (shared) is yielded, and walked, under its first path only.
+    seen = {id(network)}
+    stack = [(n, c, False) for n, c in reversed(network._modules.items()) if c is not None]
+    while stack:
+        name, module, hidden = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        modules[name] = module
+        whole = whole_types.get(type(module))
+        if whole is None:
+            whole = whole_types[type(module)] = is_leaf_module(module)
+        children = [(f"{name}.{n}", c, hidden or whole) for n, c in module._modules.items() if c is not None]
+        if not hidden:
+            visible[name] = module
+            if whole or not children:
+                leaves.append(name)
+        stack.extend(reversed(children))
+    return modules, visible, leaves
 
 
 def _record_dataflow(
@@ -306,8 +331,9 @@ def _record_dataflow(
         # The network itself is named by its class, so errors in its forward say where.
         # Torch runs these common hooks before a module's own: mark sees a layer after the
         # recorder has recorded its module.
-        recorder.watch([(name or type(network).__name__, m) for name, m in network.named_modules()], shared=True)
-        for name, module in network.named_modules():
+        named = list(network.named_modules())
+        recorder.watch([(name or type(network).__name__, m) for name, m in named], shared=True)
+        for name, module in named:
             if id(module) in chosen:
                 handles.append(module.register_forward_hook(mark))
         recorder.begin(input)

@@ -149,3 +149,26 @@ def test_tensors_in_and_map_leaves_agree_with_pytree_on_plain_and_other_nodes():
     for value in [((a, 1), {"z": b, "y": [c, "s"]}), (pair(b, a), [OrderedDict(q=c, p=a)]), torch.max(c, 0), a]:
         assert [id(t) for t in tensors_in(value)] == [id(t) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
         assert map_leaves(repr, value) == tree_map(repr, value)
+
+
+def test_tensors_in_and_map_leaves_fast_leaves_and_nested_other_nodes_agree_with_pytree():
+    # The walks skip scalar leaves and sizes by type and give up on an unplain node met
+    # deep inside (a namedtuple in a list): each must still match pytree.
+    from collections import namedtuple
+
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    pair = namedtuple("pair", "a b")
+    a, b, c = torch.zeros(1), torch.ones(2), torch.full((3,), 2.0)
+    values = [
+        (a, torch.Size([2, 3]), [slice(0, 1), Ellipsis, None], {"d": torch.float32, "v": torch.device("cpu"), "c": c}),
+        [torch.nn.Parameter(b), (1.5, True, "s", torch.contiguous_format, torch.strided)],
+        torch.Size([4]),
+        [c, [a, pair(b, a)], c],
+        {"k": (c, [torch.max(c, 0)])},
+        ((), [], {}),
+        3,
+    ]
+    for value in values:
+        assert [id(t) for t in tensors_in(value)] == [id(t) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor)]
+        assert map_leaves(repr, value) == tree_map(repr, value)
