@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from nsp.graph.relations import Relation, Term, eye_factor, ones_factor
+from nsp.graph.relations.boolean import is_ones
 
 __all__ = ["MaskGroups", "Parts", "content_key", "covers_rows", "merge_pieces", "rows_reached", "single_parents"]
 
@@ -207,10 +208,12 @@ def content_key(f: np.ndarray) -> Any:
     The shared all-ones and identity factors go by name: a classifier's all-ones factor
     has 10^8 entries.
     """
-    if f is ones_factor(*f.shape):
+    # Known by id, without a cache call per factor: a plan keys every relation it holds.
+    if is_ones(f):
         return ("ones", f.shape)
-    if f.shape[0] == f.shape[1] and f is eye_factor(f.shape[0]):
-        return ("eye", f.shape[0])
+    p, q = f.shape
+    if p == q and f is eye_factor(p):
+        return ("eye", p)
     return (f.shape, f.tobytes())
 
 

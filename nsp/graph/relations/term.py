@@ -132,7 +132,13 @@ class Term:
         return math.prod(self.in_dims)
 
     def nnz(self) -> int:
-        return math.prod(int(f.sum()) for f in self.factors)
+        return self._nnz
+
+    @_once
+    def _nnz(self) -> int:
+        # A union's containment checks sort and compare its terms by size, again at every union
+        # they enter; the shared all-ones factor's count is its size, without a pass.
+        return math.prod(f.size if is_ones(f) else int(np.count_nonzero(f)) for f in self.factors)
 
     def is_empty(self) -> bool:
         return self._empty

@@ -417,3 +417,27 @@ def test_a_permutation_cut_into_terms_composed_with_its_inverse_is_the_identity(
                           for a in range(h) for b in range(w)), c * h * w, h * w * c)
     np.testing.assert_array_equal(back.compose(there).dense(), np.eye(c * h * w, dtype=bool))
     np.testing.assert_array_equal(there.compose(back).dense(), np.eye(h * w * c, dtype=bool))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_union_of_two_terms_reduces_as_the_union_of_many_does(data):
+    # Two terms are compared factor by factor, not numbered by content (_reduce_two). Factors
+    # drawn from a small pool, so that terms are equal, contained or differ in one axis.
+    from nsp.graph.relations import ones_factor
+    from nsp.graph.relations.union import _reduce
+
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    shapes = [(3, 2), (2, 2), (1, 3)]
+    pools = []
+    for p, q in shapes:
+        f = rng.random((p, q)) < 0.5
+        pools.append([ones_factor(p, q), np.ones((p, q), bool), f, f.copy(), f & (rng.random((p, q)) < 0.5),
+                      np.zeros((p, q), bool), rng.random((p, q)) < 0.5])
+    a, b = (tuple(data.draw(st.sampled_from(pool)) for pool in pools) for _ in range(2))
+    reduced = _reduce([a, b])
+    dense = Term(a).dense() | Term(b).dense()
+    np.testing.assert_array_equal(np.logical_or.reduce([Term(t).dense() for t in reduced]), dense)
+    # A third copy of b is dropped in the numbered path: the same terms as two give there.
+    numbered = _reduce([a, b, b])
+    assert [[f.tobytes() for f in t] for t in reduced] == [[f.tobytes() for f in t] for t in numbered]

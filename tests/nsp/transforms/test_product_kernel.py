@@ -161,6 +161,27 @@ def test_terms_shrink_axes_before_growing_others():
     np.testing.assert_array_equal(apply_ops(x, rest), want)
 
 
+def test_factors_equal_in_content_are_compiled_once(monkeypatch):
+    # A plan's disjoint pieces are new arrays of a few contents: the memo knows a factor by
+    # its content too, so an equal copy reuses the operation, and an array with the same
+    # bytes in another shape does not.
+    import nsp.transforms.product_ops as ops
+
+    a = np.array([[1, 0, 1], [0, 1, 1]], dtype=bool)  # dense
+    b = a.reshape(3, 2).copy()  # the same bytes: intervals
+    calls = []
+    monkeypatch.setattr(ops, "factor_op", lambda f, op=ops.factor_op: calls.append(f) or op(f))
+    memo: dict = {}
+    for factors in [(a,), (a.copy(),), (b,), (a.copy(), b.copy()), (b, a)]:
+        term = Term(factors)
+        in_dims, out_dims, (summed, rest), _ = compile_term(term, memo)
+        assert summed == ()
+        x = np.arange(term.n_in).reshape(1, *in_dims)
+        want = (term.dense().astype(int) @ x.reshape(-1)).reshape(1, *out_dims)
+        np.testing.assert_array_equal(apply_ops(x, rest), want)
+    assert len(calls) == 2
+
+
 def test_rows_reached_are_the_rows_of_the_dense_relation_with_a_pair():
     # The masks' covers, read factor by factor: unions of terms over the same axes with
     # random, all-ones, empty and 1 × 1 factors against the dense relation's nonempty rows.
