@@ -175,6 +175,9 @@ class CausalTransform(GraphTransform):
         # A layer's own values (or a copy's signal less its parent's) need this many limbs.
         own = max(1, math.ceil((value_bits + 4) / b))
         out = np.empty(values.shape)
+        bounds = [int(o) for o in offsets]
+        # A difference of two values below 2^(value_bits + emax) stays below 2^1023: finite.
+        differences = value_bits + 1 + emax < 1023
         # Layers stream through: each is converted to limbs when its turn comes and kept
         # only while a later layer still reads it (its axis sums outlive it in `memo`), so
         # the peak is a few layers' limbs rather than the whole network's.
@@ -190,6 +193,12 @@ class CausalTransform(GraphTransform):
             # identity: BatchNorm, ReLU; or a concatenation) has as ancestors y and y's
             # ancestors, whose spectra sum to s_y: so ŝ = s − s_y, with no relation to apply.
             parent = None if gathers is None else gathers(layer, parts)
+            cols = slice(bounds[layer], bounds[layer + 1])
+            subtracted = parent is not None and differences
+            if subtracted:
+                # ŝ = s − s_y exactly, and IEEE subtraction rounds that once, correctly (a difference
+                # below the normal range is exact): the limbs are only for the later layers.
+                np.subtract(part, parent, out=out[:, cols], dtype=np.float64)
             # The limbs are the values' own, or as many as the widest layer read so far when
             # the kernel adds earlier layers in: every partial sum then fits, limb by limb,
             # and the result may need more, which `fit` adds after the carry pass. For a copy
@@ -208,8 +217,8 @@ class CausalTransform(GraphTransform):
                     # ŝ = v · 2^emin, exactly v (the kernel adds nothing for a copy or gather):
                     # its limbs need no carries (one or two limbs are normalised as split), and
                     # it is rounded by one int64 → float64 conversion.
-                    direct = v if count <= 2 and count * b - 3 + emax < 1020 and not self._kernel.plans[layer] \
-                        else None
+                    direct = v if count <= 2 and count * b - 3 + emax < 1020 and not subtracted \
+                        and not self._kernel.plans[layer] else None
                 given = split_int64(v, b, count)
             elif floats:
                 given = np.empty((count,) + part.shape, dtype=np.int64)
@@ -233,8 +242,8 @@ class CausalTransform(GraphTransform):
                 widest = max(widest, reads[layer].shape[0])
             if direct is not None:
                 # Rounded by its own conversion: the layers pending around it stay one group.
-                np.multiply(direct, unscale, out=out[:, int(offsets[layer]): int(offsets[layer + 1])])
-            else:
+                np.multiply(direct, unscale, out=out[:, cols])
+            elif not subtracted:
                 alone = acc.size >= _ROUND_ALONE
                 if pending and (
                     alone or acc.shape[0] != results[pending[0]].shape[0]
