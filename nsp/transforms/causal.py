@@ -205,6 +205,8 @@ class CausalTransform(GraphTransform):
             # or gather the forward kernel adds nothing; the inverse reads its inputs (`own`).
             count = own if parent is not None or not layer else max(own, widest)
             direct = None
+            # Limbs split from one int64 each are normalised already.
+            split = False
             if small is not None:
                 v = np.empty(part.shape, dtype=np.int64)
                 # Exact integers below 2^62: the cast in the product's own pass truncates nothing.
@@ -214,6 +216,7 @@ class CausalTransform(GraphTransform):
                     np.multiply(parent, scale, out=below, casting="unsafe")
                     v -= below
                     parent = None
+                    split = True
                     # ŝ = v · 2^emin, exactly v (the kernel adds nothing for a copy or gather):
                     # its limbs need no carries (one or two limbs are normalised as split), and
                     # it is rounded by one int64 → float64 conversion.
@@ -234,7 +237,7 @@ class CausalTransform(GraphTransform):
             if layer:
                 # For a copy the kernel adds nothing (it keeps the prefix sums of layer totals).
                 self._kernel.accumulate(layer, reads, acc, +1 if inverse else -1, memo)
-            if direct is None:
+            if not split:
                 normalize(acc, b)
             acc = fit(acc, b)
             if self._kernel.last_read[layer] > layer:
