@@ -131,6 +131,13 @@ class CausalTransform(GraphTransform):
         # layers are read as one slice of the signals (a large layer alone), so that a net
         # of many small layers pays those passes a few times, not once per layer.
         self._scale_spans = _spans([int(n) for n in structure.sizes], _SCALE_SPAN)
+        # Per layer, the layers whose signals it copies or gathers (forward transform, INCL=True),
+        # and where each such signal is read for the last time.
+        self._sources: list = getattr(self._kernel, "sources", [None] * len(structure.sizes))
+        self._signals_last = {q: layer for layer, sources in enumerate(self._sources) for q, _, _ in sources or ()}
+        self._signals_done: list[list[int]] = [[] for _ in self._sources]
+        for q, layer in self._signals_last.items():
+            self._signals_done[layer].append(q)
 
     def _limbs_per_layer(self, value_bits: int) -> list[int]:
         counts, current = [], 1
@@ -185,6 +192,9 @@ class CausalTransform(GraphTransform):
         memo: dict = {}
         pending: list[int] = []
         results: dict[int, np.ndarray] = {}
+        # The limbs of the signals that later copies or gathers read (float64 cuts only): each
+        # signal is cut into limbs once, not again as a parent.
+        signals: dict[int, np.ndarray] = {}
         widest = 0
         progress = Progress("exact inverse transform" if inverse else "exact transform", self.structure.names)
         gathers = None if inverse else getattr(self._kernel, "parent_signals", None)
@@ -227,11 +237,13 @@ class CausalTransform(GraphTransform):
                 given = np.empty((count,) + part.shape, dtype=np.int64)
                 given[own:] = 0
                 float_limbs(part * scale, b, out=given[:own])
+                if gathers is not None and layer in self._signals_last:
+                    signals[layer] = given[:own].copy()
             else:
                 given = to_limbs(*decompose(part), emin, b, count)
             if parent is not None:
-                given[:own] -= float_limbs(parent * scale, b, np.empty((own,) + parent.shape, dtype=np.int64)) \
-                    if floats else to_limbs(*decompose(parent), emin, b, own)
+                given[:own] -= self._parent_limbs(layer, signals, parent.shape) if floats \
+                    else to_limbs(*decompose(parent), emin, b, own)
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:
@@ -259,9 +271,22 @@ class CausalTransform(GraphTransform):
                     self._round(pending, results, out, emin)
             for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
                 del reads[k]
+            for q in self._signals_done[layer]:
+                signals.pop(q, None)
             progress.done(layer)
         if pending:
             self._round(pending, results, out, emin)
+        return out
+
+    def _parent_limbs(self, layer: int, signals: dict[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """The limbs of the parent node's signal of each node of a copy or gather, from the parents' own."""
+        sources = self._sources[layer]
+        if len(sources) == 1 and sources[0][1] == slice(None):
+            q, _, nodes = sources[0]
+            return signals[q][:, :, nodes]
+        out = np.empty((signals[sources[0][0]].shape[0],) + shape, dtype=np.int64)
+        for q, rows, nodes in sources:
+            out[:, :, rows] = signals[q][:, :, nodes]
         return out
 
     def _peak_bytes(self, counts: list[int], p: int, inverse: bool) -> int:
