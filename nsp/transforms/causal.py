@@ -131,6 +131,13 @@ class CausalTransform(GraphTransform):
         # layers are read as one slice of the signals (a large layer alone), so that a net
         # of many small layers pays those passes a few times, not once per layer.
         self._scale_spans = _spans([int(n) for n in structure.sizes], _SCALE_SPAN)
+        # Per layer, the layers whose signals it copies or gathers (forward transform, INCL=True),
+        # and where each such signal is read for the last time.
+        self._sources: list = getattr(self._kernel, "sources", [None] * len(structure.sizes))
+        self._signals_last = {q: layer for layer, sources in enumerate(self._sources) for q, _, _ in sources or ()}
+        self._signals_done: list[list[int]] = [[] for _ in self._sources]
+        for q, layer in self._signals_last.items():
+            self._signals_done[layer].append(q)
 
     def _limbs_per_layer(self, value_bits: int) -> list[int]:
         counts, current = [], 1
@@ -175,6 +182,9 @@ class CausalTransform(GraphTransform):
         # A layer's own values (or a copy's signal less its parent's) need this many limbs.
         own = max(1, math.ceil((value_bits + 4) / b))
         out = np.empty(values.shape)
+        bounds = [int(o) for o in offsets]
+        # A difference of two values below 2^(value_bits + emax) stays below 2^1023: finite.
+        differences = value_bits + 1 + emax < 1023
         # Layers stream through: each is converted to limbs when its turn comes and kept
         # only while a later layer still reads it (its axis sums outlive it in `memo`), so
         # the peak is a few layers' limbs rather than the whole network's.
@@ -182,6 +192,9 @@ class CausalTransform(GraphTransform):
         memo: dict = {}
         pending: list[int] = []
         results: dict[int, np.ndarray] = {}
+        # The limbs of the signals that later copies or gathers read (float64 cuts only): each
+        # signal is cut into limbs once, not again as a parent.
+        signals: dict[int, np.ndarray] = {}
         widest = 0
         progress = Progress("exact inverse transform" if inverse else "exact transform", self.structure.names)
         gathers = None if inverse else getattr(self._kernel, "parent_signals", None)
@@ -190,12 +203,20 @@ class CausalTransform(GraphTransform):
             # identity: BatchNorm, ReLU; or a concatenation) has as ancestors y and y's
             # ancestors, whose spectra sum to s_y: so ŝ = s − s_y, with no relation to apply.
             parent = None if gathers is None else gathers(layer, parts)
+            cols = slice(bounds[layer], bounds[layer + 1])
+            subtracted = parent is not None and differences
+            if subtracted:
+                # ŝ = s − s_y exactly, and IEEE subtraction rounds that once, correctly (a difference
+                # below the normal range is exact): the limbs are only for the later layers.
+                np.subtract(part, parent, out=out[:, cols], dtype=np.float64)
             # The limbs are the values' own, or as many as the widest layer read so far when
             # the kernel adds earlier layers in: every partial sum then fits, limb by limb,
             # and the result may need more, which `fit` adds after the carry pass. For a copy
             # or gather the forward kernel adds nothing; the inverse reads its inputs (`own`).
             count = own if parent is not None or not layer else max(own, widest)
             direct = None
+            # Limbs split from one int64 each are normalised already.
+            split = False
             if small is not None:
                 v = np.empty(part.shape, dtype=np.int64)
                 # Exact integers below 2^62: the cast in the product's own pass truncates nothing.
@@ -205,27 +226,30 @@ class CausalTransform(GraphTransform):
                     np.multiply(parent, scale, out=below, casting="unsafe")
                     v -= below
                     parent = None
+                    split = True
                     # ŝ = v · 2^emin, exactly v (the kernel adds nothing for a copy or gather):
                     # its limbs need no carries (one or two limbs are normalised as split), and
                     # it is rounded by one int64 → float64 conversion.
-                    direct = v if count <= 2 and count * b - 3 + emax < 1020 and not self._kernel.plans[layer] \
-                        else None
+                    direct = v if count <= 2 and count * b - 3 + emax < 1020 and not subtracted \
+                        and not self._kernel.plans[layer] else None
                 given = split_int64(v, b, count)
             elif floats:
                 given = np.empty((count,) + part.shape, dtype=np.int64)
                 given[own:] = 0
                 float_limbs(part * scale, b, out=given[:own])
+                if gathers is not None and layer in self._signals_last:
+                    signals[layer] = given[:own].copy()
             else:
                 given = to_limbs(*decompose(part), emin, b, count)
             if parent is not None:
-                given[:own] -= float_limbs(parent * scale, b, np.empty((own,) + parent.shape, dtype=np.int64)) \
-                    if floats else to_limbs(*decompose(parent), emin, b, own)
+                given[:own] -= self._parent_limbs(layer, signals, parent.shape) if floats \
+                    else to_limbs(*decompose(parent), emin, b, own)
             # The inverse reads its inputs again for later layers, so it must not add into them.
             acc = given.copy() if inverse else given
             if layer:
                 # For a copy the kernel adds nothing (it keeps the prefix sums of layer totals).
                 self._kernel.accumulate(layer, reads, acc, +1 if inverse else -1, memo)
-            if direct is None:
+            if not split:
                 normalize(acc, b)
             acc = fit(acc, b)
             if self._kernel.last_read[layer] > layer:
@@ -233,8 +257,8 @@ class CausalTransform(GraphTransform):
                 widest = max(widest, reads[layer].shape[0])
             if direct is not None:
                 # Rounded by its own conversion: the layers pending around it stay one group.
-                np.multiply(direct, unscale, out=out[:, int(offsets[layer]): int(offsets[layer + 1])])
-            else:
+                np.multiply(direct, unscale, out=out[:, cols])
+            elif not subtracted:
                 alone = acc.size >= _ROUND_ALONE
                 if pending and (
                     alone or acc.shape[0] != results[pending[0]].shape[0]
@@ -247,9 +271,22 @@ class CausalTransform(GraphTransform):
                     self._round(pending, results, out, emin)
             for k in [k for k in reads if self._kernel.last_read[k] <= layer]:
                 del reads[k]
+            for q in self._signals_done[layer]:
+                signals.pop(q, None)
             progress.done(layer)
         if pending:
             self._round(pending, results, out, emin)
+        return out
+
+    def _parent_limbs(self, layer: int, signals: dict[int, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """The limbs of the parent node's signal of each node of a copy or gather, from the parents' own."""
+        sources = self._sources[layer]
+        if len(sources) == 1 and sources[0][1] == slice(None):
+            q, _, nodes = sources[0]
+            return signals[q][:, :, nodes]
+        out = np.empty((signals[sources[0][0]].shape[0],) + shape, dtype=np.int64)
+        for q, rows, nodes in sources:
+            out[:, :, rows] = signals[q][:, :, nodes]
         return out
 
     def _peak_bytes(self, counts: list[int], p: int, inverse: bool) -> int:

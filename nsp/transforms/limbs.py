@@ -254,19 +254,20 @@ def fit(x: np.ndarray, b: int) -> np.ndarray:
     added, a new array.
     """
     bound = 1 << (b - 3)
-    top = x[-1]
-    while int(top.min(initial=0)) < -bound or int(top.max(initial=0)) >= bound:
-        x = np.concatenate([x, (top >> b)[None]])
+    # The top limb's range is read once per limb added or dropped (the merged one's is the next top's).
+    low, high = int(x[-1].min(initial=0)), int(x[-1].max(initial=0))
+    while low < -bound or high >= bound:
+        x = np.concatenate([x, (x[-1] >> b)[None]])
         x[-2] &= (1 << b) - 1
-        top = x[-1]
-    while x.shape[0] > 1 and int(top.min(initial=0)) >= -1 and int(top.max(initial=0)) <= 0:
+        low, high = int(x[-1].min(initial=0)), int(x[-1].max(initial=0))
+    while x.shape[0] > 1 and low >= -1 and high <= 0:
         # With limbs below the top in [0, 2^b), the top two read as one signed limb.
-        merged = x[-2] + (top << b)
-        if int(merged.min(initial=0)) < -bound or int(merged.max(initial=0)) >= bound:
+        merged = x[-2] + (x[-1] << b)
+        low, high = int(merged.min(initial=0)), int(merged.max(initial=0))
+        if low < -bound or high >= bound:
             break
         x = x[:-1]
         x[-1] = merged
-        top = x[-1]
     return x
 
 

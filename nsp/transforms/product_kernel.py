@@ -38,6 +38,23 @@ def _is_identity(rel: Relation) -> bool:
     )
 
 
+def _sum_limbs(parts: list[np.ndarray]) -> np.ndarray:
+    """The sum of limb arrays whose limb counts (first axis) may differ: the first of them
+    itself where there is one, else a new array (one pass per array, not add_limbs' two)."""
+    if len(parts) == 1:
+        return parts[0]
+    parts = sorted(parts, key=len, reverse=True)
+    first, second = parts[0], parts[1]
+    if first.shape == second.shape:
+        out = first + second
+    else:
+        out = first.copy()
+        out[: second.shape[0]] += second
+    for part in parts[2:]:
+        out[: part.shape[0]] += part
+    return out
+
+
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs ``[a, b)`` of consecutive integers in a sorted array."""
     if values.size == 0:
@@ -362,11 +379,19 @@ class ProductKernel:
         while len(prefix) < layer:
             total = xs[len(prefix)].sum(axis=2)
             prefix.append(total if not prefix else add_limbs(prefix[-1], total))
-        out = None
+        parts = []
         for a, b in runs:
-            part = prefix[b - 1] if a == 0 else add_limbs(prefix[b - 1], -prefix[a - 1])
-            out = part if out is None else add_limbs(out, part)
-        return out
+            # Prefix sums never lose limbs along the layers: the later one has at least the earlier's.
+            high, low = prefix[b - 1], prefix[a - 1] if a else None
+            if low is None:
+                parts.append(high)
+            elif high.shape == low.shape:
+                parts.append(high - low)
+            else:
+                part = high.copy()
+                part[: low.shape[0]] -= low
+                parts.append(part)
+        return _sum_limbs(parts) if parts else None
 
     def accumulate(self, layer: int, xs: Mapping[int, np.ndarray], acc: np.ndarray, sign: int, memo: dict) -> None:
         """Add ``sign · Σ_K A_{L,K} xs[K]`` into ``acc``.
@@ -399,8 +424,7 @@ class ProductKernel:
 
         def base(group: tuple[int, ...]) -> np.ndarray:
             if group not in bases:
-                parts = [xs[k] for k in group]
-                bases[group] = parts[0] if len(parts) == 1 else functools.reduce(add_limbs, parts)
+                bases[group] = _sum_limbs([xs[k] for k in group])
             return bases[group]
 
         # Terms that broadcast over the layer (sums over whole axes: deep layers read most
@@ -419,9 +443,7 @@ class ProductKernel:
                     else:
                         # Each layer summed first, then the small sums added: no full-size copy of the group's limbs.
                         shape = tuple(d for d in self.shapes[group[0]] if d != 1) if len(key) == 2 else in_dims
-                        y = functools.reduce(
-                            add_limbs, [xs[k].reshape((-1,) + shape).sum(axis=axes, keepdims=True) for k in group]
-                        )
+                        y = _sum_limbs([xs[k].reshape((-1,) + shape).sum(axis=axes, keepdims=True) for k in group])
                     memo[key] = y
                 y = y.reshape((-1,) + tuple(1 if a in ones else d for a, d in enumerate(in_dims, 1)))
             limbs = y.shape[0] // p

@@ -176,8 +176,9 @@ def apply_ops(x: np.ndarray, ops: list[tuple[int, str, Any]]) -> np.ndarray:
             shape = list(x.shape)
             shape[ax] += 1
             cum = np.zeros(shape, dtype=x.dtype)
-            np.cumsum(x, axis=ax, out=cum[(slice(None),) * ax + (slice(1, None),)])
-            x = np.take(cum, hi, axis=ax) - np.take(cum, lo, axis=ax)
+            # The methods, not numpy's module functions: their Python wrappers cost as much as a small array's pass.
+            x.cumsum(axis=ax, out=cum[(slice(None),) * ax + (slice(1, None),)])
+            x = cum.take(hi, axis=ax) - cum.take(lo, axis=ax)
         else:
             x = np.moveaxis(np.tensordot(x, data.astype(x.dtype), axes=([ax], [1])), -1, ax)
     return x

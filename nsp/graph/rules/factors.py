@@ -61,11 +61,20 @@ def conv_padding(m: nn.Module) -> tuple[int, ...]:
     return tuple(m.padding)
 
 
+@functools.lru_cache(maxsize=1024)
 def channel_groups(c_out: int, c_in: int, groups: int) -> np.ndarray:
-    """Which input channels each output channel of a grouped convolution reads."""
+    """Which input channels each output channel of a grouped convolution reads.
+
+    The array is shared between calls with the same arguments and read-only: a depthwise
+    convolution's is the shared identity (:func:`eye`), known as such by identity.
+    """
     if groups == 1:
         return ones_factor(c_out, c_in)
-    return (np.arange(c_out)[:, None] // (c_out // groups)) == (np.arange(c_in)[None, :] // (c_in // groups))
+    if groups == c_out == c_in:
+        return eye(c_out)
+    f = (np.arange(c_out)[:, None] // (c_out // groups)) == (np.arange(c_in)[None, :] // (c_in // groups))
+    f.flags.writeable = False
+    return f
 
 
 def broadcast_term(x_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Term:

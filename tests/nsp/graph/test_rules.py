@@ -280,3 +280,25 @@ def test_convolutions_of_one_shape_and_other_geometries_match_the_reference(incl
     net, x = _SameShapesOtherWindows().eval(), torch.randn(1, 4, 5, 5)
     for _ in range(2):  # the second graph reads the terms the first one built
         _check_against_reference(net, x, "leaves", incl)
+
+
+def test_grouped_and_depthwise_channel_factors_are_shared_and_match_the_reference():
+    # A grouped convolution's channel factor is built once per shape and shared, read-only; a
+    # depthwise one's is the shared identity. The relations and the exact spectrum match the
+    # autograd reference for one, two and all groups.
+    assert rules.channel_groups(6, 6, 6) is rules.eye_factor(6)
+    assert rules.channel_groups(6, 4, 2) is rules.channel_groups(6, 4, 2)
+    assert not rules.channel_groups(6, 4, 2).flags.writeable
+    np.testing.assert_array_equal(rules.channel_groups(6, 4, 2), np.kron(np.eye(2, dtype=bool), np.ones((3, 2), bool)))
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(4, 6, 3, padding=1, groups=2), nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Conv2d(6, 3, 1),
+    ).eval()
+    x = torch.randn(1, 4, 5, 5)
+    acts = nsp.Activations(net, x, layers="leaves")
+    graph = nsp.NNGraph(acts)
+    blocks = reference_blocks(net, x, acts.layernames[1:], True)
+    for (l, k), expected in blocks.items():
+        np.testing.assert_array_equal(graph.structure.parents[l][k].dense(), expected)
+    exact = exact_dag_spectrum(acts.to_numpy(), blocks, [a.numel() for a in acts.layeractivations])
+    np.testing.assert_allclose(graph.transform(acts).to_numpy(), exact, rtol=1e-12, atol=0)

@@ -187,3 +187,67 @@ def test_scale_spans_cover_the_layers_in_order_and_group_only_small_ones(sizes, 
     assert len(spans) <= max(1, sum(1 for n in sizes if n))
     if sizes and sum(sizes) <= limit:
         assert spans == [(0, sum(sizes))]
+
+
+def test_copies_are_rounded_by_one_subtraction_unless_it_could_overflow(monkeypatch):
+    # A copy's spectrum s − s_y is rounded by IEEE subtraction itself, never through limbs;
+    # its limbs still feed the later layers. Exact against forward substitution in
+    # integers for values over 2^±40 (the general path); a difference past the float64
+    # range is refused as for any layer.
+    from test_product_kernel import _exact_forward
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(3 * 4 * 4, 4), nn.ReLU(),
+    ).eval()
+    x = torch.randn(1, 2, 4, 4)
+    ref = reference.reference(net, x, True)
+    op = nsp.NNGraph(nsp.Activations(net, x)).get_transformer()
+    copies = {i for i, q in enumerate(op._kernel.copy_of) if q is not None}
+    rounded = []
+    real = causal.CausalTransform._round
+    monkeypatch.setattr(causal.CausalTransform, "_round",
+                        lambda self, layers, *args: (rounded.extend(layers), real(self, layers, *args))[1])
+    rng = np.random.default_rng(7)
+    signal = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
+    np.testing.assert_array_equal(op.forward(signal), _exact_forward(ref, signal))
+    assert copies and rounded and not copies & set(rounded)
+    # The first copy's first node and its parent node (the first node of the layer before).
+    signal[op.structure.offsets[[min(copies) - 1, min(copies)]]] = -1.5e308, 1.5e308
+    with pytest.raises(nsp.graph.relations.StructureError, match="float64 range"):
+        op.forward(signal)
+
+
+class _Cat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 3, 1)
+        self.rest = nn.Sequential(nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 2, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return self.rest(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+def test_signals_cut_into_limbs_once_feed_the_copies_and_gathers_that_read_them(monkeypatch):
+    # With values wider than 62 bits (cut into limbs in float64), a copy's or gather's parent
+    # signals are read from the limbs cut at the parents' turn: a concatenation's BatchNorm
+    # gathers from two layers, its ReLU copies the BatchNorm. Exact against forward
+    # substitution in integers.
+    from test_structure_layers import exact_dag_spectrum, reference_blocks
+
+    torch.manual_seed(0)
+    net = _Cat().eval()
+    x = torch.randn(1, 2, 4, 4)
+    acts = nsp.Activations(net, x, layers="leaves")
+    op = nsp.NNGraph(acts).get_transformer()
+    blocks = reference_blocks(net, x, acts.layernames[1:], True)
+    sizes = [a.numel() for a in acts.layeractivations]
+    read = []
+    real = causal.CausalTransform._parent_limbs
+    monkeypatch.setattr(causal.CausalTransform, "_parent_limbs",
+                        lambda self, layer, *args: (read.append(len(self._sources[layer])), real(self, layer, *args))[1])
+    rng = np.random.default_rng(9)
+    signal = rng.standard_normal(op.n) * 2.0 ** rng.integers(-40, 40, op.n)
+    np.testing.assert_array_equal(op.forward(signal), exact_dag_spectrum(signal, blocks, sizes))
+    assert 2 in read and 1 in read, read

@@ -356,3 +356,20 @@ def test_empty_parent_relations_are_not_composed(monkeypatch):
     exact = exact_dag_spectrum(acts.to_numpy(), blocks, sizes)
     spectrum = graph.transform(acts).to_numpy()
     assert np.linalg.norm(spectrum - exact) <= 1e-9 * np.linalg.norm(exact)
+
+
+def test_limb_arrays_of_different_counts_sum_without_touching_their_inputs():
+    # The kernel sums a group's layers, their axis sums and runs of prefix sums whose limb
+    # counts differ; the sum is a new array (or the one input itself) and the inputs stay.
+    from nsp.transforms.product_kernel import _sum_limbs
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(-50, 50, (k, 2, 3)) for k in (2, 3, 1, 3)]
+    kept = [p.copy() for p in parts]
+    value = lambda x: sum(x[j].astype(object) * 2 ** (8 * j) for j in range(x.shape[0]))  # noqa: E731
+    got = _sum_limbs(parts)
+    assert got.shape == (3, 2, 3) and all(got is not p for p in parts)
+    np.testing.assert_array_equal(value(got), sum(value(p) for p in parts))
+    assert all(np.array_equal(p, k) for p, k in zip(parts, kept))
+    assert _sum_limbs(parts[:1]) is parts[0]
+    np.testing.assert_array_equal(value(_sum_limbs(parts[:2])), value(parts[0]) + value(parts[1]))
