@@ -77,10 +77,7 @@ def _conv_term(out_shape: tuple[int, ...], in_shape: tuple[int, ...], groups: in
                stride: tuple[int, ...], pads: tuple[int, ...], dilation: tuple[int, ...]) -> Term:
     """A convolution's structural term: its channel groups, then one window factor per spatial axis
     (every factor read-only, as the term is shared)."""
-    groups_factor = channel_groups(out_shape[0], in_shape[0], groups)
-    if groups_factor.flags.writeable:
-        groups_factor.flags.writeable = False
-    factors = [groups_factor]
+    factors = [channel_groups(out_shape[0], in_shape[0], groups)]
     for n_o, n_i, k, s, p, d in zip(out_shape[1:], in_shape[1:], kernel, stride, pads, dilation):
         factors.append(window_factor(n_o, n_i, k, s, p, d))
     return Term(tuple(factors))
