@@ -59,14 +59,12 @@ def _sum_limbs(parts: list[np.ndarray]) -> np.ndarray:
 
 def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs ``[a, b)`` of consecutive integers in a sorted array."""
-    # In Python: the layers' arrays are short, and numpy's calls cost more than the loop.
-    runs: list[tuple[int, int]] = []
-    for v in values.tolist():
-        if runs and runs[-1][1] == v:
-            runs[-1] = (runs[-1][0], v + 1)
-        else:
-            runs.append((v, v + 1))
-    return runs
+    if values.size == 0:
+        return []
+    # The ends read from a list: numpy's scalar indexing and concatenations were most of the cost.
+    v = values.tolist()
+    cut = (np.flatnonzero(np.diff(values) != 1) + 1).tolist()
+    return [(v[a], v[b - 1] + 1) for a, b in zip([0, *cut], [*cut, len(v)])]
 
 
 def _log2_add(a: float, b: float) -> float:
