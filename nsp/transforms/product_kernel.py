@@ -23,6 +23,8 @@ from nsp.transforms.product_ops import apply_ops, compile_term, summed_mask
 
 __all__ = ["ProductKernel"]
 
+_LOG2_E = 1.0 / math.log(2.0)
+
 
 def _is_full(rel: Relation) -> bool:
     """Whether some term of ``rel`` is all ones (every node reaches every node of the other layer)."""
@@ -59,10 +61,19 @@ def _runs(values: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs ``[a, b)`` of consecutive integers in a sorted array."""
     if values.size == 0:
         return []
-    cut = np.flatnonzero(np.diff(values) != 1) + 1
-    starts = np.concatenate([[0], cut])
-    stops = np.concatenate([cut, [values.size]])
-    return [(int(values[a]), int(values[b - 1]) + 1) for a, b in zip(starts, stops)]
+    # The ends read from a list: numpy's scalar indexing and concatenations were most of the cost.
+    v = values.tolist()
+    cut = (np.flatnonzero(np.diff(values) != 1) + 1).tolist()
+    return [(v[a], v[b - 1] + 1) for a, b in zip([0, *cut], [*cut, len(v)])]
+
+
+def _log2_add(a: float, b: float) -> float:
+    """``log2(2**a + 2**b)``, numpy's ``logaddexp2`` for two Python floats (either may be -inf)."""
+    if a < b:
+        a, b = b, a
+    if b == -math.inf:
+        return a
+    return a + math.log1p(2.0 ** (b - a)) * _LOG2_E
 
 
 class ProductKernel:
@@ -280,15 +291,23 @@ class ProductKernel:
         last_use: dict[Any, int] = {}
         made: dict[tuple[int, ...], list[Any]] = {}
         copied: dict[int, int] = {}
+        # Per layer, once: every term of every later plan asked it of each layer in its group.
+        naturals_of = [tuple(d for d in shape if d != 1) for shape in structure.shapes]
+        # Within one plan the same shapes and sums recur (a network's repeated units).
+        masks: dict[tuple, tuple[bool, ...] | None] = {}
         for layer, plan in enumerate(self.plans):
             for q, _, _ in self.sources[layer] or ():
                 self.last_read[q] = max(self.last_read[q], layer)
                 copied[q] = layer
             steps = []
             for group, (in_dims, _, (ones, _), _) in plan:
-                naturals = {tuple(d for d in structure.shapes[k] if d != 1) for k in group}
+                naturals = {naturals_of[k] for k in group}
                 natural = next(iter(naturals))
-                mask = summed_mask(natural, in_dims, ones) if ones and len(naturals) == 1 else None
+                mask = None
+                if ones and len(naturals) == 1:
+                    if (natural, in_dims, ones) not in masks:
+                        masks[natural, in_dims, ones] = summed_mask(natural, in_dims, ones)
+                    mask = masks[natural, in_dims, ones]
                 if not ones or (mask is not None and not any(mask)):
                     key, source, axes = None, None, ()
                 elif mask is None:
@@ -330,29 +349,31 @@ class ProductKernel:
         ``G(x) = 1 + G(y)`` at most, bounded here by ``1 + 2 max G`` over the parent layers.
         Computed in log2, so no depth overflows it.
         """
-        out = np.zeros(len(self.sizes))
-        log_sizes = np.log2(np.maximum(np.asarray(self.sizes, dtype=np.float64), 1.0))
+        # Pair by pair in Python floats (a numpy call per pair was most of the cost), whole
+        # layer sets (masks, fulls) in numpy: both lists are kept.
+        out = [0.0] * len(self.sizes)
+        out_array = np.zeros(len(self.sizes))
+        log_array = np.log2(np.maximum(np.asarray(self.sizes, dtype=np.float64), 1.0))
+        log_sizes = log_array.tolist()
         for layer, plan in enumerate(self.plans):
             if layer == 0:
                 continue
             sources = self.sources[layer]
             if sources is not None:
-                out[layer] = np.logaddexp2(0.0, 1.0 + max(out[q] for q, _, _ in sources))
+                out[layer] = out_array[layer] = _log2_add(0.0, 1.0 + max(out[q] for q, _, _ in sources))
                 continue
             rows: dict[tuple[int, ...], float] = {}
             for group, (_, _, _, row_bits) in plan:
-                rows[group] = np.logaddexp2(rows.get(group, -np.inf), row_bits)
-            total = -np.inf
+                rows[group] = _log2_add(rows.get(group, -math.inf), float(row_bits))
+            total = -math.inf
             for group, bits in rows.items():
                 for k in group:
-                    total = np.logaddexp2(total, min(bits, log_sizes[k]) + out[k])
-            for ks, _, _ in self.masked[layer]:
-                total = np.logaddexp2(total, np.logaddexp2.reduce(log_sizes[ks] + out[ks]))
-            full = self.full[layer]
-            if full.size:
-                total = np.logaddexp2(total, np.logaddexp2.reduce(log_sizes[full] + out[full]))
-            out[layer] = np.logaddexp2(0.0, total)
-        return out + 1
+                    total = _log2_add(total, min(bits, log_sizes[k]) + out[k])
+            for ks in [ks for ks, _, _ in self.masked[layer]] + [self.full[layer]]:
+                if ks.size:
+                    total = _log2_add(total, float(np.logaddexp2.reduce(log_array[ks] + out_array[ks])))
+            out[layer] = out_array[layer] = _log2_add(0.0, total)
+        return out_array + 1
 
     def parent_signals(self, layer: int, signals: list[np.ndarray]) -> np.ndarray | None:
         """The signals of the one parent node of each node of a copy or gather, else None.

@@ -7,6 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 import nsp
@@ -373,3 +375,24 @@ def test_limb_arrays_of_different_counts_sum_without_touching_their_inputs():
     assert all(np.array_equal(p, k) for p, k in zip(parts, kept))
     assert _sum_limbs(parts[:1]) is parts[0]
     np.testing.assert_array_equal(value(_sum_limbs(parts[:2])), value(parts[0]) + value(parts[1]))
+
+
+@given(st.sets(st.integers(0, 40), max_size=30))
+def test_runs_are_the_maximal_runs_of_consecutive_layers(layers):
+    # The kernel reads full layers and masks as runs of prefix sums: a run split or merged
+    # wrongly sums a layer twice or not at all.
+    from nsp.transforms.product_kernel import _runs
+
+    runs = _runs(np.array(sorted(layers), dtype=np.int64))
+    assert [k for a, b in runs for k in range(a, b)] == sorted(layers)
+    assert all(b < c for (_, b), (c, _) in zip(runs, runs[1:]))
+    assert all(isinstance(k, int) for run in runs for k in run)
+
+
+@given(st.one_of(st.just(-np.inf), st.floats(-60, 60)), st.one_of(st.just(-np.inf), st.floats(-60, 60)))
+def test_log2_add_is_numpys_logaddexp2(a, b):
+    # The growth bound sizes the limbs: it is numpy's logaddexp2 pair by pair in Python floats.
+    from nsp.transforms.product_kernel import _log2_add
+
+    got = _log2_add(a, b)
+    assert isinstance(got, float) and got == pytest.approx(float(np.logaddexp2(a, b)), rel=1e-12, abs=1e-12)
