@@ -52,7 +52,12 @@ def eye_factor(n: int) -> np.ndarray:
     """The ``n × n`` identity factor: one shared, read-only array per size."""
     f = np.eye(n, dtype=bool)
     f.flags.writeable = False
+    _EYES[id(f)] = f
     return f
+
+
+# The shared identity factors by id, held as _ONES holds the all-ones ones.
+_EYES: dict[int, np.ndarray] = {}
 
 
 def same_entries(f: np.ndarray, g: np.ndarray) -> bool:
@@ -123,6 +128,12 @@ _BOOL = np.dtype(bool)
 def bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The boolean product of two factors: ``(f @ g) > 0``, shared factors where it is one."""
     # Channel factors are mostly all-ones or the identity; those need no product.
+    # The shared identity by id: most of a graph's products (a layer's spatial axes after
+    # an elementwise one's), which the checks below would only find after three passes.
+    if id(g) in _EYES:
+        return f
+    if id(f) in _EYES:
+        return g
     shape = (f.shape[0], g.shape[1])
     f_ones, g_ones = id(f) in _ONES, id(g) in _ONES
     if f_ones and g_ones:
@@ -147,6 +158,21 @@ def bool_matmul(f: np.ndarray, g: np.ndarray) -> np.ndarray:
     work = f.shape[0] * f.shape[1] * g.shape[1]
     if work <= _BOOL_WORK and f.dtype is _BOOL and g.dtype is _BOOL:
         return np.matmul(f, g)
+    # A factor that picks at most one column per row (or row per column) is a gather of
+    # the other: ShuffleNet's channel splits, shuffles and concatenations, where the
+    # products below converted both to float32 (up to 1,024 × 192 × 96 multiply-adds).
+    if nf <= f.shape[0]:
+        hit = f.any(axis=1)
+        if np.count_nonzero(hit) == nf:
+            out = g[f.argmax(axis=1)].astype(bool, copy=False)
+            out &= hit[:, None]
+            return out
+    if ng <= g.shape[1]:
+        hit = g.any(axis=0)
+        if np.count_nonzero(hit) == ng:
+            out = f[:, g.argmax(axis=0)].astype(bool, copy=False)
+            out &= hit[None, :]
+            return out
     if work <= 1 << 20:
         return (f.astype(np.float32) @ g.astype(np.float32)) > 0
     # Channel factors of concatenations repeat rows (one per branch) and columns: the

@@ -13,6 +13,7 @@ import numpy as np
 from torch import nn
 
 from nsp.graph.relations import Relation, Term, eye_factor, ones_factor
+from nsp.graph.relations.boolean import same_entries
 
 __all__ = [
     "eye", "window_factor", "adaptive_factor", "conv_padding", "channel_groups", "broadcast_term", "union_of_terms",
@@ -38,6 +39,10 @@ def window_factor(n_out: int, n_in: int, kernel: int, stride: int, pad: int, dil
     rows = np.broadcast_to(np.arange(n_out)[:, None], taps.shape)
     ok = (taps >= 0) & (taps < n_in)
     f[rows[ok], taps[ok]] = True
+    if n_out == n_in and same_entries(f, eye_factor(n_in)):
+        # A 1×1 kernel at stride 1, or any kernel on a 1-wide map: the shared identity, which
+        # composing knows by id (every pointwise convolution's spatial axes).
+        return eye_factor(n_in)
     f.flags.writeable = False
     return f
 

@@ -144,3 +144,34 @@ def test_distinct_rows_numbers_rows_in_order_of_first_appearance(data):
     assert row_of.dtype == np.int64 and row_of.tolist() == expected
     assert len(rows) == max(len(seen), min(1, n))
     np.testing.assert_array_equal(rows[row_of], f)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_bool_matmul_with_a_selecting_factor_matches_an_integer_product(data):
+    """A factor with at most one entry per row (or per column), past the bool-matmul
+    threshold: ShuffleNet's channel splits and shuffles, composed as gathers."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    p, k, q = (data.draw(st.integers(17, 60)) for _ in range(3))
+    pick = np.zeros((p, k), bool)
+    rows = rng.random(p) < data.draw(st.sampled_from([0.3, 0.9, 1.0]))
+    pick[np.nonzero(rows)[0], rng.integers(0, k, size=np.count_nonzero(rows))] = True
+    other = rng.random((k, q)) < data.draw(st.sampled_from([0.1, 0.5]))
+    if data.draw(st.booleans()):
+        other = other.astype(np.uint8)
+    if data.draw(st.booleans()):
+        f, g = pick, other
+    else:
+        # The same on the other side: at most one entry per column of g.
+        f, g = other.T.copy(), pick.T.copy()
+    out = bool_matmul(f, g)
+    assert out.dtype == bool
+    np.testing.assert_array_equal(out, (f.astype(np.int64) @ g.astype(np.int64)) > 0)
+    assert all(not np.shares_memory(out, x) for x in (f, g))
+
+
+def test_bool_matmul_with_the_shared_identity_returns_the_other_factor():
+    f = np.random.default_rng(0).random((5, 7)) < 0.5
+    assert bool_matmul(f, eye_factor(7)) is f
+    assert bool_matmul(eye_factor(5), f) is f
+    assert bool_matmul(ones_factor(5, 7), eye_factor(7)) is ones_factor(5, 7)

@@ -302,3 +302,18 @@ def test_grouped_and_depthwise_channel_factors_are_shared_and_match_the_referenc
         np.testing.assert_array_equal(graph.structure.parents[l][k].dense(), expected)
     exact = exact_dag_spectrum(acts.to_numpy(), blocks, [a.numel() for a in acts.layeractivations])
     np.testing.assert_allclose(graph.transform(acts).to_numpy(), exact, rtol=1e-12, atol=0)
+
+
+def test_identity_windows_are_the_shared_identity_and_match_the_reference():
+    # A 1×1 kernel at stride 1, and a 3×3 one on a 1 × 1 map, cover only their own position:
+    # the window is the shared identity, which composing knows by id. Others are not.
+    assert rules.window_factor(5, 5, 1, 1, 0, 1) is rules.eye_factor(5)
+    assert rules.window_factor(1, 1, 3, 1, 1, 1) is rules.eye_factor(1)
+    assert rules.window_factor(5, 5, 3, 1, 1, 1) is not rules.eye_factor(5)
+    assert rules.window_factor(3, 5, 1, 2, 0, 1).shape == (3, 5)
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 1), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 2, 1),
+    ).eval()
+    _check_against_reference(net, torch.randn(1, 3, 4, 4), "leaves", True)
