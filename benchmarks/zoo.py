@@ -13,6 +13,10 @@ in its own process, under a time limit, and measures side by side:
 - ``transform``: ``get_transformer()`` (ancestor plan, majorant) and the exact spectrum
   of the probe.
 
+Each time is the median of its repeats; ``--min`` takes the minimum instead, for the
+forward pass and each phase alike, as issue 23's figures were taken (on a shared machine the
+minimum moves less: a garbage-collector pass or another process lands in some repeats only).
+
 A model nsp cannot analyse is listed with the ``UnsupportedModuleError`` it raises.
 torchvision must import (on the CPU build of torch, through the test environment's shim:
 see README, "Quick start").
@@ -52,15 +56,17 @@ MODELS: dict[str, dict] = {
 
 # The clock of every measurement: the wall clock, or with --cpu the process's CPU time.
 _clock: Callable[[], float] = time.perf_counter
+# How repeats become one time: their median, or with --min their minimum.
+_summary: Callable[[list[float]], float] = statistics.median
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
+def _time(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
         start = _clock()
         fn()
         times.append(_clock() - start)
-    return statistics.median(times)
+    return _summary(times)
 
 
 def measure(name: str, layers: str, incl: bool, repeats: int) -> dict:
@@ -75,11 +81,11 @@ def measure(name: str, layers: str, incl: bool, repeats: int) -> dict:
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         net(x)
-        forward = _median_time(lambda: net(x), 20)
+        forward = _time(lambda: net(x), 20)
     kwargs = {} if layers == "top" else {"layers": "leaves"}
     result = {"model": name, "layers": layers, "incl": incl, "forward_ms": forward * 1e3}
     try:
-        capture = _median_time(lambda: nsp.Activations(net, x, **kwargs), repeats)
+        capture = _time(lambda: nsp.Activations(net, x, **kwargs), repeats)
         acts = nsp.Activations(net, x, **kwargs)
         graphs, transforms = [], []
         for _ in range(repeats):
@@ -101,7 +107,7 @@ def measure(name: str, layers: str, incl: bool, repeats: int) -> dict:
         return result
     result.update(
         neurons=graph.number_of_nodes(), layer_count=len(acts.layernames), capture_ms=capture * 1e3,
-        graph_ms=statistics.median(graphs) * 1e3, transform_ms=statistics.median(transforms) * 1e3,
+        graph_ms=_summary(graphs) * 1e3, transform_ms=_summary(transforms) * 1e3,
     )
     return result
 
@@ -133,8 +139,10 @@ def profile(name: str, layers: str, incl: bool, top: int) -> str:
     return f"### {name}, {layers}, INCL={incl}\n" + out.getvalue()
 
 
-def _run(name: str, layers: str, incl: bool, repeats: int, timeout: float, cpu: bool = False) -> dict:
-    command = [sys.executable, __file__, "--one", name, layers, str(incl), "--repeats", str(repeats)] + ["--cpu"] * cpu
+def _run(name: str, layers: str, incl: bool, repeats: int, timeout: float, cpu: bool = False,
+         minimum: bool = False) -> dict:
+    command = [sys.executable, __file__, "--one", name, layers, str(incl), "--repeats", str(repeats)] \
+        + ["--cpu"] * cpu + ["--min"] * minimum
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -177,6 +185,8 @@ def main() -> None:
     parser.add_argument("--layers", nargs="*", default=["top", "leaves"], choices=["top", "leaves"])
     parser.add_argument("--incl-false", action="store_true", help="measure INCL=False (the data-dependent graph)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of capture, graph and transform (median)")
+    parser.add_argument("--min", action="store_true",
+                        help="the minimum of the repeats instead of their median (forward pass and every phase)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="instead of timing, print each case's N costliest functions (cProfile, own time)")
@@ -185,9 +195,11 @@ def main() -> None:
                              "time a process waits for a core; one torch thread, so the two agree on a quiet machine)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "LAYERS", "INCL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global _clock, _summary
     if args.cpu:
-        global _clock
         _clock = time.process_time
+    if args.min:
+        _summary = min
     if args.profile:
         for name in args.models:
             for layers in args.layers:
@@ -199,7 +211,8 @@ def main() -> None:
         return
     incl = not args.incl_false
     print(f"# {platform.processor() or platform.machine()}, 1 torch thread, torch {torch.__version__}, "
-          f"python {platform.python_version()}, INCL={incl}, 3×32×32 input")
+          f"python {platform.python_version()}, INCL={incl}, 3×32×32 input, "
+          f"{'minimum' if args.min else 'median'} of the repeats")
     if incl:
         header = ("model", "layers", "neurons", "forward ms", "capture/fwd", "graph/fwd", "transform/fwd",
                   "(graph+transform)/fwd", "(capture+graph+transform)/fwd", "note")
@@ -209,7 +222,8 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for name in args.models:
         for layers in args.layers:
-            print(_row(_run(name, layers, incl, 1 if not incl else args.repeats, args.timeout, args.cpu)), flush=True)
+            print(_row(_run(name, layers, incl, 1 if not incl else args.repeats, args.timeout, args.cpu, args.min)),
+                  flush=True)
 
 
 if __name__ == "__main__":
