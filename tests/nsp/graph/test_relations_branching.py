@@ -266,15 +266,21 @@ def test_shufflenet_style_leaves_match_reference():
     _check_against_reference(_shufflenet(), torch.randn(1, 2, 8, 8), "leaves", True)
 
 
-@pytest.mark.parametrize("incl", [True, False])
-def test_shufflenet_style_stacks_of_four_units_match_reference(incl):
-    # Four stride-1 units: the shuffle sends a quarter, an eighth, ... of each earlier unit on
-    # through the identity halves, until none of a unit's channels reaches a later unit's
-    # branch. The graph then has no parent relation there (the dense reference has no block).
+def shuffle_stack() -> nn.Module:
+    """A stride-2 ShuffleNet unit, then four stride-1 units: the shuffle sends a quarter, an
+    eighth, ... of each earlier unit on through the identity halves, until none of a unit's
+    channels reaches a later unit's branch (random weights and statistics, eval mode)."""
     torch.manual_seed(3)
     net = nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=1), ShuffleUnit(4, 8, 2), *[ShuffleUnit(8, 8, 1) for _ in range(4)],
         nn.Conv2d(8, 3, 1),
     )
     _randomize(net)
-    _check_against_reference(net.eval(), torch.randn(1, 2, 8, 8), "leaves", incl)
+    return net.eval()
+
+
+@pytest.mark.parametrize("incl", [True, False])
+def test_shufflenet_style_stacks_of_four_units_match_reference(incl):
+    # Where no channel of an earlier unit reaches a later unit's branch any more, the graph
+    # has no parent relation (the dense reference has no block).
+    _check_against_reference(shuffle_stack(), torch.randn(1, 2, 8, 8), "leaves", incl)

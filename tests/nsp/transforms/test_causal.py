@@ -194,14 +194,9 @@ def test_copies_are_rounded_by_one_subtraction_unless_it_could_overflow(monkeypa
     # its limbs still feed the later layers. Exact against forward substitution in
     # integers for values over 2^±40 (the general path); a difference past the float64
     # range is refused as for any layer.
-    from test_product_kernel import _exact_forward
+    from test_product_kernel import _exact_forward, copies_net
 
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(3 * 4 * 4, 4), nn.ReLU(),
-    ).eval()
-    x = torch.randn(1, 2, 4, 4)
+    net, x = copies_net()
     ref = reference.reference(net, x, True)
     op = nsp.NNGraph(nsp.Activations(net, x)).get_transformer()
     copies = {i for i, q in enumerate(op._kernel.copy_of) if q is not None}

@@ -97,18 +97,23 @@ def _exact_forward(ref, signal):
     return np.array([float(Fraction(v, scale)) for v in spectrum])
 
 
+def copies_net() -> tuple[nn.Module, torch.Tensor]:
+    """Convolutions and a linear layer between copies (BatchNorm, ReLUs, Flatten), and an input."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(3 * 4 * 4, 4), nn.ReLU(),
+    ).eval()
+    return net, torch.randn(1, 2, 4, 4)
+
+
 def test_forward_of_copies_is_the_signal_less_the_parent_signal():
     # The forward transform takes a copy's spectrum (BatchNorm, ReLU) as its signal less its
     # parent's, in int64 where both fit and in limbs otherwise. Exact against forward
     # substitution, for the probe's own float32 values, float32 values whose scaled
     # integers take 62 bits (the difference would not fit: limbs), and float64 values over
     # 2^±40 (the general path).
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(),
-        nn.Flatten(), nn.Linear(3 * 4 * 4, 4), nn.ReLU(),
-    ).eval()
-    x = torch.randn(1, 2, 4, 4)
+    net, x = copies_net()
     ref = reference.reference(net, x, True)
     acts = nsp.Activations(net, x)
     op = nsp.NNGraph(acts, INCL=True).get_transformer()
@@ -332,15 +337,9 @@ def test_empty_parent_relations_are_not_composed(monkeypatch):
     # and the shuffle leaves some of those relations empty (no channel of that layer
     # reaches it any more). The graph drops such a parent: nothing is composed through it,
     # and the spectrum stays exact against the dense reference.
-    from test_relations_branching import ShuffleUnit, _randomize
+    from test_relations_branching import shuffle_stack
 
-    torch.manual_seed(3)
-    net = nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), ShuffleUnit(4, 8, 2), *[ShuffleUnit(8, 8, 1) for _ in range(4)],
-        nn.Conv2d(8, 3, 1),
-    )
-    _randomize(net)
-    net.eval()
+    net = shuffle_stack()
     x = torch.randn(1, 2, 8, 8)
     acts = nsp.Activations(net, x, layers="leaves")
     graph = nsp.NNGraph(acts, INCL=True)
